@@ -1,0 +1,72 @@
+"""FROST (BIP 445) signing, all parties in one process: round 1 + round 2 + aggregate.
+
+One ceremony = every signer's ``signer_round1``, every signer's ``signer_round2``
+(each aggregates the nonces itself, signs and verifies its own partial signature),
+and ``coordinator_aggregate`` (verifies every partial signature, aggregates, and
+verifies the final BIP-340 signature). Keys come from a trusted dealer; key
+generation is not timed. Peer: frost-rs 1.0.0 signs 2-of-3 in 1.48 ms CPU
+(DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from bench.util import measure
+from tss.curve import N, Point, schnorr_verify
+from tss.frost import coordinator_aggregate, signer_round1, signer_round2
+from tss.shamir import eval_point, poly_eval
+
+CONFIGS = [(2, 2), (2, 3), (3, 5), (7, 10)]
+RUNS = 50
+PUBNONCE_BYTES, PSIG_BYTES = 66, 32
+
+
+def _deal(t: int, n: int) -> tuple[bytes, list[bytes], list[int]]:
+    coeffs = [secrets.randbelow(N - 1) + 1 for _ in range(t)]
+    shares = [poly_eval(coeffs, eval_point(i)) for i in range(n)]
+    return (
+        Point.base_mul(coeffs[0]).to_bytes(),
+        [Point.base_mul(s).to_bytes() for s in shares],
+        shares,
+    )
+
+
+def main() -> None:
+    print("FROST BIP-445 sign, all parties in one process (rounds 1+2+aggregate):")
+    for t, n in CONFIGS:
+        public_key, public_shares, secret_shares = _deal(t, n)
+        signer_ids = list(range(t))
+        msg = secrets.token_bytes(32)
+
+        def ceremony() -> bytes:
+            session_id = secrets.token_bytes(16)
+            states, pubnonces = {}, {}
+            for i in signer_ids:
+                states[i], pubnonces[i] = signer_round1(
+                    i,
+                    secret_shares[i],
+                    public_key,
+                    public_shares,
+                    t,
+                    msg,
+                    session_id,
+                    secrets.token_bytes(32),
+                )
+            psigs = {i: signer_round2(states[i], signer_ids, pubnonces) for i in signer_ids}
+            return coordinator_aggregate(
+                public_key, public_shares, t, msg, signer_ids, pubnonces, psigs
+            )
+
+        if not schnorr_verify(msg, public_key[1:], ceremony()):
+            raise SystemExit("FROST signature does not verify")
+        stats = measure(ceremony, runs=RUNS, warmup=3)
+        sent = t * (PUBNONCE_BYTES + PSIG_BYTES)
+        print(
+            f"  sign {t}-of-{n}: {stats}; 2 rounds, {sent} B sent "
+            f"({t}x{PUBNONCE_BYTES} B pubnonce + {t}x{PSIG_BYTES} B psig) + 64 B signature"
+        )
+
+
+if __name__ == "__main__":
+    main()

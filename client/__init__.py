@@ -1,0 +1,1 @@
+"""shardkeep client package."""

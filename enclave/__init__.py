@@ -1,0 +1,1 @@
+"""shardkeep enclave package."""

@@ -1,0 +1,1 @@
+"""shardkeep host package."""

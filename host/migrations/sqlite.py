@@ -1,0 +1,82 @@
+"""Schema migrations for the embedded SQLite store (SQLite >= 3.37 for STRICT tables).
+
+The schema matches ``host.migrations.postgres`` table for table and column for
+column; only the type names differ (BLOB/INTEGER here, BYTEA/BIGINT there).
+See ``host.store`` for what each table means.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from host.migrations import Migration, check_sequence
+
+__all__ = ["MIGRATIONS"]
+
+_INIT: Final = (
+    # One row per wallet: what never changes across epochs, plus the epoch in
+    # use. current_epoch is NULL until keygen's epoch 0 is committed; the
+    # foreign key makes it name an existing epoch row.
+    """
+    CREATE TABLE wallets (
+        wallet_id TEXT NOT NULL PRIMARY KEY,
+        scheme TEXT NOT NULL CHECK (scheme IN ('bip340', 'ecdsa-secp256k1')),
+        public_key BLOB NOT NULL CHECK (length(public_key) = 33),
+        owner_key BLOB NOT NULL,
+        current_epoch INTEGER CHECK (current_epoch >= 0),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        FOREIGN KEY (wallet_id, current_epoch) REFERENCES epochs (wallet_id, epoch)
+    ) STRICT
+    """,
+    # One row per key epoch of a wallet: its keyring (threshold, parties as
+    # JSON) and the state of its whole share set. Keygen makes epoch 0; every
+    # refresh or reshare makes the next one.
+    """
+    CREATE TABLE epochs (
+        wallet_id TEXT NOT NULL REFERENCES wallets (wallet_id) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL CHECK (epoch >= 0),
+        threshold INTEGER NOT NULL CHECK (threshold >= 1),
+        parties TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'committed', 'retired')),
+        created_at_ms INTEGER NOT NULL,
+        committed_at_ms INTEGER,
+        PRIMARY KEY (wallet_id, epoch)
+    ) STRICT
+    """,
+    # At most one pending and at most one committed epoch per wallet, enforced
+    # by the database as well as by the store's checks.
+    "CREATE UNIQUE INDEX epochs_one_pending ON epochs (wallet_id) WHERE state = 'pending'",
+    "CREATE UNIQUE INDEX epochs_one_committed ON epochs (wallet_id) WHERE state = 'committed'",
+    # Sealed server shares, opaque to the host. Deleting an epoch (abort,
+    # prune) deletes its shares.
+    """
+    CREATE TABLE sealed_shares (
+        wallet_id TEXT NOT NULL,
+        share_index INTEGER NOT NULL CHECK (share_index >= 0),
+        epoch INTEGER NOT NULL,
+        scheme TEXT NOT NULL CHECK (scheme IN ('bip340', 'ecdsa-secp256k1')),
+        encrypted_data_key BLOB NOT NULL CHECK (length(encrypted_data_key) > 0),
+        ciphertext BLOB NOT NULL CHECK (length(ciphertext) > 0),
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (wallet_id, share_index, epoch),
+        FOREIGN KEY (wallet_id, epoch) REFERENCES epochs (wallet_id, epoch) ON DELETE CASCADE
+    ) STRICT
+    """,
+    "CREATE INDEX sealed_shares_by_epoch ON sealed_shares (wallet_id, epoch)",
+    # Backup shares, encrypted by the client before they reach the host.
+    """
+    CREATE TABLE backups (
+        wallet_id TEXT NOT NULL REFERENCES wallets (wallet_id) ON DELETE CASCADE,
+        backup_id TEXT NOT NULL,
+        party_id TEXT NOT NULL,
+        epoch INTEGER NOT NULL CHECK (epoch >= 0),
+        blob BLOB NOT NULL CHECK (length(blob) > 0),
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (wallet_id, backup_id)
+    ) STRICT
+    """,
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "init", _INIT),)
+check_sequence(MIGRATIONS)

@@ -1,0 +1,1 @@
+"""shardkeep relay package."""

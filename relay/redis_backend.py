@@ -1,0 +1,334 @@
+"""The Redis backend: several relay processes serve the same rooms.
+
+Layout per room (the ``{room_id}`` hash tag keeps a room's keys in one Redis
+Cluster slot, which multi-key scripts need):
+
+- ``<prefix>room:{<id>}``         hash: spec (participants, limits, expiry, token
+  digests), state (``closed``, counters, ``pos``) and per party ``seq:<party>``
+  (its last seq = envelopes delivered) and ``joined:<party>``;
+- ``<prefix>room:{<id>}:log``     stream: the room log, one entry per envelope,
+  entry id ``0-<position>`` so positions are plain integers; a close appends a
+  marker entry so readers blocked in XREAD wake up and see it;
+- ``<prefix>room:{<id>}:rounds``  hash: ``<ceremony>|<round>|<party>`` -> count,
+  for AwaitRound.
+
+Every key gets PEXPIREAT expiry + retention, so Redis itself collects rooms
+(the TTL check proper uses ``expires_ms``, against the relay's clock). Every
+write is a Lua script, so the ``rooms.check_append`` rules and the write are
+atomic across relays; the append script mirrors ``check_append`` rule for rule,
+and the service tests run against both backends to keep them equal. The stream
+is also capped with XADD MAXLEN as a guard behind the count check.
+
+Each blocked reader holds one pooled connection during XREAD BLOCK (bounded by
+``RelayConfig.max_block_s``); cancelling a reader makes redis-py drop that
+connection, which is safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, cast
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from relay.errors import (
+    BackendUnavailableError,
+    LimitExceededError,
+    RelayError,
+    RoomClosedError,
+    RoomExistsError,
+    RoomExpiredError,
+    RoomNotFoundError,
+    SequenceError,
+)
+from relay.rooms import (
+    Message,
+    PartyId,
+    ReadResult,
+    RoomId,
+    RoomLimits,
+    RoomSnapshot,
+    RoomSpec,
+    StoredMessage,
+    TokenDigest,
+)
+
+__all__ = ["RedisBackend"]
+
+# KEYS: meta, log, rounds. ARGV: gc_ms, then field/value pairs of the meta hash.
+_CREATE_LUA: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: meta. ARGV: party, now_ms.
+_JOIN_LUA: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], 'joined:' .. ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: meta, log, rounds. ARGV: now_ms, sender, recipient, ceremony, round,
+# seq, payload. The same rules, in the same order, as rooms.check_append.
+_APPEND_LUA: Final = """
+local m = redis.call('HMGET', KEYS[1], 'expires_ms', 'closed', 'max_message_bytes',
+  'max_messages', 'max_total_bytes', 'messages', 'total_bytes', 'pos', 'gc_ms',
+  'seq:' .. ARGV[2])
+if not m[1] then return {'not_found'} end
+if m[2] == '1' then return {'closed'} end
+if tonumber(ARGV[1]) >= tonumber(m[1]) then return {'expired'} end
+if not m[10] then return {'not_found'} end
+local size = string.len(ARGV[7])
+if size > tonumber(m[3]) then return {'too_large', m[3]} end
+local last = tonumber(m[10])
+if tonumber(ARGV[6]) ~= last + 1 then return {'seq', tostring(last + 1)} end
+local messages = tonumber(m[6]) + 1
+if messages > tonumber(m[4]) then return {'count', m[4]} end
+local total = tonumber(m[7]) + size
+if total > tonumber(m[5]) then return {'bytes', m[5]} end
+local pos = tonumber(m[8]) + 1
+redis.call('XADD', KEYS[2], 'MAXLEN', tonumber(m[4]) + 1, '0-' .. pos,
+  'k', 'm', 's', ARGV[2], 'r', ARGV[3], 'c', ARGV[4], 'n', ARGV[5], 'q', ARGV[6],
+  'p', ARGV[7])
+redis.call('HSET', KEYS[1], 'messages', messages, 'total_bytes', total, 'pos', pos,
+  'seq:' .. ARGV[2], ARGV[6])
+redis.call('HINCRBY', KEYS[3], ARGV[4] .. '|' .. ARGV[5] .. '|' .. ARGV[2], 1)
+redis.call('PEXPIREAT', KEYS[2], m[9])
+redis.call('PEXPIREAT', KEYS[3], m[9])
+return {'ok', pos}
+"""
+
+# KEYS: meta, log. Returns 0 when the room does not exist.
+_CLOSE_LUA: Final = """
+local m = redis.call('HMGET', KEYS[1], 'closed', 'pos', 'gc_ms')
+if not m[3] then return 0 end
+if m[1] == '1' then return 1 end
+local pos = tonumber(m[2]) + 1
+redis.call('XADD', KEYS[2], '0-' .. pos, 'k', 'c')
+redis.call('HSET', KEYS[1], 'closed', '1', 'pos', pos)
+redis.call('PEXPIREAT', KEYS[2], m[3])
+return 1
+"""
+
+_APPEND_ERRORS: Final[Mapping[bytes, type[RelayError]]] = {
+    b"not_found": RoomNotFoundError,
+    b"closed": RoomClosedError,
+    b"expired": RoomExpiredError,
+    b"too_large": LimitExceededError,
+    b"seq": SequenceError,
+    b"count": LimitExceededError,
+    b"bytes": LimitExceededError,
+}
+_APPEND_MESSAGES: Final[Mapping[bytes, str]] = {
+    b"not_found": "no such room",
+    b"closed": "room is closed",
+    b"expired": "room has expired",
+    b"too_large": "payload exceeds the room limit of {} bytes",
+    b"seq": "expected seq {}",
+    b"count": "room message limit {} reached",
+    b"bytes": "room byte limit {} reached",
+}
+
+
+@asynccontextmanager
+async def _redis_errors() -> AsyncIterator[None]:
+    """Map Redis connection failures to ``BackendUnavailableError`` (the service
+    turns it into UNAVAILABLE); other Redis errors are bugs and stay INTERNAL."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        raise BackendUnavailableError("relay backend unavailable") from e
+
+
+def _position(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[1])
+
+
+class RedisBackend:
+    """Rooms in Redis; implements ``relay.backend.Backend``."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "shardkeep:relay:",
+        retention_ms: int = 10 * 60 * 1000,
+    ) -> None:
+        """Wrap a redis-py asyncio client (created with ``decode_responses=False``).
+
+        Arguments:
+            client: the connection (pool) to use; ``aclose`` closes it.
+            prefix: prepended to every key, so tests and deployments can share a
+                Redis.
+            retention_ms: how long keys outlive the room's expiry.
+        """
+        self._r = client
+        self._prefix = prefix
+        self._retention_ms = retention_ms
+        self._create = client.register_script(_CREATE_LUA)
+        self._join = client.register_script(_JOIN_LUA)
+        self._append = client.register_script(_APPEND_LUA)
+        self._close = client.register_script(_CLOSE_LUA)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = "shardkeep:relay:", retention_ms: int = 10 * 60 * 1000
+    ) -> RedisBackend:
+        """Connect to ``url`` (``redis://host:port/db``) lazily.
+
+        Arguments:
+            url: a redis:// or rediss:// URL.
+            prefix: key prefix.
+            retention_ms: how long keys outlive the room's expiry.
+
+        Returns:
+            The backend; the first command opens the connection.
+        """
+        return cls(
+            aioredis.Redis.from_url(url, decode_responses=False),
+            prefix=prefix,
+            retention_ms=retention_ms,
+        )
+
+    def _keys(self, room_id: RoomId) -> tuple[str, str, str]:
+        meta = f"{self._prefix}room:{{{room_id}}}"
+        return meta, f"{meta}:log", f"{meta}:rounds"
+
+    async def create_room(self, spec: RoomSpec, now_ms: int) -> None:
+        meta, log, rounds = self._keys(spec.room_id)
+        fields: dict[str, str | int | bytes] = {
+            "participants": json.dumps(list(spec.participants)),
+            "created_ms": spec.created_ms,
+            "expires_ms": spec.expires_ms,
+            "gc_ms": spec.expires_ms + self._retention_ms,
+            "max_message_bytes": spec.limits.max_message_bytes,
+            "max_messages": spec.limits.max_messages,
+            "max_total_bytes": spec.limits.max_total_bytes,
+            "admin": spec.admin_digest,
+            "closed": "0",
+            "messages": 0,
+            "total_bytes": 0,
+            "pos": 0,
+        }
+        for party in spec.participants:
+            fields[f"tok:{party}"] = spec.token_digests[party]
+            fields[f"seq:{party}"] = 0
+        args: list[str | int | bytes] = [spec.expires_ms + self._retention_ms]
+        for name, value in fields.items():
+            args += [name, value]
+        async with _redis_errors():
+            created = await self._create(keys=[meta, log, rounds], args=args)
+        if not created:
+            raise RoomExistsError("room id in use")
+
+    async def snapshot(self, room_id: RoomId) -> RoomSnapshot:
+        meta, _, _ = self._keys(room_id)
+        async with _redis_errors():
+            # decode_responses=False: every key and value is bytes.
+            raw = cast("dict[bytes, bytes]", await self._r.hgetall(meta))
+        if b"participants" not in raw:
+            raise RoomNotFoundError("no such room")
+        participants = tuple(PartyId(p) for p in json.loads(raw[b"participants"]))
+        spec = RoomSpec(
+            room_id=room_id,
+            participants=participants,
+            created_ms=int(raw[b"created_ms"]),
+            expires_ms=int(raw[b"expires_ms"]),
+            limits=RoomLimits(
+                max_message_bytes=int(raw[b"max_message_bytes"]),
+                max_messages=int(raw[b"max_messages"]),
+                max_total_bytes=int(raw[b"max_total_bytes"]),
+            ),
+            token_digests={p: TokenDigest(raw[f"tok:{p}".encode()]) for p in participants},
+            admin_digest=TokenDigest(raw[b"admin"]),
+        )
+        return RoomSnapshot(
+            spec=spec,
+            closed=raw[b"closed"] == b"1",
+            joined=frozenset(p for p in participants if f"joined:{p}".encode() in raw),
+            delivered={p: int(raw[f"seq:{p}".encode()]) for p in participants},
+            messages=int(raw[b"messages"]),
+            total_bytes=int(raw[b"total_bytes"]),
+            position=int(raw[b"pos"]),
+        )
+
+    async def mark_joined(self, room_id: RoomId, party: PartyId, now_ms: int) -> None:
+        meta, _, _ = self._keys(room_id)
+        async with _redis_errors():
+            found = await self._join(keys=[meta], args=[party, now_ms])
+        if not found:
+            raise RoomNotFoundError("no such room")
+
+    async def append(self, room_id: RoomId, message: Message, now_ms: int) -> int:
+        async with _redis_errors():
+            reply: list[Any] = await self._append(
+                keys=list(self._keys(room_id)),
+                args=[
+                    now_ms,
+                    message.sender,
+                    message.recipient,
+                    message.ceremony_id,
+                    message.round,
+                    message.seq,
+                    message.payload,
+                ],
+            )
+        status = reply[0]
+        if status == b"ok":
+            return int(reply[1])
+        error = _APPEND_ERRORS.get(status)
+        if error is None:
+            raise RelayError("unexpected reply from the append script")
+        detail = reply[1].decode() if len(reply) > 1 else ""
+        raise error(_APPEND_MESSAGES[status].format(detail))
+
+    async def read(self, room_id: RoomId, after: int, limit: int, max_wait_s: float) -> ReadResult:
+        _, log, _ = self._keys(room_id)
+        block_ms = int(max_wait_s * 1000)
+        async with _redis_errors():
+            reply = cast(
+                "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",
+                await self._r.xread(
+                    {log: f"0-{after}"}, count=limit, block=block_ms if block_ms > 0 else None
+                ),
+            )
+        entries: list[StoredMessage] = []
+        closed = False
+        for _stream, items in reply or ():
+            for entry_id, f in items:
+                if f[b"k"] == b"c":
+                    closed = True
+                    break
+                message = Message(
+                    sender=PartyId(f[b"s"].decode()),
+                    recipient=PartyId(f[b"r"].decode()) if f[b"r"] else "",
+                    ceremony_id=f[b"c"].decode(),
+                    round=int(f[b"n"]),
+                    seq=int(f[b"q"]),
+                    payload=f[b"p"],
+                )
+                entries.append(StoredMessage(position=_position(entry_id), message=message))
+        return ReadResult(entries=tuple(entries), closed=closed)
+
+    async def delivered(
+        self, room_id: RoomId, ceremony_id: str, round_: int, parties: Sequence[PartyId]
+    ) -> frozenset[PartyId]:
+        _, _, rounds = self._keys(room_id)
+        async with _redis_errors():
+            counts = await self._r.hmget(rounds, [f"{ceremony_id}|{round_}|{p}" for p in parties])
+        return frozenset(p for p, c in zip(parties, counts, strict=True) if c is not None)
+
+    async def close_room(self, room_id: RoomId) -> None:
+        meta, log, _ = self._keys(room_id)
+        async with _redis_errors():
+            found = await self._close(keys=[meta, log])
+        if not found:
+            raise RoomNotFoundError("no such room")
+
+    async def aclose(self) -> None:
+        await self._r.aclose()

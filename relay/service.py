@@ -1,0 +1,456 @@
+"""The relay's gRPC shell: servicer, error boundary and server factory.
+
+Protobuf stops here: handlers turn requests into ``relay.rooms`` values, call
+the backend, and turn results back. Every handler runs behind ``_boundary``,
+the one place relay errors become status codes (``relay.errors.STATUS_CODES``,
+STYLE.md principle 5); anything unexpected becomes INTERNAL with a generic
+message. Logs name the method, room and status, never tokens or payloads.
+
+Authentication is per room and per party (join tokens minted by CreateRoom),
+so it happens in the handlers, before any room state is read or changed; for
+Join the token arrives in the stream's first message, which an interceptor
+cannot see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from relay import rooms
+from relay.backend import Backend
+from relay.errors import (
+    ERROR_METADATA_KEY,
+    HandshakeTimeoutError,
+    MalformedRequestError,
+    RelayError,
+    status_code_for,
+)
+from relay.rooms import Message, PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
+from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
+
+__all__ = [
+    # Functions
+    "create_server",
+    "new_health_servicer",
+    "wall_clock_ms",
+    # Types
+    "AsyncHealthServicer",
+    "Clock",
+    "RelayServicer",
+    "SERVICE_NAME",
+]
+
+SERVICE_NAME: Final = "shardkeep.v1.Relay"
+_log = logging.getLogger(__name__)
+# Typed aliases for what the installed stubs (grpc-stubs, grpc_health stubs)
+# do not declare: the end-of-stream marker and the asyncio health servicer.
+_EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+class AsyncHealthServicer(Protocol):
+    """The parts of ``grpc_health.v1.health.aio.HealthServicer`` the relay uses."""
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        """Set a service's serving status."""
+        ...
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Report NOT_SERVING for every service from now on."""
+        ...
+
+
+def new_health_servicer() -> AsyncHealthServicer:
+    """Return a new asyncio gRPC health servicer."""
+    servicer: AsyncHealthServicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    return servicer
+
+
+Clock = Callable[[], int]
+"""Returns the current Unix time in milliseconds."""
+
+_STATE: Final[dict[RoomState, relay_pb2.RoomState]] = {
+    "open": relay_pb2.ROOM_STATE_OPEN,
+    "closed": relay_pb2.ROOM_STATE_CLOSED,
+    "expired": relay_pb2.ROOM_STATE_EXPIRED,
+}
+# Envelopes queued towards one stream's writer: bounds memory per slow reader;
+# the delivery task then waits, and resumes from the backend log.
+_OUTBOX_SIZE: Final = 256
+
+
+def wall_clock_ms() -> int:
+    """Return the current Unix time in milliseconds (the default ``Clock``)."""
+    return time.time_ns() // 1_000_000
+
+
+_S = TypeVar("_S", bound="RelayServicer")
+_Req = TypeVar("_Req")
+_Ctx = TypeVar("_Ctx", bound="grpc.aio.ServicerContext[Any, Any]")
+_Resp = TypeVar("_Resp")
+_Handler = Callable[[_S, _Req, _Ctx], Awaitable[_Resp]]
+
+
+def _boundary(handler: _Handler[_S, _Req, _Ctx, _Resp]) -> _Handler[_S, _Req, _Ctx, _Resp]:
+    """Map errors raised by ``handler`` to gRPC statuses through the one table."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: _S, request: _Req, context: _Ctx) -> _Resp:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except RelayError as e:
+            code = status_code_for(e)
+            _log.info("%s failed: %s", handler.__name__, code.name)
+            await context.abort(code, str(e), ((ERROR_METADATA_KEY, type(e).__name__),))
+        except Exception:
+            _log.exception("%s: unexpected error", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    return wrapper
+
+
+def _limits_to_proto(limits: rooms.RoomLimits) -> relay_pb2.RoomLimits:
+    return relay_pb2.RoomLimits(
+        max_message_bytes=limits.max_message_bytes,
+        max_messages=limits.max_messages,
+        max_total_bytes=limits.max_total_bytes,
+    )
+
+
+def _delivery(room_id: RoomId, stored: rooms.StoredMessage) -> relay_pb2.JoinResponse:
+    m = stored.message
+    envelope = envelope_pb2.Envelope(
+        room_id=room_id,
+        ceremony_id=m.ceremony_id,
+        round=m.round,
+        sender=m.sender,
+        recipient=m.recipient,
+        seq=m.seq,
+        payload=m.payload,
+    )
+    return relay_pb2.JoinResponse(
+        delivery=relay_pb2.EnvelopeDelivery(envelope=envelope, position=stored.position)
+    )
+
+
+def _ended(reason: relay_pb2.RoomEndReason) -> relay_pb2.JoinResponse:
+    return relay_pb2.JoinResponse(ended=relay_pb2.RoomEnded(reason=reason))
+
+
+class _Done:
+    """Sentinel: the stream's writer should finish with OK."""
+
+
+_DONE: Final = _Done()
+_Outbox = asyncio.Queue[relay_pb2.JoinResponse | BaseException | _Done]
+
+
+class RelayServicer(relay_pb2_grpc.RelayServicer):
+    """The Relay service over a ``Backend``."""
+
+    def __init__(self, backend: Backend, *, config: RelayConfig, clock: Clock) -> None:
+        """Arguments:
+        backend: room storage.
+        config: relay defaults and limits.
+        clock: Unix time in ms (a parameter so tests can move time).
+        """
+        self._backend = backend
+        self._config = config
+        self._clock = clock
+
+    async def _viewable_room(self, room_id: str, token: str) -> RoomSnapshot:
+        snapshot = await self._backend.snapshot(RoomId(rooms.validate_id("room_id", room_id)))
+        rooms.authenticate_viewer(snapshot.spec, token)
+        return snapshot
+
+    @_boundary
+    async def CreateRoom(
+        self,
+        request: relay_pb2.CreateRoomRequest,
+        context: grpc.aio.ServicerContext[
+            relay_pb2.CreateRoomRequest, relay_pb2.CreateRoomResponse
+        ],
+    ) -> relay_pb2.CreateRoomResponse:
+        now = self._clock()
+        new = rooms.new_room(
+            room_id=request.room_id,
+            participants=request.participants,
+            ttl_ms=request.ttl_ms,
+            limits=rooms.RoomLimits(
+                max_message_bytes=request.limits.max_message_bytes,
+                max_messages=request.limits.max_messages,
+                max_total_bytes=request.limits.max_total_bytes,
+            ),
+            config=self._config,
+            now_ms=now,
+        )
+        await self._backend.create_room(new.spec, now)
+        _log.info("room created: %s, %d parties", new.spec.room_id, len(new.spec.participants))
+        return relay_pb2.CreateRoomResponse(
+            room_id=new.spec.room_id,
+            join_tokens={str(p): t for p, t in new.join_tokens.items()},
+            admin_token=new.admin_token,
+            expires_at_ms=new.spec.expires_ms,
+            limits=_limits_to_proto(new.spec.limits),
+        )
+
+    @_boundary
+    async def GetRoom(
+        self,
+        request: relay_pb2.GetRoomRequest,
+        context: grpc.aio.ServicerContext[relay_pb2.GetRoomRequest, relay_pb2.RoomStatus],
+    ) -> relay_pb2.RoomStatus:
+        snapshot = await self._viewable_room(request.room_id, request.token)
+        spec = snapshot.spec
+        return relay_pb2.RoomStatus(
+            room_id=spec.room_id,
+            state=_STATE[snapshot.state(self._clock())],
+            parties=[
+                relay_pb2.RoomPartyStatus(
+                    party=p, joined=p in snapshot.joined, messages_delivered=snapshot.delivered[p]
+                )
+                for p in spec.participants
+            ],
+            created_at_ms=spec.created_ms,
+            expires_at_ms=spec.expires_ms,
+            limits=_limits_to_proto(spec.limits),
+            messages=snapshot.messages,
+            total_bytes=snapshot.total_bytes,
+        )
+
+    @_boundary
+    async def CloseRoom(
+        self,
+        request: relay_pb2.CloseRoomRequest,
+        context: grpc.aio.ServicerContext[relay_pb2.CloseRoomRequest, relay_pb2.CloseRoomResponse],
+    ) -> relay_pb2.CloseRoomResponse:
+        room_id = RoomId(rooms.validate_id("room_id", request.room_id))
+        snapshot = await self._backend.snapshot(room_id)
+        rooms.authenticate_admin(snapshot.spec, request.admin_token)
+        await self._backend.close_room(room_id)
+        _log.info("room closed: %s", room_id)
+        return relay_pb2.CloseRoomResponse()
+
+    @_boundary
+    async def AwaitRound(
+        self,
+        request: relay_pb2.AwaitRoundRequest,
+        context: grpc.aio.ServicerContext[
+            relay_pb2.AwaitRoundRequest, relay_pb2.AwaitRoundResponse
+        ],
+    ) -> relay_pb2.AwaitRoundResponse:
+        snapshot = await self._viewable_room(request.room_id, request.token)
+        spec = snapshot.spec
+        ceremony_id = rooms.validate_id("ceremony_id", request.ceremony_id, allow_empty=True)
+        expected = tuple(PartyId(p) for p in request.parties) or spec.participants
+        if any(p not in spec.token_digests for p in expected):
+            raise MalformedRequestError("parties must be participants of the room")
+        deadline = min(
+            self._clock() + min(request.timeout_ms, self._config.max_await_ms), spec.expires_ms
+        )
+        position, closed = snapshot.position, snapshot.closed
+        while True:
+            # Read the log position before the round index: an envelope stored
+            # in between makes the read below return at once, so none is missed.
+            done = await self._backend.delivered(spec.room_id, ceremony_id, request.round, expected)
+            now = self._clock()
+            if len(done) == len(expected) or closed or now >= deadline:
+                break
+            wait_s = min((deadline - now) / 1000, self._config.max_block_s)
+            batch = await self._backend.read(
+                spec.room_id, position, self._config.read_batch, wait_s
+            )
+            if batch.entries:
+                position = batch.entries[-1].position
+            closed = batch.closed
+        state: RoomState = "closed" if closed else ("expired" if now >= spec.expires_ms else "open")
+        return relay_pb2.AwaitRoundResponse(
+            complete=len(done) == len(expected),
+            delivered=[p for p in expected if p in done],
+            missing=[p for p in expected if p not in done],
+            state=_STATE[state],
+        )
+
+    @_boundary
+    async def Join(
+        self,
+        request_iterator: AsyncIterator[relay_pb2.JoinRequest],
+        context: grpc.aio.ServicerContext[relay_pb2.JoinRequest, relay_pb2.JoinResponse],
+    ) -> None:
+        try:
+            async with asyncio.timeout(self._config.hello_timeout_s):
+                first = await context.read()
+        except TimeoutError:
+            raise HandshakeTimeoutError("no JoinHello in time") from None
+        if first is _EOF or first.WhichOneof("kind") != "hello":
+            raise MalformedRequestError("the first message on a Join stream must be a JoinHello")
+        hello = first.hello
+        room_id = RoomId(rooms.validate_id("room_id", hello.room_id))
+        snapshot = await self._backend.snapshot(room_id)
+        # Authenticate before revealing anything about the room's state.
+        party = rooms.authenticate_party(snapshot.spec, hello.party, hello.join_token)
+        rooms.check_open(snapshot.closed, snapshot.spec.expires_ms, self._clock())
+        if hello.resume_after > snapshot.position:
+            raise MalformedRequestError("resume_after is past the end of the room log")
+        await self._backend.mark_joined(room_id, party, self._clock())
+        spec = snapshot.spec
+        await context.write(
+            relay_pb2.JoinResponse(
+                accepted=relay_pb2.JoinAccepted(
+                    room_id=room_id,
+                    party=party,
+                    participants=spec.participants,
+                    next_seq=snapshot.delivered[party] + 1,
+                    expires_at_ms=spec.expires_ms,
+                    limits=_limits_to_proto(spec.limits),
+                )
+            )
+        )
+        _log.info("party joined: room %s party %s", room_id, party)
+        await _PartyStream(self, context, snapshot, party).run(hello.resume_after)
+
+
+class _PartyStream:
+    """One joined party's stream: an inbound task stores envelopes and queues
+    acks, a delivery task tails the room log and queues deliveries, and the
+    handler's own task is the only writer (gRPC allows one write at a time)."""
+
+    def __init__(
+        self,
+        servicer: RelayServicer,
+        context: grpc.aio.ServicerContext[relay_pb2.JoinRequest, relay_pb2.JoinResponse],
+        snapshot: RoomSnapshot,
+        party: PartyId,
+    ) -> None:
+        self._backend = servicer._backend
+        self._config = servicer._config
+        self._clock = servicer._clock
+        self._context = context
+        self._spec = snapshot.spec
+        self._party = party
+        self._outbox: _Outbox = asyncio.Queue(maxsize=_OUTBOX_SIZE)
+
+    async def run(self, resume_after: int) -> None:
+        tasks = [
+            asyncio.create_task(self._guard(self._inbound())),
+            asyncio.create_task(self._guard(self._deliver(resume_after))),
+        ]
+        try:
+            while True:
+                item = await self._outbox.get()
+                if isinstance(item, _Done):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                await self._context.write(item)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _guard(self, job: Awaitable[None]) -> None:
+        """Hand a task's failure to the writer, which raises it at the boundary."""
+        try:
+            await job
+        except Exception as e:
+            await self._outbox.put(e)
+
+    async def _inbound(self) -> None:
+        while True:
+            request = await self._context.read()
+            if request is _EOF:
+                return  # half-close: the party only listens from now on
+            if request.WhichOneof("kind") != "envelope":
+                raise MalformedRequestError("expected an envelope after the JoinHello")
+            e = request.envelope
+            # Routing checks before anything is stored (STYLE.md principle 6);
+            # the relay stamps the authenticated sender.
+            rooms.check_routing(
+                self._spec, self._party, e.sender, e.room_id, e.recipient, e.ceremony_id, e.round
+            )
+            message = Message(
+                sender=self._party,
+                recipient=PartyId(e.recipient) if e.recipient else "",
+                ceremony_id=e.ceremony_id,
+                round=e.round,
+                seq=e.seq,
+                payload=e.payload,
+            )
+            position = await self._backend.append(self._spec.room_id, message, self._clock())
+            await self._outbox.put(
+                relay_pb2.JoinResponse(ack=relay_pb2.EnvelopeAck(seq=e.seq, position=position))
+            )
+
+    async def _deliver(self, cursor: int) -> None:
+        room_id, expires = self._spec.room_id, self._spec.expires_ms
+        while True:
+            now = self._clock()
+            if now >= expires:
+                await self._outbox.put(_ended(relay_pb2.ROOM_END_REASON_EXPIRED))
+                break
+            wait_s = min((expires - now) / 1000, self._config.max_block_s)
+            batch = await self._backend.read(room_id, cursor, self._config.read_batch, wait_s)
+            for stored in batch.entries:
+                cursor = stored.position
+                if rooms.is_addressed_to(stored.message, self._party):
+                    await self._outbox.put(_delivery(room_id, stored))
+            if batch.closed:
+                await self._outbox.put(_ended(relay_pb2.ROOM_END_REASON_CLOSED))
+                break
+        await self._outbox.put(_DONE)
+
+
+async def create_server(
+    address: str,
+    backend: Backend,
+    *,
+    config: RelayConfig | None = None,
+    clock: Clock = wall_clock_ms,
+    health_servicer: AsyncHealthServicer | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """Build a relay gRPC server (not started) with the health service.
+
+    Arguments:
+        address: ``host:port`` (port 0 picks a free one; tests use
+            ``127.0.0.1:0``) or ``unix:/path``.
+        backend: room storage; the caller closes it after the server stops.
+        config: relay defaults and limits (``RelayConfig()`` if None).
+        clock: Unix time in ms.
+        health_servicer: pass one to drive graceful shutdown
+            (``enter_graceful_shutdown``); a new one is made otherwise.
+
+    Returns:
+        ``(server, bound_port)``; the port is 0 for a Unix socket.
+
+    Raises:
+        RuntimeError: the address cannot be bound.
+    """
+    config = config or RelayConfig()
+    # Room limits are enforced by the relay; the transport cap only needs room
+    # for the largest allowed payload plus the envelope's routing fields.
+    max_frame = config.max_limits.max_message_bytes + 64 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_frame),
+            ("grpc.max_send_message_length", max_frame),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    relay_pb2_grpc.add_RelayServicer_to_server(  # type: ignore[no-untyped-call]
+        RelayServicer(backend, config=config, clock=clock), server
+    )
+    health_servicer = health_servicer or new_health_servicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_insecure_port(address)
+    return server, 0 if address.startswith("unix:") else port

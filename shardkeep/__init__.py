@@ -1,0 +1,4 @@
+"""Shared service plumbing (gRPC shell, logging) and the generated protobuf code (``shardkeep.v1``).
+
+The protocol core ``tss`` never imports this package (DESIGN.md §2).
+"""

@@ -1,0 +1,124 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Scheme(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCHEME_UNSPECIFIED: _ClassVar[Scheme]
+    SCHEME_ECDSA_SECP256K1: _ClassVar[Scheme]
+    SCHEME_BIP340: _ClassVar[Scheme]
+
+class CeremonyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CEREMONY_KIND_UNSPECIFIED: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_KEYGEN: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_SIGN: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_RESHARE: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_REFRESH: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_EXPORT: _ClassVar[CeremonyKind]
+SCHEME_UNSPECIFIED: Scheme
+SCHEME_ECDSA_SECP256K1: Scheme
+SCHEME_BIP340: Scheme
+CEREMONY_KIND_UNSPECIFIED: CeremonyKind
+CEREMONY_KIND_KEYGEN: CeremonyKind
+CEREMONY_KIND_SIGN: CeremonyKind
+CEREMONY_KIND_RESHARE: CeremonyKind
+CEREMONY_KIND_REFRESH: CeremonyKind
+CEREMONY_KIND_EXPORT: CeremonyKind
+
+class Party(_message.Message):
+    __slots__ = ("party_id", "static_key", "host_pubkey")
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    STATIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    HOST_PUBKEY_FIELD_NUMBER: _ClassVar[int]
+    party_id: str
+    static_key: bytes
+    host_pubkey: bytes
+    def __init__(self, party_id: _Optional[str] = ..., static_key: _Optional[bytes] = ..., host_pubkey: _Optional[bytes] = ...) -> None: ...
+
+class CeremonyRequest(_message.Message):
+    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "request_nonce", "signers", "owner_key", "new_threshold", "new_parties")
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DERIVATION_PATH_FIELD_NUMBER: _ClassVar[int]
+    TAPROOT_MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_RECIPIENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_NONCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNERS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEW_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NEW_PARTIES_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    room_id: str
+    kind: CeremonyKind
+    scheme: Scheme
+    wallet_id: str
+    threshold: int
+    parties: _containers.RepeatedCompositeFieldContainer[Party]
+    digest: bytes
+    derivation_path: _containers.RepeatedScalarFieldContainer[int]
+    taproot_merkle_root: bytes
+    export_recipient_key: bytes
+    not_after_unix: int
+    request_nonce: bytes
+    signers: _containers.RepeatedScalarFieldContainer[int]
+    owner_key: bytes
+    new_threshold: int
+    new_parties: _containers.RepeatedCompositeFieldContainer[Party]
+    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., request_nonce: _Optional[bytes] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ...) -> None: ...
+
+class SignedCeremonyRequest(_message.Message):
+    __slots__ = ("request", "coordinator_signature", "owner_signature")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    request: bytes
+    coordinator_signature: bytes
+    owner_signature: bytes
+    def __init__(self, request: _Optional[bytes] = ..., coordinator_signature: _Optional[bytes] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
+
+class SealedShare(_message.Message):
+    __slots__ = ("wallet_id", "share_index", "scheme", "epoch", "encrypted_data_key", "ciphertext")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_DATA_KEY_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    share_index: int
+    scheme: Scheme
+    epoch: int
+    encrypted_data_key: bytes
+    ciphertext: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., share_index: _Optional[int] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., epoch: _Optional[int] = ..., encrypted_data_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class CeremonyResult(_message.Message):
+    __slots__ = ("ceremony_id", "wallet_id", "public_key", "epoch", "signature", "recovery_id", "encrypted_export")
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_EXPORT_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    wallet_id: str
+    public_key: bytes
+    epoch: int
+    signature: bytes
+    recovery_id: int
+    encrypted_export: bytes
+    def __init__(self, ceremony_id: _Optional[str] = ..., wallet_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., epoch: _Optional[int] = ..., signature: _Optional[bytes] = ..., recovery_id: _Optional[int] = ..., encrypted_export: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,87 @@
+from shardkeep.v1 import ceremony_pb2 as _ceremony_pb2
+from shardkeep.v1 import envelope_pb2 as _envelope_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProvisionRequest(_message.Message):
+    __slots__ = ("sealed_identity",)
+    SEALED_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    sealed_identity: bytes
+    def __init__(self, sealed_identity: _Optional[bytes] = ...) -> None: ...
+
+class ProvisionResponse(_message.Message):
+    __slots__ = ("sealed_identity", "static_key", "host_pubkey")
+    SEALED_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    STATIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    HOST_PUBKEY_FIELD_NUMBER: _ClassVar[int]
+    sealed_identity: bytes
+    static_key: bytes
+    host_pubkey: bytes
+    def __init__(self, sealed_identity: _Optional[bytes] = ..., static_key: _Optional[bytes] = ..., host_pubkey: _Optional[bytes] = ...) -> None: ...
+
+class GetAttestationRequest(_message.Message):
+    __slots__ = ("nonce", "user_data")
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    USER_DATA_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    user_data: bytes
+    def __init__(self, nonce: _Optional[bytes] = ..., user_data: _Optional[bytes] = ...) -> None: ...
+
+class GetAttestationResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("version", "static_key", "ceremonies_running")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CEREMONIES_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    static_key: bytes
+    ceremonies_running: int
+    def __init__(self, version: _Optional[str] = ..., static_key: _Optional[bytes] = ..., ceremonies_running: _Optional[int] = ...) -> None: ...
+
+class CeremonyStart(_message.Message):
+    __slots__ = ("request", "sealed_shares")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    request: _ceremony_pb2.SignedCeremonyRequest
+    sealed_shares: _containers.RepeatedCompositeFieldContainer[_ceremony_pb2.SealedShare]
+    def __init__(self, request: _Optional[_Union[_ceremony_pb2.SignedCeremonyRequest, _Mapping]] = ..., sealed_shares: _Optional[_Iterable[_Union[_ceremony_pb2.SealedShare, _Mapping]]] = ...) -> None: ...
+
+class StoreAck(_message.Message):
+    __slots__ = ("epoch",)
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    def __init__(self, epoch: _Optional[int] = ...) -> None: ...
+
+class CeremonyInput(_message.Message):
+    __slots__ = ("start", "inbound", "store_ack")
+    START_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_FIELD_NUMBER: _ClassVar[int]
+    STORE_ACK_FIELD_NUMBER: _ClassVar[int]
+    start: CeremonyStart
+    inbound: _envelope_pb2.Envelope
+    store_ack: StoreAck
+    def __init__(self, start: _Optional[_Union[CeremonyStart, _Mapping]] = ..., inbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store_ack: _Optional[_Union[StoreAck, _Mapping]] = ...) -> None: ...
+
+class CeremonyOutput(_message.Message):
+    __slots__ = ("outbound", "store", "result")
+    OUTBOUND_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    outbound: _envelope_pb2.Envelope
+    store: _ceremony_pb2.SealedShare
+    result: _ceremony_pb2.CeremonyResult
+    def __init__(self, outbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store: _Optional[_Union[_ceremony_pb2.SealedShare, _Mapping]] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,42 @@
+from shardkeep.v1 import ceremony_pb2 as _ceremony_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetWalletRequest(_message.Message):
+    __slots__ = ("wallet_id",)
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    def __init__(self, wallet_id: _Optional[str] = ...) -> None: ...
+
+class Wallet(_message.Message):
+    __slots__ = ("wallet_id", "scheme", "threshold", "parties", "public_key", "epoch")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    scheme: _ceremony_pb2.Scheme
+    threshold: int
+    parties: _containers.RepeatedCompositeFieldContainer[_ceremony_pb2.Party]
+    public_key: bytes
+    epoch: int
+    def __init__(self, wallet_id: _Optional[str] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[_ceremony_pb2.Party, _Mapping]]] = ..., public_key: _Optional[bytes] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class HostAttestationRequest(_message.Message):
+    __slots__ = ("nonce",)
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
+
+class HostAttestationResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,160 @@
+"""The Redis backend: two relay servers over one Redis serve the same rooms.
+
+Needs Redis on 127.0.0.1:6379 (the ``redis_url`` fixture fails in CI and
+skips elsewhere when it is down). Each test uses its own key prefix and
+deletes its keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+import redis
+
+from relay.client import RelayClient
+from relay.errors import BackendUnavailableError, SequenceError
+from relay.redis_backend import RedisBackend
+from relay.rooms import RoomId
+from shardkeep.v1 import envelope_pb2, relay_pb2
+from tests.relay_harness import delete_keys, relay, run, unique_prefix
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    prefix = unique_prefix()
+    yield prefix
+    delete_keys(redis_url, prefix)
+
+
+@asynccontextmanager
+async def two_relays(url: str, prefix: str) -> AsyncIterator[tuple[RelayClient, RelayClient]]:
+    """Two relay servers, each with its own Redis connection pool."""
+    async with (
+        relay(RedisBackend.from_url(url, prefix=prefix)) as one,
+        relay(RedisBackend.from_url(url, prefix=prefix)) as two,
+    ):
+        yield one, two
+
+
+def test_parties_on_different_relays_exchange_in_order(redis_url: str, redis_prefix: str) -> None:
+    async def body() -> None:
+        async with two_relays(redis_url, redis_prefix) as (relay1, relay2):
+            room = await relay1.create_room(["a", "b", "c"])
+            t = room.join_tokens
+            async with (
+                relay1.join(room.room_id, "a", t["a"]) as a,
+                relay2.join(room.room_id, "b", t["b"]) as b,
+            ):
+                n = 20
+
+                async def a_sends() -> None:
+                    for i in range(n):
+                        await a.send(f"a{i}".encode(), ceremony_id="dkg", round_=1)
+
+                async def b_sends() -> None:
+                    for i in range(n):
+                        await b.send(f"b{i}".encode(), ceremony_id="dkg", round_=1, recipient="a")
+
+                await asyncio.gather(a_sends(), b_sends())
+                to_b = [await b.receive() for _ in range(n)]
+                to_a = [await a.receive() for _ in range(n)]
+                assert [d.envelope.payload for d in to_b] == [f"a{i}".encode() for i in range(n)]
+                assert [d.envelope.seq for d in to_b] == list(range(1, n + 1))
+                assert [d.envelope.payload for d in to_a] == [f"b{i}".encode() for i in range(n)]
+                assert {d.envelope.sender for d in to_a} == {"b"}
+                positions = [d.position for d in to_a]
+                assert positions == sorted(positions)
+
+                # A late joiner on relay 2 gets the backlog written via relay 1.
+                async with relay2.join(room.room_id, "c", t["c"]) as c:
+                    backlog = [await c.receive() for _ in range(n)]
+                    assert [d.envelope.payload for d in backlog] == [
+                        f"a{i}".encode() for i in range(n)
+                    ]
+                    # Closing through relay 1 ends the streams on relay 2.
+                    await relay1.close_room(room.room_id, room.admin_token)
+                    assert [d async for d in c] == []
+                    assert c.ended == relay_pb2.ROOM_END_REASON_CLOSED
+                assert [d async for d in b] == []
+                assert b.ended == relay_pb2.ROOM_END_REASON_CLOSED
+
+            status = await relay2.get_room(room.room_id, room.admin_token)
+            assert [(p.joined, p.messages_delivered) for p in status.parties] == [
+                (True, n),
+                (True, n),
+                (True, 0),
+            ]
+            report = await relay2.await_round(
+                room.room_id, t["c"], ceremony_id="dkg", round_=1, timeout_s=0
+            )
+            assert list(report.missing) == ["c"]
+            assert report.state == relay_pb2.ROOM_STATE_CLOSED
+
+    run(body)
+
+
+def test_sequence_is_enforced_across_relays(redis_url: str, redis_prefix: str) -> None:
+    async def body() -> None:
+        async with two_relays(redis_url, redis_prefix) as (relay1, relay2):
+            room = await relay1.create_room(["a", "b"])
+            t = room.join_tokens
+            async with relay1.join(room.room_id, "a", t["a"]) as a:
+                for _ in range(3):
+                    await a.send(b"x", ceremony_id="c", round_=1)
+            # The party fails over to relay 2 and resumes where it was.
+            async with relay2.join(room.room_id, "a", t["a"]) as a:
+                assert a.accepted.next_seq == 4
+                await a.send(b"y", ceremony_id="c", round_=1)
+            async with relay1.join(room.room_id, "a", t["a"]) as a:
+                with pytest.raises(SequenceError):
+                    await a.send_envelope(envelope_pb2.Envelope(seq=4))
+
+    run(body)
+
+
+def test_keys_expire_and_stay_under_the_prefix(redis_url: str, redis_prefix: str) -> None:
+    async def body() -> None:
+        backend = RedisBackend.from_url(redis_url, prefix=redis_prefix, retention_ms=5_000)
+        async with relay(backend) as client:
+            room = await client.create_room(["a", "b"], ttl_ms=60_000, max_messages=5)
+            async with client.join(room.room_id, "a", room.join_tokens["a"]) as a:
+                for _ in range(5):
+                    await a.send(b"x", ceremony_id="c", round_=1)
+            await client.close_room(room.room_id, room.admin_token)
+
+        sync = redis.Redis.from_url(redis_url)
+        try:
+            keys = sorted(k.decode() for k in sync.scan_iter(match=f"{redis_prefix}*"))
+            meta = f"{redis_prefix}room:{{{room.room_id}}}"
+            assert keys == [meta, f"{meta}:log", f"{meta}:rounds"]
+            for key in keys:
+                # TTL = room TTL + retention, give or take the test's runtime.
+                assert 60_000 < sync.pttl(key) <= 65_000, key
+            # 5 envelopes and the close marker; MAXLEN guard at max_messages + 1.
+            assert sync.xlen(f"{meta}:log") == 6
+            # Only token digests are stored.
+            stored = sync.hgetall(meta)
+            for token in [room.admin_token, *room.join_tokens.values()]:
+                assert all(token.encode() not in v for v in stored.values())
+        finally:
+            sync.close()
+
+    run(body)
+
+
+def test_unreachable_redis_is_unavailable() -> None:
+    async def body() -> None:
+        # Port 1 on loopback: nothing listens there.
+        backend = RedisBackend.from_url("redis://127.0.0.1:1/0", prefix=unique_prefix())
+        with pytest.raises(BackendUnavailableError):
+            await backend.snapshot(RoomId("any"))
+        async with relay(backend) as client:  # UNAVAILABLE through gRPC too
+            with pytest.raises(BackendUnavailableError):
+                await client.create_room(["a", "b"])
+
+    run(body)

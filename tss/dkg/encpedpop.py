@@ -1,0 +1,463 @@
+"""EncPedPop: SimplPedPop with the shares encrypted to static keys (ChillDKG layer 2).
+
+Draft BIP section "DKG Protocol EncPedPop" and reference ``encpedpop.py``. Each
+sender derives an ephemeral nonce pair from its session seed and pads the share
+for participant ``j`` with a scalar derived by ECDH between that nonce and ``j``'s
+static encryption key: the "Hashed ElGamal" multi-recipient KEM of Pinto,
+Poettering, Schuldt ("Multi-recipient encryption, revisited", AsiaCCS 2014,
+Section 5), which hashes in the recipient's index (and here also the public
+nonce and the session context). Pads are additive mod n, so the coordinator can
+sum the encrypted shares of each recipient without learning them.
+
+A building block, not an API: use tss.dkg.chilldkg. ECDH runs in
+libsecp256k1 (constant time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from tss.curve import N, Point, ecdh, scalar_from_bytes, scalar_to_bytes, tagged_hash
+from tss.dkg import simplpedpop
+from tss.dkg.errors import (
+    CoordinatorMsgLengthError,
+    FaultyParticipantOrCoordinatorError,
+    MessageLengthError,
+)
+from tss.errors import (
+    FaultyCoordinatorError,
+    InputError,
+    InternalError,
+    InvalidEncodingError,
+    UnknownFaultyParticipantOrCoordinatorError,
+)
+from tss.tags import (
+    DKG_TAG_ENCPEDPOP_ECDH,
+    DKG_TAG_ENCPEDPOP_SECNONCE,
+    DKG_TAG_ENCPEDPOP_SEED,
+    DKG_TAG_SELF_PAD,
+    DKG_TAG_SIMPLPEDPOP_AUX,
+)
+
+__all__ = [
+    # Functions
+    "serialize_enc_context",
+    "encaps_multi",
+    "decaps_multi",
+    "decrypt_sum",
+    "participant_step1",
+    "participant_step2",
+    "participant_step2_parsed",
+    "participant_investigate",
+    "coordinator_step",
+    "coordinator_investigate",
+    # Types
+    "ParticipantMsg",
+    "CoordinatorMsg",
+    "CoordinatorInvestigationMsg",
+    "ParticipantState",
+    "ParticipantInvestigationData",
+]
+
+
+### Encryption
+
+
+def _scalar_wrapping(digest: bytes) -> int:
+    return int.from_bytes(digest, "big") % N
+
+
+def _ecdh_pad(
+    seckey: bytes,
+    my_pubkey: bytes,
+    their_pubkey: bytes,
+    context: bytes,
+    *,
+    sending: bool,
+) -> int:
+    """Pad from an ECDH secret (reference ``ecdh``).
+
+    ``ecdh`` returns SHA256 of the compressed shared point (libsecp256k1's
+    default ECDH hash), as the reference expects. The sender's key comes first
+    in the hash, so both sides agree.
+
+    Raises:
+        InvalidEncodingError: ``their_pubkey`` is not a valid point.
+    """
+    shared = ecdh(seckey, their_pubkey)
+    keys = my_pubkey + their_pubkey if sending else their_pubkey + my_pubkey
+    return _scalar_wrapping(tagged_hash(DKG_TAG_ENCPEDPOP_ECDH, shared + keys + context))
+
+
+def _self_pad(symkey: bytes, nonce: bytes, context: bytes) -> int:
+    # A share to ourselves: the decryption key doubles as a symmetric key,
+    # saving an ECDH (draft BIP, "DKG Protocol EncPedPop").
+    return _scalar_wrapping(tagged_hash(DKG_TAG_SELF_PAD, symkey + nonce + context))
+
+
+def serialize_enc_context(t: int, enckeys: Sequence[bytes]) -> bytes:
+    """The session context every pad binds: ``t`` (4 bytes) || all encryption keys."""
+    return t.to_bytes(4, "big") + b"".join(enckeys)
+
+
+def encaps_multi(
+    secnonce: bytes,
+    pubnonce: bytes,
+    deckey: bytes,
+    enckeys: Sequence[bytes],
+    context: bytes,
+    participant: int,
+) -> list[int]:
+    """The sender's pads, one per recipient ``j``, each bound to ``j || context``.
+
+    Raises:
+        InputError: an encryption key is not a valid point.
+    """
+    pads = []
+    for j, enckey in enumerate(enckeys):
+        context_j = j.to_bytes(4, "big") + context
+        if j == participant:
+            pads.append(_self_pad(deckey, pubnonce, context_j))
+            continue
+        try:
+            pads.append(_ecdh_pad(secnonce, pubnonce, enckey, context_j, sending=True))
+        except InvalidEncodingError as e:
+            raise InputError(f"encryption key {j} is invalid") from e
+    return pads
+
+
+def decaps_multi(
+    deckey: bytes,
+    enckey: bytes,
+    pubnonces: Sequence[bytes],
+    context: bytes,
+    participant: int,
+) -> list[int]:
+    """The recipient's pads, one per sender.
+
+    Raises:
+        FaultyParticipantOrCoordinatorError: a sender's public nonce is not a
+            valid point (our own keys are well formed, so it must be the nonce).
+    """
+    context_me = participant.to_bytes(4, "big") + context
+    pads = []
+    for sender, pubnonce in enumerate(pubnonces):
+        if sender == participant:
+            pads.append(_self_pad(deckey, pubnonce, context_me))
+            continue
+        try:
+            pads.append(_ecdh_pad(deckey, enckey, pubnonce, context_me, sending=False))
+        except InvalidEncodingError as e:
+            raise FaultyParticipantOrCoordinatorError(sender, "invalid public nonce") from e
+    return pads
+
+
+def decrypt_sum(
+    deckey: bytes,
+    enckey: bytes,
+    pubnonces: Sequence[bytes],
+    context: bytes,
+    participant: int,
+    sum_ciphertexts: int,
+) -> int:
+    """Decrypt the sum of every sender's encrypted share to ``participant``."""
+    if not 0 <= participant < len(pubnonces):
+        raise InputError("participant index out of range")
+    pads = decaps_multi(deckey, enckey, pubnonces, context, participant)
+    return (sum_ciphertexts - sum(pads)) % N
+
+
+def _scalars(data: bytes, count: int) -> tuple[int, ...]:
+    return tuple(scalar_from_bytes(data[i : i + 32]) for i in range(0, 32 * count, 32))
+
+
+def _scalars_to_bytes(values: Sequence[int]) -> bytes:
+    return b"".join(scalar_to_bytes(v) for v in values)
+
+
+### Messages
+
+
+@dataclass(frozen=True)
+class ParticipantMsg:
+    """simpl_pmsg (33t + 64) || pubnonce (33) || enc_shares (32n)."""
+
+    simpl_pmsg: simplpedpop.ParticipantMsg
+    pubnonce: bytes
+    enc_shares: tuple[int, ...]
+
+    @staticmethod
+    def len_bytes(t: int, n: int) -> int:
+        return simplpedpop.ParticipantMsg.len_bytes(t) + 33 + 32 * n
+
+    @staticmethod
+    def from_bytes(data: bytes, t: int, n: int) -> ParticipantMsg:
+        """Decode and validate every point and scalar.
+
+        Unlike the reference, the public nonce is checked to be a point here:
+        the coordinator can then blame its sender at once (every other
+        participant would reject it anyway).
+
+        Raises:
+            MessageLengthError, InvalidEncodingError.
+        """
+        if len(data) != ParticipantMsg.len_bytes(t, n):
+            raise MessageLengthError("participant message has the wrong length")
+        cut = simplpedpop.ParticipantMsg.len_bytes(t)
+        simpl_pmsg = simplpedpop.ParticipantMsg.from_bytes(data[:cut], t)
+        pubnonce = bytes(data[cut : cut + 33])
+        Point.from_bytes(pubnonce)
+        return ParticipantMsg(simpl_pmsg, pubnonce, _scalars(data[cut + 33 :], n))
+
+    def to_bytes(self) -> bytes:
+        return self.simpl_pmsg.to_bytes() + self.pubnonce + _scalars_to_bytes(self.enc_shares)
+
+
+@dataclass(frozen=True)
+class CoordinatorMsg:
+    """simpl_cmsg (97n + 33(t-1)) || pubnonces (33n, checked by each recipient)."""
+
+    simpl_cmsg: simplpedpop.CoordinatorMsg
+    pubnonces: tuple[bytes, ...]
+
+    @staticmethod
+    def len_bytes(t: int, n: int) -> int:
+        return simplpedpop.CoordinatorMsg.len_bytes(t, n) + 33 * n
+
+    @staticmethod
+    def from_bytes(data: bytes, t: int, n: int) -> CoordinatorMsg:
+        """Raises MessageLengthError or InvalidEncodingError."""
+        if len(data) != CoordinatorMsg.len_bytes(t, n):
+            raise MessageLengthError("coordinator message has the wrong length")
+        cut = simplpedpop.CoordinatorMsg.len_bytes(t, n)
+        simpl_cmsg = simplpedpop.CoordinatorMsg.from_bytes(data[:cut], t, n)
+        rest = data[cut:]
+        return CoordinatorMsg(simpl_cmsg, tuple(rest[i : i + 33] for i in range(0, 33 * n, 33)))
+
+    def to_bytes(self) -> bytes:
+        return self.simpl_cmsg.to_bytes() + b"".join(self.pubnonces)
+
+
+@dataclass(frozen=True)
+class CoordinatorInvestigationMsg:
+    """enc_partial_secshares (32n) || partial_pubshares (33n)."""
+
+    enc_partial_secshares: tuple[int, ...]
+    partial_pubshares: tuple[Point, ...]
+
+    @staticmethod
+    def len_bytes(n: int) -> int:
+        return 65 * n
+
+    @staticmethod
+    def from_bytes(data: bytes, n: int) -> CoordinatorInvestigationMsg:
+        """Raises MessageLengthError or InvalidEncodingError."""
+        if len(data) != 65 * n:
+            raise MessageLengthError("investigation message has the wrong length")
+        simpl = simplpedpop.CoordinatorInvestigationMsg.from_bytes(data[32 * n :], n)
+        return CoordinatorInvestigationMsg(_scalars(data[: 32 * n], n), simpl.partial_pubshares)
+
+    def to_bytes(self) -> bytes:
+        pubshares = simplpedpop.CoordinatorInvestigationMsg(self.partial_pubshares).to_bytes()
+        return _scalars_to_bytes(self.enc_partial_secshares) + pubshares
+
+
+### States
+
+
+@dataclass(frozen=True)
+class ParticipantState:
+    simpl_state: simplpedpop.ParticipantState
+    pubnonce: bytes
+    enckeys: tuple[bytes, ...]
+    participant: int
+
+
+@dataclass(frozen=True, eq=False)
+class ParticipantInvestigationData:
+    """SimplPedPop's investigation data plus what decrypts the partial shares."""
+
+    simpl_inv_data: simplpedpop.ParticipantInvestigationData
+    enc_secshare: int = field(repr=False)
+    pads: tuple[int, ...] = field(repr=False)
+
+
+### Participant
+
+
+def participant_step1(
+    seed: bytes,
+    deckey: bytes,
+    enckeys: Sequence[bytes],
+    t: int,
+    participant: int,
+    random: bytes,
+) -> tuple[ParticipantState, bytes]:
+    """Deal, and encrypt every share to its recipient's static key.
+
+    Arguments:
+        seed: secret, high-entropy bytes (ChillDKG passes the host secret key).
+        deckey: this participant's 32-byte decryption key.
+        enckeys: every participant's 33-byte encryption key, by index.
+        t: threshold.
+        participant: this participant's index.
+        random: 32 fresh random bytes.
+
+    Returns:
+        The state for ``participant_step2`` and the message for the
+        coordinator (``33t + 32n + 97`` bytes).
+
+    Raises:
+        InputError: parameters out of range or wrong lengths.
+    """
+    if not 0 <= t < 2**32:
+        raise InputError("t out of range")
+    if len(random) != 32:
+        raise InputError("random must be 32 bytes")
+    n = len(enckeys)
+    # The session seed hashes in everything that makes a session unique, and
+    # the nonce derives from it, so different shares are never encrypted under
+    # the same pads, even if `random` repeats (reference encpedpop.py comment).
+    enc_context = serialize_enc_context(t, enckeys)
+    simpl_seed = tagged_hash(DKG_TAG_ENCPEDPOP_SEED, seed + random + enc_context)
+    simpl_aux_rand = tagged_hash(DKG_TAG_SIMPLPEDPOP_AUX, simpl_seed)
+    secnonce = tagged_hash(DKG_TAG_ENCPEDPOP_SECNONCE, simpl_seed)
+    try:
+        pubnonce = Point.base_mul(scalar_from_bytes(secnonce, nonzero=True)).to_bytes()
+    except InvalidEncodingError as e:  # 0 or >= n: probability ~2^-128
+        raise InternalError("encryption nonce out of range") from e
+
+    simpl_state, simpl_pmsg, shares = simplpedpop.participant_step1(
+        simpl_seed, t, n, participant, simpl_aux_rand
+    )
+    pads = encaps_multi(secnonce, pubnonce, deckey, enckeys, enc_context, participant)
+    enc_shares = [(share + pad) % N for share, pad in zip(shares, pads, strict=True)]
+    state = ParticipantState(simpl_state, pubnonce, tuple(enckeys), participant)
+    return state, simpl_pmsg + pubnonce + _scalars_to_bytes(enc_shares)
+
+
+def participant_step2(
+    state: ParticipantState, deckey: bytes, cmsg: bytes, enc_secshare: int
+) -> tuple[simplpedpop.SimplOutput, bytes]:
+    """``participant_step2_parsed`` on the coordinator's message as bytes."""
+    try:
+        parsed = CoordinatorMsg.from_bytes(cmsg, state.simpl_state.t, len(state.enckeys))
+    except MessageLengthError as e:
+        raise CoordinatorMsgLengthError(str(e)) from e
+    except InvalidEncodingError as e:
+        raise FaultyCoordinatorError(f"invalid coordinator message: {e}") from e
+    return participant_step2_parsed(state, deckey, parsed, enc_secshare)
+
+
+def participant_step2_parsed(
+    state: ParticipantState, deckey: bytes, cmsg: CoordinatorMsg, enc_secshare: int
+) -> tuple[simplpedpop.SimplOutput, bytes]:
+    """Decrypt our summed share and run SimplPedPop's checks.
+
+    Arguments:
+        state: from ``participant_step1``.
+        deckey: this participant's 32-byte decryption key.
+        cmsg: the coordinator's message.
+        enc_secshare: the sum of the encrypted shares sent to us.
+
+    Returns:
+        SimplPedPop's output and the equality-check input, extended with all
+        encryption keys and public nonces (draft BIP, end of EncPedPop).
+
+    Raises:
+        FaultyCoordinatorError: our own public nonce was altered.
+        FaultyParticipantOrCoordinatorError: a public nonce is invalid, or as
+            SimplPedPop.
+        UnknownFaultyParticipantOrCoordinatorError: as SimplPedPop, with
+            ``inv_data`` an EncPedPop ``ParticipantInvestigationData``.
+    """
+    me = state.participant
+    t = state.simpl_state.t
+    if cmsg.pubnonces[me] != state.pubnonce:
+        raise FaultyCoordinatorError("Coordinator replied with wrong pubnonce")
+    enc_context = serialize_enc_context(t, state.enckeys)
+    pads = decaps_multi(deckey, state.enckeys[me], cmsg.pubnonces, enc_context, me)
+    secshare = (enc_secshare - sum(pads)) % N
+    try:
+        output, eq_input = simplpedpop.participant_step2_parsed(
+            state.simpl_state, cmsg.simpl_cmsg, secshare
+        )
+    except UnknownFaultyParticipantOrCoordinatorError as e:
+        if not isinstance(e.inv_data, simplpedpop.ParticipantInvestigationData):
+            raise InternalError("unexpected investigation data") from e
+        inv_data = ParticipantInvestigationData(e.inv_data, enc_secshare, tuple(pads))
+        raise UnknownFaultyParticipantOrCoordinatorError(str(e), inv_data) from e
+    eq_input += b"".join(state.enckeys) + b"".join(cmsg.pubnonces)
+    return output, eq_input
+
+
+def participant_investigate(
+    inv_data: ParticipantInvestigationData, cinv: CoordinatorInvestigationMsg
+) -> NoReturn:
+    """Decrypt the partial shares and let SimplPedPop find the culprit.
+
+    Raises:
+        FaultyCoordinatorError: the encrypted partial shares do not sum to our
+            encrypted share (the pads are additive, so only the coordinator can
+            cause that), or as SimplPedPop.
+        FaultyParticipantOrCoordinatorError: as SimplPedPop.
+    """
+    pads = inv_data.pads
+    if len(cinv.enc_partial_secshares) != len(pads):
+        raise InputError("investigation message for another number of participants")
+    partial_secshares = [
+        (enc - pad) % N for enc, pad in zip(cinv.enc_partial_secshares, pads, strict=True)
+    ]
+    simpl_cinv = simplpedpop.CoordinatorInvestigationMsg(cinv.partial_pubshares)
+    try:
+        simplpedpop.participant_investigate(inv_data.simpl_inv_data, simpl_cinv, partial_secshares)
+    except simplpedpop.SecshareSumError as e:
+        raise FaultyCoordinatorError(
+            "Sum of encrypted partial secshares not equal to encrypted secshare"
+        ) from e
+
+
+### Coordinator
+
+
+def coordinator_step(
+    pmsgs: Sequence[ParticipantMsg], t: int, enckeys: Sequence[bytes]
+) -> tuple[CoordinatorMsg, simplpedpop.SimplOutput, bytes, list[int]]:
+    """Aggregate commitments and sum each recipient's encrypted shares.
+
+    Returns:
+        The coordinator's message, its output, the equality-check input, and
+        ``enc_secshares[i]``, the sum of the encrypted shares for participant
+        ``i``. (ChillDKG broadcasts the whole vector; plain EncPedPop would send
+        each participant only its own entry, so it is not part of the message.)
+
+    Raises:
+        InputError: not one message per encryption key.
+        FaultyParticipantError: as SimplPedPop.
+    """
+    n = len(enckeys)
+    if len(pmsgs) != n:
+        raise InputError("need one message per participant")
+    simpl_cmsg, output, eq_input = simplpedpop.coordinator_step_parsed(
+        [p.simpl_pmsg for p in pmsgs], t, n
+    )
+    pubnonces = tuple(p.pubnonce for p in pmsgs)
+    enc_secshares = [sum(p.enc_shares[i] for p in pmsgs) % N for i in range(n)]
+    eq_input += b"".join(enckeys) + b"".join(pubnonces)
+    return CoordinatorMsg(simpl_cmsg, pubnonces), output, eq_input, enc_secshares
+
+
+def coordinator_investigate(
+    pmsgs: Sequence[ParticipantMsg],
+) -> list[CoordinatorInvestigationMsg]:
+    """For each participant ``i``: every sender's encrypted share to ``i`` and partial pubshare."""
+    n = len(pmsgs)
+    simpl = simplpedpop.coordinator_investigate([p.simpl_pmsg for p in pmsgs])
+    return [
+        CoordinatorInvestigationMsg(
+            tuple(p.enc_shares[i] for p in pmsgs), simpl[i].partial_pubshares
+        )
+        for i in range(n)
+    ]

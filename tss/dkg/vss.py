@@ -1,0 +1,164 @@
+"""Feldman VSS as SimplPedPop uses it (ChillDKG reference ``vss.py``).
+
+A participant's polynomial ``f(Z) = a[0] + a[1] Z + ... + a[t-1] Z^(t-1)`` is
+derived from a seed; participant ``i`` (0-based) gets ``f(i + 1)``
+(tss.shamir.eval_point); the commitment is ``(a[0] G, ..., a[t-1] G)``.
+Commitments may contain the point at infinity (encoded as 33 zero bytes) so that
+no participant can make a sum of valid commitments unencodable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import comb
+
+from tss.curve import N, Point, point_sum, scalar_from_bytes, tagged_hash
+from tss.dkg.errors import MessageLengthError
+from tss.errors import InternalError, InvalidEncodingError
+from tss.shamir import eval_point, poly_eval
+from tss.tags import BIP341_TAG_TAPTWEAK, DKG_TAG_VSS_COEFFS
+
+__all__ = [
+    "generate_coefficients",
+    "secshares",
+    "VSSCommitment",
+    "verify_secshare",
+]
+
+
+def generate_coefficients(seed: bytes, t: int) -> list[int]:
+    """The ``t`` coefficients derived from ``seed`` (reference ``VSS.generate``).
+
+    ``a[j] = H_"BIP DKG/vss coeffs"(seed || j)`` as a 4-byte big-endian ``j``,
+    rejected (as in the reference) in the negligible case it is not below n.
+    """
+    coeffs = []
+    for j in range(t):
+        digest = tagged_hash(DKG_TAG_VSS_COEFFS, seed + j.to_bytes(4, "big"))
+        try:
+            coeffs.append(scalar_from_bytes(digest))
+        except InvalidEncodingError as e:  # probability ~2^-128
+            raise InternalError("VSS coefficient out of range") from e
+    return coeffs
+
+
+def secshares(coeffs: Sequence[int], n: int) -> list[int]:
+    """``[f(1), ..., f(n)]``: the share of every participant (never ``f(0)``)."""
+    return [poly_eval(coeffs, eval_point(i)) for i in range(n)]
+
+
+def _difference_coefficient(j: int, k: int) -> int:
+    """``Δ^k [x^j]`` at ``x = 1``: the k-th forward difference of ``x^j`` (an integer)."""
+    return sum((-1) ** (k - m) * comb(k, m) * (1 + m) ** j for m in range(k + 1))
+
+
+@dataclass(frozen=True)
+class VSSCommitment:
+    """A VSS commitment ``(C_0, ..., C_{t-1})``; entries may be infinity."""
+
+    points: tuple[Point, ...]
+
+    @staticmethod
+    def len_bytes(t: int) -> int:
+        return 33 * t
+
+    @staticmethod
+    def from_bytes(data: bytes, t: int) -> VSSCommitment:
+        """Decode ``t`` points, each compressed or 33 zero bytes for infinity.
+
+        Raises:
+            MessageLengthError: not ``33 * t`` bytes.
+            InvalidEncodingError: an entry is not a valid point encoding.
+        """
+        if len(data) != 33 * t:
+            raise MessageLengthError("VSS commitment has the wrong length")
+        return VSSCommitment(
+            tuple(Point.from_bytes_ext(data[i : i + 33]) for i in range(0, 33 * t, 33))
+        )
+
+    def to_bytes(self) -> bytes:
+        return b"".join(p.to_bytes_ext() for p in self.points)
+
+    @property
+    def t(self) -> int:
+        return len(self.points)
+
+    def commitment_to_secret(self) -> Point:
+        return self.points[0]
+
+    def commitment_to_nonconst_terms(self) -> tuple[Point, ...]:
+        return self.points[1:]
+
+    def pubshare(self, participant: int) -> Point:
+        """``sum_j x^j C_j`` with ``x = participant + 1``: what that share times G must be."""
+        x = eval_point(participant)
+        terms = [self.points[0]]
+        xj = 1
+        for c in self.points[1:]:
+            xj = xj * x % N
+            # participant 0 evaluates at x = 1: a plain sum, no multiplication
+            terms.append(c if xj == 1 else c * xj)
+        return point_sum(terms)
+
+    def pubshares(self, n: int) -> list[Point]:
+        """``[pubshare(0), ..., pubshare(n - 1)]``, the same values as ``pubshare``.
+
+        Evaluating the committed polynomial at 1, 2, ..., n "in the exponent" by
+        forward differences: after the ``t`` differences at ``x = 1`` (which need
+        about t^2/2 multiplications by small integers), every further value costs
+        ``t - 1`` point additions instead of ``t - 1`` multiplications.
+        """
+        t = self.t
+        if n <= 1 or t == 1:
+            return [self.pubshare(i) for i in range(n)]
+        diffs = []
+        for k in range(t):
+            terms = []
+            for j in range(k, t):
+                coeff = _difference_coefficient(j, k)  # 0 when j < k
+                c = self.points[j]
+                terms.append(c if coeff == 1 else c * coeff)
+            diffs.append(point_sum(terms))
+        out = [diffs[0]]
+        for _ in range(n - 1):
+            for k in range(t - 1):
+                diffs[k] = diffs[k] + diffs[k + 1]
+            out.append(diffs[0])
+        return out
+
+    def __add__(self, other: VSSCommitment) -> VSSCommitment:
+        if self.t != other.t:
+            raise InternalError("adding VSS commitments of different lengths")
+        return VSSCommitment(tuple(a + b for a, b in zip(self.points, other.points, strict=True)))
+
+    def invalid_taproot_commit(self) -> tuple[VSSCommitment, int, Point]:
+        """Tweak the commitment so its key has an unspendable BIP-341 script path.
+
+        Reference ``VSSCommitment.invalid_taproot_commit``: ``tweak =
+        H_TapTweak(xonly(C_0))`` commits to an empty script tree, so no
+        participant can hide a Taproot script path in the threshold key.
+
+        Returns:
+            The tweaked commitment (``C_0 + tweak * G``), ``tweak`` (to add to
+            every secret share) and ``tweak * G``.
+
+        Raises:
+            InternalError: ``C_0`` is infinity (callers rule this out first), or
+                the tweak is not below n (probability ~2^-128).
+        """
+        c0 = self.points[0]
+        if c0.is_infinity:
+            raise InternalError("commitment to the secret is infinity")
+        try:
+            tweak = scalar_from_bytes(tagged_hash(BIP341_TAG_TAPTWEAK, c0.xonly()))
+        except InvalidEncodingError as e:
+            raise InternalError("Taproot tweak out of range") from e
+        pubtweak = Point.base_mul(tweak)
+        tweaked = VSSCommitment((c0 + pubtweak, *self.points[1:]))
+        return tweaked, tweak, pubtweak
+
+
+def verify_secshare(secshare: int, pubshare: Point) -> bool:
+    """Feldman's check ``secshare * G == pubshare``."""
+    return Point.base_mul(secshare) == pubshare

@@ -1,0 +1,92 @@
+"""GF(2^128) arithmetic for the OT-extension consistency check.
+
+The check of KOS15 Fig. 10 (corrected version, after SoftSpokenOT, eprint
+2022/192) multiplies challenge field elements chi_j by 128-bit blocks of each
+column: a real field multiplication, not an XOR. No vetted Python library
+exposes carry-less multiplication in GF(2^128) (``cryptography`` keeps GHASH
+internal to AES-GCM), so it is written here, in two forms:
+
+- ``mul``: schoolbook shift-and-add with reduction modulo
+  x^128 + x^7 + x^2 + x + 1, for single products and as the test oracle;
+- ``column_hash``: the same map applied to many columns at once. Multiplying by
+  a fixed chi is GF(2)-linear, so ``sum_j chi_j * block_j`` for every column is
+  one bit-matrix product, done with numpy (float32 matmul of 0/1 entries, exact
+  since sums stay below 2^24, then mod 2).
+
+Elements are Python ints whose bit k is the coefficient of x^k; a 16-byte block
+is read little-endian, so bit k of the int is bit (k % 8) of byte k // 8, the
+same order as ``numpy.unpackbits(..., bitorder="little")``.
+
+Not constant time; the inputs are the receiver's masked columns and public
+challenges (see README's side-channel note).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from tss.errors import InputError
+
+__all__ = ["MODULUS_LOW", "mul", "mul_x", "column_hash"]
+
+_MASK = (1 << 128) - 1
+MODULUS_LOW = (1 << 7) | (1 << 2) | (1 << 1) | 1
+"""The low terms of the reduction polynomial x^128 + x^7 + x^2 + x + 1."""
+
+
+def mul_x(a: int) -> int:
+    """``a * x`` in GF(2^128)."""
+    a <<= 1
+    if a >> 128:
+        a = (a & _MASK) ^ MODULUS_LOW
+    return a
+
+
+def mul(a: int, b: int) -> int:
+    """``a * b`` in GF(2^128) (carry-less product reduced mod the field polynomial)."""
+    if not (0 <= a <= _MASK and 0 <= b <= _MASK):
+        raise InputError("GF(2^128) elements are 128-bit integers")
+    acc = 0
+    while b:
+        if b & 1:
+            acc ^= a
+        b >>= 1
+        a = mul_x(a)
+    return acc
+
+
+def _multiplier_matrix(chis: Sequence[int]) -> npt.NDArray[np.float32]:
+    """Rows ``k + 128 j`` = bits of ``chi_j * x^k``: the stacked linear maps of all chi_j."""
+    rows = bytearray()
+    for chi in chis:
+        c = chi
+        for _ in range(128):
+            rows += c.to_bytes(16, "little")
+            c = mul_x(c)
+    bits = np.unpackbits(np.frombuffer(bytes(rows), dtype=np.uint8).reshape(-1, 16), axis=1,
+                         bitorder="little")
+    return bits.astype(np.float32)
+
+
+def column_hash(columns: npt.NDArray[np.uint8], chis: Sequence[int]) -> npt.NDArray[np.uint8]:
+    """Universal hash of each row of ``columns``: ``sum_j chi_j * block_j + block_m``.
+
+    Arguments:
+        columns: uint8 array of shape (n, 16 * (m + 1)); row i is one column of
+            the OT-extension matrix, cut into m data blocks and one mask block.
+        chis: the m challenge field elements.
+
+    Returns:
+        uint8 array of shape (n, 16): each hash as a 16-byte little-endian element.
+    """
+    m = len(chis)
+    if columns.ndim != 2 or columns.shape[1] != 16 * (m + 1):
+        raise InputError("columns must have m + 1 blocks of 16 bytes")
+    data_bits = np.unpackbits(columns[:, : 16 * m], axis=1, bitorder="little")
+    product = data_bits.astype(np.float32) @ _multiplier_matrix(chis)
+    reduced = (product.astype(np.int32) & 1).astype(np.uint8)
+    packed = np.packbits(reduced, axis=1, bitorder="little")
+    return np.bitwise_xor(packed, columns[:, 16 * m :])

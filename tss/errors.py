@@ -1,0 +1,84 @@
+"""The error taxonomy of the protocol core (STYLE.md principle 4).
+
+Two families, as in the ChillDKG and BIP-445 references: ``InputError`` when the
+caller broke a precondition, ``ProtocolError`` when a received message is
+invalid, with the parties to blame carried as data. Messages never contain key
+material.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ShardkeepError",
+    "InputError",
+    "InvalidEncodingError",
+    "SessionStateError",
+    "InternalError",
+    "ProtocolError",
+    "FaultyParticipantError",
+    "FaultyCoordinatorError",
+    "UnknownFaultyParticipantOrCoordinatorError",
+    "culprits",
+]
+
+
+class ShardkeepError(Exception):
+    """Root of the project's errors."""
+
+
+class InputError(ShardkeepError, ValueError):
+    """The caller broke a precondition (bad argument, wrong length, wrong type)."""
+
+
+class InvalidEncodingError(InputError):
+    """Bytes that do not decode to the expected value (point, scalar, message).
+
+    Raised by decoders; protocol code that decodes a peer's message re-raises it
+    as ``FaultyParticipantError`` naming that peer.
+    """
+
+
+class SessionStateError(ShardkeepError):
+    """Secret state reused, or a step called out of order."""
+
+
+class InternalError(ShardkeepError):
+    """A self-check failed: a bug or a fault in this process, never a peer's."""
+
+
+class ProtocolError(ShardkeepError):
+    """A received message is invalid; ``culprits`` names the parties to blame."""
+
+    def __init__(self, message: str, culprits: Iterable[int] = ()) -> None:
+        self.culprits: tuple[int, ...] = tuple(sorted(set(culprits)))
+        if self.culprits:
+            message = f"{message} (culprits: {', '.join(map(str, self.culprits))})"
+        super().__init__(message)
+
+
+class FaultyParticipantError(ProtocolError):
+    """One participant sent an invalid message."""
+
+    def __init__(self, participant: int, message: str) -> None:
+        self.participant = participant
+        super().__init__(f"participant {participant}: {message}", (participant,))
+
+
+class FaultyCoordinatorError(ProtocolError):
+    """The coordinator (or relay) sent an invalid or inconsistent message."""
+
+
+class UnknownFaultyParticipantOrCoordinatorError(ProtocolError):
+    """Either a participant or the coordinator cheated; ``inv_data`` lets an
+    investigation phase find out which (ChillDKG ``participant_investigate``)."""
+
+    def __init__(self, message: str, inv_data: object = None) -> None:
+        self.inv_data = inv_data
+        super().__init__(message)
+
+
+def culprits(error: BaseException) -> tuple[int, ...]:
+    """Return the parties an error blames (empty when it blames none)."""
+    return error.culprits if isinstance(error, ProtocolError) else ()

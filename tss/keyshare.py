@@ -1,0 +1,144 @@
+"""Key shares: what one party keeps of a keyring, and its versioned serialisation.
+
+A key share is self-describing CBOR (RFC 8949): a map whose "format" and
+"version" fields say how to read the rest, so a share written today can be
+told apart from, and migrated to, a later layout. ``from_bytes`` checks every
+field, including that the secret share matches the party's public share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import cbor2
+
+from tss.curve import N, Point, tagged_hash
+from tss.errors import InputError, InvalidEncodingError
+from tss.tags import CHAIN_CODE_TAG
+
+__all__ = ["Scheme", "SCHEMES", "KeyShare", "default_chain_code"]
+
+Scheme = Literal["bip340", "ecdsa-secp256k1"]
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
+
+FORMAT = "shardkeep-keyshare"
+VERSION = 1
+MAX_PARTIES = 32
+
+
+def default_chain_code(public_key: bytes) -> bytes:
+    """The keyring's BIP-32 chain code when none is imported: a hash of its public key.
+
+    Only non-hardened (public) derivation is possible for a threshold key, so
+    the chain code need not be secret; deriving it from the public key keeps it
+    unchanged across refresh and reshare.
+    """
+    return tagged_hash(CHAIN_CODE_TAG, public_key)
+
+
+@dataclass(frozen=True)
+class KeyShare:
+    """One party's share of a t-of-n keyring.
+
+    Attributes:
+        scheme: "bip340" or "ecdsa-secp256k1".
+        party_id: the party's 0-based index in the keyring (Shamir point party_id + 1).
+        threshold: t, the number of parties needed to sign.
+        public_key: 33-byte compressed threshold public key (bip340 uses public_key[1:]).
+        public_shares: 33-byte public share of every party, indexed by party id.
+        secret_share: this party's Shamir share (never printed).
+        chain_code: 32-byte BIP-32 chain code of the keyring.
+        epoch: incremented by every refresh and reshare; shares of different epochs never mix.
+    """
+
+    scheme: Scheme
+    party_id: int
+    threshold: int
+    public_key: bytes
+    public_shares: tuple[bytes, ...]
+    secret_share: int = field(repr=False)
+    chain_code: bytes = field(repr=False)
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise InputError(f"unknown scheme {self.scheme!r}")
+        n = len(self.public_shares)
+        if not 1 <= self.threshold <= n <= MAX_PARTIES:
+            raise InputError("need 1 <= threshold <= parties <= 32")
+        if not 0 <= self.party_id < n:
+            raise InputError("party id out of range")
+        if not 0 < self.secret_share < N:
+            raise InputError("secret share out of range")
+        if len(self.chain_code) != 32 or self.epoch < 0:
+            raise InputError("chain code must be 32 bytes and epoch non-negative")
+        Point.from_bytes(self.public_key)
+        for share in self.public_shares:
+            Point.from_bytes(share)
+        if Point.base_mul(self.secret_share).to_bytes() != self.public_shares[self.party_id]:
+            raise InputError("secret share does not match the party's public share")
+
+    @property
+    def parties(self) -> int:
+        return len(self.public_shares)
+
+    @property
+    def secret_share_bytes(self) -> bytes:
+        return self.secret_share.to_bytes(32, "big")
+
+    def to_bytes(self) -> bytes:
+        """Serialise to versioned CBOR. The result contains the secret share: seal it."""
+        return cbor2.dumps(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "scheme": self.scheme,
+                "party_id": self.party_id,
+                "threshold": self.threshold,
+                "public_key": self.public_key,
+                "public_shares": list(self.public_shares),
+                "secret_share": self.secret_share_bytes,
+                "chain_code": self.chain_code,
+                "epoch": self.epoch,
+            }
+        )
+
+    @staticmethod
+    def from_bytes(data: bytes) -> KeyShare:
+        """Parse and validate a serialised key share.
+
+        Raises:
+            InvalidEncodingError: not a key share of a known version, or inconsistent fields.
+        """
+        try:
+            fields = cbor2.loads(data)
+        except (cbor2.CBORDecodeError, ValueError, TypeError) as e:
+            raise InvalidEncodingError("key share is not valid CBOR") from e
+        if not isinstance(fields, dict) or fields.get("format") != FORMAT:
+            raise InvalidEncodingError("not a shardkeep key share")
+        if fields.get("version") != VERSION:
+            raise InvalidEncodingError("unsupported key share version")
+        secret = _typed(fields, "secret_share", bytes)
+        if len(secret) != 32:
+            raise InvalidEncodingError("key share field 'secret_share' must be 32 bytes")
+        try:
+            return KeyShare(
+                scheme=_typed(fields, "scheme", str),
+                party_id=_typed(fields, "party_id", int),
+                threshold=_typed(fields, "threshold", int),
+                public_key=_typed(fields, "public_key", bytes),
+                public_shares=tuple(_typed(fields, "public_shares", list)),
+                secret_share=int.from_bytes(secret, "big"),
+                chain_code=_typed(fields, "chain_code", bytes),
+                epoch=_typed(fields, "epoch", int),
+            )
+        except InputError as e:
+            raise InvalidEncodingError(f"invalid key share: {e}") from e
+
+
+def _typed(fields: dict[str, Any], name: str, kind: type) -> Any:
+    value = fields.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InvalidEncodingError(f"key share field {name!r} missing or of the wrong type")
+    return value

@@ -1,0 +1,125 @@
+"""All parties of a ceremony in one process (DESIGN.md §3): for tests, benchmarks and examples.
+
+Each function builds one ceremony object per party, the very objects the
+enclave and the client SDK drive over the relay, and routes their messages in
+memory. Randomness comes from the OS (``secrets``), the one place in ``tss``
+that draws it itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from tss.ceremony import run_in_memory
+from tss.curve import Point
+from tss.dealer import split_key
+from tss.dkg.chilldkg import hostpubkey_gen
+from tss.errors import InputError, InternalError
+from tss.keygen import Keygen
+from tss.keyshare import SCHEMES, KeyShare, Scheme
+from tss.shamir import interpolate_at_zero
+from tss.signing import Bip340Signing, SigningOptions
+
+__all__ = ["keygen", "sign", "export_key", "import_key"]
+
+
+def _random(n: int) -> bytes:
+    return secrets.token_bytes(n)
+
+
+def _check_scheme(scheme: str) -> Scheme:
+    if scheme not in SCHEMES:
+        raise InputError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def keygen(scheme: str, *, threshold: int, parties: int) -> list[KeyShare]:
+    """Run a distributed key generation among ``parties`` parties.
+
+    Arguments:
+        scheme: "bip340" or "ecdsa-secp256k1".
+        threshold: t, the number of parties needed to sign (1 <= t <= parties).
+        parties: n (<= 32 for bip340, <= 16 for ecdsa-secp256k1).
+
+    Returns:
+        One key share per party, ``shares[i].party_id == i``, all with the same
+        33-byte ``public_key``.
+
+    Raises:
+        InputError: unknown scheme or bad t, n.
+    """
+    scheme = _check_scheme(scheme)
+    if not 1 <= threshold <= parties <= 32:
+        raise InputError("need 1 <= threshold <= parties <= 32")
+    hostseckeys = [_random(32) for _ in range(parties)]
+    hostpubkeys = [hostpubkey_gen(sk) for sk in hostseckeys]
+    return run_in_memory([Keygen(scheme, sk, hostpubkeys, threshold, _random) for sk in hostseckeys])
+
+
+def sign(
+    shares: Sequence[KeyShare], digest: bytes, options: SigningOptions = SigningOptions()
+) -> bytes:
+    """Sign with the given key shares (at least the threshold, all of one keyring).
+
+    Arguments:
+        shares: the signing parties' key shares.
+        digest: the 32-byte message digest (BIP-340 signs it as the message).
+        options: BIP-32 derivation path and, for bip340, the BIP-341 taproot tweak.
+
+    Returns:
+        64 bytes: r || s with low s for ECDSA; a BIP-340 signature for bip340.
+
+    Raises:
+        InputError: fewer shares than the threshold, mixed keyrings or epochs,
+            or a digest that is not 32 bytes.
+    """
+    first = _same_keyring(shares)
+    if len(digest) != 32:
+        raise InputError("digest must be 32 bytes")
+    signers = [s.party_id for s in shares]
+    session_id = _random(32)
+    if first.scheme == "bip340":
+        return run_in_memory(
+            [Bip340Signing(s, signers, digest, session_id, _random, options) for s in shares]
+        )[0]
+    raise InputError("ecdsa-secp256k1 signing is not wired into tss.local yet")
+
+
+def export_key(shares: Sequence[KeyShare]) -> bytes:
+    """Reconstruct the 32-byte private key from at least t shares (test and offline use).
+
+    Raises:
+        InputError: too few shares, or shares of different keyrings.
+        InternalError: the shares do not reconstruct the keyring's public key.
+    """
+    first = _same_keyring(shares)
+    secret = interpolate_at_zero({s.party_id: s.secret_share for s in shares})
+    if Point.base_mul(secret).to_bytes() != first.public_key:
+        raise InternalError("reconstructed key does not match the public key")
+    return secret.to_bytes(32, "big")
+
+
+def import_key(scheme: str, private_key: bytes, *, threshold: int, parties: int) -> list[KeyShare]:
+    """Split an existing 32-byte private key into a t-of-n keyring with the same public key.
+
+    Raises:
+        InputError: unknown scheme, a key out of range, or bad t, n.
+    """
+    return split_key(_check_scheme(scheme), private_key, threshold, parties, _random)
+
+
+def _same_keyring(shares: Sequence[KeyShare]) -> KeyShare:
+    if not shares:
+        raise InputError("no key shares given")
+    first = shares[0]
+    if len(shares) < first.threshold:
+        raise InputError(f"need at least {first.threshold} shares, got {len(shares)}")
+    if len({s.party_id for s in shares}) != len(shares):
+        raise InputError("the same party's share was given twice")
+    for s in shares[1:]:
+        if (s.scheme, s.public_key, s.public_shares, s.epoch) != (
+            first.scheme, first.public_key, first.public_shares, first.epoch,
+        ):  # fmt: skip
+            raise InputError("shares belong to different keyrings or epochs")
+    return first
