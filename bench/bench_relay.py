@@ -88,9 +88,19 @@ async def _throughput(a: PartySession, b: PartySession) -> tuple[int, float]:
     t0 = time.perf_counter()
     send_task = asyncio.create_task(sender())
     received = 0
+    receiving: asyncio.Task[object] | None = None
+    # The sender decides the count (it may stop on the time budget), so wait
+    # on the sender and the next delivery together.
     while not (send_task.done() and received >= sent):
-        await b.receive()
-        received += 1
+        receiving = receiving or asyncio.create_task(b.receive())
+        if send_task.done():
+            await receiving
+        else:
+            await asyncio.wait({receiving, send_task}, return_when=asyncio.FIRST_COMPLETED)
+        if receiving.done():
+            receiving.result()
+            received += 1
+            receiving = None
     await send_task
     return received, time.perf_counter() - t0
 

@@ -1,7 +1,7 @@
 """The storage contract the relay service runs on (in-memory or Redis).
 
 A backend stores rooms and each room's append-only log. It must make
-``append`` atomic across every relay process that shares it (the check of
+each ``append`` atomic across every relay process that shares it (the check of
 ``rooms.check_append`` and the write are one step), so that per-sender order and
 seq are enforced even when a party's envelopes reach different relays. It never
 interprets payloads.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from relay.rooms import Message, PartyId, ReadResult, RoomId, RoomSnapshot, RoomSpec
+from relay.rooms import AppendResult, Message, PartyId, ReadResult, RoomId, RoomSnapshot, RoomSpec
 
 __all__ = ["Backend"]
 
@@ -45,15 +45,17 @@ class Backend(Protocol):
         """
         ...
 
-    async def append(self, room_id: RoomId, message: Message, now_ms: int) -> int:
-        """Atomically check ``rooms.check_append`` and add ``message`` to the log.
+    async def append(
+        self, room_id: RoomId, messages: Sequence[Message], now_ms: int
+    ) -> AppendResult:
+        """Store envelopes in order, each atomically checked by
+        ``rooms.check_append``, stopping at the first one rejected.
 
         Returns:
-            The message's log position (greater than every earlier position).
-
-        Raises:
+            The positions of the stored envelopes (each greater than every
+            earlier position) and the error that stopped the batch, if any:
             RoomNotFoundError, RoomClosedError, RoomExpiredError,
-            LimitExceededError, SequenceError.
+            LimitExceededError or SequenceError.
         """
         ...
 

@@ -31,6 +31,9 @@ __all__ = ["CreatedRoom", "PartySession", "RelayClient"]
 
 _JoinCall = grpc.aio.StreamStreamCall[relay_pb2.JoinRequest, relay_pb2.JoinResponse]
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
+# Envelopes queued by concurrent sends go out in one JoinRequest up to this
+# many payload bytes (the relay's frame cap allows a maximal payload plus slack).
+_COALESCE_BYTES: Final = 256 * 1024
 
 
 def _relay_error(e: grpc.aio.AioRpcError) -> RelayError:
@@ -247,10 +250,13 @@ class PartySession:
         self._hello = relay_pb2.JoinHello(
             room_id=room_id, party=party, join_token=join_token, resume_after=resume_after
         )
-        self._write_lock = asyncio.Lock()
         self._acks: dict[int, asyncio.Future[int]] = {}
+        # Unbounded on purpose: a party that awaits a send's ack before reading
+        # must not stall the reader; the room's max_messages bounds it.
         self._inbox: asyncio.Queue[relay_pb2.EnvelopeDelivery | RelayError] = asyncio.Queue()
+        self._outbox: asyncio.Queue[envelope_pb2.Envelope] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._failure: RelayError | None = None
         self.accepted: relay_pb2.JoinAccepted = relay_pb2.JoinAccepted()
         self.ended: relay_pb2.RoomEndReason | None = None
@@ -278,6 +284,7 @@ class PartySession:
         self.accepted = first.accepted
         self._next_seq = first.accepted.next_seq
         self._reader = asyncio.create_task(self._read_loop())
+        self._writer = asyncio.create_task(self._write_loop())
         return self.accepted
 
     async def __aenter__(self) -> PartySession:
@@ -290,11 +297,12 @@ class PartySession:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel the stream and stop the reader."""
+        """Cancel the stream and stop the reader and writer."""
         self._call.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        tasks = [t for t in (self._reader, self._writer) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._fail(RelayError("session closed"))
 
     def _fail(self, error: RelayError) -> None:
@@ -306,6 +314,9 @@ class PartySession:
         self._acks.clear()
 
     async def _read_loop(self) -> None:
+        """Route acks to their ``send`` calls and deliveries to the inbox; on the
+        stream's end, fail what is pending with the reason."""
+        error: RelayError
         try:
             while True:
                 response = await self._call.read()
@@ -313,26 +324,24 @@ class PartySession:
                     break
                 if not isinstance(response, relay_pb2.JoinResponse):
                     raise RelayError("unexpected message on the Join stream")
-                kind = response.WhichOneof("event")
-                if kind == "delivery":
-                    self._inbox.put_nowait(response.delivery)
-                elif kind == "ack":
-                    future = self._acks.pop(response.ack.seq, None)
+                for ack in response.acks:
+                    future = self._acks.pop(ack.seq, None)
                     if future is not None and not future.done():
-                        future.set_result(response.ack.position)
-                elif kind == "ended":
+                        future.set_result(ack.position)
+                for delivery in response.deliveries:
+                    self._inbox.put_nowait(delivery)
+                if response.HasField("ended"):
                     self.ended = response.ended.reason
-            ended: RelayError = (
-                RoomExpiredError("room has expired")
-                if self.ended == relay_pb2.ROOM_END_REASON_EXPIRED
-                else RoomClosedError("room is closed")
-            )
-            self._fail(ended)
-            self._inbox.put_nowait(ended)
+            if self.ended == relay_pb2.ROOM_END_REASON_EXPIRED:
+                error = RoomExpiredError("room has expired")
+            else:
+                error = RoomClosedError("room is closed")
         except grpc.aio.AioRpcError as e:
             error = _relay_error(e)
-            self._fail(error)
-            self._inbox.put_nowait(error)
+        except RelayError as e:
+            error = e
+        self._fail(error)
+        self._inbox.put_nowait(error)
 
     @property
     def next_seq(self) -> int:
@@ -375,21 +384,35 @@ class PartySession:
         """
         if self._failure is not None:
             raise self._failure
-        async with self._write_lock:
-            if envelope.seq == 0:
-                envelope.seq = self._next_seq
-            self._next_seq = envelope.seq + 1
-            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            self._acks[envelope.seq] = future
-            try:
-                await self._call.write(relay_pb2.JoinRequest(envelope=envelope))
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                self._acks.pop(envelope.seq, None)
-                # The reader learns the stream's status and fails the future.
-                if self._failure is not None:
-                    raise self._failure from None
-                raise RelayError("the Join stream is closed") from None
+        if self._writer is None:
+            raise RelayError("the session is not open")
+        # No await between taking the seq and queueing: concurrent sends keep
+        # seq order equal to queue (and so wire) order.
+        if envelope.seq == 0:
+            envelope.seq = self._next_seq
+        self._next_seq = envelope.seq + 1
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks[envelope.seq] = future
+        self._outbox.put_nowait(envelope)
         return await future
+
+    async def _write_loop(self) -> None:
+        """Write queued envelopes, several per JoinRequest when sends pile up."""
+        try:
+            while True:
+                batch = [await self._outbox.get()]
+                size = len(batch[0].payload)
+                while not self._outbox.empty() and size < _COALESCE_BYTES:
+                    batch.append(self._outbox.get_nowait())
+                    size += len(batch[-1].payload)
+                await self._call.write(relay_pb2.JoinRequest(envelopes=batch))
+        except grpc.aio.AioRpcError as e:
+            self._fail(_relay_error(e))
+        except (grpc.aio.UsageError, asyncio.InvalidStateError):
+            # The call already finished; the reader reports how.
+            if self._reader is not None:
+                await asyncio.gather(self._reader, return_exceptions=True)
+            self._fail(RelayError("the Join stream is closed"))
 
     async def receive(self) -> relay_pb2.EnvelopeDelivery:
         """Return the next delivery for this party.

@@ -14,9 +14,10 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from relay.errors import LimitExceededError, RoomExistsError, RoomNotFoundError
+from relay.errors import LimitExceededError, RelayError, RoomExistsError, RoomNotFoundError
 from relay.rooms import (
     AppendCounters,
+    AppendResult,
     Message,
     PartyId,
     ReadResult,
@@ -98,23 +99,34 @@ class MemoryBackend:
     async def mark_joined(self, room_id: RoomId, party: PartyId, now_ms: int) -> None:
         self._room(room_id).joined.add(party)
 
-    async def append(self, room_id: RoomId, message: Message, now_ms: int) -> int:
-        room = self._room(room_id)
-        counters = AppendCounters(
-            closed=room.closed,
-            messages=len(room.log),
-            total_bytes=room.total_bytes,
-            last_seq=room.last_seq[message.sender],
-        )
-        check_append(room.spec.limits, counters, message, room.spec.expires_ms, now_ms)
-        # Position = 1-based index in the log, so read() can slice.
-        position = len(room.log) + 1
-        room.log.append(StoredMessage(position=position, message=message))
-        room.total_bytes += len(message.payload)
-        room.last_seq[message.sender] = message.seq
-        room.rounds.setdefault((message.ceremony_id, message.round), set()).add(message.sender)
-        room.notify()
-        return position
+    async def append(
+        self, room_id: RoomId, messages: Sequence[Message], now_ms: int
+    ) -> AppendResult:
+        positions: list[int] = []
+        try:
+            room = self._room(room_id)
+            for message in messages:
+                counters = AppendCounters(
+                    closed=room.closed,
+                    messages=len(room.log),
+                    total_bytes=room.total_bytes,
+                    last_seq=room.last_seq[message.sender],
+                )
+                check_append(room.spec.limits, counters, message, room.spec.expires_ms, now_ms)
+                # Position = 1-based index in the log, so read() can slice.
+                position = len(room.log) + 1
+                room.log.append(StoredMessage(position=position, message=message))
+                room.total_bytes += len(message.payload)
+                room.last_seq[message.sender] = message.seq
+                key = (message.ceremony_id, message.round)
+                room.rounds.setdefault(key, set()).add(message.sender)
+                positions.append(position)
+        except RelayError as e:
+            return AppendResult(tuple(positions), e)
+        finally:
+            if positions:
+                room.notify()
+        return AppendResult(tuple(positions), None)
 
     async def read(self, room_id: RoomId, after: int, limit: int, max_wait_s: float) -> ReadResult:
         room = self._room(room_id)

@@ -20,8 +20,9 @@ and the service tests run against both backends to keep them equal. The stream
 is also capped with XADD MAXLEN as a guard behind the count check.
 
 Each blocked reader holds one pooled connection during XREAD BLOCK (bounded by
-``RelayConfig.max_block_s``); cancelling a reader makes redis-py drop that
-connection, which is safe.
+``RelayConfig.max_block_s`` and by half the client's socket timeout, which
+redis-py applies to blocking replies too); cancelling a reader makes redis-py
+drop that connection, which is safe.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from relay.errors import (
     SequenceError,
 )
 from relay.rooms import (
+    AppendResult,
     Message,
     PartyId,
     ReadResult,
@@ -168,6 +170,10 @@ class RedisBackend:
             retention_ms: how long keys outlive the room's expiry.
         """
         self._r = client
+        # redis-py 8 applies its socket timeout (default 5 s) to XREAD BLOCK
+        # replies too, so a block must end well inside it.
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._max_block_ms = int(timeout * 500) if timeout else None
         self._prefix = prefix
         self._retention_ms = retention_ms
         self._create = client.register_script(_CREATE_LUA)
@@ -190,7 +196,9 @@ class RedisBackend:
             The backend; the first command opens the connection.
         """
         return cls(
-            aioredis.Redis.from_url(url, decode_responses=False),
+            aioredis.Redis.from_url(
+                url, decode_responses=False, socket_timeout=10.0, socket_connect_timeout=5.0
+            ),
             prefix=prefix,
             retention_ms=retention_ms,
         )
@@ -264,32 +272,37 @@ class RedisBackend:
         if not found:
             raise RoomNotFoundError("no such room")
 
-    async def append(self, room_id: RoomId, message: Message, now_ms: int) -> int:
-        async with _redis_errors():
-            reply: list[Any] = await self._append(
-                keys=list(self._keys(room_id)),
-                args=[
-                    now_ms,
-                    message.sender,
-                    message.recipient,
-                    message.ceremony_id,
-                    message.round,
-                    message.seq,
-                    message.payload,
-                ],
-            )
-        status = reply[0]
-        if status == b"ok":
-            return int(reply[1])
-        error = _APPEND_ERRORS.get(status)
-        if error is None:
-            raise RelayError("unexpected reply from the append script")
-        detail = reply[1].decode() if len(reply) > 1 else ""
-        raise error(_APPEND_MESSAGES[status].format(detail))
+    async def append(
+        self, room_id: RoomId, messages: Sequence[Message], now_ms: int
+    ) -> AppendResult:
+        # One script call per envelope, pipelined into one round trip. Each is
+        # atomic; once one is rejected the later ones fail the seq check (or
+        # the same room check), so the stored envelopes are always a prefix.
+        keys = list(self._keys(room_id))
+        async with _redis_errors(), self._r.pipeline(transaction=False) as pipe:
+            for m in messages:
+                args: list[str | int | bytes] = [now_ms, m.sender, m.recipient]
+                args += [m.ceremony_id, m.round, m.seq, m.payload]
+                await self._append(keys=keys, args=args, client=pipe)
+            replies: list[Any] = await pipe.execute()
+        positions: list[int] = []
+        for reply in replies:
+            status = reply[0]
+            if status == b"ok":
+                positions.append(int(reply[1]))
+                continue
+            error = _APPEND_ERRORS.get(status)
+            if error is None:
+                raise RelayError("unexpected reply from the append script")
+            detail = reply[1].decode() if len(reply) > 1 else ""
+            return AppendResult(tuple(positions), error(_APPEND_MESSAGES[status].format(detail)))
+        return AppendResult(tuple(positions), None)
 
     async def read(self, room_id: RoomId, after: int, limit: int, max_wait_s: float) -> ReadResult:
         _, log, _ = self._keys(room_id)
         block_ms = int(max_wait_s * 1000)
+        if self._max_block_ms is not None:
+            block_ms = min(block_ms, self._max_block_ms)
         async with _redis_errors():
             reply = cast(
                 "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",

@@ -26,6 +26,7 @@ from relay.errors import (
     LimitExceededError,
     MalformedRequestError,
     PermissionDeniedError,
+    RelayError,
     RoomClosedError,
     RoomExpiredError,
     SenderSpoofedError,
@@ -60,6 +61,7 @@ __all__ = [
     "RoomSnapshot",
     "AppendCounters",
     "ReadResult",
+    "AppendResult",
 ]
 
 RoomId = NewType("RoomId", str)
@@ -192,6 +194,18 @@ class AppendCounters:
     messages: int
     total_bytes: int
     last_seq: int
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What a batch append stored: the positions of the leading envelopes that
+    were accepted, and the error that stopped the rest (None if all were).
+
+    A rejected envelope stops the batch: the ones after it would fail the seq
+    check anyway, since the rejected seq was never stored."""
+
+    positions: tuple[int, ...]
+    error: RelayError | None
 
 
 @dataclass(frozen=True)

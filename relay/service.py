@@ -81,9 +81,13 @@ _STATE: Final[dict[RoomState, relay_pb2.RoomState]] = {
     "closed": relay_pb2.ROOM_STATE_CLOSED,
     "expired": relay_pb2.ROOM_STATE_EXPIRED,
 }
-# Envelopes queued towards one stream's writer: bounds memory per slow reader;
+# Events queued towards one stream's writer: bounds memory per slow reader;
 # the delivery task then waits, and resumes from the backend log.
 _OUTBOX_SIZE: Final = 256
+# The writer coalesces queued events into one JoinResponse (fewer gRPC writes
+# under load, no added delay when idle) up to this many payload bytes; a frame
+# always fits the transport cap, which allows one maximal payload plus slack.
+_COALESCE_BYTES: Final = 256 * 1024
 
 
 def wall_clock_ms() -> int:
@@ -126,7 +130,7 @@ def _limits_to_proto(limits: rooms.RoomLimits) -> relay_pb2.RoomLimits:
     )
 
 
-def _delivery(room_id: RoomId, stored: rooms.StoredMessage) -> relay_pb2.JoinResponse:
+def _delivery(room_id: RoomId, stored: rooms.StoredMessage) -> relay_pb2.EnvelopeDelivery:
     m = stored.message
     envelope = envelope_pb2.Envelope(
         room_id=room_id,
@@ -137,13 +141,7 @@ def _delivery(room_id: RoomId, stored: rooms.StoredMessage) -> relay_pb2.JoinRes
         seq=m.seq,
         payload=m.payload,
     )
-    return relay_pb2.JoinResponse(
-        delivery=relay_pb2.EnvelopeDelivery(envelope=envelope, position=stored.position)
-    )
-
-
-def _ended(reason: relay_pb2.RoomEndReason) -> relay_pb2.JoinResponse:
-    return relay_pb2.JoinResponse(ended=relay_pb2.RoomEnded(reason=reason))
+    return relay_pb2.EnvelopeDelivery(envelope=envelope, position=stored.position)
 
 
 class _Done:
@@ -151,7 +149,8 @@ class _Done:
 
 
 _DONE: Final = _Done()
-_Outbox = asyncio.Queue[relay_pb2.JoinResponse | BaseException | _Done]
+_Event = relay_pb2.EnvelopeDelivery | relay_pb2.EnvelopeAck | relay_pb2.RoomEnded
+_Outbox = asyncio.Queue[_Event | BaseException | _Done]
 
 
 class RelayServicer(relay_pb2_grpc.RelayServicer):
@@ -251,16 +250,16 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         snapshot = await self._viewable_room(request.room_id, request.token)
         spec = snapshot.spec
         ceremony_id = rooms.validate_id("ceremony_id", request.ceremony_id, allow_empty=True)
-        expected = tuple(PartyId(p) for p in request.parties) or spec.participants
+        expected = tuple(dict.fromkeys(PartyId(p) for p in request.parties)) or spec.participants
         if any(p not in spec.token_digests for p in expected):
             raise MalformedRequestError("parties must be participants of the room")
         deadline = min(
             self._clock() + min(request.timeout_ms, self._config.max_await_ms), spec.expires_ms
         )
+        # The log position is read before the round index: an envelope stored
+        # in between makes the next read return at once, so none is missed.
         position, closed = snapshot.position, snapshot.closed
         while True:
-            # Read the log position before the round index: an envelope stored
-            # in between makes the read below return at once, so none is missed.
             done = await self._backend.delivered(spec.room_id, ceremony_id, request.round, expected)
             now = self._clock()
             if len(done) == len(expected) or closed or now >= deadline:
@@ -291,7 +290,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 first = await context.read()
         except TimeoutError:
             raise HandshakeTimeoutError("no JoinHello in time") from None
-        if first is _EOF or first.WhichOneof("kind") != "hello":
+        if first is _EOF or not first.HasField("hello") or first.envelopes:
             raise MalformedRequestError("the first message on a Join stream must be a JoinHello")
         hello = first.hello
         room_id = RoomId(rooms.validate_id("room_id", hello.room_id))
@@ -345,17 +344,46 @@ class _PartyStream:
             asyncio.create_task(self._guard(self._deliver(resume_after))),
         ]
         try:
-            while True:
-                item = await self._outbox.get()
-                if isinstance(item, _Done):
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                await self._context.write(item)
+            while await self._write_next():
+                pass
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write_next(self) -> bool:
+        """Write one JoinResponse holding every queued event (up to the byte
+        budget); return False once the stream is to end with OK. A failure is
+        raised after the events queued before it are written."""
+        response = relay_pb2.JoinResponse()
+        size, more, content = 0, True, False
+        failure: BaseException | None = None
+        item = await self._outbox.get()
+        while True:
+            if isinstance(item, relay_pb2.EnvelopeDelivery):
+                response.deliveries.append(item)
+                size += len(item.envelope.payload)
+                content = True
+            elif isinstance(item, relay_pb2.EnvelopeAck):
+                response.acks.append(item)
+                content = True
+            elif isinstance(item, relay_pb2.RoomEnded):
+                response.ended.CopyFrom(item)
+                content = True
+            elif isinstance(item, _Done):
+                more = False
+            else:
+                failure = item
+            if failure is not None or not more or self._outbox.empty():
+                break
+            if size >= _COALESCE_BYTES:
+                break
+            item = self._outbox.get_nowait()
+        if content:
+            await self._context.write(response)
+        if failure is not None:
+            raise failure
+        return more
 
     async def _guard(self, job: Awaitable[None]) -> None:
         """Hand a task's failure to the writer, which raises it at the boundary."""
@@ -369,33 +397,49 @@ class _PartyStream:
             request = await self._context.read()
             if request is _EOF:
                 return  # half-close: the party only listens from now on
-            if request.WhichOneof("kind") != "envelope":
-                raise MalformedRequestError("expected an envelope after the JoinHello")
-            e = request.envelope
-            # Routing checks before anything is stored (STYLE.md principle 6);
-            # the relay stamps the authenticated sender.
-            rooms.check_routing(
-                self._spec, self._party, e.sender, e.room_id, e.recipient, e.ceremony_id, e.round
-            )
-            message = Message(
-                sender=self._party,
-                recipient=PartyId(e.recipient) if e.recipient else "",
-                ceremony_id=e.ceremony_id,
-                round=e.round,
-                seq=e.seq,
-                payload=e.payload,
-            )
-            position = await self._backend.append(self._spec.room_id, message, self._clock())
-            await self._outbox.put(
-                relay_pb2.JoinResponse(ack=relay_pb2.EnvelopeAck(seq=e.seq, position=position))
-            )
+            if request.HasField("hello"):
+                raise MalformedRequestError("only the first message may carry a JoinHello")
+            messages: list[Message] = []
+            rejected: RelayError | None = None
+            for e in request.envelopes:
+                # Routing checks before anything is stored (STYLE.md principle
+                # 6); the relay stamps the authenticated sender.
+                try:
+                    rooms.check_routing(
+                        self._spec, self._party, e.sender, e.room_id, e.recipient,
+                        e.ceremony_id, e.round,
+                    )  # fmt: skip
+                except RelayError as error:
+                    rejected = error
+                    break
+                messages.append(
+                    Message(
+                        sender=self._party,
+                        recipient=PartyId(e.recipient) if e.recipient else "",
+                        ceremony_id=e.ceremony_id,
+                        round=e.round,
+                        seq=e.seq,
+                        payload=e.payload,
+                    )
+                )
+            if messages:
+                stored = await self._backend.append(self._spec.room_id, messages, self._clock())
+                for message, position in zip(messages, stored.positions, strict=False):
+                    await self._outbox.put(
+                        relay_pb2.EnvelopeAck(seq=message.seq, position=position)
+                    )
+                rejected = stored.error or rejected
+            if rejected is not None:
+                raise rejected
 
     async def _deliver(self, cursor: int) -> None:
         room_id, expires = self._spec.room_id, self._spec.expires_ms
         while True:
             now = self._clock()
             if now >= expires:
-                await self._outbox.put(_ended(relay_pb2.ROOM_END_REASON_EXPIRED))
+                await self._outbox.put(
+                    relay_pb2.RoomEnded(reason=relay_pb2.ROOM_END_REASON_EXPIRED)
+                )
                 break
             wait_s = min((expires - now) / 1000, self._config.max_block_s)
             batch = await self._backend.read(room_id, cursor, self._config.read_batch, wait_s)
@@ -404,7 +448,7 @@ class _PartyStream:
                 if rooms.is_addressed_to(stored.message, self._party):
                     await self._outbox.put(_delivery(room_id, stored))
             if batch.closed:
-                await self._outbox.put(_ended(relay_pb2.ROOM_END_REASON_CLOSED))
+                await self._outbox.put(relay_pb2.RoomEnded(reason=relay_pb2.ROOM_END_REASON_CLOSED))
                 break
         await self._outbox.put(_DONE)
 

@@ -17,7 +17,9 @@ import structlog
 SECRET_FIELD_WORDS = ("secret", "private", "seed", "plaintext", "password", "passcode", "token")
 
 
-def redact_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for name in list(event):
         if any(word in name.lower() for word in SECRET_FIELD_WORDS):
             event[name] = "<redacted>"

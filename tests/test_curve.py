@@ -6,8 +6,8 @@ import pytest
 from coincurve import PrivateKey
 
 from tss.curve import (
-    G,
     INFINITY,
+    G,
     N,
     Point,
     ecdsa_verify,

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 
 import pytest
 
 from tests.test_ecdsa_primitives import cheating_extension
-from tests.test_ecdsa_support import dealer_keygen, deliver, rand32, run_setup, run_sign
+from tests.test_ecdsa_support import DealtKey, dealer_keygen, deliver, rand32, run_setup, run_sign
 from tss import ecdsa
 from tss.curve import G, Point, tagged_hash
 from tss.ecdsa import mul, sign
 from tss.ecdsa.params import KAPPA, XI_EXT_BYTES
 from tss.ecdsa.wire import HEADER_BYTES
 from tss.errors import FaultyParticipantError, ProtocolError, SessionStateError
-from tss.keyshare import KeyShare
 from tss.tags import DKLS_TAG_OTE_SID
 
 DIGEST = hashlib.sha256(b"adversarial").digest()
 Tamper = Callable[[int, int, int, bytes], bytes]
 
 
-def _fresh() -> tuple[list[KeyShare], list[ecdsa.EcdsaSetup]]:
+@functools.lru_cache(maxsize=1)
+def _keyring() -> tuple[list[DealtKey], list[bytes]]:
     shares = dealer_keygen(2, 3, seed=9)
-    return shares, run_setup(shares, session=9)
+    return shares, [s.to_bytes() for s in run_setup(shares, session=9)]
+
+
+def _fresh() -> tuple[list[DealtKey], list[ecdsa.EcdsaSetup]]:
+    """A 2-of-3 keyring with unburned setups (decoded anew: tests burn pairs)."""
+    shares, stored = _keyring()
+    return shares, [ecdsa.EcdsaSetup.from_bytes(b) for b in stored]
 
 
 def _expect_blame(shares, setups, tamper: Tamper, culprit: int, victim: int, burned: bool):  # type: ignore[no-untyped-def]
@@ -57,9 +64,7 @@ def test_cheating_ot_extension_receiver_is_caught_and_pair_burned() -> None:
             return msg
         sign_sid = msg[2:34]
         nonce = msg[HEADER_BYTES + 32 : HEADER_BYTES + 64]
-        ote_sid = tagged_hash(
-            DKLS_TAG_OTE_SID, sign._pair_sid(sign_sid, victim, cheater) + nonce
-        )
+        ote_sid = tagged_hash(DKLS_TAG_OTE_SID, sign._pair_sid(sign_sid, victim, cheater) + nonce)
         start = HEADER_BYTES + 64
         u = msg[start : start + KAPPA * XI_EXT_BYTES]
         bad = cheating_extension(setups[cheater].peer(victim).ote_receiver, ote_sid, u, column)
@@ -212,7 +217,11 @@ def test_setup_ceremony_blames_bad_reveal_and_bad_points() -> None:
     assert info.value.culprits == (1,)
 
     def bad_point(rnd: int, s: int, r: int, msg: bytes) -> bytes:
-        return _patch(msg, HEADER_BYTES + 32, b"\x02" + b"\xff" * 32) if (rnd, s, r) == (1, 0, 1) else msg
+        return (
+            _patch(msg, HEADER_BYTES + 32, b"\x02" + b"\xff" * 32)
+            if (rnd, s, r) == (1, 0, 1)
+            else msg
+        )
 
     with pytest.raises(FaultyParticipantError) as info:
         run_setup(shares, session=12, tamper=bad_point)
@@ -229,7 +238,9 @@ def test_setup_states_are_single_use() -> None:
     shares = dealer_keygen(2, 2, seed=12)
     st1, out1 = {}, {}
     for k in shares:
-        st1[k.party_id], out1[k.party_id] = ecdsa.setup_round1(k, rand32("s"), rand32("r", k.party_id))
+        st1[k.party_id], out1[k.party_id] = ecdsa.setup_round1(
+            k, rand32("s"), rand32("r", k.party_id)
+        )
     st2, out2 = {}, {}
     for i in st1:
         st2[i], out2[i] = ecdsa.setup_round2(st1[i], deliver(out1, i))

@@ -122,7 +122,7 @@ def test_ote_correlation() -> None:
     for j in range(XI):
         bit = choices[j // 8] >> (j % 8) & 1
         assert got[j] == (v1 if bit else v0)[j] != (v0 if bit else v1)[j]
-        assert all(0 <= x < N for x in got[j])
+        assert all(0 <= x < 2**256 for x in got[j])  # used mod q by the RVOLE
 
 
 def cheating_extension(
@@ -205,7 +205,10 @@ def test_gadget_is_public_and_fixed() -> None:
 def test_zero_shares_sum_to_zero() -> None:
     parties = [0, 2, 3, 6]
     seeds = {
-        (i, j): _bytes(f"seed{min(i, j)}{max(i, j)}", 32) for i in parties for j in parties if i != j
+        (i, j): _bytes(f"seed{min(i, j)}{max(i, j)}", 32)
+        for i in parties
+        for j in parties
+        if i != j
     }
     shares = [
         zero_share.zero_share(i, parties, {j: seeds[(i, j)] for j in parties if j != i}, b"sid")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import itertools
 
 import pytest
 from coincurve import PublicKey
-from eth_keys import keys as eth
+from eth_keys import keys as eth  # type: ignore[attr-defined]
 
 from tests.test_ecdsa_support import dealer_keygen, deliver, rand32, run_setup, run_sign
 from tss import ecdsa
@@ -147,4 +147,13 @@ def test_signatures_differ_per_session(keyring_2_of_3) -> None:  # type: ignore[
     b = run_sign(shares, setups, [0, 1], DIGEST, session=41)[0]
     assert a.signature[:32] != b.signature[:32]  # fresh R each session
     assert len({a.signature, b.signature}) == 2
-    assert list(itertools.chain(a.signature))  # bytes
+
+
+def test_inconsistent_key_material_is_rejected() -> None:
+    shares = dealer_keygen(2, 3, seed=8)
+    other = dealer_keygen(2, 3, seed=18)
+    bad_pk = dataclasses.replace(shares[0], public_key=other[0].public_key)
+    with pytest.raises(InputError):
+        ecdsa.setup_round1(bad_pk, rand32("sid"), rand32("r"))
+    with pytest.raises(InputError):
+        ecdsa.setup_round1(shares[0], rand32("sid")[:16], rand32("r"))

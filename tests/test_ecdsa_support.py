@@ -2,18 +2,18 @@
 
 Not tests themselves (pytest collects nothing here). The dealer stands in for
 the DKG (tss/dkg, wired by the lead): it Shamir-shares a random key and returns
-``tss.keyshare.KeyShare`` objects, which satisfy ``tss.ecdsa.KeyMaterial``.
+``DealtKey`` objects, which satisfy ``tss.ecdsa.KeyMaterial``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from tss import ecdsa
 from tss.curve import N, Point
 from tss.ecdsa.sign import RecoverableSignature
-from tss.keyshare import KeyShare, default_chain_code
 from tss.shamir import eval_point, poly_eval
 
 Messages = dict[int, dict[int, bytes]]
@@ -22,24 +22,27 @@ Messages = dict[int, dict[int, bytes]]
 
 def rand32(label: str, *parts: int) -> bytes:
     """Deterministic test randomness (tests must be reproducible)."""
-    return hashlib.sha256(label.encode() + bytes(parts)).digest()
+    return hashlib.sha256(label.encode() + b"".join(p.to_bytes(4, "big") for p in parts)).digest()
 
 
-def dealer_keygen(threshold: int, parties: int, seed: int = 0) -> list[KeyShare]:
+@dataclass(frozen=True)
+class DealtKey:
+    """A dealt key share before any pairwise setup (``tss.ecdsa.KeyMaterial``)."""
+
+    party_id: int
+    threshold: int
+    public_key: bytes
+    public_shares: tuple[bytes, ...]
+    secret_share: int = field(repr=False)
+
+
+def dealer_keygen(threshold: int, parties: int, seed: int = 0) -> list[DealtKey]:
     """Trusted-dealer Shamir sharing of a fresh key (test stand-in for the DKG)."""
-    coeffs = [
-        int.from_bytes(rand32("coeff", seed, k), "big") % N or 1 for k in range(threshold)
-    ]
+    coeffs = [int.from_bytes(rand32("coeff", seed, k), "big") % N or 1 for k in range(threshold)]
     public_key = Point.base_mul(coeffs[0]).to_bytes()
     secrets_ = [poly_eval(coeffs, eval_point(i)) for i in range(parties)]
     public_shares = tuple(Point.base_mul(x).to_bytes() for x in secrets_)
-    return [
-        KeyShare(
-            "ecdsa-secp256k1", i, threshold, public_key, public_shares, secrets_[i],
-            default_chain_code(public_key),
-        )
-        for i in range(parties)
-    ]
+    return [DealtKey(i, threshold, public_key, public_shares, secrets_[i]) for i in range(parties)]
 
 
 def deliver(outboxes: dict[int, dict[int, bytes]], recipient: int) -> dict[int, bytes]:
@@ -48,7 +51,8 @@ def deliver(outboxes: dict[int, dict[int, bytes]], recipient: int) -> dict[int, 
 
 
 def run_setup(
-    shares: Sequence[KeyShare], session: int = 0,
+    shares: Sequence[DealtKey],
+    session: int = 0,
     tamper: Callable[[int, int, int, bytes], bytes] | None = None,
 ) -> list[ecdsa.EcdsaSetup]:
     """Run the setup ceremony for all parties in process; ``tamper(round, s, r, msg)``."""
@@ -66,8 +70,11 @@ def run_setup(
 
 
 def run_sign(
-    shares: Sequence[KeyShare], setups: Sequence[ecdsa.EcdsaSetup], signers: Sequence[int],
-    digest: bytes, session: int = 0,
+    shares: Sequence[DealtKey],
+    setups: Sequence[ecdsa.EcdsaSetup],
+    signers: Sequence[int],
+    digest: bytes,
+    session: int = 0,
     tamper: Callable[[int, int, int, bytes], bytes] | None = None,
 ) -> dict[int, RecoverableSignature]:
     """Run the three signing rounds for ``signers``; every signer combines."""

@@ -101,6 +101,8 @@ def aggregate(
     pubnonces: dict[int, bytes],
     psigs: dict[int, bytes],
     tweaks: Tweaks = (),
+    *,
+    verify_each: bool = True,
 ) -> bytes:
     return coordinator_aggregate(
         key.public_key,
@@ -111,6 +113,7 @@ def aggregate(
         pubnonces,
         psigs,
         tweaks,
+        verify_each=verify_each,
     )
 
 
@@ -240,11 +243,14 @@ def test_bad_pubnonce_is_blamed_by_signers_and_coordinator(
     assert culprits(exc3.value) == (0, 2)
 
 
-def test_bad_partial_signature_is_blamed(key23: Keyring, rng: random.Random) -> None:
+@pytest.mark.parametrize("verify_each", [True, False], ids=["verify-each", "aggregate-first"])
+def test_bad_partial_signature_is_blamed(
+    key23: Keyring, rng: random.Random, verify_each: bool
+) -> None:
     msg = rng.randbytes(32)
     states, pubnonces = round1(key23, [0, 2], msg, b"sid", rng)
     psigs = round2(states, pubnonces)
-    good = aggregate(key23, msg, pubnonces, psigs)
+    good = aggregate(key23, msg, pubnonces, psigs, verify_each=verify_each)
     assert PublicKeyXOnly(key23.public_key[1:]).verify(good, msg)
     for bad in (
         ((int.from_bytes(psigs[2], "big") + 1) % N).to_bytes(32, "big"),  # wrong value
@@ -253,11 +259,39 @@ def test_bad_partial_signature_is_blamed(key23: Keyring, rng: random.Random) -> 
         psigs[0],  # someone else's
     ):
         with pytest.raises(InvalidContributionError) as exc:
-            aggregate(key23, msg, pubnonces, {0: psigs[0], 2: bad})
+            aggregate(key23, msg, pubnonces, {0: psigs[0], 2: bad}, verify_each=verify_each)
         assert culprits(exc.value) == (2,) and exc.value.contrib == "psig"
-    with pytest.raises(ProtocolError) as exc2:
-        aggregate(key23, msg, pubnonces, {0: psigs[2], 2: psigs[0]})
-    assert culprits(exc2.value) == (0, 2)
+    swapped = {0: psigs[2], 2: psigs[0]}  # same sum: only verify-each notices
+    if verify_each:
+        with pytest.raises(ProtocolError) as exc2:
+            aggregate(key23, msg, pubnonces, swapped)
+        assert culprits(exc2.value) == (0, 2)
+    else:
+        assert aggregate(key23, msg, pubnonces, swapped, verify_each=False) == good
+    with pytest.raises(ProtocolError) as exc3:  # out of range and wrong value together
+        aggregate(key23, msg, pubnonces, {0: psigs[2], 2: bytes(33)}, verify_each=verify_each)
+    assert culprits(exc3.value) == (0, 2)
+
+
+def test_canceling_partial_signatures(key23: Keyring, rng: random.Random) -> None:
+    """Two signers shifting their psigs by +delta / -delta: each psig is invalid, the sum is not.
+
+    Verifying every psig blames both; aggregate-first returns the (valid) signature.
+    """
+    msg = rng.randbytes(32)
+    states, pubnonces = round1(key23, [0, 1], msg, b"sid", rng)
+    psigs = round2(states, pubnonces)
+    delta = rng.randrange(1, N)
+    shifted = {
+        0: ((int.from_bytes(psigs[0], "big") + delta) % N).to_bytes(32, "big"),
+        1: ((int.from_bytes(psigs[1], "big") - delta) % N).to_bytes(32, "big"),
+    }
+    with pytest.raises(ProtocolError) as exc:
+        aggregate(key23, msg, pubnonces, shifted)
+    assert culprits(exc.value) == (0, 1)
+    sig = aggregate(key23, msg, pubnonces, shifted, verify_each=False)
+    assert sig == aggregate(key23, msg, pubnonces, psigs)
+    assert PublicKeyXOnly(key23.public_key[1:]).verify(sig, msg)
 
 
 def test_reused_state_raises_session_state_error(key23: Keyring, rng: random.Random) -> None:

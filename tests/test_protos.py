@@ -13,7 +13,9 @@ GENERATED_DIR = ROOT / "shardkeep" / "v1"
 
 
 def generate(out: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "shardkeep/v1").glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "shardkeep/v1").glob("*.proto")
+    )
     args = ["protoc", f"-I{PROTO_DIR}", f"--python_out={out}", f"--grpc_python_out={out}"]
     args += [f"--pyi_out={out}", *protos]
     if protoc.main(args) != 0:
@@ -33,7 +35,9 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     fresh = generated_files(tmp_path / "shardkeep" / "v1")
     assert fresh, "no .proto files found"
     committed = generated_files(GENERATED_DIR)
-    assert sorted(committed) == sorted(fresh), "generated files differ from protos/: run make protos"
+    assert sorted(committed) == sorted(fresh), (
+        "generated files differ from protos/: run make protos"
+    )
     stale = [name for name in fresh if committed[name] != fresh[name]]
     assert stale == [], f"stale generated code: {stale}; run make protos"
 

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from relay.client import RelayClient
 from relay.errors import BackendUnavailableError, SequenceError
@@ -143,6 +144,21 @@ def test_keys_expire_and_stay_under_the_prefix(redis_url: str, redis_prefix: str
                 assert all(token.encode() not in v for v in stored.values())
         finally:
             sync.close()
+
+    run(body)
+
+
+def test_blocking_reads_stay_inside_the_socket_timeout(redis_url: str, redis_prefix: str) -> None:
+    async def body() -> None:
+        # redis-py applies socket_timeout to XREAD BLOCK replies; the backend
+        # must block for less than that, not fail with UNAVAILABLE.
+        client = aioredis.Redis.from_url(redis_url, socket_timeout=0.4)
+        backend = RedisBackend(client, prefix=redis_prefix)
+        try:
+            result = await backend.read(RoomId("quiet-room"), 0, 10, max_wait_s=1.0)
+            assert result.entries == () and not result.closed
+        finally:
+            await backend.aclose()
 
     run(body)
 

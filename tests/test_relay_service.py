@@ -8,6 +8,7 @@ Redis append script equal to ``rooms.check_append``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -437,11 +438,23 @@ def test_malformed_envelopes_end_the_stream(
     run(body)
 
 
-def test_stream_must_start_with_a_hello(make_backend: MakeBackend) -> None:
+def test_stream_must_start_with_a_hello_and_have_only_one(make_backend: MakeBackend) -> None:
     async def body() -> None:
         async with relay(make_backend()) as client:
             call = client._stub.Join()
-            await call.write(relay_pb2.JoinRequest(envelope=envelope_pb2.Envelope(payload=b"x")))
+            await call.write(relay_pb2.JoinRequest(envelopes=[envelope_pb2.Envelope(payload=b"x")]))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call.read()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            room = await client.create_room(["a", "b"])
+            hello = relay_pb2.JoinHello(
+                room_id=room.room_id, party="a", join_token=room.join_tokens["a"]
+            )
+            call = client._stub.Join()
+            await call.write(relay_pb2.JoinRequest(hello=hello))
+            assert (await call.read()).HasField("accepted")
+            await call.write(relay_pb2.JoinRequest(hello=hello))
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call.read()
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -458,3 +471,64 @@ def test_stream_without_hello_times_out() -> None:
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
     run(body)
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (envelope_pb2.Envelope(seq=2, payload=b"x" * 11), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (envelope_pb2.Envelope(seq=2, recipient="zed"), grpc.StatusCode.INVALID_ARGUMENT),
+        (envelope_pb2.Envelope(seq=5), grpc.StatusCode.ABORTED),
+    ],
+    ids=["too-large", "bad-recipient", "seq-gap"],
+)
+def test_a_batch_stores_the_prefix_before_a_rejected_envelope(
+    make_backend: MakeBackend, bad: envelope_pb2.Envelope, code: grpc.StatusCode
+) -> None:
+    async def body() -> None:
+        async with relay(make_backend()) as client:
+            room = await client.create_room(["a", "b"], max_message_bytes=10)
+            call = client._stub.Join()
+            hello = relay_pb2.JoinHello(
+                room_id=room.room_id, party="a", join_token=room.join_tokens["a"]
+            )
+            await call.write(relay_pb2.JoinRequest(hello=hello))
+            assert (await call.read()).HasField("accepted")
+            batch = [envelope_pb2.Envelope(seq=1, payload=b"ok"), bad]
+            batch.append(envelope_pb2.Envelope(seq=3, payload=b"after"))
+            await call.write(relay_pb2.JoinRequest(envelopes=batch))
+            acks: list[int] = []
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                while True:
+                    response = await call.read()
+                    acks += [ack.seq for ack in response.acks]
+            assert info.value.code() == code
+            assert acks == [1]  # the stored envelope is acknowledged before the error
+            status = await client.get_room(room.room_id, room.admin_token)
+            assert (status.messages, status.parties[0].messages_delivered) == (1, 1)
+
+    run(body)
+
+
+def test_logs_carry_no_tokens_or_payloads(caplog: pytest.LogCaptureFixture) -> None:
+    canary = b"CANARY-PAYLOAD-7f3a"
+
+    async def body() -> list[str]:
+        async with relay(MemoryBackend()) as client:
+            room = await client.create_room(["a", "b"], max_message_bytes=64)
+            t = room.join_tokens
+            with pytest.raises(PermissionDeniedError):
+                async with client.join(room.room_id, "a", t["b"]):
+                    pass
+            async with client.join(room.room_id, "a", t["a"]) as a:
+                await a.send(canary, ceremony_id="x", round_=1)
+                with pytest.raises(LimitExceededError):
+                    await a.send(canary * 10, ceremony_id="x", round_=1)
+            await client.close_room(room.room_id, room.admin_token)
+            return [room.admin_token, *t.values()]
+
+    caplog.set_level(logging.DEBUG)
+    secrets = run(body)
+    assert "room created" in caplog.text and "Join failed: RESOURCE_EXHAUSTED" in caplog.text
+    for secret in [*secrets, canary.decode()]:
+        assert secret not in caplog.text

@@ -143,20 +143,36 @@ class Ceremony(ABC, Generic[ResultT]):
             payloads = self._inbox.pop(self._round, {})
             round_ = self._round
             self._round += 1
-            out += self._guarded(lambda: self._run_round(round_, payloads))
+            out += self._guarded(self._run_round, round_, payloads)
         return out
 
     def _round_complete(self, round_: int) -> bool:
         expected = set(self._expected_senders(round_))
         return expected.issubset(self._inbox.get(round_, {}))
 
-    def _guarded(self, step: Callable[[], list[Message]]) -> list[Message]:
+    def _guarded(self, step: Callable[..., list[Message]], *args: object) -> list[Message]:
         """Run a step; any failure leaves the ceremony unusable (no retry with the same secrets)."""
         try:
-            return step()
+            return step(*args)
         except BaseException:
             self._failed = True
             raise
+
+    # --- embedding one ceremony's rounds in another's ----------------------------
+
+    def first_messages(self) -> list[Message]:
+        """For an embedding ceremony: mark this one started and return its round-1 messages."""
+        if self._round != 0:
+            raise SessionStateError("ceremony already started")
+        self._round = 1
+        return self._guarded(self._start)
+
+    def step(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
+        """For an embedding ceremony, which routed and collected ``round_``'s messages itself."""
+        if round_ != self._round or self.done:
+            raise SessionStateError(f"embedded ceremony is not at round {round_}")
+        self._round += 1
+        return self._guarded(self._run_round, round_, payloads)
 
     def _broadcast(self, round_: int, payload: bytes) -> list[Message]:
         return [Message(round_, self.me, None, payload)]

@@ -365,29 +365,25 @@ def mul_add_g(point: Point, a: int, b: int) -> Point:
     return Point(None, PublicKey(out))
 
 
-def ecdh(seckey: bytes, pubkey: bytes) -> bytes:
-    """libsecp256k1 ECDH: SHA256 of the compressed point ``seckey * pubkey`` (constant time).
+def ecdh(seckey: bytes, point: Point) -> bytes:
+    """libsecp256k1 ECDH: SHA256 of the compressed point ``seckey * point`` (constant time).
 
     The same value as coincurve's ``PrivateKey.ecdh`` without building a
-    ``PrivateKey`` (which also derives two public keys).
+    ``PrivateKey`` (which derives two public keys) or re-decoding ``point``.
 
     Arguments:
         seckey: 32-byte secret key, 1 <= key < n.
-        pubkey: 33-byte compressed point.
+        point: a finite point (decode received bytes with ``Point.from_bytes``).
 
     Raises:
-        InvalidEncodingError: ``pubkey`` is not a valid compressed point.
-        InputError: ``seckey`` is not a valid secret key.
+        InputError: ``seckey`` is not a valid secret key, or ``point`` is infinity.
     """
     if len(seckey) != 32:
         raise InputError("secret key must be 32 bytes")
-    if len(pubkey) != 33 or pubkey[0] not in (2, 3):
-        raise InvalidEncodingError("point must be 33 bytes, compressed")
-    ctx = GLOBAL_CONTEXT.ctx
-    point = ffi.new("secp256k1_pubkey *")
-    if not lib.secp256k1_ec_pubkey_parse(ctx, point, bytes(pubkey), 33):
-        raise InvalidEncodingError("not a point on secp256k1")
+    if point.is_infinity:
+        raise InputError("ECDH with the point at infinity")
     out = ffi.new("unsigned char[32]")
-    if not lib.secp256k1_ecdh(ctx, out, point, bytes(seckey), ffi.NULL, ffi.NULL):
+    pk = point._public_key().public_key
+    if not lib.secp256k1_ecdh(GLOBAL_CONTEXT.ctx, out, pk, bytes(seckey), ffi.NULL, ffi.NULL):
         raise InputError("secret key out of range")
     return bytes(ffi.buffer(out, 32))

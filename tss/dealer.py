@@ -9,26 +9,24 @@ from __future__ import annotations
 from tss.ceremony import Random
 from tss.curve import N, Point, int_from_bytes
 from tss.errors import InputError
-from tss.keyshare import KeyShare, Scheme, default_chain_code
+from tss.keygen import KeyMaterial
+from tss.keyshare import default_chain_code
 from tss.shamir import eval_point, poly_eval
 
 __all__ = ["split_key"]
 
 
 def split_key(
-    scheme: Scheme,
     private_key: bytes,
     threshold: int,
     parties: int,
     rand: Random,
     chain_code: bytes | None = None,
     epoch: int = 0,
-) -> list[KeyShare]:
-    """Shamir-split a 32-byte private key into ``parties`` key shares, any ``threshold`` of which sign.
+) -> list[KeyMaterial]:
+    """Shamir-split a 32-byte private key into ``parties`` shares, any ``threshold`` of which sign.
 
     Arguments:
-        scheme: the keyring's scheme. (ECDSA keyrings also need pairwise setups,
-            which the caller adds.)
         private_key: 32 bytes, 0 < key < n.
         threshold: t, 1 <= t <= parties.
         parties: n <= 32.
@@ -37,7 +35,9 @@ def split_key(
         epoch: the keyring epoch the shares start at.
 
     Returns:
-        One key share per party, party ids 0..n-1; the public key is ``private_key * G``.
+        Each party's shares (party ids 0..n-1); the public key is ``private_key * G``.
+        ``KeyMaterial.key_share`` makes a bip340 key share of it; ECDSA keyrings
+        first run ``EcdsaSetupCeremony``.
 
     Raises:
         InputError: a key out of range or bad t, n.
@@ -53,7 +53,7 @@ def split_key(
     public_key = Point.base_mul(secret).to_bytes()
     chain = default_chain_code(public_key) if chain_code is None else chain_code
     return [
-        KeyShare(scheme, i, threshold, public_key, public_shares, s, chain, epoch)
+        KeyMaterial(i, threshold, public_key, public_shares, s, chain, epoch)
         for i, s in enumerate(secret_shares)
     ]
 

@@ -38,7 +38,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, NamedTuple, NewType
 
-from tss.curve import INFINITY, G, N, Point, point_sum, schnorr_verify, tagged_hash
+from tss.curve import (
+    INFINITY,
+    G,
+    N,
+    Point,
+    mul_add_g,
+    point_sum,
+    schnorr_verify,
+    tagged_hash,
+)
 from tss.errors import (
     FaultyCoordinatorError,
     FaultyParticipantError,
@@ -95,6 +104,7 @@ __all__ = [
     "SessionContext",
     "SessionValues",
     "SignerState",
+    "Tweak",
 ]
 
 PlainPk = NewType("PlainPk", bytes)
@@ -322,6 +332,8 @@ def thresh_pubkey_and_tweak(
     """
     if len(tweaks) != len(is_xonly):
         raise InputError("The tweaks and is_xonly arrays must have the same length.")
+    if not all(isinstance(t, bytes | bytearray) for t in tweaks):
+        raise InputError("The tweak must be a 32-byte array.")
     return _tweak_cached(
         PlainPk(bytes(thresh_pk)), tuple(bytes(t) for t in tweaks), tuple(map(bool, is_xonly))
     )
@@ -456,7 +468,7 @@ def _decode_pubnonces(
     bad2: list[int] = []
     for idx, pubnonce in enumerate(pubnonces):
         r1 = r2 = INFINITY
-        if len(pubnonce) != 66:
+        if not isinstance(pubnonce, bytes | bytearray) or len(pubnonce) != 66:
             bad1.append(idx)
         else:
             try:
@@ -596,18 +608,17 @@ def _lambda(sess: _Session, my_id: int) -> int:
 def _psig_equation_holds(
     s: int, my_id: int, nonce: tuple[Point, Point], pubshare: Point, sess: _Session
 ) -> bool:
-    """``s*G == Re + e*lambda*g'*P`` of PartialSigVerifyInternal, in one multi-addition.
+    """``s*G == Re + e*lambda*g'*P`` of PartialSigVerifyInternal (public inputs only).
 
     With Re = eps*(R1 + b*R2) (eps = -1 iff R has odd y) and c = e*lambda*g', the
-    equation is equivalent to R1 + b*R2 + eps*c*P - eps*s*G = infinity; folding the
-    signs into the scalars avoids negating points.
+    equation is equivalent to R1 + b*R2 + (eps*c*P - eps*s*G) = infinity: folding
+    the signs into the scalars avoids negating points, and the bracket is one
+    variable-time double multiplication (``mul_add_g``), fine for public values.
     """
     q_gacc = sess.g * sess.values.gacc
     c = sess.values.e * _lambda(sess, my_id) * q_gacc
     eps = 1 if sess.r_even else -1
-    total = point_sum(
-        [nonce[0], nonce[1] * sess.values.b, pubshare * (eps * c), Point.base_mul(-eps * s)]
-    )
+    total = point_sum([nonce[0], nonce[1] * sess.values.b, mul_add_g(pubshare, eps * c, -eps * s)])
     return total.is_infinity
 
 
@@ -628,6 +639,8 @@ def _sign_with_scalars(
     # (s - eps*(k1' + b*k2'))*G == c*P: the same group equation with one base
     # multiplication and one multiplication instead of three. It fails if s was
     # miscomputed or if the secret share does not match the public share P.
+    # s - k = c*d' is secret, so it goes through constant-time base_mul, not the
+    # variable-time mul_add_g used for verifying others' partial signatures.
     if Point.base_mul(s - k) != pubshare * c:
         raise InternalError("own partial signature does not verify")
     return s
@@ -647,19 +660,6 @@ def _take_secnonce(secnonce: bytearray) -> tuple[int, int]:
         raise InputError("second secnonce value is out of range.")
     secnonce[:] = bytes(64)
     return k1_, k2_
-
-
-def _check_signer(
-    my_pubshare: bytes, my_id: int, signers: _ValidSigners, *, same_position: bool
-) -> None:
-    if my_pubshare not in signers.pubshares:
-        raise InputError("The signer's pubshare must be included in the list of pubshares.")
-    if my_id not in signers.ids:
-        raise InputError("The signer's id must be present in the participant identifier list.")
-    # Stricter than the BIP: a pubshare at another signer's position would pass the
-    # self-check but fail the coordinator's verification.
-    if same_position and signers.pubshares[signers.ids.index(my_id)] != my_pubshare:
-        raise InputError("The signer's pubshare must be at the signer's position in the list.")
 
 
 def sign(secnonce: bytearray, secshare: bytes, my_id: int, session_ctx: SessionContext) -> bytes:
@@ -688,7 +688,10 @@ def sign(secnonce: bytearray, secshare: bytes, my_id: int, session_ctx: SessionC
     if not 0 < d_ < N:
         raise InputError("The signer's secret share value is out of range.")
     p = Point.base_mul(d_)
-    _check_signer(p.to_bytes(), my_id, sess.signers, same_position=True)
+    if p.to_bytes() not in sess.signers.pubshares:
+        raise InputError("The signer's pubshare must be included in the list of pubshares.")
+    if my_id not in sess.signers.ids:
+        raise InputError("The signer's id must be present in the participant identifier list.")
     return _sign_with_scalars(k1_, k2_, d_, my_id, p, sess).to_bytes(32, "big")
 
 
@@ -843,7 +846,8 @@ def _parse_psigs(psigs: Sequence[bytes], ids: Sequence[int]) -> tuple[list[int],
     scalars: list[int] = []
     bad: list[int] = []
     for idx, psig in enumerate(psigs):
-        s = int.from_bytes(psig, "big") if len(psig) == 32 else N
+        ok = isinstance(psig, bytes | bytearray) and len(psig) == 32
+        s = int.from_bytes(psig, "big") if ok else N
         if s >= N:
             bad.append(idx)
         scalars.append(s)
@@ -882,13 +886,15 @@ def partial_sig_agg(psigs: Sequence[bytes], session_ctx: SessionContext) -> byte
 #          and to the coordinator (the BIP's coordinator-less variant, so each
 #          signer can aggregate nonces and blame a bad pubnonce itself).
 # Round 2: signer_round2(state, signer_ids, pubnonces, tweaks) -> psig; state consumed.
-# Output:  coordinator_aggregate(...) verifies every psig, blames culprits,
-#          aggregates, and verifies the final BIP-340 signature.
+# Output:  coordinator_aggregate(...) verifies the psigs (each one, or only when
+#          the aggregate fails), blames culprits, aggregates, and verifies the
+#          final BIP-340 signature.
 #
 # Tweaks are (32-byte tweak, is_xonly) pairs applied in order: a BIP-32 plain
 # tweak (tss.bip32) first, then a BIP-341 x-only tweak (tss.taproot).
 
 Tweak = tuple[bytes, bool]
+"""A tweak for the wrapper: (32-byte scalar, is_xonly)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -931,8 +937,13 @@ def _check_key_fields(
         raise InputError("public shares must be 33-byte compressed points")
     if not isinstance(public_key, bytes) or len(public_key) != 33:
         raise InputError("public_key must be a 33-byte compressed point")
-    Point.from_bytes(public_key)
+    # The point itself is checked by ValidateSignersCtx in round 2 and aggregation.
     return PlainPk(public_key), tuple(PlainPk(p) for p in public_shares)
+
+
+@lru_cache(maxsize=64)
+def _check_point(data: bytes) -> None:
+    Point.from_bytes(data)
 
 
 def signer_round1(
@@ -971,6 +982,7 @@ def signer_round1(
     public_key, shares = _check_key_fields(public_key, public_shares, threshold)
     if not (_is_u32_int(party_id) and party_id < len(shares)):
         raise InputError("party_id out of range")
+    _check_point(public_key)  # fail early on a malformed key
     if not isinstance(secret_share, int) or not 0 < secret_share < N:
         raise InputError("secret share out of range")
     if not isinstance(rand, bytes) or len(rand) != 32:
@@ -989,9 +1001,17 @@ def signer_round1(
     )
     secnonce, pubnonce, points = _secnonce_and_pubnonce(k1, k2)
     state = SignerState(
-        session_id, party_id, threshold, public_key, shares, msg, pubnonce, points, secnonce,
-        secret_share,
-    )  # fmt: skip
+        session_id=session_id,
+        party_id=party_id,
+        threshold=threshold,
+        public_key=public_key,
+        public_shares=shares,
+        msg=msg,
+        pubnonce=pubnonce,
+        nonce_points=points,
+        secnonce=secnonce,
+        secret_share=secret_share,
+    )
     return state, pubnonce
 
 
@@ -1103,8 +1123,18 @@ def coordinator_aggregate(
     pubnonces: Mapping[int, bytes],
     psigs: Mapping[int, bytes],
     tweaks: Sequence[Tweak] = (),
+    *,
+    verify_each: bool = True,
 ) -> bytes:
-    """Verify every partial signature, blame the culprits, and aggregate (``PartialSigAgg``).
+    """Verify the partial signatures, blame the culprits, and aggregate (``PartialSigAgg``).
+
+    With ``verify_each`` (the default) every partial signature is checked with
+    ``PartialSigVerify`` first, the BIP's condition for identifiable aborts. With
+    ``verify_each=False`` the aggregate is formed and verified first, and the partial
+    signatures are checked one by one only if it fails (the strategy of ZF's
+    frost-core ``aggregate``): equally able to name culprits whenever signing
+    aborts, and cheaper when it does not. Either way out-of-range partial
+    signatures are blamed and the returned signature has been verified.
 
     Arguments:
         public_key: 33-byte compressed threshold public key.
@@ -1115,13 +1145,14 @@ def coordinator_aggregate(
         pubnonces: ``{id: 66-byte pubnonce}`` for exactly ``signer_ids``.
         psigs: ``{id: 32-byte partial signature}`` for exactly ``signer_ids``.
         tweaks: ``(tweak32, is_xonly)`` pairs, as given to the signers.
+        verify_each: verify every partial signature even when the aggregate is valid.
 
     Returns:
         The 64-byte BIP-340 signature, valid for the (tweaked) x-only threshold key.
 
     Raises:
         InputError: malformed key material, ids, maps or tweaks.
-        ProtocolError: invalid pubnonces, then invalid partial signatures (out of range
+        ProtocolError: invalid pubnonces, else invalid partial signatures (out of range
             or failing ``PartialSigVerify``); ``culprits`` names every bad signer (an
             ``InvalidContributionError`` when there is one).
         InternalError: the aggregate signature does not verify (self-check).
@@ -1132,9 +1163,14 @@ def coordinator_aggregate(
         raise InputError("psigs must have exactly one entry per signer id")
     cer = _ceremony(ctx, ids, tws, xonly, pubnonces, msg, {})
     sess = cer.sess
+    xonly_key = sess.values.Q.xonly()
     scalars, out_of_range = _parse_psigs([psigs[i] for i in ids], ids)
+    if not verify_each and not out_of_range:
+        sig = _final_signature(scalars, sess)
+        if schnorr_verify(msg, xonly_key, sig):
+            return sig
+    # PartialSigVerify for every signer, to name every culprit.
     bad = set(out_of_range)
-    # PartialSigVerify for every signer: the BIP's condition for identifiable aborts.
     for idx, i in enumerate(ids):
         if idx not in bad and not _psig_equation_holds(
             scalars[idx], i, cer.nonces[idx], sess.signers.points[idx], sess
@@ -1143,6 +1179,6 @@ def coordinator_aggregate(
     if bad:
         raise _blame([(idx, ids[idx]) for idx in sorted(bad)], "psig")
     sig = _final_signature(scalars, sess)
-    if not schnorr_verify(msg, sess.values.Q.xonly(), sig):
+    if not schnorr_verify(msg, xonly_key, sig):
         raise InternalError("aggregate signature does not verify")
     return sig

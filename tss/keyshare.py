@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 import cbor2
 
 from tss.curve import N, Point, tagged_hash
+from tss.ecdsa.setup import EcdsaSetup, key_id
 from tss.errors import InputError, InvalidEncodingError
 from tss.tags import CHAIN_CODE_TAG
 
@@ -50,6 +51,9 @@ class KeyShare:
         secret_share: this party's Shamir share (never printed).
         chain_code: 32-byte BIP-32 chain code of the keyring.
         epoch: incremented by every refresh and reshare; shares of different epochs never mix.
+        ecdsa: ecdsa-secp256k1 only: the DKLs23 pairwise setup with every other
+            party (mutable only to burn a pair after a failed check: persist the
+            share again after a failed signing ceremony).
     """
 
     scheme: Scheme
@@ -60,6 +64,7 @@ class KeyShare:
     secret_share: int = field(repr=False)
     chain_code: bytes = field(repr=False)
     epoch: int = 0
+    ecdsa: EcdsaSetup | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -78,6 +83,24 @@ class KeyShare:
             Point.from_bytes(share)
         if Point.base_mul(self.secret_share).to_bytes() != self.public_shares[self.party_id]:
             raise InputError("secret share does not match the party's public share")
+        self._check_ecdsa_setup()
+
+    def _check_ecdsa_setup(self) -> None:
+        if self.scheme == "bip340":
+            if self.ecdsa is not None:
+                raise InputError("a bip340 key share has no ECDSA setup")
+            return
+        if self.threshold < 2:
+            raise InputError("ECDSA keyrings need a threshold of at least 2")
+        setup = self.ecdsa
+        if setup is None:
+            raise InputError("an ECDSA key share needs its pairwise setup")
+        if (setup.index, setup.parties, setup.key_id) != (
+            self.party_id,
+            self.parties,
+            key_id(self),
+        ):
+            raise InputError("the ECDSA setup belongs to another key share")
 
     @property
     def parties(self) -> int:
@@ -101,6 +124,7 @@ class KeyShare:
                 "secret_share": self.secret_share_bytes,
                 "chain_code": self.chain_code,
                 "epoch": self.epoch,
+                "ecdsa_setup": None if self.ecdsa is None else self.ecdsa.to_bytes(),
             }
         )
 
@@ -122,6 +146,9 @@ class KeyShare:
         secret = _typed(fields, "secret_share", bytes)
         if len(secret) != 32:
             raise InvalidEncodingError("key share field 'secret_share' must be 32 bytes")
+        setup = fields.get("ecdsa_setup")
+        if setup is not None and not isinstance(setup, bytes):
+            raise InvalidEncodingError("key share field 'ecdsa_setup' must be bytes")
         try:
             return KeyShare(
                 scheme=_typed(fields, "scheme", str),
@@ -132,6 +159,7 @@ class KeyShare:
                 secret_share=int.from_bytes(secret, "big"),
                 chain_code=_typed(fields, "chain_code", bytes),
                 epoch=_typed(fields, "epoch", int),
+                ecdsa=None if setup is None else EcdsaSetup.from_bytes(setup),
             )
         except InputError as e:
             raise InvalidEncodingError(f"invalid key share: {e}") from e

@@ -16,12 +16,18 @@ from tss.curve import Point
 from tss.dealer import split_key
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.errors import InputError, InternalError
-from tss.keygen import Keygen
+from tss.keygen import EcdsaSetupCeremony, Keygen
 from tss.keyshare import SCHEMES, KeyShare, Scheme
 from tss.shamir import interpolate_at_zero
-from tss.signing import Bip340Signing, SigningOptions
+from tss.signing import (
+    NO_OPTIONS,
+    Bip340Signing,
+    EcdsaSigning,
+    RecoverableSignature,
+    SigningOptions,
+)
 
-__all__ = ["keygen", "sign", "export_key", "import_key"]
+__all__ = ["keygen", "sign", "sign_recoverable", "export_key", "import_key"]
 
 
 def _random(n: int) -> bytes:
@@ -54,12 +60,12 @@ def keygen(scheme: str, *, threshold: int, parties: int) -> list[KeyShare]:
         raise InputError("need 1 <= threshold <= parties <= 32")
     hostseckeys = [_random(32) for _ in range(parties)]
     hostpubkeys = [hostpubkey_gen(sk) for sk in hostseckeys]
-    return run_in_memory([Keygen(scheme, sk, hostpubkeys, threshold, _random) for sk in hostseckeys])
+    return run_in_memory(
+        [Keygen(scheme, sk, hostpubkeys, threshold, _random) for sk in hostseckeys]
+    )
 
 
-def sign(
-    shares: Sequence[KeyShare], digest: bytes, options: SigningOptions = SigningOptions()
-) -> bytes:
+def sign(shares: Sequence[KeyShare], digest: bytes, options: SigningOptions = NO_OPTIONS) -> bytes:
     """Sign with the given key shares (at least the threshold, all of one keyring).
 
     Arguments:
@@ -83,7 +89,25 @@ def sign(
         return run_in_memory(
             [Bip340Signing(s, signers, digest, session_id, _random, options) for s in shares]
         )[0]
-    raise InputError("ecdsa-secp256k1 signing is not wired into tss.local yet")
+    return sign_recoverable(shares, digest, options).signature
+
+
+def sign_recoverable(
+    shares: Sequence[KeyShare], digest: bytes, options: SigningOptions = NO_OPTIONS
+) -> RecoverableSignature:
+    """ECDSA signing that also returns the recovery id (as ``sign`` for ecdsa-secp256k1).
+
+    Raises:
+        InputError: as ``sign``, or a bip340 keyring.
+    """
+    first = _same_keyring(shares)
+    if first.scheme != "ecdsa-secp256k1" or len(digest) != 32:
+        raise InputError("sign_recoverable needs an ecdsa-secp256k1 keyring and a 32-byte digest")
+    signers = [s.party_id for s in shares]
+    session_id = _random(32)
+    return run_in_memory(
+        [EcdsaSigning(s, signers, digest, session_id, _random, options) for s in shares]
+    )[0]
 
 
 def export_key(shares: Sequence[KeyShare]) -> bytes:
@@ -106,7 +130,14 @@ def import_key(scheme: str, private_key: bytes, *, threshold: int, parties: int)
     Raises:
         InputError: unknown scheme, a key out of range, or bad t, n.
     """
-    return split_key(_check_scheme(scheme), private_key, threshold, parties, _random)
+    scheme = _check_scheme(scheme)
+    if scheme == "ecdsa-secp256k1" and threshold < 2:
+        raise InputError("ECDSA keyrings need a threshold of at least 2")
+    material = split_key(private_key, threshold, parties, _random)
+    if scheme == "bip340":
+        return [m.key_share("bip340", None) for m in material]
+    session_id = _random(32)
+    return run_in_memory([EcdsaSetupCeremony(m, session_id, _random) for m in material])
 
 
 def _same_keyring(shares: Sequence[KeyShare]) -> KeyShare:

@@ -65,6 +65,23 @@ DKLS_TAG_SIGN_NONCE = "shardkeep/dkls23/sign/nonce"
 DKLS_TAG_SIGN_COMMIT = "shardkeep/dkls23/sign/commit"
 DKLS_TAG_SIGN_ECHO = "shardkeep/dkls23/sign/echo"
 
+### Enclave sealing (enclave/seal.py; not a hash tag: a label in AES-GCM's associated data)
+
+SEAL_AAD_LABEL = b"shardkeep/sealed-share"
+"""Leads the associated data of every sealed server share (DESIGN.md §5 "Sealing")."""
+
 ### Key lifecycle (reshare, refresh, export, import, derivation)
 
 CHAIN_CODE_TAG = "shardkeep/chaincode"
+KEYGEN_TAG_SETUP_SESSION = "shardkeep/keygen/ecdsa-setup-session"
+SIGN_TAG_ECDSA_SESSION = "shardkeep/sign/ecdsa-session"
+
+### Party channels (tss.channel: HPKE Auth mode between ceremony parties)
+# The RFC 9180 labels ("HPKE-v1", "eae_prk", ...) are the spec's and stay in tss.channel.
+
+CHANNEL_TAG_PARTY_ID = "shardkeep/channel/party-id"
+"""Party id = hex of the first 20 bytes of this tagged hash of the static X25519 public key."""
+CHANNEL_TAG_EPHEMERAL = "shardkeep/channel/ephemeral"
+"""Hedged derivation of each message's HPKE ephemeral ikmE from the caller's randomness."""
+CHANNEL_HPKE_INFO_LABEL = b"shardkeep/channel/v1\x00"
+"""In front of the envelope header in the HPKE ``info`` (RFC 9180 §5.1, §8.1)."""

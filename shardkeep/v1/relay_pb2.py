@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shardkeep.v1 import envelope_pb2 as shardkeep_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shardkeep/v1/relay.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/envelope.proto\"V\n\nRoomLimits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cmax_messages\x18\x02 \x01(\x04\x12\x17\n\x0fmax_total_bytes\x18\x03 \x01(\x04\"t\n\x11\x43reateRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x14\n\x0cparticipants\x18\x02 \x03(\t\x12\x0e\n\x06ttl_ms\x18\x03 \x01(\x04\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\"\xf5\x01\n\x12\x43reateRoomResponse\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x45\n\x0bjoin_tokens\x18\x02 \x03(\x0b\x32\x30.shardkeep.v1.CreateRoomResponse.JoinTokensEntry\x12\x13\n\x0b\x61\x64min_token\x18\x03 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\x12(\n\x06limits\x18\x05 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\x1a\x31\n\x0fJoinTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x0eGetRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"L\n\x0fRoomPartyStatus\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0e\n\x06joined\x18\x02 \x01(\x08\x12\x1a\n\x12messages_delivered\x18\x03 \x01(\x04\"\xf4\x01\n\nRoomStatus\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.shardkeep.v1.RoomState\x12.\n\x07parties\x18\x03 \x03(\x0b\x32\x1d.shardkeep.v1.RoomPartyStatus\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\x12\x10\n\x08messages\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\"8\n\x10\x43loseRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\"\x13\n\x11\x43loseRoomResponse\"U\n\tJoinHello\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\t\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x14\n\x0cresume_after\x18\x04 \x01(\x04\"k\n\x0bJoinRequest\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.shardkeep.v1.JoinHelloH\x00\x12*\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x16.shardkeep.v1.EnvelopeH\x00\x42\x06\n\x04kind\"\x97\x01\n\x0cJoinAccepted\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\t\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x10\n\x08next_seq\x18\x04 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\"N\n\x10\x45nvelopeDelivery\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.shardkeep.v1.Envelope\x12\x10\n\x08position\x18\x02 \x01(\x04\",\n\x0b\x45nvelopeAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08position\x18\x02 \x01(\x04\"8\n\tRoomEnded\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.shardkeep.v1.RoomEndReason\"\xcf\x01\n\x0cJoinResponse\x12.\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1a.shardkeep.v1.JoinAcceptedH\x00\x12\x32\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1e.shardkeep.v1.EnvelopeDeliveryH\x00\x12(\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x19.shardkeep.v1.EnvelopeAckH\x00\x12(\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x17.shardkeep.v1.RoomEndedH\x00\x42\x07\n\x05\x65vent\"|\n\x11\x41waitRoundRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x65remony_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\r\x12\x0f\n\x07parties\x18\x05 \x03(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x04\"r\n\x12\x41waitRoundResponse\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x08\x12\x11\n\tdelivered\x18\x02 \x03(\t\x12\x0f\n\x07missing\x18\x03 \x03(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.shardkeep.v1.RoomState*k\n\tRoomState\x12\x1a\n\x16ROOM_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fROOM_STATE_OPEN\x10\x01\x12\x15\n\x11ROOM_STATE_CLOSED\x10\x02\x12\x16\n\x12ROOM_STATE_EXPIRED\x10\x03*i\n\rRoomEndReason\x12\x1f\n\x1bROOM_END_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16ROOM_END_REASON_CLOSED\x10\x01\x12\x1b\n\x17ROOM_END_REASON_EXPIRED\x10\x02\x32\xfd\x02\n\x05Relay\x12O\n\nCreateRoom\x12\x1f.shardkeep.v1.CreateRoomRequest\x1a .shardkeep.v1.CreateRoomResponse\x12\x41\n\x07GetRoom\x12\x1c.shardkeep.v1.GetRoomRequest\x1a\x18.shardkeep.v1.RoomStatus\x12L\n\tCloseRoom\x12\x1e.shardkeep.v1.CloseRoomRequest\x1a\x1f.shardkeep.v1.CloseRoomResponse\x12\x41\n\x04Join\x12\x19.shardkeep.v1.JoinRequest\x1a\x1a.shardkeep.v1.JoinResponse(\x01\x30\x01\x12O\n\nAwaitRound\x12\x1f.shardkeep.v1.AwaitRoundRequest\x1a .shardkeep.v1.AwaitRoundResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shardkeep/v1/relay.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/envelope.proto\"V\n\nRoomLimits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cmax_messages\x18\x02 \x01(\x04\x12\x17\n\x0fmax_total_bytes\x18\x03 \x01(\x04\"t\n\x11\x43reateRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x14\n\x0cparticipants\x18\x02 \x03(\t\x12\x0e\n\x06ttl_ms\x18\x03 \x01(\x04\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\"\xf5\x01\n\x12\x43reateRoomResponse\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x45\n\x0bjoin_tokens\x18\x02 \x03(\x0b\x32\x30.shardkeep.v1.CreateRoomResponse.JoinTokensEntry\x12\x13\n\x0b\x61\x64min_token\x18\x03 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\x12(\n\x06limits\x18\x05 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\x1a\x31\n\x0fJoinTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x0eGetRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"L\n\x0fRoomPartyStatus\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0e\n\x06joined\x18\x02 \x01(\x08\x12\x1a\n\x12messages_delivered\x18\x03 \x01(\x04\"\xf4\x01\n\nRoomStatus\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.shardkeep.v1.RoomState\x12.\n\x07parties\x18\x03 \x03(\x0b\x32\x1d.shardkeep.v1.RoomPartyStatus\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\x12\x10\n\x08messages\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\"8\n\x10\x43loseRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\"\x13\n\x11\x43loseRoomResponse\"U\n\tJoinHello\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\t\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x14\n\x0cresume_after\x18\x04 \x01(\x04\"`\n\x0bJoinRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x17.shardkeep.v1.JoinHello\x12)\n\tenvelopes\x18\x02 \x03(\x0b\x32\x16.shardkeep.v1.Envelope\"\x97\x01\n\x0cJoinAccepted\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\t\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x10\n\x08next_seq\x18\x04 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.shardkeep.v1.RoomLimits\"N\n\x10\x45nvelopeDelivery\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.shardkeep.v1.Envelope\x12\x10\n\x08position\x18\x02 \x01(\x04\",\n\x0b\x45nvelopeAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08position\x18\x02 \x01(\x04\"8\n\tRoomEnded\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.shardkeep.v1.RoomEndReason\"\xc1\x01\n\x0cJoinResponse\x12,\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1a.shardkeep.v1.JoinAccepted\x12\x32\n\ndeliveries\x18\x02 \x03(\x0b\x32\x1e.shardkeep.v1.EnvelopeDelivery\x12\'\n\x04\x61\x63ks\x18\x03 \x03(\x0b\x32\x19.shardkeep.v1.EnvelopeAck\x12&\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x17.shardkeep.v1.RoomEnded\"|\n\x11\x41waitRoundRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x65remony_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\r\x12\x0f\n\x07parties\x18\x05 \x03(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x04\"r\n\x12\x41waitRoundResponse\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x08\x12\x11\n\tdelivered\x18\x02 \x03(\t\x12\x0f\n\x07missing\x18\x03 \x03(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.shardkeep.v1.RoomState*k\n\tRoomState\x12\x1a\n\x16ROOM_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fROOM_STATE_OPEN\x10\x01\x12\x15\n\x11ROOM_STATE_CLOSED\x10\x02\x12\x16\n\x12ROOM_STATE_EXPIRED\x10\x03*i\n\rRoomEndReason\x12\x1f\n\x1bROOM_END_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16ROOM_END_REASON_CLOSED\x10\x01\x12\x1b\n\x17ROOM_END_REASON_EXPIRED\x10\x02\x32\xfd\x02\n\x05Relay\x12O\n\nCreateRoom\x12\x1f.shardkeep.v1.CreateRoomRequest\x1a .shardkeep.v1.CreateRoomResponse\x12\x41\n\x07GetRoom\x12\x1c.shardkeep.v1.GetRoomRequest\x1a\x18.shardkeep.v1.RoomStatus\x12L\n\tCloseRoom\x12\x1e.shardkeep.v1.CloseRoomRequest\x1a\x1f.shardkeep.v1.CloseRoomResponse\x12\x41\n\x04Join\x12\x19.shardkeep.v1.JoinRequest\x1a\x1a.shardkeep.v1.JoinResponse(\x01\x30\x01\x12O\n\nAwaitRound\x12\x1f.shardkeep.v1.AwaitRoundRequest\x1a .shardkeep.v1.AwaitRoundResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEROOMRESPONSE_JOINTOKENSENTRY']._loaded_options = None
   _globals['_CREATEROOMRESPONSE_JOINTOKENSENTRY']._serialized_options = b'8\001'
-  _globals['_ROOMSTATE']._serialized_start=1965
-  _globals['_ROOMSTATE']._serialized_end=2072
-  _globals['_ROOMENDREASON']._serialized_start=2074
-  _globals['_ROOMENDREASON']._serialized_end=2179
+  _globals['_ROOMSTATE']._serialized_start=1940
+  _globals['_ROOMSTATE']._serialized_end=2047
+  _globals['_ROOMENDREASON']._serialized_start=2049
+  _globals['_ROOMENDREASON']._serialized_end=2154
   _globals['_ROOMLIMITS']._serialized_start=71
   _globals['_ROOMLIMITS']._serialized_end=157
   _globals['_CREATEROOMREQUEST']._serialized_start=159
@@ -59,21 +59,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINHELLO']._serialized_start=979
   _globals['_JOINHELLO']._serialized_end=1064
   _globals['_JOINREQUEST']._serialized_start=1066
-  _globals['_JOINREQUEST']._serialized_end=1173
-  _globals['_JOINACCEPTED']._serialized_start=1176
-  _globals['_JOINACCEPTED']._serialized_end=1327
-  _globals['_ENVELOPEDELIVERY']._serialized_start=1329
-  _globals['_ENVELOPEDELIVERY']._serialized_end=1407
-  _globals['_ENVELOPEACK']._serialized_start=1409
-  _globals['_ENVELOPEACK']._serialized_end=1453
-  _globals['_ROOMENDED']._serialized_start=1455
-  _globals['_ROOMENDED']._serialized_end=1511
-  _globals['_JOINRESPONSE']._serialized_start=1514
-  _globals['_JOINRESPONSE']._serialized_end=1721
-  _globals['_AWAITROUNDREQUEST']._serialized_start=1723
-  _globals['_AWAITROUNDREQUEST']._serialized_end=1847
-  _globals['_AWAITROUNDRESPONSE']._serialized_start=1849
-  _globals['_AWAITROUNDRESPONSE']._serialized_end=1963
-  _globals['_RELAY']._serialized_start=2182
-  _globals['_RELAY']._serialized_end=2563
+  _globals['_JOINREQUEST']._serialized_end=1162
+  _globals['_JOINACCEPTED']._serialized_start=1165
+  _globals['_JOINACCEPTED']._serialized_end=1316
+  _globals['_ENVELOPEDELIVERY']._serialized_start=1318
+  _globals['_ENVELOPEDELIVERY']._serialized_end=1396
+  _globals['_ENVELOPEACK']._serialized_start=1398
+  _globals['_ENVELOPEACK']._serialized_end=1442
+  _globals['_ROOMENDED']._serialized_start=1444
+  _globals['_ROOMENDED']._serialized_end=1500
+  _globals['_JOINRESPONSE']._serialized_start=1503
+  _globals['_JOINRESPONSE']._serialized_end=1696
+  _globals['_AWAITROUNDREQUEST']._serialized_start=1698
+  _globals['_AWAITROUNDREQUEST']._serialized_end=1822
+  _globals['_AWAITROUNDRESPONSE']._serialized_start=1824
+  _globals['_AWAITROUNDRESPONSE']._serialized_end=1938
+  _globals['_RELAY']._serialized_start=2157
+  _globals['_RELAY']._serialized_end=2538
 # @@protoc_insertion_point(module_scope)

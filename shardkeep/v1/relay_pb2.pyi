@@ -134,12 +134,12 @@ class JoinHello(_message.Message):
     def __init__(self, room_id: _Optional[str] = ..., party: _Optional[str] = ..., join_token: _Optional[str] = ..., resume_after: _Optional[int] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("hello", "envelope")
+    __slots__ = ("hello", "envelopes")
     HELLO_FIELD_NUMBER: _ClassVar[int]
-    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
     hello: JoinHello
-    envelope: _envelope_pb2.Envelope
-    def __init__(self, hello: _Optional[_Union[JoinHello, _Mapping]] = ..., envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+    envelopes: _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]
+    def __init__(self, hello: _Optional[_Union[JoinHello, _Mapping]] = ..., envelopes: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ...) -> None: ...
 
 class JoinAccepted(_message.Message):
     __slots__ = ("room_id", "party", "participants", "next_seq", "expires_at_ms", "limits")
@@ -180,16 +180,16 @@ class RoomEnded(_message.Message):
     def __init__(self, reason: _Optional[_Union[RoomEndReason, str]] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("accepted", "delivery", "ack", "ended")
+    __slots__ = ("accepted", "deliveries", "acks", "ended")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
-    DELIVERY_FIELD_NUMBER: _ClassVar[int]
-    ACK_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
     ENDED_FIELD_NUMBER: _ClassVar[int]
     accepted: JoinAccepted
-    delivery: EnvelopeDelivery
-    ack: EnvelopeAck
+    deliveries: _containers.RepeatedCompositeFieldContainer[EnvelopeDelivery]
+    acks: _containers.RepeatedCompositeFieldContainer[EnvelopeAck]
     ended: RoomEnded
-    def __init__(self, accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., delivery: _Optional[_Union[EnvelopeDelivery, _Mapping]] = ..., ack: _Optional[_Union[EnvelopeAck, _Mapping]] = ..., ended: _Optional[_Union[RoomEnded, _Mapping]] = ...) -> None: ...
+    def __init__(self, accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., deliveries: _Optional[_Iterable[_Union[EnvelopeDelivery, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[EnvelopeAck, _Mapping]]] = ..., ended: _Optional[_Union[RoomEnded, _Mapping]] = ...) -> None: ...
 
 class AwaitRoundRequest(_message.Message):
     __slots__ = ("room_id", "token", "ceremony_id", "round", "parties", "timeout_ms")

@@ -89,9 +89,9 @@ class RelayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Join(self, request_iterator, context):
-        """The party's stream. The first request must be a JoinHello; every later
-        request is an Envelope to send. The first response is JoinAccepted, then
-        EnvelopeDelivery / EnvelopeAck events, and RoomEnded last.
+        """The party's stream. The first request must carry a JoinHello; later ones
+        carry envelopes to send. The first response carries JoinAccepted, later
+        ones deliveries and acks, the last one RoomEnded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -192,13 +192,15 @@ class SessionParams:
         return len(self.hostpubkeys)
 
 
-def _params_validate(params: SessionParams) -> None:
+def _params_validate(params: SessionParams) -> tuple[Point, ...]:
+    """Check the parameters; return the host public keys as points."""
     hostpubkeys, t = params.hostpubkeys, params.t
     if not 1 <= t <= len(hostpubkeys) <= 2**32 - 1:
         raise ThresholdOrCountError("need 1 <= t <= n <= 2^32 - 1")
+    points = []
     for i, hostpubkey in enumerate(hostpubkeys):
         try:
-            Point.from_bytes(hostpubkey)
+            points.append(Point.from_bytes(hostpubkey))
         except InvalidEncodingError as e:
             raise InvalidHostPubkeyError(i) from e
     first_index: dict[bytes, int] = {}
@@ -206,6 +208,7 @@ def _params_validate(params: SessionParams) -> None:
         if hostpubkey in first_index:
             raise DuplicateHostPubkeyError(first_index[hostpubkey], i)
         first_index[hostpubkey] = i
+    return tuple(points)
 
 
 def params_hash(params: SessionParams) -> bytes:
@@ -386,7 +389,7 @@ def participant_step1(
         RandomnessError: ``random`` is all zeros (a broken random source).
     """
     hostpubkey = _host_pubkey(hostseckey)
-    _params_validate(params)
+    hostpubkey_points = _params_validate(params)
     try:
         participant = params.hostpubkeys.index(hostpubkey)
     except ValueError as e:
@@ -401,7 +404,7 @@ def participant_step1(
     enc_state, pmsg1 = encpedpop.participant_step1(
         seed=bytes(hostseckey),
         deckey=bytes(hostseckey),
-        enckeys=params.hostpubkeys,
+        enckeys=hostpubkey_points,
         t=params.t,
         participant=participant,
         random=bytes(random),
@@ -595,10 +598,10 @@ def coordinator_step1(
         FaultyParticipantError: a message holds an invalid point or scalar, or a
             commitment to the secret at infinity.
     """
-    _params_validate(params)
+    hostpubkey_points = _params_validate(params)
     parsed = _parse_pmsgs1(pmsgs1, params.t, params.n)
     enc_cmsg, output, eq_input, enc_secshares = encpedpop.coordinator_step(
-        parsed, params.t, params.hostpubkeys
+        parsed, params.t, hostpubkey_points
     )
     enc_secshares_bytes = b"".join(scalar_to_bytes(s) for s in enc_secshares)
     eq_input += enc_secshares_bytes
@@ -705,7 +708,7 @@ def _recover(hostseckey: bytes | None, recovery_data: bytes) -> tuple[DKGOutput,
         raise RecoveryDataError("Failed to deserialize recovery data") from e
     params = SessionParams(fields.hostpubkeys, fields.t)
     try:
-        _params_validate(params)
+        hostpubkey_points = _params_validate(params)
     except SessionParamsError as e:
         raise RecoveryDataError("Invalid session parameters in recovery data") from e
     eq_input = recovery_data[: len(recovery_data) - len(fields.cert)]
@@ -726,7 +729,7 @@ def _recover(hostseckey: bytes | None, recovery_data: bytes) -> tuple[DKGOutput,
             raise HostSeckeyError(
                 "Host secret key does not match any host public key in the recovery data"
             ) from e
-        enc_context = encpedpop.serialize_enc_context(params.t, params.hostpubkeys)
+        enc_context = encpedpop.serialize_enc_context(params.t, hostpubkey_points)
         try:
             share = encpedpop.decrypt_sum(
                 bytes(hostseckey),

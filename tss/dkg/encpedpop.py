@@ -72,7 +72,7 @@ def _scalar_wrapping(digest: bytes) -> int:
 def _ecdh_pad(
     seckey: bytes,
     my_pubkey: bytes,
-    their_pubkey: bytes,
+    their_pubkey: Point,
     context: bytes,
     *,
     sending: bool,
@@ -82,12 +82,10 @@ def _ecdh_pad(
     ``ecdh`` returns SHA256 of the compressed shared point (libsecp256k1's
     default ECDH hash), as the reference expects. The sender's key comes first
     in the hash, so both sides agree.
-
-    Raises:
-        InvalidEncodingError: ``their_pubkey`` is not a valid point.
     """
     shared = ecdh(seckey, their_pubkey)
-    keys = my_pubkey + their_pubkey if sending else their_pubkey + my_pubkey
+    their = their_pubkey.to_bytes()
+    keys = my_pubkey + their if sending else their + my_pubkey
     return _scalar_wrapping(tagged_hash(DKG_TAG_ENCPEDPOP_ECDH, shared + keys + context))
 
 
@@ -97,34 +95,27 @@ def _self_pad(symkey: bytes, nonce: bytes, context: bytes) -> int:
     return _scalar_wrapping(tagged_hash(DKG_TAG_SELF_PAD, symkey + nonce + context))
 
 
-def serialize_enc_context(t: int, enckeys: Sequence[bytes]) -> bytes:
+def serialize_enc_context(t: int, enckeys: Sequence[Point]) -> bytes:
     """The session context every pad binds: ``t`` (4 bytes) || all encryption keys."""
-    return t.to_bytes(4, "big") + b"".join(enckeys)
+    return t.to_bytes(4, "big") + b"".join(k.to_bytes() for k in enckeys)
 
 
 def encaps_multi(
     secnonce: bytes,
     pubnonce: bytes,
     deckey: bytes,
-    enckeys: Sequence[bytes],
+    enckeys: Sequence[Point],
     context: bytes,
     participant: int,
 ) -> list[int]:
-    """The sender's pads, one per recipient ``j``, each bound to ``j || context``.
-
-    Raises:
-        InputError: an encryption key is not a valid point.
-    """
+    """The sender's pads, one per recipient ``j``, each bound to ``j || context``."""
     pads = []
     for j, enckey in enumerate(enckeys):
         context_j = j.to_bytes(4, "big") + context
         if j == participant:
             pads.append(_self_pad(deckey, pubnonce, context_j))
-            continue
-        try:
+        else:
             pads.append(_ecdh_pad(secnonce, pubnonce, enckey, context_j, sending=True))
-        except InvalidEncodingError as e:
-            raise InputError(f"encryption key {j} is invalid") from e
     return pads
 
 
@@ -148,9 +139,10 @@ def decaps_multi(
             pads.append(_self_pad(deckey, pubnonce, context_me))
             continue
         try:
-            pads.append(_ecdh_pad(deckey, enckey, pubnonce, context_me, sending=False))
+            point = Point.from_bytes(pubnonce)
         except InvalidEncodingError as e:
             raise FaultyParticipantOrCoordinatorError(sender, "invalid public nonce") from e
+        pads.append(_ecdh_pad(deckey, enckey, point, context_me, sending=False))
     return pads
 
 
@@ -271,7 +263,7 @@ class CoordinatorInvestigationMsg:
 class ParticipantState:
     simpl_state: simplpedpop.ParticipantState
     pubnonce: bytes
-    enckeys: tuple[bytes, ...]
+    enckeys: tuple[Point, ...]
     participant: int
 
 
@@ -290,7 +282,7 @@ class ParticipantInvestigationData:
 def participant_step1(
     seed: bytes,
     deckey: bytes,
-    enckeys: Sequence[bytes],
+    enckeys: Sequence[Point],
     t: int,
     participant: int,
     random: bytes,
@@ -300,7 +292,7 @@ def participant_step1(
     Arguments:
         seed: secret, high-entropy bytes (ChillDKG passes the host secret key).
         deckey: this participant's 32-byte decryption key.
-        enckeys: every participant's 33-byte encryption key, by index.
+        enckeys: every participant's encryption key (a validated point), by index.
         t: threshold.
         participant: this participant's index.
         random: 32 fresh random bytes.
@@ -378,7 +370,7 @@ def participant_step2_parsed(
     if cmsg.pubnonces[me] != state.pubnonce:
         raise FaultyCoordinatorError("Coordinator replied with wrong pubnonce")
     enc_context = serialize_enc_context(t, state.enckeys)
-    pads = decaps_multi(deckey, state.enckeys[me], cmsg.pubnonces, enc_context, me)
+    pads = decaps_multi(deckey, state.enckeys[me].to_bytes(), cmsg.pubnonces, enc_context, me)
     secshare = (enc_secshare - sum(pads)) % N
     try:
         output, eq_input = simplpedpop.participant_step2_parsed(
@@ -389,7 +381,7 @@ def participant_step2_parsed(
             raise InternalError("unexpected investigation data") from e
         inv_data = ParticipantInvestigationData(e.inv_data, enc_secshare, tuple(pads))
         raise UnknownFaultyParticipantOrCoordinatorError(str(e), inv_data) from e
-    eq_input += b"".join(state.enckeys) + b"".join(cmsg.pubnonces)
+    eq_input += b"".join(k.to_bytes() for k in state.enckeys) + b"".join(cmsg.pubnonces)
     return output, eq_input
 
 
@@ -423,7 +415,7 @@ def participant_investigate(
 
 
 def coordinator_step(
-    pmsgs: Sequence[ParticipantMsg], t: int, enckeys: Sequence[bytes]
+    pmsgs: Sequence[ParticipantMsg], t: int, enckeys: Sequence[Point]
 ) -> tuple[CoordinatorMsg, simplpedpop.SimplOutput, bytes, list[int]]:
     """Aggregate commitments and sum each recipient's encrypted shares.
 
@@ -445,7 +437,7 @@ def coordinator_step(
     )
     pubnonces = tuple(p.pubnonce for p in pmsgs)
     enc_secshares = [sum(p.enc_shares[i] for p in pmsgs) % N for i in range(n)]
-    eq_input += b"".join(enckeys) + b"".join(pubnonces)
+    eq_input += b"".join(k.to_bytes() for k in enckeys) + b"".join(pubnonces)
     return CoordinatorMsg(simpl_cmsg, pubnonces), output, eq_input, enc_secshares
 
 

@@ -87,7 +87,9 @@ class ReceiverState:
     t_a: tuple[int, ...] = field(repr=False)
 
 
-def receiver_round1(sid: bytes, count: int, choices: bytes, rand: bytes) -> tuple[ReceiverState, bytes]:
+def receiver_round1(
+    sid: bytes, count: int, choices: bytes, rand: bytes
+) -> tuple[ReceiverState, bytes]:
     """Receiver's message of ``count`` endemic OTs (MR19 Fig. 8, step 1).
 
     Arguments:

@@ -10,15 +10,15 @@ internal to AES-GCM), so it is written here, in two forms:
   x^128 + x^7 + x^2 + x + 1, for single products and as the test oracle;
 - ``column_hash``: the same map applied to many columns at once. Multiplying by
   a fixed chi is GF(2)-linear, so ``sum_j chi_j * block_j`` for every column is
-  one bit-matrix product, done with numpy (float32 matmul of 0/1 entries, exact
-  since sums stay below 2^24, then mod 2).
+  one bit-matrix product over GF(2), done with numpy lookup tables (method of
+  four Russians: one table of 256 XOR combinations per input byte).
 
 Elements are Python ints whose bit k is the coefficient of x^k; a 16-byte block
 is read little-endian, so bit k of the int is bit (k % 8) of byte k // 8, the
 same order as ``numpy.unpackbits(..., bitorder="little")``.
 
 Not constant time; the inputs are the receiver's masked columns and public
-challenges (see README's side-channel note).
+challenges (see the side-channel note in tss.curve).
 """
 
 from __future__ import annotations
@@ -58,21 +58,32 @@ def mul(a: int, b: int) -> int:
     return acc
 
 
-def _multiplier_matrix(chis: Sequence[int]) -> npt.NDArray[np.float32]:
-    """Rows ``k + 128 j`` = bits of ``chi_j * x^k``: the stacked linear maps of all chi_j."""
+def _multiplier_rows(chis: Sequence[int]) -> npt.NDArray[np.uint64]:
+    """Row ``k + 128 j`` = ``chi_j * x^k`` as two little-endian 64-bit words."""
     rows = bytearray()
     for chi in chis:
         c = chi
         for _ in range(128):
             rows += c.to_bytes(16, "little")
             c = mul_x(c)
-    bits = np.unpackbits(np.frombuffer(bytes(rows), dtype=np.uint8).reshape(-1, 16), axis=1,
-                         bitorder="little")
-    return bits.astype(np.float32)
+    return np.frombuffer(bytes(rows), dtype="<u8").reshape(-1, 2)
+
+
+def _byte_tables(rows: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Four-Russians tables: T[g, b] = XOR of rows 8g + k for the bits k set in byte b."""
+    groups = rows.reshape(-1, 8, 2)
+    table = np.zeros((groups.shape[0], 1, 2), dtype=np.uint64)
+    for k in range(8):
+        table = np.concatenate([table, table ^ groups[:, k : k + 1, :]], axis=1)
+    return table
 
 
 def column_hash(columns: npt.NDArray[np.uint8], chis: Sequence[int]) -> npt.NDArray[np.uint8]:
     """Universal hash of each row of ``columns``: ``sum_j chi_j * block_j + block_m``.
+
+    The linear map "multiply block j by chi_j and add" is applied byte by byte
+    with precomputed tables (method of four Russians), all in numpy: XORs and
+    gathers only, no BLAS (whose threads would double the CPU time).
 
     Arguments:
         columns: uint8 array of shape (n, 16 * (m + 1)); row i is one column of
@@ -85,8 +96,9 @@ def column_hash(columns: npt.NDArray[np.uint8], chis: Sequence[int]) -> npt.NDAr
     m = len(chis)
     if columns.ndim != 2 or columns.shape[1] != 16 * (m + 1):
         raise InputError("columns must have m + 1 blocks of 16 bytes")
-    data_bits = np.unpackbits(columns[:, : 16 * m], axis=1, bitorder="little")
-    product = data_bits.astype(np.float32) @ _multiplier_matrix(chis)
-    reduced = (product.astype(np.int32) & 1).astype(np.uint8)
-    packed = np.packbits(reduced, axis=1, bitorder="little")
-    return np.bitwise_xor(packed, columns[:, 16 * m :])
+    table = _byte_tables(_multiplier_rows(chis))
+    data = columns[:, : 16 * m]
+    gathered = table[np.arange(16 * m)[None, :], data]
+    product = np.bitwise_xor.reduce(gathered, axis=1)
+    mask = np.ascontiguousarray(columns[:, 16 * m :]).view("<u8")
+    return np.ascontiguousarray(product ^ mask).view(np.uint8)

@@ -95,7 +95,7 @@ def setup_round1(
 
     Returns:
         The state for ``setup_round2`` and one message per other party
-        (``{peer: bytes}``, 17,000 bytes each).
+        (``{peer: bytes}``, 16,964 bytes each).
 
     Raises:
         InputError: bad lengths or inconsistent key material.
@@ -187,7 +187,9 @@ def setup_finalize(state: SetupRound2State, msgs: Mapping[int, bytes]) -> EcdsaS
     for j in peers:
         body = open_message(msgs[j], _KIND_ROUND2, r1.sid, j, r1.index, _ROUND2_BODY)
         revealed = body[:32]
-        if not hmac.compare_digest(zero_share.commit(r1.sid, j, r1.index, revealed), state.commitments[j]):
+        if not hmac.compare_digest(
+            zero_share.commit(r1.sid, j, r1.index, revealed), state.commitments[j]
+        ):
             raise FaultyParticipantError(j, "zero-seed reveal does not match its commitment")
         try:
             seeds = base_ot.receiver_finish(r1.base_ot_receivers[j], KAPPA, body[32:])

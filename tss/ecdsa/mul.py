@@ -148,7 +148,9 @@ def alice_round2(
     g = gadget()
     c = tuple(-sum(g[j] * v0[j][i] for j in range(XI)) % N for i in range(ELL))
     a_tilde = b"".join(
-        ((v0[j][i] - v1[j][i] + a[i]) % N).to_bytes(32, "big") for j in range(XI) for i in range(OT_WIDTH)
+        ((v0[j][i] - v1[j][i] + a[i]) % N).to_bytes(32, "big")
+        for j in range(XI)
+        for i in range(OT_WIDTH)
     )
     theta = _theta(sid, salt, a_tilde)
     eta = [(a_hat[k] + sum(theta[k * ELL + i] * a[i] for i in range(ELL))) % N for k in range(RHO)]

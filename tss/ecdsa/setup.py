@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tss.curve import N, Point, tagged_hash
+from tss.curve import N, Point, point_sum, tagged_hash
 from tss.ecdsa.ote import OteReceiverSetup, OteSenderSetup
 from tss.ecdsa.params import KAPPA, KAPPA_BYTES, MAX_PARTIES
 from tss.errors import InputError, InvalidEncodingError, SessionStateError
@@ -89,10 +89,7 @@ def check_key_material(key: KeyMaterial) -> None:
     if Point.base_mul(key.secret_share) != shares[key.party_id]:
         raise InputError("secret share does not match the public share")
     ids = list(range(key.threshold))
-    interpolated = Point.base_mul(0)
-    for j in ids:
-        interpolated = interpolated + shares[j] * lagrange_coefficient(ids, j)
-    if interpolated != public_key:
+    if point_sum(shares[j] * lagrange_coefficient(ids, j) for j in ids) != public_key:
         raise InputError("public shares do not interpolate to the public key")
 
 

@@ -154,11 +154,10 @@ def _check_digest(digest: object) -> bytes:
     return digest
 
 
-def _burn_and_blame(setup: EcdsaSetup, peer: int, reason: str, cause: Exception | None = None) -> FaultyParticipantError:
+def _burn_and_blame(setup: EcdsaSetup, peer: int, reason: str) -> FaultyParticipantError:
+    """Burn the pair with ``peer`` (never used again) and build the error blaming it."""
     setup.mark_burned(peer)
-    err = FaultyParticipantError(peer, reason)
-    err.__cause__ = cause
-    return err
+    return FaultyParticipantError(peer, reason)
 
 
 @dataclass(frozen=True)
@@ -238,6 +237,7 @@ def sign_round1(
     session_id: bytes,
     rand: bytes,
     digest: bytes | None = None,
+    tweak: int = 0,
 ) -> tuple[SignRound1State, dict[int, bytes]]:
     """Round 1 of Protocol 3.6: commit to R_i and start the RVOLEs as Bob.
 
@@ -249,6 +249,9 @@ def sign_round1(
         rand: 32 bytes of fresh randomness (never reuse it).
         digest: the 32-byte message digest if already known (it is then bound into
             the nonce derivation and round 3 must sign the same digest); None to presign.
+        tweak: a public additive tweak (BIP-32 derivation): the signers sign for
+            ``public_key + tweak*G``. Each adds lambda_i * tweak to its additive
+            share; the Lagrange coefficients of a signer set sum to 1.
 
     Returns:
         The state for ``sign_round2`` and one message per other signer ({peer: bytes}).
@@ -274,7 +277,12 @@ def sign_round1(
     if i not in ids or len(ids) < key.threshold or not 0 <= ids[0] <= ids[-1] < setup.parties:
         raise InputError("signer set must include this party, have >= t members, indices < n")
     setup.check_signers(ids)
-    sign_sid = tagged_hash(DKLS_TAG_SIGN_SID, session_id + kid + bytes([len(ids), *ids]))
+    if not isinstance(tweak, int) or not 0 <= tweak < N:
+        raise InputError("tweak must be a scalar below n")
+    tweak_bytes = tweak.to_bytes(32, "big")
+    sign_sid = tagged_hash(
+        DKLS_TAG_SIGN_SID, session_id + kid + tweak_bytes + bytes([len(ids), *ids])
+    )
     bound = b"\x01" + digest if digest is not None else b"\x00"
     seed = tagged_hash(DKLS_TAG_SIGN_NONCE, rand + sign_sid + bytes([i]) + bound)
     r, phi = _derive(seed, b"r"), _derive(seed, b"phi")
@@ -283,7 +291,7 @@ def sign_round1(
     commitment = _commit(sign_sid, i, big_r, salt)
     seeds = {j: setup.peer(j).zero_seed for j in ids if j != i}
     zeta = zero_share.zero_share(i, ids, seeds, sign_sid)
-    sk = (lagrange_coefficient(ids, i) * key.secret_share + zeta) % N
+    sk = (lagrange_coefficient(ids, i) * (key.secret_share + tweak) + zeta) % N
     bobs, chis, out = {}, {}, {}
     for j in ids:
         if j == i:
@@ -294,8 +302,21 @@ def sign_round1(
         )
         out[j] = seal(_KIND_ROUND1, sign_sid, i, j, commitment + bob_msg)
     state = SignRound1State(
-        setup, i, ids, sign_sid, Point.from_bytes(key.public_key), digest, seed,
-        r, phi, sk, big_r, salt, commitment, bobs, chis,
+        setup,
+        i,
+        ids,
+        sign_sid,
+        Point.from_bytes(key.public_key) + Point.base_mul(tweak),
+        digest,
+        seed,
+        r,
+        phi,
+        sk,
+        big_r,
+        salt,
+        commitment,
+        bobs,
+        chis,
     )
     return state, out
 
@@ -348,7 +369,7 @@ def sign_round2(
                 alice_rand,
             )
         except (OtConsistencyError, InvalidEncodingError) as e:
-            raise _burn_and_blame(state.setup, j, f"OT extension rejected: {e}", e) from e
+            raise _burn_and_blame(state.setup, j, f"OT extension rejected: {e}") from e
         alice_outputs[j] = c
         psi = (state.phi - state.chis[j]) % N
         body = (
@@ -412,7 +433,7 @@ def presign_finish(state: SignRound2State, msgs: Mapping[int, bytes]) -> Presign
             big_r_j = Point.from_bytes(rest[131:164])
             salt_j = rest[164:196]
         except (mul.RvoleCheckError, InvalidEncodingError) as e:
-            raise _burn_and_blame(setup, j, f"invalid round-2 message: {e}", e) from e
+            raise _burn_and_blame(setup, j, f"invalid round-2 message: {e}") from e
         if not hmac.compare_digest(_commit(r1.sign_sid, j, big_r_j, salt_j), state.commitments[j]):
             raise _burn_and_blame(setup, j, "R_j does not open its commitment")
         chi = r1.chis[j]
@@ -464,12 +485,22 @@ def presign_partial(presig: Presignature, digest: bytes) -> tuple[PartialState, 
     r_x = presig.big_r.x_int() % N
     w = (int.from_bytes(digest, "big") * presig.phi + r_x * presig.v) % N
     msg = seal(
-        _KIND_PARTIAL, presig.sign_sid, presig.index, BROADCAST,
+        _KIND_PARTIAL,
+        presig.sign_sid,
+        presig.index,
+        BROADCAST,
         presig.u.to_bytes(32, "big") + w.to_bytes(32, "big"),
     )
     state = PartialState(
-        presig.setup, presig.index, presig.signers, presig.sign_sid, presig.public_key,
-        presig.big_r, digest, presig.u, w,
+        presig.setup,
+        presig.index,
+        presig.signers,
+        presig.sign_sid,
+        presig.public_key,
+        presig.big_r,
+        digest,
+        presig.u,
+        w,
     )
     return state, msg
 

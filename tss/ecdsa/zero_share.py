@@ -53,9 +53,9 @@ def zero_share(index: int, signers: Sequence[int], seeds: Mapping[int, bytes], s
     for j in signers:
         if j == index:
             continue
-        digest = hashlib.shake_256(
-            tagged_hash(DKLS_TAG_ZERO_SHARE, seeds[j] + sid)
-        ).digest(48)  # 384 bits mod q: bias < 2^-128
+        digest = hashlib.shake_256(tagged_hash(DKLS_TAG_ZERO_SHARE, seeds[j] + sid)).digest(
+            48
+        )  # 384 bits mod q: bias < 2^-128
         fragment = int.from_bytes(digest, "big") % N
         share += fragment if index < j else -fragment
     return share % N

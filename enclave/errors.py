@@ -1,0 +1,21 @@
+"""Errors of the enclave process, mapped to gRPC status codes in one table (service.py)."""
+
+from __future__ import annotations
+
+from tss.errors import ShardkeepError
+
+
+class EnclaveError(ShardkeepError):
+    """Root of the enclave's own errors."""
+
+
+class Unauthorized(EnclaveError):
+    """The request lacks valid proof of authority (DESIGN.md §5)."""
+
+
+class BadRequest(EnclaveError):
+    """The request is malformed or inconsistent."""
+
+
+class WrongShare(EnclaveError):
+    """The host supplied a sealed share that is missing, stale or not this wallet's."""

@@ -1,0 +1,152 @@
+"""The embedded SQLite backend of the ciphertext store (the default).
+
+One database file in WAL mode (readers never block the writer), foreign keys on
+(they are off by default per connection), ``synchronous=FULL`` (a committed
+epoch survives power loss, not just a crash of the process) and a busy timeout.
+Write transactions start with ``BEGIN IMMEDIATE``, taking SQLite's single write
+lock up front: that serialises epoch changes and avoids the deadlock of two
+readers both upgrading to writers, which the busy timeout cannot resolve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from host.migrations import Migration
+from host.migrations.sqlite import MIGRATIONS
+from host.store import (
+    Clock,
+    ConnectionPool,
+    ErrorTable,
+    Row,
+    Store,
+    StoreConflictError,
+    StoreError,
+    StoreUnavailableError,
+    Transaction,
+    map_driver_errors,
+)
+
+__all__ = ["SQLiteStore", "SQLITE_ERRORS"]
+
+SQLITE_ERRORS: Final[ErrorTable] = (
+    # UNIQUE, CHECK, FOREIGN KEY, and RAISE(ABORT) in triggers.
+    (sqlite3.IntegrityError, StoreConflictError),
+    # "database is locked" after the busy timeout, "unable to open database file".
+    (sqlite3.OperationalError, StoreUnavailableError),
+    (sqlite3.Error, StoreError),
+)
+
+_MIN_SQLITE: Final = (3, 37, 0)  # STRICT tables
+
+
+class _SQLiteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        row: Row | None = self._conn.execute(sql, tuple(params)).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        rows: list[Row] = self._conn.execute(sql, tuple(params)).fetchall()
+        return rows
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self._conn.execute(sql, tuple(params)).rowcount
+
+
+def _dispose(conn: sqlite3.Connection) -> None:
+    conn.close()
+
+
+def _reusable(conn: sqlite3.Connection) -> bool:
+    return not conn.in_transaction
+
+
+class SQLiteStore(Store):
+    """The store in one SQLite file. Thread-safe (see ``host.store``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        max_connections: int = 8,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        """Open (lazily: connections are made on first use) the store in one SQLite file.
+
+        Arguments:
+            path: the database file (created if missing; its directory must exist).
+            clock: Unix milliseconds for timestamps (default: the system clock).
+            max_connections: bound on open connections.
+            busy_timeout: seconds to wait for SQLite's write lock or a free connection.
+
+        Raises:
+            StoreError: the linked SQLite is older than 3.37.
+        """
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise StoreError(f"SQLite {sqlite3.sqlite_version} is older than 3.37 (STRICT tables)")
+        super().__init__(clock=clock)
+        self._path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._pool: ConnectionPool[sqlite3.Connection] = ConnectionPool(
+            self._connect,
+            reusable=_reusable,
+            dispose=_dispose,
+            max_connections=max_connections,
+            acquire_timeout=busy_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self._path)!r})"
+
+    @property
+    def _migrations(self) -> Sequence[Migration]:
+        return MIGRATIONS
+
+    def close(self) -> None:
+        """Close the store's connections; later calls raise ``StoreError``."""
+        self._pool.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit BEGIN, the store issues its own.
+        # check_same_thread=False: a pooled connection serves one thread at a
+        # time, but not always the same one.
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if str(mode).lower() != "wal":
+                raise StoreUnavailableError(f"SQLite refused WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Transaction]:
+        with map_driver_errors(SQLITE_ERRORS), self._pool.connection() as conn:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+            try:
+                yield _SQLiteTransaction(conn)
+            except BaseException:
+                # If ROLLBACK itself fails the connection stays in a
+                # transaction, and the pool closes it instead of reusing it.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")

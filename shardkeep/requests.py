@@ -1,0 +1,31 @@
+"""Signed ceremony requests: the one place that fixes how they are signed.
+
+A coordinator (and, for export and reshare, the wallet owner) signs the exact
+serialised ``CeremonyRequest`` bytes with Ed25519, under a context label so the
+signature cannot be replayed as anything else. The enclave verifies the bytes
+before it parses them (DESIGN.md §5, "Authorisation").
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+COORDINATOR_CONTEXT = b"shardkeep/v1/ceremony-request/coordinator\x00"
+OWNER_CONTEXT = b"shardkeep/v1/ceremony-request/owner\x00"
+
+
+def sign_request(key: Ed25519PrivateKey, context: bytes, request: bytes) -> bytes:
+    """The 64-byte Ed25519 signature of ``context || request``."""
+    return key.sign(context + request)
+
+
+def request_signature_valid(public_key: bytes, context: bytes, request: bytes, sig: bytes) -> bool:
+    """Whether ``sig`` is a valid signature of ``context || request`` under a 32-byte key."""
+    if len(public_key) != 32 or len(sig) != 64:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(sig, context + request)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
