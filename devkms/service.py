@@ -127,12 +127,17 @@ class KmsService:
         account_id: str = "111122223333",
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        """Arguments:
-        store: the master keys.
-        policy: trust anchor and key policies.
-        region: the region in key ARNs.
-        account_id: the account in key ARNs.
-        clock: the current time (timezone-aware); tests may pass a fixed one.
+        """Serve the keys of ``store`` under ``policy``.
+
+        Arguments:
+            store: the master keys.
+            policy: trust anchor and key policies.
+            region: the region in key ARNs.
+            account_id: the account in key ARNs.
+            clock: the current time (timezone-aware); tests may pass a fixed one.
+
+        Raises:
+            PolicyError: a key id in the policy is not a UUID.
         """
         self._store = store
         self._policy = policy

@@ -123,8 +123,10 @@ class RecipientKey:
     """
 
     def __init__(self, private_key: rsa.RSAPrivateKey) -> None:
-        """Arguments:
-        private_key: an RSA key of at least 2048 bits with e = 65537.
+        """Wrap an existing RSA private key.
+
+        Arguments:
+            private_key: an RSA key of at least 2048 bits with e = 65537.
 
         Raises:
             InputError: the key is not such a key.
@@ -200,10 +202,12 @@ class EnclaveKmsClient:
     """
 
     def __init__(self, client: Any, *, nsm: Nsm, recipient_key: RecipientKey) -> None:
-        """Arguments:
-        client: a botocore KMS client.
-        nsm: the NSM that signs attestation documents for this enclave.
-        recipient_key: the enclave's RSA key pair.
+        """Wrap a botocore KMS client.
+
+        Arguments:
+            client: a botocore KMS client.
+            nsm: the NSM that signs attestation documents for this enclave.
+            recipient_key: the enclave's RSA key pair.
         """
         self._client = client
         self._nsm = nsm

@@ -256,6 +256,19 @@ def _check_binding_type(binding: object) -> None:
         raise InputError("binding must be a SealBinding")
 
 
+def _compare_bindings(stored: SealBinding, expected: SealBinding) -> None:
+    # Field by field, to name the one that differs; none is secret.
+    for f in fields(SealBinding):
+        if getattr(stored, f.name) != getattr(expected, f.name):
+            raise SealError(
+                "binding-mismatch",
+                f"sealed share is bound to a different {f.name} than expected",
+            )
+    # Equal fields must encode alike, or the AAD would not match either.
+    if not hmac.compare_digest(stored.encode(), expected.encode()):
+        raise InternalError("bindings with equal fields encode differently")
+
+
 ### Public API
 
 
@@ -311,16 +324,7 @@ def check_binding(blob: bytes, binding: SealBinding) -> None:
         InputError: ``binding`` is not a :class:`SealBinding`.
     """
     _check_binding_type(binding)
-    stored = _parse(blob).binding
-    for f in fields(SealBinding):
-        if getattr(stored, f.name) != getattr(binding, f.name):
-            raise SealError(
-                "binding-mismatch",
-                f"sealed share is bound to a different {f.name} than expected",
-            )
-    # The loop compares field by field; the encodings must then agree too.
-    if not hmac.compare_digest(stored.encode(), binding.encode()):
-        raise InternalError("bindings with equal fields encode differently")
+    _compare_bindings(_parse(blob).binding, binding)
 
 
 def unseal(blob: bytes, *, data_key: bytes | bytearray, binding: SealBinding) -> bytes:
@@ -340,8 +344,9 @@ def unseal(blob: bytes, *, data_key: bytes | bytearray, binding: SealBinding) ->
         InputError: a bad argument.
     """
     _check_data_key(data_key)
-    check_binding(blob, binding)
+    _check_binding_type(binding)
     parsed = _parse(blob)
+    _compare_bindings(parsed.binding, binding)
     try:
         return AESGCM(data_key).decrypt(parsed.nonce, parsed.ciphertext, _associated_data(binding))
     except InvalidTag as e:
@@ -402,9 +407,14 @@ class ShareSealer:
     """
 
     def __init__(self, kms: DataKeyProvider, key_id: str) -> None:
-        """Arguments:
-        kms: the enclave's KMS client.
-        key_id: the KMS key (id, ARN or alias) whose data keys seal shares.
+        """Seal with data keys of one KMS key.
+
+        Arguments:
+            kms: the enclave's KMS client.
+            key_id: the KMS key (id, ARN or alias) whose data keys seal shares.
+
+        Raises:
+            InputError: ``key_id`` is empty.
         """
         if not isinstance(key_id, str) or not key_id:
             raise InputError("key_id must be a non-empty string")

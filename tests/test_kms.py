@@ -6,21 +6,37 @@ and attestation documents from ``SimulatedNsm``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import botocore.session  # type: ignore[import-untyped]
 import pytest
+from asn1crypto import cms  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore.stub import Stubber  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from devkms.keystore import KeyStore
+from devkms.envelope import envelope_for_recipient
+from devkms.keystore import KeyStore, KeyStoreError
+from devkms.main import main as devkms_main
 from devkms.policy import KeyPolicy, Policy
-from devkms.server import make_server, serve_in_background
+from devkms.server import KmsHttpServer, make_server, serve_in_background
 from devkms.service import KmsService
+from enclave.cms import CmsError, open_enveloped_data, parse_enveloped_data
 from enclave.kms import (
     EnclaveKmsClient,
     KmsAccessDeniedError,
@@ -30,6 +46,7 @@ from enclave.kms import (
     RecipientKey,
 )
 from enclave.nsm import Nsm, SimulatedNitroPki, SimulatedNsm, image_pcrs
+from enclave.seal import SealBinding, SealError, ShareSealer
 from tss.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,3 +314,377 @@ def test_unreachable_endpoint(nsm: SimulatedNsm, recipient_key: RecipientKey) ->
     with pytest.raises(KmsError) as info:
         client.generate_data_key(SEAL_KEY)
     assert info.value.code == "Unavailable"
+
+
+### The enclave never takes plaintext
+
+
+def stubbed(nsm: SimulatedNsm, recipient_key: RecipientKey) -> tuple[EnclaveKmsClient, Stubber]:
+    raw = raw_client("http://127.0.0.1:9")
+    return EnclaveKmsClient(raw, nsm=nsm, recipient_key=recipient_key), Stubber(raw)
+
+
+def test_enclave_refuses_plaintext_or_missing_envelope(
+    nsm: SimulatedNsm, recipient_key: RecipientKey
+) -> None:
+    client, stub = stubbed(nsm, recipient_key)
+    envelope = envelope_for_recipient(bytes(32), public_key_of(recipient_key))
+    stub.add_response(
+        "generate_data_key",
+        {"CiphertextBlob": b"blob", "Plaintext": bytes(32), "CiphertextForRecipient": envelope},
+    )
+    stub.add_response("decrypt", {"Plaintext": bytes(32)})
+    stub.add_response("generate_data_key", {"CiphertextBlob": b"blob"})
+    calls: list[Callable[[], object]] = [
+        lambda: client.generate_data_key(SEAL_KEY),
+        lambda: client.decrypt(b"blob"),
+        lambda: client.generate_data_key(SEAL_KEY),
+    ]
+    with stub:
+        for call in calls:
+            with pytest.raises(KmsError) as info:
+                call()
+            assert info.value.code == "InvalidResponse"
+
+
+def test_enclave_refuses_an_envelope_for_another_key(
+    nsm: SimulatedNsm, recipient_key: RecipientKey
+) -> None:
+    client, stub = stubbed(nsm, recipient_key)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    stub.add_response(
+        "generate_data_key",
+        {"CiphertextBlob": b"blob", "CiphertextForRecipient": envelope_for_recipient(b"k", other)},
+    )
+    with stub, pytest.raises(KmsError) as info:
+        client.generate_data_key(SEAL_KEY)
+    assert info.value.code == "InvalidResponse"
+
+
+### What the host sees
+
+
+class WireTap:
+    """Records every request and response body botocore sends and receives."""
+
+    def __init__(self, client: EnclaveKmsClient) -> None:
+        self.bodies: list[bytes] = []
+        events = client._client.meta.events
+        events.register("before-send.kms.*", self._request)
+        events.register("response-received.kms.*", self._response)
+
+    def _request(self, request: Any, **_: object) -> None:
+        self.bodies.append(bytes(request.body or b""))
+
+    def _response(self, response_dict: Mapping[str, Any], **_: object) -> None:
+        self.bodies.append(bytes(response_dict["body"]))
+
+    def visible(self) -> list[bytes]:
+        """Every body, and every string inside the JSON bodies, base64-decoded too."""
+        out = list(self.bodies)
+        for body in self.bodies:
+            out.extend(_strings(json.loads(body)))
+        return out
+
+
+def _strings(value: object) -> Iterator[bytes]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value.encode()
+        with contextlib.suppress(binascii.Error, ValueError):
+            yield base64.b64decode(value, validate=True)
+
+
+def test_host_visible_values_never_contain_secrets(
+    endpoint: str,
+    nsm: SimulatedNsm,
+    recipient_key: RecipientKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = enclave_client(endpoint, nsm, recipient_key)
+    tap = WireTap(client)
+    share = b"CANARY-SHARE:" + os.urandom(48)
+    binding = SealBinding("wallet-canary", 1, "bip340", 0)
+    with caplog.at_level(logging.DEBUG):  # botocore logs whole bodies at DEBUG
+        data_key, blob = client.generate_data_key(SEAL_KEY)
+        sealer = ShareSealer(client, SEAL_KEY)
+        stored = sealer.seal(share, binding)
+        assert sealer.unseal(stored, binding) == share
+    assert len(tap.bodies) == 6  # three requests, three responses
+    visible = [blob, stored.encrypted_data_key, stored.ciphertext, *tap.visible()]
+    visible.append(caplog.text.encode())
+    for secret in (bytes(data_key), share, share[13:29]):
+        for value in visible:
+            assert secret not in value
+            assert secret.hex().encode() not in value
+
+
+def test_sealer_over_kms_detects_swaps_and_rollbacks(kms: EnclaveKmsClient) -> None:
+    sealer = ShareSealer(kms, SEAL_KEY)
+    binding = SealBinding("wallet-a", 0, "ecdsa-secp256k1", 3)
+    stored = sealer.seal(b"share at epoch 3", binding)
+    newer = SealBinding("wallet-a", 0, "ecdsa-secp256k1", 4)
+    sealer.seal(b"share at epoch 4", newer)
+    with pytest.raises(SealError) as info:
+        sealer.unseal(stored, newer)  # the host replays the old epoch
+    assert info.value.reason == "binding-mismatch"
+    theirs = sealer.seal(b"wallet b share", SealBinding("wallet-b", 0, "ecdsa-secp256k1", 3))
+    with pytest.raises(SealError) as info:
+        # Wallet b's data key paired with wallet a's blob: KMS refuses it
+        # under wallet a's encryption context.
+        sealer.unseal(stored._replace(encrypted_data_key=theirs.encrypted_data_key), binding)
+    assert info.value.reason == "data-key"
+
+
+### The HTTP protocol
+
+
+def post(endpoint: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(endpoint + "/", data=body, method="POST")
+    for name, value in headers.items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+SIGNED = {
+    "Content-Type": "application/x-amz-json-1.1",
+    "X-Amz-Target": "TrentService.DescribeKey",
+    "X-Amz-Date": "20260101T000000Z",
+    "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/kms/"
+    "aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" + "0" * 64,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ({}, 200, None),
+        ({"Authorization": None}, 400, "MissingAuthenticationTokenException"),
+        ({"Authorization": "Bearer token"}, 400, "IncompleteSignatureException"),
+        ({"X-Amz-Date": None}, 400, "IncompleteSignatureException"),
+        ({"X-Amz-Target": "TrentService.ScheduleKeyDeletion"}, 400, "UnknownOperationException"),
+        ({"X-Amz-Target": "DynamoDB_20120810.GetItem"}, 400, "UnknownOperationException"),
+        ({"Content-Type": "application/json"}, 400, "SerializationException"),
+    ],
+    ids=["signed", "no-auth", "not-sigv4", "no-date", "unsupported-op", "other-service", "json"],
+)
+def test_request_shape(
+    endpoint: str, change: Mapping[str, str | None], status: int, error: str | None
+) -> None:
+    headers = {k: v for k, v in (SIGNED | dict(change)).items() if v is not None}
+    got_status, body = post(endpoint, json.dumps({"KeyId": SEAL_KEY}).encode(), headers)
+    assert got_status == status
+    if error is None:
+        assert body["KeyMetadata"]["KeyId"] == SEAL_KEY
+    else:
+        assert body["__type"] == error and isinstance(body["message"], str)
+
+
+def test_malformed_body(endpoint: str) -> None:
+    status, body = post(endpoint, b"{not json", SIGNED)
+    assert (status, body["__type"]) == (400, "SerializationException")
+
+
+def test_create_and_describe_key_with_a_policy(endpoint: str, kms: EnclaveKmsClient) -> None:
+    client = raw_client(endpoint)
+    conditions = {f"kms:RecipientAttestation:PCR{i}": v.hex() for i, v in image_pcrs(IMAGE).items()}
+    created = client.create_key(
+        Description="per-test key", Policy=json.dumps({"conditions": conditions})
+    )["KeyMetadata"]
+    described = client.describe_key(KeyId=created["KeyId"])["KeyMetadata"]
+    assert described["Arn"] == created["Arn"] and described["Description"] == "per-test key"
+    assert described["KeyState"] == "Enabled" and described["KeySpec"] == "SYMMETRIC_DEFAULT"
+    with pytest.raises(ClientError) as info:
+        client.generate_data_key(KeyId=created["KeyId"], NumberOfBytes=32)
+    assert error_code(info) == "AccessDeniedException"
+    key, _ = kms.generate_data_key(created["Arn"])
+    assert len(key) == 32
+    with pytest.raises(ClientError) as info:
+        client.create_key(Policy=json.dumps({"conditions": {"kms:ViaService": "x"}}))
+    assert error_code(info) == "MalformedPolicyDocumentException"
+
+
+def test_encrypt_and_decrypt_without_conditions(endpoint: str) -> None:
+    client = raw_client(endpoint)
+    blob = client.encrypt(KeyId=OPEN_KEY, Plaintext=b"hello", EncryptionContext={"a": "b"})
+    assert b"hello" not in blob["CiphertextBlob"]
+    plain = client.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"a": "b"})
+    assert plain["Plaintext"] == b"hello"
+    assert plain["KeyId"].endswith(OPEN_KEY)
+
+
+### CMS EnvelopedData (enclave/cms.py, devkms/envelope.py)
+
+# A real GenerateDataKey CiphertextForRecipient from AWS KMS, from the test of
+# aws-nitro-enclaves-sdk-c (tests/cms_test.c, Apache-2.0): BER with indefinite
+# lengths, a 32-byte subjectKeyIdentifier, RSA-OAEP-SHA-256 to a 2048-bit key,
+# AES-256-CBC content of 48 bytes (a 32-byte key plus a block of padding).
+# Its private key is not public, so it checks parsing only.
+AWS_CIPHERTEXT_FOR_RECIPIENT = bytes.fromhex(
+    "308006092a864886f70d010703a08030800201023182016b3082016702010280207087b55df94ba3255cdf3c"
+    "01840a2aa3ec93620625d601cf56f97bde7a3d2eb1303c06092a864886f70d010107302fa00f300d060960"
+    "86480165030402010500a11c301a06092a864886f70d010108300d06096086480165030402010500048201"
+    "00a0614593a030ee336bfff076618b0130d045de9f4d183d83c5da882f13abc1f4bf0d1364586939344"
+    "2ab582e6a04d697d52d5623e367e7e92db6ebd2bd07735b153f2826bee5df8e16c713a1e85cb6ba85e8868"
+    "1335c7e941a94abf0c0113e030916e2b6e1826db4ffb919b8e1b6f59ec277e58de40b0ffeecaa0d94fbcb"
+    "290374ed3dfc35d31a8f43ae1300fe20fdd986d4b8565657451f9dc693e134678920221c58a28da5e71ab6"
+    "b31caa445825a6385c6c4f5d5d5ebbc2c2570e9647fded36b559647bcb27e58886255f582c63d863ecec30"
+    "7d15763abce0b1b812a550938ca4e2d28a74563db52367558d3e2e82ac2a27fe5c9391a007c15f75b90ab0"
+    "dd308006092a864886f70d010701301d060960864801650304012a0410688c6d5f7f31b0fecedf09f2e7c9"
+    "9ac9a080043070e5caaffd49ad24efe15bf903be9d19895b777d269b57b025f6f67e7ef93f94464515f2eb"
+    "e034ea0b7621a1ff19292e00000000000000000000"
+)
+# Its keyEncryptionAlgorithm: id-RSAES-OAEP, SHA-256 (NULL params), MGF1-SHA-256.
+OAEP_SHA256_ALGORITHM = bytes.fromhex(
+    "303c06092a864886f70d010107302fa00f300d06096086480165030402010500a11c301a06092a864886"
+    "f70d010108300d06096086480165030402010500"
+)
+
+
+def test_parses_a_real_kms_response() -> None:
+    envelope = parse_enveloped_data(AWS_CIPHERTEXT_FOR_RECIPIENT)
+    assert envelope.subject_key_identifier == bytes.fromhex(
+        "7087b55df94ba3255cdf3c01840a2aa3ec93620625d601cf56f97bde7a3d2eb1"
+    )
+    assert envelope.iv == bytes.fromhex("688c6d5f7f31b0fecedf09f2e7c99ac9")
+    assert len(envelope.encrypted_key) == 256
+    assert envelope.encrypted_key.startswith(bytes.fromhex("a0614593a030ee33"))
+    assert len(envelope.encrypted_content) == 48
+    assert envelope.encrypted_content.startswith(bytes.fromhex("70e5caaffd49ad24"))
+
+
+def test_real_kms_response_does_not_open_with_another_key(recipient_key: RecipientKey) -> None:
+    with pytest.raises(CmsError, match="does not decrypt"):
+        recipient_key.open(AWS_CIPHERTEXT_FOR_RECIPIENT, content_length=32)
+
+
+def test_our_envelope_has_the_kms_shape() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    secret = os.urandom(32)
+    ours = envelope_for_recipient(secret, key.public_key())
+    assert OAEP_SHA256_ALGORITHM in AWS_CIPHERTEXT_FOR_RECIPIENT
+    assert OAEP_SHA256_ALGORITHM in ours
+    parts = parse_enveloped_data(ours)
+    assert len(parts.subject_key_identifier or b"") == 32
+    assert len(parts.encrypted_content) == 48
+    assert open_enveloped_data(ours, key, content_length=32) == secret
+
+
+@pytest.mark.parametrize("where", ["iv", "content-first", "content-last", "encrypted-key"])
+def test_tampered_envelopes(where: str) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    secret = os.urandom(32)
+    envelope = envelope_for_recipient(secret, key.public_key())
+    parts = parse_enveloped_data(envelope)
+    target = {
+        "iv": parts.iv,
+        "content-first": parts.encrypted_content[:16],
+        "content-last": parts.encrypted_content[-16:],
+        "encrypted-key": parts.encrypted_key[:16],
+    }[where]
+    tampered = bytearray(envelope)
+    tampered[envelope.index(target)] ^= 0x80
+    if where in ("iv", "content-first"):
+        # CBC is malleable: the data key changes silently, and the AES-GCM
+        # seal that uses it fails instead.
+        assert open_enveloped_data(bytes(tampered), key, content_length=32) != secret
+    else:
+        with pytest.raises(CmsError) as info:
+            open_enveloped_data(bytes(tampered), key, content_length=32)
+        assert str(info.value) == "CiphertextForRecipient does not decrypt"
+
+
+def test_wrong_length_and_sha1_oaep_are_refused() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    short = envelope_for_recipient(os.urandom(16), key.public_key())
+    with pytest.raises(CmsError, match="does not decrypt"):
+        open_enveloped_data(short, key, content_length=32)
+    info = cms.ContentInfo.load(envelope_for_recipient(os.urandom(32), key.public_key()))
+    ktri = info["content"]["recipient_infos"][0].chosen
+    # id-RSAES-OAEP with empty parameters: RFC 4055's SHA-1 defaults.
+    sha1_oaep = bytes.fromhex("300d06092a864886f70d0101073000")
+    ktri["key_encryption_algorithm"] = cms.KeyEncryptionAlgorithm.load(sha1_oaep)
+    with pytest.raises(CmsError, match="SHA-256"):
+        parse_enveloped_data(info.dump(force=True))
+    with pytest.raises(CmsError, match="not KMS EnvelopedData"):
+        parse_enveloped_data(b"\x30\x03\x02\x01\x00")
+
+
+def test_recipient_key_rules() -> None:
+    key = RecipientKey.generate(2048)
+    assert "redacted" in repr(key)
+    assert load_der_public_key(key.public_key_der).key_size == 2048  # type: ignore[union-attr]
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(InputError, match="2048"):
+        RecipientKey(small)
+
+
+### Key store and the standalone process
+
+
+def test_key_store_persists_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    store = KeyStore(path)
+    record = store.create(description="persisted")
+    blob = store.wrap(record.key_id, b"data key", {"ctx": "1"})
+    assert path.stat().st_mode & 0o777 == 0o600
+    reloaded = KeyStore(path)
+    assert reloaded.unwrap(blob, {"ctx": "1"}) == (record.key_id, b"data key")
+    path.chmod(0o644)
+    with pytest.raises(KeyStoreError, match="0600"):
+        KeyStore(path)
+
+
+def test_devkms_runs_standalone(tmp_path: Path, pki: SimulatedNitroPki) -> None:
+    (tmp_path / "root.pem").write_bytes(pki.root_certificate_pem)
+    conditions = {f"kms:RecipientAttestation:PCR{i}": v.hex() for i, v in image_pcrs(IMAGE).items()}
+    policy = {
+        "attestation_root_file": "root.pem",
+        "keys": {SEAL_KEY: {"alias": SEAL_ALIAS, "conditions": conditions}},
+    }
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    command = [sys.executable, "-m", "devkms", "--listen", "127.0.0.1:0"]
+    command += ["--policy", str(tmp_path / "policy.json"), "--state", str(tmp_path / "k.json")]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("devkms listening on http://127.0.0.1:"), line
+        address = line.rsplit(" ", 1)[1]
+        described = raw_client(address).describe_key(KeyId=SEAL_ALIAS)["KeyMetadata"]
+        assert described["KeyId"] == SEAL_KEY
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert (tmp_path / "k.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_devkms_binds_only_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        devkms_main(["--listen", "0.0.0.0:0"])
+    assert "loopback" in capsys.readouterr().err
+    server, port = make_server(KmsService(KeyStore(), Policy()))
+    try:
+        assert isinstance(server, KmsHttpServer)
+        assert server.server_address == ("127.0.0.1", port) and port > 0
+    finally:
+        server.server_close()

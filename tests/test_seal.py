@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ KEY = bytes(range(32))
 NONCE = bytes(range(100, 112))
 
 # One changed value per binding field.
-CHANGED = {
+CHANGED: dict[str, Any] = {
     "wallet_id": "wallet-7f3b",
     "share_index": 1,
     "scheme": "bip340",

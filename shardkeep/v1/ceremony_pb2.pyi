@@ -92,20 +92,22 @@ class SignedCeremonyRequest(_message.Message):
     def __init__(self, request: _Optional[bytes] = ..., coordinator_signature: _Optional[bytes] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
 
 class SealedShare(_message.Message):
-    __slots__ = ("wallet_id", "share_index", "scheme", "epoch", "encrypted_data_key", "ciphertext")
+    __slots__ = ("wallet_id", "share_index", "scheme", "epoch", "encrypted_data_key", "ciphertext", "public_key")
     WALLET_ID_FIELD_NUMBER: _ClassVar[int]
     SHARE_INDEX_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     wallet_id: str
     share_index: int
     scheme: Scheme
     epoch: int
     encrypted_data_key: bytes
     ciphertext: bytes
-    def __init__(self, wallet_id: _Optional[str] = ..., share_index: _Optional[int] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., epoch: _Optional[int] = ..., encrypted_data_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    public_key: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., share_index: _Optional[int] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., epoch: _Optional[int] = ..., encrypted_data_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., public_key: _Optional[bytes] = ...) -> None: ...
 
 class CeremonyResult(_message.Message):
     __slots__ = ("ceremony_id", "wallet_id", "public_key", "epoch", "signature", "recovery_id", "encrypted_export")

@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from shardkeep.v1 import ceremony_pb2 as shardkeep_dot_v1_dot_ceremony__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shardkeep/v1/host.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"%\n\x10GetWalletRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\x9d\x01\n\x06Wallet\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\"\'\n\x16HostAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"+\n\x17HostAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x32\xa9\x04\n\x04Host\x12K\n\x06Keygen\x12#.shardkeep.v1.SignedCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12I\n\x04Sign\x12#.shardkeep.v1.SignedCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12L\n\x07Reshare\x12#.shardkeep.v1.SignedCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12L\n\x07Refresh\x12#.shardkeep.v1.SignedCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12K\n\x06\x45xport\x12#.shardkeep.v1.SignedCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12\x41\n\tGetWallet\x12\x1e.shardkeep.v1.GetWalletRequest\x1a\x14.shardkeep.v1.Wallet\x12]\n\x0eGetAttestation\x12$.shardkeep.v1.HostAttestationRequest\x1a%.shardkeep.v1.HostAttestationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shardkeep/v1/host.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"`\n\x13HostCeremonyRequest\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.shardkeep.v1.SignedCeremonyRequest\x12\x13\n\x0brelay_token\x18\x02 \x01(\t\"%\n\x10GetWalletRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\x9d\x01\n\x06Wallet\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\"\'\n\x16HostAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"+\n\x17HostAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x32\x9f\x04\n\x04Host\x12I\n\x06Keygen\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12G\n\x04Sign\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Reshare\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Refresh\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12I\n\x06\x45xport\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12\x41\n\tGetWallet\x12\x1e.shardkeep.v1.GetWalletRequest\x1a\x14.shardkeep.v1.Wallet\x12]\n\x0eGetAttestation\x12$.shardkeep.v1.HostAttestationRequest\x1a%.shardkeep.v1.HostAttestationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shardkeep.v1.host_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETWALLETREQUEST']._serialized_start=70
-  _globals['_GETWALLETREQUEST']._serialized_end=107
-  _globals['_WALLET']._serialized_start=110
-  _globals['_WALLET']._serialized_end=267
-  _globals['_HOSTATTESTATIONREQUEST']._serialized_start=269
-  _globals['_HOSTATTESTATIONREQUEST']._serialized_end=308
-  _globals['_HOSTATTESTATIONRESPONSE']._serialized_start=310
-  _globals['_HOSTATTESTATIONRESPONSE']._serialized_end=353
-  _globals['_HOST']._serialized_start=356
-  _globals['_HOST']._serialized_end=909
+  _globals['_HOSTCEREMONYREQUEST']._serialized_start=70
+  _globals['_HOSTCEREMONYREQUEST']._serialized_end=166
+  _globals['_GETWALLETREQUEST']._serialized_start=168
+  _globals['_GETWALLETREQUEST']._serialized_end=205
+  _globals['_WALLET']._serialized_start=208
+  _globals['_WALLET']._serialized_end=365
+  _globals['_HOSTATTESTATIONREQUEST']._serialized_start=367
+  _globals['_HOSTATTESTATIONREQUEST']._serialized_end=406
+  _globals['_HOSTATTESTATIONRESPONSE']._serialized_start=408
+  _globals['_HOSTATTESTATIONRESPONSE']._serialized_end=451
+  _globals['_HOST']._serialized_start=454
+  _globals['_HOST']._serialized_end=997
 # @@protoc_insertion_point(module_scope)

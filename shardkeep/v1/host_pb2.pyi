@@ -7,6 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HostCeremonyRequest(_message.Message):
+    __slots__ = ("request", "relay_token")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RELAY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    request: _ceremony_pb2.SignedCeremonyRequest
+    relay_token: str
+    def __init__(self, request: _Optional[_Union[_ceremony_pb2.SignedCeremonyRequest, _Mapping]] = ..., relay_token: _Optional[str] = ...) -> None: ...
+
 class GetWalletRequest(_message.Message):
     __slots__ = ("wallet_id",)
     WALLET_ID_FIELD_NUMBER: _ClassVar[int]

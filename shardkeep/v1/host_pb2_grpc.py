@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class HostStub:
-    """Missing associated documentation comment in .proto file."""
+    """Each ceremony call returns when the server share's part is done. The
+    CeremonyKind inside the signed request must match the method.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -37,27 +39,27 @@ class HostStub:
         """
         self.Keygen = channel.unary_unary(
                 '/shardkeep.v1.Host/Keygen',
-                request_serializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
                 _registered_method=True)
         self.Sign = channel.unary_unary(
                 '/shardkeep.v1.Host/Sign',
-                request_serializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
                 _registered_method=True)
         self.Reshare = channel.unary_unary(
                 '/shardkeep.v1.Host/Reshare',
-                request_serializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
                 _registered_method=True)
         self.Refresh = channel.unary_unary(
                 '/shardkeep.v1.Host/Refresh',
-                request_serializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
                 _registered_method=True)
         self.Export = channel.unary_unary(
                 '/shardkeep.v1.Host/Export',
-                request_serializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
                 _registered_method=True)
         self.GetWallet = channel.unary_unary(
@@ -73,7 +75,9 @@ class HostStub:
 
 
 class HostServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Each ceremony call returns when the server share's part is done. The
+    CeremonyKind inside the signed request must match the method.
+    """
 
     def Keygen(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -122,27 +126,27 @@ def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Keygen': grpc.unary_unary_rpc_method_handler(
                     servicer.Keygen,
-                    request_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.FromString,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
             ),
             'Sign': grpc.unary_unary_rpc_method_handler(
                     servicer.Sign,
-                    request_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.FromString,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
             ),
             'Reshare': grpc.unary_unary_rpc_method_handler(
                     servicer.Reshare,
-                    request_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.FromString,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
             ),
             'Refresh': grpc.unary_unary_rpc_method_handler(
                     servicer.Refresh,
-                    request_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.FromString,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
             ),
             'Export': grpc.unary_unary_rpc_method_handler(
                     servicer.Export,
-                    request_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.FromString,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
             ),
             'GetWallet': grpc.unary_unary_rpc_method_handler(
@@ -164,7 +168,9 @@ def add_HostServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Host:
-    """Missing associated documentation comment in .proto file."""
+    """Each ceremony call returns when the server share's part is done. The
+    CeremonyKind inside the signed request must match the method.
+    """
 
     @staticmethod
     def Keygen(request,
@@ -181,7 +187,7 @@ class Host:
             request,
             target,
             '/shardkeep.v1.Host/Keygen',
-            shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
             shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
             options,
             channel_credentials,
@@ -208,7 +214,7 @@ class Host:
             request,
             target,
             '/shardkeep.v1.Host/Sign',
-            shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
             shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
             options,
             channel_credentials,
@@ -235,7 +241,7 @@ class Host:
             request,
             target,
             '/shardkeep.v1.Host/Reshare',
-            shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
             shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
             options,
             channel_credentials,
@@ -262,7 +268,7 @@ class Host:
             request,
             target,
             '/shardkeep.v1.Host/Refresh',
-            shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
             shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
             options,
             channel_credentials,
@@ -289,7 +295,7 @@ class Host:
             request,
             target,
             '/shardkeep.v1.Host/Export',
-            shardkeep_dot_v1_dot_ceremony__pb2.SignedCeremonyRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
             shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
             options,
             channel_credentials,

@@ -298,7 +298,7 @@ class _SingleUse:
         self.used = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ParticipantState1:
     """A participant's state after step 1; pass it to one ``participant_step2`` only.
 
@@ -310,7 +310,7 @@ class ParticipantState1:
     params: SessionParams
     participant: int
     _enc_state: encpedpop.ParticipantState = field(repr=False)
-    _use: _SingleUse = field(default_factory=_SingleUse, repr=False, compare=False)
+    _use: _SingleUse = field(default_factory=_SingleUse, repr=False)
 
 
 @dataclass(frozen=True, eq=False)

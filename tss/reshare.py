@@ -1,0 +1,648 @@
+"""Reshare and refresh: new secret shares of an unchanged key, for a new or the same party set.
+
+One ceremony in two modes (DESIGN.md §3 "Key lifecycle"):
+
+- **reshare** (t-of-n -> t'-of-n', adding and removing parties): a quorum D of
+  at least t old holders re-deals the key. Each dealer d in D shares its
+  Lagrange-weighted share w_d = lambda_d * x_d (lambda_d its Lagrange
+  coefficient at 0 in D) with a fresh random polynomial g_d of degree t' - 1,
+  g_d(0) = w_d; new party j's share is x'_j = sum_d g_d(j + 1), so the new
+  shares interpolate to sum_d w_d = x, the unchanged key (Desmedt and Jajodia,
+  "Redistributing secret shares to new access structures and its
+  applications", GMU ISSE-TR-97-01, 1997, §3).
+- **refresh** (proactive renewal, same parties and threshold): every party d
+  deals a random sharing g_d of zero; x'_j = x_j + sum_d g_d(j + 1)
+  (Herzberg, Jarecki, Krawczyk and Yung, "Proactive secret sharing, or: how to
+  cope with perpetual leakage", CRYPTO 1995, §3.2 "share renewal"). Old and new
+  shares lie on different polynomials, so a mix of them interpolates to garbage.
+
+Verifiability (Feldman, "A practical scheme for non-interactive verifiable
+secret sharing", FOCS 1987; applied to redistribution by Wong, Wang and Wing,
+"Verifiable secret redistribution for archive systems", IEEE SISW 2002, §4):
+each dealer publishes C_d = (a_{d,0} G, ..., a_{d,t'-1} G), the commitments to
+g_d's coefficients. Every party checks
+
+1. the constant term: C_{d,0} == lambda_d * X_d (X_d the dealer's old public
+   share) in a reshare, or the point at infinity in a refresh. A dealer failing
+   it would change the public key and is blamed. Because the plan checks
+   sum_d lambda_d X_d == public key, passing (1) for every dealer means the new
+   sharing has the old public key;
+2. its sub-shares: x'_j G == sum_d C_d(j + 1) (+ X_j in a refresh), where
+   C_d(x) = sum_k x^k C_{d,k}; only on failure each dealer's g_d(j + 1) G ==
+   C_d(j + 1) separately, to blame the dealer(s) at fault (the "sum first,
+   investigate on failure" of SimplPedPoP, draft BIP "ChillDKG");
+3. agreement: the commitments are sent point to point, so a dealer could send
+   different (each self-consistent) commitments to different parties, who
+   would then compute different public shares. Every party therefore sends
+   every other party an agreement hash, H(plan || C_d for every dealer d), and
+   aborts unless all equal its own (ChillDKG's CertEq, with authenticated
+   channels standing in for the signatures). New public shares follow from the
+   commitments: X'_j = sum_d C_d(j + 1) (+ X_j in a refresh).
+
+ECDSA keyrings also re-run the DKLs23 pairwise setup (``tss.ecdsa.keygen``)
+among the new holders, so every pair gets fresh base OTs and zero-share seeds
+bound to the new keyring; nothing of the old setups is reused.
+
+Ceremony ids ("seats"). The parties of one ceremony are ints (``Ceremony``). A
+dealer's seat is its party id in the old keyring, so culprits name old party
+ids. New party j (0-based id in the new keyring) sits at ``plan.holders[j]``:
+the seat of the same physical party when it also deals (it keeps one seat and
+plays both roles), otherwise any other unused int; ``tss.local.reshare`` uses
+n + j (n = old keyring size), so dealers and holders never share a seat there.
+In a refresh the seats are the party ids, every party dealing and receiving.
+
+Rounds (payloads are fixed-width for a given plan; the service encrypts and
+authenticates every message between parties, so a point-to-point payload is
+confidential and its sender authentic):
+
+1. every dealer -> every other seat: its commitment (t' * 33 bytes, the point at
+   infinity as 33 zero bytes), then for a new holder its 32-byte sub-share.
+2. every seat -> every other seat: the 32-byte agreement hash; ECDSA holders
+   append their ``setup_round1`` message when the recipient is a holder too.
+3. ECDSA only, holder -> holder: ``setup_round2``; then ``setup_finalize``.
+
+Error policy: ``InputError`` for a bad plan or a key share not fitting it;
+``FaultyParticipantError`` naming the dealer whose message is malformed, whose
+sub-share fails the Feldman check or whose constant term would change the key
+(``ProtocolError`` with every culprit when several sub-shares fail); a
+``ProtocolError`` without culprits when agreement hashes differ (a dealer
+equivocated, or the party reporting lies); ``InternalError`` when a self-check
+fails. The old key shares are never modified: an abandoned or failed ceremony
+leaves them usable, and they stay the keyring until every party has stored its
+new share (DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, NoReturn
+
+from tss.ceremony import Ceremony, Message, Random
+from tss.curve import INFINITY, N, Point, point_sum, scalar_from_bytes, tagged_hash
+from tss.ecdsa.keygen import (
+    SetupRound1State,
+    SetupRound2State,
+    setup_finalize,
+    setup_round1,
+    setup_round2,
+)
+from tss.ecdsa.setup import EcdsaSetup
+from tss.errors import (
+    FaultyParticipantError,
+    InputError,
+    InternalError,
+    InvalidEncodingError,
+    ProtocolError,
+)
+from tss.keyshare import MAX_PARTIES, SCHEMES, KeyShare, Scheme
+from tss.shamir import eval_point, lagrange_coefficient, poly_eval
+from tss.tags import (
+    RESHARE_TAG_COEFFS,
+    RESHARE_TAG_ECDSA_SESSION,
+    RESHARE_TAG_ECHO,
+    RESHARE_TAG_PLAN,
+)
+
+__all__ = [
+    # Functions
+    "deal",
+    "agreement_hash",
+    # Types
+    "Mode",
+    "PublicKeyring",
+    "ResharePlan",
+    "Dealing",
+    "ReshareOutput",
+    "Reshare",
+]
+
+Mode = Literal["reshare", "refresh"]
+
+_POINT = 33
+_SCALAR = 32
+_HASH = 32
+
+
+### The public side of a keyring and the plan of a ceremony
+
+
+@dataclass(frozen=True)
+class PublicKeyring:
+    """Everything public about a keyring: what every party of a lifecycle ceremony must agree on.
+
+    A new holder that had no share learns it from the plan (the service takes
+    it from the keyring's stored metadata); the ceremony's checks make a wrong
+    one abort, never yield shares of another key.
+
+    Attributes:
+        scheme: "bip340" or "ecdsa-secp256k1".
+        threshold: t.
+        public_key: 33-byte compressed threshold public key.
+        public_shares: 33-byte public share of every party, by party id.
+        chain_code: 32-byte BIP-32 chain code.
+        epoch: the keyring's epoch.
+    """
+
+    scheme: Scheme
+    threshold: int
+    public_key: bytes
+    public_shares: tuple[bytes, ...]
+    chain_code: bytes
+    epoch: int
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise InputError(f"unknown scheme {self.scheme!r}")
+        if not 1 <= self.threshold <= len(self.public_shares) <= MAX_PARTIES:
+            raise InputError("need 1 <= threshold <= parties <= 32")
+        if len(self.chain_code) != 32 or not 0 <= self.epoch < 2**64:
+            raise InputError("chain code must be 32 bytes and 0 <= epoch < 2^64")
+        Point.from_bytes(self.public_key)
+        for share in self.public_shares:
+            Point.from_bytes(share)
+
+    @staticmethod
+    def from_share(share: KeyShare) -> PublicKeyring:
+        """The public keyring a key share belongs to."""
+        return PublicKeyring(
+            share.scheme,
+            share.threshold,
+            share.public_key,
+            share.public_shares,
+            share.chain_code,
+            share.epoch,
+        )
+
+    @property
+    def parties(self) -> int:
+        return len(self.public_shares)
+
+    def to_bytes(self) -> bytes:
+        """Canonical encoding (hashed into plans and export contexts)."""
+        scheme = self.scheme.encode()
+        return (
+            bytes([len(scheme)]) + scheme + bytes([self.threshold, self.parties])
+            + self.public_key + b"".join(self.public_shares) + self.chain_code
+            + self.epoch.to_bytes(8, "big")
+        )  # fmt: skip
+
+
+def _int_tuple(values: Sequence[int], what: str) -> tuple[int, ...]:
+    out = tuple(values)
+    if any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**32 for v in out):
+        raise InputError(f"{what} must be ints in [0, 2^32)")
+    if len(set(out)) != len(out):
+        raise InputError(f"{what} must be distinct")
+    return out
+
+
+@dataclass(frozen=True)
+class ResharePlan:
+    """What every party of a reshare or refresh must agree on before it starts.
+
+    Build a reshare plan with the constructor and a refresh plan with
+    ``ResharePlan.refresh``.
+
+    Attributes:
+        session_id: 32 bytes, fresh for this ceremony, the same for every party.
+        keyring: the old keyring's public side.
+        dealers: old party ids of the dealing quorum (at least t of them), ascending;
+            each is also that dealer's seat.
+        holders: ``holders[j]`` is the seat of new party j (see the module docstring).
+        threshold: t' of the new keyring.
+        mode: "reshare" or "refresh".
+
+    Raises (on construction):
+        InputError: a bad session id, dealer set or holder seats, t' out of range
+            (ECDSA needs t' >= 2), a refresh plan not covering every party, or
+            old public shares whose dealers' interpolation is not the public key.
+    """
+
+    session_id: bytes
+    keyring: PublicKeyring
+    dealers: tuple[int, ...]
+    holders: tuple[int, ...]
+    threshold: int
+    mode: Mode = "reshare"
+    # Derived in __post_init__: lambda_d * X_d per dealer, and the plan hash.
+    weighted_shares: dict[int, Point] = field(init=False, repr=False, compare=False)
+    digest: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kr = self.keyring
+        if not isinstance(self.session_id, bytes) or len(self.session_id) != 32:
+            raise InputError("session_id must be 32 bytes")
+        dealers = _int_tuple(self.dealers, "dealers")
+        holders = _int_tuple(self.holders, "holder seats")
+        if list(dealers) != sorted(dealers) or any(d >= kr.parties for d in dealers):
+            raise InputError("dealers must be ascending old party ids")
+        if len(dealers) < kr.threshold:
+            raise InputError(f"need at least {kr.threshold} dealers, got {len(dealers)}")
+        min_t = 2 if kr.scheme == "ecdsa-secp256k1" else 1
+        if not min_t <= self.threshold <= len(holders) <= MAX_PARTIES:
+            raise InputError(f"need {min_t} <= new threshold <= new parties <= {MAX_PARTIES}")
+        if self.mode == "refresh":
+            everyone = tuple(range(kr.parties))
+            if dealers != everyone or holders != everyone or self.threshold != kr.threshold:
+                raise InputError("a refresh keeps every party and the threshold")
+        elif self.mode != "reshare":
+            raise InputError(f"unknown mode {self.mode!r}")
+        weighted = {
+            d: Point.from_bytes(kr.public_shares[d]) * lagrange_coefficient(dealers, d)
+            for d in dealers
+        }
+        if point_sum(weighted.values()) != Point.from_bytes(kr.public_key):
+            raise InputError("the dealers' public shares do not interpolate to the public key")
+        object.__setattr__(self, "weighted_shares", weighted)
+        data = (
+            self.session_id + self.mode.encode().ljust(8, b"\x00") + kr.to_bytes()
+            + bytes([len(dealers), *dealers]) + bytes([self.threshold, len(holders)])
+            + b"".join(h.to_bytes(4, "big") for h in holders)
+        )  # fmt: skip
+        object.__setattr__(self, "digest", tagged_hash(RESHARE_TAG_PLAN, data))
+
+    @staticmethod
+    def refresh(keyring: PublicKeyring, session_id: bytes) -> ResharePlan:
+        """The plan of a refresh: every party deals a sharing of zero to every party.
+
+        Seats are the party ids; the threshold and the parties stay.
+        """
+        everyone = tuple(range(keyring.parties))
+        return ResharePlan(session_id, keyring, everyone, everyone, keyring.threshold, "refresh")
+
+    @property
+    def new_parties(self) -> int:
+        return len(self.holders)
+
+    @property
+    def seats(self) -> tuple[int, ...]:
+        """Every seat of the ceremony, ascending."""
+        return tuple(sorted(set(self.dealers) | set(self.holders)))
+
+    @property
+    def new_epoch(self) -> int:
+        return self.keyring.epoch + 1
+
+    def new_id(self, seat: int) -> int | None:
+        """The new party id of the holder at ``seat`` (None: not a holder)."""
+        return self.holders.index(seat) if seat in self.holders else None
+
+    def expected_constant(self, dealer: int) -> Point:
+        """What the dealer's C_{d,0} must be: lambda_d X_d, or infinity in a refresh."""
+        return INFINITY if self.mode == "refresh" else self.weighted_shares[dealer]
+
+    def round1_length(self, seat: int) -> int:
+        """Length of a dealer's round-1 payload to ``seat``."""
+        return self.threshold * _POINT + (_SCALAR if seat in self.holders else 0)
+
+
+### The dealing (round 1)
+
+
+@dataclass(frozen=True)
+class Dealing:
+    """One dealer's polynomial: its commitment (public) and every new party's sub-share.
+
+    Attributes:
+        dealer: the dealer's old party id.
+        commitment: (a_0 G, ..., a_{t'-1} G).
+        subshares: g(j + 1) for every new party j (secret; never printed).
+    """
+
+    dealer: int
+    commitment: tuple[Point, ...]
+    subshares: tuple[int, ...] = field(repr=False)
+
+    def commitment_bytes(self) -> bytes:
+        return b"".join(c.to_bytes_ext() for c in self.commitment)
+
+    def message_to(self, plan: ResharePlan, seat: int) -> bytes:
+        """The round-1 payload for ``seat``: commitment, plus the sub-share for a holder."""
+        new_id = plan.new_id(seat)
+        sub = b"" if new_id is None else self.subshares[new_id].to_bytes(32, "big")
+        return self.commitment_bytes() + sub
+
+
+def deal(plan: ResharePlan, share: KeyShare, rand: bytes) -> Dealing:
+    """A dealer's round 1: a fresh polynomial with constant lambda_d x_d (reshare) or 0 (refresh).
+
+    The coefficients are a hash of ``rand``, the dealer's secret share and the
+    plan, hedged as BIP-340 hedges nonces: weak randomness alone does not make
+    them predictable to anyone who lacks the share.
+
+    Arguments:
+        plan: the ceremony's plan.
+        share: the dealer's old key share; its party id must be a dealer.
+        rand: 32 bytes of fresh randomness.
+
+    Returns:
+        The dealing (commitment and one sub-share per new party).
+
+    Raises:
+        InputError: the share is not of the plan's keyring or not a dealer's,
+            or ``rand`` is not 32 bytes.
+    """
+    _check_own_share(plan, share)
+    if share.party_id not in plan.dealers:
+        raise InputError("this party is not a dealer of the plan")
+    if not isinstance(rand, bytes) or len(rand) != 32:
+        raise InputError("rand must be 32 bytes")
+    d = share.party_id
+    constant = (
+        0
+        if plan.mode == "refresh"
+        else lagrange_coefficient(plan.dealers, d) * share.secret_share % N
+    )
+    seed = tagged_hash(
+        RESHARE_TAG_COEFFS, rand + share.secret_share_bytes + plan.digest + d.to_bytes(4, "big")
+    )
+    stream = hashlib.shake_256(seed).digest(64 * (plan.threshold - 1))
+    # 64 bytes per coefficient, reduced mod n: bias below 2^-256.
+    coeffs = [constant] + [
+        int.from_bytes(stream[64 * k : 64 * (k + 1)], "big") % N for k in range(plan.threshold - 1)
+    ]
+    commitment = tuple(Point.base_mul(c) for c in coeffs)
+    subshares = tuple(poly_eval(coeffs, eval_point(j)) for j in range(plan.new_parties))
+    if commitment[0] != plan.expected_constant(d):  # self-check: honest dealers pass check (1)
+        raise InternalError("own dealing would change the public key")
+    return Dealing(d, commitment, subshares)
+
+
+def _check_own_share(plan: ResharePlan, share: KeyShare) -> None:
+    if PublicKeyring.from_share(share) != plan.keyring:
+        raise InputError("the key share is not of the plan's keyring and epoch")
+
+
+def _parse_round1(
+    plan: ResharePlan, dealer: int, seat: int, payload: bytes
+) -> tuple[tuple[Point, ...], int | None]:
+    """Decode a dealer's round-1 payload; every fault blames the dealer."""
+    if len(payload) != plan.round1_length(seat):
+        raise FaultyParticipantError(dealer, "round-1 payload has the wrong length")
+    t2 = plan.threshold
+    try:
+        commitment = tuple(
+            Point.from_bytes_ext(payload[k * _POINT : (k + 1) * _POINT]) for k in range(t2)
+        )
+        sub = payload[t2 * _POINT :]
+        subshare = scalar_from_bytes(sub) if sub else None
+    except InvalidEncodingError as e:
+        raise FaultyParticipantError(dealer, f"malformed dealing: {e}") from e
+    return commitment, subshare
+
+
+def _evaluate(commitment: Sequence[Point], x: int) -> Point:
+    """C(x) = sum_k x^k C_k: the public value a commitment implies at x."""
+    terms = [commitment[0]]
+    xk = 1
+    for c in commitment[1:]:
+        xk = xk * x % N
+        terms.append(c * xk)
+    return point_sum(terms)
+
+
+def agreement_hash(plan: ResharePlan, commitments: Mapping[int, Sequence[Point]]) -> bytes:
+    """The 32-byte hash every party sends in round 2: the plan and every dealer's commitment.
+
+    Arguments:
+        plan: the ceremony's plan.
+        commitments: every dealer's commitment as this party received it.
+    """
+    data = plan.digest + b"".join(
+        b"".join(c.to_bytes_ext() for c in commitments[d]) for d in plan.dealers
+    )
+    return tagged_hash(RESHARE_TAG_ECHO, data)
+
+
+def _new_keyring(
+    plan: ResharePlan, commitments: Mapping[int, Sequence[Point]]
+) -> tuple[PublicKeyring, tuple[Point, ...]]:
+    """The new public keyring from checked commitments (X'_j = C(j + 1) (+ X_j in a refresh))."""
+    kr = plan.keyring
+    summed = [point_sum(commitments[d][k] for d in plan.dealers) for k in range(plan.threshold)]
+    points = []
+    for j in range(plan.new_parties):
+        p = _evaluate(summed, eval_point(j))
+        if plan.mode == "refresh":
+            p = p + Point.from_bytes(kr.public_shares[j])
+        if p.is_infinity:  # needs a malicious dealer and a 2^-256 coincidence; blameless
+            raise ProtocolError(f"new public share of party {j} is the point at infinity")
+        points.append(p)
+    # Self-check: t' new public shares interpolate to the unchanged public key (check (1) holds).
+    ids = list(range(plan.threshold))
+    if point_sum(points[j] * lagrange_coefficient(ids, j) for j in ids) != Point.from_bytes(
+        kr.public_key
+    ):
+        raise InternalError("the new public shares do not interpolate to the public key")
+    keyring = PublicKeyring(
+        kr.scheme,
+        plan.threshold,
+        kr.public_key,
+        tuple(p.to_bytes() for p in points),
+        kr.chain_code,
+        plan.new_epoch,
+    )
+    return keyring, tuple(points)
+
+
+def _blame_subshares(
+    plan: ResharePlan,
+    new_id: int,
+    commitments: Mapping[int, Sequence[Point]],
+    subshares: Mapping[int, int],
+) -> NoReturn:
+    """After the summed check failed: blame the dealers whose own sub-share fails (Feldman)."""
+    x = eval_point(new_id)
+    bad = [d for d in plan.dealers if Point.base_mul(subshares[d]) != _evaluate(commitments[d], x)]
+    if len(bad) == 1:
+        raise FaultyParticipantError(bad[0], "sub-share does not match its commitment")
+    if bad:
+        raise ProtocolError("sub-shares do not match their commitments", bad)
+    # The sum fails but no addend does: only a fault in this process can do that.
+    raise InternalError("summed sub-shares fail the check but each one passes")
+
+
+### Results and the ceremony
+
+
+@dataclass(frozen=True)
+class ReshareOutput:
+    """One seat's result of a reshare or refresh.
+
+    Attributes:
+        keyring: the new keyring's public side (the same for every seat).
+        share: this seat's new key share; None for a dealer that leaves.
+        agreement: the agreement hash every seat confirmed (a transcript id
+            the service can record with the epoch change).
+        ecdsa_setup: ECDSA keyrings: this holder's fresh DKLs23 pairwise setup
+            (store it with the share); None otherwise.
+    """
+
+    keyring: PublicKeyring
+    share: KeyShare | None
+    agreement: bytes
+    ecdsa_setup: EcdsaSetup | None = field(default=None, repr=False)
+
+
+class Reshare(Ceremony[ReshareOutput]):
+    """One seat's side of a reshare or refresh; ``result`` is its ``ReshareOutput``.
+
+    Arguments:
+        plan: the ceremony's plan (identical at every seat).
+        me: this party's seat.
+        share: this party's old key share if it deals (required at a dealer's
+            seat and in a refresh); None for a party joining the keyring.
+        rand: fresh randomness.
+
+    Raises:
+        InputError: ``me`` is not a seat, or the share is missing or not the
+            plan's dealer's.
+    """
+
+    def __init__(self, plan: ResharePlan, me: int, share: KeyShare | None, rand: Random) -> None:
+        super().__init__(me, plan.seats, rand)
+        self.rounds = 3 if plan.keyring.scheme == "ecdsa-secp256k1" else 2
+        self._plan = plan
+        self._new_id = plan.new_id(me)
+        if me in plan.dealers:
+            if share is None or share.party_id != me:
+                raise InputError("a dealer's seat needs that dealer's old key share")
+            _check_own_share(plan, share)
+        elif share is not None:
+            raise InputError("only dealers bring an old key share")
+        self._share = share
+        self._dealing: Dealing | None = None
+        self._output: ReshareOutput | None = None
+        self._agreement = b""
+        self._setup1: SetupRound1State | None = None
+        self._setup2: SetupRound2State | None = None
+
+    # --- round logic -------------------------------------------------------------
+
+    def _others(self) -> list[int]:
+        return [s for s in self.parties if s != self.me]
+
+    def _holder_peers(self) -> list[int]:
+        return [s for s in self._plan.holders if s != self.me]
+
+    def _expected_senders(self, round_: int) -> Sequence[int]:
+        if round_ == 1:
+            return [d for d in self._plan.dealers if d != self.me]
+        if round_ == 2:
+            return self._others()
+        return self._holder_peers() if self._new_id is not None else []
+
+    def _start(self) -> list[Message]:
+        if self._share is None:
+            return []
+        self._dealing = deal(self._plan, self._share, self._rand(32))
+        dealing = self._dealing
+        return self._p2p(1, {s: dealing.message_to(self._plan, s) for s in self._others()})
+
+    def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
+        if round_ == 1:
+            return self._receive_dealings(payloads)
+        if round_ == 2:
+            return self._receive_agreement(payloads)
+        return self._finish_setup(payloads)
+
+    def _receive_dealings(self, payloads: Mapping[int, bytes]) -> list[Message]:
+        plan = self._plan
+        commitments: dict[int, tuple[Point, ...]] = {}
+        subshares: dict[int, int] = {}
+        for d in plan.dealers:
+            if d == self.me:
+                continue
+            commitments[d], sub = _parse_round1(plan, d, self.me, payloads[d])
+            if sub is not None:
+                subshares[d] = sub
+        if self._dealing is not None:
+            commitments[self.me] = self._dealing.commitment
+            if self._new_id is not None:
+                subshares[self.me] = self._dealing.subshares[self._new_id]
+            self._dealing = None  # the polynomial's values are no longer needed
+        for d in plan.dealers:  # check (1): nobody changes the public key
+            if commitments[d][0] != plan.expected_constant(d):
+                raise FaultyParticipantError(d, "dealing would change the public key")
+        keyring, points = _new_keyring(plan, commitments)
+        new_share = None
+        if self._new_id is not None:  # check (2): the sub-shares, summed first
+            j = self._new_id
+            secret = sum(subshares.values()) % N
+            if plan.mode == "refresh":
+                if self._share is None:
+                    raise InternalError("a refresh holder without its old share")
+                secret = (secret + self._share.secret_share) % N
+            if Point.base_mul(secret) != points[j]:
+                _blame_subshares(plan, j, commitments, subshares)
+            new_share = KeyShare(
+                keyring.scheme, j, keyring.threshold, keyring.public_key, keyring.public_shares,
+                secret, keyring.chain_code, keyring.epoch,
+            )  # fmt: skip
+        self._agreement = agreement_hash(plan, commitments)
+        self._output = ReshareOutput(keyring, new_share, self._agreement)
+        out = {s: self._agreement for s in self._others()}
+        if new_share is not None and self.rounds == 3:  # ECDSA: start the pairwise setup
+            self._setup1, setup_msgs = setup_round1(
+                new_share, tagged_hash(RESHARE_TAG_ECDSA_SESSION, self._agreement), self._rand(32)
+            )
+            for j, msg in setup_msgs.items():
+                out[plan.holders[j]] += msg
+        return self._p2p(2, out)
+
+    def _receive_agreement(self, payloads: Mapping[int, bytes]) -> list[Message]:
+        # Check (3) before anything else, so a mismatch reads as what it is.
+        mine = self._agreement
+        setup_msgs: dict[int, bytes] = {}
+        mismatched = []
+        for s, payload in payloads.items():
+            if len(payload) < _HASH:
+                raise FaultyParticipantError(s, "round-2 payload too short")
+            if not hmac.compare_digest(payload[:_HASH], mine):
+                mismatched.append(s)
+            elif self._setup1 is not None and s in self._plan.holders:
+                setup_msgs[self._plan.holders.index(s)] = payload[_HASH:]
+            elif len(payload) != _HASH:
+                raise FaultyParticipantError(s, "round-2 payload has the wrong length")
+        if mismatched:
+            raise ProtocolError(
+                f"agreement check failed: parties {mismatched} received different dealings "
+                "(a dealer equivocated, or those parties misreport); aborting"
+            )
+        output = self._output
+        if output is None:
+            raise InternalError("round 2 before round 1")
+        if self._setup1 is None:
+            self._finish(output)
+            return []
+        with _blame_seats(self._plan):
+            self._setup2, replies = setup_round2(self._setup1, setup_msgs)
+        self._setup1 = None
+        return self._p2p(3, {self._plan.holders[j]: m for j, m in replies.items()})
+
+    def _finish_setup(self, payloads: Mapping[int, bytes]) -> list[Message]:
+        output, state = self._output, self._setup2
+        if output is None or state is None:
+            raise InternalError("round 3 out of order")
+        msgs = {self._plan.holders.index(s): m for s, m in payloads.items()}
+        with _blame_seats(self._plan):
+            setup = setup_finalize(state, msgs)
+        self._setup2 = None
+        self._finish(ReshareOutput(output.keyring, output.share, output.agreement, setup))
+        return []
+
+
+@contextmanager
+def _blame_seats(plan: ResharePlan) -> Iterator[None]:
+    """Re-raise the pairwise setup's blame (new party ids) naming ceremony seats."""
+    try:
+        yield
+    except FaultyParticipantError as e:
+        seat = plan.holders[e.participant]
+        raise FaultyParticipantError(
+            seat, f"pairwise ECDSA setup (new party {e.participant}) failed"
+        ) from e
