@@ -101,6 +101,8 @@ async def _throughput(a: PartySession, b: PartySession) -> tuple[int, float]:
             receiving.result()
             received += 1
             receiving = None
+    if receiving is not None:
+        receiving.cancel()
     await send_task
     return received, time.perf_counter() - t0
 

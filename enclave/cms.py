@@ -36,7 +36,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Final
 
-from asn1crypto import cms  # type: ignore[import-untyped]
+from asn1crypto import cms
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes

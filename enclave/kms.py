@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import botocore.session  # type: ignore[import-untyped]
-from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import (  # type: ignore[import-untyped]
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ParamValidationError,
@@ -41,8 +41,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from enclave.cms import CmsError, open_enveloped_data
+from enclave.errors import EnclaveError
 from enclave.nsm import Nsm
-from tss.errors import InputError, ShardkeepError
+from tss.errors import InputError
 
 __all__ = [
     # Exceptions
@@ -70,7 +71,7 @@ _DATA_KEY_SIZE: Final = 32
 ### Errors
 
 
-class KmsError(ShardkeepError):
+class KmsError(EnclaveError):
     """KMS refused or failed a request.
 
     Attributes:
@@ -263,8 +264,9 @@ class EnclaveKmsClient:
         return self._recipient_key.public_key_der
 
     def _recipient(self) -> dict[str, object]:
-        # A fresh document per request: KMS wants recent documents, and the
-        # NSM signs in a few milliseconds.
+        # A fresh document per request, so it is never stale when checked
+        # (devkms refuses documents older than its max age); the NSM signs
+        # one in about 2 ms.
         document = self._nsm.attestation(public_key=self._recipient_key.public_key_der)
         return {"KeyEncryptionAlgorithm": KEY_ENCRYPTION_ALGORITHM, "AttestationDocument": document}
 

@@ -22,11 +22,13 @@ intermediates to a test root, as AWS's PKI does (docs/attestation_process.md
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final, Literal, Protocol
 
 import cbor2
@@ -38,7 +40,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 from cryptography.x509.oid import NameOID
 
 from tss.errors import InternalError, ShardkeepError
@@ -276,6 +283,30 @@ class SimulatedNitroPki:
     def root_certificate_der(self) -> bytes:
         """The root certificate, DER encoded."""
         return self.root_certificate.public_bytes(Encoding.DER)
+
+    def save(self, directory: Path) -> None:
+        """Write ``root.key`` (0600) and ``root.pem`` so other processes share this PKI.
+
+        The key plays AWS's root CA: in a real deployment it does not exist on
+        the machine at all; the simulated NSM, the devkms stand-in and clients
+        of a dev setup read it (or just the certificate) from here.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        key_path = directory / "root.key"
+        key_pem = self.root_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        (directory / "root.pem").write_bytes(self.root_certificate_pem)
+
+    @classmethod
+    def load(cls, directory: Path) -> SimulatedNitroPki:
+        """Read a PKI written by :meth:`save`."""
+        key = load_pem_private_key((directory / "root.key").read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise NsmError("InvalidArgument", "root.key is not an EC private key")
+        certificate = x509.load_pem_x509_certificate((directory / "root.pem").read_bytes())
+        return cls(key, certificate)
 
 
 def _issue_identity(

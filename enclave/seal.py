@@ -46,8 +46,9 @@ from typing import Final, Literal, NamedTuple, NewType, Protocol, cast, get_args
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from enclave.errors import WrongShare
 from enclave.kms import KmsInvalidCiphertextError
-from tss.errors import InputError, InternalError, ShardkeepError
+from tss.errors import InputError, InternalError
 from tss.tags import SEAL_AAD_LABEL
 
 __all__ = [
@@ -75,8 +76,9 @@ __all__ = [
 SealedBlob = NewType("SealedBlob", bytes)
 """A sealed share: the layout in the module docstring."""
 
-Scheme = Literal["ecdsa-secp256k1", "bip340"]
-"""The signature schemes of DESIGN.md §3 (``tss.local`` spelling)."""
+Scheme = Literal["ecdsa-secp256k1", "bip340", "enclave-identity"]
+"""The signature schemes of DESIGN.md §3 (``tss.local`` spelling), or
+"enclave-identity" for the enclave's own party keys, sealed the same way."""
 
 SealReason = Literal[
     "malformed",  # the blob does not parse (length, framing, field sizes)
@@ -100,8 +102,11 @@ _U64: Final = struct.Struct(">Q")
 _SCHEMES: Final[frozenset[str]] = frozenset(get_args(Scheme))
 
 
-class SealError(ShardkeepError):
+class SealError(WrongShare):
     """A sealed share was refused; ``reason`` names the check that failed.
+
+    A ``WrongShare``: the host supplied a share that is stale, tampered with
+    or not the one requested.
 
     Attributes:
         reason: a :data:`SealReason`.

@@ -21,6 +21,8 @@ Model (one schema, two dialects: ``host.migrations.sqlite`` / ``.postgres``):
   data key, AES-GCM ciphertext, exactly as the enclave's ``SealedShare``.
 - ``backups``: (wallet_id, backup_id) -> party id, the epoch of the backed-up
   share, and the client-encrypted blob.
+- ``enclave_identities``: the enclave's sealed party identity, append-only;
+  the newest row is handed back to ``Enclave.Provision`` at start-up.
 
 Epoch lifecycle (each step one transaction):
 
@@ -87,6 +89,7 @@ from host.store_errors import (
 )
 from host.store_records import (
     EPOCH_STATES,
+    MAX_BLOB_BYTES,
     MAX_EPOCH,
     MAX_SHARE_INDEX,
     SCHEMES,
@@ -781,6 +784,47 @@ class Store(abc.ABC):
             self._read_wallet(tx, wallet_id)
             rows = tx.all(_BACKUP_SELECT + " WHERE wallet_id = ? ORDER BY backup_id", (wallet_id,))
         return [_backup_from_row(row) for row in rows]
+
+    # --- the enclave's sealed identity ------------------------------------------------
+
+    def latest_enclave_identity(self) -> bytes | None:
+        """The newest sealed enclave identity, or None before the first Provision.
+
+        The blob is sealed by the enclave (opaque to the host); the host hands
+        it back to ``Enclave.Provision`` at every start.
+        """
+        with self._transaction(write=False) as tx:
+            row = tx.one("SELECT sealed_identity FROM enclave_identities ORDER BY id DESC LIMIT 1")
+        return None if row is None else bytes(row[0])
+
+    def put_enclave_identity(self, sealed_identity: bytes) -> bool:
+        """Record the enclave's sealed identity, as returned by ``Enclave.Provision``.
+
+        Append-only: a blob equal to the newest is a no-op; another blob becomes
+        the newest, and the older ones stay (an identity is never overwritten).
+
+        Arguments:
+            sealed_identity: the sealed blob (1 byte to 8 MiB).
+
+        Returns:
+            True if a new row was written.
+
+        Raises:
+            StoreInputError: the blob is empty or too large.
+        """
+        size = len(sealed_identity) if isinstance(sealed_identity, bytes) else 0
+        if not 1 <= size <= MAX_BLOB_BYTES:
+            raise StoreInputError("sealed identity must be 1 byte to 8 MiB")
+        now = self._clock()
+        with self._transaction(write=True) as tx:
+            row = tx.one("SELECT sealed_identity FROM enclave_identities ORDER BY id DESC LIMIT 1")
+            if row is not None and hmac.compare_digest(bytes(row[0]), sealed_identity):
+                return False
+            tx.run(
+                "INSERT INTO enclave_identities (sealed_identity, created_at_ms) VALUES (?, ?)",
+                (sealed_identity, now),
+            )
+        return True
 
     # --- helpers (inside a transaction) ------------------------------------------------
 

@@ -23,7 +23,8 @@ from relay.backend import Backend
 from relay.memory import MemoryBackend
 from relay.redis_backend import RedisBackend
 from relay.rooms import RelayConfig
-from relay.service import create_server, new_health_servicer
+from relay.service import create_server
+from shardkeep.server import new_health_servicer
 
 __all__ = ["main", "make_backend"]
 

@@ -19,10 +19,10 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from relay import rooms
 from relay.backend import Backend
@@ -34,6 +34,7 @@ from relay.errors import (
     status_code_for,
 )
 from relay.rooms import Message, PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
+from shardkeep.server import AsyncHealthServicer, new_health_servicer
 from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
 
 __all__ = [
@@ -51,26 +52,8 @@ __all__ = [
 SERVICE_NAME: Final = "shardkeep.v1.Relay"
 _log = logging.getLogger(__name__)
 # Typed aliases for what the installed stubs (grpc-stubs, grpc_health stubs)
-# do not declare: the end-of-stream marker and the asyncio health servicer.
+# do not declare: the end-of-stream marker.
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
-
-
-class AsyncHealthServicer(Protocol):
-    """The parts of ``grpc_health.v1.health.aio.HealthServicer`` the relay uses."""
-
-    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        """Set a service's serving status."""
-        ...
-
-    async def enter_graceful_shutdown(self) -> None:
-        """Report NOT_SERVING for every service from now on."""
-        ...
-
-
-def new_health_servicer() -> AsyncHealthServicer:
-    """Return a new asyncio gRPC health servicer."""
-    servicer: AsyncHealthServicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    return servicer
 
 
 Clock = Callable[[], int]

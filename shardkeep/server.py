@@ -10,9 +10,29 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+
+class AsyncHealthServicer(Protocol):
+    """The parts of ``grpc_health.v1.health.aio.HealthServicer`` the services use
+    (grpc-stubs does not describe the asyncio health servicer)."""
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        """Set a service's serving status."""
+        ...
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Report NOT_SERVING for every service from now on."""
+        ...
+
+
+def new_health_servicer() -> AsyncHealthServicer:
+    """A new asyncio gRPC health servicer."""
+    servicer: AsyncHealthServicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    return servicer
 
 
 class BindError(RuntimeError):
@@ -37,9 +57,9 @@ def bind(server: grpc.aio.Server, address: str) -> int:
 
 
 def new_server(
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     max_message_bytes: int = 8 * 1024 * 1024,
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, AsyncHealthServicer]:
     """A ``grpc.aio`` server with a health service (call ``mark_serving`` once started)."""
     server = grpc.aio.server(
         interceptors=list(interceptors),
@@ -48,18 +68,18 @@ def new_server(
             ("grpc.max_send_message_length", max_message_bytes),
         ],
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = new_health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     return server, health_servicer
 
 
-async def mark_serving(health_servicer: health.aio.HealthServicer, services: Iterable[str]) -> None:
+async def mark_serving(health_servicer: AsyncHealthServicer, services: Iterable[str]) -> None:
     for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
 async def serve_until_signalled(
-    server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, grace_seconds: float = 5.0
+    server: grpc.aio.Server, health_servicer: AsyncHealthServicer, grace_seconds: float = 5.0
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain gracefully."""
     stop = asyncio.Event()

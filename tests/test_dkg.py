@@ -20,6 +20,7 @@ from tss.dkg.vss import VSSCommitment
 from tss.errors import (
     FaultyCoordinatorError,
     FaultyParticipantError,
+    InputError,
     SessionStateError,
     UnknownFaultyParticipantOrCoordinatorError,
     culprits,
@@ -488,6 +489,10 @@ def test_zero_randomness_and_bad_inputs_are_refused() -> None:
         dkg.hostpubkey_gen(N.to_bytes(32, "big"))
     with pytest.raises(dkg.ThresholdOrCountError):
         dkg.params_hash(dkg.SessionParams(session.params.hostpubkeys, 3))
+    with pytest.raises(InputError):
+        dkg.participant_investigate(UnknownFaultyParticipantOrCoordinatorError("no data"), b"")
+    with pytest.raises(InputError):
+        dkg.SessionParams(["not bytes"], 1)  # type: ignore[list-item]
 
 
 ### Recovery acknowledgments
@@ -588,3 +593,38 @@ def test_schnorr_sign_matches_bip340_vectors(row: dict[str, str]) -> None:
         bytes.fromhex(row["aux_rand"]),
     )
     assert sig.hex().upper() == row["signature"]
+
+
+def test_lower_layers_run_on_their_own() -> None:
+    """SimplPedPop and EncPedPop sessions through their byte-level step functions."""
+    t, n = 2, 3
+    # SimplPedPop: shares handed over directly (a secure channel stand-in).
+    dealt = [
+        simplpedpop.participant_step1(det("seed", i), t, n, i, det("aux", i)) for i in range(n)
+    ]
+    cmsg, coutput, c_eq = simplpedpop.coordinator_step([m for _, m, _ in dealt], t, n)
+    for i, (state, _, _) in enumerate(dealt):
+        secshare = sum(shares[i] for _, _, shares in dealt) % N
+        output, eq_input = simplpedpop.participant_step2(state, cmsg, secshare)
+        assert eq_input == c_eq and output.thresh_pk == coutput.thresh_pk
+        assert output.secshare is not None
+        assert Point.base_mul(output.secshare) == coutput.pubshares[i]
+
+    # EncPedPop: the coordinator only ever sees encrypted shares.
+    deckeys = [det("deckey", i) for i in range(n)]
+    enckeys = [Point.base_mul(int.from_bytes(k, "big")) for k in deckeys]
+    steps = [
+        encpedpop.participant_step1(det("eseed", i), deckeys[i], enckeys, t, i, det("rnd", i))
+        for i in range(n)
+    ]
+    pmsgs = [encpedpop.ParticipantMsg.from_bytes(m, t, n) for _, m in steps]
+    ecmsg, ecoutput, ec_eq, enc_secshares = encpedpop.coordinator_step(pmsgs, t, enckeys)
+    for i, (enc_state, _) in enumerate(steps):
+        enc_output, eq_input = encpedpop.participant_step2(
+            enc_state, deckeys[i], ecmsg.to_bytes(), enc_secshares[i]
+        )
+        assert eq_input == ec_eq and enc_output.thresh_pk == ecoutput.thresh_pk
+    with pytest.raises(dkg.CoordinatorMsgLengthError):
+        encpedpop.participant_step2(steps[0][0], deckeys[0], ecmsg.to_bytes()[:-1], 0)
+    with pytest.raises(dkg.ParticipantMsgLengthError):
+        simplpedpop.coordinator_step([dealt[0][1], dealt[1][1], b"\x00"], t, n)

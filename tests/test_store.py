@@ -277,7 +277,7 @@ def test_failed_migration_changes_nothing(backend: Backend) -> None:
         backend.query("SELECT * FROM half_done")
     with open_store(backend.url, migrate=False) as fresh:
         assert fresh.schema_version() == 0
-        assert fresh.migrate() == (1,)
+        assert fresh.migrate() == tuple(m.version for m in sqlite_migrations.MIGRATIONS)
 
 
 def test_newer_schema_is_refused(backend: Backend) -> None:

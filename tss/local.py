@@ -18,6 +18,7 @@ from tss.dkg.chilldkg import hostpubkey_gen
 from tss.errors import InputError, InternalError
 from tss.keygen import EcdsaSetupCeremony, Keygen
 from tss.keyshare import SCHEMES, KeyShare, Scheme
+from tss.reshare import PublicKeyring, Reshare, ReshareOutput, ResharePlan
 from tss.shamir import interpolate_at_zero
 from tss.signing import (
     NO_OPTIONS,
@@ -27,7 +28,7 @@ from tss.signing import (
     SigningOptions,
 )
 
-__all__ = ["keygen", "sign", "sign_recoverable", "export_key", "import_key"]
+__all__ = ["keygen", "sign", "sign_recoverable", "reshare", "refresh", "export_key", "import_key"]
 
 
 def _random(n: int) -> bytes:
@@ -108,6 +109,67 @@ def sign_recoverable(
     return run_in_memory(
         [EcdsaSigning(s, signers, digest, session_id, _random, options) for s in shares]
     )[0]
+
+
+def reshare(shares: Sequence[KeyShare], *, threshold: int, parties: int) -> list[KeyShare]:
+    """Re-deal a keyring to ``parties`` new parties with ``threshold``, keeping its public key.
+
+    The given shares (at least the old threshold) deal; the new parties are
+    fresh ones: old party i sits at seat i and new party j at seat n + j
+    (``tss.reshare``). Old shares stay valid until discarded, but never combine
+    with the new ones (the epoch goes up by one).
+
+    Arguments:
+        shares: the dealing quorum's key shares (one keyring and epoch).
+        threshold: t' of the new keyring.
+        parties: n' of the new keyring.
+
+    Returns:
+        One key share per new party, ``new[j].party_id == j``, all with the old
+        ``public_key`` and chain code and epoch + 1.
+
+    Raises:
+        InputError: too few or mixed shares, or bad t', n' (ECDSA needs t' >= 2).
+    """
+    first = _same_keyring(shares)
+    plan = ResharePlan(
+        _random(32),
+        PublicKeyring.from_share(first),
+        dealers=tuple(sorted(s.party_id for s in shares)),
+        holders=tuple(first.parties + j for j in range(parties)),
+        threshold=threshold,
+    )
+    dealers = [Reshare(plan, s.party_id, s, _random) for s in shares]
+    holders = [Reshare(plan, seat, None, _random) for seat in plan.holders]
+    return _new_shares(run_in_memory(dealers + holders)[len(dealers) :])
+
+
+def refresh(shares: Sequence[KeyShare]) -> list[KeyShare]:
+    """Give every party of a keyring fresh secret shares of the same key (zero-sharing).
+
+    Arguments:
+        shares: every party's key share (one keyring and epoch).
+
+    Returns:
+        New key shares in party-id order: same public key, threshold and
+        parties, new public shares, epoch + 1. Old and new shares do not combine.
+
+    Raises:
+        InputError: not every party's share, or mixed shares.
+    """
+    first = _same_keyring(shares)
+    if sorted(s.party_id for s in shares) != list(range(first.parties)):
+        raise InputError("a refresh needs every party's share")
+    plan = ResharePlan.refresh(PublicKeyring.from_share(first), _random(32))
+    ordered = sorted(shares, key=lambda s: s.party_id)
+    return _new_shares(run_in_memory([Reshare(plan, s.party_id, s, _random) for s in ordered]))
+
+
+def _new_shares(outputs: Sequence[ReshareOutput]) -> list[KeyShare]:
+    new = [o.share for o in outputs if o.share is not None]
+    if len(new) != len(outputs):
+        raise InternalError("a new holder finished without a key share")
+    return new
 
 
 def export_key(shares: Sequence[KeyShare]) -> bytes:

@@ -98,6 +98,7 @@ from tss.errors import (
     InvalidEncodingError,
     ProtocolError,
 )
+from tss.keygen import KeyMaterial
 from tss.keyshare import MAX_PARTIES, SCHEMES, KeyShare, Scheme
 from tss.shamir import eval_point, lagrange_coefficient, poly_eval
 from tss.tags import (
@@ -218,7 +219,8 @@ class ResharePlan:
 
     Raises (on construction):
         InputError: a bad session id, dealer set or holder seats, t' out of range
-            (ECDSA needs t' >= 2), a refresh plan not covering every party, or
+            (ECDSA needs t' >= 2), a refresh plan not covering every party or
+            of a 1-of-n keyring (whose shares are the key), or
             old public shares whose dealers' interpolation is not the public key.
     """
 
@@ -249,6 +251,8 @@ class ResharePlan:
             everyone = tuple(range(kr.parties))
             if dealers != everyone or holders != everyone or self.threshold != kr.threshold:
                 raise InputError("a refresh keeps every party and the threshold")
+            if kr.threshold == 1:  # degree-0 shares are the key itself: nothing to renew
+                raise InputError("a refresh needs a threshold of at least 2")
         elif self.mode != "reshare":
             raise InputError(f"unknown mode {self.mode!r}")
         weighted = {
@@ -475,32 +479,32 @@ class ReshareOutput:
 
     Attributes:
         keyring: the new keyring's public side (the same for every seat).
-        share: this seat's new key share; None for a dealer that leaves.
+        share: this seat's new key share (an ECDSA one with its fresh pairwise
+            setup); None for a dealer that leaves the keyring.
         agreement: the agreement hash every seat confirmed (a transcript id
             the service can record with the epoch change).
-        ecdsa_setup: ECDSA keyrings: this holder's fresh DKLs23 pairwise setup
-            (store it with the share); None otherwise.
     """
 
     keyring: PublicKeyring
     share: KeyShare | None
     agreement: bytes
-    ecdsa_setup: EcdsaSetup | None = field(default=None, repr=False)
 
 
 class Reshare(Ceremony[ReshareOutput]):
     """One seat's side of a reshare or refresh; ``result`` is its ``ReshareOutput``.
 
+    Rounds: 2 for bip340, 3 for ecdsa-secp256k1 (see the module docstring).
+
     Arguments:
         plan: the ceremony's plan (identical at every seat).
         me: this party's seat.
         share: this party's old key share if it deals (required at a dealer's
-            seat and in a refresh); None for a party joining the keyring.
+            seat, hence at every seat of a refresh); None for any other seat.
         rand: fresh randomness.
 
     Raises:
-        InputError: ``me`` is not a seat, or the share is missing or not the
-            plan's dealer's.
+        InputError: ``me`` is not a seat, or the share is missing, extra or
+            not the plan's dealer's.
     """
 
     def __init__(self, plan: ResharePlan, me: int, share: KeyShare | None, rand: Random) -> None:
@@ -516,7 +520,8 @@ class Reshare(Ceremony[ReshareOutput]):
             raise InputError("only dealers bring an old key share")
         self._share = share
         self._dealing: Dealing | None = None
-        self._output: ReshareOutput | None = None
+        self._keyring: PublicKeyring | None = None
+        self._material: KeyMaterial | None = None
         self._agreement = b""
         self._setup1: SetupRound1State | None = None
         self._setup2: SetupRound2State | None = None
@@ -526,21 +531,20 @@ class Reshare(Ceremony[ReshareOutput]):
     def _others(self) -> list[int]:
         return [s for s in self.parties if s != self.me]
 
-    def _holder_peers(self) -> list[int]:
-        return [s for s in self._plan.holders if s != self.me]
-
     def _expected_senders(self, round_: int) -> Sequence[int]:
         if round_ == 1:
             return [d for d in self._plan.dealers if d != self.me]
         if round_ == 2:
             return self._others()
-        return self._holder_peers() if self._new_id is not None else []
+        if self._new_id is None:
+            return []
+        return [s for s in self._plan.holders if s != self.me]
 
     def _start(self) -> list[Message]:
         if self._share is None:
             return []
-        self._dealing = deal(self._plan, self._share, self._rand(32))
-        dealing = self._dealing
+        dealing = deal(self._plan, self._share, self._rand(32))
+        self._dealing = dealing
         return self._p2p(1, {s: dealing.message_to(self._plan, s) for s in self._others()})
 
     def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
@@ -568,8 +572,7 @@ class Reshare(Ceremony[ReshareOutput]):
         for d in plan.dealers:  # check (1): nobody changes the public key
             if commitments[d][0] != plan.expected_constant(d):
                 raise FaultyParticipantError(d, "dealing would change the public key")
-        keyring, points = _new_keyring(plan, commitments)
-        new_share = None
+        self._keyring, points = _new_keyring(plan, commitments)
         if self._new_id is not None:  # check (2): the sub-shares, summed first
             j = self._new_id
             secret = sum(subshares.values()) % N
@@ -579,30 +582,27 @@ class Reshare(Ceremony[ReshareOutput]):
                 secret = (secret + self._share.secret_share) % N
             if Point.base_mul(secret) != points[j]:
                 _blame_subshares(plan, j, commitments, subshares)
-            new_share = KeyShare(
-                keyring.scheme, j, keyring.threshold, keyring.public_key, keyring.public_shares,
-                secret, keyring.chain_code, keyring.epoch,
-            )  # fmt: skip
-        self._agreement = agreement_hash(plan, commitments)
-        self._output = ReshareOutput(keyring, new_share, self._agreement)
-        out = {s: self._agreement for s in self._others()}
-        if new_share is not None and self.rounds == 3:  # ECDSA: start the pairwise setup
-            self._setup1, setup_msgs = setup_round1(
-                new_share, tagged_hash(RESHARE_TAG_ECDSA_SESSION, self._agreement), self._rand(32)
+            kr = self._keyring
+            self._material = KeyMaterial(
+                j, kr.threshold, kr.public_key, kr.public_shares, secret, kr.chain_code, kr.epoch
             )
+        self._agreement = agreement_hash(plan, commitments)
+        out = {s: self._agreement for s in self._others()}
+        if self._material is not None and self.rounds == 3:  # ECDSA: start the pairwise setup
+            session_id = tagged_hash(RESHARE_TAG_ECDSA_SESSION, self._agreement)
+            self._setup1, setup_msgs = setup_round1(self._material, session_id, self._rand(32))
             for j, msg in setup_msgs.items():
                 out[plan.holders[j]] += msg
         return self._p2p(2, out)
 
     def _receive_agreement(self, payloads: Mapping[int, bytes]) -> list[Message]:
-        # Check (3) before anything else, so a mismatch reads as what it is.
-        mine = self._agreement
+        # Check (3) before anything else, so that a mismatch reads as what it is.
         setup_msgs: dict[int, bytes] = {}
         mismatched = []
         for s, payload in payloads.items():
             if len(payload) < _HASH:
                 raise FaultyParticipantError(s, "round-2 payload too short")
-            if not hmac.compare_digest(payload[:_HASH], mine):
+            if not hmac.compare_digest(payload[:_HASH], self._agreement):
                 mismatched.append(s)
             elif self._setup1 is not None and s in self._plan.holders:
                 setup_msgs[self._plan.holders.index(s)] = payload[_HASH:]
@@ -613,11 +613,8 @@ class Reshare(Ceremony[ReshareOutput]):
                 f"agreement check failed: parties {mismatched} received different dealings "
                 "(a dealer equivocated, or those parties misreport); aborting"
             )
-        output = self._output
-        if output is None:
-            raise InternalError("round 2 before round 1")
-        if self._setup1 is None:
-            self._finish(output)
+        if self._setup1 is None:  # bip340, or a dealer leaving the keyring
+            self._finish_with(None)
             return []
         with _blame_seats(self._plan):
             self._setup2, replies = setup_round2(self._setup1, setup_msgs)
@@ -625,15 +622,22 @@ class Reshare(Ceremony[ReshareOutput]):
         return self._p2p(3, {self._plan.holders[j]: m for j, m in replies.items()})
 
     def _finish_setup(self, payloads: Mapping[int, bytes]) -> list[Message]:
-        output, state = self._output, self._setup2
-        if output is None or state is None:
+        if self._setup2 is None:
             raise InternalError("round 3 out of order")
         msgs = {self._plan.holders.index(s): m for s, m in payloads.items()}
         with _blame_seats(self._plan):
-            setup = setup_finalize(state, msgs)
+            setup = setup_finalize(self._setup2, msgs)
         self._setup2 = None
-        self._finish(ReshareOutput(output.keyring, output.share, output.agreement, setup))
+        self._finish_with(setup)
         return []
+
+    def _finish_with(self, setup: EcdsaSetup | None) -> None:
+        keyring, material = self._keyring, self._material
+        if keyring is None:
+            raise InternalError("finished before round 1")
+        share = None if material is None else material.key_share(keyring.scheme, setup)
+        self._material = None
+        self._finish(ReshareOutput(keyring, share, self._agreement))
 
 
 @contextmanager

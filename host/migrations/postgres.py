@@ -73,5 +73,19 @@ _INIT: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "init", _INIT),)
+# See host.migrations.sqlite: the enclave's sealed identity, append-only.
+_ENCLAVE_IDENTITIES: Final = (
+    """
+    CREATE TABLE enclave_identities (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        sealed_identity BYTEA NOT NULL CHECK (octet_length(sealed_identity) > 0),
+        created_at_ms BIGINT NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "init", _INIT),
+    Migration(2, "enclave_identities", _ENCLAVE_IDENTITIES),
+)
 check_sequence(MIGRATIONS)

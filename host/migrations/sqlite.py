@@ -78,5 +78,22 @@ _INIT: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "init", _INIT),)
+# The enclave's sealed party identity (its static keys, sealed by the enclave),
+# handed back to Enclave.Provision at every start. Append-only: a different blob
+# gets a new row and the newest is used, so an identity is never overwritten
+# (losing it would change the enclave's party id in every keyring).
+_ENCLAVE_IDENTITIES: Final = (
+    """
+    CREATE TABLE enclave_identities (
+        id INTEGER NOT NULL PRIMARY KEY,
+        sealed_identity BLOB NOT NULL CHECK (length(sealed_identity) > 0),
+        created_at_ms INTEGER NOT NULL
+    ) STRICT
+    """,
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "init", _INIT),
+    Migration(2, "enclave_identities", _ENCLAVE_IDENTITIES),
+)
 check_sequence(MIGRATIONS)

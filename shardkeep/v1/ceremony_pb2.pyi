@@ -42,7 +42,7 @@ class Party(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., static_key: _Optional[bytes] = ..., host_pubkey: _Optional[bytes] = ...) -> None: ...
 
 class CeremonyRequest(_message.Message):
-    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "request_nonce", "signers", "owner_key", "new_threshold", "new_parties", "epoch")
+    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "request_nonce", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot")
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class CeremonyRequest(_message.Message):
     NEW_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     NEW_PARTIES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TAPROOT_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     room_id: str
     kind: CeremonyKind
@@ -79,7 +80,8 @@ class CeremonyRequest(_message.Message):
     new_threshold: int
     new_parties: _containers.RepeatedCompositeFieldContainer[Party]
     epoch: int
-    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., request_nonce: _Optional[bytes] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ...) -> None: ...
+    taproot: bool
+    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., request_nonce: _Optional[bytes] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ...) -> None: ...
 
 class SignedCeremonyRequest(_message.Message):
     __slots__ = ("request", "coordinator_signature", "owner_signature")

@@ -23,11 +23,20 @@ cannot tell who sent a bad share without an investigation
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NewType, NoReturn
 
-from tss.curve import P_FIELD, N, Point, mul_add_g, point_sum, tagged_hash
+from tss.curve import (
+    P_FIELD,
+    N,
+    Point,
+    mul_add_g,
+    point_sum,
+    scalar_to_bytes,
+    tagged_hash,
+)
 from tss.dkg.errors import (
     CoordinatorMsgLengthError,
     FaultyParticipantOrCoordinatorError,
@@ -402,7 +411,9 @@ def participant_investigate(
     partial_pubshares = cinv.partial_pubshares
     if point_sum(partial_pubshares) != inv_data.pubshare:
         raise FaultyCoordinatorError("Sum of partial pubshares not equal to pubshare")
-    if sum(partial_secshares) % N != inv_data.secshare:
+    if not hmac.compare_digest(
+        scalar_to_bytes(sum(partial_secshares)), scalar_to_bytes(inv_data.secshare)
+    ):
         raise SecshareSumError("Sum of partial secshares not equal to secshare")
     for i in range(n):
         if not verify_secshare(partial_secshares[i], partial_pubshares[i]):

@@ -1,0 +1,57 @@
+"""``shardkeep-enclave``: the enclave process (the server share's only home)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from enclave.auth import Authorizer, Policy
+from enclave.config import EnclaveConfig
+from enclave.kms import EnclaveKmsClient, KmsCredentials
+from enclave.nsm import Nsm, SimulatedNitroPki, SimulatedNsm
+from enclave.seal import ShareSealer
+from enclave.service import EnclaveDeps, create_server
+from shardkeep import logs
+from shardkeep.server import serve_until_signalled
+
+
+def build_deps(config: EnclaveConfig) -> EnclaveDeps:
+    """Wire the NSM, KMS client, sealer and authoriser the configuration names."""
+    if config.nsm_mode != "simulated" or config.pki_dir is None:
+        # The /dev/nsm ioctl backend needs Nitro hardware (enclave/nsm.py).
+        raise SystemExit("shardkeep-enclave: only the simulated NSM is available in this build")
+    nsm: Nsm = SimulatedNsm(config.image, pki=SimulatedNitroPki.load(config.pki_dir))
+    kms = EnclaveKmsClient.connect(
+        endpoint_url=config.kms.endpoint,
+        region=config.kms.region,
+        credentials=KmsCredentials(config.kms.access_key_id, config.kms.secret_access_key),
+        nsm=nsm,
+    )
+    policy = Policy(config.coordinator_keys, config.max_request_validity_seconds)
+    return EnclaveDeps(nsm, ShareSealer(kms, config.kms.key_id), Authorizer(policy))
+
+
+async def serve(config: EnclaveConfig) -> None:
+    deps = await asyncio.to_thread(build_deps, config)
+    running = await create_server(config.listen, deps)
+    print(f"shardkeep-enclave listening on {config.listen}", flush=True)
+    await serve_until_signalled(running.server, running.health)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="shardkeep-enclave", description=__doc__)
+    parser.add_argument(
+        "--config", type=Path, required=True, help="the enclave's JSON configuration"
+    )
+    parser.add_argument("--listen", help="override the configuration's listen address")
+    args = parser.parse_args(argv)
+    config = EnclaveConfig.load(args.config)
+    if args.listen:
+        config = EnclaveConfig(**{**config.__dict__, "listen": args.listen})
+    logs.configure("enclave")
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The enclave's gRPC service: the only door into the server share (DESIGN.md §4-5).
+
+The host calls it over vsock (a Unix socket off Nitro). Every ceremony request
+is authorised here (``enclave.auth``), the wallet's sealed record is opened
+with a key only this attested enclave gets from KMS, and the ceremony runs
+over end-to-end sealed envelopes the host merely carries. New shares leave
+only sealed, and only after the host has acknowledged storing them is the
+result released. Errors are translated once, by ``STATUS_TABLE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import cbor2
+import grpc
+import structlog
+
+from enclave.auth import Authorizer
+from enclave.ceremonies import Outcome, Plan, plan, scheme_of
+from enclave.errors import BadRequest, Unauthorized, WrongShare
+from enclave.identity import Identity, ServerShare
+from enclave.kms import KmsError
+from enclave.nsm import Nsm
+from enclave.seal import SealBinding, SealedShare, ShareSealer
+from shardkeep.server import AsyncHealthServicer, bind, mark_serving, new_server
+from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
+from tss.errors import InputError, ProtocolError, SessionStateError
+from tss.keyshare import KeyShare
+
+log = structlog.get_logger("enclave")
+VERSION = "0.1.0"
+IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
+CULPRITS_METADATA = "shardkeep-culprits"
+
+# One table maps errors to status codes (STYLE.md principle 5). Order matters:
+# the first matching class wins.
+STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (Unauthorized, grpc.StatusCode.PERMISSION_DENIED),
+    (WrongShare, grpc.StatusCode.FAILED_PRECONDITION),
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (KmsError, grpc.StatusCode.UNAVAILABLE),
+    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (SessionStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProtocolError, grpc.StatusCode.ABORTED),
+)
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and the message the host may see for ``error``."""
+    for kind, code in STATUS_TABLE:
+        if isinstance(error, kind):
+            return code, str(error)
+    return grpc.StatusCode.INTERNAL, "internal error in the enclave"
+
+
+@dataclass(frozen=True)
+class EnclaveDeps:
+    """What the service runs on: NSM, sealer (KMS), authoriser, clock and randomness."""
+
+    nsm: Nsm
+    sealer: ShareSealer
+    authorizer: Authorizer
+    clock: Callable[[], float] = time.time
+    rand: Callable[[int], bytes] = secrets.token_bytes
+
+
+class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
+    def __init__(self, deps: EnclaveDeps) -> None:
+        self._deps = deps
+        self._identity: Identity | None = None
+        self._running = 0
+        # Pairs burned by a failed ECDSA check, per (wallet, epoch): applied to
+        # every later load of that share (DKLs23 setups are never reused after
+        # a failed check; a refresh gives the wallet a new epoch).
+        self._burned: dict[tuple[str, int], set[int]] = {}
+
+    # --- identity and attestation -------------------------------------------------
+
+    async def Provision(
+        self, request: enclave_pb2.ProvisionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> enclave_pb2.ProvisionResponse:
+        try:
+            identity, sealed = await asyncio.to_thread(
+                self._provision, bytes(request.sealed_identity)
+            )
+        except Exception as e:  # mapped by the one table
+            await _abort(context, e)
+            raise
+        return enclave_pb2.ProvisionResponse(
+            sealed_identity=sealed,
+            static_key=identity.static_public_key,
+            host_pubkey=identity.host_pubkey,
+        )
+
+    def _provision(self, sealed: bytes) -> tuple[Identity, bytes]:
+        if sealed:
+            identity = Identity.from_bytes(self._unseal(sealed, IDENTITY_BINDING))
+        else:
+            identity = Identity.generate(self._deps.rand)
+            sealed = self._seal(identity.to_bytes(), IDENTITY_BINDING)
+        if self._identity is not None and self._identity.party_id != identity.party_id:
+            raise WrongShare("the enclave is already provisioned with another identity")
+        self._identity = identity
+        log.info("provisioned", party_id=identity.party_id)
+        return identity, sealed
+
+    async def GetAttestation(
+        self,
+        request: enclave_pb2.GetAttestationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> enclave_pb2.GetAttestationResponse:
+        identity = self._identity
+        try:
+            if identity is None:
+                raise SessionStateError("the enclave is not provisioned yet")
+            document = await asyncio.to_thread(
+                self._deps.nsm.attestation,
+                bytes(request.user_data) or None,
+                bytes(request.nonce) or None,
+                identity.static_public_key,
+            )
+        except Exception as e:
+            await _abort(context, e)
+            raise
+        return enclave_pb2.GetAttestationResponse(document=document)
+
+    async def GetStatus(
+        self, request: enclave_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> enclave_pb2.GetStatusResponse:
+        static_key = self._identity.static_public_key if self._identity else b""
+        return enclave_pb2.GetStatusResponse(
+            version=VERSION, static_key=static_key, ceremonies_running=self._running
+        )
+
+    # --- ceremonies ----------------------------------------------------------------
+
+    async def RunCeremony(
+        self,
+        request_iterator: AsyncIterator[enclave_pb2.CeremonyInput],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[enclave_pb2.CeremonyOutput]:
+        self._running += 1
+        request: ceremony_pb2.CeremonyRequest | None = None
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("input") != "start":
+                raise BadRequest("a ceremony stream starts with CeremonyStart")
+            req, running = await asyncio.to_thread(self._begin, first.start)
+            request = req
+            log.info("ceremony started", **_ids(req))
+            for out in running.outbound(await asyncio.to_thread(running.plan.session.start)):
+                yield out
+            async for item in request_iterator:
+                if item.WhichOneof("input") != "inbound":
+                    raise BadRequest("expected the room's envelopes")
+                sent = await asyncio.to_thread(
+                    running.plan.session.receive, bytes(item.inbound.payload)
+                )
+                for out in running.outbound(sent):
+                    yield out
+                if running.plan.session.done:
+                    break
+            if not running.plan.session.done:
+                raise BadRequest("the host ended the stream before the ceremony finished")
+            outcome = running.plan.finish(running.plan.session.result)
+            if outcome.record is not None:
+                yield await asyncio.to_thread(self._store_output, req, outcome)
+                ack = await anext(aiter(request_iterator), None)
+                if (
+                    ack is None
+                    or ack.WhichOneof("input") != "store_ack"
+                    or ack.store_ack.epoch != outcome.result.epoch
+                ):
+                    raise BadRequest("the host did not acknowledge storing the new share")
+            log.info("ceremony finished", **_ids(req))
+            yield enclave_pb2.CeremonyOutput(result=outcome.result)
+        except Exception as e:
+            self._note_burned(request, e)
+            log.warning(
+                "ceremony failed", error=type(e).__name__, **(_ids(request) if request else {})
+            )
+            await _abort(context, e, running_parties(request))
+            raise
+        finally:
+            self._running -= 1
+
+    def _begin(
+        self, start: enclave_pb2.CeremonyStart
+    ) -> tuple[ceremony_pb2.CeremonyRequest, _Running]:
+        identity = self._identity
+        if identity is None:
+            raise SessionStateError("the enclave is not provisioned yet")
+        now = int(self._deps.clock())
+        # The coordinator's signature is checked first; the owner's (export,
+        # reshare) needs the owner key from the sealed record.
+        unverified = ceremony_pb2.CeremonyRequest.FromString(start.request.request)
+        record = None
+        if unverified.kind != ceremony_pb2.CEREMONY_KIND_KEYGEN:
+            record = self._load_record(unverified, identity, list(start.sealed_shares))
+        owner_key = record.owner_key if record else None
+        request = self._deps.authorizer.authorize(start.request, now, owner_key)
+        if request.wallet_id.startswith("_") or not request.wallet_id:
+            raise BadRequest("wallet ids must be non-empty and not start with '_'")
+        return request, _Running(
+            request, plan(request, identity, record, self._deps.rand), identity
+        )
+
+    def _load_record(
+        self,
+        request: ceremony_pb2.CeremonyRequest,
+        identity: Identity,
+        sealed: list[ceremony_pb2.SealedShare],
+    ) -> ServerShare:
+        ids = [p.party_id for p in request.parties]
+        if identity.party_id not in ids:
+            raise BadRequest("the server party is not among the request's parties")
+        me = ids.index(identity.party_id)
+        binding = SealBinding(request.wallet_id, me, scheme_of(request), request.epoch)
+        candidates = [s for s in sealed if s.share_index == me and s.epoch == request.epoch]
+        if len(candidates) != 1:
+            raise WrongShare("the host did not supply the server share of this wallet and epoch")
+        stored = candidates[0]
+        plain = self._unseal(
+            cbor2.dumps({"k": bytes(stored.encrypted_data_key), "c": bytes(stored.ciphertext)}),
+            binding,
+        )
+        record = ServerShare.from_bytes(plain)
+        share = record.key_share
+        if share.party_id != me or share.epoch != request.epoch:
+            raise WrongShare("the sealed share is not the server party's at this epoch")
+        for peer in self._burned.get((request.wallet_id, request.epoch), set()):
+            if share.ecdsa is not None:
+                share.ecdsa.mark_burned(peer)
+        return record
+
+    def _store_output(
+        self, request: ceremony_pb2.CeremonyRequest, outcome: Outcome
+    ) -> enclave_pb2.CeremonyOutput:
+        record = outcome.record
+        if record is None:
+            raise BadRequest("nothing to store")
+        share: KeyShare = record.key_share
+        binding = SealBinding(request.wallet_id, share.party_id, share.scheme, share.epoch)
+        sealed = self._deps.sealer.seal(record.to_bytes(), binding)
+        return enclave_pb2.CeremonyOutput(
+            store=ceremony_pb2.SealedShare(
+                wallet_id=request.wallet_id,
+                share_index=share.party_id,
+                scheme=request.scheme,
+                epoch=share.epoch,
+                encrypted_data_key=sealed.encrypted_data_key,
+                ciphertext=sealed.ciphertext,
+                public_key=share.public_key,
+            )
+        )
+
+    def _note_burned(
+        self, request: ceremony_pb2.CeremonyRequest | None, error: BaseException
+    ) -> None:
+        if request is None or request.kind != ceremony_pb2.CEREMONY_KIND_SIGN:
+            return
+        if isinstance(error, ProtocolError):
+            burned = self._burned.setdefault((request.wallet_id, request.epoch), set())
+            burned.update(error.culprits)
+
+    # --- sealing -------------------------------------------------------------------
+
+    def _seal(self, plaintext: bytes, binding: SealBinding) -> bytes:
+        sealed = self._deps.sealer.seal(plaintext, binding)
+        return cbor2.dumps({"k": sealed.encrypted_data_key, "c": bytes(sealed.ciphertext)})
+
+    def _unseal(self, blob: bytes, binding: SealBinding) -> bytes:
+        try:
+            fields = cbor2.loads(blob)
+            sealed = SealedShare(bytes(fields["k"]), fields["c"])
+        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError) as e:
+            raise WrongShare("sealed data is malformed") from e
+        return self._deps.sealer.unseal(sealed, binding)
+
+
+@dataclass
+class _Running:
+    request: ceremony_pb2.CeremonyRequest
+    plan: Plan
+    identity: Identity
+
+    def outbound(self, sealed: list[Any]) -> list[enclave_pb2.CeremonyOutput]:
+        return [
+            enclave_pb2.CeremonyOutput(
+                outbound=envelope_pb2.Envelope(
+                    room_id=self.request.room_id,
+                    ceremony_id=self.request.ceremony_id,
+                    round=o.round,
+                    sender=self.identity.party_id,
+                    recipient=o.recipient_id,
+                    payload=o.envelope,
+                )
+            )
+            for o in sealed
+        ]
+
+
+def running_parties(request: ceremony_pb2.CeremonyRequest | None) -> list[str]:
+    return [p.party_id for p in request.parties] if request is not None else []
+
+
+def _ids(request: ceremony_pb2.CeremonyRequest) -> dict[str, str]:
+    return {
+        "wallet_id": request.wallet_id,
+        "room_id": request.room_id,
+        "ceremony_id": request.ceremony_id,
+        "kind": ceremony_pb2.CeremonyKind.Name(request.kind),
+    }
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    error: BaseException,
+    parties: list[str] | None = None,
+) -> None:
+    code, message = status_for(error)
+    if isinstance(error, ProtocolError) and parties:
+        culprits = [parties[i] for i in error.culprits if 0 <= i < len(parties)]
+        context.set_trailing_metadata(((CULPRITS_METADATA, ",".join(culprits)),))
+    if code == grpc.StatusCode.INTERNAL:
+        log.error("internal error", error=type(error).__name__)
+    await context.abort(code, message)
+
+
+class RunningEnclave(NamedTuple):
+    server: grpc.aio.Server
+    port: int  # the bound TCP port, 0 for a Unix socket
+    servicer: EnclaveServicer
+    health: AsyncHealthServicer
+
+
+async def create_server(address: str, deps: EnclaveDeps) -> RunningEnclave:
+    """Build and start the enclave's gRPC server on ``address`` (``unix:/path`` or host:port)."""
+    server, health = new_server()
+    servicer = EnclaveServicer(deps)
+    enclave_pb2_grpc.add_EnclaveServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    port = bind(server, address)
+    await server.start()
+    await mark_serving(health, ["shardkeep.v1.Enclave"])
+    return RunningEnclave(server, port, servicer, health)

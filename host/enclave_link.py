@@ -1,0 +1,461 @@
+"""The host's link to the enclave: provisioning, attestation, and driving ceremony streams.
+
+The host <-> enclave contract of ``Enclave.RunCeremony`` (enclave.proto), as
+driven by ``CeremonyDriver``:
+
+1. The host joins the ceremony's room on the relay as the enclave's party
+   (with the coordinator's ``relay_token``) *before* it opens the stream, so a
+   bad room or token fails without spending the request's nonce in the
+   enclave. It then sends ``CeremonyInput.start`` with the signed request and
+   the wallet's current sealed shares (none for keygen).
+2. ``CeremonyOutput.outbound`` envelopes go to the relay in the order the
+   enclave sent them; the host's relay session assigns the per-sender seq.
+   Sends are pipelined (the host does not wait for one relay ack before
+   forwarding the next output) but every one must be acked before the host
+   reports success.
+3. Every relay delivery of this ceremony (``ceremony_id``) addressed to the
+   enclave party, broadcasts included, goes to the enclave as
+   ``CeremonyInput.inbound``, in relay order. Deliveries of other ceremonies
+   in the same room (the backlog of earlier ones) are dropped.
+4. ``CeremonyOutput.store`` is written as pending (``host.epoch_writer``) and
+   only then acknowledged with ``CeremonyInput.store_ack{epoch}``.
+5. ``CeremonyOutput.result`` ends the exchange; the enclave then ends the
+   stream with OK. The host commits the pending epoch and returns the result.
+   Any failure before that (an enclave status, the relay, the store, the
+   deadline, cancellation) aborts the epoch this ceremony opened, so the old
+   share stays current.
+6. Enclave statuses pass through to the coordinator (``host.errors``).
+
+The host never looks inside payloads or sealed blobs; it logs ids, counts and
+sizes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Final
+
+import grpc
+import structlog
+
+from host.ceremony_plan import CeremonyPlan, scheme_enum
+from host.epoch_writer import EpochWriter
+from host.errors import EnclaveProtocolError, HostError, error_from_enclave
+from host.store import Store, WalletNotFoundError
+from relay.client import PartySession, RelayClient
+from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
+
+__all__ = [
+    # Functions
+    "ceremony_budget",
+    # Types
+    "CeremonyDriver",
+    "CeremonyStats",
+    "EnclaveLink",
+    "LinkConfig",
+]
+
+_EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
+_RunCall = grpc.aio.StreamStreamCall[enclave_pb2.CeremonyInput, enclave_pb2.CeremonyOutput]
+_K = ceremony_pb2.CeremonyKind
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Timeouts of the enclave link.
+
+    Attributes:
+        call_timeout_s: deadline of unary enclave calls (Provision, GetAttestation, GetStatus).
+        provision_wait_s: how long start-up waits for the enclave to come up.
+        max_ceremony_s: the longest a ceremony may run when the coordinator
+            sets no (or a longer) deadline.
+        deadline_margin_s: the host gives up this much before the coordinator's
+            deadline, so it can still abort the pending epoch and answer.
+    """
+
+    call_timeout_s: float = 10.0
+    provision_wait_s: float = 60.0
+    max_ceremony_s: float = 300.0
+    deadline_margin_s: float = 0.25
+
+
+class EnclaveLink:
+    """The enclave's gRPC API as the host uses it."""
+
+    def __init__(self, channel: grpc.aio.Channel, config: LinkConfig | None = None) -> None:
+        """Arguments:
+        channel: a channel to the enclave (``unix:/path`` or the vsock bridge).
+        config: timeouts (``LinkConfig()`` if None).
+        """
+        self._stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
+        self.config = config or LinkConfig()
+        self._static_key: bytes | None = None
+        self._log = structlog.get_logger("host.enclave")
+
+    @property
+    def static_key(self) -> bytes:
+        """The enclave's X25519 party key, from Provision.
+
+        Raises:
+            HostError: UNAVAILABLE before the enclave was provisioned.
+        """
+        if self._static_key is None:
+            raise HostError(grpc.StatusCode.UNAVAILABLE, "the enclave is not provisioned")
+        return self._static_key
+
+    async def provision(self, store: Store) -> enclave_pb2.ProvisionResponse:
+        """Hand the enclave its sealed identity (or none, the first time); keep what it returns.
+
+        Waits up to ``provision_wait_s`` for the enclave to come up.
+
+        Arguments:
+            store: where the sealed identity is kept.
+
+        Returns:
+            The enclave's answer (static key, ChillDKG host public key).
+
+        Raises:
+            HostError: the enclave refused or did not come up.
+            StoreError: the identity could not be read or written.
+        """
+        sealed = await asyncio.to_thread(store.latest_enclave_identity)
+        try:
+            response: enclave_pb2.ProvisionResponse = await self._stub.Provision(
+                enclave_pb2.ProvisionRequest(sealed_identity=sealed or b""),
+                timeout=self.config.provision_wait_s,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as e:
+            raise error_from_enclave(e) from e
+        if len(response.static_key) != 32:
+            raise EnclaveProtocolError("Provision returned no 32-byte static key")
+        if response.sealed_identity:
+            stored = await asyncio.to_thread(store.put_enclave_identity, response.sealed_identity)
+        else:
+            stored = False
+        self._static_key = bytes(response.static_key)
+        self._log.info(
+            "enclave provisioned",
+            static_key=response.static_key.hex(),
+            new_identity_stored=stored,
+            first_start=sealed is None,
+        )
+        return response
+
+    async def attestation(self, nonce: bytes, *, request_id: str) -> bytes:
+        """An attestation document for ``nonce`` (COSE_Sign1 bytes).
+
+        Raises:
+            HostError: the enclave's status, passed through.
+        """
+        try:
+            response: enclave_pb2.GetAttestationResponse = await self._stub.GetAttestation(
+                enclave_pb2.GetAttestationRequest(nonce=nonce),
+                timeout=self.config.call_timeout_s,
+                metadata=(("x-request-id", request_id),),
+            )
+        except grpc.aio.AioRpcError as e:
+            raise error_from_enclave(e) from e
+        return bytes(response.document)
+
+    async def status(self) -> enclave_pb2.GetStatusResponse:
+        """The enclave's status (version, static key, running ceremonies).
+
+        Raises:
+            HostError: the enclave's status, passed through.
+        """
+        try:
+            response: enclave_pb2.GetStatusResponse = await self._stub.GetStatus(
+                enclave_pb2.GetStatusRequest(), timeout=self.config.call_timeout_s
+            )
+        except grpc.aio.AioRpcError as e:
+            raise error_from_enclave(e) from e
+        return response
+
+    def open_ceremony(self, *, timeout_s: float, request_id: str) -> _RunCall:
+        """Open a RunCeremony stream with a deadline (the enclave sees it too)."""
+        call: _RunCall = self._stub.RunCeremony(
+            timeout=timeout_s, metadata=(("x-request-id", request_id),)
+        )
+        return call
+
+
+@dataclass
+class CeremonyStats:
+    """Counts and sizes of one ceremony's traffic, for its log line (never contents)."""
+
+    outbound: int = 0
+    outbound_bytes: int = 0
+    inbound: int = 0
+    inbound_bytes: int = 0
+    skipped: int = 0
+    stored: int = 0
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that broke a TaskGroup, preferring real errors to cancellations."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    real = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
+    return (real or leaves)[0]
+
+
+class CeremonyDriver:
+    """Runs one ceremony between the enclave and the relay (steps 1-6 above)."""
+
+    def __init__(
+        self,
+        *,
+        link: EnclaveLink,
+        relay: RelayClient,
+        store: Store,
+        plan: CeremonyPlan,
+        relay_token: str,
+        timeout_s: float,
+        request_id: str,
+    ) -> None:
+        """Arguments:
+        link: the enclave link (provisioned).
+        relay: the relay client.
+        store: the ciphertext store.
+        plan: the checked request (``host.ceremony_plan.plan_ceremony``).
+        relay_token: the enclave party's join token for the room (a secret).
+        timeout_s: the whole ceremony's time budget.
+        request_id: correlates the host's, the enclave's and the coordinator's logs.
+        """
+        self._link = link
+        self._relay = relay
+        self._store = store
+        self._plan = plan
+        self._relay_token = relay_token
+        self._timeout_s = timeout_s
+        self._request_id = request_id
+        self.stats = CeremonyStats()
+        self._epochs = EpochWriter(store, plan)
+        self._log = structlog.get_logger("host.ceremony")
+
+    async def run(self) -> ceremony_pb2.CeremonyResult:
+        """Run the ceremony to its result.
+
+        Returns:
+            The enclave's result, after the new epoch (if any) is committed.
+
+        Raises:
+            HostError: the coordinator's status (the enclave's, or mapped from
+                the relay, the store, or the deadline).
+            StoreError / RelayError: mapped by the caller through ``host.errors``.
+        """
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                result = await self._run_streams()
+        except TimeoutError as e:
+            await asyncio.shield(self._epochs.abort())
+            raise HostError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the ceremony did not finish before its deadline",
+            ) from e
+        except BaseException:
+            # Cancellation included (the coordinator gave up, or shutdown):
+            # the shield lets the abort finish even if we are cancelled again.
+            await asyncio.shield(self._epochs.abort())
+            raise
+        await self._epochs.commit()
+        return result
+
+    async def _prepare(self) -> list[ceremony_pb2.SealedShare]:
+        """Check the wallet's state against the request; return its current sealed shares."""
+        plan = self._plan
+        if plan.kind == _K.CEREMONY_KIND_KEYGEN:
+            try:
+                await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
+            except WalletNotFoundError:
+                return []
+            raise HostError(grpc.StatusCode.ALREADY_EXISTS, f"wallet {plan.wallet_id} exists")
+        wallet = await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
+        if wallet.current_epoch is None:
+            raise HostError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"wallet {plan.wallet_id} has no committed key yet",
+            )
+        if plan.request.epoch != wallet.current_epoch:
+            raise HostError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the request expects epoch {plan.request.epoch}, the wallet is at "
+                f"epoch {wallet.current_epoch}",
+            )
+        if plan.changes_keys and wallet.pending_epoch is not None:
+            raise HostError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"epoch {wallet.pending_epoch} of wallet {plan.wallet_id} is pending from an "
+                "unfinished ceremony",
+            )
+        stored = await asyncio.to_thread(self._store.current_shares, plan.wallet_id)
+        if not stored:
+            raise HostError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the host holds no current share of wallet {plan.wallet_id}",
+            )
+        return [
+            ceremony_pb2.SealedShare(
+                wallet_id=s.share.wallet_id,
+                share_index=s.share.share_index,
+                scheme=scheme_enum(s.share.scheme),
+                epoch=s.share.epoch,
+                encrypted_data_key=s.share.encrypted_data_key,
+                ciphertext=s.share.ciphertext,
+                public_key=wallet.public_key,
+            )
+            for s in stored
+        ]
+
+    async def _run_streams(self) -> ceremony_pb2.CeremonyResult:
+        plan = self._plan
+        shares = await self._prepare()
+        start = enclave_pb2.CeremonyStart(request=plan.signed, sealed_shares=shares)
+        session = self._relay.join(plan.room_id, plan.party_id, self._relay_token)
+        await session.open()
+        try:
+            call = self._link.open_ceremony(timeout_s=self._timeout_s, request_id=self._request_id)
+            try:
+                return await self._exchange(call, session, start)
+            except grpc.aio.AioRpcError as e:
+                raise error_from_enclave(e) from e
+            finally:
+                call.cancel()  # a no-op once the enclave ended the stream
+        finally:
+            await session.aclose()
+
+    async def _exchange(
+        self, call: _RunCall, session: PartySession, start: enclave_pb2.CeremonyStart
+    ) -> ceremony_pb2.CeremonyResult:
+        inputs: asyncio.Queue[enclave_pb2.CeremonyInput] = asyncio.Queue()
+        await call.write(enclave_pb2.CeremonyInput(start=start))
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(self._write_inputs(call, inputs))
+                reader = group.create_task(self._forward_deliveries(session, inputs))
+                result = await self._read_outputs(call, session, inputs, group)
+                # Outbound sends still in flight stay in the group, which waits
+                # for their relay acks before the result counts.
+                writer.cancel()
+                reader.cancel()
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+        return result
+
+    async def _write_inputs(
+        self, call: _RunCall, inputs: asyncio.Queue[enclave_pb2.CeremonyInput]
+    ) -> None:
+        """The only writer of the stream after the start (grpc forbids concurrent writes)."""
+        while True:
+            item = await inputs.get()
+            try:
+                await call.write(item)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                # The enclave ended the stream; the reading side reports how.
+                return
+
+    async def _forward_deliveries(
+        self, session: PartySession, inputs: asyncio.Queue[enclave_pb2.CeremonyInput]
+    ) -> None:
+        """Relay deliveries of this ceremony -> enclave, in relay order (step 3)."""
+        ceremony_id = self._plan.ceremony_id
+        while True:
+            # Raises the relay's error, or RoomClosedError / RoomExpiredError
+            # when the room ends before the ceremony did.
+            delivery = await session.receive()
+            envelope = delivery.envelope
+            if envelope.ceremony_id != ceremony_id:
+                self.stats.skipped += 1
+                continue
+            self.stats.inbound += 1
+            self.stats.inbound_bytes += len(envelope.payload)
+            inputs.put_nowait(enclave_pb2.CeremonyInput(inbound=envelope))
+
+    def _outbound(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
+        plan = self._plan
+        if envelope.sender not in ("", plan.party_id):
+            raise EnclaveProtocolError("outbound envelope names another sender")
+        if envelope.room_id not in ("", plan.room_id):
+            raise EnclaveProtocolError("outbound envelope names another room")
+        if envelope.ceremony_id != plan.ceremony_id:
+            raise EnclaveProtocolError("outbound envelope names another ceremony")
+        forwarded = envelope_pb2.Envelope()
+        forwarded.CopyFrom(envelope)
+        forwarded.room_id = plan.room_id
+        forwarded.sender = plan.party_id
+        forwarded.seq = 0  # the relay session numbers the enclave party's envelopes
+        return forwarded
+
+    async def _read_outputs(
+        self,
+        call: _RunCall,
+        session: PartySession,
+        inputs: asyncio.Queue[enclave_pb2.CeremonyInput],
+        group: asyncio.TaskGroup,
+    ) -> ceremony_pb2.CeremonyResult:
+        while True:
+            output = await call.read()  # raises AioRpcError on the enclave's error status
+            if output is _EOF:
+                raise EnclaveProtocolError("the stream ended without a result")
+            if not isinstance(output, enclave_pb2.CeremonyOutput):
+                raise EnclaveProtocolError("unexpected message on the stream")
+            kind = output.WhichOneof("output")
+            if kind == "outbound":
+                envelope = self._outbound(output.outbound)
+                self.stats.outbound += 1
+                self.stats.outbound_bytes += len(envelope.payload)
+                # Created in output order, so the session numbers them in that order.
+                group.create_task(session.send_envelope(envelope))
+            elif kind == "store":
+                epoch = await self._epochs.write(output.store)
+                self.stats.stored += 1
+                inputs.put_nowait(
+                    enclave_pb2.CeremonyInput(store_ack=enclave_pb2.StoreAck(epoch=epoch))
+                )
+            elif kind == "result":
+                self._check_result(output.result)
+                # The result is final once the enclave ends the stream with OK.
+                if await call.read() is not _EOF:
+                    raise EnclaveProtocolError("output after the result")
+                return output.result
+            else:
+                raise EnclaveProtocolError("empty output")
+
+    def _check_result(self, result: ceremony_pb2.CeremonyResult) -> None:
+        plan = self._plan
+        if result.wallet_id not in ("", plan.wallet_id):
+            raise EnclaveProtocolError("result of another wallet")
+        if result.ceremony_id not in ("", plan.ceremony_id):
+            raise EnclaveProtocolError("result of another ceremony")
+        written = self._epochs.epoch
+        if written is not None and result.epoch != written:
+            raise EnclaveProtocolError("result names another epoch than the stored share")
+        keygen_key = self._epochs.public_key
+        if keygen_key is not None and bytes(result.public_key) != keygen_key:
+            raise EnclaveProtocolError("result names another public key than the stored share")
+
+
+def ceremony_budget(remaining: float | None, config: LinkConfig) -> float:
+    """The ceremony's time budget: the coordinator's deadline less a margin, capped.
+
+    Arguments:
+        remaining: seconds left of the coordinator's deadline (None: no deadline).
+        config: the link's limits.
+
+    Returns:
+        Seconds (at least a small positive amount, so an expired deadline fails fast).
+    """
+    budget = config.max_ceremony_s
+    if remaining is not None:
+        budget = min(budget, remaining - config.deadline_margin_s)
+    return max(budget, 0.001)

@@ -1,0 +1,183 @@
+"""A ceremony's new sealed shares, written as a pending epoch, then committed or aborted.
+
+Step 4 of the host <-> enclave stream (``host.enclave_link``): when the enclave
+has a new server share (keygen, reshare, refresh) it sends it sealed; the host
+writes it as *pending* and only then acknowledges, because the enclave must
+not send the message that commits it before its share is stored (ChillDKG's
+"persist recovery data before sending": STYLE.md principle 3). On the result
+the epoch is committed; if the ceremony fails first it is aborted, and the
+previous epoch's share stays current (DESIGN.md §6).
+
+Only the epoch this writer opened is ever aborted: a pending epoch found
+already there belongs to another (or an unfinished) ceremony, and the service
+refuses to start over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from host.ceremony_plan import CeremonyPlan, scheme_name
+from host.errors import EnclaveProtocolError
+from host.store import (
+    EncryptedDataKey,
+    NewWallet,
+    OwnerKey,
+    PublicKey,
+    SealedCiphertext,
+    SealedShare,
+    Store,
+    StoreInputError,
+)
+from shardkeep.v1 import ceremony_pb2
+
+__all__ = ["EpochWriter", "sealed_share_from_proto"]
+
+
+def sealed_share_from_proto(share: ceremony_pb2.SealedShare) -> SealedShare:
+    """The store's record of a ``SealedShare`` the enclave sent.
+
+    Raises:
+        EnclaveProtocolError: an unknown scheme or a malformed field.
+    """
+    scheme = scheme_name(share.scheme)
+    if scheme is None:
+        raise EnclaveProtocolError("sealed share with an unknown scheme")
+    try:
+        return SealedShare(
+            wallet_id=share.wallet_id,
+            share_index=share.share_index,
+            scheme=scheme,
+            epoch=share.epoch,
+            encrypted_data_key=EncryptedDataKey(bytes(share.encrypted_data_key)),
+            ciphertext=SealedCiphertext(bytes(share.ciphertext)),
+        )
+    except StoreInputError as e:
+        raise EnclaveProtocolError(f"malformed sealed share: {e}") from e
+
+
+class EpochWriter:
+    """Writes one ceremony's sealed shares into a pending epoch it opens itself."""
+
+    def __init__(self, store: Store, plan: CeremonyPlan) -> None:
+        """Arguments:
+        store: the ciphertext store (called through ``asyncio.to_thread``).
+        plan: the ceremony (keygen, reshare or refresh; others must not store).
+        """
+        self._store = store
+        self._plan = plan
+        self._epoch: int | None = None
+        self._public_key: bytes | None = None
+        self._done = False
+        self._log = structlog.get_logger("host.epochs")
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this writer opened (None while nothing was stored)."""
+        return self._epoch
+
+    @property
+    def public_key(self) -> bytes | None:
+        """Keygen's public key, as the enclave reported it with the share."""
+        return self._public_key
+
+    async def write(self, proto: ceremony_pb2.SealedShare) -> int:
+        """Store one sealed share as pending; return the epoch to acknowledge.
+
+        Arguments:
+            proto: the share from ``CeremonyOutput.store``.
+
+        Returns:
+            The share's epoch (for ``StoreAck``).
+
+        Raises:
+            EnclaveProtocolError: the ceremony stores nothing (sign, export), or
+                the share is not this wallet's, malformed, or of another epoch
+                than the ceremony's earlier shares.
+            StoreError: the store refused (mapped through ``host.errors``).
+        """
+        plan = self._plan
+        if not plan.changes_keys:
+            raise EnclaveProtocolError(f"a {plan.kind_name} ceremony stores no share")
+        if self._done:
+            raise EnclaveProtocolError("a share arrived after the epoch was settled")
+        share = sealed_share_from_proto(proto)
+        if share.wallet_id != plan.wallet_id:
+            raise EnclaveProtocolError("sealed share of another wallet")
+        if self._epoch is not None and share.epoch != self._epoch:
+            raise EnclaveProtocolError("sealed shares of one ceremony span two epochs")
+        try:
+            if self._epoch is None:
+                await self._open(share, bytes(proto.public_key))
+            else:
+                await asyncio.to_thread(self._store.put_pending_share, share)
+        except StoreInputError as e:
+            # Everything the request contributed was checked in plan_ceremony,
+            # so a share that does not fit the wallet is the enclave's doing.
+            raise EnclaveProtocolError(f"sealed share does not fit the wallet: {e}") from e
+        self._log.info(
+            "sealed share stored as pending",
+            epoch=share.epoch,
+            share_index=share.share_index,
+            ciphertext_bytes=len(share.ciphertext),
+        )
+        return share.epoch
+
+    async def _open(self, share: SealedShare, public_key: bytes) -> None:
+        plan = self._plan
+        if plan.kind_name == "keygen":
+            if share.epoch != 0:
+                raise EnclaveProtocolError("keygen's share must be of epoch 0")
+            if plan.scheme is None or plan.keyring is None:
+                raise EnclaveProtocolError("keygen plan lacks its scheme or keyring")
+            wallet = NewWallet(
+                wallet_id=plan.wallet_id,
+                scheme=plan.scheme,
+                public_key=PublicKey(public_key),
+                keyring=plan.keyring,
+                owner_key=OwnerKey(bytes(plan.request.owner_key)),
+            )
+            await asyncio.to_thread(self._store.create_wallet, wallet, [share])
+            self._public_key = public_key
+        else:
+            # A refresh keeps the current keyring (None); a reshare records the new one.
+            await asyncio.to_thread(
+                self._store.begin_epoch, plan.wallet_id, share.epoch, plan.keyring
+            )
+            # Claimed before the share write: if that fails, abort removes the epoch.
+            self._epoch = share.epoch
+            await asyncio.to_thread(self._store.put_pending_share, share)
+        self._epoch = share.epoch
+
+    async def commit(self) -> None:
+        """Make the written epoch current (no-op when nothing was stored).
+
+        Raises:
+            StoreError: the commit failed; the epoch stays pending (not
+                aborted: the other parties may already hold only new shares).
+        """
+        if self._epoch is None or self._done:
+            return
+        await asyncio.to_thread(self._store.commit_epoch, self._plan.wallet_id, self._epoch)
+        self._done = True
+        self._log.info("epoch committed", epoch=self._epoch)
+
+    async def abort(self) -> None:
+        """Discard the epoch this writer opened, if any; never raises.
+
+        The previous epoch stays current. Keygen's epoch 0 takes the wallet
+        with it. Failures are logged: a pending epoch left behind blocks the
+        wallet's next key change until an operator resolves it, but loses no
+        usable share.
+        """
+        if self._epoch is None or self._done:
+            return
+        self._done = True
+        try:
+            await asyncio.to_thread(self._store.abort_epoch, self._plan.wallet_id, self._epoch)
+        except Exception as e:
+            self._log.error("aborting the pending epoch failed", epoch=self._epoch, error=str(e))
+            return
+        self._log.info("pending epoch aborted", epoch=self._epoch)

@@ -1,0 +1,128 @@
+"""Prometheus metrics of the host: calls per method and status, ceremony durations, in-flight.
+
+Each ``HostMetrics`` owns its registry (no module globals: STYLE.md principle
+14), so tests and several servers in one process do not share counters. Labels
+are closed sets (method names, status code names, ceremony kinds), never ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["HostMetrics", "start_metrics_server", "MetricsServer"]
+
+# Seconds: a sign over a loopback relay takes milliseconds, a DKLs23 keygen
+# across the internet seconds to minutes.
+_CEREMONY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass(frozen=True)
+class HostMetrics:
+    """The host's metrics, in their own registry.
+
+    Attributes:
+        registry: where they are registered (serve it with ``start_metrics_server``).
+        calls: ``shardkeep_host_calls_total{method, code}``, every public call.
+        ceremony_seconds: ``shardkeep_host_ceremony_duration_seconds{kind, code}``.
+        in_flight: ``shardkeep_host_ceremonies_in_flight{kind}``.
+        enclave_errors: ``shardkeep_host_enclave_errors_total{code}``, statuses the
+            enclave returned.
+    """
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    calls: Counter = field(init=False)
+    ceremony_seconds: Histogram = field(init=False)
+    in_flight: Gauge = field(init=False)
+    enclave_errors: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: set the derived fields once, through object.__setattr__.
+        reg = self.registry
+        object.__setattr__(
+            self,
+            "calls",
+            Counter(
+                "shardkeep_host_calls",
+                "Host API calls by method and status code",
+                ("method", "code"),
+                registry=reg,
+            ),
+        )
+        object.__setattr__(
+            self,
+            "ceremony_seconds",
+            Histogram(
+                "shardkeep_host_ceremony_duration_seconds",
+                "Wall time of ceremonies, from request to result or failure",
+                ("kind", "code"),
+                buckets=_CEREMONY_BUCKETS,
+                registry=reg,
+            ),
+        )
+        object.__setattr__(
+            self,
+            "in_flight",
+            Gauge(
+                "shardkeep_host_ceremonies_in_flight",
+                "Ceremonies running now",
+                ("kind",),
+                registry=reg,
+            ),
+        )
+        object.__setattr__(
+            self,
+            "enclave_errors",
+            Counter(
+                "shardkeep_host_enclave_errors",
+                "Error statuses returned by the enclave",
+                ("code",),
+                registry=reg,
+            ),
+        )
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format (what the endpoint serves)."""
+        return prometheus_client.generate_latest(self.registry)
+
+
+class MetricsServer:
+    """The HTTP endpoint serving one registry; ``close`` stops it."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, address: str) -> None:
+        self._server, self._thread = prometheus_client.start_http_server(
+            port, addr=address, registry=registry
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful when asked for port 0)."""
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and join the server thread."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)
+
+
+def start_metrics_server(
+    metrics: HostMetrics, port: int, address: str = "127.0.0.1"
+) -> MetricsServer:
+    """Serve ``metrics`` at ``http://address:port/metrics`` from a background thread.
+
+    Arguments:
+        metrics: the host's metrics.
+        port: TCP port (0 picks a free one).
+        address: listen address (loopback by default: scrape through a sidecar).
+
+    Returns:
+        The running server.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    return MetricsServer(metrics.registry, port, address)
