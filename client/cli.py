@@ -4,7 +4,7 @@ Subcommands:
 
 * ``shardkeep attestation verify FILE`` verifies a Nitro attestation document
   (``client.attestation.verify``) and prints its contents;
-* ``shardkeep demo`` runs an end-to-end demonstration (not written yet).
+* ``shardkeep demo`` runs the whole system on embedded defaults (``make run``).
 
 Exit status: 0 success, 1 the attestation document is invalid, 2 bad usage or
 unreadable input.
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.set_defaults(handler=_attestation_verify)
 
     demo = commands.add_parser("demo", help="run the end-to-end demonstration")
+    demo.add_argument(
+        "--dir", type=Path, default=Path("var/demo"), help="state directory (recreated)"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -180,8 +183,9 @@ def _attestation_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print("demo: not implemented yet", file=err)
-    return EXIT_USAGE
+    from client.demo import run_demo  # the demo pulls in the whole SDK; load it only here
+
+    return run_demo(args.dir, out)
 
 
 ### Helpers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 from enclave.auth import Authorizer, Policy
@@ -45,10 +46,13 @@ def main(argv: list[str] | None = None) -> None:
         "--config", type=Path, required=True, help="the enclave's JSON configuration"
     )
     parser.add_argument("--listen", help="override the configuration's listen address")
+    parser.add_argument("--kms-endpoint", help="override the configuration's KMS endpoint (dev)")
     args = parser.parse_args(argv)
     config = EnclaveConfig.load(args.config)
     if args.listen:
-        config = EnclaveConfig(**{**config.__dict__, "listen": args.listen})
+        config = replace(config, listen=args.listen)
+    if args.kms_endpoint:
+        config = replace(config, kms=replace(config.kms, endpoint=args.kms_endpoint))
     logs.configure("enclave")
     asyncio.run(serve(config))
 

@@ -119,9 +119,11 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         try:
             if identity is None:
                 raise SessionStateError("the enclave is not provisioned yet")
+            # public_key: the static X25519 party key; user_data: the ChillDKG
+            # host key, so a client learns both of the server party's keys attested.
             document = await asyncio.to_thread(
                 self._deps.nsm.attestation,
-                bytes(request.user_data) or None,
+                identity.host_pubkey,
                 bytes(request.nonce) or None,
                 identity.static_public_key,
             )

@@ -127,6 +127,11 @@ class EnclaveLink:
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # never became ready
+                raise HostError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the enclave did not come up within {self.config.provision_wait_s} s",
+                ) from e
             raise error_from_enclave(e) from e
         if len(response.static_key) != 32:
             raise EnclaveProtocolError("Provision returned no 32-byte static key")

@@ -29,6 +29,7 @@ from host.store import (
     SealedCiphertext,
     SealedShare,
     Store,
+    StoreError,
     StoreInputError,
 )
 from shardkeep.v1 import ceremony_pb2
@@ -178,6 +179,8 @@ class EpochWriter:
         try:
             await asyncio.to_thread(self._store.abort_epoch, self._plan.wallet_id, self._epoch)
         except Exception as e:
-            self._log.error("aborting the pending epoch failed", epoch=self._epoch, error=str(e))
+            # Store messages carry ids only; anything else is named by its type.
+            reason = str(e) if isinstance(e, StoreError) else type(e).__qualname__
+            self._log.error("aborting the pending epoch failed", epoch=self._epoch, error=reason)
             return
         self._log.info("pending epoch aborted", epoch=self._epoch)

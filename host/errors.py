@@ -61,13 +61,22 @@ class HostError(Exception):
         code: the status code.
         message: the status details (no secrets, no payloads).
         trailers: trailing metadata to pass on (the enclave's culprit details).
+        from_enclave: whether the enclave returned this status (for metrics and logs).
     """
 
-    def __init__(self, code: grpc.StatusCode, message: str, trailers: Trailers = ()) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        trailers: Trailers = (),
+        *,
+        from_enclave: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.trailers = trailers
+        self.from_enclave = from_enclave
 
 
 class EnclaveProtocolError(HostError):
@@ -97,7 +106,7 @@ ENCLAVE_CODES: Final[Mapping[grpc.StatusCode, grpc.StatusCode]] = {
 }
 _FIXED_ENCLAVE_MESSAGES: Final[Mapping[grpc.StatusCode, str]] = {
     StatusCode.UNAVAILABLE: "the enclave is unavailable",
-    StatusCode.DEADLINE_EXCEEDED: "the ceremony did not finish before its deadline",
+    StatusCode.DEADLINE_EXCEEDED: "the enclave call passed its deadline",
     StatusCode.CANCELLED: "the ceremony was cancelled",
 }
 
@@ -149,7 +158,7 @@ def error_from_enclave(error: grpc.aio.AioRpcError) -> HostError:
         message = error.details() or code.name.lower()
     # grpc.aio.Metadata iterates as (key, value) pairs; the stubs say otherwise.
     metadata: Iterable[tuple[str, str | bytes]] = error.trailing_metadata() or ()  # type: ignore[assignment]
-    return HostError(code, message, _passed_trailers(metadata))
+    return HostError(code, message, _passed_trailers(metadata), from_enclave=True)
 
 
 def error_for(exc: BaseException) -> HostError:

@@ -199,12 +199,6 @@ def test_garbage_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert err.startswith("shardkeep: attestation document invalid (malformed): ")
 
 
-def test_demo_placeholder(capsys: pytest.CaptureFixture[str]) -> None:
-    status, _, err = run(["demo"], capsys)
-    assert status == 2
-    assert err == "demo: not implemented yet\n"
-
-
 def test_module_entry_point_subprocess() -> None:
     command = [sys.executable, "-m", "client.cli", "attestation", "verify", str(REAL)]
     result = subprocess.run(

@@ -156,6 +156,9 @@ def test_export_inputs_must_fit_the_plan() -> None:
         ExportPlan(SID, keyring, (2, 0), 3, RECIPIENT_PK)
     with pytest.raises(InputError):  # a low-order X25519 key
         ExportPlan(SID, keyring, (0, 1), 3, bytes(32))
+    bad = replace(keyring, public_key=shares[0].public_shares[0])
+    with pytest.raises(InputError, match="interpolate"):
+        ExportPlan(SID, bad, (0, 1), 3, RECIPIENT_PK)
     plan = ExportPlan(SID, keyring, (0, 1), 3, RECIPIENT_PK)
     rand = seeded(0)
     with pytest.raises(InputError):  # the recipient without its key

@@ -77,7 +77,8 @@ def test_import_keeps_the_address_and_export_returns_the_key() -> None:
     private_key = bytes.fromhex("b71c71a67e1177ad4e901695e1b4b9ee17ae16c6668d313eac2f96dbcda3f291")
     shares = local.import_key("ecdsa-secp256k1", private_key, threshold=2, parties=3)
     address = eth.PrivateKey(private_key).public_key.to_checksum_address()
-    assert eth.PublicKey.from_compressed_bytes(shares[0].public_key).to_checksum_address() == address
+    public_key = eth.PublicKey.from_compressed_bytes(shares[0].public_key)
+    assert public_key.to_checksum_address() == address
     sig = local.sign_recoverable([shares[0], shares[2]], DIGEST)
     recovered = eth.Signature(sig.to_bytes65()).recover_public_key_from_msg_hash(DIGEST)
     assert recovered.to_checksum_address() == address

@@ -12,11 +12,13 @@ from coincurve import PublicKeyXOnly
 from tests.lifecycle_support import bip340_keyring, join_dealing, run, seeded, split_dealing
 from tss import local
 from tss.ceremony import Message
+from tss.channel import Roster, StaticKey
 from tss.curve import G, N, Point, ecdsa_verify
 from tss.ecdsa.setup import key_id
 from tss.errors import FaultyParticipantError, InputError, ProtocolError
-from tss.keyshare import KeyShare
-from tss.reshare import PublicKeyring, Reshare, ReshareOutput, ResharePlan
+from tss.keyshare import KeyShare, Scheme
+from tss.reshare import PublicKeyring, Reshare, ReshareOutput, ResharePlan, deal, holder_seats
+from tss.session import SecureSession
 from tss.shamir import interpolate_at_zero
 from tss.signing import Bip340Signing
 
@@ -111,6 +113,14 @@ def test_continuing_parties_deal_and_receive_at_one_seat() -> None:
     assert all(s.secret_share != o.secret_share for s, o in zip(shares, old, strict=False))
 
 
+def test_holder_seats_follow_party_identities() -> None:
+    # Old 2-of-3: "server" (0) and "laptop" (2) deal; "server" stays, two newcomers join.
+    seats = holder_seats(3, {0: "server", 2: "laptop"}, ["phone", "server", "backup"])
+    assert seats == (3, 0, 5)
+    with pytest.raises(InputError):
+        holder_seats(3, {0: "server"}, ["phone", "phone"])
+
+
 def test_a_leaving_dealer_gets_the_new_keyring_but_no_share() -> None:
     old = bip340_keyring(KEY, 2, 3)
     plan = _plan(old, (1, 2), (0, 1), 2)  # old 2 deals and leaves; old 0 receives only
@@ -140,6 +150,39 @@ def test_a_removed_party_cannot_sign_with_the_new_set() -> None:
                 Bip340Signing(old[1], [0, 1], DIGEST, SID, rand),
             ]
         )
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_reshare_over_sealed_channels(scheme: Scheme) -> None:
+    # The service's path: every Message sealed between the seats' static keys.
+    old = (
+        bip340_keyring(KEY, 2, 2)
+        if scheme == "bip340"
+        else local.import_key(scheme, KEY.to_bytes(32, "big"), threshold=2, parties=2)
+    )
+    plan = _plan(old, (0, 1), (1, 7, 9), 2)  # old 0 leaves, old 1 stays as new 0
+    rand = seeded(21)
+    keys = {seat: StaticKey.generate(rand(32)) for seat in plan.seats}
+    roster = Roster.from_parties(
+        [(keys[s].party_id, keys[s].public_key) for s in plan.seats], plan.seats
+    )
+    sessions = {
+        seat: SecureSession(ceremony, keys[seat], roster, "room-7", "reshare-1", rand)
+        for seat, ceremony in zip(plan.seats, _ceremonies(plan, old), strict=True)
+    }
+    queue = [out for s in sessions.values() for out in s.start()]
+    while queue:
+        out = queue.pop(0)
+        queue += sessions[out.recipient].receive(out.envelope)
+    new = [sessions[seat].result.share for seat in plan.holders]
+    assert sessions[0].result.share is None
+    shares = [s for s in new if s is not None]
+    assert [s.party_id for s in shares] == [0, 1, 2]
+    sig = local.sign(shares[1:], DIGEST)
+    if scheme == "bip340":
+        assert _bip340_verifies(shares[0], sig)
+    else:
+        assert ecdsa_verify(DIGEST, old[0].public_key, sig)
 
 
 ### Adversarial dealers
@@ -338,3 +381,5 @@ def test_reshare_output_repr_hides_secrets() -> None:
     assert share is not None
     assert hex(share.secret_share)[2:] not in repr(outputs[0])
     assert str(share.secret_share) not in repr(outputs[0])
+    dealing = deal(_plan(old, (0, 1), (2, 3), 2), old[0], bytes(32))
+    assert all(str(sub) not in repr(dealing) for sub in dealing.subshares)

@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tss.ceremony import Ceremony, Message, Random
 from tss.channel import validate_public_key
-from tss.curve import N, Point, scalar_from_bytes, tagged_hash
+from tss.curve import N, Point, point_sum, scalar_from_bytes, tagged_hash
 from tss.errors import FaultyParticipantError, InputError, InternalError, InvalidEncodingError
 from tss.keyshare import KeyShare
 from tss.reshare import PublicKeyring
@@ -171,7 +171,8 @@ class ExportPlan:
         recipient_pk: the recipient's 32-byte X25519 public key.
 
     Raises (on construction):
-        InputError: a bad session id, quorum, recipient seat or key.
+        InputError: a bad session id, quorum, recipient seat or key, or
+            quorum public shares that do not interpolate to the public key.
     """
 
     session_id: bytes
@@ -200,6 +201,13 @@ class ExportPlan:
             validate_public_key(self.recipient_pk)
         except InvalidEncodingError as e:
             raise InputError(f"recipient key: {e}") from e
+        # The quorum's weighted public shares must sum to the key, or honest
+        # contributions could not reconstruct it.
+        weighted = (
+            Point.from_bytes(self.keyring.public_shares[i]) * lagrange_coefficient(q, i) for i in q
+        )
+        if point_sum(weighted) != Point.from_bytes(self.keyring.public_key):
+            raise InputError("the quorum's public shares do not interpolate to the public key")
 
     @property
     def seats(self) -> tuple[int, ...]:
@@ -263,9 +271,10 @@ def export_finalize(
             match its sender's public share.
         InternalError: the checked contributions do not sum to the key.
     """
-    if X25519PrivateKey.from_private_bytes(recipient_key).public_key().public_bytes_raw() != (
-        plan.recipient_pk
-    ):
+    if not isinstance(recipient_key, bytes) or len(recipient_key) != 32:
+        raise InputError("an X25519 private key is 32 bytes")
+    own_pk = X25519PrivateKey.from_private_bytes(recipient_key).public_key().public_bytes_raw()
+    if own_pk != plan.recipient_pk:
         raise InputError("the recipient key does not match the plan")
     own = own_share.party_id if own_share is not None else None
     if own is not None and own != plan.recipient:

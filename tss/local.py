@@ -155,7 +155,8 @@ def refresh(shares: Sequence[KeyShare]) -> list[KeyShare]:
         parties, new public shares, epoch + 1. Old and new shares do not combine.
 
     Raises:
-        InputError: not every party's share, or mixed shares.
+        InputError: not every party's share, mixed shares, or a 1-of-n keyring
+            (whose shares are the key itself).
     """
     first = _same_keyring(shares)
     if sorted(s.party_id for s in shares) != list(range(first.parties)):

@@ -43,12 +43,14 @@ ECDSA keyrings also re-run the DKLs23 pairwise setup (``tss.ecdsa.keygen``)
 among the new holders, so every pair gets fresh base OTs and zero-share seeds
 bound to the new keyring; nothing of the old setups is reused.
 
-Ceremony ids ("seats"). The parties of one ceremony are ints (``Ceremony``). A
-dealer's seat is its party id in the old keyring, so culprits name old party
-ids. New party j (0-based id in the new keyring) sits at ``plan.holders[j]``:
-the seat of the same physical party when it also deals (it keeps one seat and
-plays both roles), otherwise any other unused int; ``tss.local.reshare`` uses
-n + j (n = old keyring size), so dealers and holders never share a seat there.
+Ceremony ids ("seats"). The parties of one ceremony are ints (``Ceremony``;
+the service's ``Roster`` maps each to a party's static key). A dealer's seat is
+its party id in the old keyring, so culprits name old party ids. New party j
+(0-based id in the new keyring) sits at ``plan.holders[j]``: the seat of the
+same physical party when it also deals (one seat playing both roles),
+otherwise n + j, n the old keyring's size (``holder_seats`` assigns them from
+the parties' identities). ``tss.local.reshare`` seats every new party at
+n + j, so dealers and holders never share a seat there.
 In a refresh the seats are the party ids, every party dealing and receiving.
 
 Rounds (payloads are fixed-width for a given plan; the service encrypts and
@@ -76,7 +78,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn
@@ -110,6 +112,7 @@ from tss.tags import (
 
 __all__ = [
     # Functions
+    "holder_seats",
     "deal",
     "agreement_hash",
     # Types
@@ -244,6 +247,8 @@ class ResharePlan:
             raise InputError("dealers must be ascending old party ids")
         if len(dealers) < kr.threshold:
             raise InputError(f"need at least {kr.threshold} dealers, got {len(dealers)}")
+        if not isinstance(self.threshold, int) or isinstance(self.threshold, bool):
+            raise InputError("the new threshold must be an int")
         min_t = 2 if kr.scheme == "ecdsa-secp256k1" else 1
         if not min_t <= self.threshold <= len(holders) <= MAX_PARTIES:
             raise InputError(f"need {min_t} <= new threshold <= new parties <= {MAX_PARTIES}")
@@ -255,12 +260,15 @@ class ResharePlan:
                 raise InputError("a refresh needs a threshold of at least 2")
         elif self.mode != "reshare":
             raise InputError(f"unknown mode {self.mode!r}")
+        # Reshare: the dealers' weighted public shares are what their constant terms
+        # must be, so they must sum to the key. Refresh: the old public shares stay
+        # in the new ones, so the first t must interpolate to the key.
+        basis = dealers if self.mode == "reshare" else tuple(range(kr.threshold))
         weighted = {
-            d: Point.from_bytes(kr.public_shares[d]) * lagrange_coefficient(dealers, d)
-            for d in dealers
+            i: Point.from_bytes(kr.public_shares[i]) * lagrange_coefficient(basis, i) for i in basis
         }
         if point_sum(weighted.values()) != Point.from_bytes(kr.public_key):
-            raise InputError("the dealers' public shares do not interpolate to the public key")
+            raise InputError("the old public shares do not interpolate to the public key")
         object.__setattr__(self, "weighted_shares", weighted)
         data = (
             self.session_id + self.mode.encode().ljust(8, b"\x00") + kr.to_bytes()
@@ -302,6 +310,32 @@ class ResharePlan:
     def round1_length(self, seat: int) -> int:
         """Length of a dealer's round-1 payload to ``seat``."""
         return self.threshold * _POINT + (_SCALAR if seat in self.holders else 0)
+
+
+def holder_seats(
+    old_parties: int, dealers: Mapping[int, Hashable], new_parties: Sequence[Hashable]
+) -> tuple[int, ...]:
+    """The seats of the new parties (``ResharePlan.holders``) by the id scheme above.
+
+    A new party that is also a dealer (the same identity, e.g. its channel
+    party id) keeps the dealer's seat, its old party id; every other new
+    party j sits at ``old_parties + j``.
+
+    Arguments:
+        old_parties: n of the old keyring.
+        dealers: each dealer's identity, keyed by its old party id.
+        new_parties: each new party's identity, in new-party-id order.
+
+    Returns:
+        ``holders[j]``, the seat of new party j.
+
+    Raises:
+        InputError: repeated identities.
+    """
+    seat_of = {identity: d for d, identity in dealers.items()}
+    if len(seat_of) != len(dealers) or len(set(new_parties)) != len(new_parties):
+        raise InputError("party identities must be distinct")
+    return tuple(seat_of.get(p, old_parties + j) for j, p in enumerate(new_parties))
 
 
 ### The dealing (round 1)
@@ -433,7 +467,8 @@ def _new_keyring(
         p = _evaluate(summed, eval_point(j))
         if plan.mode == "refresh":
             p = p + Point.from_bytes(kr.public_shares[j])
-        if p.is_infinity:  # needs a malicious dealer and a 2^-256 coincidence; blameless
+        if p.is_infinity:  # only dealers colluding with party j (who alone knows its
+            # sub-shares) can aim at this; nobody can be blamed reliably
             raise ProtocolError(f"new public share of party {j} is the point at infinity")
         points.append(p)
     # Self-check: t' new public shares interpolate to the unchanged public key (check (1) holds).

@@ -25,12 +25,10 @@ class ProvisionResponse(_message.Message):
     def __init__(self, sealed_identity: _Optional[bytes] = ..., static_key: _Optional[bytes] = ..., host_pubkey: _Optional[bytes] = ...) -> None: ...
 
 class GetAttestationRequest(_message.Message):
-    __slots__ = ("nonce", "user_data")
+    __slots__ = ("nonce",)
     NONCE_FIELD_NUMBER: _ClassVar[int]
-    USER_DATA_FIELD_NUMBER: _ClassVar[int]
     nonce: bytes
-    user_data: bytes
-    def __init__(self, nonce: _Optional[bytes] = ..., user_data: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
 
 class GetAttestationResponse(_message.Message):
     __slots__ = ("document",)

@@ -1,0 +1,105 @@
+"""A client party (user device or customer server): its identity and its ceremonies over the relay.
+
+The party runs the same ``tss`` ceremony objects as the enclave, wrapped in
+``tss.session.SecureSession`` so every message is sealed end to end; the relay
+only routes the sealed envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from relay.client import PartySession
+from shardkeep.v1 import ceremony_pb2
+from tss.ceremony import Ceremony
+from tss.channel import Roster, StaticKey
+from tss.dkg.chilldkg import hostpubkey_gen
+from tss.session import Outbound, SecureSession
+
+ResultT = TypeVar("ResultT")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PartyIdentity:
+    """A party's long-lived keys: X25519 for channels, secp256k1 for ChillDKG (never printed)."""
+
+    static_key: StaticKey = field(repr=False)
+    hostseckey: bytes = field(repr=False)
+
+    @staticmethod
+    def generate() -> PartyIdentity:
+        return PartyIdentity(StaticKey.generate(secrets.token_bytes(32)), secrets.token_bytes(32))
+
+    @property
+    def party_id(self) -> str:
+        return self.static_key.party_id
+
+    @property
+    def party(self) -> ceremony_pb2.Party:
+        """This party as a ceremony request lists it."""
+        return ceremony_pb2.Party(
+            party_id=self.party_id,
+            static_key=bytes(self.static_key.public_key),
+            host_pubkey=hostpubkey_gen(self.hostseckey),
+        )
+
+
+def roster_of(parties: list[ceremony_pb2.Party], indices: list[int] | None = None) -> Roster:
+    """The channel roster for ``parties`` (all of them, or those at ``indices``)."""
+    chosen = list(range(len(parties))) if indices is None else indices
+    return Roster.from_parties(
+        [(parties[i].party_id, bytes(parties[i].static_key)) for i in chosen], chosen
+    )
+
+
+async def run_over_relay(
+    ceremony: Ceremony[ResultT],
+    identity: PartyIdentity,
+    roster: Roster,
+    request: ceremony_pb2.CeremonyRequest,
+    relay: PartySession,
+    progress: Progress | None = None,
+) -> ResultT:
+    """Run this party's side of ``request``'s ceremony over an open relay session.
+
+    Raises:
+        ProtocolError, ChannelStreamError, SessionStateError: the ceremony failed
+            (culprits named); RelayError: the relay failed.
+    """
+    session = SecureSession(
+        ceremony,
+        identity.static_key,
+        roster,
+        request.room_id,
+        request.ceremony_id,
+        secrets.token_bytes,
+    )
+
+    async def send(outbound: list[Outbound]) -> None:
+        for o in outbound:
+            await relay.send(
+                o.envelope,
+                ceremony_id=request.ceremony_id,
+                round_=o.round,
+                recipient=o.recipient_id,
+            )
+
+    await send(await asyncio.to_thread(session.start))
+    async for delivery in relay:
+        envelope = delivery.envelope
+        if envelope.ceremony_id != request.ceremony_id or envelope.recipient not in (
+            "",
+            identity.party_id,
+        ):
+            continue  # another ceremony of the same room, or not ours
+        await send(await asyncio.to_thread(session.receive, bytes(envelope.payload)))
+        if progress is not None:
+            progress(f"round {session.ceremony.current_round - 1} of {session.ceremony.rounds}")
+        if session.done:
+            return session.result
+    raise ConnectionError("the relay ended the room before the ceremony finished")

@@ -1,0 +1,216 @@
+"""``shardkeep-host``: run the host, the untrusted proxy between coordinators and the enclave.
+
+    shardkeep-host --listen 0.0.0.0:50060 --enclave unix:/run/shardkeep/enclave.sock \\
+        --relay 127.0.0.1:50070 --store sqlite:////var/lib/shardkeep/host.db --metrics-port 9460
+
+At start-up the host opens (and migrates) the store, provisions the enclave
+with its sealed identity (waiting for the enclave to come up), then serves.
+Logs are JSON lines on stderr (structlog). On SIGTERM or SIGINT the health
+service turns NOT_SERVING first (load balancers stop routing here), then the
+server stops accepting calls and gives running ceremonies ``--grace`` seconds;
+a ceremony cut off then aborts its pending epoch, so the old share stays
+current (DESIGN.md §6).
+
+On Nitro the enclave is reached over vsock through a vsock<->Unix bridge
+(DESIGN.md §5): pass the bridge's ``unix:`` socket as ``--enclave``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+
+from host.enclave_link import LinkConfig
+from host.metrics import HostMetrics, MetricsServer, start_metrics_server
+from host.service import create_server
+from host.store import open_store
+from relay.client import RelayClient
+from shardkeep import logs
+from shardkeep.server import new_health_servicer
+
+__all__ = ["main", "serve", "HostConfig"]
+
+# Sealed DKLs23 shares carry pairwise OT setups (megabytes): the enclave link
+# must carry a ceremony start with them.
+_ENCLAVE_MESSAGE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What the command line configures.
+
+    Attributes:
+        listen: ``host:port`` or ``unix:/path`` for the public API.
+        enclave: the enclave's (or the vsock bridge's) gRPC target.
+        relay: the relay's gRPC target.
+        store: ``sqlite:///path`` or ``postgresql://...``.
+        metrics_port: serve Prometheus metrics here (None: no endpoint).
+        metrics_address: the metrics endpoint's listen address.
+        grace_s: drain time on SIGTERM.
+        link: enclave timeouts.
+        api_tokens: accepted bearer tokens (empty: any caller).
+    """
+
+    listen: str
+    enclave: str
+    relay: str
+    store: str
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    grace_s: float = 10.0
+    link: LinkConfig = field(default_factory=LinkConfig)
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+
+
+def _bound_address(address: str, port: int) -> str:
+    if address.startswith("unix:"):
+        return address
+    return f"{address.rsplit(':', 1)[0]}:{port}"
+
+
+async def serve(
+    config: HostConfig,
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[int, int | None], None] | None = None,
+) -> None:
+    """Run the host until ``stop`` is set, then drain gracefully.
+
+    Arguments:
+        config: the host's configuration.
+        stop: set it to shut down (``main`` sets it on SIGTERM/SIGINT).
+        on_ready: called with the bound API port (0 for a Unix socket) and the
+            metrics port (None without an endpoint) once serving.
+
+    Raises:
+        HostError: the enclave could not be provisioned.
+        StoreError: the store could not be opened or migrated.
+    """
+    log = structlog.get_logger("host")
+    store = await asyncio.to_thread(open_store, config.store)
+    enclave_channel = grpc.aio.insecure_channel(
+        config.enclave,
+        options=[
+            ("grpc.max_receive_message_length", _ENCLAVE_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _ENCLAVE_MESSAGE_BYTES),
+        ],
+    )
+    relay = RelayClient.insecure(config.relay)
+    metrics = HostMetrics()
+    metrics_server: MetricsServer | None = None
+    health = new_health_servicer()
+    try:
+        server, port = await create_server(
+            config.listen,
+            store=store,
+            enclave_channel=enclave_channel,
+            relay=relay,
+            metrics=metrics,
+            link_config=config.link,
+            api_tokens=config.api_tokens,
+            health_servicer=health,
+        )
+        if config.metrics_port is not None:
+            metrics_server = start_metrics_server(
+                metrics, config.metrics_port, config.metrics_address
+            )
+        await server.start()
+        log.info(
+            "host serving",
+            listen=_bound_address(config.listen, port),
+            metrics_port=None if metrics_server is None else metrics_server.port,
+        )
+        if on_ready is not None:
+            on_ready(port, None if metrics_server is None else metrics_server.port)
+        await stop.wait()
+        log.info("shutting down", grace_s=config.grace_s)
+        await health.enter_graceful_shutdown()
+        await server.stop(config.grace_s)
+        log.info("stopped")
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
+        await relay.aclose()
+        await enclave_channel.close(None)
+        await asyncio.to_thread(store.close)
+
+
+def _read_tokens(path: str | None) -> tuple[str, ...]:
+    if path is None:
+        return ()
+    tokens = tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+    if not tokens:
+        raise ValueError(f"{path} holds no API token")
+    return tokens
+
+
+async def _serve_until_signalled(config: HostConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def ready(port: int, metrics_port: int | None) -> None:
+        # One plain line on stdout, so scripts and benchmarks can find port 0.
+        print(f"shardkeep-host listening on {_bound_address(config.listen, port)}", flush=True)
+
+    await serve(config, stop, on_ready=ready)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``shardkeep-host`` console script.
+
+    Arguments:
+        argv: command-line arguments (``sys.argv[1:]`` if None).
+    """
+    parser = argparse.ArgumentParser(prog="shardkeep-host", description=__doc__.split("\n")[0])
+    parser.add_argument("--listen", default="127.0.0.1:50060", help="host:port or unix:/path")
+    parser.add_argument(
+        "--enclave", required=True, help="unix:/path (enclave or vsock bridge) or host:port"
+    )
+    parser.add_argument("--relay", required=True, help="the relay's host:port or unix:/path")
+    parser.add_argument(
+        "--store", required=True, help="sqlite:///path or postgresql://user@host/db"
+    )
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus endpoint port")
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="metrics listen address")
+    parser.add_argument("--grace", type=float, default=10.0, help="drain time on SIGTERM, s")
+    parser.add_argument(
+        "--max-ceremony-seconds", type=float, default=300.0, help="cap on one ceremony's time"
+    )
+    parser.add_argument(
+        "--api-token-file", default=None, help="file of accepted bearer tokens, one per line"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if args.enclave.startswith("vsock:"):
+        parser.error("grpcio has no vsock transport: point --enclave at the vsock bridge's socket")
+    try:
+        tokens = _read_tokens(args.api_token_file)
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
+    logs.configure("host", level=logging.getLevelName(args.log_level.upper()))
+    config = HostConfig(
+        listen=args.listen,
+        enclave=args.enclave,
+        relay=args.relay,
+        store=args.store,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        grace_s=args.grace,
+        link=LinkConfig(max_ceremony_s=args.max_ceremony_seconds),
+        api_tokens=tokens,
+    )
+    asyncio.run(_serve_until_signalled(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""The host's public gRPC API for relay coordinators (host.proto ``Host``).
+
+Ceremony calls (Keygen, Sign, Reshare, Refresh, Export) are checked against
+the method (``host.ceremony_plan``), then run by ``host.enclave_link``:
+forwarded to the enclave, with the room's traffic relayed both ways and the
+sealed shares stored. GetWallet reads the store; GetAttestation forwards to
+the enclave. The host authorises nothing itself (DESIGN.md §5): the enclave
+verifies every request's proof of authority.
+
+Around every call, ``RequestInterceptor`` (STYLE.md principle 14) checks the
+optional API token before the handler, assigns the request id (the caller's
+``x-request-id`` or a fresh one, also sent back in the initial metadata), and
+logs method, peer, status, duration and ids (request, room, ceremony, wallet)
+as one JSON line: never request or response bodies, tokens, payloads or blobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from host.ceremony_plan import KIND_NAMES, plan_ceremony, scheme_enum
+from host.enclave_link import CeremonyDriver, EnclaveLink, LinkConfig, ceremony_budget
+from host.errors import HostError, error_for
+from host.metrics import HostMetrics
+from host.store import Store
+from relay.client import RelayClient
+from shardkeep.server import AsyncHealthServicer, bind, new_health_servicer
+from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
+
+__all__ = [
+    # Functions
+    "create_server",
+    # Types
+    "HostServicer",
+    "RequestInterceptor",
+    "SERVICE_NAME",
+]
+
+SERVICE_NAME: Final = "shardkeep.v1.Host"
+REQUEST_ID_KEY: Final = "x-request-id"
+_REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_MAX_NONCE_BYTES: Final = 512  # the NSM's limit on an attestation nonce
+_MAX_MESSAGE_BYTES: Final = 8 << 20
+_K = ceremony_pb2.CeremonyKind
+# Per-call ids bound into the log context by the handler, cleared by the interceptor.
+_CALL_LOG_KEYS: Final = ("request_id", "method", "room_id", "ceremony_id", "wallet_id", "kind")
+
+
+def _request_id(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    """The caller's ``x-request-id`` if it is a plain id, else a fresh one.
+
+    A caller-chosen id is accepted only in a safe alphabet so that it cannot
+    forge log fields.
+    """
+    for key, value in metadata:
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+def _bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ")
+    return None
+
+
+# grpc-stubs makes the interceptor generic; the runtime class is not subscriptable.
+if TYPE_CHECKING:
+    _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _InterceptorBase = grpc.aio.ServerInterceptor
+
+_Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class RequestInterceptor(_InterceptorBase):
+    """API-token check, request ids, one log line and the call counter per unary call."""
+
+    def __init__(self, metrics: HostMetrics, api_tokens: Sequence[str] = ()) -> None:
+        """Arguments:
+        metrics: where calls are counted.
+        api_tokens: accepted ``authorization: Bearer <token>`` values; empty
+            disables the check (the enclave authorises ceremonies either way;
+            the token keeps strangers off the host's API).
+        """
+        self._metrics = metrics
+        self._tokens = tuple(t.encode() for t in api_tokens)
+        self._log = structlog.get_logger("host.rpc")
+
+    def _authorized(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
+        if not self._tokens:
+            return True
+        token = _bearer_token(metadata)
+        if token is None:
+            return False
+        given = token.encode()
+        # Compare with every token, constant-time (STYLE.md principle 10).
+        return any([hmac.compare_digest(given, t) for t in self._tokens])
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        # None for an unknown method, whatever the stubs say.
+        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
+        full_method: str = handler_call_details.method
+        if handler is None or handler.unary_unary is None or full_method.startswith("/grpc."):
+            return handler  # type: ignore[return-value]  # health and unknown methods: as they are
+        method = full_method.rsplit("/", 1)[-1]
+        # grpc's Metadata iterates as (key, value) pairs; the stubs say otherwise.
+        metadata: tuple[tuple[str, str | bytes], ...] = tuple(
+            handler_call_details.invocation_metadata or ()
+        )
+        request_id = _request_id(metadata)
+        authorized = self._authorized(metadata)
+        behavior = cast(_Behavior, handler.unary_unary)  # async under grpc.aio
+
+        async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                if not authorized:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad API token")
+                response = await behavior(request, context)
+                code = _code_of(context, grpc.StatusCode.OK)
+                return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code_of(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                self._metrics.calls.labels(method, code.name).inc()
+                self._log.info(
+                    "rpc finished",
+                    peer=context.peer(),
+                    code=code.name,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                )
+                structlog.contextvars.unbind_contextvars(*_CALL_LOG_KEYS)
+
+        return grpc.unary_unary_rpc_method_handler(
+            logged,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _code_of(
+    context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode
+) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # some grpc versions report the numeric code
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status
+    return default
+
+
+def _where(error: BaseException) -> str:
+    """``module:line`` of the innermost frame that raised ``error`` (no locals, no message)."""
+    tb = error.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_globals.get('__name__', '?')}:{tb.tb_lineno}"
+
+
+class HostServicer(host_pb2_grpc.HostServicer):
+    """The Host service: ceremonies through the enclave, wallets from the store."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        link: EnclaveLink,
+        relay: RelayClient,
+        metrics: HostMetrics,
+    ) -> None:
+        """Arguments:
+        store: the ciphertext store (caller-owned).
+        link: the provisioned enclave link.
+        relay: the relay client (caller-owned).
+        metrics: the host's metrics.
+        """
+        self._store = store
+        self._link = link
+        self._relay = relay
+        self._metrics = metrics
+        # Wallets with a key-changing ceremony running in this process: a second
+        # one would share the pending epoch (begin_epoch is idempotent).
+        self._changing: set[str] = set()
+        self._log = structlog.get_logger("host.service")
+
+    async def Keygen(
+        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ceremony_pb2.CeremonyResult:
+        """Run the server share's part of a keygen (DKG) and store its sealed share."""
+        return await self._ceremony(request, context, _K.CEREMONY_KIND_KEYGEN)
+
+    async def Sign(
+        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ceremony_pb2.CeremonyResult:
+        """Run the server share's part of a signing ceremony."""
+        return await self._ceremony(request, context, _K.CEREMONY_KIND_SIGN)
+
+    async def Reshare(
+        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ceremony_pb2.CeremonyResult:
+        """Run a reshare; the new epoch (new keyring) replaces the old one on success."""
+        return await self._ceremony(request, context, _K.CEREMONY_KIND_RESHARE)
+
+    async def Refresh(
+        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ceremony_pb2.CeremonyResult:
+        """Run a refresh; the new epoch replaces the old one on success."""
+        return await self._ceremony(request, context, _K.CEREMONY_KIND_REFRESH)
+
+    async def Export(
+        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ceremony_pb2.CeremonyResult:
+        """Run an export (the key goes, encrypted, to the request's recipient only)."""
+        return await self._ceremony(request, context, _K.CEREMONY_KIND_EXPORT)
+
+    async def _ceremony(
+        self,
+        request: host_pb2.HostCeremonyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        kind: int,
+    ) -> ceremony_pb2.CeremonyResult:
+        kind_name = KIND_NAMES[kind]
+        request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(kind=kind_name)
+        started = time.perf_counter()
+        error: HostError | None = None
+        result: ceremony_pb2.CeremonyResult | None = None
+        driver: CeremonyDriver | None = None
+        claimed: str | None = None
+        in_flight = self._metrics.in_flight.labels(kind_name)
+        in_flight.inc()
+        try:
+            plan = plan_ceremony(request, kind, self._link.static_key)
+            structlog.contextvars.bind_contextvars(
+                room_id=plan.room_id, ceremony_id=plan.ceremony_id, wallet_id=plan.wallet_id
+            )
+            if plan.changes_keys:
+                if plan.wallet_id in self._changing:
+                    raise HostError(
+                        grpc.StatusCode.ABORTED,
+                        f"another ceremony is changing the keys of wallet {plan.wallet_id}",
+                    )
+                self._changing.add(plan.wallet_id)
+                claimed = plan.wallet_id
+            driver = CeremonyDriver(
+                link=self._link,
+                relay=self._relay,
+                store=self._store,
+                plan=plan,
+                relay_token=request.relay_token,
+                timeout_s=ceremony_budget(context.time_remaining(), self._link.config),
+                request_id=request_id,
+            )
+            self._log.info("ceremony started", request_bytes=len(plan.signed.request))
+            result = await driver.run()
+        except Exception as e:
+            error = error_for(e)
+            if not isinstance(e, HostError) and error.code == grpc.StatusCode.INTERNAL:
+                # The type and where only: a rendered traceback would carry the
+                # frames' locals (relay token, payloads) into the log.
+                self._log.error(
+                    "ceremony failed unexpectedly",
+                    error_type=type(e).__qualname__,
+                    where=_where(e),
+                )
+        finally:
+            in_flight.dec()
+            if claimed is not None:
+                self._changing.discard(claimed)
+            code = grpc.StatusCode.OK if error is None else error.code
+            if result is None and error is None:
+                code = grpc.StatusCode.CANCELLED
+            self._metrics.ceremony_seconds.labels(kind_name, code.name).observe(
+                time.perf_counter() - started
+            )
+            stats = vars(driver.stats) if driver is not None else {}
+            if error is not None and error.from_enclave:
+                self._metrics.enclave_errors.labels(error.code.name).inc()
+            self._log.info(
+                "ceremony finished",
+                code=code.name,
+                status_message=None if error is None else error.message,
+                from_enclave=None if error is None else error.from_enclave,
+                **stats,
+            )
+        if error is not None:
+            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+        if result is None:  # unreachable: either a result or an error
+            raise HostError(grpc.StatusCode.INTERNAL, "internal error")
+        return result
+
+    async def GetWallet(
+        self, request: host_pb2.GetWalletRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.Wallet:
+        """The wallet's current keyring, public key and epoch, from the store."""
+        structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
+        try:
+            wallet = await asyncio.to_thread(self._store.get_wallet, request.wallet_id)
+            if wallet.current_epoch is None:
+                raise HostError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"wallet {wallet.wallet_id} has no committed key yet",
+                )
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        return host_pb2.Wallet(
+            wallet_id=wallet.wallet_id,
+            scheme=scheme_enum(wallet.scheme),
+            threshold=wallet.threshold,
+            parties=[
+                ceremony_pb2.Party(party_id=p.party_id, static_key=p.static_key)
+                for p in wallet.parties
+            ],
+            public_key=wallet.public_key,
+            epoch=wallet.current_epoch,
+        )
+
+    async def GetAttestation(
+        self,
+        request: host_pb2.HostAttestationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> host_pb2.HostAttestationResponse:
+        """The enclave's attestation document for the caller's nonce (forwarded)."""
+        try:
+            if len(request.nonce) > _MAX_NONCE_BYTES:
+                raise HostError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"nonce is longer than {_MAX_NONCE_BYTES} bytes",
+                )
+            request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+            document = await self._link.attestation(request.nonce, request_id=request_id)
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+        return host_pb2.HostAttestationResponse(document=document)
+
+
+async def create_server(
+    address: str,
+    *,
+    store: Store,
+    enclave_channel: grpc.aio.Channel,
+    relay: RelayClient,
+    metrics: HostMetrics | None = None,
+    link_config: LinkConfig | None = None,
+    api_tokens: Sequence[str] = (),
+    health_servicer: AsyncHealthServicer | None = None,
+    max_message_bytes: int = _MAX_MESSAGE_BYTES,
+) -> tuple[grpc.aio.Server, int]:
+    """Build the host's gRPC server (not started), provisioning the enclave first.
+
+    Arguments:
+        address: ``host:port`` (port 0 picks one; tests use ``127.0.0.1:0``) or
+            ``unix:/path``.
+        store: the ciphertext store (caller-owned; close it after the server stops).
+        enclave_channel: a channel to the enclave (caller-owned; allow messages
+            as large as the sealed shares, megabytes for DKLs23).
+        relay: a client of the relay the coordinators' rooms live on (caller-owned).
+        metrics: the host's metrics (a fresh registry if None).
+        link_config: enclave timeouts (``LinkConfig()`` if None).
+        api_tokens: accepted bearer tokens; empty accepts any caller.
+        health_servicer: pass one to drive graceful shutdown
+            (``enter_graceful_shutdown``); a new one is made otherwise.
+        max_message_bytes: the public API's message size cap.
+
+    Returns:
+        ``(server, bound_port)``; the port is 0 for a Unix socket. Health
+        reports SERVING for "" and ``SERVICE_NAME``.
+
+    Raises:
+        HostError: the enclave could not be provisioned.
+        StoreError: the enclave identity could not be read or kept.
+        shardkeep.server.BindError: the address cannot be bound.
+    """
+    metrics = metrics or HostMetrics()
+    link = EnclaveLink(enclave_channel, link_config)
+    await link.provision(store)
+    server = grpc.aio.server(
+        interceptors=[RequestInterceptor(metrics, api_tokens)],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+    health_servicer = health_servicer or new_health_servicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    host_pb2_grpc.add_HostServicer_to_server(  # type: ignore[no-untyped-call]
+        HostServicer(store=store, link=link, relay=relay, metrics=metrics), server
+    )
+    port = bind(server, address)
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, port

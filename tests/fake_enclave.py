@@ -1,0 +1,210 @@
+"""A fake enclave for the host's tests: the Enclave gRPC contract with canned behaviour.
+
+It speaks the host <-> enclave stream contract (host/enclave_link.py) as a
+two-round toy ceremony with one peer: round 1 it broadcasts, then waits for
+one inbound envelope; key-changing ceremonies then store a sealed share and
+wait for the host's acknowledgement; round 2 it sends one point-to-point
+envelope to the peer and answers with the result. ``Script`` injects failures
+(a status at a chosen step, a stall, an illegal output).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
+
+K = ceremony_pb2.CeremonyKind
+KEY_CHANGING = {K.CEREMONY_KIND_KEYGEN, K.CEREMONY_KIND_RESHARE, K.CEREMONY_KIND_REFRESH}
+
+STATIC_KEY = bytes(range(1, 33))
+HOST_PUBKEY = b"\x02" + bytes(range(32))
+SEALED_IDENTITY = b"sealed-identity:" + bytes(16)
+PUBLIC_KEY = b"\x03" + hashlib.sha256(b"fake public key").digest()
+# Planted in every payload and sealed blob the fake produces; log tests scan for it.
+CANARY = b"CANARY-7f3e9c1d-secret-payload"
+
+
+def sealed_blob(request: ceremony_pb2.CeremonyRequest, what: bytes) -> bytes:
+    """A sealed-looking blob unique to the ceremony (contains the canary)."""
+    return CANARY + what + hashlib.sha256(request.SerializeToString()).digest()
+
+
+@dataclass
+class Script:
+    """Canned behaviour of the next ceremonies.
+
+    Attributes:
+        fail_at: step at which to fail with ``code``: "start" (before anything),
+            "after_round1" (after the inbound), "after_store" (after the ack), or None.
+        code / message / culprits: the failure's status and culprit trailers.
+        stall_at: step at which to hang until cancelled ("after_store", "before_result").
+        store_in_sign: store a share even in a sign (an illegal output).
+        result_epoch_offset: added to the result's epoch (a wrong result).
+        gate: if set, awaited before the result.
+    """
+
+    fail_at: str | None = None
+    code: grpc.StatusCode = grpc.StatusCode.ABORTED
+    message: str = "participant alice sent an invalid share"
+    culprits: tuple[str, ...] = ("alice",)
+    stall_at: str | None = None
+    store_in_sign: bool = False
+    result_epoch_offset: int = 0
+    gate: asyncio.Event | None = None
+
+
+@dataclass
+class Seen:
+    """What one RunCeremony call received."""
+
+    start: enclave_pb2.CeremonyStart | None = None
+    inbound: list[envelope_pb2.Envelope] = field(default_factory=list)
+    acks: list[int] = field(default_factory=list)
+    request_id: str = ""
+    cancelled: bool = False
+
+
+class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
+    """The Enclave service with canned behaviour (see the module docstring)."""
+
+    def __init__(self, *, peer: str = "alice") -> None:
+        self.peer = peer
+        self.script = Script()
+        self.provisioned: list[bytes] = []
+        self.runs: list[Seen] = []
+        self.attestation_request_ids: list[str] = []
+        # Called (in the enclave's task) once the host acknowledged a stored share.
+        self.on_ack: Callable[[int], None] | None = None
+
+    async def Provision(
+        self, request: enclave_pb2.ProvisionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> enclave_pb2.ProvisionResponse:
+        self.provisioned.append(bytes(request.sealed_identity))
+        return enclave_pb2.ProvisionResponse(
+            sealed_identity=SEALED_IDENTITY, static_key=STATIC_KEY, host_pubkey=HOST_PUBKEY
+        )
+
+    async def GetAttestation(
+        self,
+        request: enclave_pb2.GetAttestationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> enclave_pb2.GetAttestationResponse:
+        self.attestation_request_ids.append(_request_id(context))
+        return enclave_pb2.GetAttestationResponse(document=b"attestation:" + request.nonce)
+
+    async def GetStatus(
+        self, request: enclave_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> enclave_pb2.GetStatusResponse:
+        return enclave_pb2.GetStatusResponse(version="fake", static_key=STATIC_KEY)
+
+    async def RunCeremony(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        seen = Seen(request_id=_request_id(context))
+        self.runs.append(seen)
+        script = self.script
+        try:
+            await self._run(seen, script, context)
+        except asyncio.CancelledError:
+            seen.cancelled = True
+            raise
+
+    async def _run(
+        self, seen: Seen, script: Script, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        first = await context.read()
+        assert isinstance(first, enclave_pb2.CeremonyInput) and first.HasField("start")
+        seen.start = first.start
+        request = ceremony_pb2.CeremonyRequest.FromString(first.start.request.request)
+        me = next(p.party_id for p in request.parties if p.static_key == STATIC_KEY)
+
+        async def fail_or_stall(step: str) -> None:
+            if script.fail_at == step:
+                await context.abort(
+                    script.code,
+                    script.message,
+                    trailing_metadata=tuple(("shardkeep-culprits", c) for c in script.culprits),
+                )
+            if script.stall_at == step:
+                await asyncio.Event().wait()
+
+        def envelope(round_: int, recipient: str, what: bytes) -> enclave_pb2.CeremonyOutput:
+            return enclave_pb2.CeremonyOutput(
+                outbound=envelope_pb2.Envelope(
+                    room_id=request.room_id,
+                    ceremony_id=request.ceremony_id,
+                    round=round_,
+                    sender=me,
+                    recipient=recipient,
+                    payload=CANARY + what,
+                )
+            )
+
+        await fail_or_stall("start")
+        await context.write(envelope(1, "", b"round-1"))
+        item = await context.read()
+        assert isinstance(item, enclave_pb2.CeremonyInput) and item.HasField("inbound")
+        seen.inbound.append(item.inbound)
+        await fail_or_stall("after_round1")
+
+        epoch = 0 if request.kind == K.CEREMONY_KIND_KEYGEN else request.epoch + 1
+        if request.kind in KEY_CHANGING or script.store_in_sign:
+            index = [p.party_id for p in request.new_parties or request.parties].index(me)
+            share = ceremony_pb2.SealedShare(
+                wallet_id=request.wallet_id,
+                share_index=index,
+                scheme=request.scheme or ceremony_pb2.SCHEME_BIP340,
+                epoch=epoch,
+                encrypted_data_key=sealed_blob(request, b"data-key"),
+                ciphertext=sealed_blob(request, b"ciphertext"),
+                public_key=PUBLIC_KEY,
+            )
+            await context.write(enclave_pb2.CeremonyOutput(store=share))
+            ack = await context.read()
+            assert isinstance(ack, enclave_pb2.CeremonyInput) and ack.HasField("store_ack")
+            seen.acks.append(ack.store_ack.epoch)
+            if self.on_ack is not None:
+                self.on_ack(ack.store_ack.epoch)
+            await fail_or_stall("after_store")
+
+        await context.write(envelope(2, self.peer, b"round-2"))
+        await fail_or_stall("before_result")
+        if script.gate is not None:
+            await script.gate.wait()
+        result = ceremony_pb2.CeremonyResult(
+            ceremony_id=request.ceremony_id,
+            wallet_id=request.wallet_id,
+            public_key=PUBLIC_KEY,
+            epoch=epoch + script.result_epoch_offset,
+        )
+        if request.kind == K.CEREMONY_KIND_SIGN:
+            result.signature = hashlib.sha512(bytes(request.digest)).digest()
+        if request.kind == K.CEREMONY_KIND_EXPORT:
+            result.encrypted_export = sealed_blob(request, b"export")
+        await context.write(enclave_pb2.CeremonyOutput(result=result))
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(value)
+    return ""
+
+
+async def start_fake_enclave(
+    fake: FakeEnclave, address: str = "127.0.0.1:0"
+) -> tuple[grpc.aio.Server, str]:
+    """Serve ``fake``; return the started server and its target address."""
+    server = grpc.aio.server()
+    enclave_pb2_grpc.add_EnclaveServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port(address)
+    await server.start()
+    target = address if address.startswith("unix:") else f"127.0.0.1:{port}"
+    return server, target
