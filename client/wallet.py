@@ -189,7 +189,9 @@ class WalletClient:
                 for i, d in enumerate(devices)
             }
 
-        result, shares = await self._run(request, devices, build, server_in=True, progress=progress)
+        result, shares = await self._run(
+            request, devices, build, server_index=len(devices), progress=progress
+        )
         for share in shares.values():
             if share.public_key != result.public_key:
                 raise WalletError(
@@ -243,7 +245,12 @@ class WalletClient:
 
         identities = [devices[i] for i in sorted(devices)]
         _, results = await self._run(
-            request, identities, build, server_in=with_server, indices=signers, progress=progress
+            request,
+            identities,
+            build,
+            server_index=wallet.server_index if with_server else None,
+            indices=signers,
+            progress=progress,
         )
         first: bytes | RecoverableSignature = results[sorted(results)[0]]
         return first
@@ -256,7 +263,7 @@ class WalletClient:
         devices: Sequence[PartyIdentity],
         build: Callable[[ceremony_pb2.CeremonyRequest], Mapping[int, Ceremony[Any]]],
         *,
-        server_in: bool,
+        server_index: int | None,
         indices: list[int] | None = None,
         progress: Progress | None = None,
     ) -> tuple[ceremony_pb2.CeremonyResult, dict[int, Any]]:
@@ -278,11 +285,11 @@ class WalletClient:
                 return await run_over_relay(ceremony, identity, roster, request, relay, progress)
 
         async def server() -> ceremony_pb2.CeremonyResult:
-            if not server_in:
+            if server_index is None:
                 return ceremony_pb2.CeremonyResult(
                     ceremony_id=request.ceremony_id, wallet_id=request.wallet_id
                 )
-            server_id = next(p.party_id for p in parties if p.party_id not in by_id)
+            server_id = parties[server_index].party_id
             call = HOST_METHODS[request.kind](self._host)
             try:
                 result: ceremony_pb2.CeremonyResult = await call(

@@ -173,13 +173,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             outcome = running.plan.finish(running.plan.session.result)
             if outcome.record is not None:
                 yield await asyncio.to_thread(self._store_output, req, outcome)
-                ack = await anext(aiter(request_iterator), None)
-                if (
-                    ack is None
-                    or ack.WhichOneof("input") != "store_ack"
-                    or ack.store_ack.epoch != outcome.result.epoch
-                ):
-                    raise BadRequest("the host did not acknowledge storing the new share")
+                await _await_store_ack(request_iterator, outcome.result.epoch)
             log.info("ceremony finished", **_ids(req))
             yield enclave_pb2.CeremonyOutput(result=outcome.result)
         except Exception as e:
@@ -306,6 +300,19 @@ class _Running:
             )
             for o in sealed
         ]
+
+
+async def _await_store_ack(requests: AsyncIterator[enclave_pb2.CeremonyInput], epoch: int) -> None:
+    """Wait for the host's acknowledgement; late room envelopes (e.g. peers' last
+    broadcasts) may still arrive first and are no longer needed."""
+    async for item in requests:
+        kind = item.WhichOneof("input")
+        if kind == "inbound":
+            continue
+        if kind == "store_ack" and item.store_ack.epoch == epoch:
+            return
+        break
+    raise BadRequest("the host did not acknowledge storing the new share")
 
 
 def running_parties(request: ceremony_pb2.CeremonyRequest | None) -> list[str]:

@@ -29,12 +29,10 @@ __all__ = [
     "scheme_enum",
     # Types
     "CeremonyPlan",
-    "Kind",
     "KEY_CHANGING_KINDS",
     "KIND_NAMES",
 ]
 
-Kind = ceremony_pb2.CeremonyKind
 _K = ceremony_pb2.CeremonyKind
 
 KIND_NAMES: Final[dict[int, str]] = {

@@ -13,6 +13,7 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 
 SECRET_FIELD_WORDS = ("secret", "private", "seed", "plaintext", "password", "passcode", "token")
 
@@ -34,7 +35,10 @@ def configure(component: str, level: int = logging.INFO, stream: TextIO = sys.st
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
-            structlog.processors.dict_tracebacks,
+            # Tracebacks without frame locals: locals may hold secrets.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

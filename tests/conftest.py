@@ -11,7 +11,9 @@ import socket
 
 import pytest
 
-POSTGRES_DSN = os.environ.get("SHARDKEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_DSN = os.environ.get(
+    "SHARDKEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("SHARDKEEP_TEST_REDIS", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("SHARDKEEP_TEST_NATS", "nats://127.0.0.1:4222")
 

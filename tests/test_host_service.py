@@ -16,6 +16,8 @@ import io
 import json
 import logging
 import secrets
+import signal
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -899,3 +901,52 @@ def test_serve_drains_on_stop(sqlite_url: str) -> None:
 def test_main_refuses_vsock_targets() -> None:
     with pytest.raises(SystemExit):
         main(["--enclave", "vsock:16:5000", "--relay", "x:1", "--store", "sqlite:///x.db"])
+
+
+def test_the_console_script_drains_on_sigterm(sqlite_url: str) -> None:
+    async def body() -> None:
+        backend = MemoryBackend()
+        relay_server, relay_port = await create_relay_server("127.0.0.1:0", backend)
+        await relay_server.start()
+        fake = FakeEnclave()
+        enclave_server, enclave_target = await start_fake_enclave(fake)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from host.main import main; main()",
+            "--listen=127.0.0.1:0",
+            f"--enclave={enclave_target}",
+            f"--relay=127.0.0.1:{relay_port}",
+            f"--store={sqlite_url}",
+            "--grace=1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+            assert line.startswith("shardkeep-host listening on 127.0.0.1:")
+            target = line.rsplit(" ", 1)[-1].strip()
+            async with grpc.aio.insecure_channel(target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 10) == 0
+            events = [json.loads(e) for e in (await process.stderr.read()).decode().splitlines()]
+            assert [e["event"] for e in events if e["event"] != "enclave provisioned"] == [
+                "host serving",
+                "shutting down",
+                "stopped",
+            ]
+            assert all(e["component"] == "host" for e in events)
+            assert fake.provisioned == [b""]
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await enclave_server.stop(None)
+            await relay_server.stop(None)
+            await backend.aclose()
+
+    run(body)

@@ -72,6 +72,7 @@ def test_key_share_rejects_tampering() -> None:
     bad_secret = dict(fields, secret_share=(share.secret_share + 1).to_bytes(32, "big"))
     for data in (
         b"not cbor \xff",
+        share.to_bytes() + b"\x00",
         cbor2.dumps(dict(fields, version=99)),
         cbor2.dumps(dict(fields, format="other")),
         cbor2.dumps(bad_secret),

@@ -8,6 +8,7 @@ field, including that the secret share matches the party's public share.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -135,10 +136,13 @@ class KeyShare:
         Raises:
             InvalidEncodingError: not a key share of a known version, or inconsistent fields.
         """
+        stream = io.BytesIO(data)
         try:
-            fields = cbor2.loads(data)
+            fields = cbor2.CBORDecoder(stream).decode()
         except (cbor2.CBORDecodeError, ValueError, TypeError) as e:
             raise InvalidEncodingError("key share is not valid CBOR") from e
+        if stream.tell() != len(data):
+            raise InvalidEncodingError("trailing bytes after the key share")
         if not isinstance(fields, dict) or fields.get("format") != FORMAT:
             raise InvalidEncodingError("not a shardkeep key share")
         if fields.get("version") != VERSION:

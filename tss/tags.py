@@ -99,3 +99,8 @@ CHANNEL_TAG_EPHEMERAL = "shardkeep/channel/ephemeral"
 """Hedged derivation of each message's HPKE ephemeral ikmE from the caller's randomness."""
 CHANNEL_HPKE_INFO_LABEL = b"shardkeep/channel/v1\x00"
 """In front of the envelope header in the HPKE ``info`` (RFC 9180 §5.1, §8.1)."""
+
+### Service lifecycle requests (shardkeep.lifecycle: a CeremonyRequest -> a tss plan)
+
+LIFECYCLE_TAG_SESSION = "shardkeep/lifecycle/session"
+"""Session id of a refresh, reshare or export plan: the request's kind, wallet, room, ceremony."""

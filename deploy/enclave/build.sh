@@ -26,6 +26,15 @@ for tool in docker nitro-cli python3; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is not installed" >&2; exit 1; }
 done
 
+# The configuration is measured with the image: a release must pin its coordinators.
+if [[ -z "${ALLOW_DIRTY:-}" ]] && ! python3 -c '
+import json, sys
+config = json.load(open("deploy/enclave/enclave.json"))
+sys.exit(0 if config["coordinator_keys"] and config["nsm"]["mode"] == "nitro" else 1)'; then
+  echo "build.sh: deploy/enclave/enclave.json pins no coordinator key (or is not nsm.mode nitro)" >&2
+  exit 1
+fi
+
 COMMIT=$(git rev-parse --short=12 HEAD)
 # Every file time in the image is clamped to the commit time.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --pretty=%ct)}

@@ -287,9 +287,7 @@ async def supervise(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the entrypoint and exit with its status."""
     args = parse_args(argv, os.environ)
-    configure(
-        "entrypoint", level=logging.getLevelNamesMapping().get(args.log_level.upper(), 20)
-    )
+    configure("entrypoint", level=logging.getLevelNamesMapping().get(args.log_level.upper(), 20))
     sys.exit(asyncio.run(supervise(args)))
 
 

@@ -79,7 +79,9 @@ def _log(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run and watch the enclave; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="enclave_supervise.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="enclave_supervise.py", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--config", type=Path, required=True, help="run-enclave JSON settings")
     parser.add_argument("--nitro-cli", default="nitro-cli")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between checks")

@@ -291,7 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             first = load_pcrs(_read_json(args.first))
             second = load_pcrs(_read_json(args.second))
             if first != second:
-                differ = sorted(k for k in first.keys() | second.keys() if first.get(k) != second.get(k))
+                differ = sorted(
+                    k for k in first.keys() | second.keys() if first.get(k) != second.get(k)
+                )
                 print(f"policy.py: the builds differ in {', '.join(differ)}", file=sys.stderr)
                 return 1
         else:

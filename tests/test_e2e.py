@@ -1,0 +1,104 @@
+"""End to end with real processes (devkms, relay, enclave, host on Unix sockets) and the SDK.
+
+Also the brief's scan: neither the host's database nor any process log holds
+a secret share in the clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from coincurve import PublicKey, PublicKeyXOnly
+
+from client.devstack import DevStack, running_stack
+from client.party import PartyIdentity
+from client.wallet import WalletClient
+from tss.curve import N
+from tss.shamir import eval_point
+from tss.signing import RecoverableSignature
+
+DIGEST = bytes.fromhex("a1" * 32)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("stack")
+
+
+def run(stack_dir: Path, body: Any) -> Any:
+    async def main() -> Any:
+        async with (
+            running_stack(stack_dir / "run") as stack,
+            WalletClient(
+                stack.host_address,
+                stack.relay_address,
+                stack.coordinator_key,
+                root_certificate=stack.root_certificate,
+            ) as wallets,
+        ):
+            return await body(stack, wallets)
+
+    return asyncio.run(main())
+
+
+def verify(scheme: str, public_key: bytes, signature: bytes | RecoverableSignature) -> None:
+    if scheme == "bip340":
+        assert isinstance(signature, bytes)
+        assert PublicKeyXOnly(public_key[1:]).verify(signature, DIGEST)
+    else:
+        assert isinstance(signature, RecoverableSignature)
+        recovered = PublicKey.from_signature_and_message(
+            signature.to_bytes65(), DIGEST, hasher=None
+        )
+        assert recovered.format() == public_key
+
+
+def server_secret(shares: dict[int, int], server_index: int) -> int:
+    """The server's share f(server+1), interpolated from two device shares of a 2-of-n keyring."""
+    ids = list(shares)
+    return sum(shares[i] * _lagrange_at(ids, i, eval_point(server_index)) for i in ids) % N
+
+
+def _lagrange_at(ids: list[int], i: int, x: int) -> int:
+    num, den = 1, 1
+    for j in ids:
+        if j != i:
+            num = num * (x - eval_point(j)) % N
+            den = den * (eval_point(i) - eval_point(j)) % N
+    return num * pow(den, -1, N) % N
+
+
+def test_wallets_with_the_server_share_and_no_plaintext_at_rest(stack_dir: Path) -> None:
+    async def body(stack: DevStack, wallets: WalletClient) -> list[bytes]:
+        secrets_seen: list[bytes] = []
+        phone, laptop = PartyIdentity.generate(), PartyIdentity.generate()
+        for scheme in ("bip340", "ecdsa-secp256k1"):
+            # 2-of-2: device + server.
+            pair = await wallets.create_wallet(scheme, [phone], threshold=2)  # type: ignore[arg-type]
+            verify(scheme, pair.public_key, await wallets.sign(pair, DIGEST, {0: phone}))
+            # 2-of-3: two devices + server; every quorum signs.
+            trio = await wallets.create_wallet(scheme, [phone, laptop], threshold=2)  # type: ignore[arg-type]
+            verify(scheme, trio.public_key, await wallets.sign(trio, DIGEST, {0: phone}))
+            verify(scheme, trio.public_key, await wallets.sign(trio, DIGEST, {1: laptop}))
+            both = await wallets.sign(trio, DIGEST, {0: phone, 1: laptop}, with_server=False)
+            verify(scheme, trio.public_key, both)
+            shares = {i: s.secret_share for i, s in trio.shares.items()}
+            secret = server_secret(shares, trio.server_index)
+            secrets_seen += [s.secret_share_bytes for s in trio.shares.values()]
+            secrets_seen.append(secret.to_bytes(32, "big"))
+        return secrets_seen
+
+    secrets_seen = run(stack_dir, body)
+    # The host's database and every log: no secret share, raw or hex.
+    files = [stack_dir / "run" / "host.db", *sorted((stack_dir / "run").glob("*.log"))]
+    files += sorted((stack_dir / "run").glob("host.db-*"))
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets_seen:
+            assert secret not in data, f"a secret share in {path.name}"
+            assert secret.hex().encode() not in data, f"a hex secret share in {path.name}"
