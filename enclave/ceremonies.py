@@ -3,6 +3,18 @@
 ``plan`` checks that the request fits the enclave's identity and the wallet's
 sealed record, builds the ``tss`` ceremony and its ``SecureSession``, and says
 how to turn the ceremony's result into what the enclave seals and reports.
+
+The key-lifecycle ceremonies (DESIGN.md §3) take their plans and seats from
+``shardkeep.lifecycle``, the mapping the client SDK uses too:
+
+- refresh: every party; the record becomes the new share at epoch + 1 (same
+  owner key and party ids).
+- reshare: the server party may deal and stay (new share at its new index,
+  party ids = the new parties), deal and leave (no record: the result only), or
+  join without a share (it learns the keyring from the request, and the owner
+  key the request registers, as at keygen).
+- export: the server party contributes its share, sealed to the recipient's
+  key; it is never the recipient, and nothing secret comes back in the result.
 """
 
 from __future__ import annotations
@@ -13,11 +25,15 @@ from typing import Any
 
 from enclave.errors import BadRequest
 from enclave.identity import Identity, ServerShare
+from shardkeep.lifecycle import export_layout, refresh_layout, request_keyring, reshare_layout
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony, Random
 from tss.channel import Roster
+from tss.errors import InternalError
+from tss.export import Export, ExportOutput
 from tss.keygen import Keygen
 from tss.keyshare import KeyShare, Scheme
+from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.session import SecureSession
 from tss.signing import Bip340Signing, EcdsaSigning, RecoverableSignature, SigningOptions
 
@@ -65,10 +81,16 @@ def plan(
     """
     if request.kind == KIND.CEREMONY_KIND_KEYGEN:
         return _keygen(request, identity, rand)
+    if request.kind == KIND.CEREMONY_KIND_RESHARE:  # the one that may run without a record
+        return _reshare(request, identity, record, rand)
     if record is None:
         raise BadRequest("this ceremony needs the wallet's server share")
     if request.kind == KIND.CEREMONY_KIND_SIGN:
         return _sign(request, identity, record, rand)
+    if request.kind == KIND.CEREMONY_KIND_REFRESH:
+        return _refresh(request, identity, record, rand)
+    if request.kind == KIND.CEREMONY_KIND_EXPORT:
+        return _export(request, identity, record, rand)
     raise BadRequest(f"ceremony kind {KIND.Name(request.kind)} is not supported by this enclave")
 
 
@@ -167,3 +189,119 @@ def _sign(
         return Outcome(None, result)
 
     return Plan(_session(ceremony, identity, roster, request, rand), me, finish)
+
+
+### Key lifecycle: refresh, reshare, export
+
+
+def _check_record(request: ceremony_pb2.CeremonyRequest, record: ServerShare) -> KeyShare:
+    """The request acts on the sealed record's keyring: its parties, scheme and epoch."""
+    share = record.key_share
+    if tuple(p.party_id for p in request.parties) != record.party_ids:
+        raise BadRequest("the request's parties are not the wallet's keyring")
+    if scheme_of(request) != share.scheme or request.epoch != share.epoch:
+        raise BadRequest("the request names another scheme or epoch than the wallet's")
+    return share
+
+
+def _lifecycle_result(
+    request: ceremony_pb2.CeremonyRequest, keyring: PublicKeyring
+) -> ceremony_pb2.CeremonyResult:
+    return ceremony_pb2.CeremonyResult(
+        ceremony_id=request.ceremony_id, wallet_id=request.wallet_id,
+        public_key=keyring.public_key, epoch=keyring.epoch,
+    )  # fmt: skip
+
+
+def _refresh(
+    request: ceremony_pb2.CeremonyRequest, identity: Identity, record: ServerShare, rand: Random
+) -> Plan:
+    share = _check_record(request, record)
+    layout = refresh_layout(request, PublicKeyring.from_share(share))
+    me = layout.seat_of(identity.party_id)
+    if me != share.party_id:
+        raise BadRequest("the server party is not at its share's index")
+    ceremony = Reshare(layout.plan, me, share, rand)
+
+    def finish(out: ReshareOutput) -> Outcome:
+        new = out.share
+        if new is None or new.public_key != share.public_key or new.epoch != share.epoch + 1:
+            raise InternalError("a refresh must leave a new share of the same key")
+        return Outcome(
+            ServerShare(new, record.owner_key, record.party_ids),
+            _lifecycle_result(request, out.keyring),
+        )
+
+    return Plan(_session(ceremony, identity, layout.roster, request, rand), me, finish)
+
+
+def _reshare(
+    request: ceremony_pb2.CeremonyRequest,
+    identity: Identity,
+    record: ServerShare | None,
+    rand: Random,
+) -> Plan:
+    given = request_keyring(request)
+    share: KeyShare | None = None
+    if record is not None:  # the server party holds a share of the current keyring
+        share = _check_record(request, record)
+        keyring = PublicKeyring.from_share(share)
+        if given is not None and given != keyring:
+            raise BadRequest("the request's keyring is not the wallet's")
+        if request.owner_key and bytes(request.owner_key) != record.owner_key:
+            raise BadRequest("a reshare cannot change the wallet's owner key")
+        owner_key = record.owner_key
+    else:  # it joins: the keyring and owner key come from the authorised request
+        if identity.party_id in (p.party_id for p in request.parties):
+            raise BadRequest("the server party's share of the current keyring is missing")
+        if given is None:
+            raise BadRequest("a reshare that adds the server party must carry the keyring")
+        if len(request.owner_key) != 32:
+            raise BadRequest("a reshare that adds the server party registers the owner key")
+        keyring, owner_key = given, bytes(request.owner_key)
+    layout = reshare_layout(request, keyring)
+    plan_ = layout.plan
+    me = layout.seat_of(identity.party_id)
+    if me is None:
+        raise BadRequest("the server party neither deals nor receives in this reshare")
+    dealing = share if me in plan_.dealers else None  # an old party that does not deal stays out
+    ceremony = Reshare(plan_, me, dealing, rand)
+    new_party_ids = tuple(p.party_id for p in request.new_parties)
+    stays = plan_.new_id(me) is not None
+
+    def finish(out: ReshareOutput) -> Outcome:
+        new = out.share
+        if out.keyring.public_key != keyring.public_key or (new is not None) != stays:
+            raise InternalError("the reshare's outcome does not fit its plan")
+        # A leaving server party stores nothing: its old share stays sealed at
+        # the old epoch until the host retires it with that epoch (DESIGN.md §6).
+        record_ = None if new is None else ServerShare(new, owner_key, new_party_ids)
+        return Outcome(record_, _lifecycle_result(request, out.keyring))
+
+    return Plan(_session(ceremony, identity, layout.roster, request, rand), me, finish)
+
+
+def _export(
+    request: ceremony_pb2.CeremonyRequest, identity: Identity, record: ServerShare, rand: Random
+) -> Plan:
+    share = _check_record(request, record)
+    # The recipient learns the whole key: never the server party, nor anyone
+    # holding its static key (defence in depth: the enclave never opens a
+    # contribution, but nothing should be sealed to a key it holds).
+    if (
+        request.export_recipient.party_id == identity.party_id
+        or bytes(request.export_recipient_key) == identity.static_public_key
+    ):
+        raise BadRequest("the server party is never the export recipient")
+    layout = export_layout(request, PublicKeyring.from_share(share))
+    me = layout.seat_of(identity.party_id)
+    if me is None or me not in layout.plan.quorum or me == layout.plan.recipient:
+        raise BadRequest("the server party must contribute to the export, never receive it")
+    ceremony = Export(layout.plan, me, share, rand)
+
+    def finish(out: ExportOutput) -> Outcome:
+        if out.private_key is not None:
+            raise InternalError("the server party obtained an exported key")
+        return Outcome(None, _lifecycle_result(request, layout.plan.keyring))
+
+    return Plan(_session(ceremony, identity, layout.roster, request, rand), me, finish)

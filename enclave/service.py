@@ -11,8 +11,11 @@ result released. Errors are translated once, by ``STATUS_TABLE``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,6 +31,7 @@ from enclave.identity import Identity, ServerShare
 from enclave.kms import KmsError
 from enclave.nsm import Nsm
 from enclave.seal import SealBinding, SealedShare, ShareSealer
+from shardkeep.lifecycle import seat_party_ids
 from shardkeep.server import AsyncHealthServicer, bind, mark_serving, new_server
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
 from tss.errors import InputError, ProtocolError, SessionStateError
@@ -37,6 +41,7 @@ log = structlog.get_logger("enclave")
 VERSION = "0.1.0"
 IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
 CULPRITS_METADATA = "shardkeep-culprits"
+RECORD_CACHE_SIZE = 4096  # opened server shares kept in enclave memory
 
 # One table maps errors to status codes (STYLE.md principle 5). Order matters:
 # the first matching class wins.
@@ -79,6 +84,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         # every later load of that share (DKLs23 setups are never reused after
         # a failed check; a refresh gives the wallet a new epoch).
         self._burned: dict[tuple[str, int], set[int]] = {}
+        self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
 
     # --- identity and attestation -------------------------------------------------
 
@@ -158,7 +164,11 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             log.info("ceremony started", **_ids(req))
             for out in running.outbound(await asyncio.to_thread(running.plan.session.start)):
                 yield out
-            async for item in request_iterator:
+            # An export contributor is done once it has sent: it expects nothing.
+            while not running.plan.session.done:
+                item = await anext(aiter(request_iterator), None)
+                if item is None:
+                    break
                 if item.WhichOneof("input") != "inbound":
                     raise BadRequest("expected the room's envelopes")
                 sent = await asyncio.to_thread(
@@ -166,8 +176,6 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 )
                 for out in running.outbound(sent):
                     yield out
-                if running.plan.session.done:
-                    break
             if not running.plan.session.done:
                 raise BadRequest("the host ended the stream before the ceremony finished")
             outcome = running.plan.finish(running.plan.session.result)
@@ -194,12 +202,17 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             raise SessionStateError("the enclave is not provisioned yet")
         now = int(self._deps.clock())
         # The coordinator's signature is checked first; the owner's (export,
-        # reshare) needs the owner key from the sealed record.
+        # reshare) needs the owner key from the sealed record. A reshare that
+        # adds the server party has no record: the request registers the owner
+        # key, as keygen's does (both under the pinned coordinator's signature).
         unverified = ceremony_pb2.CeremonyRequest.FromString(start.request.request)
         record = None
-        if unverified.kind != ceremony_pb2.CEREMONY_KIND_KEYGEN:
+        owner_key = None
+        if _joins_without_share(unverified, identity):
+            owner_key = bytes(unverified.owner_key)
+        elif unverified.kind != ceremony_pb2.CEREMONY_KIND_KEYGEN:
             record = self._load_record(unverified, identity, list(start.sealed_shares))
-        owner_key = record.owner_key if record else None
+            owner_key = record.owner_key
         request = self._deps.authorizer.authorize(start.request, now, owner_key)
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
@@ -222,11 +235,20 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         if len(candidates) != 1:
             raise WrongShare("the host did not supply the server share of this wallet and epoch")
         stored = candidates[0]
-        plain = self._unseal(
-            cbor2.dumps({"k": bytes(stored.encrypted_data_key), "c": bytes(stored.ciphertext)}),
-            binding,
-        )
-        record = ServerShare.from_bytes(plain)
+        # Opened records stay in enclave memory (trusted), keyed by the exact
+        # sealed bytes and binding, so a signature costs no KMS round trip; any
+        # other blob the host supplies is opened and checked afresh.
+        cache_key = hashlib.sha256(
+            binding.encode() + bytes(stored.encrypted_data_key) + bytes(stored.ciphertext)
+        ).digest()
+        record = self._records.get(cache_key)
+        if record is None:
+            plain = self._unseal(
+                cbor2.dumps({"k": bytes(stored.encrypted_data_key), "c": bytes(stored.ciphertext)}),
+                binding,
+            )
+            record = ServerShare.from_bytes(plain)
+            self._records.put(cache_key, record)
         share = record.key_share
         if share.party_id != me or share.epoch != request.epoch:
             raise WrongShare("the sealed share is not the server party's at this epoch")
@@ -280,6 +302,28 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         return self._deps.sealer.unseal(sealed, binding)
 
 
+class _RecordCache:
+    """A bounded LRU map of opened server-share records (enclave memory only)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[bytes, ServerShare] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> ServerShare | None:
+        with self._lock:
+            record = self._items.get(key)
+            if record is not None:
+                self._items.move_to_end(key)
+            return record
+
+    def put(self, key: bytes, record: ServerShare) -> None:
+        with self._lock:
+            self._items[key] = record
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
 @dataclass
 class _Running:
     request: ceremony_pb2.CeremonyRequest
@@ -316,7 +360,16 @@ async def _await_store_ack(requests: AsyncIterator[enclave_pb2.CeremonyInput], e
 
 
 def running_parties(request: ceremony_pb2.CeremonyRequest | None) -> list[str]:
-    return [p.party_id for p in request.parties] if request is not None else []
+    """Party ids by ceremony seat, to name culprits (reshare and export seats go beyond
+    ``parties``: ``shardkeep.lifecycle.seat_party_ids``)."""
+    return seat_party_ids(request) if request is not None else []
+
+
+def _joins_without_share(request: ceremony_pb2.CeremonyRequest, identity: Identity) -> bool:
+    """A reshare that adds the server party: it holds no share of the current keyring."""
+    return request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE and identity.party_id not in (
+        p.party_id for p in request.parties
+    )
 
 
 def _ids(request: ceremony_pb2.CeremonyRequest) -> dict[str, str]:
