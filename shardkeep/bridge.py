@@ -230,6 +230,7 @@ def _remove_stale_unix_socket(path: str) -> None:
     if not stat.S_ISSOCK(mode):
         raise BridgeError(f"{path} exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)  # a live server with a full backlog does not answer at once
     try:
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):

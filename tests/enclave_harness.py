@@ -292,3 +292,134 @@ def client_sign(
     return SecureSession(
         ceremony, key, roster, request.room_id, request.ceremony_id, secrets.token_bytes
     )
+
+
+# --- key lifecycle (refresh, reshare, export): requests and client sides ----------------------
+
+
+def lifecycle_request(
+    kind: ceremony_pb2.CeremonyKind.ValueType,
+    wallet: ceremony_pb2.CeremonyRequest,
+    epoch: int,
+    **fields: Any,
+) -> ceremony_pb2.CeremonyRequest:
+    """A refresh, reshare or export request for ``wallet``'s keyring (its parties and scheme)."""
+    name = ceremony_pb2.CeremonyKind.Name(kind).removeprefix("CEREMONY_KIND_").lower()
+    request = ceremony_pb2.CeremonyRequest(
+        ceremony_id=f"{name}-{secrets.token_hex(4)}",
+        room_id=wallet.room_id,
+        kind=kind,
+        scheme=wallet.scheme,
+        wallet_id=wallet.wallet_id,
+        parties=wallet.parties,
+        epoch=epoch,
+    )
+    for key, value in fields.items():
+        if isinstance(value, ceremony_pb2.Party | ceremony_pb2.PublicKeyring):
+            getattr(request, key).CopyFrom(value)
+        elif isinstance(value, list):
+            getattr(request, key).extend(value)
+        else:
+            setattr(request, key, value)
+    return request
+
+
+def keyring_request(
+    wallet: ceremony_pb2.CeremonyRequest, parties: list[ceremony_pb2.Party]
+) -> ceremony_pb2.CeremonyRequest:
+    """``wallet`` with another party list (e.g. a reshare's new keyring, for later requests)."""
+    out = ceremony_pb2.CeremonyRequest()
+    out.CopyFrom(wallet)
+    del out.parties[:]
+    out.parties.extend(parties)
+    return out
+
+
+def sign_request_at(
+    wallet: ceremony_pb2.CeremonyRequest, signers: list[int], epoch: int
+) -> ceremony_pb2.CeremonyRequest:
+    """``sign_request`` at ``epoch`` (after a refresh or reshare)."""
+    request = sign_request(wallet, signers)
+    request.epoch = epoch
+    return request
+
+
+def client_lifecycle(
+    request: ceremony_pb2.CeremonyRequest,
+    client: ClientParty,
+    share: KeyShare | None,
+    *,
+    keyring: Any = None,
+    recipient_key: bytes | None = None,
+    reshare_class: type[Any] | None = None,
+) -> SecureSession[Any]:
+    """A client party's side of a refresh, reshare or export, laid out by ``shardkeep.lifecycle``.
+
+    ``share`` is the client's current key share (None for a new party, which
+    then needs ``keyring``, a ``tss.reshare.PublicKeyring``); ``recipient_key``
+    is the export recipient's X25519 private key; ``reshare_class`` swaps in a
+    (misbehaving) ``tss.reshare.Reshare``.
+    """
+    # Imported here: helpers are only appended to this module.
+    from shardkeep import lifecycle
+    from tss.export import Export
+    from tss.reshare import PublicKeyring, Reshare
+
+    current = keyring if share is None else PublicKeyring.from_share(share)
+    layout: Any
+    if request.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
+        layout = lifecycle.export_layout(request, current)
+    elif request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
+        layout = lifecycle.refresh_layout(request, current)
+    else:
+        layout = lifecycle.reshare_layout(request, current)
+    seat = layout.seat_of(client.static_key.party_id)
+    assert seat is not None, "the client takes no part"
+    ceremony: Any
+    if request.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
+        mine = share if seat in layout.plan.quorum else None
+        ceremony = Export(layout.plan, seat, mine, secrets.token_bytes, recipient_key)
+    else:
+        dealing = share if seat in layout.plan.dealers else None
+        ceremony = (reshare_class or Reshare)(layout.plan, seat, dealing, secrets.token_bytes)
+    return SecureSession(
+        ceremony,
+        client.static_key,
+        layout.roster,
+        request.room_id,
+        request.ceremony_id,
+        secrets.token_bytes,
+    )
+
+
+class _Started:
+    """A client session already started. Its first messages go out with whatever it sends
+    first, ``start`` or an earlier ``receive``, so a peer gets them in order."""
+
+    def __init__(self, session: Any, first: list[Outbound]) -> None:
+        self.session = session
+        self._first = first
+
+    @property
+    def done(self) -> bool:
+        return bool(self.session.done)
+
+    @property
+    def result(self) -> Any:
+        return self.session.result
+
+    def start(self) -> list[Outbound]:
+        first, self._first = self._first, []
+        return first
+
+    def receive(self, envelope: bytes) -> list[Outbound]:
+        first, self._first = self._first, []
+        out: list[Outbound] = self.session.receive(envelope)
+        return first + out
+
+
+def start_together(clients: dict[str, Any]) -> dict[str, Any]:
+    """Start every client before ``host_loop`` routes a message: it starts them in turn, so
+    a dealer's first messages could reach a peer not yet started (reshare, refresh, export)."""
+    first = {pid: session.start() for pid, session in clients.items()}
+    return {pid: _Started(session, first[pid]) for pid, session in clients.items()}

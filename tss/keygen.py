@@ -19,7 +19,7 @@ from tss.curve import tagged_hash
 from tss.dkg import chilldkg
 from tss.ecdsa import keygen as ecdsa_setup
 from tss.ecdsa.setup import EcdsaSetup
-from tss.errors import InputError
+from tss.errors import FaultyCoordinatorError, InputError
 from tss.keyshare import KeyShare, Scheme, default_chain_code
 from tss.tags import KEYGEN_TAG_SETUP_SESSION
 
@@ -103,10 +103,16 @@ class Keygen(Ceremony[KeyShare]):
             self._pmsgs2[self.me] = pmsg2
             return self._broadcast(2, pmsg2)
         self._pmsgs2.update(payloads)
-        cmsg2, _, _ = chilldkg.coordinator_finalize(
-            self._cstate, [self._pmsgs2[i] for i in self.parties]
-        )
-        output, _recovery = chilldkg.participant_finalize(self._state2, cmsg2)
+        pmsgs2 = [self._pmsgs2[i] for i in self.parties]
+        # We are our own coordinator: the certificate is the signatures in
+        # order. participant_finalize checks every signature, so the
+        # coordinator's identical check runs only to name a culprit.
+        cmsg2 = b"".join(pmsgs2)
+        try:
+            output, _recovery = chilldkg.participant_finalize(self._state2, cmsg2)
+        except FaultyCoordinatorError:
+            chilldkg.coordinator_finalize(self._cstate, pmsgs2)  # raises, blaming the signer
+            raise
         if output.secshare is None or output.participant != self.me:
             raise InputError("DKG output is not this participant's")
         key = KeyMaterial(
