@@ -1,4 +1,4 @@
-"""What a user of ``tss.local`` gets: whole ceremonies, every party's ceremony object in one process.
+"""What a user of ``tss.local`` gets: whole ceremonies, each party's object in one process.
 
 Unlike bench_dkg/bench_frost (protocol functions with one coordinator), each
 party here runs the full ceremony object the service runs: every party also
@@ -9,6 +9,8 @@ for all parties together. Peers (DESIGN.md §7, this machine): frost-rs DKG
 """
 
 from __future__ import annotations
+
+import functools
 
 from bench.util import measure
 from tss import local
@@ -25,9 +27,9 @@ def main() -> None:
     for scheme, cases in CASES.items():
         runs = 20 if scheme == "bip340" else 5
         for t, n in cases:
-            keygen = measure(lambda: local.keygen(scheme, threshold=t, parties=n), runs)
-            shares = local.keygen(scheme, threshold=t, parties=n)
-            sign = measure(lambda: local.sign(shares[:t], DIGEST), max(runs, 20))
+            keygen = measure(functools.partial(local.keygen, scheme, threshold=t, parties=n), runs)
+            quorum = local.keygen(scheme, threshold=t, parties=n)[:t]
+            sign = measure(functools.partial(local.sign, quorum, DIGEST), max(runs, 20))
             print(f"{scheme:16} {t}-of-{n:<4} {keygen}   {sign}")
 
 

@@ -392,34 +392,67 @@ def client_lifecycle(
     )
 
 
-class _Started:
-    """A client session already started. Its first messages go out with whatever it sends
-    first, ``start`` or an earlier ``receive``, so a peer gets them in order."""
+async def relay_loop(
+    stack: Stack,
+    request: ceremony_pb2.SignedCeremonyRequest,
+    clients: dict[str, Any],
+    sealed: list[ceremony_pb2.SealedShare] = (),  # type: ignore[assignment]
+) -> ceremony_pb2.CeremonyResult:
+    """``host_loop`` for ceremonies whose clients also talk to each other (refresh, reshare,
+    export): every client starts before anything moves, and client messages go through one
+    FIFO queue, so each sender's envelopes arrive in order (``host_loop`` delivers depth
+    first, where a reply can overtake its sender's earlier envelopes)."""
+    from collections import deque
 
-    def __init__(self, session: Any, first: list[Outbound]) -> None:
-        self.session = session
-        self._first = first
+    call = stack.stub.RunCeremony()
+    closed = False
 
-    @property
-    def done(self) -> bool:
-        return bool(self.session.done)
+    async def write(item: enclave_pb2.CeremonyInput) -> None:
+        nonlocal closed  # a write may lose the race with the enclave aborting: read reports it
+        if not closed:
+            try:
+                await call.write(item)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                closed = True
 
-    @property
-    def result(self) -> Any:
-        return self.session.result
+    await write(
+        enclave_pb2.CeremonyInput(
+            start=enclave_pb2.CeremonyStart(request=request, sealed_shares=sealed)
+        )
+    )
+    enclave_id = stack.party.party_id
+    queue: deque[tuple[str, Outbound]] = deque()
 
-    def start(self) -> list[Outbound]:
-        first, self._first = self._first, []
-        return first
+    async def pump() -> None:
+        while queue:
+            sender, o = queue.popleft()
+            if o.recipient_id == enclave_id:
+                env = envelope_pb2.Envelope(
+                    sender=sender, recipient=o.recipient_id, round=o.round, payload=o.envelope
+                )
+                await write(enclave_pb2.CeremonyInput(inbound=env))
+            else:
+                replies = clients[o.recipient_id].receive(o.envelope)
+                queue.extend((o.recipient_id, r) for r in replies)
 
-    def receive(self, envelope: bytes) -> list[Outbound]:
-        first, self._first = self._first, []
-        out: list[Outbound] = self.session.receive(envelope)
-        return first + out
-
-
-def start_together(clients: dict[str, Any]) -> dict[str, Any]:
-    """Start every client before ``host_loop`` routes a message: it starts them in turn, so
-    a dealer's first messages could reach a peer not yet started (reshare, refresh, export)."""
-    first = {pid: session.start() for pid, session in clients.items()}
-    return {pid: _Started(session, first[pid]) for pid, session in clients.items()}
+    for pid, session in clients.items():
+        queue.extend((pid, o) for o in session.start())
+    await pump()
+    while True:
+        out = await call.read()
+        if out is grpc.aio.EOF:
+            raise AssertionError("the enclave ended the stream without a result")
+        kind = out.WhichOneof("output")
+        if kind == "outbound":
+            recipient = out.outbound.recipient
+            queue.extend((recipient, r) for r in clients[recipient].receive(out.outbound.payload))
+            await pump()
+        elif kind == "store":
+            stack.stored.append(out.store)
+            await write(
+                enclave_pb2.CeremonyInput(store_ack=enclave_pb2.StoreAck(epoch=out.store.epoch))
+            )
+        else:
+            await call.done_writing()
+            assert all(s.done for s in clients.values())
+            return out.result
