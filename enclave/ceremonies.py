@@ -260,14 +260,15 @@ def _reshare(
             raise BadRequest("a reshare that adds the server party registers the owner key")
         keyring, owner_key = given, bytes(request.owner_key)
     layout = reshare_layout(request, keyring)
-    plan_ = layout.plan
+    reshare_plan = layout.plan
     me = layout.seat_of(identity.party_id)
     if me is None:
         raise BadRequest("the server party neither deals nor receives in this reshare")
-    dealing = share if me in plan_.dealers else None  # an old party that does not deal stays out
-    ceremony = Reshare(plan_, me, dealing, rand)
+    # An old party that does not deal brings no share (it may still receive a new one).
+    dealing = share if me in reshare_plan.dealers else None
+    ceremony = Reshare(reshare_plan, me, dealing, rand)
     new_party_ids = tuple(p.party_id for p in request.new_parties)
-    stays = plan_.new_id(me) is not None
+    stays = reshare_plan.new_id(me) is not None
 
     def finish(out: ReshareOutput) -> Outcome:
         new = out.share

@@ -11,6 +11,7 @@ result released. Errors are translated once, by ``STATUS_TABLE``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -42,6 +43,7 @@ VERSION = "0.1.0"
 IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
 CULPRITS_METADATA = "shardkeep-culprits"
 RECORD_CACHE_SIZE = 4096  # opened server shares kept in enclave memory
+DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
 
 # One table maps errors to status codes (STYLE.md principle 5). Order matters:
 # the first matching class wins.
@@ -189,7 +191,15 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             log.warning(
                 "ceremony failed", error=type(e).__name__, **(_ids(request) if request else {})
             )
-            await _abort(context, e, running_parties(request))
+            parties = running_parties(request)
+            code, message = status_for(e)
+            yield enclave_pb2.CeremonyOutput(
+                failure=enclave_pb2.CeremonyFailure(
+                    code=code.name, message=message, culprits=_culprit_ids(e, parties)
+                )
+            )
+            await _drain(request_iterator)
+            await _abort(context, e, parties)
             raise
         finally:
             self._running -= 1
@@ -381,14 +391,37 @@ def _ids(request: ceremony_pb2.CeremonyRequest) -> dict[str, str]:
     }
 
 
+async def _drain(requests: AsyncIterator[enclave_pb2.CeremonyInput]) -> None:
+    """Let the host stop writing before the stream ends: its half-close ends the wait.
+
+    A write that races the end of the stream would hide our status from the
+    host (grpc/grpc#36066); waiting for the half-close (at most
+    ``DRAIN_SECONDS``) makes the ``failure`` output and the status arrive intact.
+    """
+
+    async def consume() -> None:
+        async for _ in requests:
+            pass
+
+    with contextlib.suppress(TimeoutError, grpc.RpcError):
+        await asyncio.wait_for(consume(), DRAIN_SECONDS)
+
+
+def _culprit_ids(error: BaseException, parties: list[str]) -> list[str]:
+    """The party ids a protocol error blames (its culprits are ceremony seats)."""
+    if not isinstance(error, ProtocolError):
+        return []
+    return [parties[i] for i in error.culprits if 0 <= i < len(parties)]
+
+
 async def _abort(
     context: grpc.aio.ServicerContext[Any, Any],
     error: BaseException,
     parties: list[str] | None = None,
 ) -> None:
     code, message = status_for(error)
-    if isinstance(error, ProtocolError) and parties:
-        culprits = [parties[i] for i in error.culprits if 0 <= i < len(parties)]
+    culprits = _culprit_ids(error, parties or [])
+    if culprits:
         context.set_trailing_metadata(((CULPRITS_METADATA, ",".join(culprits)),))
     if code == grpc.StatusCode.INTERNAL:
         log.error("internal error", error=type(error).__name__)

@@ -41,7 +41,7 @@ import structlog
 
 from host.ceremony_plan import CeremonyPlan, scheme_enum
 from host.epoch_writer import EpochWriter
-from host.errors import EnclaveProtocolError, HostError, error_from_enclave
+from host.errors import EnclaveProtocolError, HostError, error_from_enclave, error_from_failure
 from host.store import Store, WalletNotFoundError
 from relay.client import PartySession, RelayClient
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
@@ -427,6 +427,11 @@ class CeremonyDriver:
                 inputs.put_nowait(
                     enclave_pb2.CeremonyInput(store_ack=enclave_pb2.StoreAck(epoch=epoch))
                 )
+            elif kind == "failure":
+                # The enclave's verdict. It ends the stream only after our
+                # half-close, so no write of ours races its status (grpc#36066).
+                await call.done_writing()
+                raise error_from_failure(output.failure)
             elif kind == "result":
                 self._check_result(output.result)
                 # The result is final once the enclave ends the stream with OK.

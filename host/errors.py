@@ -35,6 +35,7 @@ from relay.errors import (
     RoomUnavailableError,
     SequenceError,
 )
+from shardkeep.v1 import enclave_pb2
 
 __all__ = [
     # Functions
@@ -46,6 +47,7 @@ __all__ = [
     # Tables
     "ENCLAVE_CODES",
     "ERROR_TABLE",
+    "error_from_failure",
     "PASSED_TRAILERS",
 ]
 
@@ -159,6 +161,17 @@ def error_from_enclave(error: grpc.aio.AioRpcError) -> HostError:
     # grpc.aio.Metadata iterates as (key, value) pairs; the stubs say otherwise.
     metadata: Iterable[tuple[str, str | bytes]] = error.trailing_metadata() or ()  # type: ignore[assignment]
     return HostError(code, message, _passed_trailers(metadata), from_enclave=True)
+
+
+def error_from_failure(failure: enclave_pb2.CeremonyFailure) -> HostError:
+    """The coordinator's status for the enclave's ``CeremonyFailure`` output."""
+    enclave_code = getattr(StatusCode, failure.code, StatusCode.INTERNAL)
+    code = ENCLAVE_CODES.get(enclave_code, StatusCode.INTERNAL)
+    message = _FIXED_ENCLAVE_MESSAGES.get(code) or failure.message or code.name.lower()
+    trailers: Trailers = (
+        (("shardkeep-culprits", ",".join(failure.culprits)),) if failure.culprits else ()
+    )
+    return HostError(code, message, trailers, from_enclave=True)
 
 
 def error_for(exc: BaseException) -> HostError:

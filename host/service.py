@@ -4,7 +4,9 @@ Ceremony calls (Keygen, Sign, Reshare, Refresh, Export) are checked against
 the method (``host.ceremony_plan``), then run by ``host.enclave_link``:
 forwarded to the enclave, with the room's traffic relayed both ways and the
 sealed shares stored. GetWallet reads the store; GetAttestation forwards to
-the enclave. The host authorises nothing itself (DESIGN.md §5): the enclave
+the enclave. PutBackup, GetBackup and ListBackups keep the clients' backup
+shares, which the clients encrypt before upload: the host stores opaque
+ciphertext (DESIGN.md §6). The host authorises nothing itself (DESIGN.md §5): the enclave
 verifies every request's proof of authority.
 
 Around every call, ``RequestInterceptor`` (STYLE.md principle 14) checks the
@@ -32,7 +34,7 @@ from host.ceremony_plan import KIND_NAMES, plan_ceremony, scheme_enum
 from host.enclave_link import CeremonyDriver, EnclaveLink, LinkConfig, ceremony_budget
 from host.errors import HostError, error_for
 from host.metrics import HostMetrics
-from host.store import Store
+from host.store import Backup, BackupBlob, Store, StoreConflictError, StoredBackup
 from relay.client import RelayClient
 from shardkeep.server import AsyncHealthServicer, bind, new_health_servicer
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
@@ -363,6 +365,78 @@ class HostServicer(host_pb2_grpc.HostServicer):
             error = error_for(e)
             await context.abort(error.code, error.message, trailing_metadata=error.trailers)
         return host_pb2.HostAttestationResponse(document=document)
+
+    # --- backup shares (client-encrypted; the host never interprets the blob) ---------
+
+    async def PutBackup(
+        self, request: host_pb2.PutBackupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.PutBackupResponse:
+        """Store a client-encrypted backup share; the same record again is a no-op."""
+        given = request.backup
+        structlog.contextvars.bind_contextvars(wallet_id=given.wallet_id[:128])
+        try:
+            backup = Backup(
+                wallet_id=given.wallet_id,
+                backup_id=given.backup_id,
+                party_id=given.party_id,
+                epoch=given.epoch,
+                blob=BackupBlob(bytes(given.blob)),
+            )
+            await asyncio.to_thread(self._store.put_backup, backup)
+        except StoreConflictError as e:
+            # Not ERROR_TABLE's ABORTED (a ceremony raced us): a stored backup is
+            # never replaced, so retrying cannot help.
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"store: {e}")
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        self._log.info("backup stored", backup_id=backup.backup_id, blob_bytes=len(backup.blob))
+        return host_pb2.PutBackupResponse()
+
+    async def GetBackup(
+        self, request: host_pb2.GetBackupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.Backup:
+        """One backup share of a wallet, blob included."""
+        structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
+        try:
+            stored = await asyncio.to_thread(
+                self._store.get_backup, request.wallet_id, request.backup_id
+            )
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        return _backup_message(stored, with_blob=True)
+
+    async def ListBackups(
+        self, request: host_pb2.ListBackupsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.ListBackupsResponse:
+        """Every backup of a wallet, by backup id, without the blobs.
+
+        Leaving the blobs out keeps the reply small (each may be megabytes) and
+        hands out ciphertext only to a caller who names the backup it wants.
+        """
+        structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
+        try:
+            stored = await asyncio.to_thread(self._store.list_backups, request.wallet_id)
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        return host_pb2.ListBackupsResponse(
+            backups=[_backup_message(b, with_blob=False) for b in stored]
+        )
+
+
+def _backup_message(stored: StoredBackup, *, with_blob: bool) -> host_pb2.Backup:
+    backup = stored.backup
+    return host_pb2.Backup(
+        wallet_id=backup.wallet_id,
+        backup_id=backup.backup_id,
+        party_id=backup.party_id,
+        epoch=backup.epoch,
+        blob=backup.blob if with_blob else b"",
+        created_at_ms=stored.created_at_ms,
+        blob_bytes=len(backup.blob),
+    )
 
 
 async def create_server(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,69 +159,6 @@ async def with_enclave(
             return await body(Stack(stub, identity))
     finally:
         await running.server.stop(None)
-
-
-async def host_loop(
-    stack: Stack,
-    request: ceremony_pb2.SignedCeremonyRequest,
-    clients: dict[str, SecureSession[Any]],
-    sealed: list[ceremony_pb2.SealedShare] = (),  # type: ignore[assignment]
-    tamper: Tamper | None = None,
-) -> ceremony_pb2.CeremonyResult:
-    """Carry one ceremony between the enclave stream and the client sessions."""
-    call = stack.stub.RunCeremony()
-
-    write_failed = False
-
-    async def write(item: enclave_pb2.CeremonyInput) -> None:
-        # A write can lose the race with the enclave aborting the stream; then
-        # stop writing and let the next read report the stream's own status.
-        nonlocal write_failed
-        if write_failed:
-            return
-        try:
-            await call.write(item)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            write_failed = True
-
-    await write(
-        enclave_pb2.CeremonyInput(
-            start=enclave_pb2.CeremonyStart(request=request, sealed_shares=sealed)
-        )
-    )
-    enclave_id = stack.party.party_id
-
-    async def route(outs: list[Outbound], sender: str) -> None:
-        for o in outs:
-            env = envelope_pb2.Envelope(
-                sender=sender, recipient=o.recipient_id, round=o.round, payload=o.envelope
-            )
-            if o.recipient_id == enclave_id:
-                await write(enclave_pb2.CeremonyInput(inbound=tamper(env) if tamper else env))
-            else:
-                await route(clients[o.recipient_id].receive(o.envelope), o.recipient_id)
-
-    for pid, session in clients.items():
-        await route(session.start(), pid)
-    while True:
-        out = await call.read()
-        if out is grpc.aio.EOF:
-            raise AssertionError("the enclave ended the stream without a result")
-        kind = out.WhichOneof("output")
-        if kind == "outbound":
-            await route(
-                clients[out.outbound.recipient].receive(out.outbound.payload),
-                out.outbound.recipient,
-            )
-        elif kind == "store":
-            stack.stored.append(out.store)
-            await write(
-                enclave_pb2.CeremonyInput(store_ack=enclave_pb2.StoreAck(epoch=out.store.epoch))
-            )
-        else:
-            await call.done_writing()
-            assert all(s.done for s in clients.values())
-            return out.result
 
 
 def keygen_request(
@@ -392,34 +330,36 @@ def client_lifecycle(
     )
 
 
-async def relay_loop(
+async def host_loop(
     stack: Stack,
     request: ceremony_pb2.SignedCeremonyRequest,
     clients: dict[str, Any],
-    sealed: list[ceremony_pb2.SealedShare] = (),  # type: ignore[assignment]
+    sealed: Sequence[ceremony_pb2.SealedShare] = (),
+    tamper: Tamper | None = None,
 ) -> ceremony_pb2.CeremonyResult:
-    """``host_loop`` for ceremonies whose clients also talk to each other (refresh, reshare,
-    export): every client starts before anything moves, and client messages go through one
-    FIFO queue, so each sender's envelopes arrive in order (``host_loop`` delivers depth
-    first, where a reply can overtake its sender's earlier envelopes)."""
-    from collections import deque
+    """Play the host: carry one ceremony between the enclave's stream and the client sessions.
 
+    Every client starts before anything moves, and client messages go through
+    one FIFO queue, so each sender's envelopes arrive in order, as on the relay.
+    ``tamper`` may rewrite envelopes on their way into the enclave. The
+    enclave's ``failure`` output is raised as the ``AioRpcError`` it announces.
+    """
     call = stack.stub.RunCeremony()
     closed = False
 
     async def write(item: enclave_pb2.CeremonyInput) -> None:
-        nonlocal closed  # a write may lose the race with the enclave aborting: read reports it
-        if not closed:
-            try:
-                await call.write(item)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                closed = True
+        # A write may lose the race with the enclave ending the stream; the
+        # failure output it sent before ending says why (grpc/grpc#36066).
+        nonlocal closed
+        if closed or call.done():
+            return
+        try:
+            await call.write(item)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            closed = True
 
-    await write(
-        enclave_pb2.CeremonyInput(
-            start=enclave_pb2.CeremonyStart(request=request, sealed_shares=sealed)
-        )
-    )
+    start = enclave_pb2.CeremonyStart(request=request, sealed_shares=sealed)
+    await call.write(enclave_pb2.CeremonyInput(start=start))  # before the enclave can fail
     enclave_id = stack.party.party_id
     queue: deque[tuple[str, Outbound]] = deque()
 
@@ -430,7 +370,7 @@ async def relay_loop(
                 env = envelope_pb2.Envelope(
                     sender=sender, recipient=o.recipient_id, round=o.round, payload=o.envelope
                 )
-                await write(enclave_pb2.CeremonyInput(inbound=env))
+                await write(enclave_pb2.CeremonyInput(inbound=tamper(env) if tamper else env))
             else:
                 replies = clients[o.recipient_id].receive(o.envelope)
                 queue.extend((o.recipient_id, r) for r in replies)
@@ -452,6 +392,13 @@ async def relay_loop(
             await write(
                 enclave_pb2.CeremonyInput(store_ack=enclave_pb2.StoreAck(epoch=out.store.epoch))
             )
+        elif kind == "failure":
+            closed = True
+            await call.done_writing()
+            failure = out.failure
+            trailers = grpc.aio.Metadata(("shardkeep-culprits", ",".join(failure.culprits)))
+            code = getattr(grpc.StatusCode, failure.code)
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, failure.message)
         else:
             await call.done_writing()
             assert all(s.done for s in clients.values())

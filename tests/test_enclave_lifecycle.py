@@ -33,7 +33,6 @@ from tests.enclave_harness import (
     keygen_request,
     keyring_request,
     lifecycle_request,
-    relay_loop,
     run,
     sign_request_at,
     signed,
@@ -74,7 +73,6 @@ def verifies(public_key: bytes, signature: bytes) -> bool:
 async def expect_status(call: Any, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
-    print("STATUS", info.value.code(), info.value.details())
     assert info.value.code() == code, info.value.details()
     return info.value
 
@@ -174,7 +172,7 @@ def test_refresh_renews_both_shares_and_old_ones_no_longer_combine(
 
         refresh = lifecycle_request(REFRESH, wallet, 0)
         session = client_lifecycle(refresh, client, old)
-        result = await relay_loop(
+        result = await host_loop(
             stack, signed(refresh, coordinator), {client.party.party_id: session}, [old_sealed]
         )
         new = session.result.share
@@ -231,7 +229,7 @@ def test_reshare_adds_a_second_client_and_every_new_pair_signs(
             ),
             client.party.party_id: client_lifecycle(reshare, client, old),
         }
-        result = await relay_loop(
+        result = await host_loop(
             stack, signed(reshare, coordinator, owner), sessions, list(stack.stored)
         )
         assert (result.epoch, result.public_key) == (1, old.public_key)
@@ -267,7 +265,7 @@ def test_reshare_moves_the_server_share_in_and_out(
         )  # fmt: skip
         sessions = {a.party.party_id: client_lifecycle(reshare, a, sa)}
         sessions[b.party.party_id] = client_lifecycle(reshare, b, sb)
-        result = await relay_loop(stack, signed(reshare, coordinator, owner), sessions)
+        result = await host_loop(stack, signed(reshare, coordinator, owner), sessions)
         assert (result.epoch, result.public_key) == (1, sa.public_key)
         (stored,) = stack.stored
         assert (stored.share_index, stored.epoch) == (2, 1)
@@ -283,7 +281,7 @@ def test_reshare_moves_the_server_share_in_and_out(
         )  # fmt: skip
         sessions = {a.party.party_id: client_lifecycle(reshare, a, na)}
         sessions[b.party.party_id] = client_lifecycle(reshare, b, nb)  # seat 3 + 1
-        result = await relay_loop(stack, signed(reshare, coordinator, owner), sessions, [stored])
+        result = await host_loop(stack, signed(reshare, coordinator, owner), sessions, [stored])
         assert (result.epoch, result.public_key) == (2, sa.public_key)
         assert len(stack.stored) == 1  # no new sealed share: the host retires the old one
         fa, fb = (sessions[p.party.party_id].result.share for p in (a, b))
@@ -317,7 +315,7 @@ def test_a_cheating_reshare_party_is_named(
                 )
                 sessions[party.party.party_id] = session if party is cheat else Tolerant(session)
             return await expect_status(
-                relay_loop(
+                host_loop(
                     stack,
                     signed(request, coordinator, owner),
                     sessions,
@@ -368,7 +366,7 @@ def test_export_reaches_only_the_recipient(
                 request, client, share,
                 recipient_key=key.private_bytes_raw() if recipient is client else None,
             )  # fmt: skip
-            result = await relay_loop(
+            result = await host_loop(
                 stack, signed(request, coordinator, owner), sessions, stack.stored
             )
             assert (result.public_key, result.epoch, result.encrypted_export) == (

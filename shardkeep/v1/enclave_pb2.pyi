@@ -74,12 +74,24 @@ class CeremonyInput(_message.Message):
     store_ack: StoreAck
     def __init__(self, start: _Optional[_Union[CeremonyStart, _Mapping]] = ..., inbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store_ack: _Optional[_Union[StoreAck, _Mapping]] = ...) -> None: ...
 
+class CeremonyFailure(_message.Message):
+    __slots__ = ("code", "message", "culprits")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CULPRITS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    culprits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., culprits: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class CeremonyOutput(_message.Message):
-    __slots__ = ("outbound", "store", "result")
+    __slots__ = ("outbound", "store", "result", "failure")
     OUTBOUND_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     outbound: _envelope_pb2.Envelope
     store: _ceremony_pb2.SealedShare
     result: _ceremony_pb2.CeremonyResult
-    def __init__(self, outbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store: _Optional[_Union[_ceremony_pb2.SealedShare, _Mapping]] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ...) -> None: ...
+    failure: CeremonyFailure
+    def __init__(self, outbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store: _Optional[_Union[_ceremony_pb2.SealedShare, _Mapping]] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., failure: _Optional[_Union[CeremonyFailure, _Mapping]] = ...) -> None: ...

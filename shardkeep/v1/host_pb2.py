@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shardkeep.v1 import ceremony_pb2 as shardkeep_dot_v1_dot_ceremony__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shardkeep/v1/host.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"`\n\x13HostCeremonyRequest\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.shardkeep.v1.SignedCeremonyRequest\x12\x13\n\x0brelay_token\x18\x02 \x01(\t\"%\n\x10GetWalletRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\x9d\x01\n\x06Wallet\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\"\'\n\x16HostAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"+\n\x17HostAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x32\x9f\x04\n\x04Host\x12I\n\x06Keygen\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12G\n\x04Sign\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Reshare\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Refresh\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12I\n\x06\x45xport\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12\x41\n\tGetWallet\x12\x1e.shardkeep.v1.GetWalletRequest\x1a\x14.shardkeep.v1.Wallet\x12]\n\x0eGetAttestation\x12$.shardkeep.v1.HostAttestationRequest\x1a%.shardkeep.v1.HostAttestationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shardkeep/v1/host.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"`\n\x13HostCeremonyRequest\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.shardkeep.v1.SignedCeremonyRequest\x12\x13\n\x0brelay_token\x18\x02 \x01(\t\"%\n\x10GetWalletRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\x9d\x01\n\x06Wallet\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\"\'\n\x16HostAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"+\n\x17HostAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"\x88\x01\n\x06\x42\x61\x63kup\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\x12\x10\n\x08party_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x0c\n\x04\x62lob\x18\x05 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x04\x12\x12\n\nblob_bytes\x18\x07 \x01(\x04\"8\n\x10PutBackupRequest\x12$\n\x06\x62\x61\x63kup\x18\x01 \x01(\x0b\x32\x14.shardkeep.v1.Backup\"\x13\n\x11PutBackupResponse\"8\n\x10GetBackupRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\"\'\n\x12ListBackupsRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"<\n\x13ListBackupsResponse\x12%\n\x07\x62\x61\x63kups\x18\x01 \x03(\x0b\x32\x14.shardkeep.v1.Backup2\x84\x06\n\x04Host\x12I\n\x06Keygen\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12G\n\x04Sign\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Reshare\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Refresh\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12I\n\x06\x45xport\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12\x41\n\tGetWallet\x12\x1e.shardkeep.v1.GetWalletRequest\x1a\x14.shardkeep.v1.Wallet\x12]\n\x0eGetAttestation\x12$.shardkeep.v1.HostAttestationRequest\x1a%.shardkeep.v1.HostAttestationResponse\x12L\n\tPutBackup\x12\x1e.shardkeep.v1.PutBackupRequest\x1a\x1f.shardkeep.v1.PutBackupResponse\x12\x41\n\tGetBackup\x12\x1e.shardkeep.v1.GetBackupRequest\x1a\x14.shardkeep.v1.Backup\x12R\n\x0bListBackups\x12 .shardkeep.v1.ListBackupsRequest\x1a!.shardkeep.v1.ListBackupsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOSTATTESTATIONREQUEST']._serialized_end=406
   _globals['_HOSTATTESTATIONRESPONSE']._serialized_start=408
   _globals['_HOSTATTESTATIONRESPONSE']._serialized_end=451
-  _globals['_HOST']._serialized_start=454
-  _globals['_HOST']._serialized_end=997
+  _globals['_BACKUP']._serialized_start=454
+  _globals['_BACKUP']._serialized_end=590
+  _globals['_PUTBACKUPREQUEST']._serialized_start=592
+  _globals['_PUTBACKUPREQUEST']._serialized_end=648
+  _globals['_PUTBACKUPRESPONSE']._serialized_start=650
+  _globals['_PUTBACKUPRESPONSE']._serialized_end=669
+  _globals['_GETBACKUPREQUEST']._serialized_start=671
+  _globals['_GETBACKUPREQUEST']._serialized_end=727
+  _globals['_LISTBACKUPSREQUEST']._serialized_start=729
+  _globals['_LISTBACKUPSREQUEST']._serialized_end=768
+  _globals['_LISTBACKUPSRESPONSE']._serialized_start=770
+  _globals['_LISTBACKUPSRESPONSE']._serialized_end=830
+  _globals['_HOST']._serialized_start=833
+  _globals['_HOST']._serialized_end=1605
 # @@protoc_insertion_point(module_scope)

@@ -48,3 +48,51 @@ class HostAttestationResponse(_message.Message):
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     document: bytes
     def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class Backup(_message.Message):
+    __slots__ = ("wallet_id", "backup_id", "party_id", "epoch", "blob", "created_at_ms", "blob_bytes")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    backup_id: str
+    party_id: str
+    epoch: int
+    blob: bytes
+    created_at_ms: int
+    blob_bytes: int
+    def __init__(self, wallet_id: _Optional[str] = ..., backup_id: _Optional[str] = ..., party_id: _Optional[str] = ..., epoch: _Optional[int] = ..., blob: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., blob_bytes: _Optional[int] = ...) -> None: ...
+
+class PutBackupRequest(_message.Message):
+    __slots__ = ("backup",)
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    backup: Backup
+    def __init__(self, backup: _Optional[_Union[Backup, _Mapping]] = ...) -> None: ...
+
+class PutBackupResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetBackupRequest(_message.Message):
+    __slots__ = ("wallet_id", "backup_id")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    backup_id: str
+    def __init__(self, wallet_id: _Optional[str] = ..., backup_id: _Optional[str] = ...) -> None: ...
+
+class ListBackupsRequest(_message.Message):
+    __slots__ = ("wallet_id",)
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    def __init__(self, wallet_id: _Optional[str] = ...) -> None: ...
+
+class ListBackupsResponse(_message.Message):
+    __slots__ = ("backups",)
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    backups: _containers.RepeatedCompositeFieldContainer[Backup]
+    def __init__(self, backups: _Optional[_Iterable[_Union[Backup, _Mapping]]] = ...) -> None: ...

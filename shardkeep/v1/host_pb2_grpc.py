@@ -72,6 +72,21 @@ class HostStub:
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.HostAttestationRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_host__pb2.HostAttestationResponse.FromString,
                 _registered_method=True)
+        self.PutBackup = channel.unary_unary(
+                '/shardkeep.v1.Host/PutBackup',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.PutBackupRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.PutBackupResponse.FromString,
+                _registered_method=True)
+        self.GetBackup = channel.unary_unary(
+                '/shardkeep.v1.Host/GetBackup',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.GetBackupRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.Backup.FromString,
+                _registered_method=True)
+        self.ListBackups = channel.unary_unary(
+                '/shardkeep.v1.Host/ListBackups',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsResponse.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -121,6 +136,28 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutBackup(self, request, context):
+        """Backup shares (DESIGN.md §6): the client encrypts each one before upload,
+        so the host stores and returns ciphertext it cannot read. A stored backup
+        is never replaced: putting the same record again is a no-op, another blob
+        under the same id is ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBackup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBackups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +195,21 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.GetAttestation,
                     request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostAttestationRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_host__pb2.HostAttestationResponse.SerializeToString,
+            ),
+            'PutBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutBackup,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.PutBackupRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.PutBackupResponse.SerializeToString,
+            ),
+            'GetBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBackup,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.GetBackupRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.Backup.SerializeToString,
+            ),
+            'ListBackups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackups,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +403,87 @@ class Host:
             '/shardkeep.v1.Host/GetAttestation',
             shardkeep_dot_v1_dot_host__pb2.HostAttestationRequest.SerializeToString,
             shardkeep_dot_v1_dot_host__pb2.HostAttestationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/PutBackup',
+            shardkeep_dot_v1_dot_host__pb2.PutBackupRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.PutBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/GetBackup',
+            shardkeep_dot_v1_dot_host__pb2.GetBackupRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.Backup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/ListBackups',
+            shardkeep_dot_v1_dot_host__pb2.ListBackupsRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.ListBackupsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,79 @@
+"""One real development stack (devkms, relay, enclave, host as processes) shared by a test module.
+
+``running_stack`` is an async context manager; a module-scoped fixture cannot
+hold an event loop open across tests, so the stack's context runs on its own
+thread and loop, and each test talks to the processes over their Unix sockets
+from its own ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from client.devstack import DevStack, running_stack
+from client.wallet import WalletClient
+
+T = TypeVar("T")
+START_TIMEOUT_S = 90.0
+TEST_TIMEOUT_S = 120.0
+
+
+@contextmanager
+def background_stack(directory: Path) -> Iterator[DevStack]:
+    """Start the stack under ``directory`` on a helper thread; stop it on exit."""
+    started = threading.Event()
+    box: dict[str, object] = {}
+    stop: asyncio.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def hold() -> None:
+        nonlocal stop, loop
+        stop, loop = asyncio.Event(), asyncio.get_running_loop()
+        try:
+            async with running_stack(directory) as stack:
+                box["stack"] = stack
+                started.set()
+                await stop.wait()
+        except BaseException as e:
+            box["error"] = e
+            raise
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
+    thread.start()
+    if not started.wait(START_TIMEOUT_S) or "stack" not in box:
+        raise RuntimeError(f"the stack did not start: {box.get('error')!r}")
+    try:
+        stack = box["stack"]
+        assert isinstance(stack, DevStack)
+        yield stack
+    finally:
+        if loop is not None and stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(60)
+
+
+def wallet_client(stack: DevStack) -> WalletClient:
+    """A coordinator's SDK client for the stack (use as ``async with``)."""
+    return WalletClient(
+        stack.host_address,
+        stack.relay_address,
+        stack.coordinator_key,
+        root_certificate=stack.root_certificate,
+    )
+
+
+def run_with_client(stack: DevStack, body: Callable[[WalletClient], Awaitable[T]]) -> T:
+    """Run ``body(client)`` on a fresh event loop, bounded by a timeout."""
+
+    async def main() -> T:
+        async with asyncio.timeout(TEST_TIMEOUT_S), wallet_client(stack) as client:
+            return await body(client)
+
+    return asyncio.run(main())
