@@ -374,8 +374,8 @@ async def restore_wallet(
 
     The host's keyring (``GetWallet``) must agree with the recovered share
     (scheme, threshold, public key, epoch, party count), every party id must
-    derive from its static key, the server party must be the attested one, and
-    the recovered identity must be the share's party.
+    derive from its static key, the server party is found by the attested
+    party id, and the recovered identity must be the share's party.
 
     Returns:
         A wallet holding the recovered share (and owner key, if recovered).
@@ -408,14 +408,14 @@ async def restore_wallet(
         if derived != party.party_id:
             raise ShareMismatchError("party id")
     ids = [p.party_id for p in parties]
-    if server.party.party_id not in ids:
-        raise ShareMismatchError("server party")
-    server_index = ids.index(server.party.party_id)
+    # None when a reshare moved the keyring off the server share.
+    server_index = ids.index(server.party.party_id) if server.party.party_id in ids else None
     if ids[share.party_id] != identity.party_id or share.party_id == server_index:
         raise ShareMismatchError("party identity")
     # The parties' ChillDKG host keys are not stored at the host; the two this
     # client speaks for come from the attestation and the recovered identity.
-    parties[server_index] = server.party
+    if server_index is not None:
+        parties[server_index] = server.party
     parties[share.party_id] = identity.party
     return Wallet(
         recovered.wallet_id, share.scheme, share.threshold, parties, server_index,

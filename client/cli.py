@@ -4,10 +4,13 @@ Subcommands:
 
 * ``shardkeep attestation verify FILE`` verifies a Nitro attestation document
   (``client.attestation.verify``) and prints its contents;
+* ``shardkeep wallet create|sign|backup|recover|list|reshare|refresh|export``
+  runs wallets with the server share against a running host
+  (``client.cli_wallet`` documents the options, state and environment);
 * ``shardkeep demo`` runs the whole system on embedded defaults (``make run``).
 
-Exit status: 0 success, 1 the attestation document is invalid, 2 bad usage or
-unreadable input.
+Exit status: 0 success, 1 the attestation document is invalid or the
+operation failed, 2 bad usage, unreadable input or a command not available yet.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from client.attestation import AttestationDocument, AttestationError, verify
+from client.cli_wallet import add_wallet_commands
 from tss.errors import InputError
 
 __all__ = [
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments after the program name; ``None`` reads ``sys.argv``.
 
     Returns:
-        The exit status: 0 success, 1 invalid attestation document, 2 usage error.
+        The exit status: 0 success, 1 invalid attestation document or failed
+        operation, 2 usage error.
     """
     parser = build_parser()
     try:
@@ -112,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the document as JSON (bytes as hex)"
     )
     verify_parser.set_defaults(handler=_attestation_verify)
+
+    add_wallet_commands(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end demonstration")
     demo.add_argument(

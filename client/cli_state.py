@@ -56,6 +56,7 @@ __all__ = [
     "load_description",
     "load_wallet",
     "list_wallets",
+    "remove_other_parties",
     # Types
     "WalletDescription",
     "LoadedWallet",
@@ -66,6 +67,14 @@ __all__ = [
 DESCRIPTION_FORMAT: Final = "shardkeep-cli-wallet"
 _VERSION: Final = 1
 _MAX_IDENTITY_BYTES: Final = 4096
+
+
+def remove_other_parties(state: Path, wallet_id: str, keep: Iterable[int]) -> None:
+    """Delete the share and identity files of local parties not in ``keep`` (after a reshare)."""
+    kept = {f"party-{i}.{kind}" for i in keep for kind in ("share", "identity")}
+    for path in wallet_dir(state, wallet_id).glob("party-*"):
+        if path.name not in kept:
+            path.unlink()
 
 
 def wallet_dir(state: Path, wallet_id: str) -> Path:
@@ -82,7 +91,7 @@ class WalletDescription:
     threshold: int
     epoch: int
     public_key: bytes
-    server_index: int
+    server_index: int | None
     parties: tuple[ceremony_pb2.Party, ...]
     local: tuple[int, ...]
 
@@ -129,15 +138,17 @@ class WalletDescription:
                 threshold=int(data["threshold"]),
                 epoch=int(data["epoch"]),
                 public_key=bytes.fromhex(data["public_key"]),
-                server_index=int(data["server_index"]),
+                server_index=None if data["server_index"] is None else int(data["server_index"]),
                 parties=parties,
                 local=tuple(int(i) for i in data["local"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ShareFormatError("wallet.json", "missing or malformed field") from e
-        if description.scheme not in SCHEMES or not 0 <= description.server_index < len(parties):
-            raise ShareFormatError("wallet.json", "bad scheme or server index")
         server = description.server_index
+        if description.scheme not in SCHEMES or (
+            server is not None and not 0 <= server < len(parties)
+        ):
+            raise ShareFormatError("wallet.json", "bad scheme or server index")
         if any(not 0 <= i < len(parties) or i == server for i in description.local):
             raise ShareFormatError("local", "not device party indices")
         return description

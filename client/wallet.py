@@ -14,22 +14,26 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.attestation import AttestationDocument, verify
 from client.party import PartyIdentity, Progress, roster_of, run_over_relay
 from relay.client import RelayClient
+from shardkeep import lifecycle
 from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.ceremony import Ceremony
-from tss.channel import party_id
+from tss.channel import Roster, party_id
 from tss.errors import InputError, ShardkeepError
+from tss.export import Export
 from tss.keygen import Keygen
 from tss.keyshare import KeyShare, Scheme
+from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.signing import (
     NO_OPTIONS,
     Bip340Signing,
@@ -69,7 +73,7 @@ class Wallet:
 
     Attributes:
         parties: every party in index order (the server party among them).
-        server_index: the server party's index.
+        server_index: the server party's index (None once a reshare removed it).
         shares: this client's key shares by party index.
         owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
     """
@@ -78,7 +82,7 @@ class Wallet:
     scheme: Scheme
     threshold: int
     parties: list[ceremony_pb2.Party]
-    server_index: int
+    server_index: int | None
     public_key: bytes
     epoch: int
     shares: dict[int, KeyShare] = field(repr=False)
@@ -167,7 +171,8 @@ class WalletClient:
         """Run a keygen among ``devices`` and the server share (the server is the last party).
 
         Returns:
-            The wallet with every device's key share.
+            The wallet with every device's key share; ``owner_key`` (a fresh one
+            by default) is registered with the server share for export and reshare.
         """
         server = await self.attest()
         parties = [d.party for d in devices] + [server.party]
@@ -183,23 +188,24 @@ class WalletClient:
         )
         hostpubkeys = [bytes(p.host_pubkey) for p in parties]
 
-        def build(_: ceremony_pb2.CeremonyRequest) -> dict[int, Ceremony[Any]]:
-            return {
-                i: Keygen(scheme, d.hostseckey, hostpubkeys, threshold, secrets.token_bytes)
-                for i, d in enumerate(devices)
+        def build(_: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            return roster_of(parties), {
+                d.party_id: Keygen(
+                    scheme, d.hostseckey, hostpubkeys, threshold, secrets.token_bytes
+                )
+                for d in devices
             }
 
-        result, shares = await self._run(
-            request, devices, build, server_index=len(devices), progress=progress
-        )
+        result, shares = await self._run(request, devices, build, server.party.party_id, progress)
         for share in shares.values():
             if share.public_key != result.public_key:
                 raise WalletError(
                     "the server share reported another public key than the devices got"
                 )
+        by_index = {i: shares[d.party_id] for i, d in enumerate(devices)}
         return Wallet(
             request.wallet_id, scheme, threshold, parties, len(devices), result.public_key,
-            result.epoch, shares, owner,
+            result.epoch, by_index, owner,
         )  # fmt: skip
 
     async def sign(
@@ -219,93 +225,243 @@ class WalletClient:
         """
         if len(digest) != 32:
             raise InputError("digest must be 32 bytes")
-        signers = sorted(devices) + ([wallet.server_index] if with_server else [])
-        request = ceremony_pb2.CeremonyRequest(
-            ceremony_id=_new_id("sign"),
-            kind=ceremony_pb2.CEREMONY_KIND_SIGN,
+        server = wallet.server_index if with_server else None
+        signers = sorted([*devices, *([] if server is None else [server])])
+        request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_SIGN, signers=signers)
+        request.digest = digest
+        request.derivation_path.extend(options.derivation_path)
+        request.taproot = options.taproot
+        request.taproot_merkle_root = options.taproot_merkle_root or b""
+        kind = Bip340Signing if wallet.scheme == "bip340" else EcdsaSigning
+
+        def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            # The same session id the enclave derives from the room and ceremony.
+            session_id = f"{req.room_id}/{req.ceremony_id}".encode()
+            return roster_of(wallet.parties, signers), {
+                d.party_id: kind(
+                    wallet.shares[i], signers, digest, session_id, secrets.token_bytes, options
+                )
+                for i, d in devices.items()
+            }
+
+        server_id = None if server is None else wallet.parties[server].party_id
+        _, results = await self._run(request, list(devices.values()), build, server_id, progress)
+        signature: bytes | RecoverableSignature = results[devices[min(devices)].party_id]
+        return signature
+
+    async def refresh(
+        self,
+        wallet: Wallet,
+        devices: Mapping[int, PartyIdentity],
+        *,
+        progress: Progress | None = None,
+    ) -> Wallet:
+        """New secret shares for every party, the same key (epoch + 1); every party takes part.
+
+        Returns:
+            The wallet at the new epoch with the devices' new shares (the old ones
+            no longer combine with them).
+        """
+        members = [*devices, *([] if wallet.server_index is None else [wallet.server_index])]
+        if sorted(members) != list(range(len(wallet.parties))):
+            raise InputError("every party of the keyring takes part in a refresh")
+        request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_REFRESH)
+
+        def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            layout = lifecycle.refresh_layout(req, PublicKeyring.from_share(_any_share(wallet)))
+            return layout.roster, {
+                d.party_id: Reshare(layout.plan, i, wallet.shares[i], secrets.token_bytes)
+                for i, d in devices.items()
+            }
+
+        result, outputs = await self._run(
+            request, list(devices.values()), build, self._server_id(wallet), progress
+        )
+        shares = {i: _new_share(outputs[d.party_id]) for i, d in devices.items()}
+        return replace(wallet, epoch=result.epoch, shares=shares)
+
+    async def reshare(
+        self,
+        wallet: Wallet,
+        dealers: Mapping[int, PartyIdentity],
+        new_devices: Sequence[PartyIdentity],
+        *,
+        threshold: int,
+        keep_server: bool = True,
+        progress: Progress | None = None,
+    ) -> Wallet:
+        """Move the key to a new set of parties and threshold, the same public key (epoch + 1).
+
+        Arguments:
+            dealers: the current devices (by party index) that deal, with the
+                server share (at least the current threshold in all).
+            new_devices: the devices of the new keyring, in index order; the
+                server is appended last unless ``keep_server`` is False.
+            threshold: the new threshold.
+
+        Returns:
+            The new wallet: its parties, the new devices' shares by new index.
+        """
+        if wallet.owner_key is None:
+            raise InputError("a reshare needs the wallet owner's key")
+        server = wallet.parties[wallet.server_index] if wallet.server_index is not None else None
+        new_parties = [d.party for d in new_devices] + ([server] if keep_server and server else [])
+        signers = sorted(
+            [*dealers, *([] if wallet.server_index is None else [wallet.server_index])]
+        )
+        request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_RESHARE, signers=signers)
+        request.new_threshold = threshold
+        request.new_parties.extend(new_parties)
+        current = PublicKeyring.from_share(_any_share(wallet))
+        request.keyring.CopyFrom(lifecycle.keyring_to_proto(current))
+        identities = {d.party_id: d for d in [*dealers.values(), *new_devices]}
+        old_share = {d.party_id: wallet.shares[i] for i, d in dealers.items()}
+
+        def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            layout = lifecycle.reshare_layout(req, current)
+            ceremonies: dict[str, Ceremony[Any]] = {}
+            for pid in identities:
+                seat = layout.seat_of(pid)
+                if seat is not None:
+                    dealing = old_share.get(pid) if seat in layout.plan.dealers else None
+                    ceremonies[pid] = Reshare(layout.plan, seat, dealing, secrets.token_bytes)
+            return layout.roster, ceremonies
+
+        result, outputs = await self._run(
+            request,
+            list(identities.values()),
+            build,
+            self._server_id(wallet),
+            progress,
+            owner=wallet.owner_key,
+        )
+        shares = {j: _new_share(outputs[d.party_id]) for j, d in enumerate(new_devices)}
+        return replace(
+            wallet, threshold=threshold, parties=new_parties,
+            server_index=len(new_devices) if keep_server and server else None,
+            epoch=result.epoch, shares=shares,
+        )  # fmt: skip
+
+    async def export(
+        self,
+        wallet: Wallet,
+        quorum: Mapping[int, PartyIdentity],
+        recipient: PartyIdentity,
+        *,
+        with_server: bool = True,
+        progress: Progress | None = None,
+    ) -> bytes:
+        """Reconstruct the private key for ``recipient`` only (needs the owner's signature).
+
+        Every contribution is sealed to a one-time X25519 key of the recipient;
+        the relay, the host and the other parties never see the key.
+
+        Returns:
+            The 32-byte private key, checked against the wallet's public key.
+        """
+        if wallet.owner_key is None:
+            raise InputError("an export needs the wallet owner's key")
+        one_time = X25519PrivateKey.generate()
+        server = wallet.server_index if with_server else None
+        signers = sorted([*quorum, *([] if server is None else [server])])
+        request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_EXPORT, signers=signers)
+        request.export_recipient.CopyFrom(recipient.party)
+        request.export_recipient_key = one_time.public_key().public_bytes_raw()
+        current = PublicKeyring.from_share(_any_share(wallet))
+        identities = {d.party_id: d for d in [*quorum.values(), recipient]}
+        shares = {d.party_id: wallet.shares[i] for i, d in quorum.items()}
+
+        def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            layout = lifecycle.export_layout(req, current)
+            ceremonies: dict[str, Ceremony[Any]] = {}
+            for pid in identities:
+                seat = layout.seat_of(pid)
+                if seat is None:
+                    continue
+                mine = shares.get(pid) if seat in layout.plan.quorum else None
+                key = one_time.private_bytes_raw() if pid == recipient.party_id else None
+                ceremonies[pid] = Export(layout.plan, seat, mine, secrets.token_bytes, key)
+            return layout.roster, ceremonies
+
+        server_id = None if server is None else wallet.parties[server].party_id
+        _, outputs = await self._run(
+            request, list(identities.values()), build, server_id, progress, owner=wallet.owner_key
+        )
+        private_key = outputs[recipient.party_id].private_key
+        if private_key is None:
+            raise WalletError("the export delivered no key to the recipient")
+        return bytes(private_key)
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _request(
+        self,
+        wallet: Wallet,
+        kind: ceremony_pb2.CeremonyKind,
+        *,
+        signers: Sequence[int] = (),
+    ) -> ceremony_pb2.CeremonyRequest:
+        name = ceremony_pb2.CeremonyKind.Name(kind).removeprefix("CEREMONY_KIND_").lower()
+        return ceremony_pb2.CeremonyRequest(
+            ceremony_id=_new_id(name),
+            kind=kind,
             scheme=SCHEMES[wallet.scheme],
             wallet_id=wallet.wallet_id,
             parties=wallet.parties,
-            digest=digest,
             signers=signers,
-            derivation_path=options.derivation_path,
-            taproot=options.taproot,
-            taproot_merkle_root=options.taproot_merkle_root or b"",
             epoch=wallet.epoch,
         )
-        kind = Bip340Signing if wallet.scheme == "bip340" else EcdsaSigning
 
-        def build(req: ceremony_pb2.CeremonyRequest) -> dict[int, Ceremony[Any]]:
-            # The same session id the enclave derives from the room and ceremony.
-            session_id = f"{req.room_id}/{req.ceremony_id}".encode()
-            return {
-                i: kind(wallet.shares[i], signers, digest, session_id, secrets.token_bytes, options)
-                for i in sorted(devices)
-            }
-
-        identities = [devices[i] for i in sorted(devices)]
-        _, results = await self._run(
-            request,
-            identities,
-            build,
-            server_index=wallet.server_index if with_server else None,
-            indices=signers,
-            progress=progress,
-        )
-        first: bytes | RecoverableSignature = results[sorted(results)[0]]
-        return first
-
-    # --- plumbing ----------------------------------------------------------------------
+    @staticmethod
+    def _server_id(wallet: Wallet) -> str | None:
+        return None if wallet.server_index is None else wallet.parties[wallet.server_index].party_id
 
     async def _run(
         self,
         request: ceremony_pb2.CeremonyRequest,
         devices: Sequence[PartyIdentity],
-        build: Callable[[ceremony_pb2.CeremonyRequest], Mapping[int, Ceremony[Any]]],
+        build: Callable[[ceremony_pb2.CeremonyRequest], tuple[Roster, dict[str, Ceremony[Any]]]],
+        server_id: str | None,
+        progress: Progress | None,
         *,
-        server_index: int | None,
-        indices: list[int] | None = None,
-        progress: Progress | None = None,
-    ) -> tuple[ceremony_pb2.CeremonyResult, dict[int, Any]]:
-        parties = list(request.parties)
-        members = indices if indices is not None else list(range(len(parties)))
+        owner: Ed25519PrivateKey | None = None,
+    ) -> tuple[ceremony_pb2.CeremonyResult, dict[str, Any]]:
+        """Create the room, run each local party's ceremony over it and the server's through
+        the host; return the host's result and each local party's result by party id."""
+        roster, _ = build(request)  # the room's members; plans are rebuilt with the room id
         room = await self._relay.create_room(
-            [parties[i].party_id for i in members], ttl_ms=int(self._timeout * 1000)
+            list(roster.party_ids), ttl_ms=int(self._timeout * 1000)
         )
         request.room_id = room.room_id
-        roster = roster_of(parties, members)
+        roster, ceremonies = build(request)
         by_id = {d.party_id: d for d in devices}
-        ceremonies = build(request)
 
-        async def device(index: int, ceremony: Ceremony[Any]) -> Any:
-            identity = by_id[parties[index].party_id]
-            async with self._relay.join(
-                room.room_id, identity.party_id, room.join_tokens[identity.party_id]
-            ) as relay:
-                return await run_over_relay(ceremony, identity, roster, request, relay, progress)
+        async def device(pid: str, ceremony: Ceremony[Any]) -> Any:
+            async with self._relay.join(room.room_id, pid, room.join_tokens[pid]) as relay:
+                return await run_over_relay(ceremony, by_id[pid], roster, request, relay, progress)
 
         async def server() -> ceremony_pb2.CeremonyResult:
-            if server_index is None:
+            if server_id is None or server_id not in roster.party_ids:
                 return ceremony_pb2.CeremonyResult(
                     ceremony_id=request.ceremony_id, wallet_id=request.wallet_id
                 )
-            server_id = parties[server_index].party_id
             call = HOST_METHODS[request.kind](self._host)
             try:
                 result: ceremony_pb2.CeremonyResult = await call(
                     host_pb2.HostCeremonyRequest(
-                        request=self._signed(request), relay_token=room.join_tokens[server_id]
+                        request=self._signed(request, owner),
+                        relay_token=room.join_tokens[server_id],
                     ),
                     timeout=self._timeout,
                 )
             except grpc.aio.AioRpcError as e:
                 culprits = _metadata(e).get("shardkeep-culprits", "")
                 raise WalletError(
-                    f"the server share refused: {e.details()}", e.code(), str(culprits)
+                    f"the server share refused: {e.details()}", e.code(), culprits
                 ) from e
             return result
 
-        tasks = [server(), *(device(i, c) for i, c in ceremonies.items())]
+        tasks = [server(), *(device(pid, c) for pid, c in ceremonies.items())]
         try:
             outcome = await asyncio.wait_for(asyncio.gather(*tasks), self._timeout)
         finally:
@@ -323,6 +479,18 @@ class WalletClient:
             coordinator_signature=sign_request(self._coordinator, COORDINATOR_CONTEXT, data),
             owner_signature=sign_request(owner, OWNER_CONTEXT, data) if owner else b"",
         )
+
+
+def _any_share(wallet: Wallet) -> KeyShare:
+    if not wallet.shares:
+        raise InputError("this client holds no share of the wallet")
+    return next(iter(wallet.shares.values()))
+
+
+def _new_share(output: ReshareOutput) -> KeyShare:
+    if output.share is None:
+        raise WalletError("a new holder received no share")
+    return output.share
 
 
 HOST_METHODS: dict[int, Any] = {

@@ -7,16 +7,15 @@ a secret share in the clear.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from coincurve import PublicKey, PublicKeyXOnly
+from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.devstack import DevStack, running_stack
 from client.party import PartyIdentity
-from client.wallet import WalletClient
+from client.wallet import WalletClient, WalletError
 from tss.curve import N
 from tss.shamir import eval_point
 from tss.signing import RecoverableSignature
@@ -25,9 +24,9 @@ DIGEST = bytes.fromhex("a1" * 32)
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield tmp_path_factory.mktemp("stack")
+@pytest.fixture
+def stack_dir(tmp_path: Path) -> Path:
+    return tmp_path
 
 
 def run(stack_dir: Path, body: Any) -> Any:
@@ -102,3 +101,32 @@ def test_wallets_with_the_server_share_and_no_plaintext_at_rest(stack_dir: Path)
         for secret in secrets_seen:
             assert secret not in data, f"a secret share in {path.name}"
             assert secret.hex().encode() not in data, f"a hex secret share in {path.name}"
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_lifecycle_through_the_service(stack_dir: Path, scheme: str) -> None:
+    """2-of-2, refresh, reshare to 2-of-3 (a new device), sign with new pairs, export."""
+
+    async def body(stack: DevStack, wallets: WalletClient) -> None:
+        phone, laptop, auditor = (PartyIdentity.generate() for _ in range(3))
+        wallet = await wallets.create_wallet(scheme, [phone], threshold=2)  # type: ignore[arg-type]
+        old_share = wallet.shares[0]
+
+        refreshed = await wallets.refresh(wallet, {0: phone})
+        assert refreshed.epoch == wallet.epoch + 1
+        assert refreshed.shares[0].secret_share != old_share.secret_share
+        verify(scheme, wallet.public_key, await wallets.sign(refreshed, DIGEST, {0: phone}))
+        with pytest.raises(WalletError):  # the old share belongs to a retired epoch
+            await wallets.sign(wallet, DIGEST, {0: phone})
+
+        trio = await wallets.reshare(refreshed, {0: phone}, [phone, laptop], threshold=2)
+        assert trio.public_key == wallet.public_key and trio.threshold == 2
+        assert len(trio.parties) == 3 and trio.server_index == 2
+        verify(scheme, wallet.public_key, await wallets.sign(trio, DIGEST, {1: laptop}))
+        devices_only = await wallets.sign(trio, DIGEST, {0: phone, 1: laptop}, with_server=False)
+        verify(scheme, wallet.public_key, devices_only)
+
+        key = await wallets.export(trio, {0: phone}, auditor)
+        assert PrivateKey(key).public_key.format() == wallet.public_key
+
+    run(stack_dir, body)

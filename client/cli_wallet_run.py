@@ -1,0 +1,491 @@
+"""The handlers of ``shardkeep wallet ...`` (the parser is ``client.cli_wallet``).
+
+Each handler is a coroutine taking a :class:`_Context` and returning the
+result as a dict, printed as ``key: value`` lines or, with ``--json``, as JSON.
+Failures become exit statuses through one table (``_FAILURES``) and a message
+on stderr that never carries key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from client.attestation import AttestationError
+from client.backups import backup_share, recover_device, restore_wallet
+from client.bitcoin import wallet_output_key
+from client.cli_state import (
+    list_wallets,
+    load_description,
+    load_wallet,
+    remove_other_parties,
+    save_shares,
+    save_wallet,
+)
+from client.cli_wallet import EXIT_USAGE, PASSCODE_ENV
+from client.ethereum import wallet_address
+from client.party import PartyIdentity
+from client.storage import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
+from client.storage_errors import StorageError
+from client.wallet import Wallet, WalletClient, WalletError
+from tss.bip32 import derive_public
+from tss.errors import InputError, ProtocolError, ShardkeepError
+from tss.keyshare import Scheme
+from tss.signing import RecoverableSignature, SigningOptions
+
+__all__ = [
+    # Functions
+    "run_command",
+    # Exceptions
+    "UsageError",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+SCHEME_NAMES: Final[dict[str, Scheme]] = {
+    "ecdsa": "ecdsa-secp256k1",
+    "ecdsa-secp256k1": "ecdsa-secp256k1",
+    "bip340": "bip340",
+    "schnorr": "bip340",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input detected by a handler (exit status 2)."""
+
+
+### Running a command
+
+
+class _Progress:
+    """One status line on stderr: redrawn in place on a terminal, else a line per change."""
+
+    def __init__(self, err: TextIO, enabled: bool) -> None:
+        self._err = err
+        self._enabled = enabled
+        self._tty = enabled and err.isatty()
+        self._stage = ""
+        self._last = ""
+
+    def stage(self, text: str) -> None:
+        self._stage = text
+        self(text and "starting")
+
+    def __call__(self, text: str) -> None:
+        line = f"{self._stage}: {text}" if self._stage else text
+        if not self._enabled or line == self._last:
+            return
+        self._last = line
+        if self._tty:
+            self._err.write(f"\r\x1b[2K{line}")
+        else:
+            self._err.write(line + "\n")
+        self._err.flush()
+
+    def close(self) -> None:
+        if self._tty and self._last:
+            self._err.write("\n")
+            self._err.flush()
+
+
+class _Context:
+    """What a wallet handler needs: arguments, passcode, KDF choice, progress."""
+
+    def __init__(self, args: argparse.Namespace, err: TextIO, passcode: str | None) -> None:
+        self.args = args
+        self.progress = _Progress(err, not args.quiet)
+        self._passcode = passcode
+        self.weak = bool(args.insecure_weak_kdf)
+        self.params: Argon2Params = insecure_test_params() if self.weak else DEFAULT_ARGON2_PARAMS
+
+    @property
+    def passcode(self) -> str:
+        if self._passcode is None:
+            raise UsageError("no passcode")
+        return self._passcode
+
+    def client(self) -> WalletClient:
+        args = self.args
+        missing = [
+            f"--{name.replace('_', '-')}"
+            for name in ("host", "relay", "coordinator_key")
+            if not getattr(args, name)
+        ]
+        if missing:
+            raise UsageError(f"missing {', '.join(missing)} (or their SHARDKEEP_* variables)")
+        key = load_pem_private_key(args.coordinator_key.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise UsageError("--coordinator-key is not an Ed25519 private key")
+        expected: dict[int, bytes] = {}
+        for index, value in args.pcr:
+            if index in expected:
+                raise UsageError(f"--pcr {index} given twice")
+            expected[index] = value
+        return WalletClient(
+            args.host,
+            args.relay,
+            key,
+            root_certificate=args.root.read_bytes() if args.root is not None else None,
+            expected_pcrs=expected or None,
+            allow_debug=args.allow_debug,
+            timeout=args.timeout,
+        )
+
+    def host_channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.args.host)
+
+
+Handler = Callable[[_Context], Coroutine[Any, Any, dict[str, Any]]]
+
+# Failures -> exit status, most specific first (one table, as STYLE.md principle 5).
+_FAILURES: Final[tuple[tuple[type[BaseException], int], ...]] = (
+    (UsageError, EXIT_USAGE),
+    (AttestationError, EXIT_FAILED),
+    (StorageError, EXIT_FAILED),  # wrong passcode, damaged or mismatched files
+    (WalletError, EXIT_FAILED),
+    (ProtocolError, EXIT_FAILED),
+    (InputError, EXIT_USAGE),
+    (ShardkeepError, EXIT_FAILED),
+    (TimeoutError, EXIT_FAILED),  # an OSError, but no usage error
+    (FileNotFoundError, EXIT_USAGE),
+    (OSError, EXIT_USAGE),
+    (ValueError, EXIT_USAGE),  # e.g. a malformed PEM
+    (grpc.aio.AioRpcError, EXIT_FAILED),
+)
+
+
+def run_command(command: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run one ``wallet`` subcommand; return its exit status.
+
+    Arguments:
+        command: "create", "sign", "backup", "recover", "list", "refresh",
+            "reshare" or "export".
+        args: the parsed arguments.
+        out, err: where the result and the progress and errors go.
+
+    Returns:
+        0 success, 1 the operation failed, 2 bad usage or input.
+    """
+    body, needs_passcode = _HANDLERS[command]
+    try:
+        passcode = _read_passcode(args) if needs_passcode else None
+    except (UsageError, OSError) as e:
+        print(f"shardkeep: {_describe(e)}", file=err)
+        return EXIT_USAGE
+    context = _Context(args, err, passcode)
+    try:
+        result = asyncio.run(body(context))
+    except BaseException as e:
+        context.progress.close()
+        for kind, status in _FAILURES:
+            if isinstance(e, kind):
+                print(f"shardkeep: {_describe(e)}", file=err)
+                return status
+        raise
+    context.progress.close()
+    _emit(out, result, as_json=args.json)
+    return EXIT_OK
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out (see --timeout)"
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot read {error.filename}: {error.strerror}"
+    return str(error) or type(error).__name__
+
+
+def _read_passcode(args: argparse.Namespace) -> str:
+    text: str
+    if args.passcode_file is not None:
+        path: Path = args.passcode_file
+        text = path.read_text(encoding="utf-8").rstrip("\r\n")
+    elif os.environ.get(PASSCODE_ENV):
+        text = os.environ[PASSCODE_ENV]
+    elif sys.stdin.isatty():
+        text = getpass.getpass("shardkeep passcode: ")
+    else:
+        raise UsageError(f"give the passcode with --passcode-file or ${PASSCODE_ENV}")
+    if not text:
+        raise UsageError("the passcode is empty")
+    return text
+
+
+def _emit(out: TextIO, result: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True), file=out)
+        return
+    for key, value in result.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{key}: {shown}", file=out)
+
+
+### Handlers
+
+
+def _describe_wallet(wallet: Wallet) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "wallet_id": wallet.wallet_id,
+        "scheme": wallet.scheme,
+        "threshold": wallet.threshold,
+        "parties": len(wallet.parties),
+        "server_index": wallet.server_index,
+        "local_parties": sorted(wallet.shares),
+        "public_key": wallet.public_key.hex(),
+        "epoch": wallet.epoch,
+    }
+    if wallet.scheme == "ecdsa-secp256k1":
+        info["ethereum_address"] = wallet_address(wallet)
+    else:
+        info["taproot_output_key"] = wallet_output_key(wallet).hex()
+    return info
+
+
+async def _create(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    if args.local_parties < 1:
+        raise UsageError("--local-parties must be at least 1")
+    passcode = ctx.passcode
+    if args.wallet_id is not None:
+        try:
+            load_description(args.state, args.wallet_id)
+        except FileNotFoundError:
+            pass
+        else:
+            raise UsageError(f"wallet {args.wallet_id} already exists in {args.state}")
+    devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
+    async with ctx.client() as client:
+        ctx.progress.stage("keygen")
+        wallet = await client.create_wallet(
+            SCHEME_NAMES[args.scheme], devices, threshold=args.threshold,
+            wallet_id=args.wallet_id, progress=ctx.progress,
+        )  # fmt: skip
+    ctx.progress.stage("")
+    ctx.progress("encrypting the key shares")
+    save_wallet(
+        args.state, wallet, dict(enumerate(devices)), passcode, params=ctx.params,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    return _describe_wallet(wallet)
+
+
+async def _sign(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    ctx.progress("decrypting the key shares")
+    loaded = load_wallet(
+        args.state, args.wallet_id, ctx.passcode, parties=args.parties,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    wallet = loaded.wallet
+    options = SigningOptions(
+        derivation_path=args.path, taproot=args.taproot, taproot_merkle_root=args.merkle_root
+    )
+    if wallet.scheme != "bip340" and (args.taproot or args.merkle_root):
+        raise UsageError("--taproot and --merkle-root are for bip340 wallets")
+    async with ctx.client() as client:
+        ctx.progress.stage("sign")
+        try:
+            signature = await client.sign(
+                wallet, args.digest, loaded.devices, options=options,
+                with_server=not args.without_server, progress=ctx.progress,
+            )  # fmt: skip
+        except BaseException:
+            if wallet.scheme == "ecdsa-secp256k1":
+                # A failed DKLs23 check burns the pairwise OT setup in the share
+                # (tss.keyshare): keep that, so it is never reused.
+                save_shares(
+                    args.state, wallet, loaded.devices, ctx.passcode, params=ctx.params,
+                    insecure_allow_weak_kdf=ctx.weak,
+                )  # fmt: skip
+            raise
+    result: dict[str, Any] = {"wallet_id": wallet.wallet_id, "digest": args.digest.hex()}
+    if isinstance(signature, RecoverableSignature):
+        result |= {
+            "signature": signature.signature.hex(),
+            "recovery_id": signature.recovery_id,
+            "public_key": _child_key(wallet, args.path).hex(),
+        }
+    else:
+        if args.taproot:
+            key = wallet_output_key(wallet, derivation_path=args.path, merkle_root=args.merkle_root)
+        else:
+            key = _child_key(wallet, args.path)[1:]
+        result |= {"signature": signature.hex(), "xonly_public_key": key.hex()}
+    return result
+
+
+def _child_key(wallet: Wallet, path: tuple[int, ...]) -> bytes:
+    """The 33-byte key the signature verifies under (before any taproot tweak)."""
+    if not path:
+        return wallet.public_key
+    chain_code = wallet.shares[min(wallet.shares)].chain_code
+    return derive_public(wallet.public_key, chain_code, path).public_key
+
+
+async def _backup(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    description = load_description(args.state, args.wallet_id)
+    if args.party is None and len(description.local) != 1:
+        raise UsageError(f"choose --party among {list(description.local)}")
+    party = args.party if args.party is not None else description.local[0]
+    ctx.progress("decrypting the key share")
+    loaded = load_wallet(
+        args.state, args.wallet_id, ctx.passcode, parties=[party],
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    ctx.progress("encrypting the backup")
+    async with ctx.host_channel() as channel:
+        stored = await backup_share(
+            channel, loaded.wallet.shares[party], wallet_id=args.wallet_id,
+            passcode=ctx.passcode, identity=loaded.devices[party],
+            owner_key=loaded.wallet.owner_key, backup_id=args.backup_id, params=ctx.params,
+            insecure_allow_weak_kdf=ctx.weak,
+        )  # fmt: skip
+    return {
+        "wallet_id": stored.wallet_id,
+        "backup_id": stored.backup_id,
+        "party": stored.party_id,
+        "epoch": stored.epoch,
+        "bytes": len(stored.blob),
+    }
+
+
+async def _recover(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    passcode = ctx.passcode
+    if not args.force:
+        try:
+            load_description(args.state, args.wallet_id)
+        except FileNotFoundError:
+            pass
+        else:
+            raise UsageError(f"wallet {args.wallet_id} is already in {args.state} (--force)")
+    async with ctx.client() as client, ctx.host_channel() as channel:
+        ctx.progress("fetching and decrypting the backup")
+        recovered = await recover_device(
+            channel, wallet_id=args.wallet_id, public_key=args.public_key, epoch=args.epoch,
+            party_id=args.party, backup_id=args.backup_id, passcode=passcode,
+            insecure_allow_weak_kdf=ctx.weak,
+        )  # fmt: skip
+        ctx.progress("checking the keyring against the host and the attestation")
+        wallet = await restore_wallet(client, channel, recovered)
+    ctx.progress("encrypting the key share")
+    save_wallet(
+        args.state, wallet, {recovered.share.party_id: recovered.identity}, passcode,
+        params=ctx.params, insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    return _describe_wallet(wallet)
+
+
+async def _list(ctx: _Context) -> dict[str, Any]:
+    wallets = list_wallets(ctx.args.state)
+    return {
+        "wallets": [
+            {
+                "wallet_id": d.wallet_id,
+                "scheme": d.scheme,
+                "threshold": d.threshold,
+                "parties": len(d.parties),
+                "local_parties": list(d.local),
+                "public_key": d.public_key.hex(),
+                "epoch": d.epoch,
+            }
+            for d in wallets
+        ]
+        if ctx.args.json
+        else [d.wallet_id for d in wallets]
+    }
+
+
+async def _refresh(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    ctx.progress("decrypting the key shares")
+    loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
+    async with ctx.client() as client:
+        ctx.progress.stage("refresh")
+        wallet = await client.refresh(loaded.wallet, loaded.devices, progress=ctx.progress)
+    ctx.progress.stage("")
+    ctx.progress("encrypting the new key shares")
+    save_wallet(
+        args.state, wallet, loaded.devices, ctx.passcode, params=ctx.params,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    return _describe_wallet(wallet) | {"backup_needed": True}
+
+
+async def _reshare(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    ctx.progress("decrypting the key shares")
+    loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
+    old = loaded.wallet
+    count = args.local_parties if args.local_parties is not None else len(old.shares)
+    if count < 1:
+        raise UsageError("--local-parties must be at least 1")
+    new_devices = [PartyIdentity.generate() for _ in range(count)]
+    async with ctx.client() as client:
+        ctx.progress.stage("reshare")
+        wallet = await client.reshare(
+            old, loaded.devices, new_devices,
+            threshold=args.threshold if args.threshold is not None else old.threshold,
+            keep_server=not args.without_server, progress=ctx.progress,
+        )  # fmt: skip
+    ctx.progress.stage("")
+    ctx.progress("encrypting the new key shares")
+    save_wallet(
+        args.state, wallet, dict(enumerate(new_devices)), ctx.passcode, params=ctx.params,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    remove_other_parties(args.state, wallet.wallet_id, wallet.shares)
+    return _describe_wallet(wallet) | {"backup_needed": True}
+
+
+async def _export(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    out: Path = args.out
+    if out.exists():
+        raise UsageError(f"{out} exists; the key goes only to a new file")
+    ctx.progress("decrypting the key shares")
+    loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
+    wallet = loaded.wallet
+    with_server = not args.without_server and wallet.server_index is not None
+    # A quorum of exactly t parties: the local ones first, the server share last.
+    needed = wallet.threshold - (1 if with_server else 0)
+    if len(loaded.devices) < needed:
+        raise UsageError(f"an export needs {wallet.threshold} parties; not enough are local")
+    quorum = {i: loaded.devices[i] for i in sorted(loaded.devices)[:needed]}
+    recipient = PartyIdentity.generate()  # a one-time party that receives the key
+    async with ctx.client() as client:
+        ctx.progress.stage("export")
+        private_key = await client.export(
+            wallet, quorum, recipient, with_server=with_server, progress=ctx.progress
+        )
+    # O_EXCL: never follow or replace a file that appeared meanwhile; 0600 from the start.
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(private_key.hex() + "\n")
+    return {"wallet_id": wallet.wallet_id, "out": str(out), "public_key": wallet.public_key.hex()}
+
+
+_HANDLERS: Final[dict[str, tuple[Handler, bool]]] = {
+    "refresh": (_refresh, True),
+    "reshare": (_reshare, True),
+    "export": (_export, True),
+    "create": (_create, True),
+    "sign": (_sign, True),
+    "backup": (_backup, True),
+    "recover": (_recover, True),
+    "list": (_list, False),
+}
