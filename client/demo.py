@@ -4,7 +4,8 @@ Starts devkms, the relay, the enclave and the host as real processes (SQLite,
 in-memory relay, simulated NSM and KMS), verifies the enclave's attestation,
 creates a 2-of-2 ECDSA and a 2-of-2 BIP-340 wallet with the server share, signs
 with each and verifies the signatures independently, and reports where the
-data lives. Each lifecycle step the system cannot run yet is reported as such.
+data lives; then backs the ECDSA wallet up to 2-of-3 by reshare, refreshes,
+signs with the new set and exports the key to the device.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from coincurve import PublicKey, PublicKeyXOnly
+from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.devstack import running_stack
 from client.party import PartyIdentity
-from client.wallet import Wallet, WalletClient
+from client.wallet import Wallet, WalletClient, WalletError
 from tss.signing import RecoverableSignature, SigningOptions
 from tss.taproot import taproot_output_key
 
@@ -92,7 +93,43 @@ async def _demo(directory: Path, out: TextIO) -> int:
                 raise RuntimeError("the BIP-340 signature does not verify")
             story.say("  BIP-340 signature verified under the taproot output key")
 
-        story.say("not yet wired through the service: reshare to 2-of-3, refresh, export")
+            backup = PartyIdentity.generate()
+            trio = await story.step(
+                "back up: reshare the ECDSA wallet to 2-of-3 with a backup device",
+                wallets.reshare(ecdsa, {0: device}, [device, backup], threshold=2),
+            )
+            story.say(
+                f"  same public key: {trio.public_key == ecdsa.public_key}; epoch {trio.epoch}"
+            )
+            refreshed = await story.step(
+                "refresh: new shares for all three parties",
+                wallets.refresh(trio, {0: device, 1: backup}),
+            )
+            result = await story.step(
+                "sign with the backup device and the server share",
+                wallets.sign(refreshed, DIGEST, {1: backup}),
+            )
+            _check_ecdsa(refreshed, result)
+            result = await story.step(
+                "sign with the two devices alone (server offline)",
+                wallets.sign(refreshed, DIGEST, {0: device, 1: backup}, with_server=False),
+            )
+            _check_ecdsa(refreshed, result)
+            story.say("  both signatures verified")
+            try:
+                await wallets.sign(trio, DIGEST, {1: backup})
+            except WalletError as e:
+                story.say(f"  a share of the old epoch is refused: {e}")
+            else:
+                raise RuntimeError("a share of the old epoch still signs after the refresh")
+            key = await story.step(
+                "export the private key to this device only (owner-signed)",
+                wallets.export(refreshed, {1: backup}, device),
+            )
+            if PrivateKey(key).public_key.format() != ecdsa.public_key:
+                raise RuntimeError("the exported key does not match the wallet")
+            story.say("  the exported key matches the wallet's public key")
+
         story.say(f"data: sealed server shares in {stack.store_url} (ciphertext only)")
         story.say(f"logs: {directory}/*.log; keys and PKI of this dev deployment: {directory}")
     story.say("demo finished: all checks passed")

@@ -78,6 +78,7 @@ async def _healthy(address: str, name: str, process: subprocess.Popen[bytes], lo
 @asynccontextmanager
 async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
     """Start devkms, relay, enclave and host under ``directory``; stop them on exit."""
+    directory = directory.resolve()  # the processes run with it as their working directory
     directory.mkdir(parents=True, exist_ok=True)
     enclave_address = f"unix:{directory / 'enclave.sock'}"
     setup = subprocess.run(
