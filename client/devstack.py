@@ -40,8 +40,18 @@ class DevStack:
     coordinator_key: Ed25519PrivateKey = field(repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
+    commands: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
     def log_path(self, name: str) -> Path:
         return self.directory / f"{name}.log"
+
+    async def restart(self, name: str, address: str) -> None:
+        """Stop one process (SIGKILL: no graceful drain) and start it again."""
+        process = self.processes[name]
+        process.kill()
+        process.wait(timeout=15)
+        self.processes[name] = _spawn(self.directory, name, self.commands[name])
+        await _healthy(address, name, self.processes[name], self.log_path(name))
 
 
 def _spawn(stack_dir: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -108,10 +118,10 @@ async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
             stack.log_path("devkms"), r"devkms listening on (http://\S+)", procs["devkms"]
         )
         procs["relay"] = _spawn(directory, "relay", ["relay.main", "--listen", stack.relay_address])
-        procs["enclave"] = _spawn(
-            directory, "enclave",
-            ["enclave.main", "--config", str(config), "--kms-endpoint", match.group(1)],
-        )  # fmt: skip
+        stack.commands["enclave"] = [
+            "enclave.main", "--config", str(config), "--kms-endpoint", match.group(1),
+        ]  # fmt: skip
+        procs["enclave"] = _spawn(directory, "enclave", stack.commands["enclave"])
         await _healthy(stack.relay_address, "relay", procs["relay"], stack.log_path("relay"))
         await _healthy(
             stack.enclave_address, "enclave", procs["enclave"], stack.log_path("enclave")

@@ -33,6 +33,7 @@ sizes only.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -72,9 +73,11 @@ class LinkConfig:
             sets no (or a longer) deadline.
         deadline_margin_s: the host gives up this much before the coordinator's
             deadline, so it can still abort the pending epoch and answer.
+        reconnect_wait_s: how long a call waits for a restarted enclave's socket.
     """
 
     call_timeout_s: float = 10.0
+    reconnect_wait_s: float = 3.0
     provision_wait_s: float = 60.0
     max_ceremony_s: float = 300.0
     deadline_margin_s: float = 0.25
@@ -103,6 +106,23 @@ class EnclaveLink:
         if self._static_key is None:
             raise HostError(grpc.StatusCode.UNAVAILABLE, "the enclave is not provisioned")
         return self._static_key
+
+    async def ensure_provisioned(self, store: Store, *, wait_s: float | None = None) -> None:
+        """Provision again if the enclave restarted: it then reports no static key.
+
+        The enclave keeps its identity only in memory; after a restart the same
+        sealed identity brings back the same party keys, so wallets stay usable.
+
+        Raises:
+            HostError: the enclave is down or refuses its identity.
+        """
+        status = await self.status(wait_s=wait_s)
+        if not status.static_key:
+            await self.provision(store)
+        elif bytes(status.static_key) != self._static_key:
+            raise HostError(
+                grpc.StatusCode.FAILED_PRECONDITION, "the enclave runs with another identity"
+            )
 
     async def provision(self, store: Store) -> enclave_pb2.ProvisionResponse:
         """Hand the enclave its sealed identity (or none, the first time); keep what it returns.
@@ -164,17 +184,25 @@ class EnclaveLink:
             raise error_from_enclave(e) from e
         return bytes(response.document)
 
-    async def status(self) -> enclave_pb2.GetStatusResponse:
+    async def status(self, *, wait_s: float | None = None) -> enclave_pb2.GetStatusResponse:
         """The enclave's status (version, static key, running ceremonies).
 
         Raises:
             HostError: the enclave's status, passed through.
         """
         try:
+            # wait_for_ready: right after an enclave restart the channel may
+            # still be backing off; wait (within the deadline) instead of failing.
             response: enclave_pb2.GetStatusResponse = await self._stub.GetStatus(
-                enclave_pb2.GetStatusRequest(), timeout=self.config.call_timeout_s
+                enclave_pb2.GetStatusRequest(),
+                timeout=min(
+                    self.config.call_timeout_s, self.config.reconnect_wait_s, wait_s or math.inf
+                ),
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # never became ready
+                raise HostError(grpc.StatusCode.UNAVAILABLE, "the enclave is unavailable") from e
             raise error_from_enclave(e) from e
         return response
 

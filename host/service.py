@@ -261,6 +261,9 @@ class HostServicer(host_pb2_grpc.HostServicer):
         in_flight = self._metrics.in_flight.labels(kind_name)
         in_flight.inc()
         try:
+            # At most half the coordinator's time for a restarted enclave to come back.
+            budget = ceremony_budget(context.time_remaining(), self._link.config)
+            await self._link.ensure_provisioned(self._store, wait_s=budget / 2)
             plan = plan_ceremony(request, kind, self._link.static_key)
             structlog.contextvars.bind_contextvars(
                 room_id=plan.room_id, ceremony_id=plan.ceremony_id, wallet_id=plan.wallet_id
@@ -360,6 +363,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                     f"nonce is longer than {_MAX_NONCE_BYTES} bytes",
                 )
             request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+            await self._link.ensure_provisioned(self._store)
             document = await self._link.attestation(request.nonce, request_id=request_id)
         except Exception as e:
             error = error_for(e)

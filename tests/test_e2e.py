@@ -10,12 +10,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.devstack import DevStack, running_stack
 from client.party import PartyIdentity
 from client.wallet import WalletClient, WalletError
+from shardkeep.v1 import ceremony_pb2, host_pb2
 from tss.curve import N
 from tss.shamir import eval_point
 from tss.signing import RecoverableSignature
@@ -130,3 +132,40 @@ def test_lifecycle_through_the_service(stack_dir: Path, scheme: str) -> None:
         assert PrivateKey(key).public_key.format() == wallet.public_key
 
     run(stack_dir, body)
+
+
+def test_an_enclave_killed_mid_ceremony_loses_no_share(stack_dir: Path) -> None:
+    """The enclave dies while it waits in a refresh; after a restart the old share still signs."""
+
+    async def body(stack: DevStack, wallets: WalletClient) -> None:
+        phone = PartyIdentity.generate()
+        wallet = await wallets.create_wallet("bip340", [phone], threshold=2)
+        # Only the server share's side of a refresh (the SDK's own request and
+        # room helpers): the phone never shows up, so the enclave sits in round 1.
+        request = wallets._request(wallet, ceremony_pb2.CEREMONY_KIND_REFRESH)
+        room = await wallets._relay.create_room([p.party_id for p in wallet.parties])
+        request.room_id = room.room_id
+        server_id = wallet.parties[1].party_id
+        call = wallets._host.Refresh(
+            host_pb2.HostCeremonyRequest(
+                request=wallets._signed(request), relay_token=room.join_tokens[server_id]
+            ),
+            timeout=60,
+        )
+        await _wait_for(stack.log_path("enclave"), f'"ceremony_id": "{request.ceremony_id}"')
+        await stack.restart("enclave", stack.enclave_address)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The host re-provisions the restarted enclave; the share of epoch 0 still signs.
+        verify("bip340", wallet.public_key, await wallets.sign(wallet, DIGEST, {0: phone}))
+
+    run(stack_dir, body)
+
+
+async def _wait_for(log: Path, text: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in log.read_text(errors="replace"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{text!r} not in {log.name}")
+        await asyncio.sleep(0.05)
