@@ -157,37 +157,39 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
     ) -> AsyncIterator[enclave_pb2.CeremonyOutput]:
         self._running += 1
         request: ceremony_pb2.CeremonyRequest | None = None
+        running: _Running | None = None
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("input") != "start":
                 raise BadRequest("a ceremony stream starts with CeremonyStart")
-            req, running = await asyncio.to_thread(self._begin, first.start)
+            req, active = await asyncio.to_thread(self._begin, first.start)
+            running = active
             request = req
             log.info("ceremony started", **_ids(req))
-            for out in running.outbound(await asyncio.to_thread(running.plan.session.start)):
+            for out in active.outbound(await asyncio.to_thread(active.plan.session.start)):
                 yield out
             # An export contributor is done once it has sent: it expects nothing.
-            while not running.plan.session.done:
+            while not active.plan.session.done:
                 item = await anext(aiter(request_iterator), None)
                 if item is None:
                     break
                 if item.WhichOneof("input") != "inbound":
                     raise BadRequest("expected the room's envelopes")
                 sent = await asyncio.to_thread(
-                    running.plan.session.receive, bytes(item.inbound.payload)
+                    active.plan.session.receive, bytes(item.inbound.payload)
                 )
-                for out in running.outbound(sent):
+                for out in active.outbound(sent):
                     yield out
-            if not running.plan.session.done:
+            if not active.plan.session.done:
                 raise BadRequest("the host ended the stream before the ceremony finished")
-            outcome = running.plan.finish(running.plan.session.result)
+            outcome = active.plan.finish(active.plan.session.result)
             if outcome.record is not None:
                 yield await asyncio.to_thread(self._store_output, req, outcome)
                 await _await_store_ack(request_iterator, outcome.result.epoch)
             log.info("ceremony finished", **_ids(req))
             yield enclave_pb2.CeremonyOutput(result=outcome.result)
         except Exception as e:
-            self._note_burned(request, e)
+            self._note_burned(running)
             log.warning(
                 "ceremony failed", error=type(e).__name__, **(_ids(request) if request else {})
             )
@@ -227,7 +229,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
         return request, _Running(
-            request, plan(request, identity, record, self._deps.rand), identity
+            request, plan(request, identity, record, self._deps.rand), identity, record
         )
 
     def _load_record(
@@ -288,14 +290,15 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             )
         )
 
-    def _note_burned(
-        self, request: ceremony_pb2.CeremonyRequest | None, error: BaseException
-    ) -> None:
-        if request is None or request.kind != ceremony_pb2.CEREMONY_KIND_SIGN:
+    def _note_burned(self, running: _Running | None) -> None:
+        """Remember the DKLs23 pairs a failed check burned (``tss.ecdsa`` marks them on
+        the setup itself; transport faults burn nothing), across record reloads."""
+        record = running.record if running is not None else None
+        setup = record.key_share.ecdsa if record is not None else None
+        if running is None or setup is None or not setup.burned:
             return
-        if isinstance(error, ProtocolError):
-            burned = self._burned.setdefault((request.wallet_id, request.epoch), set())
-            burned.update(error.culprits)
+        key = (running.request.wallet_id, running.request.epoch)
+        self._burned.setdefault(key, set()).update(setup.burned)
 
     # --- sealing -------------------------------------------------------------------
 
@@ -339,6 +342,7 @@ class _Running:
     request: ceremony_pb2.CeremonyRequest
     plan: Plan
     identity: Identity
+    record: ServerShare | None
 
     def outbound(self, sealed: list[Any]) -> list[enclave_pb2.CeremonyOutput]:
         return [

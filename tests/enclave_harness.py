@@ -40,7 +40,8 @@ SCHEMES = {
     "ecdsa-secp256k1": ceremony_pb2.SCHEME_ECDSA_SECP256K1,
 }
 DIGEST = bytes(range(32))
-Tamper = Callable[[envelope_pb2.Envelope], envelope_pb2.Envelope]
+Tamper = Callable[[envelope_pb2.Envelope], envelope_pb2.Envelope | list[envelope_pb2.Envelope]]
+"""Rewrites an envelope on its way into the enclave; a list replaces it (empty: dropped)."""
 SEAL_KEY = "5eed0000-0000-4000-8000-000000000001"
 
 
@@ -341,7 +342,7 @@ async def host_loop(
 
     Every client starts before anything moves, and client messages go through
     one FIFO queue, so each sender's envelopes arrive in order, as on the relay.
-    ``tamper`` may rewrite envelopes on their way into the enclave. The
+    ``tamper`` may rewrite, drop or hold back envelopes on their way into the enclave. The
     enclave's ``failure`` output is raised as the ``AioRpcError`` it announces.
     """
     call = stack.stub.RunCeremony()
@@ -370,7 +371,9 @@ async def host_loop(
                 env = envelope_pb2.Envelope(
                     sender=sender, recipient=o.recipient_id, round=o.round, payload=o.envelope
                 )
-                await write(enclave_pb2.CeremonyInput(inbound=tamper(env) if tamper else env))
+                delivered = tamper(env) if tamper else env
+                for item in delivered if isinstance(delivered, list) else [delivered]:
+                    await write(enclave_pb2.CeremonyInput(inbound=item))
             else:
                 replies = clients[o.recipient_id].receive(o.envelope)
                 queue.extend((o.recipient_id, r) for r in replies)

@@ -200,3 +200,54 @@ def test_a_tampering_host_gets_typed_errors(
         await sign_with([stored])
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_a_host_that_reorders_or_drops_envelopes_is_caught(
+    scheme: str, pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    coordinator = Ed25519PrivateKey.generate()
+    client = ClientParty()
+
+    async def body(stack: Stack) -> None:
+        request = keygen_request(scheme, [client.party, stack.party], 2)
+        session = client_keygen(scheme, client, request)
+        await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
+        share, (stored,) = session.result, stack.stored
+        held: list[envelope_pb2.Envelope] = []
+
+        def swap_first_two(env: envelope_pb2.Envelope) -> list[envelope_pb2.Envelope]:
+            if not held and not getattr(swap_first_two, "done", False):
+                held.append(env)
+                return []
+            if held:
+                swap_first_two.done = True  # type: ignore[attr-defined]
+                return [env, held.pop()]
+            return [env]
+
+        dropped: list[envelope_pb2.Envelope] = []
+
+        def drop_first(env: envelope_pb2.Envelope) -> list[envelope_pb2.Envelope]:
+            if not dropped:
+                dropped.append(env)
+                return []
+            return [env]
+
+        for tamper in (swap_first_two, drop_first):
+            sign = sign_request(request, [0, 1])
+            signer = client_sign(share, client.static_key, sign)
+            call = host_loop(
+                stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored], tamper
+            )
+            # The client's next envelope shows the gap or the wrong order.
+            error = await expect_status(call, grpc.StatusCode.ABORTED)
+            assert (
+                dict(error.trailing_metadata() or ()).get(CULPRITS_METADATA)
+                == client.party.party_id
+            )
+        # Transport faults burn no ECDSA pair and touch no share: an honest host signs.
+        sign = sign_request(request, [0, 1])
+        signer = client_sign(share, client.static_key, sign)
+        await host_loop(stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored])
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
