@@ -91,6 +91,7 @@ __all__ = [
     "signer_round1",
     "signer_round2",
     "coordinator_aggregate",
+    "signer_aggregate",
     # Exceptions
     "InvalidContributionError",
     "InvalidCoordinatorContributionError",
@@ -915,6 +916,8 @@ class SignerState:
     nonce_points: tuple[Point, Point] = field(repr=False)
     secnonce: bytearray = field(repr=False)
     secret_share: int = field(repr=False)
+    # Round 2's public session (nonces, session values), reused by signer_aggregate.
+    _session: list[_Ceremony] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def consumed(self) -> bool:
@@ -1020,6 +1023,7 @@ class _Ceremony(NamedTuple):
 
     sess: _Session
     nonces: list[tuple[Point, Point]]
+    ids: tuple[int, ...]
 
 
 def _signers_for(
@@ -1065,7 +1069,9 @@ def _ceremony(
     nonces = [by_id[i] for i in ids]
     r1, r2 = _aggregate(nonces)
     aggnonce = r1.to_bytes_ext() + r2.to_bytes_ext()
-    return _Ceremony(_session_from_points(signers, tweak_ctx, aggnonce, r1, r2, msg), nonces)
+    return _Ceremony(
+        _session_from_points(signers, tweak_ctx, aggnonce, r1, r2, msg), nonces, tuple(ids)
+    )
 
 
 def signer_round2(
@@ -1109,6 +1115,7 @@ def signer_round2(
     if pubnonces[me] != state.pubnonce:
         raise FaultyCoordinatorError("our own pubnonce was replaced")
     cer = _ceremony(ctx, ids, tws, xonly, pubnonces, state.msg, {me: state.nonce_points})
+    state._session.append(cer)
     pubshare = cer.sess.signers.points[ids.index(me)]
     s = _sign_with_scalars(k1_, k2_, state.secret_share, me, pubshare, cer.sess)
     return s.to_bytes(32, "big")
@@ -1162,6 +1169,36 @@ def coordinator_aggregate(
     if not isinstance(psigs, Mapping) or set(psigs) != set(ids):
         raise InputError("psigs must have exactly one entry per signer id")
     cer = _ceremony(ctx, ids, tws, xonly, pubnonces, msg, {})
+    return _aggregate_psigs(cer, ids, psigs, msg, verify_each)
+
+
+def signer_aggregate(state: SignerState, psigs: Mapping[int, bytes]) -> bytes:
+    """A signer's own ``coordinator_aggregate``, reusing the session of its round 2.
+
+    Aggregates first and checks partial signatures one by one only when the
+    aggregate fails (culprits are named on every abort); the released signature
+    always verifies.
+
+    Arguments:
+        state: the state ``signer_round2`` consumed.
+        psigs: ``{id: 32-byte partial signature}`` for exactly round 2's signers.
+
+    Raises:
+        SessionStateError: round 2 has not run with this state.
+        InputError, ProtocolError, InternalError: as ``coordinator_aggregate``.
+    """
+    if not state._session:
+        raise SessionStateError("signer_aggregate needs the state after signer_round2")
+    cer = state._session[0]
+    ids = list(cer.ids)
+    if not isinstance(psigs, Mapping) or set(psigs) != set(ids):
+        raise InputError("psigs must have exactly one entry per signer id")
+    return _aggregate_psigs(cer, ids, psigs, state.msg, verify_each=False)
+
+
+def _aggregate_psigs(
+    cer: _Ceremony, ids: list[int], psigs: Mapping[int, bytes], msg: bytes, verify_each: bool
+) -> bytes:
     sess = cer.sess
     xonly_key = sess.values.Q.xonly()
     scalars, out_of_range = _parse_psigs([psigs[i] for i in ids], ids)
@@ -1169,6 +1206,19 @@ def coordinator_aggregate(
         sig = _final_signature(scalars, sess)
         if schnorr_verify(msg, xonly_key, sig):
             return sig
+    # PartialSigVerify for every signer, to name every culprit.
+    bad = set(out_of_range)
+    for idx, i in enumerate(ids):
+        if idx not in bad and not _psig_equation_holds(
+            scalars[idx], i, cer.nonces[idx], sess.signers.points[idx], sess
+        ):
+            bad.add(idx)
+    if bad:
+        raise _blame([(idx, ids[idx]) for idx in sorted(bad)], "psig")
+    sig = _final_signature(scalars, sess)
+    if not schnorr_verify(msg, xonly_key, sig):
+        raise InternalError("aggregate signature does not verify")
+    return sig
     # PartialSigVerify for every signer, to name every culprit.
     bad = set(out_of_range)
     for idx, i in enumerate(ids):

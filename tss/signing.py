@@ -111,14 +111,11 @@ class Bip340Signing(Ceremony[bytes]):
             self._psigs[self.me] = psig
             return self._broadcast(2, psig)
         self._psigs.update(payloads)
-        s = self._share
-        # Aggregate first and check partial signatures one by one only when the
-        # aggregate fails (as frost-rs does): culprits are still named on every
-        # abort, and a released signature always verifies (the self-check).
-        signature = frost.coordinator_aggregate(
-            s.public_key, s.public_shares, s.threshold, self._message, self.parties,
-            self._pubnonces, self._psigs, self._tweaks, verify_each=False,
-        )  # fmt: skip
+        # Aggregate first, reusing round 2's session; partial signatures are
+        # checked one by one only when the aggregate fails (as frost-rs does):
+        # culprits are still named on every abort, and a released signature
+        # always verifies (the self-check).
+        signature = frost.signer_aggregate(self._state, self._psigs)
         self._finish(signature)
         return []
 
