@@ -16,14 +16,20 @@ share, which no longer combines with the server share after a refresh.
 
 On the wire the party is the decimal text of its 0-based index (the host's
 ``party_id`` is a string).
+
+Offline export (DESIGN.md §3) needs none of this: ``offline_export`` rebuilds
+the private key from at least t decrypted key shares (``offline_export_files``
+from share files, ``client.storage``), checked against the keyring's public
+key and every other party's public share, with no host, relay or server share.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -39,6 +45,7 @@ from client.storage import (
     Passcode,
     Random,
     make_backup,
+    read_share_file,
     recover_share,
 )
 from client.storage_errors import ShareMismatchError, StorageError
@@ -46,6 +53,7 @@ from client.wallet import SCHEMES, Wallet, WalletClient, WalletError
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.channel import party_id as party_id_of
 from tss.errors import InputError
+from tss.export import offline_export as _reconstruct
 from tss.keyshare import KeyShare
 
 __all__ = [
@@ -59,10 +67,13 @@ __all__ = [
     "recover_from_backup",
     "recover_device",
     "restore_wallet",
+    "offline_export",
+    "offline_export_files",
     # Exceptions
     "NoBackupError",
     # Types
     "BackupEntry",
+    "ExportedKey",
     "HostTarget",
     "RecoveredDevice",
 ]
@@ -421,3 +432,95 @@ async def restore_wallet(
         recovered.wallet_id, share.scheme, share.threshold, parties, server_index,
         share.public_key, share.epoch, {share.party_id: share}, recovered.owner_key,
     )  # fmt: skip
+
+
+### Offline export: the key from backup shares, with no host, relay or server share
+
+
+@dataclass(frozen=True)
+class ExportedKey:
+    """A private key rebuilt offline, and what it belongs to.
+
+    Attributes:
+        wallet_id: the wallet the share files name.
+        public_key: the keyring's 33-byte public key (the key's).
+        parties: the party indices whose shares were combined.
+        private_key: the 32-byte private key (never printed).
+    """
+
+    wallet_id: str
+    public_key: bytes
+    parties: tuple[int, ...]
+    private_key: bytes = field(repr=False)
+
+
+def offline_export(shares: Sequence[KeyShare], *, public_key: bytes | None = None) -> bytes:
+    """Reconstruct the private key from key shares alone (e.g. decrypted backups).
+
+    Arguments:
+        shares: key shares of one keyring and epoch, distinct parties, at least
+            the threshold (the server share is not needed: any t shares do).
+        public_key: the wallet's 33-byte public key as the caller knows it
+            (e.g. from its address); checked when given.
+
+    Returns:
+        The 32-byte private key, checked against the keyring's public key and
+        every other party's public share (``tss.export.offline_export``).
+
+    Raises:
+        InputError: too few shares, repeated parties, shares of different
+            keyrings or epochs, or shares inconsistent with their keyring (a
+            corrupted backup).
+        ShareMismatchError: the shares are of another key than ``public_key``.
+    """
+    private_key = _reconstruct(shares)
+    if public_key is not None and shares[0].public_key != public_key:
+        raise ShareMismatchError("public key")
+    return private_key
+
+
+def offline_export_files(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    passcode: Passcode | None = None,
+    key: bytes | None = None,
+    public_key: bytes | None = None,
+    insecure_allow_weak_kdf: bool = False,
+) -> ExportedKey:
+    """Reconstruct the private key from share files (``client.storage``), offline.
+
+    Arguments:
+        paths: share files of one wallet and epoch (binary or armoured), at
+            least the threshold, e.g. the ``party-<i>.share`` files of a
+            ``shardkeep wallet`` state directory.
+        passcode, key: what the files are encrypted with (one for all).
+        public_key: the wallet's 33-byte public key as the caller knows it.
+        insecure_allow_weak_kdf: accept weak Argon2id parameters (tests only).
+
+    Returns:
+        The key and the wallet it belongs to.
+
+    Raises:
+        DecryptionError: wrong passcode or key, or a tampered file.
+        ShareFormatError: a file that is not a share container.
+        ShareMismatchError: files of different wallets, or of another key
+            than ``public_key``.
+        InputError: as ``offline_export``.
+        OSError: a file cannot be read.
+    """
+    if not paths:
+        raise InputError("no share files given")
+    opened = [
+        read_share_file(
+            path, passcode=passcode, key=key, insecure_allow_weak_kdf=insecure_allow_weak_kdf
+        )
+        for path in paths
+    ]
+    wallet_id = opened[0].metadata.wallet_id
+    if any(o.metadata.wallet_id != wallet_id for o in opened):
+        raise ShareMismatchError("wallet id")
+    shares = [o.share for o in opened]
+    private_key = offline_export(shares, public_key=public_key)
+    return ExportedKey(
+        wallet_id, shares[0].public_key, tuple(s.party_id for s in shares), private_key
+    )

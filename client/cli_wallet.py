@@ -9,7 +9,11 @@ Subcommands (each against a running host and relay, as the relay coordinator):
 * ``list``    the wallets in the state directory;
 * ``refresh`` new shares for every party, same key (all parties take part);
 * ``reshare`` move the key to fresh local parties and a new threshold;
-* ``export``  reconstruct the private key into a new 0600 file (owner-authorised).
+* ``export``  reconstruct the private key into a new 0600 file (owner-authorised);
+  ``export --offline SHAREFILE...`` does it from share files alone, with no
+  host or relay (e.g. ``party-<i>.share`` files of state directories);
+* ``import``  split an existing private key among local parties and the server
+  share (same public key, so the same addresses).
 
 Connection options (or environment): ``--host`` (SHARDKEEP_HOST), ``--relay``
 (SHARDKEEP_RELAY), ``--coordinator-key`` PEM Ed25519 key (SHARDKEEP_COORDINATOR_KEY),
@@ -134,7 +138,9 @@ def add_wallet_commands(commands: Any) -> None:
     export = actions.add_parser(
         "export", parents=[common], help="reconstruct the full private key into a file"
     )
-    export.add_argument("wallet_id", metavar="WALLET")
+    export.add_argument(
+        "wallet_id", metavar="WALLET", nargs="?", help="the wallet to export (not with --offline)"
+    )
     export.add_argument(
         "--out", type=Path, metavar="FILE", required=True,
         help="new file (mode 0600) to write the private key to, in hex",
@@ -142,7 +148,32 @@ def add_wallet_commands(commands: Any) -> None:
     export.add_argument(
         "--without-server", action="store_true", help="reconstruct from local parties only"
     )
+    export.add_argument(
+        "--offline", type=Path, nargs="+", metavar="SHAREFILE",
+        help="reconstruct from these share files (at least the threshold), no host or relay",
+    )  # fmt: skip
+    export.add_argument(
+        "--public-key", type=_public_key, metavar="HEX",
+        help="with --offline: the wallet's 33-byte public key, as you know it, to check",
+    )  # fmt: skip
     export.set_defaults(handler=_run("export"))
+
+    imported = actions.add_parser(
+        "import", parents=[common],
+        help="split an existing private key with the server share (same public key)",
+    )  # fmt: skip
+    imported.add_argument("--scheme", choices=SCHEMES, default="ecdsa")
+    imported.add_argument(
+        "--key-file", type=Path, required=True, metavar="FILE",
+        help="the 32-byte private key in hex (as `wallet export` writes it)",
+    )  # fmt: skip
+    imported.add_argument(
+        "--local-parties", type=int, default=1, metavar="N",
+        help="parties this machine holds (default 1; the server share is one more)",
+    )  # fmt: skip
+    imported.add_argument("--threshold", type=int, default=2, metavar="T", help="default 2")
+    imported.add_argument("--wallet-id", help="the wallet's id (default: a fresh one)")
+    imported.set_defaults(handler=_run("import"))
 
 
 def _common_options() -> argparse.ArgumentParser:

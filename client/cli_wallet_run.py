@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from client.attestation import AttestationError
-from client.backups import backup_share, recover_device, restore_wallet
+from client.backups import backup_share, offline_export_files, recover_device, restore_wallet
 from client.bitcoin import wallet_output_key
 from client.cli_state import (
     list_wallets,
@@ -170,7 +170,7 @@ def run_command(command: str, args: argparse.Namespace, out: TextIO, err: TextIO
 
     Arguments:
         command: "create", "sign", "backup", "recover", "list", "refresh",
-            "reshare" or "export".
+            "reshare", "export" or "import".
         args: the parsed arguments.
         out, err: where the result and the progress and errors go.
 
@@ -452,11 +452,24 @@ async def _reshare(ctx: _Context) -> dict[str, Any]:
     return _describe_wallet(wallet) | {"backup_needed": True}
 
 
+def _write_key(out: Path, private_key: bytes) -> None:
+    # O_EXCL: never follow or replace a file that appeared meanwhile; 0600 from the start.
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(private_key.hex() + "\n")
+
+
 async def _export(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
     out: Path = args.out
     if out.exists():
         raise UsageError(f"{out} exists; the key goes only to a new file")
+    if args.offline:
+        return _export_offline(ctx)
+    if args.wallet_id is None:
+        raise UsageError("name the WALLET to export, or give --offline SHAREFILE...")
+    if args.public_key is not None:
+        raise UsageError("--public-key goes with --offline")
     ctx.progress("decrypting the key shares")
     loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
     wallet = loaded.wallet
@@ -472,17 +485,87 @@ async def _export(ctx: _Context) -> dict[str, Any]:
         private_key = await client.export(
             wallet, quorum, recipient, with_server=with_server, progress=ctx.progress
         )
-    # O_EXCL: never follow or replace a file that appeared meanwhile; 0600 from the start.
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(private_key.hex() + "\n")
+    _write_key(out, private_key)
     return {"wallet_id": wallet.wallet_id, "out": str(out), "public_key": wallet.public_key.hex()}
+
+
+def _export_offline(ctx: _Context) -> dict[str, Any]:
+    """The key from share files alone: no host, relay or server share is contacted."""
+    args = ctx.args
+    if args.wallet_id is not None or args.without_server:
+        raise UsageError("--offline takes share files only (no WALLET, no --without-server)")
+    ctx.progress("decrypting the share files")
+    exported = offline_export_files(
+        args.offline, passcode=ctx.passcode, public_key=args.public_key,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    _write_key(args.out, exported.private_key)
+    return {
+        "wallet_id": exported.wallet_id,
+        "out": str(args.out),
+        "public_key": exported.public_key.hex(),
+        "parties": list(exported.parties),
+    }
+
+
+_MAX_KEY_FILE_BYTES: Final = 1024
+
+
+def _read_key_file(path: Path) -> bytes:
+    """A 32-byte private key written in hex (``0x`` and surrounding whitespace allowed).
+
+    Messages never quote the file: it holds a key.
+    """
+    with path.open("rb") as f:
+        raw = f.read(_MAX_KEY_FILE_BYTES + 1)
+    problem = UsageError(f"{path} does not hold a 32-byte private key in hex")
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        raise problem
+    try:
+        text = raw.decode("ascii").strip().removeprefix("0x")
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise problem from None
+    if len(key) != 32:
+        raise problem
+    return key
+
+
+async def _import(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    if args.local_parties < 1:
+        raise UsageError("--local-parties must be at least 1")
+    passcode = ctx.passcode
+    if args.wallet_id is not None:
+        try:
+            load_description(args.state, args.wallet_id)
+        except FileNotFoundError:
+            pass
+        else:
+            raise UsageError(f"wallet {args.wallet_id} already exists in {args.state}")
+    private_key = _read_key_file(args.key_file)
+    devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
+    async with ctx.client() as client:
+        ctx.progress.stage("import")
+        wallet = await client.import_key(
+            SCHEME_NAMES[args.scheme], private_key, devices, threshold=args.threshold,
+            wallet_id=args.wallet_id, progress=ctx.progress,
+        )  # fmt: skip
+    del private_key
+    ctx.progress.stage("")
+    ctx.progress("encrypting the key shares")
+    save_wallet(
+        args.state, wallet, dict(enumerate(devices)), passcode, params=ctx.params,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    return _describe_wallet(wallet) | {"backup_needed": True}
 
 
 _HANDLERS: Final[dict[str, tuple[Handler, bool]]] = {
     "refresh": (_refresh, True),
     "reshare": (_reshare, True),
     "export": (_export, True),
+    "import": (_import, True),
     "create": (_create, True),
     "sign": (_sign, True),
     "backup": (_backup, True),

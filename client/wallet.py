@@ -29,6 +29,7 @@ from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.ceremony import Ceremony
 from tss.channel import Roster, party_id
+from tss.dealer import import_dealer
 from tss.errors import InputError, ShardkeepError
 from tss.export import Export
 from tss.keygen import Keygen
@@ -206,6 +207,99 @@ class WalletClient:
         return Wallet(
             request.wallet_id, scheme, threshold, parties, len(devices), result.public_key,
             result.epoch, by_index, owner,
+        )  # fmt: skip
+
+    async def import_key(
+        self,
+        scheme: Scheme,
+        private_key: bytes,
+        devices: Sequence[PartyIdentity],
+        *,
+        threshold: int,
+        owner_key: Ed25519PrivateKey | None = None,
+        wallet_id: str | None = None,
+        importer: PartyIdentity | None = None,
+        chain_code: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> Wallet:
+        """Split an existing private key among ``devices`` and the server share (the server last).
+
+        The wallet keeps the key's public key (its addresses do not change).
+        The importing party, ``importer`` (default ``devices[0]``), holds the
+        key as the sole party of a 1-of-1 keyring (``tss.dealer.import_dealer``,
+        epoch 0) and reshares it to the new parties. So the server party gets
+        its share through the ordinary reshare path: Feldman-checked against
+        the key, ECDSA pairwise setups made among the new holders, and only
+        its own share ever reaches it; the host opens the wallet at the
+        reshare's epoch (1) when the enclave stores that share. The request
+        registers ``owner_key`` (a fresh one by default) and is signed with it.
+
+        The key stays in this process's memory until it is garbage-collected
+        (Python cannot wipe an immutable ``bytes``): erase its other copies.
+
+        Arguments:
+            scheme: "bip340" or "ecdsa-secp256k1".
+            private_key: the 32-byte key to import (0 < key < n).
+            devices: the local parties of the new keyring, in index order.
+            threshold: t of the new keyring (ECDSA: at least 2).
+            owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
+            wallet_id: the new wallet's id (default: a fresh one); the host
+                refuses an id it already knows under another key.
+            importer: the party that deals the key; if it is not one of
+                ``devices`` it deals and leaves.
+            chain_code: the 32-byte BIP-32 chain code to keep (default: derived
+                from the public key, as for a generated wallet).
+
+        Returns:
+            The wallet with every device's key share, at epoch 1.
+
+        Raises:
+            InputError: a bad key, scheme, chain code, threshold or device list.
+            WalletError: the server share refused or the ceremony failed.
+        """
+        if not devices:
+            raise InputError("an import needs at least one device")
+        keyring, material = import_dealer(scheme, private_key, chain_code)
+        server = await self.attest()
+        dealer = importer or devices[0]
+        new_parties = [d.party for d in devices] + [server.party]
+        owner = owner_key or Ed25519PrivateKey.generate()
+        request = ceremony_pb2.CeremonyRequest(
+            ceremony_id=_new_id("import"),
+            kind=ceremony_pb2.CEREMONY_KIND_RESHARE,
+            scheme=SCHEMES[scheme],
+            wallet_id=wallet_id or _new_id("wallet"),
+            parties=[dealer.party],
+            signers=[0],
+            epoch=keyring.epoch,
+            new_threshold=threshold,
+            new_parties=new_parties,
+            keyring=lifecycle.keyring_to_proto(keyring),
+            owner_key=owner.public_key().public_bytes_raw(),
+        )
+        identities = {d.party_id: d for d in [dealer, *devices]}
+
+        def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            layout = lifecycle.reshare_layout(req, keyring)
+            ceremonies: dict[str, Ceremony[Any]] = {}
+            for pid in identities:
+                seat = layout.seat_of(pid)
+                if seat is not None:
+                    dealing = material if seat in layout.plan.dealers else None
+                    ceremonies[pid] = Reshare(layout.plan, seat, dealing, secrets.token_bytes)
+            return layout.roster, ceremonies
+
+        result, outputs = await self._run(
+            request, list(identities.values()), build, server.party.party_id, progress, owner=owner
+        )
+        shares = {j: _new_share(outputs[d.party_id]) for j, d in enumerate(devices)}
+        if bytes(result.public_key) != keyring.public_key or any(
+            s.public_key != keyring.public_key for s in shares.values()
+        ):
+            raise WalletError("the imported wallet's public key is not the key's")
+        return Wallet(
+            request.wallet_id, scheme, threshold, new_parties, len(devices), keyring.public_key,
+            result.epoch, shares, owner,
         )  # fmt: skip
 
     async def sign(

@@ -2,17 +2,44 @@
 
 On Nitro the file is baked into the EIF (so PCR0 covers it); off Nitro it is
 given on the command line. It pins the coordinator keys (DESIGN.md §5), names
-the KMS key and endpoint, and chooses the NSM (``simulated`` off Nitro).
+the KMS keys and endpoint, and chooses the NSM (``simulated`` off Nitro).
+
+KMS keys: ``kms.key_id`` seals new shares; ``kms.decrypt_key_ids`` lists
+older keys whose data keys still open shares during a key rotation
+(deploy/kms/README.md, "Re-seal under a new key"). On Nitro each must be a
+key ARN or alias ARN in ``kms.region``: the credentials come from the
+untrusted host (``Enclave.SetCredentials``), and a bare alias name or key id
+would resolve in the account of whatever credentials it hands in (a key
+whose policy the host's owner controls), not in the account that holds the
+sealing key.
+
+AWS credentials: never in the image. On Nitro the host hands the instance
+role's temporary credentials in at run time, and a configuration that names
+any is refused. Off Nitro (development, devkms) ``kms.access_key_id`` /
+``kms.secret_access_key`` (and optionally ``kms.session_token``) may give
+fixed ones; without them the enclave waits for the host's.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from enclave.auth import pinned_keys
+from enclave.kms import KmsCredentials
+
+__all__ = ["ConfigError", "EnclaveConfig", "KmsSettings", "check_key_arn"]
+
+# AWS KMS key ARN or alias ARN (AWS General Reference, "Amazon Resource Names";
+# KMS Developer Guide, "Key identifiers (KeyId)"): the partition, region and
+# account pin where the key lives.
+_KMS_ARN: Final = re.compile(
+    r"arn:aws(?:-[a-z]+)*:kms:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"(?:key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)"
+)
 
 
 class ConfigError(ValueError):
@@ -21,11 +48,65 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class KmsSettings:
+    """Attributes:
+    endpoint: the KMS endpoint URL (through vsock-proxy on Nitro; devkms elsewhere).
+    region: the AWS region (SigV4 scope).
+    key_id: the KMS key new shares are sealed under.
+    decrypt_key_ids: older KMS keys whose data keys still open sealed shares.
+    credentials: fixed development credentials, or None (the host hands them in).
+    """
+
     endpoint: str
     region: str
     key_id: str
-    access_key_id: str
-    secret_access_key: str
+    decrypt_key_ids: tuple[str, ...] = ()
+    credentials: KmsCredentials | None = None
+
+
+def check_key_arn(key_id: str, region: str) -> None:
+    """Check that a KMS key reference is a key or alias ARN in ``region``.
+
+    Arguments:
+        key_id: the configured reference.
+        region: the enclave's KMS region.
+
+    Raises:
+        ConfigError: a bare key id or alias name, another region, or not an ARN.
+    """
+    match = _KMS_ARN.fullmatch(key_id)
+    if match is None:
+        raise ConfigError(
+            f"KMS key {key_id!r} must be a key ARN or alias ARN on Nitro: a bare id or "
+            "alias resolves in the account of the credentials the host hands in"
+        )
+    if match.group("region") != region:
+        raise ConfigError(f"KMS key {key_id!r} is not in kms.region {region}")
+
+
+def _key_ids(kms: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    key_id = kms["key_id"]
+    decrypt = kms.get("decrypt_key_ids", [])
+    if not isinstance(decrypt, list):
+        raise ConfigError("kms.decrypt_key_ids must be a list of KMS key ids")
+    for value in (key_id, *decrypt):
+        if not isinstance(value, str) or not value:
+            raise ConfigError("KMS key ids must be non-empty strings")
+    return key_id, tuple(decrypt)
+
+
+def _credentials(kms: dict[str, Any]) -> KmsCredentials | None:
+    names = ("access_key_id", "secret_access_key", "session_token")
+    given = {name: kms[name] for name in names if name in kms}
+    if not given:
+        return None
+    if not {"access_key_id", "secret_access_key"} <= set(given):
+        raise ConfigError("kms.access_key_id and kms.secret_access_key go together")
+    if not all(isinstance(v, str) and v for v in given.values()):
+        # No value in the message: these are credentials.
+        raise ConfigError("kms credentials must be non-empty strings")
+    return KmsCredentials(
+        given["access_key_id"], given["secret_access_key"], given.get("session_token")
+    )
 
 
 @dataclass(frozen=True)
@@ -50,18 +131,30 @@ class EnclaveConfig:
 
     @staticmethod
     def load(path: Path) -> EnclaveConfig:
+        """Read and check a configuration file.
+
+        Arguments:
+            path: the JSON file.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ConfigError: unreadable, a missing field or a wrong value.
+        """
         try:
             raw: dict[str, Any] = json.loads(path.read_text())
             kms = raw["kms"]
+            key_id, decrypt_key_ids = _key_ids(kms)
             config = EnclaveConfig(
                 listen=str(raw["listen"]),
                 coordinator_keys=pinned_keys(raw["coordinator_keys"]),
                 kms=KmsSettings(
-                    str(kms["endpoint"]),
-                    str(kms.get("region", "us-east-1")),
-                    str(kms["key_id"]),
-                    str(kms.get("access_key_id", "enclave")),
-                    str(kms.get("secret_access_key", "enclave")),
+                    endpoint=str(kms["endpoint"]),
+                    region=str(kms.get("region", "us-east-1")),
+                    key_id=key_id,
+                    decrypt_key_ids=decrypt_key_ids,
+                    credentials=_credentials(kms),
                 ),
                 nsm_mode=str(raw.get("nsm", {}).get("mode", "simulated")),
                 pki_dir=Path(raw["nsm"]["pki_dir"]) if "pki_dir" in raw.get("nsm", {}) else None,
@@ -74,4 +167,12 @@ class EnclaveConfig:
             raise ConfigError("nsm.mode must be 'simulated' or 'nitro'")
         if config.nsm_mode == "simulated" and config.pki_dir is None:
             raise ConfigError("a simulated NSM needs nsm.pki_dir")
+        if config.nsm_mode == "nitro":
+            if config.kms.credentials is not None:
+                raise ConfigError(
+                    "AWS credentials must not be part of the (public, measured) image: "
+                    "the host hands them in at run time"
+                )
+            for key in (config.kms.key_id, *config.kms.decrypt_key_ids):
+                check_key_arn(key, config.kms.region)
         return config

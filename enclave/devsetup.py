@@ -24,6 +24,8 @@ from enclave.nsm import SimulatedNitroPki, image_pcrs
 
 IMAGE = "shardkeep-enclave:dev"
 SEAL_KEY_ID = "d0e1c2b3-0000-4000-8000-5ea1ed5ea1ed"
+DEV_ACCESS_KEY_ID = "shardkeep-dev"
+DEV_SECRET_ACCESS_KEY = "shardkeep-dev-not-a-secret"
 
 
 def write(directory: Path, *, listen: str, kms_endpoint: str = "http://127.0.0.1:0") -> Path:
@@ -44,7 +46,15 @@ def write(directory: Path, *, listen: str, kms_endpoint: str = "http://127.0.0.1
     config = {
         "listen": listen,
         "coordinator_keys": [coordinator.public_key().public_bytes_raw().hex()],
-        "kms": {"endpoint": kms_endpoint, "key_id": SEAL_KEY_ID},
+        # devkms checks that requests are SigV4-signed, not by whom. Fixed
+        # development credentials keep the dev stack self-contained (a host
+        # started with --kms-credentials replaces them); a Nitro image has none.
+        "kms": {
+            "endpoint": kms_endpoint,
+            "key_id": SEAL_KEY_ID,
+            "access_key_id": DEV_ACCESS_KEY_ID,
+            "secret_access_key": DEV_SECRET_ACCESS_KEY,
+        },
         "nsm": {"mode": "simulated", "pki_dir": str(directory / "pki"), "image": IMAGE},
     }
     path = directory / "enclave.json"

@@ -19,6 +19,15 @@ key would have crossed the host in clear.
 The RSA key (:class:`RecipientKey`) is generated when the enclave starts and
 never leaves it; only its DER SubjectPublicKeyInfo goes into documents.
 
+Credentials: the enclave has none of its own. On Nitro the host hands it the
+parent instance role's temporary credentials at run time
+(``Enclave.SetCredentials``) and again before they expire; they are never
+baked into the measured image. :meth:`EnclaveKmsClient.set_credentials`
+swaps them in; until the first set, every call fails with ``KmsError``
+code ``NoCredentials``. They grant the host nothing it lacks (KMS releases
+data keys only to an attested enclave), but they are still never logged or
+printed (``KmsCredentials`` redacts them).
+
 Errors from botocore are translated once, here, by one table (STYLE.md 5):
 KMS error codes become :class:`KmsError` subclasses carrying ``code``;
 transport failures become ``KmsError("Unavailable")``.
@@ -26,7 +35,8 @@ transport failures become ``KmsError("Unavailable")``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -49,6 +59,7 @@ __all__ = [
     # Exceptions
     "KmsError",
     "KmsAccessDeniedError",
+    "KmsIncorrectKeyError",
     "KmsInvalidCiphertextError",
     # Types
     "EnclaveKmsClient",
@@ -93,11 +104,16 @@ class KmsInvalidCiphertextError(KmsError):
     """KMS could not decrypt the ciphertext blob under this key and encryption context."""
 
 
+class KmsIncorrectKeyError(KmsInvalidCiphertextError):
+    """The ``KeyId`` of a Decrypt is not the key that encrypted the blob
+    (``IncorrectKeyException``): the blob belongs to another KMS key."""
+
+
 # KMS error code -> the class it raises; every other code raises KmsError.
 _ERROR_CLASSES: Final[Mapping[str, type[KmsError]]] = {
     "AccessDeniedException": KmsAccessDeniedError,
     "InvalidCiphertextException": KmsInvalidCiphertextError,
-    "IncorrectKeyException": KmsInvalidCiphertextError,
+    "IncorrectKeyException": KmsIncorrectKeyError,
 }
 
 
@@ -188,31 +204,63 @@ class RecipientKey:
 
 @dataclass(frozen=True)
 class KmsCredentials:
-    """AWS credentials for SigV4 (on Nitro: the instance role's, relayed by the host)."""
+    """AWS credentials for SigV4 (on Nitro: the instance role's, relayed by the host).
+
+    Attributes:
+        access_key_id: the access key id.
+        secret_access_key: the secret key (never printed).
+        session_token: the STS session token of temporary credentials, or None.
+    """
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
     session_token: str | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        for name in ("access_key_id", "secret_access_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InputError(f"{name} must be a non-empty string")
+        if self.session_token is not None and (
+            not isinstance(self.session_token, str) or not self.session_token
+        ):
+            raise InputError("session_token must be None or a non-empty string")
+
+
+_ClientFactory = Callable[[KmsCredentials], Any]
+"""Makes a botocore KMS client that signs with the given credentials."""
+
 
 class EnclaveKmsClient:
     """``GenerateDataKey`` / ``Decrypt`` with an attestation-document Recipient.
 
-    Thread-safe (botocore clients are). Make one with :meth:`connect`, or wrap
-    a botocore KMS client you configured yourself.
+    Thread-safe (botocore clients are; swapping credentials takes a lock).
+    Make one with :meth:`connect`, or wrap a botocore KMS client you
+    configured yourself.
     """
 
-    def __init__(self, client: Any, *, nsm: Nsm, recipient_key: RecipientKey) -> None:
+    def __init__(
+        self,
+        client: Any | None,
+        *,
+        nsm: Nsm,
+        recipient_key: RecipientKey,
+        client_factory: _ClientFactory | None = None,
+    ) -> None:
         """Wrap a botocore KMS client.
 
         Arguments:
-            client: a botocore KMS client.
+            client: a botocore KMS client, or None until :meth:`set_credentials`.
             nsm: the NSM that signs attestation documents for this enclave.
             recipient_key: the enclave's RSA key pair.
+            client_factory: makes a client for new credentials
+                (:meth:`set_credentials`); :meth:`connect` passes one.
         """
         self._client = client
         self._nsm = nsm
         self._recipient_key = recipient_key
+        self._client_factory = client_factory
+        self._lock = threading.Lock()
 
     @classmethod
     def connect(
@@ -220,7 +268,7 @@ class EnclaveKmsClient:
         *,
         endpoint_url: str,
         region: str,
-        credentials: KmsCredentials,
+        credentials: KmsCredentials | None,
         nsm: Nsm,
         recipient_key: RecipientKey | None = None,
         verify_tls: bool | str = True,
@@ -232,7 +280,8 @@ class EnclaveKmsClient:
             endpoint_url: e.g. ``https://kms.us-east-1.amazonaws.com`` reached
                 through vsock-proxy on Nitro, ``http://127.0.0.1:PORT`` for devkms.
             region: the AWS region (part of the SigV4 scope).
-            credentials: SigV4 credentials.
+            credentials: SigV4 credentials, or None: the host hands them in
+                later (:meth:`set_credentials`); calls fail until then.
             nsm: the NSM for attestation documents.
             recipient_key: the enclave's RSA key; default a fresh 3072-bit one.
             verify_tls: botocore's ``verify`` (True, False, or a CA bundle path).
@@ -241,22 +290,61 @@ class EnclaveKmsClient:
         Returns:
             The client.
         """
+        # One session, so each new client reuses the loaded service model.
         session = botocore.session.Session()
-        client = session.create_client(
-            "kms",
-            region_name=region,
-            endpoint_url=endpoint_url,
-            verify=verify_tls,
-            aws_access_key_id=credentials.access_key_id,
-            aws_secret_access_key=credentials.secret_access_key,
-            aws_session_token=credentials.session_token,
-            config=Config(
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                retries={"mode": "standard", "max_attempts": 3},
-            ),
+        config = Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"mode": "standard", "max_attempts": 3},
         )
-        return cls(client, nsm=nsm, recipient_key=recipient_key or RecipientKey.generate())
+
+        def factory(given: KmsCredentials) -> Any:
+            # Explicit keys: botocore then never searches its provider chain
+            # (environment, files, IMDS), none of which exists in an enclave.
+            return session.create_client(
+                "kms",
+                region_name=region,
+                endpoint_url=endpoint_url,
+                verify=verify_tls,
+                aws_access_key_id=given.access_key_id,
+                aws_secret_access_key=given.secret_access_key,
+                aws_session_token=given.session_token,
+                config=config,
+            )
+
+        return cls(
+            None if credentials is None else factory(credentials),
+            nsm=nsm,
+            recipient_key=recipient_key or RecipientKey.generate(),
+            client_factory=factory,
+        )
+
+    def set_credentials(self, credentials: KmsCredentials) -> None:
+        """Sign later requests with new credentials (the host's refresh).
+
+        Requests already in flight finish with the client they started with.
+
+        Arguments:
+            credentials: the new credentials.
+
+        Raises:
+            InputError: not :class:`KmsCredentials`, or this client was built
+                around a fixed botocore client (no factory).
+        """
+        if not isinstance(credentials, KmsCredentials):
+            raise InputError("credentials must be KmsCredentials")
+        if self._client_factory is None:
+            raise InputError("this KMS client was built without a client factory")
+        with self._lock:
+            # Created under the lock: one botocore session is not meant for
+            # concurrent create_client calls. The old client is not closed:
+            # a request may still be using it; it is released with it.
+            self._client = self._client_factory(credentials)
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether requests can be signed (credentials were given)."""
+        return self._client is not None
 
     @property
     def recipient_public_key_der(self) -> bytes:
@@ -271,8 +359,12 @@ class EnclaveKmsClient:
         return {"KeyEncryptionAlgorithm": KEY_ENCRYPTION_ALGORITHM, "AttestationDocument": document}
 
     def _call(self, operation: str, **params: object) -> Mapping[str, object]:
+        with self._lock:
+            client = self._client
+        if client is None:
+            raise KmsError("NoCredentials", "the host has not handed the enclave KMS credentials")
         try:
-            response = getattr(self._client, operation)(**params)
+            response = getattr(client, operation)(**params)
         except (ClientError, BotoCoreError) as e:
             raise _translate(e) from e
         if not isinstance(response, Mapping):
@@ -362,4 +454,7 @@ class EnclaveKmsClient:
 
     def close(self) -> None:
         """Close the client's connections."""
-        self._client.close()
+        with self._lock:
+            client = self._client
+        if client is not None:
+            client.close()

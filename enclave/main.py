@@ -9,7 +9,7 @@ from pathlib import Path
 
 from enclave.auth import Authorizer, Policy
 from enclave.config import EnclaveConfig
-from enclave.kms import EnclaveKmsClient, KmsCredentials
+from enclave.kms import EnclaveKmsClient
 from enclave.nsm import Nsm, SimulatedNitroPki, SimulatedNsm
 from enclave.seal import ShareSealer
 from enclave.service import EnclaveDeps, create_server
@@ -23,14 +23,17 @@ def build_deps(config: EnclaveConfig) -> EnclaveDeps:
         # The /dev/nsm ioctl backend needs Nitro hardware (enclave/nsm.py).
         raise SystemExit("shardkeep-enclave: only the simulated NSM is available in this build")
     nsm: Nsm = SimulatedNsm(config.image, pki=SimulatedNitroPki.load(config.pki_dir))
+    # Without fixed (development) credentials, KMS calls wait for the host's
+    # (Enclave.SetCredentials): on Nitro, the instance role's, at run time.
     kms = EnclaveKmsClient.connect(
         endpoint_url=config.kms.endpoint,
         region=config.kms.region,
-        credentials=KmsCredentials(config.kms.access_key_id, config.kms.secret_access_key),
+        credentials=config.kms.credentials,
         nsm=nsm,
     )
+    sealer = ShareSealer(kms, config.kms.key_id, decrypt_key_ids=config.kms.decrypt_key_ids)
     policy = Policy(config.coordinator_keys, config.max_request_validity_seconds)
-    return EnclaveDeps(nsm, ShareSealer(kms, config.kms.key_id), Authorizer(policy))
+    return EnclaveDeps(nsm, sealer, Authorizer(policy), kms=kms)
 
 
 async def serve(config: EnclaveConfig) -> None:

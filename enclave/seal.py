@@ -20,6 +20,15 @@ rollback after a refresh or reshare). So every blob is bound to a
 3. :class:`ShareSealer` passes the binding to KMS as the encryption context,
    so KMS refuses to decrypt a data key under any other binding.
 
+KMS key rotation (deploy/kms/README.md, "Re-seal under a new key"): a
+:class:`ShareSealer` seals with one KMS key and opens data keys of any key in
+its decrypt list. Each Decrypt names the key it tries (``KeyId``), so KMS
+itself refuses a blob of any other key (``IncorrectKeyException``) and a
+host cannot slip in a data key from a KMS key outside the list (one whose
+policy would let it decrypt the data key itself). A share that opened under
+an older key is reported as such (:attr:`UnsealedShare.stale`), so the
+enclave can re-seal it under the current key.
+
 Blob layout (version 1), all integers big-endian::
 
     version u8 = 1 || u32 len(binding) || binding || nonce (12) || ciphertext || tag (16)
@@ -39,15 +48,15 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Final, Literal, NamedTuple, NewType, Protocol, cast, get_args
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from enclave.errors import WrongShare
-from enclave.kms import KmsInvalidCiphertextError
+from enclave.kms import KmsAccessDeniedError, KmsError, KmsInvalidCiphertextError
 from tss.errors import InputError, InternalError
 from tss.tags import SEAL_AAD_LABEL
 
@@ -67,6 +76,7 @@ __all__ = [
     "SealedShare",
     "Scheme",
     "ShareSealer",
+    "UnsealedShare",
     # Constants
     "DATA_KEY_SIZE",
     "NONCE_SIZE",
@@ -401,33 +411,83 @@ class SealedShare(NamedTuple):
     """The sealed share (:func:`seal`)."""
 
 
+# KMS refusals that concern one key (not the connection): with a decrypt
+# list, Decrypt goes on to the next key after one of these (AWS KMS API
+# Reference, Decrypt, "Errors").
+_NEXT_KEY_CODES: Final[frozenset[str]] = frozenset(
+    {"NotFoundException", "DisabledException", "KMSInvalidStateException"}
+)
+
+
+def _tries_next_key(error: KmsError) -> bool:
+    return isinstance(error, KmsInvalidCiphertextError | KmsAccessDeniedError) or (
+        error.code in _NEXT_KEY_CODES
+    )
+
+
+@dataclass(frozen=True)
+class UnsealedShare:
+    """An opened share and the KMS key whose data key opened it.
+
+    Attributes:
+        plaintext: the share (never printed).
+        key_id: the decrypt-list entry KMS accepted for the data key.
+        stale: sealed under an older key than the current sealing key;
+            re-seal it (:meth:`ShareSealer.seal`) to migrate it.
+    """
+
+    plaintext: bytes = field(repr=False)
+    key_id: str
+    stale: bool
+
+
 class ShareSealer:
     """Seals server shares under fresh KMS data keys (DESIGN.md §5 "Sealing").
 
-    Each :meth:`seal` asks KMS for a new data key (GenerateDataKey with an
-    attestation-document Recipient, so the key reaches only this enclave),
-    uses it once and wipes it. :meth:`unseal` asks KMS to decrypt the data
-    key, again to the enclave only. Both bind the :class:`SealBinding` as the
-    KMS encryption context and as AES-GCM associated data.
+    Each :meth:`seal` asks KMS for a new data key of the current sealing key
+    (GenerateDataKey with an attestation-document Recipient, so the key
+    reaches only this enclave), uses it once and wipes it. :meth:`unseal`
+    asks KMS to decrypt the data key, again to the enclave only, under the
+    sealing key or any older key still in the decrypt list. Both bind the
+    :class:`SealBinding` as the KMS encryption context and as AES-GCM
+    associated data.
     """
 
-    def __init__(self, kms: DataKeyProvider, key_id: str) -> None:
-        """Seal with data keys of one KMS key.
+    def __init__(
+        self, kms: DataKeyProvider, key_id: str, *, decrypt_key_ids: Sequence[str] = ()
+    ) -> None:
+        """Seal with data keys of one KMS key; open those of it and of older ones.
 
         Arguments:
             kms: the enclave's KMS client.
             key_id: the KMS key (id, ARN or alias) whose data keys seal shares.
+            decrypt_key_ids: further KMS keys whose data keys may open shares
+                (older sealing keys during a rotation). The sealing key is
+                always accepted; repeats are ignored.
 
         Raises:
-            InputError: ``key_id`` is empty.
+            InputError: an empty key id.
         """
-        if not isinstance(key_id, str) or not key_id:
-            raise InputError("key_id must be a non-empty string")
+        keys = [key_id, *decrypt_key_ids]
+        if not all(isinstance(k, str) and k for k in keys):
+            raise InputError("KMS key ids must be non-empty strings")
         self._kms = kms
         self._key_id = key_id
+        # The sealing key first: current shares open with one KMS call.
+        self._decrypt_key_ids = tuple(dict.fromkeys(keys))
+
+    @property
+    def key_id(self) -> str:
+        """The KMS key new shares are sealed under."""
+        return self._key_id
+
+    @property
+    def decrypt_key_ids(self) -> tuple[str, ...]:
+        """The KMS keys whose data keys may open shares, in the order tried."""
+        return self._decrypt_key_ids
 
     def seal(self, share: bytes, binding: SealBinding) -> SealedShare:
-        """Seal a server share under a fresh data key.
+        """Seal a server share under a fresh data key of the sealing key.
 
         Arguments:
             share: the serialised key share.
@@ -457,7 +517,7 @@ class ShareSealer:
         return SealedShare(encrypted_data_key, blob)
 
     def unseal(self, sealed: SealedShare, binding: SealBinding) -> bytes:
-        """Open a sealed share the host returned.
+        """Open a sealed share the host returned (:meth:`unseal_with_key`, plaintext only).
 
         Arguments:
             sealed: the stored encrypted data key and blob.
@@ -468,24 +528,61 @@ class ShareSealer:
             The plaintext share.
 
         Raises:
+            SealError: as :meth:`unseal_with_key`.
+            KmsError: as :meth:`unseal_with_key`.
+        """
+        return self.unseal_with_key(sealed, binding).plaintext
+
+    def unseal_with_key(self, sealed: SealedShare, binding: SealBinding) -> UnsealedShare:
+        """Open a sealed share and report which KMS key's data key opened it.
+
+        Decrypt names each key of the decrypt list in turn (``KeyId``), the
+        sealing key first, so KMS opens the data key only under a listed key.
+        A refusal about the key (wrong key, blob or context, access denied,
+        disabled or unknown key) moves on to the next key; a transport or
+        response failure ends the search.
+
+        Arguments:
+            sealed: the stored encrypted data key and blob.
+            binding: the binding the enclave expects (from its own request
+                and keyring metadata, never from the host's say-so).
+
+        Returns:
+            The plaintext share, the key, and whether it is stale (sealed
+            under an older key than the current one).
+
+        Raises:
             SealError: a failed check (``binding-mismatch`` before contacting
-                KMS; ``data-key`` when KMS rejects the encrypted data key
-                under this binding; ``authentication``; ``malformed``).
-            KmsError: KMS refused or failed for another reason.
+                KMS; ``data-key`` when no listed key decrypts the encrypted
+                data key under this binding; ``authentication``; ``malformed``).
+            KmsError: KMS refused or failed for another reason (e.g. access
+                denied for every listed key: the key policy lacks this image).
         """
         encrypted_data_key, blob = sealed
         check_binding(blob, binding)
-        try:
-            data_key = self._kms.decrypt(
-                encrypted_data_key,
-                key_id=self._key_id,
-                encryption_context=binding.encryption_context(),
-            )
-        except KmsInvalidCiphertextError as e:
-            raise SealError(
-                "data-key", "KMS does not decrypt the data key under the expected binding"
-            ) from e
-        try:
-            return unseal(blob, data_key=data_key, binding=binding)
-        finally:
-            wipe(data_key)
+        refusals: list[KmsError] = []
+        for key_id in self._decrypt_key_ids:
+            try:
+                data_key = self._kms.decrypt(
+                    encrypted_data_key,
+                    key_id=key_id,
+                    encryption_context=binding.encryption_context(),
+                )
+            except KmsError as e:
+                if not _tries_next_key(e):
+                    raise
+                refusals.append(e)
+                continue
+            try:
+                plaintext = unseal(blob, data_key=data_key, binding=binding)
+            finally:
+                wipe(data_key)
+            return UnsealedShare(plaintext, key_id, stale=key_id != self._key_id)
+        # Report the most telling refusal: one that is not about the blob
+        # (e.g. AccessDenied: the key policy does not list this image).
+        other = [e for e in refusals if not isinstance(e, KmsInvalidCiphertextError)]
+        if other:
+            raise other[0]
+        raise SealError(
+            "data-key", "KMS does not decrypt the data key under the expected binding"
+        ) from (refusals[0] if refusals else None)

@@ -6,6 +6,14 @@ with a key only this attested enclave gets from KMS, and the ceremony runs
 over end-to-end sealed envelopes the host merely carries. New shares leave
 only sealed, and only after the host has acknowledged storing them is the
 result released. Errors are translated once, by ``STATUS_TABLE``.
+
+KMS credentials come from the host too (``SetCredentials``, before
+``Provision`` and again before they expire): the parent instance role's
+temporary credentials, never part of the image, never logged. After a KMS key
+rotation the enclave still opens what older keys sealed (``enclave.seal``);
+``Provision`` re-seals the enclave's identity under the current key, and a
+refresh or reshare migrates a wallet (its new epoch is sealed under the
+current key).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 import cbor2
 import grpc
@@ -29,9 +37,9 @@ from enclave.auth import Authorizer
 from enclave.ceremonies import Outcome, Plan, plan, scheme_of
 from enclave.errors import BadRequest, Unauthorized, WrongShare
 from enclave.identity import Identity, ServerShare
-from enclave.kms import KmsError
+from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import Nsm
-from enclave.seal import SealBinding, SealedShare, ShareSealer
+from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
 from shardkeep.lifecycle import seat_party_ids
 from shardkeep.server import AsyncHealthServicer, bind, mark_serving, new_server
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
@@ -44,6 +52,10 @@ IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
 CULPRITS_METADATA = "shardkeep-culprits"
 RECORD_CACHE_SIZE = 4096  # opened server shares kept in enclave memory
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
+# Bounds on SetCredentials fields (IAM access key ids are at most 128 characters;
+# AWS sets no documented limit on session tokens, a few KiB in practice).
+_MAX_KEY_CHARS: Final = 128
+_MAX_SESSION_TOKEN_CHARS: Final = 16384
 
 # One table maps errors to status codes (STYLE.md principle 5). Order matters:
 # the first matching class wins.
@@ -66,15 +78,28 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error in the enclave"
 
 
+class CredentialsSink(Protocol):
+    """Where ``SetCredentials`` puts the host's KMS credentials (``EnclaveKmsClient``)."""
+
+    def set_credentials(self, credentials: KmsCredentials) -> None:
+        """Sign later KMS requests with ``credentials``."""
+        ...
+
+
 @dataclass(frozen=True)
 class EnclaveDeps:
-    """What the service runs on: NSM, sealer (KMS), authoriser, clock and randomness."""
+    """What the service runs on: NSM, sealer (KMS), authoriser, clock and randomness.
+
+    ``kms`` takes the credentials the host hands in (``SetCredentials``);
+    None refuses them (FAILED_PRECONDITION).
+    """
 
     nsm: Nsm
     sealer: ShareSealer
     authorizer: Authorizer
     clock: Callable[[], float] = time.time
     rand: Callable[[int], bytes] = secrets.token_bytes
+    kms: CredentialsSink | None = None
 
 
 class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
@@ -87,6 +112,47 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         # a failed check; a refresh gives the wallet a new epoch).
         self._burned: dict[tuple[str, int], set[int]] = {}
         self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
+
+    # --- KMS credentials -------------------------------------------------------------
+
+    async def SetCredentials(
+        self,
+        request: enclave_pb2.SetCredentialsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> enclave_pb2.SetCredentialsResponse:
+        try:
+            await asyncio.to_thread(self._set_credentials, request)
+        except Exception as e:  # mapped by the one table
+            await _abort(context, e)
+            raise
+        return enclave_pb2.SetCredentialsResponse()
+
+    def _set_credentials(self, request: enclave_pb2.SetCredentialsRequest) -> None:
+        sink = self._deps.kms
+        if sink is None:
+            raise SessionStateError("this enclave takes no KMS credentials from the host")
+        # Messages name fields, never values: these are credentials.
+        if not 0 < len(request.access_key_id) <= _MAX_KEY_CHARS:
+            raise BadRequest(f"access_key_id must be 1..{_MAX_KEY_CHARS} characters")
+        if not 0 < len(request.secret_access_key) <= _MAX_KEY_CHARS:
+            raise BadRequest(f"secret_access_key must be 1..{_MAX_KEY_CHARS} characters")
+        if len(request.session_token) > _MAX_SESSION_TOKEN_CHARS:
+            raise BadRequest(f"session_token must be at most {_MAX_SESSION_TOKEN_CHARS} characters")
+        expires = request.expires_at_unix
+        if expires and expires <= self._deps.clock():
+            raise BadRequest("the credentials have already expired")
+        sink.set_credentials(
+            KmsCredentials(
+                request.access_key_id,
+                request.secret_access_key,
+                request.session_token or None,
+            )
+        )
+        log.info(
+            "kms credentials set",
+            temporary=bool(request.session_token),
+            expires_at_unix=expires or None,
+        )
 
     # --- identity and attestation -------------------------------------------------
 
@@ -108,7 +174,15 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
 
     def _provision(self, sealed: bytes) -> tuple[Identity, bytes]:
         if sealed:
-            identity = Identity.from_bytes(self._unseal(sealed, IDENTITY_BINDING))
+            opened = self._unseal(sealed, IDENTITY_BINDING)
+            identity = Identity.from_bytes(opened.plaintext)
+            if opened.stale:
+                # Sealed under an older KMS key (a rotation): re-seal under the
+                # current one; the host keeps the new blob (append-only), so the
+                # old key can be retired. The identity never changes epoch, so
+                # nothing else would migrate it.
+                sealed = self._seal(opened.plaintext, IDENTITY_BINDING)
+                log.info("identity re-sealed under the current kms key")
         else:
             identity = Identity.generate(self._deps.rand)
             sealed = self._seal(identity.to_bytes(), IDENTITY_BINDING)
@@ -255,11 +329,15 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         ).digest()
         record = self._records.get(cache_key)
         if record is None:
-            plain = self._unseal(
+            opened = self._unseal(
                 cbor2.dumps({"k": bytes(stored.encrypted_data_key), "c": bytes(stored.ciphertext)}),
                 binding,
             )
-            record = ServerShare.from_bytes(plain)
+            if opened.stale:
+                # Sealed under an older KMS key: the wallet's next refresh or
+                # reshare seals its new epoch under the current key.
+                log.info("share sealed under an older kms key", wallet_id=request.wallet_id)
+            record = ServerShare.from_bytes(opened.plaintext)
             self._records.put(cache_key, record)
         share = record.key_share
         if share.party_id != me or share.epoch != request.epoch:
@@ -306,13 +384,13 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         sealed = self._deps.sealer.seal(plaintext, binding)
         return cbor2.dumps({"k": sealed.encrypted_data_key, "c": bytes(sealed.ciphertext)})
 
-    def _unseal(self, blob: bytes, binding: SealBinding) -> bytes:
+    def _unseal(self, blob: bytes, binding: SealBinding) -> UnsealedShare:
         try:
             fields = cbor2.loads(blob)
             sealed = SealedShare(bytes(fields["k"]), fields["c"])
         except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError) as e:
             raise WrongShare("sealed data is malformed") from e
-        return self._deps.sealer.unseal(sealed, binding)
+        return self._deps.sealer.unseal_with_key(sealed, binding)
 
 
 class _RecordCache:

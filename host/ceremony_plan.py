@@ -6,6 +6,12 @@ the enclave's party id there, and the keyring it must record next to the
 sealed share. These checks only save a doomed round trip: the enclave verifies
 the signed bytes itself and decides (DESIGN.md §5); a host that skipped them
 could not make the enclave act.
+
+An import (DESIGN.md §3) reaches the host as a reshare from the importing
+party's 1-of-1 keyring, in which the server party is a new holder only: it
+holds no share of the current keyring, which the request carries, with the
+owner key it registers. Such a reshare may name a wallet the store does not
+know (``CeremonyPlan.may_open_wallet``); the enclave's new share then opens it.
 """
 
 from __future__ import annotations
@@ -77,9 +83,13 @@ class CeremonyPlan:
         kind: the ceremony kind (matches the called method).
         kind_name: "keygen", "sign", "reshare", "refresh" or "export".
         party_id: the enclave's party id in the room (its static key's party).
-        scheme: the store's scheme name (keygen only; None otherwise).
+        scheme: the store's scheme name (keygen, and a reshare that may open a
+            wallet; None otherwise).
         keyring: what the new epoch records: keygen's keyring, reshare's new
             keyring; None for refresh (keeps the current one), sign and export.
+        may_open_wallet: a reshare that adds the server party with the current
+            keyring and an owner key (an import): if the wallet is unknown, the
+            server party's new share opens it at the reshare's epoch.
     """
 
     signed: ceremony_pb2.SignedCeremonyRequest
@@ -89,6 +99,7 @@ class CeremonyPlan:
     party_id: str
     scheme: Scheme | None
     keyring: Keyring | None
+    may_open_wallet: bool = False
 
     @property
     def wallet_id(self) -> str:
@@ -179,6 +190,7 @@ def plan_ceremony(
         raise _invalid("the request does not include the server party (the enclave's static key)")
     scheme: Scheme | None = None
     keyring: Keyring | None = None
+    may_open_wallet = False
     if method_kind == _K.CEREMONY_KIND_KEYGEN:
         scheme = scheme_name(request.scheme)
         if scheme is None:
@@ -188,6 +200,14 @@ def plan_ceremony(
             raise _invalid(f"owner_key is longer than {MAX_OWNER_KEY_BYTES} bytes")
     elif method_kind == _K.CEREMONY_KIND_RESHARE:
         keyring = _keyring(request.new_threshold, list(request.new_parties), "reshare keyring")
+        joins = party_id not in (p.party_id for p in request.parties)
+        if joins and request.HasField("keyring") and request.owner_key:
+            scheme = scheme_name(request.scheme)
+            if scheme is None:
+                raise _invalid("a reshare that adds the server party needs a scheme")
+            if len(request.owner_key) > MAX_OWNER_KEY_BYTES:
+                raise _invalid(f"owner_key is longer than {MAX_OWNER_KEY_BYTES} bytes")
+            may_open_wallet = True
     return CeremonyPlan(
         signed=signed,
         request=request,
@@ -196,4 +216,5 @@ def plan_ceremony(
         party_id=party_id,
         scheme=scheme,
         keyring=keyring,
+        may_open_wallet=may_open_wallet,
     )

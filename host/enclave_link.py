@@ -1,5 +1,12 @@
 """The host's link to the enclave: provisioning, attestation, and driving ceremony streams.
 
+KMS credentials (``host.credentials``): with a source configured
+(``LinkConfig.kms_credentials``), the link hands the enclave AWS credentials
+with ``Enclave.SetCredentials`` before every ``Provision`` (an enclave that
+restarted has none) and, before each call that may reach KMS
+(``ensure_provisioned``), again when they are about to expire. The values are
+never logged.
+
 The host <-> enclave contract of ``Enclave.RunCeremony`` (enclave.proto), as
 driven by ``CeremonyDriver``:
 
@@ -18,7 +25,9 @@ driven by ``CeremonyDriver``:
    ``CeremonyInput.inbound``, in relay order. Deliveries of other ceremonies
    in the same room (the backlog of earlier ones) are dropped.
 4. ``CeremonyOutput.store`` is written as pending (``host.epoch_writer``) and
-   only then acknowledged with ``CeremonyInput.store_ack{epoch}``.
+   only then acknowledged with ``CeremonyInput.store_ack{epoch}``. Keygen's
+   share creates the wallet; so does an import's (a reshare adding the server
+   party to a wallet the store does not know: no shares go with the start).
 5. ``CeremonyOutput.result`` ends the exchange; the enclave then ends the
    stream with OK. The host commits the pending epoch and returns the result.
    Any failure before that (an enclave status, the relay, the store, the
@@ -41,6 +50,7 @@ import grpc
 import structlog
 
 from host.ceremony_plan import CeremonyPlan, scheme_enum
+from host.credentials import CredentialKeeper, CredentialsError, CredentialSource
 from host.epoch_writer import EpochWriter
 from host.errors import EnclaveProtocolError, HostError, error_from_enclave, error_from_failure
 from host.store import Store, WalletNotFoundError
@@ -64,7 +74,7 @@ _K = ceremony_pb2.CeremonyKind
 
 @dataclass(frozen=True)
 class LinkConfig:
-    """Timeouts of the enclave link.
+    """Timeouts and KMS credentials of the enclave link.
 
     Attributes:
         call_timeout_s: deadline of unary enclave calls (Provision, GetAttestation, GetStatus).
@@ -74,6 +84,11 @@ class LinkConfig:
         deadline_margin_s: the host gives up this much before the coordinator's
             deadline, so it can still abort the pending epoch and answer.
         reconnect_wait_s: how long a call waits for a restarted enclave's socket.
+        kms_credentials: where the enclave's AWS credentials for KMS come
+            from (None: hand it none; it uses its own development ones).
+        credentials_margin_s: hand over new credentials this long before the
+            current ones expire (at least ``max_ceremony_s`` + 60 s, so no
+            ceremony runs out of credentials midway).
     """
 
     call_timeout_s: float = 10.0
@@ -81,6 +96,8 @@ class LinkConfig:
     provision_wait_s: float = 60.0
     max_ceremony_s: float = 300.0
     deadline_margin_s: float = 0.25
+    kms_credentials: CredentialSource | None = None
+    credentials_margin_s: float = 900.0
 
 
 class EnclaveLink:
@@ -95,6 +112,12 @@ class EnclaveLink:
         self.config = config or LinkConfig()
         self._static_key: bytes | None = None
         self._log = structlog.get_logger("host.enclave")
+        source = self.config.kms_credentials
+        # Never less than the longest ceremony (plus a minute): credentials
+        # handed over before a ceremony must outlast it.
+        margin_s = max(self.config.credentials_margin_s, self.config.max_ceremony_s + 60.0)
+        self._credentials = None if source is None else CredentialKeeper(source, margin_s=margin_s)
+        self._credentials_lock = asyncio.Lock()
 
     @property
     def static_key(self) -> bytes:
@@ -112,6 +135,7 @@ class EnclaveLink:
 
         The enclave keeps its identity only in memory; after a restart the same
         sealed identity brings back the same party keys, so wallets stay usable.
+        Otherwise hand it new KMS credentials if the current ones expire soon.
 
         Raises:
             HostError: the enclave is down or refuses its identity.
@@ -123,6 +147,70 @@ class EnclaveLink:
             raise HostError(
                 grpc.StatusCode.FAILED_PRECONDITION, "the enclave runs with another identity"
             )
+        else:
+            await self.refresh_credentials(timeout_s=self.config.call_timeout_s)
+
+    async def refresh_credentials(self, *, timeout_s: float, force: bool = False) -> bool:
+        """Hand the enclave KMS credentials if it has none or they expire soon.
+
+        A no-op without a credential source. Concurrent callers wait for one
+        delivery.
+
+        Arguments:
+            timeout_s: the SetCredentials deadline (it waits for the enclave to come up).
+            force: deliver even if the last delivery is still fresh (the
+                enclave may have restarted and lost them).
+
+        Returns:
+            True if credentials were delivered.
+
+        Raises:
+            HostError: UNAVAILABLE if no credentials could be fetched or the
+                enclave did not come up; the enclave's status otherwise.
+        """
+        keeper = self._credentials
+        if keeper is None:
+            return False
+        async with self._credentials_lock:
+            if force:
+                keeper.forget()
+            if not keeper.due():
+                return False
+            try:
+                credentials = await asyncio.to_thread(keeper.source.fetch)
+            except CredentialsError as e:
+                self._log.error("kms credentials unavailable", source=keeper.source.kind)
+                raise HostError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"no KMS credentials for the enclave ({keeper.source.kind}): {e}",
+                ) from e
+            try:
+                await self._stub.SetCredentials(
+                    enclave_pb2.SetCredentialsRequest(
+                        access_key_id=credentials.access_key_id,
+                        secret_access_key=credentials.secret_access_key,
+                        session_token=credentials.session_token or "",
+                        expires_at_unix=math.ceil(credentials.expires_at or 0),
+                    ),
+                    timeout=timeout_s,
+                    wait_for_ready=True,
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # never became ready
+                    raise HostError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the enclave did not take KMS credentials within {timeout_s} s",
+                    ) from e
+                raise error_from_enclave(e) from e
+            keeper.delivered(credentials)
+            # Where from and until when; never the values.
+            self._log.info(
+                "kms credentials handed to the enclave",
+                source=keeper.source.kind,
+                temporary=credentials.session_token is not None,
+                expires_at_unix=credentials.expires_at,
+            )
+            return True
 
     async def provision(self, store: Store) -> enclave_pb2.ProvisionResponse:
         """Hand the enclave its sealed identity (or none, the first time); keep what it returns.
@@ -140,6 +228,9 @@ class EnclaveLink:
             StoreError: the identity could not be read or written.
         """
         sealed = await asyncio.to_thread(store.latest_enclave_identity)
+        # Before Provision, which opens the sealed identity through KMS: an
+        # enclave that (re)started holds no credentials.
+        await self.refresh_credentials(timeout_s=self.config.provision_wait_s, force=True)
         try:
             response: enclave_pb2.ProvisionResponse = await self._stub.Provision(
                 enclave_pb2.ProvisionRequest(sealed_identity=sealed or b""),
@@ -313,7 +404,24 @@ class CeremonyDriver:
             except WalletNotFoundError:
                 return []
             raise HostError(grpc.StatusCode.ALREADY_EXISTS, f"wallet {plan.wallet_id} exists")
-        wallet = await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
+        try:
+            wallet = await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
+        except WalletNotFoundError:
+            if not plan.may_open_wallet:
+                raise
+            # An import: the enclave takes the keyring and owner key from the
+            # request, and its new share opens the wallet (``EpochWriter``).
+            self._epochs.open_wallet()
+            return []
+        given = plan.request.keyring if plan.request.HasField("keyring") else None
+        if given is not None and bytes(given.public_key) != wallet.public_key:
+            # E.g. an import under the id of an existing wallet: never another key in it.
+            raise HostError(
+                grpc.StatusCode.ALREADY_EXISTS
+                if plan.may_open_wallet
+                else grpc.StatusCode.FAILED_PRECONDITION,
+                f"wallet {plan.wallet_id} exists with another public key than the request's",
+            )
         if wallet.current_epoch is None:
             raise HostError(
                 grpc.StatusCode.FAILED_PRECONDITION,

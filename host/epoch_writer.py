@@ -11,6 +11,12 @@ previous epoch's share stays current (DESIGN.md §6).
 Only the epoch this writer opened is ever aborted: a pending epoch found
 already there belongs to another (or an unfinished) ceremony, and the service
 refuses to start over it.
+
+Keygen's share creates the wallet (epoch 0). So does an import's
+(``CeremonyPlan.may_open_wallet`` for a wallet the store does not know, see
+``open_wallet``): the wallet starts at the reshare's epoch with its new
+keyring and the owner key the request registers; aborting that epoch removes
+the wallet again, as for keygen.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class EpochWriter:
         self._plan = plan
         self._epoch: int | None = None
         self._public_key: bytes | None = None
+        self._opens_wallet = False
         self._done = False
         self._log = structlog.get_logger("host.epochs")
 
@@ -81,8 +88,18 @@ class EpochWriter:
 
     @property
     def public_key(self) -> bytes | None:
-        """Keygen's public key, as the enclave reported it with the share."""
+        """A new wallet's public key (keygen, import), as the enclave reported it with the share."""
         return self._public_key
+
+    def open_wallet(self) -> None:
+        """Let the first share create the wallet: an import (the store does not know it).
+
+        Raises:
+            EnclaveProtocolError: the plan is not a reshare that may open a wallet.
+        """
+        if not self._plan.may_open_wallet or self._plan.kind_name != "reshare":
+            raise EnclaveProtocolError(f"a {self._plan.kind_name} ceremony opens no wallet")
+        self._opens_wallet = True
 
     async def write(self, proto: ceremony_pb2.SealedShare) -> int:
         """Store one sealed share as pending; return the epoch to acknowledge.
@@ -142,6 +159,8 @@ class EpochWriter:
             )
             await asyncio.to_thread(self._store.create_wallet, wallet, [share])
             self._public_key = public_key
+        elif self._opens_wallet:
+            await self._open_imported(share, public_key)
         else:
             # A refresh keeps the current keyring (None); a reshare records the new one.
             await asyncio.to_thread(
@@ -151,6 +170,26 @@ class EpochWriter:
             self._epoch = share.epoch
             await asyncio.to_thread(self._store.put_pending_share, share)
         self._epoch = share.epoch
+
+    async def _open_imported(self, share: SealedShare, public_key: bytes) -> None:
+        """Create an imported wallet at the reshare's epoch, holding the server's first share."""
+        plan, request = self._plan, self._plan.request
+        if share.epoch != request.epoch + 1:
+            raise EnclaveProtocolError("an import's share must be of the reshare's new epoch")
+        if public_key != bytes(request.keyring.public_key):
+            raise EnclaveProtocolError("an import's share is of another key than the request's")
+        if plan.scheme is None or plan.keyring is None:
+            raise EnclaveProtocolError("the import plan lacks its scheme or keyring")
+        wallet = NewWallet(
+            wallet_id=plan.wallet_id,
+            scheme=plan.scheme,
+            public_key=PublicKey(public_key),
+            keyring=plan.keyring,
+            owner_key=OwnerKey(bytes(request.owner_key)),
+            epoch=share.epoch,
+        )
+        await asyncio.to_thread(self._store.create_wallet, wallet, [share])
+        self._public_key = public_key
 
     async def commit(self) -> None:
         """Make the written epoch current (no-op when nothing was stored).
@@ -168,8 +207,8 @@ class EpochWriter:
     async def abort(self) -> None:
         """Discard the epoch this writer opened, if any; never raises.
 
-        The previous epoch stays current. Keygen's epoch 0 takes the wallet
-        with it. Failures are logged: a pending epoch left behind blocks the
+        The previous epoch stays current. Keygen's epoch 0 (an import's first
+        epoch) takes the wallet with it. Failures are logged: a pending epoch left behind blocks the
         wallet's next key change until an operator resolves it, but loses no
         usable share.
         """

@@ -12,7 +12,13 @@ a ceremony cut off then aborts its pending epoch, so the old share stays
 current (DESIGN.md §6).
 
 On Nitro the enclave is reached over vsock through a vsock<->Unix bridge
-(DESIGN.md §5): pass the bridge's ``unix:`` socket as ``--enclave``.
+(DESIGN.md §5): pass the bridge's ``unix:`` socket as ``--enclave``, and
+``--kms-credentials imds``: the host then fetches the instance role's
+temporary credentials (IMDSv2) and hands them to the enclave for its KMS
+requests, before provisioning and again before they expire
+(``host.credentials``). ``env`` and ``file:PATH`` serve development; the
+default ``none`` hands over none (the enclave's development configuration
+has its own).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 import grpc
 import structlog
 
+from host.credentials import CredentialsError, source_from_spec
 from host.enclave_link import LinkConfig
 from host.metrics import HostMetrics, MetricsServer, start_metrics_server
 from host.service import create_server
@@ -189,6 +196,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--api-token-file", default=None, help="file of accepted bearer tokens, one per line"
     )
+    parser.add_argument(
+        "--kms-credentials",
+        default="none",
+        metavar="SOURCE",
+        help="AWS credentials handed to the enclave for KMS: none, env, file:PATH, imds "
+        "(IMDSv2, on EC2) or imds:http://HOST:PORT",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if args.enclave.startswith("vsock:"):
@@ -197,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokens = _read_tokens(args.api_token_file)
     except (OSError, ValueError) as e:
         parser.error(str(e))
+    try:
+        credentials = source_from_spec(args.kms_credentials)
+    except CredentialsError as e:
+        parser.error(f"--kms-credentials: {e}")
     logs.configure("host", level=logging.getLevelName(args.log_level.upper()))
     config = HostConfig(
         listen=args.listen,
@@ -206,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         grace_s=args.grace,
-        link=LinkConfig(max_ceremony_s=args.max_ceremony_seconds),
+        link=LinkConfig(max_ceremony_s=args.max_ceremony_seconds, kms_credentials=credentials),
         api_tokens=tokens,
     )
     asyncio.run(_serve_until_signalled(config))

@@ -26,9 +26,11 @@ Model (one schema, two dialects: ``host.migrations.sqlite`` / ``.postgres``):
 
 Epoch lifecycle (each step one transaction):
 
-1. ``create_wallet`` writes the wallet and epoch 0 as *pending*, with the first
-   shares; ``commit_epoch(w, 0)`` makes it current. Until then the wallet has
-   no usable share, and ``abort_epoch(w, 0)`` removes the wallet altogether.
+1. ``create_wallet`` writes the wallet and its first epoch (0 for keygen; an
+   import starts at its reshare's epoch, ``NewWallet.epoch``) as *pending*,
+   with the first shares; ``commit_epoch`` makes it current. Until then the
+   wallet has no usable share, and ``abort_epoch`` of that epoch removes the
+   wallet altogether.
 2. A refresh or reshare calls ``begin_epoch(w, current + 1, keyring)`` (no
    keyring: a refresh keeps the current one), ``put_pending_share`` for each
    new share, then ``commit_epoch``, which in one transaction retires the old
@@ -176,7 +178,10 @@ _WALLET_SELECT: Final = """
            w.created_at_ms, w.updated_at_ms, k.threshold, k.parties,
            (SELECT p.epoch FROM epochs p WHERE p.wallet_id = w.wallet_id AND p.state = 'pending')
     FROM wallets w
-    JOIN epochs k ON k.wallet_id = w.wallet_id AND k.epoch = COALESCE(w.current_epoch, 0)
+    JOIN epochs k ON k.wallet_id = w.wallet_id AND k.epoch = COALESCE(
+        w.current_epoch,
+        (SELECT MIN(f.epoch) FROM epochs f WHERE f.wallet_id = w.wallet_id)
+    )
 """
 
 _SHARE_SELECT: Final = """
@@ -361,17 +366,17 @@ class Store(abc.ABC):
     # --- wallets and epochs ------------------------------------------------------
 
     def create_wallet(self, wallet: NewWallet, shares: Sequence[SealedShare] = ()) -> Wallet:
-        """Register a wallet with epoch 0 pending, holding ``shares``.
+        """Register a wallet with its first epoch (``wallet.epoch``, 0 for keygen) pending.
 
-        The wallet has no usable share until ``commit_epoch(wallet_id, 0)``.
-        More epoch-0 shares may follow through ``put_pending_share``.
+        The wallet has no usable share until ``commit_epoch(wallet_id, wallet.epoch)``.
+        More shares of that epoch may follow through ``put_pending_share``.
 
         Arguments:
-            wallet: the wallet and its epoch-0 keyring.
-            shares: epoch-0 sealed shares of this wallet, distinct share indexes.
+            wallet: the wallet and its first epoch's keyring.
+            shares: sealed shares of this wallet at that epoch, distinct share indexes.
 
         Returns:
-            The stored wallet (current_epoch None, pending_epoch 0).
+            The stored wallet (current_epoch None, pending_epoch ``wallet.epoch``).
 
         Raises:
             StoreInputError: a share of another wallet, epoch, scheme, or an
@@ -383,8 +388,10 @@ class Store(abc.ABC):
         shares = tuple(shares)
         for share in shares:
             self._check_share_fits(share, wallet.scheme, wallet.keyring)
-            if share.wallet_id != wallet.wallet_id or share.epoch != 0:
-                raise StoreInputError("create_wallet takes epoch-0 shares of the same wallet")
+            if share.wallet_id != wallet.wallet_id or share.epoch != wallet.epoch:
+                raise StoreInputError(
+                    f"create_wallet takes epoch-{wallet.epoch} shares of the same wallet"
+                )
         if len({s.share_index for s in shares}) != len(shares):
             raise StoreInputError("share indexes must be distinct")
         now = self._clock()
@@ -403,7 +410,7 @@ class Store(abc.ABC):
                     now,
                 ),
             )
-            self._insert_epoch(tx, wallet.wallet_id, 0, wallet.keyring, now)
+            self._insert_epoch(tx, wallet.wallet_id, wallet.epoch, wallet.keyring, now)
             for share in shares:
                 self._insert_share(tx, share, now)
             return self._read_wallet(tx, wallet.wallet_id)
@@ -549,8 +556,8 @@ class Store(abc.ABC):
     def abort_epoch(self, wallet_id: str, epoch: int) -> bool:
         """Discard a pending epoch and its shares; the current epoch stays usable.
 
-        Aborting keygen's epoch 0 (never committed) removes the wallet, with its
-        backups, so the id can be used again.
+        Aborting a wallet's first epoch (keygen's 0 or an import's, never
+        committed) removes the wallet, with its backups, so the id can be used again.
 
         Arguments:
             wallet_id: the wallet.
@@ -878,8 +885,9 @@ class Store(abc.ABC):
             return f"epoch {epoch} of wallet {wallet_id} is not pending (current {current})"
         if current is not None and epoch == current + 1:
             return f"epoch {epoch} of wallet {wallet_id} is not pending (begin_epoch first)"
-        expected = 0 if current is None else current + 1
-        return f"epoch {epoch} of wallet {wallet_id} is not pending (the next epoch is {expected})"
+        if current is None:
+            return f"epoch {epoch} of wallet {wallet_id} is not its pending first epoch"
+        return f"epoch {epoch} of wallet {wallet_id} is not pending (the next is {current + 1})"
 
     @staticmethod
     def _check_share_fits(share: SealedShare, scheme: str, keyring: Keyring) -> None:

@@ -156,14 +156,16 @@ class Keyring:
 
 @dataclass(frozen=True)
 class NewWallet:
-    """What keygen (or import) registers: the wallet and its epoch-0 keyring.
+    """What keygen (or import) registers: the wallet and its first epoch's keyring.
 
     Attributes:
         wallet_id: 1-128 characters of the relay's id alphabet.
         scheme: "bip340" or "ecdsa-secp256k1".
         public_key: 33-byte compressed threshold public key.
-        keyring: threshold and parties of epoch 0.
+        keyring: threshold and parties of the first epoch.
         owner_key: the wallet owner's registered public key (0-1024 bytes; empty for none).
+        epoch: the first epoch: 0 for keygen; an import's is its reshare's
+            (1: the epoch after the importing party's 1-of-1 keyring).
     """
 
     wallet_id: str
@@ -171,11 +173,13 @@ class NewWallet:
     public_key: PublicKey
     keyring: Keyring
     owner_key: OwnerKey = OwnerKey(b"")
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         _check_wallet_fields(self.wallet_id, self.scheme, self.public_key, self.owner_key)
         if not isinstance(self.keyring, Keyring):
             raise StoreInputError("keyring must be a Keyring")
+        check_uint("epoch", self.epoch, MAX_EPOCH)
 
 
 @dataclass(frozen=True)
@@ -184,8 +188,8 @@ class Wallet:
 
     Attributes:
         wallet_id, scheme, public_key, owner_key: as registered (see ``NewWallet``).
-        keyring: the current epoch's keyring (epoch 0's while keygen is uncommitted).
-        current_epoch: the committed epoch in use, or None before keygen is committed.
+        keyring: the current epoch's keyring (the first epoch's while it is uncommitted).
+        current_epoch: the committed epoch in use, or None before the first is committed.
         pending_epoch: the epoch being written by a ceremony, or None.
         created_at_ms, updated_at_ms: Unix milliseconds.
     """

@@ -2,6 +2,14 @@
 
     shardkeep-relay --listen 127.0.0.1:50070 --backend memory
     shardkeep-relay --listen unix:/run/shardkeep/relay.sock --backend redis://127.0.0.1:6379/0
+    shardkeep-relay --listen 0.0.0.0:7400 --backend-file /run/credentials/.../relay-backend
+
+A backend URL with a password (``rediss://user:password@host/0``) belongs in a
+file (``--backend-file``, e.g. a systemd credential) or the environment
+(``SHARDKEEP_RELAY_BACKEND``), not on the command line, where every local user
+can read it (``ps``, ``/proc/PID/cmdline``). Precedence: ``--backend-file``,
+``--backend``, ``SHARDKEEP_RELAY_BACKEND``, then ``memory``. Error messages
+never repeat the URL.
 
 On SIGTERM or SIGINT the health service turns NOT_SERVING
 (``enter_graceful_shutdown``, so load balancers stop routing here), then the
@@ -16,8 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
 
 from relay.backend import Backend
 from relay.memory import MemoryBackend
@@ -26,7 +37,10 @@ from relay.rooms import RelayConfig
 from relay.service import create_server
 from shardkeep.server import new_health_servicer
 
-__all__ = ["main", "make_backend"]
+__all__ = ["main", "make_backend", "backend_spec", "BACKEND_ENV"]
+
+BACKEND_ENV: Final = "SHARDKEEP_RELAY_BACKEND"
+_MAX_BACKEND_FILE_BYTES: Final = 4096
 
 _log = logging.getLogger("relay")
 
@@ -49,7 +63,48 @@ def make_backend(spec: str, *, redis_prefix: str, config: RelayConfig) -> Backen
         return MemoryBackend(retention_ms=config.retention_ms)
     if spec.startswith(("redis://", "rediss://", "unix://")):
         return RedisBackend.from_url(spec, prefix=redis_prefix, retention_ms=config.retention_ms)
-    raise ValueError(f"unknown backend {spec!r}: use 'memory' or a redis:// URL")
+    # Not the spec itself: it may be a URL with a password in it.
+    raise ValueError("unknown backend: use 'memory' or a redis://, rediss:// or unix:// URL")
+
+
+def backend_spec(
+    *, flag: str | None, file: str | None, environ: Mapping[str, str] | None = None
+) -> str:
+    """The backend spec from ``--backend-file``, ``--backend`` or the environment.
+
+    Arguments:
+        flag: the ``--backend`` value, or None.
+        file: the ``--backend-file`` path, or None; its first line that is
+            neither empty nor a ``#`` comment is the spec (whitespace dropped).
+        environ: the environment (``os.environ`` if None), for ``SHARDKEEP_RELAY_BACKEND``.
+
+    Returns:
+        The spec; ``memory`` when none is given.
+
+    Raises:
+        ValueError: both flags given, or the file is unreadable, too large or empty.
+    """
+    if file is not None and flag is not None:
+        raise ValueError("give --backend or --backend-file, not both")
+    if file is not None:
+        try:
+            with Path(file).open("rb") as f:
+                data = f.read(_MAX_BACKEND_FILE_BYTES + 1)
+        except OSError as e:
+            raise ValueError(f"cannot read --backend-file {file}: {e.strerror}") from None
+        if len(data) > _MAX_BACKEND_FILE_BYTES:
+            raise ValueError(
+                f"--backend-file {file} is larger than {_MAX_BACKEND_FILE_BYTES} bytes"
+            )
+        lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+        spec = next((line for line in lines if line and not line.startswith("#")), None)
+        if spec is None:
+            raise ValueError(f"--backend-file {file} names no backend")
+        return spec
+    if flag is not None:
+        return flag
+    value = (os.environ if environ is None else environ).get(BACKEND_ENV, "").strip()
+    return value or "memory"
 
 
 def _bound_address(address: str, port: int) -> str:
@@ -61,7 +116,7 @@ def _bound_address(address: str, port: int) -> str:
 
 async def _serve(args: argparse.Namespace) -> None:
     config = RelayConfig()
-    backend = make_backend(args.backend, redis_prefix=args.redis_prefix, config=config)
+    backend = make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=config)
     health = new_health_servicer()
     server, port = await create_server(args.listen, backend, config=config, health_servicer=health)
     stop = asyncio.Event()
@@ -89,7 +144,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(prog="shardkeep-relay", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:50070", help="host:port or unix:/path")
-    parser.add_argument("--backend", default="memory", help="memory or redis://host:port/db")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help=f"memory or redis://host:port/db (default: ${BACKEND_ENV}, else memory); "
+        "a URL with a password belongs in --backend-file",
+    )
+    parser.add_argument(
+        "--backend-file",
+        default=None,
+        metavar="PATH",
+        help="read the backend (e.g. a rediss:// URL with its password) from this file",
+    )
     parser.add_argument("--redis-prefix", default="shardkeep:relay:", help="Redis key prefix")
     parser.add_argument("--grace", type=float, default=10.0, help="drain time on SIGTERM, s")
     parser.add_argument("--log-level", default="INFO")
@@ -98,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        make_backend(args.backend, redis_prefix=args.redis_prefix, config=RelayConfig())
+        args.backend_spec = backend_spec(flag=args.backend, file=args.backend_file)
+        make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=RelayConfig())
     except ValueError as e:
         parser.error(str(e))
     asyncio.run(_serve(args))

@@ -123,7 +123,12 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         assert isinstance(first, enclave_pb2.CeremonyInput) and first.HasField("start")
         seen.start = first.start
         request = ceremony_pb2.CeremonyRequest.FromString(first.start.request.request)
-        me = next(p.party_id for p in request.parties if p.static_key == STATIC_KEY)
+        # A reshare may add the server party (new_parties only: an import).
+        me = next(
+            p.party_id
+            for p in (*request.parties, *request.new_parties)
+            if p.static_key == STATIC_KEY
+        )
 
         async def fail_or_stall(step: str) -> None:
             if script.fail_at == step:

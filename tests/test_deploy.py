@@ -48,7 +48,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from devkms.policy import parse_conditions
-from enclave.config import EnclaveConfig
+from enclave.config import ConfigError, EnclaveConfig
 from enclave.seal import SealBinding
 from shardkeep.bridge import UnixAddress, VsockAddress, parse_address
 from shardkeep.server import wait_healthy
@@ -317,6 +317,8 @@ def test_region_is_the_same_everywhere() -> None:
     config = json.loads((DEPLOY / "enclave" / "enclave.json").read_text())
     assert config["kms"]["region"] == region
     assert config["kms"]["endpoint"] == f"https://kms.{region}.amazonaws.com"
+    for key in (config["kms"]["key_id"], *config["kms"]["decrypt_key_ids"]):
+        assert key.startswith(f"arn:aws:kms:{region}:"), f"{key} is not an ARN in {region}"
 
 
 def test_enclave_configuration_loads_and_matches_the_image() -> None:
@@ -326,6 +328,28 @@ def test_enclave_configuration_loads_and_matches_the_image() -> None:
     assert (
         "access_key_id" not in json.loads((DEPLOY / "enclave" / "enclave.json").read_text())["kms"]
     ), "AWS credentials must never be baked into the (public, measured) image"
+    assert config.kms.credentials is None, "the host hands them in at run time"
+    # The sealing key by alias ARN in the example account, which build.sh refuses.
+    assert config.kms.key_id.endswith(":alias/shardkeep-seal")
+    assert config.kms.decrypt_key_ids == (), "no older key until a rotation"
+    build = (DEPLOY / "enclave" / "build.sh").read_text()
+    assert ":111122223333:" in config.kms.key_id and ":111122223333:" in build
+
+
+def test_enclave_refuses_a_nitro_configuration_with_credentials_or_bare_key_ids(
+    tmp_path: Path,
+) -> None:
+    shipped = json.loads((DEPLOY / "enclave" / "enclave.json").read_text())
+    for change, message in (
+        ({"access_key_id": "AKID", "secret_access_key": "s"}, "must not be part"),
+        ({"key_id": "alias/shardkeep-seal"}, "ARN"),
+        ({"decrypt_key_ids": ["alias/shardkeep-seal-old"]}, "ARN"),
+    ):
+        config = {**shipped, "kms": {**shipped["kms"], **change}}
+        path = tmp_path / "enclave.json"
+        path.write_text(json.dumps(config))
+        with pytest.raises(ConfigError, match=message):
+            EnclaveConfig.load(path)
 
 
 def test_enclave_command_accepts_the_entrypoint_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -880,6 +904,41 @@ def test_relay_unit_uses_flags_the_relay_accepts(capsys: pytest.CaptureFixture[s
             assert token in usage, f"shardkeep-relay has no {token}"
 
 
+def test_relay_reads_its_redis_password_from_a_credential_not_argv_or_env() -> None:
+    from relay.main import BACKEND_ENV, backend_spec, make_backend
+    from relay.redis_backend import RedisBackend
+    from relay.rooms import RelayConfig
+
+    unit = (UNITS / "shardkeep-relay.service").read_text()
+    argv = unit_exec("shardkeep-relay.service")
+    assert "--backend" not in argv, "a URL with a password on the command line"
+    assert flag(argv, "--backend-file") == "%d/relay-backend"
+    assert "LoadCredential=relay-backend:/etc/shardkeep/relay-backend" in unit
+    env = (DEPLOY / "host" / "env" / "relay.env").read_text()
+    assert BACKEND_ENV not in env.replace(f"# {BACKEND_ENV}", "")
+    assert "redis" not in env.lower().split("#")[0] and "@" not in env
+    # The template parses to the TLS URL of the relay's ACL user.
+    example = DEPLOY / "host" / "env" / "relay-backend.example"
+    spec = backend_spec(flag=None, file=str(example), environ={})
+    assert spec.startswith("rediss://shardkeep-relay:CHANGE-ME@")
+    backend = make_backend(spec, redis_prefix="shardkeep:relay:", config=RelayConfig())
+    assert isinstance(backend, RedisBackend)
+    asyncio.run(backend.aclose())
+    readme = (DEPLOY / "README.md").read_text()
+    assert "install -m 0600 pgpass api-tokens relay-backend /etc/shardkeep/" in readme
+
+
+def test_host_unit_fetches_kms_credentials_from_imds() -> None:
+    argv = unit_exec("shardkeep-host.service")
+    assert flag(argv, "--kms-credentials") == "imds"
+    for path in (UNITS / "shardkeep-host.service", DEPLOY / "host" / "env" / "host.env"):
+        assert "AWS_SECRET_ACCESS_KEY" not in path.read_text()
+    # IMDS is reachable from the unit: an IPv4 socket, no private network.
+    unit = (UNITS / "shardkeep-host.service").read_text()
+    assert "AF_INET " in unit and "PrivateNetwork=yes" not in unit
+    assert "IPAddressDeny" not in unit
+
+
 def test_host_unit_uses_flags_the_host_accepts(capsys: pytest.CaptureFixture[str]) -> None:
     if importlib.util.find_spec("host.main") is None:
         pytest.skip("host.main (shardkeep-host) is not written yet")
@@ -997,6 +1056,7 @@ def test_redis_config_runs_the_relay_under_its_acl(sockdir: Path) -> None:
         pytest.skip("redis-server is not installed")
     import redis
 
+    from relay.main import backend_spec
     from relay.redis_backend import RedisBackend
     from tests.relay_harness import relay
 
@@ -1019,7 +1079,12 @@ def test_redis_config_runs_the_relay_under_its_acl(sockdir: Path) -> None:
             assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
-        url = f"unix://shardkeep-relay:{password.group(1)}@{sock}?db=0"
+        # As shipped: the URL in a credential file the relay reads (--backend-file).
+        backend_file = sockdir / "relay-backend"
+        backend_file.write_text(
+            "# the relay's Redis\n" + f"unix://shardkeep-relay:{password.group(1)}@{sock}?db=0\n"
+        )
+        url = backend_spec(flag=None, file=str(backend_file), environ={})
         direct = redis.Redis.from_url(url)
         with pytest.raises(redis.exceptions.NoPermissionError):
             direct.set("not-the-relay:key", "x")

@@ -2,18 +2,26 @@
 
 The dealer is whoever holds the key being imported: after the split it must
 erase the key. This is the only place a whole key becomes shares.
+
+Two ways in: ``split_key`` deals a t-of-n keyring in one process (the dealer
+sees every share: ``tss.local.import_key``); ``import_dealer`` makes the
+key's holder the sole party of a 1-of-1 keyring, which ``tss.reshare``
+re-deals to the new parties by ceremony, so each new party, the server share
+included, receives only its own Feldman-checked share and the ECDSA pairwise
+setups are made among the new holders (``client.wallet.WalletClient.import_key``).
 """
 
 from __future__ import annotations
 
 from tss.ceremony import Random
 from tss.curve import N, Point, int_from_bytes
-from tss.errors import InputError
+from tss.errors import InputError, InternalError
 from tss.keygen import KeyMaterial
-from tss.keyshare import default_chain_code
+from tss.keyshare import Scheme, default_chain_code
+from tss.reshare import PublicKeyring
 from tss.shamir import eval_point, poly_eval
 
-__all__ = ["split_key"]
+__all__ = ["split_key", "import_dealer"]
 
 
 def split_key(
@@ -61,3 +69,38 @@ def split_key(
 def _random_scalar(rand: Random) -> int:
     # 64 bytes reduced mod n: bias below 2^-256.
     return int_from_bytes(rand(64)) % N
+
+
+def import_dealer(
+    scheme: Scheme, private_key: bytes, chain_code: bytes | None = None
+) -> tuple[PublicKeyring, KeyMaterial]:
+    """The 1-of-1 keyring of an imported key and its sole share: the dealer of an import by reshare.
+
+    With t = 1 the sharing polynomial is the constant key, so the share is the
+    key itself and the one public share is the public key. An ECDSA
+    ``KeyShare`` cannot hold it (DKLs23 needs t >= 2), so the dealer brings the
+    ``KeyMaterial`` to ``tss.reshare.Reshare``; the reshare's new threshold is
+    the real one (at least 2 for ECDSA).
+
+    Arguments:
+        scheme: "bip340" or "ecdsa-secp256k1".
+        private_key: 32 bytes, 0 < key < n.
+        chain_code: 32-byte BIP-32 chain code to keep (None: derived from the public key).
+
+    Returns:
+        The public keyring (epoch 0; the reshare's keyring is epoch 1) and the
+        dealer's material (party 0; secret, never printed).
+
+    Raises:
+        InputError: unknown scheme, a key out of range or a bad chain code.
+    """
+    (material,) = split_key(private_key, 1, 1, _no_randomness, chain_code)
+    keyring = PublicKeyring(
+        scheme, 1, material.public_key, material.public_shares, material.chain_code, material.epoch
+    )
+    return keyring, material
+
+
+def _no_randomness(n: int) -> bytes:
+    # A degree-0 polynomial has no random coefficient.
+    raise InternalError("a 1-of-1 split draws no randomness")

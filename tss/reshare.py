@@ -63,6 +63,15 @@ confidential and its sender authentic):
    append their ``setup_round1`` message when the recipient is a holder too.
 3. ECDSA only, holder -> holder: ``setup_round2``; then ``setup_finalize``.
 
+Import. A dealer needs only its secret share, never the pairwise ECDSA setup
+of its ``KeyShare``, so a dealer may bring a ``tss.keygen.KeyMaterial``
+instead. That is how a whole key enters a keyring by ceremony: its holder is
+the sole party of a 1-of-1 keyring (``tss.dealer.import_dealer``), which no
+ECDSA ``KeyShare`` can represent (DKLs23 needs t >= 2), and reshares it to
+the new parties. Every check above applies unchanged (the new threshold of an
+ECDSA keyring is still at least 2), so the new holders get Feldman-checked
+shares of the imported key, never of another one.
+
 Error policy: ``InputError`` for a bad plan or a key share not fitting it;
 ``FaultyParticipantError`` naming the dealer whose message is malformed, whose
 sub-share fails the Feldman check or whose constant term would change the key
@@ -117,6 +126,7 @@ __all__ = [
     "agreement_hash",
     # Types
     "Mode",
+    "DealerShare",
     "PublicKeyring",
     "ResharePlan",
     "Dealing",
@@ -125,6 +135,9 @@ __all__ = [
 ]
 
 Mode = Literal["reshare", "refresh"]
+DealerShare = KeyShare | KeyMaterial
+"""What a dealer brings: its key share, or only its share's material (an import's
+1-of-1 keyring; see the module docstring)."""
 
 _POINT = 33
 _SCALAR = 32
@@ -365,7 +378,7 @@ class Dealing:
         return self.commitment_bytes() + sub
 
 
-def deal(plan: ResharePlan, share: KeyShare, rand: bytes) -> Dealing:
+def deal(plan: ResharePlan, share: DealerShare, rand: bytes) -> Dealing:
     """A dealer's round 1: a fresh polynomial with constant lambda_d x_d (reshare) or 0 (refresh).
 
     The coefficients are a hash of ``rand``, the dealer's secret share and the
@@ -374,7 +387,8 @@ def deal(plan: ResharePlan, share: KeyShare, rand: bytes) -> Dealing:
 
     Arguments:
         plan: the ceremony's plan.
-        share: the dealer's old key share; its party id must be a dealer.
+        share: the dealer's old key share (or its ``KeyMaterial``); its party
+            id must be a dealer.
         rand: 32 bytes of fresh randomness.
 
     Returns:
@@ -396,7 +410,8 @@ def deal(plan: ResharePlan, share: KeyShare, rand: bytes) -> Dealing:
         else lagrange_coefficient(plan.dealers, d) * share.secret_share % N
     )
     seed = tagged_hash(
-        RESHARE_TAG_COEFFS, rand + share.secret_share_bytes + plan.digest + d.to_bytes(4, "big")
+        RESHARE_TAG_COEFFS,
+        rand + share.secret_share.to_bytes(32, "big") + plan.digest + d.to_bytes(4, "big"),
     )
     stream = hashlib.shake_256(seed).digest(64 * (plan.threshold - 1))
     # 64 bytes per coefficient, reduced mod n: bias below 2^-256.
@@ -410,9 +425,23 @@ def deal(plan: ResharePlan, share: KeyShare, rand: bytes) -> Dealing:
     return Dealing(d, commitment, subshares)
 
 
-def _check_own_share(plan: ResharePlan, share: KeyShare) -> None:
-    if PublicKeyring.from_share(share) != plan.keyring:
-        raise InputError("the key share is not of the plan's keyring and epoch")
+def _check_own_share(plan: ResharePlan, share: DealerShare) -> None:
+    if isinstance(share, KeyShare):  # checked its secret against its public share already
+        if PublicKeyring.from_share(share) != plan.keyring:
+            raise InputError("the key share is not of the plan's keyring and epoch")
+        return
+    if not isinstance(share, KeyMaterial):
+        raise InputError("a dealer brings a KeyShare or KeyMaterial")
+    kr = plan.keyring
+    if (share.threshold, share.public_key, share.public_shares, share.chain_code, share.epoch) != (
+        kr.threshold, kr.public_key, kr.public_shares, kr.chain_code, kr.epoch,
+    ):  # fmt: skip
+        raise InputError("the key material is not of the plan's keyring and epoch")
+    # KeyMaterial checks nothing itself: its secret must be its public share's (as in KeyShare).
+    if not 0 <= share.party_id < kr.parties or not 0 < share.secret_share < N:
+        raise InputError("key material out of range")
+    if Point.base_mul(share.secret_share).to_bytes() != kr.public_shares[share.party_id]:
+        raise InputError("secret share does not match the party's public share")
 
 
 def _parse_round1(
@@ -534,7 +563,8 @@ class Reshare(Ceremony[ReshareOutput]):
         plan: the ceremony's plan (identical at every seat).
         me: this party's seat.
         share: this party's old key share if it deals (required at a dealer's
-            seat, hence at every seat of a refresh); None for any other seat.
+            seat, hence at every seat of a refresh; a ``KeyMaterial`` will do,
+            see "Import" above); None for any other seat.
         rand: fresh randomness.
 
     Raises:
@@ -542,7 +572,7 @@ class Reshare(Ceremony[ReshareOutput]):
             not the plan's dealer's.
     """
 
-    def __init__(self, plan: ResharePlan, me: int, share: KeyShare | None, rand: Random) -> None:
+    def __init__(self, plan: ResharePlan, me: int, share: DealerShare | None, rand: Random) -> None:
         super().__init__(me, plan.seats, rand)
         self.rounds = 3 if plan.keyring.scheme == "ecdsa-secp256k1" else 2
         self._plan = plan

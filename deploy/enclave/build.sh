@@ -26,12 +26,16 @@ for tool in docker nitro-cli python3; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is not installed" >&2; exit 1; }
 done
 
-# The configuration is measured with the image: a release must pin its coordinators.
+# The configuration is measured with the image: a release must pin its coordinators
+# and name the sealing keys by ARN in the real account (not the example 111122223333).
 if [[ -z "${ALLOW_DIRTY:-}" ]] && ! python3 -c '
 import json, sys
 config = json.load(open("deploy/enclave/enclave.json"))
-sys.exit(0 if config["coordinator_keys"] and config["nsm"]["mode"] == "nitro" else 1)'; then
-  echo "build.sh: deploy/enclave/enclave.json pins no coordinator key (or is not nsm.mode nitro)" >&2
+keys = [config["kms"]["key_id"], *config["kms"].get("decrypt_key_ids", [])]
+sys.exit(0 if config["coordinator_keys"] and config["nsm"]["mode"] == "nitro"
+         and all(k.startswith("arn:") and ":111122223333:" not in k for k in keys) else 1)'; then
+  echo "build.sh: deploy/enclave/enclave.json pins no coordinator key, is not nsm.mode nitro," >&2
+  echo "          or names a KMS key by anything but an ARN in your account" >&2
   exit 1
 fi
 

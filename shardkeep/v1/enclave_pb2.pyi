@@ -8,6 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SetCredentialsRequest(_message.Message):
+    __slots__ = ("access_key_id", "secret_access_key", "session_token", "expires_at_unix")
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expires_at_unix: int
+    def __init__(self, access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., session_token: _Optional[str] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
+
+class SetCredentialsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ProvisionRequest(_message.Message):
     __slots__ = ("sealed_identity",)
     SEALED_IDENTITY_FIELD_NUMBER: _ClassVar[int]

@@ -34,6 +34,11 @@ class EnclaveStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.SetCredentials = channel.unary_unary(
+                '/shardkeep.v1.Enclave/SetCredentials',
+                request_serializer=shardkeep_dot_v1_dot_enclave__pb2.SetCredentialsRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_enclave__pb2.SetCredentialsResponse.FromString,
+                _registered_method=True)
         self.Provision = channel.unary_unary(
                 '/shardkeep.v1.Enclave/Provision',
                 request_serializer=shardkeep_dot_v1_dot_enclave__pb2.ProvisionRequest.SerializeToString,
@@ -58,6 +63,18 @@ class EnclaveStub:
 
 class EnclaveServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def SetCredentials(self, request, context):
+        """Hands the enclave the AWS credentials it signs its KMS requests with: on
+        Nitro the parent instance role's temporary credentials, which the host
+        fetches (IMDSv2) and sends before Provision and again before they expire.
+        They are never part of the measured image. They give the host nothing it
+        lacks: KMS releases data keys only to an attested enclave (the key
+        policy's Recipient conditions). Neither side logs them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Provision(self, request, context):
         """Loads the enclave's party identity (static keys) from its sealed copy, or
@@ -92,6 +109,11 @@ class EnclaveServicer:
 
 def add_EnclaveServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'SetCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCredentials,
+                    request_deserializer=shardkeep_dot_v1_dot_enclave__pb2.SetCredentialsRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_enclave__pb2.SetCredentialsResponse.SerializeToString,
+            ),
             'Provision': grpc.unary_unary_rpc_method_handler(
                     servicer.Provision,
                     request_deserializer=shardkeep_dot_v1_dot_enclave__pb2.ProvisionRequest.FromString,
@@ -122,6 +144,33 @@ def add_EnclaveServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Enclave:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SetCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Enclave/SetCredentials',
+            shardkeep_dot_v1_dot_enclave__pb2.SetCredentialsRequest.SerializeToString,
+            shardkeep_dot_v1_dot_enclave__pb2.SetCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Provision(request,
