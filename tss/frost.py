@@ -1219,16 +1219,3 @@ def _aggregate_psigs(
     if not schnorr_verify(msg, xonly_key, sig):
         raise InternalError("aggregate signature does not verify")
     return sig
-    # PartialSigVerify for every signer, to name every culprit.
-    bad = set(out_of_range)
-    for idx, i in enumerate(ids):
-        if idx not in bad and not _psig_equation_holds(
-            scalars[idx], i, cer.nonces[idx], sess.signers.points[idx], sess
-        ):
-            bad.add(idx)
-    if bad:
-        raise _blame([(idx, ids[idx]) for idx in sorted(bad)], "psig")
-    sig = _final_signature(scalars, sess)
-    if not schnorr_verify(msg, xonly_key, sig):
-        raise InternalError("aggregate signature does not verify")
-    return sig
