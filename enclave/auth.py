@@ -43,6 +43,27 @@ class Authorizer:
         self._seen: dict[bytes, int] = {}  # nonce -> not_after
         self._lock = threading.Lock()
 
+    def verify_coordinator(
+        self, signed: ceremony_pb2.SignedCeremonyRequest
+    ) -> ceremony_pb2.CeremonyRequest:
+        """Check only the coordinator's signature and parse the request.
+
+        For reading what a request needs (which sealed record) before the full
+        ``authorize``: it consumes no nonce and checks no owner signature.
+
+        Raises:
+            Unauthorized: no valid coordinator signature.
+            BadRequest: the signed bytes do not parse.
+        """
+        if not any(
+            request_signature_valid(
+                key, COORDINATOR_CONTEXT, signed.request, signed.coordinator_signature
+            )
+            for key in self._policy.coordinator_keys
+        ):
+            raise Unauthorized("no valid coordinator signature")
+        return _parse(signed.request)
+
     def authorize(
         self,
         signed: ceremony_pb2.SignedCeremonyRequest,
@@ -61,14 +82,7 @@ class Authorizer:
             Unauthorized: a missing or invalid signature, an expired or replayed request.
             BadRequest: the request bytes do not parse.
         """
-        if not any(
-            request_signature_valid(
-                key, COORDINATOR_CONTEXT, signed.request, signed.coordinator_signature
-            )
-            for key in self._policy.coordinator_keys
-        ):
-            raise Unauthorized("no valid coordinator signature")
-        request = _parse(signed.request)
+        request = self.verify_coordinator(signed)
         if request.kind in OWNER_SIGNED_KINDS:
             if owner_key is None:
                 raise Unauthorized("this operation needs the wallet owner's signature")

@@ -287,11 +287,12 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         if identity is None:
             raise SessionStateError("the enclave is not provisioned yet")
         now = int(self._deps.clock())
-        # The coordinator's signature is checked first; the owner's (export,
+        # The coordinator's signature is checked before anything else (no KMS
+        # call for an unsigned request); the owner's (export,
         # reshare) needs the owner key from the sealed record. A reshare that
         # adds the server party has no record: the request registers the owner
         # key, as keygen's does (both under the pinned coordinator's signature).
-        unverified = ceremony_pb2.CeremonyRequest.FromString(start.request.request)
+        unverified = self._deps.authorizer.verify_coordinator(start.request)
         record = None
         owner_key = None
         if _joins_without_share(unverified, identity):

@@ -251,3 +251,25 @@ def test_a_host_that_reorders_or_drops_envelopes_is_caught(
         await host_loop(stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored])
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
+def test_the_coordinator_signature_is_checked_before_any_share_is_opened(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    coordinator = Ed25519PrivateKey.generate()
+    client = ClientParty()
+
+    async def body(stack: Stack) -> None:
+        request = keygen_request("bip340", [client.party, stack.party], 2)
+        session = client_keygen("bip340", client, request)
+        await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
+        garbage = ceremony_pb2.SealedShare()
+        garbage.CopyFrom(stack.stored[0])
+        garbage.ciphertext = b"\x00" * len(garbage.ciphertext)  # would fail if it were opened
+        sign = sign_request(request, [0, 1])
+        signer = client_sign(session.result, client.static_key, sign)
+        forged = signed(sign, Ed25519PrivateKey.generate())
+        call = host_loop(stack, forged, {client.party.party_id: signer}, [garbage])
+        await expect_status(call, grpc.StatusCode.PERMISSION_DENIED)
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
