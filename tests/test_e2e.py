@@ -169,3 +169,22 @@ async def _wait_for(log: Path, text: str, timeout: float = 30.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{text!r} not in {log.name}")
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_three_of_five_with_the_server_share_reports_progress(stack_dir: Path, scheme: str) -> None:
+    async def body(stack: DevStack, wallets: WalletClient) -> None:
+        devices = [PartyIdentity.generate() for _ in range(4)]
+        events: list[str] = []
+        wallet = await wallets.create_wallet(
+            scheme,  # type: ignore[arg-type]
+            devices,
+            threshold=3,
+            progress=events.append,
+        )
+        assert len(wallet.parties) == 5 and wallet.server_index == 4
+        assert events and all(e.startswith("round ") for e in events)
+        signature = await wallets.sign(wallet, DIGEST, {1: devices[1], 3: devices[3]})
+        verify(scheme, wallet.public_key, signature)
+
+    run(stack_dir, body)
