@@ -254,18 +254,23 @@ def _describe_wallet(wallet: Wallet) -> dict[str, Any]:
     return info
 
 
-async def _create(ctx: _Context) -> dict[str, Any]:
-    args = ctx.args
+def _check_new_wallet(args: argparse.Namespace) -> None:
+    """Refuse a new wallet without local parties, or under an id the state already holds."""
     if args.local_parties < 1:
         raise UsageError("--local-parties must be at least 1")
+    if args.wallet_id is None:
+        return
+    try:
+        load_description(args.state, args.wallet_id)
+    except FileNotFoundError:
+        return
+    raise UsageError(f"wallet {args.wallet_id} already exists in {args.state}")
+
+
+async def _create(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    _check_new_wallet(args)
     passcode = ctx.passcode
-    if args.wallet_id is not None:
-        try:
-            load_description(args.state, args.wallet_id)
-        except FileNotFoundError:
-            pass
-        else:
-            raise UsageError(f"wallet {args.wallet_id} already exists in {args.state}")
     devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
     async with ctx.client() as client:
         ctx.progress.stage("keygen")
@@ -533,16 +538,8 @@ def _read_key_file(path: Path) -> bytes:
 
 async def _import(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    if args.local_parties < 1:
-        raise UsageError("--local-parties must be at least 1")
+    _check_new_wallet(args)
     passcode = ctx.passcode
-    if args.wallet_id is not None:
-        try:
-            load_description(args.state, args.wallet_id)
-        except FileNotFoundError:
-            pass
-        else:
-            raise UsageError(f"wallet {args.wallet_id} already exists in {args.state}")
     private_key = _read_key_file(args.key_file)
     devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
     async with ctx.client() as client:
