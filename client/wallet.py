@@ -50,13 +50,22 @@ SCHEMES: dict[Scheme, str] = {
 
 
 class WalletError(ShardkeepError):
-    """A ceremony with the server share failed; ``code`` is the host's gRPC status."""
+    """A ceremony with the server share failed; ``code`` is the host's gRPC status.
+
+    ``culprits`` are the party ids blamed; ``burned`` the party ids whose DKLs23
+    pair with the server party is burned (the ``shardkeep-burned`` trailer).
+    """
 
     def __init__(
-        self, message: str, code: grpc.StatusCode | None = None, culprits: str = ""
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        culprits: str = "",
+        burned: str = "",
     ) -> None:
         self.code = code
         self.culprits = tuple(c for c in culprits.split(",") if c)
+        self.burned = tuple(b for b in burned.split(",") if b)
         super().__init__(message if not culprits else f"{message} (culprits: {culprits})")
 
 
@@ -77,6 +86,10 @@ class Wallet:
         server_index: the server party's index (None once a reshare removed it).
         shares: this client's key shares by party index.
         owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
+        burned_pairs: ECDSA: party indices whose DKLs23 pair with the server party is
+            burned (a failed check). The coordinator's record: every sign request
+            carries it, as the enclave forgets burns when restarted
+            (GHSA-7f6p-phw2-8253); a refresh or reshare (new setups) clears it.
     """
 
     wallet_id: str
@@ -88,6 +101,7 @@ class Wallet:
     epoch: int
     shares: dict[int, KeyShare] = field(repr=False)
     owner_key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    burned_pairs: frozenset[int] = frozenset()
 
 
 class WalletClient:
@@ -326,6 +340,7 @@ class WalletClient:
         request.derivation_path.extend(options.derivation_path)
         request.taproot = options.taproot
         request.taproot_merkle_root = options.taproot_merkle_root or b""
+        request.burned_pairs.extend(sorted(wallet.burned_pairs))
         kind = Bip340Signing if wallet.scheme == "bip340" else EcdsaSigning
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
@@ -339,7 +354,13 @@ class WalletClient:
             }
 
         server_id = None if server is None else wallet.parties[server].party_id
-        _, results = await self._run(request, list(devices.values()), build, server_id, progress)
+        try:
+            _, results = await self._run(
+                request, list(devices.values()), build, server_id, progress
+            )
+        except WalletError as e:
+            note_burned(wallet, e)
+            raise
         signature: bytes | RecoverableSignature = results[devices[min(devices)].party_id]
         return signature
 
@@ -372,7 +393,8 @@ class WalletClient:
             request, list(devices.values()), build, self._server_id(wallet), progress
         )
         shares = {i: _new_share(outputs[d.party_id]) for i, d in devices.items()}
-        return replace(wallet, epoch=result.epoch, shares=shares)
+        # New DKLs23 setups: no pair is burned at the new epoch.
+        return replace(wallet, epoch=result.epoch, shares=shares, burned_pairs=frozenset())
 
     async def reshare(
         self,
@@ -549,9 +571,12 @@ class WalletClient:
                     timeout=self._timeout,
                 )
             except grpc.aio.AioRpcError as e:
-                culprits = _metadata(e).get("shardkeep-culprits", "")
+                trailers = _metadata(e)
                 raise WalletError(
-                    f"the server share refused: {e.details()}", e.code(), culprits
+                    f"the server share refused: {e.details()}",
+                    e.code(),
+                    trailers.get("shardkeep-culprits", ""),
+                    trailers.get("shardkeep-burned", ""),
                 ) from e
             return result
 
@@ -573,6 +598,21 @@ class WalletClient:
             coordinator_signature=sign_request(self._coordinator, COORDINATOR_CONTEXT, data),
             owner_signature=sign_request(owner, OWNER_CONTEXT, data) if owner else b"",
         )
+
+
+def note_burned(wallet: Wallet, error: WalletError) -> None:
+    """Add the pairs ``error`` reports burned to ``wallet.burned_pairs`` (never removes one).
+
+    Arguments:
+        wallet: the wallet signed with; updated in place.
+        error: the failed signature's error (its ``burned`` party ids).
+    """
+    ids = [p.party_id for p in wallet.parties]
+    indices = {ids.index(b) for b in error.burned if b in ids}
+    if wallet.server_index is not None:
+        indices.discard(wallet.server_index)
+    if indices:
+        wallet.burned_pairs = wallet.burned_pairs | indices
 
 
 def _any_share(wallet: Wallet) -> KeyShare:

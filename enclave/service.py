@@ -50,6 +50,7 @@ log = structlog.get_logger("enclave")
 VERSION = "0.1.0"
 IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
 CULPRITS_METADATA = "shardkeep-culprits"
+BURNED_METADATA = "shardkeep-burned"
 RECORD_CACHE_SIZE = 4096  # opened server shares kept in enclave memory
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
 # Bounds on SetCredentials fields (IAM access key ids are at most 128 characters;
@@ -109,7 +110,10 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         self._running = 0
         # Pairs burned by a failed ECDSA check, per (wallet, epoch): applied to
         # every later load of that share (DKLs23 setups are never reused after
-        # a failed check; a refresh gives the wallet a new epoch).
+        # a failed check; a refresh gives the wallet a new epoch). Memory only:
+        # the host can restart the enclave and replay the older sealed share,
+        # so the signed request's ``burned_pairs`` (the coordinator's record,
+        # fed by the ``burned`` failure output) is what survives a restart.
         self._burned: dict[tuple[str, int], set[int]] = {}
         self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
 
@@ -264,18 +268,25 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             yield enclave_pb2.CeremonyOutput(result=outcome.result)
         except Exception as e:
             self._note_burned(running)
+            burned = _burned_ids(running)
             log.warning(
-                "ceremony failed", error=type(e).__name__, **(_ids(request) if request else {})
+                "ceremony failed",
+                error=type(e).__name__,
+                burned=len(burned),
+                **(_ids(request) if request else {}),
             )
             parties = running_parties(request)
             code, message = status_for(e)
             yield enclave_pb2.CeremonyOutput(
                 failure=enclave_pb2.CeremonyFailure(
-                    code=code.name, message=message, culprits=_culprit_ids(e, parties)
+                    code=code.name,
+                    message=message,
+                    culprits=_culprit_ids(e, parties),
+                    burned=burned,
                 )
             )
             await _drain(request_iterator)
-            await _abort(context, e, parties)
+            await _abort(context, e, parties, burned)
             raise
         finally:
             self._running -= 1
@@ -343,7 +354,16 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         share = record.key_share
         if share.party_id != me or share.epoch != request.epoch:
             raise WrongShare("the sealed share is not the server party's at this epoch")
-        for peer in self._burned.get((request.wallet_id, request.epoch), set()):
+        # Burned pairs come from two places: what this process saw fail, and
+        # what the coordinator (a separate trust domain: ``_begin`` checked its
+        # signature before loading) remembers. Nitro has no monotonic counter and the host may
+        # restart the enclave with the older sealed share, so only the signed
+        # list survives that (GHSA-7f6p-phw2-8253). Marking is monotonic: a
+        # pair is never unburned short of a new setup (refresh, reshare).
+        listed = set(request.burned_pairs)
+        if listed and (share.ecdsa is None or not listed <= set(range(len(ids))) - {me}):
+            raise BadRequest("burned_pairs must be other party indices of an ECDSA wallet")
+        for peer in listed | self._burned.get((request.wallet_id, request.epoch), set()):
             if share.ecdsa is not None:
                 share.ecdsa.mark_burned(peer)
         return record
@@ -490,6 +510,21 @@ async def _drain(requests: AsyncIterator[enclave_pb2.CeremonyInput]) -> None:
         await asyncio.wait_for(consume(), DRAIN_SECONDS)
 
 
+def _burned_ids(running: _Running | None) -> list[str]:
+    """The party ids of this ECDSA signature's signers whose pair with the server party is
+    burned after its failure: a failed check here burned it, or it was burned already
+    and refused the signature. A transport fault burns nothing, so it reports nothing."""
+    if running is None or running.request.kind != ceremony_pb2.CEREMONY_KIND_SIGN:
+        return []
+    record = running.record
+    setup = record.key_share.ecdsa if record is not None else None
+    if record is None or setup is None:
+        return []
+    parties = record.party_ids
+    signers = set(running.request.signers)
+    return [parties[j] for j in sorted(setup.burned & signers) if 0 <= j < len(parties)]
+
+
 def _culprit_ids(error: BaseException, parties: list[str]) -> list[str]:
     """The party ids a protocol error blames (its culprits are ceremony seats)."""
     if not isinstance(error, ProtocolError):
@@ -501,11 +536,15 @@ async def _abort(
     context: grpc.aio.ServicerContext[Any, Any],
     error: BaseException,
     parties: list[str] | None = None,
+    burned: list[str] | None = None,
 ) -> None:
     code, message = status_for(error)
     culprits = _culprit_ids(error, parties or [])
-    if culprits:
-        context.set_trailing_metadata(((CULPRITS_METADATA, ",".join(culprits)),))
+    trailers = [(CULPRITS_METADATA, ",".join(culprits))] if culprits else []
+    if burned:
+        trailers.append((BURNED_METADATA, ",".join(burned)))
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers))
     if code == grpc.StatusCode.INTERNAL:
         log.error("internal error", error=type(error).__name__)
     await context.abort(code, message)

@@ -168,8 +168,15 @@ def error_from_failure(failure: enclave_pb2.CeremonyFailure) -> HostError:
     enclave_code = getattr(StatusCode, failure.code, StatusCode.INTERNAL)
     code = ENCLAVE_CODES.get(enclave_code, StatusCode.INTERNAL)
     message = _FIXED_ENCLAVE_MESSAGES.get(code) or failure.message or code.name.lower()
-    trailers: Trailers = (
-        (("shardkeep-culprits", ",".join(failure.culprits)),) if failure.culprits else ()
+    # The same shardkeep-* keys the enclave's own status carries (enclave.service._abort):
+    # the culprits to blame and the DKLs23 pairs burned, which the coordinator must keep.
+    trailers: Trailers = tuple(
+        (key, ",".join(values))
+        for key, values in (
+            ("shardkeep-culprits", failure.culprits),
+            ("shardkeep-burned", failure.burned),
+        )
+        if values
     )
     return HostError(code, message, trailers, from_enclave=True)
 

@@ -263,7 +263,16 @@ class HostServicer(host_pb2_grpc.HostServicer):
         try:
             # At most half the coordinator's time for a restarted enclave to come back.
             budget = ceremony_budget(context.time_remaining(), self._link.config)
-            await self._link.ensure_provisioned(self._store, wait_s=budget / 2)
+
+            async def enclave_ready() -> None:
+                await self._link.ensure_provisioned(self._store, wait_s=budget / 2)
+
+            # The restart check (GetStatus) overlaps the driver's store reads
+            # and relay join, unless the plan needs the enclave's key first.
+            pending: Callable[[], Awaitable[None]] | None = enclave_ready
+            if not self._link.provisioned:
+                await enclave_ready()
+                pending = None
             plan = plan_ceremony(request, kind, self._link.static_key)
             structlog.contextvars.bind_contextvars(
                 room_id=plan.room_id, ceremony_id=plan.ceremony_id, wallet_id=plan.wallet_id
@@ -284,6 +293,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 relay_token=request.relay_token,
                 timeout_s=ceremony_budget(context.time_remaining(), self._link.config),
                 request_id=request_id,
+                enclave_ready=pending,
             )
             self._log.info("ceremony started", request_bytes=len(plan.signed.request))
             result = await driver.run()

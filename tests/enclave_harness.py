@@ -399,7 +399,10 @@ async def host_loop(
             closed = True
             await call.done_writing()
             failure = out.failure
-            trailers = grpc.aio.Metadata(("shardkeep-culprits", ",".join(failure.culprits)))
+            trailers = grpc.aio.Metadata(
+                ("shardkeep-culprits", ",".join(failure.culprits)),
+                ("shardkeep-burned", ",".join(failure.burned)),
+            )
             code = getattr(grpc.StatusCode, failure.code)
             raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, failure.message)
         else:
