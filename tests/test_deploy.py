@@ -975,7 +975,10 @@ FAKE_NITRO_CLI = textwrap.dedent(
     elif command == "terminate-enclave":
         state["running"] = False
         out = {{"Terminated": True}}
-    json.dump(state, open(path, "w"))
+    # Atomic replace: the test reads the state while the supervisor calls us.
+    with open(path + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(path + ".tmp", path)
     print(json.dumps(out))
     """
 )
