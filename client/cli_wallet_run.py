@@ -30,7 +30,6 @@ from client.cli_state import (
     load_description,
     load_wallet,
     remove_other_parties,
-    save_shares,
     save_wallet,
 )
 from client.cli_wallet import EXIT_USAGE, PASSCODE_ENV
@@ -310,8 +309,9 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
         except BaseException:
             if wallet.scheme == "ecdsa-secp256k1":
                 # A failed DKLs23 check burns the pairwise OT setup in the share
-                # (tss.keyshare): keep that, so it is never reused.
-                save_shares(
+                # (tss.keyshare), and the server's burned pairs are in
+                # wallet.burned_pairs: keep both, so no pair is ever reused.
+                save_wallet(
                     args.state, wallet, loaded.devices, ctx.passcode, params=ctx.params,
                     insecure_allow_weak_kdf=ctx.weak,
                 )  # fmt: skip
