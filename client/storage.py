@@ -113,6 +113,7 @@ __all__ = [
     "armour",
     "dearmour",
     "write_share_file",
+    "write_file_atomically",
     "read_share_file",
     # Functions: host backups
     "make_backup",
@@ -1046,7 +1047,7 @@ def write_share_file(
     else:
         container = encode_plain_share(share, wallet_id=wallet_id)
     data = armour(container).encode("ascii") if armoured else bytes(container)
-    _atomic_write(target, data)
+    write_file_atomically(target, data)
 
 
 def read_share_file(
@@ -1097,7 +1098,16 @@ def _refuse_other_share(path: Path, metadata: ShareMetadata) -> None:
         )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600, all or nothing, durably.
+
+    A temporary file in the same directory is written, fsynced and renamed
+    over ``path``; then the directory is fsynced and the file read back.
+
+    Raises:
+        OSError: the file system refused; the old file is left as it was.
+        InternalError: the file does not read back as written.
+    """
     directory = path.parent
     # mkstemp creates the file with mode 0600 and O_EXCL, in the target's
     # directory so the rename stays on one file system (rename(2) is atomic).
@@ -1117,7 +1127,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_directory(directory)
     # Self-check: what is on disk is what we meant to write.
     if not hmac.compare_digest(_read_bounded(path), data):
-        raise InternalError("share file does not read back as written")
+        raise InternalError(f"{path.name} does not read back as written")
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -9,7 +9,14 @@ from collections.abc import Callable
 import pytest
 
 from tests.test_ecdsa_primitives import cheating_extension
-from tests.test_ecdsa_support import DealtKey, dealer_keygen, deliver, rand32, run_setup, run_sign
+from tests.test_ecdsa_support import (
+    KeyMaterial,
+    dealer_keygen,
+    deliver,
+    rand32,
+    run_setup,
+    run_sign,
+)
 from tss import ecdsa
 from tss.curve import G, Point, tagged_hash
 from tss.ecdsa import mul, sign
@@ -23,12 +30,12 @@ Tamper = Callable[[int, int, int, bytes], bytes]
 
 
 @functools.lru_cache(maxsize=1)
-def _keyring() -> tuple[list[DealtKey], list[bytes]]:
+def _keyring() -> tuple[list[KeyMaterial], list[bytes]]:
     shares = dealer_keygen(2, 3, seed=9)
     return shares, [s.to_bytes() for s in run_setup(shares, session=9)]
 
 
-def _fresh() -> tuple[list[DealtKey], list[ecdsa.EcdsaSetup]]:
+def _fresh() -> tuple[list[KeyMaterial], list[ecdsa.EcdsaSetup]]:
     """A 2-of-3 keyring with unburned setups (decoded anew: tests burn pairs)."""
     shares, stored = _keyring()
     return shares, [ecdsa.EcdsaSetup.from_bytes(b) for b in stored]

@@ -2,18 +2,19 @@
 
 Not tests themselves (pytest collects nothing here). The dealer stands in for
 the DKG (tss/dkg, wired by the lead): it Shamir-shares a random key and returns
-``DealtKey`` objects, which satisfy ``tss.ecdsa.KeyMaterial``.
+``tss.keygen.KeyMaterial`` objects, which satisfy ``tss.ecdsa.KeyMaterial``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from tss import ecdsa
 from tss.curve import N, Point
 from tss.ecdsa.sign import RecoverableSignature
+from tss.keygen import KeyMaterial
+from tss.keyshare import default_chain_code
 from tss.shamir import eval_point, poly_eval
 
 Messages = dict[int, dict[int, bytes]]
@@ -25,24 +26,17 @@ def rand32(label: str, *parts: int) -> bytes:
     return hashlib.sha256(label.encode() + b"".join(p.to_bytes(4, "big") for p in parts)).digest()
 
 
-@dataclass(frozen=True)
-class DealtKey:
-    """A dealt key share before any pairwise setup (``tss.ecdsa.KeyMaterial``)."""
-
-    party_id: int
-    threshold: int
-    public_key: bytes
-    public_shares: tuple[bytes, ...]
-    secret_share: int = field(repr=False)
-
-
-def dealer_keygen(threshold: int, parties: int, seed: int = 0) -> list[DealtKey]:
+def dealer_keygen(threshold: int, parties: int, seed: int = 0) -> list[KeyMaterial]:
     """Trusted-dealer Shamir sharing of a fresh key (test stand-in for the DKG)."""
     coeffs = [int.from_bytes(rand32("coeff", seed, k), "big") % N or 1 for k in range(threshold)]
     public_key = Point.base_mul(coeffs[0]).to_bytes()
     secrets_ = [poly_eval(coeffs, eval_point(i)) for i in range(parties)]
     public_shares = tuple(Point.base_mul(x).to_bytes() for x in secrets_)
-    return [DealtKey(i, threshold, public_key, public_shares, secrets_[i]) for i in range(parties)]
+    chain_code = default_chain_code(public_key)
+    return [
+        KeyMaterial(i, threshold, public_key, public_shares, secrets_[i], chain_code)
+        for i in range(parties)
+    ]
 
 
 def deliver(outboxes: dict[int, dict[int, bytes]], recipient: int) -> dict[int, bytes]:
@@ -51,7 +45,7 @@ def deliver(outboxes: dict[int, dict[int, bytes]], recipient: int) -> dict[int, 
 
 
 def run_setup(
-    shares: Sequence[DealtKey],
+    shares: Sequence[KeyMaterial],
     session: int = 0,
     tamper: Callable[[int, int, int, bytes], bytes] | None = None,
 ) -> list[ecdsa.EcdsaSetup]:
@@ -70,7 +64,7 @@ def run_setup(
 
 
 def run_sign(
-    shares: Sequence[DealtKey],
+    shares: Sequence[KeyMaterial],
     setups: Sequence[ecdsa.EcdsaSetup],
     signers: Sequence[int],
     digest: bytes,
