@@ -188,7 +188,11 @@ class WalletClient:
         Returns:
             The wallet with every device's key share; ``owner_key`` (a fresh one
             by default) is registered with the server share for export and reshare.
+
+        Raises:
+            InputError: a threshold below 2 (the server share alone would be the key).
         """
+        lifecycle.check_server_threshold(threshold)
         server = await self.attest()
         parties = [d.party for d in devices] + [server.party]
         owner = owner_key or Ed25519PrivateKey.generate()
@@ -255,7 +259,8 @@ class WalletClient:
             scheme: "bip340" or "ecdsa-secp256k1".
             private_key: the 32-byte key to import (0 < key < n).
             devices: the local parties of the new keyring, in index order.
-            threshold: t of the new keyring (ECDSA: at least 2).
+            threshold: t of the new keyring, at least 2 (with 1 the server share
+                alone would be the key).
             owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
             wallet_id: the new wallet's id (default: a fresh one); the host
                 refuses an id it already knows under another key.
@@ -273,6 +278,7 @@ class WalletClient:
         """
         if not devices:
             raise InputError("an import needs at least one device")
+        lifecycle.check_server_threshold(threshold)
         keyring, material = import_dealer(scheme, private_key, chain_code)
         server = await self.attest()
         dealer = importer or devices[0]
@@ -413,14 +419,19 @@ class WalletClient:
                 server share (at least the current threshold in all).
             new_devices: the devices of the new keyring, in index order; the
                 server is appended last unless ``keep_server`` is False.
-            threshold: the new threshold.
+            threshold: the new threshold (at least 2 while the server keeps a share).
 
         Returns:
             The new wallet: its parties, the new devices' shares by new index.
+
+        Raises:
+            InputError: no owner key, or a threshold of 1 with the server share.
         """
         if wallet.owner_key is None:
             raise InputError("a reshare needs the wallet owner's key")
         server = wallet.parties[wallet.server_index] if wallet.server_index is not None else None
+        if keep_server and server is not None:
+            lifecycle.check_server_threshold(threshold)
         new_parties = [d.party for d in new_devices] + ([server] if keep_server and server else [])
         signers = sorted(
             [*dealers, *([] if wallet.server_index is None else [wallet.server_index])]

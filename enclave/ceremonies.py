@@ -25,7 +25,13 @@ from typing import Any
 
 from enclave.errors import BadRequest
 from enclave.identity import Identity, ServerShare
-from shardkeep.lifecycle import export_layout, refresh_layout, request_keyring, reshare_layout
+from shardkeep.lifecycle import (
+    check_server_threshold,
+    export_layout,
+    refresh_layout,
+    request_keyring,
+    reshare_layout,
+)
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony, Random
 from tss.channel import Roster
@@ -125,6 +131,7 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
     if request.owner_key and len(request.owner_key) != 32:
         raise BadRequest("owner key must be a 32-byte Ed25519 public key")
     scheme = scheme_of(request)
+    check_server_threshold(request.threshold)  # the server party always holds a share
     roster = Roster.from_parties([(p.party_id, bytes(p.static_key)) for p in parties])
     ceremony = Keygen(
         scheme,
@@ -259,6 +266,8 @@ def _reshare(
         if len(request.owner_key) != 32:
             raise BadRequest("a reshare that adds the server party registers the owner key")
         keyring, owner_key = given, bytes(request.owner_key)
+    if identity.party_id in (p.party_id for p in request.new_parties):
+        check_server_threshold(request.new_threshold)  # also an import (it joins a 1-of-1)
     layout = reshare_layout(request, keyring)
     reshare_plan = layout.plan
     me = layout.seat_of(identity.party_id)

@@ -61,6 +61,7 @@ __all__ = [
     "reshare_layout",
     "export_layout",
     "seat_party_ids",
+    "check_server_threshold",
     # Types
     "Layout",
 ]
@@ -179,6 +180,24 @@ def _indices(values: Sequence[int], n: int, what: str) -> tuple[int, ...]:
 
 def _pairs(parties: Sequence[ceremony_pb2.Party]) -> list[tuple[str, bytes]]:
     return [(p.party_id, bytes(p.static_key)) for p in parties]
+
+
+def check_server_threshold(threshold: int) -> None:
+    """Refuse a keyring in which the server party's share alone would be the key.
+
+    With t = 1 every share is the whole private key (Shamir degree 0), so a
+    keygen, import or reshare that gives the server party a share of a 1-of-n
+    keyring would put the whole key in the enclave (and in anything that opens
+    its sealed record); only an explicit, owner-signed export may do that.
+
+    Raises:
+        InputError: ``threshold`` < 2.
+    """
+    if threshold < 2:
+        raise InputError(
+            f"threshold {threshold} refused: a keyring with the server share needs a threshold "
+            "of at least 2 (with 1, the server party's share alone would be the whole key)"
+        )
 
 
 def refresh_layout(
