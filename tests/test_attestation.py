@@ -24,13 +24,13 @@ from client.attestation import (
     verify,
 )
 from enclave.nsm import SimulatedNitroPki, SimulatedNsm, image_pcrs
-from tests.vectors import SHARED
+from tests.vectors import ATTESTATION
 from tss.errors import InputError, ShardkeepError
 
 ### The real document (Evervault beta enclave, us-east-1, 2022-10-13)
 
-REAL_PATH = SHARED / "attestation" / "evervault_beta_valid-attestation-doc-bytes.cbor"
-REAL_ROOT_PATH = SHARED / "attestation" / "evervault_nitro_root.pem"
+REAL_PATH = ATTESTATION / "evervault_beta_valid-attestation-doc-bytes.cbor"
+REAL_ROOT_PATH = ATTESTATION / "evervault_nitro_root.pem"
 REAL_TIME = datetime(2022, 10, 13, 8, 58, 2, 136000, tzinfo=UTC)
 REAL_MODULE_ID = "i-020b6af9246d90e92-enc0183d09086c24190"
 REAL_LEAF_SUBJECT = (

@@ -13,9 +13,9 @@ import pytest
 
 from client.cli import main
 from enclave.nsm import SimulatedNsm, image_pcrs
-from tests.vectors import SHARED
+from tests.vectors import ATTESTATION
 
-REAL = SHARED / "attestation" / "evervault_beta_valid-attestation-doc-bytes.cbor"
+REAL = ATTESTATION / "evervault_beta_valid-attestation-doc-bytes.cbor"
 REAL_AT = "1665651483"  # 2022-10-13T08:58:03Z, one second after the document
 REAL_PCR0 = (
     "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28"

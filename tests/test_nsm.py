@@ -21,12 +21,12 @@ from enclave.nsm import (
     SimulatedNsm,
     image_pcrs,
 )
-from tests.vectors import SHARED
+from tests.vectors import ATTESTATION
 from tss.errors import InternalError
 
 NOW = datetime(2030, 2, 3, 4, 5, 6, 789000, tzinfo=UTC)
 IMAGE = "shardkeep-enclave:nsm-test"
-REAL = SHARED / "attestation" / "evervault_beta_valid-attestation-doc-bytes.cbor"
+REAL = ATTESTATION / "evervault_beta_valid-attestation-doc-bytes.cbor"
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,23 @@
-"""One typed loader for the public test vectors in ../shared/vectors (STYLE.md principle 7).
+"""One typed loader for the public test vectors vendored in this folder.
 
-The vector files are vendored verbatim in the steering repo's ``shared/vectors``
-(see its PROVENANCE.md); CI clones this repo with ``shared`` beside it. Set
-``SHARDKEEP_SHARED`` to point elsewhere.
+The files are verbatim copies of their upstream sources; PROVENANCE.md beside
+this module names each file's repository, commit, path, SHA-256 and licence,
+and tests/test_self_contained.py checks the SHA-256s.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(os.environ.get("SHARDKEEP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-VECTORS = SHARED / "vectors"
+VECTORS = Path(__file__).resolve().parent
+ATTESTATION = VECTORS / "attestation"
 
 
 def vector_path(relative: str) -> Path:
-    """Path of a vector file under ``shared/vectors``; fails loudly when it is missing."""
+    """Path of a vector file in this folder; fails loudly when it is missing."""
     path = VECTORS / relative
     if not path.is_file():
         raise FileNotFoundError(f"test vector {relative} not found under {VECTORS}")
