@@ -77,8 +77,9 @@ async def run_over_relay(
     """Run this party's side of ``request``'s ceremony over an open relay session.
 
     Raises:
-        ProtocolError, ChannelStreamError, SessionStateError: the ceremony failed
-            (culprits named); RelayError: the relay failed.
+        ProtocolError, SessionStateError: the ceremony failed (culprits named);
+            RelayError: the relay failed. Envelopes that do not authenticate or
+            are replays are dropped (``SecureSession.dropped``), never blamed.
     """
     session = SecureSession(
         ceremony,

@@ -253,9 +253,14 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     break
                 if item.WhichOneof("input") != "inbound":
                     raise BadRequest("expected the room's envelopes")
-                sent = await asyncio.to_thread(
-                    active.plan.session.receive, bytes(item.inbound.payload)
-                )
+                session = active.plan.session
+                dropped = session.dropped.total()
+                sent = await asyncio.to_thread(session.receive, bytes(item.inbound.payload))
+                if session.dropped.total() > dropped and session.last_dropped is not None:
+                    # Forged, replayed or misaddressed: the relay or host may have
+                    # written any header, so no party is blamed; the deadline
+                    # reports a message that never comes.
+                    log.warning("envelope dropped", reason=session.last_dropped.reason, **_ids(req))
                 for out in active.outbound(sent):
                     yield out
             if not active.plan.session.done:

@@ -337,6 +337,7 @@ async def host_loop(
     clients: dict[str, Any],
     sealed: Sequence[ceremony_pb2.SealedShare] = (),
     tamper: Tamper | None = None,
+    idle_s: float | None = None,
 ) -> ceremony_pb2.CeremonyResult:
     """Play the host: carry one ceremony between the enclave's stream and the client sessions.
 
@@ -344,6 +345,8 @@ async def host_loop(
     one FIFO queue, so each sender's envelopes arrive in order, as on the relay.
     ``tamper`` may rewrite, drop or hold back envelopes on their way into the enclave. The
     enclave's ``failure`` output is raised as the ``AioRpcError`` it announces.
+    With ``idle_s``, a host that hears nothing from the enclave for that long
+    gives up and half-closes (the real host's deadline, shortened for tests).
     """
     call = stack.stub.RunCeremony()
     closed = False
@@ -382,7 +385,13 @@ async def host_loop(
         queue.extend((pid, o) for o in session.start())
     await pump()
     while True:
-        out = await call.read()
+        read = asyncio.ensure_future(call.read())
+        if idle_s is not None and not closed:
+            finished, _ = await asyncio.wait({read}, timeout=idle_s)
+            if not finished:
+                closed = True
+                await call.done_writing()
+        out = await read
         if out is grpc.aio.EOF:
             raise AssertionError("the enclave ended the stream without a result")
         kind = out.WhichOneof("output")

@@ -193,9 +193,18 @@ def test_a_tampering_host_gets_typed_errors(
             env.payload = env.payload[:-1] + bytes([env.payload[-1] ^ 1])
             return env
 
-        error = await expect_status(sign_with([stored], flip_payload), grpc.StatusCode.ABORTED)
-        culprits = dict(error.trailing_metadata() or ()).get(CULPRITS_METADATA)
-        assert culprits == client.party.party_id
+        # A corrupted envelope is dropped, never blamed on its claimed sender:
+        # the ceremony waits for the genuine one until the host gives up.
+        signer = client_sign(share, client.static_key, sign)
+        error = await expect_status(
+            host_loop(
+                stack, signed(sign, coordinator), {client.party.party_id: signer},
+                [stored], flip_payload, idle_s=1.0,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )  # fmt: skip
+        assert "ended the stream" in (error.details() or "")
+        assert not dict(error.trailing_metadata() or ()).get(CULPRITS_METADATA)
         # The stored share is untouched: signing still works.
         await sign_with([stored])
 
@@ -203,7 +212,7 @@ def test_a_tampering_host_gets_typed_errors(
 
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))
-def test_a_host_that_reorders_or_drops_envelopes_is_caught(
+def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
     scheme: str, pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
 ) -> None:
     coordinator = Ed25519PrivateKey.generate()
@@ -225,26 +234,25 @@ def test_a_host_that_reorders_or_drops_envelopes_is_caught(
                 return [env, held.pop()]
             return [env]
 
-        dropped: list[envelope_pb2.Envelope] = []
+        # Reordered envelopes each open once; the ceremony orders its rounds itself.
+        sign = sign_request(request, [0, 1])
+        signer = client_sign(share, client.static_key, sign)
+        await host_loop(
+            stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored],
+            swap_first_two,
+        )  # fmt: skip
+        assert getattr(swap_first_two, "done", False)
 
-        def drop_first(env: envelope_pb2.Envelope) -> list[envelope_pb2.Envelope]:
-            if not dropped:
-                dropped.append(env)
-                return []
-            return [env]
-
-        for tamper in (swap_first_two, drop_first):
-            sign = sign_request(request, [0, 1])
-            signer = client_sign(share, client.static_key, sign)
-            call = host_loop(
-                stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored], tamper
-            )
-            # The client's next envelope shows the gap or the wrong order.
-            error = await expect_status(call, grpc.StatusCode.ABORTED)
-            assert (
-                dict(error.trailing_metadata() or ()).get(CULPRITS_METADATA)
-                == client.party.party_id
-            )
+        # A dropped envelope is non-delivery: the ceremony waits, then the host
+        # gives up; no party is named (the relay or host may have lost it).
+        sign = sign_request(request, [0, 1])
+        signer = client_sign(share, client.static_key, sign)
+        call = host_loop(
+            stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored],
+            lambda env: [], idle_s=1.0,
+        )  # fmt: skip
+        error = await expect_status(call, grpc.StatusCode.INVALID_ARGUMENT)
+        assert not dict(error.trailing_metadata() or ()).get(CULPRITS_METADATA)
         # Transport faults burn no ECDSA pair and touch no share: an honest host signs.
         sign = sign_request(request, [0, 1])
         signer = client_sign(share, client.static_key, sign)

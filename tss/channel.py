@@ -44,26 +44,31 @@ Why these choices:
   party*. The static keys live in the enclave (sealed) and on client devices.
 
 Ordering: every (sender, recipient, ceremony) stream carries a sequence number
-from 0; ``ChannelReceiver`` accepts exactly the next one per sender, so
-replays, reorderings and drops are detected (RFC 9180 §9.7.1-9.7.3 leaves that
-to the application). A ceremony id must never be reused within a room: the
-binding is (room, ceremony, round, sender, recipient, seq), and a fresh receiver
-for a reused ceremony id would accept the old ceremony's messages again.
+from 0, bound into the key schedule; ``ChannelReceiver`` accepts each sequence
+number of a stream at most once, in any order, so a replayed envelope never
+opens twice (RFC 9180 §9.7.1-9.7.3 leaves replay protection to the
+application). Order between rounds is the ceremony's business (it buffers a
+later round's message until its round runs), so a relay that reorders delays
+nothing, and a dropped message is noticed as non-delivery: the ceremony's
+deadline runs out. A ceremony id must never be reused within a room: the
+binding is (room, ceremony, round, sender, recipient, seq), and a fresh
+receiver for a reused ceremony id would accept the old ceremony's messages again.
 
 Error policy (checks in the order of taurus ``CanAccept``: routing before any
-cryptography):
+cryptography). No channel error blames a party: the header travels in the
+clear, so the relay can put any sender id on any bytes, and only an envelope
+that opens is the sender's word (``tss.session`` drops rejected envelopes and
+keeps waiting).
 
-- ``MisroutedEnvelopeError`` (a ``FaultyCoordinatorError``, no culprit): the
-  envelope is not for this channel: it does not decode, or names another room,
-  ceremony or recipient, or a sender outside the ceremony. Nothing in it is
-  authenticated, so no party is blamed; the relay delivered it.
-- ``ChannelStreamError`` (a ``FaultyParticipantError``): the envelope is
-  addressed to this party in this ceremony by a known peer, but its round is out
-  of range, its sequence number is not the next one (``replay`` / ``gap``), or
-  it does not authenticate (``authentication``). The culprit is the header's
-  sender: a malicious relay can cause the same (it can always drop or corrupt
-  traffic), so the error means "the stream from this sender is broken; abort
-  the ceremony", not a proof against the sender.
+- ``MisroutedEnvelopeError`` (a ``FaultyCoordinatorError``): the envelope is
+  not for this channel: it does not decode, or names another room, ceremony or
+  recipient, or a sender outside the ceremony.
+- ``ChannelStreamError`` (a ``FaultyCoordinatorError``): the envelope is
+  addressed to this party in this ceremony, claiming a known peer as its
+  sender, but its round is out of range, its sequence number was already
+  accepted (``replay``), or it does not authenticate (``authentication``).
+  ``claimed_sender`` is the header's sender, which is *not* blamed: a forging
+  or replaying relay produces exactly these envelopes.
 - ``InputError`` for bad arguments, ``InvalidEncodingError`` from decoders,
   ``SessionStateError`` if a stream's sequence numbers run out.
 
@@ -110,7 +115,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from tss.curve import tagged_hash
 from tss.errors import (
     FaultyCoordinatorError,
-    FaultyParticipantError,
     InputError,
     InternalError,
     InvalidEncodingError,
@@ -147,7 +151,7 @@ StaticPk = NewType("StaticPk", bytes)
 EnvelopeBytes = NewType("EnvelopeBytes", bytes)
 """An encoded ``ChannelEnvelope`` (the relay envelope's opaque payload)."""
 
-StreamFault = Literal["round", "replay", "gap", "authentication"]
+StreamFault = Literal["round", "replay", "authentication"]
 MisrouteReason = Literal["malformed", "room", "ceremony", "recipient", "sender"]
 
 CHANNEL_VERSION: Final = 1
@@ -666,18 +670,19 @@ class MisroutedEnvelopeError(FaultyCoordinatorError):
         super().__init__(message)
 
 
-class ChannelStreamError(FaultyParticipantError):
-    """The stream from ``participant`` (the header's sender) is broken.
+class ChannelStreamError(FaultyCoordinatorError):
+    """An envelope claiming to come from ``claimed_sender`` is not its next word; no one is blamed.
 
     Attributes:
-        reason: "round" (out of range), "replay" (an old sequence number),
-            "gap" (a later one: a message dropped or reordered) or
-            "authentication" (HPKE open failed).
+        claimed_sender: the participant index the (unauthenticated) header names.
+        reason: "round" (out of range), "replay" (a sequence number already
+            accepted) or "authentication" (HPKE open failed: forged or corrupted).
     """
 
-    def __init__(self, participant: int, reason: StreamFault, message: str) -> None:
+    def __init__(self, claimed_sender: int, reason: StreamFault, message: str) -> None:
+        self.claimed_sender = claimed_sender
         self.reason: StreamFault = reason
-        super().__init__(participant, message)
+        super().__init__(f"envelope claiming sender {claimed_sender}: {message}")
 
 
 ### Sender and receiver
@@ -829,10 +834,10 @@ class ChannelSender:
 
 
 class ChannelReceiver:
-    """Opens the messages addressed to this party in one ceremony, strictly in order per sender.
+    """Opens the messages addressed to this party in one ceremony, each at most once.
 
-    A mutable state machine like ``ChannelSender``: it keeps the next expected
-    sequence number of each peer's stream, advanced only by an envelope that
+    A mutable state machine like ``ChannelSender``: it keeps the sequence
+    numbers it accepted from each peer, added to only by an envelope that
     authenticates.
     """
 
@@ -856,24 +861,24 @@ class ChannelReceiver:
         self._max_round = max_round
         self._me, self._peers = _bind(key, roster, room_id, ceremony_id)
         self._by_id = {peer.party_id: peer for peer in self._peers.values()}
-        self._next_seq = dict.fromkeys(self._peers, 0)
+        self._accepted: dict[int, set[int]] = {index: set() for index in self._peers}
 
     @property
     def me(self) -> int:
         """This party's participant index."""
         return self._me
 
-    def next_seq(self, sender: int) -> int:
-        """The sequence number the next accepted message from ``sender`` must carry."""
-        if sender not in self._next_seq:
+    def accepted(self, sender: int) -> frozenset[int]:
+        """The sequence numbers accepted so far from ``sender``."""
+        if sender not in self._accepted:
             raise InputError(f"party {sender} is not a peer in this ceremony")
-        return self._next_seq[sender]
+        return frozenset(self._accepted[sender])
 
     def open(self, envelope: bytes) -> ChannelMessage:
         """Check, authenticate and decrypt one envelope.
 
         Routing checks (room, ceremony, recipient, known sender, round range,
-        sequence number) come before any cryptography.
+        sequence number not yet accepted) come before any cryptography.
 
         Arguments:
             envelope: bytes from ``ChannelSender.seal``, as the relay delivered them.
@@ -882,9 +887,9 @@ class ChannelReceiver:
             (sender index, header, plaintext).
 
         Raises:
-            MisroutedEnvelopeError: not for this channel (no one blamed).
-            ChannelStreamError: bad round, replay, gap or failed authentication,
-                blaming the header's sender.
+            MisroutedEnvelopeError: not for this channel.
+            ChannelStreamError: bad round, replay or failed authentication.
+            Neither blames a party (see the module docstring).
         """
         try:
             env = ChannelEnvelope.from_bytes(envelope)
@@ -902,13 +907,9 @@ class ChannelReceiver:
             raise MisroutedEnvelopeError("sender", "envelope from a party outside the ceremony")
         if h.round > self._max_round:
             raise ChannelStreamError(peer.index, "round", f"round {h.round} out of range")
-        expected = self._next_seq[peer.index]
-        if h.seq < expected:
-            raise ChannelStreamError(peer.index, "replay", f"seq {h.seq} already seen")
-        if h.seq > expected:
-            raise ChannelStreamError(
-                peer.index, "gap", f"seq {h.seq} while expecting {expected} (dropped or reordered)"
-            )
+        accepted = self._accepted[peer.index]
+        if h.seq in accepted:
+            raise ChannelStreamError(peer.index, "replay", f"seq {h.seq} already accepted")
         try:
             plaintext = _hpke_open_auth(
                 self._key._sk,
@@ -924,11 +925,12 @@ class ChannelReceiver:
             raise ChannelStreamError(
                 peer.index, "authentication", f"seq {h.seq} does not authenticate"
             ) from e
-        self._next_seq[peer.index] = expected + 1
+        accepted.add(h.seq)
         return ChannelMessage(peer.index, h, plaintext)
 
     def __repr__(self) -> str:
+        counts = {index: len(seqs) for index, seqs in self._accepted.items()}
         return (
             f"ChannelReceiver(me={self._me}, room_id={self._room_id!r}, "
-            f"ceremony_id={self._ceremony_id!r}, next_seq={self._next_seq})"
+            f"ceremony_id={self._ceremony_id!r}, accepted={counts})"
         )

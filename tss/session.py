@@ -4,17 +4,32 @@
 outgoing ``Message`` is sealed to its recipient (a broadcast once per peer) and
 every incoming envelope is opened, its routing and order checked, before the
 ceremony sees it. Both the enclave and the client SDK drive ceremonies through
-this class, so neither the relay nor the host can read, forge, reorder or
-replay what the parties say. Still sans-IO: bytes in, bytes out.
+this class, so neither the relay nor the host can read, forge or replay what
+the parties say. Still sans-IO: bytes in, bytes out.
+
+Blame: an envelope the channel rejects (forged, corrupted, replayed,
+misaddressed) is dropped and counted, never blamed on the sender its header
+claims, since the relay can write any header. The ceremony keeps waiting for
+the genuine message; if it never comes, the caller's deadline reports the
+non-delivery. Only what a peer demonstrably sealed reaches the ceremony, so
+every culprit the ceremony names is named for its own words.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tss.ceremony import Ceremony, Message, Random
-from tss.channel import ChannelReceiver, ChannelSender, Roster, StaticKey
+from tss.channel import (
+    ChannelReceiver,
+    ChannelSender,
+    ChannelStreamError,
+    MisroutedEnvelopeError,
+    Roster,
+    StaticKey,
+)
 from tss.errors import InputError
 
 __all__ = ["Outbound", "SecureSession"]
@@ -73,6 +88,9 @@ class SecureSession(Generic[ResultT]):
         )
         if self._sender.me != ceremony.me:
             raise InputError("the static key is not the ceremony party's")
+        self.dropped: Counter[str] = Counter()
+        """Envelopes the channel rejected, by reason ("authentication", "replay", ...)."""
+        self.last_dropped: MisroutedEnvelopeError | ChannelStreamError | None = None
 
     @property
     def done(self) -> bool:
@@ -89,12 +107,19 @@ class SecureSession(Generic[ResultT]):
     def receive(self, envelope: bytes) -> list[Outbound]:
         """Open one envelope from the relay, feed it to the ceremony, seal the answers.
 
+        An envelope the channel rejects is dropped (``dropped``, ``last_dropped``)
+        and nothing is returned: no party is blamed for bytes the relay can forge.
+
         Raises:
-            MisroutedEnvelopeError: not for this party, room or ceremony (no culprit).
-            ChannelStreamError: a peer's stream is broken (replay, gap, forgery).
-            ProtocolError, SessionStateError: from the ceremony.
+            ProtocolError, SessionStateError: from the ceremony, about what a
+                peer authentically sent.
         """
-        opened = self._receiver.open(envelope)
+        try:
+            opened = self._receiver.open(envelope)
+        except (MisroutedEnvelopeError, ChannelStreamError) as e:
+            self.dropped[e.reason] += 1
+            self.last_dropped = e
+            return []
         message = Message(opened.header.round, opened.sender, self.ceremony.me, opened.plaintext)
         return self._seal(self.ceremony.receive(message))
 
