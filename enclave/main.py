@@ -9,20 +9,35 @@ from pathlib import Path
 
 from enclave.auth import Authorizer, Policy
 from enclave.config import EnclaveConfig
+from enclave.entropy import mixed_random
 from enclave.kms import EnclaveKmsClient
 from enclave.nsm import Nsm, SimulatedNitroPki, SimulatedNsm
+from enclave.nsm_device import DeviceNsm, NsmUnavailable
 from enclave.seal import ShareSealer
 from enclave.service import EnclaveDeps, create_server
 from shardkeep import logs
 from shardkeep.server import serve_until_signalled
 
 
+def open_nsm(config: EnclaveConfig) -> Nsm:
+    """The NSM the configuration names: ``/dev/nsm`` ("nitro") or the simulator.
+
+    Raises:
+        SystemExit: "nitro" outside an enclave (no /dev/nsm).
+    """
+    if config.nsm_mode == "nitro":
+        try:
+            return DeviceNsm.open()
+        except NsmUnavailable as e:
+            raise SystemExit(f"shardkeep-enclave: {e}") from e
+    if config.pki_dir is None:  # EnclaveConfig.load refuses this; a hand-built config may not
+        raise SystemExit("shardkeep-enclave: a simulated NSM needs nsm.pki_dir")
+    return SimulatedNsm(config.image, pki=SimulatedNitroPki.load(config.pki_dir))
+
+
 def build_deps(config: EnclaveConfig) -> EnclaveDeps:
-    """Wire the NSM, KMS client, sealer and authoriser the configuration names."""
-    if config.nsm_mode != "simulated" or config.pki_dir is None:
-        # The /dev/nsm ioctl backend needs Nitro hardware (enclave/nsm.py).
-        raise SystemExit("shardkeep-enclave: only the simulated NSM is available in this build")
-    nsm: Nsm = SimulatedNsm(config.image, pki=SimulatedNitroPki.load(config.pki_dir))
+    """Wire the NSM, KMS client, sealer, authoriser and randomness the configuration names."""
+    nsm = open_nsm(config)
     # Without fixed (development) credentials, KMS calls wait for the host's
     # (Enclave.SetCredentials): on Nitro, the instance role's, at run time.
     kms = EnclaveKmsClient.connect(
@@ -33,7 +48,7 @@ def build_deps(config: EnclaveConfig) -> EnclaveDeps:
     )
     sealer = ShareSealer(kms, config.kms.key_id, decrypt_key_ids=config.kms.decrypt_key_ids)
     policy = Policy(config.coordinator_keys, config.max_request_validity_seconds)
-    return EnclaveDeps(nsm, sealer, Authorizer(policy), kms=kms)
+    return EnclaveDeps(nsm, sealer, Authorizer(policy), rand=mixed_random(nsm), kms=kms)
 
 
 async def serve(config: EnclaveConfig) -> None:

@@ -4,8 +4,7 @@ Inside a Nitro enclave the NSM is the device ``/dev/nsm``: each request
 (``DescribePCR``, ``ExtendPCR``, ``LockPCR``, ``DescribeNSM``, ``Attestation``,
 ``GetRandom``) is a CBOR-encoded message passed through one ``ioctl`` on that
 device, as defined by aws-nitro-enclaves-nsm-api (``src/api/mod.rs``,
-``src/driver/mod.rs``). That backend needs Nitro hardware, so it is not
-implemented here; it would implement the :class:`Nsm` protocol below.
+``src/driver/mod.rs``); :class:`enclave.nsm_device.DeviceNsm` is that backend.
 
 :class:`SimulatedNsm` stands in for it on machines without Nitro (dev, CI). It
 produces attestation documents in exactly the real format: an untagged
@@ -86,8 +85,17 @@ _PCR_TAG: Final = b"shardkeep/simulated-nsm/pcr"  # domain separation, simulator
 _LEAF_LIFETIME: Final = timedelta(hours=3)  # what AWS issues (seen on real documents)
 _LEAF_REISSUE_MARGIN: Final = timedelta(minutes=5)
 
-NsmErrorCode = Literal["InvalidArgument", "InvalidIndex", "ReadOnlyIndex", "InputTooLarge"]
-"""The subset of nsm-api's ``ErrorCode`` the simulator can return."""
+NsmErrorCode = Literal[
+    "InvalidArgument",
+    "InvalidIndex",
+    "InvalidResponse",
+    "ReadOnlyIndex",
+    "InvalidOperation",
+    "BufferTooSmall",
+    "InputTooLarge",
+    "InternalError",
+]
+"""nsm-api's ``ErrorCode`` values other than ``Success`` (``src/api/mod.rs``)."""
 
 
 class NsmError(ShardkeepError):
