@@ -7,7 +7,6 @@ seeded so failures reproduce.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -360,8 +359,11 @@ def test_session_id_is_bound_into_the_nonce(key23: Keyring) -> None:
 
 def test_self_check_catches_a_wrong_secret_share(key23: Keyring, rng: random.Random) -> None:
     msg = rng.randbytes(32)
-    states, pubnonces = round1(key23, [0, 1], msg, b"sid", rng)
-    faulty = dataclasses.replace(states[0], secret_share=(key23.secret_shares[0] + 1) % N)
+    _, pubnonces = round1(key23, [0, 1], msg, b"sid", rng)
+    wrong = (key23.secret_shares[0] + 1) % N  # not the share behind public_shares[0]
+    faulty, pubnonces[0] = signer_round1(
+        0, wrong, key23.public_key, key23.public_shares, 2, msg, b"sid", rng.randbytes(32)
+    )
     with pytest.raises(InternalError):
         signer_round2(faulty, [0, 1], pubnonces)
 

@@ -15,6 +15,7 @@ __all__ = [
     "InputError",
     "InvalidEncodingError",
     "SessionStateError",
+    "StateCopyError",
     "InternalError",
     "ProtocolError",
     "FaultyParticipantError",
@@ -42,6 +43,10 @@ class InvalidEncodingError(InputError):
 
 class SessionStateError(ShardkeepError):
     """Secret state reused, or a step called out of order."""
+
+
+class StateCopyError(SessionStateError, TypeError):
+    """An attempt to copy, pickle or rebuild single-use secret state (``tss.single_use``)."""
 
 
 class InternalError(ShardkeepError):

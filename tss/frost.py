@@ -34,7 +34,7 @@ time (see ``tss.curve``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from typing import Literal, NamedTuple, NewType
 
@@ -58,6 +58,7 @@ from tss.errors import (
     SessionStateError,
 )
 from tss.shamir import lagrange_coefficient
+from tss.single_use import SingleUse, single_use
 from tss.tags import (
     BIP340_TAG_CHALLENGE,
     FROST_TAG_AUX,
@@ -898,8 +899,8 @@ Tweak = tuple[bytes, bool]
 """A tweak for the wrapper: (32-byte scalar, is_xonly)."""
 
 
-@dataclass(frozen=True, eq=False)
-class SignerState:
+@single_use
+class SignerState(SingleUse):
     """A signer's secret state between round 1 and round 2; single use.
 
     ``signer_round2`` wipes the secret nonce (in place) before anything else, so a

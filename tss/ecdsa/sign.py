@@ -73,6 +73,7 @@ from tss.errors import (
     SessionStateError,
 )
 from tss.shamir import lagrange_coefficient
+from tss.single_use import SingleUse, single_use
 from tss.tags import (
     DKLS_TAG_SIGN_COMMIT,
     DKLS_TAG_SIGN_ECHO,
@@ -160,8 +161,8 @@ def _burn_and_blame(setup: EcdsaSetup, peer: int, reason: str) -> FaultyParticip
     return FaultyParticipantError(peer, reason)
 
 
-@dataclass(frozen=True)
-class SignRound1State:
+@single_use
+class SignRound1State(SingleUse):
     """A signer's state between rounds 1 and 2 (single use)."""
 
     setup: EcdsaSetup = field(repr=False)
@@ -182,8 +183,8 @@ class SignRound1State:
     spent: list[bool] = field(default_factory=lambda: [False], repr=False)
 
 
-@dataclass(frozen=True)
-class SignRound2State:
+@single_use
+class SignRound2State(SingleUse):
     """A signer's state between rounds 2 and 3 (single use)."""
 
     round1: SignRound1State = field(repr=False)
@@ -193,8 +194,8 @@ class SignRound2State:
     spent: list[bool] = field(default_factory=lambda: [False], repr=False)
 
 
-@dataclass(frozen=True)
-class Presignature:
+@single_use
+class Presignature(SingleUse):
     """The output of rounds 1-3 before the message: strictly single use.
 
     ``big_r`` is the signature's R; ``u`` and ``v`` are this signer's shares of
@@ -214,8 +215,8 @@ class Presignature:
     spent: list[bool] = field(default_factory=lambda: [False], repr=False)
 
 
-@dataclass(frozen=True)
-class PartialState:
+@single_use
+class PartialState(SingleUse):
     """What a signer keeps to combine the partial signatures (single use)."""
 
     setup: EcdsaSetup = field(repr=False)
