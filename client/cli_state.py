@@ -4,17 +4,34 @@ Layout (one directory per wallet, named by a hash of its id, since wallet ids
 may contain "/")::
 
     STATE/wallets/<sha256(wallet_id)[:32]>/
-        wallet.json           public description: id, scheme, threshold, epoch,
-                              public key, parties, server index, local parties
-        party-<i>.share       party i's key share: a client.storage share file,
-                              passcode-encrypted (Argon2id + AES-256-GCM)
-        party-<i>.identity    party i's identity (and the owner key), sealed
-                              under a key derived from its share
-                              (client.device_backup.seal_identity), CBOR
+        wallet.json           the committed epoch's public description: id, scheme,
+                              threshold, epoch, public key, parties, server index,
+                              local parties
+        pending.json          a key change in flight (optional): the new epoch's
+                              description and what resuming it needs (public data)
+        epoch-<N>/
+            party-<i>.share     party i's key share of epoch N: a client.storage
+                                share file, passcode-encrypted (Argon2id + AES-256-GCM)
+            party-<i>.identity  party i's identity (and the owner key), sealed
+                                under a key derived from its share
+                                (client.device_backup.seal_identity), CBOR
 
-So everything secret is behind the passcode, through the share; ``wallet.json``
-holds only what the host and relay know anyway. Files are written atomically
+So everything secret is behind the passcode, through the share; the JSON files
+hold only what the host and relay know anyway. Files are written atomically
 with mode 0600.
+
+Crash safety: a save never touches a file the committed epoch needs. The new
+epoch's files go to their own ``epoch-<N>`` directory first; then one atomic
+rename decides: ``pending.json`` (a key change that may still fail) or
+``wallet.json`` (the commit point). A crash, a full disk or an interrupt at any
+step leaves the previous ``wallet.json`` and its epoch's files as they were.
+Old epochs' files are deleted only after a newer epoch is committed, and the
+one before the current epoch is kept (the host keeps it signable until every
+party has the new one). Both steps of every save, encryption and file writing,
+go through :class:`StateIO`, so tests can fail either.
+
+Wallets written before epoch directories existed keep their files at the top
+level; they are read there and moved into ``epoch-<N>`` by the next save.
 """
 
 from __future__ import annotations
@@ -23,7 +40,8 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -37,9 +55,10 @@ from client.storage import (
     DEFAULT_ARGON2_PARAMS,
     Argon2Params,
     Passcode,
+    encrypt_share,
+    inspect_share,
     read_share_file,
     write_file_atomically,
-    write_share_file,
 )
 from client.storage_errors import ShareFormatError, ShareMismatchError
 from client.wallet import Wallet
@@ -51,29 +70,31 @@ __all__ = [
     # Functions
     "wallet_dir",
     "save_wallet",
-    "save_shares",
+    "save_pending",
+    "commit_pending",
+    "discard_pending",
+    "prune_epochs",
     "load_description",
+    "load_pending_description",
     "load_wallet",
+    "load_pending",
     "list_wallets",
-    "remove_other_parties",
     # Types
+    "StateIO",
     "WalletDescription",
+    "PendingDescription",
     "LoadedWallet",
     # Constants
     "DESCRIPTION_FORMAT",
+    "PENDING_FORMAT",
+    "REAL_IO",
 ]
 
 DESCRIPTION_FORMAT: Final = "shardkeep-cli-wallet"
+PENDING_FORMAT: Final = "shardkeep-cli-pending"
 _VERSION: Final = 1
+_PENDING: Final = "pending.json"
 _MAX_IDENTITY_BYTES: Final = 4096
-
-
-def remove_other_parties(state: Path, wallet_id: str, keep: Iterable[int]) -> None:
-    """Delete the share and identity files of local parties not in ``keep`` (after a reshare)."""
-    kept = {f"party-{i}.{kind}" for i in keep for kind in ("share", "identity")}
-    for path in wallet_dir(state, wallet_id).glob("party-*"):
-        if path.name not in kept:
-            path.unlink()
 
 
 def wallet_dir(state: Path, wallet_id: str) -> Path:
@@ -168,38 +189,76 @@ class LoadedWallet:
     devices: dict[int, PartyIdentity] = field(repr=False)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_file_atomically(path, data)
+def _encrypt(
+    share: KeyShare, wallet_id: str, passcode: Passcode, params: Argon2Params, weak: bool
+) -> bytes:
+    return encrypt_share(
+        share, passcode, wallet_id=wallet_id, params=params, insecure_allow_weak_kdf=weak
+    )
 
 
-def save_shares(
-    state: Path,
+@dataclass(frozen=True)
+class StateIO:
+    """The two steps of every save: encrypting a share (Argon2id) and writing a file.
+
+    The defaults are the real ones; tests replace either to fail it (ENOSPC, an
+    interrupt in the middle of the key derivation).
+    """
+
+    encrypt: Callable[[KeyShare, str, Passcode, Argon2Params, bool], bytes] = _encrypt
+    write: Callable[[Path, bytes], None] = write_file_atomically
+
+
+REAL_IO: Final = StateIO()
+
+
+def _epoch_dir(directory: Path, epoch: int) -> Path:
+    return directory / f"epoch-{epoch}"
+
+
+def _party_file(directory: Path, epoch: int, index: int, kind: str) -> Path:
+    """Where party ``index``'s ``kind`` file of ``epoch`` is (top level for older wallets)."""
+    path = _epoch_dir(directory, epoch) / f"party-{index}.{kind}"
+    legacy = directory / f"party-{index}.{kind}"
+    return legacy if not path.exists() and legacy.exists() else path
+
+
+def _write_epoch_files(
+    directory: Path,
     wallet: Wallet,
     devices: dict[int, PartyIdentity],
     passcode: Passcode,
-    *,
-    params: Argon2Params = DEFAULT_ARGON2_PARAMS,
-    insecure_allow_weak_kdf: bool = False,
+    params: Argon2Params,
+    weak: bool,
+    io: StateIO,
 ) -> None:
-    """Write each local party's share file and sealed identity (replacing older ones)."""
-    directory = wallet_dir(state, wallet.wallet_id)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Write each local party's share and sealed identity into the wallet's epoch directory."""
+    if set(devices) != set(wallet.shares):
+        raise InputError("every local share needs its party identity")
+    target = _epoch_dir(directory, wallet.epoch)
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
     for index, share in sorted(wallet.shares.items()):
-        write_share_file(
-            directory / f"party-{index}.share",
-            share,
-            wallet_id=wallet.wallet_id,
-            passcode=passcode,
-            params=params,
-            insecure_allow_weak_kdf=insecure_allow_weak_kdf,
-            overwrite=True,
-        )
+        if share.epoch != wallet.epoch:
+            raise InputError("a share of another epoch than the wallet's")
+        container = io.encrypt(share, wallet.wallet_id, passcode, params, weak)
+        io.write(target / f"party-{index}.share", container)
         sealed = seal_identity(
             devices[index], share, wallet_id=wallet.wallet_id, owner_key=wallet.owner_key,
             random=secrets.token_bytes,
         )  # fmt: skip
-        _atomic_write(directory / f"party-{index}.identity", cbor2.dumps(sealed))
+        io.write(target / f"party-{index}.identity", cbor2.dumps(sealed))
+
+
+def _description_of(wallet: Wallet) -> WalletDescription:
+    return WalletDescription(
+        wallet.wallet_id, wallet.scheme, wallet.threshold, wallet.epoch, wallet.public_key,
+        wallet.server_index, tuple(wallet.parties), tuple(sorted(wallet.shares)),
+        tuple(sorted(wallet.burned_pairs)),
+    )  # fmt: skip
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
 def save_wallet(
@@ -210,27 +269,200 @@ def save_wallet(
     *,
     params: Argon2Params = DEFAULT_ARGON2_PARAMS,
     insecure_allow_weak_kdf: bool = False,
+    io: StateIO = REAL_IO,
 ) -> Path:
-    """Write a wallet's description, share files and identities; return its directory.
+    """Write a wallet's shares and identities, then commit its description; return its directory.
+
+    The commit point is the atomic replacement of ``wallet.json``: before it,
+    the previously committed epoch (if any) is what loads; after it, this one.
+    A pending key change at this epoch or below is settled by the commit.
 
     Raises:
-        InputError: a local share without its identity.
+        InputError: a local share without its identity, or of another epoch.
+        OSError: the file system failed (the committed wallet is as it was).
     """
-    if set(devices) != set(wallet.shares):
-        raise InputError("every local share needs its party identity")
-    save_shares(
-        state, wallet, devices, passcode, params=params,
-        insecure_allow_weak_kdf=insecure_allow_weak_kdf,
-    )  # fmt: skip
-    description = WalletDescription(
-        wallet.wallet_id, wallet.scheme, wallet.threshold, wallet.epoch, wallet.public_key,
-        wallet.server_index, tuple(wallet.parties), tuple(sorted(wallet.shares)),
-        tuple(sorted(wallet.burned_pairs)),
-    )  # fmt: skip
     directory = wallet_dir(state, wallet.wallet_id)
-    text = json.dumps(description.to_json(), indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / "wallet.json", text.encode())
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_epoch_files(directory, wallet, devices, passcode, params, insecure_allow_weak_kdf, io)
+    io.write(directory / "wallet.json", _json_bytes(_description_of(wallet).to_json()))
+    pending = _read_pending(directory)
+    if pending is not None and pending.wallet.epoch <= wallet.epoch:
+        (directory / _PENDING).unlink(missing_ok=True)
+    prune_epochs(state, wallet.wallet_id)
     return directory
+
+
+@dataclass(frozen=True)
+class PendingDescription:
+    """What ``pending.json`` says: the new epoch's description and how to resume it.
+
+    Attributes:
+        wallet: the wallet as it will be once the new epoch is committed.
+        change: the key change's public record, as the SDK gives it
+            (``client.key_change.PendingChange.to_json``).
+    """
+
+    wallet: WalletDescription
+    change: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": PENDING_FORMAT,
+            "version": _VERSION,
+            "wallet": self.wallet.to_json(),
+            "change": self.change,
+        }
+
+    @staticmethod
+    def from_json(data: object) -> PendingDescription:
+        """Parse ``pending.json`` (raises ShareFormatError naming the bad field)."""
+        if not isinstance(data, dict) or data.get("format") != PENDING_FORMAT:
+            raise ShareFormatError("format", f"not a {PENDING_FORMAT} file")
+        if data.get("version") != _VERSION or not isinstance(data.get("change"), dict):
+            raise ShareFormatError("pending.json", "unsupported version or no change record")
+        return PendingDescription(WalletDescription.from_json(data.get("wallet")), data["change"])
+
+
+def save_pending(
+    state: Path,
+    wallet: Wallet,
+    devices: dict[int, PartyIdentity],
+    passcode: Passcode,
+    change: dict[str, Any],
+    *,
+    params: Argon2Params = DEFAULT_ARGON2_PARAMS,
+    insecure_allow_weak_kdf: bool = False,
+    io: StateIO = REAL_IO,
+) -> None:
+    """Save a key change's new shares as *pending*, beside the committed epoch.
+
+    Called before the local parties release their agreement: once this
+    returns, the new shares survive a crash, and :func:`commit_pending` or
+    :func:`discard_pending` settles them later. The committed epoch's files
+    and ``wallet.json`` are not touched.
+
+    Arguments:
+        wallet: the wallet at the new epoch with the new local shares.
+        devices: the new local parties' identities by new index.
+        change: the key change's public record (stored as given).
+
+    Raises:
+        InputError: a local share without its identity, the new epoch not
+            above the committed one, or a pending change of another epoch.
+        OSError: the file system failed (the committed wallet is as it was).
+    """
+    directory = wallet_dir(state, wallet.wallet_id)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    committed = _read_committed(directory)
+    if committed is not None and wallet.epoch <= committed.epoch:
+        raise InputError("a pending epoch must come after the committed one")
+    _write_epoch_files(directory, wallet, devices, passcode, params, insecure_allow_weak_kdf, io)
+    pending = PendingDescription(_description_of(wallet), change)
+    io.write(directory / _PENDING, _json_bytes(pending.to_json()))
+
+
+def load_pending_description(state: Path, wallet_id: str) -> PendingDescription | None:
+    """The wallet's unsettled key change, if any (one the committed epoch settled is dropped).
+
+    Raises:
+        ShareFormatError: a malformed ``pending.json``.
+    """
+    directory = wallet_dir(state, wallet_id)
+    pending = _read_pending(directory)
+    if pending is None:
+        return None
+    committed = _read_committed(directory)
+    if pending.wallet.wallet_id != wallet_id:
+        raise ShareMismatchError("wallet id")
+    if committed is not None and pending.wallet.epoch <= committed.epoch:
+        # A crash between committing and removing pending.json: already settled.
+        (directory / _PENDING).unlink(missing_ok=True)
+        return None
+    return pending
+
+
+def commit_pending(state: Path, wallet_id: str, *, io: StateIO = REAL_IO) -> WalletDescription:
+    """Make the pending epoch the committed one (after its certificate was verified).
+
+    Raises:
+        FileNotFoundError: nothing is pending.
+        OSError: the file system failed (the pending change stays pending).
+    """
+    directory = wallet_dir(state, wallet_id)
+    pending = load_pending_description(state, wallet_id)
+    if pending is None:
+        raise FileNotFoundError(f"no pending key change for wallet {wallet_id}")
+    io.write(directory / "wallet.json", _json_bytes(pending.wallet.to_json()))
+    (directory / _PENDING).unlink(missing_ok=True)
+    prune_epochs(state, wallet_id)
+    return pending.wallet
+
+
+def discard_pending(state: Path, wallet_id: str) -> None:
+    """Drop the pending key change and its shares (it failed); the committed epoch stays.
+
+    A key generation or import that never committed leaves no wallet behind.
+    """
+    directory = wallet_dir(state, wallet_id)
+    pending = _read_pending(directory)
+    (directory / _PENDING).unlink(missing_ok=True)  # the decision; files follow
+    committed = _read_committed(directory)
+    if committed is None:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    if pending is not None and pending.wallet.epoch != committed.epoch:
+        shutil.rmtree(_epoch_dir(directory, pending.wallet.epoch), ignore_errors=True)
+
+
+def prune_epochs(state: Path, wallet_id: str) -> None:
+    """Delete the files of epochs older than the one before the committed epoch.
+
+    Kept: the committed epoch, its predecessor (still signable at the host
+    until every party has acknowledged the new one) and a pending epoch.
+    Files of the older layout (top level) go once their epoch is not kept.
+    """
+    directory = wallet_dir(state, wallet_id)
+    committed = _read_committed(directory)
+    if committed is None:
+        return
+    pending = _read_pending(directory)
+    keep = {committed.epoch, committed.epoch - 1}
+    if pending is not None:
+        keep.add(pending.wallet.epoch)
+    for path in directory.glob("epoch-*"):
+        suffix = path.name.removeprefix("epoch-")
+        if path.is_dir() and suffix.isdigit() and int(suffix) not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+    legacy = sorted(directory.glob("party-*.share"))
+    if legacy and _legacy_epoch(legacy[0]) not in keep:
+        for path in directory.glob("party-*"):
+            path.unlink(missing_ok=True)
+
+
+def _legacy_epoch(share_file: Path) -> int | None:
+    """The epoch a top-level (older layout) share file claims in its clear metadata."""
+    try:
+        return inspect_share(share_file.read_bytes()).metadata.epoch
+    except (OSError, ShareFormatError):
+        return None
+
+
+def _read_committed(directory: Path) -> WalletDescription | None:
+    try:
+        return WalletDescription.from_json(json.loads((directory / "wallet.json").read_text()))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise ShareFormatError("wallet.json", "not JSON") from e
+
+
+def _read_pending(directory: Path) -> PendingDescription | None:
+    try:
+        return PendingDescription.from_json(json.loads((directory / _PENDING).read_text()))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise ShareFormatError("pending.json", "not JSON") from e
 
 
 def load_description(state: Path, wallet_id: str) -> WalletDescription:
@@ -259,7 +491,7 @@ def load_wallet(
     parties: Sequence[int] | None = None,
     insecure_allow_weak_kdf: bool = False,
 ) -> LoadedWallet:
-    """Decrypt the local shares (all, or ``parties``) and identities of a wallet.
+    """Decrypt the committed epoch's local shares (all, or ``parties``) and identities.
 
     Raises:
         FileNotFoundError: no such wallet or share file.
@@ -268,6 +500,31 @@ def load_wallet(
         ShareFormatError, ShareMismatchError: files that do not belong together.
     """
     description = load_description(state, wallet_id)
+    return _load(state, description, passcode, parties, insecure_allow_weak_kdf)
+
+
+def load_pending(
+    state: Path, wallet_id: str, passcode: Passcode, *, insecure_allow_weak_kdf: bool = False
+) -> tuple[LoadedWallet, dict[str, Any]] | None:
+    """Decrypt the pending epoch's local shares; return them with the change record, or None.
+
+    Raises:
+        DecryptionError, ShareFormatError, ShareMismatchError: as :func:`load_wallet`.
+    """
+    pending = load_pending_description(state, wallet_id)
+    if pending is None:
+        return None
+    return _load(state, pending.wallet, passcode, None, insecure_allow_weak_kdf), pending.change
+
+
+def _load(
+    state: Path,
+    description: WalletDescription,
+    passcode: Passcode,
+    parties: Sequence[int] | None,
+    weak: bool,
+) -> LoadedWallet:
+    wallet_id, epoch = description.wallet_id, description.epoch
     chosen = list(description.local) if parties is None else list(parties)
     if not chosen or any(i not in description.local for i in chosen):
         raise InputError(f"local parties of this wallet: {list(description.local)}")
@@ -277,18 +534,18 @@ def load_wallet(
     owner: Ed25519PrivateKey | None = None
     for index in chosen:
         opened = read_share_file(
-            directory / f"party-{index}.share",
+            _party_file(directory, epoch, index, "share"),
             passcode=passcode,
-            insecure_allow_weak_kdf=insecure_allow_weak_kdf,
+            insecure_allow_weak_kdf=weak,
         )
         share = opened.share
         if (
             opened.metadata.wallet_id != wallet_id
             or share.party_id != index
-            or (share.public_key, share.epoch) != (description.public_key, description.epoch)
+            or (share.public_key, share.epoch) != (description.public_key, epoch)
         ):
             raise ShareMismatchError("share file")
-        raw = (directory / f"party-{index}.identity").read_bytes()[:_MAX_IDENTITY_BYTES]
+        raw = _party_file(directory, epoch, index, "identity").read_bytes()[:_MAX_IDENTITY_BYTES]
         try:
             sealed = cbor2.loads(raw)
         except Exception as e:  # cbor2 raises several types for bad input
@@ -300,7 +557,7 @@ def load_wallet(
         owner = owner or owner_key
     wallet = Wallet(
         wallet_id, share.scheme, description.threshold, list(description.parties),
-        description.server_index, description.public_key, description.epoch, shares, owner,
+        description.server_index, description.public_key, epoch, shares, owner,
         burned_pairs=frozenset(description.burned_pairs),
     )  # fmt: skip
     return LoadedWallet(wallet, devices)

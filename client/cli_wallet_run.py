@@ -29,7 +29,6 @@ from client.cli_state import (
     list_wallets,
     load_description,
     load_wallet,
-    remove_other_parties,
     save_wallet,
 )
 from client.cli_wallet import EXIT_USAGE, PASSCODE_ENV
@@ -453,7 +452,6 @@ async def _reshare(ctx: _Context) -> dict[str, Any]:
         args.state, wallet, dict(enumerate(new_devices)), ctx.passcode, params=ctx.params,
         insecure_allow_weak_kdf=ctx.weak,
     )  # fmt: skip
-    remove_other_parties(args.state, wallet.wallet_id, wallet.shares)
     return _describe_wallet(wallet) | {"backup_needed": True}
 
 

@@ -176,7 +176,8 @@ def test_cli_import_sign_and_offline_export(
     )
 
     # Offline: the two share files, no host or relay options at all.
-    shares = [str(wallet_dir(state, wallet_id) / f"party-{i}.share") for i in (0, 1)]
+    epoch_files = wallet_dir(state, wallet_id) / "epoch-1"
+    shares = [str(epoch_files / f"party-{i}.share") for i in (0, 1)]
     offline = _local(tmp_path / "unused", passcode)
     out = tmp_path / "exported.key"
     status, exported, err = _shardkeep(
