@@ -45,13 +45,32 @@ class DevStack:
     def log_path(self, name: str) -> Path:
         return self.directory / f"{name}.log"
 
-    async def restart(self, name: str, address: str) -> None:
-        """Stop one process (SIGKILL: no graceful drain) and start it again."""
+    def address_of(self, name: str) -> str:
+        """The gRPC address of the relay, enclave or host."""
+        return {
+            "relay": self.relay_address,
+            "enclave": self.enclave_address,
+            "host": self.host_address,
+        }[name]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (no graceful drain), as a crash would; ``revive`` starts it again."""
         process = self.processes[name]
         process.kill()
         process.wait(timeout=15)
+
+    async def revive(self, name: str) -> None:
+        """Start a killed (or crashed) process again with its command line; wait until healthy."""
+        if self.processes[name].poll() is None:
+            return
         self.processes[name] = _spawn(self.directory, name, self.commands[name])
+        address = self.address_of(name)
         await _healthy(address, name, self.processes[name], self.log_path(name))
+
+    async def restart(self, name: str) -> None:
+        """Stop one process (SIGKILL: no graceful drain) and start it again."""
+        self.kill(name)
+        await self.revive(name)
 
 
 def _spawn(stack_dir: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -117,7 +136,8 @@ async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
         match = await _wait_for_line(
             stack.log_path("devkms"), r"devkms listening on (http://\S+)", procs["devkms"]
         )
-        procs["relay"] = _spawn(directory, "relay", ["relay.main", "--listen", stack.relay_address])
+        stack.commands["relay"] = ["relay.main", "--listen", stack.relay_address]
+        procs["relay"] = _spawn(directory, "relay", stack.commands["relay"])
         stack.commands["enclave"] = [
             "enclave.main", "--config", str(config), "--kms-endpoint", match.group(1),
         ]  # fmt: skip
@@ -126,11 +146,11 @@ async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
         await _healthy(
             stack.enclave_address, "enclave", procs["enclave"], stack.log_path("enclave")
         )
-        procs["host"] = _spawn(
-            directory, "host",
-            ["host.main", "--listen", stack.host_address, "--enclave", stack.enclave_address,
-             "--relay", stack.relay_address, "--store", stack.store_url],
-        )  # fmt: skip
+        stack.commands["host"] = [
+            "host.main", "--listen", stack.host_address, "--enclave", stack.enclave_address,
+            "--relay", stack.relay_address, "--store", stack.store_url,
+        ]  # fmt: skip
+        procs["host"] = _spawn(directory, "host", stack.commands["host"])
         await _healthy(stack.host_address, "host", procs["host"], stack.log_path("host"))
         yield stack
     finally:

@@ -114,6 +114,8 @@ class WalletClient:
         expected_pcrs: PCR values the enclave image must have.
         allow_debug: accept debug-mode (all-zero PCR) enclaves.
         timeout: seconds for each ceremony.
+        relay: a relay client to use instead of one on ``relay_address`` (the
+            fault-injection tests pass one that drops, delays or interrupts messages).
     """
 
     def __init__(
@@ -126,10 +128,11 @@ class WalletClient:
         expected_pcrs: Mapping[int, bytes] | None = None,
         allow_debug: bool = False,
         timeout: float = 120.0,
+        relay: RelayClient | None = None,
     ) -> None:
         self._host_channel = grpc.aio.insecure_channel(host_address)
         self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
-        self._relay = RelayClient.insecure(relay_address)
+        self._relay = relay or RelayClient.insecure(relay_address)
         self._coordinator = coordinator_key
         self._root = root_certificate
         self._pcrs = expected_pcrs

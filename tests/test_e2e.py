@@ -153,7 +153,7 @@ def test_an_enclave_killed_mid_ceremony_loses_no_share(stack_dir: Path) -> None:
             timeout=60,
         )
         await _wait_for(stack.log_path("enclave"), f'"ceremony_id": "{request.ceremony_id}"')
-        await stack.restart("enclave", stack.enclave_address)
+        await stack.restart("enclave")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE

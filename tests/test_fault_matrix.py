@@ -1,0 +1,308 @@
+"""The fault matrix: nothing a key change suffers loses the wallet.
+
+Over keygen, refresh, reshare (add a party, remove one, change the threshold)
+and import, for both schemes: for every message of the ceremony (recorded
+from a clean run), drop it, delay it past the timeout, or kill the client, the
+host, the enclave or the relay when it passes (``tests.fault_harness``); and
+fail the client's save with ENOSPC. After each cell a fresh client, from the
+device's durable state and through SDK calls only (no database edits),
+settles the key change and signs: at the old epoch or the new one. The error
+the caller of the faulty ceremony saw must be a ``WalletError``.
+
+A fast subset runs with the suite; the whole matrix is behind the
+``faultmatrix`` marker (``pytest -m faultmatrix tests/test_fault_matrix.py``)
+and prints its figures: cells, outcomes, time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
+
+from client.cli_state import (
+    REAL_IO,
+    StateIO,
+    load_wallet,
+    save_wallet,
+)
+from client.devstack import DevStack
+from client.party import PartyIdentity
+from client.storage import insecure_test_params
+from client.wallet import Wallet, WalletClient, WalletError
+from tests.fault_harness import (
+    MESSAGE_FAULTS,
+    ClientKilled,
+    Fault,
+    FaultPlan,
+    FaultyRelay,
+    MessageKey,
+)
+from tests.stack_harness import background_stack
+from tss.keyshare import Scheme
+from tss.signing import RecoverableSignature
+
+pytestmark = pytest.mark.slow
+PASSCODE = "fault matrix passphrase"
+WEAK = insecure_test_params()
+FAULTY_TIMEOUT_S = 6.0  # the faulty ceremony's budget; a delayed message arrives after it
+CELL_TIMEOUT_S = 120.0
+DIGEST = bytes.fromhex("fa" * 32)
+SCHEMES: tuple[Scheme, ...] = ("bip340", "ecdsa-secp256k1")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    with background_stack(tmp_path_factory.mktemp("faults") / "run") as running:
+        yield running
+
+
+# --- the device: durable state and SDK calls only ------------------------------------
+
+
+@dataclass
+class Device:
+    """A wallet app on one device: its state directory, written only through ``cli_state``."""
+
+    state: Path
+    io: StateIO = REAL_IO
+
+    def save(self, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
+        save_wallet(
+            self.state, wallet, devices, PASSCODE, params=WEAK, insecure_allow_weak_kdf=True,
+            io=self.io,
+        )  # fmt: skip
+
+    def load(self, wallet_id: str) -> tuple[Wallet, dict[int, PartyIdentity]]:
+        loaded = load_wallet(self.state, wallet_id, PASSCODE, insecure_allow_weak_kdf=True)
+        return loaded.wallet, loaded.devices
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    """One key change of the matrix: the wallet it starts from and how it changes it."""
+
+    name: str
+    devices_before: int  # the local devices of the starting wallet (0: no wallet yet)
+    threshold_before: int
+
+    @property
+    def new_devices(self) -> int:
+        """How many fresh device identities the key change brings."""
+        return {"refresh": 0, "reshare-remove": 1}.get(
+            self.name, 2 if "reshare" in self.name else 1
+        )
+
+    async def run(
+        self,
+        client: WalletClient,
+        scheme: Scheme,
+        wallet_id: str,
+        before: tuple[Wallet, dict[int, PartyIdentity]] | None,
+        fresh: list[PartyIdentity],
+    ) -> tuple[Wallet, dict[int, PartyIdentity]]:
+        """Run the key change with the ``fresh`` identities; return the new wallet and devices."""
+        if self.name == "keygen":
+            wallet = await client.create_wallet(scheme, fresh, threshold=2, wallet_id=wallet_id)
+            return wallet, dict(enumerate(fresh))
+        if self.name == "import":
+            key = PrivateKey().secret
+            wallet = await client.import_key(scheme, key, fresh, threshold=2, wallet_id=wallet_id)
+            return wallet, dict(enumerate(fresh))
+        assert before is not None
+        wallet, devices = before
+        if self.name == "refresh":
+            return await client.refresh(wallet, devices), devices
+        # reshare-add: 2-of-2 -> 2-of-3 (a backup joins); reshare-remove: 2-of-3 -> 2-of-2
+        # (the backup leaves); reshare-threshold: 2-of-3 -> 3-of-3.
+        threshold = 3 if self.name == "reshare-threshold" else 2
+        new = await client.reshare(wallet, devices, fresh, threshold=threshold)
+        return new, dict(enumerate(fresh))
+
+
+CEREMONIES = (
+    Ceremony("keygen", 0, 0),
+    Ceremony("refresh", 1, 2),
+    Ceremony("reshare-add", 1, 2),
+    Ceremony("reshare-remove", 2, 2),
+    Ceremony("reshare-threshold", 2, 2),
+    Ceremony("import", 0, 0),
+)
+
+
+# --- one cell ------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a cell ended in."""
+
+    cell: str
+    error: str  # the type the faulty ceremony's caller saw ("" for none)
+    typed: bool  # that error was a WalletError (or the client was killed)
+    settled: str  # "old" / "new" epoch signed, or "none" (keygen/import never happened)
+    seconds: float
+    problem: str = ""  # why the cell failed its checks ("" when it passed)
+
+
+@dataclass
+class Matrix:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def summary(self) -> str:
+        counts = Counter((o.settled, o.error or "no error") for o in self.outcomes)
+        failed = [o for o in self.outcomes if o.problem]
+        lines = [f"cells: {len(self.outcomes)}, failed: {len(failed)}"]
+        lines += [f"  {n:4d}  settled {s:4s} after {e}" for (s, e), n in sorted(counts.items())]
+        lines += [f"  FAILED {o.cell}: {o.problem}" for o in failed]
+        lines.append(f"time: {sum(o.seconds for o in self.outcomes):.0f} s")
+        return "\n".join(lines)
+
+
+def client_for(stack: DevStack, relay: FaultyRelay | None, timeout: float) -> WalletClient:
+    return WalletClient(
+        stack.host_address, stack.relay_address, stack.coordinator_key,
+        root_certificate=stack.root_certificate, timeout=timeout, relay=relay,
+    )  # fmt: skip
+
+
+async def sign_and_verify(
+    client: WalletClient, wallet: Wallet, devices: dict[int, PartyIdentity]
+) -> None:
+    """Sign with the wallet's server share and enough local devices; check the signature."""
+    quorum = dict(sorted(devices.items())[: wallet.threshold - 1])
+    signature = await client.sign(wallet, DIGEST, quorum)
+    if isinstance(signature, RecoverableSignature):
+        recovered = PublicKey.from_signature_and_message(
+            signature.signature + bytes([signature.recovery_id]), DIGEST, hasher=None
+        )
+        assert recovered.format() == wallet.public_key
+    else:
+        assert PublicKeyXOnly(wallet.public_key[1:]).verify(signature, DIGEST)
+
+
+async def prepare(
+    stack: DevStack, device: Device, ceremony: Ceremony, scheme: Scheme
+) -> tuple[str, tuple[Wallet, dict[int, PartyIdentity]] | None]:
+    """The wallet the ceremony starts from, saved on the device (none for keygen and import)."""
+    wallet_id = f"fm-{secrets.token_hex(6)}"
+    if ceremony.devices_before == 0:
+        return wallet_id, None
+    devices = [PartyIdentity.generate() for _ in range(ceremony.devices_before)]
+    async with client_for(stack, None, CELL_TIMEOUT_S) as client:
+        wallet = await client.create_wallet(
+            scheme, devices, threshold=ceremony.threshold_before, wallet_id=wallet_id
+        )
+    device.save(wallet, dict(enumerate(devices)))
+    return wallet_id, device.load(wallet_id)
+
+
+async def run_cell(
+    stack: DevStack, tmp: Path, ceremony: Ceremony, scheme: Scheme, fault: Fault | None
+) -> tuple[Outcome, list[MessageKey]]:
+    """Run one cell; return its outcome and the messages the shim saw."""
+    started = time.monotonic()
+    name = f"{scheme}/{ceremony.name}/{fault or 'clean'}"
+    device = Device(tmp / secrets.token_hex(4))
+    wallet_id, before = await prepare(stack, device, ceremony, scheme)
+    old_epoch = before[0].epoch if before else None
+    plan = FaultPlan(fault, stack.kill, delay_s=FAULTY_TIMEOUT_S + 2)
+    fresh = [PartyIdentity.generate() for _ in range(ceremony.new_devices)]
+    plan.roles = {d.party_id: f"new{j}" for j, d in enumerate(fresh)}
+    if before is not None:
+        plan.roles |= {d.party_id: f"device{i}" for i, d in before[1].items()}
+    if fault is not None and fault.kind == "enospc":
+        device.io = enospc_io()
+    error: BaseException | None = None
+    relay = FaultyRelay.to(stack.relay_address, plan)
+    async with client_for(stack, relay, FAULTY_TIMEOUT_S) as client:
+        try:
+            new, devices = await ceremony.run(client, scheme, wallet_id, before, fresh)
+            device.save(new, devices)
+        except (Exception, ClientKilled) as e:
+            error = e
+    for name_ in ("relay", "enclave", "host"):
+        await stack.revive(name_)
+    device.io = REAL_IO
+    settled, problem = await next_use(stack, device, wallet_id, old_epoch)
+    typed = error is None or isinstance(error, (WalletError, ClientKilled))
+    if not typed and not problem:
+        problem = f"untyped error {type(error).__name__}: {error}"
+    outcome = Outcome(
+        name, type(error).__name__ if error else "", typed, settled,
+        time.monotonic() - started, problem,
+    )  # fmt: skip
+    return outcome, plan.seen
+
+
+async def next_use(
+    stack: DevStack, device: Device, wallet_id: str, old_epoch: int | None
+) -> tuple[str, str]:
+    """A fresh client from the device's durable state: settle the key change, then sign.
+
+    Returns:
+        ("old" | "new" | "none", problem or "").
+    """
+    async with client_for(stack, None, CELL_TIMEOUT_S) as client:
+        try:
+            wallet, devices = device.load(wallet_id)
+        except FileNotFoundError:
+            if old_epoch is not None:
+                return "none", "the committed wallet is gone from the device"
+            return "none", ""  # keygen / import never completed: nothing to lose
+        try:
+            await sign_and_verify(client, wallet, devices)
+        except Exception as e:
+            return "none", f"cannot sign at epoch {wallet.epoch}: {type(e).__name__}: {e}"
+    if old_epoch is None or wallet.epoch > old_epoch:
+        return "new", ""
+    return "old", ""
+
+
+def enospc_io() -> StateIO:
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    return StateIO(encrypt=REAL_IO.encrypt, write=full)
+
+
+# --- the matrix ----------------------------------------------------------------------
+
+
+def cells_of(seen: list[MessageKey]) -> list[Fault]:
+    """Every message fault at every message of a clean run, and the ENOSPC save."""
+    messages = list(dict.fromkeys(seen))
+    return [Fault(kind, m) for m in messages for kind in MESSAGE_FAULTS] + [Fault("enospc")]
+
+
+def run(stack: DevStack, body: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    async def main() -> Outcome:
+        async with asyncio.timeout(CELL_TIMEOUT_S * 3):
+            return await body()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.faultmatrix
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("ceremony", CEREMONIES, ids=lambda c: c.name)
+def test_full_fault_matrix(
+    stack: DevStack, tmp_path: Path, ceremony: Ceremony, scheme: Scheme
+) -> None:
+    """Every fault at every message of one ceremony: the wallet signs at the old or new epoch."""
+    clean, seen = asyncio.run(run_cell(stack, tmp_path, ceremony, scheme, None))
+    assert not clean.problem and not clean.error and clean.settled in ("new",), clean
+    matrix = Matrix([clean])
+    for fault in cells_of(seen):
+        outcome, _ = asyncio.run(run_cell(stack, tmp_path, ceremony, scheme, fault))
+        matrix.outcomes.append(outcome)
+    print(f"\n{scheme} {ceremony.name}\n{matrix.summary()}")
+    assert not [o for o in matrix.outcomes if o.problem], matrix.summary()
