@@ -37,10 +37,10 @@ from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.signing import (
     NO_OPTIONS,
-    Bip340Signing,
-    EcdsaSigning,
+    HostKeys,
     RecoverableSignature,
     SigningOptions,
+    signing_ceremony,
 )
 
 SCHEMES: dict[Scheme, str] = {
@@ -350,14 +350,20 @@ class WalletClient:
         request.taproot = options.taproot
         request.taproot_merkle_root = options.taproot_merkle_root or b""
         request.burned_pairs.extend(sorted(wallet.burned_pairs))
-        kind = Bip340Signing if wallet.scheme == "bip340" else EcdsaSigning
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
             # The same session id the enclave derives from the room and ceremony.
             session_id = f"{req.room_id}/{req.ceremony_id}".encode()
+            hostpubkeys = tuple(bytes(p.host_pubkey) for p in wallet.parties)
             return roster_of(wallet.parties, signers), {
-                d.party_id: kind(
-                    wallet.shares[i], signers, digest, session_id, secrets.token_bytes, options
+                d.party_id: signing_ceremony(
+                    wallet.shares[i],
+                    signers,
+                    digest,
+                    session_id,
+                    secrets.token_bytes,
+                    options,
+                    HostKeys(d.hostseckey, hostpubkeys),
                 )
                 for i, d in devices.items()
             }

@@ -41,7 +41,7 @@ from tss.keygen import Keygen
 from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.session import SecureSession
-from tss.signing import Bip340Signing, EcdsaSigning, RecoverableSignature, SigningOptions
+from tss.signing import HostKeys, RecoverableSignature, SigningOptions, signing_ceremony
 
 KIND = ceremony_pb2.CeremonyKind
 SCHEMES: dict[int, Scheme] = {
@@ -178,11 +178,10 @@ def _sign(
     digest = bytes(request.digest)
     if len(digest) != 32:
         raise BadRequest("the digest must be 32 bytes")
-    ceremony: Ceremony[Any]
-    if share.scheme == "bip340":
-        ceremony = Bip340Signing(share, signers, digest, session_id, rand, options)
-    else:
-        ceremony = EcdsaSigning(share, signers, digest, session_id, rand, options)
+    if bytes(parties[me].host_pubkey) != identity.host_pubkey:
+        raise BadRequest("the request lists another host key for the server party")
+    host_keys = HostKeys(identity.hostseckey, tuple(bytes(p.host_pubkey) for p in parties))
+    ceremony = signing_ceremony(share, signers, digest, session_id, rand, options, host_keys)
 
     def finish(signature: bytes | RecoverableSignature) -> Outcome:
         result = ceremony_pb2.CeremonyResult(

@@ -96,7 +96,7 @@ def run_keygen_and_sign(
         assert result.public_key == shares[0].public_key
         sign = sign_request(request, [0, 1, 2])
         signers = {
-            p.party.party_id: client_sign(share, p.static_key, sign)
+            p.party.party_id: client_sign(share, p, sign)
             for p, share in zip((b, c), shares, strict=True)
         }
         result = await host_loop(

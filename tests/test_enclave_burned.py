@@ -101,7 +101,7 @@ def _cheating_sign(
 def _client_sign(
     share: KeyShare, client: ClientParty, request: ceremony_pb2.CeremonyRequest
 ) -> SecureSession[Any]:
-    return client_sign(share, client.static_key, request)
+    return client_sign(share, client, request)
 
 
 def _trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -25,6 +25,7 @@ from tests.enclave_harness import (
     SCHEMES,
     ClientParty,
     Stack,
+    Tolerant,
     client_keygen,
     client_lifecycle,
     client_sign,
@@ -41,10 +42,8 @@ from tests.enclave_harness import (
 from tss import local
 from tss.ceremony import Message
 from tss.curve import Point, ecdsa_verify, schnorr_verify
-from tss.errors import ShardkeepError
 from tss.keyshare import KeyShare
 from tss.reshare import PublicKeyring, Reshare
-from tss.session import SecureSession
 
 K = ceremony_pb2.CeremonyKind
 REFRESH, RESHARE, EXPORT = K.CEREMONY_KIND_REFRESH, K.CEREMONY_KIND_RESHARE, K.CEREMONY_KIND_EXPORT
@@ -81,29 +80,6 @@ def culprits_of(error: grpc.aio.AioRpcError) -> str | None:
     metadata: Any = error.trailing_metadata() or ()
     value = dict(metadata).get(CULPRITS_METADATA)
     return None if value is None else str(value)
-
-
-class Tolerant:
-    """A client session that keeps its own failure instead of raising it, so the
-    host loop reads on and the test sees the enclave's status."""
-
-    def __init__(self, session: SecureSession[Any]) -> None:
-        self.session = session
-        self.error: ShardkeepError | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.session.done
-
-    def start(self) -> Any:
-        return self.session.start()
-
-    def receive(self, envelope: bytes) -> Any:
-        try:
-            return self.session.receive(envelope)
-        except ShardkeepError as e:
-            self.error = e
-            return []
 
 
 def misbehaving(to_seat: int, tamper: Callable[[int, bytes], bytes]) -> type[Reshare]:
@@ -150,7 +126,7 @@ async def sign_with_server(
 ) -> bytes:
     """One client and the server share sign DIGEST; returns the signature."""
     request = sign_request_at(wallet, sorted([share.party_id, server_index]), epoch)
-    signer = client_sign(share, client.static_key, request)
+    signer = client_sign(share, client, request)
     result = await host_loop(
         stack, signed(request, coordinator), {client.party.party_id: signer}, stack.stored
     )
@@ -189,7 +165,7 @@ def test_refresh_renews_both_shares_and_old_ones_no_longer_combine(
         # An old client share does not combine with the new server share: the
         # enclave's own checks fail and blame the client ...
         request = sign_request_at(wallet, [0, 1], 1)
-        stale = Tolerant(client_sign(old, client.static_key, request))
+        stale = Tolerant(client_sign(old, client, request))
         error = await expect_status(
             host_loop(
                 stack, signed(request, coordinator), {client.party.party_id: stale}, [new_sealed]

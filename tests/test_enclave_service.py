@@ -71,7 +71,7 @@ def test_keygen_and_sign_with_the_server_share(
             assert secret not in stored.ciphertext and secret not in stored.encrypted_data_key
 
         sign = sign_request(request, [0, 1])
-        signer = client_sign(share, client.static_key, sign)
+        signer = client_sign(share, client, sign)
         result = await host_loop(
             stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored]
         )
@@ -170,7 +170,7 @@ def test_a_tampering_host_gets_typed_errors(
         sign = sign_request(request, [0, 1])
 
         def sign_with(sealed: list[ceremony_pb2.SealedShare], tamper: Tamper | None = None) -> Any:
-            signer = client_sign(share, client.static_key, sign)
+            signer = client_sign(share, client, sign)
             return host_loop(
                 stack, signed(sign, coordinator), {client.party.party_id: signer}, sealed, tamper
             )
@@ -195,7 +195,7 @@ def test_a_tampering_host_gets_typed_errors(
 
         # A corrupted envelope is dropped, never blamed on its claimed sender:
         # the ceremony waits for the genuine one until the host gives up.
-        signer = client_sign(share, client.static_key, sign)
+        signer = client_sign(share, client, sign)
         error = await expect_status(
             host_loop(
                 stack, signed(sign, coordinator), {client.party.party_id: signer},
@@ -236,7 +236,7 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
 
         # Reordered envelopes each open once; the ceremony orders its rounds itself.
         sign = sign_request(request, [0, 1])
-        signer = client_sign(share, client.static_key, sign)
+        signer = client_sign(share, client, sign)
         await host_loop(
             stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored],
             swap_first_two,
@@ -246,7 +246,7 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
         # A dropped envelope is non-delivery: the ceremony waits, then the host
         # gives up; no party is named (the relay or host may have lost it).
         sign = sign_request(request, [0, 1])
-        signer = client_sign(share, client.static_key, sign)
+        signer = client_sign(share, client, sign)
         call = host_loop(
             stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored],
             lambda env: [], idle_s=1.0,
@@ -255,7 +255,7 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
         assert not dict(error.trailing_metadata() or ()).get(CULPRITS_METADATA)
         # Transport faults burn no ECDSA pair and touch no share: an honest host signs.
         sign = sign_request(request, [0, 1])
-        signer = client_sign(share, client.static_key, sign)
+        signer = client_sign(share, client, sign)
         await host_loop(stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored])
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
@@ -275,7 +275,7 @@ def test_the_coordinator_signature_is_checked_before_any_share_is_opened(
         garbage.CopyFrom(stack.stored[0])
         garbage.ciphertext = b"\x00" * len(garbage.ciphertext)  # would fail if it were opened
         sign = sign_request(request, [0, 1])
-        signer = client_sign(session.result, client.static_key, sign)
+        signer = client_sign(session.result, client, sign)
         forged = signed(sign, Ed25519PrivateKey.generate())
         call = host_loop(stack, forged, {client.party.party_id: signer}, [garbage])
         await expect_status(call, grpc.StatusCode.PERMISSION_DENIED)

@@ -212,7 +212,7 @@ def test_keygen_sign_and_attestation_through_the_host(
                 sign,
                 coordinator,
                 client,
-                lambda r: client_sign(share, client.static_key, r),
+                lambda r: client_sign(share, client, r),
             )
             assert schnorr_verify(DIGEST, share.public_key[1:], signature.signature)
 

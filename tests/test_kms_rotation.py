@@ -486,7 +486,7 @@ async def sign_at(
     sealed: list[Any],
 ) -> bytes:
     request = sign_request_at(wallet, [0, 1], epoch)
-    signer = client_sign(share, client.static_key, request)
+    signer = client_sign(share, client, request)
     result = await host_loop(
         stack, signed(request, coordinator), {client.party.party_id: signer}, sealed
     )

@@ -17,7 +17,7 @@ from tss.export import offline_export
 from tss.keyshare import KeyShare
 from tss.reshare import PublicKeyring, Reshare, ResharePlan
 from tss.shamir import interpolate_at_zero
-from tss.signing import Bip340Signing
+from tss.signing import Bip340Signing, throwaway_host_keys
 
 KEY = 0x5A17E3B0C4D2F1E0A9B8C7D6E5F4A3B2C1D0E9F8A7B6C5D4E3F2A1B0C9D8E7F6
 DIGEST = bytes(range(32, 64))
@@ -75,11 +75,12 @@ def test_old_and_new_shares_do_not_combine() -> None:
         offline_export(mix)
     # Bypassing those checks, the mixed signature does not verify and signing aborts.
     rand = seeded(2)
+    keys = throwaway_host_keys(len(old[0].public_shares), rand)
     with pytest.raises(ProtocolError):
         run(
             [
-                Bip340Signing(old[0], [0, 1], DIGEST, SID, rand),
-                Bip340Signing(new[1], [0, 1], DIGEST, SID, rand),
+                Bip340Signing(old[0], [0, 1], DIGEST, SID, rand, host_keys=keys[0]),
+                Bip340Signing(new[1], [0, 1], DIGEST, SID, rand, host_keys=keys[1]),
             ]
         )
 

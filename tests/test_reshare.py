@@ -20,7 +20,7 @@ from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput, ResharePlan, deal, holder_seats
 from tss.session import SecureSession
 from tss.shamir import interpolate_at_zero
-from tss.signing import Bip340Signing
+from tss.signing import Bip340Signing, throwaway_host_keys
 
 KEY = 0x1F2E3D4C5B6A79880102030405060708090A0B0C0D0E0F101112131415161718
 DIGEST = bytes(range(32))
@@ -143,11 +143,14 @@ def test_a_removed_party_cannot_sign_with_the_new_set() -> None:
     # And when an old-epoch share signs beside a new one anyway (bypassing the
     # checks of tss.local), the signature fails and the ceremony aborts.
     rand = seeded(3)
+    # Host keys for parties 0 and 1 in both keyrings' sizes, so that nonces verify.
+    keys = throwaway_host_keys(len(old[1].public_shares), rand)
+    new_keys = replace(keys[0], pubkeys=keys[0].pubkeys[: len(new[0].public_shares)])
     with pytest.raises(ProtocolError):
         run(
             [
-                Bip340Signing(new[0], [0, 1], DIGEST, SID, rand),
-                Bip340Signing(old[1], [0, 1], DIGEST, SID, rand),
+                Bip340Signing(new[0], [0, 1], DIGEST, SID, rand, host_keys=new_keys),
+                Bip340Signing(old[1], [0, 1], DIGEST, SID, rand, host_keys=keys[1]),
             ]
         )
 

@@ -14,7 +14,7 @@ from tss.dkg.chilldkg import hostpubkey_gen
 from tss.keygen import Keygen
 from tss.keyshare import KeyShare
 from tss.session import Outbound, SecureSession
-from tss.signing import Bip340Signing, EcdsaSigning
+from tss.signing import NO_OPTIONS, signing_ceremony, throwaway_host_keys
 
 Tamper = Callable[[int, Outbound], Outbound | None]
 
@@ -72,10 +72,12 @@ def test_keygen_and_sign_over_sealed_channels(scheme: str) -> None:
         [(keys[i].party_id, keys[i].public_key) for i in signers], signers
     )
     digest = bytes(range(32))
-    kind = Bip340Signing if scheme == "bip340" else EcdsaSigning
+    host_keys = throwaway_host_keys(3, secrets.token_bytes)
     sessions = [
         SecureSession(
-            kind(shares[i], signers, digest, b"sign-1", secrets.token_bytes),
+            signing_ceremony(
+                shares[i], signers, digest, b"sign-1", secrets.token_bytes, NO_OPTIONS, host_keys[i]
+            ),
             keys[i],
             sub_roster,
             "room-1",

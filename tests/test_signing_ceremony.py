@@ -10,19 +10,23 @@ import pytest
 from tss import local
 from tss.ceremony import Message
 from tss.errors import ProtocolError, SessionStateError
-from tss.signing import Bip340Signing
+from tss.signing import Bip340Signing, throwaway_host_keys
 
 
 def test_a_bad_partial_signature_is_blamed_on_its_signer() -> None:
     shares = local.keygen("bip340", threshold=3, parties=3)
     digest = bytes(range(32))
-    ceremonies = [Bip340Signing(s, [0, 1, 2], digest, b"sid", secrets.token_bytes) for s in shares]
+    keys = throwaway_host_keys(3, secrets.token_bytes)
+    ceremonies = [
+        Bip340Signing(s, [0, 1, 2], digest, b"sid", secrets.token_bytes, host_keys=keys[s.party_id])
+        for s in shares
+    ]
     queue: deque[Message] = deque(m for c in ceremonies for m in c.start())
     blamed: dict[int, tuple[int, ...]] = {}
     while queue:
         m = queue.popleft()
         if m.round == 2 and m.sender == 2:  # signer 2's partial signature, corrupted
-            m = Message(m.round, m.sender, m.recipient, (1).to_bytes(32, "big"))
+            m = Message(m.round, m.sender, m.recipient, (1).to_bytes(32, "big") + m.payload[32:])
         for target in [c for c in ceremonies if c.me != m.sender]:
             try:
                 queue += target.receive(m)

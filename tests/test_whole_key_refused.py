@@ -122,7 +122,7 @@ def test_owner_signed_reshare_to_threshold_one_refused(
         assert stack.stored == [sealed]
 
         sign = sign_request(wallet, [0, 1])
-        signer = client_sign(share, client.static_key, sign)
+        signer = client_sign(share, client, sign)
         result = await host_loop(
             stack, signed(sign, coordinator), {client.party.party_id: signer}, [sealed]
         )

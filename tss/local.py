@@ -26,6 +26,7 @@ from tss.signing import (
     EcdsaSigning,
     RecoverableSignature,
     SigningOptions,
+    throwaway_host_keys,
 )
 
 __all__ = ["keygen", "sign", "sign_recoverable", "reshare", "refresh", "export_key", "import_key"]
@@ -87,8 +88,21 @@ def sign(shares: Sequence[KeyShare], digest: bytes, options: SigningOptions = NO
     signers = [s.party_id for s in shares]
     session_id = _random(32)
     if first.scheme == "bip340":
+        # The parties exist only for this run, so do their host keys.
+        host_keys = throwaway_host_keys(len(first.public_shares), _random)
         return run_in_memory(
-            [Bip340Signing(s, signers, digest, session_id, _random, options) for s in shares]
+            [
+                Bip340Signing(
+                    s,
+                    signers,
+                    digest,
+                    session_id,
+                    _random,
+                    options,
+                    host_keys=host_keys[s.party_id],
+                )
+                for s in shares
+            ]
         )[0]
     return sign_recoverable(shares, digest, options).signature
 

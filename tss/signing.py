@@ -2,8 +2,12 @@
 
 BIP-340 signing is FROST as BIP 445 specifies it (``tss.frost``): round 1
 broadcasts public nonces, round 2 broadcasts partial signatures, and every
-signer aggregates and verifies the final signature itself, blaming any signer
-whose partial signature fails ``PartialSigVerify``.
+signer aggregates and verifies the final signature itself. With no trusted
+coordinator, round-1 nonces are signed with the signers' host keys and round 2
+echoes them (``tss.signed_nonces``): partial signatures are judged only when
+every signer used the same nonces, and otherwise the signatures name who
+equivocated. Only then is a signer whose partial signature fails
+``PartialSigVerify`` blamed.
 
 ECDSA signing is DKLs23 Protocol 3.6 (``tss.ecdsa.sign``): rounds 1 and 2 are
 point to point, round 3 broadcasts the partial signatures, and every signer
@@ -13,25 +17,39 @@ combines and verifies.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tss import frost
 from tss.bip32 import derive_public
 from tss.ceremony import Ceremony, Message, Random
-from tss.curve import tagged_hash
+from tss.curve import Point, tagged_hash
+from tss.dkg.chilldkg import hostpubkey_gen
 from tss.ecdsa import sign as dkls
 from tss.ecdsa.sign import RecoverableSignature
-from tss.errors import InputError
+from tss.errors import FaultyParticipantError, InputError, InvalidEncodingError, ProtocolError
 from tss.keyshare import KeyShare
+from tss.signed_nonces import (
+    SignedNonce,
+    encode_view,
+    judge_views,
+    nonce_context,
+    nonce_signature_valid,
+    parse_signed_nonce,
+    parse_view,
+    sign_nonce,
+)
 from tss.tags import SIGN_TAG_ECDSA_SESSION
 from tss.taproot import taproot_tweak
 
 __all__ = [
+    "HostKeys",
+    "throwaway_host_keys",
     "SigningOptions",
     "Bip340Signing",
     "EcdsaSigning",
     "RecoverableSignature",
     "signing_tweaks",
+    "signing_ceremony",
 ]
 
 
@@ -54,6 +72,48 @@ NO_OPTIONS = SigningOptions()
 """Sign for the keyring's own key: no derivation, no taproot tweak."""
 
 
+@dataclass(frozen=True)
+class HostKeys:
+    """A signer's ChillDKG host secret key and every keyring party's host public key.
+
+    BIP-340 signers sign their round-1 nonces with the host key, so a signer
+    that shows different nonces to different peers is proven to have done so
+    (``tss.signed_nonces``).
+
+    Attributes:
+        seckey: this party's 32-byte host secret key (never printed).
+        pubkeys: the 33-byte host public key of every keyring party, by party id.
+    """
+
+    seckey: bytes = field(repr=False)
+    pubkeys: tuple[bytes, ...]
+
+    def check(self, me: int, parties: int) -> None:
+        """The keys fit party ``me`` of a keyring of ``parties``.
+
+        Raises:
+            InputError: a key for every party is missing, one is not a point, or
+                ``seckey`` is not party ``me``'s.
+        """
+        if len(self.pubkeys) != parties:
+            raise InputError("need the host public key of every keyring party")
+        try:
+            for pubkey in self.pubkeys:
+                Point.from_bytes(pubkey)
+        except InvalidEncodingError as e:
+            raise InputError(f"a host public key is not a point: {e}") from e
+        if hostpubkey_gen(self.seckey) != self.pubkeys[me]:
+            raise InputError("the host secret key is not this party's")
+
+
+def throwaway_host_keys(parties: int, rand: Random) -> list[HostKeys]:
+    """Fresh host keys for ``parties`` parties that sign together in one process
+    (``tss.local``, tests): no one outside the run is shown their evidence."""
+    seckeys = [rand(32) for _ in range(parties)]
+    pubkeys = tuple(hostpubkey_gen(k) for k in seckeys)
+    return [HostKeys(k, pubkeys) for k in seckeys]
+
+
 def signing_tweaks(share: KeyShare, options: SigningOptions) -> list[frost.Tweak]:
     """The BIP 445 tweaks for ``options``: the BIP-32 plain tweak, then the BIP-341 x-only one."""
     tweaks: list[frost.Tweak] = []
@@ -70,7 +130,18 @@ def signing_tweaks(share: KeyShare, options: SigningOptions) -> list[frost.Tweak
 
 
 class Bip340Signing(Ceremony[bytes]):
-    """One signer's FROST ceremony; ``result`` is the 64-byte BIP-340 signature."""
+    """One signer's FROST ceremony; ``result`` is the 64-byte BIP-340 signature.
+
+    Round 1 broadcasts the signer's pubnonce signed with its host key; round 2
+    its partial signature and the signed nonces it used (``tss.signed_nonces``).
+
+    Raises (from ``receive``):
+        FaultyParticipantError / ProtocolError: a malformed message, a nonce
+            without a valid host-key signature, or (when every signer used
+            the same nonces) an invalid partial signature; culprits named.
+        NonceEquivocationError: signers used different nonces; names the
+            signers proven to have signed two, and those that echoed a forgery.
+    """
 
     rounds = 2
 
@@ -82,17 +153,24 @@ class Bip340Signing(Ceremony[bytes]):
         session_id: bytes,
         rand: Random,
         options: SigningOptions = NO_OPTIONS,
+        *,
+        host_keys: HostKeys,
     ) -> None:
         if share.scheme != "bip340":
             raise InputError("Bip340Signing needs a bip340 key share")
         if len(signers) < share.threshold:
             raise InputError(f"need at least {share.threshold} signers")
         super().__init__(share.party_id, sorted(signers), rand)
+        host_keys.check(share.party_id, len(share.public_shares))
         self._share = share
         self._message = message
         self._session_id = session_id
+        self._host_keys = host_keys
         self._tweaks = signing_tweaks(share, options)
-        self._pubnonces: dict[int, bytes] = {}
+        self._context = nonce_context(
+            session_id, share.public_key, message, self.parties, self._tweaks
+        )
+        self._nonces: dict[int, SignedNonce] = {}
         self._psigs: dict[int, bytes] = {}
 
     def _start(self) -> list[Message]:
@@ -101,16 +179,26 @@ class Bip340Signing(Ceremony[bytes]):
             s.party_id, s.secret_share, s.public_key, s.public_shares, s.threshold,
             self._message, self._session_id, self._rand(32),
         )  # fmt: skip
-        self._pubnonces[self.me] = pubnonce
-        return self._broadcast(1, pubnonce)
+        signed = sign_nonce(
+            self._host_keys.seckey, self._context, self.me, pubnonce, self._rand(32)
+        )
+        self._nonces[self.me] = signed
+        return self._broadcast(1, signed.to_bytes())
 
     def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
         if round_ == 1:
-            self._pubnonces.update(payloads)
-            psig = frost.signer_round2(self._state, self.parties, self._pubnonces, self._tweaks)
+            self._take_nonces(payloads)
+            pubnonces = {i: n.pubnonce for i, n in self._nonces.items()}
+            psig = frost.signer_round2(self._state, self.parties, pubnonces, self._tweaks)
             self._psigs[self.me] = psig
-            return self._broadcast(2, psig)
-        self._psigs.update(payloads)
+            return self._broadcast(2, psig + encode_view(self._view()))
+        views = {}
+        for sender, payload in payloads.items():
+            self._psigs[sender] = payload[:32]
+            views[sender] = parse_view(payload[32:], len(self.parties), sender)
+        # Partial signatures are judged only once every signer is shown to have
+        # used our nonces: in another view an honest signer's is invalid.
+        judge_views(self._context, self.parties, self._host_keys.pubkeys, self._view(), views)
         # Aggregate first, reusing round 2's session; partial signatures are
         # checked one by one only when the aggregate fails (as frost-rs does):
         # culprits are still named on every abort, and a released signature
@@ -118,6 +206,24 @@ class Bip340Signing(Ceremony[bytes]):
         signature = frost.signer_aggregate(self._state, self._psigs)
         self._finish(signature)
         return []
+
+    def _take_nonces(self, payloads: Mapping[int, bytes]) -> None:
+        """Keep every peer's signed nonce; blame each peer whose signature does not verify."""
+        bad = []
+        for sender, payload in payloads.items():
+            nonce = parse_signed_nonce(payload, sender)
+            if not nonce_signature_valid(
+                self._host_keys.pubkeys[sender], self._context, sender, nonce
+            ):
+                bad.append(sender)
+            self._nonces[sender] = nonce
+        if len(bad) == 1:
+            raise FaultyParticipantError(bad[0], "round-1 nonce not signed by its host key")
+        if bad:
+            raise ProtocolError("round-1 nonces not signed by their host keys", bad)
+
+    def _view(self) -> list[SignedNonce]:
+        return [self._nonces[i] for i in self.parties]
 
 
 class EcdsaSigning(Ceremony[RecoverableSignature]):
@@ -173,3 +279,18 @@ class EcdsaSigning(Ceremony[RecoverableSignature]):
             return self._broadcast(3, partial)
         self._finish(dkls.sign_combine(self._state3, payloads))
         return []
+
+
+def signing_ceremony(
+    share: KeyShare,
+    signers: Sequence[int],
+    digest: bytes,
+    session_id: bytes,
+    rand: Random,
+    options: SigningOptions,
+    host_keys: HostKeys,
+) -> Bip340Signing | EcdsaSigning:
+    """The signing ceremony of ``share``'s scheme (the host keys sign BIP-340 nonces only)."""
+    if share.scheme == "bip340":
+        return Bip340Signing(share, signers, digest, session_id, rand, options, host_keys=host_keys)
+    return EcdsaSigning(share, signers, digest, session_id, rand, options)

@@ -18,6 +18,10 @@ BIP340_TAG_CHALLENGE = "BIP0340/challenge"
 BIP341_TAG_TAPTWEAK = "TapTweak"
 FROST_TAG_SESSION = "shardkeep/frost/session"
 """Label in front of the session id in NonceGen's extra_in (``frost.signer_round1``)."""
+FROST_TAG_NONCE_CONTEXT = "shardkeep/frost/nonce-context"
+"""Hash of what a signed round-1 nonce is for: session, key, message, signers, tweaks."""
+FROST_SIGNED_NONCE_PREFIX = b"shardkeep/frost/signed nonce"
+"""BIP-340 message prefix of a signer's host-key signature on its round-1 nonce."""
 
 ### ChillDKG (SimplPedPoP / EncPedPoP / CertEq)
 # Spelled as in the ChillDKG draft BIP (reference util.py BIP_TAG + suffix); the
