@@ -17,11 +17,16 @@ answers on 127.0.0.1:6379, under a unique key prefix deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.client import PartySession, RelayClient
 
@@ -33,12 +38,27 @@ THROUGHPUT_MESSAGES = 5_000
 WINDOW = 64
 TIME_BUDGET_S = 8.0  # per measurement
 REDIS_URL = "redis://127.0.0.1:6379/0"
+COORDINATOR = Ed25519PrivateKey.generate()
+
+
+def _admission_file(directory: str) -> str:
+    """Pin the bench's coordinator key (the relay admits no one else)."""
+    path = Path(directory) / "relay-admission.json"
+    public_key = COORDINATOR.public_key().public_bytes_raw().hex()
+    policy = {
+        "max_rooms": 100,
+        "max_bytes": 1 << 32,
+        "coordinators": [{"name": "bench", "public_key": public_key}],
+    }
+    path.write_text(json.dumps(policy))
+    return str(path)
 
 
 async def _start_relay(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    directory = tempfile.mkdtemp(prefix="shardkeep-bench-relay-")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "relay.main", "--listen", "127.0.0.1:0", "--grace", "1",
-        "--log-level", "WARNING", *args,
+        "--log-level", "WARNING", "--admission", _admission_file(directory), *args,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     if process.stdout is None:
@@ -110,7 +130,7 @@ async def _throughput(a: PartySession, b: PartySession) -> tuple[int, float]:
 async def _measure(label: str, *relay_args: str) -> None:
     process, address = await _start_relay(*relay_args)
     try:
-        async with RelayClient.insecure(address) as client:
+        async with RelayClient.insecure(address, coordinator=COORDINATOR) as client:
             room = await client.create_room(["a", "b"], ttl_ms=120_000)
             t = room.join_tokens
             async with (

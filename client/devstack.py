@@ -136,7 +136,10 @@ async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
         match = await _wait_for_line(
             stack.log_path("devkms"), r"devkms listening on (http://\S+)", procs["devkms"]
         )
-        stack.commands["relay"] = ["relay.main", "--listen", stack.relay_address]
+        stack.commands["relay"] = [
+            "relay.main", "--listen", stack.relay_address,
+            "--admission", str(directory / "relay-admission.json"),
+        ]  # fmt: skip
         procs["relay"] = _spawn(directory, "relay", stack.commands["relay"])
         stack.commands["enclave"] = [
             "enclave.main", "--config", str(config), "--kms-endpoint", match.group(1),

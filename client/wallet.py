@@ -132,7 +132,7 @@ class WalletClient:
     ) -> None:
         self._host_channel = grpc.aio.insecure_channel(host_address)
         self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
-        self._relay = relay or RelayClient.insecure(relay_address)
+        self._relay = relay or RelayClient.insecure(relay_address, coordinator=coordinator_key)
         self._coordinator = coordinator_key
         self._root = root_certificate
         self._pcrs = expected_pcrs
@@ -566,7 +566,9 @@ class WalletClient:
         the host; return the host's result and each local party's result by party id."""
         roster, _ = build(request)  # the room's members; plans are rebuilt with the room id
         room = await self._relay.create_room(
-            list(roster.party_ids), ttl_ms=int(self._timeout * 1000)
+            list(roster.party_ids),
+            ttl_ms=int(self._timeout * 1000),
+            max_total_bytes=room_bytes(len(roster.party_ids)),
         )
         request.room_id = room.room_id
         roster, ceremonies = build(request)
@@ -633,6 +635,16 @@ def note_burned(wallet: Wallet, error: WalletError) -> None:
         indices.discard(wallet.server_index)
     if indices:
         wallet.burned_pairs = wallet.burned_pairs | indices
+
+
+def room_bytes(parties: int) -> int:
+    """The byte limit a ceremony's room asks for (and reserves at the relay).
+
+    Traffic grows with the number of pairs: an ECDSA keygen, refresh or reshare
+    sends each pair a DKLs23 setup of about 24 KiB each way, the rest is far
+    smaller; 128 KiB per ordered pair leaves room for retries and framing.
+    """
+    return min(64 << 20, max(1 << 20, parties * parties * (128 << 10)))
 
 
 def _any_share(wallet: Wallet) -> KeyShare:

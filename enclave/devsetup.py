@@ -7,7 +7,9 @@ end-to-end tests start the system with, off Nitro:
 - ``kms-policy.json``: devkms releases the sealing key only to documents chaining
   to that root with the image's PCR0-2 (as a real key policy would);
 - ``coordinator.key``: the relay coordinator's Ed25519 key (0600);
-- ``enclave.json``: the enclave configuration pinning the coordinator's public key.
+- ``enclave.json``: the enclave configuration pinning the coordinator's public key;
+- ``relay-admission.json``: the relay's admission policy pinning the same key
+  (``relay.admission``): only the coordinator creates rooms.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ def write(directory: Path, *, listen: str, kms_endpoint: str = "http://127.0.0.1
     }
     (directory / "kms-policy.json").write_text(json.dumps(policy, indent=2))
     coordinator = Ed25519PrivateKey.generate()
+    coordinator_hex = coordinator.public_key().public_bytes_raw().hex()
     fd = os.open(directory / "coordinator.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(coordinator.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     config = {
         "listen": listen,
-        "coordinator_keys": [coordinator.public_key().public_bytes_raw().hex()],
+        "coordinator_keys": [coordinator_hex],
         # devkms checks that requests are SigV4-signed, not by whom. Fixed
         # development credentials keep the dev stack self-contained (a host
         # started with --kms-credentials replaces them); a Nitro image has none.
@@ -59,6 +62,12 @@ def write(directory: Path, *, listen: str, kms_endpoint: str = "http://127.0.0.1
     }
     path = directory / "enclave.json"
     path.write_text(json.dumps(config, indent=2))
+    admission = {
+        "max_rooms": 10_000,
+        "max_bytes": 4 << 30,
+        "coordinators": [{"name": "dev", "public_key": coordinator_hex}],
+    }
+    (directory / "relay-admission.json").write_text(json.dumps(admission, indent=2))
     return path
 
 

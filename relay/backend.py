@@ -5,27 +5,62 @@ each ``append`` atomic across every relay process that shares it (the check of
 ``rooms.check_append`` and the write are one step), so that per-sender order and
 seq are enforced even when a party's envelopes reach different relays. It never
 interprets payloads.
+
+A backend also keeps the budget (``relay.budget``): a room reserves its
+``max_total_bytes`` against the global budget and its coordinator's quota when
+it is created, and ends the moment it is closed or expires: its log is dropped,
+its reservation returned, and only a tombstone (the spec) stays for
+``RelayConfig.retention_ms``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from relay.budget import Quota
 from relay.rooms import AppendResult, Message, PartyId, ReadResult, RoomId, RoomSnapshot, RoomSpec
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "BackendUsage"]
+
+
+@dataclass(frozen=True)
+class BackendUsage:
+    """What the relay holds now (for metrics and tests).
+
+    Attributes:
+        rooms: live rooms (each holding a reservation).
+        reserved_bytes: the sum of their ``max_total_bytes``.
+        stored_bytes: payload bytes in their logs (-1 where the backend cannot
+            count them cheaply).
+        tombstones: ended rooms still remembered (-1 where unknown).
+    """
+
+    rooms: int
+    reserved_bytes: int
+    stored_bytes: int
+    tombstones: int
 
 
 class Backend(Protocol):
     """Room storage. All methods may raise ``BackendUnavailableError``."""
 
-    async def create_room(self, spec: RoomSpec, now_ms: int) -> None:
-        """Store a new room.
+    async def create_room(
+        self, spec: RoomSpec, now_ms: int, *, quota: Quota, budget: Quota
+    ) -> None:
+        """Store a new room, reserving ``spec.limits.max_total_bytes``.
+
+        Arguments:
+            spec: the room; ``spec.owner`` names the coordinator.
+            now_ms: the relay's clock (rooms expired by then are ended first).
+            quota: the coordinator's quota.
+            budget: the relay's global budget (over every relay of a shared backend).
 
         Raises:
-            RoomExistsError: the id is in use.
-            LimitExceededError: the backend holds as many rooms as it may.
+            RoomExistsError: the id is in use (tombstones included).
+            QuotaExceededError: the coordinator's quota or the global budget
+                would be passed.
         """
         ...
 
@@ -63,8 +98,8 @@ class Backend(Protocol):
         """Return up to ``limit`` log entries with position > ``after``.
 
         When there are none, wait up to ``max_wait_s`` seconds for one (0: do not
-        wait). ``closed`` is set once the room is closed and every entry before
-        the close has been returned. Expiry is the caller's business: it knows
+        wait). ``closed`` is set once the room is closed (its log is then gone:
+        entries not yet read are dropped). Expiry is the caller's business: it knows
         ``expires_ms`` and bounds ``max_wait_s`` by it.
 
         Raises:
@@ -83,13 +118,18 @@ class Backend(Protocol):
         """
         ...
 
-    async def close_room(self, room_id: RoomId) -> None:
-        """Close the room (idempotent): no more joins or envelopes; readers get
-        the rest of the log and then ``closed``.
+    async def close_room(self, room_id: RoomId, now_ms: int) -> None:
+        """Close and end the room at once (idempotent): its log is dropped and
+        its reservation returned; readers get ``closed`` next.
 
         Raises:
             RoomNotFoundError: no such room.
         """
+        ...
+
+    async def usage(self, now_ms: int) -> BackendUsage:
+        """Return what the backend holds at ``now_ms`` (ending expired rooms
+        first; the totals over every relay, for Redis)."""
         ...
 
     async def aclose(self) -> None:

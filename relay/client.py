@@ -10,13 +10,16 @@ raise the ``relay.errors`` class for their status code (``error_from_status``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
 from relay.errors import (
     ERROR_METADATA_KEY,
     RelayError,
@@ -65,22 +68,26 @@ class CreatedRoom:
 class RelayClient:
     """Unary relay calls plus ``join`` for a party's stream."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, *, coordinator: Ed25519PrivateKey | None = None
+    ) -> None:
         """Arguments:
         channel: a grpc.aio channel to the relay; ``aclose`` closes it.
+        coordinator: the coordinator key the relay pins; ``create_room`` needs it.
         """
         self._channel = channel
+        self._coordinator = coordinator
         self._stub = relay_pb2_grpc.RelayStub(channel)  # type: ignore[no-untyped-call]
 
     @classmethod
-    def insecure(cls, address: str) -> RelayClient:
+    def insecure(cls, address: str, *, coordinator: Ed25519PrivateKey | None = None) -> RelayClient:
         """Open a plaintext channel to ``address`` (``host:port`` or ``unix:/path``).
 
         Plaintext suits loopback and Unix sockets; across hosts, build a TLS
         channel and pass it to the constructor. Payloads are end-to-end
         encrypted between parties either way.
         """
-        return cls(grpc.aio.insecure_channel(address))
+        return cls(grpc.aio.insecure_channel(address), coordinator=coordinator)
 
     async def aclose(self) -> None:
         """Close the channel (cancels open sessions)."""
@@ -117,7 +124,8 @@ class RelayClient:
             The room id, tokens, expiry and effective limits.
 
         Raises:
-            MalformedRequestError, RoomExistsError, LimitExceededError,
+            UnauthenticatedError (no coordinator key, or not one the relay pins),
+            MalformedRequestError, RoomExistsError, QuotaExceededError,
             BackendUnavailableError.
         """
         request = relay_pb2.CreateRoomRequest(
@@ -130,8 +138,15 @@ class RelayClient:
                 max_total_bytes=max_total_bytes,
             ),
         )
+        metadata: tuple[tuple[str, str], ...] = ()
+        if self._coordinator is not None:
+            body = request.SerializeToString(deterministic=True)
+            credential = create_room_credential(self._coordinator, body, time.time_ns() // 10**6)
+            metadata = ((CREDENTIAL_METADATA_KEY, credential),)
         try:
-            r: relay_pb2.CreateRoomResponse = await self._stub.CreateRoom(request)
+            r: relay_pb2.CreateRoomResponse = await self._stub.CreateRoom(
+                request, metadata=metadata
+            )
         except grpc.aio.AioRpcError as e:
             raise _relay_error(e) from e
         return CreatedRoom(

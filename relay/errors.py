@@ -30,6 +30,8 @@ __all__ = [
     "RoomClosedError",
     "RoomExpiredError",
     "LimitExceededError",
+    "QuotaExceededError",
+    "UnauthenticatedError",
     "MalformedRequestError",
     "SequenceError",
     "HandshakeTimeoutError",
@@ -76,6 +78,15 @@ class LimitExceededError(RelayError):
     """A size or count limit of the room or the relay would be exceeded."""
 
 
+class QuotaExceededError(LimitExceededError):
+    """A new room would pass the relay's global budget or its coordinator's
+    quota (rooms or reserved bytes); the message names which."""
+
+
+class UnauthenticatedError(RelayError):
+    """CreateRoom without a valid coordinator credential."""
+
+
 class MalformedRequestError(RelayError):
     """A request field is missing, too long or not allowed."""
 
@@ -101,6 +112,7 @@ STATUS_CODES: Final[Mapping[type[RelayError], grpc.StatusCode]] = {
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     RoomUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     MalformedRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     SequenceError: grpc.StatusCode.ABORTED,
     HandshakeTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,

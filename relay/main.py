@@ -1,8 +1,14 @@
 """``shardkeep-relay``: run the relay gRPC service.
 
-    shardkeep-relay --listen 127.0.0.1:50070 --backend memory
-    shardkeep-relay --listen unix:/run/shardkeep/relay.sock --backend redis://127.0.0.1:6379/0
-    shardkeep-relay --listen 0.0.0.0:7400 --backend-file /run/credentials/.../relay-backend
+    shardkeep-relay --listen 127.0.0.1:50070 --admission relay-admission.json
+    shardkeep-relay --listen unix:/run/shardkeep/relay.sock --admission FILE \
+        --backend redis://127.0.0.1:6379/0
+    shardkeep-relay --listen 0.0.0.0:7400 --admission FILE \
+        --backend-file /run/credentials/.../relay-backend
+
+``--admission`` names the JSON file that pins the coordinators' Ed25519 keys
+and sets the global budget and their quotas (``relay.admission``): only they
+may create rooms.
 
 A backend URL with a password (``rediss://user:password@host/0``) belongs in a
 file (``--backend-file``, e.g. a systemd credential) or the environment
@@ -30,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from relay.admission import Admitter, load_policy
 from relay.backend import Backend
 from relay.memory import MemoryBackend
 from relay.redis_backend import RedisBackend
@@ -51,7 +58,7 @@ def make_backend(spec: str, *, redis_prefix: str, config: RelayConfig) -> Backen
     Arguments:
         spec: ``memory``, or a ``redis://`` / ``rediss://`` / ``unix://`` URL.
         redis_prefix: key prefix for the Redis backend.
-        config: relay config (retention of expired rooms).
+        config: relay config (retention of ended rooms' tombstones).
 
     Returns:
         The backend.
@@ -118,7 +125,9 @@ async def _serve(args: argparse.Namespace) -> None:
     config = RelayConfig()
     backend = make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=config)
     health = new_health_servicer()
-    server, port = await create_server(args.listen, backend, config=config, health_servicer=health)
+    server, port = await create_server(
+        args.listen, backend, admitter=Admitter(args.policy), config=config, health_servicer=health
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="PATH",
         help="read the backend (e.g. a rediss:// URL with its password) from this file",
     )
+    parser.add_argument(
+        "--admission",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="JSON file: pinned coordinator keys, their quotas and the global budget",
+    )
     parser.add_argument("--redis-prefix", default="shardkeep:relay:", help="Redis key prefix")
     parser.add_argument("--grace", type=float, default=10.0, help="drain time on SIGTERM, s")
     parser.add_argument("--log-level", default="INFO")
@@ -166,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args.backend_spec = backend_spec(flag=args.backend, file=args.backend_file)
         make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=RelayConfig())
+        args.policy = load_policy(args.admission)
     except ValueError as e:
         parser.error(str(e))
     asyncio.run(_serve(args))

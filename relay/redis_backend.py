@@ -12,8 +12,24 @@ Cluster slot, which multi-key scripts need):
 - ``<prefix>room:{<id>}:rounds``  hash: ``<ceremony>|<round>|<party>`` -> count,
   for AwaitRound.
 
-Every key gets PEXPIREAT expiry + retention, so Redis itself collects rooms
-(the TTL check proper uses ``expires_ms``, against the relay's clock). Every
+Every key gets PEXPIREAT expiry + retention, so Redis itself collects
+tombstones (the TTL check proper uses ``expires_ms``, against the relay's
+clock). Closing a room ends it at once: the rounds hash is deleted, the log
+trimmed to a single close marker (which wakes readers blocked in XREAD) and
+every key left to expire after ``retention_ms``.
+
+The budget (``relay.budget``) lives under the ``{budget}`` hash tag:
+
+- ``<prefix>{budget}:exp``  sorted set: live room -> expiry (ms);
+- ``<prefix>{budget}:res``  hash: live room -> ``<owner>|<reserved bytes>``;
+- ``<prefix>{budget}:use``  hash: ``rooms``, ``bytes``, ``rooms:<owner>``,
+  ``bytes:<owner>``: what is held now.
+
+A create first reserves (one script on the budget keys, which also returns the
+reservations of rooms whose expiry has passed, so sustained load frees as fast
+as it allocates; their logs are then trimmed too), then writes the room; a
+failed write, a close or an expiry returns the reservation. A relay that dies
+between the two steps leaks a reservation only until that room's expiry. Every
 write is a Lua script, so the ``rooms.check_append`` rules and the write are
 atomic across relays; the append script mirrors ``check_append`` rule for rule,
 and the service tests run against both backends to keep them equal. The stream
@@ -35,6 +51,8 @@ from typing import Any, Final, cast
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from relay.backend import BackendUsage
+from relay.budget import Quota, Usage, check_reserve
 from relay.errors import (
     BackendUnavailableError,
     LimitExceededError,
@@ -105,17 +123,87 @@ redis.call('PEXPIREAT', KEYS[3], m[9])
 return {'ok', pos}
 """
 
-# KEYS: meta, log. Returns 0 when the room does not exist.
+# KEYS: meta, log, rounds. ARGV: tombstone_until_ms. Returns 0 when the room
+# does not exist. Drops the log (but for the close marker) and the rounds.
 _CLOSE_LUA: Final = """
 local m = redis.call('HMGET', KEYS[1], 'closed', 'pos', 'gc_ms')
 if not m[3] then return 0 end
 if m[1] == '1' then return 1 end
 local pos = tonumber(m[2]) + 1
+redis.call('DEL', KEYS[3])
+redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
 redis.call('XADD', KEYS[2], '0-' .. pos, 'k', 'c')
 redis.call('HSET', KEYS[1], 'closed', '1', 'pos', pos)
-redis.call('PEXPIREAT', KEYS[2], m[3])
+local until_ms = math.min(tonumber(m[3]), tonumber(ARGV[1]))
+redis.call('PEXPIREAT', KEYS[1], until_ms)
+redis.call('PEXPIREAT', KEYS[2], until_ms)
 return 1
 """
+
+# KEYS: meta, log, rounds. ARGV: now_ms. Drops an expired room's log and rounds.
+_END_EXPIRED_LUA: Final = """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires or tonumber(expires) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[3])
+redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
+return 1
+"""
+
+# The budget scripts. KEYS: exp, res, use (see the module docstring).
+_BUDGET_LUA: Final = """
+local function release(room)
+  local r = redis.call('HGET', KEYS[2], room)
+  if not r then return 0 end
+  local sep = string.find(r, '|', 1, true)
+  local owner, bytes = string.sub(r, 1, sep - 1), tonumber(string.sub(r, sep + 1))
+  redis.call('HINCRBY', KEYS[3], 'rooms', -1)
+  redis.call('HINCRBY', KEYS[3], 'bytes', -bytes)
+  redis.call('HINCRBY', KEYS[3], 'rooms:' .. owner, -1)
+  redis.call('HINCRBY', KEYS[3], 'bytes:' .. owner, -bytes)
+  redis.call('HDEL', KEYS[2], room)
+  redis.call('ZREM', KEYS[1], room)
+  return 1
+end
+local function sweep(now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 256)
+  for _, room in ipairs(gone) do release(room) end
+  return gone
+end
+"""
+
+# ARGV: now, room, owner, bytes, expires, budget rooms, budget bytes, quota
+# rooms, quota bytes. The same rule as budget.check_reserve; on a refusal the
+# usage goes back so that check_reserve names the quota.
+_RESERVE_LUA: Final = (
+    _BUDGET_LUA
+    + """
+local gone = sweep(ARGV[1])
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return {'exists', gone} end
+local u = redis.call('HMGET', KEYS[3], 'rooms:' .. ARGV[3], 'bytes:' .. ARGV[3], 'rooms', 'bytes')
+for i = 1, 4 do u[i] = tonumber(u[i]) or 0 end
+local bytes = tonumber(ARGV[4])
+if u[1] + 1 > tonumber(ARGV[8]) or u[2] + bytes > tonumber(ARGV[9])
+    or u[3] + 1 > tonumber(ARGV[6]) or u[4] + bytes > tonumber(ARGV[7]) then
+  return {'refused', gone, u[1], u[2], u[3], u[4]}
+end
+redis.call('HINCRBY', KEYS[3], 'rooms', 1)
+redis.call('HINCRBY', KEYS[3], 'bytes', bytes)
+redis.call('HINCRBY', KEYS[3], 'rooms:' .. ARGV[3], 1)
+redis.call('HINCRBY', KEYS[3], 'bytes:' .. ARGV[3], bytes)
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. '|' .. ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[2])
+return {'ok', gone}
+"""
+)
+
+# ARGV: now, room ('' for a sweep only). Returns the rooms whose expiry passed.
+_RELEASE_LUA: Final = (
+    _BUDGET_LUA
+    + """
+if ARGV[2] ~= '' then release(ARGV[2]) end
+return sweep(ARGV[1])
+"""
+)
 
 _APPEND_ERRORS: Final[Mapping[bytes, type[RelayError]]] = {
     b"not_found": RoomNotFoundError,
@@ -159,7 +247,7 @@ class RedisBackend:
         client: aioredis.Redis,
         *,
         prefix: str = "shardkeep:relay:",
-        retention_ms: int = 10 * 60 * 1000,
+        retention_ms: int = 30 * 1000,
     ) -> None:
         """Wrap a redis-py asyncio client (created with ``decode_responses=False``).
 
@@ -167,7 +255,7 @@ class RedisBackend:
             client: the connection (pool) to use; ``aclose`` closes it.
             prefix: prepended to every key, so tests and deployments can share a
                 Redis.
-            retention_ms: how long keys outlive the room's expiry.
+            retention_ms: how long an ended room's tombstone is kept.
         """
         self._r = client
         # redis-py 8 applies its socket timeout (default 5 s) to XREAD BLOCK
@@ -176,6 +264,10 @@ class RedisBackend:
         self._max_block_ms = int(timeout * 500) if timeout else None
         self._prefix = prefix
         self._retention_ms = retention_ms
+        self._budget_keys = [f"{prefix}{{budget}}:{name}" for name in ("exp", "res", "use")]
+        self._reserve = client.register_script(_RESERVE_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+        self._end_expired = client.register_script(_END_EXPIRED_LUA)
         self._create = client.register_script(_CREATE_LUA)
         self._join = client.register_script(_JOIN_LUA)
         self._append = client.register_script(_APPEND_LUA)
@@ -183,14 +275,18 @@ class RedisBackend:
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "shardkeep:relay:", retention_ms: int = 10 * 60 * 1000
+        cls,
+        url: str,
+        *,
+        prefix: str = "shardkeep:relay:",
+        retention_ms: int = 30 * 1000,
     ) -> RedisBackend:
         """Connect to ``url`` (``redis://host:port/db``) lazily.
 
         Arguments:
             url: a redis:// or rediss:// URL.
             prefix: key prefix.
-            retention_ms: how long keys outlive the room's expiry.
+            retention_ms: how long an ended room's tombstone is kept.
 
         Returns:
             The backend; the first command opens the connection.
@@ -207,8 +303,32 @@ class RedisBackend:
         meta = f"{self._prefix}room:{{{room_id}}}"
         return meta, f"{meta}:log", f"{meta}:rounds"
 
-    async def create_room(self, spec: RoomSpec, now_ms: int) -> None:
+    async def _end_rooms(self, room_ids: Sequence[bytes], now_ms: int) -> None:
+        """Drop the logs of rooms the budget found expired (their own keys)."""
+        for room_id in room_ids:
+            keys = list(self._keys(RoomId(room_id.decode())))
+            await self._end_expired(keys=keys, args=[now_ms])
+
+    async def create_room(
+        self, spec: RoomSpec, now_ms: int, *, quota: Quota, budget: Quota
+    ) -> None:
         meta, log, rounds = self._keys(spec.room_id)
+        room_bytes = spec.limits.max_total_bytes
+        args_: list[str | int] = [now_ms, spec.room_id, spec.owner, room_bytes, spec.expires_ms]
+        args_ += [budget.max_rooms, budget.max_bytes]
+        args_ += [quota.max_rooms, quota.max_bytes]
+        async with _redis_errors():
+            reply: list[Any] = await self._reserve(keys=self._budget_keys, args=args_)
+            await self._end_rooms(reply[1], now_ms)
+        if reply[0] == b"exists":
+            raise RoomExistsError("room id in use")
+        if reply[0] == b"refused":
+            owner_rooms, owner_bytes, rooms, reserved = (int(v) for v in reply[2:6])
+            check_reserve(
+                budget=budget, total=Usage(rooms, reserved), owner=spec.owner,
+                quota=quota, held=Usage(owner_rooms, owner_bytes), room_bytes=room_bytes,
+            )  # fmt: skip
+            raise RelayError("the reserve script refused a room the budget allows")
         fields: dict[str, str | int | bytes] = {
             "participants": json.dumps(list(spec.participants)),
             "created_ms": spec.created_ms,
@@ -231,6 +351,8 @@ class RedisBackend:
             args += [name, value]
         async with _redis_errors():
             created = await self._create(keys=[meta, log, rounds], args=args)
+            if not created:
+                await self._release(keys=self._budget_keys, args=[now_ms, spec.room_id])
         if not created:
             raise RoomExistsError("room id in use")
 
@@ -336,12 +458,24 @@ class RedisBackend:
             counts = await self._r.hmget(rounds, [f"{ceremony_id}|{round_}|{p}" for p in parties])
         return frozenset(p for p, c in zip(parties, counts, strict=True) if c is not None)
 
-    async def close_room(self, room_id: RoomId) -> None:
-        meta, log, _ = self._keys(room_id)
+    async def close_room(self, room_id: RoomId, now_ms: int) -> None:
+        keys = list(self._keys(room_id))
         async with _redis_errors():
-            found = await self._close(keys=[meta, log])
+            found = await self._close(keys=keys, args=[now_ms + self._retention_ms])
+            gone = await self._release(keys=self._budget_keys, args=[now_ms, room_id])
+            await self._end_rooms(gone, now_ms)
         if not found:
             raise RoomNotFoundError("no such room")
+
+    async def usage(self, now_ms: int) -> BackendUsage:
+        async with _redis_errors():
+            gone = await self._release(keys=self._budget_keys, args=[now_ms, ""])
+            await self._end_rooms(gone, now_ms)
+            rooms, reserved = await self._r.hmget(self._budget_keys[2], ["rooms", "bytes"])
+        return BackendUsage(
+            rooms=int(rooms or 0), reserved_bytes=int(reserved or 0), stored_bytes=-1,
+            tombstones=-1,
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         await self._r.aclose()

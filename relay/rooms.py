@@ -100,8 +100,9 @@ class RelayConfig:
         max_participants: longest participant list.
         hello_timeout_s: how long a Join stream may wait before its JoinHello.
         max_await_ms: cap on AwaitRound's timeout.
-        retention_ms: how long a backend keeps an expired room (so callers get
-            FAILED_PRECONDITION "expired" rather than NOT_FOUND) before deleting it.
+        retention_ms: how long a backend keeps the tombstone of a closed or
+            expired room (its spec, no log and no reservation), so callers hear
+            FAILED_PRECONDITION "closed"/"expired" rather than NOT_FOUND.
         read_batch: most log entries a stream fetches from the backend at once.
         max_block_s: longest single backend wait; bounds how late a stream notices
             a room collected under it.
@@ -118,7 +119,7 @@ class RelayConfig:
     max_participants: int = 256
     hello_timeout_s: float = 10.0
     max_await_ms: int = 10 * 60 * 1000
-    retention_ms: int = 10 * 60 * 1000
+    retention_ms: int = 30 * 1000
     read_batch: int = 256
     max_block_s: float = 5.0
 
@@ -134,6 +135,8 @@ class RoomSpec:
     limits: RoomLimits
     token_digests: Mapping[PartyId, TokenDigest] = field(repr=False)
     admin_digest: TokenDigest = field(repr=False)
+    # The coordinator that created the room; its quota holds the reservation.
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,7 @@ def new_room(
     limits: RoomLimits,
     config: RelayConfig,
     now_ms: int,
+    owner: str = "",
 ) -> NewRoom:
     """Validate a CreateRoom request and mint the room's tokens.
 
@@ -317,6 +321,7 @@ def new_room(
         limits: requested limits, 0 fields for defaults.
         config: relay defaults and maxima.
         now_ms: current Unix time in ms.
+        owner: the creating coordinator's name.
 
     Returns:
         The spec to store and the plaintext tokens (256 random bits each,
@@ -347,6 +352,7 @@ def new_room(
         limits=resolve_limits(limits, config),
         token_digests={p: token_digest(t) for p, t in join_tokens.items()},
         admin_digest=token_digest(admin_token),
+        owner=owner,
     )
     return NewRoom(spec=spec, join_tokens=join_tokens, admin_token=admin_token)
 

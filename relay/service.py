@@ -6,10 +6,12 @@ the one place relay errors become status codes (``relay.errors.STATUS_CODES``,
 STYLE.md principle 5); anything unexpected becomes INTERNAL with a generic
 message. Logs name the method, room and status, never tokens or payloads.
 
-Authentication is per room and per party (join tokens minted by CreateRoom),
-so it happens in the handlers, before any room state is read or changed; for
-Join the token arrives in the stream's first message, which an interceptor
-cannot see.
+Admission: CreateRoom needs a pinned coordinator's credential
+(``relay.admission``) and fits the new room into that coordinator's quota and
+the global budget (``relay.budget``). Every other call is authenticated per room
+and per party (the admin and join tokens CreateRoom minted), in the handlers,
+before any room state is read or changed; for Join the token arrives in the
+stream's first message, which an interceptor cannot see.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from relay import rooms
+from relay.admission import CREDENTIAL_METADATA_KEY, Admitter
 from relay.backend import Backend
 from relay.errors import (
     ERROR_METADATA_KEY,
@@ -139,13 +142,17 @@ _Outbox = asyncio.Queue[_Event | BaseException | _Done]
 class RelayServicer(relay_pb2_grpc.RelayServicer):
     """The Relay service over a ``Backend``."""
 
-    def __init__(self, backend: Backend, *, config: RelayConfig, clock: Clock) -> None:
+    def __init__(
+        self, backend: Backend, *, admitter: Admitter, config: RelayConfig, clock: Clock
+    ) -> None:
         """Arguments:
         backend: room storage.
+        admitter: checks CreateRoom credentials; holds the budget and quotas.
         config: relay defaults and limits.
         clock: Unix time in ms (a parameter so tests can move time).
         """
         self._backend = backend
+        self._admitter = admitter
         self._config = config
         self._clock = clock
 
@@ -163,6 +170,12 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         ],
     ) -> relay_pb2.CreateRoomResponse:
         now = self._clock()
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        coordinator = self._admitter.admit(
+            metadata.get(CREDENTIAL_METADATA_KEY),
+            request.SerializeToString(deterministic=True),
+            now,
+        )
         new = rooms.new_room(
             room_id=request.room_id,
             participants=request.participants,
@@ -174,9 +187,15 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             ),
             config=self._config,
             now_ms=now,
+            owner=coordinator.name,
         )
-        await self._backend.create_room(new.spec, now)
-        _log.info("room created: %s, %d parties", new.spec.room_id, len(new.spec.participants))
+        await self._backend.create_room(
+            new.spec, now, quota=coordinator.quota, budget=self._admitter.policy.budget
+        )
+        _log.info(
+            "room created: %s, %d parties, by %s",
+            new.spec.room_id, len(new.spec.participants), coordinator.name,
+        )  # fmt: skip
         return relay_pb2.CreateRoomResponse(
             room_id=new.spec.room_id,
             join_tokens={str(p): t for p, t in new.join_tokens.items()},
@@ -218,7 +237,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         room_id = RoomId(rooms.validate_id("room_id", request.room_id))
         snapshot = await self._backend.snapshot(room_id)
         rooms.authenticate_admin(snapshot.spec, request.admin_token)
-        await self._backend.close_room(room_id)
+        await self._backend.close_room(room_id, self._clock())
         _log.info("room closed: %s", room_id)
         return relay_pb2.CloseRoomResponse()
 
@@ -440,6 +459,7 @@ async def create_server(
     address: str,
     backend: Backend,
     *,
+    admitter: Admitter,
     config: RelayConfig | None = None,
     clock: Clock = wall_clock_ms,
     health_servicer: AsyncHealthServicer | None = None,
@@ -450,6 +470,7 @@ async def create_server(
         address: ``host:port`` (port 0 picks a free one; tests use
             ``127.0.0.1:0``) or ``unix:/path``.
         backend: room storage; the caller closes it after the server stops.
+        admitter: the coordinators that may create rooms, their quotas and the budget.
         config: relay defaults and limits (``RelayConfig()`` if None).
         clock: Unix time in ms.
         health_servicer: pass one to drive graceful shutdown
@@ -473,7 +494,7 @@ async def create_server(
         ]
     )
     relay_pb2_grpc.add_RelayServicer_to_server(  # type: ignore[no-untyped-call]
-        RelayServicer(backend, config=config, clock=clock), server
+        RelayServicer(backend, admitter=admitter, config=config, clock=clock), server
     )
     health_servicer = health_servicer or new_health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

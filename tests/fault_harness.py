@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.client import PartySession, RelayClient
 from shardkeep.v1 import envelope_pb2, relay_pb2
@@ -98,13 +99,15 @@ class FaultPlan:
 class FaultyRelay(RelayClient):
     """A relay client whose sessions apply a :class:`FaultPlan`."""
 
-    def __init__(self, channel: grpc.aio.Channel, plan: FaultPlan) -> None:
-        super().__init__(channel)
+    def __init__(
+        self, channel: grpc.aio.Channel, plan: FaultPlan, coordinator: Ed25519PrivateKey
+    ) -> None:
+        super().__init__(channel, coordinator=coordinator)
         self.plan = plan
 
     @classmethod
-    def to(cls, address: str, plan: FaultPlan) -> FaultyRelay:
-        return cls(grpc.aio.insecure_channel(address), plan)
+    def to(cls, address: str, plan: FaultPlan, coordinator: Ed25519PrivateKey) -> FaultyRelay:
+        return cls(grpc.aio.insecure_channel(address), plan, coordinator)
 
     async def create_room(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
         self.plan.check_alive()

@@ -1,16 +1,20 @@
-"""Helpers for the relay tests: an in-process relay on 127.0.0.1:0, Redis key
-cleanup, and a clock tests can move."""
+"""Helpers for the relay tests: an in-process relay on 127.0.0.1:0 that pins a
+test coordinator, Redis key cleanup, and a clock tests can move."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay.admission import AdmissionPolicy, Admitter, parse_policy
 from relay.backend import Backend
 from relay.client import RelayClient
 from relay.rooms import RelayConfig
@@ -32,6 +36,49 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(bounded())
 
 
+# The coordinator every harness relay pins, unless a test passes its own policy.
+COORDINATOR = Ed25519PrivateKey.generate()
+
+
+def policy_for(
+    coordinators: dict[str, Ed25519PrivateKey],
+    *,
+    max_rooms: int = 10_000,
+    max_bytes: int = 1 << 40,
+    quotas: dict[str, tuple[int, int]] | None = None,
+) -> AdmissionPolicy:
+    """An admission policy pinning ``coordinators`` (name -> key); ``quotas``
+    gives some of them (max_rooms, max_bytes)."""
+    entries = []
+    for name, key in coordinators.items():
+        entry: dict[str, object] = {
+            "name": name,
+            "public_key": key.public_key().public_bytes_raw().hex(),
+        }
+        if quotas and name in quotas:
+            entry["max_rooms"], entry["max_bytes"] = quotas[name]
+        entries.append(entry)
+    return parse_policy({"max_rooms": max_rooms, "max_bytes": max_bytes, "coordinators": entries})
+
+
+def harness_admitter() -> Admitter:
+    """An admitter pinning the harness coordinator alone."""
+    return Admitter(policy_for({"test": COORDINATOR}))
+
+
+def write_admission_file(directory: Path, key: Ed25519PrivateKey = COORDINATOR) -> Path:
+    """Write an admission file pinning ``key`` (as ``shardkeep-relay --admission`` reads it)."""
+    path = directory / "relay-admission.json"
+    public_key = key.public_key().public_bytes_raw().hex()
+    policy = {
+        "max_rooms": 1000,
+        "max_bytes": 1 << 34,
+        "coordinators": [{"name": "test", "public_key": public_key}],
+    }
+    path.write_text(json.dumps(policy))
+    return path
+
+
 @asynccontextmanager
 async def relay(
     backend: Backend,
@@ -39,12 +86,19 @@ async def relay(
     config: RelayConfig | None = None,
     clock: Clock = wall_clock_ms,
     address: str = "127.0.0.1:0",
+    policy: AdmissionPolicy | None = None,
+    coordinator: Ed25519PrivateKey | None = COORDINATOR,
 ) -> AsyncIterator[RelayClient]:
-    """Start a relay over ``backend``; yield a client; stop both at the end."""
-    server, port = await create_server(address, backend, config=config, clock=clock)
+    """Start a relay over ``backend`` that pins ``policy`` (default: the harness
+    coordinator alone); yield a client that signs as ``coordinator``; stop both
+    at the end."""
+    admitter = Admitter(policy) if policy else harness_admitter()
+    server, port = await create_server(
+        address, backend, admitter=admitter, config=config, clock=clock
+    )
     await server.start()
     target = address if address.startswith("unix:") else f"127.0.0.1:{port}"
-    client = RelayClient.insecure(target)
+    client = RelayClient.insecure(target, coordinator=coordinator)
     try:
         yield client
     finally:

@@ -222,7 +222,7 @@ async def run_cell(
     if fault is not None and fault.kind == "enospc":
         device.io = enospc_io()
     error: BaseException | None = None
-    relay = FaultyRelay.to(stack.relay_address, plan)
+    relay = FaultyRelay.to(stack.relay_address, plan, stack.coordinator_key)
     async with client_for(stack, relay, FAULTY_TIMEOUT_S) as client:
         try:
             new, devices = await ceremony.run(client, scheme, wallet_id, before, fresh)

@@ -42,7 +42,7 @@ from tests.enclave_harness import (
     sign_request,
     signed,
 )
-from tests.relay_harness import run
+from tests.relay_harness import COORDINATOR, harness_admitter, run
 from tss.channel import party_id
 from tss.curve import schnorr_verify
 from tss.keyshare import KeyShare
@@ -91,12 +91,14 @@ async def real_stack(
     enclave_address = f"unix:{tmp_path / 'enclave.sock'}"
     enclave = await create_enclave_server(enclave_address, enclave_deps(pki, endpoint, coordinator))
     backend = MemoryBackend()
-    relay_server, relay_port = await create_relay_server("127.0.0.1:0", backend)
+    relay_server, relay_port = await create_relay_server(
+        "127.0.0.1:0", backend, admitter=harness_admitter()
+    )
     await relay_server.start()
     store = open_store(f"sqlite:///{tmp_path / 'host.db'}")
     enclave_channel = grpc.aio.insecure_channel(enclave_address)
     host_relay = RelayClient.insecure(f"127.0.0.1:{relay_port}")
-    coordinator_relay = RelayClient.insecure(f"127.0.0.1:{relay_port}")
+    coordinator_relay = RelayClient.insecure(f"127.0.0.1:{relay_port}", coordinator=COORDINATOR)
     channel: grpc.aio.Channel | None = None
     server: grpc.aio.Server | None = None
     try:

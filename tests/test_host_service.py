@@ -52,7 +52,7 @@ from tests.fake_enclave import (
     Script,
     start_fake_enclave,
 )
-from tests.relay_harness import run
+from tests.relay_harness import COORDINATOR, harness_admitter, run
 
 K = ceremony_pb2.CeremonyKind
 SERVER = "server"
@@ -85,7 +85,9 @@ async def stack(
     fake: FakeEnclave | None = None,
 ) -> AsyncIterator[Stack]:
     backend = MemoryBackend()
-    relay_server, relay_port = await create_relay_server("127.0.0.1:0", backend)
+    relay_server, relay_port = await create_relay_server(
+        "127.0.0.1:0", backend, admitter=harness_admitter()
+    )
     await relay_server.start()
     relay_target = f"127.0.0.1:{relay_port}"
     fake = fake or FakeEnclave()
@@ -93,7 +95,7 @@ async def stack(
     store = open_store(store_url)
     enclave_channel = grpc.aio.insecure_channel(enclave_target)
     host_relay = RelayClient.insecure(relay_target)
-    coordinator_relay = RelayClient.insecure(relay_target)
+    coordinator_relay = RelayClient.insecure(relay_target, coordinator=COORDINATOR)
     metrics = HostMetrics()
     server, port = await create_server(
         "127.0.0.1:0",
@@ -863,7 +865,9 @@ def test_keygen_and_failed_refresh_on_postgres(postgres_url: str) -> None:
 def test_serve_drains_on_stop(sqlite_url: str) -> None:
     async def body() -> None:
         backend = MemoryBackend()
-        relay_server, relay_port = await create_relay_server("127.0.0.1:0", backend)
+        relay_server, relay_port = await create_relay_server(
+            "127.0.0.1:0", backend, admitter=harness_admitter()
+        )
         await relay_server.start()
         fake = FakeEnclave()
         enclave_server, enclave_target = await start_fake_enclave(fake)
@@ -906,7 +910,9 @@ def test_main_refuses_vsock_targets() -> None:
 def test_the_console_script_drains_on_sigterm(sqlite_url: str) -> None:
     async def body() -> None:
         backend = MemoryBackend()
-        relay_server, relay_port = await create_relay_server("127.0.0.1:0", backend)
+        relay_server, relay_port = await create_relay_server(
+            "127.0.0.1:0", backend, admitter=harness_admitter()
+        )
         await relay_server.start()
         fake = FakeEnclave()
         enclave_server, enclave_target = await start_fake_enclave(fake)

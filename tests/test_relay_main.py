@@ -18,7 +18,7 @@ from relay.main import main as relay_main
 from relay.memory import MemoryBackend
 from relay.rooms import RelayConfig
 from relay.service import SERVICE_NAME
-from tests.relay_harness import relay, run
+from tests.relay_harness import COORDINATOR, relay, run, write_admission_file
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -46,11 +46,13 @@ def test_make_backend_rejects_unknown_specs() -> None:
         make_backend("postgres://db", redis_prefix="x", config=RelayConfig())
 
 
-def test_process_drains_on_sigterm() -> None:
+def test_process_drains_on_sigterm(tmp_path: Path) -> None:
+    admission = write_admission_file(tmp_path)
+
     async def body() -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay.main", "--listen", "127.0.0.1:0", "--grace", "0.5",
-            "--log-level", "WARNING",
+            "--log-level", "WARNING", "--admission", str(admission),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -64,7 +66,7 @@ def test_process_drains_on_sigterm() -> None:
                     health_pb2.HealthCheckRequest(service=SERVICE_NAME)
                 )
                 assert (await watch.read()).status == SERVING
-                client = RelayClient(channel)
+                client = RelayClient(channel, coordinator=COORDINATOR)
                 room = await client.create_room(["a", "b"])
                 async with client.join(room.room_id, "a", room.join_tokens["a"]) as session:
                     process.send_signal(signal.SIGTERM)
@@ -125,7 +127,9 @@ def test_errors_never_repeat_the_backend_url(
     file = tmp_path / "relay-backend"
     file.write_text("postgres://relay:CANARY-relay-password@db/0\n")
     with pytest.raises(SystemExit):
-        relay_main(["--backend-file", str(file)])
+        relay_main(
+            ["--backend-file", str(file), "--admission", str(write_admission_file(tmp_path))]
+        )
     err = capsys.readouterr().err
     assert "unknown backend" in err and "CANARY" not in err
 
@@ -138,6 +142,7 @@ def test_process_reads_its_backend_from_a_file(tmp_path: Path) -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay.main", "--listen", f"unix:{tmp_path}/r.sock",
             "--backend-file", str(file), "--log-level", "WARNING",
+            "--admission", str(write_admission_file(tmp_path)),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:

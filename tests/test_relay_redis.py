@@ -77,6 +77,10 @@ def test_parties_on_different_relays_exchange_in_order(redis_url: str, redis_pre
                     assert [d.envelope.payload for d in backlog] == [
                         f"a{i}".encode() for i in range(n)
                     ]
+                    report = await relay2.await_round(
+                        room.room_id, t["c"], ceremony_id="dkg", round_=1, timeout_s=0
+                    )
+                    assert list(report.missing) == ["c"]
                     # Closing through relay 1 ends the streams on relay 2.
                     await relay1.close_room(room.room_id, room.admin_token)
                     assert [d async for d in c] == []
@@ -90,11 +94,7 @@ def test_parties_on_different_relays_exchange_in_order(redis_url: str, redis_pre
                 (True, n),
                 (True, 0),
             ]
-            report = await relay2.await_round(
-                room.room_id, t["c"], ceremony_id="dkg", round_=1, timeout_s=0
-            )
-            assert list(report.missing) == ["c"]
-            assert report.state == relay_pb2.ROOM_STATE_CLOSED
+            assert status.state == relay_pb2.ROOM_STATE_CLOSED
 
     run(body)
 
@@ -121,27 +121,33 @@ def test_sequence_is_enforced_across_relays(redis_url: str, redis_prefix: str) -
 def test_keys_expire_and_stay_under_the_prefix(redis_url: str, redis_prefix: str) -> None:
     async def body() -> None:
         backend = RedisBackend.from_url(redis_url, prefix=redis_prefix, retention_ms=5_000)
-        async with relay(backend) as client:
-            room = await client.create_room(["a", "b"], ttl_ms=60_000, max_messages=5)
-            async with client.join(room.room_id, "a", room.join_tokens["a"]) as a:
-                for _ in range(5):
-                    await a.send(b"x", ceremony_id="c", round_=1)
-            await client.close_room(room.room_id, room.admin_token)
-
         sync = redis.Redis.from_url(redis_url)
         try:
-            keys = sorted(k.decode() for k in sync.scan_iter(match=f"{redis_prefix}*"))
-            meta = f"{redis_prefix}room:{{{room.room_id}}}"
-            assert keys == [meta, f"{meta}:log", f"{meta}:rounds"]
-            for key in keys:
-                # TTL = room TTL + retention, give or take the test's runtime.
-                assert 60_000 < sync.pttl(key) <= 65_000, key
-            # 5 envelopes and the close marker; MAXLEN guard at max_messages + 1.
-            assert sync.xlen(f"{meta}:log") == 6
-            # Only token digests are stored.
-            stored = sync.hgetall(meta)
-            for token in [room.admin_token, *room.join_tokens.values()]:
-                assert all(token.encode() not in v for v in stored.values())
+            async with relay(backend) as client:
+                room = await client.create_room(["a", "b"], ttl_ms=60_000, max_messages=5)
+                async with client.join(room.room_id, "a", room.join_tokens["a"]) as a:
+                    for _ in range(5):
+                        await a.send(b"x", ceremony_id="c", round_=1)
+                meta = f"{redis_prefix}room:{{{room.room_id}}}"
+                budget = [f"{redis_prefix}{{budget}}:{k}" for k in ("exp", "res", "use")]
+                keys = sorted(k.decode() for k in sync.scan_iter(match=f"{redis_prefix}*"))
+                assert keys == sorted([meta, f"{meta}:log", f"{meta}:rounds", *budget])
+                for key in (meta, f"{meta}:log", f"{meta}:rounds"):
+                    # TTL = room TTL + retention, give or take the test's runtime.
+                    assert 60_000 < sync.pttl(key) <= 65_000, key
+                assert sync.xlen(f"{meta}:log") == 5
+                # Only token digests are stored.
+                stored = sync.hgetall(meta)
+                for token in [room.admin_token, *room.join_tokens.values()]:
+                    assert all(token.encode() not in v for v in stored.values())
+                await client.close_room(room.room_id, room.admin_token)
+                # Closed: the log is down to the close marker, the rounds are
+                # gone and the tombstone goes after the retention.
+                assert sync.xlen(f"{meta}:log") == 1
+                assert not sync.exists(f"{meta}:rounds")
+                for key in (meta, f"{meta}:log"):
+                    assert 0 < sync.pttl(key) <= 5_000, key
+                assert sync.hget(budget[2], "rooms") == b"0"
         finally:
             sync.close()
 

@@ -9,10 +9,12 @@ import grpc
 import pytest
 
 from relay import errors, rooms
+from relay.budget import Quota
 from relay.errors import (
     LimitExceededError,
     MalformedRequestError,
     PermissionDeniedError,
+    QuotaExceededError,
     RoomClosedError,
     RoomExistsError,
     RoomExpiredError,
@@ -25,9 +27,11 @@ from relay.rooms import (
     AppendCounters,
     Message,
     PartyId,
+    ReadResult,
     RelayConfig,
     RoomId,
     RoomLimits,
+    RoomSpec,
     check_append,
 )
 from tests.relay_harness import FakeClock, run
@@ -245,25 +249,31 @@ def test_status_table_covers_every_error() -> None:
 def test_memory_backend_expiry_and_collection() -> None:
     async def body() -> None:
         clock = FakeClock()
-        backend = MemoryBackend(max_rooms=2, retention_ms=1_000)
-        first = make_room(ttl_ms=5_000, now_ms=clock()).spec
-        await backend.create_room(first, clock())
-        with pytest.raises(RoomExistsError):
-            await backend.create_room(first, clock())
-        assert (await backend.append(first.room_id, [msg(seq=1)], clock())).positions == (1,)
+        backend = MemoryBackend(retention_ms=1_000)
+        budget = Quota(max_rooms=2, max_bytes=1 << 40)
 
-        clock.advance(5_000)  # expired, still retained
+        async def create(spec: RoomSpec) -> None:
+            await backend.create_room(spec, clock(), quota=budget, budget=budget)
+
+        first = make_room(ttl_ms=5_000, now_ms=clock()).spec
+        await create(first)
+        with pytest.raises(RoomExistsError):
+            await create(first)
+        assert (await backend.append(first.room_id, [msg(seq=1)], clock())).positions == (1,)
+        await create(make_room(now_ms=clock()).spec)
+        with pytest.raises(QuotaExceededError, match="room quota 2"):
+            await create(make_room(now_ms=clock()).spec)
+
+        clock.advance(5_000)  # expired: its reservation is back at once, a tombstone stays
         assert (await backend.snapshot(first.room_id)).state(clock()) == "expired"
         expired = await backend.append(first.room_id, [msg(seq=2)], clock())
         assert expired.positions == () and isinstance(expired.error, RoomExpiredError)
+        usage = await backend.usage(clock())
+        assert (usage.rooms, usage.stored_bytes, usage.tombstones) == (1, 0, 1)
+        await create(make_room(now_ms=clock()).spec)
 
-        second = make_room(now_ms=clock()).spec
-        await backend.create_room(second, clock())
-        with pytest.raises(LimitExceededError):  # max_rooms, the expired one included
-            await backend.create_room(make_room(now_ms=clock()).spec, clock())
-
-        clock.advance(1_000)  # past retention: the next create collects it
-        await backend.create_room(make_room(now_ms=clock()).spec, clock())
+        clock.advance(1_000)  # past retention: the tombstone is gone
+        assert (await backend.usage(clock())).tombstones == 0
         with pytest.raises(RoomNotFoundError):
             await backend.snapshot(first.room_id)
         with pytest.raises(RoomNotFoundError):
@@ -276,7 +286,8 @@ def test_memory_backend_read_waits_and_wakes() -> None:
     async def body() -> None:
         backend = MemoryBackend()
         spec = make_room(now_ms=0, ttl_ms=60_000).spec
-        await backend.create_room(spec, 0)
+        budget = Quota(max_rooms=1, max_bytes=1 << 40)
+        await backend.create_room(spec, 0, quota=budget, budget=budget)
         empty = await backend.read(spec.room_id, 0, 10, 0.05)
         assert empty.entries == () and not empty.closed
         reader = asyncio.create_task(backend.read(spec.room_id, 0, 10, 10))
@@ -286,11 +297,9 @@ def test_memory_backend_read_waits_and_wakes() -> None:
         assert [e.position for e in batch.entries] == [1]
         reader = asyncio.create_task(backend.read(spec.room_id, 1, 10, 10))
         await asyncio.sleep(0.01)
-        await backend.close_room(spec.room_id)
+        await backend.close_room(spec.room_id, 2)
         assert (await asyncio.wait_for(reader, 1)).closed
-        # After a close, entries still come first; "closed" only once drained.
-        first = await backend.read(spec.room_id, 0, 10, 0)
-        assert len(first.entries) == 1 and first.closed
-        assert not (await backend.read(spec.room_id, 0, 0, 0)).closed
+        # A close drops the log: a reader from the start gets only the end.
+        assert await backend.read(spec.room_id, 0, 10, 0) == ReadResult((), closed=True)
 
     run(body)

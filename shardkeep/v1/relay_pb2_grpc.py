@@ -66,7 +66,10 @@ class RelayServicer:
 
     def CreateRoom(self, request, context):
         """Creates a room and returns one join token per participant plus an admin
-        token for the creator, who distributes the party tokens.
+        token for the creator, who distributes the party tokens. Needs a pinned
+        coordinator's credential in the x-shardkeep-coordinator metadata (an
+        Ed25519 signature over the request, a time and a nonce); the room reserves
+        its max_total_bytes within that coordinator's quota until it ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,8 +84,9 @@ class RelayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CloseRoom(self, request, context):
-        """Closes a room: joined streams get the rest of the log, then RoomEnded.
-        Needs the admin token. Idempotent.
+        """Closes and ends a room at once: its log is dropped and its reservation
+        returned; joined streams get RoomEnded next (envelopes they have not yet
+        received are dropped). Needs the admin token. Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
