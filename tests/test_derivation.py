@@ -46,7 +46,7 @@ def _xkey(s: str) -> tuple[bytes, bytes]:
 
 # BIP-32 "Test Vectors" (bitcoin/bips bip-0032.mediawiki), every step public
 # derivation can take: (step, xprv of the parent, non-hardened path, xpub and
-# xprv of the child). Transcribed here because shared/vectors does not vendor
+# xprv of the child). Transcribed here because tests/vectors does not vendor
 # BIP-32; tests/test_frost_vectors.py checks the same xpub steps of CKDpub alone.
 BIP32_STEPS = [
     (
