@@ -21,6 +21,7 @@ import grpc
 from host.store_errors import (
     EpochError,
     NotFoundError,
+    QuotaExceededError,
     StoreConflictError,
     StoreError,
     StoreInputError,
@@ -129,6 +130,7 @@ ERROR_TABLE: Final[tuple[tuple[type[Exception], grpc.StatusCode], ...]] = (
     (NotFoundError, StatusCode.NOT_FOUND),
     (StoreInputError, StatusCode.INVALID_ARGUMENT),
     (StoreConflictError, StatusCode.ABORTED),  # another ceremony wrote first
+    (QuotaExceededError, StatusCode.RESOURCE_EXHAUSTED),
     (EpochError, StatusCode.FAILED_PRECONDITION),
     (StoreUnavailableError, StatusCode.UNAVAILABLE),
     (StoreError, StatusCode.INTERNAL),

@@ -38,7 +38,7 @@ from host.credentials import CredentialsError, source_from_spec
 from host.enclave_link import LinkConfig
 from host.metrics import HostMetrics, MetricsServer, start_metrics_server
 from host.service import create_server
-from host.store import open_store
+from host.store import BackupQuota, open_store
 from relay.client import RelayClient
 from shardkeep import logs
 from shardkeep.server import new_health_servicer
@@ -64,6 +64,7 @@ class HostConfig:
         grace_s: drain time on SIGTERM.
         link: enclave timeouts.
         api_tokens: accepted bearer tokens (empty: any caller).
+        backup_quota: most backups and blob bytes one wallet may keep.
     """
 
     listen: str
@@ -75,6 +76,7 @@ class HostConfig:
     grace_s: float = 10.0
     link: LinkConfig = field(default_factory=LinkConfig)
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    backup_quota: BackupQuota = field(default_factory=BackupQuota)
 
 
 def _bound_address(address: str, port: int) -> str:
@@ -124,6 +126,7 @@ async def serve(
             link_config=config.link,
             api_tokens=config.api_tokens,
             health_servicer=health,
+            backup_quota=config.backup_quota,
         )
         if config.metrics_port is not None:
             metrics_server = start_metrics_server(
@@ -203,8 +206,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="AWS credentials handed to the enclave for KMS: none, env, file:PATH, imds "
         "(IMDSv2, on EC2) or imds:http://HOST:PORT",
     )
+    parser.add_argument(
+        "--max-backups-per-wallet", type=int, default=BackupQuota.max_count, metavar="N"
+    )
+    parser.add_argument(
+        "--max-backup-bytes-per-wallet", type=int, default=BackupQuota.max_bytes, metavar="BYTES"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if args.max_backups_per_wallet < 1 or args.max_backup_bytes_per_wallet < 1:
+        parser.error("backup quotas must be positive")
     if args.enclave.startswith("vsock:"):
         parser.error("grpcio has no vsock transport: point --enclave at the vsock bridge's socket")
     try:
@@ -226,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         grace_s=args.grace,
         link=LinkConfig(max_ceremony_s=args.max_ceremony_seconds, kms_credentials=credentials),
         api_tokens=tokens,
+        backup_quota=BackupQuota(args.max_backups_per_wallet, args.max_backup_bytes_per_wallet),
     )
     asyncio.run(_serve_until_signalled(config))
 

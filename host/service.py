@@ -34,7 +34,14 @@ from host.ceremony_plan import KIND_NAMES, plan_ceremony, scheme_enum
 from host.enclave_link import CeremonyDriver, EnclaveLink, LinkConfig, ceremony_budget
 from host.errors import HostError, error_for
 from host.metrics import HostMetrics
-from host.store import Backup, BackupBlob, Store, StoreConflictError, StoredBackup
+from host.store import (
+    Backup,
+    BackupBlob,
+    BackupInfo,
+    BackupQuota,
+    Store,
+    StoreConflictError,
+)
 from relay.client import RelayClient
 from shardkeep.server import AsyncHealthServicer, bind, new_health_servicer
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
@@ -188,6 +195,9 @@ def _where(error: BaseException) -> str:
     return f"{tb.tb_frame.f_globals.get('__name__', '?')}:{tb.tb_lineno}"
 
 
+_DEFAULT_BACKUP_QUOTA: Final = BackupQuota()
+
+
 class HostServicer(host_pb2_grpc.HostServicer):
     """The Host service: ceremonies through the enclave, wallets from the store."""
 
@@ -198,14 +208,17 @@ class HostServicer(host_pb2_grpc.HostServicer):
         link: EnclaveLink,
         relay: RelayClient,
         metrics: HostMetrics,
+        backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
     ) -> None:
         """Arguments:
         store: the ciphertext store (caller-owned).
         link: the provisioned enclave link.
         relay: the relay client (caller-owned).
         metrics: the host's metrics.
+        backup_quota: most backups and blob bytes one wallet may keep.
         """
         self._store = store
+        self._backup_quota = backup_quota
         self._link = link
         self._relay = relay
         self._metrics = metrics
@@ -396,7 +409,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 epoch=given.epoch,
                 blob=BackupBlob(bytes(given.blob)),
             )
-            await asyncio.to_thread(self._store.put_backup, backup)
+            await asyncio.to_thread(self._store.put_backup, backup, self._backup_quota)
         except StoreConflictError as e:
             # Not ERROR_TABLE's ABORTED (a ceremony raced us): a stored backup is
             # never replaced, so retrying cannot help.
@@ -419,7 +432,16 @@ class HostServicer(host_pb2_grpc.HostServicer):
         except Exception as e:
             error = error_for(e)
             await context.abort(error.code, error.message)
-        return _backup_message(stored, with_blob=True)
+        backup = stored.backup
+        return host_pb2.Backup(
+            wallet_id=backup.wallet_id,
+            backup_id=backup.backup_id,
+            party_id=backup.party_id,
+            epoch=backup.epoch,
+            blob=backup.blob,
+            created_at_ms=stored.created_at_ms,
+            blob_bytes=len(backup.blob),
+        )
 
     async def ListBackups(
         self, request: host_pb2.ListBackupsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -427,7 +449,8 @@ class HostServicer(host_pb2_grpc.HostServicer):
         """Every backup of a wallet, by backup id, without the blobs.
 
         Leaving the blobs out keeps the reply small (each may be megabytes) and
-        hands out ciphertext only to a caller who names the backup it wants.
+        hands out ciphertext only to a caller who names the backup it wants; the
+        store does not read them either.
         """
         structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
         try:
@@ -435,21 +458,17 @@ class HostServicer(host_pb2_grpc.HostServicer):
         except Exception as e:
             error = error_for(e)
             await context.abort(error.code, error.message)
-        return host_pb2.ListBackupsResponse(
-            backups=[_backup_message(b, with_blob=False) for b in stored]
-        )
+        return host_pb2.ListBackupsResponse(backups=[_backup_info_message(b) for b in stored])
 
 
-def _backup_message(stored: StoredBackup, *, with_blob: bool) -> host_pb2.Backup:
-    backup = stored.backup
+def _backup_info_message(info: BackupInfo) -> host_pb2.Backup:
     return host_pb2.Backup(
-        wallet_id=backup.wallet_id,
-        backup_id=backup.backup_id,
-        party_id=backup.party_id,
-        epoch=backup.epoch,
-        blob=backup.blob if with_blob else b"",
-        created_at_ms=stored.created_at_ms,
-        blob_bytes=len(backup.blob),
+        wallet_id=info.wallet_id,
+        backup_id=info.backup_id,
+        party_id=info.party_id,
+        epoch=info.epoch,
+        created_at_ms=info.created_at_ms,
+        blob_bytes=info.blob_bytes,
     )
 
 
@@ -464,6 +483,7 @@ async def create_server(
     api_tokens: Sequence[str] = (),
     health_servicer: AsyncHealthServicer | None = None,
     max_message_bytes: int = _MAX_MESSAGE_BYTES,
+    backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
 ) -> tuple[grpc.aio.Server, int]:
     """Build the host's gRPC server (not started), provisioning the enclave first.
 
@@ -480,6 +500,7 @@ async def create_server(
         health_servicer: pass one to drive graceful shutdown
             (``enter_graceful_shutdown``); a new one is made otherwise.
         max_message_bytes: the public API's message size cap.
+        backup_quota: most backups and blob bytes one wallet may keep.
 
     Returns:
         ``(server, bound_port)``; the port is 0 for a Unix socket. Health
@@ -503,7 +524,10 @@ async def create_server(
     health_servicer = health_servicer or new_health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     host_pb2_grpc.add_HostServicer_to_server(  # type: ignore[no-untyped-call]
-        HostServicer(store=store, link=link, relay=relay, metrics=metrics), server
+        HostServicer(
+            store=store, link=link, relay=relay, metrics=metrics, backup_quota=backup_quota
+        ),
+        server,
     )
     port = bind(server, address)
     for service in ("", SERVICE_NAME):

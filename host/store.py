@@ -81,6 +81,7 @@ from host.store_errors import (
     EpochError,
     MigrationError,
     NotFoundError,
+    QuotaExceededError,
     ShareNotFoundError,
     StoreConflictError,
     StoreCorruptionError,
@@ -97,6 +98,8 @@ from host.store_records import (
     SCHEMES,
     Backup,
     BackupBlob,
+    BackupInfo,
+    BackupQuota,
     EncryptedDataKey,
     EpochState,
     Keyring,
@@ -129,6 +132,7 @@ __all__ = [
     "ShareNotFoundError",
     "BackupNotFoundError",
     "StoreConflictError",
+    "QuotaExceededError",
     "EpochError",
     "StoreUnavailableError",
     "StoreCorruptionError",
@@ -153,6 +157,8 @@ __all__ = [
     "StoredShare",
     "Backup",
     "StoredBackup",
+    "BackupInfo",
+    "BackupQuota",
     # Backend support
     "ConnectionPool",
     "ErrorTable",
@@ -193,6 +199,12 @@ _SHARE_SELECT: Final = """
 
 _BACKUP_SELECT: Final = """
     SELECT wallet_id, backup_id, party_id, epoch, blob, created_at_ms FROM backups
+"""
+# The same without the blob: length() is the blob's size in bytes in SQLite and
+# PostgreSQL alike, and neither reads a blob's content to answer it.
+_DEFAULT_BACKUP_QUOTA: Final = BackupQuota()
+_BACKUP_INFO_SELECT: Final = """
+    SELECT wallet_id, backup_id, party_id, epoch, length(blob), created_at_ms FROM backups
 """
 
 _CREATE_SCHEMA_MIGRATIONS: Final = """
@@ -723,14 +735,19 @@ class Store(abc.ABC):
 
     # --- backups -------------------------------------------------------------------
 
-    def put_backup(self, backup: Backup) -> None:
+    def put_backup(self, backup: Backup, quota: BackupQuota = _DEFAULT_BACKUP_QUOTA) -> None:
         """Store a client-encrypted backup share.
 
         Writing the same backup again is a no-op; a stored backup is never replaced.
 
+        Arguments:
+            backup: the record.
+            quota: most backups and blob bytes the wallet may keep.
+
         Raises:
             WalletNotFoundError: no such wallet.
             StoreConflictError: another backup is stored under this id; nothing changed.
+            QuotaExceededError: the wallet would pass its backup count or bytes.
         """
         if not isinstance(backup, Backup):
             raise StoreInputError("backup must be a Backup")
@@ -748,6 +765,18 @@ class Store(abc.ABC):
                     return
                 raise StoreConflictError(
                     f"another backup is stored as {backup.backup_id} of wallet {backup.wallet_id}"
+                )
+            count, total = tx.one(
+                "SELECT COUNT(*), COALESCE(SUM(length(blob)), 0) FROM backups WHERE wallet_id = ?",
+                (backup.wallet_id,),
+            ) or (0, 0)
+            if count + 1 > quota.max_count:
+                raise QuotaExceededError(
+                    f"wallet {backup.wallet_id} backup count quota {quota.max_count} reached"
+                )
+            if total + len(backup.blob) > quota.max_bytes:
+                raise QuotaExceededError(
+                    f"wallet {backup.wallet_id} backup byte quota {quota.max_bytes} would be passed"
                 )
             tx.run(
                 "INSERT INTO backups (wallet_id, backup_id, party_id, epoch, blob, created_at_ms)"
@@ -780,8 +809,8 @@ class Store(abc.ABC):
                 raise BackupNotFoundError(f"wallet {wallet_id} has no backup {backup_id}")
         return _backup_from_row(row)
 
-    def list_backups(self, wallet_id: str) -> list[StoredBackup]:
-        """Every backup of the wallet, by backup id.
+    def list_backups(self, wallet_id: str) -> list[BackupInfo]:
+        """Every backup of the wallet, by backup id, without the blobs (none is read).
 
         Raises:
             WalletNotFoundError: no such wallet.
@@ -789,8 +818,16 @@ class Store(abc.ABC):
         check_id("wallet id", wallet_id)
         with self._transaction(write=False) as tx:
             self._read_wallet(tx, wallet_id)
-            rows = tx.all(_BACKUP_SELECT + " WHERE wallet_id = ? ORDER BY backup_id", (wallet_id,))
-        return [_backup_from_row(row) for row in rows]
+            rows = tx.all(
+                _BACKUP_INFO_SELECT + " WHERE wallet_id = ? ORDER BY backup_id", (wallet_id,)
+            )
+        try:
+            return [
+                BackupInfo(str(w), str(b), str(p), int(e), int(size), int(created))
+                for w, b, p, e, size, created in rows
+            ]
+        except (TypeError, ValueError) as exc:
+            raise StoreCorruptionError("stored backup record is malformed") from exc
 
     # --- the enclave's sealed identity ------------------------------------------------
 

@@ -15,6 +15,7 @@ __all__ = [
     "ShareNotFoundError",
     "BackupNotFoundError",
     "StoreConflictError",
+    "QuotaExceededError",
     "EpochError",
     "StoreUnavailableError",
     "StoreCorruptionError",
@@ -48,6 +49,10 @@ class BackupNotFoundError(NotFoundError):
 
 class StoreConflictError(StoreError):
     """The write contradicts what is stored (other bytes, an existing wallet); nothing changed."""
+
+
+class QuotaExceededError(StoreError):
+    """The write would pass a quota (a wallet's backup count or bytes); nothing changed."""
 
 
 class EpochError(StoreError):

@@ -35,6 +35,8 @@ __all__ = [
     "StoredShare",
     "Backup",
     "StoredBackup",
+    "BackupInfo",
+    "BackupQuota",
     # Validation and encoding (for the store)
     "check_id",
     "check_uint",
@@ -297,6 +299,26 @@ class StoredBackup:
 
     backup: Backup
     created_at_ms: int
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """A stored backup without its blob (what a listing reads)."""
+
+    wallet_id: str
+    backup_id: str
+    party_id: str
+    epoch: int
+    blob_bytes: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class BackupQuota:
+    """Most backups, and most blob bytes over them, one wallet may keep."""
+
+    max_count: int = 16
+    max_bytes: int = 32 << 20
 
 
 def encode_parties(parties: tuple[Party, ...]) -> str:

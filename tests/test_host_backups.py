@@ -200,3 +200,73 @@ def test_logs_name_the_calls_but_never_carry_the_blob(sqlite_url: str) -> None:
     ]
     for form in (CANARY, CANARY.hex().encode(), base64.b64encode(CANARY)):
         assert form.decode() not in text
+
+
+def test_backup_flood_refused_by_the_wallet_quota(sqlite_url: str) -> None:
+    """The flood: 60 backups of 4 MiB each were accepted for one wallet in
+    3.7 s. Now a wallet keeps at most 16 backups and 32 MiB of them: the next
+    one is RESOURCE_EXHAUSTED naming the quota, and what is stored is intact."""
+
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            big = b"\x5a" * (4 << 20)
+            stored = 0
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                for i in range(60):
+                    request = host_pb2.PutBackupRequest(backup=backup(f"big-{i}", blob=big))
+                    await s.host.PutBackup(request)
+                    stored += 1
+            assert stored == 8  # 8 x 4 MiB = the 32 MiB quota
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "backup byte quota" in (caught.value.details() or "")
+            listed = await s.host.ListBackups(host_pb2.ListBackupsRequest(wallet_id=WALLET))
+            assert [b.blob_bytes for b in listed.backups] == [len(big)] * 8
+            assert s.store.get_backup(WALLET, "big-7").backup.blob == big
+
+    run(body)
+
+
+def test_backup_count_flood_refused_by_the_wallet_quota(sqlite_url: str) -> None:
+    """Many small backups: the 17th is RESOURCE_EXHAUSTED naming the count quota."""
+
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            for i in range(16):
+                await s.host.PutBackup(host_pb2.PutBackupRequest(backup=backup(f"b-{i:02}")))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await s.host.PutBackup(host_pb2.PutBackupRequest(backup=backup("b-16")))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "backup count quota 16" in (caught.value.details() or "")
+
+    run(body)
+
+
+def test_list_backups_reads_metadata_only(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListBackups selected every blob (767 ms and +58 MiB of host memory for
+    one call). Now its query reads no blob column, only the blobs' lengths."""
+    from host import sqlite_store
+
+    queries: list[str] = []
+    original = sqlite_store._SQLiteTransaction.all
+
+    def spy(self: sqlite_store._SQLiteTransaction, sql: str, params: object = ()) -> object:
+        queries.append(sql)
+        return original(self, sql, params)  # type: ignore[arg-type]
+
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            await s.host.PutBackup(host_pb2.PutBackupRequest(backup=backup("bk-1")))
+            monkeypatch.setattr(sqlite_store._SQLiteTransaction, "all", spy)
+            listed = await s.host.ListBackups(host_pb2.ListBackupsRequest(wallet_id=WALLET))
+            assert [(b.backup_id, b.blob, b.blob_bytes) for b in listed.backups] == [
+                ("bk-1", b"", len(BLOB))
+            ]
+        [query] = [q for q in queries if "FROM backups" in q]
+        columns = query.split("FROM backups")[0]
+        assert "length(blob)" in columns
+        assert "blob" not in columns.replace("length(blob)", "")
+
+    run(body)

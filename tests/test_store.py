@@ -29,7 +29,9 @@ from host.sqlite_store import SQLiteStore
 from host.store import (
     Backup,
     BackupBlob,
+    BackupInfo,
     BackupNotFoundError,
+    BackupQuota,
     ConnectionPool,
     EncryptedDataKey,
     EpochError,
@@ -39,6 +41,7 @@ from host.store import (
     OwnerKey,
     Party,
     PublicKey,
+    QuotaExceededError,
     Scheme,
     SealedCiphertext,
     SealedShare,
@@ -648,7 +651,13 @@ def test_backups(store: Store) -> None:
     store.put_backup(second)
     store.put_backup(first)  # the same again: a no-op
     assert store.get_backup(W, "device-1").backup == first
-    assert [b.backup for b in store.list_backups(W)] == [second, first]  # by backup id
+    # By backup id, without the blobs.
+    listed = store.list_backups(W)
+    assert [(b.backup_id, b.party_id, b.epoch, b.blob_bytes) for b in listed] == [
+        ("cloud-1", "party-2", 0, len(second.blob)),
+        ("device-1", "party-1", 0, len(first.blob)),
+    ]
+    assert all(isinstance(b, BackupInfo) and b.wallet_id == W for b in listed)
     for other in (
         Backup(W, "device-1", "party-1", 0, BackupBlob(b"other blob")),
         Backup(W, "device-1", "party-2", 0, first.blob),
@@ -663,6 +672,22 @@ def test_backups(store: Store) -> None:
     refresh(store, 1)
     store.prune_retired(W, keep_epochs=0)
     assert len(store.list_backups(W)) == 2
+
+
+def test_backup_quota_per_wallet(store: Store) -> None:
+    committed_wallet(store)
+    committed_wallet(store, "other-wallet")
+    quota = BackupQuota(max_count=3, max_bytes=100)
+    for i in range(3):
+        store.put_backup(Backup(W, f"b{i}", "party-1", 0, BackupBlob(b"x" * 10)), quota)
+    store.put_backup(Backup(W, "b0", "party-1", 0, BackupBlob(b"x" * 10)), quota)  # a no-op
+    with pytest.raises(QuotaExceededError, match="backup count quota 3"):
+        store.put_backup(Backup(W, "b3", "party-1", 0, BackupBlob(b"x")), quota)
+    with pytest.raises(QuotaExceededError, match="backup byte quota 100"):
+        store.put_backup(Backup("other-wallet", "big", "p", 0, BackupBlob(b"x" * 101)), quota)
+    # The quota is per wallet: the other wallet still has all of its own.
+    store.put_backup(Backup("other-wallet", "b", "p", 0, BackupBlob(b"x" * 100)), quota)
+    assert [b.blob_bytes for b in store.list_backups(W)] == [10, 10, 10]
 
 
 ################################################################################
