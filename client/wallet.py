@@ -210,10 +210,16 @@ class WalletClient:
         )
         hostpubkeys = [bytes(p.host_pubkey) for p in parties]
 
-        def build(_: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+        def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            session_id = lifecycle.lifecycle_session_id(req)
             return roster_of(parties), {
                 d.party_id: Keygen(
-                    scheme, d.hostseckey, hostpubkeys, threshold, secrets.token_bytes
+                    scheme,
+                    d.hostseckey,
+                    hostpubkeys,
+                    threshold,
+                    secrets.token_bytes,
+                    session_id=session_id,
                 )
                 for d in devices
             }

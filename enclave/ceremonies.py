@@ -28,6 +28,7 @@ from enclave.identity import Identity, ServerShare
 from shardkeep.lifecycle import (
     check_server_threshold,
     export_layout,
+    lifecycle_session_id,
     refresh_layout,
     request_keyring,
     reshare_layout,
@@ -139,6 +140,7 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
         [bytes(p.host_pubkey) for p in parties],
         request.threshold,
         rand,
+        session_id=lifecycle_session_id(request),
     )
     party_ids = tuple(p.party_id for p in parties)
 

@@ -93,7 +93,7 @@ class Layout(Generic[PlanT]):
 
 
 def lifecycle_session_id(request: ceremony_pb2.CeremonyRequest) -> bytes:
-    """The 32-byte session id of a refresh, reshare or export plan.
+    """The 32-byte session id of a keygen, refresh, reshare or export.
 
     Arguments:
         request: the ceremony request (its kind, wallet, room and ceremony ids).

@@ -26,6 +26,7 @@ from enclave.nsm import SimulatedNitroPki, SimulatedNsm, image_pcrs
 from enclave.seal import ShareSealer
 from enclave.service import EnclaveDeps, create_server
 from shardkeep import requests as signing
+from shardkeep.lifecycle import lifecycle_session_id
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
 from tss.channel import Roster, StaticKey, party_id
 from tss.dkg.chilldkg import hostpubkey_gen
@@ -182,15 +183,20 @@ def keygen_request(
 
 
 def client_keygen(
-    scheme: str, client: ClientParty, request: ceremony_pb2.CeremonyRequest
+    scheme: str,
+    client: ClientParty,
+    request: ceremony_pb2.CeremonyRequest,
+    kind: type[Keygen] = Keygen,
 ) -> SecureSession[KeyShare]:
+    """A client's keygen session (``kind``: a misbehaving ``Keygen`` subclass)."""
     roster = Roster.from_parties([(p.party_id, bytes(p.static_key)) for p in request.parties])
-    ceremony = Keygen(
+    ceremony = kind(
         scheme,  # type: ignore[arg-type]
         client.hostseckey,
         [bytes(p.host_pubkey) for p in request.parties],
         request.threshold,
         secrets.token_bytes,
+        session_id=lifecycle_session_id(request),
     )
     return SecureSession(
         ceremony,
@@ -446,3 +452,36 @@ class Tolerant:
         except ShardkeepError as e:
             self.error = e
             return []
+
+
+class EquivocatingSession:
+    """Malicious party M over the channels: two honest sessions of M's (each with
+    its own randomness), the first speaking only to ``first_victim_id``, the
+    second to everyone else. Every envelope M receives goes to both, so each
+    victim gets messages valid in its own view, and the views differ."""
+
+    def __init__(self, make: Any, first_victim_id: str) -> None:
+        self.sessions: list[SecureSession[Any]] = [make(), make()]
+        self.first = first_victim_id
+
+    def _route(self, outs: Sequence[list[Outbound]]) -> list[Outbound]:
+        a, b = outs
+        return [o for o in a if o.recipient_id == self.first] + [
+            o for o in b if o.recipient_id != self.first
+        ]
+
+    @property
+    def done(self) -> bool:
+        return True  # the host loop need not wait for it; tests read the honest parties
+
+    def start(self) -> list[Outbound]:
+        return self._route([s.start() for s in self.sessions])
+
+    def receive(self, envelope: bytes) -> list[Outbound]:
+        outs = []
+        for s in self.sessions:
+            try:
+                outs.append(s.receive(envelope))
+            except ShardkeepError:
+                outs.append([])
+        return self._route(outs)

@@ -24,6 +24,7 @@ from enclave.nsm import SimulatedNitroPki
 from enclave.service import CULPRITS_METADATA
 from tests.enclave_harness import (
     ClientParty,
+    EquivocatingSession,
     Stack,
     Tolerant,
     client_keygen,
@@ -38,46 +39,12 @@ from tests.enclave_harness import (
 )
 from tss import local
 from tss.ceremony import Ceremony, Message
+from tss.equivocation import EquivocationError
 from tss.errors import ProtocolError, ShardkeepError
 from tss.keyshare import KeyShare
-from tss.session import Outbound, SecureSession
-from tss.signed_nonces import NonceEquivocationError, nonce_signature_valid
-from tss.signing import Bip340Signing, HostKeys, throwaway_host_keys
+from tss.signing import NONCES, Bip340Signing, HostKeys, throwaway_host_keys
 
 DIGEST = bytes(range(32))
-
-
-class EquivocatingSession:
-    """Malicious party M over the channels: two honest signing sessions of M's,
-    each with its own nonce, one speaking to ``victims[0]`` and one to the rest.
-    Every envelope M receives goes to both; each sends only to its victims, so
-    each victim gets a nonce and a partial signature valid in its own view."""
-
-    def __init__(self, make: Any, first_victim_id: str) -> None:
-        self.sessions: list[SecureSession[Any]] = [make(), make()]
-        self.first = first_victim_id
-
-    def _route(self, outs: Sequence[list[Outbound]]) -> list[Outbound]:
-        a, b = outs
-        return [o for o in a if o.recipient_id == self.first] + [
-            o for o in b if o.recipient_id != self.first
-        ]
-
-    @property
-    def done(self) -> bool:
-        return True  # it never finishes; the test reads the honest parties' verdicts
-
-    def start(self) -> list[Outbound]:
-        return self._route([s.start() for s in self.sessions])
-
-    def receive(self, envelope: bytes) -> list[Outbound]:
-        outs = []
-        for s in self.sessions:
-            try:
-                outs.append(s.receive(envelope))
-            except ShardkeepError:
-                outs.append([])
-        return self._route(outs)
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +85,14 @@ def test_frost_nonce_equivocation_blames_equivocator_not_honest_signers(
         assert info.value.code() == grpc.StatusCode.ABORTED, info.value.details()
         enclave_blames = dict(info.value.trailing_metadata() or ()).get(CULPRITS_METADATA)
         assert enclave_blames == m.party.party_id
-        assert isinstance(honest_b.error, NonceEquivocationError)
+        assert isinstance(honest_b.error, EquivocationError)
         assert honest_b.error.culprits == (1,)
         # The evidence holds on its own: two nonces, both signed by M's host key.
         first, second = honest_b.error.equivocators[1]
-        assert first.pubnonce != second.pubnonce
-        context = honest_b.session.ceremony._context  # type: ignore[attr-defined]
+        assert first.value != second.value
+        context = honest_b.session.ceremony.context  # type: ignore[attr-defined]
         for nonce in (first, second):
-            assert nonce_signature_valid(bytes(m.party.host_pubkey), context, 1, nonce)
+            assert NONCES.valid(bytes(m.party.host_pubkey), context, 1, nonce)
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
 
@@ -203,7 +170,7 @@ def test_an_echo_with_a_made_up_nonce_is_blamed_on_the_echoer(
 
     verdicts = _run(_signers(shares, keys), forge_view)
     error = verdicts[0]
-    assert isinstance(error, NonceEquivocationError)
+    assert isinstance(error, EquivocationError)
     assert error.culprits == (2,) and error.forgers == (2,) and not error.equivocators
     assert verdicts[1] is None  # signer 1 saw consistent views and finished
 

@@ -17,13 +17,16 @@ from tss.keygen import Keygen
 def test_bad_certeq_signature_blames_its_signer(scheme: str) -> None:
     hostseckeys = [secrets.token_bytes(32) for _ in range(3)]
     hostpubkeys = [hostpubkey_gen(sk) for sk in hostseckeys]
-    parties = [Keygen(scheme, sk, hostpubkeys, 2, secrets.token_bytes) for sk in hostseckeys]  # type: ignore[arg-type]
+    parties = [
+        Keygen(scheme, sk, hostpubkeys, 2, secrets.token_bytes, session_id=b"kg")  # type: ignore[arg-type]
+        for sk in hostseckeys
+    ]
     queue: deque[Message] = deque(m for p in parties for m in p.start())
     with pytest.raises(FaultyParticipantError) as info:
         while queue:
             m = queue.popleft()
             if m.round == 2 and m.sender == 1:  # party 1's certificate signature, corrupted
-                m = Message(m.round, m.sender, m.recipient, bytes(64))
+                m = Message(m.round, m.sender, m.recipient, bytes(64) + m.payload[64:])
             for target in [p for p in parties if p.me != m.sender]:
                 queue += target.receive(m)
     assert info.value.culprits == (1,)

@@ -50,7 +50,7 @@ def keygen(
     hostpubkeys = [hostpubkey_gen(sk) for sk in hostseckeys]
     sessions = [
         SecureSession(
-            Keygen(scheme, sk, hostpubkeys, t, secrets.token_bytes),  # type: ignore[arg-type]
+            Keygen(scheme, sk, hostpubkeys, t, secrets.token_bytes, session_id=b"k1"),  # type: ignore[arg-type]
             keys[i],
             roster,
             "room-1",
@@ -107,7 +107,7 @@ def keygen_sessions(n: int) -> list[SecureSession[KeyShare]]:
     hostpubkeys = [hostpubkey_gen(sk) for sk in hostseckeys]
     return [
         SecureSession(
-            Keygen("bip340", sk, hostpubkeys, 2, secrets.token_bytes),
+            Keygen("bip340", sk, hostpubkeys, 2, secrets.token_bytes, session_id=b"k1"),
             keys[i],
             roster,
             "room-1",

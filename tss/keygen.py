@@ -3,10 +3,21 @@
 Every participant also plays ChillDKG's coordinator on the broadcast messages
 (``coordinator_step1`` / ``coordinator_finalize`` are deterministic
 aggregations, draft BIP "ChillDKG", "Coordinator"), so no party is trusted to
-aggregate. A party that equivocates, sending different round-1 messages to
-different peers, makes the CertEq check fail for everyone, and the session
-aborts (ChillDKG's agreement property); the blamed signer is then the first
-party whose certificate signature does not match *this* party's transcript.
+aggregate. Without one coordinator, a party could send different round-1
+messages to different peers: CertEq would fail for everyone (ChillDKG's
+agreement property), but each party would find the *others'* certificate
+signatures invalid on its own transcript and blame honest parties. So each
+round-1 message goes with its sender's host-key signature over its hash, and
+round 2 echoes every signed hash next to the CertEq signature
+(``tss.equivocation``): certificate signatures are judged only when all
+transcripts agree, and otherwise two signatures of one party prove its
+equivocation. A bad encrypted share is traced to its sender by ChillDKG's
+investigation, run locally on the round-1 messages every party holds.
+
+A party that aborts on a bad certificate signature sent only to it (the
+others finish) keeps its ChillDKG state: ``finish_from_certificate`` completes
+it from a complete certificate another party holds (ChillDKG's recovery: the
+certificate is the proof of success).
 """
 
 from __future__ import annotations
@@ -19,11 +30,26 @@ from tss.curve import tagged_hash
 from tss.dkg import chilldkg
 from tss.ecdsa import keygen as ecdsa_setup
 from tss.ecdsa.setup import EcdsaSetup
-from tss.errors import FaultyCoordinatorError, InputError
+from tss.equivocation import SignedStatement, Statements
+from tss.errors import (
+    FaultyCoordinatorError,
+    FaultyParticipantError,
+    InputError,
+    SessionStateError,
+    UnknownFaultyParticipantOrCoordinatorError,
+)
 from tss.keyshare import KeyShare, Scheme, default_chain_code
-from tss.tags import KEYGEN_TAG_SETUP_SESSION
+from tss.tags import (
+    KEYGEN_SIGNED_ROUND1_PREFIX,
+    KEYGEN_TAG_ROUND1_CONTEXT,
+    KEYGEN_TAG_ROUND1_HASH,
+    KEYGEN_TAG_SETUP_SESSION,
+)
 
-__all__ = ["Keygen", "EcdsaSetupCeremony", "KeyMaterial"]
+__all__ = ["Keygen", "EcdsaSetupCeremony", "KeyMaterial", "ROUND1", "round1_hash"]
+
+ROUND1 = Statements(KEYGEN_SIGNED_ROUND1_PREFIX, 32, "round-1 message")
+"""A party's statement "my ChillDKG round-1 message hashes to H" (``tss.equivocation``)."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +74,11 @@ class KeyMaterial:
 class Keygen(Ceremony[KeyShare]):
     """One party's key generation; ``result`` is its ``KeyShare``.
 
-    Rounds: 1 broadcasts ChillDKG's first message, 2 its CertEq signature. For
-    ecdsa-secp256k1, rounds 3 and 4 run the DKLs23 pairwise setup
-    (``tss.ecdsa.keygen``) point to point, bound to the DKG's certificate.
+    Rounds: 1 broadcasts ChillDKG's first message with the party's host-key
+    signature on its hash; 2 its CertEq signature and the echo of every signed
+    round-1 hash it used. For ecdsa-secp256k1, rounds 3 and 4 run the DKLs23
+    pairwise setup (``tss.ecdsa.keygen``) point to point, bound to the DKG's
+    certificate.
 
     Arguments:
         scheme: "bip340" or "ecdsa-secp256k1".
@@ -58,6 +86,15 @@ class Keygen(Ceremony[KeyShare]):
         hostpubkeys: every party's 33-byte host public key, in party-id order.
         threshold: t.
         rand: fresh randomness.
+        session_id: never reused (signed round-1 messages are evidence only
+            within one session).
+
+    Raises (from ``receive``):
+        FaultyParticipantError / ProtocolError: a malformed or unsigned
+            message, a bad encrypted share (its sender, by investigation), or,
+            when all transcripts agree, a bad certificate signature.
+        EquivocationError: transcripts differ; names the parties proven to
+            have signed two round-1 messages, and those that echoed a forgery.
     """
 
     def __init__(
@@ -67,25 +104,44 @@ class Keygen(Ceremony[KeyShare]):
         hostpubkeys: Sequence[bytes],
         threshold: int,
         rand: Random,
+        *,
+        session_id: bytes,
     ) -> None:
         if scheme == "ecdsa-secp256k1" and threshold < 2:
             raise InputError("ECDSA keyrings need a threshold of at least 2")
+        if not session_id:
+            raise InputError("a keygen needs a session id")
         self.rounds = 2 if scheme == "bip340" else 4
         self._params = chilldkg.SessionParams(tuple(hostpubkeys), threshold)
         me = self._params.hostpubkeys.index(chilldkg.hostpubkey_gen(hostseckey))
         super().__init__(me, range(len(hostpubkeys)), rand)
         self.scheme = scheme
         self._hostseckey = hostseckey
+        self._context = tagged_hash(
+            KEYGEN_TAG_ROUND1_CONTEXT,
+            len(session_id).to_bytes(4, "big") + session_id + chilldkg.params_hash(self._params),
+        )
         self._pmsgs1: dict[int, bytes] = {}
+        self._round1: dict[int, SignedStatement] = {}
         self._pmsgs2: dict[int, bytes] = {}
         self._setup: EcdsaSetupCeremony | None = None
+        self.recovery_data: bytes | None = None
+        """ChillDKG's recovery data (transcript and complete certificate), once finalized."""
+
+    @property
+    def context(self) -> bytes:
+        """The context every signed round-1 message of this session binds."""
+        return self._context
 
     def _start(self) -> list[Message]:
         self._state1, pmsg1 = chilldkg.participant_step1(
             self._hostseckey, self._params, self._rand(32)
         )
-        self._pmsgs1[self.me] = pmsg1
-        return self._broadcast(1, pmsg1)
+        signed = ROUND1.sign(
+            self._hostseckey, self._context, self.me, round1_hash(pmsg1), self._rand(32)
+        )
+        self._pmsgs1[self.me], self._round1[self.me] = pmsg1, signed
+        return self._broadcast(1, pmsg1 + signed.signature)
 
     def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
         if self._setup is not None:  # rounds 3 and 4: the ECDSA setup's rounds 1 and 2
@@ -94,38 +150,102 @@ class Keygen(Ceremony[KeyShare]):
                 self._finish(self._setup.result)
             return out
         if round_ == 1:
-            self._pmsgs1.update(payloads)
-            pmsgs1 = [self._pmsgs1[i] for i in self.parties]
-            self._cstate, cmsg1 = chilldkg.coordinator_step1(pmsgs1, self._params)
+            return self._round1_messages(payloads)
+        return self._certify(payloads)
+
+    def _round1_messages(self, payloads: Mapping[int, bytes]) -> list[Message]:
+        """Check every signed round-1 message, aggregate as the coordinator, sign CertEq."""
+        size = chilldkg.pmsg1_len(self._params.t, self._params.n)
+        for sender, payload in payloads.items():
+            if len(payload) != size + 64:
+                raise FaultyParticipantError(sender, "round-1 message has the wrong length")
+            self._pmsgs1[sender] = payload[:size]
+            self._round1[sender] = SignedStatement(round1_hash(payload[:size]), payload[size:])
+        others = {i: s for i, s in self._round1.items() if i != self.me}
+        ROUND1.verify_all(self._context, self._params.hostpubkeys, others)
+        pmsgs1 = [self._pmsgs1[i] for i in self.parties]
+        self._cstate, cmsg1 = chilldkg.coordinator_step1(pmsgs1, self._params)
+        try:
             self._state2, pmsg2 = chilldkg.participant_step2(
                 self._hostseckey, self._state1, cmsg1, self._rand(32)
             )
-            self._pmsgs2[self.me] = pmsg2
-            return self._broadcast(2, pmsg2)
-        self._pmsgs2.update(payloads)
-        pmsgs2 = [self._pmsgs2[i] for i in self.parties]
-        # We are our own coordinator: the certificate is the signatures in
-        # order. participant_finalize checks every signature, so the
-        # coordinator's identical check runs only to name a culprit.
-        cmsg2 = b"".join(pmsgs2)
+        except UnknownFaultyParticipantOrCoordinatorError as e:
+            # ChillDKG's investigation, with ourselves as the coordinator: the
+            # round-1 messages we hold (each sealed and signed by its sender)
+            # say whose encrypted share to us is bad.
+            cinv = chilldkg.coordinator_investigate(pmsgs1, self._params)[self.me]
+            chilldkg.participant_investigate(e, cinv)
+        self._pmsgs2[self.me] = pmsg2
+        return self._broadcast(2, pmsg2 + ROUND1.encode_view(self._view()))
+
+    def _certify(self, payloads: Mapping[int, bytes]) -> list[Message]:
+        """Judge the echoed transcripts, then the certificate; finalize ChillDKG."""
+        views = {}
+        for sender, payload in payloads.items():
+            self._pmsgs2[sender] = payload[:64]
+            views[sender] = ROUND1.parse_view(payload[64:], self._params.n, sender)
+        # Certificate signatures are judged only once every party is shown to
+        # have used our round-1 messages: on another transcript an honest
+        # party's signature is invalid.
+        ROUND1.judge_views(
+            self._context, self.parties, self._params.hostpubkeys, self._view(), views
+        )
+        return self._finalize(b"".join(self._pmsgs2[i] for i in self.parties))
+
+    def _finalize(self, certificate: bytes) -> list[Message]:
         try:
-            output, _recovery = chilldkg.participant_finalize(self._state2, cmsg2)
+            key = self._key_from(certificate)
         except FaultyCoordinatorError:
+            # Every transcript agrees, so an invalid signature is its signer's fault.
+            pmsgs2 = [certificate[64 * i : 64 * (i + 1)] for i in self.parties]
             chilldkg.coordinator_finalize(self._cstate, pmsgs2)  # raises, blaming the signer
             raise
-        if output.secshare is None or output.participant != self.me:
-            raise InputError("DKG output is not this participant's")
-        key = KeyMaterial(
-            self.me, self._params.t, output.thresh_pk, output.pubshares,
-            int.from_bytes(output.secshare, "big"), default_chain_code(output.thresh_pk),
-        )  # fmt: skip
         if self.scheme == "bip340":
             self._finish(key.key_share("bip340", None))
             return []
         # The certificate is the same for every party and fresh per ceremony.
-        session_id = tagged_hash(KEYGEN_TAG_SETUP_SESSION, cmsg2 + output.thresh_pk)
+        session_id = tagged_hash(KEYGEN_TAG_SETUP_SESSION, certificate + key.public_key)
         self._setup = EcdsaSetupCeremony(key, session_id, self._rand)
         return _shift(self._setup.first_messages(), 2)
+
+    def _key_from(self, certificate: bytes) -> KeyMaterial:
+        """ChillDKG's ``participant_finalize``: check the certificate, keep the recovery data."""
+        output, recovery = chilldkg.participant_finalize(self._state2, certificate)
+        if output.secshare is None or output.participant != self.me:
+            raise InputError("DKG output is not this participant's")
+        self.recovery_data = bytes(recovery)
+        return KeyMaterial(
+            self.me, self._params.t, output.thresh_pk, output.pubshares,
+            int.from_bytes(output.secshare, "big"), default_chain_code(output.thresh_pk),
+        )  # fmt: skip
+
+    def finish_from_certificate(self, certificate: bytes) -> KeyShare:
+        """Finish a bip340 keygen that aborted on a bad certificate signature sent only
+        to this party, from the complete certificate another party holds (the
+        last ``64n`` bytes of its ``recovery_data``).
+
+        ChillDKG: a failed ``participant_finalize`` leaves the state usable, and
+        a complete certificate over this party's own transcript proves the
+        session succeeded for everyone.
+
+        Raises:
+            SessionStateError: not a bip340 keygen that got as far as round 2, or
+                already finished.
+            FaultyCoordinatorError: ``certificate`` is not complete and valid.
+        """
+        if self.scheme != "bip340" or not hasattr(self, "_state2") or self.done:
+            raise SessionStateError("nothing to finish from a certificate")
+        share = self._key_from(certificate).key_share("bip340", None)
+        self._finish(share)
+        return share
+
+    def _view(self) -> list[SignedStatement]:
+        return [self._round1[i] for i in self.parties]
+
+
+def round1_hash(pmsg1: bytes) -> bytes:
+    """The value a party signs and echoes for its ChillDKG round-1 message."""
+    return tagged_hash(KEYGEN_TAG_ROUND1_HASH, pmsg1)
 
 
 class EcdsaSetupCeremony(Ceremony[KeyShare]):

@@ -62,8 +62,12 @@ def keygen(scheme: str, *, threshold: int, parties: int) -> list[KeyShare]:
         raise InputError("need 1 <= threshold <= parties <= 32")
     hostseckeys = [_random(32) for _ in range(parties)]
     hostpubkeys = [hostpubkey_gen(sk) for sk in hostseckeys]
+    session_id = _random(32)
     return run_in_memory(
-        [Keygen(scheme, sk, hostpubkeys, threshold, _random) for sk in hostseckeys]
+        [
+            Keygen(scheme, sk, hostpubkeys, threshold, _random, session_id=session_id)
+            for sk in hostseckeys
+        ]
     )
 
 

@@ -4,7 +4,7 @@ BIP-340 signing is FROST as BIP 445 specifies it (``tss.frost``): round 1
 broadcasts public nonces, round 2 broadcasts partial signatures, and every
 signer aggregates and verifies the final signature itself. With no trusted
 coordinator, round-1 nonces are signed with the signers' host keys and round 2
-echoes them (``tss.signed_nonces``): partial signatures are judged only when
+echoes them (``tss.equivocation``): partial signatures are judged only when
 every signer used the same nonces, and otherwise the signatures name who
 equivocated. Only then is a signer whose partial signature fails
 ``PartialSigVerify`` blamed.
@@ -26,19 +26,10 @@ from tss.curve import Point, tagged_hash
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.ecdsa import sign as dkls
 from tss.ecdsa.sign import RecoverableSignature
-from tss.errors import FaultyParticipantError, InputError, InvalidEncodingError, ProtocolError
+from tss.equivocation import SignedStatement, Statements
+from tss.errors import InputError, InvalidEncodingError
 from tss.keyshare import KeyShare
-from tss.signed_nonces import (
-    SignedNonce,
-    encode_view,
-    judge_views,
-    nonce_context,
-    nonce_signature_valid,
-    parse_signed_nonce,
-    parse_view,
-    sign_nonce,
-)
-from tss.tags import SIGN_TAG_ECDSA_SESSION
+from tss.tags import FROST_SIGNED_NONCE_PREFIX, FROST_TAG_NONCE_CONTEXT, SIGN_TAG_ECDSA_SESSION
 from tss.taproot import taproot_tweak
 
 __all__ = [
@@ -78,7 +69,7 @@ class HostKeys:
 
     BIP-340 signers sign their round-1 nonces with the host key, so a signer
     that shows different nonces to different peers is proven to have done so
-    (``tss.signed_nonces``).
+    (``tss.equivocation``).
 
     Attributes:
         seckey: this party's 32-byte host secret key (never printed).
@@ -129,18 +120,44 @@ def signing_tweaks(share: KeyShare, options: SigningOptions) -> list[frost.Tweak
     return tweaks
 
 
+NONCES = Statements(FROST_SIGNED_NONCE_PREFIX, 66, "round-1 nonce")
+"""A FROST signer's statement "my pubnonce for this signing is N" (``tss.equivocation``)."""
+
+
+def nonce_context(
+    session_id: bytes,
+    public_key: bytes,
+    msg: bytes,
+    signers: Sequence[int],
+    tweaks: Sequence[frost.Tweak],
+) -> bytes:
+    """What a signed round-1 nonce is for; every signer of one signing computes the same."""
+
+    def field(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    return tagged_hash(
+        FROST_TAG_NONCE_CONTEXT,
+        field(session_id)
+        + field(public_key)
+        + field(msg)
+        + field(b"".join(i.to_bytes(4, "big") for i in signers))
+        + field(b"".join(t + bytes([x]) for t, x in tweaks)),
+    )
+
+
 class Bip340Signing(Ceremony[bytes]):
     """One signer's FROST ceremony; ``result`` is the 64-byte BIP-340 signature.
 
     Round 1 broadcasts the signer's pubnonce signed with its host key; round 2
-    its partial signature and the signed nonces it used (``tss.signed_nonces``).
+    its partial signature and the signed nonces it used (``tss.equivocation``).
 
     Raises (from ``receive``):
         FaultyParticipantError / ProtocolError: a malformed message, a nonce
             without a valid host-key signature, or (when every signer used
             the same nonces) an invalid partial signature; culprits named.
-        NonceEquivocationError: signers used different nonces; names the
-            signers proven to have signed two, and those that echoed a forgery.
+        EquivocationError: signers used different nonces; names the signers
+            proven to have signed two, and those that echoed a forgery.
     """
 
     rounds = 2
@@ -170,8 +187,13 @@ class Bip340Signing(Ceremony[bytes]):
         self._context = nonce_context(
             session_id, share.public_key, message, self.parties, self._tweaks
         )
-        self._nonces: dict[int, SignedNonce] = {}
+        self._nonces: dict[int, SignedStatement] = {}
         self._psigs: dict[int, bytes] = {}
+
+    @property
+    def context(self) -> bytes:
+        """The context every signed nonce of this signing binds (to check evidence)."""
+        return self._context
 
     def _start(self) -> list[Message]:
         s = self._share
@@ -179,26 +201,29 @@ class Bip340Signing(Ceremony[bytes]):
             s.party_id, s.secret_share, s.public_key, s.public_shares, s.threshold,
             self._message, self._session_id, self._rand(32),
         )  # fmt: skip
-        signed = sign_nonce(
+        signed = NONCES.sign(
             self._host_keys.seckey, self._context, self.me, pubnonce, self._rand(32)
         )
         self._nonces[self.me] = signed
         return self._broadcast(1, signed.to_bytes())
 
     def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
+        pubkeys = self._host_keys.pubkeys
         if round_ == 1:
-            self._take_nonces(payloads)
-            pubnonces = {i: n.pubnonce for i, n in self._nonces.items()}
+            arrived = {sender: NONCES.parse(p, sender) for sender, p in payloads.items()}
+            NONCES.verify_all(self._context, pubkeys, arrived)
+            self._nonces.update(arrived)
+            pubnonces = {i: n.value for i, n in self._nonces.items()}
             psig = frost.signer_round2(self._state, self.parties, pubnonces, self._tweaks)
             self._psigs[self.me] = psig
-            return self._broadcast(2, psig + encode_view(self._view()))
+            return self._broadcast(2, psig + NONCES.encode_view(self._view()))
         views = {}
         for sender, payload in payloads.items():
             self._psigs[sender] = payload[:32]
-            views[sender] = parse_view(payload[32:], len(self.parties), sender)
+            views[sender] = NONCES.parse_view(payload[32:], len(self.parties), sender)
         # Partial signatures are judged only once every signer is shown to have
         # used our nonces: in another view an honest signer's is invalid.
-        judge_views(self._context, self.parties, self._host_keys.pubkeys, self._view(), views)
+        NONCES.judge_views(self._context, self.parties, pubkeys, self._view(), views)
         # Aggregate first, reusing round 2's session; partial signatures are
         # checked one by one only when the aggregate fails (as frost-rs does):
         # culprits are still named on every abort, and a released signature
@@ -207,22 +232,7 @@ class Bip340Signing(Ceremony[bytes]):
         self._finish(signature)
         return []
 
-    def _take_nonces(self, payloads: Mapping[int, bytes]) -> None:
-        """Keep every peer's signed nonce; blame each peer whose signature does not verify."""
-        bad = []
-        for sender, payload in payloads.items():
-            nonce = parse_signed_nonce(payload, sender)
-            if not nonce_signature_valid(
-                self._host_keys.pubkeys[sender], self._context, sender, nonce
-            ):
-                bad.append(sender)
-            self._nonces[sender] = nonce
-        if len(bad) == 1:
-            raise FaultyParticipantError(bad[0], "round-1 nonce not signed by its host key")
-        if bad:
-            raise ProtocolError("round-1 nonces not signed by their host keys", bad)
-
-    def _view(self) -> list[SignedNonce]:
+    def _view(self) -> list[SignedStatement]:
         return [self._nonces[i] for i in self.parties]
 
 

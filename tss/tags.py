@@ -92,6 +92,12 @@ EXPORT_TAG_EPHEMERAL = "shardkeep/export/ephemeral"
 EXPORT_HKDF_INFO_LABEL = b"shardkeep/export/v1\x00"
 """In front of enc || recipient key || context in the HKDF ``info`` of ``tss.export.seal_to``."""
 KEYGEN_TAG_SETUP_SESSION = "shardkeep/keygen/ecdsa-setup-session"
+KEYGEN_TAG_ROUND1_CONTEXT = "shardkeep/keygen/round1-context"
+"""Binds a keygen's signed round-1 messages to its session id and ChillDKG parameters."""
+KEYGEN_TAG_ROUND1_HASH = "shardkeep/keygen/round1-message"
+"""Hash of a ChillDKG round-1 message, the value a party signs and echoes."""
+KEYGEN_SIGNED_ROUND1_PREFIX = b"shardkeep/keygen/signed round1"
+"""BIP-340 message prefix of a party's host-key signature on its round-1 message."""
 SIGN_TAG_ECDSA_SESSION = "shardkeep/sign/ecdsa-session"
 
 ### Party channels (tss.channel: HPKE Auth mode between ceremony parties)
