@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from relay.client import PartySession
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony
+from tss.certificate import PendingKeyChange
 from tss.channel import Roster, StaticKey
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.session import Outbound, SecureSession
@@ -24,6 +25,8 @@ from tss.signing import Bip340Signing
 
 ResultT = TypeVar("ResultT")
 Progress = Callable[[str], None]
+SavePending = Callable[[PendingKeyChange], Awaitable[None]]
+"""Stores a key change's new share durably before the party releases its certificate signature."""
 
 # Ceremonies whose steps run on the event loop. A FROST signing round is a few
 # point operations and two HPKE seals (~0.3 ms); a thread hop costs about as
@@ -73,8 +76,13 @@ async def run_over_relay(
     request: ceremony_pb2.CeremonyRequest,
     relay: PartySession,
     progress: Progress | None = None,
+    save_pending: SavePending | None = None,
 ) -> ResultT:
     """Run this party's side of ``request``'s ceremony over an open relay session.
+
+    A key change pauses before this party's certificate signature:
+    ``save_pending`` stores the pending share first (None: the caller keeps the
+    result in memory only).
 
     Raises:
         ProtocolError, SessionStateError: the ceremony failed (culprits named);
@@ -111,7 +119,15 @@ async def run_over_relay(
             )
         )
 
-    await send(await step(session.start))
+    async def step_and_send(work: Callable[[], list[Outbound]]) -> None:
+        await send(await step(work))
+        if session.ceremony.awaiting_save:
+            pending = session.ceremony.pending
+            if save_pending is not None and pending is not None:
+                await save_pending(pending)
+            await send(await step(session.confirm_saved))
+
+    await step_and_send(session.start)
     if session.done:  # e.g. an export contributor, which expects no message
         return session.result
     async for delivery in relay:
@@ -121,7 +137,7 @@ async def run_over_relay(
             identity.party_id,
         ):
             continue  # another ceremony of the same room, or not ours
-        await send(await step(functools.partial(session.receive, bytes(envelope.payload))))
+        await step_and_send(functools.partial(session.receive, bytes(envelope.payload)))
         if progress is not None:
             progress(f"round {session.ceremony.current_round - 1} of {session.ceremony.rounds}")
         if session.done:

@@ -28,8 +28,10 @@ from shardkeep import lifecycle
 from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.ceremony import Ceremony
+from tss.certificate import sign_epoch_ack
 from tss.channel import Roster, party_id
 from tss.dealer import import_dealer
+from tss.dkg.chilldkg import hostpubkey_gen
 from tss.errors import InputError, ShardkeepError
 from tss.export import Export
 from tss.keygen import Keygen
@@ -315,7 +317,9 @@ class WalletClient:
                 seat = layout.seat_of(pid)
                 if seat is not None:
                     dealing = material if seat in layout.plan.dealers else None
-                    ceremonies[pid] = Reshare(layout.plan, seat, dealing, secrets.token_bytes)
+                    ceremonies[pid] = Reshare(
+                        layout.plan, seat, dealing, secrets.token_bytes, identities[pid].hostseckey
+                    )
             return layout.roster, ceremonies
 
         result, outputs = await self._run(
@@ -406,7 +410,9 @@ class WalletClient:
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
             layout = lifecycle.refresh_layout(req, PublicKeyring.from_share(_any_share(wallet)))
             return layout.roster, {
-                d.party_id: Reshare(layout.plan, i, wallet.shares[i], secrets.token_bytes)
+                d.party_id: Reshare(
+                    layout.plan, i, wallet.shares[i], secrets.token_bytes, d.hostseckey
+                )
                 for i, d in devices.items()
             }
 
@@ -466,7 +472,9 @@ class WalletClient:
                 seat = layout.seat_of(pid)
                 if seat is not None:
                     dealing = old_share.get(pid) if seat in layout.plan.dealers else None
-                    ceremonies[pid] = Reshare(layout.plan, seat, dealing, secrets.token_bytes)
+                    ceremonies[pid] = Reshare(
+                        layout.plan, seat, dealing, secrets.token_bytes, identities[pid].hostseckey
+                    )
             return layout.roster, ceremonies
 
         result, outputs = await self._run(
@@ -533,6 +541,52 @@ class WalletClient:
         if private_key is None:
             raise WalletError("the export delivered no key to the recipient")
         return bytes(private_key)
+
+    async def acknowledge_epoch(self, wallet: Wallet, devices: Mapping[int, PartyIdentity]) -> int:
+        """Tell the host that ``devices`` use the wallet's current epoch (their new shares are
+        stored): each signs an acknowledgment with its host key (``tss.certificate``).
+
+        Once every seat of the key change acknowledged, the host prunes the old epochs,
+        whose shares then no longer sign.
+
+        Returns:
+            The number of retired epochs the host pruned.
+
+        Raises:
+            WalletError: the host refused (the epoch is no committed key change, a
+                device is not one of its seats).
+        """
+        try:
+            epochs = await self._host.GetEpochs(
+                host_pb2.GetEpochsRequest(wallet_id=wallet.wallet_id), timeout=self._timeout
+            )
+            (record,) = [e for e in epochs.epochs if e.epoch == wallet.epoch] or [None]
+            if record is None or not record.HasField("key_change"):
+                raise WalletError(f"epoch {wallet.epoch} is no key change the host keeps")
+            keys = [bytes(k) for k in record.key_change.host_pubkeys]
+            pruned = 0
+            for device in devices.values():
+                mine = hostpubkey_gen(device.hostseckey)
+                if mine not in keys:
+                    raise WalletError(f"party {device.party_id} is no seat of epoch {wallet.epoch}")
+                position = keys.index(mine)
+                signature = sign_epoch_ack(
+                    device.hostseckey, wallet.wallet_id, wallet.epoch,
+                    bytes(record.key_change.transcript), position, secrets.token_bytes(32),
+                )  # fmt: skip
+                reply = await self._host.AckEpoch(
+                    host_pb2.AckEpochRequest(
+                        wallet_id=wallet.wallet_id,
+                        epoch=wallet.epoch,
+                        position=position,
+                        signature=signature,
+                    ),
+                    timeout=self._timeout,
+                )
+                pruned += reply.pruned
+        except grpc.aio.AioRpcError as e:
+            raise WalletError(f"the host refused: {e.details()}", e.code()) from e
+        return pruned
 
     # --- plumbing ----------------------------------------------------------------------
 

@@ -9,6 +9,10 @@ The key-lifecycle ceremonies (DESIGN.md §3) take their plans and seats from
 
 - refresh: every party; the record becomes the new share at epoch + 1 (same
   owner key and party ids).
+- refresh and reshare (an import too) seal their new record while it is still
+  *pending* (``Plan.pending``), before the server party signs the key
+  change's certificate; the record carries what the certificate must complete
+  (``KeyChangeProof``), and the result the complete certificate.
 - reshare: the server party may deal and stay (new share at its new index,
   party ids = the new parties), deal and leave (no record: the result only), or
   join without a share (it learns the keyring from the request, and the owner
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from enclave.errors import BadRequest
-from enclave.identity import Identity, ServerShare
+from enclave.identity import Identity, KeyChangeProof, ServerShare
 from shardkeep.lifecycle import (
     check_server_threshold,
     export_layout,
@@ -35,6 +39,7 @@ from shardkeep.lifecycle import (
 )
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony, Random
+from tss.certificate import PendingKeyChange
 from tss.channel import Roster
 from tss.errors import InternalError
 from tss.export import Export, ExportOutput
@@ -59,13 +64,23 @@ class Outcome:
     result: ceremony_pb2.CeremonyResult
 
 
+def _no_pending(_: PendingKeyChange) -> ServerShare | None:
+    raise InternalError("this ceremony changes no keys")
+
+
 @dataclass
 class Plan:
-    """A ceremony ready to run, and how to conclude it."""
+    """A ceremony ready to run, and how to conclude it.
+
+    ``pending`` turns a key change's pending share into the record to seal and
+    store before the server party signs the certificate (None: nothing to
+    store, a dealer that leaves).
+    """
 
     session: SecureSession[Any]
     me: int
     finish: Callable[[Any], Outcome]
+    pending: Callable[[PendingKeyChange], ServerShare | None] = _no_pending
 
 
 def scheme_of(request: ceremony_pb2.CeremonyRequest) -> Scheme:
@@ -213,12 +228,20 @@ def _check_record(request: ceremony_pb2.CeremonyRequest, record: ServerShare) ->
 
 
 def _lifecycle_result(
-    request: ceremony_pb2.CeremonyRequest, keyring: PublicKeyring
+    request: ceremony_pb2.CeremonyRequest, keyring: PublicKeyring, certificate: bytes = b""
 ) -> ceremony_pb2.CeremonyResult:
     return ceremony_pb2.CeremonyResult(
         ceremony_id=request.ceremony_id, wallet_id=request.wallet_id,
-        public_key=keyring.public_key, epoch=keyring.epoch,
+        public_key=keyring.public_key, epoch=keyring.epoch, certificate=certificate,
     )  # fmt: skip
+
+
+def _key_change_result(
+    request: ceremony_pb2.CeremonyRequest, out: ReshareOutput
+) -> ceremony_pb2.CeremonyResult:
+    if not out.certificate:
+        raise InternalError("a key change finished without its certificate")
+    return _lifecycle_result(request, out.keyring, out.certificate)
 
 
 def _refresh(
@@ -229,18 +252,19 @@ def _refresh(
     me = layout.seat_of(identity.party_id)
     if me != share.party_id:
         raise BadRequest("the server party is not at its share's index")
-    ceremony = Reshare(layout.plan, me, share, rand)
+    ceremony = Reshare(layout.plan, me, share, rand, identity.hostseckey)
 
-    def finish(out: ReshareOutput) -> Outcome:
-        new = out.share
+    def pending(change: PendingKeyChange) -> ServerShare:
+        new = change.share
         if new is None or new.public_key != share.public_key or new.epoch != share.epoch + 1:
             raise InternalError("a refresh must leave a new share of the same key")
-        return Outcome(
-            ServerShare(new, record.owner_key, record.party_ids),
-            _lifecycle_result(request, out.keyring),
-        )
+        return ServerShare(new, record.owner_key, record.party_ids, KeyChangeProof.of(change))
 
-    return Plan(_session(ceremony, identity, layout.roster, request, rand), me, finish)
+    def finish(out: ReshareOutput) -> Outcome:  # the record is stored already (pending)
+        return Outcome(None, _key_change_result(request, out))
+
+    session = _session(ceremony, identity, layout.roster, request, rand)
+    return Plan(session, me, finish, pending)
 
 
 def _reshare(
@@ -276,20 +300,25 @@ def _reshare(
         raise BadRequest("the server party neither deals nor receives in this reshare")
     # An old party that does not deal brings no share (it may still receive a new one).
     dealing = share if me in reshare_plan.dealers else None
-    ceremony = Reshare(reshare_plan, me, dealing, rand)
+    ceremony = Reshare(reshare_plan, me, dealing, rand, identity.hostseckey)
     new_party_ids = tuple(p.party_id for p in request.new_parties)
     stays = reshare_plan.new_id(me) is not None
 
-    def finish(out: ReshareOutput) -> Outcome:
-        new = out.share
-        if out.keyring.public_key != keyring.public_key or (new is not None) != stays:
+    def pending(change: PendingKeyChange) -> ServerShare | None:
+        new = change.share
+        if change.public_key != keyring.public_key or (new is not None) != stays:
             raise InternalError("the reshare's outcome does not fit its plan")
         # A leaving server party stores nothing: its old share stays sealed at
         # the old epoch until the host retires it with that epoch (DESIGN.md §6).
-        record_ = None if new is None else ServerShare(new, owner_key, new_party_ids)
-        return Outcome(record_, _lifecycle_result(request, out.keyring))
+        if new is None:
+            return None
+        return ServerShare(new, owner_key, new_party_ids, KeyChangeProof.of(change))
 
-    return Plan(_session(ceremony, identity, layout.roster, request, rand), me, finish)
+    def finish(out: ReshareOutput) -> Outcome:  # a new record is stored already (pending)
+        return Outcome(None, _key_change_result(request, out))
+
+    session = _session(ceremony, identity, layout.roster, request, rand)
+    return Plan(session, me, finish, pending)
 
 
 def _export(

@@ -15,9 +15,10 @@ from typing import Any
 import cbor2
 
 from enclave.errors import WrongShare
+from tss.certificate import PendingKeyChange, verify_certificate
 from tss.channel import StaticKey
 from tss.dkg.chilldkg import hostpubkey_gen
-from tss.errors import InvalidEncodingError
+from tss.errors import InputError, InvalidEncodingError, ProtocolError
 from tss.keyshare import KeyShare
 
 IDENTITY_FORMAT = "shardkeep-enclave-identity"
@@ -72,6 +73,32 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class KeyChangeProof:
+    """What a key change's certificate must complete (``tss.certificate``); public.
+
+    Sealed with the share a refresh, reshare or import made: the enclave uses
+    that share only with a certificate it verified against these fields.
+    """
+
+    session_id: bytes
+    transcript: bytes
+    hostpubkeys: tuple[bytes, ...]
+
+    @staticmethod
+    def of(pending: PendingKeyChange) -> KeyChangeProof:
+        return KeyChangeProof(pending.session_id, pending.transcript, pending.hostpubkeys)
+
+    def check(self, certificate: bytes, epoch: int) -> None:
+        """Raise ``WrongShare`` unless ``certificate`` completes this key change."""
+        if not certificate:
+            raise WrongShare(f"epoch {epoch} has no certificate: its key change never completed")
+        try:
+            verify_certificate(self.hostpubkeys, self.session_id, self.transcript, certificate)
+        except (InputError, ProtocolError) as e:
+            raise WrongShare(f"the certificate of epoch {epoch} does not verify: {e}") from e
+
+
+@dataclass(frozen=True)
 class ServerShare:
     """What the enclave seals for one wallet: its key share and the wallet's authorities.
 
@@ -79,33 +106,45 @@ class ServerShare:
         key_share: the server party's key share.
         owner_key: the wallet owner's Ed25519 key registered at keygen (may be empty).
         party_ids: the keyring's party ids in index order.
+        key_change: for a share a refresh, reshare or import made, what its
+            certificate must complete (None for keygen's, certified by ChillDKG itself).
     """
 
     key_share: KeyShare = field(repr=False)
     owner_key: bytes
     party_ids: tuple[str, ...]
+    key_change: KeyChangeProof | None = None
 
     def to_bytes(self) -> bytes:
-        return cbor2.dumps(
-            {
-                "format": RECORD_FORMAT,
-                "version": VERSION,
-                "key_share": self.key_share.to_bytes(),
-                "owner_key": self.owner_key,
-                "party_ids": list(self.party_ids),
-            }
-        )
+        fields: dict[str, Any] = {
+            "format": RECORD_FORMAT,
+            "version": VERSION,
+            "key_share": self.key_share.to_bytes(),
+            "owner_key": self.owner_key,
+            "party_ids": list(self.party_ids),
+        }
+        if self.key_change is not None:
+            kc = self.key_change
+            fields["key_change"] = [kc.session_id, kc.transcript, list(kc.hostpubkeys)]
+        return cbor2.dumps(fields)
 
     @staticmethod
     def from_bytes(data: bytes) -> ServerShare:
         fields = _load(data, RECORD_FORMAT)
         try:
+            kc = fields.get("key_change")
+            proof = (
+                None
+                if kc is None
+                else KeyChangeProof(bytes(kc[0]), bytes(kc[1]), tuple(bytes(k) for k in kc[2]))
+            )
             return ServerShare(
                 KeyShare.from_bytes(fields["key_share"]),
                 bytes(fields["owner_key"]),
                 tuple(str(p) for p in fields["party_ids"]),
+                proof,
             )
-        except (KeyError, TypeError, InvalidEncodingError) as e:
+        except (KeyError, TypeError, IndexError, InvalidEncodingError) as e:
             raise WrongShare("the sealed server share is malformed") from e
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
@@ -34,9 +35,9 @@ import grpc
 import structlog
 
 from enclave.auth import Authorizer
-from enclave.ceremonies import Outcome, Plan, plan, scheme_of
+from enclave.ceremonies import Plan, plan, scheme_of
 from enclave.errors import BadRequest, Unauthorized, WrongShare
-from enclave.identity import Identity, ServerShare
+from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import Nsm
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
@@ -244,18 +245,13 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             running = active
             request = req
             log.info("ceremony started", **_ids(req))
-            for out in active.outbound(await asyncio.to_thread(active.plan.session.start)):
-                yield out
+            session = active.plan.session
+            inputs = _Inputs(request_iterator)
+            step: Callable[[], list[Any]] = session.start
             # An export contributor is done once it has sent: it expects nothing.
-            while not active.plan.session.done:
-                item = await anext(aiter(request_iterator), None)
-                if item is None:
-                    break
-                if item.WhichOneof("input") != "inbound":
-                    raise BadRequest("expected the room's envelopes")
-                session = active.plan.session
+            while True:
                 dropped = session.dropped.total()
-                sent = await asyncio.to_thread(session.receive, bytes(item.inbound.payload))
+                sent = await asyncio.to_thread(step)
                 if session.dropped.total() > dropped and session.last_dropped is not None:
                     # Forged, replayed or misaddressed: the relay or host may have
                     # written any header, so no party is blamed; the deadline
@@ -263,12 +259,27 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     log.warning("envelope dropped", reason=session.last_dropped.reason, **_ids(req))
                 for out in active.outbound(sent):
                     yield out
-            if not active.plan.session.done:
-                raise BadRequest("the host ended the stream before the ceremony finished")
-            outcome = active.plan.finish(active.plan.session.result)
+                if session.ceremony.awaiting_save:
+                    # Pending before agreement: the host stores the sealed new
+                    # share (or nothing, for a leaving dealer) before our
+                    # certificate signature leaves.
+                    change = session.ceremony.pending
+                    record = None if change is None else active.plan.pending(change)
+                    if record is not None:
+                        yield await asyncio.to_thread(self._store_output, req, record)
+                        await inputs.store_ack(record.key_share.epoch)
+                    step = session.confirm_saved
+                    continue
+                if session.done:
+                    break
+                payload = await inputs.inbound()
+                if payload is None:
+                    raise BadRequest("the host ended the stream before the ceremony finished")
+                step = functools.partial(session.receive, payload)
+            outcome = active.plan.finish(session.result)
             if outcome.record is not None:
-                yield await asyncio.to_thread(self._store_output, req, outcome)
-                await _await_store_ack(request_iterator, outcome.result.epoch)
+                yield await asyncio.to_thread(self._store_output, req, outcome.record)
+                await inputs.store_ack(outcome.result.epoch)
             log.info("ceremony finished", **_ids(req))
             yield enclave_pb2.CeremonyOutput(result=outcome.result)
         except Exception as e:
@@ -359,6 +370,10 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         share = record.key_share
         if share.party_id != me or share.epoch != request.epoch:
             raise WrongShare("the sealed share is not the server party's at this epoch")
+        if record.key_change is not None:
+            # A key change's share counts only once the change is certified: the
+            # host supplies the certificate, the enclave checks it itself.
+            record.key_change.check(bytes(stored.certificate), share.epoch)
         # Burned pairs come from two places: what this process saw fail, and
         # what the coordinator (a separate trust domain: ``_begin`` checked its
         # signature before loading) remembers. Nitro has no monotonic counter and the host may
@@ -374,11 +389,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         return record
 
     def _store_output(
-        self, request: ceremony_pb2.CeremonyRequest, outcome: Outcome
+        self, request: ceremony_pb2.CeremonyRequest, record: ServerShare
     ) -> enclave_pb2.CeremonyOutput:
-        record = outcome.record
-        if record is None:
-            raise BadRequest("nothing to store")
         share: KeyShare = record.key_share
         binding = SealBinding(request.wallet_id, share.party_id, share.scheme, share.epoch)
         sealed = self._deps.sealer.seal(record.to_bytes(), binding)
@@ -391,6 +403,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 encrypted_data_key=sealed.encrypted_data_key,
                 ciphertext=sealed.ciphertext,
                 public_key=share.public_key,
+                key_change=_key_change_proto(record.key_change),
             )
         )
 
@@ -464,17 +477,44 @@ class _Running:
         ]
 
 
-async def _await_store_ack(requests: AsyncIterator[enclave_pb2.CeremonyInput], epoch: int) -> None:
-    """Wait for the host's acknowledgement; late room envelopes (e.g. peers' last
-    broadcasts) may still arrive first and are no longer needed."""
-    async for item in requests:
-        kind = item.WhichOneof("input")
-        if kind == "inbound":
-            continue
-        if kind == "store_ack" and item.store_ack.epoch == epoch:
-            return
-        break
-    raise BadRequest("the host did not acknowledge storing the new share")
+def _key_change_proto(proof: KeyChangeProof | None) -> ceremony_pb2.KeyChange | None:
+    if proof is None:
+        return None
+    return ceremony_pb2.KeyChange(
+        session_id=proof.session_id, transcript=proof.transcript, host_pubkeys=proof.hostpubkeys
+    )
+
+
+class _Inputs:
+    """The host's inputs after the start: room envelopes, and store acknowledgements."""
+
+    def __init__(self, requests: AsyncIterator[enclave_pb2.CeremonyInput]) -> None:
+        self._requests = aiter(requests)
+        self._early: deque[bytes] = deque()  # envelopes that came while we awaited an ack
+
+    async def inbound(self) -> bytes | None:
+        """The next room envelope's payload (None: the host ended the stream)."""
+        if self._early:
+            return self._early.popleft()
+        item = await anext(self._requests, None)
+        if item is None:
+            return None
+        if item.WhichOneof("input") != "inbound":
+            raise BadRequest("expected the room's envelopes")
+        return bytes(item.inbound.payload)
+
+    async def store_ack(self, epoch: int) -> None:
+        """Wait for the host's acknowledgement of the share of ``epoch``; peers' envelopes
+        arriving first are kept for the ceremony (they may be its last round)."""
+        async for item in self._requests:
+            kind = item.WhichOneof("input")
+            if kind == "inbound":
+                self._early.append(bytes(item.inbound.payload))
+                continue
+            if kind == "store_ack" and item.store_ack.epoch == epoch:
+                return
+            break
+        raise BadRequest("the host did not acknowledge storing the new share")
 
 
 def running_parties(request: ceremony_pb2.CeremonyRequest | None) -> list[str]:

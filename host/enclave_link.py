@@ -31,10 +31,12 @@ driven by ``CeremonyDriver``:
    share creates the wallet; so does an import's (a reshare adding the server
    party to a wallet the store does not know: no shares go with the start).
 5. ``CeremonyOutput.result`` ends the exchange; the enclave then ends the
-   stream with OK. The host commits the pending epoch and returns the result.
-   Any failure before that (an enclave status, the relay, the store, the
-   deadline, cancellation) aborts the epoch this ceremony opened, so the old
-   share stays current.
+   stream with OK. The host commits the pending epoch (a key change only with
+   the result's certificate, which it verifies) and returns the result. Any
+   failure before that (an enclave status, the relay, the store, the
+   deadline, cancellation) aborts a keygen's epoch; a key change's stays
+   pending until its certificate arrives or its deadline passes
+   (``host.epoch_writer``), and the old share stays current meanwhile.
 6. Enclave statuses pass through to the coordinator (``host.errors``).
 
 The host never looks inside payloads or sealed blobs; it logs ids, counts and
@@ -92,6 +94,8 @@ class LinkConfig:
         credentials_margin_s: hand over new credentials this long before the
             current ones expire (at least ``max_ceremony_s`` + 60 s, so no
             ceremony runs out of credentials midway).
+        pending_deadline_s: how long a new epoch may stay pending (waiting for
+            its key change's certificate) before it is aborted.
     """
 
     call_timeout_s: float = 10.0
@@ -101,6 +105,7 @@ class LinkConfig:
     deadline_margin_s: float = 0.25
     kms_credentials: CredentialSource | None = None
     credentials_margin_s: float = 900.0
+    pending_deadline_s: float = 600.0
 
 
 class EnclaveLink:
@@ -114,6 +119,7 @@ class EnclaveLink:
         self._stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
         self.config = config or LinkConfig()
         self._static_key: bytes | None = None
+        self.host_pubkey = b""  # the enclave's ChillDKG host key, from Provision
         self._log = structlog.get_logger("host.enclave")
         source = self.config.kms_credentials
         # Never less than the longest ceremony (plus a minute): credentials
@@ -259,6 +265,7 @@ class EnclaveLink:
         else:
             stored = False
         self._static_key = bytes(response.static_key)
+        self.host_pubkey = bytes(response.host_pubkey)
         self._log.info(
             "enclave provisioned",
             static_key=response.static_key.hex(),
@@ -377,7 +384,7 @@ class CeremonyDriver:
         self._request_id = request_id
         self._enclave_ready = enclave_ready
         self.stats = CeremonyStats()
-        self._epochs = EpochWriter(store, plan)
+        self._epochs = EpochWriter(store, plan, link.config.pending_deadline_s)
         self._log = structlog.get_logger("host.ceremony")
 
     async def run(self) -> ceremony_pb2.CeremonyResult:
@@ -405,27 +412,31 @@ class CeremonyDriver:
             # the shield lets the abort finish even if we are cancelled again.
             await asyncio.shield(self._epochs.abort())
             raise
-        await self._epochs.commit()
+        await self._epochs.commit(bytes(result.certificate))
         return result
 
     async def _prepare(self) -> list[ceremony_pb2.SealedShare]:
         """Check the wallet's state against the request; return its current sealed shares."""
         plan = self._plan
-        if plan.kind == _K.CEREMONY_KIND_KEYGEN:
-            try:
-                await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
-            except WalletNotFoundError:
-                return []
-            raise HostError(grpc.StatusCode.ALREADY_EXISTS, f"wallet {plan.wallet_id} exists")
         try:
             wallet = await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
+            # A pending epoch past its deadline goes first (with a keygen's
+            # uncommitted wallet: its id is free again).
+            if wallet.pending_epoch is not None and (
+                await asyncio.to_thread(self._store.abort_expired, plan.wallet_id) is not None
+            ):
+                wallet = await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
         except WalletNotFoundError:
+            if plan.kind == _K.CEREMONY_KIND_KEYGEN:
+                return []
             if not plan.may_open_wallet:
                 raise
             # An import: the enclave takes the keyring and owner key from the
             # request, and its new share opens the wallet (``EpochWriter``).
             self._epochs.open_wallet()
             return []
+        if plan.kind == _K.CEREMONY_KIND_KEYGEN:
+            raise HostError(grpc.StatusCode.ALREADY_EXISTS, f"wallet {plan.wallet_id} exists")
         given = plan.request.keyring if plan.request.HasField("keyring") else None
         if given is not None and bytes(given.public_key) != wallet.public_key:
             # E.g. an import under the id of an existing wallet: never another key in it.
@@ -440,23 +451,28 @@ class CeremonyDriver:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"wallet {plan.wallet_id} has no committed key yet",
             )
-        if plan.request.epoch != wallet.current_epoch:
+        epoch = plan.request.epoch
+        # Key changes start from the current epoch; a signature or an export may
+        # also use a retired epoch the host still keeps (until every party has
+        # acknowledged the new one).
+        old_epoch_allowed = not plan.changes_keys and epoch < wallet.current_epoch
+        if epoch != wallet.current_epoch and not old_epoch_allowed:
             raise HostError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the request expects epoch {plan.request.epoch}, the wallet is at "
-                f"epoch {wallet.current_epoch}",
+                f"the request expects epoch {epoch}, the wallet is at epoch {wallet.current_epoch}",
             )
         if plan.changes_keys and wallet.pending_epoch is not None:
             raise HostError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"epoch {wallet.pending_epoch} of wallet {plan.wallet_id} is pending from an "
-                "unfinished ceremony",
+                "unfinished key change: submit its certificate, or wait for its deadline",
             )
-        stored = await asyncio.to_thread(self._store.current_shares, plan.wallet_id)
+        stored = await asyncio.to_thread(self._store.shares_at, plan.wallet_id, epoch)
         if not stored:
             raise HostError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the host holds no current share of wallet {plan.wallet_id}",
+                f"the host holds no share of wallet {plan.wallet_id} at epoch {epoch}"
+                + (" (retired and pruned)" if old_epoch_allowed else ""),
             )
         return [
             ceremony_pb2.SealedShare(
@@ -467,6 +483,7 @@ class CeremonyDriver:
                 encrypted_data_key=s.share.encrypted_data_key,
                 ciphertext=s.share.ciphertext,
                 public_key=wallet.public_key,
+                certificate=s.certificate,
             )
             for s in stored
         ]
@@ -589,6 +606,7 @@ class CeremonyDriver:
             kind = output.WhichOneof("output")
             if kind == "outbound":
                 envelope = self._outbound(output.outbound)
+                self._epochs.forwarding()
                 self.stats.outbound += 1
                 self.stats.outbound_bytes += len(envelope.payload)
                 # Created in output order, so the session numbers them in that order.

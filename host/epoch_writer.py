@@ -2,11 +2,22 @@
 
 Step 4 of the host <-> enclave stream (``host.enclave_link``): when the enclave
 has a new server share (keygen, reshare, refresh) it sends it sealed; the host
-writes it as *pending* and only then acknowledges, because the enclave must
-not send the message that commits it before its share is stored (ChillDKG's
-"persist recovery data before sending": STYLE.md principle 3). On the result
-the epoch is committed; if the ceremony fails first it is aborted, and the
-previous epoch's share stays current (DESIGN.md §6).
+writes it as *pending* (the epoch and the share in one transaction) and only
+then acknowledges, because the enclave must not send the message that commits
+it before its share is stored (ChillDKG's "persist recovery data before
+sending": STYLE.md principle 3).
+
+A refresh, reshare or import is a key change (``tss.certificate``): the
+enclave stores its share before it signs the change's certificate, and the
+result carries the complete certificate, which the host verifies before it
+commits. The host itself carries the enclave's certificate signature to the
+relay (the first envelope after the store acknowledgement), so until it has
+forwarded one, no certificate can exist and a failure aborts the epoch at
+once. After that, a failed ceremony leaves the epoch pending: another party may
+already hold the complete certificate and submit it
+(``HostServicer.SubmitCertificate``); without one it is aborted after its
+deadline (``Store.abort_expired``), and the previous epoch stays current. A
+keygen's epoch is aborted at once on failure, which frees its wallet id.
 
 Only the epoch this writer opened is ever aborted: a pending epoch found
 already there belongs to another (or an unfinished) ceremony, and the service
@@ -22,6 +33,8 @@ the wallet again, as for keygen.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 
 import structlog
 
@@ -29,6 +42,7 @@ from host.ceremony_plan import CeremonyPlan, scheme_name
 from host.errors import EnclaveProtocolError
 from host.store import (
     EncryptedDataKey,
+    KeyChange,
     NewWallet,
     OwnerKey,
     PublicKey,
@@ -38,9 +52,23 @@ from host.store import (
     StoreError,
     StoreInputError,
 )
+from shardkeep.keychange import CertificateError, check_certificate
 from shardkeep.v1 import ceremony_pb2
 
-__all__ = ["EpochWriter", "sealed_share_from_proto"]
+__all__ = ["EpochWriter", "sealed_share_from_proto", "key_change_from_proto"]
+
+
+def key_change_from_proto(proto: ceremony_pb2.KeyChange) -> KeyChange:
+    """The store's record of a ``KeyChange``.
+
+    Raises:
+        StoreInputError: a malformed field.
+    """
+    return KeyChange(
+        bytes(proto.session_id),
+        bytes(proto.transcript),
+        tuple(bytes(k) for k in proto.host_pubkeys),
+    )
 
 
 def sealed_share_from_proto(share: ceremony_pb2.SealedShare) -> SealedShare:
@@ -68,13 +96,18 @@ def sealed_share_from_proto(share: ceremony_pb2.SealedShare) -> SealedShare:
 class EpochWriter:
     """Writes one ceremony's sealed shares into a pending epoch it opens itself."""
 
-    def __init__(self, store: Store, plan: CeremonyPlan) -> None:
+    def __init__(self, store: Store, plan: CeremonyPlan, pending_deadline_s: float) -> None:
         """Arguments:
         store: the ciphertext store (called through ``asyncio.to_thread``).
         plan: the ceremony (keygen, reshare or refresh; others must not store).
+        pending_deadline_s: how long the epoch may stay pending (then
+            ``Store.abort_expired`` discards it).
         """
         self._store = store
         self._plan = plan
+        self._pending_deadline_s = pending_deadline_s
+        self._key_change: KeyChange | None = None
+        self._signature_sent = False
         self._epoch: int | None = None
         self._public_key: bytes | None = None
         self._opens_wallet = False
@@ -126,7 +159,13 @@ class EpochWriter:
             raise EnclaveProtocolError("sealed share of another wallet")
         if self._epoch is not None and share.epoch != self._epoch:
             raise EnclaveProtocolError("sealed shares of one ceremony span two epochs")
+        if (plan.kind_name == "keygen") == proto.HasField("key_change"):
+            raise EnclaveProtocolError(
+                "a key change's share comes with its key change, keygen's not"
+            )
         try:
+            if proto.HasField("key_change"):
+                self._key_change = key_change_from_proto(proto.key_change)
             if self._epoch is None:
                 await self._open(share, bytes(proto.public_key))
             else:
@@ -157,19 +196,29 @@ class EpochWriter:
                 keyring=plan.keyring,
                 owner_key=OwnerKey(bytes(plan.request.owner_key)),
             )
-            await asyncio.to_thread(self._store.create_wallet, wallet, [share])
+            await asyncio.to_thread(
+                self._store.create_wallet, wallet, [share], deadline_at_ms=self._deadline()
+            )
             self._public_key = public_key
         elif self._opens_wallet:
             await self._open_imported(share, public_key)
         else:
             # A refresh keeps the current keyring (None); a reshare records the new one.
             await asyncio.to_thread(
-                self._store.begin_epoch, plan.wallet_id, share.epoch, plan.keyring
+                functools.partial(
+                    self._store.begin_epoch,
+                    plan.wallet_id,
+                    share.epoch,
+                    plan.keyring,
+                    shares=[share],
+                    key_change=self._key_change,
+                    deadline_at_ms=self._deadline(),
+                )
             )
-            # Claimed before the share write: if that fails, abort removes the epoch.
-            self._epoch = share.epoch
-            await asyncio.to_thread(self._store.put_pending_share, share)
         self._epoch = share.epoch
+
+    def _deadline(self) -> int:
+        return int((time.time() + self._pending_deadline_s) * 1000)
 
     async def _open_imported(self, share: SealedShare, public_key: bytes) -> None:
         """Create an imported wallet at the reshare's epoch, holding the server's first share."""
@@ -188,33 +237,65 @@ class EpochWriter:
             owner_key=OwnerKey(bytes(request.owner_key)),
             epoch=share.epoch,
         )
-        await asyncio.to_thread(self._store.create_wallet, wallet, [share])
+        await asyncio.to_thread(
+            functools.partial(
+                self._store.create_wallet,
+                wallet,
+                [share],
+                key_change=self._key_change,
+                deadline_at_ms=self._deadline(),
+            )
+        )
         self._public_key = public_key
 
-    async def commit(self) -> None:
+    def forwarding(self) -> None:
+        """The enclave sent an envelope: after a key change's share, its certificate signature."""
+        if self._epoch is not None:
+            self._signature_sent = True
+
+    async def commit(self, certificate: bytes) -> None:
         """Make the written epoch current (no-op when nothing was stored).
 
+        Arguments:
+            certificate: the result's certificate; a key change's must complete
+                its ``KeyChange`` (keygen's is empty).
+
         Raises:
+            EnclaveProtocolError: a key change's certificate is missing or does not verify.
             StoreError: the commit failed; the epoch stays pending (not
                 aborted: the other parties may already hold only new shares).
         """
         if self._epoch is None or self._done:
             return
-        await asyncio.to_thread(self._store.commit_epoch, self._plan.wallet_id, self._epoch)
+        kc = self._key_change
+        if kc is not None:
+            try:
+                check_certificate(kc.session_id, kc.transcript, kc.host_pubkeys, certificate)
+            except CertificateError as e:
+                raise EnclaveProtocolError(f"the result's certificate is not valid: {e}") from e
+        await asyncio.to_thread(
+            self._store.commit_epoch, self._plan.wallet_id, self._epoch, certificate
+        )
         self._done = True
-        self._log.info("epoch committed", epoch=self._epoch)
+        self._log.info("epoch committed", epoch=self._epoch, certified=kc is not None)
 
     async def abort(self) -> None:
-        """Discard the epoch this writer opened, if any; never raises.
+        """Discard the epoch this writer opened, unless a key change may have been certified.
 
-        The previous epoch stays current. Keygen's epoch 0 (an import's first
-        epoch) takes the wallet with it. Failures are logged: a pending epoch left behind blocks the
-        wallet's next key change until an operator resolves it, but loses no
-        usable share.
+        Never raises. A keygen's epoch 0 is discarded at once, with its wallet
+        (the id is free again); so is a key change's epoch while the enclave's
+        certificate signature has not left the host. Once it has, the epoch
+        stays pending: some party may hold the complete certificate and submit
+        it; without one the epoch is aborted after its deadline
+        (``Store.abort_expired``). Either way the previous epoch stays current
+        and no usable share is lost.
         """
         if self._epoch is None or self._done:
             return
         self._done = True
+        if self._key_change is not None and self._signature_sent:
+            self._log.info("pending epoch kept until its deadline", epoch=self._epoch)
+            return
         try:
             await asyncio.to_thread(self._store.abort_epoch, self._plan.wallet_id, self._epoch)
         except Exception as e:

@@ -39,10 +39,14 @@ from host.store import (
     BackupBlob,
     BackupInfo,
     BackupQuota,
+    EpochRecord,
     Store,
     StoreConflictError,
+    Wallet,
 )
 from relay.client import RelayClient
+from shardkeep.keychange import CertificateError, check_ack, check_certificate
+from shardkeep.requests import RETIRE_EPOCH_CONTEXT, request_signature_valid, retire_epoch_message
 from shardkeep.server import AsyncHealthServicer, bind, new_health_servicer
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 
@@ -209,6 +213,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         relay: RelayClient,
         metrics: HostMetrics,
         backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
+        keep_retired_epochs: int = 0,
     ) -> None:
         """Arguments:
         store: the ciphertext store (caller-owned).
@@ -216,7 +221,10 @@ class HostServicer(host_pb2_grpc.HostServicer):
         relay: the relay client (caller-owned).
         metrics: the host's metrics.
         backup_quota: most backups and blob bytes one wallet may keep.
+        keep_retired_epochs: retired epochs kept after every seat acknowledged
+            the current one (``AckEpoch``).
         """
+        self._keep_retired = keep_retired_epochs
         self._store = store
         self._backup_quota = backup_quota
         self._link = link
@@ -361,17 +369,132 @@ class HostServicer(host_pb2_grpc.HostServicer):
         except Exception as e:
             error = error_for(e)
             await context.abort(error.code, error.message)
-        return host_pb2.Wallet(
-            wallet_id=wallet.wallet_id,
-            scheme=scheme_enum(wallet.scheme),
-            threshold=wallet.threshold,
-            parties=[
-                ceremony_pb2.Party(party_id=p.party_id, static_key=p.static_key)
-                for p in wallet.parties
-            ],
-            public_key=wallet.public_key,
-            epoch=wallet.current_epoch,
-        )
+        return _wallet_message(wallet)
+
+    # --- key changes: certificates, acknowledgments, retirement -------------------------
+
+    async def _epochs(self, wallet_id: str) -> list[EpochRecord]:
+        """The wallet's epochs, after aborting a pending one past its deadline."""
+        await asyncio.to_thread(self._store.abort_expired, wallet_id)
+        return await asyncio.to_thread(self._store.list_epochs, wallet_id)
+
+    async def GetEpochs(
+        self, request: host_pb2.GetEpochsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.Epochs:
+        """Every stored epoch of the wallet: key change, certificate, acknowledgments."""
+        structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
+        try:
+            epochs = await self._epochs(request.wallet_id)
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        return host_pb2.Epochs(epochs=[_epoch_message(e) for e in epochs])
+
+    async def SubmitCertificate(
+        self,
+        request: host_pb2.SubmitCertificateRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> host_pb2.Wallet:
+        """Commit a pending key change with its complete certificate (verified here first).
+
+        Submitting the certificate of an epoch already committed with it is a no-op.
+        """
+        structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
+        try:
+            wallet_id, epoch, certificate = request.wallet_id, request.epoch, request.certificate
+            record = _find_epoch(await self._epochs(wallet_id), wallet_id, epoch)
+            change = record.key_change
+            if change is None:
+                raise HostError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"epoch {epoch} of wallet {wallet_id} is no key change",
+                )
+            check_certificate(
+                change.session_id, change.transcript, change.host_pubkeys, certificate
+            )
+            if record.state == "pending":
+                wallet = await asyncio.to_thread(
+                    self._store.commit_epoch, wallet_id, epoch, certificate
+                )
+                self._log.info("epoch committed with a submitted certificate", epoch=epoch)
+            else:  # committed (or retired since): already done
+                wallet = await asyncio.to_thread(self._store.get_wallet, wallet_id)
+        except CertificateError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"certificate: {e}")
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        return _wallet_message(wallet)
+
+    async def AckEpoch(
+        self, request: host_pb2.AckEpochRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.AckEpochResponse:
+        """Record a seat's signed acknowledgment; prune older epochs once every seat has acked.
+
+        The enclave's seat counts as acknowledged: the host stored its share.
+        """
+        structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
+        pruned = 0
+        try:
+            wallet_id, epoch, position = request.wallet_id, request.epoch, request.position
+            record = _find_epoch(await self._epochs(wallet_id), wallet_id, epoch)
+            change = record.key_change
+            if change is None or record.state == "pending":
+                raise HostError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"epoch {epoch} of wallet {wallet_id} is no committed key change",
+                )
+            if position >= len(change.host_pubkeys):
+                raise HostError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"position {position} is no seat of epoch {epoch}",
+                )
+            check_ack(
+                change.host_pubkeys[position], wallet_id, epoch, change.transcript, position,
+                request.signature,
+            )  # fmt: skip
+            await asyncio.to_thread(
+                self._store.ack_epoch, wallet_id, epoch, position, request.signature
+            )
+            acked = record.acked | {position}
+            acked |= {i for i, k in enumerate(change.host_pubkeys) if k == self._link.host_pubkey}
+            if record.state == "committed" and len(acked) == len(change.host_pubkeys):
+                pruned = await asyncio.to_thread(
+                    self._store.prune_retired, wallet_id, self._keep_retired
+                )
+                self._log.info("every seat acknowledged the epoch", epoch=epoch, pruned=pruned)
+        except CertificateError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"acknowledgment: {e}")
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        return host_pb2.AckEpochResponse(pruned=pruned)
+
+    async def RetireEpoch(
+        self, request: host_pb2.RetireEpochRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.RetireEpochResponse:
+        """Delete a retired epoch now, on the owner's signature (not every seat acknowledged)."""
+        structlog.contextvars.bind_contextvars(wallet_id=request.wallet_id[:128])
+        try:
+            wallet_id, epoch = request.wallet_id, request.epoch
+            wallet = await asyncio.to_thread(self._store.get_wallet, wallet_id)
+            message = retire_epoch_message(wallet_id, epoch)
+            if not request_signature_valid(
+                wallet.owner_key, RETIRE_EPOCH_CONTEXT, message, request.owner_signature
+            ):
+                raise HostError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"the owner's signature retiring epoch {epoch} of {wallet_id} is invalid",
+                )
+            if not await asyncio.to_thread(self._store.drop_retired, wallet_id, epoch):
+                raise HostError(
+                    grpc.StatusCode.NOT_FOUND, f"wallet {wallet_id} has no epoch {epoch}"
+                )
+            self._log.info("retired epoch dropped by the owner", epoch=epoch)
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        return host_pb2.RetireEpochResponse()
 
     async def GetAttestation(
         self,
@@ -461,6 +584,53 @@ class HostServicer(host_pb2_grpc.HostServicer):
         return host_pb2.ListBackupsResponse(backups=[_backup_info_message(b) for b in stored])
 
 
+def _wallet_message(wallet: Wallet) -> host_pb2.Wallet:
+    return host_pb2.Wallet(
+        wallet_id=wallet.wallet_id,
+        scheme=scheme_enum(wallet.scheme),
+        threshold=wallet.threshold,
+        parties=[
+            ceremony_pb2.Party(party_id=p.party_id, static_key=p.static_key) for p in wallet.parties
+        ],
+        public_key=wallet.public_key,
+        epoch=wallet.current_epoch or 0,
+    )
+
+
+def _find_epoch(epochs: list[EpochRecord], wallet_id: str, epoch: int) -> EpochRecord:
+    for record in epochs:
+        if record.epoch == epoch:
+            return record
+    raise HostError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"wallet {wallet_id} has no epoch {epoch} (aborted after its deadline, pruned, "
+        "or never stored)",
+    )
+
+
+def _epoch_message(record: EpochRecord) -> host_pb2.Epoch:
+    change = record.key_change
+    return host_pb2.Epoch(
+        epoch=record.epoch,
+        state=record.state,
+        threshold=record.keyring.threshold,
+        parties=[
+            ceremony_pb2.Party(party_id=p.party_id, static_key=p.static_key)
+            for p in record.keyring.parties
+        ],
+        key_change=None
+        if change is None
+        else ceremony_pb2.KeyChange(
+            session_id=change.session_id,
+            transcript=change.transcript,
+            host_pubkeys=change.host_pubkeys,
+        ),
+        certificate=record.certificate,
+        deadline_unix_ms=record.deadline_at_ms or 0,
+        acked=sorted(record.acked),
+    )
+
+
 def _backup_info_message(info: BackupInfo) -> host_pb2.Backup:
     return host_pb2.Backup(
         wallet_id=info.wallet_id,
@@ -484,6 +654,7 @@ async def create_server(
     health_servicer: AsyncHealthServicer | None = None,
     max_message_bytes: int = _MAX_MESSAGE_BYTES,
     backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
+    keep_retired_epochs: int = 0,
 ) -> tuple[grpc.aio.Server, int]:
     """Build the host's gRPC server (not started), provisioning the enclave first.
 
@@ -501,6 +672,8 @@ async def create_server(
             (``enter_graceful_shutdown``); a new one is made otherwise.
         max_message_bytes: the public API's message size cap.
         backup_quota: most backups and blob bytes one wallet may keep.
+        keep_retired_epochs: retired epochs kept once every seat acknowledged
+            the current one.
 
     Returns:
         ``(server, bound_port)``; the port is 0 for a Unix socket. Health
@@ -525,7 +698,12 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     host_pb2_grpc.add_HostServicer_to_server(  # type: ignore[no-untyped-call]
         HostServicer(
-            store=store, link=link, relay=relay, metrics=metrics, backup_quota=backup_quota
+            store=store,
+            link=link,
+            relay=relay,
+            metrics=metrics,
+            backup_quota=backup_quota,
+            keep_retired_epochs=keep_retired_epochs,
         ),
         server,
     )

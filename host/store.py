@@ -39,7 +39,15 @@ Epoch lifecycle (each step one transaction):
 3. ``abort_epoch`` deletes only a pending epoch: the current share stays
    usable. Retired shares stay readable with ``get_share`` until
    ``prune_retired``: the old share must survive until every party has
-   committed the new one, which only the coordinator knows.
+   committed the new one (``ack_epoch`` records who has).
+
+Key changes (refresh, reshare, import; ``tss.certificate``): the pending epoch
+records what the change's certificate must complete (``KeyChange``) and a
+deadline; it is committed only with its certificate (the caller verifies it),
+and never after the deadline. ``abort_expired`` discards a pending epoch whose
+deadline passed: nobody can hold a certificate the host would still accept, so
+every party goes back to the current epoch. The epoch row and its first shares
+are written in one transaction (``begin_epoch``, ``create_wallet``).
 
 No write ever replaces a stored share: writing other bytes where a share is
 stored raises ``StoreConflictError`` and changes nothing; writing the same
@@ -94,6 +102,7 @@ from host.store_records import (
     EPOCH_STATES,
     MAX_BLOB_BYTES,
     MAX_EPOCH,
+    MAX_PARTIES,
     MAX_SHARE_INDEX,
     SCHEMES,
     Backup,
@@ -101,7 +110,9 @@ from host.store_records import (
     BackupInfo,
     BackupQuota,
     EncryptedDataKey,
+    EpochRecord,
     EpochState,
+    KeyChange,
     Keyring,
     NewWallet,
     OwnerKey,
@@ -151,6 +162,8 @@ __all__ = [
     "BackupBlob",
     "Party",
     "Keyring",
+    "KeyChange",
+    "EpochRecord",
     "NewWallet",
     "Wallet",
     "SealedShare",
@@ -192,7 +205,7 @@ _WALLET_SELECT: Final = """
 
 _SHARE_SELECT: Final = """
     SELECT s.wallet_id, s.share_index, s.scheme, s.epoch, s.encrypted_data_key, s.ciphertext,
-           e.state, s.created_at_ms
+           e.state, s.created_at_ms, e.certificate
     FROM sealed_shares s
     JOIN epochs e ON e.wallet_id = s.wallet_id AND e.epoch = s.epoch
 """
@@ -227,6 +240,13 @@ class _WalletHead:
 class _PendingEpoch:
     epoch: int
     keyring: Keyring
+    certified: bool  # a key change: commits only with its certificate
+    deadline_at_ms: int | None
+
+
+def _check_certificate(data: object) -> None:
+    if not isinstance(data, bytes) or len(data) % 64 or len(data) > 64 * MAX_PARTIES:
+        raise StoreInputError("a certificate or acknowledgment is 64-byte signatures")
 
 
 def _wallet_from_row(row: Row) -> Wallet:
@@ -249,7 +269,7 @@ def _wallet_from_row(row: Row) -> Wallet:
 
 
 def _share_from_row(row: Row) -> StoredShare:
-    wallet_id, share_index, scheme, epoch, data_key, ciphertext, state, created = row
+    wallet_id, share_index, scheme, epoch, data_key, ciphertext, state, created, cert = row
     try:
         share = SealedShare(
             wallet_id,
@@ -263,7 +283,7 @@ def _share_from_row(row: Row) -> StoredShare:
         raise StoreCorruptionError("stored share record is malformed") from exc
     if state not in EPOCH_STATES:
         raise StoreCorruptionError("stored epoch state is unknown")
-    return StoredShare(share, state, created)
+    return StoredShare(share, state, created, bytes(cert or b""))
 
 
 def _backup_from_row(row: Row) -> StoredBackup:
@@ -377,7 +397,14 @@ class Store(abc.ABC):
 
     # --- wallets and epochs ------------------------------------------------------
 
-    def create_wallet(self, wallet: NewWallet, shares: Sequence[SealedShare] = ()) -> Wallet:
+    def create_wallet(
+        self,
+        wallet: NewWallet,
+        shares: Sequence[SealedShare] = (),
+        *,
+        key_change: KeyChange | None = None,
+        deadline_at_ms: int | None = None,
+    ) -> Wallet:
         """Register a wallet with its first epoch (``wallet.epoch``, 0 for keygen) pending.
 
         The wallet has no usable share until ``commit_epoch(wallet_id, wallet.epoch)``.
@@ -386,6 +413,8 @@ class Store(abc.ABC):
         Arguments:
             wallet: the wallet and its first epoch's keyring.
             shares: sealed shares of this wallet at that epoch, distinct share indexes.
+            key_change: an import's key change (its commit then needs the certificate).
+            deadline_at_ms: abort the epoch (and the wallet) after this (``abort_expired``).
 
         Returns:
             The stored wallet (current_epoch None, pending_epoch ``wallet.epoch``).
@@ -422,22 +451,37 @@ class Store(abc.ABC):
                     now,
                 ),
             )
-            self._insert_epoch(tx, wallet.wallet_id, wallet.epoch, wallet.keyring, now)
+            self._insert_epoch(
+                tx, wallet.wallet_id, wallet.epoch, wallet.keyring, now, key_change, deadline_at_ms
+            )
             for share in shares:
                 self._insert_share(tx, share, now)
             return self._read_wallet(tx, wallet.wallet_id)
 
-    def begin_epoch(self, wallet_id: str, epoch: int, keyring: Keyring | None = None) -> None:
-        """Open the next epoch, pending, for a refresh or reshare.
+    def begin_epoch(
+        self,
+        wallet_id: str,
+        epoch: int,
+        keyring: Keyring | None = None,
+        *,
+        shares: Sequence[SealedShare] = (),
+        key_change: KeyChange | None = None,
+        deadline_at_ms: int | None = None,
+    ) -> None:
+        """Open the next epoch, pending, for a refresh or reshare, with its first shares.
 
+        One transaction: the epoch never exists without the shares given here.
         Idempotent: beginning the pending epoch again with the same keyring does
-        nothing.
+        nothing (but store the shares, as ``put_pending_share``).
 
         Arguments:
             wallet_id: the wallet.
             epoch: must be current_epoch + 1.
             keyring: the new epoch's keyring (a reshare); None keeps the current
                 one (a refresh).
+            shares: sealed shares of that epoch.
+            key_change: what the certificate that commits the epoch must complete.
+            deadline_at_ms: abort the epoch after this (``abort_expired``).
 
         Raises:
             WalletNotFoundError: no such wallet.
@@ -463,12 +507,17 @@ class Store(abc.ABC):
                 keyring = self._read_keyring(tx, wallet_id, head.current_epoch)
             pending = self._read_pending(tx, wallet_id)
             if pending is not None:
-                if pending.epoch == epoch and pending.keyring == keyring:
-                    return
-                raise StoreConflictError(
-                    f"epoch {pending.epoch} of wallet {wallet_id} is pending with another keyring"
-                )
-            self._insert_epoch(tx, wallet_id, epoch, keyring, now)
+                if pending.epoch != epoch or pending.keyring != keyring:
+                    raise StoreConflictError(
+                        f"epoch {pending.epoch} of wallet {wallet_id} is pending with another "
+                        "keyring"
+                    )
+            else:
+                self._insert_epoch(tx, wallet_id, epoch, keyring, now, key_change, deadline_at_ms)
+            for share in shares:
+                if share.wallet_id != wallet_id or share.epoch != epoch:
+                    raise StoreInputError("begin_epoch takes shares of that wallet and epoch")
+                self._put_share(tx, share, head.scheme, keyring, now)
 
     def put_pending_share(self, share: SealedShare) -> None:
         """Store one sealed share into its wallet's pending epoch.
@@ -496,21 +545,27 @@ class Store(abc.ABC):
             pending = self._read_pending(tx, share.wallet_id)
             if pending is None or pending.epoch != share.epoch:
                 raise EpochError(self._not_pending_reason(share.wallet_id, share.epoch, head))
-            self._check_share_fits(share, head.scheme, pending.keyring)
-            row = tx.one(
-                _SHARE_SELECT + " WHERE s.wallet_id = ? AND s.share_index = ? AND s.epoch = ?",
-                (share.wallet_id, share.share_index, share.epoch),
-            )
-            if row is not None:
-                if _share_from_row(row).share.same_bytes(share):
-                    return
-                raise StoreConflictError(
-                    f"another share is stored at index {share.share_index}, epoch {share.epoch}"
-                    f" of wallet {share.wallet_id}"
-                )
-            self._insert_share(tx, share, now)
+            self._put_share(tx, share, head.scheme, pending.keyring, now)
 
-    def commit_epoch(self, wallet_id: str, epoch: int) -> Wallet:
+    def _put_share(
+        self, tx: Transaction, share: SealedShare, scheme: str, keyring: Keyring, now: int
+    ) -> None:
+        """Insert a share of a pending epoch; the same bytes again are a no-op."""
+        self._check_share_fits(share, scheme, keyring)
+        row = tx.one(
+            _SHARE_SELECT + " WHERE s.wallet_id = ? AND s.share_index = ? AND s.epoch = ?",
+            (share.wallet_id, share.share_index, share.epoch),
+        )
+        if row is not None:
+            if _share_from_row(row).share.same_bytes(share):
+                return
+            raise StoreConflictError(
+                f"another share is stored at index {share.share_index}, epoch {share.epoch}"
+                f" of wallet {share.wallet_id}"
+            )
+        self._insert_share(tx, share, now)
+
+    def commit_epoch(self, wallet_id: str, epoch: int, certificate: bytes = b"") -> Wallet:
         """Make the pending ``epoch`` current and retire the previous one, atomically.
 
         The new epoch's keyring (threshold, parties) takes effect in the same
@@ -519,6 +574,8 @@ class Store(abc.ABC):
         Arguments:
             wallet_id: the wallet.
             epoch: the pending epoch.
+            certificate: a key change's complete certificate, already verified
+                by the caller against the epoch's ``KeyChange`` (required then).
 
         Returns:
             The wallet after the commit.
@@ -527,17 +584,27 @@ class Store(abc.ABC):
             WalletNotFoundError: no such wallet.
             EpochError: ``epoch`` is not pending (never begun, aborted, or
                 already committed: of two concurrent commits exactly one
-                succeeds), or it holds no share (committing it would leave the
-                wallet without a usable share).
+                succeeds), it holds no share (committing it would leave the
+                wallet without a usable share), it is a key change and no
+                certificate is given, or its deadline has passed.
         """
         check_id("wallet id", wallet_id)
         check_uint("epoch", epoch, MAX_EPOCH)
+        _check_certificate(certificate)
         now = self._clock()
         with self._transaction(write=True) as tx:
             head = self._lock_wallet(tx, wallet_id)
             pending = self._read_pending(tx, wallet_id)
             if pending is None or pending.epoch != epoch:
                 raise EpochError(self._not_pending_reason(wallet_id, epoch, head))
+            if pending.certified and not certificate:
+                raise EpochError(
+                    f"epoch {epoch} of wallet {wallet_id} commits only with its certificate"
+                )
+            if pending.deadline_at_ms is not None and now > pending.deadline_at_ms:
+                raise EpochError(
+                    f"epoch {epoch} of wallet {wallet_id} passed its deadline uncommitted"
+                )
             count = tx.one(
                 "SELECT COUNT(*) FROM sealed_shares WHERE wallet_id = ? AND epoch = ?",
                 (wallet_id, epoch),
@@ -553,9 +620,9 @@ class Store(abc.ABC):
                 )
                 _expect_one_row_changed(changed, "retiring the current epoch")
             changed = tx.run(
-                "UPDATE epochs SET state = 'committed', committed_at_ms = ?"
-                " WHERE wallet_id = ? AND epoch = ? AND state = 'pending'",
-                (now, wallet_id, epoch),
+                "UPDATE epochs SET state = 'committed', committed_at_ms = ?, certificate = ?,"
+                " deadline_at_ms = NULL WHERE wallet_id = ? AND epoch = ? AND state = 'pending'",
+                (now, certificate or None, wallet_id, epoch),
             )
             _expect_one_row_changed(changed, "committing the pending epoch")
             changed = tx.run(
@@ -594,13 +661,159 @@ class Store(abc.ABC):
                 return False
             if row[0] != "pending":
                 raise EpochError(f"epoch {epoch} of wallet {wallet_id} is {row[0]}, not pending")
-            if head.current_epoch is None:
-                changed = tx.run("DELETE FROM wallets WHERE wallet_id = ?", (wallet_id,))
-            else:
-                changed = tx.run(
-                    "DELETE FROM epochs WHERE wallet_id = ? AND epoch = ?", (wallet_id, epoch)
+            self._delete_pending(tx, wallet_id, epoch, head)
+            return True
+
+    @staticmethod
+    def _delete_pending(tx: Transaction, wallet_id: str, epoch: int, head: _WalletHead) -> None:
+        # A wallet whose first epoch never committed goes with it (its id is free again).
+        if head.current_epoch is None:
+            changed = tx.run("DELETE FROM wallets WHERE wallet_id = ?", (wallet_id,))
+        else:
+            changed = tx.run(
+                "DELETE FROM epochs WHERE wallet_id = ? AND epoch = ?", (wallet_id, epoch)
+            )
+        _expect_one_row_changed(changed, "aborting the pending epoch")
+
+    def abort_expired(self, wallet_id: str) -> int | None:
+        """Abort the wallet's pending epoch if its deadline has passed (see ``abort_epoch``).
+
+        Returns:
+            The aborted epoch, or None (nothing pending, or still within its deadline).
+
+        Raises:
+            WalletNotFoundError: no such wallet.
+        """
+        check_id("wallet id", wallet_id)
+        now = self._clock()
+        with self._transaction(write=True) as tx:
+            head = self._lock_wallet(tx, wallet_id)
+            pending = self._read_pending(tx, wallet_id)
+            if pending is None or pending.deadline_at_ms is None or now <= pending.deadline_at_ms:
+                return None
+            self._delete_pending(tx, wallet_id, pending.epoch, head)
+            return pending.epoch
+
+    def list_epochs(self, wallet_id: str) -> list[EpochRecord]:
+        """Every stored epoch of the wallet, oldest first, with who acknowledged it.
+
+        Raises:
+            WalletNotFoundError: no such wallet.
+        """
+        check_id("wallet id", wallet_id)
+        with self._transaction(write=False) as tx:
+            self._read_wallet(tx, wallet_id)
+            rows = tx.all(
+                "SELECT epoch, state, threshold, parties, session_id, transcript, host_pubkeys,"
+                " certificate, deadline_at_ms FROM epochs WHERE wallet_id = ? ORDER BY epoch",
+                (wallet_id,),
+            )
+            acks = tx.all(
+                "SELECT epoch, position FROM epoch_acks WHERE wallet_id = ?", (wallet_id,)
+            )
+        acked: dict[int, set[int]] = {}
+        for epoch, position in acks:
+            acked.setdefault(epoch, set()).add(position)
+        out = []
+        for epoch, state, threshold, parties, sid, transcript, keys, cert, deadline in rows:
+            if state not in EPOCH_STATES:
+                raise StoreCorruptionError("stored epoch state is unknown")
+            try:
+                keyring = Keyring(threshold, decode_parties(parties))
+            except StoreInputError as exc:
+                raise StoreCorruptionError("stored keyring is malformed") from exc
+            out.append(
+                EpochRecord(
+                    epoch,
+                    state,
+                    keyring,
+                    KeyChange.decode(sid, transcript, keys),
+                    bytes(cert or b""),
+                    deadline,
+                    frozenset(acked.get(epoch, ())),
                 )
-            _expect_one_row_changed(changed, "aborting the pending epoch")
+            )
+        return out
+
+    def ack_epoch(self, wallet_id: str, epoch: int, position: int, signature: bytes) -> None:
+        """Record that the party at certificate ``position`` uses the committed ``epoch``.
+
+        The caller verified ``signature`` (the party's host key). Acknowledging
+        again is a no-op.
+
+        Raises:
+            WalletNotFoundError: no such wallet.
+            EpochError: the epoch is not a committed key change, or ``position``
+                is not one of its seats.
+        """
+        check_id("wallet id", wallet_id)
+        check_uint("epoch", epoch, MAX_EPOCH)
+        check_uint("position", position, MAX_PARTIES - 1)
+        _check_certificate(signature)
+        now = self._clock()
+        with self._transaction(write=True) as tx:
+            self._lock_wallet(tx, wallet_id)
+            row = tx.one(
+                "SELECT state, host_pubkeys FROM epochs WHERE wallet_id = ? AND epoch = ?",
+                (wallet_id, epoch),
+            )
+            if row is None or row[0] == "pending" or row[1] is None:
+                raise EpochError(f"epoch {epoch} of wallet {wallet_id} is no committed key change")
+            if position >= len(row[1]) // 33:
+                raise EpochError(f"position {position} is no seat of epoch {epoch}")
+            if tx.one(
+                "SELECT 1 FROM epoch_acks WHERE wallet_id = ? AND epoch = ? AND position = ?",
+                (wallet_id, epoch, position),
+            ):
+                return
+            tx.run(
+                "INSERT INTO epoch_acks (wallet_id, epoch, position, signature, created_at_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (wallet_id, epoch, position, signature, now),
+            )
+
+    def shares_at(self, wallet_id: str, epoch: int) -> list[StoredShare]:
+        """Every share of a committed or retired ``epoch``, by share index (empty if none).
+
+        Raises:
+            WalletNotFoundError: no such wallet.
+        """
+        check_id("wallet id", wallet_id)
+        check_uint("epoch", epoch, MAX_EPOCH)
+        with self._transaction(write=False) as tx:
+            self._read_wallet(tx, wallet_id)
+            rows = tx.all(
+                _SHARE_SELECT + " WHERE s.wallet_id = ? AND s.epoch = ? AND e.state <> 'pending'"
+                " ORDER BY s.share_index",
+                (wallet_id, epoch),
+            )
+        return [_share_from_row(row) for row in rows]
+
+    def drop_retired(self, wallet_id: str, epoch: int) -> bool:
+        """Delete one retired epoch and its shares (the owner retired it).
+
+        Returns:
+            True if it was deleted; False if no such epoch is stored.
+
+        Raises:
+            WalletNotFoundError: no such wallet.
+            EpochError: the epoch is pending or committed.
+        """
+        check_id("wallet id", wallet_id)
+        check_uint("epoch", epoch, MAX_EPOCH)
+        with self._transaction(write=True) as tx:
+            self._lock_wallet(tx, wallet_id)
+            row = tx.one(
+                "SELECT state FROM epochs WHERE wallet_id = ? AND epoch = ?", (wallet_id, epoch)
+            )
+            if row is None:
+                return False
+            if row[0] != "retired":
+                raise EpochError(f"epoch {epoch} of wallet {wallet_id} is {row[0]}, not retired")
+            changed = tx.run(
+                "DELETE FROM epochs WHERE wallet_id = ? AND epoch = ?", (wallet_id, epoch)
+            )
+            _expect_one_row_changed(changed, "dropping a retired epoch")
             return True
 
     def prune_retired(self, wallet_id: str, keep_epochs: int = 1) -> int:
@@ -904,16 +1117,17 @@ class Store(abc.ABC):
     @staticmethod
     def _read_pending(tx: Transaction, wallet_id: str) -> _PendingEpoch | None:
         row = tx.one(
-            "SELECT epoch, threshold, parties FROM epochs"
+            "SELECT epoch, threshold, parties, session_id IS NOT NULL, deadline_at_ms FROM epochs"
             " WHERE wallet_id = ? AND state = 'pending'",
             (wallet_id,),
         )
         if row is None:
             return None
         try:
-            return _PendingEpoch(row[0], Keyring(row[1], decode_parties(row[2])))
+            keyring = Keyring(row[1], decode_parties(row[2]))
         except StoreInputError as exc:
             raise StoreCorruptionError("stored keyring is malformed") from exc
+        return _PendingEpoch(row[0], keyring, bool(row[3]), row[4])
 
     @staticmethod
     def _not_pending_reason(wallet_id: str, epoch: int, head: _WalletHead) -> str:
@@ -940,13 +1154,31 @@ class Store(abc.ABC):
 
     @staticmethod
     def _insert_epoch(
-        tx: Transaction, wallet_id: str, epoch: int, keyring: Keyring, now: int
+        tx: Transaction,
+        wallet_id: str,
+        epoch: int,
+        keyring: Keyring,
+        now: int,
+        key_change: KeyChange | None = None,
+        deadline_at_ms: int | None = None,
     ) -> None:
+        if key_change is not None and not isinstance(key_change, KeyChange):
+            raise StoreInputError("key_change must be a KeyChange or None")
+        if deadline_at_ms is not None:
+            check_uint("deadline", deadline_at_ms, MAX_EPOCH)
+        kc = key_change
         tx.run(
             "INSERT INTO epochs (wallet_id, epoch, threshold, parties, state, created_at_ms,"
-            " committed_at_ms) VALUES (?, ?, ?, ?, 'pending', ?, NULL)",
-            (wallet_id, epoch, keyring.threshold, encode_parties(keyring.parties), now),
-        )
+            " committed_at_ms, session_id, transcript, host_pubkeys, deadline_at_ms)"
+            " VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?, ?)",
+            (
+                wallet_id, epoch, keyring.threshold, encode_parties(keyring.parties), now,
+                None if kc is None else kc.session_id,
+                None if kc is None else kc.transcript,
+                None if kc is None else kc.encode_keys(),
+                deadline_at_ms,
+            ),
+        )  # fmt: skip
 
     @staticmethod
     def _insert_share(tx: Transaction, share: SealedShare, now: int) -> None:

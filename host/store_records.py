@@ -29,6 +29,8 @@ __all__ = [
     "BackupBlob",
     "Party",
     "Keyring",
+    "KeyChange",
+    "EpochRecord",
     "NewWallet",
     "Wallet",
     "SealedShare",
@@ -157,6 +159,72 @@ class Keyring:
 
 
 @dataclass(frozen=True)
+class KeyChange:
+    """What a key change's certificate must complete (proto ``KeyChange``); public.
+
+    Attributes:
+        session_id: the ceremony's 32-byte session id.
+        transcript: the 32-byte transcript hash every seat signs.
+        host_pubkeys: every seat's 33-byte host public key, in seat order.
+    """
+
+    session_id: bytes
+    transcript: bytes
+    host_pubkeys: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_bytes("session id", self.session_id, 32, 32)
+        _check_bytes("transcript", self.transcript, 32, 32)
+        if not isinstance(self.host_pubkeys, tuple) or not 1 <= len(self.host_pubkeys) <= (
+            MAX_PARTIES
+        ):
+            raise StoreInputError(f"a key change has 1-{MAX_PARTIES} host public keys")
+        for key in self.host_pubkeys:
+            _check_bytes("host public key", key, 33, 33)
+
+    def encode_keys(self) -> bytes:
+        """The host public keys as stored: concatenated."""
+        return b"".join(self.host_pubkeys)
+
+    @staticmethod
+    def decode(session_id: object, transcript: object, keys: object) -> KeyChange | None:
+        """The stored columns back (None when the epoch was no certified key change)."""
+        if session_id is None:
+            return None
+        try:
+            raw = bytes(keys)  # type: ignore[call-overload]
+            if len(raw) % 33:
+                raise StoreInputError("host public keys are not 33 bytes each")
+            split = tuple(raw[i : i + 33] for i in range(0, len(raw), 33))
+            return KeyChange(bytes(session_id), bytes(transcript), split)  # type: ignore[call-overload]
+        except (StoreInputError, TypeError) as exc:
+            raise StoreCorruptionError("stored key change is malformed") from exc
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of a wallet as stored, without its shares.
+
+    Attributes:
+        epoch: the epoch number.
+        state: "pending", "committed" or "retired".
+        keyring: its keyring.
+        key_change: what its certificate completes (None for keygen's epoch).
+        certificate: the complete certificate (empty while pending, or for keygen).
+        deadline_at_ms: a pending epoch is aborted after this (None: no deadline).
+        acked: certificate positions of the parties that acknowledged the epoch.
+    """
+
+    epoch: int
+    state: EpochState
+    keyring: Keyring
+    key_change: KeyChange | None
+    certificate: bytes = field(repr=False)
+    deadline_at_ms: int | None
+    acked: frozenset[int]
+
+
+@dataclass(frozen=True)
 class NewWallet:
     """What keygen (or import) registers: the wallet and its first epoch's keyring.
 
@@ -260,11 +328,12 @@ class SealedShare:
 
 @dataclass(frozen=True)
 class StoredShare:
-    """A sealed share as stored, with the state of its epoch."""
+    """A sealed share as stored, with the state of its epoch and the epoch's certificate."""
 
     share: SealedShare
     state: EpochState
     created_at_ms: int
+    certificate: bytes = field(default=b"", repr=False)  # empty: none (keygen, pending)
 
 
 @dataclass(frozen=True)

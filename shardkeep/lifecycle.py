@@ -13,6 +13,8 @@ Fields used (ceremony.proto):
 
 - every kind: ``parties`` (the current keyring, in party-index order),
   ``epoch`` (the current keyring's epoch), ``scheme``;
+- refresh and reshare: every seated party's ``host_pubkey``, which signs the
+  ceremony's certificate (``tss.certificate``), in seat order in the plan;
 - refresh: nothing else; every party deals and receives, seat = party index;
 - reshare: ``signers`` are the dealers (indices into ``parties``, at least the
   threshold; the field names the acting quorum for every kind: signers,
@@ -218,7 +220,9 @@ def refresh_layout(
         raise InputError("a refresh keeps the parties and the threshold")
     if request.signers and sorted(request.signers) != list(range(n)):
         raise InputError("every party takes part in a refresh")
-    plan = ResharePlan.refresh(keyring, lifecycle_session_id(request))
+    plan = ResharePlan.refresh(
+        keyring, lifecycle_session_id(request), [bytes(p.host_pubkey) for p in request.parties]
+    )
     return Layout(plan, Roster.from_parties(_pairs(request.parties)))
 
 
@@ -247,17 +251,22 @@ def reshare_layout(
     holders = holder_seats(
         len(old), {d: old[d].party_id for d in dealers}, [p.party_id for p in new]
     )
-    plan = ResharePlan(
-        lifecycle_session_id(request), keyring, dealers, holders, request.new_threshold, "reshare"
-    )
+    seats = sorted(set(dealers) | set(holders))
     seated = []
-    for seat in plan.seats:
+    for seat in seats:
         party = old[seat] if seat in dealers else new[holders.index(seat)]
-        new_id = plan.new_id(seat)
-        if new_id is not None and bytes(new[new_id].static_key) != bytes(party.static_key):
-            raise InputError("a continuing party is listed with two static keys")
-        seated.append((party.party_id, bytes(party.static_key)))
-    return Layout(plan, Roster.from_parties(seated, plan.seats))
+        new_id = holders.index(seat) if seat in holders else None
+        if new_id is not None and (
+            bytes(new[new_id].static_key),
+            bytes(new[new_id].host_pubkey),
+        ) != (bytes(party.static_key), bytes(party.host_pubkey)):
+            raise InputError("a continuing party is listed with two static or host keys")
+        seated.append(party)
+    plan = ResharePlan(
+        lifecycle_session_id(request), keyring, dealers, holders, request.new_threshold,
+        "reshare", tuple(bytes(p.host_pubkey) for p in seated),
+    )  # fmt: skip
+    return Layout(plan, Roster.from_parties(_pairs(seated), plan.seats))
 
 
 def export_layout(

@@ -15,6 +15,15 @@ COORDINATOR_CONTEXT = b"shardkeep/v1/ceremony-request/coordinator\x00"
 OWNER_CONTEXT = b"shardkeep/v1/ceremony-request/owner\x00"
 
 
+RETIRE_EPOCH_CONTEXT = b"shardkeep/v1/retire-epoch\x00"
+"""Context of the owner's signature that retires an epoch (host ``RetireEpoch``)."""
+
+
+def retire_epoch_message(wallet_id: str, epoch: int) -> bytes:
+    """What the owner signs (under ``RETIRE_EPOCH_CONTEXT``) to retire ``epoch`` of a wallet."""
+    return wallet_id.encode() + b"\x00" + epoch.to_bytes(8, "big")
+
+
 def sign_request(key: Ed25519PrivateKey, context: bytes, request: bytes) -> bytes:
     """The 64-byte Ed25519 signature of ``context || request``."""
     return key.sign(context + request)

@@ -331,7 +331,9 @@ def client_lifecycle(
         ceremony = Export(layout.plan, seat, mine, secrets.token_bytes, recipient_key)
     else:
         dealing = share if seat in layout.plan.dealers else None
-        ceremony = (reshare_class or Reshare)(layout.plan, seat, dealing, secrets.token_bytes)
+        ceremony = (reshare_class or Reshare)(
+            layout.plan, seat, dealing, secrets.token_bytes, client.hostseckey
+        )
     return SecureSession(
         ceremony,
         client.static_key,
@@ -373,6 +375,12 @@ async def host_loop(
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             closed = True
 
+    def saved(session: Any, out: list[Outbound]) -> list[Outbound]:
+        # A key change's pending share counts as saved at once (test memory).
+        if session.ceremony.awaiting_save:
+            out = out + session.confirm_saved()
+        return out
+
     start = enclave_pb2.CeremonyStart(request=request, sealed_shares=sealed)
     await call.write(enclave_pb2.CeremonyInput(start=start))  # before the enclave can fail
     enclave_id = stack.party.party_id
@@ -389,11 +397,12 @@ async def host_loop(
                 for item in delivered if isinstance(delivered, list) else [delivered]:
                     await write(enclave_pb2.CeremonyInput(inbound=item))
             else:
-                replies = clients[o.recipient_id].receive(o.envelope)
+                session = clients[o.recipient_id]
+                replies = saved(session, session.receive(o.envelope))
                 queue.extend((o.recipient_id, r) for r in replies)
 
     for pid, session in clients.items():
-        queue.extend((pid, o) for o in session.start())
+        queue.extend((pid, o) for o in saved(session, session.start()))
     await pump()
     while True:
         read = asyncio.ensure_future(call.read())
@@ -408,7 +417,10 @@ async def host_loop(
         kind = out.WhichOneof("output")
         if kind == "outbound":
             recipient = out.outbound.recipient
-            queue.extend((recipient, r) for r in clients[recipient].receive(out.outbound.payload))
+            session = clients[recipient]
+            queue.extend(
+                (recipient, r) for r in saved(session, session.receive(out.outbound.payload))
+            )
             await pump()
         elif kind == "store":
             stack.stored.append(out.store)
@@ -428,6 +440,10 @@ async def host_loop(
         else:
             await call.done_writing()
             assert all(s.done for s in clients.values())
+            # As the host does: the epoch's shares go back with its certificate.
+            for stored in stack.stored:
+                if out.result.certificate and stored.epoch == out.result.epoch:
+                    stored.certificate = out.result.certificate
             return out.result
 
 
@@ -443,8 +459,15 @@ class Tolerant:
     def done(self) -> bool:
         return self.session.done
 
+    @property
+    def ceremony(self) -> Any:
+        return self.session.ceremony
+
     def start(self) -> Any:
         return self.session.start()
+
+    def confirm_saved(self) -> Any:
+        return self.session.confirm_saved()
 
     def receive(self, envelope: bytes) -> Any:
         try:

@@ -4,7 +4,10 @@ It speaks the host <-> enclave stream contract (host/enclave_link.py) as a
 two-round toy ceremony with one peer: round 1 it broadcasts, then waits for
 one inbound envelope; key-changing ceremonies then store a sealed share and
 wait for the host's acknowledgement; round 2 it sends one point-to-point
-envelope to the peer and answers with the result. ``Script`` injects failures
+envelope to the peer and answers with the result. A refresh's or reshare's
+share comes with a ``KeyChange`` and the result with its certificate, made
+with two host keys the fake holds itself (``SEAT_KEYS``): the host checks
+what it is given, not who the seats are. ``Script`` injects failures
 (a status at a chosen step, a stall, an illegal output).
 """
 
@@ -19,6 +22,8 @@ from typing import Any
 import grpc
 
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
+from tss.certificate import sign_certificate
+from tss.dkg.chilldkg import hostpubkey_gen
 
 K = ceremony_pb2.CeremonyKind
 KEY_CHANGING = {K.CEREMONY_KIND_KEYGEN, K.CEREMONY_KIND_RESHARE, K.CEREMONY_KIND_REFRESH}
@@ -27,6 +32,24 @@ STATIC_KEY = bytes(range(1, 33))
 HOST_PUBKEY = b"\x02" + bytes(range(32))
 SEALED_IDENTITY = b"sealed-identity:" + bytes(16)
 PUBLIC_KEY = b"\x03" + hashlib.sha256(b"fake public key").digest()
+SEAT_KEYS = (hashlib.sha256(b"fake seat 0").digest(), hashlib.sha256(b"fake seat 1").digest())
+
+
+def key_change_of(request: ceremony_pb2.CeremonyRequest) -> tuple[ceremony_pb2.KeyChange, bytes]:
+    """The fake's key change for a refresh or reshare request, and its complete certificate."""
+    session_id = hashlib.sha256(b"session:" + request.ceremony_id.encode()).digest()
+    transcript = hashlib.sha256(b"transcript:" + request.ceremony_id.encode()).digest()
+    certificate = b"".join(
+        sign_certificate(k, session_id, transcript, i, bytes(32)) for i, k in enumerate(SEAT_KEYS)
+    )
+    change = ceremony_pb2.KeyChange(
+        session_id=session_id,
+        transcript=transcript,
+        host_pubkeys=[hostpubkey_gen(k) for k in SEAT_KEYS],
+    )
+    return change, certificate
+
+
 # Planted in every payload and sealed blob the fake produces; log tests scan for it.
 CANARY = b"CANARY-7f3e9c1d-secret-payload"
 
@@ -160,6 +183,8 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         await fail_or_stall("after_round1")
 
         epoch = 0 if request.kind == K.CEREMONY_KIND_KEYGEN else request.epoch + 1
+        change, certificate = key_change_of(request)
+        certified = request.kind in (K.CEREMONY_KIND_RESHARE, K.CEREMONY_KIND_REFRESH)
         if request.kind in KEY_CHANGING or script.store_in_sign:
             index = [p.party_id for p in request.new_parties or request.parties].index(me)
             share = ceremony_pb2.SealedShare(
@@ -171,6 +196,8 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
                 ciphertext=sealed_blob(request, b"ciphertext"),
                 public_key=PUBLIC_KEY,
             )
+            if certified:
+                share.key_change.CopyFrom(change)
             await context.write(enclave_pb2.CeremonyOutput(store=share))
             ack = await context.read()
             assert isinstance(ack, enclave_pb2.CeremonyInput) and ack.HasField("store_ack")
@@ -189,6 +216,8 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
             public_key=PUBLIC_KEY,
             epoch=epoch + script.result_epoch_offset,
         )
+        if certified:
+            result.certificate = certificate
         if request.kind == K.CEREMONY_KIND_SIGN:
             result.signature = hashlib.sha512(bytes(request.digest)).digest()
         if request.kind == K.CEREMONY_KIND_EXPORT:

@@ -118,7 +118,10 @@ def test_lifecycle_through_the_service(stack_dir: Path, scheme: str) -> None:
         assert refreshed.epoch == wallet.epoch + 1
         assert refreshed.shares[0].secret_share != old_share.secret_share
         verify(scheme, wallet.public_key, await wallets.sign(refreshed, DIGEST, {0: phone}))
-        with pytest.raises(WalletError):  # the old share belongs to a retired epoch
+        # The old epoch stays signable until every party acknowledged the new one ...
+        verify(scheme, wallet.public_key, await wallets.sign(wallet, DIGEST, {0: phone}))
+        assert await wallets.acknowledge_epoch(refreshed, {0: phone}) == 1
+        with pytest.raises(WalletError):  # ... then it is pruned
             await wallets.sign(wallet, DIGEST, {0: phone})
 
         trio = await wallets.reshare(refreshed, {0: phone}, [phone, laptop], threshold=2)

@@ -7,6 +7,11 @@ message of the round has arrived runs the round and returns the next messages.
 When ``done`` is set, ``result`` holds the outcome. Randomness comes from the
 ``Random`` function the caller passes in.
 
+Key changes (``tss.reshare``) pause once: before a seat releases its
+certificate signature, ``pending`` holds the new share and ``awaiting_save`` is
+set; the caller stores the share durably, then ``confirm_saved()`` returns the
+held messages (``tss.certificate``). Messages arriving meanwhile are buffered.
+
 The same objects run in one process (``tss.local``, routing in memory) and in
 the service (the enclave and client SDK encrypt each ``Message`` into a relay
 envelope), so tests exercise the code the service runs.
@@ -20,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from tss.certificate import PendingKeyChange
 from tss.errors import FaultyParticipantError, InputError, SessionStateError
 
 __all__ = ["Random", "Message", "Ceremony", "run_in_memory"]
@@ -66,6 +72,8 @@ class Ceremony(ABC, Generic[ResultT]):
         self._inbox: dict[int, dict[int, bytes]] = {}
         self._result: ResultT | None = None
         self._failed = False
+        self._pending: PendingKeyChange | None = None
+        self._held: list[Message] | None = None  # withheld until the pending share is saved
 
     # --- what subclasses implement ---------------------------------------------
 
@@ -85,6 +93,12 @@ class Ceremony(ABC, Generic[ResultT]):
     def _finish(self, result: ResultT) -> None:
         self._result = result
 
+    def _hold(self, pending: PendingKeyChange, messages: list[Message]) -> list[Message]:
+        """Withhold ``messages`` until the caller saved ``pending`` (``confirm_saved``)."""
+        self._pending = pending
+        self._held = messages
+        return []
+
     # --- the driver -------------------------------------------------------------
 
     @property
@@ -100,6 +114,32 @@ class Ceremony(ABC, Generic[ResultT]):
     @property
     def current_round(self) -> int:
         return self._round
+
+    @property
+    def pending(self) -> PendingKeyChange | None:
+        """A key change's new share, once it exists (it stays set after ``confirm_saved``)."""
+        return self._pending
+
+    @property
+    def awaiting_save(self) -> bool:
+        """Whether messages are withheld until ``confirm_saved``."""
+        return self._held is not None
+
+    def confirm_saved(self) -> list[Message]:
+        """The pending share is durably stored: release the withheld messages.
+
+        Returns:
+            The withheld messages, then any a now-complete round yields.
+
+        Raises:
+            SessionStateError: nothing is withheld, or the ceremony failed.
+        """
+        if self._failed:
+            raise SessionStateError("the ceremony failed; start a new one")
+        if self._held is None:
+            raise SessionStateError("no pending share awaits saving")
+        held, self._held = self._held, None
+        return held + self._advance()
 
     def start(self) -> list[Message]:
         """Begin the ceremony; call once."""
@@ -139,7 +179,12 @@ class Ceremony(ABC, Generic[ResultT]):
     def _advance(self) -> list[Message]:
         """Run every round whose messages have all arrived (none needed without peers)."""
         out: list[Message] = []
-        while not self.done and self._round <= self.rounds and self._round_complete(self._round):
+        while (
+            not self.done
+            and self._held is None
+            and self._round <= self.rounds
+            and self._round_complete(self._round)
+        ):
             payloads = self._inbox.pop(self._round, {})
             round_ = self._round
             self._round += 1
@@ -184,14 +229,20 @@ class Ceremony(ABC, Generic[ResultT]):
 def run_in_memory(ceremonies: Sequence[Ceremony[ResultT]]) -> list[ResultT]:
     """Run one ceremony object per party to completion, routing messages in memory.
 
-    Broadcasts go to every other party of the sender's ceremony. Used by
-    ``tss.local`` and tests; raises whatever a party raises.
+    Broadcasts go to every other party of the sender's ceremony. A pending
+    share counts as saved at once (it is in this process's memory, as the
+    results are). Used by ``tss.local`` and tests; raises whatever a party raises.
     """
     by_id = {c.me: c for c in ceremonies}
     queue: deque[Message] = deque()
     for c in ceremonies:
         queue += c.start()
-    while queue:
+    while True:
+        for c in ceremonies:
+            if c.awaiting_save:
+                queue += c.confirm_saved()
+        if not queue:
+            break
         message = queue.popleft()
         sender = by_id[message.sender]
         targets = (

@@ -38,6 +38,18 @@ g_d's coefficients. Every party checks
    aborts unless all equal its own (ChillDKG's CertEq, with authenticated
    channels standing in for the signatures). New public shares follow from the
    commitments: X'_j = sum_d C_d(j + 1) (+ X_j in a refresh).
+4. certificate (when the plan names every seat's host public key, as the
+   service's plans do): the agreement hash is only a point-to-point echo, which
+   a party cannot show anyone else. So every seat then signs (session id,
+   agreement hash) with its ChillDKG host key, CertEq style
+   (``tss.certificate``), and the ceremony succeeds for a seat once it holds
+   every seat's signature: a complete certificate any holder can present later
+   (to the host, or to a party that missed the last messages). A seat stores
+   its new share as pending before it signs (``Ceremony.pending``): the
+   ceremony withholds its signature until the caller confirms the save. A party
+   that sends the right echo to some and a wrong one to others thus gains
+   nothing: whoever aborts never signs, so nobody holds a certificate, and
+   whoever holds one can give it to all.
 
 ECDSA keyrings also re-run the DKLs23 pairwise setup (``tss.ecdsa.keygen``)
 among the new holders, so every pair gets fresh base OTs and zero-share seeds
@@ -62,6 +74,8 @@ confidential and its sender authentic):
 2. every seat -> every other seat: the 32-byte agreement hash; ECDSA holders
    append their ``setup_round1`` message when the recipient is a holder too.
 3. ECDSA only, holder -> holder: ``setup_round2``; then ``setup_finalize``.
+4. (3 for bip340) with host public keys in the plan: every seat -> every other
+   seat, its 64-byte certificate signature, released once its pending share is saved.
 
 Import. A dealer needs only its secret share, never the pairwise ECDSA setup
 of its ``KeyShare``, so a dealer may bring a ``tss.keygen.KeyMaterial``
@@ -93,7 +107,9 @@ from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
 from tss.ceremony import Ceremony, Message, Random
+from tss.certificate import SIGNATURE_BYTES, PendingKeyChange, sign_certificate, verify_certificate
 from tss.curve import INFINITY, N, Point, point_sum, scalar_from_bytes, tagged_hash
+from tss.dkg.chilldkg import hostpubkey_gen
 from tss.ecdsa.keygen import (
     SetupRound1State,
     SetupRound2State,
@@ -232,10 +248,15 @@ class ResharePlan:
         holders: ``holders[j]`` is the seat of new party j (see the module docstring).
         threshold: t' of the new keyring.
         mode: "reshare" or "refresh".
+        hostpubkeys: every seat's 33-byte ChillDKG host public key, in ``seats``
+            order: the ceremony then ends with a certificate (module docstring,
+            check 4). Empty only for in-process runs (``tss.local``, tests),
+            where nobody else must be convinced.
 
     Raises (on construction):
         InputError: a bad session id, dealer set or holder seats, t' out of range
-            (ECDSA needs t' >= 2), a refresh plan not covering every party or
+            (ECDSA needs t' >= 2), host public keys not one valid distinct
+            point per seat, a refresh plan not covering every party or
             of a 1-of-n keyring (whose shares are the key), or
             old public shares whose dealers' interpolation is not the public key.
     """
@@ -246,6 +267,7 @@ class ResharePlan:
     holders: tuple[int, ...]
     threshold: int
     mode: Mode = "reshare"
+    hostpubkeys: tuple[bytes, ...] = ()
     # Derived in __post_init__: lambda_d * X_d per dealer, and the plan hash.
     weighted_shares: dict[int, Point] = field(init=False, repr=False, compare=False)
     digest: bytes = field(init=False, repr=False, compare=False)
@@ -283,21 +305,40 @@ class ResharePlan:
         if point_sum(weighted.values()) != Point.from_bytes(kr.public_key):
             raise InputError("the old public shares do not interpolate to the public key")
         object.__setattr__(self, "weighted_shares", weighted)
+        hostpubkeys = tuple(self.hostpubkeys)
+        if hostpubkeys:
+            if len(hostpubkeys) != len(self.seats) or len(set(hostpubkeys)) != len(hostpubkeys):
+                raise InputError("need one distinct host public key per seat")
+            for key in hostpubkeys:
+                if not isinstance(key, bytes) or len(key) != 33:
+                    raise InputError("host public keys must be 33 bytes")
+                Point.from_bytes(key)
+        object.__setattr__(self, "hostpubkeys", hostpubkeys)
         data = (
             self.session_id + self.mode.encode().ljust(8, b"\x00") + kr.to_bytes()
             + bytes([len(dealers), *dealers]) + bytes([self.threshold, len(holders)])
-            + b"".join(h.to_bytes(4, "big") for h in holders)
+            + b"".join(h.to_bytes(4, "big") for h in holders) + b"".join(hostpubkeys)
         )  # fmt: skip
         object.__setattr__(self, "digest", tagged_hash(RESHARE_TAG_PLAN, data))
 
     @staticmethod
-    def refresh(keyring: PublicKeyring, session_id: bytes) -> ResharePlan:
+    def refresh(
+        keyring: PublicKeyring, session_id: bytes, hostpubkeys: Sequence[bytes] = ()
+    ) -> ResharePlan:
         """The plan of a refresh: every party deals a sharing of zero to every party.
 
         Seats are the party ids; the threshold and the parties stay.
         """
         everyone = tuple(range(keyring.parties))
-        return ResharePlan(session_id, keyring, everyone, everyone, keyring.threshold, "refresh")
+        return ResharePlan(
+            session_id, keyring, everyone, everyone, keyring.threshold, "refresh",
+            tuple(hostpubkeys),
+        )  # fmt: skip
+
+    @property
+    def certified(self) -> bool:
+        """Whether the ceremony ends with a certificate (host public keys given)."""
+        return bool(self.hostpubkeys)
 
     @property
     def new_parties(self) -> int:
@@ -547,17 +588,22 @@ class ReshareOutput:
             setup); None for a dealer that leaves the keyring.
         agreement: the agreement hash every seat confirmed (a transcript id
             the service can record with the epoch change).
+        certificate: every seat's signature over it, verified (empty when the
+            plan has no host public keys).
     """
 
     keyring: PublicKeyring
     share: KeyShare | None
     agreement: bytes
+    certificate: bytes = b""
 
 
 class Reshare(Ceremony[ReshareOutput]):
     """One seat's side of a reshare or refresh; ``result`` is its ``ReshareOutput``.
 
-    Rounds: 2 for bip340, 3 for ecdsa-secp256k1 (see the module docstring).
+    Rounds: 2 for bip340, 3 for ecdsa-secp256k1, one more for the certificate
+    (see the module docstring); before that last round the ceremony waits for
+    ``confirm_saved`` (``pending`` holds the new share).
 
     Arguments:
         plan: the ceremony's plan (identical at every seat).
@@ -566,15 +612,31 @@ class Reshare(Ceremony[ReshareOutput]):
             seat, hence at every seat of a refresh; a ``KeyMaterial`` will do,
             see "Import" above); None for any other seat.
         rand: fresh randomness.
+        hostseckey: this party's 32-byte ChillDKG host secret key (required
+            when the plan has host public keys; it signs the certificate).
 
     Raises:
-        InputError: ``me`` is not a seat, or the share is missing, extra or
-            not the plan's dealer's.
+        InputError: ``me`` is not a seat, the share is missing, extra or
+            not the plan's dealer's, or the host key is missing or not this seat's.
     """
 
-    def __init__(self, plan: ResharePlan, me: int, share: DealerShare | None, rand: Random) -> None:
+    def __init__(
+        self,
+        plan: ResharePlan,
+        me: int,
+        share: DealerShare | None,
+        rand: Random,
+        hostseckey: bytes | None = None,
+    ) -> None:
         super().__init__(me, plan.seats, rand)
-        self.rounds = 3 if plan.keyring.scheme == "ecdsa-secp256k1" else 2
+        self._exchange_rounds = 3 if plan.keyring.scheme == "ecdsa-secp256k1" else 2
+        self.rounds = self._exchange_rounds + (1 if plan.certified else 0)
+        self._position = plan.seats.index(me)
+        if plan.certified and (
+            hostseckey is None or hostpubkey_gen(hostseckey) != plan.hostpubkeys[self._position]
+        ):
+            raise InputError("this seat needs the host secret key of its host public key")
+        self._hostseckey = hostseckey
         self._plan = plan
         self._new_id = plan.new_id(me)
         if me in plan.dealers:
@@ -590,6 +652,8 @@ class Reshare(Ceremony[ReshareOutput]):
         self._agreement = b""
         self._setup1: SetupRound1State | None = None
         self._setup2: SetupRound2State | None = None
+        self._new_share: KeyShare | None = None  # held while the certificate completes
+        self._signatures: dict[int, bytes] = {}
 
     # --- round logic -------------------------------------------------------------
 
@@ -599,7 +663,7 @@ class Reshare(Ceremony[ReshareOutput]):
     def _expected_senders(self, round_: int) -> Sequence[int]:
         if round_ == 1:
             return [d for d in self._plan.dealers if d != self.me]
-        if round_ == 2:
+        if round_ == 2 or round_ > self._exchange_rounds:
             return self._others()
         if self._new_id is None:
             return []
@@ -613,6 +677,8 @@ class Reshare(Ceremony[ReshareOutput]):
         return self._p2p(1, {s: dealing.message_to(self._plan, s) for s in self._others()})
 
     def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
+        if round_ > self._exchange_rounds:
+            return self._receive_certificate(payloads)
         if round_ == 1:
             return self._receive_dealings(payloads)
         if round_ == 2:
@@ -653,7 +719,7 @@ class Reshare(Ceremony[ReshareOutput]):
             )
         self._agreement = agreement_hash(plan, commitments)
         out = {s: self._agreement for s in self._others()}
-        if self._material is not None and self.rounds == 3:  # ECDSA: start the pairwise setup
+        if self._material is not None and self._exchange_rounds == 3:  # ECDSA: pairwise setup
             session_id = tagged_hash(RESHARE_TAG_ECDSA_SESSION, self._agreement)
             self._setup1, setup_msgs = setup_round1(self._material, session_id, self._rand(32))
             for j, msg in setup_msgs.items():
@@ -679,8 +745,7 @@ class Reshare(Ceremony[ReshareOutput]):
                 "(a dealer equivocated, or those parties misreport); aborting"
             )
         if self._setup1 is None:  # bip340, or a dealer leaving the keyring
-            self._finish_with(None)
-            return []
+            return self._finish_with(None)
         with _blame_seats(self._plan):
             self._setup2, replies = setup_round2(self._setup1, setup_msgs)
         self._setup1 = None
@@ -693,16 +758,54 @@ class Reshare(Ceremony[ReshareOutput]):
         with _blame_seats(self._plan):
             setup = setup_finalize(self._setup2, msgs)
         self._setup2 = None
-        self._finish_with(setup)
-        return []
+        return self._finish_with(setup)
 
-    def _finish_with(self, setup: EcdsaSetup | None) -> None:
+    def _finish_with(self, setup: EcdsaSetup | None) -> list[Message]:
+        """The new share exists: finish, or (certified) hold the signature until it is saved."""
         keyring, material = self._keyring, self._material
         if keyring is None:
             raise InternalError("finished before round 1")
         share = None if material is None else material.key_share(keyring.scheme, setup)
         self._material = None
-        self._finish(ReshareOutput(keyring, share, self._agreement))
+        if not self._plan.certified:
+            self._finish(ReshareOutput(keyring, share, self._agreement))
+            return []
+        plan = self._plan
+        if self._hostseckey is None:
+            raise InternalError("a certified ceremony without its host key")
+        self._new_share = share
+        signature = sign_certificate(
+            self._hostseckey, plan.session_id, self._agreement, self._position, self._rand(32)
+        )
+        self._signatures = {self.me: signature}
+        pending = PendingKeyChange(
+            share, keyring.public_key, keyring.epoch, plan.session_id, self._agreement,
+            plan.hostpubkeys, self._position,
+        )  # fmt: skip
+        return self._hold(pending, self._broadcast(self.rounds, signature))
+
+    def _receive_certificate(self, payloads: Mapping[int, bytes]) -> list[Message]:
+        """Check every seat's signature over our transcript; the complete certificate finishes.
+
+        The echo round already showed every seat the same agreement hash, so a
+        signature that fails here is its sender's fault.
+        """
+        plan, keyring = self._plan, self._keyring
+        if keyring is None:
+            raise InternalError("certificate round before round 1")
+        for s, sig in payloads.items():
+            if len(sig) != SIGNATURE_BYTES:
+                raise FaultyParticipantError(s, "certificate signature has the wrong length")
+            self._signatures[s] = sig
+        certificate = b"".join(self._signatures[s] for s in plan.seats)
+        try:
+            verify_certificate(plan.hostpubkeys, plan.session_id, self._agreement, certificate)
+        except FaultyParticipantError as e:
+            raise FaultyParticipantError(
+                plan.seats[e.participant], "certificate signature does not verify"
+            ) from e
+        self._finish(ReshareOutput(keyring, self._new_share, self._agreement, certificate))
+        return []
 
 
 @contextmanager

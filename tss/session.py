@@ -104,6 +104,11 @@ class SecureSession(Generic[ResultT]):
         """Seal the ceremony's first messages."""
         return self._seal(self.ceremony.start())
 
+    def confirm_saved(self) -> list[Outbound]:
+        """Seal the messages a key change withheld until its pending share was saved
+        (``Ceremony.confirm_saved``)."""
+        return self._seal(self.ceremony.confirm_saved())
+
     def receive(self, envelope: bytes) -> list[Outbound]:
         """Open one envelope from the relay, feed it to the ceremony, seal the answers.
 

@@ -92,8 +92,33 @@ _ENCLAVE_IDENTITIES: Final = (
     """,
 )
 
+# Key changes (refresh, reshare, import) are committed only with their
+# certificate (host.store, "Key changes"): a pending epoch records what the
+# certificate must complete and its deadline; a committed one its certificate.
+# Parties acknowledge a committed epoch (signed by their host key), after which
+# the older retired epochs may be pruned.
+_KEY_CHANGES: Final = (
+    "ALTER TABLE epochs ADD COLUMN session_id BLOB",
+    "ALTER TABLE epochs ADD COLUMN transcript BLOB",
+    "ALTER TABLE epochs ADD COLUMN host_pubkeys BLOB",
+    "ALTER TABLE epochs ADD COLUMN certificate BLOB",
+    "ALTER TABLE epochs ADD COLUMN deadline_at_ms INTEGER",
+    """
+    CREATE TABLE epoch_acks (
+        wallet_id TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        signature BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (wallet_id, epoch, position),
+        FOREIGN KEY (wallet_id, epoch) REFERENCES epochs (wallet_id, epoch) ON DELETE CASCADE
+    ) STRICT
+    """,
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "init", _INIT),
     Migration(2, "enclave_identities", _ENCLAVE_IDENTITIES),
+    Migration(3, "key_changes", _KEY_CHANGES),
 )
 check_sequence(MIGRATIONS)

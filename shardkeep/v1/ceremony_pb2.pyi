@@ -114,7 +114,7 @@ class SignedCeremonyRequest(_message.Message):
     def __init__(self, request: _Optional[bytes] = ..., coordinator_signature: _Optional[bytes] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
 
 class SealedShare(_message.Message):
-    __slots__ = ("wallet_id", "share_index", "scheme", "epoch", "encrypted_data_key", "ciphertext", "public_key")
+    __slots__ = ("wallet_id", "share_index", "scheme", "epoch", "encrypted_data_key", "ciphertext", "public_key", "key_change", "certificate")
     WALLET_ID_FIELD_NUMBER: _ClassVar[int]
     SHARE_INDEX_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,8 @@ class SealedShare(_message.Message):
     ENCRYPTED_DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     wallet_id: str
     share_index: int
     scheme: Scheme
@@ -129,10 +131,22 @@ class SealedShare(_message.Message):
     encrypted_data_key: bytes
     ciphertext: bytes
     public_key: bytes
-    def __init__(self, wallet_id: _Optional[str] = ..., share_index: _Optional[int] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., epoch: _Optional[int] = ..., encrypted_data_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    key_change: KeyChange
+    certificate: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., share_index: _Optional[int] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., epoch: _Optional[int] = ..., encrypted_data_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., key_change: _Optional[_Union[KeyChange, _Mapping]] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+
+class KeyChange(_message.Message):
+    __slots__ = ("session_id", "transcript", "host_pubkeys")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
+    HOST_PUBKEYS_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    transcript: bytes
+    host_pubkeys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[bytes] = ..., transcript: _Optional[bytes] = ..., host_pubkeys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class CeremonyResult(_message.Message):
-    __slots__ = ("ceremony_id", "wallet_id", "public_key", "epoch", "signature", "recovery_id", "encrypted_export")
+    __slots__ = ("ceremony_id", "wallet_id", "public_key", "epoch", "signature", "recovery_id", "encrypted_export", "certificate")
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     WALLET_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +154,7 @@ class CeremonyResult(_message.Message):
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_EXPORT_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     wallet_id: str
     public_key: bytes
@@ -147,4 +162,5 @@ class CeremonyResult(_message.Message):
     signature: bytes
     recovery_id: int
     encrypted_export: bytes
-    def __init__(self, ceremony_id: _Optional[str] = ..., wallet_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., epoch: _Optional[int] = ..., signature: _Optional[bytes] = ..., recovery_id: _Optional[int] = ..., encrypted_export: _Optional[bytes] = ...) -> None: ...
+    certificate: bytes
+    def __init__(self, ceremony_id: _Optional[str] = ..., wallet_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., epoch: _Optional[int] = ..., signature: _Optional[bytes] = ..., recovery_id: _Optional[int] = ..., encrypted_export: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...

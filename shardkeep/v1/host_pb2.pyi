@@ -96,3 +96,77 @@ class ListBackupsResponse(_message.Message):
     BACKUPS_FIELD_NUMBER: _ClassVar[int]
     backups: _containers.RepeatedCompositeFieldContainer[Backup]
     def __init__(self, backups: _Optional[_Iterable[_Union[Backup, _Mapping]]] = ...) -> None: ...
+
+class GetEpochsRequest(_message.Message):
+    __slots__ = ("wallet_id",)
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    def __init__(self, wallet_id: _Optional[str] = ...) -> None: ...
+
+class Epoch(_message.Message):
+    __slots__ = ("epoch", "state", "threshold", "parties", "key_change", "certificate", "deadline_unix_ms", "acked")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    KEY_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    state: str
+    threshold: int
+    parties: _containers.RepeatedCompositeFieldContainer[_ceremony_pb2.Party]
+    key_change: _ceremony_pb2.KeyChange
+    certificate: bytes
+    deadline_unix_ms: int
+    acked: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, epoch: _Optional[int] = ..., state: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[_ceremony_pb2.Party, _Mapping]]] = ..., key_change: _Optional[_Union[_ceremony_pb2.KeyChange, _Mapping]] = ..., certificate: _Optional[bytes] = ..., deadline_unix_ms: _Optional[int] = ..., acked: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Epochs(_message.Message):
+    __slots__ = ("epochs",)
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    epochs: _containers.RepeatedCompositeFieldContainer[Epoch]
+    def __init__(self, epochs: _Optional[_Iterable[_Union[Epoch, _Mapping]]] = ...) -> None: ...
+
+class SubmitCertificateRequest(_message.Message):
+    __slots__ = ("wallet_id", "epoch", "certificate")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    epoch: int
+    certificate: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., epoch: _Optional[int] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+
+class AckEpochRequest(_message.Message):
+    __slots__ = ("wallet_id", "epoch", "position", "signature")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    epoch: int
+    position: int
+    signature: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class AckEpochResponse(_message.Message):
+    __slots__ = ("pruned",)
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
+    pruned: int
+    def __init__(self, pruned: _Optional[int] = ...) -> None: ...
+
+class RetireEpochRequest(_message.Message):
+    __slots__ = ("wallet_id", "epoch", "owner_signature")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OWNER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    epoch: int
+    owner_signature: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., epoch: _Optional[int] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
+
+class RetireEpochResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

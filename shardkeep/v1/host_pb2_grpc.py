@@ -87,6 +87,26 @@ class HostStub:
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsResponse.FromString,
                 _registered_method=True)
+        self.GetEpochs = channel.unary_unary(
+                '/shardkeep.v1.Host/GetEpochs',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.GetEpochsRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.Epochs.FromString,
+                _registered_method=True)
+        self.SubmitCertificate = channel.unary_unary(
+                '/shardkeep.v1.Host/SubmitCertificate',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.SubmitCertificateRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.Wallet.FromString,
+                _registered_method=True)
+        self.AckEpoch = channel.unary_unary(
+                '/shardkeep.v1.Host/AckEpoch',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.AckEpochRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.AckEpochResponse.FromString,
+                _registered_method=True)
+        self.RetireEpoch = channel.unary_unary(
+                '/shardkeep.v1.Host/RetireEpoch',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochResponse.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -158,6 +178,38 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEpochs(self, request, context):
+        """Key changes (refresh, reshare, import) commit only with their certificate: every seat's
+        BIP-340 signature by its host key over (session id, transcript) (tss/certificate.py).
+        Every stored epoch of a wallet: what a party that missed the end of a key change needs
+        to finish it (the certificate) or to drop its pending share (the epoch is gone).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitCertificate(self, request, context):
+        """Any party that holds a pending epoch's complete certificate commits it (the host verifies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckEpoch(self, request, context):
+        """A seat says it uses the committed epoch (signed with its host key); once every seat has,
+        the older retired epochs are pruned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireEpoch(self, request, context):
+        """The owner drops a retired epoch before every seat acknowledged the newer one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +262,26 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.ListBackups,
                     request_deserializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_host__pb2.ListBackupsResponse.SerializeToString,
+            ),
+            'GetEpochs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEpochs,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.GetEpochsRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.Epochs.SerializeToString,
+            ),
+            'SubmitCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitCertificate,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.SubmitCertificateRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.Wallet.SerializeToString,
+            ),
+            'AckEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckEpoch,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.AckEpochRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.AckEpochResponse.SerializeToString,
+            ),
+            'RetireEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireEpoch,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +556,114 @@ class Host:
             '/shardkeep.v1.Host/ListBackups',
             shardkeep_dot_v1_dot_host__pb2.ListBackupsRequest.SerializeToString,
             shardkeep_dot_v1_dot_host__pb2.ListBackupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEpochs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/GetEpochs',
+            shardkeep_dot_v1_dot_host__pb2.GetEpochsRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.Epochs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/SubmitCertificate',
+            shardkeep_dot_v1_dot_host__pb2.SubmitCertificateRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.Wallet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/AckEpoch',
+            shardkeep_dot_v1_dot_host__pb2.AckEpochRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.AckEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/RetireEpoch',
+            shardkeep_dot_v1_dot_host__pb2.RetireEpochRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.RetireEpochResponse.FromString,
             options,
             channel_credentials,
             insecure,
