@@ -376,8 +376,10 @@ async def host_loop(
             closed = True
 
     def saved(session: Any, out: list[Outbound]) -> list[Outbound]:
-        # A key change's pending share counts as saved at once (test memory).
-        if session.ceremony.awaiting_save:
+        # A key change's pending share counts as saved at once (test memory);
+        # wrappers around signing sessions need not expose their ceremony.
+        ceremony = getattr(session, "ceremony", None)
+        if ceremony is not None and ceremony.awaiting_save:
             out = out + session.confirm_saved()
         return out
 
