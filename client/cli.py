@@ -4,6 +4,8 @@ Subcommands:
 
 * ``shardkeep attestation verify FILE`` verifies a Nitro attestation document
   (``client.attestation.verify``) and prints its contents;
+* ``shardkeep attestation fetch --host ADDR --out FILE`` gets the enclave's
+  document from a host, on a fresh nonce it prints (``client.cli_fetch``);
 * ``shardkeep wallet create|sign|backup|recover|list|reshare|refresh|export``
   runs wallets with the server share against a running host
   (``client.cli_wallet`` documents the options, state and environment);
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from client.attestation import AttestationDocument, AttestationError, verify
+from client.cli_fetch import add_fetch_command
 from client.cli_wallet import add_wallet_commands
 from tss.errors import InputError
 
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the document as JSON (bytes as hex)"
     )
     verify_parser.set_defaults(handler=_attestation_verify)
+    add_fetch_command(attestation_commands)
 
     add_wallet_commands(commands)
 

@@ -18,7 +18,11 @@ Subcommands (each against a running host and relay, as the relay coordinator):
 Connection options (or environment): ``--host`` (SHARDKEEP_HOST), ``--relay``
 (SHARDKEEP_RELAY), ``--coordinator-key`` PEM Ed25519 key (SHARDKEEP_COORDINATOR_KEY),
 ``--root`` attestation root certificate, PEM or DER (SHARDKEEP_ROOT; default
-the AWS Nitro root G1). Local state: ``--state DIR`` (SHARDKEEP_STATE; default
+the AWS Nitro root G1); TLS, mutual TLS and the host's API token:
+``--server-ca``, ``--client-cert``, ``--client-key``, ``--api-token-file``
+(and ``--tls``, ``--server-name``); each also from its ``SHARDKEEP_*`` variable
+or a configuration file (``client.cli_connection``). Local state:
+``--state DIR`` (SHARDKEEP_STATE; default
 ``~/.shardkeep``), laid out as ``client.cli_state`` says; the passcode that
 encrypts it comes from ``--passcode-file`` or SHARDKEEP_PASSCODE (or a prompt
 on a terminal). ``--json`` prints the result as JSON; progress goes to stderr.
@@ -37,6 +41,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
+
+from client.cli_connection import add_transport_options
 
 __all__ = [
     # Functions
@@ -199,6 +205,7 @@ def _common_options() -> argparse.ArgumentParser:
         "--allow-debug", action="store_true", help="accept a debug-mode (all-zero PCR) enclave"
     )
     group.add_argument("--timeout", type=float, default=120.0, help="seconds per ceremony")
+    add_transport_options(group)
     state = common.add_argument_group("local state")
     state.add_argument(
         "--state", type=Path, metavar="DIR",

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from client.attestation import AttestationError
 from client.backups import backup_share, offline_export_files, recover_device, restore_wallet
 from client.bitcoin import wallet_output_key
+from client.cli_connection import resolve_connection, transport_from_args
 from client.cli_state import (
     list_wallets,
     load_description,
@@ -36,6 +37,7 @@ from client.ethereum import wallet_address
 from client.party import PartyIdentity
 from client.storage import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from client.storage_errors import StorageError
+from client.transport import Transport
 from client.wallet import Wallet, WalletClient, WalletError
 from tss.bip32 import derive_public
 from tss.errors import InputError, ProtocolError, ShardkeepError
@@ -106,6 +108,7 @@ class _Context:
         self._passcode = passcode
         self.weak = bool(args.insecure_weak_kdf)
         self.params: Argon2Params = insecure_test_params() if self.weak else DEFAULT_ARGON2_PARAMS
+        self._transport: Transport | None = None
 
     @property
     def passcode(self) -> str:
@@ -113,8 +116,16 @@ class _Context:
             raise UsageError("no passcode")
         return self._passcode
 
+    def transport(self) -> Transport:
+        """The connection settings, resolved once (flags, environment, config file)."""
+        if self._transport is None:
+            resolve_connection(self.args)
+            self._transport = transport_from_args(self.args)
+        return self._transport
+
     def client(self) -> WalletClient:
         args = self.args
+        transport = self.transport()
         missing = [
             f"--{name.replace('_', '-')}"
             for name in ("host", "relay", "coordinator_key")
@@ -138,10 +149,14 @@ class _Context:
             expected_pcrs=expected or None,
             allow_debug=args.allow_debug,
             timeout=args.timeout,
+            transport=transport,
         )
 
     def host_channel(self) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.args.host)
+        transport = self.transport()
+        if not self.args.host:
+            raise UsageError("missing --host (or SHARDKEEP_HOST, or host in the config file)")
+        return transport.host_channel(self.args.host)
 
 
 Handler = Callable[[_Context], Coroutine[Any, Any, dict[str, Any]]]

@@ -4,6 +4,12 @@ One state directory holds everything: the simulated PKI, KMS policy and
 coordinator key (``python -m enclave.devsetup``), the Unix sockets, the host's
 SQLite database and each process's log. Processes: devkms (the KMS stand-in),
 the relay (in-memory rooms), the enclave and the host.
+
+With ``tls=True`` the stack looks like a deployment from the outside: the
+relay and the host listen on loopback TCP with TLS from a throwaway CA
+(``client.devtls``), the host requires a client certificate from it (mutual
+TLS) and an API token (``api-token``), and ``DevStack.transport`` holds the
+client settings that reach them.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +29,8 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from client.devtls import DevTls, write_dev_tls
+from client.transport import Transport
 from shardkeep.server import wait_healthy
 
 STARTUP_SECONDS = 60.0
@@ -38,6 +47,8 @@ class DevStack:
     store_url: str
     root_certificate: bytes
     coordinator_key: Ed25519PrivateKey = field(repr=False)
+    transport: Transport = field(default_factory=Transport)
+    tls: DevTls | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     commands: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -65,7 +76,17 @@ class DevStack:
             return
         self.processes[name] = _spawn(self.directory, name, self.commands[name])
         address = self.address_of(name)
-        await _healthy(address, name, self.processes[name], self.log_path(name))
+        await _healthy(
+            address, name, self.processes[name], self.log_path(name), self.channel_for(name)
+        )
+
+    def channel_for(self, name: str) -> Callable[[str], grpc.aio.Channel]:
+        """How to open a channel to process ``name`` (TLS and token for the host and relay)."""
+        if name == "host":
+            return self.transport.host_channel
+        if name == "relay":
+            return self.transport.relay_channel
+        return grpc.aio.insecure_channel
 
     async def restart(self, name: str) -> None:
         """Stop one process (SIGKILL: no graceful drain) and start it again."""
@@ -95,18 +116,44 @@ async def _wait_for_line(
     raise TimeoutError(f"{path.stem} did not start; see {path}")
 
 
-async def _healthy(address: str, name: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _healthy(
+    address: str,
+    name: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    channel: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
+) -> None:
+    async with channel(address) as opened:
         try:
-            await wait_healthy(channel, timeout=STARTUP_SECONDS)
+            await wait_healthy(opened, timeout=STARTUP_SECONDS)
         except TimeoutError as e:
             status = process.poll()
             raise RuntimeError(f"{name} is not healthy (exit status {status}); see {log}") from e
 
 
+async def _listening(stack: DevStack, name: str, process: subprocess.Popen[bytes]) -> str:
+    """The ``127.0.0.1:PORT`` a process on port 0 reports (its certificate names the IP).
+
+    The process's command line then names that port, so ``revive`` keeps the address.
+    """
+    match = await _wait_for_line(
+        stack.log_path(name), rf"shardkeep-{name} listening on 127\.0\.0\.1:(\d+)", process
+    )
+    address = f"127.0.0.1:{match.group(1)}"
+    command = stack.commands[name]
+    command[command.index("--listen") + 1] = address
+    return address
+
+
 @asynccontextmanager
-async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
-    """Start devkms, relay, enclave and host under ``directory``; stop them on exit."""
+async def running_stack(directory: Path, *, tls: bool = False) -> AsyncIterator[DevStack]:
+    """Start devkms, relay, enclave and host under ``directory``; stop them on exit.
+
+    Arguments:
+        directory: the state directory.
+        tls: serve the relay and the host on loopback TCP with TLS, mutual TLS
+            and an API token at the host (see the module's docstring).
+    """
     directory = directory.resolve()  # the processes run with it as their working directory
     directory.mkdir(parents=True, exist_ok=True)
     enclave_address = f"unix:{directory / 'enclave.sock'}"
@@ -127,6 +174,23 @@ async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
         root_certificate=(directory / "pki" / "root.pem").read_bytes(),
         coordinator_key=key,
     )
+    relay_flags: list[str] = []
+    host_flags: list[str] = []
+    if tls:
+        stack.tls = files = write_dev_tls(directory / "tls")
+        token_file = directory / "api-token"
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+        serve = ["--tls-cert", str(files.server_certificate), "--tls-key", str(files.server_key)]
+        relay_flags = serve
+        host_flags = [*serve, "--client-ca", str(files.ca), "--relay-ca", str(files.ca),
+                      "--api-token-file", str(token_file)]  # fmt: skip
+        stack.transport = Transport.from_files(
+            server_ca=files.ca,
+            client_cert=files.client_certificate,
+            client_key=files.client_key,
+            api_token_file=token_file,
+        )
     procs = stack.processes
     try:
         procs["devkms"] = _spawn(
@@ -136,25 +200,37 @@ async def running_stack(directory: Path) -> AsyncIterator[DevStack]:
         match = await _wait_for_line(
             stack.log_path("devkms"), r"devkms listening on (http://\S+)", procs["devkms"]
         )
+        relay_listen = "127.0.0.1:0" if tls else stack.relay_address
         stack.commands["relay"] = [
-            "relay.main", "--listen", stack.relay_address,
-            "--admission", str(directory / "relay-admission.json"),
+            "relay.main", "--listen", relay_listen,
+            "--admission", str(directory / "relay-admission.json"), *relay_flags,
         ]  # fmt: skip
         procs["relay"] = _spawn(directory, "relay", stack.commands["relay"])
+        if tls:
+            stack.relay_address = await _listening(stack, "relay", procs["relay"])
         stack.commands["enclave"] = [
             "enclave.main", "--config", str(config), "--kms-endpoint", match.group(1),
         ]  # fmt: skip
         procs["enclave"] = _spawn(directory, "enclave", stack.commands["enclave"])
-        await _healthy(stack.relay_address, "relay", procs["relay"], stack.log_path("relay"))
+        await _healthy(
+            stack.relay_address, "relay", procs["relay"], stack.log_path("relay"),
+            stack.channel_for("relay"),
+        )  # fmt: skip
         await _healthy(
             stack.enclave_address, "enclave", procs["enclave"], stack.log_path("enclave")
         )
+        host_listen = "127.0.0.1:0" if tls else stack.host_address
         stack.commands["host"] = [
-            "host.main", "--listen", stack.host_address, "--enclave", stack.enclave_address,
-            "--relay", stack.relay_address, "--store", stack.store_url,
+            "host.main", "--listen", host_listen, "--enclave", stack.enclave_address,
+            "--relay", stack.relay_address, "--store", stack.store_url, *host_flags,
         ]  # fmt: skip
         procs["host"] = _spawn(directory, "host", stack.commands["host"])
-        await _healthy(stack.host_address, "host", procs["host"], stack.log_path("host"))
+        if tls:
+            stack.host_address = await _listening(stack, "host", procs["host"])
+        await _healthy(
+            stack.host_address, "host", procs["host"], stack.log_path("host"),
+            stack.channel_for("host"),
+        )  # fmt: skip
         yield stack
     finally:
         for name in ("host", "enclave", "relay", "devkms"):

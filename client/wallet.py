@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.attestation import AttestationDocument, verify
 from client.party import PartyIdentity, Progress, roster_of, run_over_relay
+from client.transport import Transport, TransportError, transport_error
 from relay.client import RelayClient
+from relay.errors import RelayError
 from shardkeep import lifecycle
 from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
@@ -118,6 +120,7 @@ class WalletClient:
         timeout: seconds for each ceremony.
         relay: a relay client to use instead of one on ``relay_address`` (the
             fault-injection tests pass one that drops, delays or interrupts messages).
+        transport: TLS, client certificate and API token (default: plaintext, no token).
     """
 
     def __init__(
@@ -131,10 +134,15 @@ class WalletClient:
         allow_debug: bool = False,
         timeout: float = 120.0,
         relay: RelayClient | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        self._host_channel = grpc.aio.insecure_channel(host_address)
+        self._transport = transport or Transport()
+        self._addresses = {"host": host_address, "relay": relay_address}
+        self._host_channel = self._transport.host_channel(host_address)
         self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
-        self._relay = relay or RelayClient.insecure(relay_address, coordinator=coordinator_key)
+        self._relay = relay or RelayClient(
+            self._transport.relay_channel(relay_address), coordinator=coordinator_key
+        )
         self._coordinator = coordinator_key
         self._root = root_certificate
         self._pcrs = expected_pcrs
@@ -157,9 +165,15 @@ class WalletClient:
             AttestationError: the document is not valid for the pinned root, PCRs or our nonce.
         """
         nonce = secrets.token_bytes(32)
-        reply = await self._host.GetAttestation(
-            host_pb2.HostAttestationRequest(nonce=nonce), timeout=30
-        )
+        try:
+            reply = await self._host.GetAttestation(
+                host_pb2.HostAttestationRequest(nonce=nonce), timeout=30
+            )
+        except grpc.aio.AioRpcError as e:
+            typed = self._connection_error(e, "host")
+            if typed is None:
+                raise
+            raise typed from e
         document = verify(
             reply.document,
             root_certificate=self._root,
@@ -625,11 +639,22 @@ class WalletClient:
         """Create the room, run each local party's ceremony over it and the server's through
         the host; return the host's result and each local party's result by party id."""
         roster, _ = build(request)  # the room's members; plans are rebuilt with the room id
-        room = await self._relay.create_room(
-            list(roster.party_ids),
-            ttl_ms=int(self._timeout * 1000),
-            max_total_bytes=room_bytes(len(roster.party_ids)),
-        )
+        try:
+            room = await self._relay.create_room(
+                list(roster.party_ids),
+                ttl_ms=int(self._timeout * 1000),
+                max_total_bytes=room_bytes(len(roster.party_ids)),
+            )
+        except RelayError as e:
+            cause = e.__cause__
+            typed = (
+                self._connection_error(cause, "relay")
+                if isinstance(cause, grpc.aio.AioRpcError)
+                else None
+            )
+            if typed is None:
+                raise
+            raise typed from e
         request.room_id = room.room_id
         roster, ceremonies = build(request)
         by_id = {d.party_id: d for d in devices}
@@ -668,6 +693,9 @@ class WalletClient:
         finally:
             await self._relay.close_room(room.room_id, room.admin_token)
         return outcome[0], dict(zip(ceremonies, outcome[1:], strict=True))
+
+    def _connection_error(self, error: grpc.aio.AioRpcError, server: str) -> TransportError | None:
+        return transport_error(error, server, self._addresses[server], self._transport)
 
     def _signed(
         self, request: ceremony_pb2.CeremonyRequest, owner: Ed25519PrivateKey | None = None

@@ -11,6 +11,12 @@ server stops accepting calls and gives running ceremonies ``--grace`` seconds;
 a ceremony cut off then aborts its pending epoch, so the old share stays
 current (DESIGN.md §6).
 
+The public API is plaintext unless ``--tls-cert``/``--tls-key`` are given
+(``--client-ca`` then requires client certificates: mutual TLS); the
+deployment keeps it on loopback behind nginx, which terminates mutual TLS
+(deploy/host/nginx). ``--api-token-file`` lists the bearer tokens callers
+must send either way. ``--relay-ca`` reaches a relay that serves TLS.
+
 On Nitro the enclave is reached over vsock through a vsock<->Unix bridge
 (DESIGN.md §5): pass the bridge's ``unix:`` socket as ``--enclave``, and
 ``--kms-credentials imds``: the host then fetches the instance role's
@@ -42,6 +48,13 @@ from host.store import BackupQuota, open_store
 from relay.client import RelayClient
 from shardkeep import logs
 from shardkeep.server import new_health_servicer
+from shardkeep.tls import (
+    ClientTls,
+    ServerTls,
+    add_server_tls_arguments,
+    open_channel,
+    server_tls_from_args,
+)
 
 __all__ = ["main", "serve", "HostConfig"]
 
@@ -65,6 +78,8 @@ class HostConfig:
         link: enclave timeouts.
         api_tokens: accepted bearer tokens (empty: any caller).
         backup_quota: most backups and blob bytes one wallet may keep.
+        tls: serve the public API over TLS (mutual TLS with a client CA); None: plaintext.
+        relay_tls: reach the relay over TLS; None: plaintext.
     """
 
     listen: str
@@ -77,6 +92,8 @@ class HostConfig:
     link: LinkConfig = field(default_factory=LinkConfig)
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     backup_quota: BackupQuota = field(default_factory=BackupQuota)
+    tls: ServerTls | None = None
+    relay_tls: ClientTls | None = None
 
 
 def _bound_address(address: str, port: int) -> str:
@@ -112,7 +129,7 @@ async def serve(
             ("grpc.max_send_message_length", _ENCLAVE_MESSAGE_BYTES),
         ],
     )
-    relay = RelayClient.insecure(config.relay)
+    relay = RelayClient(open_channel(config.relay, tls=config.relay_tls))
     metrics = HostMetrics()
     metrics_server: MetricsServer | None = None
     health = new_health_servicer()
@@ -127,6 +144,7 @@ async def serve(
             api_tokens=config.api_tokens,
             health_servicer=health,
             backup_quota=config.backup_quota,
+            tls=config.tls,
         )
         if config.metrics_port is not None:
             metrics_server = start_metrics_server(
@@ -213,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--max-backup-bytes-per-wallet", type=int, default=BackupQuota.max_bytes, metavar="BYTES"
     )
     parser.add_argument("--log-level", default="INFO")
+    add_server_tls_arguments(parser)
+    parser.add_argument(
+        "--relay-ca", type=Path, metavar="PEM", help="reach the relay over TLS, trusting this CA"
+    )
     args = parser.parse_args(argv)
     if args.max_backups_per_wallet < 1 or args.max_backup_bytes_per_wallet < 1:
         parser.error("backup quotas must be positive")
@@ -220,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("grpcio has no vsock transport: point --enclave at the vsock bridge's socket")
     try:
         tokens = _read_tokens(args.api_token_file)
+        tls = server_tls_from_args(args)
+        relay_tls = None if args.relay_ca is None else ClientTls(args.relay_ca.read_bytes())
     except (OSError, ValueError) as e:
         parser.error(str(e))
     try:
@@ -238,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         link=LinkConfig(max_ceremony_s=args.max_ceremony_seconds, kms_credentials=credentials),
         api_tokens=tokens,
         backup_quota=BackupQuota(args.max_backups_per_wallet, args.max_backup_bytes_per_wallet),
+        tls=tls,
+        relay_tls=relay_tls,
     )
     asyncio.run(_serve_until_signalled(config))
 

@@ -48,6 +48,7 @@ from relay.client import RelayClient
 from shardkeep.keychange import CertificateError, check_ack, check_certificate
 from shardkeep.requests import RETIRE_EPOCH_CONTEXT, request_signature_valid, retire_epoch_message
 from shardkeep.server import AsyncHealthServicer, bind, new_health_servicer
+from shardkeep.tls import ServerTls
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 
 __all__ = [
@@ -655,6 +656,7 @@ async def create_server(
     max_message_bytes: int = _MAX_MESSAGE_BYTES,
     backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
     keep_retired_epochs: int = 0,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build the host's gRPC server (not started), provisioning the enclave first.
 
@@ -674,6 +676,7 @@ async def create_server(
         backup_quota: most backups and blob bytes one wallet may keep.
         keep_retired_epochs: retired epochs kept once every seat acknowledged
             the current one.
+        tls: serve TLS (mutual TLS when it names a client CA); None: plaintext.
 
     Returns:
         ``(server, bound_port)``; the port is 0 for a Unix socket. Health
@@ -707,7 +710,7 @@ async def create_server(
         ),
         server,
     )
-    port = bind(server, address)
+    port = bind(server, address, tls)
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return server, port

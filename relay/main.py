@@ -43,6 +43,7 @@ from relay.redis_backend import RedisBackend
 from relay.rooms import RelayConfig
 from relay.service import create_server
 from shardkeep.server import new_health_servicer
+from shardkeep.tls import TlsSettingsError, add_server_tls_arguments, server_tls_from_args
 
 __all__ = ["main", "make_backend", "backend_spec", "BACKEND_ENV"]
 
@@ -126,7 +127,12 @@ async def _serve(args: argparse.Namespace) -> None:
     backend = make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=config)
     health = new_health_servicer()
     server, port = await create_server(
-        args.listen, backend, admitter=Admitter(args.policy), config=config, health_servicer=health
+        args.listen,
+        backend,
+        admitter=Admitter(args.policy),
+        config=config,
+        health_servicer=health,
+        tls=args.tls,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--redis-prefix", default="shardkeep:relay:", help="Redis key prefix")
     parser.add_argument("--grace", type=float, default=10.0, help="drain time on SIGTERM, s")
     parser.add_argument("--log-level", default="INFO")
+    add_server_tls_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -184,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=RelayConfig())
         args.policy = load_policy(args.admission)
     except ValueError as e:
+        parser.error(str(e))
+    try:
+        args.tls = server_tls_from_args(args)
+    except TlsSettingsError as e:
         parser.error(str(e))
     asyncio.run(_serve(args))
 

@@ -38,6 +38,7 @@ from relay.errors import (
 )
 from relay.rooms import Message, PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
 from shardkeep.server import AsyncHealthServicer, new_health_servicer
+from shardkeep.tls import ServerTls
 from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
 
 __all__ = [
@@ -463,6 +464,7 @@ async def create_server(
     config: RelayConfig | None = None,
     clock: Clock = wall_clock_ms,
     health_servicer: AsyncHealthServicer | None = None,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build a relay gRPC server (not started) with the health service.
 
@@ -475,6 +477,7 @@ async def create_server(
         clock: Unix time in ms.
         health_servicer: pass one to drive graceful shutdown
             (``enter_graceful_shutdown``); a new one is made otherwise.
+        tls: serve TLS (parties reach the relay across the Internet); None: plaintext.
 
     Returns:
         ``(server, bound_port)``; the port is 0 for a Unix socket.
@@ -500,5 +503,8 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port(address)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.credentials())
     return server, 0 if address.startswith("unix:") else port

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from shardkeep.tls import ServerTls
+
 
 class AsyncHealthServicer(Protocol):
     """The parts of ``grpc_health.v1.health.aio.HealthServicer`` the services use
@@ -39,14 +41,22 @@ class BindError(RuntimeError):
     """The server could not listen on the requested address."""
 
 
-def bind(server: grpc.aio.Server, address: str) -> int:
+def bind(server: grpc.aio.Server, address: str, tls: ServerTls | None = None) -> int:
     """Listen on ``host:port`` or ``unix:/path``; return the bound TCP port (0 for Unix sockets).
+
+    Arguments:
+        server: the server to add the port to.
+        address: where to listen.
+        tls: serve TLS (mutual TLS with a client CA); None serves plaintext.
 
     Raises:
         BindError: the address could not be bound.
     """
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.credentials())
     except RuntimeError as e:
         raise BindError(f"cannot listen on {address}") from e
     if address.startswith("unix:"):

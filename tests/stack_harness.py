@@ -24,8 +24,11 @@ TEST_TIMEOUT_S = 120.0
 
 
 @contextmanager
-def background_stack(directory: Path) -> Iterator[DevStack]:
-    """Start the stack under ``directory`` on a helper thread; stop it on exit."""
+def background_stack(directory: Path, *, tls: bool = False) -> Iterator[DevStack]:
+    """Start the stack under ``directory`` on a helper thread; stop it on exit.
+
+    ``tls``: the relay and host serve TLS, the host mutual TLS and an API token.
+    """
     started = threading.Event()
     box: dict[str, object] = {}
     stop: asyncio.Event | None = None
@@ -35,7 +38,7 @@ def background_stack(directory: Path) -> Iterator[DevStack]:
         nonlocal stop, loop
         stop, loop = asyncio.Event(), asyncio.get_running_loop()
         try:
-            async with running_stack(directory) as stack:
+            async with running_stack(directory, tls=tls) as stack:
                 box["stack"] = stack
                 started.set()
                 await stop.wait()
@@ -66,6 +69,7 @@ def wallet_client(stack: DevStack) -> WalletClient:
         stack.relay_address,
         stack.coordinator_key,
         root_certificate=stack.root_certificate,
+        transport=stack.transport,
     )
 
 
