@@ -21,6 +21,7 @@ __all__ = [
     "FaultyParticipantError",
     "FaultyCoordinatorError",
     "UnknownFaultyParticipantOrCoordinatorError",
+    "ViewMismatchError",
     "culprits",
 ]
 
@@ -81,6 +82,15 @@ class UnknownFaultyParticipantOrCoordinatorError(ProtocolError):
 
     def __init__(self, message: str, inv_data: object = None) -> None:
         self.inv_data = inv_data
+        super().__init__(message)
+
+
+class ViewMismatchError(ProtocolError):
+    """Parties saw different messages from someone, and nothing they hold proves
+    who sent them: the ceremony aborts and blames no one (a party that
+    equivocates, and one that misreports what it saw, look the same here)."""
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
 
 

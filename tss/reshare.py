@@ -124,6 +124,7 @@ from tss.errors import (
     InternalError,
     InvalidEncodingError,
     ProtocolError,
+    ViewMismatchError,
 )
 from tss.keygen import KeyMaterial
 from tss.keyshare import MAX_PARTIES, SCHEMES, KeyShare, Scheme
@@ -740,7 +741,7 @@ class Reshare(Ceremony[ReshareOutput]):
             elif len(payload) != _HASH:
                 raise FaultyParticipantError(s, "round-2 payload has the wrong length")
         if mismatched:
-            raise ProtocolError(
+            raise ViewMismatchError(
                 f"agreement check failed: parties {mismatched} received different dealings "
                 "(a dealer equivocated, or those parties misreport); aborting"
             )

@@ -71,6 +71,7 @@ from tss.errors import (
     InvalidEncodingError,
     ProtocolError,
     SessionStateError,
+    ViewMismatchError,
 )
 from tss.shamir import lagrange_coefficient
 from tss.single_use import SingleUse, single_use
@@ -418,7 +419,7 @@ def presign_finish(state: SignRound2State, msgs: Mapping[int, bytes]) -> Presign
     }
     for j in others:
         if not hmac.compare_digest(bodies[j][:32], state.echo):
-            raise ProtocolError("signers saw different round-1 commitments (equivocation)")
+            raise ViewMismatchError("signers saw different round-1 commitments (equivocation)")
     big_rs, pks = [r1.big_r], [Point.base_mul(r1.sk)]
     psi_sum, cross_u, cross_v = 0, 0, 0
     for j in others:
