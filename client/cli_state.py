@@ -114,9 +114,6 @@ class WalletDescription:
     server_index: int | None
     parties: tuple[ceremony_pb2.Party, ...]
     local: tuple[int, ...]
-    # Parties whose DKLs23 pair with the server is burned: sent with every
-    # sign request, so an enclave restart cannot unburn them.
-    burned_pairs: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,7 +134,6 @@ class WalletDescription:
                 for p in self.parties
             ],
             "local": list(self.local),
-            "burned_pairs": list(self.burned_pairs),
         }
 
     @staticmethod
@@ -165,7 +161,6 @@ class WalletDescription:
                 server_index=None if data["server_index"] is None else int(data["server_index"]),
                 parties=parties,
                 local=tuple(int(i) for i in data["local"]),
-                burned_pairs=tuple(int(i) for i in data.get("burned_pairs", [])),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ShareFormatError("wallet.json", "missing or malformed field") from e
@@ -176,8 +171,6 @@ class WalletDescription:
             raise ShareFormatError("wallet.json", "bad scheme or server index")
         if any(not 0 <= i < len(parties) or i == server for i in description.local):
             raise ShareFormatError("local", "not device party indices")
-        if any(not 0 <= i < len(parties) or i == server for i in description.burned_pairs):
-            raise ShareFormatError("burned_pairs", "not device party indices")
         return description
 
 
@@ -253,7 +246,6 @@ def _description_of(wallet: Wallet) -> WalletDescription:
     return WalletDescription(
         wallet.wallet_id, wallet.scheme, wallet.threshold, wallet.epoch, wallet.public_key,
         wallet.server_index, tuple(wallet.parties), tuple(sorted(wallet.shares)),
-        tuple(sorted(wallet.burned_pairs)),
     )  # fmt: skip
 
 
@@ -558,7 +550,6 @@ def _load(
     wallet = Wallet(
         wallet_id, share.scheme, description.threshold, list(description.parties),
         description.server_index, description.public_key, epoch, shares, owner,
-        burned_pairs=frozenset(description.burned_pairs),
     )  # fmt: skip
     return LoadedWallet(wallet, devices)
 

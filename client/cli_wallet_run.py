@@ -313,6 +313,7 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
     )
     if wallet.scheme != "bip340" and (args.taproot or args.merkle_root):
         raise UsageError("--taproot and --merkle-root are for bip340 wallets")
+    before = dict(wallet.shares)
     async with ctx.client() as client:
         ctx.progress.stage("sign")
         try:
@@ -322,14 +323,12 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
             )  # fmt: skip
         except BaseException:
             if wallet.scheme == "ecdsa-secp256k1":
-                # A failed DKLs23 check burns the pairwise OT setup in the share
-                # (tss.keyshare), and the server's burned pairs are in
-                # wallet.burned_pairs: keep both, so no pair is ever reused.
-                save_wallet(
-                    args.state, wallet, loaded.devices, ctx.passcode, params=ctx.params,
-                    insecure_allow_weak_kdf=ctx.weak,
-                )  # fmt: skip
+                # A failed DKLs23 check burns the pair's OT setup inside the
+                # share (tss.ecdsa.setup): keep that, so no pair is ever reused.
+                _save_shares(ctx, wallet, loaded.devices)
             raise
+    if any(wallet.shares[i] is not share for i, share in before.items()):
+        _save_shares(ctx, wallet, loaded.devices)  # a pair setup with the server party ran
     result: dict[str, Any] = {"wallet_id": wallet.wallet_id, "digest": args.digest.hex()}
     if isinstance(signature, RecoverableSignature):
         result |= {
@@ -344,6 +343,13 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
             key = _child_key(wallet, args.path)[1:]
         result |= {"signature": signature.hex(), "xonly_public_key": key.hex()}
     return result
+
+
+def _save_shares(ctx: _Context, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
+    save_wallet(
+        ctx.args.state, wallet, devices, ctx.passcode, params=ctx.params,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
 
 
 def _child_key(wallet: Wallet, path: tuple[int, ...]) -> bytes:

@@ -6,6 +6,12 @@ parties' sides of each ceremony (user devices, a customer server) over the
 relay, while the host drives the server share in the enclave. Before any
 ceremony it verifies the enclave's attestation document, which binds the
 server party's keys (DESIGN.md §4-5).
+
+ECDSA: the enclave keeps its DKLs23 pair setups in memory only
+(docs/security/ot-setups.md). Each sign request names, per device, the id of the
+device's pair setup with the server party; when the enclave answers
+``pair-setup-required`` (it restarted, or a failed check burned the pair),
+``sign`` runs a new pair setup for its devices and retries once.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from tss.certificate import sign_epoch_ack
 from tss.channel import Roster, party_id
 from tss.dealer import import_dealer
 from tss.dkg.chilldkg import hostpubkey_gen
+from tss.ecdsa.setup import UNKNOWN_SETUP_ID, PeerSetup
 from tss.errors import InputError, ShardkeepError
 from tss.export import Export
-from tss.keygen import Keygen
+from tss.keygen import Keygen, PairSetup
 from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.signing import (
@@ -47,6 +54,9 @@ from tss.signing import (
     signing_ceremony,
 )
 
+PAIR_SETUP_REQUIRED = "pair-setup-required"
+"""The ``shardkeep-reason`` of a sign refused for a missing or burned DKLs23 pair setup."""
+
 SCHEMES: dict[Scheme, str] = {
     "bip340": "SCHEME_BIP340",
     "ecdsa-secp256k1": "SCHEME_ECDSA_SECP256K1",
@@ -56,8 +66,8 @@ SCHEMES: dict[Scheme, str] = {
 class WalletError(ShardkeepError):
     """A ceremony with the server share failed; ``code`` is the host's gRPC status.
 
-    ``culprits`` are the party ids blamed; ``burned`` the party ids whose DKLs23
-    pair with the server party is burned (the ``shardkeep-burned`` trailer).
+    ``culprits`` are the party ids blamed; ``reason`` the ``shardkeep-reason``
+    trailer (e.g. ``PAIR_SETUP_REQUIRED``), empty if none.
     """
 
     def __init__(
@@ -65,11 +75,11 @@ class WalletError(ShardkeepError):
         message: str,
         code: grpc.StatusCode | None = None,
         culprits: str = "",
-        burned: str = "",
+        reason: str = "",
     ) -> None:
         self.code = code
         self.culprits = tuple(c for c in culprits.split(",") if c)
-        self.burned = tuple(b for b in burned.split(",") if b)
+        self.reason = reason
         super().__init__(message if not culprits else f"{message} (culprits: {culprits})")
 
 
@@ -90,10 +100,9 @@ class Wallet:
         server_index: the server party's index (None once a reshare removed it).
         shares: this client's key shares by party index.
         owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
-        burned_pairs: ECDSA: party indices whose DKLs23 pair with the server party is
-            burned (a failed check). The coordinator's record: every sign request
-            carries it, as the enclave forgets burns when restarted
-            (GHSA-7f6p-phw2-8253); a refresh or reshare (new setups) clears it.
+
+    ECDSA: a pair setup replaces a share in ``shares`` (its setup with the server
+    party); persist the wallet's shares again after a signature.
     """
 
     wallet_id: str
@@ -105,7 +114,6 @@ class Wallet:
     epoch: int
     shares: dict[int, KeyShare] = field(repr=False)
     owner_key: Ed25519PrivateKey | None = field(default=None, repr=False)
-    burned_pairs: frozenset[int] = frozenset()
 
 
 class WalletClient:
@@ -367,13 +375,38 @@ class WalletClient:
         if len(digest) != 32:
             raise InputError("digest must be 32 bytes")
         server = wallet.server_index if with_server else None
+        if wallet.scheme == "ecdsa-secp256k1" and server is not None:
+            stale = {i: d for i, d in devices.items() if _server_setup_id(wallet, i) is None}
+            if stale:  # e.g. a failed check burned the device's side of the pair
+                await self.pair_setups(wallet, stale, progress=progress)
+            try:
+                return await self._sign(wallet, digest, devices, server, options, progress)
+            except WalletError as e:
+                if e.reason != PAIR_SETUP_REQUIRED:
+                    raise
+            # The enclave has no usable setup (restarted, or a failed check burned
+            # it): one new pair setup per device, then one retry.
+            await self.pair_setups(wallet, devices, progress=progress)
+        return await self._sign(wallet, digest, devices, server, options, progress)
+
+    async def _sign(
+        self,
+        wallet: Wallet,
+        digest: bytes,
+        devices: Mapping[int, PartyIdentity],
+        server: int | None,
+        options: SigningOptions,
+        progress: Progress | None,
+    ) -> bytes | RecoverableSignature:
         signers = sorted([*devices, *([] if server is None else [server])])
         request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_SIGN, signers=signers)
         request.digest = digest
         request.derivation_path.extend(options.derivation_path)
         request.taproot = options.taproot
         request.taproot_merkle_root = options.taproot_merkle_root or b""
-        request.burned_pairs.extend(sorted(wallet.burned_pairs))
+        if wallet.scheme == "ecdsa-secp256k1" and server is not None:
+            for i in devices:
+                request.pair_setup_ids[i] = _server_setup_id(wallet, i) or UNKNOWN_SETUP_ID
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
             # The same session id the enclave derives from the room and ceremony.
@@ -393,15 +426,52 @@ class WalletClient:
             }
 
         server_id = None if server is None else wallet.parties[server].party_id
-        try:
-            _, results = await self._run(
-                request, list(devices.values()), build, server_id, progress
-            )
-        except WalletError as e:
-            note_burned(wallet, e)
-            raise
+        _, results = await self._run(request, list(devices.values()), build, server_id, progress)
         signature: bytes | RecoverableSignature = results[devices[min(devices)].party_id]
         return signature
+
+    async def pair_setups(
+        self,
+        wallet: Wallet,
+        devices: Mapping[int, PartyIdentity],
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        """Run a new DKLs23 pair setup between each device and the server party (ECDSA).
+
+        The enclave keeps its side in memory only; each device's share gets its
+        new side in place of the old one (``wallet.shares`` is updated: persist it).
+
+        Raises:
+            InputError: not an ECDSA wallet with the server party.
+            WalletError: the server share refused or the ceremony failed.
+        """
+        server = wallet.server_index
+        if wallet.scheme != "ecdsa-secp256k1" or server is None:
+            raise InputError("pair setups are for ECDSA wallets with the server party")
+        for i, device in sorted(devices.items()):
+            share = wallet.shares[i]
+            request = self._request(
+                wallet, ceremony_pb2.CEREMONY_KIND_PAIR_SETUP, signers=sorted((i, server))
+            )
+
+            def build(
+                req: ceremony_pb2.CeremonyRequest, i: int = i, share: KeyShare = share
+            ) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+                session_id = f"{req.room_id}/{req.ceremony_id}".encode()
+                return roster_of(wallet.parties, sorted((i, server))), {
+                    wallet.parties[i].party_id: PairSetup(
+                        share, server, session_id, secrets.token_bytes
+                    )
+                }
+
+            _, results = await self._run(
+                request, [device], build, wallet.parties[server].party_id, progress
+            )
+            setup: PeerSetup = results[device.party_id]
+            if share.ecdsa is None:
+                raise WalletError("the device's share has no ECDSA setup")
+            wallet.shares[i] = replace(share, ecdsa=share.ecdsa.with_peer(setup))
 
     async def refresh(
         self,
@@ -434,8 +504,7 @@ class WalletClient:
             request, list(devices.values()), build, self._server_id(wallet), progress
         )
         shares = {i: _new_share(outputs[d.party_id]) for i, d in devices.items()}
-        # New DKLs23 setups: no pair is burned at the new epoch.
-        return replace(wallet, epoch=result.epoch, shares=shares, burned_pairs=frozenset())
+        return replace(wallet, epoch=result.epoch, shares=shares)
 
     async def reshare(
         self,
@@ -683,7 +752,7 @@ class WalletClient:
                     f"the server share refused: {e.details()}",
                     e.code(),
                     trailers.get("shardkeep-culprits", ""),
-                    trailers.get("shardkeep-burned", ""),
+                    trailers.get("shardkeep-reason", ""),
                 ) from e
             return result
 
@@ -710,19 +779,13 @@ class WalletClient:
         )
 
 
-def note_burned(wallet: Wallet, error: WalletError) -> None:
-    """Add the pairs ``error`` reports burned to ``wallet.burned_pairs`` (never removes one).
-
-    Arguments:
-        wallet: the wallet signed with; updated in place.
-        error: the failed signature's error (its ``burned`` party ids).
-    """
-    ids = [p.party_id for p in wallet.parties]
-    indices = {ids.index(b) for b in error.burned if b in ids}
-    if wallet.server_index is not None:
-        indices.discard(wallet.server_index)
-    if indices:
-        wallet.burned_pairs = wallet.burned_pairs | indices
+def _server_setup_id(wallet: Wallet, index: int) -> bytes | None:
+    """The id of device ``index``'s usable pair setup with the server party, or None."""
+    setup = wallet.shares[index].ecdsa
+    server = wallet.server_index
+    if setup is None or server is None or server not in setup.held or setup.is_burned(server):
+        return None
+    return setup.peer(server).setup_id
 
 
 def room_bytes(parties: int) -> int:
@@ -753,6 +816,7 @@ HOST_METHODS: dict[int, Any] = {
     ceremony_pb2.CEREMONY_KIND_RESHARE: lambda stub: stub.Reshare,
     ceremony_pb2.CEREMONY_KIND_REFRESH: lambda stub: stub.Refresh,
     ceremony_pb2.CEREMONY_KIND_EXPORT: lambda stub: stub.Export,
+    ceremony_pb2.CEREMONY_KIND_PAIR_SETUP: lambda stub: stub.PairSetup,
 }
 
 

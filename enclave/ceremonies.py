@@ -19,6 +19,10 @@ The key-lifecycle ceremonies (DESIGN.md §3) take their plans and seats from
   key the request registers, as at keygen).
 - export: the server party contributes its share, sealed to the recipient's
   key; it is never the recipient, and nothing secret comes back in the result.
+
+A pair setup (ECDSA) runs the DKLs23 setup between the server party and one
+other party; its outcome is the server's new ``PeerSetup``, which the enclave
+keeps in memory only (``enclave.pair_setups``), never in a sealed record.
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony, Random
 from tss.certificate import PendingKeyChange
 from tss.channel import Roster
+from tss.ecdsa.setup import PeerSetup
 from tss.errors import InternalError
 from tss.export import Export, ExportOutput
-from tss.keygen import Keygen
+from tss.keygen import Keygen, PairSetup
 from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.session import SecureSession
@@ -58,10 +63,12 @@ SCHEMES: dict[int, Scheme] = {
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a finished ceremony leaves: a record to seal (or None) and the result to report."""
+    """What a finished ceremony leaves: a record to seal (or None), the result to report,
+    and for a pair setup the server party's new setup (kept in enclave memory only)."""
 
     record: ServerShare | None
     result: ceremony_pb2.CeremonyResult
+    pair_setup: PeerSetup | None = None
 
 
 def _no_pending(_: PendingKeyChange) -> ServerShare | None:
@@ -113,6 +120,8 @@ def plan(
         return _refresh(request, identity, record, rand)
     if request.kind == KIND.CEREMONY_KIND_EXPORT:
         return _export(request, identity, record, rand)
+    if request.kind == KIND.CEREMONY_KIND_PAIR_SETUP:
+        return _pair_setup(request, identity, record, rand)
     raise BadRequest(f"ceremony kind {KIND.Name(request.kind)} is not supported by this enclave")
 
 
@@ -210,6 +219,34 @@ def _sign(
         else:
             result.signature = signature
         return Outcome(None, result)
+
+    return Plan(_session(ceremony, identity, roster, request, rand), me, finish)
+
+
+def _pair_setup(
+    request: ceremony_pb2.CeremonyRequest, identity: Identity, record: ServerShare, rand: Random
+) -> Plan:
+    share = _check_record(request, record)
+    if share.scheme != "ecdsa-secp256k1":
+        raise BadRequest("pair setups exist for ecdsa-secp256k1 keyrings only")
+    parties = list(request.parties)
+    me = _my_index(parties, identity)
+    pair = sorted(set(request.signers))
+    if len(pair) != 2 or len(request.signers) != 2 or me not in pair or pair[-1] >= len(parties):
+        raise BadRequest("a pair setup names the server party and one other party as signers")
+    peer = pair[0] if pair[1] == me else pair[1]
+    roster = Roster.from_parties(
+        [(parties[i].party_id, bytes(parties[i].static_key)) for i in pair], pair
+    )
+    session_id = f"{request.room_id}/{request.ceremony_id}".encode()
+    ceremony = PairSetup(share, peer, session_id, rand)
+
+    def finish(setup: PeerSetup) -> Outcome:
+        result = ceremony_pb2.CeremonyResult(
+            ceremony_id=request.ceremony_id, wallet_id=request.wallet_id,
+            public_key=share.public_key, epoch=share.epoch,
+        )  # fmt: skip
+        return Outcome(None, result, setup)
 
     return Plan(_session(ceremony, identity, roster, request, rand), me, finish)
 

@@ -14,12 +14,18 @@ rotation the enclave still opens what older keys sealed (``enclave.seal``);
 ``Provision`` re-seals the enclave's identity under the current key, and a
 refresh or reshare migrates a wallet (its new epoch is sealed under the
 current key).
+
+The server party's DKLs23 pair setups never leave enclave memory
+(``enclave.pair_setups``, docs/security/ot-setups.md): records are sealed
+without them, a signing session takes the setups its request names, and each
+session step runs under the locks of its pairs, so a burn is atomic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import secrets
@@ -40,18 +46,22 @@ from enclave.errors import BadRequest, Unauthorized, WrongShare
 from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import Nsm
+from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, without_pair_setups
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
 from shardkeep.lifecycle import seat_party_ids
 from shardkeep.server import AsyncHealthServicer, bind, mark_serving, new_server
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
-from tss.errors import InputError, ProtocolError, SessionStateError
+from tss.ecdsa.setup import PeerSetup
+from tss.errors import InputError, PairSetupError, ProtocolError, SessionStateError
 from tss.keyshare import KeyShare
 
 log = structlog.get_logger("enclave")
 VERSION = "0.1.0"
 IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
 CULPRITS_METADATA = "shardkeep-culprits"
-BURNED_METADATA = "shardkeep-burned"
+REASON_METADATA = "shardkeep-reason"
+PAIR_SETUP_REQUIRED = "pair-setup-required"
+"""The reason when a DKLs23 pair setup is missing or burned: run a pair setup, then retry."""
 RECORD_CACHE_SIZE = 4096  # opened server shares kept in enclave memory
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
 # Bounds on SetCredentials fields (IAM access key ids are at most 128 characters;
@@ -78,6 +88,11 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(error, kind):
             return code, str(error)
     return grpc.StatusCode.INTERNAL, "internal error in the enclave"
+
+
+def reason_for(error: BaseException) -> str:
+    """A stable machine-readable reason for ``error``, or "" (the SDK acts on it)."""
+    return PAIR_SETUP_REQUIRED if isinstance(error, PairSetupError) else ""
 
 
 class CredentialsSink(Protocol):
@@ -109,13 +124,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         self._deps = deps
         self._identity: Identity | None = None
         self._running = 0
-        # Pairs burned by a failed ECDSA check, per (wallet, epoch): applied to
-        # every later load of that share (DKLs23 setups are never reused after
-        # a failed check; a refresh gives the wallet a new epoch). Memory only:
-        # the host can restart the enclave and replay the older sealed share,
-        # so the signed request's ``burned_pairs`` (the coordinator's record,
-        # fed by the ``burned`` failure output) is what survives a restart.
-        self._burned: dict[tuple[str, int], set[int]] = {}
+        # The server party's DKLs23 pair setups: this process's memory only.
+        self.pair_setups = PairSetups()
         self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
 
     # --- KMS credentials -------------------------------------------------------------
@@ -236,13 +246,11 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
     ) -> AsyncIterator[enclave_pb2.CeremonyOutput]:
         self._running += 1
         request: ceremony_pb2.CeremonyRequest | None = None
-        running: _Running | None = None
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("input") != "start":
                 raise BadRequest("a ceremony stream starts with CeremonyStart")
             req, active = await asyncio.to_thread(self._begin, first.start)
-            running = active
             request = req
             log.info("ceremony started", **_ids(req))
             session = active.plan.session
@@ -251,7 +259,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             # An export contributor is done once it has sent: it expects nothing.
             while True:
                 dropped = session.dropped.total()
-                sent = await asyncio.to_thread(step)
+                sent = await asyncio.to_thread(active.locked, step)
                 if session.dropped.total() > dropped and session.last_dropped is not None:
                     # Forged, replayed or misaddressed: the relay or host may have
                     # written any header, so no party is blamed; the deadline
@@ -277,18 +285,18 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     raise BadRequest("the host ended the stream before the ceremony finished")
                 step = functools.partial(session.receive, payload)
             outcome = active.plan.finish(session.result)
+            if outcome.pair_setup is not None:
+                self._keep_pair_setup(req, active, outcome.pair_setup)
             if outcome.record is not None:
                 yield await asyncio.to_thread(self._store_output, req, outcome.record)
                 await inputs.store_ack(outcome.result.epoch)
             log.info("ceremony finished", **_ids(req))
             yield enclave_pb2.CeremonyOutput(result=outcome.result)
         except Exception as e:
-            self._note_burned(running)
-            burned = _burned_ids(running)
             log.warning(
                 "ceremony failed",
                 error=type(e).__name__,
-                burned=len(burned),
+                reason=reason_for(e) or None,
                 **(_ids(request) if request else {}),
             )
             parties = running_parties(request)
@@ -298,11 +306,11 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     code=code.name,
                     message=message,
                     culprits=_culprit_ids(e, parties),
-                    burned=burned,
+                    reason=reason_for(e),
                 )
             )
             await _drain(request_iterator)
-            await _abort(context, e, parties, burned)
+            await _abort(context, e, parties)
             raise
         finally:
             self._running -= 1
@@ -330,9 +338,40 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         request = self._deps.authorizer.authorize(start.request, now, owner_key)
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
+        locks = NO_LOCKS
+        if record is not None and request.kind == ceremony_pb2.CEREMONY_KIND_SIGN:
+            record, locks = self._signing_record(request, record)
         return request, _Running(
-            request, plan(request, identity, record, self._deps.rand), identity, record
+            request, plan(request, identity, record, self._deps.rand), identity, record, locks
         )
+
+    def _signing_record(
+        self, request: ceremony_pb2.CeremonyRequest, record: ServerShare
+    ) -> tuple[ServerShare, PairLocks]:
+        """The record an ECDSA signature runs with: the pair setups the request names, shared
+        with every other session on those pairs, and the locks of those pairs."""
+        share = record.key_share
+        if share.ecdsa is None:
+            return record, NO_LOCKS
+        me = share.party_id
+        peers = sorted({j for j in request.signers if j != me and 0 <= j < share.parties})
+        named = {int(j): bytes(v) for j, v in request.pair_setup_ids.items()}
+        session_share, locks = self.pair_setups.session_setup(
+            request.wallet_id, share, peers, named, record.party_ids
+        )
+        return dataclasses.replace(record, key_share=session_share), locks
+
+    def _keep_pair_setup(
+        self, request: ceremony_pb2.CeremonyRequest, active: _Running, setup: PeerSetup
+    ) -> None:
+        """Keep a pair setup's result in memory (never sealed)."""
+        record = active.record
+        if record is None or record.key_share.ecdsa is None:
+            raise BadRequest("a pair setup needs the wallet's ECDSA share")
+        share = record.key_share
+        key = PairKey(request.wallet_id, share.epoch, record.key_share.ecdsa.key_id, setup.peer)
+        self.pair_setups.put(key, setup)
+        log.info("pair setup kept in memory", peer=record.party_ids[setup.peer], **_ids(request))
 
     def _load_record(
         self,
@@ -355,8 +394,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         cache_key = hashlib.sha256(
             binding.encode() + bytes(stored.encrypted_data_key) + bytes(stored.ciphertext)
         ).digest()
-        record = self._records.get(cache_key)
-        if record is None:
+
+        def open_record() -> ServerShare:
             opened = self._unseal(
                 cbor2.dumps({"k": bytes(stored.encrypted_data_key), "c": bytes(stored.ciphertext)}),
                 binding,
@@ -365,8 +404,11 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 # Sealed under an older KMS key: the wallet's next refresh or
                 # reshare seals its new epoch under the current key.
                 log.info("share sealed under an older kms key", wallet_id=request.wallet_id)
-            record = ServerShare.from_bytes(opened.plaintext)
-            self._records.put(cache_key, record)
+            # A record sealed by an earlier release may still carry pair setups:
+            # never use them (the host can replay them after any burn).
+            return without_pair_setups(ServerShare.from_bytes(opened.plaintext))
+
+        record = self._records.get_or_open(cache_key, open_record)
         share = record.key_share
         if share.party_id != me or share.epoch != request.epoch:
             raise WrongShare("the sealed share is not the server party's at this epoch")
@@ -374,23 +416,13 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             # A key change's share counts only once the change is certified: the
             # host supplies the certificate, the enclave checks it itself.
             record.key_change.check(bytes(stored.certificate), share.epoch)
-        # Burned pairs come from two places: what this process saw fail, and
-        # what the coordinator (a separate trust domain: ``_begin`` checked its
-        # signature before loading) remembers. Nitro has no monotonic counter and the host may
-        # restart the enclave with the older sealed share, so only the signed
-        # list survives that (GHSA-7f6p-phw2-8253). Marking is monotonic: a
-        # pair is never unburned short of a new setup (refresh, reshare).
-        listed = set(request.burned_pairs)
-        if listed and (share.ecdsa is None or not listed <= set(range(len(ids))) - {me}):
-            raise BadRequest("burned_pairs must be other party indices of an ECDSA wallet")
-        for peer in listed | self._burned.get((request.wallet_id, request.epoch), set()):
-            if share.ecdsa is not None:
-                share.ecdsa.mark_burned(peer)
         return record
 
     def _store_output(
-        self, request: ceremony_pb2.CeremonyRequest, record: ServerShare
+        self, request: ceremony_pb2.CeremonyRequest, new: ServerShare
     ) -> enclave_pb2.CeremonyOutput:
+        # The new keyring's pair setups stay in memory; the sealed record has none.
+        record = self.pair_setups.adopt(request.wallet_id, new)
         share: KeyShare = record.key_share
         binding = SealBinding(request.wallet_id, share.party_id, share.scheme, share.epoch)
         sealed = self._deps.sealer.seal(record.to_bytes(), binding)
@@ -406,16 +438,6 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 key_change=_key_change_proto(record.key_change),
             )
         )
-
-    def _note_burned(self, running: _Running | None) -> None:
-        """Remember the DKLs23 pairs a failed check burned (``tss.ecdsa`` marks them on
-        the setup itself; transport faults burn nothing), across record reloads."""
-        record = running.record if running is not None else None
-        setup = record.key_share.ecdsa if record is not None else None
-        if running is None or setup is None or not setup.burned:
-            return
-        key = (running.request.wallet_id, running.request.epoch)
-        self._burned.setdefault(key, set()).update(setup.burned)
 
     # --- sealing -------------------------------------------------------------------
 
@@ -433,11 +455,16 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
 
 
 class _RecordCache:
-    """A bounded LRU map of opened server-share records (enclave memory only)."""
+    """A bounded LRU map of opened server-share records (enclave memory only).
+
+    Loads are single-flight: sessions that miss on the same record together
+    wait for one opening and share its object.
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: OrderedDict[bytes, ServerShare] = OrderedDict()
+        self._opening: dict[bytes, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, key: bytes) -> ServerShare | None:
@@ -446,6 +473,25 @@ class _RecordCache:
             if record is not None:
                 self._items.move_to_end(key)
             return record
+
+    def get_or_open(self, key: bytes, open_: Callable[[], ServerShare]) -> ServerShare:
+        """The cached record for ``key``, or ``open_()``'s, opened once however many ask."""
+        record = self.get(key)
+        if record is not None:
+            return record
+        with self._lock:
+            flight = self._opening.setdefault(key, threading.Lock())
+        try:
+            with flight:
+                record = self.get(key)
+                if record is None:
+                    record = open_()
+                    self.put(key, record)
+                return record
+        finally:
+            with self._lock:
+                if self._opening.get(key) is flight:
+                    del self._opening[key]
 
     def put(self, key: bytes, record: ServerShare) -> None:
         with self._lock:
@@ -460,6 +506,13 @@ class _Running:
     plan: Plan
     identity: Identity
     record: ServerShare | None
+    locks: PairLocks = NO_LOCKS
+
+    def locked(self, step: Callable[[], list[Any]]) -> list[Any]:
+        """Run a session step holding the locks of its DKLs23 pairs: a check on a pair
+        and the burn after its failure happen with no other session on it in between."""
+        with self.locks.held():
+            return step()
 
     def outbound(self, sealed: list[Any]) -> list[enclave_pb2.CeremonyOutput]:
         return [
@@ -555,21 +608,6 @@ async def _drain(requests: AsyncIterator[enclave_pb2.CeremonyInput]) -> None:
         await asyncio.wait_for(consume(), DRAIN_SECONDS)
 
 
-def _burned_ids(running: _Running | None) -> list[str]:
-    """The party ids of this ECDSA signature's signers whose pair with the server party is
-    burned after its failure: a failed check here burned it, or it was burned already
-    and refused the signature. A transport fault burns nothing, so it reports nothing."""
-    if running is None or running.request.kind != ceremony_pb2.CEREMONY_KIND_SIGN:
-        return []
-    record = running.record
-    setup = record.key_share.ecdsa if record is not None else None
-    if record is None or setup is None:
-        return []
-    parties = record.party_ids
-    signers = set(running.request.signers)
-    return [parties[j] for j in sorted(setup.burned & signers) if 0 <= j < len(parties)]
-
-
 def _culprit_ids(error: BaseException, parties: list[str]) -> list[str]:
     """The party ids a protocol error blames (its culprits are ceremony seats)."""
     if not isinstance(error, ProtocolError):
@@ -581,13 +619,12 @@ async def _abort(
     context: grpc.aio.ServicerContext[Any, Any],
     error: BaseException,
     parties: list[str] | None = None,
-    burned: list[str] | None = None,
 ) -> None:
     code, message = status_for(error)
     culprits = _culprit_ids(error, parties or [])
     trailers = [(CULPRITS_METADATA, ",".join(culprits))] if culprits else []
-    if burned:
-        trailers.append((BURNED_METADATA, ",".join(burned)))
+    if reason_for(error):
+        trailers.append((REASON_METADATA, reason_for(error)))
     if trailers:
         context.set_trailing_metadata(tuple(trailers))
     if code == grpc.StatusCode.INTERNAL:

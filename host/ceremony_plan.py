@@ -47,6 +47,7 @@ KIND_NAMES: Final[dict[int, str]] = {
     _K.CEREMONY_KIND_RESHARE: "reshare",
     _K.CEREMONY_KIND_REFRESH: "refresh",
     _K.CEREMONY_KIND_EXPORT: "export",
+    _K.CEREMONY_KIND_PAIR_SETUP: "pair-setup",
 }
 KEY_CHANGING_KINDS: Final = frozenset(
     {_K.CEREMONY_KIND_KEYGEN, _K.CEREMONY_KIND_RESHARE, _K.CEREMONY_KIND_REFRESH}
@@ -81,7 +82,7 @@ class CeremonyPlan:
         signed: the signed request, forwarded to the enclave unchanged.
         request: its parsed ``CeremonyRequest``.
         kind: the ceremony kind (matches the called method).
-        kind_name: "keygen", "sign", "reshare", "refresh" or "export".
+        kind_name: "keygen", "sign", "reshare", "refresh", "export" or "pair-setup".
         party_id: the enclave's party id in the room (its static key's party).
         scheme: the store's scheme name (keygen, and a reshare that may open a
             wallet; None otherwise).

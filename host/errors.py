@@ -171,14 +171,14 @@ def error_from_failure(failure: enclave_pb2.CeremonyFailure) -> HostError:
     code = ENCLAVE_CODES.get(enclave_code, StatusCode.INTERNAL)
     message = _FIXED_ENCLAVE_MESSAGES.get(code) or failure.message or code.name.lower()
     # The same shardkeep-* keys the enclave's own status carries (enclave.service._abort):
-    # the culprits to blame and the DKLs23 pairs burned, which the coordinator must keep.
+    # the culprits to blame, and a machine-readable reason (e.g. "pair-setup-required").
     trailers: Trailers = tuple(
-        (key, ",".join(values))
-        for key, values in (
-            ("shardkeep-culprits", failure.culprits),
-            ("shardkeep-burned", failure.burned),
+        (key, value)
+        for key, value in (
+            ("shardkeep-culprits", ",".join(failure.culprits)),
+            ("shardkeep-reason", failure.reason),
         )
-        if values
+        if value
     )
     return HostError(code, message, trailers, from_enclave=True)
 

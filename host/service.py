@@ -266,6 +266,12 @@ class HostServicer(host_pb2_grpc.HostServicer):
         """Run an export (the key goes, encrypted, to the request's recipient only)."""
         return await self._ceremony(request, context, _K.CEREMONY_KIND_EXPORT)
 
+    async def PairSetup(
+        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ceremony_pb2.CeremonyResult:
+        """Run a new DKLs23 pair setup with the server share (kept in enclave memory only)."""
+        return await self._ceremony(request, context, _K.CEREMONY_KIND_PAIR_SETUP)
+
     async def _ceremony(
         self,
         request: host_pb2.HostCeremonyRequest,

@@ -233,6 +233,7 @@ def client_sign(
         signers,
     )
     session_id = f"{request.room_id}/{request.ceremony_id}".encode()
+    name_pair_setup(request, share)
     host_keys = HostKeys(client.hostseckey, tuple(bytes(p.host_pubkey) for p in request.parties))
     ceremony = signing_ceremony(
         share, signers, bytes(request.digest), session_id, secrets.token_bytes, NO_OPTIONS,
@@ -242,6 +243,13 @@ def client_sign(
         ceremony, client.static_key, roster, request.room_id, request.ceremony_id,
         secrets.token_bytes,
     )  # fmt: skip
+
+
+def name_pair_setup(request: ceremony_pb2.CeremonyRequest, share: KeyShare) -> None:
+    """ECDSA: name in ``request`` the client's pair setup with the one other signer (the server)."""
+    others = [j for j in request.signers if j != share.party_id]
+    if share.ecdsa is not None and len(others) == 1 and others[0] in share.ecdsa.held:
+        request.pair_setup_ids[share.party_id] = share.ecdsa.peer(others[0]).setup_id
 
 
 # --- key lifecycle (refresh, reshare, export): requests and client sides ----------------------
@@ -435,7 +443,7 @@ async def host_loop(
             failure = out.failure
             trailers = grpc.aio.Metadata(
                 ("shardkeep-culprits", ",".join(failure.culprits)),
-                ("shardkeep-burned", ",".join(failure.burned)),
+                ("shardkeep-reason", failure.reason),
             )
             code = getattr(grpc.StatusCode, failure.code)
             raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, failure.message)
@@ -510,3 +518,45 @@ class EquivocatingSession:
             except ShardkeepError:
                 outs.append([])
         return self._route(outs)
+
+
+# --- DKLs23 pair setups (ecdsa): the enclave keeps its side in memory only ------------------
+
+
+def pair_setup_request(
+    wallet: ceremony_pb2.CeremonyRequest, pair: list[int], epoch: int = 0
+) -> ceremony_pb2.CeremonyRequest:
+    """A pair-setup request for ``wallet``'s keyring between the two indices of ``pair``."""
+    return ceremony_pb2.CeremonyRequest(
+        ceremony_id=f"pair-setup-{secrets.token_hex(4)}",
+        room_id=wallet.room_id,
+        kind=ceremony_pb2.CEREMONY_KIND_PAIR_SETUP,
+        scheme=wallet.scheme,
+        wallet_id=wallet.wallet_id,
+        parties=wallet.parties,
+        signers=sorted(pair),
+        epoch=epoch,
+    )
+
+
+def client_pair_setup(
+    share: KeyShare, client: ClientParty, request: ceremony_pb2.CeremonyRequest
+) -> SecureSession[Any]:
+    """The client's side of a pair setup with the other index of ``request.signers``."""
+    from tss.keygen import PairSetup
+
+    pair = list(request.signers)
+    (peer,) = [j for j in pair if j != share.party_id]
+    roster = Roster.from_parties(
+        [(request.parties[i].party_id, bytes(request.parties[i].static_key)) for i in pair], pair
+    )
+    session_id = f"{request.room_id}/{request.ceremony_id}".encode()
+    ceremony = PairSetup(share, peer, session_id, secrets.token_bytes)
+    return SecureSession(
+        ceremony,
+        client.static_key,
+        roster,
+        request.room_id,
+        request.ceremony_id,
+        secrets.token_bytes,
+    )

@@ -1,38 +1,28 @@
-"""The CLI's wallet description keeps the server's burned DKLs23 pairs across runs."""
+"""The CLI's wallet description: public data only, no security state of the server's."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from client.cli_state import WalletDescription
 from client.party import PartyIdentity
-from client.storage_errors import ShareFormatError
 
 
-def description(burned: tuple[int, ...]) -> WalletDescription:
+def description() -> WalletDescription:
     parties = tuple(PartyIdentity.generate().party for _ in range(3))
     return WalletDescription(
-        "wallet-1", "ecdsa-secp256k1", 2, 1, b"\x02" + bytes(32), 2, parties, (0, 1), burned
+        "wallet-1", "ecdsa-secp256k1", 2, 1, b"\x02" + bytes(32), 2, parties, (0, 1)
     )
 
 
-def test_burned_pairs_round_trip() -> None:
-    original = description((1,))
-    again = WalletDescription.from_json(json.loads(json.dumps(original.to_json())))
-    assert again.burned_pairs == (1,)
-    assert again == original
+def test_description_round_trip() -> None:
+    original = description()
+    data = original.to_json()
+    assert "burned_pairs" not in data  # the enclave burns DKLs23 pairs itself
+    assert WalletDescription.from_json(json.loads(json.dumps(data))) == original
 
 
-def test_burned_pairs_must_name_device_parties() -> None:
-    data = description(()).to_json()
-    for bad in ([2], [3]):  # the server itself, or no party at all
-        with pytest.raises(ShareFormatError):
-            WalletDescription.from_json({**data, "burned_pairs": bad})
-
-
-def test_older_descriptions_without_the_field_load() -> None:
-    data = description(()).to_json()
-    del data["burned_pairs"]
-    assert WalletDescription.from_json(data).burned_pairs == ()
+def test_older_descriptions_with_burned_pairs_still_load() -> None:
+    # Earlier releases kept the server's burned pairs here; the field is now ignored.
+    original = description()
+    assert WalletDescription.from_json({**original.to_json(), "burned_pairs": [1]}) == original

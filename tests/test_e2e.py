@@ -16,11 +16,11 @@ from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.devstack import DevStack, running_stack
 from client.party import PartyIdentity
-from client.wallet import WalletClient, WalletError
+from client.wallet import PAIR_SETUP_REQUIRED, WalletClient, WalletError
 from shardkeep.v1 import ceremony_pb2, host_pb2
 from tss.curve import N
 from tss.shamir import eval_point
-from tss.signing import RecoverableSignature
+from tss.signing import NO_OPTIONS, RecoverableSignature
 
 DIGEST = bytes.fromhex("a1" * 32)
 pytestmark = pytest.mark.slow
@@ -189,5 +189,30 @@ def test_three_of_five_with_the_server_share_reports_progress(stack_dir: Path, s
         assert events and all(e.startswith("round ") for e in events)
         signature = await wallets.sign(wallet, DIGEST, {1: devices[1], 3: devices[3]})
         verify(scheme, wallet.public_key, signature)
+
+    run(stack_dir, body)
+
+
+def test_after_an_enclave_restart_the_sdk_runs_a_pair_setup_and_signs(stack_dir: Path) -> None:
+    """The enclave keeps its DKLs23 pair setups in memory only: the first signature after a
+    restart is refused (pair-setup-required), the SDK runs a pair setup and signs."""
+
+    async def body(stack: DevStack, wallets: WalletClient) -> None:
+        phone = PartyIdentity.generate()
+        wallet = await wallets.create_wallet("ecdsa-secp256k1", [phone], threshold=2)
+        keygen_share = wallet.shares[0]
+        verify("ecdsa-secp256k1", wallet.public_key, await wallets.sign(wallet, DIGEST, {0: phone}))
+        assert wallet.shares[0] is keygen_share  # the keygen's setup served: no pair setup
+
+        await stack.restart("enclave")
+        with pytest.raises(WalletError) as refused:  # the raw refusal the SDK acts on
+            await wallets._sign(wallet, DIGEST, {0: phone}, 1, NO_OPTIONS, None)
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.reason == PAIR_SETUP_REQUIRED
+        verify("ecdsa-secp256k1", wallet.public_key, await wallets.sign(wallet, DIGEST, {0: phone}))
+        old, new = keygen_share.ecdsa, wallet.shares[0].ecdsa
+        assert old is not None and new is not None
+        assert old.peer(1).setup_id != new.peer(1).setup_id
+        assert wallet.shares[0].secret_share == keygen_share.secret_share
 
     run(stack_dir, body)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import pickle
 
 import pytest
 from coincurve import PublicKey
@@ -12,8 +14,8 @@ from eth_keys import keys as eth  # type: ignore[attr-defined]
 from tests.test_ecdsa_support import dealer_keygen, deliver, rand32, run_setup, run_sign
 from tss import ecdsa
 from tss.curve import N, ecdsa_verify
-from tss.ecdsa.setup import EcdsaSetup
-from tss.errors import InputError, InvalidEncodingError, SessionStateError
+from tss.ecdsa.setup import UNKNOWN_SETUP_ID, EcdsaSetup
+from tss.errors import InputError, InvalidEncodingError, PairSetupError, SessionStateError
 
 DIGEST = hashlib.sha256(b"shardkeep dkls23").digest()
 
@@ -126,19 +128,54 @@ def test_setup_serialisation_round_trip(keyring_2_of_3) -> None:  # type: ignore
     shares, setups = keyring_2_of_3
     data = setups[1].to_bytes()
     assert len(data) < 2 * 100 * 1024  # 24,673 bytes per peer
-    copy = EcdsaSetup.from_bytes(data)
-    assert copy.to_bytes() == data and copy.index == 1 and copy.burned == frozenset()
-    assert "redacted" in repr(copy) and data[40:80].hex() not in repr(copy)
-    copy.mark_burned(2)
-    again = EcdsaSetup.from_bytes(copy.to_bytes())
+    decoded = EcdsaSetup.from_bytes(data)
+    assert decoded.to_bytes() == data and decoded.index == 1 and decoded.burned == frozenset()
+    assert "redacted" in repr(decoded) and data[40:80].hex() not in repr(decoded)
+    decoded.mark_burned(2)
+    again = EcdsaSetup.from_bytes(decoded.to_bytes())
     assert again.burned == {2} and again.is_burned(2) and not again.is_burned(0)
     # A decoded setup signs.
     restored = [EcdsaSetup.from_bytes(s.to_bytes()) for s in setups]
     sigs = run_sign(shares, restored, [0, 1], DIGEST, session=77)
     _check_signature(shares[0].public_key, DIGEST, sigs[0])
-    for bad in (data[:-1], b"X" + data[1:], data[:8] + b"\x02" + data[9:], data + b"\x00"):
+    for bad in (data[:-1], b"X" + data[1:], data[:8] + b"\x03" + data[9:], data + b"\x00"):
         with pytest.raises(InvalidEncodingError):
             EcdsaSetup.from_bytes(bad)
+
+
+def _version1(setup: EcdsaSetup) -> bytes:
+    """The earlier encoding: every peer, no count, no setup ids."""
+    data = setup.to_bytes()
+    head, body = data[:8] + b"\x01" + data[9:47], data[48:]
+    out, pos = bytearray(head), 0
+    while pos < len(body):
+        out += body[pos : pos + 1] + body[pos + 33 : pos + 33 + 24640]
+        pos += 33 + 24640
+    return bytes(out)
+
+
+def test_version_1_setups_still_decode_with_unknown_setup_ids(keyring_2_of_3) -> None:  # type: ignore[no-untyped-def]
+    shares, setups = keyring_2_of_3
+    old = [EcdsaSetup.from_bytes(_version1(s)) for s in setups]
+    assert all(s.peer(j).setup_id == UNKNOWN_SETUP_ID for s in old for j in s.held)
+    assert all(s.peer(j).setup_id != UNKNOWN_SETUP_ID for s in setups for j in s.held)
+    sigs = run_sign(shares, old, [0, 2], DIGEST, session=78)
+    _check_signature(shares[0].public_key, DIGEST, sigs[0])
+
+
+def test_pair_setup_ids_agree_and_setups_without_pairs_refuse(keyring_2_of_3) -> None:  # type: ignore[no-untyped-def]
+    shares, setups = keyring_2_of_3
+    assert setups[0].peer(1).setup_id == setups[1].peer(0).setup_id
+    assert setups[0].peer(1).setup_id != setups[0].peer(2).setup_id
+    stripped = setups[0].restricted(())
+    assert stripped.held == frozenset() and EcdsaSetup.from_bytes(stripped.to_bytes()).held == set()
+    with pytest.raises(PairSetupError) as missing:
+        ecdsa.sign_round1(stripped, shares[0], [0, 1], bytes(32), bytes(32))
+    assert missing.value.peer == 1
+    with pytest.raises(SessionStateError):
+        copy.copy(setups[0].peer(1))
+    with pytest.raises(SessionStateError):
+        pickle.dumps(setups[0].peer(1))
 
 
 def test_signatures_differ_per_session(keyring_2_of_3) -> None:  # type: ignore[no-untyped-def]

@@ -166,6 +166,8 @@ def test_refresh_renews_both_shares_and_old_ones_no_longer_combine(
         # enclave's own checks fail and blame the client ...
         request = sign_request_at(wallet, [0, 1], 1)
         stale = Tolerant(client_sign(old, client, request))
+        if new.ecdsa is not None:  # name the new pair setup (else the enclave refuses at once)
+            request.pair_setup_ids[0] = new.ecdsa.peer(1).setup_id
         error = await expect_status(
             host_loop(
                 stack, signed(request, coordinator), {client.party.party_id: stale}, [new_sealed]

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidEncodingError",
     "SessionStateError",
     "StateCopyError",
+    "PairSetupError",
     "InternalError",
     "ProtocolError",
     "FaultyParticipantError",
@@ -48,6 +49,14 @@ class SessionStateError(ShardkeepError):
 
 class StateCopyError(SessionStateError, TypeError):
     """An attempt to copy, pickle or rebuild single-use secret state (``tss.single_use``)."""
+
+
+class PairSetupError(SessionStateError):
+    """The DKLs23 setup of the pair with ``peer`` is missing or burned: run a new pair setup."""
+
+    def __init__(self, peer: int, message: str) -> None:
+        self.peer = peer
+        super().__init__(message)
 
 
 class InternalError(ShardkeepError):

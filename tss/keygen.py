@@ -29,7 +29,8 @@ from tss.ceremony import Ceremony, Message, Random
 from tss.curve import tagged_hash
 from tss.dkg import chilldkg
 from tss.ecdsa import keygen as ecdsa_setup
-from tss.ecdsa.setup import EcdsaSetup
+from tss.ecdsa.setup import EcdsaSetup, PeerSetup
+from tss.ecdsa.setup import KeyMaterial as SetupKeyMaterial
 from tss.equivocation import SignedStatement, Statements
 from tss.errors import (
     FaultyCoordinatorError,
@@ -44,9 +45,10 @@ from tss.tags import (
     KEYGEN_TAG_ROUND1_CONTEXT,
     KEYGEN_TAG_ROUND1_HASH,
     KEYGEN_TAG_SETUP_SESSION,
+    PAIR_SETUP_TAG_SESSION,
 )
 
-__all__ = ["Keygen", "EcdsaSetupCeremony", "KeyMaterial", "ROUND1", "round1_hash"]
+__all__ = ["Keygen", "EcdsaSetupCeremony", "PairSetup", "KeyMaterial", "ROUND1", "round1_hash"]
 
 ROUND1 = Statements(KEYGEN_SIGNED_ROUND1_PREFIX, 32, "round-1 message")
 """A party's statement "my ChillDKG round-1 message hashes to H" (``tss.equivocation``)."""
@@ -278,6 +280,47 @@ class EcdsaSetupCeremony(Ceremony[KeyShare]):
             return self._p2p(2, msgs)
         setup = ecdsa_setup.setup_finalize(self._state2, payloads)
         self._finish(self._key.key_share("ecdsa-secp256k1", setup))
+        return []
+
+
+class PairSetup(Ceremony[PeerSetup]):
+    """A new DKLs23 setup for one pair of an existing ECDSA keyring (``tss.ecdsa.keygen``).
+
+    The same two point-to-point rounds as ``EcdsaSetupCeremony``, between this
+    party and ``peer`` only; ``result`` is this party's new ``PeerSetup`` for the
+    pair (its ``setup_id`` is the same on both sides). It replaces the pair's
+    previous setup, e.g. after a failed check burned it, or when the other side
+    keeps its setups in memory only and has restarted (the enclave).
+
+    Arguments:
+        key: this party's shares of the key (a ``KeyShare`` fits).
+        peer: the other party's index.
+        session_id: any bytes, the same on both sides, fresh per ceremony.
+        rand: fresh randomness.
+    """
+
+    rounds = 2
+
+    def __init__(self, key: SetupKeyMaterial, peer: int, session_id: bytes, rand: Random) -> None:
+        if peer == key.party_id or not 0 <= peer < len(key.public_shares):
+            raise InputError("a pair setup needs another party of the keyring")
+        super().__init__(key.party_id, sorted((key.party_id, peer)), rand)
+        self._key = key
+        self._peer = peer
+        self._session_id = tagged_hash(PAIR_SETUP_TAG_SESSION, session_id)
+
+    def _start(self) -> list[Message]:
+        self._state1, msgs = ecdsa_setup.setup_round1(
+            self._key, self._session_id, self._rand(32), [self._peer]
+        )
+        return self._p2p(1, msgs)
+
+    def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
+        if round_ == 1:
+            self._state2, msgs = ecdsa_setup.setup_round2(self._state1, payloads)
+            return self._p2p(2, msgs)
+        setup = ecdsa_setup.setup_finalize(self._state2, payloads)
+        self._finish(setup.peer(self._peer))
         return []
 
 

@@ -52,9 +52,10 @@ class KeyShare:
         secret_share: this party's Shamir share (never printed).
         chain_code: 32-byte BIP-32 chain code of the keyring.
         epoch: incremented by every refresh and reshare; shares of different epochs never mix.
-        ecdsa: ecdsa-secp256k1 only: the DKLs23 pairwise setup with every other
-            party (mutable only to burn a pair after a failed check: persist the
-            share again after a failed signing ceremony).
+        ecdsa: ecdsa-secp256k1 only: the DKLs23 pairwise setups with the other
+            parties (mutable only to burn a pair after a failed check: persist the
+            share again after a failed signing ceremony). It may hold none: the
+            server party keeps its pair setups in enclave memory, not in its share.
     """
 
     scheme: Scheme

@@ -45,6 +45,8 @@ DKG_RECOVERY_ACK_MSG_PREFIX = b"BIP DKG/recovery acknowledgment"
 
 DKLS_TAG_SETUP_SID = "shardkeep/dkls23/setup/sid"
 """Session id of the pairwise setup ceremony (``tss.ecdsa.keygen``)."""
+DKLS_TAG_SETUP_ID = "shardkeep/dkls23/setup/id"
+"""Names one run of a pair's setup; both parties of the pair derive it (``tss.ecdsa.keygen``)."""
 DKLS_TAG_KEY_ID = "shardkeep/dkls23/key-id"
 """Binds an ``EcdsaSetup`` to the keyring it was made for."""
 DKLS_TAG_BASE_OT_H2C = "shardkeep/dkls23/base-ot/hash-to-curve"
@@ -103,6 +105,7 @@ KEYGEN_TAG_ROUND1_HASH = "shardkeep/keygen/round1-message"
 KEYGEN_SIGNED_ROUND1_PREFIX = b"shardkeep/keygen/signed round1"
 """BIP-340 message prefix of a party's host-key signature on its round-1 message."""
 SIGN_TAG_ECDSA_SESSION = "shardkeep/sign/ecdsa-session"
+PAIR_SETUP_TAG_SESSION = "shardkeep/pair-setup/session"
 
 ### Party channels (tss.channel: HPKE Auth mode between ceremony parties)
 # The RFC 9180 labels ("HPKE-v1", "eae_prk", ...) are the spec's and stay in tss.channel.

@@ -21,6 +21,7 @@ class CeremonyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CEREMONY_KIND_RESHARE: _ClassVar[CeremonyKind]
     CEREMONY_KIND_REFRESH: _ClassVar[CeremonyKind]
     CEREMONY_KIND_EXPORT: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_PAIR_SETUP: _ClassVar[CeremonyKind]
 SCHEME_UNSPECIFIED: Scheme
 SCHEME_ECDSA_SECP256K1: Scheme
 SCHEME_BIP340: Scheme
@@ -30,6 +31,7 @@ CEREMONY_KIND_SIGN: CeremonyKind
 CEREMONY_KIND_RESHARE: CeremonyKind
 CEREMONY_KIND_REFRESH: CeremonyKind
 CEREMONY_KIND_EXPORT: CeremonyKind
+CEREMONY_KIND_PAIR_SETUP: CeremonyKind
 
 class Party(_message.Message):
     __slots__ = ("party_id", "static_key", "host_pubkey")
@@ -56,7 +58,14 @@ class PublicKeyring(_message.Message):
     def __init__(self, threshold: _Optional[int] = ..., public_key: _Optional[bytes] = ..., public_shares: _Optional[_Iterable[bytes]] = ..., chain_code: _Optional[bytes] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class CeremonyRequest(_message.Message):
-    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "request_nonce", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "burned_pairs")
+    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "request_nonce", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids")
+    class PairSetupIdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: bytes
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -78,7 +87,7 @@ class CeremonyRequest(_message.Message):
     TAPROOT_FIELD_NUMBER: _ClassVar[int]
     EXPORT_RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     KEYRING_FIELD_NUMBER: _ClassVar[int]
-    BURNED_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    PAIR_SETUP_IDS_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     room_id: str
     kind: CeremonyKind
@@ -100,8 +109,8 @@ class CeremonyRequest(_message.Message):
     taproot: bool
     export_recipient: Party
     keyring: PublicKeyring
-    burned_pairs: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., request_nonce: _Optional[bytes] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., burned_pairs: _Optional[_Iterable[int]] = ...) -> None: ...
+    pair_setup_ids: _containers.ScalarMap[int, bytes]
+    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., request_nonce: _Optional[bytes] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ...) -> None: ...
 
 class SignedCeremonyRequest(_message.Message):
     __slots__ = ("request", "coordinator_signature", "owner_signature")

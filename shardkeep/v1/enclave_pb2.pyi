@@ -91,16 +91,16 @@ class CeremonyInput(_message.Message):
     def __init__(self, start: _Optional[_Union[CeremonyStart, _Mapping]] = ..., inbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store_ack: _Optional[_Union[StoreAck, _Mapping]] = ...) -> None: ...
 
 class CeremonyFailure(_message.Message):
-    __slots__ = ("code", "message", "culprits", "burned")
+    __slots__ = ("code", "message", "culprits", "reason")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CULPRITS_FIELD_NUMBER: _ClassVar[int]
-    BURNED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     code: str
     message: str
     culprits: _containers.RepeatedScalarFieldContainer[str]
-    burned: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., culprits: _Optional[_Iterable[str]] = ..., burned: _Optional[_Iterable[str]] = ...) -> None: ...
+    reason: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., culprits: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CeremonyOutput(_message.Message):
     __slots__ = ("outbound", "store", "result", "failure")

@@ -62,6 +62,11 @@ class HostStub:
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
                 _registered_method=True)
+        self.PairSetup = channel.unary_unary(
+                '/shardkeep.v1.Host/PairSetup',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
+                _registered_method=True)
         self.GetWallet = channel.unary_unary(
                 '/shardkeep.v1.Host/GetWallet',
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.GetWalletRequest.SerializeToString,
@@ -140,6 +145,13 @@ class HostServicer:
 
     def Export(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PairSetup(self, request, context):
+        """a new DKLs23 pair setup (ecdsa)
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -235,6 +247,11 @@ def add_HostServicer_to_server(servicer, server):
             ),
             'Export': grpc.unary_unary_rpc_method_handler(
                     servicer.Export,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
+            ),
+            'PairSetup': grpc.unary_unary_rpc_method_handler(
+                    servicer.PairSetup,
                     request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
             ),
@@ -419,6 +436,33 @@ class Host:
             request,
             target,
             '/shardkeep.v1.Host/Export',
+            shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
+            shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PairSetup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/PairSetup',
             shardkeep_dot_v1_dot_host__pb2.HostCeremonyRequest.SerializeToString,
             shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
             options,

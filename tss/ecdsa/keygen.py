@@ -20,13 +20,19 @@ Every message is bound to the ceremony's session id and the keyring (its
 and 32 bytes of fresh randomness per party. Peer faults raise
 ``FaultyParticipantError`` naming the peer. A refresh re-runs this ceremony,
 which replaces every pair's setup (burned ones included).
+
+The same rounds also run for a subset of the pairs (``peers``): a *pair setup*
+between two parties replaces just their pair's setup (``tss.keygen.PairSetup``).
+Both parties of a pair derive the same ``setup_id``: a hash of the session id,
+the pair and both round-1 messages (which carry fresh randomness of each side),
+so an id names one run of the setup even if a session id repeats.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tss.curve import tagged_hash
@@ -36,7 +42,7 @@ from tss.ecdsa.params import KAPPA, KAPPA_BYTES
 from tss.ecdsa.setup import EcdsaSetup, KeyMaterial, PeerSetup, check_key_material, key_id
 from tss.ecdsa.wire import open_message, seal
 from tss.errors import FaultyParticipantError, InputError, InvalidEncodingError, SessionStateError
-from tss.tags import DKLS_TAG_SETUP_SID
+from tss.tags import DKLS_TAG_SETUP_ID, DKLS_TAG_SETUP_SID
 
 __all__ = ["SetupRound1State", "SetupRound2State", "setup_round1", "setup_round2", "setup_finalize"]
 
@@ -52,6 +58,12 @@ def _pair_sid(sid: bytes, receiver: int, sender: int) -> bytes:
     return sid + bytes([receiver, sender])
 
 
+def _setup_id(sid: bytes, i: int, j: int, sent: bytes, received: bytes) -> bytes:
+    """The pair's setup id, the same on both sides: session, pair and both round-1 messages."""
+    lo, hi = (sent, received) if i < j else (received, sent)
+    return tagged_hash(DKLS_TAG_SETUP_ID, sid + bytes([min(i, j), max(i, j)]) + lo + hi)
+
+
 def _spend(flag: list[bool]) -> None:
     if flag[0]:
         raise SessionStateError("setup state already used")
@@ -64,8 +76,10 @@ class SetupRound1State:
 
     index: int
     parties: int
+    peers: tuple[int, ...]
     key_id: bytes
     sid: bytes
+    sent: dict[int, bytes]  # hash of our round-1 message to each peer
     seed: bytes = field(repr=False)
     base_ot_receivers: dict[int, base_ot.ReceiverState] = field(repr=False)
     deltas: dict[int, bytes] = field(repr=False)
@@ -79,12 +93,16 @@ class SetupRound2State:
 
     round1: SetupRound1State = field(repr=False)
     commitments: dict[int, bytes]
+    received: dict[int, bytes]  # hash of each peer's round-1 message
     receiver_seeds: dict[int, OteReceiverSetup] = field(repr=False)
     spent: list[bool] = field(default_factory=lambda: [False], repr=False)
 
 
 def setup_round1(
-    key: KeyMaterial, session_id: bytes, rand: bytes
+    key: KeyMaterial,
+    session_id: bytes,
+    rand: bytes,
+    peers: Sequence[int] | None = None,
 ) -> tuple[SetupRound1State, dict[int, bytes]]:
     """Start the pairwise setup: base-OT receiver messages and zero-seed commitments.
 
@@ -92,6 +110,7 @@ def setup_round1(
         key: this party's DKG output (index, t, secret share, public shares, public key).
         session_id: 32 bytes, fresh for this ceremony, the same for all parties.
         rand: 32 bytes of fresh randomness.
+        peers: the parties to set up a pair with (default: every other party).
 
     Returns:
         The state for ``setup_round2`` and one message per other party
@@ -106,11 +125,13 @@ def setup_round1(
     kid = key_id(key)
     sid = tagged_hash(DKLS_TAG_SETUP_SID, session_id + kid)
     i, n = key.party_id, len(key.public_shares)
+    others = tuple(j for j in range(n) if j != i)
+    chosen = others if peers is None else tuple(sorted(set(peers)))
+    if not chosen or not set(chosen) <= set(others):
+        raise InputError("peers must be other parties of the keyring")
     seed = hashlib.sha256(b"setup" + sid + bytes([i]) + rand).digest()
     receivers, deltas, contributions, out = {}, {}, {}, {}
-    for j in range(n):
-        if j == i:
-            continue
+    for j in chosen:
         stream = hashlib.shake_256(seed + bytes([j])).digest(KAPPA_BYTES + 64)
         deltas[j] = stream[:KAPPA_BYTES]
         contributions[j] = stream[KAPPA_BYTES : KAPPA_BYTES + 32]
@@ -120,7 +141,10 @@ def setup_round1(
         receivers[j] = state
         body = zero_share.commit(sid, i, j, contributions[j]) + ot_msg
         out[j] = seal(_KIND_ROUND1, sid, i, j, body)
-    return SetupRound1State(i, n, kid, sid, seed, receivers, deltas, contributions), out
+    sent = {j: hashlib.sha256(m).digest() for j, m in out.items()}
+    return SetupRound1State(
+        i, n, chosen, kid, sid, sent, seed, receivers, deltas, contributions
+    ), out
 
 
 def setup_round2(
@@ -140,12 +164,12 @@ def setup_round2(
         FaultyParticipantError: a malformed message (bad header, length or point).
         SessionStateError: the state was already used.
     """
-    peers = [j for j in range(state.parties) if j != state.index]
-    if sorted(msgs) != peers:
-        raise InputError("need exactly one round-1 message from every other party")
+    if tuple(sorted(msgs)) != state.peers:
+        raise InputError("need exactly one round-1 message from every peer")
     _spend(state.spent)
     commitments, receiver_seeds, out = {}, {}, {}
-    for j in peers:
+    received = {j: hashlib.sha256(msgs[j]).digest() for j in state.peers}
+    for j in state.peers:
         body = open_message(msgs[j], _KIND_ROUND1, state.sid, j, state.index, _ROUND1_BODY)
         commitments[j] = body[:32]
         rand = hashlib.sha256(b"ot-sender" + state.seed + bytes([j])).digest()
@@ -159,7 +183,7 @@ def setup_round2(
             b"".join(k[0] for k in keys), b"".join(k[1] for k in keys)
         )
         out[j] = seal(_KIND_ROUND2, state.sid, state.index, j, state.contributions[j] + reply)
-    return SetupRound2State(state, commitments, receiver_seeds), out
+    return SetupRound2State(state, commitments, received, receiver_seeds), out
 
 
 def setup_finalize(state: SetupRound2State, msgs: Mapping[int, bytes]) -> EcdsaSetup:
@@ -170,7 +194,7 @@ def setup_finalize(state: SetupRound2State, msgs: Mapping[int, bytes]) -> EcdsaS
         msgs: the round-2 message of every other party, keyed by its index.
 
     Returns:
-        This party's ``EcdsaSetup`` (store it in the key share).
+        This party's ``EcdsaSetup`` with the ceremony's peers (store it in the key share).
 
     Raises:
         InputError: missing or extra messages.
@@ -179,12 +203,11 @@ def setup_finalize(state: SetupRound2State, msgs: Mapping[int, bytes]) -> EcdsaS
         SessionStateError: the state was already used.
     """
     r1 = state.round1
-    peers = [j for j in range(r1.parties) if j != r1.index]
-    if sorted(msgs) != peers:
-        raise InputError("need exactly one round-2 message from every other party")
+    if tuple(sorted(msgs)) != r1.peers:
+        raise InputError("need exactly one round-2 message from every peer")
     _spend(state.spent)
     setups = {}
-    for j in peers:
+    for j in r1.peers:
         body = open_message(msgs[j], _KIND_ROUND2, r1.sid, j, r1.index, _ROUND2_BODY)
         revealed = body[:32]
         if not hmac.compare_digest(
@@ -200,5 +223,6 @@ def setup_finalize(state: SetupRound2State, msgs: Mapping[int, bytes]) -> EcdsaS
             OteSenderSetup(r1.deltas[j], b"".join(seeds)),
             state.receiver_seeds[j],
             zero_share.combine(r1.contributions[j], revealed),
+            _setup_id(r1.sid, r1.index, j, r1.sent[j], state.received[j]),
         )
     return EcdsaSetup(r1.index, r1.parties, r1.key_id, setups)

@@ -40,11 +40,18 @@ Error policy: ``InputError`` for the caller's mistakes; ``FaultyParticipantError
 naming a peer whose message is malformed or fails a check; ``ProtocolError``
 without culprits when a failure cannot be pinned on one party (inconsistent
 echo, sum of pk_j, invalid final signature); ``SessionStateError`` for reused
-states or a burned pair. Any failed check involving peer j burns the pair with
-j in the ``EcdsaSetup`` (selective-failure attacks on the OT setup, Taurus
-GHSA-7f6p-phw2-8253); a failure that cannot be attributed burns every pair of
-the session. Routing errors (wrong session, e.g. a replayed message, wrong
-kind, length) are detected before any cryptography and burn nothing.
+states, ``PairSetupError`` (one) for a missing or burned pair. Any failed check
+involving peer j burns the pair with j (selective-failure attacks on the OT
+setup, Taurus GHSA-7f6p-phw2-8253); a failure that cannot be attributed burns
+every pair of the session. Routing errors (wrong session, e.g. a replayed
+message, wrong kind, length) are detected before any cryptography and burn
+nothing.
+
+Burn state is consulted (``EcdsaSetup.peer``) immediately before every check
+that involves a pair, not only at round 1: sessions that share a pair's
+``PeerSetup`` object, and run their steps under one lock per pair (the enclave
+does, ``enclave.pair_setups``), then run at most one failing check per setup,
+however many of them are in flight.
 
 Randomness: every step's secrets derive from the 32-byte ``rand`` given to
 ``sign_round1``, the session and (if given) the digest. ``rand`` must be fresh
@@ -260,7 +267,7 @@ def sign_round1(
 
     Raises:
         InputError: bad lengths, signer set, or key material not matching the setup.
-        SessionStateError: the pair with some signer is burned.
+        PairSetupError: the pair with some signer is missing or burned.
     """
     if not isinstance(session_id, bytes) or len(session_id) != 32:
         raise InputError("session_id must be 32 bytes")
@@ -400,6 +407,7 @@ def presign_finish(state: SignRound2State, msgs: Mapping[int, bytes]) -> Presign
 
     Raises:
         InputError: missing or extra messages.
+        PairSetupError: a signer's pair was burned meanwhile (by another session).
         FaultyParticipantError: a malformed message, a failed RVOLE check, a bad
             opening of com_j or a failed consistency check against R_j or pk_j
             (the pair with that peer is then burned).
@@ -423,6 +431,7 @@ def presign_finish(state: SignRound2State, msgs: Mapping[int, bytes]) -> Presign
     big_rs, pks = [r1.big_r], [Point.base_mul(r1.sk)]
     psi_sum, cross_u, cross_v = 0, 0, 0
     for j in others:
+        setup.peer(j)  # burned by another session since round 2? then no check runs
         body = bodies[j]
         reply = body[32 : 32 + mul.ALICE_MSG_BYTES]
         rest = body[32 + mul.ALICE_MSG_BYTES :]
@@ -451,6 +460,7 @@ def presign_finish(state: SignRound2State, msgs: Mapping[int, bytes]) -> Presign
         c = state.alice_outputs[j]
         cross_u += c[0] + d[0]
         cross_v += c[1] + d[1]
+    setup.check_signers(r1.signers)
     if point_sum(pks) != r1.public_key:
         for j in others:
             setup.mark_burned(j)
@@ -531,6 +541,7 @@ def sign_combine(state: PartialState, partials: Mapping[int, bytes]) -> Recovera
         FaultyParticipantError: a malformed partial signature.
         ProtocolError: (no culprit) the signature does not verify: some signer sent
             a bad (u_j, w_j); every pair of the session is burned.
+        PairSetupError: a signer's pair was burned meanwhile (by another session).
         SessionStateError: the state was already used.
     """
     others = _others(state.index, state.signers)
@@ -554,6 +565,7 @@ def sign_combine(state: PartialState, partials: Mapping[int, bytes]) -> Recovera
     if s > N // 2:
         s, recid = N - s, recid ^ 1
     signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    state.setup.check_signers(state.signers)  # a pair burned meanwhile: run no check on it
     if s == 0 or not ecdsa_verify(state.digest, state.public_key.to_bytes(), signature):
         for j in others:
             state.setup.mark_burned(j)
