@@ -246,10 +246,12 @@ def client_sign(
 
 
 def name_pair_setup(request: ceremony_pb2.CeremonyRequest, share: KeyShare) -> None:
-    """ECDSA: name in ``request`` the client's pair setup with the one other signer (the server)."""
-    others = [j for j in request.signers if j != share.party_id]
-    if share.ecdsa is not None and len(others) == 1 and others[0] in share.ecdsa.held:
-        request.pair_setup_ids[share.party_id] = share.ecdsa.peer(others[0]).setup_id
+    """ECDSA: name in ``request`` the client's pair setup with the server party, which the
+    harness's keyrings (like the SDK's) place last."""
+    server = len(request.parties) - 1
+    setup = share.ecdsa
+    if setup is not None and server in request.signers and server in setup.held:
+        request.pair_setup_ids[share.party_id] = setup.peer(server).setup_id
 
 
 # --- key lifecycle (refresh, reshare, export): requests and client sides ----------------------
