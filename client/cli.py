@@ -18,6 +18,7 @@ operation failed, 2 bad usage, unreadable input or a command not available yet.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from typing import Any, TextIO
 
 from client.attestation import AttestationDocument, AttestationError, verify
 from client.cli_fetch import add_fetch_command
-from client.cli_wallet import add_wallet_commands
+from client.cli_wallet import add_wallet_commands, environment_help
 from tss.errors import InputError
 
 __all__ = [
@@ -67,8 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
         The ``shardkeep`` parser; each leaf subcommand sets ``handler``.
     """
     parser = argparse.ArgumentParser(
-        prog="shardkeep", description="shardkeep threshold-signature wallet client."
+        prog="shardkeep",
+        description="shardkeep threshold-signature wallet client.",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version", action="version", version=f"shardkeep {_version()}",
+        help="print the version and exit",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     attestation = commands.add_parser(
@@ -126,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the end-to-end demonstration")
     demo.add_argument(
-        "--dir", type=Path, default=Path("var/demo"), help="state directory (recreated)"
-    )
+        "--dir", type=Path, default=Path("var/demo"),
+        help="where the demo writes its deployment: a directory an earlier demo made (it is "
+        "recreated), an empty one or a new one; anything else is refused (default var/demo)",
+    )  # fmt: skip
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -194,12 +204,23 @@ def _attestation_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from client.demo import run_demo  # the demo pulls in the whole SDK; load it only here
+    from client.demo import DemoDirectoryError, run_demo  # pulls in the whole SDK: load it here
 
-    return run_demo(args.dir, out)
+    try:
+        return run_demo(args.dir, out)
+    except DemoDirectoryError as e:
+        print(f"shardkeep: {e}", file=err)
+        return EXIT_USAGE
 
 
 ### Helpers
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("shardkeep")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def _print_summary(doc: AttestationDocument, out: TextIO) -> None:

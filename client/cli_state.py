@@ -36,12 +36,11 @@ level; they are read there and moved into ``epoch-<N>`` by the next save.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -60,7 +59,12 @@ from client.storage import (
     read_share_file,
     write_file_atomically,
 )
-from client.storage_errors import ShareFormatError, ShareMismatchError
+from client.storage_errors import (
+    DecryptionError,
+    ShareFormatError,
+    ShareMismatchError,
+    StorageError,
+)
 from client.wallet import Wallet
 from shardkeep.v1 import ceremony_pb2
 from tss.errors import InputError
@@ -79,7 +83,9 @@ __all__ = [
     "load_wallet",
     "load_pending",
     "list_wallets",
+    "change_passcode",
     # Types
+    "DamagedWallet",
     "StateIO",
     "WalletDescription",
     "PendingDescription",
@@ -554,10 +560,119 @@ def _load(
     return LoadedWallet(wallet, devices)
 
 
-def list_wallets(state: Path) -> Iterable[WalletDescription]:
-    """Every readable wallet description in the state, by wallet id."""
-    found = []
-    for path in sorted((state / "wallets").glob("*/wallet.json")):
-        with contextlib.suppress(OSError, ValueError, ShareFormatError):
-            found.append(WalletDescription.from_json(json.loads(path.read_text())))
-    return sorted(found, key=lambda d: d.wallet_id)
+@dataclass(frozen=True)
+class DamagedWallet:
+    """A wallet directory that cannot be used as it is, and why (no secret is read)."""
+
+    directory: str  # the directory's name under ``STATE/wallets``
+    reason: str
+    wallet_id: str | None = None  # when its description is readable
+
+    def __str__(self) -> str:
+        return f"{self.wallet_id or self.directory} ({self.reason})"
+
+
+def list_wallets(state: Path) -> list[WalletDescription | DamagedWallet]:
+    """Every wallet in the state, by wallet id, then the damaged ones by directory.
+
+    A wallet is damaged when its ``wallet.json`` is unreadable or belongs
+    elsewhere, or a local party's share file is missing, is no share container
+    or names another wallet or epoch in its clear metadata. Only public data is
+    read; a wrong passcode or a tampered ciphertext shows when the share is used.
+    A directory holding only a pending key change (a keygen in flight) is not
+    listed.
+    """
+    wallets: list[WalletDescription] = []
+    damaged: list[DamagedWallet] = []
+    for directory in sorted((state / "wallets").glob("*/")):
+        found = _examine(directory)
+        if isinstance(found, DamagedWallet):
+            damaged.append(found)
+        elif found is not None:
+            wallets.append(found)
+    return [*sorted(wallets, key=lambda d: d.wallet_id), *damaged]
+
+
+def _examine(directory: Path) -> WalletDescription | DamagedWallet | None:
+    try:
+        description = _read_committed(directory)
+    except (OSError, ValueError, StorageError) as e:
+        return DamagedWallet(directory.name, f"wallet.json unreadable ({_reason(e)})")
+    if description is None:
+        return None
+    wallet_id = description.wallet_id
+    if directory.name != wallet_dir(Path(), wallet_id).name:
+        return DamagedWallet(directory.name, "wallet.json names another wallet", wallet_id)
+    for index in description.local:
+        path = _party_file(directory, description.epoch, index, "share")
+        try:
+            metadata = inspect_share(path.read_bytes()).metadata
+        except FileNotFoundError:
+            reason = f"party {index}'s share file is missing"
+            return DamagedWallet(directory.name, reason, wallet_id)
+        except (OSError, StorageError) as e:
+            return DamagedWallet(directory.name, f"party {index}'s share: {_reason(e)}", wallet_id)
+        if (metadata.wallet_id, metadata.epoch) != (wallet_id, description.epoch):
+            reason = f"party {index}'s share belongs to another wallet or epoch"
+            return DamagedWallet(directory.name, reason, wallet_id)
+        if not _party_file(directory, description.epoch, index, "identity").is_file():
+            reason = f"party {index}'s identity file is missing"
+            return DamagedWallet(directory.name, reason, wallet_id)
+    return description
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ShareFormatError):
+        return error.problem
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return str(error) or type(error).__name__
+
+
+def change_passcode(
+    state: Path,
+    wallet_id: str,
+    old: Passcode,
+    new: Passcode,
+    *,
+    params: Argon2Params = DEFAULT_ARGON2_PARAMS,
+    insecure_allow_weak_kdf: bool = False,
+    io: StateIO = REAL_IO,
+) -> tuple[int, ...]:
+    """Re-encrypt the committed epoch's local shares under ``new``; return the parties changed.
+
+    Every new container is made (the slow Argon2id step) before the first file is
+    replaced, and each file is replaced atomically. An interrupted change can still
+    leave some shares under each passcode; running it again with the same two
+    passcodes finishes it, since a share that opens under ``new`` only is left as it
+    is. The identity files are sealed under a key derived from the share, not the
+    passcode, so they stay as they are.
+
+    Raises:
+        FileNotFoundError: no such wallet.
+        InputError: a key change of the wallet is pending.
+        DecryptionError: a share opens under neither passcode.
+        ShareFormatError, ShareMismatchError: files that do not belong together.
+    """
+    description = load_description(state, wallet_id)
+    directory = wallet_dir(state, wallet_id)
+    if _read_pending(directory) is not None:
+        raise InputError("a key change of this wallet is pending; change the passcode after it")
+    weak = insecure_allow_weak_kdf
+    replaced: dict[int, tuple[Path, bytes]] = {}
+    for index in description.local:
+        path = _party_file(directory, description.epoch, index, "share")
+        try:
+            opened = read_share_file(path, passcode=old, insecure_allow_weak_kdf=weak)
+        except DecryptionError:
+            read_share_file(path, passcode=new, insecure_allow_weak_kdf=weak)  # done before
+            continue
+        share = opened.share
+        if (opened.metadata.wallet_id, share.party_id, share.epoch) != (
+            wallet_id, index, description.epoch,
+        ) or share.public_key != description.public_key:  # fmt: skip
+            raise ShareMismatchError("share file")
+        replaced[index] = path, io.encrypt(share, wallet_id, new, params, weak)
+    for path, container in replaced.values():
+        io.write(path, container)
+    return tuple(replaced)

@@ -4,9 +4,11 @@ Subcommands (each against a running host and relay, as the relay coordinator):
 
 * ``create``  keygen among this machine's local parties and the server share;
 * ``sign``    sign a 32-byte digest (BIP-32 path, BIP-341 taproot tweak);
-* ``backup``  encrypt a local party's share and identity and store them at the host;
+* ``backup``  encrypt a local party's share and identity and store them at the host
+  (``--all``: every local party of the wallet, or of every wallet);
 * ``recover`` fetch a backup from the host and restore the party on this machine;
-* ``list``    the wallets in the state directory;
+* ``list``    the wallets in the state directory, damaged ones marked as such;
+* ``passcode`` change the passcode that encrypts a wallet's local shares;
 * ``refresh`` new shares for every party, same key (all parties take part);
 * ``reshare`` move the key to fresh local parties and a new threshold;
 * ``export``  reconstruct the private key into a new 0600 file (owner-authorised);
@@ -25,7 +27,8 @@ or a configuration file (``client.cli_connection``). Local state:
 ``--state DIR`` (SHARDKEEP_STATE; default
 ``~/.shardkeep``), laid out as ``client.cli_state`` says; the passcode that
 encrypts it comes from ``--passcode-file`` or SHARDKEEP_PASSCODE (or a prompt
-on a terminal). ``--json`` prints the result as JSON; progress goes to stderr.
+on a terminal, typed twice when it is new). ``--json`` prints the result as
+JSON; progress goes to stderr.
 
 The handlers live in ``client.cli_wallet_run``, imported only when a wallet
 command runs, so that ``shardkeep attestation verify`` stays quick to start.
@@ -42,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from client.cli_connection import add_transport_options
+from client.cli_connection import CONFIG_ENV, SETTINGS, TOKEN_ENV, add_transport_options
 
 __all__ = [
     # Functions
@@ -51,7 +54,26 @@ __all__ = [
 
 EXIT_USAGE: Final = 2
 PASSCODE_ENV: Final = "SHARDKEEP_PASSCODE"
+NEW_PASSCODE_ENV: Final = "SHARDKEEP_NEW_PASSCODE"
 SCHEMES: Final = ("bip340", "ecdsa", "ecdsa-secp256k1", "schnorr")
+# Every environment variable the CLI reads, listed in --help.
+ENVIRONMENT: Final = {
+    **{variable: f"--{name.replace('_', '-')}" for name, (variable, _) in SETTINGS.items()},
+    CONFIG_ENV: "--config: the connection settings file",
+    TOKEN_ENV: "the host's API token itself (else --api-token-file)",
+    "SHARDKEEP_STATE": "--state (default ~/.shardkeep)",
+    PASSCODE_ENV: "the passcode of the local shares (else --passcode-file, else a prompt)",
+    NEW_PASSCODE_ENV: "`wallet passcode`: the new one (else --new-passcode-file, else a prompt)",
+}
+WALLET_HELP: Final = "the wallet's id (see `shardkeep wallet list`)"
+SCHEME_HELP: Final = "bip340 (alias schnorr) or ecdsa (alias ecdsa-secp256k1); default ecdsa"
+
+
+def environment_help() -> str:
+    """The epilog that lists the environment variables, for --help."""
+    width = max(map(len, ENVIRONMENT))
+    lines = [f"  {name:<{width}}  {what}" for name, what in ENVIRONMENT.items()]
+    return "environment variables:\n" + "\n".join(lines)
 
 
 def add_wallet_commands(commands: Any) -> None:
@@ -61,24 +83,34 @@ def add_wallet_commands(commands: Any) -> None:
         commands: the ``add_subparsers()`` object of the ``shardkeep`` parser.
     """
     common = _common_options()
-    wallet = commands.add_parser("wallet", help="wallets shared with the server share")
+    local = _common_options(attested=False)
+    wallet = commands.add_parser(
+        "wallet", help="wallets shared with the server share",
+        epilog=environment_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     actions = wallet.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
 
     create = actions.add_parser(
         "create", parents=[common], help="create a wallet (keygen with the server share)"
     )
-    create.add_argument("--scheme", choices=SCHEMES, default="ecdsa")
+    create.add_argument("--scheme", choices=SCHEMES, default="ecdsa", help=SCHEME_HELP)
     create.add_argument(
         "--local-parties", type=int, default=1, metavar="N",
         help="parties this machine holds (default 1; the server share is one more)",
     )  # fmt: skip
-    create.add_argument("--threshold", type=int, default=2, metavar="T", help="default 2")
+    create.add_argument(
+        "--threshold", type=int, default=2, metavar="T",
+        help="parties needed to sign, 2 to local parties + 1 (default 2)",
+    )  # fmt: skip
     create.add_argument("--wallet-id", help="the wallet's id (default: a fresh one)")
     create.set_defaults(handler=_run("create"))
 
     sign = actions.add_parser("sign", parents=[common], help="sign a 32-byte digest")
-    sign.add_argument("wallet_id", metavar="WALLET")
-    sign.add_argument("--digest", required=True, type=_digest, metavar="HEX")
+    sign.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    sign.add_argument(
+        "--digest", required=True, type=_digest, metavar="HEX",
+        help="the 32-byte message digest to sign, in hex (e.g. a transaction's sighash)",
+    )  # fmt: skip
     sign.add_argument(
         "--party", type=int, action="append", dest="parties", metavar="I",
         help="local party index to sign with (repeatable; default: every local party)",
@@ -93,18 +125,27 @@ def add_wallet_commands(commands: Any) -> None:
     sign.set_defaults(handler=_run("sign"))
 
     backup = actions.add_parser(
-        "backup", parents=[common],
+        "backup", parents=[local],
         help="store a local party's share and identity, encrypted, at the host",
     )  # fmt: skip
-    backup.add_argument("wallet_id", metavar="WALLET")
-    backup.add_argument("--party", type=int, metavar="I", help="default: the only local party")
-    backup.add_argument("--backup-id", help="default: derived from the encrypted blob")
+    backup.add_argument(
+        "wallet_id", metavar="WALLET", nargs="?", help="the wallet to back up (optional with --all)"
+    )
+    chosen = backup.add_mutually_exclusive_group()
+    chosen.add_argument("--party", type=int, metavar="I", help="default: the only local party")
+    chosen.add_argument(
+        "--all", action="store_true",
+        help="every local party of WALLET, or of every wallet in --state without WALLET",
+    )  # fmt: skip
+    backup.add_argument(
+        "--backup-id", help="default: derived from the encrypted blob (not with --all)"
+    )
     backup.set_defaults(handler=_run("backup"))
 
     recover = actions.add_parser(
         "recover", parents=[common], help="restore a party on this machine from a host backup"
     )
-    recover.add_argument("wallet_id", metavar="WALLET")
+    recover.add_argument("wallet_id", metavar="WALLET", help="the id of the wallet to recover")
     recover.add_argument(
         "--public-key", required=True, type=_public_key, metavar="HEX",
         help="the wallet's 33-byte public key, as you know it (not as the host says)",
@@ -115,15 +156,33 @@ def add_wallet_commands(commands: Any) -> None:
     recover.add_argument("--force", action="store_true", help="replace the wallet in --state")
     recover.set_defaults(handler=_run("recover"))
 
-    listing = actions.add_parser("list", parents=[common], help="wallets in the state directory")
+    listing = actions.add_parser(
+        "list", parents=[local], help="wallets in the state directory (damaged ones marked)"
+    )
     listing.set_defaults(handler=_run("list"))
+
+    passcode = actions.add_parser(
+        "passcode", parents=[local],
+        help="change the passcode that encrypts a wallet's local shares",
+        description="Re-encrypt WALLET's local shares and identities under a new passcode. "
+        "Backups already stored at the host keep the passcode they were made with.",
+    )  # fmt: skip
+    passcode.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    passcode.add_argument(
+        "--new-passcode-file", type=Path, metavar="FILE",
+        help=f"file holding the new passcode (else ${NEW_PASSCODE_ENV}, else a prompt, twice)",
+    )  # fmt: skip
+    passcode.set_defaults(handler=_run("passcode"))
 
     reshare = actions.add_parser(
         "reshare", parents=[common],
         help="move the key to new local parties and threshold (same public key)",
     )  # fmt: skip
-    reshare.add_argument("wallet_id", metavar="WALLET")
-    reshare.add_argument("--threshold", type=int, metavar="T", help="default: the current one")
+    reshare.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    reshare.add_argument(
+        "--threshold", type=int, metavar="T",
+        help="the new threshold, at most the new party count (default: the current one)",
+    )  # fmt: skip
     reshare.add_argument(
         "--local-parties", type=int, metavar="N",
         help="fresh local parties of the new keyring (default: as many as now)",
@@ -138,7 +197,7 @@ def add_wallet_commands(commands: Any) -> None:
     refresh = actions.add_parser(
         "refresh", parents=[common], help="new key shares for every party (same public key)"
     )
-    refresh.add_argument("wallet_id", metavar="WALLET")
+    refresh.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
     refresh.set_defaults(handler=_run("refresh"))
 
     export = actions.add_parser(
@@ -168,7 +227,7 @@ def add_wallet_commands(commands: Any) -> None:
         "import", parents=[common],
         help="split an existing private key with the server share (same public key)",
     )  # fmt: skip
-    imported.add_argument("--scheme", choices=SCHEMES, default="ecdsa")
+    imported.add_argument("--scheme", choices=SCHEMES, default="ecdsa", help=SCHEME_HELP)
     imported.add_argument(
         "--key-file", type=Path, required=True, metavar="FILE",
         help="the 32-byte private key in hex (as `wallet export` writes it)",
@@ -177,40 +236,54 @@ def add_wallet_commands(commands: Any) -> None:
         "--local-parties", type=int, default=1, metavar="N",
         help="parties this machine holds (default 1; the server share is one more)",
     )  # fmt: skip
-    imported.add_argument("--threshold", type=int, default=2, metavar="T", help="default 2")
+    imported.add_argument(
+        "--threshold", type=int, default=2, metavar="T",
+        help="parties needed to sign, 2 to local parties + 1 (default 2)",
+    )  # fmt: skip
     imported.add_argument("--wallet-id", help="the wallet's id (default: a fresh one)")
     imported.set_defaults(handler=_run("import"))
 
 
-def _common_options() -> argparse.ArgumentParser:
+def _common_options(*, attested: bool = True) -> argparse.ArgumentParser:
+    """The options every wallet command shares. ``attested``: the command verifies the
+    enclave's attestation, so it takes --pcr and --allow-debug; commands that never talk
+    to the enclave do not accept them, rather than ignore them."""
     env = os.environ.get
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection")
-    group.add_argument("--host", default=env("SHARDKEEP_HOST"), help="host address")
-    group.add_argument("--relay", default=env("SHARDKEEP_RELAY"), help="relay address")
+    group.add_argument(
+        "--host", default=env("SHARDKEEP_HOST"), help="the host's address ($SHARDKEEP_HOST)"
+    )
+    group.add_argument(
+        "--relay", default=env("SHARDKEEP_RELAY"), help="the relay's address ($SHARDKEEP_RELAY)"
+    )
     group.add_argument(
         "--coordinator-key", type=Path, metavar="PEM",
         default=_env_path("SHARDKEEP_COORDINATOR_KEY"),
-        help="the Ed25519 coordinator key the enclave pins",
+        help="the Ed25519 coordinator key the enclave pins ($SHARDKEEP_COORDINATOR_KEY)",
     )  # fmt: skip
     group.add_argument(
         "--root", type=Path, metavar="PEM", default=_env_path("SHARDKEEP_ROOT"),
-        help="attestation root certificate (default: AWS Nitro root G1)",
+        help="attestation root certificate (default: AWS Nitro root G1; $SHARDKEEP_ROOT)",
     )  # fmt: skip
-    group.add_argument(
-        "--pcr", metavar="N=HEX", type=_pcr, action="append", default=[],
-        help="expected PCR value of the enclave image (repeatable)",
-    )  # fmt: skip
-    group.add_argument(
-        "--allow-debug", action="store_true", help="accept a debug-mode (all-zero PCR) enclave"
-    )
+    if attested:
+        group.add_argument(
+            "--pcr", metavar="N=HEX", type=_pcr, action="append", default=[],
+            help="expected PCR value of the enclave image, checked in its attestation "
+            "(repeatable)",
+        )  # fmt: skip
+        group.add_argument(
+            "--allow-debug", action="store_true",
+            help="accept a debug-mode (all-zero PCR) enclave",
+        )  # fmt: skip
     group.add_argument("--timeout", type=float, default=120.0, help="seconds per ceremony")
     add_transport_options(group)
     state = common.add_argument_group("local state")
     state.add_argument(
         "--state", type=Path, metavar="DIR",
         default=_env_path("SHARDKEEP_STATE") or Path.home() / ".shardkeep",
-        help="where wallets, shares and identities are kept (default ~/.shardkeep)",
+        help="where wallets, shares and identities are kept (default ~/.shardkeep; "
+        "$SHARDKEEP_STATE)",
     )  # fmt: skip
     state.add_argument(
         "--passcode-file", type=Path, metavar="FILE",

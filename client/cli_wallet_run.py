@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import os
-import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, Literal, TextIO
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,19 +24,26 @@ from client.attestation import AttestationError
 from client.backups import backup_share, offline_export_files, recover_device, restore_wallet
 from client.bitcoin import wallet_output_key
 from client.cli_connection import resolve_connection, transport_from_args
+from client.cli_passcode import PasscodeError, read_passcode
 from client.cli_state import (
+    DamagedWallet,
+    WalletDescription,
+    change_passcode,
     list_wallets,
     load_description,
+    load_pending_description,
     load_wallet,
     save_wallet,
+    wallet_dir,
 )
-from client.cli_wallet import EXIT_USAGE, PASSCODE_ENV
+from client.cli_wallet import EXIT_USAGE, NEW_PASSCODE_ENV, PASSCODE_ENV
 from client.ethereum import wallet_address
 from client.party import PartyIdentity
 from client.storage import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from client.storage_errors import StorageError
 from client.transport import Transport
 from client.wallet import Wallet, WalletClient, WalletError
+from shardkeep import lifecycle
 from tss.bip32 import derive_public
 from tss.errors import InputError, ProtocolError, ShardkeepError
 from tss.keyshare import Scheme
@@ -160,10 +165,13 @@ class _Context:
 
 
 Handler = Callable[[_Context], Coroutine[Any, Any, dict[str, Any]]]
+# Which passcode a command reads before it runs: none, the wallet's, or a new one.
+PasscodeUse = Literal["none", "existing", "new"]
 
 # Failures -> exit status, most specific first (one table, as STYLE.md principle 5).
 _FAILURES: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (UsageError, EXIT_USAGE),
+    (PasscodeError, EXIT_USAGE),
     (AttestationError, EXIT_FAILED),
     (StorageError, EXIT_FAILED),  # wrong passcode, damaged or mismatched files
     (WalletError, EXIT_FAILED),
@@ -190,10 +198,18 @@ def run_command(command: str, args: argparse.Namespace, out: TextIO, err: TextIO
     Returns:
         0 success, 1 the operation failed, 2 bad usage or input.
     """
-    body, needs_passcode = _HANDLERS[command]
+    body, passcode_use = _HANDLERS[command]
     try:
-        passcode = _read_passcode(args) if needs_passcode else None
-    except (UsageError, OSError) as e:
+        _check_arguments(command, args)  # before any prompt, file or network call
+        passcode = (
+            None
+            if passcode_use == "none"
+            else read_passcode(
+                args.passcode_file, "--passcode-file", PASSCODE_ENV, "passcode",
+                new=passcode_use == "new",
+            )
+        )  # fmt: skip
+    except (UsageError, PasscodeError, InputError, OSError) as e:
         print(f"shardkeep: {_describe(e)}", file=err)
         return EXIT_USAGE
     context = _Context(args, err, passcode)
@@ -221,20 +237,68 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _read_passcode(args: argparse.Namespace) -> str:
-    text: str
-    if args.passcode_file is not None:
-        path: Path = args.passcode_file
-        text = path.read_text(encoding="utf-8").rstrip("\r\n")
-    elif os.environ.get(PASSCODE_ENV):
-        text = os.environ[PASSCODE_ENV]
-    elif sys.stdin.isatty():
-        text = getpass.getpass("shardkeep passcode: ")
-    else:
-        raise UsageError(f"give the passcode with --passcode-file or ${PASSCODE_ENV}")
-    if not text:
-        raise UsageError("the passcode is empty")
-    return text
+### Checks that need no passcode and no network
+
+# Commands whose WALLET must already be in the state directory.
+_EXISTING_WALLET: Final = frozenset({"sign", "backup", "refresh", "reshare", "export", "passcode"})
+
+
+def _check_arguments(command: str, args: argparse.Namespace) -> None:
+    """Refuse bad arguments before any prompt, decryption or network call.
+
+    Raises:
+        UsageError: an unknown wallet, a threshold the keyring cannot have, or
+            options that do not go together.
+        InputError: a threshold of 1 with the server share.
+    """
+    wallet_id = getattr(args, "wallet_id", None)
+    if command == "export" and args.offline:
+        if wallet_id is not None or args.without_server:
+            raise UsageError("--offline takes share files only (no WALLET, no --without-server)")
+        if args.pcr or args.allow_debug:
+            raise UsageError("--offline talks to no enclave: --pcr and --allow-debug do not apply")
+        return
+    if command in _EXISTING_WALLET and wallet_id is not None:
+        _require_wallet(args.state, wallet_id)
+    if command in ("create", "import"):
+        _check_new_wallet(args)
+    elif command == "reshare":
+        description = load_description(args.state, args.wallet_id)
+        count = args.local_parties if args.local_parties is not None else len(description.local)
+        if count < 1:
+            raise UsageError("--local-parties must be at least 1")
+        with_server = description.server_index is not None and not args.without_server
+        threshold = args.threshold if args.threshold is not None else description.threshold
+        _check_threshold(threshold, count, with_server=with_server)
+    elif command == "backup":
+        if wallet_id is None and not args.all:
+            raise UsageError("name the WALLET to back up, or give --all")
+        if args.all and args.backup_id is not None:
+            raise UsageError("--backup-id names one backup; it does not go with --all")
+
+
+def _require_wallet(state: Path, wallet_id: str) -> None:
+    """Refuse a wallet id the state directory does not hold, naming the way to see them."""
+    directory = wallet_dir(state, wallet_id)
+    if (
+        not (directory / "wallet.json").exists()
+        and load_pending_description(state, wallet_id) is None
+    ):
+        raise UsageError(f"no wallet {wallet_id} in {state} (see `shardkeep wallet list`)")
+
+
+def _check_threshold(threshold: int, local_parties: int, *, with_server: bool) -> None:
+    """A keyring of ``local_parties`` (+ the server share) can have ``threshold``."""
+    parties = local_parties + (1 if with_server else 0)
+    if with_server:
+        lifecycle.check_server_threshold(threshold)
+    elif threshold < 1:
+        raise UsageError(f"--threshold {threshold}: a threshold is at least 1")
+    if threshold > parties:
+        raise UsageError(
+            f"--threshold {threshold} exceeds the {parties} parties of the keyring "
+            f"({local_parties} local{' + the server share' if with_server else ''})"
+        )
 
 
 def _emit(out: TextIO, result: dict[str, Any], *, as_json: bool) -> None:
@@ -268,9 +332,11 @@ def _describe_wallet(wallet: Wallet) -> dict[str, Any]:
 
 
 def _check_new_wallet(args: argparse.Namespace) -> None:
-    """Refuse a new wallet without local parties, or under an id the state already holds."""
+    """Refuse a new wallet without local parties, with a threshold its keyring cannot have,
+    or under an id the state already holds."""
     if args.local_parties < 1:
         raise UsageError("--local-parties must be at least 1")
+    _check_threshold(args.threshold, args.local_parties, with_server=True)
     if args.wallet_id is None:
         return
     try:
@@ -282,7 +348,6 @@ def _check_new_wallet(args: argparse.Namespace) -> None:
 
 async def _create(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    _check_new_wallet(args)
     passcode = ctx.passcode
     devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
     async with ctx.client() as client:
@@ -362,30 +427,59 @@ def _child_key(wallet: Wallet, path: tuple[int, ...]) -> bytes:
 
 async def _backup(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    description = load_description(args.state, args.wallet_id)
-    if args.party is None and len(description.local) != 1:
-        raise UsageError(f"choose --party among {list(description.local)}")
-    party = args.party if args.party is not None else description.local[0]
-    ctx.progress("decrypting the key share")
-    loaded = load_wallet(
-        args.state, args.wallet_id, ctx.passcode, parties=[party],
-        insecure_allow_weak_kdf=ctx.weak,
-    )  # fmt: skip
-    ctx.progress("encrypting the backup")
-    async with ctx.host_channel() as channel:
-        stored = await backup_share(
-            channel, loaded.wallet.shares[party], wallet_id=args.wallet_id,
-            passcode=ctx.passcode, identity=loaded.devices[party],
-            owner_key=loaded.wallet.owner_key, backup_id=args.backup_id, params=ctx.params,
+    if not args.all:
+        description = load_description(args.state, args.wallet_id)
+        if args.party is None and len(description.local) != 1:
+            raise UsageError(f"choose --party among {list(description.local)}, or give --all")
+        party = args.party if args.party is not None else description.local[0]
+        (stored,) = await _back_up(ctx, {args.wallet_id: [party]}, args.backup_id)
+        return stored
+    entries = (
+        [load_description(args.state, args.wallet_id)]
+        if args.wallet_id is not None
+        else list_wallets(args.state)
+    )
+    chosen = {d.wallet_id: list(d.local) for d in entries if isinstance(d, WalletDescription)}
+    skipped = [str(d) for d in entries if isinstance(d, DamagedWallet)]
+    return {"backups": await _back_up(ctx, chosen, None), "skipped_damaged": skipped}
+
+
+async def _back_up(
+    ctx: _Context, parties: dict[str, list[int]], backup_id: str | None
+) -> list[dict[str, Any]]:
+    """Store an encrypted backup of the given local parties of each wallet at the host.
+
+    Every share is decrypted before the first upload, so a wrong passcode for any
+    wallet stores nothing.
+    """
+    loaded = {}
+    for wallet_id, chosen in parties.items():
+        ctx.progress(f"{wallet_id}: decrypting the key shares")
+        loaded[wallet_id] = load_wallet(
+            ctx.args.state, wallet_id, ctx.passcode, parties=chosen,
             insecure_allow_weak_kdf=ctx.weak,
         )  # fmt: skip
-    return {
-        "wallet_id": stored.wallet_id,
-        "backup_id": stored.backup_id,
-        "party": stored.party_id,
-        "epoch": stored.epoch,
-        "bytes": len(stored.blob),
-    }
+    done = []
+    async with ctx.host_channel() as channel:
+        for wallet_id, chosen in parties.items():
+            wallet, devices = loaded[wallet_id].wallet, loaded[wallet_id].devices
+            for party in chosen:
+                ctx.progress(f"{wallet_id}: storing the backup of party {party}")
+                stored = await backup_share(
+                    channel, wallet.shares[party], wallet_id=wallet_id,
+                    passcode=ctx.passcode, identity=devices[party], owner_key=wallet.owner_key,
+                    backup_id=backup_id, params=ctx.params, insecure_allow_weak_kdf=ctx.weak,
+                )  # fmt: skip
+                done.append(
+                    {
+                        "wallet_id": stored.wallet_id,
+                        "backup_id": stored.backup_id,
+                        "party": stored.party_id,
+                        "epoch": stored.epoch,
+                        "bytes": len(stored.blob),
+                    }
+                )
+    return done
 
 
 async def _recover(ctx: _Context) -> dict[str, Any]:
@@ -416,7 +510,14 @@ async def _recover(ctx: _Context) -> dict[str, Any]:
 
 
 async def _list(ctx: _Context) -> dict[str, Any]:
-    wallets = list_wallets(ctx.args.state)
+    entries = list_wallets(ctx.args.state)
+    wallets = [d for d in entries if isinstance(d, WalletDescription)]
+    damaged = [d for d in entries if isinstance(d, DamagedWallet)]
+    if not ctx.args.json:
+        return {
+            "wallets": [d.wallet_id for d in wallets],
+            "damaged": [str(d) for d in damaged],
+        }
     return {
         "wallets": [
             {
@@ -429,10 +530,28 @@ async def _list(ctx: _Context) -> dict[str, Any]:
                 "epoch": d.epoch,
             }
             for d in wallets
-        ]
-        if ctx.args.json
-        else [d.wallet_id for d in wallets]
+        ],
+        "damaged": [
+            {"directory": d.directory, "wallet_id": d.wallet_id, "reason": d.reason}
+            for d in damaged
+        ],
     }
+
+
+async def _passcode(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    new = read_passcode(
+        args.new_passcode_file, "--new-passcode-file", NEW_PASSCODE_ENV, "new passcode", new=True
+    )
+    if new == ctx.passcode:
+        raise UsageError("the new passcode is the old one")
+    ctx.progress("re-encrypting the key shares")
+    changed = change_passcode(
+        args.state, args.wallet_id, ctx.passcode, new, params=ctx.params,
+        insecure_allow_weak_kdf=ctx.weak,
+    )  # fmt: skip
+    # Backups at the host stay under the passcode they were made with.
+    return {"wallet_id": args.wallet_id, "parties": list(changed), "backup_needed": True}
 
 
 async def _refresh(ctx: _Context) -> dict[str, Any]:
@@ -457,8 +576,6 @@ async def _reshare(ctx: _Context) -> dict[str, Any]:
     loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
     old = loaded.wallet
     count = args.local_parties if args.local_parties is not None else len(old.shares)
-    if count < 1:
-        raise UsageError("--local-parties must be at least 1")
     new_devices = [PartyIdentity.generate() for _ in range(count)]
     async with ctx.client() as client:
         ctx.progress.stage("reshare")
@@ -516,8 +633,6 @@ async def _export(ctx: _Context) -> dict[str, Any]:
 def _export_offline(ctx: _Context) -> dict[str, Any]:
     """The key from share files alone: no host, relay or server share is contacted."""
     args = ctx.args
-    if args.wallet_id is not None or args.without_server:
-        raise UsageError("--offline takes share files only (no WALLET, no --without-server)")
     ctx.progress("decrypting the share files")
     exported = offline_export_files(
         args.offline, passcode=ctx.passcode, public_key=args.public_key,
@@ -557,7 +672,6 @@ def _read_key_file(path: Path) -> bytes:
 
 async def _import(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    _check_new_wallet(args)
     passcode = ctx.passcode
     private_key = _read_key_file(args.key_file)
     devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
@@ -577,14 +691,15 @@ async def _import(ctx: _Context) -> dict[str, Any]:
     return _describe_wallet(wallet) | {"backup_needed": True}
 
 
-_HANDLERS: Final[dict[str, tuple[Handler, bool]]] = {
-    "refresh": (_refresh, True),
-    "reshare": (_reshare, True),
-    "export": (_export, True),
-    "import": (_import, True),
-    "create": (_create, True),
-    "sign": (_sign, True),
-    "backup": (_backup, True),
-    "recover": (_recover, True),
-    "list": (_list, False),
+_HANDLERS: Final[dict[str, tuple[Handler, PasscodeUse]]] = {
+    "refresh": (_refresh, "existing"),
+    "reshare": (_reshare, "existing"),
+    "export": (_export, "existing"),
+    "import": (_import, "new"),
+    "create": (_create, "new"),
+    "sign": (_sign, "existing"),
+    "backup": (_backup, "existing"),
+    "recover": (_recover, "existing"),
+    "list": (_list, "none"),
+    "passcode": (_passcode, "existing"),
 }

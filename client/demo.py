@@ -22,6 +22,7 @@ from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 from client.devstack import running_stack
 from client.party import PartyIdentity
 from client.wallet import Wallet, WalletClient, WalletError
+from tss.errors import InputError
 from tss.signing import RecoverableSignature, SigningOptions
 from tss.taproot import taproot_output_key
 
@@ -44,10 +45,40 @@ class _Story:
         return result
 
 
+# Left in every directory the demo makes: the only mark that lets a later run delete it.
+MARKER = ".shardkeep-demo"
+
+
+class DemoDirectoryError(InputError):
+    """The demo's directory holds files the demo did not make; it is left untouched."""
+
+
+def prepare_directory(directory: Path) -> None:
+    """Make ``directory`` an empty directory marked as the demo's.
+
+    A directory an earlier demo made (it holds the marker) is removed and made
+    again; an empty one is used. Anything else may be the user's own files, so
+    it is refused before anything is written or deleted.
+
+    Raises:
+        DemoDirectoryError: ``directory`` is a file, or a non-empty directory
+            without the marker.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise DemoDirectoryError(f"{directory} is not a directory; choose another --dir")
+    if directory.is_dir() and any(directory.iterdir()):
+        if not (directory / MARKER).is_file():
+            raise DemoDirectoryError(
+                f"{directory} is not empty and was not made by `shardkeep demo` (no {MARKER}); "
+                "choose an empty or new --dir, or delete it yourself"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).write_text("made by `shardkeep demo`; the next demo run deletes it\n")
+
+
 async def _demo(directory: Path, out: TextIO) -> int:
     story = _Story(out)
-    if directory.exists():
-        shutil.rmtree(directory)
     story.say(f"shardkeep demo: starting devkms, relay, enclave and host under {directory}")
     async with running_stack(directory) as stack:
         story.say(f"  relay {stack.relay_address}\n  enclave {stack.enclave_address}")
@@ -145,5 +176,10 @@ def _check_ecdsa(wallet: Wallet, result: bytes | RecoverableSignature) -> None:
 
 
 def run_demo(directory: Path, out: TextIO) -> int:
-    """Run the demo with its state under ``directory``; return the exit status."""
+    """Run the demo with its state under ``directory``; return the exit status.
+
+    Raises:
+        DemoDirectoryError: ``directory`` holds files the demo did not make.
+    """
+    prepare_directory(directory)
     return asyncio.run(_demo(directory, out))

@@ -69,6 +69,25 @@ def roster_of(parties: list[ceremony_pb2.Party], indices: list[int] | None = Non
     )
 
 
+class RoundProgress:
+    """Reports a ceremony's rounds as they complete: "round k of n done" once for each k
+    from 1 to n in order, whatever the messages' arrival order (a round that needs no
+    message from a peer completes with the one before it)."""
+
+    def __init__(self, ceremony: Ceremony[Any], progress: Progress | None) -> None:
+        self._ceremony = ceremony
+        self._progress = progress
+        self._reported = 0
+
+    def update(self) -> None:
+        """Report every round completed since the last call."""
+        total = self._ceremony.rounds
+        completed = min(self._ceremony.current_round - 1, total)
+        while self._progress is not None and self._reported < completed:
+            self._reported += 1
+            self._progress(f"round {self._reported} of {total} done")
+
+
 async def run_over_relay(
     ceremony: Ceremony[ResultT],
     identity: PartyIdentity,
@@ -126,7 +145,9 @@ async def run_over_relay(
             if save_pending is not None and pending is not None:
                 await save_pending(pending)
             await send(await step(session.confirm_saved))
+        rounds.update()
 
+    rounds = RoundProgress(ceremony, progress)
     await step_and_send(session.start)
     if session.done:  # e.g. an export contributor, which expects no message
         return session.result
@@ -138,8 +159,6 @@ async def run_over_relay(
         ):
             continue  # another ceremony of the same room, or not ours
         await step_and_send(functools.partial(session.receive, bytes(envelope.payload)))
-        if progress is not None:
-            progress(f"round {session.ceremony.current_round - 1} of {session.ceremony.rounds}")
         if session.done:
             return session.result
     raise ConnectionError("the relay ended the room before the ceremony finished")

@@ -48,6 +48,7 @@ class ShareFormatError(StorageError, InvalidEncodingError):
 
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
+        self.problem = problem
         super().__init__(f"share container field {field!r}: {problem}")
 
 

@@ -154,7 +154,7 @@ def test_taproot_signature_and_failure_exits(
     )  # fmt: skip
     assert status == 2 and "--host" in err
     status, _, err = shardkeep(capsys, "wallet", "sign", "nope", "--digest", DIGEST, *on_laptop)
-    assert status == 2 and "cannot read" in err
+    assert status == 2 and "no wallet nope" in err and "wallet list" in err
     status, _, _ = shardkeep(capsys, "wallet", "sign", wallet_id, "--digest", "abcd", *on_laptop)
     assert status == 2
     status, _, err = shardkeep(
