@@ -8,6 +8,9 @@ channels), and signing throughput with N concurrent ceremonies. For ECDSA also
 a DKLs23 pair setup alone, and the first signature after an enclave restart
 (the enclave keeps its pair setups in memory only, so that signature is
 refused once, runs a pair setup and is retried: docs/security/ot-setups.md).
+Also the price of replay protection: one ``Host.GetChallenge`` round trip
+(host + enclave), and the room creation the SDK overlaps it with, alone and
+together.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ async def _bench(directory: Path) -> None:
             root_certificate=stack.root_certificate,
         ) as wallets,
     ):  # fmt: skip
+        room = functools.partial(wallets._relay.create_room, ["a", "b"], ttl_ms=60_000)
+        challenge_ms = await _median_ms(wallets.challenge, 5 * RUNS)
+        room_ms = await _median_ms(room, 5 * RUNS)
+        both_ms = await _median_ms(lambda: asyncio.gather(room(), wallets.challenge()), 5 * RUNS)
+        print(f"challenge {challenge_ms:.2f} ms, create room {room_ms:.2f} ms, both overlapped")
+        print(f"(as every ceremony with the server share does) {both_ms:.2f} ms")
         device = PartyIdentity.generate()
         print(f"{'scheme':16} {'op':8} {'service ms':>11} {'local ms':>9} {'overhead':>9}")
         for scheme in SCHEMES:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from client.attestation import AttestationDocument, verify
 from client.party import PartyIdentity, Progress, roster_of, run_over_relay
 from client.transport import Transport, TransportError, transport_error
-from relay.client import RelayClient
+from relay.client import CreatedRoom, RelayClient
 from relay.errors import RelayError
 from shardkeep import lifecycle
 from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
@@ -708,22 +708,12 @@ class WalletClient:
         """Create the room, run each local party's ceremony over it and the server's through
         the host; return the host's result and each local party's result by party id."""
         roster, _ = build(request)  # the room's members; plans are rebuilt with the room id
-        try:
-            room = await self._relay.create_room(
-                list(roster.party_ids),
-                ttl_ms=int(self._timeout * 1000),
-                max_total_bytes=room_bytes(len(roster.party_ids)),
-            )
-        except RelayError as e:
-            cause = e.__cause__
-            typed = (
-                self._connection_error(cause, "relay")
-                if isinstance(cause, grpc.aio.AioRpcError)
-                else None
-            )
-            if typed is None:
-                raise
-            raise typed from e
+        with_server = server_id is not None and server_id in roster.party_ids
+        # The enclave's challenge travels while the room is made (one extra call, overlapped).
+        room, challenge = await asyncio.gather(
+            self._create_room(list(roster.party_ids)),
+            self.challenge() if with_server else asyncio.sleep(0, b""),
+        )
         request.room_id = room.room_id
         roster, ceremonies = build(request)
         by_id = {d.party_id: d for d in devices}
@@ -733,7 +723,7 @@ class WalletClient:
                 return await run_over_relay(ceremony, by_id[pid], roster, request, relay, progress)
 
         async def server() -> ceremony_pb2.CeremonyResult:
-            if server_id is None or server_id not in roster.party_ids:
+            if server_id is None or not with_server:
                 return ceremony_pb2.CeremonyResult(
                     ceremony_id=request.ceremony_id, wallet_id=request.wallet_id
                 )
@@ -741,7 +731,7 @@ class WalletClient:
             try:
                 result: ceremony_pb2.CeremonyResult = await call(
                     host_pb2.HostCeremonyRequest(
-                        request=self._signed(request, owner),
+                        request=self._signed(request, challenge, owner),
                         relay_token=room.join_tokens[server_id],
                     ),
                     timeout=self._timeout,
@@ -763,14 +753,55 @@ class WalletClient:
             await self._relay.close_room(room.room_id, room.admin_token)
         return outcome[0], dict(zip(ceremonies, outcome[1:], strict=True))
 
+    async def _create_room(self, party_ids: list[str]) -> CreatedRoom:
+        try:
+            return await self._relay.create_room(
+                party_ids,
+                ttl_ms=int(self._timeout * 1000),
+                max_total_bytes=room_bytes(len(party_ids)),
+            )
+        except RelayError as e:
+            cause = e.__cause__
+            typed = (
+                self._connection_error(cause, "relay")
+                if isinstance(cause, grpc.aio.AioRpcError)
+                else None
+            )
+            if typed is None:
+                raise
+            raise typed from e
+
     def _connection_error(self, error: grpc.aio.AioRpcError, server: str) -> TransportError | None:
         return transport_error(error, server, self._addresses[server], self._transport)
 
+    async def challenge(self) -> bytes:
+        """A single-use challenge from the enclave (through the host) for one ceremony request.
+
+        The enclave accepts a signed request only with a challenge it issued and
+        has not seen used, so a request cannot be replayed, not even after an
+        enclave restart or on another enclave instance.
+
+        Raises:
+            TransportError: the host cannot be reached (as ``attest``).
+            WalletError: the host or the enclave refused.
+        """
+        try:
+            reply = await self._host.GetChallenge(host_pb2.HostChallengeRequest(), timeout=30)
+        except grpc.aio.AioRpcError as e:
+            typed = self._connection_error(e, "host")
+            if typed is not None:
+                raise typed from e
+            raise WalletError(f"no challenge from the server share: {e.details()}", e.code()) from e
+        return bytes(reply.challenge)
+
     def _signed(
-        self, request: ceremony_pb2.CeremonyRequest, owner: Ed25519PrivateKey | None = None
+        self,
+        request: ceremony_pb2.CeremonyRequest,
+        challenge: bytes,
+        owner: Ed25519PrivateKey | None = None,
     ) -> ceremony_pb2.SignedCeremonyRequest:
         request.not_after_unix = int(time.time()) + int(self._timeout)
-        request.request_nonce = secrets.token_bytes(16)
+        request.challenge = challenge
         data = request.SerializeToString()
         return ceremony_pb2.SignedCeremonyRequest(
             request=data,

@@ -19,3 +19,7 @@ class BadRequest(EnclaveError):
 
 class WrongShare(EnclaveError):
     """The host supplied a sealed share that is missing, stale or not this wallet's."""
+
+
+class Overloaded(EnclaveError):
+    """A bounded in-memory table is full; the caller may retry later."""

@@ -48,7 +48,8 @@ def build_deps(config: EnclaveConfig) -> EnclaveDeps:
     )
     sealer = ShareSealer(kms, config.kms.key_id, decrypt_key_ids=config.kms.decrypt_key_ids)
     policy = Policy(config.coordinator_keys, config.max_request_validity_seconds)
-    return EnclaveDeps(nsm, sealer, Authorizer(policy), rand=mixed_random(nsm), kms=kms)
+    rand = mixed_random(nsm)
+    return EnclaveDeps(nsm, sealer, Authorizer(policy, rand), rand=rand, kms=kms)
 
 
 async def serve(config: EnclaveConfig) -> None:

@@ -42,7 +42,7 @@ import structlog
 
 from enclave.auth import Authorizer
 from enclave.ceremonies import Plan, plan, scheme_of
-from enclave.errors import BadRequest, Unauthorized, WrongShare
+from enclave.errors import BadRequest, Overloaded, Unauthorized, WrongShare
 from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import Nsm
@@ -76,6 +76,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (WrongShare, grpc.StatusCode.FAILED_PRECONDITION),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (KmsError, grpc.StatusCode.UNAVAILABLE),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (InputError, grpc.StatusCode.INVALID_ARGUMENT),
     (SessionStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (ProtocolError, grpc.StatusCode.ABORTED),
@@ -238,6 +239,16 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         )
 
     # --- ceremonies ----------------------------------------------------------------
+
+    async def GetChallenge(
+        self, request: enclave_pb2.GetChallengeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> enclave_pb2.GetChallengeResponse:
+        try:
+            challenge, expires = self._deps.authorizer.challenges.issue(int(self._deps.clock()))
+        except Exception as e:  # mapped by the one table
+            await _abort(context, e)
+            raise
+        return enclave_pb2.GetChallengeResponse(challenge=challenge, not_after_unix=expires)
 
     async def RunCeremony(
         self,

@@ -290,6 +290,22 @@ class EnclaveLink:
             raise error_from_enclave(e) from e
         return bytes(response.document)
 
+    async def challenge(self, *, request_id: str) -> enclave_pb2.GetChallengeResponse:
+        """A single-use challenge from the enclave for the caller's next ceremony request.
+
+        Raises:
+            HostError: the enclave's status, passed through.
+        """
+        try:
+            response: enclave_pb2.GetChallengeResponse = await self._stub.GetChallenge(
+                enclave_pb2.GetChallengeRequest(),
+                timeout=self.config.call_timeout_s,
+                metadata=(("x-request-id", request_id),),
+            )
+        except grpc.aio.AioRpcError as e:
+            raise error_from_enclave(e) from e
+        return response
+
     async def status(self, *, wait_s: float | None = None) -> enclave_pb2.GetStatusResponse:
         """The enclave's status (version, static key, running ceremonies).
 

@@ -4,7 +4,8 @@ Ceremony calls (Keygen, Sign, Reshare, Refresh, Export) are checked against
 the method (``host.ceremony_plan``), then run by ``host.enclave_link``:
 forwarded to the enclave, with the room's traffic relayed both ways and the
 sealed shares stored. GetWallet reads the store; GetAttestation forwards to
-the enclave. PutBackup, GetBackup and ListBackups keep the clients' backup
+the enclave, and so does GetChallenge (a single-use challenge for the next
+ceremony request). PutBackup, GetBackup and ListBackups keep the clients' backup
 shares, which the clients encrypt before upload: the host stores opaque
 ciphertext (DESIGN.md §6). The host authorises nothing itself (DESIGN.md §5): the enclave
 verifies every request's proof of authority.
@@ -522,6 +523,22 @@ class HostServicer(host_pb2_grpc.HostServicer):
             error = error_for(e)
             await context.abort(error.code, error.message, trailing_metadata=error.trailers)
         return host_pb2.HostAttestationResponse(document=document)
+
+    async def GetChallenge(
+        self,
+        request: host_pb2.HostChallengeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> host_pb2.HostChallengeResponse:
+        """A single-use challenge from the enclave (forwarded; the host keeps nothing)."""
+        try:
+            request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+            issued = await self._link.challenge(request_id=request_id)
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+        return host_pb2.HostChallengeResponse(
+            challenge=issued.challenge, not_after_unix=issued.not_after_unix
+        )
 
     # --- backup shares (client-encrypted; the host never interprets the blob) ---------
 

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,14 +98,37 @@ class ClientParty:
         )
 
 
+CHALLENGES: ContextVar[Authorizer | None] = ContextVar("CHALLENGES", default=None)
+"""The in-process enclave's authoriser, whose challenges ``signed`` takes (as the host's
+``GetChallenge`` would) while ``with_enclave`` (or ``issuing_challenges``) runs."""
+
+
+@contextmanager
+def issuing_challenges(authorizer: Authorizer) -> Iterator[None]:
+    """Let ``signed`` take challenges from ``authorizer`` inside this block."""
+    token = CHALLENGES.set(authorizer)
+    try:
+        yield
+    finally:
+        CHALLENGES.reset(token)
+
+
 def signed(
     request: ceremony_pb2.CeremonyRequest,
     coordinator: Ed25519PrivateKey,
     owner: Ed25519PrivateKey | None = None,
+    challenge: bytes | None = None,
 ) -> ceremony_pb2.SignedCeremonyRequest:
-    """Fill in expiry and nonce, serialise, and sign the request."""
+    """Fill in expiry and a challenge, serialise, and sign the request.
+
+    The challenge is ``challenge`` if given, else a fresh one of the running
+    in-process enclave (``with_enclave``), else none (the enclave refuses that).
+    """
     request.not_after_unix = int(time.time()) + 120
-    request.request_nonce = secrets.token_bytes(16)
+    if challenge is None:
+        authorizer = CHALLENGES.get()
+        challenge = b"" if authorizer is None else authorizer.challenges.issue(int(time.time()))[0]
+    request.challenge = challenge
     data = request.SerializeToString()
     return ceremony_pb2.SignedCeremonyRequest(
         request=data,
@@ -150,16 +174,16 @@ async def with_enclave(
     body: Any,
     sealed_identity: bytes = b"",
 ) -> Any:
-    running = await create_server(
-        f"unix:{tmp_path / 'enclave.sock'}", enclave_deps(pki, endpoint, coordinator)
-    )
+    deps = enclave_deps(pki, endpoint, coordinator)
+    running = await create_server(f"unix:{tmp_path / 'enclave.sock'}", deps)
     try:
         async with grpc.aio.insecure_channel(f"unix:{tmp_path / 'enclave.sock'}") as channel:
             stub = enclave_pb2_grpc.EnclaveStub(channel)
             identity = await stub.Provision(
                 enclave_pb2.ProvisionRequest(sealed_identity=sealed_identity)
             )
-            return await body(Stack(stub, identity))
+            with issuing_challenges(deps.authorizer):
+                return await body(Stack(stub, identity))
     finally:
         await running.server.stop(None)
 

@@ -149,9 +149,10 @@ def test_an_enclave_killed_mid_ceremony_loses_no_share(stack_dir: Path) -> None:
         room = await wallets._relay.create_room([p.party_id for p in wallet.parties])
         request.room_id = room.room_id
         server_id = wallet.parties[1].party_id
+        challenge = await wallets.challenge()
         call = wallets._host.Refresh(
             host_pb2.HostCeremonyRequest(
-                request=wallets._signed(request), relay_token=room.join_tokens[server_id]
+                request=wallets._signed(request, challenge), relay_token=room.join_tokens[server_id]
             ),
             timeout=60,
         )

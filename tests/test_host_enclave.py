@@ -169,9 +169,10 @@ async def ceremony(
         play(s.relay, room, client.party.party_id, request.ceremony_id, session)
     )
     try:
+        issued = await s.host.GetChallenge(host_pb2.HostChallengeRequest())
         result = await method(
             host_pb2.HostCeremonyRequest(
-                request=signed(request, coordinator),
+                request=signed(request, coordinator, challenge=issued.challenge),
                 relay_token=room.join_tokens[s.server_party.party_id],
             ),
             timeout=30,

@@ -83,7 +83,6 @@ def import_request(
         new_threshold=2,
         new_parties=[importer, _party(SERVER, STATIC_KEY)],
         owner_key=owner_key,
-        request_nonce=secrets.token_bytes(16),
     )
     if keyring:
         ring = ceremony_pb2.PublicKeyring(

@@ -173,7 +173,6 @@ def make_request(
         wallet_id=WALLET,
         parties=parties(),
         epoch=epoch,
-        request_nonce=secrets.token_bytes(16),
         **fields,  # type: ignore[arg-type]
     )
     if kind == K.CEREMONY_KIND_KEYGEN:

@@ -45,6 +45,7 @@ from tests.enclave_harness import (
     client_lifecycle,
     client_sign,
     host_loop,
+    issuing_challenges,
     keygen_request,
     lifecycle_request,
     run,
@@ -352,7 +353,8 @@ async def with_enclave(
     running = await create_server(address, enclave_deps)
     try:
         async with grpc.aio.insecure_channel(address) as channel:
-            return await body(enclave_pb2_grpc.EnclaveStub(channel))  # type: ignore[no-untyped-call]
+            with issuing_challenges(enclave_deps.authorizer):
+                return await body(enclave_pb2_grpc.EnclaveStub(channel))  # type: ignore[no-untyped-call]
     finally:
         await running.server.stop(None)
 

@@ -236,9 +236,10 @@ def every_single_use_state() -> dict[str, Any]:
 
 def test_single_use_states_refuse_every_copy() -> None:
     for name, state in every_single_use_state().items():
-        for how in ("copy", "deepcopy", "pickle"):
+        duplicators: tuple[Copier, ...] = (copy.copy, copy.deepcopy, pickle.dumps)
+        for duplicate in duplicators:
             with pytest.raises(StateCopyError, match="single-use"):
-                {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle.dumps}[how](state)
+                duplicate(state)
         with pytest.raises(TypeError, match="dataclass"):
             dataclasses.replace(state)
         assert not dataclasses.is_dataclass(state), name

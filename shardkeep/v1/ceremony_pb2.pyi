@@ -58,7 +58,7 @@ class PublicKeyring(_message.Message):
     def __init__(self, threshold: _Optional[int] = ..., public_key: _Optional[bytes] = ..., public_shares: _Optional[_Iterable[bytes]] = ..., chain_code: _Optional[bytes] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class CeremonyRequest(_message.Message):
-    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "request_nonce", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids")
+    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge")
     class PairSetupIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,7 +78,6 @@ class CeremonyRequest(_message.Message):
     TAPROOT_MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
     EXPORT_RECIPIENT_KEY_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_NONCE_FIELD_NUMBER: _ClassVar[int]
     SIGNERS_FIELD_NUMBER: _ClassVar[int]
     OWNER_KEY_FIELD_NUMBER: _ClassVar[int]
     NEW_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +87,7 @@ class CeremonyRequest(_message.Message):
     EXPORT_RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     KEYRING_FIELD_NUMBER: _ClassVar[int]
     PAIR_SETUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     room_id: str
     kind: CeremonyKind
@@ -100,7 +100,6 @@ class CeremonyRequest(_message.Message):
     taproot_merkle_root: bytes
     export_recipient_key: bytes
     not_after_unix: int
-    request_nonce: bytes
     signers: _containers.RepeatedScalarFieldContainer[int]
     owner_key: bytes
     new_threshold: int
@@ -110,7 +109,8 @@ class CeremonyRequest(_message.Message):
     export_recipient: Party
     keyring: PublicKeyring
     pair_setup_ids: _containers.ScalarMap[int, bytes]
-    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., request_nonce: _Optional[bytes] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ...) -> None: ...
+    challenge: bytes
+    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ..., challenge: _Optional[bytes] = ...) -> None: ...
 
 class SignedCeremonyRequest(_message.Message):
     __slots__ = ("request", "coordinator_signature", "owner_signature")

@@ -113,3 +113,15 @@ class CeremonyOutput(_message.Message):
     result: _ceremony_pb2.CeremonyResult
     failure: CeremonyFailure
     def __init__(self, outbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store: _Optional[_Union[_ceremony_pb2.SealedShare, _Mapping]] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., failure: _Optional[_Union[CeremonyFailure, _Mapping]] = ...) -> None: ...
+
+class GetChallengeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetChallengeResponse(_message.Message):
+    __slots__ = ("challenge", "not_after_unix")
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    challenge: bytes
+    not_after_unix: int
+    def __init__(self, challenge: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ...) -> None: ...

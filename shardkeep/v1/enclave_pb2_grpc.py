@@ -59,6 +59,11 @@ class EnclaveStub:
                 request_serializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyInput.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyOutput.FromString,
                 _registered_method=True)
+        self.GetChallenge = channel.unary_unary(
+                '/shardkeep.v1.Enclave/GetChallenge',
+                request_serializer=shardkeep_dot_v1_dot_enclave__pb2.GetChallengeRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_enclave__pb2.GetChallengeResponse.FromString,
+                _registered_method=True)
 
 
 class EnclaveServicer:
@@ -106,6 +111,14 @@ class EnclaveServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChallenge(self, request, context):
+        """A fresh single-use challenge for one ceremony request (CeremonyRequest.challenge),
+        kept in this enclave process's memory only (docs/security/replay.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnclaveServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +146,11 @@ def add_EnclaveServicer_to_server(servicer, server):
                     servicer.RunCeremony,
                     request_deserializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyInput.FromString,
                     response_serializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyOutput.SerializeToString,
+            ),
+            'GetChallenge': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChallenge,
+                    request_deserializer=shardkeep_dot_v1_dot_enclave__pb2.GetChallengeRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_enclave__pb2.GetChallengeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +288,33 @@ class Enclave:
             '/shardkeep.v1.Enclave/RunCeremony',
             shardkeep_dot_v1_dot_enclave__pb2.CeremonyInput.SerializeToString,
             shardkeep_dot_v1_dot_enclave__pb2.CeremonyOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChallenge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Enclave/GetChallenge',
+            shardkeep_dot_v1_dot_enclave__pb2.GetChallengeRequest.SerializeToString,
+            shardkeep_dot_v1_dot_enclave__pb2.GetChallengeResponse.FromString,
             options,
             channel_credentials,
             insecure,

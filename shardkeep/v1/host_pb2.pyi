@@ -170,3 +170,15 @@ class RetireEpochRequest(_message.Message):
 class RetireEpochResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class HostChallengeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HostChallengeResponse(_message.Message):
+    __slots__ = ("challenge", "not_after_unix")
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    challenge: bytes
+    not_after_unix: int
+    def __init__(self, challenge: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ...) -> None: ...

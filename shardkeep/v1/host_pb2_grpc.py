@@ -112,6 +112,11 @@ class HostStub:
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochResponse.FromString,
                 _registered_method=True)
+        self.GetChallenge = channel.unary_unary(
+                '/shardkeep.v1.Host/GetChallenge',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeResponse.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -222,6 +227,14 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChallenge(self, request, context):
+        """A single-use challenge from the enclave, for the next ceremony request
+        (CeremonyRequest.challenge); forwarded, never stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -299,6 +312,11 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.RetireEpoch,
                     request_deserializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_host__pb2.RetireEpochResponse.SerializeToString,
+            ),
+            'GetChallenge': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChallenge,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -708,6 +726,33 @@ class Host:
             '/shardkeep.v1.Host/RetireEpoch',
             shardkeep_dot_v1_dot_host__pb2.RetireEpochRequest.SerializeToString,
             shardkeep_dot_v1_dot_host__pb2.RetireEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChallenge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/GetChallenge',
+            shardkeep_dot_v1_dot_host__pb2.HostChallengeRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.HostChallengeResponse.FromString,
             options,
             channel_credentials,
             insecure,
