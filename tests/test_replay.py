@@ -42,7 +42,7 @@ from tests.enclave_harness import (
     signed,
     with_enclave,
 )
-from tss.signing import Bip340Signing
+from tss.signing import NO_OPTIONS, HostKeys, signing_ceremony
 
 DIGEST = bytes.fromhex("c3" * 32)
 NOW = 1_800_000_000
@@ -187,9 +187,11 @@ def test_replayed_signed_request_after_enclave_restart_refused(tmp_path: Path) -
 
         async def phone_signs() -> bytes:
             session_id = f"{request.room_id}/{request.ceremony_id}".encode()
-            signing = Bip340Signing(
-                wallet.shares[0], [0, 1], DIGEST, session_id, secrets.token_bytes
-            )
+            hostpubkeys = tuple(bytes(p.host_pubkey) for p in wallet.parties)
+            signing = signing_ceremony(
+                wallet.shares[0], [0, 1], DIGEST, session_id, secrets.token_bytes,
+                NO_OPTIONS, HostKeys(phone.hostseckey, hostpubkeys),
+            )  # fmt: skip
             async with wallets._relay.join(room.room_id, ids[0], room.join_tokens[ids[0]]) as link:
                 result: bytes = await run_over_relay(
                     signing, phone, roster_of(wallet.parties, [0, 1]), request, link
@@ -210,7 +212,7 @@ def test_replayed_signed_request_after_enclave_restart_refused(tmp_path: Path) -
         error = await replay()  # the same enclave process: the challenge is used
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "unknown or used challenge" in (error.details() or "")
-        await stack.restart("enclave", stack.enclave_address)
+        await stack.restart("enclave")
         error = await replay()  # a new enclave process: the challenge is unknown
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "unknown or used challenge" in (error.details() or "")
