@@ -299,8 +299,9 @@ class WalletClient:
                 refuses an id it already knows under another key.
             importer: the party that deals the key; if it is not one of
                 ``devices`` it deals and leaves.
-            chain_code: the 32-byte BIP-32 chain code to keep (default: derived
-                from the public key, as for a generated wallet).
+            chain_code: the key's 32-byte BIP-32 chain code, to keep its child
+                addresses (default: 32 random bytes). It reaches the other
+                parties inside the ceremony's end-to-end channels only.
 
         Returns:
             The wallet with every device's key share, at epoch 1.
@@ -312,7 +313,10 @@ class WalletClient:
         if not devices:
             raise InputError("an import needs at least one device")
         lifecycle.check_server_threshold(threshold)
-        keyring, material = import_dealer(scheme, private_key, chain_code)
+        # A key without a chain code gets a random one: never one the host could derive.
+        keyring, material = import_dealer(
+            scheme, private_key, chain_code or secrets.token_bytes(32)
+        )
         server = await self.attest()
         dealer = importer or devices[0]
         new_parties = [d.party for d in devices] + [server.party]

@@ -132,7 +132,6 @@ def keyring_from_proto(scheme: Scheme, proto: ceremony_pb2.PublicKeyring) -> Pub
             proto.threshold,
             bytes(proto.public_key),
             tuple(bytes(s) for s in proto.public_shares),
-            bytes(proto.chain_code),
             proto.epoch,
         )
     except InvalidEncodingError as e:
@@ -145,7 +144,6 @@ def keyring_to_proto(keyring: PublicKeyring) -> ceremony_pb2.PublicKeyring:
         threshold=keyring.threshold,
         public_key=keyring.public_key,
         public_shares=keyring.public_shares,
-        chain_code=keyring.chain_code,
         epoch=keyring.epoch,
     )
 

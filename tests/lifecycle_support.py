@@ -52,17 +52,17 @@ def run(ceremonies: Sequence[Ceremony[R]], tamper: Tamper | None = None) -> list
     return [c.result for c in ceremonies]
 
 
-def split_dealing(payload: bytes, threshold: int) -> tuple[list[Point], int | None]:
-    """A round-1 reshare payload as (commitment points, sub-share or None)."""
+def split_dealing(payload: bytes, threshold: int) -> tuple[list[Point], bytes, int | None]:
+    """A round-1 reshare payload as (commitment points, chain code, sub-share or None)."""
     points = [Point.from_bytes_ext(payload[33 * k : 33 * (k + 1)]) for k in range(threshold)]
-    rest = payload[33 * threshold :]
-    return points, int.from_bytes(rest, "big") if rest else None
+    chain_code, rest = payload[33 * threshold : 33 * threshold + 32], payload[33 * threshold + 32 :]
+    return points, chain_code, int.from_bytes(rest, "big") if rest else None
 
 
-def join_dealing(points: Sequence[Point], subshare: int | None) -> bytes:
+def join_dealing(points: Sequence[Point], chain_code: bytes, subshare: int | None) -> bytes:
     """Inverse of ``split_dealing``."""
     tail = b"" if subshare is None else subshare.to_bytes(32, "big")
-    return b"".join(p.to_bytes_ext() for p in points) + tail
+    return b"".join(p.to_bytes_ext() for p in points) + chain_code + tail
 
 
 def bip340_keyring(

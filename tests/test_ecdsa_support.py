@@ -14,7 +14,6 @@ from tss import ecdsa
 from tss.curve import N, Point
 from tss.ecdsa.sign import RecoverableSignature
 from tss.keygen import KeyMaterial
-from tss.keyshare import default_chain_code
 from tss.shamir import eval_point, poly_eval
 
 Messages = dict[int, dict[int, bytes]]
@@ -32,7 +31,7 @@ def dealer_keygen(threshold: int, parties: int, seed: int = 0) -> list[KeyMateri
     public_key = Point.base_mul(coeffs[0]).to_bytes()
     secrets_ = [poly_eval(coeffs, eval_point(i)) for i in range(parties)]
     public_shares = tuple(Point.base_mul(x).to_bytes() for x in secrets_)
-    chain_code = default_chain_code(public_key)
+    chain_code = rand32("chain", seed)
     return [
         KeyMaterial(i, threshold, public_key, public_shares, secrets_[i], chain_code)
         for i in range(parties)

@@ -87,7 +87,7 @@ def import_request(
     if keyring:
         ring = ceremony_pb2.PublicKeyring(
             threshold=1, public_key=public_key, public_shares=[public_key],
-            chain_code=bytes(32), epoch=0,
+            epoch=0,
         )  # fmt: skip
         request.keyring.CopyFrom(ring)
     return request

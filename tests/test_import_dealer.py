@@ -18,16 +18,17 @@ from tss.curve import N, Point, ecdsa_verify
 from tss.dealer import import_dealer
 from tss.errors import InputError
 from tss.export import offline_export
-from tss.keyshare import Scheme, default_chain_code
+from tss.keyshare import Scheme
 from tss.reshare import Reshare, ReshareOutput, ResharePlan, deal, holder_seats
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 DIGEST = bytes(range(32))
 SID = bytes(range(32))
+CHAIN = bytes(range(32, 64))  # the imported key's chain code
 
 
 def _import(scheme: Scheme, t2: int, n2: int, *, dealer_stays: bool) -> list[ReshareOutput]:
-    keyring, material = import_dealer(scheme, KEY)
+    keyring, material = import_dealer(scheme, KEY, CHAIN)
     holders = holder_seats(1, {0: "importer"}, ["importer" if dealer_stays else "x", "y", "z"][:n2])
     plan = ResharePlan(SID, keyring, (0,), holders, t2)
     rand = seeded(5)
@@ -45,7 +46,7 @@ def test_an_imported_key_is_reshared_to_new_parties(scheme: Scheme, dealer_stays
         assert (share.scheme, share.threshold, share.public_key, share.epoch) == (
             scheme, 2, public_key, 1,
         )  # fmt: skip
-        assert share.chain_code == default_chain_code(public_key)
+        assert share.chain_code == CHAIN  # carried to every new party inside the ceremony
         assert (share.ecdsa is not None) == (scheme == "ecdsa-secp256k1")
     # Any two new parties sign under the original key, and back up to it.
     signature = local.sign([shares[0], shares[2]], DIGEST)
@@ -59,21 +60,23 @@ def test_an_imported_key_is_reshared_to_new_parties(scheme: Scheme, dealer_stays
 def test_the_dealer_material_fits_the_keyring() -> None:
     keyring, material = import_dealer("bip340", KEY, chain_code=bytes(range(32)))
     assert (keyring.threshold, keyring.parties, keyring.epoch) == (1, 1, 0)
-    assert keyring.public_shares == (keyring.public_key,) and keyring.chain_code == bytes(range(32))
+    assert keyring.public_shares == (keyring.public_key,) and material.chain_code == bytes(
+        range(32)
+    )
     assert material.secret_share == int.from_bytes(KEY, "big")
     assert KEY.hex() not in repr(material) and str(material.secret_share) not in repr(material)
     with pytest.raises(InputError):
-        import_dealer("bip340", bytes(32))  # zero is no key
+        import_dealer("bip340", bytes(32), CHAIN)  # zero is no key
     with pytest.raises(InputError):
-        import_dealer("bip340", N.to_bytes(32, "big"))
+        import_dealer("bip340", N.to_bytes(32, "big"), CHAIN)
     with pytest.raises(InputError):
-        import_dealer("ed25519", KEY)  # type: ignore[arg-type]
+        import_dealer("ed25519", KEY, CHAIN)  # type: ignore[arg-type]
     with pytest.raises(InputError):
         import_dealer("bip340", KEY, chain_code=b"short")
 
 
 def test_material_that_does_not_fit_the_plan_is_refused() -> None:
-    keyring, material = import_dealer("ecdsa-secp256k1", KEY)
+    keyring, material = import_dealer("ecdsa-secp256k1", KEY, CHAIN)
     plan = ResharePlan(SID, keyring, (0,), (1, 2), 2)
     rand = seeded(1)
     wrong_secret = replace(material, secret_share=material.secret_share + 1)
@@ -84,7 +87,7 @@ def test_material_that_does_not_fit_the_plan_is_refused() -> None:
     other_epoch = replace(material, epoch=1)
     with pytest.raises(InputError, match="keyring"):
         Reshare(plan, 0, other_epoch, rand)
-    _, other_key = import_dealer("ecdsa-secp256k1", bytes(31) + b"\x07")
+    _, other_key = import_dealer("ecdsa-secp256k1", bytes(31) + b"\x07", CHAIN)
     with pytest.raises(InputError, match="keyring"):
         Reshare(plan, 0, other_key, rand)
     with pytest.raises(InputError):  # a new party brings nothing

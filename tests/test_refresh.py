@@ -108,9 +108,9 @@ def test_a_refresh_dealer_with_a_nonzero_constant_is_blamed() -> None:
         # A consistent sharing of delta instead of 0: it would move the key by delta G.
         if m.round != 1 or m.sender != 1:
             return m.payload
-        points, sub = split_dealing(m.payload, 2)
+        points, chain, sub = split_dealing(m.payload, 2)
         points[0] = points[0] + G * delta
-        return join_dealing(points, None if sub is None else (sub + delta) % N)
+        return join_dealing(points, chain, None if sub is None else (sub + delta) % N)
 
     with pytest.raises(FaultyParticipantError, match="change the public key") as e:
         run(_refresh_ceremonies(old), shift)
@@ -122,9 +122,9 @@ def test_a_refresh_dealer_with_a_bad_subshare_is_blamed() -> None:
 
     def bump(m: Message) -> bytes:
         if m.round == 1 and m.sender == 3 and m.recipient == 0:
-            points, sub = split_dealing(m.payload, 3)
+            points, chain, sub = split_dealing(m.payload, 3)
             assert sub is not None
-            return join_dealing(points, (sub + 1) % N)
+            return join_dealing(points, chain, (sub + 1) % N)
         return m.payload
 
     with pytest.raises(FaultyParticipantError) as e:

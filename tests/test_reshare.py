@@ -209,9 +209,9 @@ def test_a_dealer_sending_an_inconsistent_subshare_is_blamed() -> None:
     plan = _plan(old, (0, 1), (3, 4, 5), 2)
 
     def bump(m: Message) -> bytes:
-        points, sub = split_dealing(m.payload, 2)
+        points, chain, sub = split_dealing(m.payload, 2)
         assert sub is not None
-        return join_dealing(points, (sub + 1) % N)
+        return join_dealing(points, chain, (sub + 1) % N)
 
     with pytest.raises(FaultyParticipantError) as e:
         run(_ceremonies(plan, old), _tamper_dealing(1, {4}, bump))
@@ -224,9 +224,9 @@ def test_two_dealers_with_bad_subshares_are_both_blamed() -> None:
 
     def tamper(m: Message) -> bytes:
         if m.round == 1 and m.sender in (2, 4) and m.recipient == 6:
-            points, sub = split_dealing(m.payload, 3)
+            points, chain, sub = split_dealing(m.payload, 3)
             assert sub is not None
-            return join_dealing(points, (sub + 7) % N)
+            return join_dealing(points, chain, (sub + 7) % N)
         return m.payload
 
     with pytest.raises(ProtocolError) as e:
@@ -241,9 +241,9 @@ def test_a_dealing_that_would_change_the_public_key_is_blamed() -> None:
 
     def shift(m: Message) -> bytes:
         # A fully consistent sharing of w_d + delta: C_0 + delta G and every sub-share + delta.
-        points, sub = split_dealing(m.payload, 2)
+        points, chain, sub = split_dealing(m.payload, 2)
         points[0] = points[0] + G * delta
-        return join_dealing(points, None if sub is None else (sub + delta) % N)
+        return join_dealing(points, chain, None if sub is None else (sub + delta) % N)
 
     with pytest.raises(FaultyParticipantError, match="change the public key") as e:
         run(_ceremonies(plan, old), _tamper_dealing(2, {0, 3, 4, 5}, shift))
@@ -257,10 +257,10 @@ def test_an_equivocating_dealer_fails_the_agreement_check() -> None:
 
     def other_polynomial(m: Message) -> bytes:
         # To party 2 only: g(x) + delta * x, consistent with its sub-share at x = 3.
-        points, sub = split_dealing(m.payload, 2)
+        points, chain, sub = split_dealing(m.payload, 2)
         assert sub is not None
         points[1] = points[1] + G * delta
-        return join_dealing(points, (sub + delta * 3) % N)
+        return join_dealing(points, chain, (sub + delta * 3) % N)
 
     with pytest.raises(ProtocolError, match="agreement check failed") as e:
         run(_ceremonies(plan, old), _tamper_dealing(0, {2}, other_polynomial))

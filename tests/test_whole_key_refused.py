@@ -142,7 +142,7 @@ def test_import_to_threshold_one_with_the_server_refused(
     coordinator, owner, importer = (
         Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), ClientParty()
     )  # fmt: skip
-    keyring, _ = import_dealer(scheme, bytes(31) + b"\x07")  # type: ignore[arg-type]
+    keyring, _ = import_dealer(scheme, bytes(31) + b"\x07", bytes(32))  # type: ignore[arg-type]
 
     async def body(stack: Stack) -> None:
         base = keygen_request(scheme, [importer.party], 1)

@@ -17,7 +17,7 @@ from tss.ceremony import Random
 from tss.curve import N, Point, int_from_bytes
 from tss.errors import InputError, InternalError
 from tss.keygen import KeyMaterial
-from tss.keyshare import Scheme, default_chain_code
+from tss.keyshare import Scheme
 from tss.reshare import PublicKeyring
 from tss.shamir import eval_point, poly_eval
 
@@ -39,7 +39,9 @@ def split_key(
         threshold: t, 1 <= t <= parties.
         parties: n <= 32.
         rand: fresh randomness for the polynomial's coefficients.
-        chain_code: 32-byte BIP-32 chain code to keep (None: derived from the public key).
+        chain_code: the key's 32-byte BIP-32 chain code, if it has one (None: 32
+            bytes of ``rand``; never one derived from the public key, which
+            would let anyone link the child keys).
         epoch: the keyring epoch the shares start at.
 
     Returns:
@@ -59,7 +61,9 @@ def split_key(
     secret_shares = [poly_eval(coeffs, eval_point(i)) for i in range(parties)]
     public_shares = tuple(Point.base_mul(s).to_bytes() for s in secret_shares)
     public_key = Point.base_mul(secret).to_bytes()
-    chain = default_chain_code(public_key) if chain_code is None else chain_code
+    chain = rand(32) if chain_code is None else chain_code
+    if len(chain) != 32:
+        raise InputError("chain code must be 32 bytes")
     return [
         KeyMaterial(i, threshold, public_key, public_shares, s, chain, epoch)
         for i, s in enumerate(secret_shares)
@@ -72,7 +76,7 @@ def _random_scalar(rand: Random) -> int:
 
 
 def import_dealer(
-    scheme: Scheme, private_key: bytes, chain_code: bytes | None = None
+    scheme: Scheme, private_key: bytes, chain_code: bytes
 ) -> tuple[PublicKeyring, KeyMaterial]:
     """The 1-of-1 keyring of an imported key and its sole share: the dealer of an import by reshare.
 
@@ -85,7 +89,10 @@ def import_dealer(
     Arguments:
         scheme: "bip340" or "ecdsa-secp256k1".
         private_key: 32 bytes, 0 < key < n.
-        chain_code: 32-byte BIP-32 chain code to keep (None: derived from the public key).
+        chain_code: the key's 32-byte BIP-32 chain code if it has one, else 32
+            fresh random bytes (the caller's: ``tss`` draws none here). The
+            reshare carries it to the new parties inside their end-to-end
+            channels, never in the request the host sees.
 
     Returns:
         The public keyring (epoch 0; the reshare's keyring is epoch 1) and the
@@ -95,9 +102,7 @@ def import_dealer(
         InputError: unknown scheme, a key out of range or a bad chain code.
     """
     (material,) = split_key(private_key, 1, 1, _no_randomness, chain_code)
-    keyring = PublicKeyring(
-        scheme, 1, material.public_key, material.public_shares, material.chain_code, material.epoch
-    )
+    keyring = PublicKeyring(scheme, 1, material.public_key, material.public_shares, material.epoch)
     return keyring, material
 
 

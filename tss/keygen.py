@@ -14,6 +14,16 @@ transcripts agree, and otherwise two signatures of one party prove its
 equivocation. A bad encrypted share is traced to its sender by ChillDKG's
 investigation, run locally on the round-1 messages every party holds.
 
+BIP-32 chain code. Each party's signed round-1 message starts with 32 fresh
+random bytes, its contribution; the chain code is a tagged hash of the
+session context and every contribution in party order. Contributions travel
+only inside the parties' end-to-end encrypted envelopes, so nobody outside the
+keyring (not the relay, not the host) can compute the chain code, and one
+honest party's randomness makes it unpredictable: child keys derived with it
+cannot be linked to the wallet's public key. Being part of the signed and
+echoed round-1 messages, the contributions are agreed like the rest: a party
+that sends different ones to different peers is named by its two signatures.
+
 A party that aborts on a bad certificate signature sent only to it (the
 others finish) keeps its ChillDKG state: ``finish_from_certificate`` completes
 it from a complete certificate another party holds (ChillDKG's recovery: the
@@ -39,9 +49,10 @@ from tss.errors import (
     SessionStateError,
     UnknownFaultyParticipantOrCoordinatorError,
 )
-from tss.keyshare import KeyShare, Scheme, default_chain_code
+from tss.keyshare import KeyShare, Scheme
 from tss.tags import (
     KEYGEN_SIGNED_ROUND1_PREFIX,
+    KEYGEN_TAG_CHAIN_CODE,
     KEYGEN_TAG_ROUND1_CONTEXT,
     KEYGEN_TAG_ROUND1_HASH,
     KEYGEN_TAG_SETUP_SESSION,
@@ -124,6 +135,7 @@ class Keygen(Ceremony[KeyShare]):
             len(session_id).to_bytes(4, "big") + session_id + chilldkg.params_hash(self._params),
         )
         self._pmsgs1: dict[int, bytes] = {}
+        self._contributions: dict[int, bytes] = {}  # to the chain code, by party
         self._round1: dict[int, SignedStatement] = {}
         self._pmsgs2: dict[int, bytes] = {}
         self._setup: EcdsaSetupCeremony | None = None
@@ -139,11 +151,14 @@ class Keygen(Ceremony[KeyShare]):
         self._state1, pmsg1 = chilldkg.participant_step1(
             self._hostseckey, self._params, self._rand(32)
         )
+        contribution = self._rand(_CONTRIBUTION)
+        message = contribution + pmsg1
         signed = ROUND1.sign(
-            self._hostseckey, self._context, self.me, round1_hash(pmsg1), self._rand(32)
+            self._hostseckey, self._context, self.me, round1_hash(message), self._rand(32)
         )
         self._pmsgs1[self.me], self._round1[self.me] = pmsg1, signed
-        return self._broadcast(1, pmsg1 + signed.signature)
+        self._contributions[self.me] = contribution
+        return self._broadcast(1, message + signed.signature)
 
     def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
         if self._setup is not None:  # rounds 3 and 4: the ECDSA setup's rounds 1 and 2
@@ -157,12 +172,14 @@ class Keygen(Ceremony[KeyShare]):
 
     def _round1_messages(self, payloads: Mapping[int, bytes]) -> list[Message]:
         """Check every signed round-1 message, aggregate as the coordinator, sign CertEq."""
-        size = chilldkg.pmsg1_len(self._params.t, self._params.n)
+        size = _CONTRIBUTION + chilldkg.pmsg1_len(self._params.t, self._params.n)
         for sender, payload in payloads.items():
             if len(payload) != size + 64:
                 raise FaultyParticipantError(sender, "round-1 message has the wrong length")
-            self._pmsgs1[sender] = payload[:size]
-            self._round1[sender] = SignedStatement(round1_hash(payload[:size]), payload[size:])
+            message = payload[:size]
+            self._contributions[sender] = message[:_CONTRIBUTION]
+            self._pmsgs1[sender] = message[_CONTRIBUTION:]
+            self._round1[sender] = SignedStatement(round1_hash(message), payload[size:])
         others = {i: s for i, s in self._round1.items() if i != self.me}
         ROUND1.verify_all(self._context, self._params.hostpubkeys, others)
         pmsgs1 = [self._pmsgs1[i] for i in self.parties]
@@ -216,9 +233,13 @@ class Keygen(Ceremony[KeyShare]):
         if output.secshare is None or output.participant != self.me:
             raise InputError("DKG output is not this participant's")
         self.recovery_data = bytes(recovery)
+        chain_code = tagged_hash(
+            KEYGEN_TAG_CHAIN_CODE,
+            self._context + b"".join(self._contributions[i] for i in self.parties),
+        )
         return KeyMaterial(
             self.me, self._params.t, output.thresh_pk, output.pubshares,
-            int.from_bytes(output.secshare, "big"), default_chain_code(output.thresh_pk),
+            int.from_bytes(output.secshare, "big"), chain_code,
         )  # fmt: skip
 
     def finish_from_certificate(self, certificate: bytes) -> KeyShare:
@@ -245,9 +266,13 @@ class Keygen(Ceremony[KeyShare]):
         return [self._round1[i] for i in self.parties]
 
 
-def round1_hash(pmsg1: bytes) -> bytes:
-    """The value a party signs and echoes for its ChillDKG round-1 message."""
-    return tagged_hash(KEYGEN_TAG_ROUND1_HASH, pmsg1)
+_CONTRIBUTION = 32  # a party's chain code contribution, first in its round-1 message
+
+
+def round1_hash(message: bytes) -> bytes:
+    """The value a party signs and echoes for its round-1 message (its chain code
+    contribution, then its ChillDKG round-1 message)."""
+    return tagged_hash(KEYGEN_TAG_ROUND1_HASH, message)
 
 
 class EcdsaSetupCeremony(Ceremony[KeyShare]):

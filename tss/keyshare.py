@@ -4,6 +4,15 @@ A key share is self-describing CBOR (RFC 8949): a map whose "format" and
 "version" fields say how to read the rest, so a share written today can be
 told apart from, and migrated to, a later layout. ``from_bytes`` checks every
 field, including that the secret share matches the party's public share.
+
+Versions: 2 (written now) holds a BIP-32 chain code agreed at keygen from the
+parties' secret random contributions (``tss.keygen``), which only the keyring's
+parties know. Version 1 (read only) holds the chain code of a keyring made
+before: a hash of its public key, so anyone who sees the public key (the
+host) can derive every child key. A version-1 share keeps that chain code:
+the addresses already derived from it must stay the wallet's. It is written
+back as version 2 with the same chain code; for unlinkable child addresses,
+move the funds to a new wallet.
 """
 
 from __future__ import annotations
@@ -14,29 +23,19 @@ from typing import Any, Literal, get_args
 
 import cbor2
 
-from tss.curve import N, Point, tagged_hash
+from tss.curve import N, Point
 from tss.ecdsa.setup import EcdsaSetup, key_id
 from tss.errors import InputError, InvalidEncodingError
-from tss.tags import CHAIN_CODE_TAG
 
-__all__ = ["Scheme", "SCHEMES", "KeyShare", "default_chain_code"]
+__all__ = ["Scheme", "SCHEMES", "KeyShare"]
 
 Scheme = Literal["bip340", "ecdsa-secp256k1"]
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 
 FORMAT = "shardkeep-keyshare"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # see the module docstring
 MAX_PARTIES = 32
-
-
-def default_chain_code(public_key: bytes) -> bytes:
-    """The keyring's BIP-32 chain code when none is imported: a hash of its public key.
-
-    Only non-hardened (public) derivation is possible for a threshold key, so
-    the chain code need not be secret; deriving it from the public key keeps it
-    unchanged across refresh and reshare.
-    """
-    return tagged_hash(CHAIN_CODE_TAG, public_key)
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,8 @@ class KeyShare:
         public_key: 33-byte compressed threshold public key (bip340 uses public_key[1:]).
         public_shares: 33-byte public share of every party, indexed by party id.
         secret_share: this party's Shamir share (never printed).
-        chain_code: 32-byte BIP-32 chain code of the keyring.
+        chain_code: 32-byte BIP-32 chain code of the keyring, known to its parties
+            only (never printed): it makes child keys unlinkable for everyone else.
         epoch: incremented by every refresh and reshare; shares of different epochs never mix.
         ecdsa: ecdsa-secp256k1 only: the DKLs23 pairwise setups with the other
             parties (mutable only to burn a pair after a failed check: persist the
@@ -146,7 +146,7 @@ class KeyShare:
             raise InvalidEncodingError("trailing bytes after the key share")
         if not isinstance(fields, dict) or fields.get("format") != FORMAT:
             raise InvalidEncodingError("not a shardkeep key share")
-        if fields.get("version") != VERSION:
+        if fields.get("version") not in READABLE_VERSIONS:
             raise InvalidEncodingError("unsupported key share version")
         secret = _typed(fields, "secret_share", bytes)
         if len(secret) != 32:

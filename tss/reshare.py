@@ -51,6 +51,14 @@ g_d's coefficients. Every party checks
    nothing: whoever aborts never signs, so nobody holds a certificate, and
    whoever holds one can give it to all.
 
+The BIP-32 chain code is not public (``tss.keygen``: only the keyring's
+parties know it, so the host cannot link child keys), so it is not part of
+``PublicKeyring`` nor of the plan, which new parties learn from the request.
+Every dealer sends its share's chain code with its dealing; a new party takes
+it from the dealers, every party checks that all dealers sent the one it
+holds or got first, and the agreement hash (3) covers it, so every party ends
+with the same chain code, carried unchanged into the new shares.
+
 ECDSA keyrings also re-run the DKLs23 pairwise setup (``tss.ecdsa.keygen``)
 among the new holders, so every pair gets fresh base OTs and zero-share seeds
 bound to the new keyring; nothing of the old setups is reused.
@@ -70,7 +78,8 @@ authenticates every message between parties, so a point-to-point payload is
 confidential and its sender authentic):
 
 1. every dealer -> every other seat: its commitment (t' * 33 bytes, the point at
-   infinity as 33 zero bytes), then for a new holder its 32-byte sub-share.
+   infinity as 33 zero bytes), the 32-byte chain code, then for a new holder
+   its 32-byte sub-share.
 2. every seat -> every other seat: the 32-byte agreement hash; ECDSA holders
    append their ``setup_round1`` message when the recipient is a holder too.
 3. ECDSA only, holder -> holder: ``setup_round2``; then ``setup_finalize``.
@@ -158,6 +167,7 @@ DealerShare = KeyShare | KeyMaterial
 
 _POINT = 33
 _SCALAR = 32
+_CHAIN_CODE = 32
 _HASH = 32
 
 
@@ -177,7 +187,6 @@ class PublicKeyring:
         threshold: t.
         public_key: 33-byte compressed threshold public key.
         public_shares: 33-byte public share of every party, by party id.
-        chain_code: 32-byte BIP-32 chain code.
         epoch: the keyring's epoch.
     """
 
@@ -185,7 +194,6 @@ class PublicKeyring:
     threshold: int
     public_key: bytes
     public_shares: tuple[bytes, ...]
-    chain_code: bytes
     epoch: int
 
     def __post_init__(self) -> None:
@@ -193,8 +201,8 @@ class PublicKeyring:
             raise InputError(f"unknown scheme {self.scheme!r}")
         if not 1 <= self.threshold <= len(self.public_shares) <= MAX_PARTIES:
             raise InputError("need 1 <= threshold <= parties <= 32")
-        if len(self.chain_code) != 32 or not 0 <= self.epoch < 2**64:
-            raise InputError("chain code must be 32 bytes and 0 <= epoch < 2^64")
+        if not 0 <= self.epoch < 2**64:
+            raise InputError("need 0 <= epoch < 2^64")
         Point.from_bytes(self.public_key)
         for share in self.public_shares:
             Point.from_bytes(share)
@@ -207,7 +215,6 @@ class PublicKeyring:
             share.threshold,
             share.public_key,
             share.public_shares,
-            share.chain_code,
             share.epoch,
         )
 
@@ -220,8 +227,7 @@ class PublicKeyring:
         scheme = self.scheme.encode()
         return (
             bytes([len(scheme)]) + scheme + bytes([self.threshold, self.parties])
-            + self.public_key + b"".join(self.public_shares) + self.chain_code
-            + self.epoch.to_bytes(8, "big")
+            + self.public_key + b"".join(self.public_shares) + self.epoch.to_bytes(8, "big")
         )  # fmt: skip
 
 
@@ -364,7 +370,7 @@ class ResharePlan:
 
     def round1_length(self, seat: int) -> int:
         """Length of a dealer's round-1 payload to ``seat``."""
-        return self.threshold * _POINT + (_SCALAR if seat in self.holders else 0)
+        return self.threshold * _POINT + _CHAIN_CODE + (_SCALAR if seat in self.holders else 0)
 
 
 def holder_seats(
@@ -404,20 +410,22 @@ class Dealing:
         dealer: the dealer's old party id.
         commitment: (a_0 G, ..., a_{t'-1} G).
         subshares: g(j + 1) for every new party j (secret; never printed).
+        chain_code: the keyring's BIP-32 chain code, from the dealer's share.
     """
 
     dealer: int
     commitment: tuple[Point, ...]
     subshares: tuple[int, ...] = field(repr=False)
+    chain_code: bytes = field(repr=False)
 
     def commitment_bytes(self) -> bytes:
         return b"".join(c.to_bytes_ext() for c in self.commitment)
 
     def message_to(self, plan: ResharePlan, seat: int) -> bytes:
-        """The round-1 payload for ``seat``: commitment, plus the sub-share for a holder."""
+        """The round-1 payload for ``seat``: commitment, chain code, and a holder's sub-share."""
         new_id = plan.new_id(seat)
         sub = b"" if new_id is None else self.subshares[new_id].to_bytes(32, "big")
-        return self.commitment_bytes() + sub
+        return self.commitment_bytes() + self.chain_code + sub
 
 
 def deal(plan: ResharePlan, share: DealerShare, rand: bytes) -> Dealing:
@@ -464,7 +472,7 @@ def deal(plan: ResharePlan, share: DealerShare, rand: bytes) -> Dealing:
     subshares = tuple(poly_eval(coeffs, eval_point(j)) for j in range(plan.new_parties))
     if commitment[0] != plan.expected_constant(d):  # self-check: honest dealers pass check (1)
         raise InternalError("own dealing would change the public key")
-    return Dealing(d, commitment, subshares)
+    return Dealing(d, commitment, subshares, share.chain_code)
 
 
 def _check_own_share(plan: ResharePlan, share: DealerShare) -> None:
@@ -475,8 +483,8 @@ def _check_own_share(plan: ResharePlan, share: DealerShare) -> None:
     if not isinstance(share, KeyMaterial):
         raise InputError("a dealer brings a KeyShare or KeyMaterial")
     kr = plan.keyring
-    if (share.threshold, share.public_key, share.public_shares, share.chain_code, share.epoch) != (
-        kr.threshold, kr.public_key, kr.public_shares, kr.chain_code, kr.epoch,
+    if (share.threshold, share.public_key, share.public_shares, share.epoch) != (
+        kr.threshold, kr.public_key, kr.public_shares, kr.epoch,
     ):  # fmt: skip
         raise InputError("the key material is not of the plan's keyring and epoch")
     # KeyMaterial checks nothing itself: its secret must be its public share's (as in KeyShare).
@@ -488,20 +496,21 @@ def _check_own_share(plan: ResharePlan, share: DealerShare) -> None:
 
 def _parse_round1(
     plan: ResharePlan, dealer: int, seat: int, payload: bytes
-) -> tuple[tuple[Point, ...], int | None]:
-    """Decode a dealer's round-1 payload; every fault blames the dealer."""
+) -> tuple[tuple[Point, ...], bytes, int | None]:
+    """Decode a dealer's round-1 payload (commitment, chain code, sub-share); every
+    fault blames the dealer."""
     if len(payload) != plan.round1_length(seat):
         raise FaultyParticipantError(dealer, "round-1 payload has the wrong length")
-    t2 = plan.threshold
+    end = plan.threshold * _POINT
     try:
         commitment = tuple(
-            Point.from_bytes_ext(payload[k * _POINT : (k + 1) * _POINT]) for k in range(t2)
+            Point.from_bytes_ext(payload[k : k + _POINT]) for k in range(0, end, _POINT)
         )
-        sub = payload[t2 * _POINT :]
+        sub = payload[end + _CHAIN_CODE :]
         subshare = scalar_from_bytes(sub) if sub else None
     except InvalidEncodingError as e:
         raise FaultyParticipantError(dealer, f"malformed dealing: {e}") from e
-    return commitment, subshare
+    return commitment, payload[end : end + _CHAIN_CODE], subshare
 
 
 def _evaluate(commitment: Sequence[Point], x: int) -> Point:
@@ -514,17 +523,21 @@ def _evaluate(commitment: Sequence[Point], x: int) -> Point:
     return point_sum(terms)
 
 
-def agreement_hash(plan: ResharePlan, commitments: Mapping[int, Sequence[Point]]) -> bytes:
-    """The 32-byte hash every party sends in round 2: the plan and every dealer's commitment.
+def agreement_hash(
+    plan: ResharePlan, commitments: Mapping[int, Sequence[Point]], chain_code: bytes
+) -> bytes:
+    """The 32-byte hash every party sends in round 2: the plan, every dealer's
+    commitment and the chain code.
 
     Arguments:
         plan: the ceremony's plan.
         commitments: every dealer's commitment as this party received it.
+        chain_code: the keyring's chain code as this party holds or received it.
     """
     data = plan.digest + b"".join(
         b"".join(c.to_bytes_ext() for c in commitments[d]) for d in plan.dealers
     )
-    return tagged_hash(RESHARE_TAG_ECHO, data)
+    return tagged_hash(RESHARE_TAG_ECHO, data + chain_code)
 
 
 def _new_keyring(
@@ -553,7 +566,6 @@ def _new_keyring(
         plan.threshold,
         kr.public_key,
         tuple(p.to_bytes() for p in points),
-        kr.chain_code,
         plan.new_epoch,
     )
     return keyring, tuple(points)
@@ -689,13 +701,15 @@ class Reshare(Ceremony[ReshareOutput]):
     def _receive_dealings(self, payloads: Mapping[int, bytes]) -> list[Message]:
         plan = self._plan
         commitments: dict[int, tuple[Point, ...]] = {}
+        chain_codes: dict[int, bytes] = {}
         subshares: dict[int, int] = {}
         for d in plan.dealers:
             if d == self.me:
                 continue
-            commitments[d], sub = _parse_round1(plan, d, self.me, payloads[d])
+            commitments[d], chain_codes[d], sub = _parse_round1(plan, d, self.me, payloads[d])
             if sub is not None:
                 subshares[d] = sub
+        chain_code = _agreed_chain_code(self._share, chain_codes)
         if self._dealing is not None:
             commitments[self.me] = self._dealing.commitment
             if self._new_id is not None:
@@ -716,9 +730,9 @@ class Reshare(Ceremony[ReshareOutput]):
                 _blame_subshares(plan, j, commitments, subshares)
             kr = self._keyring
             self._material = KeyMaterial(
-                j, kr.threshold, kr.public_key, kr.public_shares, secret, kr.chain_code, kr.epoch
+                j, kr.threshold, kr.public_key, kr.public_shares, secret, chain_code, kr.epoch
             )
-        self._agreement = agreement_hash(plan, commitments)
+        self._agreement = agreement_hash(plan, commitments, chain_code)
         out = {s: self._agreement for s in self._others()}
         if self._material is not None and self._exchange_rounds == 3:  # ECDSA: pairwise setup
             session_id = tagged_hash(RESHARE_TAG_ECDSA_SESSION, self._agreement)
@@ -807,6 +821,24 @@ class Reshare(Ceremony[ReshareOutput]):
             ) from e
         self._finish(ReshareOutput(keyring, self._new_share, self._agreement, certificate))
         return []
+
+
+def _agreed_chain_code(own: DealerShare | None, received: Mapping[int, bytes]) -> bytes:
+    """The chain code every dealer sent: a dealer holds it already and blames a dealer
+    sending another one; a new party takes the first, and aborts, blaming nobody, if
+    dealers disagree (it cannot tell who is right). The agreement hash then makes
+    sure every party ended with the same one."""
+    if own is not None:
+        liars = sorted(d for d, code in received.items() if code != own.chain_code)
+        if len(liars) == 1:
+            raise FaultyParticipantError(liars[0], "sent another chain code than the keyring's")
+        if liars:
+            raise ProtocolError("dealers sent another chain code than the keyring's", liars)
+        return own.chain_code
+    codes = set(received.values())
+    if len(codes) != 1:
+        raise ProtocolError("dealers sent different chain codes; aborting")
+    return codes.pop()
 
 
 @contextmanager

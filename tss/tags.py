@@ -78,7 +78,8 @@ SEAL_AAD_LABEL = b"shardkeep/sealed-share"
 
 ### Key lifecycle (reshare, refresh, export, import, derivation)
 
-CHAIN_CODE_TAG = "shardkeep/chaincode"
+KEYGEN_TAG_CHAIN_CODE = "shardkeep/keygen/chain-code"
+"""The BIP-32 chain code agreed at keygen: the session context and every party's contribution."""
 RESHARE_TAG_PLAN = "shardkeep/reshare/plan"
 """Hash of a reshare/refresh plan (session, old keyring, dealers, holders, t')."""
 RESHARE_TAG_COEFFS = "shardkeep/reshare/coeffs"

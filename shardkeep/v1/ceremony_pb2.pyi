@@ -44,18 +44,16 @@ class Party(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., static_key: _Optional[bytes] = ..., host_pubkey: _Optional[bytes] = ...) -> None: ...
 
 class PublicKeyring(_message.Message):
-    __slots__ = ("threshold", "public_key", "public_shares", "chain_code", "epoch")
+    __slots__ = ("threshold", "public_key", "public_shares", "epoch")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_SHARES_FIELD_NUMBER: _ClassVar[int]
-    CHAIN_CODE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     public_key: bytes
     public_shares: _containers.RepeatedScalarFieldContainer[bytes]
-    chain_code: bytes
     epoch: int
-    def __init__(self, threshold: _Optional[int] = ..., public_key: _Optional[bytes] = ..., public_shares: _Optional[_Iterable[bytes]] = ..., chain_code: _Optional[bytes] = ..., epoch: _Optional[int] = ...) -> None: ...
+    def __init__(self, threshold: _Optional[int] = ..., public_key: _Optional[bytes] = ..., public_shares: _Optional[_Iterable[bytes]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class CeremonyRequest(_message.Message):
     __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge")
