@@ -11,9 +11,10 @@ from coincurve import PublicKeyXOnly
 
 from tests.lifecycle_support import bip340_keyring, join_dealing, run, seeded, split_dealing
 from tss import local
-from tss.ceremony import Message
+from tss.ceremony import Message, run_in_memory
 from tss.channel import Roster, StaticKey
 from tss.curve import G, N, Point, ecdsa_verify
+from tss.dkg.chilldkg import hostpubkey_gen
 from tss.ecdsa.setup import key_id
 from tss.errors import FaultyParticipantError, InputError, ProtocolError
 from tss.keyshare import KeyShare, Scheme
@@ -128,6 +129,26 @@ def test_a_leaving_dealer_gets_the_new_keyring_but_no_share() -> None:
     by_seat = dict(zip(plan.seats, outputs, strict=True))
     assert by_seat[2].share is None and by_seat[2].keyring == by_seat[0].keyring
     assert by_seat[0].share is not None and by_seat[1].share is not None
+
+
+def test_a_leaving_dealer_of_a_certified_ecdsa_reshare_finishes() -> None:
+    """The dealer that leaves takes no part in the pairwise setup rounds, then signs
+    the certificate like everyone (it used to fail with "round 3 out of order")."""
+    old = local.keygen("ecdsa-secp256k1", threshold=2, parties=3)
+    seckeys = [bytes([i + 1]) * 32 for i in range(3)]
+    plan = ResharePlan(
+        SID, PublicKeyring.from_share(old[0]), (0, 1), (1, 2), 2,
+        hostpubkeys=tuple(hostpubkey_gen(k) for k in seckeys),
+    )  # fmt: skip
+    rand = seeded(5)
+    outputs = run_in_memory(
+        [
+            Reshare(plan, s, old[s] if s in plan.dealers else None, rand, hostseckey=seckeys[s])
+            for s in plan.seats
+        ]
+    )
+    assert outputs[0].share is None and outputs[1].share is not None
+    assert len({o.certificate for o in outputs}) == 1 and outputs[0].certificate
 
 
 def test_a_removed_party_cannot_sign_with_the_new_set() -> None:

@@ -696,6 +696,8 @@ class Reshare(Ceremony[ReshareOutput]):
             return self._receive_dealings(payloads)
         if round_ == 2:
             return self._receive_agreement(payloads)
+        if self._new_id is None:  # a dealer leaving an ECDSA keyring: no pairwise setup
+            return []
         return self._finish_setup(payloads)
 
     def _receive_dealings(self, payloads: Mapping[int, bytes]) -> list[Message]:
