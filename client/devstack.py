@@ -20,7 +20,7 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,13 +146,21 @@ async def _listening(stack: DevStack, name: str, process: subprocess.Popen[bytes
 
 
 @asynccontextmanager
-async def running_stack(directory: Path, *, tls: bool = False) -> AsyncIterator[DevStack]:
+async def running_stack(
+    directory: Path,
+    *,
+    tls: bool = False,
+    store_url: str | None = None,
+    host_args: Sequence[str] = (),
+) -> AsyncIterator[DevStack]:
     """Start devkms, relay, enclave and host under ``directory``; stop them on exit.
 
     Arguments:
         directory: the state directory.
         tls: serve the relay and the host on loopback TCP with TLS, mutual TLS
             and an API token at the host (see the module's docstring).
+        store_url: the host's store (default: SQLite in ``directory``).
+        host_args: more ``host.main`` options (e.g. ``--pending-deadline-seconds 5``).
     """
     directory = directory.resolve()  # the processes run with it as their working directory
     directory.mkdir(parents=True, exist_ok=True)
@@ -170,7 +178,7 @@ async def running_stack(directory: Path, *, tls: bool = False) -> AsyncIterator[
         relay_address=f"unix:{directory / 'relay.sock'}",
         host_address=f"unix:{directory / 'host.sock'}",
         enclave_address=enclave_address,
-        store_url=f"sqlite:///{directory / 'host.db'}",
+        store_url=store_url or f"sqlite:///{directory / 'host.db'}",
         root_certificate=(directory / "pki" / "root.pem").read_bytes(),
         coordinator_key=key,
     )
@@ -222,7 +230,7 @@ async def running_stack(directory: Path, *, tls: bool = False) -> AsyncIterator[
         host_listen = "127.0.0.1:0" if tls else stack.host_address
         stack.commands["host"] = [
             "host.main", "--listen", host_listen, "--enclave", stack.enclave_address,
-            "--relay", stack.relay_address, "--store", stack.store_url, *host_flags,
+            "--relay", stack.relay_address, "--store", stack.store_url, *host_flags, *host_args,
         ]  # fmt: skip
         procs["host"] = _spawn(directory, "host", stack.commands["host"])
         if tls:

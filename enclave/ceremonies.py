@@ -170,9 +170,14 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
 
     def finish(share: KeyShare) -> Outcome:
         record = ServerShare(share, bytes(request.owner_key), party_ids)
+        # ChillDKG's certificate (the last 64n bytes of the recovery data): the host
+        # keeps it with epoch 0, so a party that missed the last message can finish
+        # from it (``tss.keygen.Keygen.finish_from_certificate``). Public.
+        recovery = ceremony.recovery_data or b""
         result = ceremony_pb2.CeremonyResult(
             ceremony_id=request.ceremony_id, wallet_id=request.wallet_id,
             public_key=share.public_key, epoch=share.epoch,
+            certificate=recovery[len(recovery) - 64 * len(parties) :] if recovery else b"",
         )  # fmt: skip
         return Outcome(record, result)
 

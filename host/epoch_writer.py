@@ -258,7 +258,8 @@ class EpochWriter:
 
         Arguments:
             certificate: the result's certificate; a key change's must complete
-                its ``KeyChange`` (keygen's is empty).
+                its ``KeyChange``; keygen's is ChillDKG's own, kept as given (the
+                parties check it against their transcripts).
 
         Raises:
             EnclaveProtocolError: a key change's certificate is missing or does not verify.

@@ -80,6 +80,8 @@ class HostConfig:
         backup_quota: most backups and blob bytes one wallet may keep.
         tls: serve the public API over TLS (mutual TLS with a client CA); None: plaintext.
         relay_tls: reach the relay over TLS; None: plaintext.
+        keep_retired_epochs: retired epochs kept once every party acknowledged
+            the current one.
     """
 
     listen: str
@@ -94,6 +96,7 @@ class HostConfig:
     backup_quota: BackupQuota = field(default_factory=BackupQuota)
     tls: ServerTls | None = None
     relay_tls: ClientTls | None = None
+    keep_retired_epochs: int = 0
 
 
 def _bound_address(address: str, port: int) -> str:
@@ -145,6 +148,7 @@ async def serve(
             health_servicer=health,
             backup_quota=config.backup_quota,
             tls=config.tls,
+            keep_retired_epochs=config.keep_retired_epochs,
         )
         if config.metrics_port is not None:
             metrics_server = start_metrics_server(
@@ -230,12 +234,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--max-backup-bytes-per-wallet", type=int, default=BackupQuota.max_bytes, metavar="BYTES"
     )
+    parser.add_argument(
+        "--pending-deadline-seconds",
+        type=float,
+        default=LinkConfig.pending_deadline_s,
+        help="abort a key change's pending epoch this long after its share was stored, "
+        "unless its certificate arrived",
+    )
+    parser.add_argument(
+        "--keep-retired-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="retired epochs kept once every party acknowledged the current one",
+    )
     parser.add_argument("--log-level", default="INFO")
     add_server_tls_arguments(parser)
     parser.add_argument(
         "--relay-ca", type=Path, metavar="PEM", help="reach the relay over TLS, trusting this CA"
     )
     args = parser.parse_args(argv)
+    if args.pending_deadline_seconds <= 0 or args.keep_retired_epochs < 0:
+        parser.error("--pending-deadline-seconds must be positive, --keep-retired-epochs >= 0")
     if args.max_backups_per_wallet < 1 or args.max_backup_bytes_per_wallet < 1:
         parser.error("backup quotas must be positive")
     if args.enclave.startswith("vsock:"):
@@ -259,11 +279,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         grace_s=args.grace,
-        link=LinkConfig(max_ceremony_s=args.max_ceremony_seconds, kms_credentials=credentials),
+        link=LinkConfig(
+            max_ceremony_s=args.max_ceremony_seconds,
+            kms_credentials=credentials,
+            pending_deadline_s=args.pending_deadline_seconds,
+        ),
         api_tokens=tokens,
         backup_quota=BackupQuota(args.max_backups_per_wallet, args.max_backup_bytes_per_wallet),
         tls=tls,
         relay_tls=relay_tls,
+        keep_retired_epochs=args.keep_retired_epochs,
     )
     asyncio.run(_serve_until_signalled(config))
 

@@ -246,7 +246,7 @@ class _PendingEpoch:
 
 def _check_certificate(data: object) -> None:
     if not isinstance(data, bytes) or len(data) % 64 or len(data) > 64 * MAX_PARTIES:
-        raise StoreInputError("a certificate or acknowledgment is 64-byte signatures")
+        raise StoreInputError("a certificate is 64-byte signatures, one per seat")
 
 
 def _wallet_from_row(row: Row) -> Wallet:
@@ -749,7 +749,8 @@ class Store(abc.ABC):
         check_id("wallet id", wallet_id)
         check_uint("epoch", epoch, MAX_EPOCH)
         check_uint("position", position, MAX_PARTIES - 1)
-        _check_certificate(signature)
+        if not isinstance(signature, bytes) or len(signature) != 64:
+            raise StoreInputError("an acknowledgment is one 64-byte signature")
         now = self._clock()
         with self._transaction(write=True) as tx:
             self._lock_wallet(tx, wallet_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -24,10 +24,17 @@ TEST_TIMEOUT_S = 120.0
 
 
 @contextmanager
-def background_stack(directory: Path, *, tls: bool = False) -> Iterator[DevStack]:
+def background_stack(
+    directory: Path,
+    *,
+    tls: bool = False,
+    store_url: str | None = None,
+    host_args: Sequence[str] = (),
+) -> Iterator[DevStack]:
     """Start the stack under ``directory`` on a helper thread; stop it on exit.
 
-    ``tls``: the relay and host serve TLS, the host mutual TLS and an API token.
+    ``tls``: the relay and host serve TLS, the host mutual TLS and an API token;
+    ``store_url`` and ``host_args`` go to ``running_stack``.
     """
     started = threading.Event()
     box: dict[str, object] = {}
@@ -38,7 +45,9 @@ def background_stack(directory: Path, *, tls: bool = False) -> Iterator[DevStack
         nonlocal stop, loop
         stop, loop = asyncio.Event(), asyncio.get_running_loop()
         try:
-            async with running_stack(directory, tls=tls) as stack:
+            async with running_stack(
+                directory, tls=tls, store_url=store_url, host_args=host_args
+            ) as stack:
                 box["stack"] = stack
                 started.set()
                 await stop.wait()
