@@ -133,7 +133,8 @@ async def key_change(
             out.failures[pid] = e
 
     request.not_after_unix = int(time.time()) + int(timeout)
-    request.request_nonce = secrets.token_bytes(16)
+    async with client(stack) as sdk:  # the enclave's single-use challenge for this request
+        request.challenge = await sdk.challenge()
     data = request.SerializeToString()
     signed = ceremony_pb2.SignedCeremonyRequest(
         request=data,
