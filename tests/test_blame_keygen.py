@@ -137,6 +137,54 @@ def test_keygen_bad_encrypted_share_names_its_sender(
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
 
 
+def bad_certeq_to(victim: int) -> type[Keygen]:
+    """A ``Keygen`` honest in round 1 whose CertEq signature to ``victim`` is zeroed."""
+
+    class BadCertEq(Keygen):
+        def _run_round(self, round_: int, payloads: Any) -> list[Message]:
+            out = super()._run_round(round_, payloads)
+            if round_ != 1:
+                return out
+            (broadcast,) = out
+            return [Message(2, self.me, victim, bytes(64) + broadcast.payload[64:])] + [
+                Message(2, self.me, p, broadcast.payload)
+                for p in self.parties
+                if p not in (self.me, victim)
+            ]
+
+    return BadCertEq
+
+
+def test_keygen_bad_certeq_to_one_party_names_the_signer_and_the_others_finish(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    """Attack: party M is honest in round 1, then sends the enclave a bad CertEq
+    signature and honest client B a good one. The enclave names M (transcripts
+    agree, so the signature is M's fault), never B; B finishes and keeps
+    ChillDKG's recovery data, whose complete certificate lets the enclave's side
+    finish later (``Keygen.finish_from_certificate``)."""
+    coordinator = Ed25519PrivateKey.generate()
+    b, m = ClientParty(), ClientParty()
+
+    async def body(stack: Stack) -> None:
+        request = keygen_request("bip340", [b.party, m.party, stack.party], 2)
+        honest_b = Tolerant(client_keygen("bip340", b, request))
+        sessions = {
+            b.party.party_id: honest_b,
+            m.party.party_id: Tolerant(client_keygen("bip340", m, request, bad_certeq_to(2))),
+        }
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await host_loop(stack, signed(request, coordinator), sessions, idle_s=2.0)
+        assert info.value.code() == grpc.StatusCode.ABORTED, info.value.details()
+        assert enclave_blames(info.value) == m.party.party_id
+        assert honest_b.error is None and honest_b.done
+        keygen = honest_b.session.ceremony
+        assert isinstance(keygen, Keygen) and keygen.recovery_data is not None
+        assert not stack.stored
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
 ### In one process: the other rows of the keygen blame table
 
 
