@@ -49,6 +49,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.device_backup import open_identity, seal_identity
+from client.key_change import PendingChange
 from client.party import PartyIdentity
 from client.storage import (
     DEFAULT_ARGON2_PARAMS,
@@ -87,6 +88,7 @@ __all__ = [
     # Types
     "DamagedWallet",
     "StateIO",
+    "StateKeyStore",
     "WalletDescription",
     "PendingDescription",
     "LoadedWallet",
@@ -443,6 +445,55 @@ def _legacy_epoch(share_file: Path) -> int | None:
         return inspect_share(share_file.read_bytes()).metadata.epoch
     except (OSError, ShareFormatError):
         return None
+
+
+@dataclass(frozen=True)
+class StateKeyStore:
+    """The state directory as the SDK's ``client.key_change.KeyStore`` (passcode-encrypted)."""
+
+    state: Path
+    passcode: Passcode = field(repr=False)
+    params: Argon2Params = DEFAULT_ARGON2_PARAMS
+    insecure_allow_weak_kdf: bool = False
+    io: StateIO = REAL_IO
+
+    def save_pending(self, change: PendingChange) -> None:
+        save_pending(
+            self.state, change.wallet, change.devices, self.passcode, change.to_json(),
+            params=self.params, insecure_allow_weak_kdf=self.insecure_allow_weak_kdf, io=self.io,
+        )  # fmt: skip
+
+    def commit(self, change: PendingChange) -> None:
+        pending = load_pending_description(self.state, change.wallet.wallet_id)
+        if pending is None or pending.wallet.epoch != change.epoch:
+            # Saved through another store (or already committed): write it whole.
+            save_wallet(
+                self.state, change.wallet, change.devices, self.passcode, params=self.params,
+                insecure_allow_weak_kdf=self.insecure_allow_weak_kdf, io=self.io,
+            )  # fmt: skip
+            return
+        commit_pending(self.state, change.wallet.wallet_id, io=self.io)
+
+    def discard(self, change: PendingChange) -> None:
+        pending = load_pending_description(self.state, change.wallet.wallet_id)
+        if pending is not None and pending.wallet.epoch == change.epoch:
+            discard_pending(self.state, change.wallet.wallet_id)
+
+    def load_pending(self, wallet_id: str) -> PendingChange | None:
+        """The wallet's saved pending key change, with its decrypted shares, if any.
+
+        Raises:
+            DecryptionError, ShareFormatError, ShareMismatchError: as :func:`load_wallet`;
+            InputError: a malformed change record.
+        """
+        found = load_pending(
+            self.state, wallet_id, self.passcode,
+            insecure_allow_weak_kdf=self.insecure_allow_weak_kdf,
+        )  # fmt: skip
+        if found is None:
+            return None
+        loaded, record = found
+        return PendingChange.from_json(record, loaded.wallet, loaded.devices)
 
 
 def _read_committed(directory: Path) -> WalletDescription | None:

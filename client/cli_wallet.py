@@ -11,6 +11,8 @@ Subcommands (each against a running host and relay, as the relay coordinator):
 * ``passcode`` change the passcode that encrypts a wallet's local shares;
 * ``refresh`` new shares for every party, same key (all parties take part);
 * ``reshare`` move the key to fresh local parties and a new threshold;
+* ``resume``  finish or discard a key change that was interrupted after its new
+  shares were saved (every other command does it first, automatically);
 * ``export``  reconstruct the private key into a new 0600 file (owner-authorised);
   ``export --offline SHAREFILE...`` does it from share files alone, with no
   host or relay (e.g. ``party-<i>.share`` files of state directories);
@@ -199,6 +201,14 @@ def add_wallet_commands(commands: Any) -> None:
     )
     refresh.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
     refresh.set_defaults(handler=_run("refresh"))
+
+    resume = actions.add_parser(
+        "resume",
+        parents=[common],
+        help="finish (with the host's certificate) or discard an interrupted key change",
+    )
+    resume.add_argument("wallet_id", metavar="WALLET")
+    resume.set_defaults(handler=_run("resume"))
 
     export = actions.add_parser(
         "export", parents=[common], help="reconstruct the full private key into a file"

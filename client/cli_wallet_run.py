@@ -27,6 +27,8 @@ from client.cli_connection import resolve_connection, transport_from_args
 from client.cli_passcode import PasscodeError, read_passcode
 from client.cli_state import (
     DamagedWallet,
+    LoadedWallet,
+    StateKeyStore,
     WalletDescription,
     change_passcode,
     list_wallets,
@@ -42,7 +44,7 @@ from client.party import PartyIdentity
 from client.storage import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from client.storage_errors import StorageError
 from client.transport import Transport
-from client.wallet import Wallet, WalletClient, WalletError
+from client.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
 from shardkeep import lifecycle
 from tss.bip32 import derive_public
 from tss.errors import InputError, ProtocolError, ShardkeepError
@@ -156,6 +158,13 @@ class _Context:
             timeout=args.timeout,
             transport=transport,
         )
+
+    def store(self) -> StateKeyStore:
+        """The state directory as the SDK's key store (pending shares of key changes)."""
+        return StateKeyStore(
+            self.args.state, self.passcode, self.params,
+            insecure_allow_weak_kdf=self.weak,
+        )  # fmt: skip
 
     def host_channel(self) -> grpc.aio.Channel:
         transport = self.transport()
@@ -367,11 +376,7 @@ async def _create(ctx: _Context) -> dict[str, Any]:
 
 async def _sign(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    ctx.progress("decrypting the key shares")
-    loaded = load_wallet(
-        args.state, args.wallet_id, ctx.passcode, parties=args.parties,
-        insecure_allow_weak_kdf=ctx.weak,
-    )  # fmt: skip
+    loaded = await _settled_wallet(ctx, args.parties)
     wallet = loaded.wallet
     options = SigningOptions(
         derivation_path=args.path, taproot=args.taproot, taproot_merkle_root=args.merkle_root
@@ -427,6 +432,8 @@ def _child_key(wallet: Wallet, path: tuple[int, ...]) -> bytes:
 
 async def _backup(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
+    for wallet_id in [args.wallet_id] if args.wallet_id is not None else []:
+        await _settle(ctx, wallet_id)  # back up the share that signs now
     if not args.all:
         description = load_description(args.state, args.wallet_id)
         if args.party is None and len(description.local) != 1:
@@ -555,42 +562,79 @@ async def _passcode(ctx: _Context) -> dict[str, Any]:
 
 
 async def _refresh(ctx: _Context) -> dict[str, Any]:
-    args = ctx.args
-    ctx.progress("decrypting the key shares")
-    loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
     async with ctx.client() as client:
+        loaded = await _settled_wallet(ctx)
         ctx.progress.stage("refresh")
-        wallet = await client.refresh(loaded.wallet, loaded.devices, progress=ctx.progress)
+        wallet = await client.refresh(
+            loaded.wallet, loaded.devices, store=ctx.store(), progress=ctx.progress
+        )
     ctx.progress.stage("")
-    ctx.progress("encrypting the new key shares")
-    save_wallet(
-        args.state, wallet, loaded.devices, ctx.passcode, params=ctx.params,
-        insecure_allow_weak_kdf=ctx.weak,
-    )  # fmt: skip
     return _describe_wallet(wallet) | {"backup_needed": True}
 
 
 async def _reshare(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    ctx.progress("decrypting the key shares")
-    loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
-    old = loaded.wallet
-    count = args.local_parties if args.local_parties is not None else len(old.shares)
-    new_devices = [PartyIdentity.generate() for _ in range(count)]
     async with ctx.client() as client:
+        loaded = await _settled_wallet(ctx)
+        old = loaded.wallet
+        count = args.local_parties if args.local_parties is not None else len(old.shares)
+        new_devices = [PartyIdentity.generate() for _ in range(count)]
         ctx.progress.stage("reshare")
         wallet = await client.reshare(
             old, loaded.devices, new_devices,
             threshold=args.threshold if args.threshold is not None else old.threshold,
-            keep_server=not args.without_server, progress=ctx.progress,
+            keep_server=not args.without_server, store=ctx.store(), progress=ctx.progress,
         )  # fmt: skip
     ctx.progress.stage("")
-    ctx.progress("encrypting the new key shares")
-    save_wallet(
-        args.state, wallet, dict(enumerate(new_devices)), ctx.passcode, params=ctx.params,
+    return _describe_wallet(wallet) | {"backup_needed": True}
+
+
+async def _resume(ctx: _Context) -> dict[str, Any]:
+    outcome = await _settle(ctx, ctx.args.wallet_id)
+    loaded = load_description(ctx.args.state, ctx.args.wallet_id)
+    return {"wallet_id": ctx.args.wallet_id, "key_change": outcome, "epoch": loaded.epoch}
+
+
+async def _settle(ctx: _Context, wallet_id: str) -> str:
+    """Settle the wallet's interrupted key change, if any (automatic before every use).
+
+    Returns:
+        "none" (nothing pending), "committed", "discarded" or "undecided" (the
+        host has not decided yet: the old epoch signs meanwhile).
+    """
+    if load_pending_description(ctx.args.state, wallet_id) is None:
+        return "none"  # the common case: no passcode work, no connection
+    store = ctx.store()
+    pending = store.load_pending(wallet_id)
+    if pending is None:
+        return "none"
+    try:
+        committed = load_wallet(
+            ctx.args.state, wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak
+        )
+    except FileNotFoundError:
+        committed = None  # an import that never committed
+    ctx.progress(f"settling the interrupted key change of epoch {pending.epoch}")
+    try:
+        async with ctx.client() as client:
+            settled = await client.resume(
+                None if committed is None else committed.wallet, pending,
+                devices=None if committed is None else committed.devices, store=store,
+            )  # fmt: skip
+    except KeyChangeUndecided as e:
+        ctx.progress(f"{e}; the current epoch is used until then")
+        return "undecided"
+    return "committed" if settled is not None and settled.epoch == pending.epoch else "discarded"
+
+
+async def _settled_wallet(ctx: _Context, parties: list[int] | None = None) -> LoadedWallet:
+    """The wallet after settling an interrupted key change: what signs now."""
+    await _settle(ctx, ctx.args.wallet_id)
+    ctx.progress("decrypting the key shares")
+    return load_wallet(
+        ctx.args.state, ctx.args.wallet_id, ctx.passcode, parties=parties,
         insecure_allow_weak_kdf=ctx.weak,
     )  # fmt: skip
-    return _describe_wallet(wallet) | {"backup_needed": True}
 
 
 def _write_key(out: Path, private_key: bytes) -> None:
@@ -611,8 +655,7 @@ async def _export(ctx: _Context) -> dict[str, Any]:
         raise UsageError("name the WALLET to export, or give --offline SHAREFILE...")
     if args.public_key is not None:
         raise UsageError("--public-key goes with --offline")
-    ctx.progress("decrypting the key shares")
-    loaded = load_wallet(args.state, args.wallet_id, ctx.passcode, insecure_allow_weak_kdf=ctx.weak)
+    loaded = await _settled_wallet(ctx)
     wallet = loaded.wallet
     with_server = not args.without_server and wallet.server_index is not None
     # A quorum of exactly t parties: the local ones first, the server share last.
@@ -672,22 +715,17 @@ def _read_key_file(path: Path) -> bytes:
 
 async def _import(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    passcode = ctx.passcode
+    store = ctx.store()  # the passcode first: refused before the key is read
     private_key = _read_key_file(args.key_file)
     devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
     async with ctx.client() as client:
         ctx.progress.stage("import")
         wallet = await client.import_key(
             SCHEME_NAMES[args.scheme], private_key, devices, threshold=args.threshold,
-            wallet_id=args.wallet_id, progress=ctx.progress,
+            wallet_id=args.wallet_id, store=store, progress=ctx.progress,
         )  # fmt: skip
     del private_key
     ctx.progress.stage("")
-    ctx.progress("encrypting the key shares")
-    save_wallet(
-        args.state, wallet, dict(enumerate(devices)), passcode, params=ctx.params,
-        insecure_allow_weak_kdf=ctx.weak,
-    )  # fmt: skip
     return _describe_wallet(wallet) | {"backup_needed": True}
 
 
@@ -702,4 +740,5 @@ _HANDLERS: Final[dict[str, tuple[Handler, PasscodeUse]]] = {
     "recover": (_recover, "existing"),
     "list": (_list, "none"),
     "passcode": (_passcode, "existing"),
+    "resume": (_resume, "existing"),
 }

@@ -17,9 +17,11 @@ device's pair setup with the server party; when the enclave answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.attestation import AttestationDocument, verify
+from client.key_change import KeyStore, PendingChange
 from client.party import PartyIdentity, Progress, roster_of, run_over_relay
 from client.transport import Transport, TransportError, transport_error
 from relay.client import CreatedRoom, RelayClient
@@ -36,16 +39,22 @@ from shardkeep import lifecycle
 from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.ceremony import Ceremony
-from tss.certificate import sign_epoch_ack
+from tss.certificate import PendingKeyChange, sign_epoch_ack
 from tss.channel import Roster, party_id
 from tss.dealer import import_dealer
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.ecdsa.setup import UNKNOWN_SETUP_ID, PeerSetup
-from tss.errors import InputError, ShardkeepError
+from tss.errors import (
+    FaultyParticipantError,
+    InputError,
+    ProtocolError,
+    SessionStateError,
+    ShardkeepError,
+)
 from tss.export import Export
 from tss.keygen import Keygen, PairSetup
 from tss.keyshare import KeyShare, Scheme
-from tss.reshare import PublicKeyring, Reshare, ReshareOutput
+from tss.reshare import PublicKeyring, Reshare
 from tss.signing import (
     NO_OPTIONS,
     HostKeys,
@@ -81,6 +90,43 @@ class WalletError(ShardkeepError):
         self.culprits = tuple(c for c in culprits.split(",") if c)
         self.reason = reason
         super().__init__(message if not culprits else f"{message} (culprits: {culprits})")
+
+
+class CeremonyFailed(WalletError):
+    """A local party's side of a ceremony failed: the relay, a timeout, or a protocol fault
+    (a misbehaving party is named in the message; the original error is the cause)."""
+
+
+class KeyChangeError(WalletError):
+    """A key change could not be settled (e.g. a certificate that does not verify)."""
+
+
+class KeyChangeInterrupted(WalletError):
+    """A key change failed after its new shares were saved as pending.
+
+    ``pending`` is the saved change: :meth:`client.wallet.WalletClient.resume`
+    settles it later (promote with the certificate, or discard); until then the
+    old epoch signs.
+    """
+
+    def __init__(self, message: str, pending: PendingChange) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
+class KeyChangeUndecided(WalletError):
+    """The host has not decided the key change yet: try again after ``retry_after_unix``.
+
+    The old epoch keeps signing meanwhile.
+    """
+
+    def __init__(self, message: str, retry_after_unix: int) -> None:
+        super().__init__(message)
+        self.retry_after_unix = retry_after_unix
+
+
+class KeyChangeSaveError(WalletError):
+    """Saving the key change's shares failed (e.g. a full disk); the old epoch is intact."""
 
 
 @dataclass(frozen=True)
@@ -271,6 +317,7 @@ class WalletClient:
         wallet_id: str | None = None,
         importer: PartyIdentity | None = None,
         chain_code: bytes | None = None,
+        store: KeyStore | None = None,
         progress: Progress | None = None,
     ) -> Wallet:
         """Split an existing private key among ``devices`` and the server share (the server last).
@@ -302,12 +349,14 @@ class WalletClient:
             chain_code: the key's 32-byte BIP-32 chain code, to keep its child
                 addresses (default: 32 random bytes). It reaches the other
                 parties inside the ceremony's end-to-end channels only.
+            store: keeps the devices' shares, pending then committed (as :meth:`refresh`).
 
         Returns:
             The wallet with every device's key share, at epoch 1.
 
         Raises:
             InputError: a bad key, scheme, chain code, threshold or device list.
+            KeyChangeSaveError, KeyChangeInterrupted: as :meth:`refresh`.
             WalletError: the server share refused or the ceremony failed.
         """
         if not devices:
@@ -348,17 +397,18 @@ class WalletClient:
                     )
             return layout.roster, ceremonies
 
-        result, outputs = await self._run(
-            request, list(identities.values()), build, server.party.party_id, progress, owner=owner
-        )
-        shares = {j: _new_share(outputs[d.party_id]) for j, d in enumerate(devices)}
-        if bytes(result.public_key) != keyring.public_key or any(
-            s.public_key != keyring.public_key for s in shares.values()
-        ):
-            raise WalletError("the imported wallet's public key is not the key's")
-        return Wallet(
-            request.wallet_id, scheme, threshold, new_parties, len(devices), keyring.public_key,
-            result.epoch, shares, owner,
+        def new_wallet(shares: Mapping[str, KeyShare | None], epoch: int) -> Wallet:
+            new = {j: _holder_share(shares[d.party_id]) for j, d in enumerate(devices)}
+            if any(s.public_key != keyring.public_key for s in new.values()):
+                raise WalletError("the imported wallet's public key is not the key's")
+            return Wallet(
+                request.wallet_id, scheme, threshold, new_parties, len(devices),
+                keyring.public_key, epoch, new, owner,
+            )  # fmt: skip
+
+        return await self._change_keys(
+            "import", request, identities, build, server.party.party_id, progress,
+            new_wallet, dict(enumerate(devices)), store, owner=owner,
         )  # fmt: skip
 
     async def sign(
@@ -482,13 +532,24 @@ class WalletClient:
         wallet: Wallet,
         devices: Mapping[int, PartyIdentity],
         *,
+        store: KeyStore | None = None,
         progress: Progress | None = None,
     ) -> Wallet:
         """New secret shares for every party, the same key (epoch + 1); every party takes part.
 
+        The new shares are saved through ``store`` as pending before the devices
+        agree, and committed there once the certificate verifies (see
+        :meth:`resume` for a change that is interrupted in between).
+
         Returns:
             The wallet at the new epoch with the devices' new shares (the old ones
             no longer combine with them).
+
+        Raises:
+            KeyChangeSaveError: saving the pending shares failed; nothing changed.
+            KeyChangeInterrupted: the change failed after the pending shares were
+                saved (``pending``); resume it later.
+            WalletError: the change failed before; the old epoch stays.
         """
         members = [*devices, *([] if wallet.server_index is None else [wallet.server_index])]
         if sorted(members) != list(range(len(wallet.parties))):
@@ -504,11 +565,14 @@ class WalletClient:
                 for i, d in devices.items()
             }
 
-        result, outputs = await self._run(
-            request, list(devices.values()), build, self._server_id(wallet), progress
-        )
-        shares = {i: _new_share(outputs[d.party_id]) for i, d in devices.items()}
-        return replace(wallet, epoch=result.epoch, shares=shares)
+        def new_wallet(shares: Mapping[str, KeyShare | None], epoch: int) -> Wallet:
+            new = {i: _holder_share(shares[d.party_id]) for i, d in devices.items()}
+            return replace(wallet, epoch=epoch, shares=new)
+
+        return await self._change_keys(
+            "refresh", request, dict(devices), build, self._server_id(wallet), progress,
+            new_wallet, dict(devices), store,
+        )  # fmt: skip
 
     async def reshare(
         self,
@@ -518,6 +582,7 @@ class WalletClient:
         *,
         threshold: int,
         keep_server: bool = True,
+        store: KeyStore | None = None,
         progress: Progress | None = None,
     ) -> Wallet:
         """Move the key to a new set of parties and threshold, the same public key (epoch + 1).
@@ -531,6 +596,9 @@ class WalletClient:
 
         Returns:
             The new wallet: its parties, the new devices' shares by new index.
+
+        Raises:
+            as :meth:`refresh` (``store`` keeps the new devices' shares and identities).
 
         Raises:
             InputError: no owner key, or a threshold of 1 with the server share.
@@ -564,19 +632,16 @@ class WalletClient:
                     )
             return layout.roster, ceremonies
 
-        result, outputs = await self._run(
-            request,
-            list(identities.values()),
-            build,
-            self._server_id(wallet),
-            progress,
-            owner=wallet.owner_key,
-        )
-        shares = {j: _new_share(outputs[d.party_id]) for j, d in enumerate(new_devices)}
-        return replace(
-            wallet, threshold=threshold, parties=new_parties,
-            server_index=len(new_devices) if keep_server and server else None,
-            epoch=result.epoch, shares=shares,
+        def new_wallet(shares: Mapping[str, KeyShare | None], epoch: int) -> Wallet:
+            return replace(
+                wallet, threshold=threshold, parties=new_parties,
+                server_index=len(new_devices) if keep_server and server else None, epoch=epoch,
+                shares={j: _holder_share(shares[d.party_id]) for j, d in enumerate(new_devices)},
+            )  # fmt: skip
+
+        return await self._change_keys(
+            "reshare", request, identities, build, self._server_id(wallet), progress,
+            new_wallet, dict(enumerate(new_devices)), store, owner=wallet.owner_key,
         )  # fmt: skip
 
     async def export(
@@ -675,6 +740,195 @@ class WalletClient:
             raise WalletError(f"the host refused: {e.details()}", e.code()) from e
         return pruned
 
+    async def resume(
+        self,
+        wallet: Wallet | None,
+        pending: PendingChange,
+        *,
+        devices: Mapping[int, PartyIdentity] | None = None,
+        store: KeyStore | None = None,
+    ) -> Wallet | None:
+        """Settle a key change that was interrupted after its new shares were saved.
+
+        Asks the host for the wallet's epochs (``GetEpochs``):
+
+        - the change's epoch is committed: its certificate must verify against
+          the pending change (session id, transcript, seats' host keys), then
+          ``store`` promotes the new shares and the devices acknowledge the epoch;
+        - it is still pending and this client holds the complete certificate:
+          submit it (``SubmitCertificate``), then promote as above;
+        - the host holds no such change and can no longer commit one (its
+          deadline passed, or another change took the epoch): ``store`` discards
+          the new shares, and the old wallet stays.
+
+        Arguments:
+            wallet: the committed wallet (None for an import that never committed).
+            pending: the saved change (``KeyChangeInterrupted.pending``, or the store's).
+            devices: the committed wallet's local identities (a dealer that left
+                acknowledges too).
+            store: where the shares are kept (None: the caller keeps the result).
+
+        Returns:
+            The wallet that signs now: the new one, or ``wallet``.
+
+        Raises:
+            KeyChangeUndecided: the host has not decided yet; the old wallet signs meanwhile.
+            KeyChangeError: the host's certificate does not verify (nothing changed).
+            KeyChangeInterrupted: promoting the shares in ``store`` failed.
+            WalletError: the host could not be asked.
+        """
+        wallet_id = pending.wallet.wallet_id
+        try:
+            epochs: host_pb2.Epochs = await self._host.GetEpochs(
+                host_pb2.GetEpochsRequest(wallet_id=wallet_id), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: an import that never was
+                raise WalletError(
+                    f"the host could not list the epochs: {e.details()}", e.code()
+                ) from e
+            epochs = host_pb2.Epochs()
+        record = next((r for r in epochs.epochs if r.epoch == pending.epoch), None)
+        ours = record is not None and (
+            bytes(record.key_change.session_id),
+            bytes(record.key_change.transcript),
+        ) == (pending.session_id, pending.transcript)
+        if record is not None and ours and record.state in ("committed", "retired"):
+            return await self._promote(pending, bytes(record.certificate), store, devices)
+        if record is not None and ours and record.state == "pending":
+            if not pending.certificate:
+                raise KeyChangeUndecided(
+                    f"epoch {pending.epoch} of wallet {wallet_id} is pending at the host",
+                    record.deadline_unix_ms // 1000,
+                )
+            try:
+                await self._host.SubmitCertificate(
+                    host_pb2.SubmitCertificateRequest(
+                        wallet_id=wallet_id, epoch=pending.epoch, certificate=pending.certificate
+                    ),
+                    timeout=self._timeout,
+                )
+            except grpc.aio.AioRpcError as e:
+                raise WalletError(
+                    f"the host refused the certificate: {e.details()}", e.code()
+                ) from e
+            return await self._promote(pending, pending.certificate, store, devices)
+        if record is None and not pending.expired():
+            raise KeyChangeUndecided(
+                f"the host may still store epoch {pending.epoch} of wallet {wallet_id}",
+                pending.deadline_unix,
+            )
+        if store is not None:
+            await asyncio.to_thread(store.discard, pending)
+        return wallet
+
+    async def _change_keys(
+        self,
+        kind: str,
+        request: ceremony_pb2.CeremonyRequest,
+        identities: Mapping[Any, PartyIdentity],
+        build: Callable[[ceremony_pb2.CeremonyRequest], tuple[Roster, dict[str, Ceremony[Any]]]],
+        server_id: str | None,
+        progress: Progress | None,
+        new_wallet: Callable[[Mapping[str, KeyShare | None], int], Wallet],
+        new_devices: dict[int, PartyIdentity],
+        store: KeyStore | None,
+        *,
+        owner: Ed25519PrivateKey | None = None,
+    ) -> Wallet:
+        """Run a key change: save the pending shares before any local party agrees, then
+        commit them with the verified certificate and acknowledge the new epoch."""
+        saved: PendingChange | None = None
+        local: dict[str, Ceremony[Any]] = {}
+
+        def tracked(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
+            roster, ceremonies = build(req)
+            local.clear()
+            local.update(ceremonies)
+            return roster, ceremonies
+
+        async def on_pending(pendings: dict[str, PendingKeyChange]) -> None:
+            nonlocal saved
+            first = next(iter(pendings.values()))
+            not_after = request.not_after_unix or int(time.time() + self._timeout)
+            change = PendingChange(
+                kind, new_wallet({pid: p.share for pid, p in pendings.items()}, first.epoch),
+                new_devices, first.session_id, first.transcript, first.hostpubkeys,
+                not_after + _DEADLINE_SLACK_S,
+            )  # fmt: skip
+            if store is not None:
+                try:
+                    await asyncio.to_thread(store.save_pending, change)
+                except OSError as e:
+                    raise KeyChangeSaveError(
+                        f"saving the new shares failed ({e.strerror or e}); the old ones are intact"
+                    ) from e
+            saved = change
+
+        try:
+            _, outputs = await self._run(
+                request, list(identities.values()), tracked, server_id, progress,
+                owner=owner, on_pending=on_pending,
+            )  # fmt: skip
+        except Exception as e:
+            if isinstance(e, KeyChangeSaveError):
+                raise
+            if saved is not None:
+                # A local party that got every signature holds the complete
+                # certificate: hand it to the host now (it keeps the epoch pending).
+                saved.certificate = next(
+                    (c.result.certificate for c in local.values() if c.done), b""
+                )
+                if saved.certificate:
+                    with contextlib.suppress(WalletError):
+                        resumed = await self.resume(None, saved, devices=identities, store=store)
+                        if resumed is not None:
+                            return resumed
+                raise KeyChangeInterrupted(
+                    f"the {kind} was interrupted after the new shares were saved "
+                    f"({_reason(e)}); resume it to finish or discard it",
+                    saved,
+                ) from e
+            raise
+        if saved is None:
+            raise KeyChangeError(f"the {kind} ended without pending shares")
+        certificate = next((o.certificate for o in outputs.values() if o.certificate), b"")
+        return await self._promote(saved, certificate, store, identities)
+
+    async def _promote(
+        self,
+        change: PendingChange,
+        certificate: bytes,
+        store: KeyStore | None,
+        others: Mapping[Any, PartyIdentity] | None,
+    ) -> Wallet:
+        """Commit a pending change whose ``certificate`` verifies; once ``store`` holds it,
+        acknowledge its epoch (without a store the caller does, after saving)."""
+        try:
+            change.verify(certificate)
+        except (FaultyParticipantError, InputError) as e:
+            raise KeyChangeError(
+                f"the certificate of epoch {change.epoch} does not verify: {e}"
+            ) from e
+        change.certificate = certificate
+        if store is None:
+            return change.wallet  # the caller saves it, then calls acknowledge_epoch
+        try:
+            await asyncio.to_thread(store.commit, change)
+        except OSError as e:
+            raise KeyChangeInterrupted(
+                f"the key change succeeded but saving its shares failed ({e.strerror or e}); "
+                "resume it once the device can save",
+                change,
+            ) from e
+        # Durable now: the host may drop the old epoch once every seat said so.
+        seats = {hostpubkey_gen(d.hostseckey): d for d in [*change.devices.values()]}
+        seats |= {hostpubkey_gen(d.hostseckey): d for d in (others or {}).values()}
+        mine = {i: d for i, (k, d) in enumerate(seats.items()) if k in change.hostpubkeys}
+        with contextlib.suppress(WalletError):  # best effort: the old epoch just stays longer
+            await self.acknowledge_epoch(change.wallet, mine)
+        return change.wallet
+
     # --- plumbing ----------------------------------------------------------------------
 
     def _request(
@@ -708,9 +962,16 @@ class WalletClient:
         progress: Progress | None,
         *,
         owner: Ed25519PrivateKey | None = None,
+        on_pending: SavePendings | None = None,
     ) -> tuple[ceremony_pb2.CeremonyResult, dict[str, Any]]:
         """Create the room, run each local party's ceremony over it and the server's through
-        the host; return the host's result and each local party's result by party id."""
+        the host; return the host's result and each local party's result by party id.
+
+        A key change pauses every local party before its certificate signature;
+        ``on_pending`` then gets all their pending shares at once (by party id)
+        and must have stored them when it returns; only then do the signatures
+        leave. If it raises, no local signature leaves.
+        """
         roster, _ = build(request)  # the room's members; plans are rebuilt with the room id
         with_server = server_id is not None and server_id in roster.party_ids
         # The enclave's challenge travels while the room is made (one extra call, overlapped).
@@ -721,10 +982,14 @@ class WalletClient:
         request.room_id = room.room_id
         roster, ceremonies = build(request)
         by_id = {d.party_id: d for d in devices}
+        barrier = _PendingBarrier(len(ceremonies), on_pending) if on_pending else None
 
         async def device(pid: str, ceremony: Ceremony[Any]) -> Any:
             async with self._relay.join(room.room_id, pid, room.join_tokens[pid]) as relay:
-                return await run_over_relay(ceremony, by_id[pid], roster, request, relay, progress)
+                return await run_over_relay(
+                    ceremony, by_id[pid], roster, request, relay, progress,
+                    None if barrier is None else functools.partial(barrier.arrive, pid),
+                )  # fmt: skip
 
         async def server() -> ceremony_pb2.CeremonyResult:
             if server_id is None or not with_server:
@@ -750,11 +1015,19 @@ class WalletClient:
                 ) from e
             return result
 
-        tasks = [server(), *(device(pid, c) for pid, c in ceremonies.items())]
+        tasks = [
+            asyncio.ensure_future(t)
+            for t in (server(), *(device(pid, c) for pid, c in ceremonies.items()))
+        ]
         try:
             outcome = await asyncio.wait_for(asyncio.gather(*tasks), self._timeout)
+        except (RelayError, TimeoutError, ProtocolError, SessionStateError) as e:
+            raise CeremonyFailed(f"the {_kind_name(request)} failed: {_reason(e)}") from e
         finally:
-            await self._relay.close_room(room.room_id, room.admin_token)
+            for task in tasks:  # one side failed: the others must not go on alone
+                task.cancel()
+            with contextlib.suppress(RelayError):  # the room expires anyway
+                await self._relay.close_room(room.room_id, room.admin_token)
         return outcome[0], dict(zip(ceremonies, outcome[1:], strict=True))
 
     async def _create_room(self, party_ids: list[str]) -> CreatedRoom:
@@ -772,7 +1045,7 @@ class WalletClient:
                 else None
             )
             if typed is None:
-                raise
+                raise CeremonyFailed(f"the relay refused a room: {_reason(e)}") from e
             raise typed from e
 
     def _connection_error(self, error: grpc.aio.AioRpcError, server: str) -> TransportError | None:
@@ -823,6 +1096,36 @@ def _server_setup_id(wallet: Wallet, index: int) -> bytes | None:
     return setup.peer(server).setup_id
 
 
+SavePendings = Callable[[dict[str, PendingKeyChange]], Awaitable[None]]
+"""Stores every local party's pending share of a key change (by party id), durably."""
+
+
+class _PendingBarrier:
+    """Collects the local parties' pending shares; saves them once all have paused.
+
+    Every local party of a key change pauses before its certificate signature,
+    after every earlier round: no party's pause waits for another's signature,
+    so all of them get here.
+    """
+
+    def __init__(self, parties: int, save: SavePendings) -> None:
+        self._parties = parties
+        self._save = save
+        self._pending: dict[str, PendingKeyChange] = {}
+        self._saved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def arrive(self, party: str, pending: PendingKeyChange) -> None:
+        self._pending[party] = pending
+        if len(self._pending) == self._parties:
+            try:
+                await self._save(dict(self._pending))
+            except BaseException as e:
+                self._saved.set_exception(e)
+            else:
+                self._saved.set_result(None)
+        await asyncio.shield(self._saved)
+
+
 def room_bytes(parties: int) -> int:
     """The byte limit a ceremony's room asks for (and reserves at the relay).
 
@@ -839,10 +1142,23 @@ def _any_share(wallet: Wallet) -> KeyShare:
     return next(iter(wallet.shares.values()))
 
 
-def _new_share(output: ReshareOutput) -> KeyShare:
-    if output.share is None:
+def _holder_share(share: KeyShare | None) -> KeyShare:
+    if share is None:
         raise WalletError("a new holder received no share")
-    return output.share
+    return share
+
+
+def _kind_name(request: ceremony_pb2.CeremonyRequest) -> str:
+    return ceremony_pb2.CeremonyKind.Name(request.kind).removeprefix("CEREMONY_KIND_").lower()
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error) or type(error).__name__
+
+
+_DEADLINE_SLACK_S = 5  # past the ceremony's expiry, the host can no longer store its epoch
 
 
 HOST_METHODS: dict[int, Any] = {
