@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,56 @@ def test_refresh_save_fails_cli_keeps_the_old_share(
     assert verifies("bip340", signed, created["public_key"])
     status, listed, _ = shardkeep(capsys, "wallet", "list", *on_laptop)
     assert [w["epoch"] for w in listed["wallets"]] == [0]
+
+
+def test_refresh_without_certificate_is_discarded_after_its_deadline(
+    stack: DevStack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server never gets the phone's agreement, so the enclave never signs and nobody
+    can hold a certificate: the host drops the epoch at once. The phone saved its new
+    share as pending; ``wallet resume`` keeps it while the ceremony could still be
+    stored (undecided), then discards it after the deadline; the old epoch signs
+    throughout."""
+    passcode = tmp_path / "passcode"
+    passcode.write_text("deadline passphrase")
+    state = tmp_path / "phone"
+    on_phone = options(stack, state, passcode)
+    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", "bip340", *on_phone)
+    assert status == 0, err
+    wallet_id = created["wallet_id"]
+    description = json.loads((wallet_dir(state, wallet_id) / "wallet.json").read_text())
+    plan = FaultPlan(Fault("drop", (2, "device0", "server")), stack.kill, delay_s=0)
+    plan.roles = {description["parties"][0]["party_id"]: "device0"}
+    with monkeypatch.context() as patched:
+        with_faulty_relay(patched, stack, plan)
+        status, _, err = shardkeep(capsys, "wallet", "refresh", wallet_id, *on_phone)
+    assert plan.fired and status == 1
+    assert "interrupted after the new shares were saved" in err
+    pending = json.loads((wallet_dir(state, wallet_id) / "pending.json").read_text())
+    deadline = pending["change"]["deadline_unix"]
+
+    status, resumed, err = shardkeep(capsys, "wallet", "resume", wallet_id, *on_phone)
+    assert status == 0, err
+    assert resumed["key_change"] == "undecided" and resumed["epoch"] == 0
+    status, signed, err = shardkeep(
+        capsys, "wallet", "sign", wallet_id, "--digest", DIGEST, *on_phone
+    )
+    assert status == 0 and verifies("bip340", signed, created["public_key"]), err
+
+    time.sleep(max(0.0, deadline - time.time() + 1))
+    status, resumed, err = shardkeep(capsys, "wallet", "resume", wallet_id, *on_phone)
+    assert status == 0, err
+    assert resumed == {"wallet_id": wallet_id, "key_change": "discarded", "epoch": 0}
+    assert sorted(p.name for p in wallet_dir(state, wallet_id).iterdir()) == [
+        "epoch-0",
+        "wallet.json",
+    ]
+    status, signed, err = shardkeep(
+        capsys, "wallet", "sign", wallet_id, "--digest", DIGEST, *on_phone
+    )
+    assert status == 0 and verifies("bip340", signed, created["public_key"]), err
+    status, refreshed, err = shardkeep(capsys, "wallet", "refresh", wallet_id, *on_phone)
+    assert status == 0 and refreshed["epoch"] == 1, err  # the host holds nothing pending
