@@ -598,10 +598,9 @@ class WalletClient:
             The new wallet: its parties, the new devices' shares by new index.
 
         Raises:
-            as :meth:`refresh` (``store`` keeps the new devices' shares and identities).
-
-        Raises:
             InputError: no owner key, or a threshold of 1 with the server share.
+            KeyChangeSaveError, KeyChangeInterrupted, WalletError: as :meth:`refresh`
+                (``store`` keeps the new devices' shares and identities).
         """
         if wallet.owner_key is None:
             raise InputError("a reshare needs the wallet owner's key")
