@@ -33,8 +33,9 @@ from relay.client import PartySession, RelayClient
 from shardkeep.v1 import envelope_pb2, relay_pb2
 
 FaultKind = Literal[
-    "drop", "delay", "kill-client", "kill-host", "kill-enclave", "kill-relay", "enospc"
-]
+    "drop", "delay", "kill-client", "kill-host", "kill-enclave", "kill-relay",
+    "enospc", "enospc-commit",
+]  # fmt: skip
 MESSAGE_FAULTS: tuple[FaultKind, ...] = (
     "drop", "delay", "kill-client", "kill-host", "kill-enclave", "kill-relay",
 )  # fmt: skip
@@ -48,7 +49,11 @@ class ClientKilled(BaseException):
 
 @dataclass(frozen=True)
 class Fault:
-    """One cell's fault: what happens, and at which message (None: at the save, for ENOSPC)."""
+    """One cell's fault: what happens, and at which message.
+
+    ``enospc`` (every write of the client's save fails) and ``enospc-commit``
+    (only the write that commits the new epoch fails) name no message.
+    """
 
     kind: FaultKind
     message: MessageKey | None = None

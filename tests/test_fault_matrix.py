@@ -222,8 +222,8 @@ async def run_cell(
     plan.roles = {d.party_id: f"new{j}" for j, d in enumerate(fresh)}
     if before is not None:
         plan.roles |= {d.party_id: f"device{i}" for i, d in before[1].items()}
-    if fault is not None and fault.kind == "enospc":
-        device.io = enospc_io()
+    if fault is not None and fault.kind.startswith("enospc"):
+        device.io = enospc_io(only_commit=fault.kind == "enospc-commit")
     error: BaseException | None = None
     relay = FaultyRelay.to(stack.relay_address, plan, stack.coordinator_key)
     async with client_for(stack, relay, FAULTY_TIMEOUT_S) as client:
@@ -279,8 +279,12 @@ async def next_use(
     return "old", ""
 
 
-def enospc_io() -> StateIO:
+def enospc_io(*, only_commit: bool) -> StateIO:
+    """Writes fail with ENOSPC: all of them, or only the commit (``wallet.json``)."""
+
     def full(path: Path, data: bytes) -> None:
+        if only_commit and path.name != "wallet.json":
+            return REAL_IO.write(path, data)
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     return StateIO(encrypt=REAL_IO.encrypt, write=full)
@@ -290,9 +294,10 @@ def enospc_io() -> StateIO:
 
 
 def cells_of(seen: list[MessageKey]) -> list[Fault]:
-    """Every message fault at every message of a clean run, and the ENOSPC save."""
+    """Every message fault at every message of a clean run, and the ENOSPC saves."""
     messages = list(dict.fromkeys(seen))
-    return [Fault(kind, m) for m in messages for kind in MESSAGE_FAULTS] + [Fault("enospc")]
+    faults = [Fault(kind, m) for m in messages for kind in MESSAGE_FAULTS]
+    return [*faults, Fault("enospc"), Fault("enospc-commit")]
 
 
 def run(stack: DevStack, body: Callable[[], Awaitable[Outcome]]) -> Outcome:
@@ -307,6 +312,7 @@ FAST_CELLS: tuple[tuple[Scheme, str, Fault, str], ...] = (
     # (scheme, ceremony, fault, the epoch the wallet must sign at afterwards)
     ("bip340", "refresh", Fault("drop", (3, "server", "device0")), "new"),  # the issue's case 1
     ("bip340", "refresh", Fault("enospc"), "old"),  # case 2
+    ("ecdsa-secp256k1", "reshare-add", Fault("enospc-commit"), "new"),
     ("bip340", "refresh", Fault("kill-host", (3, "device0", "server")), "old"),
     ("bip340", "refresh", Fault("kill-client", (3, "device0", "server")), "old"),
     ("ecdsa-secp256k1", "refresh", Fault("drop", (4, "device0", "server")), "new"),
