@@ -457,6 +457,12 @@ class StateKeyStore:
     insecure_allow_weak_kdf: bool = False
     io: StateIO = REAL_IO
 
+    def save(self, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
+        save_wallet(
+            self.state, wallet, devices, self.passcode, params=self.params,
+            insecure_allow_weak_kdf=self.insecure_allow_weak_kdf, io=self.io,
+        )  # fmt: skip
+
     def save_pending(self, change: PendingChange) -> None:
         save_pending(
             self.state, change.wallet, change.devices, self.passcode, change.to_json(),
@@ -466,11 +472,7 @@ class StateKeyStore:
     def commit(self, change: PendingChange) -> None:
         pending = load_pending_description(self.state, change.wallet.wallet_id)
         if pending is None or pending.wallet.epoch != change.epoch:
-            # Saved through another store (or already committed): write it whole.
-            save_wallet(
-                self.state, change.wallet, change.devices, self.passcode, params=self.params,
-                insecure_allow_weak_kdf=self.insecure_allow_weak_kdf, io=self.io,
-            )  # fmt: skip
+            self.save(change.wallet, change.devices)  # saved elsewhere: write it whole
             return
         commit_pending(self.state, change.wallet.wallet_id, io=self.io)
 

@@ -357,20 +357,15 @@ def _check_new_wallet(args: argparse.Namespace) -> None:
 
 async def _create(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    passcode = ctx.passcode
+    store = ctx.store()
     devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
     async with ctx.client() as client:
         ctx.progress.stage("keygen")
         wallet = await client.create_wallet(
             SCHEME_NAMES[args.scheme], devices, threshold=args.threshold,
-            wallet_id=args.wallet_id, progress=ctx.progress,
+            wallet_id=args.wallet_id, store=store, progress=ctx.progress,
         )  # fmt: skip
     ctx.progress.stage("")
-    ctx.progress("encrypting the key shares")
-    save_wallet(
-        args.state, wallet, dict(enumerate(devices)), passcode, params=ctx.params,
-        insecure_allow_weak_kdf=ctx.weak,
-    )  # fmt: skip
     return _describe_wallet(wallet)
 
 

@@ -126,6 +126,9 @@ class KeyStore(Protocol):
     committed epoch's shares: a failure leaves the previous state.
     """
 
+    def save(self, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
+        """Keep a new wallet that no key change made (a keygen) as committed."""
+
     def save_pending(self, change: PendingChange) -> None:
         """Keep the new shares beside the committed ones (before the parties agree)."""
 
@@ -142,6 +145,9 @@ class MemoryKeyStore:
 
     pending: dict[str, PendingChange] = field(default_factory=dict)
     committed: dict[str, Wallet] = field(default_factory=dict)
+
+    def save(self, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
+        self.committed[wallet.wallet_id] = wallet
 
     def save_pending(self, change: PendingChange) -> None:
         self.pending[change.wallet.wallet_id] = change

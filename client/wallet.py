@@ -254,16 +254,20 @@ class WalletClient:
         threshold: int,
         owner_key: Ed25519PrivateKey | None = None,
         wallet_id: str | None = None,
+        store: KeyStore | None = None,
         progress: Progress | None = None,
     ) -> Wallet:
         """Run a keygen among ``devices`` and the server share (the server is the last party).
 
         Returns:
-            The wallet with every device's key share; ``owner_key`` (a fresh one
-            by default) is registered with the server share for export and reshare.
+            The wallet with every device's key share, saved in ``store`` if given;
+            ``owner_key`` (a fresh one by default) is registered with the server
+            share for export and reshare.
 
         Raises:
             InputError: a threshold below 2 (the server share alone would be the key).
+            KeyChangeSaveError: saving the new wallet failed (no address was handed
+                out: nothing can have been paid to it).
         """
         lifecycle.check_server_threshold(threshold)
         server = await self.attest()
@@ -301,10 +305,18 @@ class WalletClient:
                     "the server share reported another public key than the devices got"
                 )
         by_index = {i: shares[d.party_id] for i, d in enumerate(devices)}
-        return Wallet(
+        wallet = Wallet(
             request.wallet_id, scheme, threshold, parties, len(devices), result.public_key,
             result.epoch, by_index, owner,
         )  # fmt: skip
+        if store is not None:
+            try:
+                await asyncio.to_thread(store.save, wallet, dict(enumerate(devices)))
+            except OSError as e:
+                raise KeyChangeSaveError(
+                    f"saving the new wallet failed ({e.strerror or e}); create another one"
+                ) from e
+        return wallet
 
     async def import_key(
         self,
@@ -1020,7 +1032,7 @@ class WalletClient:
         ]
         try:
             outcome = await asyncio.wait_for(asyncio.gather(*tasks), self._timeout)
-        except (RelayError, TimeoutError, ProtocolError, SessionStateError) as e:
+        except (RelayError, ConnectionError, TimeoutError, ProtocolError, SessionStateError) as e:
             raise CeremonyFailed(f"the {_kind_name(request)} failed: {_reason(e)}") from e
         finally:
             for task in tasks:  # one side failed: the others must not go on alone

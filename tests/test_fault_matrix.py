@@ -113,8 +113,7 @@ class Ceremony:
         """Run the key change with the ``fresh`` identities, keeping the shares on ``device``."""
         store = device.store
         if self.name == "keygen":
-            wallet = await client.create_wallet(scheme, fresh, threshold=2, wallet_id=wallet_id)
-            device.save(wallet, dict(enumerate(fresh)))
+            await client.create_wallet(scheme, fresh, threshold=2, wallet_id=wallet_id, store=store)
         elif self.name == "import":
             key = PrivateKey().secret
             await client.import_key(
