@@ -337,7 +337,7 @@ def test_fault_matrix_fast_subset(
     and host, client and relay deaths at the certificate round."""
     (ceremony,) = [c for c in CEREMONIES if c.name == ceremony_name]
     outcome, seen = asyncio.run(run_cell(stack, tmp_path, ceremony, scheme, fault))
-    assert fault.message is None or fault.message in seen  # the fault hit a real message
+    assert fault.message is None or fault.message in seen, outcome  # it hit a real message
     assert not outcome.problem, outcome
     assert outcome.typed and outcome.settled == settles_at, outcome
 
