@@ -343,6 +343,7 @@ def test_fault_matrix_fast_subset(
 
 
 @pytest.mark.faultmatrix
+@pytest.mark.timeout(4 * 3600)  # one ceremony's cells: minutes to an hour on two cores
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("ceremony", CEREMONIES, ids=lambda c: c.name)
 def test_full_fault_matrix(
