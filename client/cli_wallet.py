@@ -207,7 +207,7 @@ def add_wallet_commands(commands: Any) -> None:
         parents=[common],
         help="finish (with the host's certificate) or discard an interrupted key change",
     )
-    resume.add_argument("wallet_id", metavar="WALLET")
+    resume.add_argument("wallet_id", metavar="WALLET", help="the wallet whose key change to settle")
     resume.set_defaults(handler=_run("resume"))
 
     export = actions.add_parser(
