@@ -45,11 +45,17 @@ from enclave.ceremonies import Plan, plan, scheme_of
 from enclave.errors import BadRequest, Overloaded, Unauthorized, WrongShare
 from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
-from enclave.nsm import Nsm
+from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
 from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, without_pair_setups
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
 from shardkeep.lifecycle import seat_party_ids
-from shardkeep.server import AsyncHealthServicer, bind, mark_serving, new_server
+from shardkeep.server import (
+    AsyncHealthServicer,
+    MalformedRequest,
+    bind,
+    mark_serving,
+    new_server,
+)
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
 from tss.ecdsa.setup import PeerSetup
 from tss.errors import InputError, PairSetupError, ProtocolError, SessionStateError
@@ -215,6 +221,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
     ) -> enclave_pb2.GetAttestationResponse:
         identity = self._identity
         try:
+            if len(request.nonce) > MAX_USER_DATA_SIZE:
+                raise BadRequest(f"nonce must be at most {MAX_USER_DATA_SIZE} bytes")
             if identity is None:
                 raise SessionStateError("the enclave is not provisioned yet")
             # public_key: the static X25519 party key; user_data: the ChillDKG
@@ -257,6 +265,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
     ) -> AsyncIterator[enclave_pb2.CeremonyOutput]:
         self._running += 1
         request: ceremony_pb2.CeremonyRequest | None = None
+        request_iterator = _inputs(request_iterator)
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("input") != "start":
@@ -579,6 +588,30 @@ class _Inputs:
                 return
             break
         raise BadRequest("the host did not acknowledge storing the new share")
+
+
+async def _inputs(
+    requests: AsyncIterator[enclave_pb2.CeremonyInput | MalformedRequest],
+) -> AsyncIterator[enclave_pb2.CeremonyInput]:
+    """The host's ceremony inputs; one that did not parse ends the ceremony
+    (INVALID_ARGUMENT, through the one table)."""
+    async for item in requests:
+        if isinstance(item, MalformedRequest):
+            raise BadRequest("a ceremony input is not a valid message")
+        yield item
+
+
+async def _await_store_ack(requests: AsyncIterator[enclave_pb2.CeremonyInput], epoch: int) -> None:
+    """Wait for the host's acknowledgement; late room envelopes (e.g. peers' last
+    broadcasts) may still arrive first and are no longer needed."""
+    async for item in requests:
+        kind = item.WhichOneof("input")
+        if kind == "inbound":
+            continue
+        if kind == "store_ack" and item.store_ack.epoch == epoch:
+            return
+        break
+    raise BadRequest("the host did not acknowledge storing the new share")
 
 
 def running_parties(request: ceremony_pb2.CeremonyRequest | None) -> list[str]:

@@ -48,7 +48,7 @@ from host.store import (
 from relay.client import RelayClient
 from shardkeep.keychange import CertificateError, check_ack, check_certificate
 from shardkeep.requests import RETIRE_EPOCH_CONTEXT, request_signature_valid, retire_epoch_message
-from shardkeep.server import AsyncHealthServicer, bind, new_health_servicer
+from shardkeep.server import AsyncHealthServicer, MalformedRequests, bind, new_health_servicer
 from shardkeep.tls import ServerTls
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 
@@ -714,7 +714,8 @@ async def create_server(
     link = EnclaveLink(enclave_channel, link_config)
     await link.provision(store)
     server = grpc.aio.server(
-        interceptors=[RequestInterceptor(metrics, api_tokens)],
+        # The API token first, then malformed bodies: INVALID_ARGUMENT, counted.
+        interceptors=[RequestInterceptor(metrics, api_tokens), MalformedRequests()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

@@ -31,8 +31,10 @@ def map_driver_errors(table: ErrorTable) -> Iterator[None]:
 
     Raises:
         StoreError: a subclass chosen by ``table``; the driver's exception is the
-            ``__cause__``. The message has the driver's class and first line only
-            (PostgreSQL's DETAIL lines can quote row values).
+            ``__cause__``. The message names the driver's class only: driver
+            texts carry the database's host and port ("connection to server at
+            ...") and PostgreSQL's DETAIL lines quote row values, and store
+            messages reach the host's callers.
     """
     try:
         yield
@@ -41,8 +43,7 @@ def map_driver_errors(table: ErrorTable) -> Iterator[None]:
     except Exception as exc:
         for driver_class, store_class in table:
             if isinstance(exc, driver_class):
-                first_line = (str(exc).splitlines() or [""])[0][:200]
-                raise store_class(f"{type(exc).__name__}: {first_line}") from exc
+                raise store_class(f"database error ({type(exc).__name__})") from exc
         raise
 
 

@@ -37,7 +37,12 @@ from relay.errors import (
     status_code_for,
 )
 from relay.rooms import Message, PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
-from shardkeep.server import AsyncHealthServicer, new_health_servicer
+from shardkeep.server import (
+    AsyncHealthServicer,
+    MalformedRequest,
+    MalformedRequests,
+    new_health_servicer,
+)
 from shardkeep.tls import ServerTls
 from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
 
@@ -156,6 +161,23 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         self._admitter = admitter
         self._config = config
         self._clock = clock
+
+    async def authenticate_malformed(
+        self, request: MalformedRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Check a malformed request's credential where one travels outside the
+        body (CreateRoom's, bound to the raw body), so that a stranger gets
+        UNAUTHENTICATED; room tokens travel inside the body, so a malformed room
+        call is refused as malformed."""
+        if not request.method.endswith("/CreateRoom"):
+            return
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        try:
+            self._admitter.admit(metadata.get(CREDENTIAL_METADATA_KEY), request.raw, self._clock())
+        except RelayError as e:
+            await context.abort(
+                status_code_for(e), str(e), ((ERROR_METADATA_KEY, type(e).__name__),)
+            )
 
     async def _viewable_room(self, room_id: str, token: str) -> RoomSnapshot:
         snapshot = await self._backend.snapshot(RoomId(rooms.validate_id("room_id", room_id)))
@@ -293,7 +315,12 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 first = await context.read()
         except TimeoutError:
             raise HandshakeTimeoutError("no JoinHello in time") from None
-        if first is _EOF or not first.HasField("hello") or first.envelopes:
+        if (
+            first is _EOF
+            or isinstance(first, MalformedRequest)
+            or not first.HasField("hello")
+            or first.envelopes
+        ):
             raise MalformedRequestError("the first message on a Join stream must be a JoinHello")
         hello = first.hello
         room_id = RoomId(rooms.validate_id("room_id", hello.room_id))
@@ -400,6 +427,8 @@ class _PartyStream:
             request = await self._context.read()
             if request is _EOF:
                 return  # half-close: the party only listens from now on
+            if isinstance(request, MalformedRequest):
+                raise MalformedRequestError("a Join request is not a valid message")
             if request.HasField("hello"):
                 raise MalformedRequestError("only the first message may carry a JoinHello")
             messages: list[Message] = []
@@ -489,16 +518,16 @@ async def create_server(
     # Room limits are enforced by the relay; the transport cap only needs room
     # for the largest allowed payload plus the envelope's routing fields.
     max_frame = config.max_limits.max_message_bytes + 64 * 1024
+    servicer = RelayServicer(backend, admitter=admitter, config=config, clock=clock)
     server = grpc.aio.server(
+        interceptors=[MalformedRequests(authenticate=servicer.authenticate_malformed)],
         options=[
             ("grpc.max_receive_message_length", max_frame),
             ("grpc.max_send_message_length", max_frame),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
-    relay_pb2_grpc.add_RelayServicer_to_server(  # type: ignore[no-untyped-call]
-        RelayServicer(backend, admitter=admitter, config=config, clock=clock), server
-    )
+    relay_pb2_grpc.add_RelayServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health_servicer or new_health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

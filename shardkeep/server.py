@@ -2,17 +2,21 @@
 
 A factory binds the address and returns ``(server, bound_port)`` so tests can
 bind ``127.0.0.1:0``; a health service reports SERVING; SIGTERM/SIGINT drain
-gracefully: health goes NOT_SERVING first, then ``server.stop(grace)``.
+gracefully: health goes NOT_SERVING first, then ``server.stop(grace)``. Every
+server refuses request bodies that do not parse with INVALID_ARGUMENT, after
+its own authentication (``MalformedRequests``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from shardkeep.tls import ServerTls
@@ -70,9 +74,10 @@ def new_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     max_message_bytes: int = 8 * 1024 * 1024,
 ) -> tuple[grpc.aio.Server, AsyncHealthServicer]:
-    """A ``grpc.aio`` server with a health service (call ``mark_serving`` once started)."""
+    """A ``grpc.aio`` server with a health service (call ``mark_serving`` once started);
+    ``MalformedRequests`` runs after ``interceptors``."""
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[*interceptors, MalformedRequests()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -115,3 +120,121 @@ async def wait_healthy(channel: grpc.aio.Channel, service: str = "", timeout: fl
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"service {service!r} not healthy after {timeout} s")
         await asyncio.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """Stands in for a request body that did not parse (``MalformedRequests``).
+
+    Attributes:
+        method: the full method name (``/package.Service/Method``).
+        raw: the body as received (e.g. to check a signature bound to it).
+    """
+
+    method: str
+    raw: bytes = field(repr=False)
+
+
+# Called for a malformed unary request before it is refused: a service checks
+# what credential it can (and aborts with UNAUTHENTICATED) so that a stranger
+# learns nothing more from a bad body than from a good one.
+Authenticate = Callable[[MalformedRequest, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[None]]
+
+
+# grpc-stubs makes the interceptor generic; the runtime class is not subscriptable.
+if TYPE_CHECKING:
+    _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _InterceptorBase = grpc.aio.ServerInterceptor
+
+
+class MalformedRequests(_InterceptorBase):
+    """Turn request bodies that do not parse into INVALID_ARGUMENT, logged and counted.
+
+    grpc answers a body it cannot parse with UNKNOWN and Python's exception
+    text, before any check of the service. This interceptor makes every
+    method's parser tolerant: a bad body becomes a ``MalformedRequest``. A
+    unary request is then authenticated (``authenticate``), logged, counted
+    (``on_malformed``) and refused with INVALID_ARGUMENT; a streaming method
+    receives the ``MalformedRequest`` among its messages and refuses it itself.
+    Put it last among a server's interceptors, so that the ones before it
+    (e.g. the host's API-token check) run first.
+    """
+
+    def __init__(
+        self,
+        *,
+        authenticate: Authenticate | None = None,
+        on_malformed: Callable[[str], None] | None = None,
+    ) -> None:
+        """Arguments:
+        authenticate: the service's check for a malformed unary request.
+        on_malformed: counts a malformed request, with the method's short name.
+        """
+        self._authenticate = authenticate
+        self._on_malformed = on_malformed
+        self._log = structlog.get_logger("shardkeep.rpc")
+
+    def _parser(self, method: str, parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+        def tolerant(raw: bytes) -> Any:
+            if parse is None:
+                return raw
+            try:
+                return parse(raw)
+            except Exception:
+                return MalformedRequest(method, raw)
+
+        return tolerant
+
+    def refused(self, request: MalformedRequest) -> str:
+        """Log and count a malformed request; return the status message for it."""
+        name = request.method.rsplit("/", 1)[-1]
+        self._log.warning("malformed request", method=name, body_bytes=len(request.raw))
+        if self._on_malformed is not None:
+            self._on_malformed(name)
+        return f"malformed {name} request: the body is not a valid message"
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return None  # type: ignore[return-value]  # an unknown method: UNIMPLEMENTED
+        method: str = handler_call_details.method
+        parser = self._parser(method, handler.request_deserializer)
+        for kind in ("unary_unary", "unary_stream"):
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                return handler._replace(  # type: ignore[no-any-return]
+                    request_deserializer=parser, **{kind: self._guard(behavior, kind)}
+                )
+        return handler._replace(request_deserializer=parser)  # type: ignore[no-any-return]
+
+    def _guard(self, behavior: Callable[..., Any], kind: str) -> Callable[..., Any]:
+        async def refuse(
+            request: MalformedRequest, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> None:
+            if self._authenticate is not None:
+                await self._authenticate(request, context)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.refused(request))
+
+        if kind == "unary_unary":
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if isinstance(request, MalformedRequest):
+                    await refuse(request, context)
+                return await behavior(request, context)
+
+            return unary
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, MalformedRequest):
+                await refuse(request, context)
+            async for response in behavior(request, context):
+                yield response
+
+        return streaming
