@@ -12,7 +12,10 @@ Subcommands:
 * ``shardkeep demo`` runs the whole system on embedded defaults (``make run``).
 
 Exit status: 0 success, 1 the attestation document is invalid or the
-operation failed, 2 bad usage, unreadable input or a command not available yet.
+operation failed, 2 bad usage, unreadable input or a command not available
+yet, 130 interrupted (Ctrl-C), 141 the reader of the output went away (a closed
+pipe, as in ``shardkeep ... | head -1``). Every failure is one line on stderr,
+``shardkeep: <what failed>``, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +44,8 @@ __all__ = [
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +56,28 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 success, 1 invalid attestation document or failed
-        operation, 2 usage error.
+        operation, 2 usage error, 130 interrupted, 141 closed pipe.
     """
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits on --help and on usage errors
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
-    status: int = args.handler(args, sys.stdout, sys.stderr)
-    return status
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # argparse exits on --help and on usage errors
+            return e.code if isinstance(e.code, int) else EXIT_USAGE
+        status: int = args.handler(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()
+        return status
+    except KeyboardInterrupt:
+        print("shardkeep: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Nobody reads stdout any more: point it at /dev/null, so that the
+        # interpreter's last flush at exit does not fail again (Python's
+        # documented recipe for SIGPIPE), and say nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_CLOSED_PIPE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,8 +35,9 @@ JSON; progress goes to stderr.
 The handlers live in ``client.cli_wallet_run``, imported only when a wallet
 command runs, so that ``shardkeep attestation verify`` stays quick to start.
 
-Exit status: 0 success, 1 the operation failed (ceremony, host, attestation,
-wrong passcode), 2 bad usage or input.
+Exit status: 0 success, 1 the operation failed (ceremony, host, relay,
+attestation, wrong passcode), 2 bad usage or input, 130 interrupted (Ctrl-C),
+141 the reader of the output went away (a closed pipe).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from client.key_change import KeyStore, PendingChange
 from client.party import PartyIdentity, Progress, roster_of, run_over_relay
 from client.transport import Transport, TransportError, transport_error
 from relay.client import CreatedRoom, RelayClient
-from relay.errors import RelayError
+from relay.errors import RelayError, status_code_for
 from shardkeep import lifecycle
 from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
@@ -226,7 +226,7 @@ class WalletClient:
         except grpc.aio.AioRpcError as e:
             typed = self._connection_error(e, "host")
             if typed is None:
-                raise
+                raise WalletError(f"the host gave no attestation: {e.details()}", e.code()) from e
             raise typed from e
         document = verify(
             reply.document,
@@ -1033,7 +1033,9 @@ class WalletClient:
         try:
             outcome = await asyncio.wait_for(asyncio.gather(*tasks), self._timeout)
         except (RelayError, ConnectionError, TimeoutError, ProtocolError, SessionStateError) as e:
-            raise CeremonyFailed(f"the {_kind_name(request)} failed: {_reason(e)}") from e
+            raise CeremonyFailed(
+                f"the {_kind_name(request)} failed: {_reason(e)}", _status_of(e)
+            ) from e
         finally:
             for task in tasks:  # one side failed: the others must not go on alone
                 task.cancel()
@@ -1056,7 +1058,9 @@ class WalletClient:
                 else None
             )
             if typed is None:
-                raise CeremonyFailed(f"the relay refused a room: {_reason(e)}") from e
+                raise CeremonyFailed(
+                    f"the relay refused a room: {_reason(e)}", _status_of(e)
+                ) from e
             raise typed from e
 
     def _connection_error(self, error: grpc.aio.AioRpcError, server: str) -> TransportError | None:
@@ -1185,6 +1189,16 @@ HOST_METHODS: dict[int, Any] = {
 def _metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
     pairs: Any = error.trailing_metadata() or ()
     return {str(k): str(v) for k, v in pairs}
+
+
+def _status_of(error: BaseException) -> grpc.StatusCode | None:
+    """The status a failed ceremony reports in ``code``: the relay's for its errors
+    (e.g. UNAVAILABLE when its backend is down), DEADLINE_EXCEEDED for a timeout."""
+    if isinstance(error, RelayError):
+        return status_code_for(error)
+    if isinstance(error, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return None
 
 
 def _new_id(kind: str) -> str:

@@ -12,6 +12,10 @@ the tests give each test its own schema that way.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -106,6 +110,7 @@ class PostgresStore(Store):
         max_connections: int = 8,
         connect_timeout: int = 5,
         acquire_timeout: float = 10.0,
+        statement_timeout: float = 5.0,
     ) -> None:
         """Open (lazily: connections are made on first use) the store in a PostgreSQL database.
 
@@ -116,10 +121,18 @@ class PostgresStore(Store):
             max_connections: bound on open connections.
             connect_timeout: seconds to wait for the server when connecting.
             acquire_timeout: seconds to wait for a free pooled connection.
+            statement_timeout: seconds one statement may take (PostgreSQL's
+                ``statement_timeout``, which also bounds lock waits). A server
+                that stops answering altogether (paused, or a network that
+                drops packets) cannot enforce it, so a watchdog severs a
+                transaction's connection after ``2 * statement_timeout + 1``
+                seconds: the call fails as unavailable instead of stalling for
+                as long as the server does.
         """
         super().__init__(clock=clock)
         self._dsn = dsn
         self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
         self._pool: ConnectionPool[_Connection] = ConnectionPool(
             self._connect,
             reusable=_reusable,
@@ -141,7 +154,13 @@ class PostgresStore(Store):
 
     def _connect(self) -> _Connection:
         # autocommit: no implicit BEGIN; conn.transaction() issues BEGIN/COMMIT.
-        return psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+        conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+        # Set per session, not through the URL's ``options``, which may carry a search_path.
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false)",
+            (str(int(self._statement_timeout * 1000)),),
+        )
+        return conn
 
     def _lock_migrations(self, tx: Transaction) -> None:
         tx.one(_MIGRATION_LOCK)
@@ -153,7 +172,32 @@ class PostgresStore(Store):
         with (
             map_driver_errors(POSTGRES_ERRORS),
             self._pool.connection() as conn,
+            _watchdog(conn, 2 * self._statement_timeout + 1),
             conn.transaction(),
             conn.cursor() as cursor,
         ):
             yield _PostgresTransaction(cursor)
+
+
+@contextmanager
+def _watchdog(conn: _Connection, seconds: float) -> Iterator[None]:
+    """Sever ``conn`` if the block runs longer than ``seconds``: the blocked
+    driver call then fails at once (OperationalError, so StoreUnavailableError)
+    and the pool discards the connection."""
+    timer = threading.Timer(seconds, _sever, (conn,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _sever(conn: _Connection) -> None:
+    # A duplicate of the connection's descriptor: shutdown() acts on the
+    # socket both share, and closing the duplicate leaves libpq's own.
+    with (
+        contextlib.suppress(OSError, ValueError),
+        socket.socket(fileno=os.dup(conn.fileno())) as sock,
+    ):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -103,8 +103,7 @@ class Backend(Protocol):
         ``expires_ms`` and bounds ``max_wait_s`` by it.
 
         Raises:
-            RoomNotFoundError: the room is gone (the Redis backend cannot tell and
-                just returns nothing; the caller's expiry check ends the wait).
+            RoomNotFoundError: the room is gone (e.g. Redis restarted under it).
         """
         ...
 

@@ -293,7 +293,7 @@ class RedisBackend:
         """
         return cls(
             aioredis.Redis.from_url(
-                url, decode_responses=False, socket_timeout=10.0, socket_connect_timeout=5.0
+                url, decode_responses=False, socket_timeout=5.0, socket_connect_timeout=3.0
             ),
             prefix=prefix,
             retention_ms=retention_ms,
@@ -432,6 +432,14 @@ class RedisBackend:
                     {log: f"0-{after}"}, count=limit, block=block_ms if block_ms > 0 else None
                 ),
             )
+        if not reply:
+            # Nothing new: make sure the room still exists. After a Redis
+            # restart (or a flush) it is gone, and the reader must hear so now
+            # rather than wait out the room's TTL.
+            async with _redis_errors():
+                exists = await self._r.exists(self._keys(room_id)[0])
+            if not exists:
+                raise RoomNotFoundError("no such room")
         entries: list[StoredMessage] = []
         closed = False
         for _stream, items in reply or ():

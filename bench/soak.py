@@ -1,0 +1,198 @@
+"""Soak: sustained signing with both schemes while another process floods the relay.
+
+    python -m bench.soak [--minutes 15] [--signers 4]
+
+Not part of ``make bench`` or ``make test`` (it runs for minutes). It starts the
+development system (devkms, relay, enclave, host as real processes, as
+``make run`` does), creates a 2-of-2 wallet per scheme (one device and the
+server share), then for ``--minutes`` keeps ``--signers`` signing ceremonies
+in flight, alternating BIP-340 and ECDSA, while a separate process sends
+CreateRoom calls without a credential (and with an unpinned key) to the relay
+as fast as it can. It reports ceremonies done per scheme, failures by type (a
+flood-caused failure would show as RESOURCE_EXHAUSTED or a relay error), the
+flood's answers by status code, and each process's resident memory at the
+start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+
+__all__ = ["main"]
+
+DIGEST_BYTES = 32
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def flood(address: str, concurrency: int) -> dict[str, int]:
+    """CreateRoom without a valid credential, ``concurrency`` calls in flight,
+    until SIGTERM."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
+    from shardkeep.v1 import relay_pb2, relay_pb2_grpc
+
+    stranger = Ed25519PrivateKey.generate()
+    codes: collections.Counter[str] = collections.Counter()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = relay_pb2_grpc.RelayStub(channel)  # type: ignore[no-untyped-call]
+
+        async def one_worker(n: int) -> None:
+            while not stop.is_set():
+                request = relay_pb2.CreateRoomRequest(participants=["a", "b"], ttl_ms=86_400_000)
+                metadata: tuple[tuple[str, str], ...] = ()
+                if n % 2:  # half of them sign with a key the relay does not pin
+                    body = request.SerializeToString(deterministic=True)
+                    credential = create_room_credential(stranger, body, time.time_ns() // 10**6)
+                    metadata = ((CREDENTIAL_METADATA_KEY, credential),)
+                try:
+                    await stub.CreateRoom(request, metadata=metadata, timeout=10)
+                    codes["OK"] += 1
+                except grpc.aio.AioRpcError as e:
+                    codes[e.code().name] += 1
+
+        await asyncio.gather(*(one_worker(n) for n in range(concurrency)))
+    return dict(codes)
+
+
+async def _sign_loop(
+    wallets: object,
+    wallet: object,
+    device: object,
+    deadline: float,
+    done: collections.Counter[str],
+    failures: collections.Counter[str],
+    scheme: str,
+) -> None:
+    from client.wallet import WalletClient
+
+    assert isinstance(wallets, WalletClient)
+    while time.monotonic() < deadline:
+        try:
+            await wallets.sign(wallet, secrets.token_bytes(DIGEST_BYTES), {0: device})  # type: ignore[arg-type,dict-item]
+            done[scheme] += 1
+        except Exception as e:  # every failure is counted by type, none stops the soak
+            code = getattr(e, "code", None)
+            name = getattr(code, "name", code)
+            failures[f"{scheme}: {type(e).__name__}{f' ({name})' if name else ''}"] += 1
+
+
+async def soak(minutes: float, signers: int, flood_concurrency: int) -> dict[str, object]:
+    from client.devstack import running_stack
+    from client.party import PartyIdentity
+    from client.wallet import WalletClient
+
+    seconds = minutes * 60
+    with tempfile.TemporaryDirectory(prefix="shardkeep-soak-") as tmp:
+        async with (
+            running_stack(Path(tmp)) as stack,
+            WalletClient(
+                stack.host_address,
+                stack.relay_address,
+                stack.coordinator_key,
+                root_certificate=stack.root_certificate,
+                timeout=60.0,
+            ) as wallets,
+        ):
+            device = PartyIdentity.generate()
+            made = {
+                scheme: await wallets.create_wallet(scheme, [device], threshold=2)
+                for scheme in ("bip340", "ecdsa-secp256k1")
+            }
+            pids = {name: p.pid for name, p in stack.processes.items()}
+            pids["client (this process)"] = os.getpid()
+            flooder = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.soak", "--flood", stack.relay_address,
+                "--concurrency", str(flood_concurrency),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            pids["flood"] = flooder.pid
+            await asyncio.sleep(2)  # the flood is under way
+            rss_start = {name: rss_mib(pid) for name, pid in pids.items()}
+            done: collections.Counter[str] = collections.Counter()
+            failures: collections.Counter[str] = collections.Counter()
+            started = time.monotonic()
+            deadline = started + seconds
+            schemes = list(made)
+            await asyncio.gather(
+                *(
+                    _sign_loop(
+                        wallets,
+                        made[schemes[i % 2]],
+                        device,
+                        deadline,
+                        done,
+                        failures,
+                        schemes[i % 2],
+                    )
+                    for i in range(signers)
+                )
+            )
+            elapsed = time.monotonic() - started
+            rss_end = {name: rss_mib(pid) for name, pid in pids.items()}
+            flooder.terminate()
+            out, _ = await flooder.communicate()
+            flood_codes = json.loads(out.decode().strip().splitlines()[-1])
+    return {
+        "minutes": round(elapsed / 60, 2),
+        "signers": signers,
+        "ceremonies": dict(done),
+        "per_second": round(sum(done.values()) / elapsed, 1),
+        "failures": dict(failures),
+        "flood": flood_codes,
+        "rss_mib_start": {k: round(v, 1) for k, v in rss_start.items()},
+        "rss_mib_end": {k: round(v, 1) for k, v in rss_end.items()},
+    }
+
+
+def _print(report: Mapping[str, object]) -> None:
+    print(f"soak: {report['minutes']} min, {report['signers']} signing ceremonies in flight")
+    print(f"ceremonies done: {report['ceremonies']} ({report['per_second']}/s)")
+    print(f"failures by type: {report['failures'] or 'none'}")
+    print(f"flood (CreateRoom without a valid credential), answers: {report['flood']}")
+    start, end = report["rss_mib_start"], report["rss_mib_end"]
+    assert isinstance(start, dict) and isinstance(end, dict)
+    print(f"{'process':24} {'RSS start MiB':>14} {'RSS end MiB':>12}")
+    for name in start:
+        print(f"{name:24} {start[name]:14.1f} {end[name]:12.1f}")
+    print(json.dumps(report))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--signers", type=int, default=4, help="ceremonies in flight")
+    parser.add_argument("--concurrency", type=int, default=16, help="flood calls in flight")
+    parser.add_argument("--flood", metavar="RELAY", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.flood:
+        codes = asyncio.run(flood(args.flood, args.concurrency))
+        print(json.dumps(codes), flush=True)
+        return
+    _print(asyncio.run(soak(args.minutes, args.signers, args.concurrency)))
+
+
+if __name__ == "__main__":
+    main()

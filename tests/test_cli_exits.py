@@ -1,0 +1,88 @@
+"""The CLI's documented exit statuses for Ctrl-C and a closed pipe, and one-line
+failures (no tracebacks), with the real ``shardkeep`` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from client.cli import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED
+
+CLI = [sys.executable, "-c", "from client.cli import main; raise SystemExit(main())"]
+
+
+def coordinator_key(tmp_path: Path) -> Path:
+    path = tmp_path / "coordinator.key"
+    key = Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    return path
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
+    """A host that accepts connections and never answers keeps ``wallet create``
+    waiting; SIGINT ends it with 130 and one line, not a KeyboardInterrupt
+    traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        process = subprocess.Popen(
+            [
+                *CLI, "wallet", "create", "--scheme", "bip340", "--host", f"127.0.0.1:{port}",
+                "--relay", f"127.0.0.1:{port}", "--coordinator-key", str(coordinator_key(tmp_path)),
+                "--state", str(tmp_path / "state"), "--timeout", "60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "SHARDKEEP_PASSCODE": "correct horse battery staple"},
+        )  # fmt: skip
+        time.sleep(3)  # the client is waiting on the silent host
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == EXIT_INTERRUPTED, err
+    lines = err.decode().strip().splitlines()
+    assert lines[-1] == "shardkeep: interrupted", lines  # after the progress lines
+    assert "Traceback" not in err.decode()
+
+
+def test_closed_pipe_exits_141_without_a_traceback(tmp_path: Path) -> None:
+    """``shardkeep ... | head -0``: the reader is gone before the output is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = [*CLI, "wallet", "list", "--state", str(tmp_path), "--json"]
+    try:
+        process = subprocess.run(
+            command, stdout=write_end, stderr=subprocess.PIPE, timeout=30, check=False
+        )
+    finally:
+        os.close(write_end)
+    assert process.returncode == EXIT_CLOSED_PIPE
+    assert process.stderr == b""
+
+
+def test_a_relay_failure_is_one_line_with_exit_1(tmp_path: Path) -> None:
+    """No relay listening: the SDK's RelayFailedError, one line, exit status 1."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    process = subprocess.run(
+        [
+            *CLI, "wallet", "create", "--scheme", "bip340", "--host", f"127.0.0.1:{port}",
+            "--relay", f"127.0.0.1:{port}", "--coordinator-key", str(coordinator_key(tmp_path)),
+            "--state", str(tmp_path / "state"), "--timeout", "20",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "SHARDKEEP_PASSCODE": "correct horse battery staple"},
+    )  # fmt: skip
+    err = [line for line in process.stderr.decode().strip().splitlines() if ":" in line]
+    assert process.returncode == 1, err
+    assert err[-1].startswith("shardkeep: "), err
+    assert "Traceback" not in process.stderr.decode()
