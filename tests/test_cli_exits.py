@@ -66,8 +66,8 @@ def test_closed_pipe_exits_141_without_a_traceback(tmp_path: Path) -> None:
     assert process.stderr == b""
 
 
-def test_a_relay_failure_is_one_line_with_exit_1(tmp_path: Path) -> None:
-    """No relay listening: the SDK's RelayFailedError, one line, exit status 1."""
+def test_an_unreachable_service_is_one_line_with_exit_1(tmp_path: Path) -> None:
+    """Nothing listening: a typed SDK error, one line, exit status 1."""
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]

@@ -15,10 +15,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from relay.budget import Quota
 from relay.client import RelayClient
-from relay.errors import BackendUnavailableError, SequenceError
+from relay.errors import BackendUnavailableError, RoomNotFoundError, SequenceError
 from relay.redis_backend import RedisBackend
-from relay.rooms import RoomId
+from relay.rooms import RelayConfig, RoomId, RoomLimits, new_room
+from relay.service import wall_clock_ms
 from shardkeep.v1 import envelope_pb2, relay_pb2
 from tests.relay_harness import delete_keys, relay, run, unique_prefix
 
@@ -160,9 +162,19 @@ def test_blocking_reads_stay_inside_the_socket_timeout(redis_url: str, redis_pre
         # must block for less than that, not fail with UNAVAILABLE.
         client = aioredis.Redis.from_url(redis_url, socket_timeout=0.4)
         backend = RedisBackend(client, prefix=redis_prefix)
+        now = wall_clock_ms()
+        spec = new_room(
+            room_id="quiet-room", participants=["a", "b"], ttl_ms=60_000,
+            limits=RoomLimits(0, 0, 0), config=RelayConfig(), now_ms=now,
+        ).spec  # fmt: skip
+        budget = Quota(max_rooms=10, max_bytes=1 << 30)
         try:
+            await backend.create_room(spec, now, quota=budget, budget=budget)
             result = await backend.read(RoomId("quiet-room"), 0, 10, max_wait_s=1.0)
             assert result.entries == () and not result.closed
+            # A room that is not there is reported, not waited on until its TTL.
+            with pytest.raises(RoomNotFoundError):
+                await backend.read(RoomId("no-such-room"), 0, 10, max_wait_s=0.1)
         finally:
             await backend.aclose()
 
