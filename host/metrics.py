@@ -13,6 +13,8 @@ from typing import Final
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shardkeep.metrics import MetricsServer
+
 __all__ = ["HostMetrics", "start_metrics_server", "MetricsServer"]
 
 # Seconds: a sign over a loopback relay takes milliseconds, a DKLs23 keygen
@@ -87,26 +89,6 @@ class HostMetrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (what the endpoint serves)."""
         return prometheus_client.generate_latest(self.registry)
-
-
-class MetricsServer:
-    """The HTTP endpoint serving one registry; ``close`` stops it."""
-
-    def __init__(self, registry: CollectorRegistry, port: int, address: str) -> None:
-        self._server, self._thread = prometheus_client.start_http_server(
-            port, addr=address, registry=registry
-        )
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (useful when asked for port 0)."""
-        return int(self._server.server_port)
-
-    def close(self) -> None:
-        """Stop serving and join the server thread."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5.0)
 
 
 def start_metrics_server(

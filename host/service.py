@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from host.ceremony_plan import KIND_NAMES, plan_ceremony, scheme_enum
 from host.enclave_link import CeremonyDriver, EnclaveLink, LinkConfig, ceremony_budget
@@ -723,6 +724,10 @@ async def create_server(
     )
     health_servicer = health_servicer or new_health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Reflection lets operators list and call the API with grpcurl.
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+    )
     host_pb2_grpc.add_HostServicer_to_server(  # type: ignore[no-untyped-call]
         HostServicer(
             store=store,

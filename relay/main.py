@@ -6,6 +6,9 @@
     shardkeep-relay --listen 0.0.0.0:7400 --admission FILE \
         --backend-file /run/credentials/.../relay-backend
 
+Logs are JSON lines on stderr (structlog). ``--metrics-port`` serves
+Prometheus metrics (``relay.metrics``) at ``http://--metrics-address:PORT/metrics``.
+
 ``--admission`` names the JSON file that pins the coordinators' Ed25519 keys
 and sets the global budget and their quotas (``relay.admission``): only they
 may create rooms.
@@ -36,12 +39,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+import structlog
+
 from relay.admission import Admitter, load_policy
 from relay.backend import Backend
+from relay.errors import RelayError
 from relay.memory import MemoryBackend
+from relay.metrics import RelayMetrics
 from relay.redis_backend import RedisBackend
 from relay.rooms import RelayConfig
-from relay.service import create_server
+from relay.service import create_server, wall_clock_ms
+from shardkeep import logs
+from shardkeep.metrics import MetricsServer
 from shardkeep.server import new_health_servicer
 from shardkeep.tls import TlsSettingsError, add_server_tls_arguments, server_tls_from_args
 
@@ -50,7 +59,10 @@ __all__ = ["main", "make_backend", "backend_spec", "BACKEND_ENV"]
 BACKEND_ENV: Final = "SHARDKEEP_RELAY_BACKEND"
 _MAX_BACKEND_FILE_BYTES: Final = 4096
 
-_log = logging.getLogger("relay")
+_log = structlog.get_logger("relay")
+# How often the room and byte gauges are refreshed between calls (rooms that
+# expire change them without a call).
+_GAUGE_PERIOD_S: Final = 10.0
 
 
 def make_backend(spec: str, *, redis_prefix: str, config: RelayConfig) -> Backend:
@@ -126,6 +138,7 @@ async def _serve(args: argparse.Namespace) -> None:
     config = RelayConfig()
     backend = make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=config)
     health = new_health_servicer()
+    metrics = RelayMetrics()
     server, port = await create_server(
         args.listen,
         backend,
@@ -133,7 +146,12 @@ async def _serve(args: argparse.Namespace) -> None:
         config=config,
         health_servicer=health,
         tls=args.tls,
+        metrics=metrics,
     )
+    metrics_server = None
+    if args.metrics_port is not None:
+        metrics_server = MetricsServer(metrics.registry, args.metrics_port, args.metrics_address)
+    gauges = asyncio.create_task(_refresh_gauges(backend, metrics))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,14 +159,31 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.start()
     # One machine-readable line, so scripts and benchmarks can find port 0.
     print(f"shardkeep-relay listening on {_bound_address(args.listen, port)}", flush=True)
+    _log.info(
+        "relay serving",
+        listen=_bound_address(args.listen, port),
+        metrics_port=None if metrics_server is None else metrics_server.port,
+    )
     try:
         await stop.wait()
-        _log.info("shutting down: draining for up to %.1f s", args.grace)
+        _log.info("shutting down", grace_s=args.grace)
         await health.enter_graceful_shutdown()
         await server.stop(args.grace)
     finally:
+        gauges.cancel()
+        if metrics_server is not None:
+            metrics_server.close()
         await backend.aclose()
     _log.info("stopped")
+
+
+async def _refresh_gauges(backend: Backend, metrics: RelayMetrics) -> None:
+    while True:
+        await asyncio.sleep(_GAUGE_PERIOD_S)
+        try:
+            metrics.observe(await backend.usage(wall_clock_ms()))
+        except RelayError as e:
+            _log.warning("usage unavailable", error=type(e).__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -180,12 +215,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--redis-prefix", default="shardkeep:relay:", help="Redis key prefix")
     parser.add_argument("--grace", type=float, default=10.0, help="drain time on SIGTERM, s")
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus endpoint port")
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="metrics listen address")
     parser.add_argument("--log-level", default="INFO")
     add_server_tls_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure("relay", level=logging.getLevelName(args.log_level.upper()))
     try:
         args.backend_spec = backend_spec(flag=args.backend, file=args.backend_file)
         make_backend(args.backend_spec, redis_prefix=args.redis_prefix, config=RelayConfig())

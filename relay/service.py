@@ -4,7 +4,10 @@ Protobuf stops here: handlers turn requests into ``relay.rooms`` values, call
 the backend, and turn results back. Every handler runs behind ``_boundary``,
 the one place relay errors become status codes (``relay.errors.STATUS_CODES``,
 STYLE.md principle 5); anything unexpected becomes INTERNAL with a generic
-message. Logs name the method, room and status, never tokens or payloads.
+message. Logs (structlog) name the method, room and status, never tokens or
+payloads; ``relay.metrics`` counts calls, rooms, envelopes and malformed
+requests. The server offers gRPC reflection, so operators can list and call
+its services with grpcurl.
 
 Admission: CreateRoom needs a pinned coordinator's credential
 (``relay.admission``) and fits the new room into that coordinator's quota and
@@ -18,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import grpc
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from relay import rooms
 from relay.admission import CREDENTIAL_METADATA_KEY, Admitter
@@ -36,6 +40,7 @@ from relay.errors import (
     RelayError,
     status_code_for,
 )
+from relay.metrics import RelayMetrics
 from relay.rooms import Message, PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
 from shardkeep.server import (
     AsyncHealthServicer,
@@ -59,7 +64,7 @@ __all__ = [
 ]
 
 SERVICE_NAME: Final = "shardkeep.v1.Relay"
-_log = logging.getLogger(__name__)
+_log = structlog.get_logger("relay")
 # Typed aliases for what the installed stubs (grpc-stubs, grpc_health stubs)
 # do not declare: the end-of-stream marker.
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -99,17 +104,25 @@ def _boundary(handler: _Handler[_S, _Req, _Ctx, _Resp]) -> _Handler[_S, _Req, _C
 
     @functools.wraps(handler)
     async def wrapper(self: _S, request: _Req, context: _Ctx) -> _Resp:
+        method = handler.__name__
         try:
-            return await handler(self, request, context)
+            response = await handler(self, request, context)
         except grpc.aio.AbortError:
+            raise
+        except asyncio.CancelledError:
+            self._metrics.calls.labels(method, "CANCELLED").inc()
             raise
         except RelayError as e:
             code = status_code_for(e)
-            _log.info("%s failed: %s", handler.__name__, code.name)
+            self._metrics.calls.labels(method, code.name).inc()
+            _log.info("call failed", method=method, code=code.name, error=type(e).__name__)
             await context.abort(code, str(e), ((ERROR_METADATA_KEY, type(e).__name__),))
         except Exception:
-            _log.exception("%s: unexpected error", handler.__name__)
+            self._metrics.calls.labels(method, "INTERNAL").inc()
+            _log.exception("unexpected error", method=method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        self._metrics.calls.labels(method, "OK").inc()
+        return response
 
     return wrapper
 
@@ -149,15 +162,23 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
     """The Relay service over a ``Backend``."""
 
     def __init__(
-        self, backend: Backend, *, admitter: Admitter, config: RelayConfig, clock: Clock
+        self,
+        backend: Backend,
+        *,
+        admitter: Admitter,
+        config: RelayConfig,
+        clock: Clock,
+        metrics: RelayMetrics,
     ) -> None:
         """Arguments:
         backend: room storage.
         admitter: checks CreateRoom credentials; holds the budget and quotas.
         config: relay defaults and limits.
         clock: Unix time in ms (a parameter so tests can move time).
+        metrics: where calls, rooms and envelopes are counted.
         """
         self._backend = backend
+        self._metrics = metrics
         self._admitter = admitter
         self._config = config
         self._clock = clock
@@ -215,9 +236,11 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         await self._backend.create_room(
             new.spec, now, quota=coordinator.quota, budget=self._admitter.policy.budget
         )
+        self._metrics.rooms_created.labels(coordinator.name).inc()
+        self._metrics.observe(await self._backend.usage(now))
         _log.info(
-            "room created: %s, %d parties, by %s",
-            new.spec.room_id, len(new.spec.participants), coordinator.name,
+            "room created", room_id=new.spec.room_id, parties=len(new.spec.participants),
+            coordinator=coordinator.name,
         )  # fmt: skip
         return relay_pb2.CreateRoomResponse(
             room_id=new.spec.room_id,
@@ -260,8 +283,10 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         room_id = RoomId(rooms.validate_id("room_id", request.room_id))
         snapshot = await self._backend.snapshot(room_id)
         rooms.authenticate_admin(snapshot.spec, request.admin_token)
-        await self._backend.close_room(room_id, self._clock())
-        _log.info("room closed: %s", room_id)
+        now = self._clock()
+        await self._backend.close_room(room_id, now)
+        self._metrics.observe(await self._backend.usage(now))
+        _log.info("room closed", room_id=room_id)
         return relay_pb2.CloseRoomResponse()
 
     @_boundary
@@ -344,7 +369,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 )
             )
         )
-        _log.info("party joined: room %s party %s", room_id, party)
+        _log.info("party joined", room_id=room_id, party=party)
         await _PartyStream(self, context, snapshot, party).run(hello.resume_after)
 
 
@@ -361,6 +386,7 @@ class _PartyStream:
         party: PartyId,
     ) -> None:
         self._backend = servicer._backend
+        self._metrics = servicer._metrics
         self._config = servicer._config
         self._clock = servicer._clock
         self._context = context
@@ -456,6 +482,10 @@ class _PartyStream:
                 )
             if messages:
                 stored = await self._backend.append(self._spec.room_id, messages, self._clock())
+                self._metrics.envelopes.inc(len(stored.positions))
+                self._metrics.envelope_bytes.inc(
+                    sum(len(m.payload) for m in messages[: len(stored.positions)])
+                )
                 for message, position in zip(messages, stored.positions, strict=False):
                     await self._outbox.put(
                         relay_pb2.EnvelopeAck(seq=message.seq, position=position)
@@ -493,6 +523,7 @@ async def create_server(
     config: RelayConfig | None = None,
     clock: Clock = wall_clock_ms,
     health_servicer: AsyncHealthServicer | None = None,
+    metrics: RelayMetrics | None = None,
     tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build a relay gRPC server (not started) with the health service.
@@ -506,6 +537,7 @@ async def create_server(
         clock: Unix time in ms.
         health_servicer: pass one to drive graceful shutdown
             (``enter_graceful_shutdown``); a new one is made otherwise.
+        metrics: where the relay counts (a fresh registry if None).
         tls: serve TLS (parties reach the relay across the Internet); None: plaintext.
 
     Returns:
@@ -518,9 +550,17 @@ async def create_server(
     # Room limits are enforced by the relay; the transport cap only needs room
     # for the largest allowed payload plus the envelope's routing fields.
     max_frame = config.max_limits.max_message_bytes + 64 * 1024
-    servicer = RelayServicer(backend, admitter=admitter, config=config, clock=clock)
+    metrics = metrics or RelayMetrics()
+    servicer = RelayServicer(
+        backend, admitter=admitter, config=config, clock=clock, metrics=metrics
+    )
     server = grpc.aio.server(
-        interceptors=[MalformedRequests(authenticate=servicer.authenticate_malformed)],
+        interceptors=[
+            MalformedRequests(
+                authenticate=servicer.authenticate_malformed,
+                on_malformed=lambda method: metrics.malformed.labels(method).inc(),
+            )
+        ],
         options=[
             ("grpc.max_receive_message_length", max_frame),
             ("grpc.max_send_message_length", max_frame),
@@ -530,6 +570,9 @@ async def create_server(
     relay_pb2_grpc.add_RelayServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health_servicer or new_health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+    )
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     if tls is None:

@@ -23,7 +23,9 @@ on as a half-close (``shutdown(SHUT_WR)``), and the connection ends when both
 directions have ended or either side fails. Buffers are bounded: the reader
 pauses while the other side's write buffer is above ``buffer_bytes``
 (``drain``), so a slow peer slows its sender instead of growing memory.
-Logs carry connection ids, counts and byte counts, never payloads.
+Logs carry connection ids, counts and byte counts, never payloads. On the
+parent, ``--metrics-port`` serves the same counters to Prometheus
+(``shardkeep_bridge_*``, read from ``Bridge.stats`` at each scrape).
 """
 
 from __future__ import annotations
@@ -40,13 +42,17 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from shardkeep.logs import configure
+from shardkeep.metrics import MetricsServer
 
 __all__ = [
     # Functions
@@ -593,6 +599,38 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+class BridgeCollector(Collector):
+    """Prometheus view of a bridge's counters, read at each scrape."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._bridge.stats
+        yield GaugeMetricFamily(
+            "shardkeep_bridge_connections_active", "Connections open now", value=stats.active
+        )
+        for name, help_text, value in (
+            ("connections_accepted", "Connections accepted", stats.accepted),
+            ("connections_rejected", "Connections closed at once (too many open)", stats.rejected),
+            (
+                "target_failures",
+                "Connections whose target could not be reached",
+                stats.target_failures,
+            ),
+            ("bytes_to_target", "Bytes carried to the target", stats.bytes_to_target),
+            ("bytes_from_target", "Bytes carried back from the target", stats.bytes_from_target),
+        ):
+            yield CounterMetricFamily(f"shardkeep_bridge_{name}", help_text, value=value)
+
+
+def bridge_registry(bridge: Bridge) -> CollectorRegistry:
+    """A registry holding ``bridge``'s counters (serve it with ``MetricsServer``)."""
+    registry = CollectorRegistry()
+    registry.register(BridgeCollector(bridge))
+    return registry
+
+
 ### Command line
 
 
@@ -612,12 +650,18 @@ async def _run(args: argparse.Namespace) -> int:
         log.error("bridge.start_failed", error=str(e))
         return 1
     print(f"shardkeep-bridge listening on {bridge.bound_address}", flush=True)
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = MetricsServer(bridge_registry(bridge), args.metrics_port, args.metrics_address)
+        log.info("bridge.metrics", port=metrics.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await bridge.close(grace=args.grace)
+    if metrics is not None:
+        metrics.close()
     return 0
 
 
@@ -638,6 +682,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--connect-timeout", type=float, default=_DEFAULT_CONNECT_TIMEOUT)
     parser.add_argument("--unix-mode", default="660", help="octal mode of a listening socket")
     parser.add_argument("--grace", type=float, default=5.0, help="drain time on SIGTERM, s")
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="Prometheus endpoint port (parent side)"
+    )
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="metrics listen address")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     for name in ("listen", "target"):

@@ -10,6 +10,7 @@ its own authentication (``MalformedRequests``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -234,7 +235,13 @@ class MalformedRequests(_InterceptorBase):
         async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, MalformedRequest):
                 await refuse(request, context)
-            async for response in behavior(request, context):
-                yield response
+            # A server-streaming behavior either yields its responses or writes
+            # them with ``context.write`` (a coroutine, as the health Watch does).
+            responses = behavior(request, context)
+            if inspect.isasyncgen(responses):
+                async for response in responses:
+                    yield response
+            else:
+                await responses
 
         return streaming

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay.admission import AdmissionPolicy, Admitter, parse_policy
 from relay.backend import Backend
 from relay.client import RelayClient
+from relay.metrics import RelayMetrics
 from relay.rooms import RelayConfig
 from relay.service import Clock, create_server, wall_clock_ms
 
@@ -88,13 +89,14 @@ async def relay(
     address: str = "127.0.0.1:0",
     policy: AdmissionPolicy | None = None,
     coordinator: Ed25519PrivateKey | None = COORDINATOR,
+    metrics: RelayMetrics | None = None,
 ) -> AsyncIterator[RelayClient]:
     """Start a relay over ``backend`` that pins ``policy`` (default: the harness
     coordinator alone); yield a client that signs as ``coordinator``; stop both
     at the end."""
     admitter = Admitter(policy) if policy else harness_admitter()
     server, port = await create_server(
-        address, backend, admitter=admitter, config=config, clock=clock
+        address, backend, admitter=admitter, config=config, clock=clock, metrics=metrics
     )
     await server.start()
     target = address if address.startswith("unix:") else f"127.0.0.1:{port}"

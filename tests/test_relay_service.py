@@ -8,11 +8,14 @@ Redis append script equal to ``rooms.check_append``.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
 from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
+import structlog
 
 from relay.backend import Backend
 from relay.client import PartySession
@@ -28,6 +31,7 @@ from relay.errors import (
 from relay.memory import MemoryBackend
 from relay.redis_backend import RedisBackend
 from relay.rooms import RelayConfig
+from shardkeep import logs
 from shardkeep.v1 import envelope_pb2, relay_pb2
 from tests.relay_harness import delete_keys, relay, run, unique_prefix
 
@@ -511,7 +515,7 @@ def test_a_batch_stores_the_prefix_before_a_rejected_envelope(
     run(body)
 
 
-def test_logs_carry_no_tokens_or_payloads(caplog: pytest.LogCaptureFixture) -> None:
+def test_logs_carry_no_tokens_or_payloads() -> None:
     canary = b"CANARY-PAYLOAD-7f3a"
 
     async def body() -> list[str]:
@@ -528,8 +532,17 @@ def test_logs_carry_no_tokens_or_payloads(caplog: pytest.LogCaptureFixture) -> N
             await client.close_room(room.room_id, room.admin_token)
             return [room.admin_token, *t.values()]
 
-    caplog.set_level(logging.DEBUG)
-    secrets = run(body)
-    assert "room created" in caplog.text and "Join failed: RESOURCE_EXHAUSTED" in caplog.text
+    out = io.StringIO()
+    logs.configure("relay", level=logging.DEBUG, stream=out)
+    try:
+        secrets = run(body)
+    finally:
+        structlog.reset_defaults()
+    events = [json.loads(line) for line in out.getvalue().splitlines()]  # JSON lines
+    assert any(e["event"] == "room created" for e in events)
+    assert any(
+        e["event"] == "call failed" and e["method"] == "Join" and e["code"] == "RESOURCE_EXHAUSTED"
+        for e in events
+    )
     for secret in [*secrets, canary.decode()]:
-        assert secret not in caplog.text
+        assert secret not in out.getvalue()

@@ -1,0 +1,143 @@
+"""Observability beyond the host: relay and bridge Prometheus metrics, the relay's
+JSON logs, gRPC reflection on the relay and the host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from relay.client import RelayClient
+from relay.errors import UnauthenticatedError
+from relay.memory import MemoryBackend
+from relay.metrics import RelayMetrics
+from shardkeep.bridge import Bridge, bridge_registry
+from shardkeep.metrics import MetricsServer
+from tests.relay_harness import relay, run, write_admission_file
+from tests.test_host_service import stack
+
+
+def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(exposition.decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def services(channel: grpc.aio.Channel) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    reply = await call.read()
+    await call.done_writing()
+    return {s.name for s in reply.list_services_response.service}
+
+
+def test_relay_metrics_count_calls_rooms_envelopes_and_malformed_requests() -> None:
+    async def body() -> None:
+        metrics = RelayMetrics()
+        async with relay(MemoryBackend(), metrics=metrics) as client:
+            room = await client.create_room(["a", "b"], max_total_bytes=1 << 20)
+            got = samples(metrics.exposition())
+            assert got[("shardkeep_relay_rooms", ())] == 1
+            assert got[("shardkeep_relay_reserved_bytes", ())] == 1 << 20
+            async with client.join(room.room_id, "a", room.join_tokens["a"]) as a:
+                await a.send(b"x" * 100, ceremony_id="c", round_=1)
+            await client.close_room(room.room_id, room.admin_token)
+            with pytest.raises(UnauthenticatedError):
+                await RelayClient(client._channel).create_room(["a", "b"])
+            raw = client._channel.unary_unary("/shardkeep.v1.Relay/GetRoom", None, None)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw(b"\xff" * 8)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "shardkeep.v1.Relay" in await services(client._channel)
+        got = samples(metrics.exposition())
+        assert got[("shardkeep_relay_rooms", ())] == 0  # freed on close
+        assert got[("shardkeep_relay_reserved_bytes", ())] == 0
+        assert got[("shardkeep_relay_envelopes_total", ())] == 1
+        assert got[("shardkeep_relay_envelope_bytes_total", ())] == 100
+        assert got[("shardkeep_relay_rooms_created_total", (("coordinator", "test"),))] == 1
+        calls = "shardkeep_relay_calls_total"
+        assert got[(calls, (("code", "OK"), ("method", "CreateRoom")))] == 1
+        assert got[(calls, (("code", "UNAUTHENTICATED"), ("method", "CreateRoom")))] == 1
+        assert got[(calls, (("code", "OK"), ("method", "CloseRoom")))] == 1
+        assert got[("shardkeep_relay_malformed_requests_total", (("method", "GetRoom"),))] == 1
+
+    run(body)
+
+
+def test_relay_process_logs_json_and_serves_metrics(tmp_path: Path) -> None:
+    """The ``shardkeep-relay`` process: structlog JSON lines on stderr, and the
+    Prometheus endpoint on --metrics-port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "relay.main", "--listen", f"unix:{tmp_path}/relay.sock",
+            "--admission", str(write_admission_file(tmp_path)),
+            "--metrics-port", str(metrics_port), "--grace", "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"shardkeep-relay listening on unix:")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            assert b"shardkeep_relay_rooms" in r.read()
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=20)
+    events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert {"relay serving", "stopped"} <= {e["event"] for e in events}
+    assert all(e["component"] == "relay" for e in events)
+
+
+def test_bridge_metrics_follow_its_counters(tmp_path: Path) -> None:
+    async def body() -> None:
+        echo = await asyncio.start_unix_server(_echo, path=str(tmp_path / "echo.sock"))
+        async with Bridge(f"unix:{tmp_path}/bridge.sock", f"unix:{tmp_path}/echo.sock") as bridge:
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "bridge.sock"))
+            writer.write(b"ping")
+            await writer.drain()
+            assert await reader.readexactly(4) == b"ping"
+            server = MetricsServer(bridge_registry(bridge), 0, "127.0.0.1")
+            try:
+                url = f"http://127.0.0.1:{server.port}/metrics"
+                text = await asyncio.to_thread(lambda: urllib.request.urlopen(url).read())
+            finally:
+                server.close()
+            writer.close()
+        echo.close()
+        got = samples(text)
+        assert got[("shardkeep_bridge_connections_accepted_total", ())] == 1
+        assert got[("shardkeep_bridge_connections_active", ())] == 1
+        assert got[("shardkeep_bridge_bytes_to_target_total", ())] == 4
+        assert got[("shardkeep_bridge_bytes_from_target_total", ())] == 4
+
+    run(body)
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(await reader.readexactly(4))
+    await writer.drain()
+    writer.close()
+
+
+def test_host_offers_reflection(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with stack(f"sqlite:///{tmp_path / 'host.db'}") as s:
+            assert {"shardkeep.v1.Host", "grpc.health.v1.Health"} <= await services(s.channel)
+
+    run(body)
