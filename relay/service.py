@@ -127,6 +127,14 @@ def _boundary(handler: _Handler[_S, _Req, _Ctx, _Resp]) -> _Handler[_S, _Req, _C
     return wrapper
 
 
+def _credential(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The call's coordinator credential (``relay.admission``), if it carries one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == CREDENTIAL_METADATA_KEY and isinstance(value, str):
+            return value
+    return None
+
+
 def _limits_to_proto(limits: rooms.RoomLimits) -> relay_pb2.RoomLimits:
     return relay_pb2.RoomLimits(
         max_message_bytes=limits.max_message_bytes,
@@ -192,9 +200,8 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         call is refused as malformed."""
         if not request.method.endswith("/CreateRoom"):
             return
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         try:
-            self._admitter.admit(metadata.get(CREDENTIAL_METADATA_KEY), request.raw, self._clock())
+            self._admitter.admit(_credential(context), request.raw, self._clock())
         except RelayError as e:
             await context.abort(
                 status_code_for(e), str(e), ((ERROR_METADATA_KEY, type(e).__name__),)
@@ -214,11 +221,8 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         ],
     ) -> relay_pb2.CreateRoomResponse:
         now = self._clock()
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         coordinator = self._admitter.admit(
-            metadata.get(CREDENTIAL_METADATA_KEY),
-            request.SerializeToString(deterministic=True),
-            now,
+            _credential(context), request.SerializeToString(deterministic=True), now
         )
         new = rooms.new_room(
             room_id=request.room_id,
