@@ -30,6 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client.devstack import running_stack
+from client.party import PartyIdentity
+from client.wallet import Wallet, WalletClient
+from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
+from shardkeep.v1 import relay_pb2, relay_pb2_grpc
 
 __all__ = ["main"]
 
@@ -47,11 +54,6 @@ def rss_mib(pid: int) -> float:
 async def flood(address: str, concurrency: int) -> dict[str, int]:
     """CreateRoom without a valid credential, ``concurrency`` calls in flight,
     until SIGTERM."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
-    from shardkeep.v1 import relay_pb2, relay_pb2_grpc
-
     stranger = Ed25519PrivateKey.generate()
     codes: collections.Counter[str] = collections.Counter()
     stop = asyncio.Event()
@@ -78,20 +80,17 @@ async def flood(address: str, concurrency: int) -> dict[str, int]:
 
 
 async def _sign_loop(
-    wallets: object,
-    wallet: object,
-    device: object,
+    wallets: WalletClient,
+    wallet: Wallet,
+    device: PartyIdentity,
     deadline: float,
     done: collections.Counter[str],
     failures: collections.Counter[str],
     scheme: str,
 ) -> None:
-    from client.wallet import WalletClient
-
-    assert isinstance(wallets, WalletClient)
     while time.monotonic() < deadline:
         try:
-            await wallets.sign(wallet, secrets.token_bytes(DIGEST_BYTES), {0: device})  # type: ignore[arg-type,dict-item]
+            await wallets.sign(wallet, secrets.token_bytes(DIGEST_BYTES), {0: device})
             done[scheme] += 1
         except Exception as e:  # every failure is counted by type, none stops the soak
             code = getattr(e, "code", None)
@@ -100,10 +99,6 @@ async def _sign_loop(
 
 
 async def soak(minutes: float, signers: int, flood_concurrency: int) -> dict[str, object]:
-    from client.devstack import running_stack
-    from client.party import PartyIdentity
-    from client.wallet import WalletClient
-
     seconds = minutes * 60
     with tempfile.TemporaryDirectory(prefix="shardkeep-soak-") as tmp:
         async with (
