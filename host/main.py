@@ -44,7 +44,7 @@ from host.credentials import CredentialsError, source_from_spec
 from host.enclave_link import LinkConfig
 from host.metrics import HostMetrics, MetricsServer, start_metrics_server
 from host.service import create_server
-from host.store import BackupQuota, open_store
+from host.store import BackupQuota, Store, StoreError, open_store
 from relay.client import RelayClient
 from shardkeep import logs
 from shardkeep.server import new_health_servicer
@@ -162,7 +162,13 @@ async def serve(
         )
         if on_ready is not None:
             on_ready(port, None if metrics_server is None else metrics_server.port)
-        await stop.wait()
+        sweeper = asyncio.create_task(
+            _sweep_expired_epochs(store, max(1.0, config.link.pending_deadline_s / 4))
+        )
+        try:
+            await stop.wait()
+        finally:
+            sweeper.cancel()
         log.info("shutting down", grace_s=config.grace_s)
         await health.enter_graceful_shutdown()
         await server.stop(config.grace_s)
@@ -173,6 +179,24 @@ async def serve(
         await relay.aclose()
         await enclave_channel.close(None)
         await asyncio.to_thread(store.close)
+
+
+async def _sweep_expired_epochs(store: Store, interval_s: float) -> None:
+    """Abort pending epochs past their deadline, every ``interval_s``, wallets in use or not.
+
+    A wallet in use has its own checked at once (``Store.abort_expired``); this
+    frees the rest, e.g. the id of a keygen nobody retries.
+    """
+    log = structlog.get_logger("host.epochs")
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            aborted = await asyncio.to_thread(store.abort_all_expired)
+        except StoreError as e:
+            log.warning("sweeping expired pending epochs failed", error=str(e))
+            continue
+        for wallet_id, epoch in aborted:
+            log.info("pending epoch aborted after its deadline", wallet_id=wallet_id, epoch=epoch)
 
 
 def _read_tokens(path: str | None) -> tuple[str, ...]:

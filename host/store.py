@@ -694,6 +694,31 @@ class Store(abc.ABC):
             self._delete_pending(tx, wallet_id, pending.epoch, head)
             return pending.epoch
 
+    def abort_all_expired(self, limit: int = 100) -> list[tuple[str, int]]:
+        """Abort up to ``limit`` pending epochs whose deadline has passed, of any wallets.
+
+        Returns:
+            (wallet id, epoch) of each epoch aborted.
+        """
+        check_uint("limit", limit, 10_000)
+        now = self._clock()
+        with self._transaction(write=False) as tx:
+            rows = tx.all(
+                "SELECT wallet_id FROM epochs WHERE state = 'pending'"
+                " AND deadline_at_ms IS NOT NULL AND deadline_at_ms < ? ORDER BY wallet_id"
+                " LIMIT ?",
+                (now, limit),
+            )
+        aborted = []
+        for (wallet_id,) in rows:
+            try:
+                epoch = self.abort_expired(wallet_id)
+            except WalletNotFoundError:  # removed meanwhile
+                continue
+            if epoch is not None:
+                aborted.append((wallet_id, epoch))
+        return aborted
+
     def list_epochs(self, wallet_id: str) -> list[EpochRecord]:
         """Every stored epoch of the wallet, oldest first, with who acknowledged it.
 

@@ -133,3 +133,21 @@ def test_acknowledgments_and_retirement(store: Store, clock: Clock) -> None:
     assert store.drop_retired(W, 0) and not store.drop_retired(W, 0)
     assert [e.epoch for e in store.list_epochs(W)] == [1]
     assert make_keyring() == store.get_wallet(W).keyring
+
+
+def test_expired_pending_epochs_of_every_wallet_are_swept(store: Store, clock: Clock) -> None:
+    committed_wallet(store)
+    begin(store, clock, deadline_ms=10)
+    store.create_wallet(
+        make_wallet("wallet-2"), [make_share("wallet-2")], deadline_at_ms=clock.now + 20
+    )
+    store.create_wallet(
+        make_wallet("wallet-3"), [make_share("wallet-3")], deadline_at_ms=clock.now + 99
+    )
+    clock.now += 21
+    assert store.abort_all_expired() == [(W, 1), ("wallet-2", 0)]
+    assert store.get_wallet(W).pending_epoch is None
+    with pytest.raises(WalletNotFoundError):
+        store.get_wallet("wallet-2")
+    assert store.get_wallet("wallet-3").pending_epoch == 0  # within its deadline
+    assert store.abort_all_expired() == []
