@@ -24,7 +24,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy tss client enclave host relay devkms shardkeep bench
+	$(VENV)/bin/mypy tss client coordinator enclave host relay devkms shardkeep bench
 
 # Regenerates the committed protobuf/gRPC code from protos/ (tests/test_protos.py checks it is fresh).
 protos: setup

@@ -5,7 +5,9 @@ in-memory relay, simulated NSM and KMS), verifies the enclave's attestation,
 creates a 2-of-2 ECDSA and a 2-of-2 BIP-340 wallet with the server share, signs
 with each and verifies the signatures independently, and reports where the
 data lives; then backs the ECDSA wallet up to 2-of-3 by reshare, refreshes,
-signs with the new set and exports the key to the device.
+signs with the new set and exports the key to the device. In between, a phone
+that holds no coordinator key creates a wallet and signs through a coordinator
+service (``coordinator.demo``).
 """
 
 from __future__ import annotations
@@ -123,6 +125,11 @@ async def _demo(directory: Path, out: TextIO) -> int:
             ):
                 raise RuntimeError("the BIP-340 signature does not verify")
             story.say("  BIP-340 signature verified under the taproot output key")
+
+            # Dev tooling only: the device SDK itself never imports the coordinator.
+            from coordinator.demo import run_device_story
+
+            await run_device_story(stack, story.step, story.say)
 
             backup = PartyIdentity.generate()
             trio = await story.step(

@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from relay.client import PartySession
+from shardkeep import lifecycle
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony
 from tss.certificate import PendingKeyChange
 from tss.channel import Roster, StaticKey
 from tss.dkg.chilldkg import hostpubkey_gen
+from tss.keygen import Keygen
+from tss.keyshare import KeyShare
 from tss.session import Outbound, SecureSession
-from tss.signing import Bip340Signing
+from tss.signing import Bip340Signing, EcdsaSigning, HostKeys, SigningOptions, signing_ceremony
 
 ResultT = TypeVar("ResultT")
 Progress = Callable[[str], None]
@@ -59,6 +62,42 @@ class PartyIdentity:
             static_key=bytes(self.static_key.public_key),
             host_pubkey=hostpubkey_gen(self.hostseckey),
         )
+
+
+def keygen_ceremony(request: ceremony_pb2.CeremonyRequest, identity: PartyIdentity) -> Keygen:
+    """This party's keygen for ``request`` (its room id set), built from the request alone.
+
+    The same inputs the enclave takes from the signed request: the parties'
+    host keys, the threshold and the lifecycle session id.
+    """
+    return Keygen(
+        lifecycle.request_scheme(request),
+        identity.hostseckey,
+        [bytes(p.host_pubkey) for p in request.parties],
+        request.threshold,
+        secrets.token_bytes,
+        session_id=lifecycle.lifecycle_session_id(request),
+    )
+
+
+def sign_ceremony(
+    request: ceremony_pb2.CeremonyRequest, identity: PartyIdentity, share: KeyShare
+) -> Bip340Signing | EcdsaSigning:
+    """This party's signing for ``request`` (its room id set), built from the request alone."""
+    options = SigningOptions(
+        derivation_path=tuple(request.derivation_path),
+        taproot=request.taproot,
+        taproot_merkle_root=bytes(request.taproot_merkle_root) or None,
+    )
+    return signing_ceremony(
+        share,
+        sorted(request.signers),
+        bytes(request.digest),
+        f"{request.room_id}/{request.ceremony_id}".encode(),  # as the enclave derives it
+        secrets.token_bytes,
+        options,
+        HostKeys(identity.hostseckey, tuple(bytes(p.host_pubkey) for p in request.parties)),
+    )
 
 
 def roster_of(parties: list[ceremony_pb2.Party], indices: list[int] | None = None) -> Roster:

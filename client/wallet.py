@@ -31,7 +31,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.attestation import AttestationDocument, verify
 from client.key_change import KeyStore, PendingChange
-from client.party import PartyIdentity, Progress, roster_of, run_over_relay
+from client.party import (
+    PartyIdentity,
+    Progress,
+    keygen_ceremony,
+    roster_of,
+    run_over_relay,
+    sign_ceremony,
+)
 from client.transport import Transport, TransportError, transport_error
 from relay.client import CreatedRoom, RelayClient
 from relay.errors import RelayError, status_code_for
@@ -52,15 +59,13 @@ from tss.errors import (
     ShardkeepError,
 )
 from tss.export import Export
-from tss.keygen import Keygen, PairSetup
+from tss.keygen import PairSetup
 from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare
 from tss.signing import (
     NO_OPTIONS,
-    HostKeys,
     RecoverableSignature,
     SigningOptions,
-    signing_ceremony,
 )
 
 PAIR_SETUP_REQUIRED = "pair-setup-required"
@@ -282,21 +287,9 @@ class WalletClient:
             parties=parties,
             owner_key=owner.public_key().public_bytes_raw(),
         )
-        hostpubkeys = [bytes(p.host_pubkey) for p in parties]
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
-            session_id = lifecycle.lifecycle_session_id(req)
-            return roster_of(parties), {
-                d.party_id: Keygen(
-                    scheme,
-                    d.hostseckey,
-                    hostpubkeys,
-                    threshold,
-                    secrets.token_bytes,
-                    session_id=session_id,
-                )
-                for d in devices
-            }
+            return roster_of(parties), {d.party_id: keygen_ceremony(req, d) for d in devices}
 
         result, shares = await self._run(request, devices, build, server.party.party_id, progress)
         for share in shares.values():
@@ -475,20 +468,8 @@ class WalletClient:
                 request.pair_setup_ids[i] = _server_setup_id(wallet, i) or UNKNOWN_SETUP_ID
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
-            # The same session id the enclave derives from the room and ceremony.
-            session_id = f"{req.room_id}/{req.ceremony_id}".encode()
-            hostpubkeys = tuple(bytes(p.host_pubkey) for p in wallet.parties)
             return roster_of(wallet.parties, signers), {
-                d.party_id: signing_ceremony(
-                    wallet.shares[i],
-                    signers,
-                    digest,
-                    session_id,
-                    secrets.token_bytes,
-                    options,
-                    HostKeys(d.hostseckey, hostpubkeys),
-                )
-                for i, d in devices.items()
+                d.party_id: sign_ceremony(req, d, wallet.shares[i]) for i, d in devices.items()
             }
 
         server_id = None if server is None else wallet.parties[server].party_id

@@ -1,0 +1,353 @@
+"""The coordinator library: runs keygen and signing for enrolled devices (docs/coordinator.md).
+
+It holds what a device must not: the coordinator key the enclave pins and
+the relay admits, and the host's client certificate and API token
+(``client.transport.Transport``). For each ask it fetches the enclave's
+attestation document on the device's nonce, builds and signs the
+``CeremonyRequest``, creates the room, starts the server share's side at the
+host and hands the device its own room token. It keeps no share: only the
+wallets' public keyrings and which devices may use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from google.protobuf.message import DecodeError
+
+from client.attestation import verify
+from client.transport import Transport
+from client.wallet import HOST_METHODS, room_bytes
+from coordinator.policy import Denied, Policy, WalletRecord
+from relay.client import CreatedRoom, RelayClient
+from shardkeep import lifecycle
+from shardkeep.device_auth import DeviceCallError, ReplayGuard, verify_device_call
+from shardkeep.requests import COORDINATOR_CONTEXT, sign_request
+from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
+from tss.channel import party_id
+from tss.ecdsa.setup import UNKNOWN_SETUP_ID
+from tss.errors import InputError
+
+__all__ = [
+    "BadAsk",
+    "Coordinator",
+    "Denied",
+    "NotEnrolled",
+    "ServerShareFailed",
+    "UnknownCeremony",
+]
+
+_SCHEMES = (ceremony_pb2.SCHEME_BIP340, ceremony_pb2.SCHEME_ECDSA_SECP256K1)
+_WALLET_KINDS = (ceremony_pb2.CEREMONY_KIND_SIGN, ceremony_pb2.CEREMONY_KIND_PAIR_SETUP)
+_MAX_NONCE = 1024  # the NSM's limit on an attestation nonce
+
+
+class NotEnrolled(Exception):
+    """The call is not from an enrolled device (or is badly signed, stale or replayed)."""
+
+
+class BadAsk(Exception):
+    """The ask is malformed or inconsistent (named)."""
+
+
+class UnknownCeremony(Exception):
+    """No running ceremony of this device has that id."""
+
+
+class ServerShareFailed(Exception):
+    """The server share's side failed; ``code`` is the host's status, ``culprits`` and
+    ``reason`` its trailers (``reason``: e.g. ``pair-setup-required``)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode, culprits: str, reason: str) -> None:
+        self.code = code
+        self.culprits = culprits
+        self.reason = reason
+        super().__init__(message if not culprits else f"{message} (culprits: {culprits})")
+
+
+@dataclass
+class _Running:
+    device_key: bytes
+    device_index: int
+    request: ceremony_pb2.CeremonyRequest
+    room: CreatedRoom
+    server_side: asyncio.Task[ceremony_pb2.CeremonyResult]
+
+
+class Coordinator:
+    """Runs ceremonies for devices; see the module docstring.
+
+    Arguments:
+        host_address, relay_address: where the host and the relay are.
+        coordinator_key: the key the enclave pins and the relay admits.
+        transport: TLS, client certificate and API token for the host (and TLS for the relay).
+        root_certificate, expected_pcrs, allow_debug: how to check the enclave's documents.
+        enrollment_codes: one-time codes a device enrolls with.
+        policy: who may ask for what (default :class:`Policy`).
+        timeout: seconds for each ceremony.
+    """
+
+    def __init__(
+        self,
+        host_address: str,
+        relay_address: str,
+        coordinator_key: Ed25519PrivateKey,
+        *,
+        transport: Transport | None = None,
+        root_certificate: bytes | None = None,
+        expected_pcrs: Mapping[int, bytes] | None = None,
+        allow_debug: bool = False,
+        enrollment_codes: Iterable[str] = (),
+        policy: Policy | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        transport = transport or Transport()
+        self._host_channel = transport.host_channel(host_address)
+        self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
+        self._relay = RelayClient(
+            transport.relay_channel(relay_address), coordinator=coordinator_key
+        )
+        self._key = coordinator_key
+        self._root = root_certificate
+        self._pcrs = expected_pcrs
+        self._allow_debug = allow_debug
+        self._codes = set(enrollment_codes)
+        self._policy = policy or Policy()
+        self._timeout = timeout
+        self._devices: set[bytes] = set()
+        self._wallets: dict[str, WalletRecord] = {}
+        self._running: dict[str, _Running] = {}
+        self._guard = ReplayGuard()
+
+    async def aclose(self) -> None:
+        """Cancel unfinished ceremonies and close the channels."""
+        for running in self._running.values():
+            running.server_side.cancel()
+        await self._relay.aclose()
+        await self._host_channel.close(None)
+
+    def wallet(self, wallet_id: str) -> WalletRecord | None:
+        """The coordinator's record of a wallet (public data only)."""
+        return self._wallets.get(wallet_id)
+
+    # --- enrollment ------------------------------------------------------------------
+
+    def enroll(self, code: str, device_key: bytes) -> None:
+        """Register a device key with a one-time enrollment code.
+
+        Raises:
+            NotEnrolled: an unknown or used code.
+            BadAsk: not an Ed25519 public key.
+        """
+        match = next((c for c in self._codes if hmac.compare_digest(c, code)), None)
+        if match is None:
+            raise NotEnrolled("unknown or used enrollment code")
+        try:
+            Ed25519PublicKey.from_public_bytes(device_key)
+        except ValueError as e:
+            raise BadAsk("the device key is not an Ed25519 public key") from e
+        self._codes.discard(match)
+        self._devices.add(bytes(device_key))
+
+    def _admit(self, call: coordinator_pb2.DeviceCall, method: str) -> bytes:
+        try:
+            verify_device_call(call, method)
+            if bytes(call.device_key) not in self._devices:
+                raise NotEnrolled("this device key is not enrolled")
+            self._guard.check(call)
+        except DeviceCallError as e:
+            raise NotEnrolled(str(e)) from e
+        return bytes(call.device_key)
+
+    # --- ceremonies ------------------------------------------------------------------
+
+    async def start(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.StartedCeremony:
+        """Start the ceremony a device asks for; return what the device needs to join it.
+
+        Raises:
+            NotEnrolled, Denied, BadAsk; AttestationError (the enclave's document).
+        """
+        device = self._admit(call, "StartCeremony")
+        ask = _parse(coordinator_pb2.CeremonyAsk, call.body)
+        wallet = self._wallets.get(ask.wallet_id) if ask.wallet_id else None
+        self._policy.authorize(device, ask, wallet)
+        if not 1 <= len(ask.attestation_nonce) <= _MAX_NONCE:
+            raise BadAsk(f"the attestation nonce must be 1 to {_MAX_NONCE} bytes")
+        # The document answers the device's nonce; the challenge makes the
+        # signed request single-use at the enclave (one each, fetched together).
+        reply, challenge = await asyncio.gather(
+            self._host.GetAttestation(
+                host_pb2.HostAttestationRequest(nonce=ask.attestation_nonce), timeout=30
+            ),
+            self._host.GetChallenge(host_pb2.HostChallengeRequest(), timeout=30),
+        )
+        server = self._server_party(reply.document, bytes(ask.attestation_nonce))
+        if ask.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
+            request, index = self._keygen_request(ask, server)
+        elif ask.kind in _WALLET_KINDS and wallet is not None:
+            request, index = self._wallet_request(ask, wallet, device, server)
+        else:
+            raise BadAsk("a device may ask for a keygen, a signature or a pair setup")
+        members = [
+            request.parties[i].party_id for i in (request.signers or range(len(request.parties)))
+        ]
+        room = await self._relay.create_room(
+            members, ttl_ms=int(self._timeout * 1000), max_total_bytes=room_bytes(len(members))
+        )
+        request.room_id = room.room_id
+        signed = self._signed(request, bytes(challenge.challenge))
+        server_side = asyncio.create_task(self._server_side(signed, room, server.party_id))
+        self._running[request.ceremony_id] = _Running(device, index, request, room, server_side)
+        return coordinator_pb2.StartedCeremony(
+            request=signed.request,
+            attestation_document=reply.document,
+            join_token=room.join_tokens[request.parties[index].party_id],
+        )
+
+    async def finish(self, call: coordinator_pb2.DeviceCall) -> ceremony_pb2.CeremonyResult:
+        """Wait for the server share's result of a device's ceremony; record a new wallet.
+
+        Raises:
+            NotEnrolled, UnknownCeremony, ServerShareFailed.
+        """
+        device = self._admit(call, "FinishCeremony")
+        ask = _parse(coordinator_pb2.FinishAsk, call.body)
+        running = self._running.get(ask.ceremony_id)
+        if running is None or running.device_key != device:
+            raise UnknownCeremony(f"no running ceremony {ask.ceremony_id!r} of this device")
+        del self._running[ask.ceremony_id]
+        request = running.request
+        try:
+            result = await asyncio.wait_for(running.server_side, self._timeout)
+        finally:
+            await self._relay.close_room(running.room.room_id, running.room.admin_token)
+        if request.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
+            self._wallets[request.wallet_id] = WalletRecord(
+                request.wallet_id, request.scheme, request.threshold, list(request.parties),
+                server_index=len(request.parties) - 1, public_key=bytes(result.public_key),
+                epoch=result.epoch, devices={device: running.device_index},
+            )  # fmt: skip
+        return result
+
+    def _server_party(self, document: bytes, nonce: bytes) -> ceremony_pb2.Party:
+        doc = verify(
+            document,
+            root_certificate=self._root,
+            expected_pcrs=self._pcrs,
+            nonce=nonce,
+            allow_debug=self._allow_debug,
+        )
+        if doc.public_key is None or doc.user_data is None:
+            raise BadAsk("the enclave's document does not carry the server party's keys")
+        return ceremony_pb2.Party(
+            party_id=party_id(doc.public_key),
+            static_key=doc.public_key,
+            host_pubkey=doc.user_data,
+        )
+
+    def _keygen_request(
+        self, ask: coordinator_pb2.CeremonyAsk, server: ceremony_pb2.Party
+    ) -> tuple[ceremony_pb2.CeremonyRequest, int]:
+        if ask.scheme not in _SCHEMES:
+            raise BadAsk("unknown scheme")
+        if len(ask.owner_key) != 32 or not ask.party.party_id:
+            raise BadAsk("a keygen needs the device's party and a 32-byte owner key")
+        try:
+            lifecycle.check_server_threshold(ask.threshold)
+        except InputError as e:
+            raise BadAsk(str(e)) from e
+        if ask.threshold > 2:
+            raise BadAsk("a device and the server share make 2 parties: the threshold is 2")
+        request = ceremony_pb2.CeremonyRequest(
+            ceremony_id=f"keygen-{secrets.token_hex(8)}",
+            kind=ceremony_pb2.CEREMONY_KIND_KEYGEN,
+            scheme=ask.scheme,
+            wallet_id=f"wallet-{secrets.token_hex(8)}",
+            threshold=ask.threshold,
+            parties=[ask.party, server],
+            owner_key=ask.owner_key,
+        )
+        return request, 0
+
+    def _wallet_request(
+        self,
+        ask: coordinator_pb2.CeremonyAsk,
+        wallet: WalletRecord,
+        device: bytes,
+        server: ceremony_pb2.Party,
+    ) -> tuple[ceremony_pb2.CeremonyRequest, int]:
+        """A signature, or a new ECDSA pair setup, of the device's party with the server's."""
+        if wallet.parties[wallet.server_index].party_id != server.party_id:
+            raise BadAsk("the enclave attests another server party than the wallet's")
+        index = wallet.devices[device]
+        name = "sign" if ask.kind == ceremony_pb2.CEREMONY_KIND_SIGN else "pair-setup"
+        request = ceremony_pb2.CeremonyRequest(
+            ceremony_id=f"{name}-{secrets.token_hex(8)}",
+            kind=ask.kind,
+            scheme=wallet.scheme,
+            wallet_id=wallet.wallet_id,
+            parties=wallet.parties,
+            signers=sorted([index, wallet.server_index]),
+            epoch=wallet.epoch,
+        )
+        if ask.kind == ceremony_pb2.CEREMONY_KIND_PAIR_SETUP:
+            if wallet.scheme != ceremony_pb2.SCHEME_ECDSA_SECP256K1:
+                raise BadAsk("pair setups are for ECDSA wallets")
+            return request, index
+        if len(ask.digest) != 32:
+            raise BadAsk("the digest must be 32 bytes")
+        request.digest = ask.digest
+        request.derivation_path.extend(ask.derivation_path)
+        request.taproot = ask.taproot
+        request.taproot_merkle_root = ask.taproot_merkle_root
+        if wallet.scheme == ceremony_pb2.SCHEME_ECDSA_SECP256K1:
+            request.pair_setup_ids[index] = bytes(ask.pair_setup_id) or UNKNOWN_SETUP_ID
+        return request, index
+
+    def _signed(
+        self, request: ceremony_pb2.CeremonyRequest, challenge: bytes
+    ) -> ceremony_pb2.SignedCeremonyRequest:
+        request.not_after_unix = int(time.time()) + int(self._timeout)
+        request.challenge = challenge
+        data = request.SerializeToString()
+        return ceremony_pb2.SignedCeremonyRequest(
+            request=data, coordinator_signature=sign_request(self._key, COORDINATOR_CONTEXT, data)
+        )
+
+    async def _server_side(
+        self, signed: ceremony_pb2.SignedCeremonyRequest, room: CreatedRoom, server_id: str
+    ) -> ceremony_pb2.CeremonyResult:
+        kind = ceremony_pb2.CeremonyRequest.FromString(signed.request).kind
+        call = HOST_METHODS[kind](self._host)
+        try:
+            result: ceremony_pb2.CeremonyResult = await call(
+                host_pb2.HostCeremonyRequest(
+                    request=signed, relay_token=room.join_tokens[server_id]
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as e:
+            pairs: Any = e.trailing_metadata() or ()
+            trailers = {str(k): str(v) for k, v in pairs}
+            raise ServerShareFailed(
+                f"the server share refused: {e.details()}",
+                e.code(),
+                trailers.get("shardkeep-culprits", ""),
+                trailers.get("shardkeep-reason", ""),
+            ) from e
+        return result
+
+
+def _parse(kind: Any, body: bytes) -> Any:
+    try:
+        return kind.FromString(body)
+    except DecodeError as e:
+        raise BadAsk(f"the body is not a {kind.__name__}") from e

@@ -1,0 +1,78 @@
+from shardkeep.v1 import ceremony_pb2 as _ceremony_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("enrollment_code", "device_key")
+    ENROLLMENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_KEY_FIELD_NUMBER: _ClassVar[int]
+    enrollment_code: str
+    device_key: bytes
+    def __init__(self, enrollment_code: _Optional[str] = ..., device_key: _Optional[bytes] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeviceCall(_message.Message):
+    __slots__ = ("device_key", "timestamp_ms", "nonce", "body", "signature")
+    DEVICE_KEY_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    device_key: bytes
+    timestamp_ms: int
+    nonce: bytes
+    body: bytes
+    signature: bytes
+    def __init__(self, device_key: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class CeremonyAsk(_message.Message):
+    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_KEY_FIELD_NUMBER: _ClassVar[int]
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DERIVATION_PATH_FIELD_NUMBER: _ClassVar[int]
+    TAPROOT_FIELD_NUMBER: _ClassVar[int]
+    TAPROOT_MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_NONCE_FIELD_NUMBER: _ClassVar[int]
+    PAIR_SETUP_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: _ceremony_pb2.CeremonyKind
+    scheme: _ceremony_pb2.Scheme
+    threshold: int
+    party: _ceremony_pb2.Party
+    owner_key: bytes
+    wallet_id: str
+    digest: bytes
+    derivation_path: _containers.RepeatedScalarFieldContainer[int]
+    taproot: bool
+    taproot_merkle_root: bytes
+    attestation_nonce: bytes
+    pair_setup_id: bytes
+    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ...) -> None: ...
+
+class StartedCeremony(_message.Message):
+    __slots__ = ("request", "attestation_document", "join_token")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    request: bytes
+    attestation_document: bytes
+    join_token: str
+    def __init__(self, request: _Optional[bytes] = ..., attestation_document: _Optional[bytes] = ..., join_token: _Optional[str] = ...) -> None: ...
+
+class FinishAsk(_message.Message):
+    __slots__ = ("ceremony_id",)
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    def __init__(self, ceremony_id: _Optional[str] = ...) -> None: ...

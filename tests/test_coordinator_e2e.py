@@ -1,0 +1,308 @@
+"""A device that holds no coordinator key creates wallets and signs through a coordinator.
+
+The development stack (devkms, relay, enclave, host as processes) plus an
+in-process coordinator service; devices talk to the coordinator and the
+relay only. The attacks: an unenrolled device, a reused enrollment code, a
+replayed device call, a device signing with another device's wallet, and a
+coordinator that swaps the server party for a key of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from coincurve import PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client.device import CoordinatorRefused, Device
+from client.devstack import DevStack
+from client.party import PartyIdentity
+from coordinator.coordinator import Coordinator
+from coordinator.service import create_server
+from shardkeep.device_auth import (
+    FRESHNESS_MS,
+    DeviceCallError,
+    ReplayGuard,
+    sign_device_call,
+    verify_device_call,
+)
+from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc
+from tests.stack_harness import background_stack
+from tss.channel import StaticKey
+from tss.curve import schnorr_verify
+from tss.dkg.chilldkg import hostpubkey_gen
+from tss.signing import RecoverableSignature
+
+T = TypeVar("T")
+DIGEST = bytes(range(32))
+CODES = ("code-alice", "code-bob")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    with background_stack(tmp_path_factory.mktemp("coordinator")) as running:
+        yield running
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="co-"))  # short: Unix socket paths are limited
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+Body = Callable[[Coordinator, str], Awaitable[T]]
+
+
+def with_coordinator(
+    stack: DevStack, socket_dir: Path, body: Body[T], kind: type[Coordinator] = Coordinator
+) -> T:
+    async def main() -> T:
+        coordinator = kind(
+            stack.host_address,
+            stack.relay_address,
+            stack.coordinator_key,
+            transport=stack.transport,
+            root_certificate=stack.root_certificate,
+            enrollment_codes=CODES,
+        )
+        address = f"unix:{socket_dir / 'coordinator.sock'}"
+        server, _ = await create_server(address, coordinator)
+        await server.start()
+        try:
+            return await asyncio.wait_for(body(coordinator, address), 120)
+        finally:
+            await server.stop(None)
+            await coordinator.aclose()
+
+    return asyncio.run(main())
+
+
+def new_device(stack: DevStack, address: str) -> Device:
+    return Device(
+        address,
+        stack.relay_address,
+        identity=PartyIdentity.generate(),
+        device_key=Ed25519PrivateKey.generate(),
+        owner_key=Ed25519PrivateKey.generate(),
+        root_certificate=stack.root_certificate,
+    )
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_device_creates_a_wallet_and_signs_through_the_coordinator(
+    stack: DevStack, socket_dir: Path, scheme: Any
+) -> None:
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet(scheme)
+            signature = await phone.sign(wallet, DIGEST)
+        assert wallet.index == 0 and len(wallet.parties) == 2
+        record = coordinator.wallet(wallet.wallet_id)
+        assert record is not None and record.public_key == wallet.public_key  # public data only
+        if isinstance(signature, RecoverableSignature):
+            recovered = PublicKey.from_signature_and_message(
+                signature.to_bytes65(), DIGEST, hasher=None
+            )
+            assert recovered.format() == wallet.public_key
+        else:
+            assert schnorr_verify(DIGEST, wallet.public_key[1:], signature)
+
+    with_coordinator(stack, socket_dir, body)
+
+
+def test_unenrolled_device_is_refused(stack: DevStack, socket_dir: Path) -> None:
+    """Device impersonation: a device key the coordinator never enrolled asks for a keygen."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as stranger:
+            with pytest.raises(CoordinatorRefused) as info:
+                await stranger.create_wallet("bip340")
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert "not enrolled" in str(info.value)
+
+    with_coordinator(stack, socket_dir, body)
+
+
+def test_enrollment_code_works_once(stack: DevStack, socket_dir: Path) -> None:
+    """A leaked, already used enrollment code enrolls no second device."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as first, new_device(stack, address) as second:
+            await first.enroll(CODES[0])
+            with pytest.raises(CoordinatorRefused) as info:
+                await second.enroll(CODES[0])
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+    with_coordinator(stack, socket_dir, body)
+
+
+def test_replayed_device_call_is_refused(stack: DevStack, socket_dir: Path) -> None:
+    """A recorded device call sent again (by the network or the host) is refused as a replay."""
+    key = Ed25519PrivateKey.generate()
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        coordinator.enroll(CODES[0], key.public_key().public_bytes_raw())
+        ask = coordinator_pb2.FinishAsk(ceremony_id="sign-0000").SerializeToString()
+        call = sign_device_call(key, "FinishCeremony", ask)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = coordinator_pb2_grpc.CoordinatorStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.aio.AioRpcError) as first:
+                await stub.FinishCeremony(call)
+            with pytest.raises(grpc.aio.AioRpcError) as replay:
+                await stub.FinishCeremony(call)
+            wrong_method = sign_device_call(key, "StartCeremony", ask)
+            with pytest.raises(grpc.aio.AioRpcError) as moved:
+                await stub.FinishCeremony(wrong_method)
+        assert first.value.code() == grpc.StatusCode.NOT_FOUND  # admitted, no such ceremony
+        assert replay.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "replayed" in (replay.value.details() or "")
+        assert moved.value.code() == grpc.StatusCode.UNAUTHENTICATED  # signed for another RPC
+
+    with_coordinator(stack, socket_dir, body)
+
+
+def test_device_cannot_sign_with_another_devices_wallet(stack: DevStack, socket_dir: Path) -> None:
+    """Cross-wallet signing: an enrolled device asks for a signature with a wallet it is not in."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as alice, new_device(stack, address) as bob:
+            await alice.enroll(CODES[0])
+            await bob.enroll(CODES[1])
+            wallet = await alice.create_wallet("bip340")
+            with pytest.raises(CoordinatorRefused) as info:
+                await bob.sign(wallet, DIGEST)
+        assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+    with_coordinator(stack, socket_dir, body)
+
+
+class SwappingCoordinator(Coordinator):
+    """A malicious coordinator: puts a server party of its own into the keygen."""
+
+    def _server_party(self, document: bytes, nonce: bytes) -> ceremony_pb2.Party:
+        impostor = StaticKey.generate(bytes(range(32)))
+        return ceremony_pb2.Party(
+            party_id=impostor.party_id,
+            static_key=bytes(impostor.public_key),
+            host_pubkey=hostpubkey_gen(bytes(range(1, 33))),
+        )
+
+
+def test_coordinator_swapping_the_server_party_is_refused_by_the_device(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """The device checks the attested server party itself and never joins the impostor's room."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            with pytest.raises(CoordinatorRefused, match="attested server"):
+                await phone.create_wallet("bip340")
+
+    with_coordinator(stack, socket_dir, body, SwappingCoordinator)
+
+
+class DigestSwappingCoordinator(Coordinator):
+    """A malicious coordinator: asks the server share to sign another digest than the device's."""
+
+    def _wallet_request(self, ask: Any, *args: Any) -> tuple[ceremony_pb2.CeremonyRequest, int]:
+        request, index = super()._wallet_request(ask, *args)
+        if request.kind == ceremony_pb2.CEREMONY_KIND_SIGN:
+            request.digest = bytes(32)
+        return request, index
+
+
+def test_coordinator_swapping_the_digest_is_refused_by_the_device(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """The device signs only the digest it asked for; a changed request is refused unjoined."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("bip340")
+            with pytest.raises(CoordinatorRefused, match="differs from the ask"):
+                await phone.sign(wallet, DIGEST)
+
+    with_coordinator(stack, socket_dir, body, DigestSwappingCoordinator)
+
+
+def test_stale_device_call_is_refused() -> None:
+    key = Ed25519PrivateKey.generate()
+    now = [1_000_000]
+    guard = ReplayGuard(lambda: now[0])
+    call = sign_device_call(key, "StartCeremony", b"body", now_ms=now[0] - FRESHNESS_MS - 1)
+    verify_device_call(call, "StartCeremony")  # well signed, but old
+    with pytest.raises(DeviceCallError, match="stale"):
+        guard.check(call)
+    tampered = sign_device_call(key, "StartCeremony", b"body", now_ms=now[0])
+    tampered.body = b"other"
+    with pytest.raises(DeviceCallError, match="does not verify"):
+        verify_device_call(tampered, "StartCeremony")
+
+
+def test_coordinator_service_process(stack: DevStack, socket_dir: Path) -> None:
+    """``python -m coordinator.main`` serves devices: enroll, keygen, sign."""
+    codes = socket_dir / "codes"
+    codes.write_text("code-process\n")
+    address = f"unix:{socket_dir / 'c.sock'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coordinator.main", "--listen", address,
+         "--host", stack.host_address, "--relay", stack.relay_address,
+         "--coordinator-key", str(stack.directory / "coordinator.key"),
+         "--root", str(stack.directory / "pki" / "root.pem"),
+         "--enrollment-codes", str(codes)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"shardkeep-coordinator listening on {address}"
+
+        async def main() -> None:
+            async with new_device(stack, address) as phone:
+                await phone.enroll("code-process")
+                wallet = await phone.create_wallet("bip340")
+                signature = await phone.sign(wallet, DIGEST)
+            assert isinstance(signature, bytes)
+            assert schnorr_verify(DIGEST, wallet.public_key[1:], signature)
+
+        asyncio.run(asyncio.wait_for(main(), 120))
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_ecdsa_device_renews_its_pair_setup_after_an_enclave_restart(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """The enclave forgets its DKLs23 pair setups on restart; the device runs a new one and signs.
+
+    Last in this module: it restarts the stack's enclave.
+    """
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("ecdsa-secp256k1")
+            before = wallet.server_setup_id()
+            await stack.restart("enclave")
+            signature = await phone.sign(wallet, DIGEST)
+        assert before is not None and wallet.server_setup_id() not in (None, before)
+        assert isinstance(signature, RecoverableSignature)
+        recovered = PublicKey.from_signature_and_message(
+            signature.to_bytes65(), DIGEST, hasher=None
+        )
+        assert recovered.format() == wallet.public_key
+
+    with_coordinator(stack, socket_dir, body)
