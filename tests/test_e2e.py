@@ -216,4 +216,12 @@ def test_after_an_enclave_restart_the_sdk_runs_a_pair_setup_and_signs(stack_dir:
         assert old.peer(1).setup_id != new.peer(1).setup_id
         assert wallet.shares[0].secret_share == keygen_share.secret_share
 
+        # A pair the device itself burned (its own check failed) is set up anew first.
+        burned_id = new.peer(1).setup_id
+        new.mark_burned(1)
+        verify("ecdsa-secp256k1", wallet.public_key, await wallets.sign(wallet, DIGEST, {0: phone}))
+        renewed = wallet.shares[0].ecdsa
+        assert renewed is not None and not renewed.is_burned(1)
+        assert renewed.peer(1).setup_id != burned_id
+
     run(stack_dir, body)

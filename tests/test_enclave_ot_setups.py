@@ -525,3 +525,37 @@ def test_the_host_passes_the_reason_on_as_a_trailer() -> None:
     )
     assert dict(blamed.trailers) == {"shardkeep-culprits": "alice"}
     assert error_from_failure(enclave_pb2.CeremonyFailure(code="UNAVAILABLE")).trailers == ()
+
+
+def test_several_enclave_instances_never_share_an_ot_setup(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path, spy: CheckSpy
+) -> None:
+    """Two enclave instances with the same identity and the same sealed record: each makes
+    its own pair setups (its own Delta), and neither accepts the other's."""
+    coordinator, client = Ed25519PrivateKey.generate(), ClientParty()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    async def first(a: Stack) -> None:
+        wallet = await _keygen(a, client, coordinator)
+        await _sign(a, wallet, client, coordinator)
+        on_a = set(spy.by_delta())
+
+        async def second(b: Stack) -> None:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:  # B never made that setup
+                await _sign(b, wallet, client, coordinator)
+            assert _status(refused.value) == (grpc.StatusCode.FAILED_PRECONDITION, REASON)
+            await _pair_setup(b, wallet, client, coordinator)
+            before = len(spy.checks)
+            await _sign(b, wallet, client, coordinator)
+            on_b = {c.delta for c in spy.checks[before:]}
+            assert on_b and not on_b & on_a  # B checks against its own Delta only
+            with pytest.raises(grpc.aio.AioRpcError) as other:  # and A does not know B's
+                await _sign(a, wallet, client, coordinator)
+            assert _status(other.value) == (grpc.StatusCode.FAILED_PRECONDITION, REASON)
+
+        await with_enclave(
+            pki, kms_endpoint, tmp_path / "b", coordinator, second, a.identity.sealed_identity
+        )
+
+    run(with_enclave(pki, kms_endpoint, tmp_path / "a", coordinator, first))
