@@ -550,12 +550,12 @@ def test_several_enclave_instances_never_share_an_ot_setup(
             await _sign(b, wallet, client, coordinator)
             on_b = {c.delta for c in spy.checks[before:]}
             assert on_b and not on_b & on_a  # B checks against its own Delta only
-            with pytest.raises(grpc.aio.AioRpcError) as other:  # and A does not know B's
-                await _sign(a, wallet, client, coordinator)
-            assert _status(other.value) == (grpc.StatusCode.FAILED_PRECONDITION, REASON)
 
         await with_enclave(
             pki, kms_endpoint, tmp_path / "b", coordinator, second, a.identity.sealed_identity
         )
+        with pytest.raises(grpc.aio.AioRpcError) as other:  # and A does not know B's setup
+            await _sign(a, wallet, client, coordinator)
+        assert _status(other.value) == (grpc.StatusCode.FAILED_PRECONDITION, REASON)
 
     run(with_enclave(pki, kms_endpoint, tmp_path / "a", coordinator, first))
