@@ -9,6 +9,7 @@ an export to an existing file) and the lifecycle: refresh, reshare, export.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.cli import main
+from client.cli_state import load_wallet
 from client.devstack import DevStack
 from tests.stack_harness import background_stack
 
@@ -210,6 +212,44 @@ def test_refresh_reshare_to_two_of_three_export(
     assert oct(out.stat().st_mode & 0o777) == oct(0o600)
     private_key = PrivateKey(bytes.fromhex(out.read_text().strip()))
     assert private_key.public_key.format().hex() == public_key == exported["public_key"]
+
+
+def test_sign_after_an_enclave_restart_saves_the_new_pair_setup(
+    stack: DevStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The enclave keeps its DKLs23 pair setups in memory only: after a restart the
+    CLI's signature runs a pair setup, and the device's new side is saved with its share."""
+    passcode = tmp_path / "passcode"
+    passcode.write_text("a long passphrase for the CLI\n")
+    state = tmp_path / "phone"
+    on_phone = options(stack, state, passcode)
+    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", "ecdsa", *on_phone)
+    assert status == 0, err
+    wallet_id, public_key = created["wallet_id"], bytes.fromhex(created["public_key"])
+
+    def saved_setup_id() -> bytes:
+        loaded = load_wallet(
+            state, wallet_id, passcode.read_text().rstrip("\r\n"), insecure_allow_weak_kdf=True
+        )
+        setup = loaded.wallet.shares[0].ecdsa
+        assert setup is not None
+        return setup.peer(1).setup_id
+
+    keygen_id = saved_setup_id()
+    asyncio.run(stack.restart("enclave"))
+    status, signed, err = shardkeep(
+        capsys, "wallet", "sign", wallet_id, "--digest", DIGEST, *on_phone
+    )
+    assert status == 0, err
+    assert _ecdsa_recovers(signed, DIGEST) == public_key
+    after_restart = saved_setup_id()
+    assert after_restart != keygen_id  # a pair setup ran, and its result was saved
+    status, signed, err = shardkeep(
+        capsys, "wallet", "sign", wallet_id, "--digest", DIGEST2, *on_phone
+    )
+    assert status == 0, err
+    assert _ecdsa_recovers(signed, DIGEST2) == public_key
+    assert saved_setup_id() == after_restart  # the saved setup served: no new pair setup
 
 
 def _ecdsa_recovers(signed: dict[str, Any], digest_hex: str) -> bytes:
