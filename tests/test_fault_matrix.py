@@ -34,6 +34,8 @@ from client.devstack import DevStack
 from client.party import PartyIdentity
 from client.storage import insecure_test_params
 from client.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
+from relay.client import RelayClient
+from relay.errors import RelayError
 from tests.fault_harness import (
     MESSAGE_FAULTS,
     ClientKilled,
@@ -230,8 +232,11 @@ async def run_cell(
             await ceremony.run(client, device, scheme, wallet_id, before, fresh)
         except (Exception, ClientKilled) as e:
             error = e
+    relay_pid = stack.processes["relay"].pid
     for name_ in ("relay", "enclave", "host"):
         await stack.revive(name_)
+    if stack.processes["relay"].pid != relay_pid:
+        await relay_ready(stack)
     device.io = REAL_IO
     settled, problem = await next_use(stack, device, wallet_id, old_epoch)
     typed = error is None or isinstance(error, (WalletError, ClientKilled))
@@ -242,6 +247,28 @@ async def run_cell(
         time.monotonic() - started, problem,
     )  # fmt: skip
     return outcome, plan.seen
+
+
+async def relay_ready(stack: DevStack) -> None:
+    """Wait until a client can make a room on a restarted relay.
+
+    gRPC keeps connections per target in a process-wide pool: one that saw the
+    old relay die may wait out its reconnect backoff although the new relay is
+    healthy. The next cell must not pay for the previous cell's kill.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        async with RelayClient.insecure(
+            stack.relay_address, coordinator=stack.coordinator_key
+        ) as relay:
+            try:
+                room = await relay.create_room(["probe-a", "probe-b"], ttl_ms=5000)
+                await relay.close_room(room.room_id, room.admin_token)
+                return
+            except RelayError:
+                if time.monotonic() > deadline:
+                    raise
+        await asyncio.sleep(0.2)
 
 
 async def next_use(
