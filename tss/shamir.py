@@ -1,4 +1,7 @@
-"""Shamir secret sharing over Z_n and Feldman commitments over secp256k1.
+"""Shamir secret sharing over Z_q and Feldman commitments over secp256k1.
+
+The scalar functions take the group order (``order``, secp256k1's n unless
+given), so Ed25519 keyrings share them (``tss.group``).
 
 Participant ``i`` (0-based, as in ChillDKG and BIP-445) holds the polynomial's
 value at the nonzero evaluation point ``i + 1``.
@@ -26,11 +29,11 @@ def eval_point(participant: int) -> int:
     return participant + 1
 
 
-def poly_eval(coeffs: Sequence[int], x: int) -> int:
-    """Evaluate ``sum(coeffs[j] * x^j) mod n`` (Horner)."""
+def poly_eval(coeffs: Sequence[int], x: int, *, order: int = N) -> int:
+    """Evaluate ``sum(coeffs[j] * x^j) mod order`` (Horner)."""
     acc = 0
     for c in reversed(coeffs):
-        acc = (acc * x + c) % N
+        acc = (acc * x + c) % order
     return acc
 
 
@@ -49,7 +52,7 @@ def commitment_eval(commitment: Sequence[Point], x: int) -> Point:
     return point_sum(terms)
 
 
-def lagrange_coefficient(participants: Sequence[int], participant: int) -> int:
+def lagrange_coefficient(participants: Sequence[int], participant: int, *, order: int = N) -> int:
     """Lagrange coefficient at 0 of ``participant`` among ``participants`` (0-based ids).
 
     Raises:
@@ -65,12 +68,12 @@ def lagrange_coefficient(participants: Sequence[int], participant: int) -> int:
         if j == participant:
             continue
         xj = eval_point(j)
-        num = num * xj % N
-        den = den * (xj - xi) % N
-    return num * pow(den, -1, N) % N
+        num = num * xj % order
+        den = den * (xj - xi) % order
+    return num * pow(den, -1, order) % order
 
 
-def interpolate_at_zero(shares: dict[int, int]) -> int:
+def interpolate_at_zero(shares: dict[int, int], *, order: int = N) -> int:
     """Recover ``f(0)`` from ``{participant: f(participant + 1)}``."""
     ids = list(shares)
-    return sum(lagrange_coefficient(ids, i) * s for i, s in shares.items()) % N
+    return sum(lagrange_coefficient(ids, i, order=order) * s for i, s in shares.items()) % order

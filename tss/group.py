@@ -1,0 +1,203 @@
+"""Prime-order groups as a parameter: secp256k1 (libsecp256k1) and edwards25519 (libsodium).
+
+Protocol code that works in any prime-order group (RFC 9591 FROST, Shamir
+sharing) takes a ``Group`` and never touches a curve library itself. Scalars
+are Python ints mod ``order``; elements are the group's own immutable type.
+
+* ``SECP256K1``: ``tss.curve.Point`` over coincurve, 33-byte compressed
+  encodings, 32-byte big-endian scalars.
+* ``ED25519``: ``EdPoint`` over PyNaCl's libsodium bindings
+  (``crypto_core_ed25519_*``, ``crypto_scalarmult_ed25519_*noclamp``), RFC 8032
+  section 5.1.2 encodings, 32-byte little-endian scalars (RFC 9591 section 6.1).
+  No field arithmetic is written here: every point operation is a libsodium call.
+
+``decode`` is for received bytes: it refuses anything but a canonical encoding
+of a non-identity element of the prime-order group (RFC 9591
+``DeserializeElement``) with ``InvalidEncodingError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
+
+from nacl import bindings as sodium
+from nacl.exceptions import RuntimeError as SodiumRuntimeError
+
+from tss import curve
+from tss.errors import InvalidEncodingError
+
+__all__ = ["Group", "Secp256k1Group", "Ed25519Group", "EdPoint", "SECP256K1", "ED25519", "L"]
+
+E = TypeVar("E")
+
+
+class Group(Protocol, Generic[E]):
+    """What generic protocol code needs of a prime-order group with a fixed generator."""
+
+    name: str
+    order: int
+    element_size: int
+    scalar_size: int
+
+    def identity(self) -> E: ...
+    def base_mul(self, k: int) -> E: ...
+    def mul(self, p: E, k: int) -> E: ...
+    def add(self, p: E, q: E) -> E: ...
+    def sum(self, points: Iterable[E]) -> E: ...
+    def is_identity(self, p: E) -> bool: ...
+    def encode(self, p: E) -> bytes: ...
+    def decode(self, data: bytes) -> E: ...
+    def encode_scalar(self, k: int) -> bytes: ...
+    def decode_scalar(self, data: bytes) -> int: ...
+
+
+class Secp256k1Group:
+    """secp256k1 with ``tss.curve.Point`` (SEC 1 compressed points, big-endian scalars)."""
+
+    name = "secp256k1"
+    order = curve.N
+    element_size = 33
+    scalar_size = 32
+
+    def identity(self) -> curve.Point:
+        return curve.INFINITY
+
+    def base_mul(self, k: int) -> curve.Point:
+        return curve.Point.base_mul(k)
+
+    def mul(self, p: curve.Point, k: int) -> curve.Point:
+        return p * k
+
+    def add(self, p: curve.Point, q: curve.Point) -> curve.Point:
+        return p + q
+
+    def sum(self, points: Iterable[curve.Point]) -> curve.Point:
+        return curve.point_sum(points)
+
+    def is_identity(self, p: curve.Point) -> bool:
+        return p.is_infinity
+
+    def encode(self, p: curve.Point) -> bytes:
+        return p.to_bytes()
+
+    def decode(self, data: bytes) -> curve.Point:
+        return curve.Point.from_bytes(data)
+
+    def encode_scalar(self, k: int) -> bytes:
+        return curve.scalar_to_bytes(k)
+
+    def decode_scalar(self, data: bytes) -> int:
+        return curve.scalar_from_bytes(data)
+
+
+L = 2**252 + 27742317777372353535851937790883648493
+"""The order of the edwards25519 prime-order subgroup (RFC 8032 section 5.1)."""
+
+_ED_IDENTITY = b"\x01" + bytes(31)
+
+
+class EdPoint:
+    """An element of the edwards25519 prime-order subgroup, kept as its 32-byte encoding.
+
+    Built only by ``Ed25519Group`` (from validated bytes or libsodium results).
+    """
+
+    __slots__ = ("_enc",)
+
+    def __init__(self, enc: bytes) -> None:
+        self._enc = enc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EdPoint) and self._enc == other._enc
+
+    def __hash__(self) -> int:
+        return hash(self._enc)
+
+    def __repr__(self) -> str:
+        return f"EdPoint({self._enc.hex()})"
+
+
+class Ed25519Group:
+    """edwards25519 through libsodium (RFC 9591 section 6.1 encodings).
+
+    libsodium's no-clamp scalar multiplications refuse a zero scalar, an
+    identity result and identity or small-order inputs; those cases are the
+    identity by definition and are answered here without a call.
+    """
+
+    name = "ed25519"
+    order = L
+    element_size = 32
+    scalar_size = 32
+
+    def identity(self) -> EdPoint:
+        return EdPoint(_ED_IDENTITY)
+
+    def base_mul(self, k: int) -> EdPoint:
+        k %= L
+        if k == 0:
+            return self.identity()
+        return EdPoint(sodium.crypto_scalarmult_ed25519_base_noclamp(k.to_bytes(32, "little")))
+
+    def mul(self, p: EdPoint, k: int) -> EdPoint:
+        k %= L
+        if k == 0 or p._enc == _ED_IDENTITY:
+            return self.identity()
+        return EdPoint(sodium.crypto_scalarmult_ed25519_noclamp(k.to_bytes(32, "little"), p._enc))
+
+    def add(self, p: EdPoint, q: EdPoint) -> EdPoint:
+        return EdPoint(sodium.crypto_core_ed25519_add(p._enc, q._enc))
+
+    def sub(self, p: EdPoint, q: EdPoint) -> EdPoint:
+        return EdPoint(sodium.crypto_core_ed25519_sub(p._enc, q._enc))
+
+    def sum(self, points: Iterable[EdPoint]) -> EdPoint:
+        acc = self.identity()
+        for p in points:
+            acc = self.add(acc, p)
+        return acc
+
+    def is_identity(self, p: EdPoint) -> bool:
+        return p._enc == _ED_IDENTITY
+
+    def encode(self, p: EdPoint) -> bytes:
+        return p._enc
+
+    def decode(self, data: bytes) -> EdPoint:
+        """RFC 9591 section 6.1 ``DeserializeElement``.
+
+        ``crypto_core_ed25519_is_valid_point`` accepts only canonical encodings
+        of points on the curve, in the prime-order subgroup, of large order
+        (so never the identity).
+
+        Raises:
+            InvalidEncodingError: anything else.
+        """
+        if not isinstance(data, bytes) or len(data) != 32:
+            raise InvalidEncodingError("ed25519 point must be 32 bytes")
+        try:
+            valid = sodium.crypto_core_ed25519_is_valid_point(data)
+        except SodiumRuntimeError as e:  # pragma: no cover - libsodium refuses only bad lengths
+            raise InvalidEncodingError("not an ed25519 point") from e
+        if not valid:
+            raise InvalidEncodingError(
+                "not a canonical ed25519 point of the prime-order subgroup (or the identity)"
+            )
+        return EdPoint(data)
+
+    def encode_scalar(self, k: int) -> bytes:
+        return (k % L).to_bytes(32, "little")
+
+    def decode_scalar(self, data: bytes) -> int:
+        """RFC 9591 section 6.1 ``DeserializeScalar``: 32 bytes little-endian, < L."""
+        if not isinstance(data, bytes) or len(data) != 32:
+            raise InvalidEncodingError("ed25519 scalar must be 32 bytes")
+        k = int.from_bytes(data, "little")
+        if k >= L:
+            raise InvalidEncodingError("ed25519 scalar out of range")
+        return k
+
+
+SECP256K1 = Secp256k1Group()
+ED25519 = Ed25519Group()
