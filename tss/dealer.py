@@ -13,15 +13,18 @@ setups are made among the new holders (``client.wallet.WalletClient.import_key``
 
 from __future__ import annotations
 
+from typing import Any
+
 from tss.ceremony import Random
-from tss.curve import N, Point, int_from_bytes
+from tss.curve import N, int_from_bytes
 from tss.errors import InputError, InternalError
+from tss.group import SECP256K1, Group
 from tss.keygen import KeyMaterial
 from tss.keyshare import Scheme
 from tss.reshare import PublicKeyring
 from tss.shamir import eval_point, poly_eval
 
-__all__ = ["split_key", "import_dealer"]
+__all__ = ["split_key", "split_secret", "import_dealer"]
 
 
 def split_key(
@@ -54,13 +57,32 @@ def split_key(
     """
     if len(private_key) != 32 or not 0 < int_from_bytes(private_key) < N:
         raise InputError("private key must be 32 bytes, 0 < key < n")
+    return split_secret(int_from_bytes(private_key), threshold, parties, rand, chain_code, epoch)
+
+
+def split_secret(
+    secret: int,
+    threshold: int,
+    parties: int,
+    rand: Random,
+    chain_code: bytes | None = None,
+    epoch: int = 0,
+    group: Group[Any] = SECP256K1,
+) -> list[KeyMaterial]:
+    """``split_key`` of a secret scalar in any group (``tss.group``; Ed25519 keys).
+
+    Raises:
+        InputError: a secret out of range or bad t, n.
+    """
+    q = group.order
+    if not 0 < secret < q:
+        raise InputError("secret out of range")
     if not 1 <= threshold <= parties <= 32:
         raise InputError("need 1 <= threshold <= parties <= 32")
-    secret = int_from_bytes(private_key)
-    coeffs = [secret] + [_random_scalar(rand) for _ in range(threshold - 1)]
-    secret_shares = [poly_eval(coeffs, eval_point(i)) for i in range(parties)]
-    public_shares = tuple(Point.base_mul(s).to_bytes() for s in secret_shares)
-    public_key = Point.base_mul(secret).to_bytes()
+    coeffs = [secret] + [_random_scalar(rand, q) for _ in range(threshold - 1)]
+    secret_shares = [poly_eval(coeffs, eval_point(i), order=q) for i in range(parties)]
+    public_shares = tuple(group.encode(group.base_mul(s)) for s in secret_shares)
+    public_key = group.encode(group.base_mul(secret))
     chain = rand(32) if chain_code is None else chain_code
     if len(chain) != 32:
         raise InputError("chain code must be 32 bytes")
@@ -70,9 +92,9 @@ def split_key(
     ]
 
 
-def _random_scalar(rand: Random) -> int:
-    # 64 bytes reduced mod n: bias below 2^-256.
-    return int_from_bytes(rand(64)) % N
+def _random_scalar(rand: Random, order: int) -> int:
+    # 64 bytes reduced mod the group order (n or L): bias below 2^-250.
+    return int_from_bytes(rand(64)) % order
 
 
 def import_dealer(
@@ -101,6 +123,8 @@ def import_dealer(
     Raises:
         InputError: unknown scheme, a key out of range or a bad chain code.
     """
+    if scheme not in ("bip340", "ecdsa-secp256k1"):
+        raise InputError(f"no import by reshare for {scheme!r}")
     (material,) = split_key(private_key, 1, 1, _no_randomness, chain_code)
     keyring = PublicKeyring(scheme, 1, material.public_key, material.public_shares, material.epoch)
     return keyring, material

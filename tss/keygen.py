@@ -120,6 +120,9 @@ class Keygen(Ceremony[KeyShare]):
         *,
         session_id: bytes,
     ) -> None:
+        if scheme not in ("bip340", "ecdsa-secp256k1"):
+            # ChillDKG's shares and proofs of possession are over secp256k1.
+            raise InputError(f"no key generation for {scheme!r}: import an ed25519 key instead")
         if scheme == "ecdsa-secp256k1" and threshold < 2:
             raise InputError("ECDSA keyrings need a threshold of at least 2")
         if not session_id:

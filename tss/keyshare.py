@@ -23,13 +23,13 @@ from typing import Any, Literal, get_args
 
 import cbor2
 
-from tss.curve import N, Point
 from tss.ecdsa.setup import EcdsaSetup, key_id
 from tss.errors import InputError, InvalidEncodingError
+from tss.group import ED25519, SECP256K1, Group
 
 __all__ = ["Scheme", "SCHEMES", "KeyShare"]
 
-Scheme = Literal["bip340", "ecdsa-secp256k1"]
+Scheme = Literal["bip340", "ecdsa-secp256k1", "ed25519"]
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 
 FORMAT = "shardkeep-keyshare"
@@ -43,14 +43,16 @@ class KeyShare:
     """One party's share of a t-of-n keyring.
 
     Attributes:
-        scheme: "bip340" or "ecdsa-secp256k1".
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
         party_id: the party's 0-based index in the keyring (Shamir point party_id + 1).
         threshold: t, the number of parties needed to sign.
-        public_key: 33-byte compressed threshold public key (bip340 uses public_key[1:]).
-        public_shares: 33-byte public share of every party, indexed by party id.
+        public_key: the threshold public key: 33-byte compressed secp256k1 (bip340
+            uses public_key[1:]), or the 32-byte RFC 8032 key for ed25519.
+        public_shares: every party's public share (encoded as ``public_key``), by party id.
         secret_share: this party's Shamir share (never printed).
         chain_code: 32-byte BIP-32 chain code of the keyring, known to its parties
-            only (never printed): it makes child keys unlinkable for everyone else.
+            only (never printed): it makes child keys unlinkable for everyone else
+            (ed25519 keyrings carry one too but derive no child keys).
         epoch: incremented by every refresh and reshare; shares of different epochs never mix.
         ecdsa: ecdsa-secp256k1 only: the DKLs23 pairwise setups with the other
             parties (mutable only to burn a pair after a failed check: persist the
@@ -76,21 +78,22 @@ class KeyShare:
             raise InputError("need 1 <= threshold <= parties <= 32")
         if not 0 <= self.party_id < n:
             raise InputError("party id out of range")
-        if not 0 < self.secret_share < N:
+        group = self.group
+        if not 0 < self.secret_share < group.order:
             raise InputError("secret share out of range")
         if len(self.chain_code) != 32 or self.epoch < 0:
             raise InputError("chain code must be 32 bytes and epoch non-negative")
-        Point.from_bytes(self.public_key)
+        group.decode(self.public_key)
         for share in self.public_shares:
-            Point.from_bytes(share)
-        if Point.base_mul(self.secret_share).to_bytes() != self.public_shares[self.party_id]:
+            group.decode(share)
+        if group.encode(group.base_mul(self.secret_share)) != self.public_shares[self.party_id]:
             raise InputError("secret share does not match the party's public share")
         self._check_ecdsa_setup()
 
     def _check_ecdsa_setup(self) -> None:
-        if self.scheme == "bip340":
+        if self.scheme != "ecdsa-secp256k1":
             if self.ecdsa is not None:
-                raise InputError("a bip340 key share has no ECDSA setup")
+                raise InputError(f"a {self.scheme} key share has no ECDSA setup")
             return
         if self.threshold < 2:
             raise InputError("ECDSA keyrings need a threshold of at least 2")
@@ -107,6 +110,11 @@ class KeyShare:
     @property
     def parties(self) -> int:
         return len(self.public_shares)
+
+    @property
+    def group(self) -> Group[Any]:
+        """The scheme's group: edwards25519 for ed25519, else secp256k1."""
+        return ED25519 if self.scheme == "ed25519" else SECP256K1
 
     @property
     def secret_share_bytes(self) -> bytes:

@@ -12,10 +12,11 @@ import secrets
 from collections.abc import Sequence
 
 from tss.ceremony import run_in_memory
-from tss.curve import Point
-from tss.dealer import split_key
+from tss.dealer import split_key, split_secret
 from tss.dkg.chilldkg import hostpubkey_gen
+from tss.ed25519_keys import expanded_secret, scalar_from_keypair, scalar_from_seed
 from tss.errors import InputError, InternalError
+from tss.group import ED25519
 from tss.keygen import EcdsaSetupCeremony, Keygen
 from tss.keyshare import SCHEMES, KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput, ResharePlan
@@ -24,6 +25,7 @@ from tss.signing import (
     NO_OPTIONS,
     Bip340Signing,
     EcdsaSigning,
+    Ed25519Signing,
     RecoverableSignature,
     SigningOptions,
     throwaway_host_keys,
@@ -76,39 +78,34 @@ def sign(shares: Sequence[KeyShare], digest: bytes, options: SigningOptions = NO
 
     Arguments:
         shares: the signing parties' key shares.
-        digest: the 32-byte message digest (BIP-340 signs it as the message).
+        digest: the 32-byte message digest (BIP-340 signs it as the message);
+            for ed25519 the message itself, any bytes (Ed25519 hashes it).
         options: BIP-32 derivation path and, for bip340, the BIP-341 taproot tweak.
 
     Returns:
-        64 bytes: r || s with low s for ECDSA; a BIP-340 signature for bip340.
+        64 bytes: r || s with low s for ECDSA; a BIP-340 signature for bip340;
+        an RFC 8032 signature for ed25519.
 
     Raises:
         InputError: fewer shares than the threshold, mixed keyrings or epochs,
-            or a digest that is not 32 bytes.
+            or (bip340, ECDSA) a digest that is not 32 bytes.
     """
     first = _same_keyring(shares)
-    if len(digest) != 32:
+    if first.scheme != "ed25519" and len(digest) != 32:
         raise InputError("digest must be 32 bytes")
+    if first.scheme == "ecdsa-secp256k1":
+        return sign_recoverable(shares, digest, options).signature
     signers = [s.party_id for s in shares]
     session_id = _random(32)
-    if first.scheme == "bip340":
-        # The parties exist only for this run, so do their host keys.
-        host_keys = throwaway_host_keys(len(first.public_shares), _random)
-        return run_in_memory(
-            [
-                Bip340Signing(
-                    s,
-                    signers,
-                    digest,
-                    session_id,
-                    _random,
-                    options,
-                    host_keys=host_keys[s.party_id],
-                )
-                for s in shares
-            ]
-        )[0]
-    return sign_recoverable(shares, digest, options).signature
+    # The parties exist only for this run, so do their host keys.
+    host_keys = throwaway_host_keys(len(first.public_shares), _random)
+    frost = Ed25519Signing if first.scheme == "ed25519" else Bip340Signing
+    return run_in_memory(
+        [
+            frost(s, signers, digest, session_id, _random, options, host_keys=host_keys[s.party_id])
+            for s in shares
+        ]
+    )[0]
 
 
 def sign_recoverable(
@@ -192,26 +189,46 @@ def _new_shares(outputs: Sequence[ReshareOutput]) -> list[KeyShare]:
 
 
 def export_key(shares: Sequence[KeyShare]) -> bytes:
-    """Reconstruct the 32-byte private key from at least t shares (test and offline use).
+    """Reconstruct the private key from at least t shares (test and offline use).
+
+    Returns:
+        secp256k1: the 32-byte private key. ed25519: the 64-byte RFC 8032
+        expanded secret (scalar || prefix, ``tss.ed25519_keys``): a keyring
+        holds no seed, so no seed or Solana keypair can be exported.
 
     Raises:
         InputError: too few shares, or shares of different keyrings.
         InternalError: the shares do not reconstruct the keyring's public key.
     """
     first = _same_keyring(shares)
-    secret = interpolate_at_zero({s.party_id: s.secret_share for s in shares})
-    if Point.base_mul(secret).to_bytes() != first.public_key:
+    group = first.group
+    secret = interpolate_at_zero({s.party_id: s.secret_share for s in shares}, order=group.order)
+    if group.encode(group.base_mul(secret)) != first.public_key:
         raise InternalError("reconstructed key does not match the public key")
+    if first.scheme == "ed25519":
+        return expanded_secret(secret)
     return secret.to_bytes(32, "big")
 
 
 def import_key(scheme: str, private_key: bytes, *, threshold: int, parties: int) -> list[KeyShare]:
-    """Split an existing 32-byte private key into a t-of-n keyring with the same public key.
+    """Split an existing private key into a t-of-n keyring with the same public key.
+
+    ``private_key`` is 32 bytes for secp256k1; for ed25519 an RFC 8032 seed (32
+    bytes) or a Solana keypair (64 bytes: seed || public key).
 
     Raises:
-        InputError: unknown scheme, a key out of range, or bad t, n.
+        InputError: unknown scheme, a key out of range or of the wrong length,
+            a Solana keypair whose halves disagree, or bad t, n.
     """
     scheme = _check_scheme(scheme)
+    if scheme == "ed25519":
+        secret = (
+            scalar_from_keypair(private_key)
+            if len(private_key) == 64
+            else scalar_from_seed(private_key)
+        )
+        dealt = split_secret(secret, threshold, parties, _random, group=ED25519)
+        return [m.key_share("ed25519", None) for m in dealt]
     if scheme == "ecdsa-secp256k1" and threshold < 2:
         raise InputError("ECDSA keyrings need a threshold of at least 2")
     material = split_key(private_key, threshold, parties, _random)

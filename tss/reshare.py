@@ -199,6 +199,9 @@ class PublicKeyring:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise InputError(f"unknown scheme {self.scheme!r}")
+        if self.scheme == "ed25519":
+            # The dealings' Feldman commitments and agreement are over secp256k1.
+            raise InputError("ed25519 keyrings cannot be reshared, refreshed or exported yet")
         if not 1 <= self.threshold <= len(self.public_shares) <= MAX_PARTIES:
             raise InputError("need 1 <= threshold <= parties <= 32")
         if not 0 <= self.epoch < 2**64:

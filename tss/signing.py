@@ -1,5 +1,8 @@
 """Signing ceremonies: one object per signer, for either scheme.
 
+Ed25519 signing is FROST(Ed25519, SHA-512) as RFC 9591 specifies it
+(``tss.rfc9591``) in the same two rounds, with the same signed nonces.
+
 BIP-340 signing is FROST as BIP 445 specifies it (``tss.frost``): round 1
 broadcasts public nonces, round 2 broadcasts partial signatures, and every
 signer aggregates and verifies the final signature itself. With no trusted
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tss import frost
+from tss import frost, rfc9591
 from tss.bip32 import derive_public
 from tss.ceremony import Ceremony, Message, Random
 from tss.curve import Point, tagged_hash
@@ -29,7 +32,12 @@ from tss.ecdsa.sign import RecoverableSignature
 from tss.equivocation import SignedStatement, Statements
 from tss.errors import InputError, InvalidEncodingError
 from tss.keyshare import KeyShare
-from tss.tags import FROST_SIGNED_NONCE_PREFIX, FROST_TAG_NONCE_CONTEXT, SIGN_TAG_ECDSA_SESSION
+from tss.tags import (
+    FROST_ED25519_SIGNED_COMMITMENT_PREFIX,
+    FROST_SIGNED_NONCE_PREFIX,
+    FROST_TAG_NONCE_CONTEXT,
+    SIGN_TAG_ECDSA_SESSION,
+)
 from tss.taproot import taproot_tweak
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "throwaway_host_keys",
     "SigningOptions",
     "Bip340Signing",
+    "Ed25519Signing",
     "EcdsaSigning",
     "RecoverableSignature",
     "signing_tweaks",
@@ -146,11 +155,12 @@ def nonce_context(
     )
 
 
-class Bip340Signing(Ceremony[bytes]):
-    """One signer's FROST ceremony; ``result`` is the 64-byte BIP-340 signature.
+class _FrostSigning(Ceremony[bytes]):
+    """One signer's FROST ceremony with host-key-signed round-1 nonces; ``result`` is the signature.
 
-    Round 1 broadcasts the signer's pubnonce signed with its host key; round 2
+    Round 1 broadcasts the signer's public nonce signed with its host key; round 2
     its partial signature and the signed nonces it used (``tss.equivocation``).
+    Subclasses supply the FROST variant: its nonce statements and its three steps.
 
     Raises (from ``receive``):
         FaultyParticipantError / ProtocolError: a malformed message, a nonce
@@ -161,6 +171,94 @@ class Bip340Signing(Ceremony[bytes]):
     """
 
     rounds = 2
+    scheme: str
+    statements: Statements
+
+    def __init__(
+        self,
+        share: KeyShare,
+        signers: Sequence[int],
+        message: bytes,
+        session_id: bytes,
+        rand: Random,
+        tweaks: Sequence[frost.Tweak],
+        host_keys: HostKeys,
+    ) -> None:
+        if share.scheme != self.scheme:
+            raise InputError(f"{type(self).__name__} needs a {self.scheme} key share")
+        if len(signers) < share.threshold:
+            raise InputError(f"need at least {share.threshold} signers")
+        super().__init__(share.party_id, sorted(signers), rand)
+        host_keys.check(share.party_id, len(share.public_shares))
+        self._share = share
+        self._message = message
+        self._session_id = session_id
+        self._host_keys = host_keys
+        self._tweaks = list(tweaks)
+        self._context = nonce_context(
+            session_id, share.public_key, message, self.parties, self._tweaks
+        )
+        self._nonces: dict[int, SignedStatement] = {}
+        self._psigs: dict[int, bytes] = {}
+
+    @property
+    def context(self) -> bytes:
+        """The context every signed nonce of this signing binds (to check evidence)."""
+        return self._context
+
+    def _nonce(self) -> bytes:
+        """Round 1 of the FROST variant: make the secret state, return the public nonce."""
+        raise NotImplementedError
+
+    def _partial_signature(self, pubnonces: Mapping[int, bytes]) -> bytes:
+        """Round 2 of the FROST variant: this signer's 32-byte partial signature."""
+        raise NotImplementedError
+
+    def _aggregate(self, psigs: Mapping[int, bytes]) -> bytes:
+        """The verified signature; culprits named when a partial signature is invalid."""
+        raise NotImplementedError
+
+    def _start(self) -> list[Message]:
+        pubnonce = self._nonce()
+        signed = self.statements.sign(
+            self._host_keys.seckey, self._context, self.me, pubnonce, self._rand(32)
+        )
+        self._nonces[self.me] = signed
+        return self._broadcast(1, signed.to_bytes())
+
+    def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
+        pubkeys = self._host_keys.pubkeys
+        nonces = self.statements
+        if round_ == 1:
+            arrived = {sender: nonces.parse(p, sender) for sender, p in payloads.items()}
+            nonces.verify_all(self._context, pubkeys, arrived)
+            self._nonces.update(arrived)
+            psig = self._partial_signature({i: n.value for i, n in self._nonces.items()})
+            self._psigs[self.me] = psig
+            return self._broadcast(2, psig + nonces.encode_view(self._view()))
+        views = {}
+        for sender, payload in payloads.items():
+            self._psigs[sender] = payload[:32]
+            views[sender] = nonces.parse_view(payload[32:], len(self.parties), sender)
+        # Partial signatures are judged only once every signer is shown to have
+        # used our nonces: in another view an honest signer's is invalid.
+        nonces.judge_views(self._context, self.parties, pubkeys, self._view(), views)
+        # Aggregate first, reusing round 2's session; partial signatures are
+        # checked one by one only when the aggregate fails (as frost-rs does):
+        # culprits are still named on every abort, and a released signature
+        # always verifies (the self-check).
+        self._finish(self._aggregate(self._psigs))
+        return []
+
+    def _view(self) -> list[SignedStatement]:
+        return [self._nonces[i] for i in self.parties]
+
+
+class Bip340Signing(_FrostSigning):
+    """One signer's FROST (BIP 445) ceremony; ``result`` is the 64-byte BIP-340 signature."""
+
+    scheme = "bip340"
+    statements = NONCES
 
     def __init__(
         self,
@@ -173,67 +271,65 @@ class Bip340Signing(Ceremony[bytes]):
         *,
         host_keys: HostKeys,
     ) -> None:
-        if share.scheme != "bip340":
-            raise InputError("Bip340Signing needs a bip340 key share")
-        if len(signers) < share.threshold:
-            raise InputError(f"need at least {share.threshold} signers")
-        super().__init__(share.party_id, sorted(signers), rand)
-        host_keys.check(share.party_id, len(share.public_shares))
-        self._share = share
-        self._message = message
-        self._session_id = session_id
-        self._host_keys = host_keys
-        self._tweaks = signing_tweaks(share, options)
-        self._context = nonce_context(
-            session_id, share.public_key, message, self.parties, self._tweaks
-        )
-        self._nonces: dict[int, SignedStatement] = {}
-        self._psigs: dict[int, bytes] = {}
+        # (the base class refuses a share of another scheme)
+        tweaks = signing_tweaks(share, options) if share.scheme == self.scheme else []
+        super().__init__(share, signers, message, session_id, rand, tweaks, host_keys)
 
-    @property
-    def context(self) -> bytes:
-        """The context every signed nonce of this signing binds (to check evidence)."""
-        return self._context
-
-    def _start(self) -> list[Message]:
+    def _nonce(self) -> bytes:
         s = self._share
         self._state, pubnonce = frost.signer_round1(
             s.party_id, s.secret_share, s.public_key, s.public_shares, s.threshold,
             self._message, self._session_id, self._rand(32),
         )  # fmt: skip
-        signed = NONCES.sign(
-            self._host_keys.seckey, self._context, self.me, pubnonce, self._rand(32)
-        )
-        self._nonces[self.me] = signed
-        return self._broadcast(1, signed.to_bytes())
+        return pubnonce
 
-    def _run_round(self, round_: int, payloads: Mapping[int, bytes]) -> list[Message]:
-        pubkeys = self._host_keys.pubkeys
-        if round_ == 1:
-            arrived = {sender: NONCES.parse(p, sender) for sender, p in payloads.items()}
-            NONCES.verify_all(self._context, pubkeys, arrived)
-            self._nonces.update(arrived)
-            pubnonces = {i: n.value for i, n in self._nonces.items()}
-            psig = frost.signer_round2(self._state, self.parties, pubnonces, self._tweaks)
-            self._psigs[self.me] = psig
-            return self._broadcast(2, psig + NONCES.encode_view(self._view()))
-        views = {}
-        for sender, payload in payloads.items():
-            self._psigs[sender] = payload[:32]
-            views[sender] = NONCES.parse_view(payload[32:], len(self.parties), sender)
-        # Partial signatures are judged only once every signer is shown to have
-        # used our nonces: in another view an honest signer's is invalid.
-        NONCES.judge_views(self._context, self.parties, pubkeys, self._view(), views)
-        # Aggregate first, reusing round 2's session; partial signatures are
-        # checked one by one only when the aggregate fails (as frost-rs does):
-        # culprits are still named on every abort, and a released signature
-        # always verifies (the self-check).
-        signature = frost.signer_aggregate(self._state, self._psigs)
-        self._finish(signature)
-        return []
+    def _partial_signature(self, pubnonces: Mapping[int, bytes]) -> bytes:
+        return frost.signer_round2(self._state, self.parties, pubnonces, self._tweaks)
 
-    def _view(self) -> list[SignedStatement]:
-        return [self._nonces[i] for i in self.parties]
+    def _aggregate(self, psigs: Mapping[int, bytes]) -> bytes:
+        return frost.signer_aggregate(self._state, psigs)
+
+
+ED25519_COMMITMENTS = Statements(FROST_ED25519_SIGNED_COMMITMENT_PREFIX, 64, "round-1 commitment")
+"""An Ed25519 FROST signer's statement "my RFC 9591 commitment (D || E) is C"."""
+
+
+class Ed25519Signing(_FrostSigning):
+    """One signer's FROST(Ed25519, SHA-512) ceremony (RFC 9591); ``result`` is the
+    64-byte RFC 8032 signature of the message bytes themselves (no digest, no tweaks)."""
+
+    scheme = "ed25519"
+    statements = ED25519_COMMITMENTS
+
+    def __init__(
+        self,
+        share: KeyShare,
+        signers: Sequence[int],
+        message: bytes,
+        session_id: bytes,
+        rand: Random,
+        options: SigningOptions = NO_OPTIONS,
+        *,
+        host_keys: HostKeys,
+    ) -> None:
+        if options != NO_OPTIONS:
+            raise InputError("ed25519 keyrings sign with their own key: no derivation or taproot")
+        super().__init__(share, signers, message, session_id, rand, (), host_keys)
+        self._key = rfc9591.KeyMaterial(share.public_key, share.public_shares, share.threshold)
+
+    def _nonce(self) -> bytes:
+        s = self._share
+        self._state, commitment = rfc9591.signer_round1(
+            rfc9591.FROST_ED25519, s.party_id, s.secret_share, self._key, self._message,
+            self._rand(64),
+        )  # fmt: skip
+        return commitment
+
+    def _partial_signature(self, pubnonces: Mapping[int, bytes]) -> bytes:
+        return rfc9591.signer_round2(self._state, self.parties, pubnonces)
+
+    def _aggregate(self, psigs: Mapping[int, bytes]) -> bytes:
+        return rfc9591.signer_aggregate(self._state, psigs)
 
 
 class EcdsaSigning(Ceremony[RecoverableSignature]):
@@ -299,8 +395,15 @@ def signing_ceremony(
     rand: Random,
     options: SigningOptions,
     host_keys: HostKeys,
-) -> Bip340Signing | EcdsaSigning:
-    """The signing ceremony of ``share``'s scheme (the host keys sign BIP-340 nonces only)."""
+) -> Bip340Signing | Ed25519Signing | EcdsaSigning:
+    """The signing ceremony of ``share``'s scheme (the host keys sign FROST nonces only).
+
+    ``digest`` is what the scheme signs: the message itself for bip340 and ed25519.
+    """
     if share.scheme == "bip340":
         return Bip340Signing(share, signers, digest, session_id, rand, options, host_keys=host_keys)
+    if share.scheme == "ed25519":
+        return Ed25519Signing(
+            share, signers, digest, session_id, rand, options, host_keys=host_keys
+        )
     return EcdsaSigning(share, signers, digest, session_id, rand, options)

@@ -22,6 +22,10 @@ FROST_TAG_NONCE_CONTEXT = "shardkeep/frost/nonce-context"
 """Hash of what a signed round-1 nonce is for: session, key, message, signers, tweaks."""
 FROST_SIGNED_NONCE_PREFIX = b"shardkeep/frost/signed nonce"
 """BIP-340 message prefix of a signer's host-key signature on its round-1 nonce."""
+FROST_ED25519_SIGNED_COMMITMENT_PREFIX = b"shardkeep/ed25519 commitment"
+"""BIP-340 message prefix of a host-key signature on an RFC 9591 round-1 commitment."""
+ED25519_EXPORT_PREFIX = b"shardkeep/ed25519 export prefix"
+"""SHA-512 prefix deriving an exported expanded Ed25519 secret's nonce prefix from its scalar."""
 
 ### ChillDKG (SimplPedPoP / EncPedPoP / CertEq)
 # Spelled as in the ChillDKG draft BIP (reference util.py BIP_TAG + suffix); the
