@@ -31,6 +31,7 @@ protos: setup
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/shardkeep/v1/*.proto
 
 bench: setup
+	$(PY) -m pip install --quiet --no-build-isolation -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m bench
 
 clean:

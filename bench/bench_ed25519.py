@@ -1,0 +1,123 @@
+"""Ed25519 threshold signing (FROST(Ed25519, SHA-512), RFC 9591) next to frost-rs in one run.
+
+Ours, all parties in one process:
+* ``sign (RFC 9591 rounds)``: every signer's ``signer_round1`` and
+  ``signer_round2`` (each checks every commitment and self-checks its share),
+  then ``coordinator_aggregate`` aggregating first and verifying the RFC 8032
+  signature (shares checked one by one only on failure, as frost-core does);
+* ``sign (ceremony)``: ``tss.local.sign``, the ceremony objects the service
+  runs, which add host-key signatures on the round-1 commitments and the
+  round-2 echo (``tss.signing``) and have every signer aggregate and verify.
+
+frost-rs (PyPI ``frost-rs``, the Zcash Foundation's frost-ed25519 behind
+base64 strings; ``pip install '.[bench]'``): ``preprocess`` for every signer,
+``sign`` for every signer and ``aggregate``; its DKG (``round1..3`` for every
+party). Keys for our signing come from a trusted dealer (``tss.local.import_key``):
+shardkeep has no Ed25519 key generation yet, so there is no DKG row of ours.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from bench.util import measure
+from tss import local, rfc9591
+from tss.rfc9591 import FROST_ED25519, KeyMaterial
+
+CONFIGS = [(2, 3), (3, 5)]
+RUNS = 50
+
+
+def _ours(t: int, n: int) -> tuple[Callable[[], bytes], Callable[[], bytes], KeyMaterial, bytes]:
+    shares = local.import_key("ed25519", secrets.token_bytes(32), threshold=t, parties=n)
+    key = KeyMaterial(shares[0].public_key, shares[0].public_shares, t)
+    signers = shares[:t]
+    ids = [s.party_id for s in signers]
+    msg = secrets.token_bytes(32)
+
+    def rounds() -> bytes:
+        states, comms = {}, {}
+        for s in signers:
+            states[s.party_id], comms[s.party_id] = rfc9591.signer_round1(
+                FROST_ED25519, s.party_id, s.secret_share, key, msg, secrets.token_bytes(64)
+            )
+        psigs = {i: rfc9591.signer_round2(states[i], ids, comms) for i in ids}
+        return rfc9591.coordinator_aggregate(
+            FROST_ED25519, key, msg, ids, comms, psigs, verify_each=False
+        )
+
+    def ceremony() -> bytes:
+        return local.sign(signers, msg)
+
+    return rounds, ceremony, key, msg
+
+
+def _frost_rs() -> Any:
+    try:
+        from frost_rs import utility_ed25519  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    return utility_ed25519
+
+
+def _frost_rs_dkg(f: Any, t: int, n: int) -> tuple[dict[str, str], dict[str, str]]:
+    ids = [f.get_id() for _ in range(n)]
+    r1s, r1p = {}, {}
+    for i in ids:
+        r1s[i], r1p[i] = f.round1(i, t, n)
+    r2s, r2p = {}, {}
+    for i in ids:
+        r2s[i], r2p[i] = f.round2(r1s[i], {k: v for k, v in r1p.items() if k != i})
+    keys, pubkeys = {}, {}
+    for i in ids:
+        keys[i], pubkeys[i] = f.round3(
+            r2s[i],
+            {k: v for k, v in r1p.items() if k != i},
+            {k: v[i] for k, v in r2p.items() if i in v},
+        )
+    return keys, pubkeys
+
+
+def _frost_rs_sign(f: Any, t: int, n: int) -> Callable[[], str]:
+    keys, pubkeys = _frost_rs_dkg(f, t, n)
+    signers = list(keys)[:t]
+    pubkey = pubkeys[signers[0]]
+    msg = secrets.token_bytes(32)
+
+    def sign() -> str:
+        nonces, comms = {}, {}
+        for i in signers:
+            nonces[i], comms[i] = f.preprocess(keys[i])
+        shares = {i: f.sign(msg, comms, nonces[i], keys[i]) for i in signers}
+        return str(f.aggregate(msg, comms, shares, pubkey))
+
+    if not f.verify(msg, pubkey, sign()):
+        raise SystemExit("frost-rs signature does not verify")
+    return sign
+
+
+def main() -> None:
+    frost_rs = _frost_rs()
+    print("Ed25519 FROST (RFC 9591), all parties in one process; frost-rs in the same run:")
+    for t, n in CONFIGS:
+        rounds, ceremony, key, msg = _ours(t, n)
+        for fn in (rounds, ceremony):
+            if not FROST_ED25519.verify(key.public_key, msg, fn()):
+                raise SystemExit("Ed25519 signature does not verify")
+        print(f"  {t}-of-{n}")
+        print(f"    shardkeep sign (RFC 9591 rounds): {measure(rounds, runs=RUNS, warmup=3)}")
+        print(f"    shardkeep sign (ceremony)       : {measure(ceremony, runs=RUNS, warmup=3)}")
+        print("    shardkeep DKG                   : none for ed25519 yet (keys are imported)")
+        if frost_rs is None:
+            print("    frost-rs: not installed (pip install '.[bench]')")
+            continue
+        sign = _frost_rs_sign(frost_rs, t, n)
+        print(f"    frost-rs sign                   : {measure(sign, runs=RUNS, warmup=3)}")
+        dkg = measure(lambda: _frost_rs_dkg(frost_rs, t, n), runs=20, warmup=1)  # noqa: B023
+        print(f"    frost-rs DKG                    : {dkg}")
+
+
+if __name__ == "__main__":
+    main()
