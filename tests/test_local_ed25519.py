@@ -11,14 +11,17 @@ from collections.abc import Mapping
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
 from tss import local
-from tss.ceremony import run_in_memory
+from tss.ceremony import Message, run_in_memory
 from tss.ed25519_keys import expanded_secret, scalar_from_seed, sign_expanded
 from tss.errors import InputError, InvalidEncodingError, ProtocolError
+from tss.export import ExportPlan, export_contribution, export_finalize, offline_export
 from tss.group import ED25519
 from tss.keyshare import KeyShare
+from tss.reshare import PublicKeyring, Reshare, ResharePlan
 from tss.signing import Bip340Signing, Ed25519Signing, SigningOptions, throwaway_host_keys
 
 
@@ -115,13 +118,73 @@ def test_forged_signature_share_or_commitment_names_the_signer(
     assert e.value.culprits == (1,)
 
 
-def test_what_ed25519_keyrings_cannot_do_yet_is_refused() -> None:
-    """No DKG, reshare or refresh over edwards25519 yet: each refuses with a typed error
-    instead of running the secp256k1 protocol under the ed25519 name."""
+def test_ed25519_keygen_is_refused_not_run_over_secp256k1() -> None:
+    """No DKG over edwards25519 yet: keygen refuses with a typed error instead of
+    running the secp256k1 protocol under the ed25519 name."""
     with pytest.raises(InputError, match="ed25519"):
         local.keygen("ed25519", threshold=2, parties=3)
-    shares = local.import_key("ed25519", secrets.token_bytes(32), threshold=2, parties=3)
-    with pytest.raises(InputError, match="ed25519"):
-        local.refresh(shares)
-    with pytest.raises(InputError, match="ed25519"):
-        local.reshare(shares[:2], threshold=2, parties=3)
+
+
+def test_reshare_and_refresh_keep_the_key() -> None:
+    seed = secrets.token_bytes(32)
+    public_key = bytes(SigningKey(seed).verify_key)
+    old = local.import_key("ed25519", seed, threshold=2, parties=3)
+    new = local.reshare([old[0], old[2]], threshold=3, parties=5)
+    assert {s.public_key for s in new} == {public_key} and new[0].epoch == 1
+    _verify(public_key, b"after reshare", local.sign(new[1:4], b"after reshare"))
+    fresh = local.refresh(new)
+    assert fresh[0].public_shares != new[0].public_shares
+    _verify(public_key, b"after refresh", local.sign(fresh[2:], b"after refresh"))
+    with pytest.raises(InputError):  # old and new epochs never combine
+        local.sign([new[0], fresh[1], fresh[2]], b"m")
+    assert local.export_key(fresh[:3]) == expanded_secret(scalar_from_seed(seed))
+
+
+def test_export_to_a_recipient_and_offline() -> None:
+    seed = secrets.token_bytes(32)
+    shares = local.import_key("ed25519", seed, threshold=2, parties=3)
+    recipient = X25519PrivateKey.generate()
+    plan = ExportPlan(
+        secrets.token_bytes(32),
+        PublicKeyring.from_share(shares[0]),
+        (0, 1),
+        7,
+        recipient.public_key().public_bytes_raw(),
+    )
+    sealed = {i: export_contribution(plan, shares[i], secrets.token_bytes(32)) for i in (0, 1)}
+    key = export_finalize(plan, recipient.private_bytes_raw(), sealed)
+    assert key == expanded_secret(scalar_from_seed(seed)) == offline_export(shares[1:])
+    _verify(shares[0].public_key, b"exported", sign_expanded(key, b"exported"))
+
+
+def test_a_forged_reshare_dealing_names_the_dealer() -> None:
+    """Forged dealing: a dealer's sub-share for a new holder is off by one; the holder
+    names that dealer and keeps no share."""
+    old = local.import_key("ed25519", secrets.token_bytes(32), threshold=2, parties=2)
+    plan = ResharePlan(
+        secrets.token_bytes(32),
+        PublicKeyring.from_share(old[0]),
+        dealers=(0, 1),
+        holders=(2, 3, 4),
+        threshold=2,
+    )
+
+    class Forger(Reshare):
+        def _start(self) -> list[Message]:
+            return [self._forge(m) if m.recipient == 2 else m for m in super()._start()]
+
+        @staticmethod
+        def _forge(m: Message) -> Message:
+            sub = (int.from_bytes(m.payload[-32:], "big") + 1) % ED25519.order
+            return Message(
+                m.round, m.sender, m.recipient, m.payload[:-32] + sub.to_bytes(32, "big")
+            )
+
+    parties = [
+        Forger(plan, 0, old[0], secrets.token_bytes),
+        Reshare(plan, 1, old[1], secrets.token_bytes),
+    ]
+    parties += [Reshare(plan, seat, None, secrets.token_bytes) for seat in plan.holders]
+    with pytest.raises(ProtocolError) as e:
+        run_in_memory(parties)
+    assert e.value.culprits == (0,)

@@ -58,7 +58,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tss.ceremony import Ceremony, Message, Random
 from tss.channel import validate_public_key
-from tss.curve import N, Point, point_sum, scalar_from_bytes, tagged_hash
+from tss.curve import tagged_hash
+from tss.ed25519_keys import expanded_secret
 from tss.errors import FaultyParticipantError, InputError, InternalError, InvalidEncodingError
 from tss.keyshare import KeyShare
 from tss.reshare import PublicKeyring
@@ -203,10 +204,14 @@ class ExportPlan:
             raise InputError(f"recipient key: {e}") from e
         # The quorum's weighted public shares must sum to the key, or honest
         # contributions could not reconstruct it.
+        g = self.keyring.group
         weighted = (
-            Point.from_bytes(self.keyring.public_shares[i]) * lagrange_coefficient(q, i) for i in q
+            g.mul(
+                g.decode(self.keyring.public_shares[i]), lagrange_coefficient(q, i, order=g.order)
+            )
+            for i in q
         )
-        if point_sum(weighted) != Point.from_bytes(self.keyring.public_key):
+        if g.sum(weighted) != g.decode(self.keyring.public_key):
             raise InputError("the quorum's public shares do not interpolate to the public key")
 
     @property
@@ -225,7 +230,8 @@ class ExportPlan:
 def _weighted_share(plan: ExportPlan, share: KeyShare) -> int:
     if PublicKeyring.from_share(share) != plan.keyring or share.party_id not in plan.quorum:
         raise InputError("the key share is not a quorum member's of the plan's keyring")
-    return lagrange_coefficient(plan.quorum, share.party_id) * share.secret_share % N
+    q = plan.keyring.group.order
+    return lagrange_coefficient(plan.quorum, share.party_id, order=q) * share.secret_share % q
 
 
 def export_contribution(plan: ExportPlan, share: KeyShare, rand: bytes) -> bytes:
@@ -262,7 +268,7 @@ def export_finalize(
         own_share: the recipient's own key share when it is a quorum member.
 
     Returns:
-        The 32-byte private key.
+        The private key as ``exported_key`` gives it (32 bytes; 64 for ed25519).
 
     Raises:
         InputError: missing or extra contributions, a wrong recipient key, or
@@ -282,21 +288,37 @@ def export_finalize(
     if sorted(contributions) != [i for i in plan.quorum if i != own]:
         raise InputError("need exactly one contribution per other quorum member")
     weighted = {} if own_share is None else {own: _weighted_share(plan, own_share)}
+    g = plan.keyring.group
     for i, sealed in contributions.items():
         try:
-            w = scalar_from_bytes(open_sealed(recipient_key, sealed, plan.context(i)))
+            w = _scalar(open_sealed(recipient_key, sealed, plan.context(i)), g.order)
         except InvalidEncodingError as e:
             raise FaultyParticipantError(i, "export contribution does not open") from e
-        expected = Point.from_bytes(plan.keyring.public_shares[i]) * lagrange_coefficient(
-            plan.quorum, i
+        expected = g.mul(
+            g.decode(plan.keyring.public_shares[i]),
+            lagrange_coefficient(plan.quorum, i, order=g.order),
         )
-        if Point.base_mul(w) != expected:
+        if g.base_mul(w) != expected:
             raise FaultyParticipantError(i, "export contribution does not match its public share")
         weighted[i] = w
-    key = sum(weighted.values()) % N
-    if key == 0 or Point.base_mul(key).to_bytes() != plan.keyring.public_key:
+    key = sum(weighted.values()) % g.order
+    if key == 0 or g.encode(g.base_mul(key)) != plan.keyring.public_key:
         raise InternalError("checked contributions do not reconstruct the public key")
-    return key.to_bytes(32, "big")
+    return exported_key(plan.keyring.scheme, key)
+
+
+def exported_key(scheme: str, key: int) -> bytes:
+    """The form a whole key leaves in: 32 bytes big-endian on secp256k1; for
+    ed25519 the 64-byte RFC 8032 expanded secret (``tss.ed25519_keys``: a
+    keyring holds no seed, so none can be exported)."""
+    return expanded_secret(key) if scheme == "ed25519" else key.to_bytes(32, "big")
+
+
+def _scalar(data: bytes, order: int) -> int:
+    k = int.from_bytes(data, "big")
+    if len(data) != 32 or not 0 <= k < order:
+        raise InvalidEncodingError("scalar out of range")
+    return k
 
 
 @dataclass(frozen=True)
@@ -381,7 +403,7 @@ def offline_export(shares: Sequence[KeyShare]) -> bytes:
             ``KeyShare.from_bytes``), distinct parties, at least the threshold.
 
     Returns:
-        The 32-byte private key.
+        The private key as ``exported_key`` gives it (32 bytes; 64 for ed25519).
 
     Raises:
         InputError: too few shares, repeated parties, shares of different
@@ -402,27 +424,26 @@ def offline_export(shares: Sequence[KeyShare]) -> bytes:
     # t shares define the polynomial f; every other party's public share must be
     # f(j + 1) G and the key f(0) G (each KeyShare already matches its own).
     basis = {s.party_id: s.secret_share for s in shares[:t]}
-    key = _interpolate(basis, 0)
+    g = keyring.group
+    key = _interpolate(basis, 0, g.order)
     others = [j for j in range(keyring.parties) if j not in basis]
-    expected = [Point.base_mul(key)] + [
-        Point.base_mul(_interpolate(basis, eval_point(j))) for j in others
+    expected = [g.base_mul(key)] + [
+        g.base_mul(_interpolate(basis, eval_point(j), g.order)) for j in others
     ]
-    actual = [Point.from_bytes(keyring.public_key)] + [
-        Point.from_bytes(keyring.public_shares[j]) for j in others
-    ]
+    actual = [g.decode(keyring.public_key)] + [g.decode(keyring.public_shares[j]) for j in others]
     if key == 0 or expected != actual:
         raise InputError("the shares are inconsistent with the keyring's public key or shares")
-    return key.to_bytes(32, "big")
+    return exported_key(keyring.scheme, key)
 
 
-def _interpolate(basis: Mapping[int, int], x: int) -> int:
+def _interpolate(basis: Mapping[int, int], x: int, order: int) -> int:
     """f(x) for the polynomial through {(i + 1, y_i)} (Lagrange; scalars only)."""
     total = 0
     for i, y in basis.items():
         num, den = 1, 1
         for j in basis:
             if j != i:
-                num = num * (x - eval_point(j)) % N
-                den = den * (eval_point(i) - eval_point(j)) % N
-        total += y * num * pow(den, -1, N)
-    return total % N
+                num = num * (x - eval_point(j)) % order
+                den = den * (eval_point(i) - eval_point(j)) % order
+        total += y * num * pow(den, -1, order)
+    return total % order

@@ -19,7 +19,7 @@ of a non-identity element of the prime-order group (RFC 9591
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from nacl import bindings as sodium
 from nacl.exceptions import RuntimeError as SodiumRuntimeError
@@ -27,7 +27,16 @@ from nacl.exceptions import RuntimeError as SodiumRuntimeError
 from tss import curve
 from tss.errors import InvalidEncodingError
 
-__all__ = ["Group", "Secp256k1Group", "Ed25519Group", "EdPoint", "SECP256K1", "ED25519", "L"]
+__all__ = [
+    "Group",
+    "Secp256k1Group",
+    "Ed25519Group",
+    "EdPoint",
+    "SECP256K1",
+    "ED25519",
+    "L",
+    "group_of",
+]
 
 E = TypeVar("E")
 
@@ -50,6 +59,8 @@ class Group(Protocol, Generic[E]):
     def decode(self, data: bytes) -> E: ...
     def encode_scalar(self, k: int) -> bytes: ...
     def decode_scalar(self, data: bytes) -> int: ...
+    def encode_ext(self, p: E) -> bytes: ...
+    def decode_ext(self, data: bytes) -> E: ...
 
 
 class Secp256k1Group:
@@ -83,6 +94,14 @@ class Secp256k1Group:
 
     def decode(self, data: bytes) -> curve.Point:
         return curve.Point.from_bytes(data)
+
+    def encode_ext(self, p: curve.Point) -> bytes:
+        """As ``encode``, with infinity as 33 zero bytes (BIP 445 ``cbytes_ext``)."""
+        return p.to_bytes_ext()
+
+    def decode_ext(self, data: bytes) -> curve.Point:
+        """As ``decode``, also accepting infinity (33 zero bytes)."""
+        return curve.Point.from_bytes_ext(data)
 
     def encode_scalar(self, k: int) -> bytes:
         return curve.scalar_to_bytes(k)
@@ -149,9 +168,6 @@ class Ed25519Group:
     def add(self, p: EdPoint, q: EdPoint) -> EdPoint:
         return EdPoint(sodium.crypto_core_ed25519_add(p._enc, q._enc))
 
-    def sub(self, p: EdPoint, q: EdPoint) -> EdPoint:
-        return EdPoint(sodium.crypto_core_ed25519_sub(p._enc, q._enc))
-
     def sum(self, points: Iterable[EdPoint]) -> EdPoint:
         acc = self.identity()
         for p in points:
@@ -186,6 +202,14 @@ class Ed25519Group:
             )
         return EdPoint(data)
 
+    def encode_ext(self, p: EdPoint) -> bytes:
+        """As ``encode``; the identity has its own canonical encoding."""
+        return p._enc
+
+    def decode_ext(self, data: bytes) -> EdPoint:
+        """As ``decode``, also accepting the identity (commitments to zero)."""
+        return self.identity() if data == _ED_IDENTITY else self.decode(data)
+
     def encode_scalar(self, k: int) -> bytes:
         return (k % L).to_bytes(32, "little")
 
@@ -201,3 +225,8 @@ class Ed25519Group:
 
 SECP256K1 = Secp256k1Group()
 ED25519 = Ed25519Group()
+
+
+def group_of(scheme: str) -> Group[Any]:
+    """The group of a key scheme: edwards25519 for "ed25519", else secp256k1."""
+    return ED25519 if scheme == "ed25519" else SECP256K1

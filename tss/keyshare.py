@@ -25,7 +25,7 @@ import cbor2
 
 from tss.ecdsa.setup import EcdsaSetup, key_id
 from tss.errors import InputError, InvalidEncodingError
-from tss.group import ED25519, SECP256K1, Group
+from tss.group import Group, group_of
 
 __all__ = ["Scheme", "SCHEMES", "KeyShare"]
 
@@ -114,7 +114,7 @@ class KeyShare:
     @property
     def group(self) -> Group[Any]:
         """The scheme's group: edwards25519 for ed25519, else secp256k1."""
-        return ED25519 if self.scheme == "ed25519" else SECP256K1
+        return group_of(self.scheme)
 
     @property
     def secret_share_bytes(self) -> bytes:

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from tss.ceremony import run_in_memory
 from tss.dealer import split_key, split_secret
 from tss.dkg.chilldkg import hostpubkey_gen
-from tss.ed25519_keys import expanded_secret, scalar_from_keypair, scalar_from_seed
+from tss.ed25519_keys import scalar_from_keypair, scalar_from_seed
 from tss.errors import InputError, InternalError
+from tss.export import exported_key
 from tss.group import ED25519
 from tss.keygen import EcdsaSetupCeremony, Keygen
 from tss.keyshare import SCHEMES, KeyShare, Scheme
@@ -205,9 +206,7 @@ def export_key(shares: Sequence[KeyShare]) -> bytes:
     secret = interpolate_at_zero({s.party_id: s.secret_share for s in shares}, order=group.order)
     if group.encode(group.base_mul(secret)) != first.public_key:
         raise InternalError("reconstructed key does not match the public key")
-    if first.scheme == "ed25519":
-        return expanded_secret(secret)
-    return secret.to_bytes(32, "big")
+    return exported_key(first.scheme, secret)
 
 
 def import_key(scheme: str, private_key: bytes, *, threshold: int, parties: int) -> list[KeyShare]:

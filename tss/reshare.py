@@ -77,13 +77,14 @@ Rounds (payloads are fixed-width for a given plan; the service encrypts and
 authenticates every message between parties, so a point-to-point payload is
 confidential and its sender authentic):
 
-1. every dealer -> every other seat: its commitment (t' * 33 bytes, the point at
-   infinity as 33 zero bytes), the 32-byte chain code, then for a new holder
-   its 32-byte sub-share.
+1. every dealer -> every other seat: its commitment (t' points of the keyring's
+   group, ``tss.group``: 33 bytes each on secp256k1 with the point at infinity
+   as 33 zero bytes, 32 on ed25519 with the identity's own encoding), the
+   32-byte chain code, then for a new holder its 32-byte sub-share.
 2. every seat -> every other seat: the 32-byte agreement hash; ECDSA holders
    append their ``setup_round1`` message when the recipient is a holder too.
 3. ECDSA only, holder -> holder: ``setup_round2``; then ``setup_finalize``.
-4. (3 for bip340) with host public keys in the plan: every seat -> every other
+4. (3 for bip340 and ed25519) with host public keys in the plan: every seat -> every other
    seat, its 64-byte certificate signature, released once its pending share is saved.
 
 Import. A dealer needs only its secret share, never the pairwise ECDSA setup
@@ -113,11 +114,11 @@ import hmac
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 from tss.ceremony import Ceremony, Message, Random
 from tss.certificate import SIGNATURE_BYTES, PendingKeyChange, sign_certificate, verify_certificate
-from tss.curve import INFINITY, N, Point, point_sum, scalar_from_bytes, tagged_hash
+from tss.curve import Point, tagged_hash
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.ecdsa.keygen import (
     SetupRound1State,
@@ -135,6 +136,7 @@ from tss.errors import (
     ProtocolError,
     ViewMismatchError,
 )
+from tss.group import SECP256K1, Group, group_of
 from tss.keygen import KeyMaterial
 from tss.keyshare import MAX_PARTIES, SCHEMES, KeyShare, Scheme
 from tss.shamir import eval_point, lagrange_coefficient, poly_eval
@@ -161,11 +163,12 @@ __all__ = [
 ]
 
 Mode = Literal["reshare", "refresh"]
+Element = Any
+"""A point of the keyring's group (``tss.curve.Point`` or ``tss.group.EdPoint``)."""
 DealerShare = KeyShare | KeyMaterial
 """What a dealer brings: its key share, or only its share's material (an import's
 1-of-1 keyring; see the module docstring)."""
 
-_POINT = 33
 _SCALAR = 32
 _CHAIN_CODE = 32
 _HASH = 32
@@ -183,10 +186,10 @@ class PublicKeyring:
     one abort, never yield shares of another key.
 
     Attributes:
-        scheme: "bip340" or "ecdsa-secp256k1".
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
         threshold: t.
-        public_key: 33-byte compressed threshold public key.
-        public_shares: 33-byte public share of every party, by party id.
+        public_key: the encoded threshold public key (33 bytes on secp256k1, 32 on ed25519).
+        public_shares: every party's encoded public share, by party id.
         epoch: the keyring's epoch.
     """
 
@@ -199,16 +202,18 @@ class PublicKeyring:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise InputError(f"unknown scheme {self.scheme!r}")
-        if self.scheme == "ed25519":
-            # The dealings' Feldman commitments and agreement are over secp256k1.
-            raise InputError("ed25519 keyrings cannot be reshared, refreshed or exported yet")
         if not 1 <= self.threshold <= len(self.public_shares) <= MAX_PARTIES:
             raise InputError("need 1 <= threshold <= parties <= 32")
         if not 0 <= self.epoch < 2**64:
             raise InputError("need 0 <= epoch < 2^64")
-        Point.from_bytes(self.public_key)
+        self.group.decode(self.public_key)
         for share in self.public_shares:
-            Point.from_bytes(share)
+            self.group.decode(share)
+
+    @property
+    def group(self) -> Group[Any]:
+        """The keyring's group (``tss.group``): its points and scalars."""
+        return group_of(self.scheme)
 
     @staticmethod
     def from_share(share: KeyShare) -> PublicKeyring:
@@ -279,7 +284,7 @@ class ResharePlan:
     mode: Mode = "reshare"
     hostpubkeys: tuple[bytes, ...] = ()
     # Derived in __post_init__: lambda_d * X_d per dealer, and the plan hash.
-    weighted_shares: dict[int, Point] = field(init=False, repr=False, compare=False)
+    weighted_shares: dict[int, Element] = field(init=False, repr=False, compare=False)
     digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -309,10 +314,12 @@ class ResharePlan:
         # must be, so they must sum to the key. Refresh: the old public shares stay
         # in the new ones, so the first t must interpolate to the key.
         basis = dealers if self.mode == "reshare" else tuple(range(kr.threshold))
+        g = kr.group
         weighted = {
-            i: Point.from_bytes(kr.public_shares[i]) * lagrange_coefficient(basis, i) for i in basis
+            i: g.mul(g.decode(kr.public_shares[i]), lagrange_coefficient(basis, i, order=g.order))
+            for i in basis
         }
-        if point_sum(weighted.values()) != Point.from_bytes(kr.public_key):
+        if g.sum(weighted.values()) != g.decode(kr.public_key):
             raise InputError("the old public shares do not interpolate to the public key")
         object.__setattr__(self, "weighted_shares", weighted)
         hostpubkeys = tuple(self.hostpubkeys)
@@ -367,13 +374,16 @@ class ResharePlan:
         """The new party id of the holder at ``seat`` (None: not a holder)."""
         return self.holders.index(seat) if seat in self.holders else None
 
-    def expected_constant(self, dealer: int) -> Point:
-        """What the dealer's C_{d,0} must be: lambda_d X_d, or infinity in a refresh."""
-        return INFINITY if self.mode == "refresh" else self.weighted_shares[dealer]
+    def expected_constant(self, dealer: int) -> Element:
+        """What the dealer's C_{d,0} must be: lambda_d X_d, or the identity in a refresh."""
+        if self.mode == "refresh":
+            return self.keyring.group.identity()
+        return self.weighted_shares[dealer]
 
     def round1_length(self, seat: int) -> int:
         """Length of a dealer's round-1 payload to ``seat``."""
-        return self.threshold * _POINT + _CHAIN_CODE + (_SCALAR if seat in self.holders else 0)
+        point = self.keyring.group.element_size
+        return self.threshold * point + _CHAIN_CODE + (_SCALAR if seat in self.holders else 0)
 
 
 def holder_seats(
@@ -417,12 +427,13 @@ class Dealing:
     """
 
     dealer: int
-    commitment: tuple[Point, ...]
+    commitment: tuple[Element, ...]
     subshares: tuple[int, ...] = field(repr=False)
     chain_code: bytes = field(repr=False)
+    group: Group[Any] = field(default=SECP256K1, repr=False)
 
     def commitment_bytes(self) -> bytes:
-        return b"".join(c.to_bytes_ext() for c in self.commitment)
+        return b"".join(self.group.encode_ext(c) for c in self.commitment)
 
     def message_to(self, plan: ResharePlan, seat: int) -> bytes:
         """The round-1 payload for ``seat``: commitment, chain code, and a holder's sub-share."""
@@ -457,25 +468,27 @@ def deal(plan: ResharePlan, share: DealerShare, rand: bytes) -> Dealing:
     if not isinstance(rand, bytes) or len(rand) != 32:
         raise InputError("rand must be 32 bytes")
     d = share.party_id
+    g = plan.keyring.group
+    q = g.order
     constant = (
         0
         if plan.mode == "refresh"
-        else lagrange_coefficient(plan.dealers, d) * share.secret_share % N
+        else lagrange_coefficient(plan.dealers, d, order=q) * share.secret_share % q
     )
     seed = tagged_hash(
         RESHARE_TAG_COEFFS,
         rand + share.secret_share.to_bytes(32, "big") + plan.digest + d.to_bytes(4, "big"),
     )
     stream = hashlib.shake_256(seed).digest(64 * (plan.threshold - 1))
-    # 64 bytes per coefficient, reduced mod n: bias below 2^-256.
+    # 64 bytes per coefficient, reduced mod the group order: bias below 2^-250.
     coeffs = [constant] + [
-        int.from_bytes(stream[64 * k : 64 * (k + 1)], "big") % N for k in range(plan.threshold - 1)
+        int.from_bytes(stream[64 * k : 64 * (k + 1)], "big") % q for k in range(plan.threshold - 1)
     ]
-    commitment = tuple(Point.base_mul(c) for c in coeffs)
-    subshares = tuple(poly_eval(coeffs, eval_point(j)) for j in range(plan.new_parties))
+    commitment = tuple(g.base_mul(c) for c in coeffs)
+    subshares = tuple(poly_eval(coeffs, eval_point(j), order=q) for j in range(plan.new_parties))
     if commitment[0] != plan.expected_constant(d):  # self-check: honest dealers pass check (1)
         raise InternalError("own dealing would change the public key")
-    return Dealing(d, commitment, subshares, share.chain_code)
+    return Dealing(d, commitment, subshares, share.chain_code, g)
 
 
 def _check_own_share(plan: ResharePlan, share: DealerShare) -> None:
@@ -491,43 +504,52 @@ def _check_own_share(plan: ResharePlan, share: DealerShare) -> None:
     ):  # fmt: skip
         raise InputError("the key material is not of the plan's keyring and epoch")
     # KeyMaterial checks nothing itself: its secret must be its public share's (as in KeyShare).
-    if not 0 <= share.party_id < kr.parties or not 0 < share.secret_share < N:
+    g = kr.group
+    if not 0 <= share.party_id < kr.parties or not 0 < share.secret_share < g.order:
         raise InputError("key material out of range")
-    if Point.base_mul(share.secret_share).to_bytes() != kr.public_shares[share.party_id]:
+    if g.encode(g.base_mul(share.secret_share)) != kr.public_shares[share.party_id]:
         raise InputError("secret share does not match the party's public share")
 
 
 def _parse_round1(
     plan: ResharePlan, dealer: int, seat: int, payload: bytes
-) -> tuple[tuple[Point, ...], bytes, int | None]:
+) -> tuple[tuple[Element, ...], bytes, int | None]:
     """Decode a dealer's round-1 payload (commitment, chain code, sub-share); every
     fault blames the dealer."""
     if len(payload) != plan.round1_length(seat):
         raise FaultyParticipantError(dealer, "round-1 payload has the wrong length")
-    end = plan.threshold * _POINT
+    g = plan.keyring.group
+    size = g.element_size
+    end = plan.threshold * size
     try:
-        commitment = tuple(
-            Point.from_bytes_ext(payload[k : k + _POINT]) for k in range(0, end, _POINT)
-        )
+        commitment = tuple(g.decode_ext(payload[k : k + size]) for k in range(0, end, size))
         sub = payload[end + _CHAIN_CODE :]
-        subshare = scalar_from_bytes(sub) if sub else None
+        subshare = _scalar(sub, g.order) if sub else None
     except InvalidEncodingError as e:
         raise FaultyParticipantError(dealer, f"malformed dealing: {e}") from e
     return commitment, payload[end : end + _CHAIN_CODE], subshare
 
 
-def _evaluate(commitment: Sequence[Point], x: int) -> Point:
+def _scalar(data: bytes, order: int) -> int:
+    """A 32-byte big-endian scalar below the group order (sub-shares on the wire)."""
+    k = int.from_bytes(data, "big")
+    if len(data) != _SCALAR or k >= order:
+        raise InvalidEncodingError("scalar out of range")
+    return k
+
+
+def _evaluate(g: Group[Any], commitment: Sequence[Element], x: int) -> Element:
     """C(x) = sum_k x^k C_k: the public value a commitment implies at x."""
     terms = [commitment[0]]
     xk = 1
     for c in commitment[1:]:
-        xk = xk * x % N
-        terms.append(c * xk)
-    return point_sum(terms)
+        xk = xk * x % g.order
+        terms.append(g.mul(c, xk))
+    return g.sum(terms)
 
 
 def agreement_hash(
-    plan: ResharePlan, commitments: Mapping[int, Sequence[Point]], chain_code: bytes
+    plan: ResharePlan, commitments: Mapping[int, Sequence[Element]], chain_code: bytes
 ) -> bytes:
     """The 32-byte hash every party sends in round 2: the plan, every dealer's
     commitment and the chain code.
@@ -537,38 +559,39 @@ def agreement_hash(
         commitments: every dealer's commitment as this party received it.
         chain_code: the keyring's chain code as this party holds or received it.
     """
+    g = plan.keyring.group
     data = plan.digest + b"".join(
-        b"".join(c.to_bytes_ext() for c in commitments[d]) for d in plan.dealers
+        b"".join(g.encode_ext(c) for c in commitments[d]) for d in plan.dealers
     )
     return tagged_hash(RESHARE_TAG_ECHO, data + chain_code)
 
 
 def _new_keyring(
-    plan: ResharePlan, commitments: Mapping[int, Sequence[Point]]
-) -> tuple[PublicKeyring, tuple[Point, ...]]:
+    plan: ResharePlan, commitments: Mapping[int, Sequence[Element]]
+) -> tuple[PublicKeyring, tuple[Element, ...]]:
     """The new public keyring from checked commitments (X'_j = C(j + 1) (+ X_j in a refresh))."""
     kr = plan.keyring
-    summed = [point_sum(commitments[d][k] for d in plan.dealers) for k in range(plan.threshold)]
+    g = kr.group
+    summed = [g.sum(commitments[d][k] for d in plan.dealers) for k in range(plan.threshold)]
     points = []
     for j in range(plan.new_parties):
-        p = _evaluate(summed, eval_point(j))
+        p = _evaluate(g, summed, eval_point(j))
         if plan.mode == "refresh":
-            p = p + Point.from_bytes(kr.public_shares[j])
-        if p.is_infinity:  # only dealers colluding with party j (who alone knows its
+            p = g.add(p, g.decode(kr.public_shares[j]))
+        if g.is_identity(p):  # only dealers colluding with party j (who alone knows its
             # sub-shares) can aim at this; nobody can be blamed reliably
             raise ProtocolError(f"new public share of party {j} is the point at infinity")
         points.append(p)
     # Self-check: t' new public shares interpolate to the unchanged public key (check (1) holds).
     ids = list(range(plan.threshold))
-    if point_sum(points[j] * lagrange_coefficient(ids, j) for j in ids) != Point.from_bytes(
-        kr.public_key
-    ):
+    interpolated = g.sum(g.mul(points[j], lagrange_coefficient(ids, j, order=g.order)) for j in ids)
+    if interpolated != g.decode(kr.public_key):
         raise InternalError("the new public shares do not interpolate to the public key")
     keyring = PublicKeyring(
         kr.scheme,
         plan.threshold,
         kr.public_key,
-        tuple(p.to_bytes() for p in points),
+        tuple(g.encode(p) for p in points),
         plan.new_epoch,
     )
     return keyring, tuple(points)
@@ -577,12 +600,13 @@ def _new_keyring(
 def _blame_subshares(
     plan: ResharePlan,
     new_id: int,
-    commitments: Mapping[int, Sequence[Point]],
+    commitments: Mapping[int, Sequence[Element]],
     subshares: Mapping[int, int],
 ) -> NoReturn:
     """After the summed check failed: blame the dealers whose own sub-share fails (Feldman)."""
     x = eval_point(new_id)
-    bad = [d for d in plan.dealers if Point.base_mul(subshares[d]) != _evaluate(commitments[d], x)]
+    g = plan.keyring.group
+    bad = [d for d in plan.dealers if g.base_mul(subshares[d]) != _evaluate(g, commitments[d], x)]
     if len(bad) == 1:
         raise FaultyParticipantError(bad[0], "sub-share does not match its commitment")
     if bad:
@@ -617,7 +641,7 @@ class ReshareOutput:
 class Reshare(Ceremony[ReshareOutput]):
     """One seat's side of a reshare or refresh; ``result`` is its ``ReshareOutput``.
 
-    Rounds: 2 for bip340, 3 for ecdsa-secp256k1, one more for the certificate
+    Rounds: 2 for bip340 and ed25519, 3 for ecdsa-secp256k1, one more for the certificate
     (see the module docstring); before that last round the ceremony waits for
     ``confirm_saved`` (``pending`` holds the new share).
 
@@ -705,7 +729,7 @@ class Reshare(Ceremony[ReshareOutput]):
 
     def _receive_dealings(self, payloads: Mapping[int, bytes]) -> list[Message]:
         plan = self._plan
-        commitments: dict[int, tuple[Point, ...]] = {}
+        commitments: dict[int, tuple[Element, ...]] = {}
         chain_codes: dict[int, bytes] = {}
         subshares: dict[int, int] = {}
         for d in plan.dealers:
@@ -726,12 +750,13 @@ class Reshare(Ceremony[ReshareOutput]):
         self._keyring, points = _new_keyring(plan, commitments)
         if self._new_id is not None:  # check (2): the sub-shares, summed first
             j = self._new_id
-            secret = sum(subshares.values()) % N
+            g = plan.keyring.group
+            secret = sum(subshares.values()) % g.order
             if plan.mode == "refresh":
                 if self._share is None:
                     raise InternalError("a refresh holder without its old share")
-                secret = (secret + self._share.secret_share) % N
-            if Point.base_mul(secret) != points[j]:
+                secret = (secret + self._share.secret_share) % g.order
+            if g.base_mul(secret) != points[j]:
                 _blame_subshares(plan, j, commitments, subshares)
             kr = self._keyring
             self._material = KeyMaterial(
