@@ -96,8 +96,8 @@ from client.storage_errors import (
     ShareMismatchError,
     UnsupportedVersionError,
 )
-from tss.curve import Point
 from tss.errors import InputError, InternalError, InvalidEncodingError
+from tss.group import group_of
 from tss.keyshare import SCHEMES, KeyShare, Scheme
 
 __all__ = [
@@ -238,7 +238,7 @@ class ShareMetadata:
 
     Attributes:
         wallet_id: the wallet, 1-128 characters of [A-Za-z0-9._:@+/=-] (the host's ids).
-        scheme: "bip340" or "ecdsa-secp256k1".
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
         party_id: the party's 0-based index in the keyring.
         public_key: the keyring's 33-byte compressed public key.
         epoch: the share's epoch (refresh and reshare increment it).
@@ -758,12 +758,14 @@ def _metadata_problem(
         return "scheme", f"must be one of {', '.join(SCHEMES)}"
     if type(party_id) is not int or not 0 <= party_id <= _MAX_PARTY_ID:
         return "party_id", f"must be an integer in [0, {_MAX_PARTY_ID}]"
-    if not isinstance(public_key, bytes) or len(public_key) != 33:
-        return "public_key", "must be a 33-byte compressed point"
+    group = group_of(scheme)
+    if not isinstance(public_key, bytes) or len(public_key) != group.element_size:
+        kind = "an RFC 8032" if scheme == "ed25519" else "a compressed"
+        return "public_key", f"must be {kind} {group.element_size}-byte point"
     try:
-        Point.from_bytes(public_key)
+        group.decode(public_key)
     except InvalidEncodingError:
-        return "public_key", "is not a point on secp256k1"
+        return "public_key", f"is not a point on {group.name}"
     if type(epoch) is not int or not 0 <= epoch <= _MAX_EPOCH:
         return "epoch", "must be a non-negative 64-bit integer"
     return None

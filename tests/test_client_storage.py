@@ -401,7 +401,7 @@ MALFORMED: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "nonce length": (("cipher", "nonce"), bytes(16), "cipher.nonce"),
     "metadata missing": (("metadata",), _DELETE, "metadata"),
     "metadata wallet_id": (("metadata", "wallet_id"), "no spaces allowed", "metadata.wallet_id"),
-    "metadata scheme": (("metadata", "scheme"), "ed25519", "metadata.scheme"),
+    "metadata scheme": (("metadata", "scheme"), "ed448", "metadata.scheme"),
     "metadata party_id": (("metadata", "party_id"), -1, "metadata.party_id"),
     "metadata public_key": (("metadata", "public_key"), bytes(33), "metadata.public_key"),
     "metadata epoch type": (("metadata", "epoch"), "0", "metadata.epoch"),

@@ -188,3 +188,15 @@ def test_a_forged_reshare_dealing_names_the_dealer() -> None:
     with pytest.raises(ProtocolError) as e:
         run_in_memory(parties)
     assert e.value.culprits == (0,)
+
+
+def test_an_ed25519_share_round_trips_through_the_encrypted_container() -> None:
+    from client.storage import decrypt_share, encrypt_share, insecure_test_params
+
+    share = local.import_key("ed25519", secrets.token_bytes(32), threshold=2, parties=2)[0]
+    sealed = encrypt_share(
+        share, "correct horse battery staple", wallet_id="w1",
+        params=insecure_test_params(), insecure_allow_weak_kdf=True,
+    )  # fmt: skip
+    opened = decrypt_share(sealed, "correct horse battery staple", insecure_allow_weak_kdf=True)
+    assert opened.share == share and opened.metadata.scheme == "ed25519"
