@@ -75,6 +75,13 @@ SCHEMES: dict[Scheme, str] = {
     "bip340": "SCHEME_BIP340",
     "ecdsa-secp256k1": "SCHEME_ECDSA_SECP256K1",
 }
+"""The schemes the service takes, by their protocol names (not ed25519 yet)."""
+
+
+def _service_scheme(scheme: Scheme) -> str:
+    if scheme not in SCHEMES:
+        raise InputError(f"the service does not take {scheme!r} wallets yet")
+    return SCHEMES[scheme]
 
 
 class WalletError(ShardkeepError):
@@ -275,13 +282,14 @@ class WalletClient:
                 out: nothing can have been paid to it).
         """
         lifecycle.check_server_threshold(threshold)
+        service_scheme = _service_scheme(scheme)
         server = await self.attest()
         parties = [d.party for d in devices] + [server.party]
         owner = owner_key or Ed25519PrivateKey.generate()
         request = ceremony_pb2.CeremonyRequest(
             ceremony_id=_new_id("keygen"),
             kind=ceremony_pb2.CEREMONY_KIND_KEYGEN,
-            scheme=SCHEMES[scheme],
+            scheme=service_scheme,
             wallet_id=wallet_id or _new_id("wallet"),
             threshold=threshold,
             parties=parties,
@@ -367,6 +375,7 @@ class WalletClient:
         if not devices:
             raise InputError("an import needs at least one device")
         lifecycle.check_server_threshold(threshold)
+        service_scheme = _service_scheme(scheme)
         # A key without a chain code gets a random one: never one the host could derive.
         keyring, material = import_dealer(
             scheme, private_key, chain_code or secrets.token_bytes(32)
@@ -378,7 +387,7 @@ class WalletClient:
         request = ceremony_pb2.CeremonyRequest(
             ceremony_id=_new_id("import"),
             kind=ceremony_pb2.CEREMONY_KIND_RESHARE,
-            scheme=SCHEMES[scheme],
+            scheme=service_scheme,
             wallet_id=wallet_id or _new_id("wallet"),
             parties=[dealer.party],
             signers=[0],

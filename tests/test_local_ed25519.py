@@ -200,3 +200,11 @@ def test_an_ed25519_share_round_trips_through_the_encrypted_container() -> None:
     )  # fmt: skip
     opened = decrypt_share(sealed, "correct horse battery staple", insecure_allow_weak_kdf=True)
     assert opened.share == share and opened.metadata.scheme == "ed25519"
+
+
+def test_the_sdk_refuses_ed25519_wallets_before_any_call() -> None:
+    from client.wallet import _service_scheme
+
+    assert _service_scheme("bip340") == "SCHEME_BIP340"
+    with pytest.raises(InputError, match="does not take 'ed25519'"):
+        _service_scheme("ed25519")
