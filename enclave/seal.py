@@ -86,7 +86,7 @@ __all__ = [
 SealedBlob = NewType("SealedBlob", bytes)
 """A sealed share: the layout in the module docstring."""
 
-Scheme = Literal["ecdsa-secp256k1", "bip340", "enclave-identity"]
+Scheme = Literal["ecdsa-secp256k1", "bip340", "ed25519", "enclave-identity"]
 """The signature schemes of DESIGN.md §3 (``tss.local`` spelling), or
 "enclave-identity" for the enclave's own party keys, sealed the same way."""
 

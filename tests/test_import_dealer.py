@@ -70,7 +70,7 @@ def test_the_dealer_material_fits_the_keyring() -> None:
     with pytest.raises(InputError):
         import_dealer("bip340", N.to_bytes(32, "big"), CHAIN)
     with pytest.raises(InputError):
-        import_dealer("ed25519", KEY, CHAIN)  # type: ignore[arg-type]
+        import_dealer("ed25519", KEY, CHAIN)  # no import by reshare for ed25519
     with pytest.raises(InputError):
         import_dealer("bip340", KEY, chain_code=b"short")
 
