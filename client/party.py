@@ -24,7 +24,14 @@ from tss.dkg.chilldkg import hostpubkey_gen
 from tss.keygen import Keygen
 from tss.keyshare import KeyShare
 from tss.session import Outbound, SecureSession
-from tss.signing import Bip340Signing, EcdsaSigning, HostKeys, SigningOptions, signing_ceremony
+from tss.signing import (
+    Bip340Signing,
+    EcdsaSigning,
+    Ed25519Signing,
+    HostKeys,
+    SigningOptions,
+    signing_ceremony,
+)
 
 ResultT = TypeVar("ResultT")
 Progress = Callable[[str], None]
@@ -82,7 +89,7 @@ def keygen_ceremony(request: ceremony_pb2.CeremonyRequest, identity: PartyIdenti
 
 def sign_ceremony(
     request: ceremony_pb2.CeremonyRequest, identity: PartyIdentity, share: KeyShare
-) -> Bip340Signing | EcdsaSigning:
+) -> Bip340Signing | Ed25519Signing | EcdsaSigning:
     """This party's signing for ``request`` (its room id set), built from the request alone."""
     options = SigningOptions(
         derivation_path=tuple(request.derivation_path),
