@@ -154,6 +154,13 @@ async def _demo(directory: Path, out: TextIO) -> int:
             )
             _check_ecdsa(refreshed, result)
             story.say("  both signatures verified")
+            # The old epoch stays signable until every party holds the new one, so a
+            # lost message cannot strand a device; the acknowledgments retire it.
+            pruned = await story.step(
+                "both devices acknowledge the new epoch; the host retires the old one",
+                wallets.acknowledge_epoch(refreshed, {0: device, 1: backup}),
+            )
+            story.say(f"  epochs pruned: {pruned}")
             try:
                 await wallets.sign(trio, DIGEST, {1: backup})
             except WalletError as e:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
 from client.cli import main
-from client.demo import MARKER, DemoDirectoryError, prepare_directory
+from client.demo import MARKER, DemoDirectoryError, prepare_directory, run_demo
 
 
 def test_demo_refuses_a_non_empty_directory_it_did_not_make(
@@ -49,3 +50,13 @@ def test_a_directory_an_earlier_demo_made_is_recreated(tmp_path: Path) -> None:
     (directory / "pki").mkdir()
     prepare_directory(directory)
     assert [p.name for p in directory.iterdir()] == [MARKER]
+
+
+def test_the_whole_demo_story_passes(tmp_path: Path) -> None:
+    """What `make run` runs: every step of the story, each checked by the demo itself
+    (signatures verified, the old epoch refused once the devices acknowledged the new one)."""
+    out = io.StringIO()
+    assert run_demo(tmp_path / "demo", out) == 0
+    story = out.getvalue()
+    assert "a share of the old epoch is refused" in story
+    assert story.rstrip().endswith("demo finished: all checks passed")
