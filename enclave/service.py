@@ -47,6 +47,7 @@ from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
 from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, without_pair_setups
+from enclave.refusals import MalformedCounts
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
 from shardkeep.lifecycle import seat_party_ids
 from shardkeep.server import (
@@ -134,6 +135,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         # The server party's DKLs23 pair setups: this process's memory only.
         self.pair_setups = PairSetups()
         self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
+        # Refusals as malformed, reported by GetStatus (the host exports them).
+        self.malformed = MalformedCounts()
 
     # --- KMS credentials -------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         try:
             await asyncio.to_thread(self._set_credentials, request)
         except Exception as e:  # mapped by the one table
-            await _abort(context, e)
+            await self._refuse(context, "SetCredentials", e)
             raise
         return enclave_pb2.SetCredentialsResponse()
 
@@ -186,7 +189,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 self._provision, bytes(request.sealed_identity)
             )
         except Exception as e:  # mapped by the one table
-            await _abort(context, e)
+            await self._refuse(context, "Provision", e)
             raise
         return enclave_pb2.ProvisionResponse(
             sealed_identity=sealed,
@@ -234,7 +237,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 identity.static_public_key,
             )
         except Exception as e:
-            await _abort(context, e)
+            await self._refuse(context, "GetAttestation", e)
             raise
         return enclave_pb2.GetAttestationResponse(document=document)
 
@@ -243,8 +246,23 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
     ) -> enclave_pb2.GetStatusResponse:
         static_key = self._identity.static_public_key if self._identity else b""
         return enclave_pb2.GetStatusResponse(
-            version=VERSION, static_key=static_key, ceremonies_running=self._running
+            version=VERSION,
+            static_key=static_key,
+            ceremonies_running=self._running,
+            malformed_requests=self.malformed.snapshot(),
         )
+
+    async def _refuse(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        error: BaseException,
+        parties: list[str] | None = None,
+    ) -> None:
+        """End the call with ``error``'s status, counting a malformed request."""
+        if status_for(error)[0] == grpc.StatusCode.INVALID_ARGUMENT:
+            self.malformed.count(method)
+        await _abort(context, error, parties)
 
     # --- ceremonies ----------------------------------------------------------------
 
@@ -254,7 +272,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         try:
             challenge, expires = self._deps.authorizer.challenges.issue(int(self._deps.clock()))
         except Exception as e:  # mapped by the one table
-            await _abort(context, e)
+            await self._refuse(context, "GetChallenge", e)
             raise
         return enclave_pb2.GetChallengeResponse(challenge=challenge, not_after_unix=expires)
 
@@ -330,7 +348,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 )
             )
             await _drain(request_iterator)
-            await _abort(context, e, parties)
+            await self._refuse(context, "RunCeremony", e, parties)
             raise
         finally:
             self._running -= 1
@@ -601,19 +619,6 @@ async def _inputs(
         yield item
 
 
-async def _await_store_ack(requests: AsyncIterator[enclave_pb2.CeremonyInput], epoch: int) -> None:
-    """Wait for the host's acknowledgement; late room envelopes (e.g. peers' last
-    broadcasts) may still arrive first and are no longer needed."""
-    async for item in requests:
-        kind = item.WhichOneof("input")
-        if kind == "inbound":
-            continue
-        if kind == "store_ack" and item.store_ack.epoch == epoch:
-            return
-        break
-    raise BadRequest("the host did not acknowledge storing the new share")
-
-
 def running_parties(request: ceremony_pb2.CeremonyRequest | None) -> list[str]:
     """Party ids by ceremony seat, to name culprits (reshare and export seats go beyond
     ``parties``: ``shardkeep.lifecycle.seat_party_ids``)."""
@@ -685,8 +690,8 @@ class RunningEnclave(NamedTuple):
 
 async def create_server(address: str, deps: EnclaveDeps) -> RunningEnclave:
     """Build and start the enclave's gRPC server on ``address`` (``unix:/path`` or host:port)."""
-    server, health = new_server()
     servicer = EnclaveServicer(deps)
+    server, health = new_server(on_malformed=servicer.malformed.count)
     enclave_pb2_grpc.add_EnclaveServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = bind(server, address)
     await server.start()

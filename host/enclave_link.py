@@ -41,6 +41,10 @@ driven by ``CeremonyDriver``:
 
 The host never looks inside payloads or sealed blobs; it logs ids, counts and
 sizes only.
+
+Every ``GetStatus`` answer also carries the enclave's counters; the link hands
+them to the host's metrics (``host.metrics.EnclaveReport``), since the enclave
+has no network to serve its own.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from host.ceremony_plan import CeremonyPlan, scheme_enum
 from host.credentials import CredentialKeeper, CredentialsError, CredentialSource
 from host.epoch_writer import EpochWriter
 from host.errors import EnclaveProtocolError, HostError, error_from_enclave, error_from_failure
+from host.metrics import EnclaveReport
 from host.store import Store, WalletNotFoundError
 from relay.client import PartySession, RelayClient
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
@@ -111,13 +116,20 @@ class LinkConfig:
 class EnclaveLink:
     """The enclave's gRPC API as the host uses it."""
 
-    def __init__(self, channel: grpc.aio.Channel, config: LinkConfig | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        config: LinkConfig | None = None,
+        report: EnclaveReport | None = None,
+    ) -> None:
         """Arguments:
         channel: a channel to the enclave (``unix:/path`` or the vsock bridge).
         config: timeouts (``LinkConfig()`` if None).
+        report: where the enclave's status reports go (None: nowhere).
         """
         self._stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
         self.config = config or LinkConfig()
+        self._report = report
         self._static_key: bytes | None = None
         self.host_pubkey = b""  # the enclave's ChillDKG host key, from Provision
         self._log = structlog.get_logger("host.enclave")
@@ -307,7 +319,8 @@ class EnclaveLink:
         return response
 
     async def status(self, *, wait_s: float | None = None) -> enclave_pb2.GetStatusResponse:
-        """The enclave's status (version, static key, running ceremonies).
+        """The enclave's status (version, static key, running ceremonies, counters);
+        reported to the link's ``EnclaveReport``.
 
         Raises:
             HostError: the enclave's status, passed through.
@@ -326,6 +339,8 @@ class EnclaveLink:
             if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # never became ready
                 raise HostError(grpc.StatusCode.UNAVAILABLE, "the enclave is unavailable") from e
             raise error_from_enclave(e) from e
+        if self._report is not None:
+            self._report.update(response)
         return response
 
     def open_ceremony(self, *, timeout_s: float, request_id: str) -> _RunCall:

@@ -41,7 +41,8 @@ import grpc
 import structlog
 
 from host.credentials import CredentialsError, source_from_spec
-from host.enclave_link import LinkConfig
+from host.enclave_link import EnclaveLink, LinkConfig
+from host.errors import HostError
 from host.metrics import HostMetrics, MetricsServer, start_metrics_server
 from host.service import create_server
 from host.store import BackupQuota, Store, StoreError, open_store
@@ -82,6 +83,8 @@ class HostConfig:
         relay_tls: reach the relay over TLS; None: plaintext.
         keep_retired_epochs: retired epochs kept once every party acknowledged
             the current one.
+        enclave_status_interval_s: how often the enclave's counters are fetched
+            for the metrics endpoint (also before every ceremony).
     """
 
     listen: str
@@ -97,6 +100,7 @@ class HostConfig:
     tls: ServerTls | None = None
     relay_tls: ClientTls | None = None
     keep_retired_epochs: int = 0
+    enclave_status_interval_s: float = 15.0
 
 
 def _bound_address(address: str, port: int) -> str:
@@ -162,13 +166,22 @@ async def serve(
         )
         if on_ready is not None:
             on_ready(port, None if metrics_server is None else metrics_server.port)
-        sweeper = asyncio.create_task(
-            _sweep_expired_epochs(store, max(1.0, config.link.pending_deadline_s / 4))
-        )
+        chores = [
+            asyncio.create_task(
+                _sweep_expired_epochs(store, max(1.0, config.link.pending_deadline_s / 4))
+            ),
+            asyncio.create_task(
+                _report_enclave_status(
+                    EnclaveLink(enclave_channel, config.link, metrics.enclave),
+                    config.enclave_status_interval_s,
+                )
+            ),
+        ]
         try:
             await stop.wait()
         finally:
-            sweeper.cancel()
+            for chore in chores:
+                chore.cancel()
         log.info("shutting down", grace_s=config.grace_s)
         await health.enter_graceful_shutdown()
         await server.stop(config.grace_s)
@@ -197,6 +210,18 @@ async def _sweep_expired_epochs(store: Store, interval_s: float) -> None:
             continue
         for wallet_id, epoch in aborted:
             log.info("pending epoch aborted after its deadline", wallet_id=wallet_id, epoch=epoch)
+
+
+async def _report_enclave_status(link: EnclaveLink, interval_s: float) -> None:
+    """Fetch the enclave's status every ``interval_s`` (the link reports its counters
+    to the metrics), so they stay fresh when no ceremony runs."""
+    log = structlog.get_logger("host.enclave")
+    while True:
+        try:
+            await link.status()
+        except HostError as e:
+            log.warning("enclave status unavailable", code=e.code.name)
+        await asyncio.sleep(interval_s)
 
 
 def _read_tokens(path: str | None) -> tuple[str, ...]:

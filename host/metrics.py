@@ -1,4 +1,5 @@
-"""Prometheus metrics of the host: calls per method and status, ceremony durations, in-flight.
+"""Prometheus metrics of the host: calls per method and status, ceremony durations, in-flight;
+and the enclave's own counters, which the host exports for it.
 
 Each ``HostMetrics`` owns its registry (no module globals: STYLE.md principle
 14), so tests and several servers in one process do not share counters. Labels
@@ -7,19 +8,73 @@ are closed sets (method names, status code names, ceremony kinds), never ids.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from shardkeep.metrics import MetricsServer
+from shardkeep.v1 import enclave_pb2
 
-__all__ = ["HostMetrics", "start_metrics_server", "MetricsServer"]
+__all__ = ["EnclaveReport", "HostMetrics", "start_metrics_server", "MetricsServer"]
 
 # Seconds: a sign over a loopback relay takes milliseconds, a DKLs23 keygen
 # across the internet seconds to minutes.
 _CEREMONY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+# The enclave's method names: the only labels its report may add.
+_ENCLAVE_METHODS: Final = frozenset(
+    m.name for m in enclave_pb2.DESCRIPTOR.services_by_name["Enclave"].methods
+)
+
+
+class EnclaveReport(Collector):
+    """The enclave's counters as its last ``GetStatus`` reported them.
+
+    The enclave has no network of its own: the host asks for its status before
+    each ceremony and every ``HostConfig.enclave_status_interval_s``, and
+    exports what it last heard. Counts restart from zero with the enclave
+    process, which Prometheus reads as a counter reset.
+
+    Exposes ``shardkeep_enclave_malformed_requests_total{method}`` (requests the
+    enclave refused as malformed) and ``shardkeep_enclave_ceremonies_running``.
+    Nothing is exported before the first report.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the metrics endpoint reads from its own thread
+        self._last: enclave_pb2.GetStatusResponse | None = None
+
+    def update(self, status: enclave_pb2.GetStatusResponse) -> None:
+        """Keep ``status`` as the enclave's latest report."""
+        with self._lock:
+            self._last = status
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            last = self._last
+        if last is None:
+            return
+        malformed = CounterMetricFamily(
+            "shardkeep_enclave_malformed_requests",
+            "Requests the enclave refused as malformed, by method (reported by the enclave)",
+            labels=("method",),
+        )
+        for method, count in sorted(last.malformed_requests.items()):
+            if method in _ENCLAVE_METHODS:  # a closed label set, whatever arrives
+                malformed.add_metric((method,), count)
+        yield malformed
+        yield GaugeMetricFamily(
+            "shardkeep_enclave_ceremonies_running",
+            "Ceremonies the enclave runs now (reported by the enclave)",
+            value=last.ceremonies_running,
+        )
 
 
 @dataclass(frozen=True)
@@ -33,6 +88,7 @@ class HostMetrics:
         in_flight: ``shardkeep_host_ceremonies_in_flight{kind}``.
         enclave_errors: ``shardkeep_host_enclave_errors_total{code}``, statuses the
             enclave returned.
+        enclave: the enclave's own counters, exported for it (``EnclaveReport``).
     """
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -40,6 +96,7 @@ class HostMetrics:
     ceremony_seconds: Histogram = field(init=False)
     in_flight: Gauge = field(init=False)
     enclave_errors: Counter = field(init=False)
+    enclave: EnclaveReport = field(init=False)
 
     def __post_init__(self) -> None:
         # Frozen: set the derived fields once, through object.__setattr__.
@@ -85,6 +142,8 @@ class HostMetrics:
                 registry=reg,
             ),
         )
+        object.__setattr__(self, "enclave", EnclaveReport())
+        reg.register(self.enclave)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (what the endpoint serves)."""

@@ -712,7 +712,7 @@ async def create_server(
         shardkeep.server.BindError: the address cannot be bound.
     """
     metrics = metrics or HostMetrics()
-    link = EnclaveLink(enclave_channel, link_config)
+    link = EnclaveLink(enclave_channel, link_config, metrics.enclave)
     await link.provision(store)
     server = grpc.aio.server(
         # The API token first, then malformed bodies: INVALID_ARGUMENT, counted.

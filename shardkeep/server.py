@@ -74,11 +74,12 @@ def bind(server: grpc.aio.Server, address: str, tls: ServerTls | None = None) ->
 def new_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     max_message_bytes: int = 8 * 1024 * 1024,
+    on_malformed: Callable[[str], None] | None = None,
 ) -> tuple[grpc.aio.Server, AsyncHealthServicer]:
     """A ``grpc.aio`` server with a health service (call ``mark_serving`` once started);
-    ``MalformedRequests`` runs after ``interceptors``."""
+    ``MalformedRequests`` runs after ``interceptors`` and counts with ``on_malformed``."""
     server = grpc.aio.server(
-        interceptors=[*interceptors, MalformedRequests()],
+        interceptors=[*interceptors, MalformedRequests(on_malformed=on_malformed)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

@@ -106,13 +106,24 @@ async def fuzz(
     expected: dict[str, set[grpc.StatusCode]] | None = None,
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> int:
-    count = 0
+    return sum((await fuzz_by_method(channel, service, expected, metadata)).values())
+
+
+async def fuzz_by_method(
+    channel: grpc.aio.Channel,
+    service: str,
+    expected: dict[str, set[grpc.StatusCode]] | None = None,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> dict[str, int]:
+    """Send every malformed body to every method; return how many each method got."""
+    sent: dict[str, int] = {}
     for path, request_class, client_streams, server_streams in methods(service):
         for body in malformed_for(request_class):
             error = await call_raw(channel, path, body, client_streams, server_streams, metadata)
             check(error, path, (expected or {}).get(path, {grpc.StatusCode.INVALID_ARGUMENT}))
-            count += 1
-    return count
+            name = path.rsplit("/", 1)[-1]
+            sent[name] = sent.get(name, 0) + 1
+    return sent
 
 
 def test_malformed_bodies_to_every_host_rpc(tmp_path: Path) -> None:
@@ -153,12 +164,17 @@ def pki() -> SimulatedNitroPki:
 
 
 def test_malformed_bodies_to_every_enclave_rpc(pki: SimulatedNitroPki, tmp_path: Path) -> None:
-    """The host's calls into the enclave, the ceremony stream included: INVALID_ARGUMENT."""
+    """The host's calls into the enclave, the ceremony stream included: INVALID_ARGUMENT,
+    each counted by method in the enclave's status report (which the host exports)."""
 
     async def body(enclave: Stack) -> None:
         address = f"unix:{tmp_path / 'enclave.sock'}"
         async with grpc.aio.insecure_channel(address) as channel:
-            assert await fuzz(channel, "shardkeep.v1.Enclave") >= 4 * 4
+            sent = await fuzz_by_method(channel, "shardkeep.v1.Enclave")
+        assert sum(sent.values()) >= 4 * 4
+        assert "RunCeremony" in sent and "GetAttestation" in sent
+        status = await enclave.stub.GetStatus(enclave_pb2.GetStatusRequest())
+        assert dict(status.malformed_requests) == sent
 
     with devkms(pki) as endpoint:
         run_enclave(with_enclave(pki, endpoint, tmp_path, Ed25519PrivateKey.generate(), body))
@@ -177,6 +193,8 @@ def test_oversized_attestation_nonce_is_invalid_argument(
         assert "nonce must be at most 1024 bytes" in (caught.value.details() or "")
         ok = await enclave.stub.GetAttestation(enclave_pb2.GetAttestationRequest(nonce=b"n" * 1024))
         assert ok.document
+        status = await enclave.stub.GetStatus(enclave_pb2.GetStatusRequest())
+        assert dict(status.malformed_requests) == {"GetAttestation": 1}
 
     with devkms(pki) as endpoint:
         run_enclave(with_enclave(pki, endpoint, tmp_path, Ed25519PrivateKey.generate(), body))

@@ -1,5 +1,6 @@
-"""Observability beyond the host: relay and bridge Prometheus metrics, the relay's
-JSON logs, gRPC reflection on the relay and the host."""
+"""Observability beyond the host: relay and bridge Prometheus metrics, the enclave's
+counters exported by the host, the relay's JSON logs, gRPC reflection on the relay
+and the host."""
 
 from __future__ import annotations
 
@@ -13,16 +14,24 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from enclave.nsm import SimulatedNitroPki
+from enclave.service import create_server as create_enclave_server
+from host.main import HostConfig, serve
+from host.metrics import HostMetrics
 from relay.client import RelayClient
 from relay.errors import UnauthenticatedError
 from relay.memory import MemoryBackend
 from relay.metrics import RelayMetrics
+from relay.service import create_server as create_relay_server
 from shardkeep.bridge import Bridge, bridge_registry
 from shardkeep.metrics import MetricsServer
-from tests.relay_harness import relay, run, write_admission_file
+from shardkeep.v1 import enclave_pb2
+from tests.enclave_harness import devkms, enclave_deps
+from tests.relay_harness import harness_admitter, relay, run, write_admission_file
 from tests.test_host_service import stack
 
 
@@ -141,3 +150,83 @@ def test_host_offers_reflection(tmp_path: Path) -> None:
             assert {"shardkeep.v1.Host", "grpc.health.v1.Health"} <= await services(s.channel)
 
     run(body)
+
+
+def test_host_exports_the_enclaves_malformed_request_counts(tmp_path: Path) -> None:
+    """The enclave has no network: its refusals of malformed requests reach Prometheus
+    through the host's endpoint, by method, and follow the enclave's status reports."""
+    pki = SimulatedNitroPki.generate()
+    enclave_address = f"unix:{tmp_path / 'enclave.sock'}"
+    counted = "shardkeep_enclave_malformed_requests_total"
+
+    async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        url = f"http://127.0.0.1:{port}/metrics"
+        return samples(await asyncio.to_thread(lambda: urllib.request.urlopen(url).read()))
+
+    async def body(endpoint: str) -> None:
+        key = Ed25519PrivateKey.generate()
+        enclave = await create_enclave_server(enclave_address, enclave_deps(pki, endpoint, key))
+        backend = MemoryBackend()
+        relay_server, relay_port = await create_relay_server(
+            "127.0.0.1:0", backend, admitter=harness_admitter()
+        )
+        await relay_server.start()
+        config = HostConfig(
+            listen="127.0.0.1:0",
+            enclave=enclave_address,
+            relay=f"127.0.0.1:{relay_port}",
+            store=f"sqlite:///{tmp_path / 'host.db'}",
+            metrics_port=0,
+            enclave_status_interval_s=0.1,
+        )
+        stop = asyncio.Event()
+        ports: list[int | None] = []
+        task = asyncio.create_task(serve(config, stop, on_ready=lambda _, m: ports.append(m)))
+        try:
+            async with asyncio.timeout(30):
+                while not ports:
+                    await asyncio.sleep(0.01)
+                metrics_port = ports[0]
+                assert metrics_port is not None
+                async with grpc.aio.insecure_channel(enclave_address) as channel:
+                    attest = channel.unary_unary("/shardkeep.v1.Enclave/GetAttestation", None, None)
+                    for _ in range(3):
+                        with pytest.raises(grpc.aio.AioRpcError):
+                            await attest(b"\xff" * 12)  # does not parse
+                    oversized = enclave_pb2.GetAttestationRequest(nonce=bytes(4096))
+                    with pytest.raises(grpc.aio.AioRpcError):
+                        await attest(oversized.SerializeToString())  # out of bounds
+                while (await scrape(metrics_port)).get(
+                    (counted, (("method", "GetAttestation"),))
+                ) != 4:
+                    await asyncio.sleep(0.05)
+                got = await scrape(metrics_port)
+                assert got[("shardkeep_enclave_ceremonies_running", ())] == 0
+                assert [k for k in got if k[0] == counted] == [
+                    (counted, (("method", "GetAttestation"),))
+                ]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await relay_server.stop(None)
+            await backend.aclose()
+            await enclave.server.stop(None)
+
+    with devkms(pki) as endpoint:
+        run(lambda: body(endpoint))
+
+
+def test_enclave_report_exports_only_the_enclaves_method_names() -> None:
+    """Labels come from the enclave's reply: names outside the Enclave service's
+    method table are dropped, so the label set stays closed whatever arrives."""
+    metrics = HostMetrics()
+    assert not any(k[0].startswith("shardkeep_enclave") for k in samples(metrics.exposition()))
+    metrics.enclave.update(
+        enclave_pb2.GetStatusResponse(
+            ceremonies_running=2, malformed_requests={"RunCeremony": 5, "x" * 200: 9}
+        )
+    )
+    got = samples(metrics.exposition())
+    assert got[("shardkeep_enclave_malformed_requests_total", (("method", "RunCeremony"),))] == 5
+    assert got[("shardkeep_enclave_ceremonies_running", ())] == 2
+    assert len([k for k in got if k[0] == "shardkeep_enclave_malformed_requests_total"]) == 1

@@ -57,14 +57,23 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "static_key", "ceremonies_running")
+    __slots__ = ("version", "static_key", "ceremonies_running", "malformed_requests")
+    class MalformedRequestsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATIC_KEY_FIELD_NUMBER: _ClassVar[int]
     CEREMONIES_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    MALFORMED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     static_key: bytes
     ceremonies_running: int
-    def __init__(self, version: _Optional[str] = ..., static_key: _Optional[bytes] = ..., ceremonies_running: _Optional[int] = ...) -> None: ...
+    malformed_requests: _containers.ScalarMap[str, int]
+    def __init__(self, version: _Optional[str] = ..., static_key: _Optional[bytes] = ..., ceremonies_running: _Optional[int] = ..., malformed_requests: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class CeremonyStart(_message.Message):
     __slots__ = ("request", "sealed_shares")
