@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.util import measure
-from client.devstack import running_stack
-from client.party import PartyIdentity
-from client.wallet import WalletClient
+from client.cli.devstack import running_stack
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import WalletClient
 from tss import local
 from tss.keyshare import Scheme
 

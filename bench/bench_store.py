@@ -29,8 +29,8 @@ from host.store import (
     SealedShare,
     StaticKey,
     Store,
-    open_store,
 )
+from host.stores import open_store
 
 POSTGRES_DSN = os.environ.get(
     "SHARDKEEP_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

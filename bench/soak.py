@@ -32,9 +32,9 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.devstack import running_stack
-from client.party import PartyIdentity
-from client.wallet import Wallet, WalletClient
+from client.cli.devstack import running_stack
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import Wallet, WalletClient
 from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
 from shardkeep.v1 import relay_pb2, relay_pb2_grpc
 

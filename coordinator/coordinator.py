@@ -2,7 +2,7 @@
 
 It holds what a device must not: the coordinator key the enclave pins and
 the relay admits, and the host's client certificate and API token
-(``client.transport.Transport``). For each ask it fetches the enclave's
+(``client.sdk.transport.Transport``). For each ask it fetches the enclave's
 attestation document on the device's nonce, builds and signs the
 ``CeremonyRequest``, creates the room, starts the server share's side at the
 host and hands the device its own room token. It keeps no share: only the
@@ -23,9 +23,9 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
-from client.attestation import verify
-from client.transport import Transport
-from client.wallet import HOST_METHODS, room_bytes
+from client.sdk.attestation import verify
+from client.sdk.transport import Transport
+from client.sdk.wallet import HOST_METHODS, room_bytes
 from coordinator.policy import Denied, Policy, WalletRecord
 from relay.client import CreatedRoom, RelayClient
 from shardkeep import lifecycle

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.device import Device
-from client.devstack import DevStack
-from client.party import PartyIdentity
+from client.cli.devstack import DevStack
+from client.sdk.device import Device
+from client.sdk.party import PartyIdentity
 from coordinator.coordinator import Coordinator
 from coordinator.service import create_server
 from tss.curve import schnorr_verify

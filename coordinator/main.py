@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from client.cli_connection import add_transport_options, transport_from_args
+from client.cli.connection import add_transport_options, transport_from_args
 from coordinator.coordinator import Coordinator
 from coordinator.service import create_server
 from shardkeep.server import new_health_servicer, serve_until_signalled

@@ -7,7 +7,7 @@ from typing import Any, Final
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.attestation import AttestationError
+from client.sdk.attestation import AttestationError
 from coordinator.coordinator import (
     BadAsk,
     Coordinator,

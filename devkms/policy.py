@@ -22,7 +22,7 @@ policy file::
     }
 
 A key with conditions releases secrets only to a ``Recipient`` whose document
-verifies (``client.attestation.verify`` against the root, at the current
+verifies (``client.sdk.attestation.verify`` against the root, at the current
 time) and whose PCRs match; a key without conditions behaves like a KMS key
 whose policy lets the caller have plaintext.
 """
@@ -40,7 +40,7 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from client.attestation import AttestationError, verify
+from client.sdk.attestation import AttestationError, verify
 
 __all__ = [
     # Functions

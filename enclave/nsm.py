@@ -15,7 +15,7 @@ user_data, nonce; absent options as CBOR null) and a 96-byte r || s
 signature, by a short-lived per-enclave certificate that chains through three
 intermediates to a test root, as AWS's PKI does (docs/attestation_process.md
 §2.1, §3.2.3). Clients verify such documents with
-``client.attestation.verify(..., root_certificate=nsm.root_certificate_pem)``.
+``client.sdk.attestation.verify(..., root_certificate=nsm.root_certificate_pem)``.
 """
 
 from __future__ import annotations

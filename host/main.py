@@ -45,7 +45,8 @@ from host.enclave_link import EnclaveLink, LinkConfig
 from host.errors import HostError
 from host.metrics import HostMetrics, MetricsServer, start_metrics_server
 from host.service import create_server
-from host.store import BackupQuota, Store, StoreError, open_store
+from host.store import BackupQuota, Store, StoreError
+from host.stores import open_store
 from relay.client import RelayClient
 from shardkeep import logs
 from shardkeep.server import new_health_servicer

@@ -63,22 +63,21 @@ Errors: everything raised is a ``StoreError``; driver errors are translated
 once, through each backend's table, by ``map_driver_errors``. Messages never
 carry blob contents.
 
-Layout: this module holds the ``Store`` logic and ``open_store`` and re-exports
+Layout: this module holds the ``Store`` logic and re-exports
 the public names of ``host.store_errors`` (errors), ``host.store_records``
 (records) and ``host.store_backend`` (pool, transactions, error mapping);
-``host.sqlite_store`` and ``host.postgres_store`` are the two backends.
+``host.sqlite_store`` and ``host.postgres_store`` are the two backends, and
+``host.stores.open_store`` opens one by URL.
 """
 
 from __future__ import annotations
 
 import abc
 import hmac
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Final
 
@@ -133,7 +132,6 @@ from host.store_records import (
 
 __all__ = [
     # Functions
-    "open_store",
     "map_driver_errors",
     # Exceptions
     "StoreError",
@@ -1221,62 +1219,3 @@ class Store(abc.ABC):
                 now,
             ),
         )
-
-
-################################################################################
-### Factory
-################################################################################
-
-
-def open_store(
-    url: str | os.PathLike[str],
-    *,
-    clock: Clock | None = None,
-    max_connections: int = 8,
-    migrate: bool = True,
-) -> Store:
-    """Open the store named by ``url`` and bring its schema up to date.
-
-    Arguments:
-        url: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, a
-            filesystem path (SQLite), or a libpq URL ``postgresql://...`` /
-            ``postgres://...`` (its ``options`` may set ``search_path``).
-        clock: Unix milliseconds for the records' timestamps (default: the system clock).
-        max_connections: the pool's bound on open connections.
-        migrate: apply missing migrations now (``Store.migrate``).
-
-    Returns:
-        A ``SQLiteStore`` or ``PostgresStore``.
-
-    Raises:
-        StoreInputError: an unknown URL scheme, or an in-memory SQLite database
-            (each pooled connection would see its own).
-        StoreUnavailableError: the database cannot be opened.
-        MigrationError: see ``Store.migrate``.
-    """
-    if isinstance(url, os.PathLike):
-        path: Path | None = Path(url)
-    elif url.startswith("sqlite:///"):
-        if url in ("sqlite:///", "sqlite:///:memory:"):
-            raise StoreInputError("the SQLite store needs a file path (pooled connections)")
-        path = Path(url.removeprefix("sqlite:///"))
-    elif url.startswith(("postgresql://", "postgres://")):
-        path = None
-    else:
-        raise StoreInputError("store URL must be sqlite:///PATH, a path, or postgresql://...")
-    store: Store
-    if path is None:
-        from host.postgres_store import PostgresStore
-
-        store = PostgresStore(str(url), clock=clock, max_connections=max_connections)
-    else:
-        from host.sqlite_store import SQLiteStore
-
-        store = SQLiteStore(path, clock=clock, max_connections=max_connections)
-    if migrate:
-        try:
-            store.migrate()
-        except BaseException:
-            store.close()
-            raise
-    return store

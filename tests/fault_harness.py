@@ -1,4 +1,4 @@
-"""Fault injection for ceremonies against the real stack (``client.devstack``).
+"""Fault injection for ceremonies against the real stack (``client.cli.devstack``).
 
 :class:`FaultyRelay` is the relay client the SDK uses (``WalletClient(relay=...)``).
 Every message of a ceremony passes one of the SDK's parties: a device's own

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from client.devstack import DevStack, running_stack
-from client.wallet import WalletClient
+from client.cli.devstack import DevStack, running_stack
+from client.sdk.wallet import WalletClient
 
 T = TypeVar("T")
 START_TIMEOUT_S = 90.0

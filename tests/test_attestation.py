@@ -1,4 +1,4 @@
-"""client.attestation: a real AWS document, simulated-NSM documents, and each way to break them."""
+"""client.sdk.attestation: a real AWS document, simulated-NSM documents, each way to break them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from client.attestation import (
+from client.sdk.attestation import (
     AWS_NITRO_ROOT_G1_SHA256,
     AttestationDocument,
     AttestationError,

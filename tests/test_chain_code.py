@@ -16,9 +16,9 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from client.devstack import running_stack
-from client.party import PartyIdentity
-from client.wallet import WalletClient
+from client.cli.devstack import running_stack
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import WalletClient
 from tests.lifecycle_support import bip340_keyring, join_dealing, run, seeded, split_dealing
 from tss import local
 from tss.bip32 import derive_public

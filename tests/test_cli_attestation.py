@@ -1,4 +1,4 @@
-"""`shardkeep attestation verify` (client.cli), in process and once as a subprocess."""
+"""`shardkeep attestation verify` (client.cli.main), in process and once as a subprocess."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import main
+from client.cli.main import main
 from enclave.nsm import SimulatedNsm, image_pcrs
 from tests.vectors import ATTESTATION
 

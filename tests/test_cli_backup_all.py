@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from client.cli import main
-from client.cli_state import wallet_dir
-from client.devstack import DevStack
+from client.cli.devstack import DevStack
+from client.cli.main import main
+from client.cli.state import wallet_dir
 from tests.stack_harness import background_stack
 
 pytestmark = pytest.mark.slow

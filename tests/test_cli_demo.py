@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import main
-from client.demo import MARKER, DemoDirectoryError, prepare_directory, run_demo
+from client.cli.demo import MARKER, DemoDirectoryError, prepare_directory, run_demo
+from client.cli.main import main
 
 
 def test_demo_refuses_a_non_empty_directory_it_did_not_make(

@@ -14,9 +14,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from client.cli import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED
+from client.cli.exits import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED
 
-CLI = [sys.executable, "-c", "from client.cli import main; raise SystemExit(main())"]
+CLI = [sys.executable, "-c", "from client.cli.main import main; raise SystemExit(main())"]
 
 
 def coordinator_key(tmp_path: Path) -> Path:

@@ -5,7 +5,7 @@ device whose disk is full (ENOSPC) or whose Argon2id step is interrupted while
 it saves the new shares. Each test runs the CLI in process against real
 relay, host and enclave processes, with the fault injected through the SDK's
 relay client (``tests.fault_harness``) or the state's writer
-(``client.cli_state.StateIO``), then uses the wallet again through the CLI only.
+(``client.cli.state.StateIO``), then uses the wallet again through the CLI only.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from coincurve import PublicKey, PublicKeyXOnly
 
-from client import cli_wallet_run
-from client.cli import main
-from client.cli_state import REAL_IO, StateIO, StateKeyStore, wallet_dir
-from client.devstack import DevStack
-from client.wallet import WalletClient
+from client.cli import wallet_run as cli_wallet_run
+from client.cli.devstack import DevStack
+from client.cli.main import main
+from client.cli.state import REAL_IO, StateIO, StateKeyStore, wallet_dir
+from client.sdk.wallet import WalletClient
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay
 from tests.stack_harness import background_stack
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from client.cli_state import WalletDescription
-from client.party import PartyIdentity
+from client.cli.state import WalletDescription
+from client.sdk.party import PartyIdentity
 
 
 def description() -> WalletDescription:

@@ -1,6 +1,6 @@
 """A save of the CLI state never loses the committed share nor leaves a half-written file.
 
-Faults injected through ``client.cli_state.StateIO`` at every write and every
+Faults injected through ``client.cli.state.StateIO`` at every write and every
 key derivation of a save (a full disk, an interrupt in the Argon2id step),
 a real kernel write failure (RLIMIT_FSIZE) and SIGKILLs of a process that is
 saving with the real Argon2id costs. After each, the state loads at the old
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from client.cli_state import (
+from client.cli.state import (
     REAL_IO,
     StateIO,
     commit_pending,
@@ -33,9 +33,14 @@ from client.cli_state import (
     save_wallet,
     wallet_dir,
 )
-from client.party import PartyIdentity
-from client.storage import Argon2Params, Passcode, insecure_test_params, write_file_atomically
-from client.wallet import Wallet
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import Wallet
+from client.storage.shares import (
+    Argon2Params,
+    Passcode,
+    insecure_test_params,
+    write_file_atomically,
+)
 from tss import local
 from tss.keyshare import KeyShare
 
@@ -279,8 +284,8 @@ def test_wallet_of_the_older_layout_loads_and_moves_on(
 CHILD = """
 import resource, signal, sys
 from pathlib import Path
-from client.cli_state import REAL_IO, StateIO, load_wallet, save_wallet
-from client.storage import DEFAULT_ARGON2_PARAMS
+from client.cli.state import REAL_IO, StateIO, load_wallet, save_wallet
+from client.storage.shares import DEFAULT_ARGON2_PARAMS
 
 state, source, limit, passcode = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 loaded = load_wallet(source, sys.argv[5], passcode, insecure_allow_weak_kdf=True)

@@ -18,13 +18,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-import client.cli_passcode
-from client.cli import build_parser, main
-from client.cli_state import StateIO, change_passcode, load_wallet, save_wallet, wallet_dir
-from client.party import PartyIdentity, RoundProgress
-from client.storage import insecure_test_params
-from client.storage_errors import DecryptionError
-from client.wallet import Wallet
+import client.cli.passcode
+from client.cli.main import build_parser, main
+from client.cli.state import StateIO, change_passcode, load_wallet, save_wallet, wallet_dir
+from client.sdk.party import PartyIdentity, RoundProgress
+from client.sdk.wallet import Wallet
+from client.storage.errors import DecryptionError
+from client.storage.shares import insecure_test_params
 from tss import local
 from tss.ceremony import Ceremony, Message
 
@@ -249,8 +249,8 @@ def typed(monkeypatch: pytest.MonkeyPatch, *entries: str) -> list[str]:
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr(client.cli_passcode.sys, "stdin", Terminal())
-    monkeypatch.setattr(client.cli_passcode.getpass, "getpass", getpass)
+    monkeypatch.setattr(client.cli.passcode.sys, "stdin", Terminal())
+    monkeypatch.setattr(client.cli.passcode.getpass, "getpass", getpass)
     return prompts
 
 

@@ -1,4 +1,4 @@
-"""``shardkeep wallet ...`` in process (``client.cli.main``) against the real stack.
+"""``shardkeep wallet ...`` in process (``client.cli.main.main``) against the real stack.
 
 The story: create a 2-of-2 ECDSA wallet, sign a digest, back the device share
 up through the host, lose the device's state, recover it into a new state
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
-from client.cli import main
-from client.cli_state import load_wallet
-from client.devstack import DevStack
+from client.cli.devstack import DevStack
+from client.cli.main import main
+from client.cli.state import load_wallet
 from tests.stack_harness import background_stack
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Client share storage (client/storage.py): containers, files, armour, host backups."""
+"""Client share storage (client/storage/shares.py): containers, files, armour, host backups."""
 
 from __future__ import annotations
 
@@ -14,8 +14,17 @@ from typing import Any
 import cbor2
 import pytest
 
-from client import storage
-from client.storage import (
+from client.storage import shares as storage
+from client.storage.errors import (
+    ArmourError,
+    DecryptionError,
+    KdfParamsError,
+    ShareFileExistsError,
+    ShareFormatError,
+    ShareMismatchError,
+    UnsupportedVersionError,
+)
+from client.storage.shares import (
     DEFAULT_ARGON2_PARAMS,
     ENCRYPTED_FORMAT,
     MAX_CONTAINER_BYTES,
@@ -36,15 +45,6 @@ from client.storage import (
     read_share_file,
     recover_share,
     write_share_file,
-)
-from client.storage_errors import (
-    ArmourError,
-    DecryptionError,
-    KdfParamsError,
-    ShareFileExistsError,
-    ShareFormatError,
-    ShareMismatchError,
-    UnsupportedVersionError,
 )
 from tss import local
 from tss.curve import ecdsa_verify, schnorr_verify

@@ -23,9 +23,9 @@ import pytest
 from coincurve import PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.device import CoordinatorRefused, Device
-from client.devstack import DevStack
-from client.party import PartyIdentity
+from client.cli.devstack import DevStack
+from client.sdk.device import CoordinatorRefused, Device
+from client.sdk.party import PartyIdentity
 from coordinator.coordinator import Coordinator
 from coordinator.service import create_server
 from shardkeep.device_auth import (

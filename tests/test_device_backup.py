@@ -1,4 +1,4 @@
-"""Device backups (client.device_backup): a key share plus the party identity that signs with it.
+"""Device backups (client.sdk.device_backup): a key share plus the party identity signing with it.
 
 Sans-IO: shares from ``tss.local``; weak Argon2id parameters keep it fast. The
 host round trip and signing with the recovered device are in tests/test_sdk_e2e.py.
@@ -13,7 +13,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.device_backup import (
+from client.sdk.device_backup import (
     DEVICE_BACKUP_FORMAT,
     is_device_backup,
     make_device_backup,
@@ -21,9 +21,9 @@ from client.device_backup import (
     open_identity,
     seal_identity,
 )
-from client.party import PartyIdentity
-from client.storage import BackupBlob, insecure_test_params, make_backup
-from client.storage_errors import DecryptionError, ShareFormatError, ShareMismatchError
+from client.sdk.party import PartyIdentity
+from client.storage.errors import DecryptionError, ShareFormatError, ShareMismatchError
+from client.storage.shares import BackupBlob, insecure_test_params, make_backup
 from tss import local
 from tss.errors import InputError
 from tss.keyshare import KeyShare

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
-from client.devstack import DevStack, running_stack
-from client.party import PartyIdentity
-from client.wallet import PAIR_SETUP_REQUIRED, WalletClient, WalletError
+from client.cli.devstack import DevStack, running_stack
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import PAIR_SETUP_REQUIRED, WalletClient, WalletError
 from shardkeep.v1 import ceremony_pb2, host_pb2
 from tss.curve import N
 from tss.shamir import eval_point

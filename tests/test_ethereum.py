@@ -1,4 +1,4 @@
-"""EIP-1559 transactions (client.ethereum) against eth-account, the independent oracle.
+"""EIP-1559 transactions (client.chains.ethereum) against eth-account, the independent oracle.
 
 eth-account (a dev dependency) builds the same transactions from dicts: the
 signing hash must match its ``TypedTransaction.hash()``, and a signature made
@@ -20,7 +20,7 @@ from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_keys.datatypes import PrivateKey as EthPrivateKey
 from eth_utils.address import to_checksum_address
 
-from client.ethereum import (
+from client.chains.ethereum import (
     AccessListEntry,
     Eip1559Transaction,
     address_of,

@@ -29,11 +29,11 @@ from pathlib import Path
 import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
-from client.cli_state import REAL_IO, StateIO, StateKeyStore, load_wallet, save_wallet
-from client.devstack import DevStack
-from client.party import PartyIdentity
-from client.storage import insecure_test_params
-from client.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
+from client.cli.devstack import DevStack
+from client.cli.state import REAL_IO, StateIO, StateKeyStore, load_wallet, save_wallet
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
+from client.storage.shares import insecure_test_params
 from relay.client import RelayClient
 from relay.errors import RelayError
 from tests.fault_harness import (

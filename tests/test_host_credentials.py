@@ -39,7 +39,7 @@ from host.credentials import (
 from host.enclave_link import EnclaveLink, LinkConfig
 from host.errors import HostError
 from host.main import main as host_main
-from host.store import open_store
+from host.stores import open_store
 from shardkeep import logs
 from shardkeep.v1 import enclave_pb2
 from tests.fake_enclave import STATIC_KEY, FakeEnclave, start_fake_enclave

@@ -32,8 +32,8 @@ from host.store import (
     StaticKey,
     StoreInputError,
     WalletNotFoundError,
-    open_store,
 )
+from host.stores import open_store
 from shardkeep.v1 import ceremony_pb2
 from tests.fake_enclave import CANARY, PUBLIC_KEY, STATIC_KEY, Script
 from tests.relay_harness import run

@@ -36,7 +36,8 @@ from host.errors import ENCLAVE_CODES, HostError
 from host.main import HostConfig, main, serve
 from host.metrics import HostMetrics, start_metrics_server
 from host.service import create_server
-from host.store import Store, WalletNotFoundError, open_store
+from host.store import Store, WalletNotFoundError
+from host.stores import open_store
 from relay.client import CreatedRoom, RelayClient
 from relay.errors import RoomClosedError
 from relay.memory import MemoryBackend

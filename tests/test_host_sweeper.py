@@ -9,7 +9,8 @@ from pathlib import Path
 
 from host.enclave_link import LinkConfig
 from host.main import HostConfig, serve
-from host.store import WalletNotFoundError, open_store
+from host.store import WalletNotFoundError
+from host.stores import open_store
 from relay.memory import MemoryBackend
 from relay.service import create_server as create_relay_server
 from tests.fake_enclave import FakeEnclave, start_fake_enclave

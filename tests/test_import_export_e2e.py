@@ -21,13 +21,13 @@ import pytest
 from coincurve import PublicKey
 from eth_keys.datatypes import PrivateKey as EthPrivateKey
 
-from client.backups import offline_export
-from client.cli import main
-from client.cli_state import wallet_dir
-from client.devstack import DevStack
-from client.ethereum import wallet_address
-from client.party import PartyIdentity
-from client.wallet import WalletClient, WalletError
+from client.chains.ethereum import wallet_address
+from client.cli.devstack import DevStack
+from client.cli.main import main
+from client.cli.state import wallet_dir
+from client.sdk.backups import offline_export
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import WalletClient, WalletError
 from shardkeep.v1 import host_pb2, host_pb2_grpc
 from tests.stack_harness import background_stack, run_with_client
 from tests.vectors import load_csv

@@ -1,6 +1,6 @@
 """Key changes against the real service: faults and attacks never lose a wallet.
 
-Each test runs against real processes (``client.devstack``: devkms, relay,
+Each test runs against real processes (``client.cli.devstack``: devkms, relay,
 enclave, host) with the host on SQLite and on PostgreSQL, for both schemes.
 The devices' side is driven here, one ceremony object per device over the
 relay, so a test can drop a message (``tests.fault_harness``), kill a process
@@ -26,9 +26,9 @@ import pytest
 from coincurve import PublicKey, PublicKeyXOnly
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.devstack import DevStack
-from client.party import PartyIdentity, roster_of, run_over_relay
-from client.wallet import HOST_METHODS, Wallet, WalletClient, WalletError, room_bytes
+from client.cli.devstack import DevStack
+from client.sdk.party import PartyIdentity, roster_of, run_over_relay
+from client.sdk.wallet import HOST_METHODS, Wallet, WalletClient, WalletError, room_bytes
 from relay.client import RelayClient
 from shardkeep import lifecycle
 from shardkeep.requests import (

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import pytest
 from coincurve import PublicKey, PublicKeyXOnly
 
-from client.devstack import DevStack
-from client.key_change import MemoryKeyStore
-from client.party import PartyIdentity
-from client.wallet import KeyChangeInterrupted, Wallet, WalletClient, WalletError
+from client.cli.devstack import DevStack
+from client.sdk.key_change import MemoryKeyStore
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import KeyChangeInterrupted, Wallet, WalletClient, WalletError
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay
 from tests.stack_harness import background_stack, wallet_client
 from tss.keyshare import Scheme

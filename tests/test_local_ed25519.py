@@ -191,7 +191,7 @@ def test_a_forged_reshare_dealing_names_the_dealer() -> None:
 
 
 def test_an_ed25519_share_round_trips_through_the_encrypted_container() -> None:
-    from client.storage import decrypt_share, encrypt_share, insecure_test_params
+    from client.storage.shares import decrypt_share, encrypt_share, insecure_test_params
 
     share = local.import_key("ed25519", secrets.token_bytes(32), threshold=2, parties=2)[0]
     sealed = encrypt_share(
@@ -203,7 +203,7 @@ def test_an_ed25519_share_round_trips_through_the_encrypted_container() -> None:
 
 
 def test_the_sdk_refuses_ed25519_wallets_before_any_call() -> None:
-    from client.wallet import _service_scheme
+    from client.sdk.wallet import _service_scheme
 
     assert _service_scheme("bip340") == "SCHEME_BIP340"
     with pytest.raises(InputError, match="does not take 'ed25519'"):

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from client.attestation import verify
+from client.sdk.attestation import verify
 from enclave.nsm import (
     ES384_PROTECTED_HEADER,
     Nsm,
@@ -67,7 +67,7 @@ def test_document_has_the_real_format(nsm: SimulatedNsm) -> None:
 
 
 def test_signature_is_es384_over_sig_structure(nsm: SimulatedNsm) -> None:
-    # Independent of client.attestation: RFC 9052 §4.4 by hand.
+    # Independent of client.sdk.attestation: RFC 9052 §4.4 by hand.
     protected, _, payload, signature = cbor2.loads(nsm.attestation(nonce=b"x"))
     leaf = x509.load_der_x509_certificate(cbor2.loads(payload)["certificate"])
     key = leaf.public_key()

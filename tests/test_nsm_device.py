@@ -16,7 +16,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from client.attestation import verify
+from client.sdk.attestation import verify
 from enclave.nsm import NsmError, SimulatedNitroPki, SimulatedNsm, image_pcrs
 from enclave.nsm_device import (
     NSM_IOCTL_RAW,

@@ -18,15 +18,7 @@ from coincurve import PublicKey
 from eth_account import Account
 from eth_keys.datatypes import PublicKey as EthPublicKey
 
-from client.backups import (
-    NoBackupError,
-    backup_share,
-    list_backups,
-    recover_device,
-    recover_from_backup,
-    restore_wallet,
-)
-from client.bitcoin import (
+from client.chains.bitcoin import (
     SIGHASH_ANYONECANPAY,
     SIGHASH_DEFAULT,
     SIGHASH_SINGLE,
@@ -35,13 +27,21 @@ from client.bitcoin import (
     sign_key_path,
     wallet_output_key,
 )
-from client.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
-from client.devstack import DevStack
-from client.ethereum import Eip1559Transaction, sign_transaction, wallet_address
-from client.party import PartyIdentity
-from client.storage import insecure_test_params
-from client.storage_errors import DecryptionError
-from client.wallet import WalletClient, WalletError
+from client.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
+from client.chains.ethereum import Eip1559Transaction, sign_transaction, wallet_address
+from client.cli.devstack import DevStack
+from client.sdk.backups import (
+    NoBackupError,
+    backup_share,
+    list_backups,
+    recover_device,
+    recover_from_backup,
+    restore_wallet,
+)
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import WalletClient, WalletError
+from client.storage.errors import DecryptionError
+from client.storage.shares import insecure_test_params
 from tests.stack_harness import background_stack, run_with_client
 from tss.bip32 import derive_public
 from tss.curve import schnorr_verify

@@ -77,7 +77,7 @@ def test_the_ed25519_vectors_are_vendored_for_a_later_implementation() -> None:
 
 def test_the_scan_covers_code_docs_and_deployment_files() -> None:
     scanned = {path.relative_to(ROOT).as_posix() for path in repository_text_files()}
-    for expected in ("README.md", "Makefile", "tests/vectors/__init__.py", "client/cli.py"):
+    for expected in ("README.md", "Makefile", "tests/vectors/__init__.py", "client/cli/main.py"):
         assert expected in scanned
     assert any(name.startswith("deploy/") for name in scanned)
     assert "tests/vectors/bip-0340-test-vectors.csv" not in scanned  # upstream data, not ours

@@ -1,6 +1,6 @@
 """Solana transactions from a threshold Ed25519 wallet, checked by ``solders``.
 
-The message bytes ``client.solana`` compiles are compared with solders' own
+The message bytes ``client.chains.solana`` compiles are compared with solders' own
 compiler (legacy ``Message`` and ``MessageV0``), the signatures made by a 2-of-3
 FROST(Ed25519) keyring are verified by solders, and a SOL transfer is executed
 on solders' in-process Solana VM (LiteSVM).
@@ -20,7 +20,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from client import solana
+from client.chains import solana
 from tss import local
 from tss.keyshare import KeyShare
 

@@ -55,8 +55,8 @@ from host.store import (
     StoreUnavailableError,
     WalletNotFoundError,
     map_driver_errors,
-    open_store,
 )
+from host.stores import open_store
 
 ################################################################################
 ### Fixtures: one backend per parameter, each test on a fresh database

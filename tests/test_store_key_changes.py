@@ -16,8 +16,8 @@ from host.store import (
     StoreConflictError,
     StoreInputError,
     WalletNotFoundError,
-    open_store,
 )
+from host.stores import open_store
 from tests.test_store import (  # noqa: F401  (fixtures)
     Backend,
     W,

@@ -1,6 +1,6 @@
 """A deployment-shaped stack: the relay and host serve TLS, the host mutual TLS and an API token.
 
-The SDK reaches it through ``client.transport.Transport`` and signs; callers
+The SDK reaches it through ``client.sdk.transport.Transport`` and signs; callers
 without the right CA, client certificate or token are refused with typed
 errors before any ceremony starts.
 """
@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import main
-from client.cli_connection import CONFIG_ENV, SETTINGS
-from client.devstack import DevStack
-from client.devtls import issue_ca
-from client.party import PartyIdentity
-from client.transport import (
+from client.cli.connection import CONFIG_ENV, SETTINGS
+from client.cli.devstack import DevStack
+from client.cli.devtls import issue_ca
+from client.cli.main import main
+from client.sdk.party import PartyIdentity
+from client.sdk.transport import (
     ApiTokenRejected,
     ClientCertificateRequired,
     ServerCertificateError,
     Transport,
     TransportError,
 )
-from client.wallet import WalletClient
+from client.sdk.wallet import WalletClient
 from enclave import devsetup
 from enclave.nsm import image_pcrs
 from shardkeep.tls import ClientTls

@@ -1,4 +1,4 @@
-"""client.transport and shardkeep.tls: settings, token safety, retries, CLI settings resolution."""
+"""client.sdk.transport and shardkeep.tls: settings, token safety, retries, CLI settings."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import pytest
 
-from client.cli_connection import add_transport_options, resolve_connection, transport_from_args
-from client.devtls import write_dev_tls
-from client.transport import Transport
+from client.cli.connection import add_transport_options, resolve_connection, transport_from_args
+from client.cli.devtls import write_dev_tls
+from client.sdk.transport import Transport
 from shardkeep.tls import (
     IDEMPOTENT_METHODS,
     TlsSettingsError,

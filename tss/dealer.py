@@ -8,7 +8,7 @@ sees every share: ``tss.local.import_key``); ``import_dealer`` makes the
 key's holder the sole party of a 1-of-1 keyring, which ``tss.reshare``
 re-deals to the new parties by ceremony, so each new party, the server share
 included, receives only its own Feldman-checked share and the ECDSA pairwise
-setups are made among the new holders (``client.wallet.WalletClient.import_key``).
+setups are made among the new holders (``client.sdk.wallet.WalletClient.import_key``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the enclave (deploy/README.md, "6. Health-check"):
 
 It asks the enclave, through the bridge socket, for an attestation document
 on a fresh random nonce and checks it as a client would
-(``client.attestation.verify``): COSE signature, certificate chain to the AWS
+(``client.sdk.attestation.verify``): COSE signature, certificate chain to the AWS
 Nitro root, the nonce, not a debug-mode enclave. Then it prints every PCR the
 live document reports, compares PCR0/1/2 (and PCR8 when present) with the
 release's ``pcrs.json`` and checks that the document attests the enclave's
@@ -29,7 +29,7 @@ from typing import Final
 
 import grpc
 
-from client.attestation import AttestationDocument, AttestationError, verify
+from client.sdk.attestation import AttestationDocument, AttestationError, verify
 from shardkeep.v1 import enclave_pb2, enclave_pb2_grpc
 
 DEFAULT_ENCLAVE: Final = "unix:/run/shardkeep-enclave/enclave.sock"

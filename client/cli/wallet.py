@@ -25,14 +25,14 @@ Connection options (or environment): ``--host`` (SHARDKEEP_HOST), ``--relay``
 the AWS Nitro root G1); TLS, mutual TLS and the host's API token:
 ``--server-ca``, ``--client-cert``, ``--client-key``, ``--api-token-file``
 (and ``--tls``, ``--server-name``); each also from its ``SHARDKEEP_*`` variable
-or a configuration file (``client.cli_connection``). Local state:
+or a configuration file (``client.cli.connection``). Local state:
 ``--state DIR`` (SHARDKEEP_STATE; default
-``~/.shardkeep``), laid out as ``client.cli_state`` says; the passcode that
+``~/.shardkeep``), laid out as ``client.cli.state`` says; the passcode that
 encrypts it comes from ``--passcode-file`` or SHARDKEEP_PASSCODE (or a prompt
 on a terminal, typed twice when it is new). ``--json`` prints the result as
 JSON; progress goes to stderr.
 
-The handlers live in ``client.cli_wallet_run``, imported only when a wallet
+The handlers live in ``client.cli.wallet_run``, imported only when a wallet
 command runs, so that ``shardkeep attestation verify`` stays quick to start.
 
 Exit status: 0 success, 1 the operation failed (ceremony, host, relay,
@@ -48,16 +48,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from client.cli_connection import CONFIG_ENV, SETTINGS, TOKEN_ENV, add_transport_options
+from client.cli.connection import CONFIG_ENV, SETTINGS, TOKEN_ENV, add_transport_options
+from client.cli.passcode import NEW_PASSCODE_ENV, PASSCODE_ENV
 
 __all__ = [
     # Functions
     "add_wallet_commands",
 ]
 
-EXIT_USAGE: Final = 2
-PASSCODE_ENV: Final = "SHARDKEEP_PASSCODE"
-NEW_PASSCODE_ENV: Final = "SHARDKEEP_NEW_PASSCODE"
 SCHEMES: Final = ("bip340", "ecdsa", "ecdsa-secp256k1", "schnorr")
 # Every environment variable the CLI reads, listed in --help.
 ENVIRONMENT: Final = {
@@ -356,7 +354,7 @@ def _run(command: str) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
     """The handler of ``command``; the SDK is imported only when a wallet command runs."""
 
     def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-        from client.cli_wallet_run import run_command
+        from client.cli.wallet_run import run_command
 
         return run_command(command, args, out, err)
 

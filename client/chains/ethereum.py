@@ -31,8 +31,8 @@ import rlp  # type: ignore[import-untyped]  # no type information; used for enco
 from coincurve import PublicKey
 from Crypto.Hash import keccak
 
-from client.party import PartyIdentity, Progress
-from client.wallet import Wallet, WalletClient
+from client.sdk.party import PartyIdentity, Progress
+from client.sdk.wallet import Wallet, WalletClient
 from tss.bip32 import derive_public
 from tss.curve import N
 from tss.errors import InputError, InternalError

@@ -1,4 +1,4 @@
-"""The handlers of ``shardkeep wallet ...`` (the parser is ``client.cli_wallet``).
+"""The handlers of ``shardkeep wallet ...`` (the parser is ``client.cli.wallet``).
 
 Each handler is a coroutine taking a :class:`_Context` and returning the
 result as a dict, printed as ``key: value`` lines or, with ``--json``, as JSON.
@@ -20,12 +20,12 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from client.attestation import AttestationError
-from client.backups import backup_share, offline_export_files, recover_device, restore_wallet
-from client.bitcoin import wallet_output_key
-from client.cli_connection import resolve_connection, transport_from_args
-from client.cli_passcode import PasscodeError, read_passcode
-from client.cli_state import (
+from client.chains.bitcoin import wallet_output_key
+from client.chains.ethereum import wallet_address
+from client.cli.connection import resolve_connection, transport_from_args
+from client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from client.cli.passcode import NEW_PASSCODE_ENV, PASSCODE_ENV, PasscodeError, read_passcode
+from client.cli.state import (
     DamagedWallet,
     LoadedWallet,
     StateKeyStore,
@@ -38,13 +38,13 @@ from client.cli_state import (
     save_wallet,
     wallet_dir,
 )
-from client.cli_wallet import EXIT_USAGE, NEW_PASSCODE_ENV, PASSCODE_ENV
-from client.ethereum import wallet_address
-from client.party import PartyIdentity
-from client.storage import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
-from client.storage_errors import StorageError
-from client.transport import Transport
-from client.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
+from client.sdk.attestation import AttestationError
+from client.sdk.backups import backup_share, offline_export_files, recover_device, restore_wallet
+from client.sdk.party import PartyIdentity
+from client.sdk.transport import Transport
+from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
+from client.storage.errors import StorageError
+from client.storage.shares import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from shardkeep import lifecycle
 from tss.bip32 import derive_public
 from tss.errors import InputError, ProtocolError, ShardkeepError
@@ -58,8 +58,6 @@ __all__ = [
     "UsageError",
 ]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
 SCHEME_NAMES: Final[dict[str, Scheme]] = {
     "ecdsa": "ecdsa-secp256k1",
     "ecdsa-secp256k1": "ecdsa-secp256k1",

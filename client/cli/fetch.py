@@ -2,7 +2,7 @@
 
 It sends a nonce (32 fresh random bytes unless ``--nonce``) to
 ``Host.GetAttestation`` over the configured transport (TLS, client
-certificate, API token: ``client.cli_connection``), writes the document's
+certificate, API token: ``client.cli.connection``), writes the document's
 bytes to ``--out`` and prints the nonce, so that ``shardkeep attestation
 verify FILE --nonce HEX --pcr N=HEX ...`` checks exactly that document.
 """
@@ -18,13 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from client.cli_connection import add_transport_options
+from client.cli.connection import add_transport_options
+from client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["add_fetch_command"]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 _MAX_NONCE: Final = 1024  # the NSM's limit (AWS attestation_process.md §2.2)
 
 
@@ -54,7 +52,7 @@ def add_fetch_command(attestation_commands: Any) -> None:
 
 
 def _fetch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from client.cli_connection import resolve_connection, transport_from_args
+    from client.cli.connection import resolve_connection, transport_from_args
     from tss.errors import InputError
 
     try:
@@ -100,7 +98,7 @@ class _Failed(Exception):
 async def _get_document(transport: Any, host: str, nonce: bytes, timeout: float) -> bytes:
     import grpc
 
-    from client.transport import transport_error
+    from client.sdk.transport import transport_error
     from shardkeep.v1 import host_pb2, host_pb2_grpc
 
     async with transport.host_channel(host) as channel:

@@ -29,9 +29,9 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from client.attestation import AttestationDocument, verify
-from client.key_change import KeyStore, PendingChange
-from client.party import (
+from client.sdk.attestation import AttestationDocument, verify
+from client.sdk.key_change import KeyStore, PendingChange
+from client.sdk.party import (
     PartyIdentity,
     Progress,
     keygen_ceremony,
@@ -39,7 +39,7 @@ from client.party import (
     run_over_relay,
     sign_ceremony,
 )
-from client.transport import Transport, TransportError, transport_error
+from client.sdk.transport import Transport, TransportError, transport_error
 from relay.client import CreatedRoom, RelayClient
 from relay.errors import RelayError, status_code_for
 from shardkeep import lifecycle
@@ -116,7 +116,7 @@ class KeyChangeError(WalletError):
 class KeyChangeInterrupted(WalletError):
     """A key change failed after its new shares were saved as pending.
 
-    ``pending`` is the saved change: :meth:`client.wallet.WalletClient.resume`
+    ``pending`` is the saved change: :meth:`client.sdk.wallet.WalletClient.resume`
     settles it later (promote with the certificate, or discard); until then the
     old epoch signs.
     """

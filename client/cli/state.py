@@ -10,11 +10,11 @@ may contain "/")::
         pending.json          a key change in flight (optional): the new epoch's
                               description and what resuming it needs (public data)
         epoch-<N>/
-            party-<i>.share     party i's key share of epoch N: a client.storage
+            party-<i>.share     party i's key share of epoch N: a client.storage.shares
                                 share file, passcode-encrypted (Argon2id + AES-256-GCM)
             party-<i>.identity  party i's identity (and the owner key), sealed
                                 under a key derived from its share
-                                (client.device_backup.seal_identity), CBOR
+                                (client.sdk.device_backup.seal_identity), CBOR
 
 So everything secret is behind the passcode, through the share; the JSON files
 hold only what the host and relay know anyway. Files are written atomically
@@ -48,10 +48,17 @@ from typing import Any, Final
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.device_backup import open_identity, seal_identity
-from client.key_change import PendingChange
-from client.party import PartyIdentity
-from client.storage import (
+from client.sdk.device_backup import open_identity, seal_identity
+from client.sdk.key_change import PendingChange
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import Wallet
+from client.storage.errors import (
+    DecryptionError,
+    ShareFormatError,
+    ShareMismatchError,
+    StorageError,
+)
+from client.storage.shares import (
     DEFAULT_ARGON2_PARAMS,
     Argon2Params,
     Passcode,
@@ -60,13 +67,6 @@ from client.storage import (
     read_share_file,
     write_file_atomically,
 )
-from client.storage_errors import (
-    DecryptionError,
-    ShareFormatError,
-    ShareMismatchError,
-    StorageError,
-)
-from client.wallet import Wallet
 from shardkeep.v1 import ceremony_pb2
 from tss.errors import InputError
 from tss.keyshare import SCHEMES, KeyShare
@@ -299,7 +299,7 @@ class PendingDescription:
     Attributes:
         wallet: the wallet as it will be once the new epoch is committed.
         change: the key change's public record, as the SDK gives it
-            (``client.key_change.PendingChange.to_json``).
+            (``client.sdk.key_change.PendingChange.to_json``).
     """
 
     wallet: WalletDescription
@@ -449,7 +449,7 @@ def _legacy_epoch(share_file: Path) -> int | None:
 
 @dataclass(frozen=True)
 class StateKeyStore:
-    """The state directory as the SDK's ``client.key_change.KeyStore`` (passcode-encrypted)."""
+    """The state directory as the SDK's ``client.sdk.key_change.KeyStore`` (passcode-encrypted)."""
 
     state: Path
     passcode: Passcode = field(repr=False)

@@ -26,10 +26,16 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.attestation import verify
-from client.party import PartyIdentity, keygen_ceremony, roster_of, run_over_relay, sign_ceremony
-from client.transport import Transport
-from client.wallet import PAIR_SETUP_REQUIRED, SCHEMES, WalletError
+from client.sdk.attestation import verify
+from client.sdk.party import (
+    PartyIdentity,
+    keygen_ceremony,
+    roster_of,
+    run_over_relay,
+    sign_ceremony,
+)
+from client.sdk.transport import Transport
+from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES, WalletError
 from relay.client import RelayClient
 from shardkeep.device_auth import sign_device_call
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc

@@ -21,9 +21,9 @@ from typing import TextIO, TypeVar
 
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
-from client.devstack import running_stack
-from client.party import PartyIdentity
-from client.wallet import Wallet, WalletClient, WalletError
+from client.cli.devstack import running_stack
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import Wallet, WalletClient, WalletError
 from tss.errors import InputError
 from tss.signing import RecoverableSignature, SigningOptions
 from tss.taproot import taproot_output_key

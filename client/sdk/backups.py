@@ -1,11 +1,11 @@
 """Backup shares kept by the host, and recovery on a new device (DESIGN.md §6).
 
 The client encrypts every backup before it leaves the device
-(``client.storage.make_backup``: Argon2id passcode or a 32-byte passkey/KMS
+(``client.storage.shares.make_backup``: Argon2id passcode or a 32-byte passkey/KMS
 key, AES-256-GCM), so the host's ``PutBackup`` / ``GetBackup`` /
 ``ListBackups`` only ever see ciphertext and clear metadata (wallet, party
 index, epoch). A backup is either a bare share container or a device backup
-(``client.device_backup``: the share plus the party identity that signs with
+(``client.sdk.device_backup``: the share plus the party identity that signs with
 it); only the latter lets a new device sign again.
 
 The host is untrusted: what it returns is checked against what the caller
@@ -19,7 +19,7 @@ On the wire the party is the decimal text of its 0-based index (the host's
 
 Offline export (DESIGN.md §3) needs none of this: ``offline_export`` rebuilds
 the private key from at least t decrypted key shares (``offline_export_files``
-from share files, ``client.storage``), checked against the keyring's public
+from share files, ``client.storage.shares``), checked against the keyring's public
 key and every other party's public share, with no host, relay or server share.
 """
 
@@ -35,10 +35,12 @@ from typing import Any, Final, TypeVar
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.device_backup import RecoveredDevice, is_device_backup, make_device_backup
-from client.device_backup import open_device_backup as _open_device_backup
-from client.party import PartyIdentity
-from client.storage import (
+from client.sdk.device_backup import RecoveredDevice, is_device_backup, make_device_backup
+from client.sdk.device_backup import open_device_backup as _open_device_backup
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import SCHEMES, Wallet, WalletClient, WalletError
+from client.storage.errors import ShareMismatchError, StorageError
+from client.storage.shares import (
     DEFAULT_ARGON2_PARAMS,
     Argon2Params,
     BackupBlob,
@@ -48,8 +50,6 @@ from client.storage import (
     read_share_file,
     recover_share,
 )
-from client.storage_errors import ShareMismatchError, StorageError
-from client.wallet import SCHEMES, Wallet, WalletClient, WalletError
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.channel import party_id as party_id_of
 from tss.errors import InputError
@@ -225,7 +225,7 @@ async def backup_share(
             new device can sign with the recovered share; recommended.
         owner_key: with ``identity``, also back up the wallet owner's key.
         backup_id: the id to store it under (default: derived from the blob).
-        params, insecure_allow_weak_kdf, random: as in ``client.storage.make_backup``.
+        params, insecure_allow_weak_kdf, random: as in ``client.storage.shares.make_backup``.
 
     Returns:
         The record stored (its ``backup_id`` names it at the host).
@@ -487,7 +487,7 @@ def offline_export_files(
     public_key: bytes | None = None,
     insecure_allow_weak_kdf: bool = False,
 ) -> ExportedKey:
-    """Reconstruct the private key from share files (``client.storage``), offline.
+    """Reconstruct the private key from share files (``client.storage.shares``), offline.
 
     Arguments:
         paths: share files of one wallet and epoch (binary or armoured), at

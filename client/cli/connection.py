@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from tss.errors import InputError
 
 if TYPE_CHECKING:
-    from client.transport import Transport
+    from client.sdk.transport import Transport
 
 __all__ = [
     "CONFIG_ENV",
@@ -133,7 +133,7 @@ def transport_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> Transport:
     """The transport the resolved settings describe (call :func:`resolve_connection` first)."""
-    from client.transport import Transport  # grpc: loaded only when a command connects
+    from client.sdk.transport import Transport  # grpc: loaded only when a command connects
 
     env = os.environ if environ is None else environ
     return Transport.from_files(

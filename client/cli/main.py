@@ -3,12 +3,12 @@
 Subcommands:
 
 * ``shardkeep attestation verify FILE`` verifies a Nitro attestation document
-  (``client.attestation.verify``) and prints its contents;
+  (``client.sdk.attestation.verify``) and prints its contents;
 * ``shardkeep attestation fetch --host ADDR --out FILE`` gets the enclave's
-  document from a host, on a fresh nonce it prints (``client.cli_fetch``);
+  document from a host, on a fresh nonce it prints (``client.cli.fetch``);
 * ``shardkeep wallet create|sign|backup|recover|list|reshare|refresh|export``
   runs wallets with the server share against a running host
-  (``client.cli_wallet`` documents the options, state and environment);
+  (``client.cli.wallet`` documents the options, state and environment);
 * ``shardkeep demo`` runs the whole system on embedded defaults (``make run``).
 
 Exit status: 0 success, 1 the attestation document is invalid or the
@@ -29,9 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.attestation import AttestationDocument, AttestationError, verify
-from client.cli_fetch import add_fetch_command
-from client.cli_wallet import add_wallet_commands, environment_help
+from client.cli.exits import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from client.cli.fetch import add_fetch_command
+from client.cli.wallet import add_wallet_commands, environment_help
+from client.sdk.attestation import AttestationDocument, AttestationError, verify
 from tss.errors import InputError
 
 __all__ = [
@@ -40,12 +41,6 @@ __all__ = [
     "build_parser",
     "document_to_json",
 ]
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +160,7 @@ def document_to_json(doc: AttestationDocument) -> dict[str, Any]:
     """Render a verified document as JSON-ready data.
 
     Arguments:
-        doc: a document returned by ``client.attestation.verify``.
+        doc: a document returned by ``client.sdk.attestation.verify``.
 
     Returns:
         A dict with byte strings as lowercase hex, PCR indices as string keys
@@ -211,7 +206,7 @@ def _attestation_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         )
     except AttestationError as e:
         print(f"shardkeep: attestation document invalid ({e.reason}): {e}", file=err)
-        return EXIT_INVALID
+        return EXIT_FAILED
     except InputError as e:
         print(f"shardkeep: {e}", file=err)
         return EXIT_USAGE
@@ -223,7 +218,7 @@ def _attestation_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from client.demo import DemoDirectoryError, run_demo  # pulls in the whole SDK: load it here
+    from client.cli.demo import DemoDirectoryError, run_demo  # pulls in the whole SDK: load it here
 
     try:
         return run_demo(args.dir, out)

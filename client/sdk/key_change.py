@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from client.party import PartyIdentity
+from client.sdk.party import PartyIdentity
 from tss.certificate import SIGNATURE_BYTES, verify_certificate
 from tss.errors import InputError
 
-if TYPE_CHECKING:  # client.wallet imports this module
-    from client.wallet import Wallet
+if TYPE_CHECKING:  # client.sdk.wallet imports this module
+    from client.sdk.wallet import Wallet
 
 __all__ = [
     # Types
@@ -120,7 +120,7 @@ class PendingChange:
 
 
 class KeyStore(Protocol):
-    """Where a device keeps its shares across a key change (e.g. ``client.cli_state``).
+    """Where a device keeps its shares across a key change (e.g. ``client.cli.state``).
 
     Every method must be durable when it returns, and must never lose the
     committed epoch's shares: a failure leaves the previous state.

@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from client.bitcoin_tx import Transaction, TxOut, compact_size
-from client.party import PartyIdentity, Progress
-from client.wallet import Wallet, WalletClient
+from client.chains.bitcoin_tx import Transaction, TxOut, compact_size
+from client.sdk.party import PartyIdentity, Progress
+from client.sdk.wallet import Wallet, WalletClient
 from tss.bip32 import derive_public
 from tss.curve import schnorr_verify, tagged_hash
 from tss.errors import InputError, InternalError

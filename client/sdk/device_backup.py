@@ -9,7 +9,7 @@ wallet owner's Ed25519 key, which authorises export and reshare).
 Format (CBOR, RFC 8949), version 1::
 
     {"format": "shardkeep-device-backup", "version": 1,
-     "share": bstr,          # a client.storage "shardkeep-encrypted-share" container
+     "share": bstr,          # a client.storage.shares "shardkeep-encrypted-share" container
      "identity": {"alg": "hkdf-sha256/aes-256-gcm", "salt": bstr(32),
                   "nonce": bstr(12), "ciphertext": bstr}}
 
@@ -29,7 +29,7 @@ The associated data binds the identity to its share::
 
 so an identity cannot be moved to another wallet, party or epoch unnoticed.
 
-Error policy as in ``client.storage_errors``: ``DecryptionError`` (opaque) for
+Error policy as in ``client.storage.errors``: ``DecryptionError`` (opaque) for
 a wrong passcode or key or any tampering, ``ShareFormatError`` naming the field
 of a malformed backup, ``InputError`` for bad arguments.
 """
@@ -49,8 +49,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from client.party import PartyIdentity
-from client.storage import (
+from client.sdk.party import PartyIdentity
+from client.storage.errors import DecryptionError, ShareFormatError
+from client.storage.shares import (
     DEFAULT_ARGON2_PARAMS,
     MAX_CONTAINER_BYTES,
     Argon2Params,
@@ -60,7 +61,6 @@ from client.storage import (
     make_backup,
     recover_share,
 )
-from client.storage_errors import DecryptionError, ShareFormatError
 from tss.channel import StaticKey
 from tss.errors import InputError, InternalError
 from tss.keyshare import KeyShare
@@ -226,7 +226,7 @@ def make_device_backup(
         share: the key share.
         identity: the party identity that signs with it.
         wallet_id: the wallet.
-        passcode, key: exactly one: how ``client.storage.make_backup`` encrypts the share.
+        passcode, key: exactly one: how ``client.storage.shares.make_backup`` encrypts the share.
         owner_key: also back up the wallet owner's key.
         backup_id: as in ``make_backup`` (default: derived from the blob).
         params, insecure_allow_weak_kdf, random: as in ``make_backup``.
@@ -302,14 +302,14 @@ def open_device_backup(
 ) -> RecoveredDevice:
     """Recover a share and its party identity from a device backup the host returned.
 
-    The share goes through ``client.storage.recover_share`` (the record, the
+    The share goes through ``client.storage.shares.recover_share`` (the record, the
     container's metadata and the caller's expectations must all agree); the
     identity must then open under that share.
 
     Arguments:
         backup: the record from the host (untrusted).
         public_key, epoch, party_id, passcode, key, insecure_allow_weak_kdf:
-            as in ``client.storage.recover_share``.
+            as in ``client.storage.shares.recover_share``.
 
     Returns:
         The share, the identity and the owner key if it was backed up.

@@ -56,7 +56,7 @@ On top of containers: atomic share files (:func:`write_share_file`,
 (:func:`armour`, :func:`dearmour`) and backups kept by the host, which sees
 only ciphertext (:func:`make_backup`, :func:`recover_share`).
 
-Error policy: see ``client.storage_errors``. A wrong passcode or key and any
+Error policy: see ``client.storage.errors``. A wrong passcode or key and any
 tampering raise the one opaque ``DecryptionError``; unreadable containers raise
 ``ShareFormatError`` naming the field; bad arguments raise ``InputError``.
 """
@@ -87,7 +87,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from client.storage_errors import (
+from client.storage.errors import (
     ArmourError,
     DecryptionError,
     KdfParamsError,

@@ -1,4 +1,4 @@
-"""Errors of client share storage (``client.storage``).
+"""Errors of client share storage (``client.storage.shares``).
 
 Policy, following pyca/cryptography's recipes (STYLE.md principle 5):
 

@@ -7,7 +7,7 @@ the relay (in-memory rooms), the enclave and the host.
 
 With ``tls=True`` the stack looks like a deployment from the outside: the
 relay and the host listen on loopback TCP with TLS from a throwaway CA
-(``client.devtls``), the host requires a client certificate from it (mutual
+(``client.cli.devtls``), the host requires a client certificate from it (mutual
 TLS) and an API token (``api-token``), and ``DevStack.transport`` holds the
 client settings that reach them.
 """
@@ -29,8 +29,8 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from client.devtls import DevTls, write_dev_tls
-from client.transport import Transport
+from client.cli.devtls import DevTls, write_dev_tls
+from client.sdk.transport import Transport
 from shardkeep.server import wait_healthy
 
 STARTUP_SECONDS = 60.0

@@ -1,0 +1,1 @@
+"""Chain formats: Ethereum, Bitcoin and Solana transactions signed by wallets."""

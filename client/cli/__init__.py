@@ -1,0 +1,1 @@
+"""The ``shardkeep`` command line."""

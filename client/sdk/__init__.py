@@ -1,0 +1,1 @@
+"""The wallet SDK: wallets, parties and their ceremonies, transport, attestation and backups."""

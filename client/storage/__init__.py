@@ -1,0 +1,1 @@
+"""Share storage on a client party: share files, passcode encryption, export and its errors."""
