@@ -131,7 +131,7 @@ def test_every_flag_and_argument_has_help() -> None:
 def test_help_lists_every_environment_variable_the_cli_reads(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sources = "".join(path.read_text() for path in (ROOT / "client").glob("cli*.py"))
+    sources = "".join(path.read_text() for path in (ROOT / "client" / "cli").glob("*.py"))
     variables = set(re.findall(r"SHARDKEEP_[A-Z_]+", sources))
     assert {"SHARDKEEP_HOST", "SHARDKEEP_PASSCODE", "SHARDKEEP_NEW_PASSCODE"} <= variables
     for argv in (["--help"], ["wallet", "--help"]):
