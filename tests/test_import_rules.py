@@ -1,5 +1,7 @@
-"""DESIGN.md §2 import rules: `tss` imports no other project package; `host`
-never imports `tss` or `enclave`; `relay` stays transport-only."""
+"""Import rules (docs/architecture.md): `tss` imports no other project package;
+`host` never imports `tss` or `enclave`; `relay` stays transport-only; and no
+project module imports itself back through others (no import circles, lazy
+imports inside functions included)."""
 
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def test_checker_sees_violations(tmp_path: Path) -> None:
     assert imported_packages(bad) == {"enclave", "tss"}
 
 
-# The protocol core is sans-IO (DESIGN.md §2): no sockets, asyncio, logging,
+# The protocol core is sans-IO (docs/architecture.md): no sockets, asyncio, logging,
 # clocks or OS randomness. Only the in-process runner `tss.local` draws its
 # randomness from the OS, because its callers (tests, benchmarks) pass none.
 IO_MODULES = {
@@ -89,3 +91,77 @@ def test_tss_is_sans_io() -> None:
         used = imported_packages(path) & (IO_MODULES - ALLOWED_IO.get(path.name, set()))
         violations += [f"{path.relative_to(ROOT)} imports {name}" for name in sorted(used)]
     assert violations == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """Project modules a module imports when it runs, lazily inside functions
+    too (``if TYPE_CHECKING:`` blocks never run): ``from a.b import c`` counts
+    as ``a.b.c`` when that is a module, else as ``a.b``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for inner in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in known else node.module)
+    return found & known
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = [p for package in sorted(PROJECT_PACKAGES) for p in modules_of(package)]
+    known = {module_name(p) for p in paths}
+    return {module_name(p): imported_modules(p, known) - {module_name(p)} for p in paths}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while (member := stack.pop()) != node:
+                component.append(member)
+            component.append(node)
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_project_module_imports_itself_back() -> None:
+    assert circles(import_graph()) == []
+
+
+def test_circle_finder_sees_a_lazy_circle() -> None:
+    graph = {"a.store": {"a.sqlite"}, "a.sqlite": {"a.store"}, "a.other": {"a.store"}}
+    assert circles(graph) == [["a.sqlite", "a.store"]]
