@@ -31,6 +31,18 @@ FORBIDDEN = {
 EXCEPTIONS = {"client/cli/demo.py": {"coordinator"}}
 
 
+def test_chain_parsers_import_no_service() -> None:
+    # shardkeep.chains is read by the enclave and the client alike: it may lean on
+    # tss's errors, never on a side of the service.
+    services = {"enclave", "host", "relay", "client", "coordinator"}
+    violations = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "shardkeep" / "chains").rglob("*.py"))
+        for name in sorted(imported_packages(path) & services)
+    ]
+    assert violations == []
+
+
 def imported_packages(path: Path) -> set[str]:
     """Top-level package names a module imports (absolute imports only)."""
     tree = ast.parse(path.read_text(), filename=str(path))
