@@ -41,7 +41,12 @@ from tss.dkg import chilldkg
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.equivocation import EquivocationError
 from tss.errors import ProtocolError, UnknownFaultyParticipantOrCoordinatorError
+from tss.group import group_of
 from tss.keygen import ROUND1, Keygen, round1_hash
+from tss.keyshare import Scheme
+
+# The one-process tests run for both groups ChillDKG shares keys in.
+ONE_PROCESS_SCHEMES = pytest.mark.parametrize("scheme", ["bip340", "ed25519"])
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +99,17 @@ def test_keygen_round1_equivocation_blames_equivocator_not_honest_parties(
 
 def bad_share_to(victim: int) -> type[Keygen]:
     """A ``Keygen`` whose round-1 message to ``victim`` carries a wrong encrypted share,
-    validly signed (a malicious party signs what it sends)."""
+    validly signed (a malicious party signs what it sends): off in its lowest bit,
+    so it still decodes as a scalar (big-endian on secp256k1, little-endian on
+    edwards25519)."""
 
     class BadShare(Keygen):
         def _start(self) -> list[Message]:
             (genuine,) = super()._start()
             n = len(self.parties)
             pmsg1 = bytearray(genuine.payload[:-64])
-            pmsg1[len(pmsg1) - 32 * (n - victim) + 31] ^= 1  # the share encrypted for victim
+            low = 0 if self.scheme == "ed25519" else 31
+            pmsg1[len(pmsg1) - 32 * (n - victim) + low] ^= 1  # the share encrypted for victim
             signature = ROUND1.sign(
                 self._hostseckey, self.context, self.me, round1_hash(bytes(pmsg1)), bytes(32)
             ).signature
@@ -188,12 +196,14 @@ def test_keygen_bad_certeq_to_one_party_names_the_signer_and_the_others_finish(
 ### In one process: the other rows of the keygen blame table
 
 
-def parties(n: int = 3, kind: dict[int, type[Keygen]] | None = None) -> list[Keygen]:
+def parties(
+    scheme: Scheme = "bip340", n: int = 3, kind: dict[int, type[Keygen]] | None = None
+) -> list[Keygen]:
     seckeys = [secrets.token_bytes(32) for _ in range(n)]
     pubkeys = [hostpubkey_gen(k) for k in seckeys]
     kinds = kind or {}
     return [
-        kinds.get(i, Keygen)("bip340", k, pubkeys, 2, secrets.token_bytes, session_id=b"kg-1")
+        kinds.get(i, Keygen)(scheme, k, pubkeys, 2, secrets.token_bytes, session_id=b"kg-1")
         for i, k in enumerate(seckeys)
     ]
 
@@ -224,21 +234,23 @@ def route(ceremonies: list[Keygen], tamper: Any = None) -> dict[int, ProtocolErr
     return verdicts
 
 
-def test_a_bad_share_in_one_process_is_traced_not_left_unknown() -> None:
-    ceremonies = parties(kind={2: bad_share_to(0)})
+@ONE_PROCESS_SCHEMES
+def test_a_bad_share_in_one_process_is_traced_not_left_unknown(scheme: Scheme) -> None:
+    ceremonies = parties(scheme, kind={2: bad_share_to(0)})
     verdicts = route(ceremonies)
     error = verdicts[0]
     assert error is not None and error.culprits == (2,)
     assert not isinstance(error, UnknownFaultyParticipantOrCoordinatorError)
 
 
-def test_bad_certeq_to_one_party_blames_the_signer_and_the_victim_finishes_from_a_certificate() -> (
-    None
-):
+@ONE_PROCESS_SCHEMES
+def test_bad_certeq_to_one_party_blames_the_signer_and_the_victim_finishes_from_a_certificate(
+    scheme: Scheme,
+) -> None:
     """Attack: party 2 sends party 0 a bad CertEq signature and party 1 a good one.
     Party 0 names party 2; party 1 finishes; with party 1's complete certificate
     (ChillDKG's recovery data) party 0 finishes too, with the same key."""
-    ceremonies = parties()
+    ceremonies = parties(scheme)
 
     def bad_certeq(message: Message, recipient: int) -> Message:
         if message.round == 2 and recipient == 0:
@@ -255,14 +267,15 @@ def test_bad_certeq_to_one_party_blames_the_signer_and_the_victim_finishes_from_
     assert share.public_key == ceremonies[1].result.public_key
     assert ceremonies[0].recovery_data == recovery
     # Recovery data alone also restores it (ChillDKG participant_recover).
-    output, _ = chilldkg.participant_recover(ceremonies[0]._hostseckey, recovery)
-    assert output.secshare is not None and int.from_bytes(output.secshare, "big") == (
-        share.secret_share
-    )
+    group = group_of(scheme)
+    output, _ = chilldkg.participant_recover(ceremonies[0]._hostseckey, recovery, group)
+    assert output.secshare is not None
+    assert group.decode_scalar(output.secshare) == share.secret_share
 
 
-def test_an_echo_with_a_made_up_round1_hash_is_blamed_on_the_echoer() -> None:
-    ceremonies = parties()
+@ONE_PROCESS_SCHEMES
+def test_an_echo_with_a_made_up_round1_hash_is_blamed_on_the_echoer(scheme: Scheme) -> None:
+    ceremonies = parties(scheme)
 
     def forge(message: Message, recipient: int) -> Message:
         if message.round == 2 and recipient == 0:
@@ -278,7 +291,8 @@ def test_an_echo_with_a_made_up_round1_hash_is_blamed_on_the_echoer() -> None:
     assert verdicts[1] is None
 
 
-def test_an_unsigned_or_malformed_round1_message_is_blamed_on_its_sender() -> None:
+@ONE_PROCESS_SCHEMES
+def test_an_unsigned_or_malformed_round1_message_is_blamed_on_its_sender(scheme: Scheme) -> None:
     spoilers = (
         lambda payload: payload[:-1] + bytes([payload[-1] ^ 1]),  # a bad signature
         lambda payload: payload[:-1],  # the wrong length
@@ -290,6 +304,6 @@ def test_an_unsigned_or_malformed_round1_message_is_blamed_on_its_sender() -> No
                 return Message(1, 2, None, spoiler(message.payload))
             return message
 
-        verdicts = route(parties(), spoil)
+        verdicts = route(parties(scheme), spoil)
         assert verdicts[0] is not None and verdicts[0].culprits == (2,)
         assert verdicts[1] is None

@@ -16,6 +16,7 @@ from tests.vectors import load_csv
 from tss import dkg
 from tss.curve import INFINITY, P_FIELD, G, N, Point, mul_add_g, point_sum, schnorr_sign
 from tss.dkg import encpedpop, simplpedpop
+from tss.dkg.pop import bip340_pop_prove, bip340_pop_verify
 from tss.dkg.vss import VSSCommitment
 from tss.errors import (
     FaultyCoordinatorError,
@@ -544,20 +545,20 @@ def test_pubshares_by_forward_differences_match_direct_evaluation(t: int, n: int
 def test_pop_is_bound_to_the_index() -> None:
     secret = 0xC0FFEE
     pubkey = Point.base_mul(secret)
-    pop = simplpedpop.pop_prove(secret, pubkey, 3, det("pop"))
-    assert simplpedpop.pop_verify(pop, pubkey, 3)
-    assert not simplpedpop.pop_verify(pop, pubkey, 4)
+    pop = bip340_pop_prove(secret, pubkey, 3, det("pop"))
+    assert bip340_pop_verify(pop, pubkey, 3)
+    assert not bip340_pop_verify(pop, pubkey, 4)
     # BIP-340 keys are x-only: the proof also holds for -pubkey, whose discrete
     # log the prover knows as well (as in the reference, which passes x(pubkey)).
-    assert simplpedpop.pop_verify(pop, -pubkey, 3)
-    assert not simplpedpop.pop_verify(pop, Point.base_mul(secret + 1), 3)
-    assert not simplpedpop.pop_verify(pop[:32] + N.to_bytes(32, "big"), pubkey, 3)
-    assert not simplpedpop.pop_verify(P_FIELD.to_bytes(32, "big") + pop[32:], pubkey, 3)
+    assert bip340_pop_verify(pop, -pubkey, 3)
+    assert not bip340_pop_verify(pop, Point.base_mul(secret + 1), 3)
+    assert not bip340_pop_verify(pop[:32] + N.to_bytes(32, "big"), pubkey, 3)
+    assert not bip340_pop_verify(P_FIELD.to_bytes(32, "big") + pop[32:], pubkey, 3)
     odd = Point.base_mul(secret + 1)
     odd_secret = secret + 1
     if odd.has_even_y():
         odd, odd_secret = Point.base_mul(N - odd_secret), N - odd_secret
-    assert simplpedpop.pop_verify(simplpedpop.pop_prove(odd_secret, odd, 0, det("p")), odd, 0)
+    assert bip340_pop_verify(bip340_pop_prove(odd_secret, odd, 0, det("p")), odd, 0)
 
 
 def _point_with_x_at_least_n() -> Point:

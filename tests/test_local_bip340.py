@@ -95,7 +95,7 @@ def test_shares_of_different_keyrings_or_epochs_do_not_mix() -> None:
 
 def test_unknown_scheme_and_bad_sizes() -> None:
     with pytest.raises(InputError):
-        local.keygen("ed25519", threshold=2, parties=2)
+        local.keygen("ed448", threshold=2, parties=2)
     with pytest.raises(InputError):
         local.keygen("bip340", threshold=3, parties=2)
     shares = local.keygen("bip340", threshold=1, parties=1)

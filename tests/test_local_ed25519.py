@@ -118,11 +118,20 @@ def test_forged_signature_share_or_commitment_names_the_signer(
     assert e.value.culprits == (1,)
 
 
-def test_ed25519_keygen_is_refused_not_run_over_secp256k1() -> None:
-    """No DKG over edwards25519 yet: keygen refuses with a typed error instead of
-    running the secp256k1 protocol under the ed25519 name."""
-    with pytest.raises(InputError, match="ed25519"):
-        local.keygen("ed25519", threshold=2, parties=3)
+@pytest.mark.parametrize(("t", "n"), [(1, 1), (2, 3), (3, 5)])
+def test_keygen_by_dkg_signs_for_libsodium(t: int, n: int) -> None:
+    """keygen runs ChillDKG over edwards25519: every t-subset signs for the same
+    RFC 8032 key, verified by libsodium and OpenSSL; the shares are Shamir shares
+    of its discrete log (checked by reconstructing once, as only a test may)."""
+    shares = local.keygen("ed25519", threshold=t, parties=n)
+    assert [s.party_id for s in shares] == list(range(n))
+    assert {(s.scheme, s.public_key, s.threshold) for s in shares} == {
+        ("ed25519", shares[0].public_key, t)
+    }
+    _verify(shares[0].public_key, b"first", local.sign(shares[:t], b"first"))
+    _verify(shares[0].public_key, b"last", local.sign(shares[n - t :], b"last"))
+    secret = int.from_bytes(local.export_key(shares[:t])[:32], "little")
+    assert ED25519.encode(ED25519.base_mul(secret)) == shares[0].public_key
 
 
 def test_reshare_and_refresh_keep_the_key() -> None:

@@ -1,5 +1,11 @@
 """Key generation ceremonies: ChillDKG for every scheme, plus the DKLs23 pairwise setup for ECDSA.
 
+ChillDKG runs in the scheme's group (``tss.group.group_of``): secp256k1 for
+bip340 and ecdsa-secp256k1, edwards25519 for ed25519 (``tss.dkg.suite``); the
+parties' host keys are secp256k1 keys in every case. The session context every
+signed round-1 message binds hashes the scheme, so a round-1 message of one
+scheme's keygen is no evidence in another's.
+
 Every participant also plays ChillDKG's coordinator on the broadcast messages
 (``coordinator_step1`` / ``coordinator_finalize`` are deterministic
 aggregations, draft BIP "ChillDKG", "Coordinator"), so no party is trusted to
@@ -49,6 +55,7 @@ from tss.errors import (
     SessionStateError,
     UnknownFaultyParticipantOrCoordinatorError,
 )
+from tss.group import group_of
 from tss.keyshare import KeyShare, Scheme
 from tss.tags import (
     KEYGEN_SIGNED_ROUND1_PREFIX,
@@ -94,7 +101,7 @@ class Keygen(Ceremony[KeyShare]):
     certificate.
 
     Arguments:
-        scheme: "bip340" or "ecdsa-secp256k1".
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
         hostseckey: this party's 32-byte ChillDKG host secret key.
         hostpubkeys: every party's 33-byte host public key, in party-id order.
         threshold: t.
@@ -120,22 +127,29 @@ class Keygen(Ceremony[KeyShare]):
         *,
         session_id: bytes,
     ) -> None:
-        if scheme not in ("bip340", "ecdsa-secp256k1"):
-            # ChillDKG's shares and proofs of possession are over secp256k1.
-            raise InputError(f"no key generation for {scheme!r}: import an ed25519 key instead")
+        if scheme not in ("bip340", "ecdsa-secp256k1", "ed25519"):
+            raise InputError(f"no key generation for {scheme!r}")
         if scheme == "ecdsa-secp256k1" and threshold < 2:
             raise InputError("ECDSA keyrings need a threshold of at least 2")
         if not session_id:
             raise InputError("a keygen needs a session id")
-        self.rounds = 2 if scheme == "bip340" else 4
-        self._params = chilldkg.SessionParams(tuple(hostpubkeys), threshold)
+        self.rounds = 4 if scheme == "ecdsa-secp256k1" else 2
+        self._group = group_of(scheme)
+        self._params = chilldkg.SessionParams(tuple(hostpubkeys), threshold, self._group)
         me = self._params.hostpubkeys.index(chilldkg.hostpubkey_gen(hostseckey))
         super().__init__(me, range(len(hostpubkeys)), rand)
         self.scheme = scheme
         self._hostseckey = hostseckey
+        # params_hash already binds the group; the scheme also tells bip340 from
+        # ecdsa-secp256k1, which share it.
+        scheme_bytes = scheme.encode()
         self._context = tagged_hash(
             KEYGEN_TAG_ROUND1_CONTEXT,
-            len(session_id).to_bytes(4, "big") + session_id + chilldkg.params_hash(self._params),
+            len(session_id).to_bytes(4, "big")
+            + session_id
+            + chilldkg.params_hash(self._params)
+            + len(scheme_bytes).to_bytes(1, "big")
+            + scheme_bytes,
         )
         self._pmsgs1: dict[int, bytes] = {}
         self._contributions: dict[int, bytes] = {}  # to the chain code, by party
@@ -175,7 +189,7 @@ class Keygen(Ceremony[KeyShare]):
 
     def _round1_messages(self, payloads: Mapping[int, bytes]) -> list[Message]:
         """Check every signed round-1 message, aggregate as the coordinator, sign CertEq."""
-        size = _CONTRIBUTION + chilldkg.pmsg1_len(self._params.t, self._params.n)
+        size = _CONTRIBUTION + chilldkg.pmsg1_len(self._params.t, self._params.n, self._group)
         for sender, payload in payloads.items():
             if len(payload) != size + 64:
                 raise FaultyParticipantError(sender, "round-1 message has the wrong length")
@@ -222,8 +236,8 @@ class Keygen(Ceremony[KeyShare]):
             pmsgs2 = [certificate[64 * i : 64 * (i + 1)] for i in self.parties]
             chilldkg.coordinator_finalize(self._cstate, pmsgs2)  # raises, blaming the signer
             raise
-        if self.scheme == "bip340":
-            self._finish(key.key_share("bip340", None))
+        if self.scheme != "ecdsa-secp256k1":
+            self._finish(key.key_share(self.scheme, None))
             return []
         # The certificate is the same for every party and fresh per ceremony.
         session_id = tagged_hash(KEYGEN_TAG_SETUP_SESSION, certificate + key.public_key)
@@ -242,11 +256,11 @@ class Keygen(Ceremony[KeyShare]):
         )
         return KeyMaterial(
             self.me, self._params.t, output.thresh_pk, output.pubshares,
-            int.from_bytes(output.secshare, "big"), chain_code,
+            self._group.decode_scalar(output.secshare), chain_code,
         )  # fmt: skip
 
     def finish_from_certificate(self, certificate: bytes) -> KeyShare:
-        """Finish a bip340 keygen that aborted on a bad certificate signature sent only
+        """Finish a bip340 or ed25519 keygen that aborted on a bad certificate signature sent only
         to this party, from the complete certificate another party holds (the
         last ``64n`` bytes of its ``recovery_data``).
 
@@ -255,13 +269,13 @@ class Keygen(Ceremony[KeyShare]):
         session succeeded for everyone.
 
         Raises:
-            SessionStateError: not a bip340 keygen that got as far as round 2, or
-                already finished.
+            SessionStateError: not a bip340 or ed25519 keygen that got as far as
+                round 2, or already finished.
             FaultyCoordinatorError: ``certificate`` is not complete and valid.
         """
-        if self.scheme != "bip340" or not hasattr(self, "_state2") or self.done:
+        if self.scheme == "ecdsa-secp256k1" or not hasattr(self, "_state2") or self.done:
             raise SessionStateError("nothing to finish from a certificate")
-        share = self._key_from(certificate).key_share("bip340", None)
+        share = self._key_from(certificate).key_share(self.scheme, None)
         self._finish(share)
         return share
 

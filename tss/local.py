@@ -48,14 +48,17 @@ def _check_scheme(scheme: str) -> Scheme:
 def keygen(scheme: str, *, threshold: int, parties: int) -> list[KeyShare]:
     """Run a distributed key generation among ``parties`` parties.
 
+    ChillDKG in the scheme's group (``tss.keygen``); no party ever holds the key.
+
     Arguments:
-        scheme: "bip340" or "ecdsa-secp256k1".
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
         threshold: t, the number of parties needed to sign (1 <= t <= parties).
-        parties: n (<= 32 for bip340, <= 16 for ecdsa-secp256k1).
+        parties: n (<= 32 for bip340 and ed25519, <= 16 for ecdsa-secp256k1).
 
     Returns:
         One key share per party, ``shares[i].party_id == i``, all with the same
-        33-byte ``public_key``.
+        ``public_key`` (33-byte compressed secp256k1, or the 32-byte RFC 8032
+        key for ed25519).
 
     Raises:
         InputError: unknown scheme or bad t, n.

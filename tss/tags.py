@@ -45,6 +45,14 @@ DKG_CERTEQ_MSG_PREFIX = b"BIP DKG/certeq message"
 DKG_RECOVERY_ACK_MSG_PREFIX = b"BIP DKG/recovery acknowledgment"
 """Zero-padded to 33 bytes in front of recovery acknowledgment signed messages."""
 
+# ChillDKG over edwards25519 (tss.dkg.suite): every tag above is used with this
+# prefix ("shardkeep/ed25519 BIP DKG/vss coeffs", ...), and the signed-message
+# prefixes below replace CertEq's and the recovery acknowledgment's, so no
+# hash, certificate or recovery data of one group is valid in the other.
+DKG_ED25519_TAG_PREFIX = "shardkeep/ed25519 "
+DKG_ED25519_CERTEQ_MSG_PREFIX = b"shardkeep/ed25519 DKG certeq"
+DKG_ED25519_RECOVERY_ACK_MSG_PREFIX = b"shardkeep/ed25519 DKG ack"
+
 ### DKLs23 (base OT, OT extension, multiplication, signing)
 
 DKLS_TAG_SETUP_SID = "shardkeep/dkls23/setup/sid"

@@ -10,11 +10,16 @@ Three layers, one module each, as in the reference implementation:
 Only ``chilldkg`` is an API (re-exported here); the lower layers are building
 blocks that are not safe to use as a DKG on their own (draft BIP, "Internals").
 
+The key is shared in the group ``SessionParams.group`` names: secp256k1 as in
+the draft BIP, or edwards25519 for Ed25519 keys (``tss.dkg.suite``); host keys
+are secp256k1 keys either way.
+
 What a participant keeps (``participant_finalize`` returns it; recovery
 reproduces it): ``DKGOutput.participant`` (0-based index; Shamir point index + 1),
-``.secshare`` (32-byte scalar), ``.thresh_pk`` (33-byte compressed key),
-``.pubshares`` (33 bytes each, by index), ``.params`` (``hostpubkeys``, ``t``),
-and the ``RecoveryData`` bytes. Any ``1 <= t <= n`` works.
+``.secshare`` (32-byte scalar in the group's encoding), ``.thresh_pk`` (33-byte
+compressed secp256k1 key, or 32-byte RFC 8032 key), ``.pubshares`` (encoded as
+``thresh_pk``, by index), ``.params`` (``hostpubkeys``, ``t``, ``group``), and
+the ``RecoveryData`` bytes. Any ``1 <= t <= n`` works.
 """
 
 from __future__ import annotations

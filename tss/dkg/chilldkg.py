@@ -38,17 +38,9 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NewType, NoReturn
+from typing import Any, NewType, NoReturn
 
-from tss.curve import (
-    N,
-    Point,
-    scalar_from_bytes,
-    scalar_to_bytes,
-    schnorr_sign,
-    schnorr_verify,
-    tagged_hash,
-)
+from tss.curve import N, Point, schnorr_sign, schnorr_verify, tagged_hash
 from tss.dkg import encpedpop, simplpedpop
 from tss.dkg.errors import (
     CoordinatorMsgLengthError,
@@ -63,6 +55,7 @@ from tss.dkg.errors import (
     SessionParamsError,
     ThresholdOrCountError,
 )
+from tss.dkg.suite import DkgSuite, suite_of
 from tss.dkg.vss import VSSCommitment, verify_secshare
 from tss.errors import (
     FaultyCoordinatorError,
@@ -74,7 +67,8 @@ from tss.errors import (
     SessionStateError,
     UnknownFaultyParticipantOrCoordinatorError,
 )
-from tss.tags import DKG_CERTEQ_MSG_PREFIX, DKG_RECOVERY_ACK_MSG_PREFIX, DKG_TAG_PARAMS_HASH
+from tss.group import SECP256K1, Group
+from tss.tags import DKG_TAG_PARAMS_HASH
 
 __all__ = [
     # Functions
@@ -105,19 +99,22 @@ __all__ = [
 ]
 
 RecoveryData = NewType("RecoveryData", bytes)
-"""Transcript || certificate: ``4 + 33t + 162n`` bytes, the same for every party."""
+"""Transcript || certificate: ``4 + E*t + 162n`` bytes, the same for every party."""
 
 PMSG2_LEN = 64
 
 
-def pmsg1_len(t: int, n: int) -> int:
-    """Length of a participant's first message: ``33t + 32n + 97``."""
-    return encpedpop.ParticipantMsg.len_bytes(t, n)
+def pmsg1_len(t: int, n: int, group: Group[Any] = SECP256K1) -> int:
+    """Length of a participant's first message: ``E*t + 32n + 97``.
+
+    E is the group's point size: 33 on secp256k1, 32 on edwards25519.
+    """
+    return encpedpop.ParticipantMsg.len_bytes(t, n, suite_of(group))
 
 
-def cmsg1_len(t: int, n: int) -> int:
-    """Length of the coordinator's first message: ``162n + 33(t - 1)``."""
-    return encpedpop.CoordinatorMsg.len_bytes(t, n) + 32 * n
+def cmsg1_len(t: int, n: int, group: Group[Any] = SECP256K1) -> int:
+    """Length of the coordinator's first message: ``(E + 129)n + E(t - 1)``."""
+    return encpedpop.CoordinatorMsg.len_bytes(t, n, suite_of(group)) + 32 * n
 
 
 def cmsg2_len(n: int) -> int:
@@ -125,9 +122,9 @@ def cmsg2_len(n: int) -> int:
     return 64 * n
 
 
-def cinv_len(n: int) -> int:
-    """Length of an investigation message: ``65n``."""
-    return encpedpop.CoordinatorInvestigationMsg.len_bytes(n)
+def cinv_len(n: int, group: Group[Any] = SECP256K1) -> int:
+    """Length of an investigation message: ``(32 + E)n``."""
+    return encpedpop.CoordinatorInvestigationMsg.len_bytes(n, suite_of(group))
 
 
 ### Host keys
@@ -174,12 +171,17 @@ class SessionParams:
             tuple); the position is the participant's index. Each participant
             must hold authentic copies (compare ``params_hash`` out of band).
         t: the threshold, ``1 <= t <= len(hostpubkeys)``.
+        group: the group the key is shared in (``tss.group``): secp256k1, as in
+            the draft BIP, or edwards25519 for an Ed25519 key. Host keys are
+            secp256k1 keys either way.
     """
 
     hostpubkeys: Sequence[bytes]
     t: int
+    group: Group[Any] = SECP256K1
 
     def __post_init__(self) -> None:
+        suite_of(self.group)  # refuses a group without a DKG
         keys = tuple(self.hostpubkeys)
         if not all(isinstance(k, bytes | bytearray) for k in keys):
             raise InputError("host public keys must be bytes")
@@ -190,6 +192,10 @@ class SessionParams:
     @property
     def n(self) -> int:
         return len(self.hostpubkeys)
+
+    @property
+    def suite(self) -> DkgSuite:
+        return suite_of(self.group)
 
 
 def _params_validate(params: SessionParams) -> tuple[Point, ...]:
@@ -214,16 +220,18 @@ def _params_validate(params: SessionParams) -> tuple[Point, ...]:
 def params_hash(params: SessionParams) -> bytes:
     """A 32-byte hash of the parameters, for out-of-band comparison.
 
-    If all participants see the same hash, they agree on ``t`` and on every
-    host public key, so each holds authentic keys even if the keys travelled
-    through the untrusted coordinator.
+    If all participants see the same hash, they agree on ``t``, on every
+    host public key and on the group (its tag prefix, ``tss.dkg.suite``), so
+    each holds authentic keys even if the keys travelled through the
+    untrusted coordinator.
 
     Raises:
         ThresholdOrCountError, InvalidHostPubkeyError, DuplicateHostPubkeyError.
     """
     _params_validate(params)
     return tagged_hash(
-        DKG_TAG_PARAMS_HASH, params.t.to_bytes(4, "big") + b"".join(params.hostpubkeys)
+        params.suite.tag(DKG_TAG_PARAMS_HASH),
+        params.t.to_bytes(4, "big") + b"".join(params.hostpubkeys),
     )
 
 
@@ -236,25 +244,25 @@ def _prefixed_message(prefix: bytes, x: bytes, participant: int) -> bytes:
     return prefix.ljust(33, b"\x00") + participant.to_bytes(4, "big") + x
 
 
-def _certeq_message(x: bytes, participant: int) -> bytes:
-    return _prefixed_message(DKG_CERTEQ_MSG_PREFIX, x, participant)
+def _certeq_message(x: bytes, participant: int, suite: DkgSuite) -> bytes:
+    return _prefixed_message(suite.certeq_prefix, x, participant)
 
 
 def _certeq_first_invalid(
-    hostpubkeys: Sequence[bytes], x: bytes, cert: bytes, own: tuple[int, bytes] | None = None
+    params: SessionParams, x: bytes, cert: bytes, own: tuple[int, bytes] | None = None
 ) -> int | None:
     """Index of the first signature in ``cert`` that does not verify, or None.
 
     ``own`` = (index, signature we made and verified ourselves): an identical
     entry needs no second verification.
     """
-    for i, hostpubkey in enumerate(hostpubkeys):
+    for i, hostpubkey in enumerate(params.hostpubkeys):
         sig = cert[64 * i : 64 * (i + 1)]
         if own is not None and own[0] == i and sig == own[1]:
             continue
         # Dropping the sign byte is fine: the message commits to the index, and
         # the transcript x to every full host public key (reference comment).
-        if not schnorr_verify(_certeq_message(x, i), hostpubkey[1:33], sig):
+        if not schnorr_verify(_certeq_message(x, i, params.suite), hostpubkey[1:33], sig):
             return i
     return None
 
@@ -354,11 +362,12 @@ class CoordinatorState:
 def _to_bytes_output(
     output: simplpedpop.SimplOutput, participant: int | None, params: SessionParams
 ) -> DKGOutput:
-    secshare = None if output.secshare is None else scalar_to_bytes(output.secshare)
+    g = params.group
+    secshare = None if output.secshare is None else g.encode_scalar(output.secshare)
     return DKGOutput(
         secshare,
-        output.thresh_pk.to_bytes(),
-        tuple(p.to_bytes() for p in output.pubshares),
+        g.encode(output.thresh_pk),
+        tuple(g.encode(p) for p in output.pubshares),
         participant,
         params,
     )
@@ -408,6 +417,7 @@ def participant_step1(
         t=params.t,
         participant=participant,
         random=bytes(random),
+        suite=params.suite,
     )
     return ParticipantState1(params, participant, enc_state), pmsg1
 
@@ -450,16 +460,15 @@ def participant_step2(
         raise HostSeckeyError("Host secret key does not match the one used in participant_step1")
     state1._use.consume("ParticipantState1")
 
-    t, n = params.t, params.n
-    if len(cmsg1) != cmsg1_len(t, n):
+    t, n, suite = params.t, params.n, params.suite
+    if len(cmsg1) != cmsg1_len(t, n, params.group):
         raise CoordinatorMsgLengthError("coordinator message 1 has the wrong length")
-    cut = encpedpop.CoordinatorMsg.len_bytes(t, n)
+    cut = encpedpop.CoordinatorMsg.len_bytes(t, n, suite)
     enc_secshares_bytes = bytes(cmsg1[cut:])
     try:
-        enc_cmsg = encpedpop.CoordinatorMsg.from_bytes(cmsg1[:cut], t, n)
-        enc_secshare = scalar_from_bytes(enc_secshares_bytes[32 * me : 32 * (me + 1)])
-        for i in range(n):  # every entry enters the transcript: all must be scalars
-            scalar_from_bytes(enc_secshares_bytes[32 * i : 32 * (i + 1)])
+        enc_cmsg = encpedpop.CoordinatorMsg.from_bytes(cmsg1[:cut], t, n, suite)
+        # every entry enters the transcript: all must be scalars
+        enc_secshare = encpedpop.scalars_from_bytes(enc_secshares_bytes, n, suite)[me]
     except InvalidEncodingError as e:
         raise FaultyCoordinatorError(f"invalid coordinator message: {e}") from e
 
@@ -469,16 +478,16 @@ def participant_step2(
     # Agreeing on every encrypted share makes the transcript enough to
     # recover any participant's output (draft BIP, "Backup and Recovery").
     eq_input += enc_secshares_bytes
-    sig = schnorr_sign(_certeq_message(eq_input, me), bytes(hostseckey), bytes(aux_rand))
+    sig = schnorr_sign(_certeq_message(eq_input, me, suite), bytes(hostseckey), bytes(aux_rand))
     if output.secshare is None:
         raise InternalError("participant output without a secret share")
     state2 = ParticipantState2(
         params=params,
         participant=me,
         eq_input=eq_input,
-        thresh_pk=output.thresh_pk.to_bytes(),
-        pubshares=tuple(p.to_bytes() for p in output.pubshares),
-        _secshare=bytearray(scalar_to_bytes(output.secshare)),
+        thresh_pk=params.group.encode(output.thresh_pk),
+        pubshares=tuple(params.group.encode(p) for p in output.pubshares),
+        _secshare=bytearray(params.group.encode_scalar(output.secshare)),
         _own_sig=sig,
     )
     return state2, sig
@@ -516,7 +525,7 @@ def participant_finalize(state2: ParticipantState2, cmsg2: bytes) -> tuple[DKGOu
         raise CoordinatorMsgLengthError("coordinator message 2 has the wrong length")
     cert = bytes(cmsg2)
     own = (state2.participant, state2._own_sig)
-    if _certeq_first_invalid(params.hostpubkeys, state2.eq_input, cert, own) is not None:
+    if _certeq_first_invalid(params, state2.eq_input, cert, own) is not None:
         raise FaultyCoordinatorError(
             "Coordinator has provided a certificate with an invalid signature"
         )
@@ -550,9 +559,9 @@ def participant_investigate(
     inv_data = error.inv_data
     if not isinstance(inv_data, encpedpop.ParticipantInvestigationData):
         raise InputError("error carries no ChillDKG investigation data")
-    n = inv_data.simpl_inv_data.n
+    n, suite = inv_data.simpl_inv_data.n, inv_data.simpl_inv_data.suite
     try:
-        parsed = encpedpop.CoordinatorInvestigationMsg.from_bytes(cinv, n)
+        parsed = encpedpop.CoordinatorInvestigationMsg.from_bytes(cinv, n, suite)
     except MessageLengthError as e:
         raise CoordinatorMsgLengthError(str(e)) from e
     except InvalidEncodingError as e:
@@ -563,13 +572,14 @@ def participant_investigate(
 ### Coordinator
 
 
-def _parse_pmsgs1(pmsgs1: Sequence[bytes], t: int, n: int) -> list[encpedpop.ParticipantMsg]:
+def _parse_pmsgs1(pmsgs1: Sequence[bytes], params: SessionParams) -> list[encpedpop.ParticipantMsg]:
+    t, n = params.t, params.n
     if len(pmsgs1) != n:
         raise InputError("need one message per participant")
     parsed = []
     for i, pmsg1 in enumerate(pmsgs1):
         try:
-            parsed.append(encpedpop.ParticipantMsg.from_bytes(pmsg1, t, n))
+            parsed.append(encpedpop.ParticipantMsg.from_bytes(pmsg1, t, n, params.suite))
         except MessageLengthError as e:
             raise ParticipantMsgLengthError(i, str(e)) from e
         except InvalidEncodingError as e:
@@ -599,11 +609,11 @@ def coordinator_step1(
             commitment to the secret at infinity.
     """
     hostpubkey_points = _params_validate(params)
-    parsed = _parse_pmsgs1(pmsgs1, params.t, params.n)
+    parsed = _parse_pmsgs1(pmsgs1, params)
     enc_cmsg, output, eq_input, enc_secshares = encpedpop.coordinator_step(
-        parsed, params.t, hostpubkey_points
+        parsed, params.t, hostpubkey_points, params.suite
     )
-    enc_secshares_bytes = b"".join(scalar_to_bytes(s) for s in enc_secshares)
+    enc_secshares_bytes = encpedpop.scalars_to_bytes(enc_secshares, params.suite)
     eq_input += enc_secshares_bytes
     state = CoordinatorState(params, eq_input, _to_bytes_output(output, None, params))
     return state, enc_cmsg.to_bytes() + enc_secshares_bytes
@@ -634,7 +644,7 @@ def coordinator_finalize(
         if len(pmsg2) != PMSG2_LEN:
             raise ParticipantMsgLengthError(i, "second message must be 64 bytes")
     cert = b"".join(bytes(p) for p in pmsgs2)
-    culprit = _certeq_first_invalid(params.hostpubkeys, state.eq_input, cert)
+    culprit = _certeq_first_invalid(params, state.eq_input, cert)
     if culprit is not None:
         raise FaultyParticipantError(
             culprit, "Participant has provided an invalid signature for the certificate"
@@ -656,8 +666,8 @@ def coordinator_investigate(pmsgs1: Sequence[bytes], params: SessionParams) -> l
         InputError: not one message per participant.
         ParticipantMsgLengthError, FaultyParticipantError: a message does not decode.
     """
-    parsed = _parse_pmsgs1(pmsgs1, params.t, params.n)
-    return [cinv.to_bytes() for cinv in encpedpop.coordinator_investigate(parsed)]
+    parsed = _parse_pmsgs1(pmsgs1, params)
+    return [cinv.to_bytes() for cinv in encpedpop.coordinator_investigate(parsed, params.suite)]
 
 
 ### Recovery
@@ -673,22 +683,24 @@ class _RecoveryFields:
     cert: bytes
 
 
-def _deserialize_recovery_data(data: bytes) -> _RecoveryFields:
+def _deserialize_recovery_data(data: bytes, group: Group[Any]) -> _RecoveryFields:
     """Split recovery data into its fields.
 
-    Layout: t (4) || sum_coms (33t) || hostpubkeys (33n) || pubnonces (33n) ||
-    enc_secshares (32n) || cert (64n).
+    Layout: t (4) || sum_coms (E*t) || hostpubkeys (33n) || pubnonces (33n) ||
+    enc_secshares (32n) || cert (64n), E the group's point size.
 
     Raises:
         InvalidEncodingError: it does not decode.
     """
+    suite = suite_of(group)
+    size = suite.point_size
     if len(data) < 4:
         raise MessageLengthError("recovery data too short")
     t = int.from_bytes(data[:4], "big")
-    if len(data) - 4 < 33 * t:
+    if len(data) - 4 < size * t:
         raise MessageLengthError("recovery data too short")
-    sum_coms = VSSCommitment.from_bytes(data[4 : 4 + 33 * t], t)
-    rest = data[4 + 33 * t :]
+    sum_coms = VSSCommitment.from_bytes(data[4 : 4 + size * t], t, group)
+    rest = data[4 + size * t :]
     n, remainder = divmod(len(rest), 33 + 33 + 32 + 64)
     if remainder:
         raise MessageLengthError("recovery data has the wrong length")
@@ -696,28 +708,33 @@ def _deserialize_recovery_data(data: bytes) -> _RecoveryFields:
     rest = rest[33 * n :]
     pubnonces = tuple(bytes(rest[i : i + 33]) for i in range(0, 33 * n, 33))
     rest = rest[33 * n :]
-    enc_secshares = tuple(scalar_from_bytes(rest[i : i + 32]) for i in range(0, 32 * n, 32))
+    enc_secshares = encpedpop.scalars_from_bytes(rest[: 32 * n], n, suite)
     cert = bytes(rest[32 * n :])
     return _RecoveryFields(t, sum_coms, hostpubkeys, pubnonces, enc_secshares, cert)
 
 
-def _recover(hostseckey: bytes | None, recovery_data: bytes) -> tuple[DKGOutput, SessionParams]:
+def _recover(
+    hostseckey: bytes | None, recovery_data: bytes, group: Group[Any]
+) -> tuple[DKGOutput, SessionParams]:
     try:
-        fields = _deserialize_recovery_data(bytes(recovery_data))
+        fields = _deserialize_recovery_data(bytes(recovery_data), group)
     except InvalidEncodingError as e:
         raise RecoveryDataError("Failed to deserialize recovery data") from e
-    params = SessionParams(fields.hostpubkeys, fields.t)
+    params = SessionParams(fields.hostpubkeys, fields.t, group)
+    suite = params.suite
     try:
         hostpubkey_points = _params_validate(params)
     except SessionParamsError as e:
         raise RecoveryDataError("Invalid session parameters in recovery data") from e
     eq_input = recovery_data[: len(recovery_data) - len(fields.cert)]
-    if _certeq_first_invalid(params.hostpubkeys, eq_input, fields.cert) is not None:
+    # The certificate signs the suite's CertEq prefix: recovery data of a
+    # session in another group fails here.
+    if _certeq_first_invalid(params, eq_input, fields.cert) is not None:
         raise RecoveryDataError("Invalid certificate in recovery data")
-    if fields.sum_coms.commitment_to_secret().is_infinity:
+    if group.is_identity(fields.sum_coms.commitment_to_secret()):
         raise RecoveryDataError("Recovery data has no threshold public key")
 
-    sum_coms_tweaked, tweak, _ = fields.sum_coms.invalid_taproot_commit()
+    sum_coms_tweaked, tweak, _ = fields.sum_coms.tweak(suite)
     pubshares = sum_coms_tweaked.pubshares(params.n)
     participant: int | None = None
     secshare: bytes | None = None
@@ -738,30 +755,38 @@ def _recover(hostseckey: bytes | None, recovery_data: bytes) -> tuple[DKGOutput,
                 enc_context,
                 participant,
                 fields.enc_secshares[participant],
+                suite,
             )
         except ProtocolError as e:
             # Our own signature in the certificate says we decrypted this before.
             raise InternalError("certified recovery data fails to decrypt") from e
-        share_tweaked = (share + tweak) % N
+        share_tweaked = (share + tweak) % group.order
         # Also checked in the session (our signature proves it): a sanity check.
-        if not verify_secshare(share_tweaked, pubshares[participant]):
+        if not verify_secshare(share_tweaked, pubshares[participant], group):
             raise InternalError("recovered secret share does not match its public share")
-        secshare = scalar_to_bytes(share_tweaked)
+        secshare = group.encode_scalar(share_tweaked)
     output = DKGOutput(
         secshare,
-        sum_coms_tweaked.commitment_to_secret().to_bytes(),
-        tuple(p.to_bytes() for p in pubshares),
+        group.encode(sum_coms_tweaked.commitment_to_secret()),
+        tuple(group.encode(p) for p in pubshares),
         participant,
         params,
     )
     return output, params
 
 
-def participant_recover(hostseckey: bytes, recovery_data: bytes) -> tuple[DKGOutput, SessionParams]:
+def participant_recover(
+    hostseckey: bytes, recovery_data: bytes, group: Group[Any] = SECP256K1
+) -> tuple[DKGOutput, SessionParams]:
     """Recover a participant's output from its host secret key and recovery data.
 
     Use it after ``participant_finalize`` failed (with recovery data from
     another party), or to restore a backup.
+
+    Arguments:
+        hostseckey: the participant's 32-byte host secret key.
+        recovery_data: the session's recovery data.
+        group: the group of the session's key (``SessionParams.group``).
 
     Returns:
         The DKG output and the session parameters.
@@ -769,32 +794,34 @@ def participant_recover(hostseckey: bytes, recovery_data: bytes) -> tuple[DKGOut
     Raises:
         InputError: the host secret key is not 32 bytes.
         HostSeckeyError: the key is invalid or not among the host public keys.
-        RecoveryDataError: the recovery data is invalid.
+        RecoveryDataError: the recovery data is invalid (or of another group).
     """
     if hostseckey is None:
         raise InputError("hostseckey is required; use coordinator_recover")
-    return _recover(hostseckey, recovery_data)
+    return _recover(hostseckey, recovery_data, group)
 
 
-def coordinator_recover(recovery_data: bytes) -> tuple[DKGOutput, SessionParams]:
+def coordinator_recover(
+    recovery_data: bytes, group: Group[Any] = SECP256K1
+) -> tuple[DKGOutput, SessionParams]:
     """Recover the coordinator's output (no secret share) from recovery data.
 
     Raises:
-        RecoveryDataError: the recovery data is invalid.
+        RecoveryDataError: the recovery data is invalid (or of another group).
     """
-    return _recover(None, recovery_data)
+    return _recover(None, recovery_data, group)
 
 
 ### Recovery acknowledgments (draft BIP, "Recovering Stuck Parties")
 
 
-def _recovery_ack_message(recovery_data: bytes, participant: int) -> bytes:
-    return _prefixed_message(DKG_RECOVERY_ACK_MSG_PREFIX, recovery_data, participant)
+def _recovery_ack_message(recovery_data: bytes, participant: int, suite: DkgSuite) -> bytes:
+    return _prefixed_message(suite.recovery_ack_prefix, recovery_data, participant)
 
 
 def _check_recovery_data_matches(recovery_data: bytes, params: SessionParams) -> None:
     try:
-        fields = _deserialize_recovery_data(bytes(recovery_data))
+        fields = _deserialize_recovery_data(bytes(recovery_data), params.group)
     except InvalidEncodingError as e:
         raise RecoveryDataError("Failed to deserialize recovery data") from e
     if fields.t != params.t or fields.hostpubkeys != params.hostpubkeys:
@@ -821,7 +848,7 @@ def participant_recovery_ack_sign(
     if len(aux_rand) != 32:
         raise InputError("aux_rand must be 32 bytes")
     _check_recovery_data_matches(recovery_data, params)
-    msg = _recovery_ack_message(bytes(recovery_data), participant)
+    msg = _recovery_ack_message(bytes(recovery_data), participant, params.suite)
     return schnorr_sign(msg, bytes(hostseckey), bytes(aux_rand))
 
 
@@ -845,6 +872,6 @@ def participant_recovery_acks_verify(
     for i, sig in enumerate(ack_sigs):
         if len(sig) != 64:
             raise ParticipantMsgLengthError(i, "acknowledgment must be 64 bytes")
-        msg = _recovery_ack_message(bytes(recovery_data), i)
+        msg = _recovery_ack_message(bytes(recovery_data), i, params.suite)
         if not schnorr_verify(msg, params.hostpubkeys[i][1:33], bytes(sig)):
             raise InvalidRecoveryAckError(i, "invalid recovery acknowledgment")

@@ -5,7 +5,9 @@ the Algebraic Group Model" (eprint 2023/899), Section 4, with the modifications
 of the draft BIP section "DKG Protocol SimplPedPop": seeded randomness, public
 shares in the output, commitments aggregated by an untrusted coordinator, the
 Taproot tweak of the threshold key, and no proofs of possession in the
-equality-check input.
+equality-check input. The key lives in the group of a ``tss.dkg.suite.DkgSuite``
+(secp256k1, as in the draft BIP, unless given): its encodings, proofs of
+possession and tweak.
 
 A building block, not an API: use tss.dkg.chilldkg. The secret shares returned
 by ``participant_step1`` must reach their recipients confidentially, which
@@ -26,23 +28,16 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NewType, NoReturn
+from typing import Any, NoReturn
 
-from tss.curve import (
-    P_FIELD,
-    N,
-    Point,
-    mul_add_g,
-    point_sum,
-    scalar_to_bytes,
-    tagged_hash,
-)
 from tss.dkg.errors import (
     CoordinatorMsgLengthError,
     FaultyParticipantOrCoordinatorError,
     MessageLengthError,
     ParticipantMsgLengthError,
 )
+from tss.dkg.pop import Pop
+from tss.dkg.suite import SECP256K1_DKG, DkgSuite
 from tss.dkg.vss import VSSCommitment, generate_coefficients, secshares, verify_secshare
 from tss.errors import (
     FaultyCoordinatorError,
@@ -52,8 +47,6 @@ from tss.errors import (
     InvalidEncodingError,
     UnknownFaultyParticipantOrCoordinatorError,
 )
-from tss.shamir import commit_poly
-from tss.tags import DKG_TAG_POP
 
 __all__ = [
     # Functions
@@ -64,8 +57,6 @@ __all__ = [
     "coordinator_step",
     "coordinator_step_parsed",
     "coordinator_investigate",
-    "pop_prove",
-    "pop_verify",
     # Exceptions
     "SecshareSumError",
     # Types
@@ -78,9 +69,6 @@ __all__ = [
     "SimplOutput",
 ]
 
-Pop = NewType("Pop", bytes)
-"""A 64-byte proof of possession."""
-
 
 class SecshareSumError(ValueError):
     """Internal: the partial secret shares do not sum to the secret share.
@@ -89,91 +77,40 @@ class SecshareSumError(ValueError):
     """
 
 
-### Proofs of possession
-#
-# A proof of possession is a BIP-340 signature on the participant index under
-# the commitment to the secret, with the tags "BIP DKG/pop message/{aux,nonce,
-# challenge}" in place of "BIP0340/...". libsecp256k1 only implements the
-# standard tags, so the scheme is composed here from its point operations
-# (BIP-340 "Default Signing" and "Verification", step by step); scalar
-# arithmetic mod n happens on Python ints (see tss.curve on side channels).
-
-_POP_AUX = DKG_TAG_POP + "/aux"
-_POP_NONCE = DKG_TAG_POP + "/nonce"
-_POP_CHALLENGE = DKG_TAG_POP + "/challenge"
-
-
-def _pop_msg(participant: int) -> bytes:
-    return participant.to_bytes(4, "big")
-
-
-def pop_prove(seckey: int, pubkey: Point, participant: int, aux_rand: bytes) -> Pop:
-    """Sign the proof of possession of ``seckey`` (``pubkey == seckey * G``).
-
-    Raises:
-        InternalError: a zero nonce (negligible) or a failed self-check.
-    """
-    msg = _pop_msg(participant)
-    px = pubkey.xonly()
-    d = seckey if pubkey.has_even_y() else N - seckey
-    masked = bytes(
-        a ^ b for a, b in zip(d.to_bytes(32, "big"), tagged_hash(_POP_AUX, aux_rand), strict=True)
-    )
-    k0 = int.from_bytes(tagged_hash(_POP_NONCE, masked + px + msg), "big") % N
-    if k0 == 0:
-        raise InternalError("zero nonce")
-    r_point = Point.base_mul(k0)
-    k = k0 if r_point.has_even_y() else N - k0
-    rx = r_point.xonly()
-    e = int.from_bytes(tagged_hash(_POP_CHALLENGE, rx + px + msg), "big") % N
-    pop = Pop(rx + ((k + e * d) % N).to_bytes(32, "big"))
-    # BIP-340 signers verify their output: a faulty s with a deterministic
-    # nonce would leak the key.
-    if not pop_verify(pop, pubkey, participant):
-        raise InternalError("proof of possession self-check failed")
-    return pop
-
-
-def pop_verify(pop: bytes, pubkey: Point, participant: int) -> bool:
-    """Check a proof of possession for the commitment to the secret ``pubkey``.
-
-    BIP-340 verifies against ``lift_x(x(pubkey))``, which is ``pubkey`` or
-    ``-pubkey``: we use the sign directly instead of recomputing a square root
-    (the optimisation the reference's comment suggests).
-    """
-    if len(pop) != 64 or pubkey.is_infinity:
-        return False
-    rx, s = pop[:32], int.from_bytes(pop[32:], "big")
-    if int.from_bytes(rx, "big") >= P_FIELD or s >= N:
-        return False
-    msg = _pop_msg(participant)
-    e = int.from_bytes(tagged_hash(_POP_CHALLENGE, rx + pubkey.xonly() + msg), "big") % N
-    # R = s*G - e*P with P = lift_x(x(pubkey)) = (+/-) pubkey
-    minus_e = N - e if pubkey.has_even_y() else e
-    r_point = mul_add_g(pubkey, minus_e, s)
-    return not r_point.is_infinity and r_point.to_bytes() == b"\x02" + rx
-
-
 ### Messages
+#
+# Points take ``suite.point_size`` bytes (E below: 33 on secp256k1, 32 on
+# edwards25519), proofs of possession 64.
+
+
+def _points(data: bytes, count: int, suite: DkgSuite) -> list[Any]:
+    size, g = suite.point_size, suite.group
+    return [g.decode_ext(bytes(data[i : i + size])) for i in range(0, size * count, size)]
+
+
+def _points_to_bytes(points: Sequence[Any], suite: DkgSuite) -> bytes:
+    return b"".join(suite.group.encode_ext(p) for p in points)
 
 
 @dataclass(frozen=True)
 class ParticipantMsg:
-    """A participant's message: VSS commitment (33t bytes) || proof of possession (64)."""
+    """A participant's message: VSS commitment (E*t bytes) || proof of possession (64)."""
 
     com: VSSCommitment
     pop: Pop
 
     @staticmethod
-    def len_bytes(t: int) -> int:
-        return 33 * t + 64
+    def len_bytes(t: int, suite: DkgSuite = SECP256K1_DKG) -> int:
+        return suite.point_size * t + 64
 
     @staticmethod
-    def from_bytes(data: bytes, t: int) -> ParticipantMsg:
+    def from_bytes(data: bytes, t: int, suite: DkgSuite = SECP256K1_DKG) -> ParticipantMsg:
         """Raises MessageLengthError or InvalidEncodingError."""
-        if len(data) != ParticipantMsg.len_bytes(t):
+        if len(data) != ParticipantMsg.len_bytes(t, suite):
             raise MessageLengthError("SimplPedPop participant message has the wrong length")
-        return ParticipantMsg(VSSCommitment.from_bytes(data[: 33 * t], t), Pop(data[33 * t :]))
+        cut = suite.point_size * t
+        com = VSSCommitment.from_bytes(data[:cut], t, suite.group)
+        return ParticipantMsg(com, Pop(bytes(data[cut:])))
 
     def to_bytes(self) -> bytes:
         return self.com.to_bytes() + self.pop
@@ -181,52 +118,54 @@ class ParticipantMsg:
 
 @dataclass(frozen=True)
 class CoordinatorMsg:
-    """coms_to_secrets (33n) || sum_coms_to_nonconst_terms (33(t-1)) || pops (64n)."""
+    """coms_to_secrets (E*n) || sum_coms_to_nonconst_terms (E*(t-1)) || pops (64n)."""
 
-    coms_to_secrets: tuple[Point, ...]
-    sum_coms_to_nonconst_terms: tuple[Point, ...]
+    coms_to_secrets: tuple[Any, ...]
+    sum_coms_to_nonconst_terms: tuple[Any, ...]
     pops: tuple[Pop, ...]
+    suite: DkgSuite = field(default=SECP256K1_DKG, compare=False, repr=False)
 
     @staticmethod
-    def len_bytes(t: int, n: int) -> int:
-        return 97 * n + 33 * (t - 1)
+    def len_bytes(t: int, n: int, suite: DkgSuite = SECP256K1_DKG) -> int:
+        return (suite.point_size + 64) * n + suite.point_size * (t - 1)
 
     @staticmethod
-    def from_bytes(data: bytes, t: int, n: int) -> CoordinatorMsg:
+    def from_bytes(data: bytes, t: int, n: int, suite: DkgSuite = SECP256K1_DKG) -> CoordinatorMsg:
         """Raises MessageLengthError or InvalidEncodingError."""
-        if len(data) != CoordinatorMsg.len_bytes(t, n):
+        if len(data) != CoordinatorMsg.len_bytes(t, n, suite):
             raise MessageLengthError("SimplPedPop coordinator message has the wrong length")
-        points = [Point.from_bytes_ext(data[i : i + 33]) for i in range(0, 33 * (n + t - 1), 33)]
-        rest = data[33 * (n + t - 1) :]
-        pops = tuple(Pop(rest[i : i + 64]) for i in range(0, 64 * n, 64))
-        return CoordinatorMsg(tuple(points[:n]), tuple(points[n:]), pops)
+        points = _points(data, n + t - 1, suite)
+        rest = data[suite.point_size * (n + t - 1) :]
+        pops = tuple(Pop(bytes(rest[i : i + 64])) for i in range(0, 64 * n, 64))
+        return CoordinatorMsg(tuple(points[:n]), tuple(points[n:]), pops, suite)
 
     def to_bytes(self) -> bytes:
         points = (*self.coms_to_secrets, *self.sum_coms_to_nonconst_terms)
-        return b"".join(p.to_bytes_ext() for p in points) + b"".join(self.pops)
+        return _points_to_bytes(points, self.suite) + b"".join(self.pops)
 
 
 @dataclass(frozen=True)
 class CoordinatorInvestigationMsg:
-    """partial_pubshares (33n): each participant's contribution to one pubshare."""
+    """partial_pubshares (E*n): each participant's contribution to one pubshare."""
 
-    partial_pubshares: tuple[Point, ...]
-
-    @staticmethod
-    def len_bytes(n: int) -> int:
-        return 33 * n
+    partial_pubshares: tuple[Any, ...]
+    suite: DkgSuite = field(default=SECP256K1_DKG, compare=False, repr=False)
 
     @staticmethod
-    def from_bytes(data: bytes, n: int) -> CoordinatorInvestigationMsg:
+    def len_bytes(n: int, suite: DkgSuite = SECP256K1_DKG) -> int:
+        return suite.point_size * n
+
+    @staticmethod
+    def from_bytes(
+        data: bytes, n: int, suite: DkgSuite = SECP256K1_DKG
+    ) -> CoordinatorInvestigationMsg:
         """Raises MessageLengthError or InvalidEncodingError."""
-        if len(data) != 33 * n:
+        if len(data) != suite.point_size * n:
             raise MessageLengthError("SimplPedPop investigation message has the wrong length")
-        return CoordinatorInvestigationMsg(
-            tuple(Point.from_bytes_ext(data[i : i + 33]) for i in range(0, 33 * n, 33))
-        )
+        return CoordinatorInvestigationMsg(tuple(_points(data, n, suite)), suite)
 
     def to_bytes(self) -> bytes:
-        return b"".join(p.to_bytes_ext() for p in self.partial_pubshares)
+        return _points_to_bytes(self.partial_pubshares, self.suite)
 
 
 ### Outputs and states
@@ -243,8 +182,8 @@ class SimplOutput:
     """
 
     secshare: int | None = field(repr=False)
-    thresh_pk: Point
-    pubshares: tuple[Point, ...]
+    thresh_pk: Any
+    pubshares: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -252,7 +191,8 @@ class ParticipantState:
     t: int
     n: int
     participant: int
-    com_to_secret: Point
+    com_to_secret: Any
+    suite: DkgSuite = field(default=SECP256K1_DKG, compare=False, repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,13 +202,15 @@ class ParticipantInvestigationData:
     n: int
     participant: int
     secshare: int = field(repr=False)
-    pubshare: Point
+    pubshare: Any
+    suite: DkgSuite = field(default=SECP256K1_DKG, repr=False)
 
 
 def _assemble_sum_coms(
-    coms_to_secrets: Sequence[Point], sum_coms_to_nonconst_terms: Sequence[Point]
+    coms_to_secrets: Sequence[Any], sum_coms_to_nonconst_terms: Sequence[Any], suite: DkgSuite
 ) -> VSSCommitment:
-    return VSSCommitment((point_sum(coms_to_secrets), *sum_coms_to_nonconst_terms))
+    g = suite.group
+    return VSSCommitment((g.sum(coms_to_secrets), *sum_coms_to_nonconst_terms), g)
 
 
 def _eq_input(t: int, sum_coms: VSSCommitment) -> bytes:
@@ -280,7 +222,12 @@ def _eq_input(t: int, sum_coms: VSSCommitment) -> bytes:
 
 
 def participant_step1(
-    seed: bytes, t: int, n: int, participant: int, aux_rand: bytes
+    seed: bytes,
+    t: int,
+    n: int,
+    participant: int,
+    aux_rand: bytes,
+    suite: DkgSuite = SECP256K1_DKG,
 ) -> tuple[ParticipantState, bytes, list[int]]:
     """Deal a fresh polynomial: commitment and proof of possession, plus the shares.
 
@@ -290,10 +237,11 @@ def participant_step1(
         n: number of participants.
         participant: this participant's index, 0 <= participant < n.
         aux_rand: 32 bytes of auxiliary randomness for the proof of possession.
+        suite: the group the key is shared in (``tss.dkg.suite``).
 
     Returns:
         The state for ``participant_step2``, the message for the coordinator
-        (``33t + 64`` bytes), and ``n`` secret shares, share ``j`` for
+        (``E*t + 64`` bytes), and ``n`` secret shares, share ``j`` for
         participant ``j`` only (privately).
 
     Raises:
@@ -303,11 +251,12 @@ def participant_step1(
         raise InputError("need 1 <= t <= n and 0 <= participant < n")
     if len(seed) != 32 or len(aux_rand) != 32:
         raise InputError("seed and aux_rand must be 32 bytes")
-    coeffs = generate_coefficients(seed, t)
-    com = VSSCommitment(tuple(commit_poly(coeffs)))
-    pop = pop_prove(coeffs[0], com.commitment_to_secret(), participant, aux_rand)
-    state = ParticipantState(t, n, participant, com.commitment_to_secret())
-    return state, ParticipantMsg(com, pop).to_bytes(), secshares(coeffs, n)
+    g = suite.group
+    coeffs = generate_coefficients(seed, t, suite)
+    com = VSSCommitment(tuple(g.base_mul(c) for c in coeffs), g)
+    pop = suite.pop_prove(coeffs[0], com.commitment_to_secret(), participant, aux_rand)
+    state = ParticipantState(t, n, participant, com.commitment_to_secret(), suite)
+    return state, ParticipantMsg(com, pop).to_bytes(), secshares(coeffs, n, g.order)
 
 
 def participant_step2(
@@ -320,7 +269,7 @@ def participant_step2(
         and everything ``participant_step2_parsed`` raises.
     """
     try:
-        parsed = CoordinatorMsg.from_bytes(cmsg, state.t, state.n)
+        parsed = CoordinatorMsg.from_bytes(cmsg, state.t, state.n, state.suite)
     except MessageLengthError as e:
         raise CoordinatorMsgLengthError(str(e)) from e
     except InvalidEncodingError as e:
@@ -337,7 +286,7 @@ def participant_step2_parsed(
 
     Arguments:
         state: from ``participant_step1``.
-        cmsg: the coordinator's aggregated message.
+        cmsg: the coordinator's aggregated message (in ``state``'s suite).
         secshare: the sum of the shares received from every participant.
 
     Returns:
@@ -347,11 +296,14 @@ def participant_step2_parsed(
     Raises:
         FaultyCoordinatorError: our own commitment was altered.
         FaultyParticipantOrCoordinatorError: a commitment to a secret is
-            infinity or a proof of possession is invalid.
+            the identity or a proof of possession is invalid.
         UnknownFaultyParticipantOrCoordinatorError: the secret share does not
             match the commitments; ``inv_data`` is a ``ParticipantInvestigationData``.
     """
-    t, n, me = state.t, state.n, state.participant
+    t, n, me, suite = state.t, state.n, state.participant, state.suite
+    g = suite.group
+    if cmsg.suite is not suite:
+        raise InputError("coordinator message of another group")
     coms_to_secrets = cmsg.coms_to_secrets
     if coms_to_secrets[me] != state.com_to_secret:
         raise FaultyCoordinatorError(
@@ -360,24 +312,25 @@ def participant_step2_parsed(
     for i in range(n):
         if i == me:
             continue  # our own proof needs no check
-        if coms_to_secrets[i].is_infinity:
+        if g.is_identity(coms_to_secrets[i]):
             raise FaultyParticipantOrCoordinatorError(i, "Participant sent invalid commitment")
-        if not pop_verify(cmsg.pops[i], coms_to_secrets[i], i):
+        if not suite.pop_verify(cmsg.pops[i], coms_to_secrets[i], i):
             raise FaultyParticipantOrCoordinatorError(
                 i, "Participant sent invalid proof-of-knowledge"
             )
 
-    sum_coms = _assemble_sum_coms(coms_to_secrets, cmsg.sum_coms_to_nonconst_terms)
-    if sum_coms.commitment_to_secret().is_infinity:
+    sum_coms = _assemble_sum_coms(coms_to_secrets, cmsg.sum_coms_to_nonconst_terms, suite)
+    if g.is_identity(sum_coms.commitment_to_secret()):
         # Every summand is proven (or our own): only a discrete-log break gets here.
-        raise InternalError("sum of proven commitments is infinity")
+        raise InternalError("sum of proven commitments is the identity")
     # Checking the tweaked share against the tweaked pubshare is equivalent and
     # keeps the untweaked pubshare off the happy path (reference comment).
-    sum_coms_tweaked, tweak, pubtweak = sum_coms.invalid_taproot_commit()
+    sum_coms_tweaked, tweak, pubtweak = sum_coms.tweak(suite)
     pubshares = sum_coms_tweaked.pubshares(n)
-    secshare_tweaked = (secshare + tweak) % N
-    if not verify_secshare(secshare_tweaked, pubshares[me]):
-        inv_data = ParticipantInvestigationData(n, me, secshare % N, pubshares[me] - pubtweak)
+    secshare_tweaked = (secshare + tweak) % g.order
+    if not verify_secshare(secshare_tweaked, pubshares[me], g):
+        untweaked = g.add(pubshares[me], g.mul(pubtweak, g.order - 1))
+        inv_data = ParticipantInvestigationData(n, me, secshare % g.order, untweaked, suite)
         raise UnknownFaultyParticipantOrCoordinatorError(
             "Received invalid secshare; consider using participant_investigate() "
             "to determine a faulty party",
@@ -405,18 +358,19 @@ def participant_investigate(
             does not match its partial pubshare.
         InputError: everything is consistent: the caller passed the wrong data.
     """
-    n, me = inv_data.n, inv_data.participant
+    n, me, g = inv_data.n, inv_data.participant, inv_data.suite.group
     if len(partial_secshares) != n or len(cinv.partial_pubshares) != n:
         raise InputError("need one partial share and partial pubshare per participant")
     partial_pubshares = cinv.partial_pubshares
-    if point_sum(partial_pubshares) != inv_data.pubshare:
+    if g.sum(partial_pubshares) != inv_data.pubshare:
         raise FaultyCoordinatorError("Sum of partial pubshares not equal to pubshare")
     if not hmac.compare_digest(
-        scalar_to_bytes(sum(partial_secshares)), scalar_to_bytes(inv_data.secshare)
+        g.encode_scalar(sum(partial_secshares) % g.order),
+        g.encode_scalar(inv_data.secshare % g.order),
     ):
         raise SecshareSumError("Sum of partial secshares not equal to secshare")
     for i in range(n):
-        if not verify_secshare(partial_secshares[i], partial_pubshares[i]):
+        if not verify_secshare(partial_secshares[i], partial_pubshares[i], g):
             if i != me:
                 raise FaultyParticipantOrCoordinatorError(
                     i, "Participant sent invalid partial secshare"
@@ -430,7 +384,9 @@ def participant_investigate(
 ### Coordinator
 
 
-def coordinator_step(pmsgs: Sequence[bytes], t: int, n: int) -> tuple[bytes, SimplOutput, bytes]:
+def coordinator_step(
+    pmsgs: Sequence[bytes], t: int, n: int, suite: DkgSuite = SECP256K1_DKG
+) -> tuple[bytes, SimplOutput, bytes]:
     """``coordinator_step_parsed`` on the participants' messages as bytes.
 
     Raises:
@@ -442,17 +398,17 @@ def coordinator_step(pmsgs: Sequence[bytes], t: int, n: int) -> tuple[bytes, Sim
     parsed = []
     for i, pmsg in enumerate(pmsgs):
         try:
-            parsed.append(ParticipantMsg.from_bytes(pmsg, t))
+            parsed.append(ParticipantMsg.from_bytes(pmsg, t, suite))
         except MessageLengthError as e:
             raise ParticipantMsgLengthError(i, str(e)) from e
         except InvalidEncodingError as e:
             raise FaultyParticipantError(i, f"invalid VSS commitment: {e}") from e
-    cmsg, output, eq_input = coordinator_step_parsed(parsed, t, n)
+    cmsg, output, eq_input = coordinator_step_parsed(parsed, t, n, suite)
     return cmsg.to_bytes(), output, eq_input
 
 
 def coordinator_step_parsed(
-    pmsgs: Sequence[ParticipantMsg], t: int, n: int
+    pmsgs: Sequence[ParticipantMsg], t: int, n: int, suite: DkgSuite = SECP256K1_DKG
 ) -> tuple[CoordinatorMsg, SimplOutput, bytes]:
     """Aggregate the commitments (draft BIP "DKG Protocol SimplPedPop", step 2).
 
@@ -466,28 +422,31 @@ def coordinator_step_parsed(
         equality-check input.
 
     Raises:
-        InputError: not ``n`` messages.
+        InputError: not ``n`` messages, or messages of another group.
         FaultyParticipantError: a participant's commitment to its secret is
-            infinity or, when the commitments to the secrets sum to infinity,
-            the first participant whose proof of possession is invalid.
+            the identity or, when the commitments to the secrets sum to the
+            identity, the first participant whose proof of possession is invalid.
     """
     if len(pmsgs) != n:
         raise InputError("need one message per participant")
+    g = suite.group
+    if any(p.com.group is not g for p in pmsgs):
+        raise InputError("participant messages of another group")
     coms_to_secrets = tuple(p.com.commitment_to_secret() for p in pmsgs)
     for i, com in enumerate(coms_to_secrets):
         # Participants would blame it too; the coordinator can tell for sure.
-        if com.is_infinity:
-            raise FaultyParticipantError(i, "commitment to the secret is infinity")
-    sum_nonconst = tuple(point_sum(p.com.points[j] for p in pmsgs) for j in range(1, t))
-    cmsg = CoordinatorMsg(coms_to_secrets, sum_nonconst, tuple(p.pop for p in pmsgs))
-    sum_coms = _assemble_sum_coms(coms_to_secrets, sum_nonconst)
-    if sum_coms.commitment_to_secret().is_infinity:
+        if g.is_identity(com):
+            raise FaultyParticipantError(i, "commitment to the secret is the identity")
+    sum_nonconst = tuple(g.sum(p.com.points[j] for p in pmsgs) for j in range(1, t))
+    cmsg = CoordinatorMsg(coms_to_secrets, sum_nonconst, tuple(p.pop for p in pmsgs), suite)
+    sum_coms = _assemble_sum_coms(coms_to_secrets, sum_nonconst, suite)
+    if g.is_identity(sum_coms.commitment_to_secret()):
         # Only possible with a commitment nobody can prove: find it.
         for i, com in enumerate(coms_to_secrets):
-            if not pop_verify(pmsgs[i].pop, com, i):
+            if not suite.pop_verify(pmsgs[i].pop, com, i):
                 raise FaultyParticipantError(i, "invalid proof of possession")
-        raise InternalError("proven commitments to the secrets sum to infinity")
-    sum_coms_tweaked, _, _ = sum_coms.invalid_taproot_commit()
+        raise InternalError("proven commitments to the secrets sum to the identity")
+    sum_coms_tweaked, _, _ = sum_coms.tweak(suite)
     output = SimplOutput(
         None, sum_coms_tweaked.commitment_to_secret(), tuple(sum_coms_tweaked.pubshares(n))
     )
@@ -495,7 +454,7 @@ def coordinator_step_parsed(
 
 
 def coordinator_investigate(
-    pmsgs: Sequence[ParticipantMsg],
+    pmsgs: Sequence[ParticipantMsg], suite: DkgSuite = SECP256K1_DKG
 ) -> list[CoordinatorInvestigationMsg]:
     """Each participant's contribution to each pubshare, one message per participant.
 
@@ -504,4 +463,7 @@ def coordinator_investigate(
     """
     n = len(pmsgs)
     by_dealer = [p.com.pubshares(n) for p in pmsgs]
-    return [CoordinatorInvestigationMsg(tuple(by_dealer[j][i] for j in range(n))) for i in range(n)]
+    return [
+        CoordinatorInvestigationMsg(tuple(by_dealer[j][i] for j in range(n)), suite)
+        for i in range(n)
+    ]
