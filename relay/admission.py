@@ -11,11 +11,11 @@ the ``x-shardkeep-coordinator`` metadata:
 signed (RFC 8032 Ed25519) over ``CREDENTIAL_CONTEXT || issued_ms || nonce ||
 SHA-256(request)``, where ``request`` is the deterministic serialisation of the
 CreateRoomRequest. So a credential is bound to its request, expires after
-``window_ms`` on either side of the relay's clock, and each nonce is accepted
-once per relay process (a bounded replay cache; behind TLS nobody else sees a
-credential, and a replay on another relay of the same Redis would only spend
-the same coordinator's quota). Rooms are then reached with the room's own
-tokens (admin and join tokens), which only the coordinator hands out.
+``window_ms`` on either side of the relay's clock, and creates one room: the
+relay spends its nonce where the rooms live (``relay.spent``; in Redis, shared
+by every relay and kept across restarts) until the window has passed. Rooms
+are then reached with the room's own tokens (admin and join tokens), which
+only the coordinator hands out.
 
 The admission file (JSON)::
 
@@ -35,9 +35,8 @@ import hashlib
 import json
 import re
 import secrets
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,7 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from relay.budget import Quota
-from relay.errors import QuotaExceededError, UnauthenticatedError
+from relay.errors import UnauthenticatedError
 
 __all__ = [
     # Functions
@@ -53,6 +52,7 @@ __all__ = [
     "load_policy",
     "parse_policy",
     # Types
+    "Admission",
     "Admitter",
     "AdmissionPolicy",
     "Coordinator",
@@ -176,37 +176,46 @@ def load_policy(path: Path) -> AdmissionPolicy:
         raise ValueError(f"admission policy {path} is not JSON") from None
 
 
-class Admitter:
-    """Checks CreateRoom credentials against a policy, with a replay cache."""
+@dataclass(frozen=True)
+class Admission:
+    """A verified credential, still to be spent (``Backend.spend_credential``).
 
-    def __init__(
-        self, policy: AdmissionPolicy, *, window_ms: int = 60_000, max_nonces: int = 200_000
-    ) -> None:
+    Attributes:
+        coordinator: the coordinator it proves.
+        nonce: its 16-byte nonce.
+        forget_after_ms: when it lapses and its nonce may be forgotten.
+    """
+
+    coordinator: Coordinator
+    nonce: bytes = field(repr=False)
+    forget_after_ms: int
+
+
+class Admitter:
+    """Checks CreateRoom credentials against a policy."""
+
+    def __init__(self, policy: AdmissionPolicy, *, window_ms: int = 60_000) -> None:
         """Arguments:
         policy: budget and pinned coordinators.
         window_ms: how far a credential's issue time may be from the relay's clock.
-        max_nonces: most credentials remembered at once (about ``max_nonces /
-            (2 * window_ms)`` rooms per ms); past it, new credentials are refused
-            rather than a replay let through.
         """
         self.policy = policy
         self._window_ms = window_ms
-        self._max_nonces = max_nonces
-        # nonce -> when it may be forgotten; insertion order is nearly time order.
-        self._seen: OrderedDict[bytes, int] = OrderedDict()
 
-    def admit(self, credential: str | None, request: bytes, now_ms: int) -> Coordinator:
-        """Return the coordinator a CreateRoom credential proves.
+    def verify(self, credential: str | None, request: bytes, now_ms: int) -> Admission:
+        """Check a CreateRoom credential; the caller spends it before creating the room.
 
         Arguments:
             credential: the metadata value, or None when absent.
             request: the request's deterministic serialisation.
             now_ms: the relay's clock.
 
+        Returns:
+            The coordinator it proves and the nonce to spend.
+
         Raises:
             UnauthenticatedError: absent, malformed, unknown key, outside the
-                window, bad signature or replayed.
-            QuotaExceededError: the replay cache is full.
+                window or bad signature.
         """
         if not credential:
             raise UnauthenticatedError("CreateRoom needs a coordinator credential")
@@ -230,17 +239,6 @@ class Admitter:
             )
         except InvalidSignature:
             raise UnauthenticatedError("bad coordinator credential signature") from None
-        self._forget_expired(now_ms)
-        if nonce in self._seen:
-            raise UnauthenticatedError("replayed coordinator credential")
-        if len(self._seen) >= self._max_nonces:
-            raise QuotaExceededError("relay credential cache full: too many rooms per window")
-        self._seen[nonce] = issued_ms + 2 * self._window_ms
-        return coordinator
-
-    def _forget_expired(self, now_ms: int) -> None:
-        while self._seen:
-            nonce, until = next(iter(self._seen.items()))
-            if until > now_ms:
-                return
-            del self._seen[nonce]
+        # A relay accepts it while its clock reads at most issued + window;
+        # remember it one window longer, against skew between relays' clocks.
+        return Admission(coordinator, nonce, issued_ms + 2 * self._window_ms)

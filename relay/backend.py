@@ -11,6 +11,9 @@ A backend also keeps the budget (``relay.budget``): a room reserves its
 it is created, and ends the moment it is closed or expires: its log is dropped,
 its reservation returned, and only a tombstone (the spec) stays for
 ``RelayConfig.retention_ms``.
+
+And it keeps the spent CreateRoom credentials (``relay.spent``), so that a
+credential creates one room across every relay that shares the backend.
 """
 
 from __future__ import annotations
@@ -45,6 +48,23 @@ class BackendUsage:
 
 class Backend(Protocol):
     """Room storage. All methods may raise ``BackendUnavailableError``."""
+
+    async def spend_credential(
+        self, owner: str, nonce: bytes, forget_after_ms: int, now_ms: int
+    ) -> None:
+        """Spend a CreateRoom credential of coordinator ``owner`` (``relay.spent``).
+
+        Arguments:
+            owner: the coordinator's name.
+            nonce: the credential's nonce.
+            forget_after_ms: when the credential lapses (its nonce may go then).
+            now_ms: the relay's clock.
+
+        Raises:
+            UnauthenticatedError: the credential was spent before.
+            QuotaExceededError: the coordinator's record of spent credentials is full.
+        """
+        ...
 
     async def create_room(
         self, spec: RoomSpec, now_ms: int, *, quota: Quota, budget: Quota

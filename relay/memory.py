@@ -32,6 +32,7 @@ from relay.rooms import (
     StoredMessage,
     check_append,
 )
+from relay.spent import DEFAULT_MAX_SPENT, SpentCredentials
 
 __all__ = ["MemoryBackend"]
 
@@ -57,12 +58,17 @@ class _Room:
 class MemoryBackend:
     """Rooms in this process's memory; implements ``relay.backend.Backend``."""
 
-    def __init__(self, *, retention_ms: int = 30 * 1000) -> None:
+    def __init__(
+        self, *, retention_ms: int = 30 * 1000, max_spent_credentials: int = DEFAULT_MAX_SPENT
+    ) -> None:
         """Create an empty backend.
 
         Arguments:
             retention_ms: how long an ended room's tombstone is kept.
+            max_spent_credentials: most live CreateRoom credentials remembered
+                per coordinator (``relay.spent``).
         """
+        self._spent = SpentCredentials(max_spent_credentials)
         self._rooms: dict[RoomId, _Room] = {}
         # (when, tie-breaker, room): a live room ends at its expiry, a tombstone
         # goes at the end of its retention. Entries for a room no longer in the
@@ -108,6 +114,11 @@ class MemoryBackend:
         self._total = Usage(self._total.rooms - 1, self._total.reserved_bytes - reserved)
         self._at(self._now_ms + self._retention_ms, room)
         room.notify()
+
+    async def spend_credential(
+        self, owner: str, nonce: bytes, forget_after_ms: int, now_ms: int
+    ) -> None:
+        self._spent.spend(owner, nonce, forget_after_ms, now_ms)
 
     async def create_room(
         self, spec: RoomSpec, now_ms: int, *, quota: Quota, budget: Quota

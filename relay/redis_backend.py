@@ -20,20 +20,33 @@ every key left to expire after ``retention_ms``.
 
 The budget (``relay.budget``) lives under the ``{budget}`` hash tag:
 
-- ``<prefix>{budget}:exp``  sorted set: live room -> expiry (ms);
+- ``<prefix>{budget}:exp``  sorted set: live room -> when its reservation
+  lapses (ms): the room's expiry, or a short lease while it is being created
+  or closed;
 - ``<prefix>{budget}:res``  hash: live room -> ``<owner>|<reserved bytes>``;
 - ``<prefix>{budget}:use``  hash: ``rooms``, ``bytes``, ``rooms:<owner>``,
   ``bytes:<owner>``: what is held now.
 
-A create first reserves (one script on the budget keys, which also returns the
-reservations of rooms whose expiry has passed, so sustained load frees as fast
-as it allocates; their logs are then trimmed too), then writes the room; a
-failed write, a close or an expiry returns the reservation. A relay that dies
-between the two steps leaks a reservation only until that room's expiry. Every
-write is a Lua script, so the ``rooms.check_append`` rules and the write are
-atomic across relays; the append script mirrors ``check_append`` rule for rule,
-and the service tests run against both backends to keep them equal. The stream
-is also capped with XADD MAXLEN as a guard behind the count check.
+Reservations are leases, so a relay that dies (or loses Redis) halfway
+through leaks nothing for longer than ``reservation_lease_ms``. Every budget
+script first sweeps the reservations that have lapsed, and whoever sweeps
+ends their rooms (an expired room's log is dropped, any other room is
+closed): a room lives only as long as its reservation. A create reserves
+under a lease, writes the room, then confirms the reservation until the
+room's expiry; when the lease lapsed first (a stalled relay) the room is
+deleted and the create fails (UNAVAILABLE). A close first makes the
+reservation lapse now, then closes the room, then returns the reservation; a
+relay that dies in between leaves the next sweep to finish. The room keys and
+the budget keys sit in different Redis Cluster slots, so these steps cannot
+be one script. Every write is a Lua script, so the ``rooms.check_append``
+rules and the write are atomic across relays; the append script mirrors
+``check_append`` rule for rule, and the service tests run against both
+backends to keep them equal. The stream is also capped with XADD MAXLEN as a
+guard behind the count check.
+
+Spent CreateRoom credentials (``relay.spent``) are kept per coordinator in
+``<prefix>{spent:<owner>}`` (sorted set: nonce -> when it may be forgotten),
+shared by every relay and kept across relay restarts.
 
 Each blocked reader holds one pooled connection during XREAD BLOCK (bounded by
 ``RelayConfig.max_block_s`` and by half the client's socket timeout, which
@@ -75,6 +88,7 @@ from relay.rooms import (
     StoredMessage,
     TokenDigest,
 )
+from relay.spent import DEFAULT_MAX_SPENT, record_full, replayed
 
 __all__ = ["RedisBackend"]
 
@@ -123,31 +137,42 @@ redis.call('PEXPIREAT', KEYS[3], m[9])
 return {'ok', pos}
 """
 
-# KEYS: meta, log, rounds. ARGV: tombstone_until_ms. Returns 0 when the room
+# KEYS: meta, log, rounds. close(tombstone_until_ms) returns 0 when the room
 # does not exist. Drops the log (but for the close marker) and the rounds.
-_CLOSE_LUA: Final = """
-local m = redis.call('HMGET', KEYS[1], 'closed', 'pos', 'gc_ms')
-if not m[3] then return 0 end
-if m[1] == '1' then return 1 end
-local pos = tonumber(m[2]) + 1
-redis.call('DEL', KEYS[3])
-redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
-redis.call('XADD', KEYS[2], '0-' .. pos, 'k', 'c')
-redis.call('HSET', KEYS[1], 'closed', '1', 'pos', pos)
-local until_ms = math.min(tonumber(m[3]), tonumber(ARGV[1]))
-redis.call('PEXPIREAT', KEYS[1], until_ms)
-redis.call('PEXPIREAT', KEYS[2], until_ms)
-return 1
+_CLOSE_FN: Final = """
+local function close(tombstone_until)
+  local m = redis.call('HMGET', KEYS[1], 'closed', 'pos', 'gc_ms')
+  if not m[3] then return 0 end
+  if m[1] == '1' then return 1 end
+  local pos = tonumber(m[2]) + 1
+  redis.call('DEL', KEYS[3])
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
+  redis.call('XADD', KEYS[2], '0-' .. pos, 'k', 'c')
+  redis.call('HSET', KEYS[1], 'closed', '1', 'pos', pos)
+  local until_ms = math.min(tonumber(m[3]), tonumber(tombstone_until))
+  redis.call('PEXPIREAT', KEYS[1], until_ms)
+  redis.call('PEXPIREAT', KEYS[2], until_ms)
+  return 1
+end
 """
 
-# KEYS: meta, log, rounds. ARGV: now_ms. Drops an expired room's log and rounds.
-_END_EXPIRED_LUA: Final = """
+# ARGV: tombstone_until_ms.
+_CLOSE_LUA: Final = _CLOSE_FN + "return close(ARGV[1])\n"
+
+# ARGV: now_ms, tombstone_until_ms. Ends a room whose reservation a sweep
+# returned: an expired one loses its log (readers see the expiry), any other
+# is closed (its reservation lapsed: a create or close cut short).
+_END_LUA: Final = (
+    _CLOSE_FN
+    + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires or tonumber(expires) > tonumber(ARGV[1]) then return 0 end
+if not expires then return 0 end
+if tonumber(expires) > tonumber(ARGV[1]) then return close(ARGV[2]) end
 redis.call('DEL', KEYS[3])
 redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
 return 1
 """
+)
 
 # The budget scripts. KEYS: exp, res, use (see the module docstring).
 _BUDGET_LUA: Final = """
@@ -171,7 +196,7 @@ local function sweep(now)
 end
 """
 
-# ARGV: now, room, owner, bytes, expires, budget rooms, budget bytes, quota
+# ARGV: now, room, owner, bytes, lease until, budget rooms, budget bytes, quota
 # rooms, quota bytes. The same rule as budget.check_reserve; on a refusal the
 # usage goes back so that check_reserve names the quota.
 _RESERVE_LUA: Final = (
@@ -196,7 +221,7 @@ return {'ok', gone}
 """
 )
 
-# ARGV: now, room ('' for a sweep only). Returns the rooms whose expiry passed.
+# ARGV: now, room ('' for a sweep only). Returns the rooms whose reservation lapsed.
 _RELEASE_LUA: Final = (
     _BUDGET_LUA
     + """
@@ -204,6 +229,25 @@ if ARGV[2] ~= '' then release(ARGV[2]) end
 return sweep(ARGV[1])
 """
 )
+
+# ARGV: room, until. Moves a held reservation's lapse time (0: it is not held).
+_RESCHEDULE_LUA: Final = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS: the owner's spent set. ARGV: nonce, forget_after, now, max spent.
+# The same rule as spent.SpentCredentials.spend.
+_SPEND_LUA: Final = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'replayed' end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 'full' end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 'ok'
+"""
 
 _APPEND_ERRORS: Final[Mapping[bytes, type[RelayError]]] = {
     b"not_found": RoomNotFoundError,
@@ -248,6 +292,8 @@ class RedisBackend:
         *,
         prefix: str = "shardkeep:relay:",
         retention_ms: int = 30 * 1000,
+        reservation_lease_ms: int = 30 * 1000,
+        max_spent_credentials: int = DEFAULT_MAX_SPENT,
     ) -> None:
         """Wrap a redis-py asyncio client (created with ``decode_responses=False``).
 
@@ -256,6 +302,11 @@ class RedisBackend:
             prefix: prepended to every key, so tests and deployments can share a
                 Redis.
             retention_ms: how long an ended room's tombstone is kept.
+            reservation_lease_ms: how long a reservation outlives a relay that
+                died while creating or closing its room (longer than the
+                relays' clock skew).
+            max_spent_credentials: most live CreateRoom credentials remembered
+                per coordinator (``relay.spent``).
         """
         self._r = client
         # redis-py 8 applies its socket timeout (default 5 s) to XREAD BLOCK
@@ -264,10 +315,14 @@ class RedisBackend:
         self._max_block_ms = int(timeout * 500) if timeout else None
         self._prefix = prefix
         self._retention_ms = retention_ms
+        self._lease_ms = reservation_lease_ms
+        self._max_spent = max_spent_credentials
         self._budget_keys = [f"{prefix}{{budget}}:{name}" for name in ("exp", "res", "use")]
         self._reserve = client.register_script(_RESERVE_LUA)
         self._release = client.register_script(_RELEASE_LUA)
-        self._end_expired = client.register_script(_END_EXPIRED_LUA)
+        self._reschedule = client.register_script(_RESCHEDULE_LUA)
+        self._spend = client.register_script(_SPEND_LUA)
+        self._end = client.register_script(_END_LUA)
         self._create = client.register_script(_CREATE_LUA)
         self._join = client.register_script(_JOIN_LUA)
         self._append = client.register_script(_APPEND_LUA)
@@ -280,6 +335,8 @@ class RedisBackend:
         *,
         prefix: str = "shardkeep:relay:",
         retention_ms: int = 30 * 1000,
+        reservation_lease_ms: int = 30 * 1000,
+        max_spent_credentials: int = DEFAULT_MAX_SPENT,
     ) -> RedisBackend:
         """Connect to ``url`` (``redis://host:port/db``) lazily.
 
@@ -287,6 +344,8 @@ class RedisBackend:
             url: a redis:// or rediss:// URL.
             prefix: key prefix.
             retention_ms: how long an ended room's tombstone is kept.
+            reservation_lease_ms: see ``RedisBackend``.
+            max_spent_credentials: see ``RedisBackend``.
 
         Returns:
             The backend; the first command opens the connection.
@@ -297,6 +356,8 @@ class RedisBackend:
             ),
             prefix=prefix,
             retention_ms=retention_ms,
+            reservation_lease_ms=reservation_lease_ms,
+            max_spent_credentials=max_spent_credentials,
         )
 
     def _keys(self, room_id: RoomId) -> tuple[str, str, str]:
@@ -304,17 +365,31 @@ class RedisBackend:
         return meta, f"{meta}:log", f"{meta}:rounds"
 
     async def _end_rooms(self, room_ids: Sequence[bytes], now_ms: int) -> None:
-        """Drop the logs of rooms the budget found expired (their own keys)."""
+        """End the rooms whose reservations a sweep returned (their own keys)."""
         for room_id in room_ids:
             keys = list(self._keys(RoomId(room_id.decode())))
-            await self._end_expired(keys=keys, args=[now_ms])
+            await self._end(keys=keys, args=[now_ms, now_ms + self._retention_ms])
+
+    async def spend_credential(
+        self, owner: str, nonce: bytes, forget_after_ms: int, now_ms: int
+    ) -> None:
+        key = f"{self._prefix}{{spent:{owner}}}"
+        async with _redis_errors():
+            reply = await self._spend(
+                keys=[key], args=[nonce, forget_after_ms, now_ms, self._max_spent]
+            )
+        if reply == b"replayed":
+            raise replayed()
+        if reply == b"full":
+            raise record_full(owner, self._max_spent)
 
     async def create_room(
         self, spec: RoomSpec, now_ms: int, *, quota: Quota, budget: Quota
     ) -> None:
         meta, log, rounds = self._keys(spec.room_id)
         room_bytes = spec.limits.max_total_bytes
-        args_: list[str | int] = [now_ms, spec.room_id, spec.owner, room_bytes, spec.expires_ms]
+        lease = now_ms + self._lease_ms
+        args_: list[str | int] = [now_ms, spec.room_id, spec.owner, room_bytes, lease]
         args_ += [budget.max_rooms, budget.max_bytes]
         args_ += [quota.max_rooms, quota.max_bytes]
         async with _redis_errors():
@@ -353,8 +428,15 @@ class RedisBackend:
             created = await self._create(keys=[meta, log, rounds], args=args)
             if not created:
                 await self._release(keys=self._budget_keys, args=[now_ms, spec.room_id])
-        if not created:
-            raise RoomExistsError("room id in use")
+                raise RoomExistsError("room id in use")
+            confirmed = await self._reschedule(
+                keys=self._budget_keys, args=[spec.room_id, spec.expires_ms]
+            )
+            if not confirmed:
+                # The lease lapsed and a sweep took the reservation: the room
+                # was never handed out, so it goes too.
+                await self._r.delete(meta, log, rounds)
+                raise BackendUnavailableError("the room's reservation lapsed; retry")
 
     async def snapshot(self, room_id: RoomId) -> RoomSnapshot:
         meta, _, _ = self._keys(room_id)
@@ -469,6 +551,9 @@ class RedisBackend:
     async def close_room(self, room_id: RoomId, now_ms: int) -> None:
         keys = list(self._keys(room_id))
         async with _redis_errors():
+            # Lapse first: should this relay die before the reservation is
+            # returned, the next sweep returns it and closes the room.
+            await self._reschedule(keys=self._budget_keys, args=[room_id, now_ms])
             found = await self._close(keys=keys, args=[now_ms + self._retention_ms])
             gone = await self._release(keys=self._budget_keys, args=[now_ms, room_id])
             await self._end_rooms(gone, now_ms)

@@ -201,7 +201,8 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         if not request.method.endswith("/CreateRoom"):
             return
         try:
-            self._admitter.admit(_credential(context), request.raw, self._clock())
+            # Verified, not spent: a malformed request creates nothing.
+            self._admitter.verify(_credential(context), request.raw, self._clock())
         except RelayError as e:
             await context.abort(
                 status_code_for(e), str(e), ((ERROR_METADATA_KEY, type(e).__name__),)
@@ -221,8 +222,12 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         ],
     ) -> relay_pb2.CreateRoomResponse:
         now = self._clock()
-        coordinator = self._admitter.admit(
+        admission = self._admitter.verify(
             _credential(context), request.SerializeToString(deterministic=True), now
+        )
+        coordinator = admission.coordinator
+        await self._backend.spend_credential(
+            coordinator.name, admission.nonce, admission.forget_after_ms, now
         )
         new = rooms.new_room(
             room_id=request.room_id,

@@ -2,8 +2,10 @@
 
 The attacks: anyone creating rooms without a credential until the room table
 is full (which locked out every ceremony), one coordinator taking every room,
-closed rooms holding their slot and their bytes until TTL + 10 min, and rooms
-holding payload bytes without a global bound.
+closed rooms holding their slot and their bytes until TTL + 10 min, rooms
+holding payload bytes without a global bound, and a captured credential
+replayed to another relay, after a restart, or by a coordinator filling the
+replay record everyone shared.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.admission import CREDENTIAL_METADATA_KEY, Admitter, create_room_credential
+from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
 from relay.backend import Backend
 from relay.client import RelayClient
 from relay.errors import LimitExceededError, QuotaExceededError, UnauthenticatedError
@@ -26,7 +28,8 @@ from relay.service import wall_clock_ms
 from shardkeep.v1 import relay_pb2, relay_pb2_grpc
 from tests.relay_harness import COORDINATOR, delete_keys, policy_for, relay, run, unique_prefix
 
-MakeBackend = Callable[[], Backend]
+MakeBackend = Callable[..., Backend]
+"""Makes a backend; keyword arguments go to its constructor."""
 REDIS: dict[str, str] = {}
 
 
@@ -38,7 +41,11 @@ def make_backend(request: pytest.FixtureRequest) -> Iterator[MakeBackend]:
     url: str = request.getfixturevalue("redis_url")
     prefix = unique_prefix()
     REDIS.update(url=url, prefix=prefix)
-    yield lambda: RedisBackend.from_url(url, prefix=prefix)
+
+    def make(**options: int) -> Backend:
+        return RedisBackend.from_url(url, prefix=prefix, **options)
+
+    yield make
     REDIS.clear()
     delete_keys(url, prefix)
 
@@ -218,14 +225,62 @@ def test_room_byte_budget_enforced_and_freed(make_backend: MakeBackend) -> None:
     run(body)
 
 
-def test_admitter_refuses_when_its_replay_cache_is_full() -> None:
-    """Fail closed: past ``max_nonces`` credentials in the window, new ones are
-    refused (RESOURCE_EXHAUSTED), never a replay let through."""
-    admitter = Admitter(policy_for({"test": COORDINATOR}), max_nonces=2)
-    now = wall_clock_ms()
-    for _ in range(2):
-        admitter.admit(create_room_credential(COORDINATOR, b"r", now), b"r", now)
-    with pytest.raises(QuotaExceededError, match="credential cache full"):
-        admitter.admit(create_room_credential(COORDINATOR, b"r", now), b"r", now)
-    later = now + 200_000  # the window and its margin have passed: room again
-    admitter.admit(create_room_credential(COORDINATOR, b"r", later), b"r", later)
+def test_coordinator_filling_its_credential_record_leaves_others_admitted(
+    make_backend: MakeBackend,
+) -> None:
+    """The replay record was one table for every coordinator: one that minted
+    credentials fast enough filled it and locked every other coordinator out.
+    Now each has its own: past its bound it alone is refused (RESOURCE_EXHAUSTED
+    naming it, fail closed: never a replay let through) and the others go on."""
+    greedy, honest = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+
+    async def body() -> None:
+        backend = make_backend(max_spent_credentials=3)
+        policy = policy_for({"greedy": greedy, "honest": honest})
+        async with relay(backend, policy=policy, coordinator=greedy) as greedy_client:
+            honest_client = RelayClient(greedy_client._channel, coordinator=honest)
+            for _ in range(3):
+                await greedy_client.create_room(["a", "b"])
+            with pytest.raises(QuotaExceededError, match="coordinator 'greedy' credential record"):
+                await greedy_client.create_room(["a", "b"])
+            room = await honest_client.create_room(["a", "b"])
+            await exchange(honest_client, room.room_id, dict(room.join_tokens))
+            # Once the spent credentials lapse (two windows) the record has room again.
+            later = wall_clock_ms() + 120_001
+            await backend.spend_credential("greedy", b"n" * 16, later + 120_000, later)
+
+    run(body)
+
+
+@pytest.mark.services
+def test_credential_replayed_to_another_relay_or_after_a_restart_is_refused(
+    redis_url: str,
+) -> None:
+    """A captured CreateRoom credential was spent only in the relay process that
+    took it: replayed to another relay of the same Redis, or to the same relay
+    after a restart, it made a second room within its minute. Now it is spent in
+    Redis, with the rooms."""
+    prefix = unique_prefix()
+
+    async def body() -> None:
+        request = relay_pb2.CreateRoomRequest(participants=["a", "b"])
+        credential = create_room_credential(
+            COORDINATOR, request.SerializeToString(deterministic=True), wall_clock_ms()
+        )
+        metadata = ((CREDENTIAL_METADATA_KEY, credential),)
+        async with (
+            relay(RedisBackend.from_url(redis_url, prefix=prefix)) as first,
+            relay(RedisBackend.from_url(redis_url, prefix=prefix)) as second,
+        ):
+            assert await raw_create(first._channel, metadata) == grpc.StatusCode.OK
+            assert await raw_create(second._channel, metadata) == grpc.StatusCode.UNAUTHENTICATED
+        backend = RedisBackend.from_url(redis_url, prefix=prefix)
+        async with relay(backend) as restarted:
+            code = await raw_create(restarted._channel, metadata)
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+            assert (await backend.usage(wall_clock_ms())).rooms == 1
+
+    try:
+        run(body)
+    finally:
+        delete_keys(redis_url, prefix)

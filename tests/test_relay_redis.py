@@ -17,9 +17,14 @@ import redis.asyncio as aioredis
 
 from relay.budget import Quota
 from relay.client import RelayClient
-from relay.errors import BackendUnavailableError, RoomNotFoundError, SequenceError
+from relay.errors import (
+    BackendUnavailableError,
+    QuotaExceededError,
+    RoomNotFoundError,
+    SequenceError,
+)
 from relay.redis_backend import RedisBackend
-from relay.rooms import RelayConfig, RoomId, RoomLimits, new_room
+from relay.rooms import RelayConfig, RoomId, RoomLimits, RoomSpec, new_room
 from relay.service import wall_clock_ms
 from shardkeep.v1 import envelope_pb2, relay_pb2
 from tests.relay_harness import delete_keys, relay, run, unique_prefix
@@ -132,8 +137,11 @@ def test_keys_expire_and_stay_under_the_prefix(redis_url: str, redis_prefix: str
                         await a.send(b"x", ceremony_id="c", round_=1)
                 meta = f"{redis_prefix}room:{{{room.room_id}}}"
                 budget = [f"{redis_prefix}{{budget}}:{k}" for k in ("exp", "res", "use")]
+                spent = f"{redis_prefix}{{spent:test}}"  # the CreateRoom credential's nonce
                 keys = sorted(k.decode() for k in sync.scan_iter(match=f"{redis_prefix}*"))
-                assert keys == sorted([meta, f"{meta}:log", f"{meta}:rounds", *budget])
+                assert keys == sorted([meta, f"{meta}:log", f"{meta}:rounds", spent, *budget])
+                # Kept until the credential lapses: two 60 s windows after its issue.
+                assert 100_000 < sync.pttl(spent) <= 120_000
                 for key in (meta, f"{meta}:log", f"{meta}:rounds"):
                     # TTL = room TTL + retention, give or take the test's runtime.
                     assert 60_000 < sync.pttl(key) <= 65_000, key
@@ -190,5 +198,149 @@ def test_unreachable_redis_is_unavailable() -> None:
         async with relay(backend) as client:  # UNAVAILABLE through gRPC too
             with pytest.raises(BackendUnavailableError):
                 await client.create_room(["a", "b"])
+
+    run(body)
+
+
+class RelayDied(Exception):
+    """Stands for a relay process dying at this point (nothing after it runs)."""
+
+
+async def dies(*args: object, **kwargs: object) -> None:
+    raise RelayDied
+
+
+def room_spec(room_id: str, now: int, ttl_ms: int = 3_600_000) -> RoomSpec:
+    return new_room(
+        room_id=room_id, participants=["a", "b"], ttl_ms=ttl_ms,
+        limits=RoomLimits(0, 0, 1 << 20), config=RelayConfig(), now_ms=now, owner="test",
+    ).spec  # fmt: skip
+
+
+ONE_ROOM = Quota(max_rooms=1, max_bytes=1 << 30)
+LEASE_MS = 2_000
+
+
+def test_relay_crash_between_reserve_and_create_leaks_no_reservation(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A relay dies after reserving a room's slot and bytes but before writing the
+    room: the reservation used to stay until the room's expiry (up to 24 h), so a
+    few crashes could lock a coordinator out. Now it lapses with its lease."""
+
+    async def body() -> None:
+        dying = RedisBackend.from_url(redis_url, prefix=redis_prefix, reservation_lease_ms=LEASE_MS)
+        survivor = RedisBackend.from_url(redis_url, prefix=redis_prefix)
+        now = wall_clock_ms()
+        try:
+            dying._create = dies  # type: ignore[method-assign]
+            with pytest.raises(RelayDied):
+                await dying.create_room(
+                    room_spec("doomed", now), now, quota=ONE_ROOM, budget=ONE_ROOM
+                )
+            assert (await survivor.usage(now)).rooms == 1  # held under the lease
+            with pytest.raises(QuotaExceededError):
+                await survivor.create_room(
+                    room_spec("next", now), now, quota=ONE_ROOM, budget=ONE_ROOM
+                )
+            later = now + LEASE_MS
+            usage = await survivor.usage(later)
+            assert (usage.rooms, usage.reserved_bytes) == (0, 0)
+            await survivor.create_room(
+                room_spec("next", later), later, quota=ONE_ROOM, budget=ONE_ROOM
+            )
+            with pytest.raises(RoomNotFoundError):
+                await survivor.snapshot(RoomId("doomed"))
+        finally:
+            await dying.aclose()
+            await survivor.aclose()
+
+    run(body)
+
+
+def test_relay_crash_between_create_and_confirm_closes_the_unconfirmed_room(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A relay dies after writing the room, before confirming its reservation until
+    the room's expiry: the lease lapses, the next sweep returns the reservation and
+    closes the room (never handed to anyone), so no room lives unreserved."""
+
+    async def body() -> None:
+        dying = RedisBackend.from_url(redis_url, prefix=redis_prefix, reservation_lease_ms=LEASE_MS)
+        survivor = RedisBackend.from_url(redis_url, prefix=redis_prefix)
+        now = wall_clock_ms()
+        try:
+            dying._reschedule = dies  # type: ignore[method-assign]
+            with pytest.raises(RelayDied):
+                await dying.create_room(
+                    room_spec("orphan", now), now, quota=ONE_ROOM, budget=ONE_ROOM
+                )
+            assert not (await survivor.snapshot(RoomId("orphan"))).closed
+            usage = await survivor.usage(now + LEASE_MS)
+            assert (usage.rooms, usage.reserved_bytes) == (0, 0)
+            assert (await survivor.snapshot(RoomId("orphan"))).closed
+        finally:
+            await dying.aclose()
+            await survivor.aclose()
+
+    run(body)
+
+
+@pytest.mark.parametrize("dies_at", ["_close", "_release"])
+def test_relay_crash_while_closing_a_room_leaks_no_reservation(
+    redis_url: str, redis_prefix: str, dies_at: str
+) -> None:
+    """A relay dies halfway through CloseRoom (before closing the room, or after
+    closing it but before returning its reservation): the reservation was made to
+    lapse first, so the next sweep on any relay returns it at once and the room
+    ends closed; it used to stay reserved until the room's expiry."""
+
+    async def body() -> None:
+        dying = RedisBackend.from_url(redis_url, prefix=redis_prefix)
+        survivor = RedisBackend.from_url(redis_url, prefix=redis_prefix)
+        now = wall_clock_ms()
+        try:
+            await dying.create_room(room_spec("room", now), now, quota=ONE_ROOM, budget=ONE_ROOM)
+            setattr(dying, dies_at, dies)
+            with pytest.raises(RelayDied):
+                await dying.close_room(RoomId("room"), now)
+            usage = await survivor.usage(now)
+            assert (usage.rooms, usage.reserved_bytes) == (0, 0)
+            assert (await survivor.snapshot(RoomId("room"))).closed
+            await survivor.create_room(room_spec("next", now), now, quota=ONE_ROOM, budget=ONE_ROOM)
+        finally:
+            await dying.aclose()
+            await survivor.aclose()
+
+    run(body)
+
+
+def test_stalled_create_whose_lease_lapsed_is_refused_and_leaves_no_room(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A relay stalls between reserving and writing a room for longer than the
+    lease, and another relay sweeps the reservation meanwhile: the late room is
+    deleted and the create fails UNAVAILABLE, instead of a room held unreserved."""
+
+    async def body() -> None:
+        slow = RedisBackend.from_url(redis_url, prefix=redis_prefix, reservation_lease_ms=LEASE_MS)
+        sweeper = RedisBackend.from_url(redis_url, prefix=redis_prefix)
+        now = wall_clock_ms()
+        create = slow._create
+
+        async def stalled(*args: object, **kwargs: object) -> object:
+            await sweeper.usage(now + LEASE_MS)  # the lease lapses meanwhile
+            return await create(*args, **kwargs)
+
+        try:
+            slow._create = stalled  # type: ignore[method-assign]
+            with pytest.raises(BackendUnavailableError, match="reservation lapsed"):
+                await slow.create_room(room_spec("late", now), now, quota=ONE_ROOM, budget=ONE_ROOM)
+            with pytest.raises(RoomNotFoundError):
+                await sweeper.snapshot(RoomId("late"))
+            assert (await sweeper.usage(now)).rooms == 0
+        finally:
+            await slow.aclose()
+            await sweeper.aclose()
 
     run(body)
