@@ -3,7 +3,7 @@
 Ceremony calls (Keygen, Sign, Reshare, Refresh, Export) are checked against
 the method (``host.ceremony_plan``), then run by ``host.enclave_link``:
 forwarded to the enclave, with the room's traffic relayed both ways and the
-sealed shares stored. GetWallet reads the store; GetAttestation forwards to
+sealed shares stored. GetWallet and ListWallets read the store; GetAttestation forwards to
 the enclave, and so does GetChallenge (a single-use challenge for the next
 ceremony request). PutBackup, GetBackup and ListBackups keep the clients' backup
 shares, which the clients encrypt before upload: the host stores opaque
@@ -46,6 +46,7 @@ from host.store import (
     StoreConflictError,
     Wallet,
 )
+from host.store_records import check_id
 from relay.client import RelayClient
 from shardkeep.keychange import CertificateError, check_ack, check_certificate
 from shardkeep.requests import RETIRE_EPOCH_CONTEXT, request_signature_valid, retire_epoch_message
@@ -203,6 +204,8 @@ def _where(error: BaseException) -> str:
 
 
 _DEFAULT_BACKUP_QUOTA: Final = BackupQuota()
+_DEFAULT_PAGE_SIZE: Final = 100
+_MAX_PAGE_SIZE: Final = 500
 
 
 class HostServicer(host_pb2_grpc.HostServicer):
@@ -379,6 +382,33 @@ class HostServicer(host_pb2_grpc.HostServicer):
             error = error_for(e)
             await context.abort(error.code, error.message)
         return _wallet_message(wallet)
+
+    async def ListWallets(
+        self, request: host_pb2.ListWalletsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> host_pb2.ListWalletsResponse:
+        """One page of the stored wallets, in wallet-id byte order (metadata, no shares).
+
+        The page token is the last wallet id of the previous page. A wallet whose
+        keygen has not committed is left out, as GetWallet refuses it; a page may
+        therefore hold fewer wallets than asked for, and only an empty
+        ``next_page_token`` ends the listing.
+        """
+        try:
+            size = request.page_size or _DEFAULT_PAGE_SIZE
+            size = min(size, _MAX_PAGE_SIZE)  # a larger page is served at the cap (AIP-158)
+            after = request.page_token or None
+            if after is not None:
+                check_id("page_token (the last wallet id of the previous page)", after)
+            # One more than the page: whether another page follows, without a second query.
+            found = await asyncio.to_thread(self._store.list_wallets, after=after, limit=size + 1)
+        except Exception as e:
+            error = error_for(e)
+            await context.abort(error.code, error.message)
+        page = found[:size]
+        return host_pb2.ListWalletsResponse(
+            wallets=[_wallet_message(w) for w in page if w.current_epoch is not None],
+            next_page_token=page[-1].wallet_id if len(found) > size else "",
+        )
 
     # --- key changes: certificates, acknowledgments, retirement -------------------------
 

@@ -7,7 +7,8 @@ Subcommands (each against a running host and relay, as the relay coordinator):
 * ``backup``  encrypt a local party's share and identity and store them at the host
   (``--all``: every local party of the wallet, or of every wallet);
 * ``recover`` fetch a backup from the host and restore the party on this machine;
-* ``list``    the wallets in the state directory, damaged ones marked as such;
+* ``list``    the wallets in the state directory, damaged ones marked as such
+  (``--remote``: also those the host stores);
 * ``passcode`` change the passcode that encrypts a wallet's local shares;
 * ``refresh`` new shares for every party, same key (all parties take part);
 * ``reshare`` move the key to fresh local parties and a new threshold;
@@ -160,6 +161,11 @@ def add_wallet_commands(commands: Any) -> None:
     listing = actions.add_parser(
         "list", parents=[local], help="wallets in the state directory (damaged ones marked)"
     )
+    listing.add_argument(
+        "--remote", action="store_true",
+        help="also list the wallets the host stores (--host), each marked whether "
+        "this machine holds a party of it",
+    )  # fmt: skip
     listing.set_defaults(handler=_run("list"))
 
     passcode = actions.add_parser(

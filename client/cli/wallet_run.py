@@ -40,6 +40,7 @@ from client.cli.state import (
 )
 from client.sdk.attestation import AttestationError
 from client.sdk.backups import backup_share, offline_export_files, recover_device, restore_wallet
+from client.sdk.listing import list_host_wallets
 from client.sdk.party import PartyIdentity
 from client.sdk.transport import Transport
 from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
@@ -513,12 +514,20 @@ async def _list(ctx: _Context) -> dict[str, Any]:
     entries = list_wallets(ctx.args.state)
     wallets = [d for d in entries if isinstance(d, WalletDescription)]
     damaged = [d for d in entries if isinstance(d, DamagedWallet)]
+    remote: list[dict[str, Any]] | None = None
+    if ctx.args.remote:
+        here = {d.wallet_id: "held" for d in wallets}
+        here |= {d.wallet_id: "damaged" for d in damaged if d.wallet_id is not None}
+        remote = await _list_remote(ctx, here)
     if not ctx.args.json:
-        return {
+        listed: dict[str, Any] = {
             "wallets": [d.wallet_id for d in wallets],
             "damaged": [str(d) for d in damaged],
         }
-    return {
+        if remote is not None:
+            listed["remote"] = [f"{w['wallet_id']} (here: {w['local']})" for w in remote]
+        return listed
+    result: dict[str, Any] = {
         "wallets": [
             {
                 "wallet_id": d.wallet_id,
@@ -536,6 +545,29 @@ async def _list(ctx: _Context) -> dict[str, Any]:
             for d in damaged
         ],
     }
+    if remote is not None:
+        result["remote"] = remote
+    return result
+
+
+async def _list_remote(ctx: _Context, here: dict[str, str]) -> list[dict[str, Any]]:
+    """The host's wallets, each with ``local``: "held" (a usable local party here),
+    "damaged" (a damaged wallet directory here) or "none"."""
+    ctx.progress("listing the host's wallets")
+    async with ctx.host_channel() as channel:
+        stored = await list_host_wallets(channel)
+    return [
+        {
+            "wallet_id": w.wallet_id,
+            "scheme": w.scheme,
+            "threshold": w.threshold,
+            "parties": len(w.party_ids),
+            "public_key": w.public_key.hex(),
+            "epoch": w.epoch,
+            "local": here.get(w.wallet_id, "none"),
+        }
+        for w in stored
+    ]
 
 
 async def _passcode(ctx: _Context) -> dict[str, Any]:

@@ -72,6 +72,11 @@ class HostStub:
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.GetWalletRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_host__pb2.Wallet.FromString,
                 _registered_method=True)
+        self.ListWallets = channel.unary_unary(
+                '/shardkeep.v1.Host/ListWallets',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.ListWalletsRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.ListWalletsResponse.FromString,
+                _registered_method=True)
         self.GetAttestation = channel.unary_unary(
                 '/shardkeep.v1.Host/GetAttestation',
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.HostAttestationRequest.SerializeToString,
@@ -163,6 +168,14 @@ class HostServicer:
 
     def GetWallet(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWallets(self, request, context):
+        """Every wallet the host stores, a page at a time in wallet-id byte order
+        (metadata only: no share is read).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -272,6 +285,11 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.GetWallet,
                     request_deserializer=shardkeep_dot_v1_dot_host__pb2.GetWalletRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_host__pb2.Wallet.SerializeToString,
+            ),
+            'ListWallets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWallets,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.ListWalletsRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.ListWalletsResponse.SerializeToString,
             ),
             'GetAttestation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAttestation,
@@ -510,6 +528,33 @@ class Host:
             '/shardkeep.v1.Host/GetWallet',
             shardkeep_dot_v1_dot_host__pb2.GetWalletRequest.SerializeToString,
             shardkeep_dot_v1_dot_host__pb2.Wallet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWallets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Host/ListWallets',
+            shardkeep_dot_v1_dot_host__pb2.ListWalletsRequest.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.ListWalletsResponse.FromString,
             options,
             channel_credentials,
             insecure,
