@@ -13,7 +13,6 @@ service (``coordinator.demo``).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -22,9 +21,9 @@ from typing import TextIO, TypeVar
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.cli.devstack import running_stack
+from client.cli.workdir import ForeignDirectoryError, prepare_marked_directory
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient, WalletError
-from tss.errors import InputError
 from tss.signing import RecoverableSignature, SigningOptions
 from tss.taproot import taproot_output_key
 
@@ -51,32 +50,18 @@ class _Story:
 MARKER = ".shardkeep-demo"
 
 
-class DemoDirectoryError(InputError):
+class DemoDirectoryError(ForeignDirectoryError):
     """The demo's directory holds files the demo did not make; it is left untouched."""
 
 
 def prepare_directory(directory: Path) -> None:
-    """Make ``directory`` an empty directory marked as the demo's.
-
-    A directory an earlier demo made (it holds the marker) is removed and made
-    again; an empty one is used. Anything else may be the user's own files, so
-    it is refused before anything is written or deleted.
+    """Make ``directory`` an empty directory marked as the demo's (``client.cli.workdir``).
 
     Raises:
         DemoDirectoryError: ``directory`` is a file, or a non-empty directory
             without the marker.
     """
-    if directory.exists() and not directory.is_dir():
-        raise DemoDirectoryError(f"{directory} is not a directory; choose another --dir")
-    if directory.is_dir() and any(directory.iterdir()):
-        if not (directory / MARKER).is_file():
-            raise DemoDirectoryError(
-                f"{directory} is not empty and was not made by `shardkeep demo` (no {MARKER}); "
-                "choose an empty or new --dir, or delete it yourself"
-            )
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MARKER).write_text("made by `shardkeep demo`; the next demo run deletes it\n")
+    prepare_marked_directory(directory, MARKER, "shardkeep demo", DemoDirectoryError)
 
 
 async def _demo(directory: Path, out: TextIO) -> int:

@@ -3,13 +3,16 @@
 One state directory holds everything: the simulated PKI, KMS policy and
 coordinator key (``python -m enclave.devsetup``), the Unix sockets, the host's
 SQLite database and each process's log. Processes: devkms (the KMS stand-in),
-the relay (in-memory rooms), the enclave and the host.
+the relay (in-memory rooms), the enclave and the host; with ``coordinator=True``
+also the coordinator service for devices (``coordinator.main``), which devices
+enroll with using the one-time codes in ``enrollment-codes``.
 
 With ``tls=True`` the stack looks like a deployment from the outside: the
 relay and the host listen on loopback TCP with TLS from a throwaway CA
 (``client.cli.devtls``), the host requires a client certificate from it (mutual
 TLS) and an API token (``api-token``), and ``DevStack.transport`` holds the
-client settings that reach them.
+client settings that reach them; the coordinator then serves TLS on loopback
+TCP too (devices need only the CA).
 """
 
 from __future__ import annotations
@@ -50,14 +53,17 @@ class DevStack:
     transport: Transport = field(default_factory=Transport)
     tls: DevTls | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
-
+    coordinator_address: str | None = None
+    enrollment_codes: Path | None = None
     commands: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def log_path(self, name: str) -> Path:
         return self.directory / f"{name}.log"
 
     def address_of(self, name: str) -> str:
-        """The gRPC address of the relay, enclave or host."""
+        """The gRPC address of the relay, enclave, host or coordinator."""
+        if name == "coordinator" and self.coordinator_address is not None:
+            return self.coordinator_address
         return {
             "relay": self.relay_address,
             "enclave": self.enclave_address,
@@ -82,7 +88,7 @@ class DevStack:
 
     def channel_for(self, name: str) -> Callable[[str], grpc.aio.Channel]:
         """How to open a channel to process ``name`` (TLS and token for the host and relay)."""
-        if name == "host":
+        if name in ("host", "coordinator"):
             return self.transport.host_channel
         if name == "relay":
             return self.transport.relay_channel
@@ -145,6 +151,45 @@ async def _listening(stack: DevStack, name: str, process: subprocess.Popen[bytes
     return address
 
 
+ENROLLMENT_CODES = 5
+
+
+async def _start_coordinator(stack: DevStack, serve: list[str], host_flags: list[str]) -> None:
+    """Start ``coordinator.main`` against the stack's host and relay; wait until healthy.
+
+    ``serve``: its own TLS flags (empty: a Unix socket); ``host_flags``: the
+    host's, from which the client side (CA, certificate, token) is derived.
+    """
+    directory = stack.directory
+    codes = directory / "enrollment-codes"
+    fd = os.open(codes, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(secrets.token_urlsafe(12) + "\n" for _ in range(ENROLLMENT_CODES))
+    stack.enrollment_codes = codes
+    reach: list[str] = []
+    if stack.tls is not None:
+        reach = [
+            "--server-ca", str(stack.tls.ca), "--client-cert", str(stack.tls.client_certificate),
+            "--client-key", str(stack.tls.client_key),
+            "--api-token-file", host_flags[host_flags.index("--api-token-file") + 1],
+        ]  # fmt: skip
+    listen = "127.0.0.1:0" if serve else f"unix:{directory / 'coordinator.sock'}"
+    stack.commands["coordinator"] = [
+        "coordinator.main", "--listen", listen, "--host", stack.host_address,
+        "--relay", stack.relay_address, "--coordinator-key", str(directory / "coordinator.key"),
+        "--root", str(directory / "pki" / "root.pem"), "--enrollment-codes", str(codes),
+        *serve, *reach,
+    ]  # fmt: skip
+    process = stack.processes["coordinator"] = _spawn(
+        directory, "coordinator", stack.commands["coordinator"]
+    )
+    stack.coordinator_address = await _listening(stack, "coordinator", process) if serve else listen
+    await _healthy(
+        stack.coordinator_address, "coordinator", process, stack.log_path("coordinator"),
+        stack.channel_for("coordinator"),
+    )  # fmt: skip
+
+
 @asynccontextmanager
 async def running_stack(
     directory: Path,
@@ -152,6 +197,7 @@ async def running_stack(
     tls: bool = False,
     store_url: str | None = None,
     host_args: Sequence[str] = (),
+    coordinator: bool = False,
 ) -> AsyncIterator[DevStack]:
     """Start devkms, relay, enclave and host under ``directory``; stop them on exit.
 
@@ -161,6 +207,7 @@ async def running_stack(
             and an API token at the host (see the module's docstring).
         store_url: the host's store (default: SQLite in ``directory``).
         host_args: more ``host.main`` options (e.g. ``--pending-deadline-seconds 5``).
+        coordinator: also start the coordinator service for devices.
     """
     directory = directory.resolve()  # the processes run with it as their working directory
     directory.mkdir(parents=True, exist_ok=True)
@@ -239,9 +286,11 @@ async def running_stack(
             stack.host_address, "host", procs["host"], stack.log_path("host"),
             stack.channel_for("host"),
         )  # fmt: skip
+        if coordinator:
+            await _start_coordinator(stack, relay_flags, host_flags)
         yield stack
     finally:
-        for name in ("host", "enclave", "relay", "devkms"):
+        for name in ("coordinator", "host", "enclave", "relay", "devkms"):
             process = procs.get(name)
             if process is not None and process.poll() is None:
                 process.terminate()

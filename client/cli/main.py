@@ -9,7 +9,9 @@ Subcommands:
 * ``shardkeep wallet create|sign|backup|recover|list|reshare|refresh|export``
   runs wallets with the server share against a running host
   (``client.cli.wallet`` documents the options, state and environment);
-* ``shardkeep demo`` runs the whole system on embedded defaults (``make run``).
+* ``shardkeep demo`` runs the whole system on embedded defaults (``make run``);
+* ``shardkeep dev up|status|down`` keeps it running in the background for
+  trying things, and prints the environment the CLI needs (``client.cli.dev``).
 
 Exit status: 0 success, 1 the attestation document is invalid or the
 operation failed, 2 bad usage, unreadable input or a command not available
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from client.cli.dev import add_dev_commands
 from client.cli.exits import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from client.cli.fetch import add_fetch_command
 from client.cli.wallet import add_wallet_commands, environment_help
@@ -145,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fetch_command(attestation_commands)
 
     add_wallet_commands(commands)
+    add_dev_commands(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end demonstration")
     demo.add_argument(
