@@ -14,6 +14,9 @@
   files agree with each other and with the image, the enclave supervisor
   handles a fake nitro-cli, the Redis config runs the relay under its ACL, and
   the PostgreSQL config names only real parameters.
+- Every service's metrics endpoint is configured, on its own port, open in the
+  unit's sandbox and in the runbook; the relay and the bridge, started with
+  their units' command lines, serve it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import hashlib
 import importlib.metadata
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -35,6 +39,7 @@ import tempfile
 import textwrap
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -950,6 +955,126 @@ def test_host_unit_uses_flags_the_host_accepts(capsys: pytest.CaptureFixture[str
     for token in unit_exec("shardkeep-host.service")[1:]:
         if token.startswith("--"):
             assert token in usage, f"shardkeep-host has no {token}"
+
+
+### Metrics: every service exposes its endpoint
+
+# Each unit that serves Prometheus metrics, and what its endpoint exports. The
+# enclave has no network: its counters are on the host's endpoint.
+METRICS_UNITS = {
+    "shardkeep-host.service": ("shardkeep_host_", "shardkeep_enclave_"),
+    "shardkeep-relay.service": ("shardkeep_relay_",),
+    "shardkeep-enclave-bridge.service": ("shardkeep_bridge_",),
+}
+
+
+def unit_environment(unit: str) -> dict[str, str]:
+    """The settings of the unit's EnvironmentFile (its template under deploy/host/env)."""
+    text = (UNITS / unit).read_text()
+    [path] = re.findall(r"^EnvironmentFile=/etc/shardkeep/(\S+)$", text, re.M)
+    lines = (DEPLOY / "host" / "env" / path).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def expanded_exec(unit: str) -> list[str]:
+    """The unit's ExecStart with its ``${VAR}`` settings filled in, as systemd does."""
+    env = unit_environment(unit)
+    argv = unit_exec(unit)
+    for token in argv:
+        for name in re.findall(r"\$\{(\w+)\}", token):
+            assert name in env, f"{unit}: {name} is not set in its EnvironmentFile"
+    return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], t) for t in argv]
+
+
+def test_every_service_exposes_metrics_on_its_own_port() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    ports: dict[str, int] = {}
+    for unit, prefixes in METRICS_UNITS.items():
+        argv = expanded_exec(unit)
+        port = int(flag(argv, "--metrics-port"))
+        address = flag(argv, "--metrics-address")
+        assert 1024 < port < 65536, unit
+        # Scraped from the monitoring subnet: a wildcard or routable IPv4 address.
+        assert not ipaddress.ip_address(address).is_loopback, unit
+        [families] = re.findall(r"^RestrictAddressFamilies=(.*)$", (UNITS / unit).read_text(), re.M)
+        assert "AF_INET" in families.split(), f"{unit} cannot open its metrics socket"
+        # The runbook opens the port to monitoring and shows what it serves.
+        assert f":{port} (" in readme, f"the security groups do not admit :{port}"
+        for prefix in prefixes:
+            assert f"localhost:{port}/metrics | grep {prefix}" in readme, (unit, prefix)
+        ports[unit] = port
+    assert len(set(ports.values())) == len(ports), f"metrics ports collide: {ports}"
+    enclave = (UNITS / "shardkeep-enclave.service").read_text()
+    assert "--metrics-port" not in enclave  # no network in the enclave
+
+
+def test_bridge_unit_uses_flags_the_bridge_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    from shardkeep.bridge import main as bridge_main
+
+    with pytest.raises(SystemExit):
+        bridge_main(["--help"])
+    usage = capsys.readouterr().out
+    argv = unit_exec("shardkeep-enclave-bridge.service")
+    for token in argv[3:]:  # after "python -m shardkeep.bridge"
+        if token.startswith("--"):
+            assert token in usage, f"the bridge has no {token}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def scrape_until(port: int, prefix: str, timeout_s: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text: str = r.read().decode()
+            assert prefix in text
+            return text
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("unit", ["shardkeep-relay.service", "shardkeep-enclave-bridge.service"])
+def test_units_command_line_serves_metrics(unit: str, sockdir: Path) -> None:
+    """Run the unit's own command line (paths, the vsock target, the backend and
+    the metrics address moved to this machine) and scrape its endpoint."""
+    (sockdir / "relay-backend").write_text("memory\n")
+    admission = {"max_rooms": 10, "max_bytes": 1 << 20, "coordinators": []}
+    (sockdir / "relay-admission.json").write_text(json.dumps(admission))
+    port = free_port()
+    local = {
+        "%d": str(sockdir),
+        "/etc/shardkeep": str(sockdir),
+        "/run/shardkeep-enclave": str(sockdir),
+        "vsock:16:5000": f"unix:{sockdir}/enclave.sock",
+    }
+    argv = []
+    for token in expanded_exec(unit):
+        for old, new in local.items():
+            token = token.replace(old, new)
+        argv.append(token)
+    argv[argv.index("--metrics-address") + 1] = "127.0.0.1"
+    argv[argv.index("--metrics-port") + 1] = str(port)
+    if unit == "shardkeep-relay.service":
+        argv[argv.index("--listen") + 1] = f"unix:{sockdir}/relay.sock"
+        argv[0:1] = [sys.executable, "-m", "relay.main"]
+    else:
+        argv[0] = sys.executable
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for prefix in METRICS_UNITS[unit]:
+            scrape_until(port, prefix)
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err.decode()[-2000:]
 
 
 FAKE_NITRO_CLI = textwrap.dedent(
