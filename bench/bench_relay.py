@@ -29,6 +29,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.client import PartySession, RelayClient
+from shardkeep import eventloop
 
 __all__ = ["main"]
 
@@ -189,7 +190,7 @@ async def _run() -> None:
 
 def main() -> None:
     """Measure relay round-trip latency and throughput on 127.0.0.1."""
-    asyncio.run(_run())
+    eventloop.run(_run())
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from bench.util import measure
 from client.cli.devstack import running_stack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import WalletClient
+from shardkeep import eventloop
 from tss import local
 from tss.keyshare import Scheme
 
@@ -129,7 +130,7 @@ async def _throughput(work: Callable[[], Awaitable[object]], concurrency: int) -
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
-        asyncio.run(_bench(Path(directory)))
+        eventloop.run(_bench(Path(directory)))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from client.cli.devstack import running_stack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient
 from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
+from shardkeep import eventloop
 from shardkeep.v1 import relay_pb2, relay_pb2_grpc
 
 __all__ = ["main"]
@@ -183,10 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flood", metavar="RELAY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.flood:
-        codes = asyncio.run(flood(args.flood, args.concurrency))
+        codes = eventloop.run(flood(args.flood, args.concurrency))
         print(json.dumps(codes), flush=True)
         return
-    _print(asyncio.run(soak(args.minutes, args.signers, args.concurrency)))
+    _print(eventloop.run(soak(args.minutes, args.signers, args.concurrency)))
 
 
 if __name__ == "__main__":

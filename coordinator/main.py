@@ -12,7 +12,6 @@ and serves devices over TLS with ``--tls-cert``/``--tls-key``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from client.cli.connection import add_transport_options, transport_from_args
 from coordinator.coordinator import Coordinator
 from coordinator.service import create_server
+from shardkeep import eventloop
 from shardkeep.server import new_health_servicer, serve_until_signalled
 from shardkeep.tls import add_server_tls_arguments, server_tls_from_args
 from tss.errors import InputError
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
     except (OSError, ValueError, InputError) as e:
         parser.error(str(e))
-    asyncio.run(_serve(args, settings))
+    eventloop.run(_serve(args, settings))
 
 
 if __name__ == "__main__":

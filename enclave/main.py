@@ -15,7 +15,7 @@ from enclave.nsm import Nsm, SimulatedNitroPki, SimulatedNsm
 from enclave.nsm_device import DeviceNsm, NsmUnavailable
 from enclave.seal import ShareSealer
 from enclave.service import EnclaveDeps, create_server
-from shardkeep import logs
+from shardkeep import eventloop, logs
 from shardkeep.server import serve_until_signalled
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.kms_endpoint:
         config = replace(config, kms=replace(config.kms, endpoint=args.kms_endpoint))
     logs.configure("enclave")
-    asyncio.run(serve(config))
+    eventloop.run(serve(config))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from host.service import create_server
 from host.store import BackupQuota, Store, StoreError
 from host.stores import open_store
 from relay.client import RelayClient
-from shardkeep import logs
+from shardkeep import eventloop, logs
 from shardkeep.server import new_health_servicer
 from shardkeep.tls import (
     ClientTls,
@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         relay_tls=relay_tls,
         keep_retired_epochs=args.keep_retired_epochs,
     )
-    asyncio.run(_serve_until_signalled(config))
+    eventloop.run(_serve_until_signalled(config))
 
 
 if __name__ == "__main__":

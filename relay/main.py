@@ -49,7 +49,7 @@ from relay.metrics import RelayMetrics
 from relay.redis_backend import RedisBackend
 from relay.rooms import RelayConfig
 from relay.service import create_server, wall_clock_ms
-from shardkeep import logs
+from shardkeep import eventloop, logs
 from shardkeep.metrics import MetricsServer
 from shardkeep.server import new_health_servicer
 from shardkeep.tls import TlsSettingsError, add_server_tls_arguments, server_tls_from_args
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.tls = server_tls_from_args(args)
     except TlsSettingsError as e:
         parser.error(str(e))
-    asyncio.run(_serve(args))
+    eventloop.run(_serve(args))
 
 
 if __name__ == "__main__":

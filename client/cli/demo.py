@@ -12,7 +12,6 @@ service (``coordinator.demo``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -24,6 +23,7 @@ from client.cli.devstack import running_stack
 from client.cli.workdir import ForeignDirectoryError, prepare_marked_directory
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient, WalletError
+from shardkeep import eventloop
 from tss.signing import RecoverableSignature, SigningOptions
 from tss.taproot import taproot_output_key
 
@@ -181,4 +181,4 @@ def run_demo(directory: Path, out: TextIO) -> int:
         DemoDirectoryError: ``directory`` holds files the demo did not make.
     """
     prepare_directory(directory)
-    return asyncio.run(_demo(directory, out))
+    return eventloop.run(_demo(directory, out))

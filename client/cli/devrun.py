@@ -19,6 +19,7 @@ from pathlib import Path
 
 from client.cli.devstack import DevStack, running_stack
 from client.cli.devstate import RECORD, STATE_ENV, StackRecord, write_record
+from shardkeep import eventloop
 
 __all__ = ["environment_of", "main"]
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("directory", type=Path, help="the stack's directory (made by dev up)")
     parser.add_argument("--tls", action="store_true", help="TLS, mutual TLS and an API token")
     args = parser.parse_args(argv)
-    asyncio.run(_hold(args.directory.resolve(), args.tls))
+    eventloop.run(_hold(args.directory.resolve(), args.tls))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ verify FILE --nonce HEX --pcr N=HEX ...`` checks exactly that document.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ from typing import Any, Final, TextIO
 
 from client.cli.connection import add_transport_options
 from client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from shardkeep import eventloop
 
 __all__ = ["add_fetch_command"]
 
@@ -66,7 +66,7 @@ def _fetch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
     nonce: bytes = args.nonce if args.nonce is not None else secrets.token_bytes(32)
     try:
-        document = asyncio.run(_get_document(transport, args.host, nonce, args.timeout))
+        document = eventloop.run(_get_document(transport, args.host, nonce, args.timeout))
     except _Failed as e:
         print(f"shardkeep: {e}", file=err)
         return EXIT_FAILED

@@ -9,7 +9,6 @@ on stderr that never carries key material.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -46,7 +45,7 @@ from client.sdk.transport import Transport
 from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
 from client.storage.errors import StorageError
 from client.storage.shares import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
-from shardkeep import lifecycle
+from shardkeep import eventloop, lifecycle
 from tss.bip32 import derive_public
 from tss.errors import InputError, ProtocolError, ShardkeepError
 from tss.keyshare import Scheme
@@ -222,7 +221,7 @@ def run_command(command: str, args: argparse.Namespace, out: TextIO, err: TextIO
         return EXIT_USAGE
     context = _Context(args, err, passcode)
     try:
-        result = asyncio.run(body(context))
+        result = eventloop.run(body(context))
     except BaseException as e:
         context.progress.close()
         for kind, status in _FAILURES:

@@ -19,7 +19,6 @@ all holds, 1 with the reason otherwise.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import secrets
 import sys
@@ -30,6 +29,7 @@ from typing import Final
 import grpc
 
 from client.sdk.attestation import AttestationDocument, AttestationError, verify
+from shardkeep import eventloop
 from shardkeep.v1 import enclave_pb2, enclave_pb2_grpc
 
 DEFAULT_ENCLAVE: Final = "unix:/run/shardkeep-enclave/enclave.sock"
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.root.read_bytes() if args.root else None
     try:
         expected = expected_pcrs(json.loads(args.pcrs.read_text()))
-        nonce, document, static_key = asyncio.run(fetch(args.enclave))
+        nonce, document, static_key = eventloop.run(fetch(args.enclave))
         doc = verify_live(document, nonce, root)
         print(report(doc, expected))  # the live PCRs, also when they differ
         compare(doc, static_key, expected)

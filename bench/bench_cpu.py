@@ -1,0 +1,145 @@
+"""CPU time per signature in each process of the service, and the p50 wall time.
+
+The development machine is shared: other work makes wall times noisy, while a
+process's own CPU time (``/proc/PID/stat`` utime + stime, its threads
+included) barely moves with load. So this reports, for each wallet shape,
+the CPU milliseconds one signature costs the client (this process: the
+device parties and the SDK), the relay, the host, the enclave and devkms,
+their sum, the voluntary context switches per signature, and the median wall
+time of sequential signatures. Real processes on Unix sockets
+(``client.cli.devstack``), the in-memory relay, SQLite at the host.
+
+``python -m bench.bench_cpu [--signatures N]``; each shape runs a few
+seconds, the whole run well under a minute on an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.cli.devstack import DevStack, running_stack
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import WalletClient
+from shardkeep.eventloop import run
+from tss.keyshare import Scheme
+
+PROCESSES = ("client", "relay", "host", "enclave", "devkms")
+DIGEST = bytes(32)
+WARMUP = 3
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Shape:
+    scheme: Scheme
+    threshold: int
+    parties: int  # the server share included
+
+    @property
+    def name(self) -> str:
+        label = "BIP-340" if self.scheme == "bip340" else "ECDSA"
+        return f"{label} {self.threshold}-of-{self.parties}"
+
+
+SHAPES = (Shape("bip340", 2, 2), Shape("ecdsa-secp256k1", 2, 2), Shape("bip340", 3, 5))
+
+
+@dataclass(frozen=True)
+class Sample:
+    cpu_ms: float
+    switches: int
+
+
+def sample(pid: int) -> Sample:
+    """CPU milliseconds (user + system, all threads) and voluntary context switches so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may hold spaces: fields start after its closing parenthesis.
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu_ms = (int(fields[11]) + int(fields[12])) * _TICK_MS  # utime, stime (fields 14, 15)
+    switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    switches += int(line.split()[1])
+    return Sample(cpu_ms, switches)
+
+
+def _pids(stack: DevStack) -> dict[str, int]:
+    return {"client": os.getpid(), **{n: p.pid for n, p in stack.processes.items()}}
+
+
+@dataclass(frozen=True)
+class Result:
+    shape: Shape
+    signatures: int
+    p50_ms: float
+    cpu_ms: dict[str, float]  # per signature, by process
+    switches: float  # voluntary context switches per signature, all processes
+
+
+async def measure_shape(
+    wallets: WalletClient, stack: DevStack, shape: Shape, signatures: int
+) -> Result:
+    devices = [PartyIdentity.generate() for _ in range(shape.parties - 1)]
+    wallet = await wallets.create_wallet(shape.scheme, devices, threshold=shape.threshold)
+    signers = {i: devices[i] for i in range(shape.threshold - 1)}  # + the server share
+    for _ in range(WARMUP):
+        await wallets.sign(wallet, DIGEST, signers)
+    pids = _pids(stack)
+    before = {name: sample(pid) for name, pid in pids.items()}
+    walls = []
+    for _ in range(signatures):
+        start = time.perf_counter()
+        await wallets.sign(wallet, DIGEST, signers)
+        walls.append((time.perf_counter() - start) * 1000)
+    after = {name: sample(pid) for name, pid in pids.items()}
+    return Result(
+        shape,
+        signatures,
+        statistics.median(walls),
+        {n: (after[n].cpu_ms - before[n].cpu_ms) / signatures for n in pids},
+        sum(after[n].switches - before[n].switches for n in pids) / signatures,
+    )
+
+
+def print_table(results: list[Result]) -> None:
+    head = "".join(f"{n:>9}" for n in PROCESSES)
+    print(f"{'shape':16}{'p50 ms':>8}{head}{'total':>9}{'vol.cs':>8}   (CPU ms per signature)")
+    for r in results:
+        cells = "".join(f"{r.cpu_ms.get(n, 0.0):9.2f}" for n in PROCESSES)
+        total = sum(r.cpu_ms.values())
+        print(f"{r.shape.name:16}{r.p50_ms:8.2f}{cells}{total:9.2f}{r.switches:8.0f}")
+
+
+async def _bench(directory: Path, signatures: int) -> list[Result]:
+    async with (
+        running_stack(directory) as stack,
+        WalletClient(
+            stack.host_address, stack.relay_address, stack.coordinator_key,
+            root_certificate=stack.root_certificate,
+        ) as wallets,
+    ):  # fmt: skip
+        results = []
+        for shape in SHAPES:
+            count = signatures if shape.scheme == "bip340" else max(signatures // 3, 10)
+            results.append(await measure_shape(wallets, stack, shape, count))
+        return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.bench_cpu", description=__doc__)
+    parser.add_argument("--signatures", type=int, default=60, help="BIP-340 signatures per shape")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as directory:
+        print_table(run(_bench(Path(directory), args.signatures)))
+
+
+if __name__ == "__main__":
+    main()
