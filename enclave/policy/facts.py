@@ -1,0 +1,150 @@
+"""What a condition sees: the activity and its parsed transaction as CEL values.
+
+Roots (docs/security/policy.md lists every field): ``activity``, ``eth``
+(``eth.tx`` for an EVM transaction), ``solana`` (``solana.tx``) and ``btc``
+(empty until PSBTs are parsed). A root whose chain the activity is not about
+is an empty map, so ``has(eth.tx)`` is false there and
+``activity.kind == 'SIGN_EVM_TRANSACTION' && eth.tx.value_gwei < 10`` is
+simply false for a Solana message (CEL's ``&&`` absorbs the error of the
+missing field when the left side is false).
+
+Every number is below 2^63 (the CEL runtime would turn a larger Python int
+into a double). Wei amounts appear in gwei rounded *up*, so a cap such as
+``value_gwei <= 10`` is never undercut by sub-gwei dust, and exactly as a
+decimal string; a transaction whose amounts do not fit is refused
+(``FactsError``), as is a Solana amount of 2^63 lamports or more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from shardkeep.chains.evm import EvmTransaction
+from shardkeep.chains.solana import SolanaMessage, b58encode
+from tss.errors import InputError
+
+__all__ = ["FactsError", "Activity", "facts", "ACTIVITY_KINDS"]
+
+ACTIVITY_KINDS: Final = frozenset(
+    {
+        "SIGN_EVM_TRANSACTION",
+        "SIGN_SOLANA_MESSAGE",
+        "SIGN_PSBT",
+        "SIGN_EIP191",
+        "SIGN_EIP712",
+        "SIGN_RAW_DIGEST",
+        "RESHARE",
+        "REFRESH",
+        "EXPORT",
+        "SET_POLICY",
+    }
+)
+_INT_BOUND: Final = 1 << 63
+_GWEI: Final = 10**9
+
+
+class FactsError(InputError):
+    """An activity a policy cannot be evaluated over (the field is named)."""
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What is asked of the server share, with the transaction the enclave parsed.
+
+    Attributes:
+        kind: one of ``ACTIVITY_KINDS``.
+        wallet_id, scheme: the wallet and its scheme (``ecdsa-secp256k1``, ``bip340``, ``ed25519``).
+        derivation_path: non-hardened BIP-32 indices of the signing key.
+        evm, solana: the parsed transaction, for the matching kinds.
+    """
+
+    kind: str
+    wallet_id: str
+    scheme: str
+    derivation_path: tuple[int, ...] = ()
+    evm: EvmTransaction | None = None
+    solana: SolanaMessage | None = None
+
+
+def _int(value: int, field: str) -> int:
+    if not 0 <= value < _INT_BOUND:
+        raise FactsError(f"{field} does not fit a policy's 64-bit integers")
+    return value
+
+
+def _gwei_up(wei: int, field: str) -> int:
+    return _int(-(-wei // _GWEI), field)
+
+
+def _evm(tx: EvmTransaction) -> dict[str, object]:
+    return {
+        "type": tx.tx_type,
+        "chain_id": _int(tx.chain_id, "eth.tx.chain_id"),
+        "nonce": _int(tx.nonce, "eth.tx.nonce"),
+        "to": "0x" + tx.to.hex() if tx.to is not None else "",
+        "value_wei": str(tx.value),
+        "value_gwei": _gwei_up(tx.value, "eth.tx.value_gwei"),
+        "selector": "0x" + tx.selector.hex() if tx.selector else "",
+        "data_size": len(tx.data),
+        "gas": _int(tx.gas, "eth.tx.gas"),
+        "max_fee_per_gas_gwei": _gwei_up(tx.max_fee_per_gas, "eth.tx.max_fee_per_gas_gwei"),
+        "max_priority_fee_per_gas_gwei": _gwei_up(
+            tx.max_priority_fee_per_gas, "eth.tx.max_priority_fee_per_gas_gwei"
+        ),
+        "max_fee_gwei": _gwei_up(tx.gas * tx.max_fee_per_gas, "eth.tx.max_fee_gwei"),
+    }
+
+
+def _solana(message: SolanaMessage) -> dict[str, object]:
+    transfers = message.sol_transfers()
+    version: Literal["legacy", "0"] = "legacy" if message.version == "legacy" else "0"
+    return {
+        "version": version,
+        "fee_payer": b58encode(message.fee_payer),
+        "signers": [b58encode(k) for k in message.signers],
+        "program_ids": [b58encode(p) for p in message.program_ids],
+        "system_instructions": list(message.system_instruction_tags()),
+        "transfers": [
+            {
+                "from": b58encode(t.source),
+                "to": b58encode(t.destination),
+                "lamports": _int(t.lamports, "solana.tx.transfers.lamports"),
+            }
+            for t in transfers
+        ],
+        "transfer_total": _int(sum(t.lamports for t in transfers), "solana.tx.transfer_total"),
+    }
+
+
+def _path(path: Sequence[int]) -> list[int]:
+    if any(not 0 <= i < 2**31 for i in path):
+        raise FactsError("activity.derivation_path holds non-hardened indices only")
+    return list(path)
+
+
+def facts(activity: Activity) -> dict[str, object]:
+    """The CEL variables a condition is evaluated over.
+
+    Raises:
+        FactsError: an unknown kind, a kind without its transaction (or with
+            another chain's), or a number a policy cannot represent.
+    """
+    if activity.kind not in ACTIVITY_KINDS:
+        raise FactsError(f"unknown activity kind {activity.kind!r}")
+    expects_evm = activity.kind == "SIGN_EVM_TRANSACTION"
+    expects_solana = activity.kind == "SIGN_SOLANA_MESSAGE"
+    if expects_evm != (activity.evm is not None) or expects_solana != (activity.solana is not None):
+        raise FactsError(f"a {activity.kind} activity carries the wrong transaction")
+    return {
+        "activity": {
+            "kind": activity.kind,
+            "wallet": activity.wallet_id,
+            "scheme": activity.scheme,
+            "derivation_path": _path(activity.derivation_path),
+        },
+        "eth": {"tx": _evm(activity.evm)} if activity.evm is not None else {},
+        "solana": {"tx": _solana(activity.solana)} if activity.solana is not None else {},
+        "btc": {},
+    }
