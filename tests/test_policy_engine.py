@@ -7,10 +7,13 @@ the policy and condition it names.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import rlp  # type: ignore[import-untyped]
+from hypothesis import given
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -20,6 +23,7 @@ from solders.system_program import TransferParams, transfer
 from enclave.policy.engine import PolicyDenied, PolicyEngine
 from enclave.policy.facts import Activity, FactsError, facts
 from shardkeep.chains import evm, solana
+from shardkeep.chains.errors import TransactionParseError
 from shardkeep.policyset import (
     Authenticator,
     Consensus,
@@ -28,6 +32,7 @@ from shardkeep.policyset import (
     PolicySet,
     policy_set_hash,
 )
+from tests.test_chains_fuzz import FUZZ, SEEDS, SOLANA_SEEDS, mutated
 
 FRIEND = bytes.fromhex("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
 STRANGER = bytes.fromhex("de" * 20)
@@ -295,3 +300,30 @@ def test_facts_round_wei_up_and_refuse_what_cel_cannot_hold() -> None:
         facts(Activity("SIGN_EVM_TRANSACTION", "w1", "ecdsa-secp256k1"))
     with pytest.raises(FactsError, match="unknown activity kind"):
         facts(Activity("SIGN_ANYTHING", "w1", "ecdsa-secp256k1"))
+
+
+def decides_or_refuses(activity_of: Callable[[], Activity]) -> None:
+    try:
+        activity = activity_of()
+    except TransactionParseError:
+        return
+    with contextlib.suppress(PolicyDenied, FactsError):  # the two typed outcomes besides Allowed
+        assert ENGINE.decide(activity, ["alice", "bob", "carol"]).policy
+
+
+@FUZZ
+@given(mutated(SEEDS))
+def test_fuzzed_evm_transactions_reach_a_decision_or_a_typed_error(raw: bytes) -> None:
+    decides_or_refuses(
+        lambda: Activity(
+            "SIGN_EVM_TRANSACTION", "w1", "ecdsa-secp256k1", evm=evm.parse_transaction(raw)
+        )
+    )
+
+
+@FUZZ
+@given(mutated(SOLANA_SEEDS))
+def test_fuzzed_solana_messages_reach_a_decision_or_a_typed_error(raw: bytes) -> None:
+    decides_or_refuses(
+        lambda: Activity("SIGN_SOLANA_MESSAGE", "w1", "ed25519", solana=solana.parse_message(raw))
+    )
