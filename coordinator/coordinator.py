@@ -1,4 +1,8 @@
-"""The coordinator library: runs keygen and signing for enrolled devices (docs/coordinator.md).
+"""The coordinator library: runs the ceremonies of enrolled devices (docs/coordinator.md).
+
+Keygen, signing, ECDSA pair setups, refresh and export (owner-approved) of
+the wallets a device holds a party of; epoch acknowledgments after a refresh
+are forwarded to the host.
 
 It holds what a device must not: the coordinator key the enclave pins and
 the relay admits, and the host's client certificate and API token
@@ -6,7 +10,11 @@ the relay admits, and the host's client certificate and API token
 attestation document on the device's nonce, builds and signs the
 ``CeremonyRequest``, creates the room, starts the server share's side at the
 host and hands the device its own room token. It keeps no share: only the
-wallets' public keyrings and which devices may use them.
+wallets' public keyrings, owner keys and which devices may use them.
+
+Every request the enclave sees is assembled in one place, :meth:`Coordinator._launch`:
+the coordinator's signature and the approvals the request needs (today the
+owner's signature of an export).
 """
 
 from __future__ import annotations
@@ -30,7 +38,12 @@ from coordinator.policy import Denied, Policy, WalletRecord
 from relay.client import CreatedRoom, RelayClient
 from shardkeep import lifecycle
 from shardkeep.device_auth import DeviceCallError, ReplayGuard, verify_device_call
-from shardkeep.requests import COORDINATOR_CONTEXT, sign_request
+from shardkeep.requests import (
+    COORDINATOR_CONTEXT,
+    OWNER_CONTEXT,
+    request_signature_valid,
+    sign_request,
+)
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
 from tss.channel import party_id
 from tss.ecdsa.setup import UNKNOWN_SETUP_ID
@@ -40,13 +53,28 @@ __all__ = [
     "BadAsk",
     "Coordinator",
     "Denied",
+    "NotApproved",
     "NotEnrolled",
     "ServerShareFailed",
     "UnknownCeremony",
 ]
 
 _SCHEMES = (ceremony_pb2.SCHEME_BIP340, ceremony_pb2.SCHEME_ECDSA_SECP256K1)
-_WALLET_KINDS = (ceremony_pb2.CEREMONY_KIND_SIGN, ceremony_pb2.CEREMONY_KIND_PAIR_SETUP)
+_WALLET_KINDS = (
+    ceremony_pb2.CEREMONY_KIND_SIGN,
+    ceremony_pb2.CEREMONY_KIND_PAIR_SETUP,
+    ceremony_pb2.CEREMONY_KIND_REFRESH,
+    ceremony_pb2.CEREMONY_KIND_EXPORT,
+)
+# The enclave runs these only with the wallet owner's signature of the request.
+_OWNER_SIGNED = (ceremony_pb2.CEREMONY_KIND_EXPORT,)
+# The host's refusals of a forwarded acknowledgment that name a fault of the ask.
+_ACK_REFUSALS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 _MAX_NONCE = 1024  # the NSM's limit on an attestation nonce
 
 
@@ -60,6 +88,10 @@ class BadAsk(Exception):
 
 class UnknownCeremony(Exception):
     """No running ceremony of this device has that id."""
+
+
+class NotApproved(Exception):
+    """The ceremony needs the owner's approval first, or the approval does not verify."""
 
 
 class ServerShareFailed(Exception):
@@ -78,8 +110,10 @@ class _Running:
     device_key: bytes
     device_index: int
     request: ceremony_pb2.CeremonyRequest
+    data: bytes  # the request's bytes as handed to the device: what the signatures cover
     room: CreatedRoom
-    server_side: asyncio.Task[ceremony_pb2.CeremonyResult]
+    server_id: str
+    server_side: asyncio.Task[ceremony_pb2.CeremonyResult] | None = None
 
 
 class Coordinator:
@@ -130,7 +164,8 @@ class Coordinator:
     async def aclose(self) -> None:
         """Cancel unfinished ceremonies and close the channels."""
         for running in self._running.values():
-            running.server_side.cancel()
+            if running.server_side is not None:
+                running.server_side.cancel()
         await self._relay.aclose()
         await self._host_channel.close(None)
 
@@ -195,7 +230,10 @@ class Coordinator:
         elif ask.kind in _WALLET_KINDS and wallet is not None:
             request, index = self._wallet_request(ask, wallet, device, server)
         else:
-            raise BadAsk("a device may ask for a keygen, a signature or a pair setup")
+            raise BadAsk(
+                "a device may ask for a keygen, or a signature, pair setup, refresh or "
+                "export of a wallet it holds a party of"
+            )
         members = [
             request.parties[i].party_id for i in (request.signers or range(len(request.parties)))
         ]
@@ -203,14 +241,74 @@ class Coordinator:
             members, ttl_ms=int(self._timeout * 1000), max_total_bytes=room_bytes(len(members))
         )
         request.room_id = room.room_id
-        signed = self._signed(request, bytes(challenge.challenge))
-        server_side = asyncio.create_task(self._server_side(signed, room, server.party_id))
-        self._running[request.ceremony_id] = _Running(device, index, request, room, server_side)
+        request.not_after_unix = int(time.time()) + int(self._timeout)
+        request.challenge = bytes(challenge.challenge)
+        running = _Running(
+            device, index, request, request.SerializeToString(), room, server.party_id
+        )
+        self._running[request.ceremony_id] = running
+        needs_owner = request.kind in _OWNER_SIGNED
+        if not needs_owner:
+            self._launch(running)
         return coordinator_pb2.StartedCeremony(
-            request=signed.request,
+            request=running.data,
             attestation_document=reply.document,
             join_token=room.join_tokens[request.parties[index].party_id],
+            needs_owner_approval=needs_owner,
         )
+
+    def approve(self, call: coordinator_pb2.DeviceCall) -> None:
+        """Attach the owner's signature to a started export and start the server share's side.
+
+        Raises:
+            NotEnrolled, UnknownCeremony; NotApproved: the signature is not the
+                wallet owner's over the request, or the ceremony needs none.
+        """
+        device = self._admit(call, "ApproveCeremony")
+        approval = _parse(coordinator_pb2.CeremonyApproval, call.body)
+        running = self._running.get(approval.ceremony_id)
+        if running is None or running.device_key != device:
+            raise UnknownCeremony(f"no running ceremony {approval.ceremony_id!r} of this device")
+        wallet = self._wallets[running.request.wallet_id]
+        if running.request.kind not in _OWNER_SIGNED or running.server_side is not None:
+            raise NotApproved("this ceremony takes no (further) owner approval")
+        signature = bytes(approval.owner_signature)
+        if not request_signature_valid(wallet.owner_key, OWNER_CONTEXT, running.data, signature):
+            raise NotApproved("the approval is not the wallet owner's signature of the request")
+        self._launch(running, owner_signature=signature)
+
+    async def acknowledge(self, call: coordinator_pb2.DeviceCall) -> int:
+        """Forward a device seat's acknowledgment of a new epoch to the host.
+
+        The host checks the signature against the seat's host key; the
+        coordinator only checks that the device holds a party of the wallet.
+
+        Returns:
+            The number of retired epochs the host pruned.
+
+        Raises:
+            NotEnrolled, Denied; BadAsk: the host refused the acknowledgment (named).
+        """
+        device = self._admit(call, "AcknowledgeEpoch")
+        ack = _parse(coordinator_pb2.EpochAck, call.body)
+        wallet = self._wallets.get(ack.wallet_id)
+        if wallet is None or device not in wallet.devices:
+            raise Denied("this device is not a party of the wallet")
+        try:
+            reply = await self._host.AckEpoch(
+                host_pb2.AckEpochRequest(
+                    wallet_id=ack.wallet_id,
+                    epoch=ack.epoch,
+                    position=ack.position,
+                    signature=ack.signature,
+                ),
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() in _ACK_REFUSALS:
+                raise BadAsk(f"the host refused the acknowledgment: {e.details()}") from e
+            raise
+        return int(reply.pruned)
 
     async def finish(self, call: coordinator_pb2.DeviceCall) -> ceremony_pb2.CeremonyResult:
         """Wait for the server share's result of a device's ceremony; record a new wallet.
@@ -226,6 +324,8 @@ class Coordinator:
         del self._running[ask.ceremony_id]
         request = running.request
         try:
+            if running.server_side is None:
+                raise NotApproved("the ceremony was never approved by the wallet's owner")
             result = await asyncio.wait_for(running.server_side, self._timeout)
         finally:
             await self._relay.close_room(running.room.room_id, running.room.admin_token)
@@ -234,7 +334,10 @@ class Coordinator:
                 request.wallet_id, request.scheme, request.threshold, list(request.parties),
                 server_index=len(request.parties) - 1, public_key=bytes(result.public_key),
                 epoch=result.epoch, devices={device: running.device_index},
+                owner_key=bytes(request.owner_key),
             )  # fmt: skip
+        elif request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
+            self._wallets[request.wallet_id].epoch = result.epoch
         return result
 
     def _server_party(self, document: bytes, nonce: bytes) -> ceremony_pb2.Party:
@@ -284,11 +387,11 @@ class Coordinator:
         device: bytes,
         server: ceremony_pb2.Party,
     ) -> tuple[ceremony_pb2.CeremonyRequest, int]:
-        """A signature, or a new ECDSA pair setup, of the device's party with the server's."""
+        """A signature, ECDSA pair setup, refresh or export of the device's wallet."""
         if wallet.parties[wallet.server_index].party_id != server.party_id:
             raise BadAsk("the enclave attests another server party than the wallet's")
         index = wallet.devices[device]
-        name = "sign" if ask.kind == ceremony_pb2.CEREMONY_KIND_SIGN else "pair-setup"
+        name = ceremony_pb2.CeremonyKind.Name(ask.kind).removeprefix("CEREMONY_KIND_").lower()
         request = ceremony_pb2.CeremonyRequest(
             ceremony_id=f"{name}-{secrets.token_hex(8)}",
             kind=ask.kind,
@@ -302,6 +405,18 @@ class Coordinator:
             if wallet.scheme != ceremony_pb2.SCHEME_ECDSA_SECP256K1:
                 raise BadAsk("pair setups are for ECDSA wallets")
             return request, index
+        if ask.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
+            # Every party deals in a refresh: only a wallet of this device and the server share.
+            if len(wallet.parties) != 2:
+                raise BadAsk("a refresh needs every party; this wallet has others than the device")
+            del request.signers[:]
+            return request, index
+        if ask.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
+            if ask.party != wallet.parties[index] or len(ask.export_recipient_key) != 32:
+                raise BadAsk("an export goes to the device's own party and a 32-byte X25519 key")
+            request.export_recipient.CopyFrom(ask.party)
+            request.export_recipient_key = ask.export_recipient_key
+            return request, index
         if len(ask.digest) != 32:
             raise BadAsk("the digest must be 32 bytes")
         request.digest = ask.digest
@@ -312,14 +427,19 @@ class Coordinator:
             request.pair_setup_ids[index] = bytes(ask.pair_setup_id) or UNKNOWN_SETUP_ID
         return request, index
 
-    def _signed(
-        self, request: ceremony_pb2.CeremonyRequest, challenge: bytes
-    ) -> ceremony_pb2.SignedCeremonyRequest:
-        request.not_after_unix = int(time.time()) + int(self._timeout)
-        request.challenge = challenge
-        data = request.SerializeToString()
-        return ceremony_pb2.SignedCeremonyRequest(
-            request=data, coordinator_signature=sign_request(self._key, COORDINATOR_CONTEXT, data)
+    def _launch(self, running: _Running, *, owner_signature: bytes = b"") -> None:
+        """Sign the request, attach its approvals, and start the server share's side.
+
+        The one place that assembles what the enclave verifies: the
+        coordinator's signature of the exact request bytes, and the owner's.
+        """
+        signed = ceremony_pb2.SignedCeremonyRequest(
+            request=running.data,
+            coordinator_signature=sign_request(self._key, COORDINATOR_CONTEXT, running.data),
+            owner_signature=owner_signature,
+        )
+        running.server_side = asyncio.create_task(
+            self._server_side(signed, running.room, running.server_id)
         )
 
     async def _server_side(

@@ -1,7 +1,8 @@
 """Who may ask for what: the coordinator's one authorisation decision (docs/coordinator.md).
 
-Today an enrolled device may create wallets, and sign (and renew its ECDSA
-pair setup) with the wallets its party belongs to. Per-wallet approvals and
+Today an enrolled device may create wallets, and sign, renew its ECDSA pair
+setup, refresh and export (with the owner's approval) the wallets its party
+belongs to. Per-wallet approvals and
 transaction policies replace :meth:`Policy.authorize` later, and travel to
 the enclave inside the signed request so that the coordinator key alone no
 longer suffices.
@@ -24,7 +25,8 @@ class Denied(Exception):
 class WalletRecord:
     """What the coordinator keeps of a wallet: its keyring and who may use it (no shares).
 
-    ``devices``: enrolled device key -> the party index it holds.
+    ``devices``: enrolled device key -> the party index it holds; ``owner_key``:
+    the owner's 32-byte Ed25519 public key, which approves exports.
     """
 
     wallet_id: str
@@ -35,6 +37,7 @@ class WalletRecord:
     public_key: bytes
     epoch: int
     devices: dict[bytes, int]
+    owner_key: bytes
 
 
 class Policy:

@@ -12,6 +12,7 @@ from coordinator.coordinator import (
     BadAsk,
     Coordinator,
     Denied,
+    NotApproved,
     NotEnrolled,
     ServerShareFailed,
     UnknownCeremony,
@@ -28,6 +29,7 @@ SERVICE_NAME: Final = "shardkeep.v1.Coordinator"
 _STATUS: Final = (
     (NotEnrolled, grpc.StatusCode.UNAUTHENTICATED),
     (Denied, grpc.StatusCode.PERMISSION_DENIED),
+    (NotApproved, grpc.StatusCode.PERMISSION_DENIED),
     (BadAsk, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownCeremony, grpc.StatusCode.NOT_FOUND),
     (ServerShareFailed, grpc.StatusCode.ABORTED),
@@ -84,6 +86,29 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         except Exception as e:
             await _abort(context, e)
             raise
+
+    async def ApproveCeremony(
+        self,
+        request: coordinator_pb2.DeviceCall,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> coordinator_pb2.ApprovedCeremony:
+        try:
+            self._coordinator.approve(request)
+        except Exception as e:
+            await _abort(context, e)
+        return coordinator_pb2.ApprovedCeremony()
+
+    async def AcknowledgeEpoch(
+        self,
+        request: coordinator_pb2.DeviceCall,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> coordinator_pb2.AcknowledgedEpoch:
+        try:
+            pruned = await self._coordinator.acknowledge(request)
+        except Exception as e:
+            await _abort(context, e)
+            raise
+        return coordinator_pb2.AcknowledgedEpoch(pruned=pruned)
 
 
 async def create_server(

@@ -1,15 +1,18 @@
 """The device side: a phone (or any end-user device) that holds its shares but no coordinator key.
 
 ``Device`` asks a coordinator (``shardkeep.v1.Coordinator``, docs/coordinator.md)
-to run a keygen or a signature, checks what comes back before taking part,
-and runs its own party over the relay with the room token it was handed:
+to run a keygen, a signature, a refresh or an export, checks what comes back
+before taking part, and runs its own party over the relay with the room token
+it was handed:
 
 - the enclave's attestation document must verify (the pinned root and PCRs)
   on the nonce the device chose, and attest the server party the request
   names, so a coordinator cannot slip in a key of its own;
 - the request must be what the device asked for (kind, wallet, digest,
   threshold, its own party), and its ceremony is built from the request alone,
-  as the enclave builds its own.
+  as the enclave builds its own;
+- an export runs only once the device's owner key signed the checked request
+  (``ApproveCeremony``), and goes to the device's own one-time key.
 
 The device keeps its key shares and the wallet owner's key; it never sees the
 coordinator key, the host's API token or another party's room token.
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
+from coincurve import PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.sdk.attestation import verify
 from client.sdk.party import (
@@ -37,14 +42,19 @@ from client.sdk.party import (
 from client.sdk.transport import Transport
 from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES, WalletError
 from relay.client import RelayClient
+from shardkeep import lifecycle
 from shardkeep.device_auth import sign_device_call
+from shardkeep.requests import OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc
 from tss.ceremony import Ceremony
-from tss.channel import party_id
+from tss.certificate import PendingKeyChange, sign_epoch_ack
+from tss.channel import Roster, party_id
 from tss.ecdsa.setup import PeerSetup
 from tss.errors import InputError
+from tss.export import Export, ExportOutput
 from tss.keygen import PairSetup
 from tss.keyshare import KeyShare, Scheme
+from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.signing import NO_OPTIONS, RecoverableSignature, SigningOptions
 
 __all__ = ["Device", "DeviceWallet", "CoordinatorRefused"]
@@ -68,6 +78,8 @@ class DeviceWallet:
     public_key: bytes
     epoch: int
     share: KeyShare = field(repr=False)
+    # After a refresh: what the epoch acknowledgment signs (public; None otherwise).
+    key_change: PendingKeyChange | None = field(default=None, repr=False)
 
     @property
     def server_index(self) -> int:
@@ -83,8 +95,11 @@ class DeviceWallet:
         return setup.peer(server).setup_id
 
 
+SavePending = Callable[["DeviceWallet"], Awaitable[None]]
+
+
 class Device:
-    """A device's SDK: enroll with a coordinator, create wallets, sign.
+    """A device's SDK: enroll with a coordinator, create wallets, sign, refresh, export.
 
     Arguments:
         coordinator_address, relay_address: where the coordinator and the relay are.
@@ -196,6 +211,90 @@ class Device:
             raise CoordinatorRefused("the pair setup produced no setup")
         wallet.share = replace(wallet.share, ecdsa=wallet.share.ecdsa.with_peer(setup))
 
+    async def refresh(
+        self, wallet: DeviceWallet, *, save_pending: SavePending | None = None
+    ) -> DeviceWallet:
+        """New shares for this device and the server share, the same key (epoch + 1).
+
+        Before this device releases its certificate signature (``tss.certificate``),
+        ``save_pending`` gets the new wallet and must have stored it, next to
+        the old one, when it returns. Store the returned wallet, then call
+        :meth:`acknowledge_epoch` so that the host retires the old epoch.
+
+        Raises:
+            CoordinatorRefused: the coordinator refused, or the request was not the asked one.
+            WalletError: the ceremony failed; the old wallet still signs.
+        """
+        pending: list[PendingKeyChange] = []
+
+        async def keep(change: PendingKeyChange) -> None:
+            pending.append(change)
+            if save_pending is not None:
+                await save_pending(_refreshed(wallet, change))
+
+        ask = coordinator_pb2.CeremonyAsk(
+            kind=ceremony_pb2.CEREMONY_KIND_REFRESH,
+            wallet_id=wallet.wallet_id,
+            party=self.identity.party,
+        )
+        _, output, result = await self._run(ask, wallet, save_pending=keep)
+        if not isinstance(output, ReshareOutput) or output.share is None or not pending:
+            raise CoordinatorRefused("the refresh produced no new share")
+        new = _refreshed(wallet, pending[0])
+        if (output.share.epoch, output.share.public_key) != (result.epoch, wallet.public_key):
+            raise CoordinatorRefused("the server share reports another epoch or key")
+        return new
+
+    async def acknowledge_epoch(self, wallet: DeviceWallet) -> int:
+        """Tell the host (through the coordinator) that this device uses ``wallet``'s epoch.
+
+        Call it once the refreshed wallet is stored: the host then prunes the
+        old epoch, whose shares no longer sign.
+
+        Returns:
+            The number of old epochs the host pruned.
+        """
+        change = wallet.key_change
+        if change is None or change.epoch != wallet.epoch:
+            raise InputError("the wallet carries no key change of its epoch to acknowledge")
+        signature = sign_epoch_ack(
+            self.identity.hostseckey, wallet.wallet_id, wallet.epoch, change.transcript,
+            change.position, secrets.token_bytes(32),
+        )  # fmt: skip
+        ack = coordinator_pb2.EpochAck(
+            wallet_id=wallet.wallet_id,
+            epoch=wallet.epoch,
+            position=change.position,
+            signature=signature,
+        )
+        reply: coordinator_pb2.AcknowledgedEpoch = await self._unary(
+            self._coordinator.AcknowledgeEpoch,
+            sign_device_call(self._device_key, "AcknowledgeEpoch", ack.SerializeToString()),
+        )
+        return int(reply.pruned)
+
+    async def export(self, wallet: DeviceWallet) -> bytes:
+        """Reconstruct the wallet's private key on this device (the owner key approves it).
+
+        The server share's contribution is sealed to a one-time X25519 key of
+        this device; the coordinator, host and relay never see the key.
+
+        Returns:
+            The 32-byte private key, checked against the wallet's public key.
+        """
+        one_time = X25519PrivateKey.generate()
+        ask = coordinator_pb2.CeremonyAsk(
+            kind=ceremony_pb2.CEREMONY_KIND_EXPORT,
+            wallet_id=wallet.wallet_id,
+            party=self.identity.party,
+            export_recipient_key=one_time.public_key().public_bytes_raw(),
+        )
+        _, output, _ = await self._run(ask, wallet, recipient_key=one_time)
+        key = output.private_key if isinstance(output, ExportOutput) else None
+        if key is None or not _key_matches(key, wallet):
+            raise CoordinatorRefused("the export delivered no key of this wallet")
+        return bytes(key)
+
     async def _sign(
         self, wallet: DeviceWallet, digest: bytes, options: SigningOptions
     ) -> bytes | RecoverableSignature:
@@ -215,7 +314,12 @@ class Device:
         return signature
 
     async def _run(
-        self, ask: coordinator_pb2.CeremonyAsk, wallet: DeviceWallet | None
+        self,
+        ask: coordinator_pb2.CeremonyAsk,
+        wallet: DeviceWallet | None,
+        *,
+        save_pending: Callable[[PendingKeyChange], Awaitable[None]] | None = None,
+        recipient_key: X25519PrivateKey | None = None,
     ) -> tuple[ceremony_pb2.CeremonyRequest, Any, ceremony_pb2.CeremonyResult]:
         ask.attestation_nonce = secrets.token_bytes(32)
         started: coordinator_pb2.StartedCeremony = await self._unary(
@@ -226,27 +330,27 @@ class Device:
         server = self._attested_server(started.attestation_document, bytes(ask.attestation_nonce))
         _check_request(request, ask, self.identity, server, wallet)
         me = _my_index(request, self.identity)
-        ceremony: Ceremony[Any]
-        if wallet is None:
-            roster = roster_of(list(request.parties))
-            ceremony = keygen_ceremony(request, self.identity)
-        else:
-            roster = roster_of(list(request.parties), sorted(request.signers))
-            ceremony = (
-                sign_ceremony(request, self.identity, wallet.share)
-                if request.kind == ceremony_pb2.CEREMONY_KIND_SIGN
-                else PairSetup(
-                    wallet.share,
-                    wallet.server_index,
-                    f"{request.room_id}/{request.ceremony_id}".encode(),  # as the enclave
-                    secrets.token_bytes,
-                )
+        roster, ceremony = self._ceremony(request, wallet, recipient_key)
+        if started.needs_owner_approval:
+            # Signed only now, over the request checked above: the owner approves
+            # exactly this export, to this device's party and one-time key.
+            if request.kind != ceremony_pb2.CEREMONY_KIND_EXPORT:
+                raise CoordinatorRefused("the coordinator asks the owner to approve a non-export")
+            approval = coordinator_pb2.CeremonyApproval(
+                ceremony_id=request.ceremony_id,
+                owner_signature=sign_request(self._owner_key, OWNER_CONTEXT, started.request),
+            )
+            await self._unary(
+                self._coordinator.ApproveCeremony,
+                sign_device_call(self._device_key, "ApproveCeremony", approval.SerializeToString()),
             )
         mine = request.parties[me].party_id
 
         async def party() -> Any:
             async with self._relay.join(request.room_id, mine, started.join_token) as relay:
-                return await run_over_relay(ceremony, self.identity, roster, request, relay)
+                return await run_over_relay(
+                    ceremony, self.identity, roster, request, relay, None, save_pending
+                )
 
         finish = coordinator_pb2.FinishAsk(ceremony_id=request.ceremony_id).SerializeToString()
         # FinishCeremony runs alongside the party: when the server share fails
@@ -277,6 +381,44 @@ class Device:
                 raise verdict from e
             raise
         return request, output, result
+
+    def _ceremony(
+        self,
+        request: ceremony_pb2.CeremonyRequest,
+        wallet: DeviceWallet | None,
+        recipient_key: X25519PrivateKey | None,
+    ) -> tuple[Roster, Ceremony[Any]]:
+        """This device's party of a checked request, built from the request alone."""
+        if wallet is None:
+            return roster_of(list(request.parties)), keygen_ceremony(request, self.identity)
+        kind = request.kind
+        if kind == ceremony_pb2.CEREMONY_KIND_SIGN:
+            roster = roster_of(list(request.parties), sorted(request.signers))
+            return roster, sign_ceremony(request, self.identity, wallet.share)
+        if kind == ceremony_pb2.CEREMONY_KIND_PAIR_SETUP:
+            roster = roster_of(list(request.parties), sorted(request.signers))
+            session = f"{request.room_id}/{request.ceremony_id}".encode()  # as the enclave
+            setup = PairSetup(wallet.share, wallet.server_index, session, secrets.token_bytes)
+            return roster, setup
+        keyring = PublicKeyring.from_share(wallet.share)
+        if kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
+            layout = lifecycle.refresh_layout(request, keyring)
+            reshare = Reshare(
+                layout.plan, wallet.index, wallet.share, secrets.token_bytes,
+                self.identity.hostseckey,
+            )  # fmt: skip
+            return layout.roster, reshare
+        if kind == ceremony_pb2.CEREMONY_KIND_EXPORT and recipient_key is not None:
+            exporting = lifecycle.export_layout(request, keyring)
+            seat = exporting.seat_of(self.identity.party_id)
+            if seat is None:
+                raise CoordinatorRefused("the export has no seat for this device")
+            export = Export(
+                exporting.plan, seat, wallet.share, secrets.token_bytes,
+                recipient_key.private_bytes_raw(),
+            )  # fmt: skip
+            return exporting.roster, export
+        raise CoordinatorRefused("the coordinator started a ceremony this device did not ask for")
 
     def _attested_server(self, document: bytes, nonce: bytes) -> str:
         doc = verify(
@@ -330,15 +472,29 @@ def _check_request(
         ) != bytes(ask.owner_key):
             raise CoordinatorRefused("the keygen request differs from the ask")
         return
-    same_wallet = (
+    pair = sorted([wallet.index, wallet.server_index])
+    same_keyring = (
         request.wallet_id == wallet.wallet_id
         and list(request.parties) == wallet.parties
         and request.epoch == wallet.epoch
-        and list(request.signers) == sorted([wallet.index, wallet.server_index])
+        and not request.new_parties
     )
+    same_wallet = same_keyring and list(request.signers) == pair
     if request.kind == ceremony_pb2.CEREMONY_KIND_PAIR_SETUP:
         if not same_wallet:
             raise CoordinatorRefused("the pair setup request differs from the wallet")
+        return
+    if request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
+        if not same_keyring or list(request.signers) not in ([], pair):
+            raise CoordinatorRefused("the refresh request differs from the wallet")
+        return
+    if request.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
+        if not (
+            same_wallet
+            and request.export_recipient == identity.party
+            and bytes(request.export_recipient_key) == bytes(ask.export_recipient_key)
+        ):
+            raise CoordinatorRefused("the export request differs from the ask or the wallet")
         return
     same = (
         same_wallet
@@ -349,3 +505,21 @@ def _check_request(
     )
     if not same:
         raise CoordinatorRefused("the signing request differs from the ask or the wallet")
+
+
+def _refreshed(wallet: DeviceWallet, change: PendingKeyChange) -> DeviceWallet:
+    """``wallet`` at the refresh's new epoch, with this device's new share."""
+    if change.share is None:
+        raise CoordinatorRefused("the refresh left this device without a share")
+    return replace(wallet, epoch=change.epoch, share=change.share, key_change=change)
+
+
+def _key_matches(key: bytes, wallet: DeviceWallet) -> bool:
+    """Whether ``key`` is the wallet's private key (BIP-340 keys compare by x only)."""
+    try:
+        public = PrivateKey(key).public_key.format()
+    except ValueError:
+        return False
+    if wallet.scheme == "bip340":
+        return public[1:] == wallet.public_key[1:]
+    return public == wallet.public_key

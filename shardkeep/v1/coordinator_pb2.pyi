@@ -34,7 +34,7 @@ class DeviceCall(_message.Message):
     def __init__(self, device_key: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class CeremonyAsk(_message.Message):
-    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id")
+    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id", "export_recipient_key")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class CeremonyAsk(_message.Message):
     TAPROOT_MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_NONCE_FIELD_NUMBER: _ClassVar[int]
     PAIR_SETUP_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_RECIPIENT_KEY_FIELD_NUMBER: _ClassVar[int]
     kind: _ceremony_pb2.CeremonyKind
     scheme: _ceremony_pb2.Scheme
     threshold: int
@@ -59,17 +60,50 @@ class CeremonyAsk(_message.Message):
     taproot_merkle_root: bytes
     attestation_nonce: bytes
     pair_setup_id: bytes
-    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ...) -> None: ...
+    export_recipient_key: bytes
+    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ...) -> None: ...
 
 class StartedCeremony(_message.Message):
-    __slots__ = ("request", "attestation_document", "join_token")
+    __slots__ = ("request", "attestation_document", "join_token", "needs_owner_approval")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_OWNER_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     request: bytes
     attestation_document: bytes
     join_token: str
-    def __init__(self, request: _Optional[bytes] = ..., attestation_document: _Optional[bytes] = ..., join_token: _Optional[str] = ...) -> None: ...
+    needs_owner_approval: bool
+    def __init__(self, request: _Optional[bytes] = ..., attestation_document: _Optional[bytes] = ..., join_token: _Optional[str] = ..., needs_owner_approval: _Optional[bool] = ...) -> None: ...
+
+class CeremonyApproval(_message.Message):
+    __slots__ = ("ceremony_id", "owner_signature")
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    owner_signature: bytes
+    def __init__(self, ceremony_id: _Optional[str] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
+
+class ApprovedCeremony(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EpochAck(_message.Message):
+    __slots__ = ("wallet_id", "epoch", "position", "signature")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    epoch: int
+    position: int
+    signature: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class AcknowledgedEpoch(_message.Message):
+    __slots__ = ("pruned",)
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
+    pruned: int
+    def __init__(self, pruned: _Optional[int] = ...) -> None: ...
 
 class FinishAsk(_message.Message):
     __slots__ = ("ceremony_id",)

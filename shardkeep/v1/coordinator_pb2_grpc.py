@@ -50,6 +50,16 @@ class CoordinatorStub:
                 request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
                 _registered_method=True)
+        self.ApproveCeremony = channel.unary_unary(
+                '/shardkeep.v1.Coordinator/ApproveCeremony',
+                request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.ApprovedCeremony.FromString,
+                _registered_method=True)
+        self.AcknowledgeEpoch = channel.unary_unary(
+                '/shardkeep.v1.Coordinator/AcknowledgeEpoch',
+                request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.AcknowledgedEpoch.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -75,6 +85,23 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveCeremony(self, request, context):
+        """An owner-signed ceremony (export) starts at the host only once the
+        device's owner key signed the request StartCeremony returned.
+        body: CeremonyApproval
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeEpoch(self, request, context):
+        """After a refresh: the device's seat acknowledges the new epoch (forwarded to the host).
+        body: EpochAck
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +119,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.FinishCeremony,
                     request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
                     response_serializer=shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.SerializeToString,
+            ),
+            'ApproveCeremony': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveCeremony,
+                    request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.ApprovedCeremony.SerializeToString,
+            ),
+            'AcknowledgeEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeEpoch,
+                    request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.AcknowledgedEpoch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +212,60 @@ class Coordinator:
             '/shardkeep.v1.Coordinator/FinishCeremony',
             shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
             shardkeep_dot_v1_dot_ceremony__pb2.CeremonyResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveCeremony(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Coordinator/ApproveCeremony',
+            shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+            shardkeep_dot_v1_dot_coordinator__pb2.ApprovedCeremony.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Coordinator/AcknowledgeEpoch',
+            shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+            shardkeep_dot_v1_dot_coordinator__pb2.AcknowledgedEpoch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,189 @@
+"""A device refreshes and exports its wallet through the coordinator service, never holding its key.
+
+End to end on the development stack (processes) with an in-process
+coordinator service: refresh (new shares saved before the device agrees, the
+new epoch acknowledged through the coordinator, the host prunes the old one),
+a signature with the new share, and an export approved by the owner key on
+the device. The attacks: an export the owner never approved (a device
+without the owner key; a coordinator that starts it unapproved) and a
+coordinator that redirects the export to a key of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from coincurve import PrivateKey, PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from client.cli.devstack import DevStack
+from client.sdk.device import CoordinatorRefused, Device, DeviceWallet
+from coordinator.coordinator import Coordinator
+from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
+from tests.stack_harness import background_stack
+from tests.test_coordinator_e2e import CODES, new_device, socket_dir, with_coordinator
+from tss.curve import schnorr_verify
+from tss.signing import RecoverableSignature
+
+__all__ = ["socket_dir"]  # the fixture, shared with test_coordinator_e2e
+
+pytestmark = pytest.mark.slow
+DIGEST = bytes(range(32, 64))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    with background_stack(tmp_path_factory.mktemp("lifecycle")) as running:
+        yield running
+
+
+def verifies(wallet: DeviceWallet, signature: Any) -> bool:
+    if isinstance(signature, RecoverableSignature):
+        key = PublicKey.from_signature_and_message(signature.to_bytes65(), DIGEST, hasher=None)
+        return bool(key.format() == wallet.public_key)
+    return schnorr_verify(DIGEST, wallet.public_key[1:], signature)
+
+
+async def host_epochs(stack: DevStack, wallet_id: str) -> dict[int, str]:
+    async with grpc.aio.insecure_channel(stack.host_address) as channel:
+        host = host_pb2_grpc.HostStub(channel)  # type: ignore[no-untyped-call]
+        reply = await host.GetEpochs(host_pb2.GetEpochsRequest(wallet_id=wallet_id))
+    return {record.epoch: record.state for record in reply.epochs}
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_device_refreshes_signs_and_exports_through_the_coordinator(
+    stack: DevStack, socket_dir: Path, scheme: Any
+) -> None:
+    async def body(coordinator: Coordinator, address: str) -> None:
+        saved: list[DeviceWallet] = []
+
+        async def save_pending(new: DeviceWallet) -> None:
+            saved.append(new)
+
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            old = await phone.create_wallet(scheme)
+            new = await phone.refresh(old, save_pending=save_pending)
+            assert [w.share for w in saved] == [new.share]  # saved before the device agreed
+            assert (new.epoch, new.public_key) == (1, old.public_key)
+            assert new.share.secret_share != old.share.secret_share
+            record = coordinator.wallet(old.wallet_id)
+            assert record is not None and record.epoch == 1
+
+            assert await phone.acknowledge_epoch(new) == 1  # the host pruned epoch 0
+            assert await host_epochs(stack, old.wallet_id) == {1: "committed"}
+            assert verifies(new, await phone.sign(new, DIGEST))
+
+            key = await phone.export(new)
+        public = PrivateKey(key).public_key.format()
+        assert public[1:] == old.public_key[1:]
+        if scheme == "ecdsa-secp256k1":
+            assert public == old.public_key
+
+    with_coordinator(stack, socket_dir, body)
+
+
+def test_export_without_the_owners_approval_is_refused(stack: DevStack, socket_dir: Path) -> None:
+    """Export by a device that lost the owner key: its signature is not the wallet owner's."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        phone = new_device(stack, address)
+        async with phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("bip340")
+        thief = Device(
+            address, stack.relay_address, identity=phone.identity,
+            device_key=phone._device_key, owner_key=Ed25519PrivateKey.generate(),
+            root_certificate=stack.root_certificate,
+        )  # fmt: skip
+        async with thief:
+            with pytest.raises(CoordinatorRefused) as info:
+                await thief.export(wallet)
+        assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert "not the wallet owner's" in str(info.value)
+
+    with_coordinator(stack, socket_dir, body)
+
+
+class UnapprovedExportCoordinator(Coordinator):
+    """A malicious coordinator: starts an export at the host without the owner's approval."""
+
+    async def start(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.StartedCeremony:
+        started = await super().start(call)
+        if started.needs_owner_approval:
+            request = ceremony_pb2.CeremonyRequest.FromString(started.request)
+            self._launch(self._running[request.ceremony_id])
+            started.needs_owner_approval = False
+        return started
+
+
+def test_coordinator_exporting_without_the_owner_is_refused_by_the_enclave(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """The coordinator key alone does not export: the enclave wants the owner's signature."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("bip340")
+            with pytest.raises(CoordinatorRefused) as info:
+                await phone.export(wallet)
+        assert "server share refused" in str(info.value)
+        assert "owner" in str(info.value)
+
+    with_coordinator(stack, socket_dir, body, UnapprovedExportCoordinator)
+
+
+class RedirectingCoordinator(Coordinator):
+    """A malicious coordinator: sends the export to a one-time key of its own."""
+
+    approvals = 0
+
+    def _wallet_request(self, ask: Any, *args: Any) -> tuple[ceremony_pb2.CeremonyRequest, int]:
+        request, index = super()._wallet_request(ask, *args)
+        if request.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
+            request.export_recipient_key = (
+                X25519PrivateKey.generate().public_key().public_bytes_raw()
+            )
+        return request, index
+
+    def approve(self, call: coordinator_pb2.DeviceCall) -> None:
+        RedirectingCoordinator.approvals += 1
+        super().approve(call)
+
+
+def test_coordinator_redirecting_the_export_gets_no_approval(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """The device checks the recipient key before its owner key signs anything."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("bip340")
+            with pytest.raises(CoordinatorRefused, match="export request differs"):
+                await phone.export(wallet)
+        assert RedirectingCoordinator.approvals == 0
+
+    with_coordinator(stack, socket_dir, body, RedirectingCoordinator)
+
+
+def test_refresh_of_a_wallet_the_device_is_not_in_is_denied(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as alice, new_device(stack, address) as bob:
+            await alice.enroll(CODES[0])
+            await bob.enroll(CODES[1])
+            wallet = await alice.create_wallet("bip340")
+            with pytest.raises(CoordinatorRefused) as info:
+                await bob.refresh(wallet)
+        assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+    with_coordinator(stack, socket_dir, body)
