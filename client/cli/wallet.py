@@ -4,6 +4,8 @@ Subcommands (each against a running host and relay, as the relay coordinator):
 
 * ``create``  keygen among this machine's local parties and the server share;
 * ``sign``    sign a 32-byte digest (BIP-32 path, BIP-341 taproot tweak);
+* ``sign-message``, ``sign-typed-data``  ecdsa: an EIP-191 personal message, EIP-712
+  typed data (a JSON file), as ``r || s || v`` with the signing address;
 * ``backup``  encrypt a local party's share and identity and store them at the host
   (``--all``: every local party of the wallet, or of every wallet);
 * ``recover`` fetch a backup from the host and restore the party on this machine;
@@ -113,18 +115,36 @@ def add_wallet_commands(commands: Any) -> None:
         "--digest", required=True, type=_digest, metavar="HEX",
         help="the 32-byte message digest to sign, in hex (e.g. a transaction's sighash)",
     )  # fmt: skip
-    sign.add_argument(
-        "--party", type=int, action="append", dest="parties", metavar="I",
-        help="local party index to sign with (repeatable; default: every local party)",
-    )  # fmt: skip
-    sign.add_argument(
-        "--without-server", action="store_true",
-        help="sign with local parties only (they must reach the threshold)",
-    )  # fmt: skip
-    sign.add_argument("--path", type=_path, default=(), help="BIP-32 non-hardened path, e.g. 0/7")
+    _signer_options(sign)
     sign.add_argument("--taproot", action="store_true", help="bip340: sign for the BIP-341 key")
     sign.add_argument("--merkle-root", type=_hex32, help="bip340: the taproot script tree root")
     sign.set_defaults(handler=_run("sign"))
+
+    message = actions.add_parser(
+        "sign-message", parents=[common],
+        help="ecdsa: sign an EIP-191 personal message (personal_sign)",
+        description="Sign keccak256(0x19 'Ethereum Signed Message:\\n' len message) and print "
+        "the 65-byte r||s||v signature (v 27 or 28) and the signing address.",
+    )  # fmt: skip
+    message.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    text = message.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the message, as text (signed as its UTF-8)")
+    text.add_argument("--hex", type=_any_hex, metavar="HEX", help="the message's bytes, in hex")
+    text.add_argument("--file", type=Path, metavar="FILE", help="a file holding the message")
+    _signer_options(message)
+    message.set_defaults(handler=_run("sign-message"))
+
+    typed = actions.add_parser(
+        "sign-typed-data", parents=[common],
+        help="ecdsa: sign EIP-712 typed data (eth_signTypedData_v4 JSON)",
+        description="Sign EIP-712 typed data read from a JSON file with types, primaryType, "
+        "domain and message. Duplicate keys, floats, members missing or added, bad "
+        "checksums and out-of-range values are refused before anything is signed.",
+    )  # fmt: skip
+    typed.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    typed.add_argument("typed_data_file", type=Path, metavar="FILE", help="the typed data (JSON)")
+    _signer_options(typed)
+    typed.set_defaults(handler=_run("sign-typed-data"))
 
     backup = actions.add_parser(
         "backup", parents=[local],
@@ -259,6 +279,19 @@ def add_wallet_commands(commands: Any) -> None:
     imported.set_defaults(handler=_run("import"))
 
 
+def _signer_options(parser: argparse.ArgumentParser) -> None:
+    """Which local parties sign, whether the server share joins, and the key's path."""
+    parser.add_argument(
+        "--party", type=int, action="append", dest="parties", metavar="I",
+        help="local party index to sign with (repeatable; default: every local party)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--without-server", action="store_true",
+        help="sign with local parties only (they must reach the threshold)",
+    )  # fmt: skip
+    parser.add_argument("--path", type=_path, default=(), help="BIP-32 non-hardened path, e.g. 0/7")
+
+
 def _common_options(*, attested: bool = True) -> argparse.ArgumentParser:
     """The options every wallet command shares. ``attested``: the command verifies the
     enclave's attestation, so it takes --pcr and --allow-debug; commands that never talk
@@ -328,6 +361,10 @@ def _hex(text: str, length: int | None, what: str) -> bytes:
     if length is not None and len(data) != length:
         raise argparse.ArgumentTypeError(f"{what} must be {length} bytes")
     return data
+
+
+def _any_hex(text: str) -> bytes:
+    return _hex(text, None, "the message")
 
 
 def _digest(text: str) -> bytes:

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from client.chains.bitcoin import wallet_output_key
-from client.chains.ethereum import wallet_address
+from client.chains.ethereum import wallet_address, wallet_public_key
+from client.chains.ethereum_messages import message_signature
 from client.cli.connection import resolve_connection, transport_from_args
 from client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from client.cli.passcode import NEW_PASSCODE_ENV, PASSCODE_ENV, PasscodeError, read_passcode
@@ -46,8 +47,14 @@ from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletEr
 from client.storage.errors import StorageError
 from client.storage.shares import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from shardkeep import eventloop, lifecycle
+from shardkeep.chains.eth_messages import (
+    MAX_DOCUMENT_BYTES,
+    TypedData,
+    load_typed_data,
+    personal_message_digest,
+)
 from tss.bip32 import derive_public
-from tss.errors import InputError, ProtocolError, ShardkeepError
+from tss.errors import InputError, InternalError, ProtocolError, ShardkeepError
 from tss.keyshare import Scheme
 from tss.signing import RecoverableSignature, SigningOptions
 
@@ -247,7 +254,18 @@ def _describe(error: BaseException) -> str:
 ### Checks that need no passcode and no network
 
 # Commands whose WALLET must already be in the state directory.
-_EXISTING_WALLET: Final = frozenset({"sign", "backup", "refresh", "reshare", "export", "passcode"})
+_EXISTING_WALLET: Final = frozenset(
+    {
+        "sign",
+        "sign-message",
+        "sign-typed-data",
+        "backup",
+        "refresh",
+        "reshare",
+        "export",
+        "passcode",
+    }
+)
 
 
 def _check_arguments(command: str, args: argparse.Namespace) -> None:
@@ -267,6 +285,13 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
         return
     if command in _EXISTING_WALLET and wallet_id is not None:
         _require_wallet(args.state, wallet_id)
+    if command in ("sign-message", "sign-typed-data"):
+        if load_description(args.state, args.wallet_id).scheme != "ecdsa-secp256k1":
+            raise UsageError(f"{command} needs an ecdsa wallet; {wallet_id} is not one")
+        if command == "sign-typed-data":
+            _read_typed_data(args.typed_data_file)
+        else:
+            _message_bytes(args)
     if command in ("create", "import"):
         _check_new_wallet(args)
     elif command == "reshare":
@@ -376,22 +401,7 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
     )
     if wallet.scheme != "bip340" and (args.taproot or args.merkle_root):
         raise UsageError("--taproot and --merkle-root are for bip340 wallets")
-    before = dict(wallet.shares)
-    async with ctx.client() as client:
-        ctx.progress.stage("sign")
-        try:
-            signature = await client.sign(
-                wallet, args.digest, loaded.devices, options=options,
-                with_server=not args.without_server, progress=ctx.progress,
-            )  # fmt: skip
-        except BaseException:
-            if wallet.scheme == "ecdsa-secp256k1":
-                # A failed DKLs23 check burns the pair's OT setup inside the
-                # share (tss.ecdsa.setup): keep that, so no pair is ever reused.
-                _save_shares(ctx, wallet, loaded.devices)
-            raise
-    if any(wallet.shares[i] is not share for i, share in before.items()):
-        _save_shares(ctx, wallet, loaded.devices)  # a pair setup with the server party ran
+    signature = await _sign_digest(ctx, loaded, args.digest, options)
     result: dict[str, Any] = {"wallet_id": wallet.wallet_id, "digest": args.digest.hex()}
     if isinstance(signature, RecoverableSignature):
         result |= {
@@ -406,6 +416,89 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
             key = _child_key(wallet, args.path)[1:]
         result |= {"signature": signature.hex(), "xonly_public_key": key.hex()}
     return result
+
+
+async def _sign_digest(
+    ctx: _Context, loaded: LoadedWallet, digest: bytes, options: SigningOptions
+) -> bytes | RecoverableSignature:
+    """One signing ceremony of ``digest``; shares changed by a pair setup are saved."""
+    args = ctx.args
+    wallet = loaded.wallet
+    before = dict(wallet.shares)
+    async with ctx.client() as client:
+        ctx.progress.stage("sign")
+        try:
+            signature = await client.sign(
+                wallet, digest, loaded.devices, options=options,
+                with_server=not args.without_server, progress=ctx.progress,
+            )  # fmt: skip
+        except BaseException:
+            if wallet.scheme == "ecdsa-secp256k1":
+                # A failed DKLs23 check burns the pair's OT setup inside the
+                # share (tss.ecdsa.setup): keep that, so no pair is ever reused.
+                _save_shares(ctx, wallet, loaded.devices)
+            raise
+    if any(wallet.shares[i] is not share for i, share in before.items()):
+        _save_shares(ctx, wallet, loaded.devices)  # a pair setup with the server party ran
+    return signature
+
+
+async def _sign_ethereum_digest(ctx: _Context, digest: bytes) -> dict[str, Any]:
+    """Sign an EIP-191 or EIP-712 digest; ``r || s || v`` checked against the address."""
+    args = ctx.args
+    loaded = await _settled_wallet(ctx, args.parties)
+    public_key = wallet_public_key(loaded.wallet, args.path)
+    signature = await _sign_digest(ctx, loaded, digest, SigningOptions(derivation_path=args.path))
+    if not isinstance(signature, RecoverableSignature):
+        raise InternalError("an ECDSA wallet returned no recovery id")
+    try:
+        signed = message_signature(digest, signature, public_key)
+    except InputError as e:  # the signers verify it too: never expected
+        raise InternalError(f"the wallet's signature is unusable: {e}") from e
+    return {
+        "wallet_id": loaded.wallet.wallet_id,
+        "address": signed.address,
+        "digest": "0x" + digest.hex(),
+        "signature": "0x" + signed.signature.hex(),
+    }
+
+
+async def _sign_message(ctx: _Context) -> dict[str, Any]:
+    return await _sign_ethereum_digest(ctx, personal_message_digest(_message_bytes(ctx.args)))
+
+
+async def _sign_typed_data(ctx: _Context) -> dict[str, Any]:
+    typed = _read_typed_data(ctx.args.typed_data_file)
+    result = await _sign_ethereum_digest(ctx, typed.digest())
+    return result | {
+        "primary_type": typed.primary_type,
+        "domain_separator": "0x" + typed.domain_separator().hex(),
+    }
+
+
+_MAX_MESSAGE_BYTES: Final = 1 << 20
+
+
+def _message_bytes(args: argparse.Namespace) -> bytes:
+    if args.text is not None:
+        return str(args.text).encode("utf-8", errors="strict")
+    if args.hex is not None:
+        return bytes(args.hex)
+    path: Path = args.file
+    with path.open("rb") as f:
+        data = f.read(_MAX_MESSAGE_BYTES + 1)
+    if len(data) > _MAX_MESSAGE_BYTES:
+        raise UsageError(f"{path}: a message is at most {_MAX_MESSAGE_BYTES} bytes here")
+    return data
+
+
+def _read_typed_data(path: Path) -> TypedData:
+    """The typed data in ``path``, its values checked (the digest is computed once here)."""
+    with path.open("rb") as f:
+        document = f.read(MAX_DOCUMENT_BYTES + 1)
+    typed = load_typed_data(document)
+    typed.digest()  # checks every value before any passcode or network call
+    return typed
 
 
 def _save_shares(ctx: _Context, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
@@ -760,6 +853,8 @@ _HANDLERS: Final[dict[str, tuple[Handler, PasscodeUse]]] = {
     "import": (_import, "new"),
     "create": (_create, "new"),
     "sign": (_sign, "existing"),
+    "sign-message": (_sign_message, "existing"),
+    "sign-typed-data": (_sign_typed_data, "existing"),
     "backup": (_backup, "existing"),
     "recover": (_recover, "existing"),
     "list": (_list, "none"),
