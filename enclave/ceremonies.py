@@ -34,6 +34,7 @@ from typing import Any
 from enclave.errors import BadRequest
 from enclave.identity import Identity, KeyChangeProof, ServerShare
 from shardkeep.lifecycle import (
+    SCHEMES,
     check_server_threshold,
     export_layout,
     lifecycle_session_id,
@@ -41,6 +42,7 @@ from shardkeep.lifecycle import (
     request_keyring,
     reshare_layout,
 )
+from shardkeep.requests import MAX_ED25519_MESSAGE
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony, Random
 from tss.certificate import PendingKeyChange
@@ -55,10 +57,6 @@ from tss.session import SecureSession
 from tss.signing import HostKeys, RecoverableSignature, SigningOptions, signing_ceremony
 
 KIND = ceremony_pb2.CeremonyKind
-SCHEMES: dict[int, Scheme] = {
-    ceremony_pb2.SCHEME_BIP340: "bip340",
-    ceremony_pb2.SCHEME_ECDSA_SECP256K1: "ecdsa-secp256k1",
-}
 
 
 @dataclass(frozen=True)
@@ -206,13 +204,11 @@ def _sign(
         taproot_merkle_root=bytes(request.taproot_merkle_root) or None,
     )
     session_id = f"{request.room_id}/{request.ceremony_id}".encode()
-    digest = bytes(request.digest)
-    if len(digest) != 32:
-        raise BadRequest("the digest must be 32 bytes")
+    signed = _what_to_sign(request, share.scheme)
     if bytes(parties[me].host_pubkey) != identity.host_pubkey:
         raise BadRequest("the request lists another host key for the server party")
     host_keys = HostKeys(identity.hostseckey, tuple(bytes(p.host_pubkey) for p in parties))
-    ceremony = signing_ceremony(share, signers, digest, session_id, rand, options, host_keys)
+    ceremony = signing_ceremony(share, signers, signed, session_id, rand, options, host_keys)
 
     def finish(signature: bytes | RecoverableSignature) -> Outcome:
         result = ceremony_pb2.CeremonyResult(
@@ -226,6 +222,24 @@ def _sign(
         return Outcome(None, result)
 
     return Plan(_session(ceremony, identity, roster, request, rand), me, finish)
+
+
+def _what_to_sign(request: ceremony_pb2.CeremonyRequest, scheme: Scheme) -> bytes:
+    """The bytes the scheme signs: the message itself for ed25519 (RFC 8032 hashes it
+    with the nonce commitment; there is no digest to sign), else the 32-byte digest."""
+    if scheme != "ed25519":
+        if request.message:
+            raise BadRequest(f"a {scheme} wallet signs a digest, not a message")
+        if len(request.digest) != 32:
+            raise BadRequest("the digest must be 32 bytes")
+        return bytes(request.digest)
+    if request.digest:
+        raise BadRequest("an ed25519 wallet signs the message itself, not a digest")
+    if not 1 <= len(request.message) <= MAX_ED25519_MESSAGE:
+        raise BadRequest(f"the message must be 1 to {MAX_ED25519_MESSAGE} bytes")
+    if request.derivation_path or request.taproot or request.taproot_merkle_root:
+        raise BadRequest("an ed25519 wallet takes no derivation path or Taproot tweak")
+    return bytes(request.message)
 
 
 def _pair_setup(

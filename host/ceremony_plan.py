@@ -57,10 +57,12 @@ KEY_CHANGING_KINDS: Final = frozenset(
 _SCHEMES: Final[dict[int, Scheme]] = {
     ceremony_pb2.SCHEME_ECDSA_SECP256K1: "ecdsa-secp256k1",
     ceremony_pb2.SCHEME_BIP340: "bip340",
+    ceremony_pb2.SCHEME_ED25519: "ed25519",
 }
 _SCHEME_ENUMS: Final[dict[Scheme, ceremony_pb2.Scheme]] = {
     "ecdsa-secp256k1": ceremony_pb2.SCHEME_ECDSA_SECP256K1,
     "bip340": ceremony_pb2.SCHEME_BIP340,
+    "ed25519": ceremony_pb2.SCHEME_ED25519,
 }
 
 

@@ -24,6 +24,7 @@ from host.store import (
     Clock,
     ConnectionPool,
     ErrorTable,
+    MigrationError,
     Row,
     Store,
     StoreConflictError,
@@ -136,6 +137,36 @@ class SQLiteStore(Store):
             conn.close()
             raise
         return conn
+
+    @contextmanager
+    def _schema_transaction(self) -> Iterator[Transaction]:
+        """A write transaction with foreign keys off, checked before it commits.
+
+        SQLite's procedure for schema changes it cannot ALTER (a table rebuilt:
+        new table, copy, drop, rename; "Making Other Kinds Of Table Schema
+        Changes" in its manual): with foreign keys on, dropping the old table
+        would cascade its deletion into the tables that reference it. The
+        pragma is a no-op inside a transaction, so it is set before BEGIN, and
+        ``foreign_key_check`` must find nothing before COMMIT.
+        """
+        with map_driver_errors(SQLITE_ERRORS), self._pool.connection() as conn:
+            conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SQLiteTransaction(conn)
+                    violations = conn.execute("PRAGMA foreign_key_check").fetchall()
+                    if violations:
+                        raise MigrationError(
+                            f"a migration broke {len(violations)} foreign key reference(s)"
+                        )
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                conn.execute("PRAGMA foreign_keys = ON")
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Transaction]:

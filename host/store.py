@@ -8,7 +8,8 @@ swapped or rolled back a blob is caught there; this store's job is to never
 
 Model (one schema, two dialects: ``host.migrations.sqlite`` / ``.postgres``):
 
-- ``wallets``: what is fixed for a wallet's life (scheme, 33-byte public key,
+- ``wallets``: what is fixed for a wallet's life (scheme, public key: 33-byte
+  compressed secp256k1, 32-byte for ed25519,
   the owner's registered key) and ``current_epoch``, the epoch in use (NULL
   until keygen is committed).
 - ``epochs``: one row per key epoch: its keyring (threshold and the ordered
@@ -328,6 +329,10 @@ class Store(abc.ABC):
     def _lock_migrations(self, tx: Transaction) -> None:  # noqa: B027 - optional hook
         """Serialise migrations across processes, for the rest of ``tx``."""
 
+    def _schema_transaction(self) -> AbstractContextManager[Transaction]:
+        """The transaction migrations run in (a backend may need other settings)."""
+        return self._transaction(write=True)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close the store's connections; later calls raise ``StoreError``."""
@@ -359,7 +364,7 @@ class Store(abc.ABC):
                 or an applied migration's checksum differs from this code's.
         """
         known = {m.version: m for m in self._migrations}
-        with self._transaction(write=True) as tx:
+        with self._schema_transaction() as tx:
             self._lock_migrations(tx)
             tx.run(_CREATE_SCHEMA_MIGRATIONS)
             applied = {

@@ -52,12 +52,12 @@ __all__ = [
     "MAX_EPOCH",
 ]
 
-Scheme = Literal["bip340", "ecdsa-secp256k1"]
+Scheme = Literal["bip340", "ecdsa-secp256k1", "ed25519"]
 SCHEMES: Final[tuple[Scheme, ...]] = get_args(Scheme)
 EpochState = Literal["pending", "committed", "retired"]
 EPOCH_STATES: Final[tuple[EpochState, ...]] = get_args(EpochState)
 
-PublicKey = NewType("PublicKey", bytes)  # 33-byte compressed threshold public key
+PublicKey = NewType("PublicKey", bytes)  # threshold public key (33 bytes; ed25519: 32)
 StaticKey = NewType("StaticKey", bytes)  # 32-byte X25519 key of a party (DESIGN.md §4)
 OwnerKey = NewType("OwnerKey", bytes)  # the wallet owner's registered public key, or empty
 EncryptedDataKey = NewType("EncryptedDataKey", bytes)  # KMS ciphertext blob of the data key
@@ -109,9 +109,12 @@ def _check_scheme(value: object) -> None:
 def _check_wallet_fields(wallet_id: str, scheme: str, public_key: bytes, owner_key: bytes) -> None:
     check_id("wallet id", wallet_id)
     _check_scheme(scheme)
-    _check_bytes("public key", public_key, 33, 33)
-    if public_key[0] not in (2, 3):
-        raise StoreInputError("public key must be a compressed point (02 or 03 prefix)")
+    if scheme == "ed25519":  # RFC 8032 encoding: the store checks its length only
+        _check_bytes("public key", public_key, 32, 32)
+    else:
+        _check_bytes("public key", public_key, 33, 33)
+        if public_key[0] not in (2, 3):
+            raise StoreInputError("public key must be a compressed point (02 or 03 prefix)")
     _check_bytes("owner key", owner_key, 0, MAX_OWNER_KEY_BYTES)
 
 
@@ -230,8 +233,9 @@ class NewWallet:
 
     Attributes:
         wallet_id: 1-128 characters of the relay's id alphabet.
-        scheme: "bip340" or "ecdsa-secp256k1".
-        public_key: 33-byte compressed threshold public key.
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
+        public_key: the threshold public key: 33-byte compressed secp256k1, or
+            32 bytes (RFC 8032) for ed25519.
         keyring: threshold and parties of the first epoch.
         owner_key: the wallet owner's registered public key (0-1024 bytes; empty for none).
         epoch: the first epoch: 0 for keygen; an import's is its reshare's

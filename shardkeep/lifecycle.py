@@ -66,12 +66,14 @@ __all__ = [
     "check_server_threshold",
     # Types
     "Layout",
+    "SCHEMES",
 ]
 
 KIND = ceremony_pb2.CeremonyKind
 SCHEMES: dict[int, Scheme] = {
     ceremony_pb2.SCHEME_BIP340: "bip340",
     ceremony_pb2.SCHEME_ECDSA_SECP256K1: "ecdsa-secp256k1",
+    ceremony_pb2.SCHEME_ED25519: "ed25519",
 }
 PlanT = TypeVar("PlanT", ResharePlan, ExportPlan)
 

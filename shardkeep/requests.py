@@ -15,6 +15,11 @@ COORDINATOR_CONTEXT = b"shardkeep/v1/ceremony-request/coordinator\x00"
 OWNER_CONTEXT = b"shardkeep/v1/ceremony-request/owner\x00"
 
 
+MAX_ED25519_MESSAGE = 65536
+"""The longest message a sign request carries for an ed25519 wallet (``CeremonyRequest.message``;
+a Solana transaction message is at most 1232 bytes)."""
+
+
 RETIRE_EPOCH_CONTEXT = b"shardkeep/v1/retire-epoch\x00"
 """Context of the owner's signature that retires an epoch (host ``RetireEpoch``)."""
 

@@ -70,7 +70,9 @@ def test_the_dealer_material_fits_the_keyring() -> None:
     with pytest.raises(InputError):
         import_dealer("bip340", N.to_bytes(32, "big"), CHAIN)
     with pytest.raises(InputError):
-        import_dealer("ed25519", KEY, CHAIN)  # no import by reshare for ed25519
+        import_dealer("ed448", KEY, CHAIN)  # type: ignore[arg-type]
+    with pytest.raises(InputError):  # a Solana keypair whose halves disagree
+        import_dealer("ed25519", KEY + bytes(32), CHAIN)
     with pytest.raises(InputError):
         import_dealer("bip340", KEY, chain_code=b"short")
 
@@ -95,3 +97,15 @@ def test_material_that_does_not_fit_the_plan_is_refused() -> None:
     # ECDSA's new keyring still needs t' >= 2: no 1-of-n ECDSA keyring by import.
     with pytest.raises(InputError):
         ResharePlan(SID, keyring, (0,), (1, 2), 1)
+
+
+def test_an_ed25519_seed_deals_its_rfc8032_key() -> None:
+    from nacl.signing import SigningKey
+
+    keyring, material = import_dealer("ed25519", KEY, CHAIN)
+    assert keyring.public_key == bytes(SigningKey(KEY).verify_key)
+    assert (keyring.scheme, keyring.threshold, material.public_shares) == (
+        "ed25519", 1, (keyring.public_key,),
+    )  # fmt: skip
+    keypair = KEY + keyring.public_key  # the Solana keypair of the same seed
+    assert import_dealer("ed25519", keypair, CHAIN)[0] == keyring

@@ -211,9 +211,10 @@ def test_an_ed25519_share_round_trips_through_the_encrypted_container() -> None:
     assert opened.share == share and opened.metadata.scheme == "ed25519"
 
 
-def test_the_sdk_refuses_ed25519_wallets_before_any_call() -> None:
+def test_the_sdk_names_every_scheme_and_refuses_others_before_any_call() -> None:
     from client.sdk.wallet import _service_scheme
 
     assert _service_scheme("bip340") == "SCHEME_BIP340"
-    with pytest.raises(InputError, match="does not take 'ed25519'"):
-        _service_scheme("ed25519")
+    assert _service_scheme("ed25519") == "SCHEME_ED25519"
+    with pytest.raises(InputError, match="does not take 'ed448'"):
+        _service_scheme("ed448")  # type: ignore[arg-type]

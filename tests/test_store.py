@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -298,6 +298,95 @@ def test_edited_migration_is_refused(backend: Backend) -> None:
     backend.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
     with pytest.raises(MigrationError, match="migration 1 differs"):
         open_store(backend.url)
+
+
+def _store_at(backend: Backend, version: int) -> Store:
+    """A store of ``backend`` that knows only migrations 1..version."""
+
+    class OldSQLite(SQLiteStore):
+        @property
+        def _migrations(self) -> Sequence[Migration]:
+            return sqlite_migrations.MIGRATIONS[:version]
+
+    class OldPostgres(PostgresStore):
+        @property
+        def _migrations(self) -> Sequence[Migration]:
+            return pg_migrations.MIGRATIONS[:version]
+
+    if backend.name == "sqlite":
+        return OldSQLite(Path(backend.url.removeprefix("sqlite:///")), clock=FakeClock())
+    return OldPostgres(backend.url, clock=FakeClock())
+
+
+def test_the_ed25519_migration_keeps_every_row_and_reference(backend: Backend) -> None:
+    """Migration 4 widens the scheme checks (SQLite rebuilds two tables): the wallets,
+    epochs, shares, acknowledgments and backups of a version-3 database survive it,
+    and the foreign keys still hold (a wallet's deletion still cascades)."""
+    with _store_at(backend, 3) as old:
+        assert old.migrate() == (1, 2, 3)
+        committed_wallet(old)
+        refresh(old, 1)
+        old.put_backup(Backup(W, "b1", "party-1", 1, BackupBlob(b"sealed by client")))
+        committed_wallet(old, "wallet-2")
+        before = {
+            table: sorted(backend.query(f"SELECT * FROM {table}"))
+            for table in ("wallets", "epochs", "sealed_shares", "backups")
+        }
+    with open_store(backend.url, clock=FakeClock()) as migrated:
+        assert migrated.schema_version() == 4
+        for table, rows in before.items():
+            assert sorted(backend.query(f"SELECT * FROM {table}")) == rows, table
+        assert migrated.get_current_share(W, 0).share == make_share(epoch=1)
+    # The rebuilt tables still reference, and are referenced, with their actions.
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
+        _execute_with_foreign_keys(
+            backend, "INSERT INTO sealed_shares VALUES ('ghost', 0, 0, 'bip340', %s, %s, 0)"
+        )
+    _execute_with_foreign_keys(backend, "DELETE FROM wallets WHERE wallet_id = 'wallet-2'")
+    assert backend.query("SELECT count(*) FROM epochs WHERE wallet_id = 'wallet-2'") == [(0,)]
+    assert backend.query("SELECT count(*) FROM sealed_shares WHERE wallet_id = 'wallet-2'") == [
+        (0,)
+    ]
+
+
+def _execute_with_foreign_keys(backend: Backend, sql: str) -> None:
+    """Raw SQL with foreign keys enforced (``%s`` is a one-byte blob literal)."""
+    sql = sql.replace("%s", _blob(backend, b"\x01"))
+    if backend.name == "sqlite":
+        path = backend.url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(sql)
+        return
+    backend.execute(sql)
+
+
+def test_ed25519_wallets_take_a_32_byte_key(store: Store, backend: Backend) -> None:
+    key = PublicKey(bytes(range(32)))
+    wallet = replace(make_wallet(), scheme="ed25519", public_key=key)
+    store.create_wallet(wallet, [make_share(scheme="ed25519")])
+    committed = store.commit_epoch(W, 0)
+    assert (committed.scheme, committed.public_key) == ("ed25519", key)
+    assert store.get_current_share(W, 0).share.scheme == "ed25519"
+    with pytest.raises(StoreInputError):  # an ed25519 share in a bip340 wallet
+        store.create_wallet(make_wallet("wallet-2"), [make_share("wallet-2", scheme="ed25519")])
+    with pytest.raises(StoreInputError):
+        replace(make_wallet(), scheme="ed25519")  # 33 bytes
+    with pytest.raises(StoreInputError):
+        replace(make_wallet(), public_key=key)  # 32 bytes for bip340
+    # The database's own checks agree with the store's.
+    for scheme, size in (("ed25519", 33), ("bip340", 32), ("ed448", 57)):
+        public_key, owner_key = _blob(backend, bytes([2]) * size), _blob(backend, b"")
+        with pytest.raises(Exception, match=r"(?i)check"):
+            backend.execute(
+                "INSERT INTO wallets (wallet_id, scheme, public_key, owner_key, created_at_ms,"
+                f" updated_at_ms) VALUES ('raw', '{scheme}', {public_key}, {owner_key}, 0, 0)"
+            )
+
+
+def _blob(backend: Backend, data: bytes) -> str:
+    """A blob literal in the backend's dialect."""
+    return f"x'{data.hex()}'" if backend.name == "sqlite" else f"'\\x{data.hex()}'::bytea"
 
 
 ################################################################################

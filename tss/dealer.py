@@ -17,8 +17,9 @@ from typing import Any
 
 from tss.ceremony import Random
 from tss.curve import N, int_from_bytes
+from tss.ed25519_keys import scalar_from_keypair, scalar_from_seed
 from tss.errors import InputError, InternalError
-from tss.group import SECP256K1, Group
+from tss.group import ED25519, SECP256K1, Group
 from tss.keygen import KeyMaterial
 from tss.keyshare import Scheme
 from tss.reshare import PublicKeyring
@@ -109,8 +110,11 @@ def import_dealer(
     the real one (at least 2 for ECDSA).
 
     Arguments:
-        scheme: "bip340" or "ecdsa-secp256k1".
-        private_key: 32 bytes, 0 < key < n.
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
+        private_key: secp256k1: 32 bytes, 0 < key < n. ed25519: an RFC 8032
+            seed (32 bytes) or a Solana keypair (64 bytes: seed || public key,
+            checked against each other); the keyring shares the seed's clamped
+            scalar mod L (``tss.ed25519_keys``).
         chain_code: the key's 32-byte BIP-32 chain code if it has one, else 32
             fresh random bytes (the caller's: ``tss`` draws none here). The
             reshare carries it to the new parties inside their end-to-end
@@ -123,9 +127,17 @@ def import_dealer(
     Raises:
         InputError: unknown scheme, a key out of range or a bad chain code.
     """
-    if scheme not in ("bip340", "ecdsa-secp256k1"):
+    if scheme == "ed25519":
+        secret = (
+            scalar_from_keypair(private_key)
+            if len(private_key) == 64
+            else scalar_from_seed(private_key)
+        )
+        (material,) = split_secret(secret, 1, 1, _no_randomness, chain_code, group=ED25519)
+    elif scheme in ("bip340", "ecdsa-secp256k1"):
+        (material,) = split_key(private_key, 1, 1, _no_randomness, chain_code)
+    else:
         raise InputError(f"no import by reshare for {scheme!r}")
-    (material,) = split_key(private_key, 1, 1, _no_randomness, chain_code)
     keyring = PublicKeyring(scheme, 1, material.public_key, material.public_shares, material.epoch)
     return keyring, material
 

@@ -22,12 +22,15 @@ Addresses are base58 (the Bitcoin alphabet) of the 32-byte public key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from client.sdk.party import PartyIdentity, Progress
+from client.sdk.wallet import Wallet, WalletClient
 
 __all__ = [
     "b58encode",
@@ -42,6 +45,7 @@ __all__ = [
     "spl_transfer_checked",
     "compile_message",
     "signed_transaction",
+    "sign_transaction",
     "SolanaError",
 ]
 
@@ -244,18 +248,62 @@ def compile_message(
 def signed_transaction(message: bytes, public_key: bytes, sign: Callable[[bytes], bytes]) -> bytes:
     """The wire transaction of a message whose only signer is ``public_key`` (the fee payer).
 
-    ``sign`` signs the message bytes (e.g. ``WalletClient.sign`` or
-    ``tss.local.sign`` of an ed25519 wallet); the signature is verified before
-    the transaction is returned.
+    ``sign`` signs the message bytes (e.g. ``tss.local.sign`` of an ed25519
+    keyring; ``sign_transaction`` signs with the service); the signature is
+    verified before the transaction is returned.
 
     Raises:
         SolanaError: the message needs other signers, or the signature does not verify.
     """
+    _check_sole_signer(message, public_key)
+    return _assemble(message, public_key, sign(message))
+
+
+async def sign_transaction(
+    client: WalletClient,
+    wallet: Wallet,
+    message: bytes,
+    devices: Mapping[int, PartyIdentity],
+    *,
+    with_server: bool = True,
+    progress: Progress | None = None,
+) -> bytes:
+    """Sign a compiled message with an ed25519 wallet (FROST(Ed25519) with the service).
+
+    Arguments:
+        client, wallet, devices, with_server, progress: as ``WalletClient.sign``.
+        message: a legacy or v0 message (``compile_message``) whose only signer,
+            the fee payer, is the wallet.
+
+    Returns:
+        The wire transaction (signature count, signature, message), ready to send.
+
+    Raises:
+        SolanaError: not an ed25519 wallet, another signer, or a signature that
+            does not verify (never expected: the signers verify it too).
+        WalletError: the ceremony failed.
+    """
+    if wallet.scheme != "ed25519":
+        raise SolanaError("Solana transactions are signed by ed25519 wallets")
+    _check_sole_signer(message, wallet.public_key)
+    signature = await client.sign(
+        wallet, message, devices, with_server=with_server, progress=progress
+    )
+    if not isinstance(signature, bytes):
+        raise SolanaError("an ed25519 wallet returned a recoverable signature")
+    return _assemble(message, wallet.public_key, signature)
+
+
+def _check_sole_signer(message: bytes, public_key: bytes) -> None:
     offset = 1 if message[:1] == b"\x80" else 0
+    if len(message) < offset + 4:
+        raise SolanaError("the message is too short")
     keys = offset + 3 + (1 if message[offset + 3] < 0x80 else 2)  # past the key count
     if message[offset] != 1 or message[keys : keys + 32] != public_key:
         raise SolanaError("the message must have exactly one signer, this wallet as fee payer")
-    signature = sign(message)
+
+
+def _assemble(message: bytes, public_key: bytes, signature: bytes) -> bytes:
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError) as e:

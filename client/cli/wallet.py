@@ -3,7 +3,8 @@
 Subcommands (each against a running host and relay, as the relay coordinator):
 
 * ``create``  keygen among this machine's local parties and the server share;
-* ``sign``    sign a 32-byte digest (BIP-32 path, BIP-341 taproot tweak);
+* ``sign``    sign a 32-byte digest (BIP-32 path, BIP-341 taproot tweak), or for
+  ed25519 the message itself;
 * ``sign-message``, ``sign-typed-data``  ecdsa: an EIP-191 personal message, EIP-712
   typed data (a JSON file), as ``r || s || v`` with the signing address;
 * ``backup``  encrypt a local party's share and identity and store them at the host
@@ -59,7 +60,7 @@ __all__ = [
     "add_wallet_commands",
 ]
 
-SCHEMES: Final = ("bip340", "ecdsa", "ecdsa-secp256k1", "schnorr")
+SCHEMES: Final = ("bip340", "ecdsa", "ecdsa-secp256k1", "ed25519", "schnorr", "solana")
 # Every environment variable the CLI reads, listed in --help.
 ENVIRONMENT: Final = {
     **{variable: f"--{name.replace('_', '-')}" for name, (variable, _) in SETTINGS.items()},
@@ -70,7 +71,9 @@ ENVIRONMENT: Final = {
     NEW_PASSCODE_ENV: "`wallet passcode`: the new one (else --new-passcode-file, else a prompt)",
 }
 WALLET_HELP: Final = "the wallet's id (see `shardkeep wallet list`)"
-SCHEME_HELP: Final = "bip340 (alias schnorr) or ecdsa (alias ecdsa-secp256k1); default ecdsa"
+SCHEME_HELP: Final = (
+    "bip340 (alias schnorr), ecdsa (alias ecdsa-secp256k1) or ed25519 (alias solana); default ecdsa"
+)
 
 
 def environment_help() -> str:
@@ -109,11 +112,19 @@ def add_wallet_commands(commands: Any) -> None:
     create.add_argument("--wallet-id", help="the wallet's id (default: a fresh one)")
     create.set_defaults(handler=_run("create"))
 
-    sign = actions.add_parser("sign", parents=[common], help="sign a 32-byte digest")
+    sign = actions.add_parser(
+        "sign", parents=[common], help="sign a 32-byte digest (ed25519: the message itself)"
+    )
     sign.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
-    sign.add_argument(
-        "--digest", required=True, type=_digest, metavar="HEX",
-        help="the 32-byte message digest to sign, in hex (e.g. a transaction's sighash)",
+    signed = sign.add_mutually_exclusive_group(required=True)
+    signed.add_argument(
+        "--digest", type=_digest, metavar="HEX",
+        help="bip340, ecdsa: the 32-byte message digest to sign, in hex (e.g. a sighash)",
+    )  # fmt: skip
+    signed.add_argument(
+        "--message", type=_message, metavar="HEX",
+        help="ed25519: the message itself, in hex (e.g. a Solana transaction message;"
+        " Ed25519 signs the message, not a digest)",
     )  # fmt: skip
     _signer_options(sign)
     sign.add_argument("--taproot", action="store_true", help="bip340: sign for the BIP-341 key")
@@ -170,7 +181,8 @@ def add_wallet_commands(commands: Any) -> None:
     recover.add_argument("wallet_id", metavar="WALLET", help="the id of the wallet to recover")
     recover.add_argument(
         "--public-key", required=True, type=_public_key, metavar="HEX",
-        help="the wallet's 33-byte public key, as you know it (not as the host says)",
+        help="the wallet's public key (33 bytes; ed25519: 32), as you know it (not as the host"
+        " says)",
     )  # fmt: skip
     recover.add_argument("--party", type=int, metavar="I", help="the party to recover")
     recover.add_argument("--backup-id", help="default: the newest backup of the current epoch")
@@ -254,7 +266,7 @@ def add_wallet_commands(commands: Any) -> None:
     )  # fmt: skip
     export.add_argument(
         "--public-key", type=_public_key, metavar="HEX",
-        help="with --offline: the wallet's 33-byte public key, as you know it, to check",
+        help="with --offline: the wallet's public key (33 bytes; ed25519: 32), to check",
     )  # fmt: skip
     export.set_defaults(handler=_run("export"))
 
@@ -265,7 +277,9 @@ def add_wallet_commands(commands: Any) -> None:
     imported.add_argument("--scheme", choices=SCHEMES, default="ecdsa", help=SCHEME_HELP)
     imported.add_argument(
         "--key-file", type=Path, required=True, metavar="FILE",
-        help="the 32-byte private key in hex (as `wallet export` writes it)",
+        help="the 32-byte private key in hex (as `wallet export` writes it); ed25519: a"
+        " 32-byte RFC 8032 seed in hex, or a Solana keypair (64 bytes) in hex, base58 or"
+        " solana-keygen's JSON array",
     )  # fmt: skip
     imported.add_argument(
         "--local-parties", type=int, default=1, metavar="N",
@@ -371,12 +385,19 @@ def _digest(text: str) -> bytes:
     return _hex(text, 32, "the digest")
 
 
+def _message(text: str) -> bytes:
+    return _hex(text, None, "the message")
+
+
 def _hex32(text: str) -> bytes:
     return _hex(text, 32, "the merkle root")
 
 
 def _public_key(text: str) -> bytes:
-    return _hex(text, 33, "the public key")
+    key = _hex(text, None, "the public key")
+    if len(key) not in (32, 33):
+        raise argparse.ArgumentTypeError("the public key must be 33 bytes (ed25519: 32)")
+    return key
 
 
 def _pcr(text: str) -> tuple[int, bytes]:

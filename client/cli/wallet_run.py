@@ -19,6 +19,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from client.chains import solana
 from client.chains.bitcoin import wallet_output_key
 from client.chains.ethereum import wallet_address, wallet_public_key
 from client.chains.ethereum_messages import message_signature
@@ -70,7 +71,14 @@ SCHEME_NAMES: Final[dict[str, Scheme]] = {
     "ecdsa-secp256k1": "ecdsa-secp256k1",
     "bip340": "bip340",
     "schnorr": "bip340",
+    "ed25519": "ed25519",
+    "solana": "ed25519",
 }
+ED25519_EXPORT_NOTE: Final = (
+    "an ed25519 keyring holds a scalar, never a seed (SHA-512 is one-way), so the file holds"
+    " the 64-byte RFC 8032 expanded secret (scalar || nonce prefix): it signs, but wallets"
+    " that import only seeds or Solana keypairs cannot take it"
+)
 
 
 class UsageError(Exception):
@@ -358,6 +366,8 @@ def _describe_wallet(wallet: Wallet) -> dict[str, Any]:
     }
     if wallet.scheme == "ecdsa-secp256k1":
         info["ethereum_address"] = wallet_address(wallet)
+    elif wallet.scheme == "ed25519":
+        info["solana_address"] = solana.address(wallet.public_key)
     else:
         info["taproot_output_key"] = wallet_output_key(wallet).hex()
     return info
@@ -401,6 +411,23 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
     )
     if wallet.scheme != "bip340" and (args.taproot or args.merkle_root):
         raise UsageError("--taproot and --merkle-root are for bip340 wallets")
+    if wallet.scheme == "ed25519":
+        if args.message is None:
+            raise UsageError("an ed25519 wallet signs the message itself: give --message")
+        if args.path:
+            raise UsageError("--path is for bip340 and ecdsa wallets")
+        signature = await _sign_digest(ctx, loaded, args.message, options)
+        if not isinstance(signature, bytes):
+            raise InternalError("an ed25519 wallet returned a recoverable signature")
+        return {
+            "wallet_id": wallet.wallet_id,
+            "message_bytes": len(args.message),
+            "signature": signature.hex(),
+            "public_key": wallet.public_key.hex(),
+            "solana_address": solana.address(wallet.public_key),
+        }
+    if args.digest is None:
+        raise UsageError(f"a {wallet.scheme} wallet signs a 32-byte digest: give --digest")
     signature = await _sign_digest(ctx, loaded, args.digest, options)
     result: dict[str, Any] = {"wallet_id": wallet.wallet_id, "digest": args.digest.hex()}
     if isinstance(signature, RecoverableSignature):
@@ -421,7 +448,8 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
 async def _sign_digest(
     ctx: _Context, loaded: LoadedWallet, digest: bytes, options: SigningOptions
 ) -> bytes | RecoverableSignature:
-    """One signing ceremony of ``digest``; shares changed by a pair setup are saved."""
+    """One signing ceremony of ``digest`` (for ed25519 the message itself); shares changed
+    by a pair setup are saved."""
     args = ctx.args
     wallet = loaded.wallet
     before = dict(wallet.shares)
@@ -787,7 +815,10 @@ async def _export(ctx: _Context) -> dict[str, Any]:
             wallet, quorum, recipient, with_server=with_server, progress=ctx.progress
         )
     _write_key(out, private_key)
-    return {"wallet_id": wallet.wallet_id, "out": str(out), "public_key": wallet.public_key.hex()}
+    result = {"wallet_id": wallet.wallet_id, "out": str(out), "public_key": wallet.public_key.hex()}
+    if wallet.scheme == "ed25519":
+        result["note"] = ED25519_EXPORT_NOTE
+    return result
 
 
 def _export_offline(ctx: _Context) -> dict[str, Any]:
@@ -799,41 +830,62 @@ def _export_offline(ctx: _Context) -> dict[str, Any]:
         insecure_allow_weak_kdf=ctx.weak,
     )  # fmt: skip
     _write_key(args.out, exported.private_key)
-    return {
+    result = {
         "wallet_id": exported.wallet_id,
         "out": str(args.out),
         "public_key": exported.public_key.hex(),
         "parties": list(exported.parties),
     }
+    if len(exported.private_key) == 64:  # only ed25519 exports the expanded secret
+        result["note"] = ED25519_EXPORT_NOTE
+    return result
 
 
 _MAX_KEY_FILE_BYTES: Final = 1024
 
 
-def _read_key_file(path: Path) -> bytes:
-    """A 32-byte private key written in hex (``0x`` and surrounding whitespace allowed).
+def _read_key_file(path: Path, scheme: Scheme) -> bytes:
+    """A private key from a file: 32 bytes in hex (``0x`` and surrounding whitespace
+    allowed); for ed25519 also a Solana keypair (64 bytes: seed || public key) in hex,
+    base58, or the JSON array of byte values ``solana-keygen`` writes.
 
     Messages never quote the file: it holds a key.
     """
     with path.open("rb") as f:
         raw = f.read(_MAX_KEY_FILE_BYTES + 1)
-    problem = UsageError(f"{path} does not hold a 32-byte private key in hex")
+    what = "a 32-byte seed or a 64-byte Solana keypair" if scheme == "ed25519" else "a 32-byte"
+    problem = UsageError(f"{path} does not hold {what} private key")
     if len(raw) > _MAX_KEY_FILE_BYTES:
         raise problem
     try:
-        text = raw.decode("ascii").strip().removeprefix("0x")
-        key = bytes.fromhex(text)
-    except ValueError:
+        text = raw.decode("ascii").strip()
+        key = _decode_key_text(text, scheme)
+    except (ValueError, solana.SolanaError):
         raise problem from None
-    if len(key) != 32:
+    if len(key) != 32 and not (scheme == "ed25519" and len(key) == 64):
         raise problem
     return key
+
+
+def _decode_key_text(text: str, scheme: Scheme) -> bytes:
+    """Hex; for ed25519 also a JSON byte array or base58 (Solana's keypair formats)."""
+    if scheme == "ed25519" and text.startswith("["):
+        values = json.loads(text)
+        if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
+            raise ValueError("not a JSON byte array")
+        return bytes(values)
+    try:
+        return bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        if scheme != "ed25519":
+            raise
+    return solana.b58decode(text)
 
 
 async def _import(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
     store = ctx.store()  # the passcode first: refused before the key is read
-    private_key = _read_key_file(args.key_file)
+    private_key = _read_key_file(args.key_file, SCHEME_NAMES[args.scheme])
     devices = [PartyIdentity.generate() for _ in range(args.local_parties)]
     async with ctx.client() as client:
         ctx.progress.stage("import")

@@ -96,10 +96,12 @@ def sign_ceremony(
         taproot=request.taproot,
         taproot_merkle_root=bytes(request.taproot_merkle_root) or None,
     )
+    # ed25519 signs the message itself (RFC 8032), the other schemes a digest.
+    signed = bytes(request.message) if share.scheme == "ed25519" else bytes(request.digest)
     return signing_ceremony(
         share,
         sorted(request.signers),
-        bytes(request.digest),
+        signed,
         f"{request.room_id}/{request.ceremony_id}".encode(),  # as the enclave derives it
         secrets.token_bytes,
         options,

@@ -43,7 +43,12 @@ from client.sdk.transport import Transport, TransportError, transport_error
 from relay.client import CreatedRoom, RelayClient
 from relay.errors import RelayError, status_code_for
 from shardkeep import lifecycle
-from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, sign_request
+from shardkeep.requests import (
+    COORDINATOR_CONTEXT,
+    MAX_ED25519_MESSAGE,
+    OWNER_CONTEXT,
+    sign_request,
+)
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.ceremony import Ceremony
 from tss.certificate import PendingKeyChange, sign_epoch_ack
@@ -74,13 +79,14 @@ PAIR_SETUP_REQUIRED = "pair-setup-required"
 SCHEMES: dict[Scheme, str] = {
     "bip340": "SCHEME_BIP340",
     "ecdsa-secp256k1": "SCHEME_ECDSA_SECP256K1",
+    "ed25519": "SCHEME_ED25519",
 }
-"""The schemes the service takes, by their protocol names (not ed25519 yet)."""
+"""The schemes the service takes, by their protocol names."""
 
 
 def _service_scheme(scheme: Scheme) -> str:
     if scheme not in SCHEMES:
-        raise InputError(f"the service does not take {scheme!r} wallets yet")
+        raise InputError(f"the service does not take {scheme!r} wallets")
     return SCHEMES[scheme]
 
 
@@ -349,8 +355,10 @@ class WalletClient:
         (Python cannot wipe an immutable ``bytes``): erase its other copies.
 
         Arguments:
-            scheme: "bip340" or "ecdsa-secp256k1".
-            private_key: the 32-byte key to import (0 < key < n).
+            scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
+            private_key: secp256k1: the 32-byte key to import (0 < key < n).
+                ed25519: an RFC 8032 seed (32 bytes) or a Solana keypair (64
+                bytes: seed || public key).
             devices: the local parties of the new keyring, in index order.
             threshold: t of the new keyring, at least 2 (with 1 the server share
                 alone would be the key).
@@ -435,12 +443,21 @@ class WalletClient:
         with_server: bool = True,
         progress: Progress | None = None,
     ) -> bytes | RecoverableSignature:
-        """Sign a 32-byte digest with ``devices`` (by party index) and, by default, the server.
+        """Sign with ``devices`` (by party index) and, by default, the server.
+
+        Arguments:
+            digest: what the scheme signs: a 32-byte digest for bip340 and
+                ecdsa-secp256k1; for ed25519 the message itself (1 to 65536
+                bytes, e.g. a Solana transaction message: Ed25519 hashes it).
 
         Returns:
-            The BIP-340 signature, or for ECDSA the signature with its recovery id.
+            The BIP-340 or RFC 8032 signature, or for ECDSA the signature with
+            its recovery id.
         """
-        if len(digest) != 32:
+        if wallet.scheme == "ed25519":
+            if not 1 <= len(digest) <= MAX_ED25519_MESSAGE:
+                raise InputError(f"an ed25519 message is 1 to {MAX_ED25519_MESSAGE} bytes")
+        elif len(digest) != 32:
             raise InputError("digest must be 32 bytes")
         server = wallet.server_index if with_server else None
         if wallet.scheme == "ecdsa-secp256k1" and server is not None:
@@ -468,7 +485,10 @@ class WalletClient:
     ) -> bytes | RecoverableSignature:
         signers = sorted([*devices, *([] if server is None else [server])])
         request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_SIGN, signers=signers)
-        request.digest = digest
+        if wallet.scheme == "ed25519":  # RFC 8032 signs the message, not a digest
+            request.message = digest
+        else:
+            request.digest = digest
         request.derivation_path.extend(options.derivation_path)
         request.taproot = options.taproot
         request.taproot_merkle_root = options.taproot_merkle_root or b""

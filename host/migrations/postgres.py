@@ -108,9 +108,30 @@ _KEY_CHANGES: Final = (
     """,
 )
 
+# Ed25519 wallets: a third scheme, with a 32-byte (RFC 8032) public key. The
+# constraints replaced carry PostgreSQL's default names (<table>_<column>_check).
+_ED25519: Final = (
+    "ALTER TABLE wallets DROP CONSTRAINT wallets_scheme_check",
+    """
+    ALTER TABLE wallets ADD CONSTRAINT wallets_scheme_check
+        CHECK (scheme IN ('bip340', 'ecdsa-secp256k1', 'ed25519'))
+    """,
+    "ALTER TABLE wallets DROP CONSTRAINT wallets_public_key_check",
+    """
+    ALTER TABLE wallets ADD CONSTRAINT wallets_public_key_check
+        CHECK (octet_length(public_key) = CASE scheme WHEN 'ed25519' THEN 32 ELSE 33 END)
+    """,
+    "ALTER TABLE sealed_shares DROP CONSTRAINT sealed_shares_scheme_check",
+    """
+    ALTER TABLE sealed_shares ADD CONSTRAINT sealed_shares_scheme_check
+        CHECK (scheme IN ('bip340', 'ecdsa-secp256k1', 'ed25519'))
+    """,
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "init", _INIT),
     Migration(2, "enclave_identities", _ENCLAVE_IDENTITIES),
     Migration(3, "key_changes", _KEY_CHANGES),
+    Migration(4, "ed25519", _ED25519),
 )
 check_sequence(MIGRATIONS)

@@ -116,9 +116,53 @@ _KEY_CHANGES: Final = (
     """,
 )
 
+# Ed25519 wallets: a third scheme, with a 32-byte (RFC 8032) public key. SQLite
+# cannot alter a CHECK constraint, so both tables are rebuilt as its manual
+# prescribes ("Making Other Kinds Of Table Schema Changes": new table, copy,
+# drop, rename; the store runs migrations with foreign keys off and checks
+# them before committing, ``SQLiteStore._schema_transaction``). Column order
+# and every other constraint are those of migrations 1-3.
+_ED25519: Final = (
+    """
+    CREATE TABLE wallets_new (
+        wallet_id TEXT NOT NULL PRIMARY KEY,
+        scheme TEXT NOT NULL CHECK (scheme IN ('bip340', 'ecdsa-secp256k1', 'ed25519')),
+        public_key BLOB NOT NULL CHECK (
+            length(public_key) = CASE scheme WHEN 'ed25519' THEN 32 ELSE 33 END
+        ),
+        owner_key BLOB NOT NULL,
+        current_epoch INTEGER CHECK (current_epoch >= 0),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        FOREIGN KEY (wallet_id, current_epoch) REFERENCES epochs (wallet_id, epoch)
+    ) STRICT
+    """,
+    "INSERT INTO wallets_new SELECT * FROM wallets",
+    "DROP TABLE wallets",
+    "ALTER TABLE wallets_new RENAME TO wallets",
+    """
+    CREATE TABLE sealed_shares_new (
+        wallet_id TEXT NOT NULL,
+        share_index INTEGER NOT NULL CHECK (share_index >= 0),
+        epoch INTEGER NOT NULL,
+        scheme TEXT NOT NULL CHECK (scheme IN ('bip340', 'ecdsa-secp256k1', 'ed25519')),
+        encrypted_data_key BLOB NOT NULL CHECK (length(encrypted_data_key) > 0),
+        ciphertext BLOB NOT NULL CHECK (length(ciphertext) > 0),
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (wallet_id, share_index, epoch),
+        FOREIGN KEY (wallet_id, epoch) REFERENCES epochs (wallet_id, epoch) ON DELETE CASCADE
+    ) STRICT
+    """,
+    "INSERT INTO sealed_shares_new SELECT * FROM sealed_shares",
+    "DROP TABLE sealed_shares",
+    "ALTER TABLE sealed_shares_new RENAME TO sealed_shares",
+    "CREATE INDEX sealed_shares_by_epoch ON sealed_shares (wallet_id, epoch)",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "init", _INIT),
     Migration(2, "enclave_identities", _ENCLAVE_IDENTITIES),
     Migration(3, "key_changes", _KEY_CHANGES),
+    Migration(4, "ed25519", _ED25519),
 )
 check_sequence(MIGRATIONS)
