@@ -108,9 +108,9 @@ async def keygen_2of2(
     stack: Stack, scheme: str, client: ClientParty, coordinator: Ed25519PrivateKey, owner: Any
 ) -> tuple[ceremony_pb2.CeremonyRequest, KeyShare]:
     """Client (index 0) and server (index 1), 2-of-2: the keygen request and the client share."""
-    request = keygen_request(scheme, [client.sdk.party, stack.party], 2, owner)
+    request = keygen_request(scheme, [client.party, stack.party], 2, owner)
     session = client_keygen(scheme, client, request)
-    await host_loop(stack, signed(request, coordinator), {client.sdk.party.party_id: session})
+    await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
     share: KeyShare = session.result
     return request, share
 
@@ -128,7 +128,7 @@ async def sign_with_server(
     request = sign_request_at(wallet, sorted([share.party_id, server_index]), epoch)
     signer = client_sign(share, client, request)
     result = await host_loop(
-        stack, signed(request, coordinator), {client.sdk.party.party_id: signer}, stack.stored
+        stack, signed(request, coordinator), {client.party.party_id: signer}, stack.stored
     )
     return bytes(result.signature)
 
@@ -149,7 +149,7 @@ def test_refresh_renews_both_shares_and_old_ones_no_longer_combine(
         refresh = lifecycle_request(REFRESH, wallet, 0)
         session = client_lifecycle(refresh, client, old)
         result = await host_loop(
-            stack, signed(refresh, coordinator), {client.sdk.party.party_id: session}, [old_sealed]
+            stack, signed(refresh, coordinator), {client.party.party_id: session}, [old_sealed]
         )
         new = session.result.share
         assert (result.epoch, result.public_key) == (1, old.public_key)
@@ -172,12 +172,12 @@ def test_refresh_renews_both_shares_and_old_ones_no_longer_combine(
             host_loop(
                 stack,
                 signed(request, coordinator),
-                {client.sdk.party.party_id: stale},
+                {client.party.party_id: stale},
                 [new_sealed],
             ),
             grpc.StatusCode.ABORTED,
         )
-        assert culprits_of(error) == client.sdk.party.party_id
+        assert culprits_of(error) == client.party.party_id
         # ... and a request for the old epoch finds no share: the host offers the new one.
         request = sign_request_at(wallet, [0, 1], 0)
         await expect_status(
@@ -200,7 +200,7 @@ def test_reshare_adds_a_second_client_and_every_new_pair_signs(
 
     async def body(stack: Stack) -> None:
         wallet, old = await keygen_2of2(stack, scheme, client, coordinator, owner)
-        new_parties = [client.sdk.party, client2.party, stack.party]
+        new_parties = [client.party, client2.party, stack.party]
         reshare = lifecycle_request(
             RESHARE, wallet, 0, signers=[0, 1], new_parties=new_parties, new_threshold=2
         )
@@ -208,7 +208,7 @@ def test_reshare_adds_a_second_client_and_every_new_pair_signs(
             client2.party.party_id: client_lifecycle(
                 reshare, client2, None, keyring=PublicKeyring.from_share(old)
             ),
-            client.sdk.party.party_id: client_lifecycle(reshare, client, old),
+            client.party.party_id: client_lifecycle(reshare, client, old),
         }
         result = await host_loop(
             stack, signed(reshare, coordinator, owner), sessions, list(stack.stored)
@@ -281,7 +281,7 @@ def test_a_cheating_reshare_party_is_named(
 
     async def body(stack: Stack) -> None:
         wallet, old = await keygen_2of2(stack, scheme, client, coordinator, owner)
-        new_parties = [client.sdk.party, client2.party, stack.party]
+        new_parties = [client.party, client2.party, stack.party]
         keyring = PublicKeyring.from_share(old)
 
         async def reshare_with(cheat: ClientParty, cls: type[Reshare]) -> grpc.aio.AioRpcError:
@@ -310,7 +310,7 @@ def test_a_cheating_reshare_party_is_named(
 
         # The client (old index 0, seat 0) deals the server a sub-share off its commitment.
         error = await reshare_with(client, misbehaving(1, bad_subshare))
-        assert culprits_of(error) == client.sdk.party.party_id
+        assert culprits_of(error) == client.party.party_id
         # The new client (seat 3 = 2 old parties + new index 1) garbles its agreement.
         error = await reshare_with(client2, misbehaving(1, lambda r, p: p[:8] if r == 2 else p))
         assert culprits_of(error) == client2.party.party_id
@@ -343,7 +343,7 @@ def test_export_reaches_only_the_recipient(
                     request, outsider, None, keyring=PublicKeyring.from_share(share),
                     recipient_key=key.private_bytes_raw(),
                 )  # fmt: skip
-            sessions[client.sdk.party.party_id] = client_lifecycle(
+            sessions[client.party.party_id] = client_lifecycle(
                 request, client, share,
                 recipient_key=key.private_bytes_raw() if recipient is client else None,
             )  # fmt: skip
@@ -356,7 +356,7 @@ def test_export_reaches_only_the_recipient(
             exported = sessions[recipient.party.party_id].result.private_key
             assert Point.base_mul(int.from_bytes(exported, "big")).to_bytes() == share.public_key
             if recipient is outsider:
-                assert sessions[client.sdk.party.party_id].result.private_key is None
+                assert sessions[client.party.party_id].result.private_key is None
         assert len(stack.stored) == 1  # an export stores nothing
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
@@ -389,7 +389,7 @@ def test_lifecycle_requests_are_authorised_and_checked(
             RESHARE, wallet, 0, signers=[0, 1], new_parties=list(wallet.parties), new_threshold=2
         )
         # Export and reshare need the wallet owner's signature: missing or by another key.
-        for request in (export(client.sdk.party), reshare):
+        for request in (export(client.party), reshare):
             await expect_status(attempt(signed(request, coordinator)), denied)
             forged = signed(request, coordinator, Ed25519PrivateKey.generate())
             await expect_status(attempt(forged), denied)
@@ -397,7 +397,7 @@ def test_lifecycle_requests_are_authorised_and_checked(
         await expect_status(attempt(signed(export(stack.party), coordinator, owner)), invalid)
         static_key = bytes(stack.party.static_key)
         await expect_status(
-            attempt(signed(export(client.sdk.party, static_key), coordinator, owner)), invalid
+            attempt(signed(export(client.party, static_key), coordinator, owner)), invalid
         )
         # A new keyring that cannot exist: 3-of-2, or no new parties at all.
         for t, parties in ((3, list(wallet.parties)), (2, [])):

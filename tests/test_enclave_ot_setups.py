@@ -228,9 +228,9 @@ class Wallet:
 
 
 async def _keygen(stack: Stack, client: ClientParty, coordinator: Ed25519PrivateKey) -> Wallet:
-    request = keygen_request(SCHEME, [client.sdk.party, stack.party], 2)
+    request = keygen_request(SCHEME, [client.party, stack.party], 2)
     session = client_keygen(SCHEME, client, request)
-    await host_loop(stack, signed(request, coordinator), {client.sdk.party.party_id: session})
+    await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
     return Wallet(request, session.result, list(stack.stored), stack.identity.sealed_identity)
 
 
@@ -240,7 +240,7 @@ async def _pair_setup(
     request = pair_setup_request(wallet.keygen, [CLIENT, SERVER])
     session = client_pair_setup(wallet.share, client, request)
     await host_loop(
-        stack, signed(request, coordinator), {client.sdk.party.party_id: session}, wallet.stored
+        stack, signed(request, coordinator), {client.party.party_id: session}, wallet.stored
     )
     setup: PeerSetup = session.result
     assert wallet.share.ecdsa is not None
@@ -257,7 +257,7 @@ async def _sign(
     request = sign_request(wallet.keygen, [CLIENT, SERVER])
     signer = (session or (lambda r: client_sign(wallet.share, client, r)))(request)
     result: ceremony_pb2.CeremonyResult = await host_loop(
-        stack, signed(request, coordinator), {client.sdk.party.party_id: signer}, wallet.stored
+        stack, signed(request, coordinator), {client.party.party_id: signer}, wallet.stored
     )
     return result
 
@@ -456,13 +456,13 @@ def test_a_burned_pair_needs_a_new_pair_setup_and_a_restart_needs_one_too(
             await _sign(stack, wallet, client, coordinator, rvole_cheat)
         assert caught.value.code() == grpc.StatusCode.ABORTED
         pairs: Any = caught.value.trailing_metadata() or ()
-        assert dict(pairs)["shardkeep-culprits"] == client.sdk.party.party_id
+        assert dict(pairs)["shardkeep-culprits"] == client.party.party_id
 
         # Burned: even an honest retry is refused, with a typed, machine-readable reason.
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _sign(stack, wallet, client, coordinator)
         assert _status(refused.value) == (grpc.StatusCode.FAILED_PRECONDITION, REASON)
-        assert client.sdk.party.party_id in (refused.value.details() or "")
+        assert client.party.party_id in (refused.value.details() or "")
 
         old = _setup_id(wallet)
         await _pair_setup(stack, wallet, client, coordinator)

@@ -57,10 +57,10 @@ def test_keygen_and_sign_with_the_server_share(
     client = ClientParty()
 
     async def body(stack: Stack) -> None:
-        request = keygen_request(scheme, [client.sdk.party, stack.party], 2)
+        request = keygen_request(scheme, [client.party, stack.party], 2)
         session = client_keygen(scheme, client, request)
         result = await host_loop(
-            stack, signed(request, coordinator), {client.sdk.party.party_id: session}
+            stack, signed(request, coordinator), {client.party.party_id: session}
         )
         share = session.result
         assert result.public_key == share.public_key and result.epoch == 0
@@ -73,7 +73,7 @@ def test_keygen_and_sign_with_the_server_share(
         sign = sign_request(request, [0, 1])
         signer = client_sign(share, client, sign)
         result = await host_loop(
-            stack, signed(sign, coordinator), {client.sdk.party.party_id: signer}, [stored]
+            stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored]
         )
         if scheme == "bip340":
             assert schnorr_verify(DIGEST, share.public_key[1:], result.signature)
@@ -137,19 +137,19 @@ def test_authorisation_is_checked_inside_the_enclave(
     client = ClientParty()
 
     async def body(stack: Stack) -> None:
-        request = keygen_request("bip340", [client.sdk.party, stack.party], 2)
+        request = keygen_request("bip340", [client.party, stack.party], 2)
         forged = signed(request, Ed25519PrivateKey.generate())  # not the pinned coordinator
         session = client_keygen("bip340", client, request)
         await expect_status(
-            host_loop(stack, forged, {client.sdk.party.party_id: session}),
+            host_loop(stack, forged, {client.party.party_id: session}),
             grpc.StatusCode.PERMISSION_DENIED,
         )
         good = signed(request, coordinator)
         session = client_keygen("bip340", client, request)
-        await host_loop(stack, good, {client.sdk.party.party_id: session})
+        await host_loop(stack, good, {client.party.party_id: session})
         replay = client_keygen("bip340", client, request)
         await expect_status(
-            host_loop(stack, good, {client.sdk.party.party_id: replay}),
+            host_loop(stack, good, {client.party.party_id: replay}),
             grpc.StatusCode.PERMISSION_DENIED,
         )
 
@@ -163,9 +163,9 @@ def test_a_tampering_host_gets_typed_errors(
     client = ClientParty()
 
     async def body(stack: Stack) -> None:
-        request = keygen_request("bip340", [client.sdk.party, stack.party], 2)
+        request = keygen_request("bip340", [client.party, stack.party], 2)
         session = client_keygen("bip340", client, request)
-        await host_loop(stack, signed(request, coordinator), {client.sdk.party.party_id: session})
+        await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
         share, (stored,) = session.result, stack.stored
         sign = sign_request(request, [0, 1])
 
@@ -174,7 +174,7 @@ def test_a_tampering_host_gets_typed_errors(
             return host_loop(
                 stack,
                 signed(sign, coordinator),
-                {client.sdk.party.party_id: signer},
+                {client.party.party_id: signer},
                 sealed,
                 tamper,
             )
@@ -202,7 +202,7 @@ def test_a_tampering_host_gets_typed_errors(
         signer = client_sign(share, client, sign)
         error = await expect_status(
             host_loop(
-                stack, signed(sign, coordinator), {client.sdk.party.party_id: signer},
+                stack, signed(sign, coordinator), {client.party.party_id: signer},
                 [stored], flip_payload, idle_s=1.0,
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -223,9 +223,9 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
     client = ClientParty()
 
     async def body(stack: Stack) -> None:
-        request = keygen_request(scheme, [client.sdk.party, stack.party], 2)
+        request = keygen_request(scheme, [client.party, stack.party], 2)
         session = client_keygen(scheme, client, request)
-        await host_loop(stack, signed(request, coordinator), {client.sdk.party.party_id: session})
+        await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
         share, (stored,) = session.result, stack.stored
         held: list[envelope_pb2.Envelope] = []
 
@@ -242,7 +242,7 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
         sign = sign_request(request, [0, 1])
         signer = client_sign(share, client, sign)
         await host_loop(
-            stack, signed(sign, coordinator), {client.sdk.party.party_id: signer}, [stored],
+            stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored],
             swap_first_two,
         )  # fmt: skip
         assert getattr(swap_first_two, "done", False)
@@ -252,7 +252,7 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
         sign = sign_request(request, [0, 1])
         signer = client_sign(share, client, sign)
         call = host_loop(
-            stack, signed(sign, coordinator), {client.sdk.party.party_id: signer}, [stored],
+            stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored],
             lambda env: [], idle_s=1.0,
         )  # fmt: skip
         error = await expect_status(call, grpc.StatusCode.INVALID_ARGUMENT)
@@ -261,7 +261,7 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
         sign = sign_request(request, [0, 1])
         signer = client_sign(share, client, sign)
         await host_loop(
-            stack, signed(sign, coordinator), {client.sdk.party.party_id: signer}, [stored]
+            stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored]
         )
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
@@ -274,16 +274,16 @@ def test_the_coordinator_signature_is_checked_before_any_share_is_opened(
     client = ClientParty()
 
     async def body(stack: Stack) -> None:
-        request = keygen_request("bip340", [client.sdk.party, stack.party], 2)
+        request = keygen_request("bip340", [client.party, stack.party], 2)
         session = client_keygen("bip340", client, request)
-        await host_loop(stack, signed(request, coordinator), {client.sdk.party.party_id: session})
+        await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
         garbage = ceremony_pb2.SealedShare()
         garbage.CopyFrom(stack.stored[0])
         garbage.ciphertext = b"\x00" * len(garbage.ciphertext)  # would fail if it were opened
         sign = sign_request(request, [0, 1])
         signer = client_sign(session.result, client, sign)
         forged = signed(sign, Ed25519PrivateKey.generate())
-        call = host_loop(stack, forged, {client.sdk.party.party_id: signer}, [garbage])
+        call = host_loop(stack, forged, {client.party.party_id: signer}, [garbage])
         await expect_status(call, grpc.StatusCode.PERMISSION_DENIED)
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))

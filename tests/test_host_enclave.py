@@ -162,12 +162,12 @@ async def ceremony(
 ) -> ceremony_pb2.CeremonyResult:
     """Run one ceremony: the coordinator's call through the host, the client over the relay."""
     room = await s.relay.create_room(
-        [client.sdk.party.party_id, s.server_party.party_id], ttl_ms=60_000
+        [client.party.party_id, s.server_party.party_id], ttl_ms=60_000
     )
     request.room_id = room.room_id
     session = session_for(request)
     peer = asyncio.create_task(
-        play(s.relay, room, client.sdk.party.party_id, request.ceremony_id, session)
+        play(s.relay, room, client.party.party_id, request.ceremony_id, session)
     )
     try:
         issued = await s.host.GetChallenge(host_pb2.HostChallengeRequest())
@@ -193,7 +193,7 @@ def test_keygen_sign_and_attestation_through_the_host(
 
     async def body() -> None:
         async with real_stack(pki, kms_endpoint, tmp_path, coordinator) as s:
-            keygen = keygen_request("bip340", [client.sdk.party, s.server_party], 2)
+            keygen = keygen_request("bip340", [client.party, s.server_party], 2)
             sessions: list[SecureSession[KeyShare]] = []
 
             def keygen_session(request: ceremony_pb2.CeremonyRequest) -> SecureSession[Any]:
@@ -232,7 +232,7 @@ def test_the_enclave_verdict_reaches_the_coordinator(
 
     async def body() -> None:
         async with real_stack(pki, kms_endpoint, tmp_path, coordinator) as s:
-            keygen = keygen_request("bip340", [client.sdk.party, s.server_party], 2)
+            keygen = keygen_request("bip340", [client.party, s.server_party], 2)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await ceremony(
                     s,

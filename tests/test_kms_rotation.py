@@ -418,9 +418,9 @@ def test_rotation_reseals_the_identity_and_a_refresh_migrates_the_wallet(
         # The old image: seals under key A.
         await stub.SetCredentials(credentials())
         stack = Stack(stub, await stub.Provision(enclave_pb2.ProvisionRequest()))
-        wallet = keygen_request(scheme, [client.sdk.party, stack.party], 2)
+        wallet = keygen_request(scheme, [client.party, stack.party], 2)
         session = client_keygen(scheme, client, wallet)
-        await host_loop(stack, signed(wallet, coordinator), {client.sdk.party.party_id: session})
+        await host_loop(stack, signed(wallet, coordinator), {client.party.party_id: session})
         state.update(stack=stack, wallet=wallet, share=session.result)
 
     run(with_enclave(tmp_path, deps(endpoint, pki, coordinator, KEY_A), before))
@@ -447,7 +447,7 @@ def test_rotation_reseals_the_identity_and_a_refresh_migrates_the_wallet(
         result = await host_loop(
             stack,
             signed(refresh, coordinator),
-            {client.sdk.party.party_id: session},
+            {client.party.party_id: session},
             [sealed_under_a],
         )
         assert result.epoch == 1
@@ -490,6 +490,6 @@ async def sign_at(
     request = sign_request_at(wallet, [0, 1], epoch)
     signer = client_sign(share, client, request)
     result = await host_loop(
-        stack, signed(request, coordinator), {client.sdk.party.party_id: signer}, sealed
+        stack, signed(request, coordinator), {client.party.party_id: signer}, sealed
     )
     return bytes(result.signature)

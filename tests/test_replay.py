@@ -143,7 +143,7 @@ def test_the_enclave_issues_challenges_and_refuses_requests_without_one(
         other = await stack.stub.GetChallenge(enclave_pb2.GetChallengeRequest())
         assert len(reply.challenge) == CHALLENGE_BYTES and reply.challenge != other.challenge
         assert reply.challenge[:INSTANCE_TAG_BYTES] == other.challenge[:INSTANCE_TAG_BYTES]
-        request = keygen_request("bip340", [client.sdk.party, stack.party], 2)
+        request = keygen_request("bip340", [client.party, stack.party], 2)
         for challenge in (b"", secrets.token_bytes(CHALLENGE_BYTES)):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await host_loop(stack, signed(request, coordinator, challenge=challenge), {})
@@ -151,7 +151,7 @@ def test_the_enclave_issues_challenges_and_refuses_requests_without_one(
             assert info.value.details() == "unknown or used challenge"
         session = client_keygen("bip340", client, request)
         good = signed(request, coordinator, challenge=bytes(reply.challenge))
-        await host_loop(stack, good, {client.sdk.party.party_id: session})
+        await host_loop(stack, good, {client.party.party_id: session})
         assert len(stack.stored) == 1
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))

@@ -81,13 +81,13 @@ def test_coordinator_keygen_threshold_one_refused(
     coordinator, client = Ed25519PrivateKey.generate(), ClientParty()
 
     async def body(stack: Stack) -> None:
-        request = keygen_request(scheme, [client.sdk.party, stack.party], 1)
+        request = keygen_request(scheme, [client.party, stack.party], 1)
         await refused(host_loop(stack, signed(request, coordinator), {}))
         assert stack.stored == []
         # The same request with t = 2 is an ordinary keygen.
-        request = keygen_request(scheme, [client.sdk.party, stack.party], 2)
+        request = keygen_request(scheme, [client.party, stack.party], 2)
         session = client_keygen(scheme, client, request)
-        await host_loop(stack, signed(request, coordinator), {client.sdk.party.party_id: session})
+        await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
         assert len(stack.stored) == 1
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
@@ -107,13 +107,13 @@ def test_owner_signed_reshare_to_threshold_one_refused(
     )  # fmt: skip
 
     async def body(stack: Stack) -> None:
-        wallet = keygen_request("bip340", [client.sdk.party, stack.party], 2, owner)
+        wallet = keygen_request("bip340", [client.party, stack.party], 2, owner)
         session = client_keygen("bip340", client, wallet)
-        await host_loop(stack, signed(wallet, coordinator), {client.sdk.party.party_id: session})
+        await host_loop(stack, signed(wallet, coordinator), {client.party.party_id: session})
         share: KeyShare = session.result
         (sealed,) = stack.stored
 
-        for new_parties in ([client.sdk.party, stack.party], [stack.party, ClientParty().party]):
+        for new_parties in ([client.party, stack.party], [stack.party, ClientParty().party]):
             reshare = lifecycle_request(
                 RESHARE, wallet, 0, signers=[0, 1], new_parties=new_parties, new_threshold=1,
                 keyring=keyring_to_proto(PublicKeyring.from_share(share)),
@@ -124,7 +124,7 @@ def test_owner_signed_reshare_to_threshold_one_refused(
         sign = sign_request(wallet, [0, 1])
         signer = client_sign(share, client, sign)
         result = await host_loop(
-            stack, signed(sign, coordinator), {client.sdk.party.party_id: signer}, [sealed]
+            stack, signed(sign, coordinator), {client.party.party_id: signer}, [sealed]
         )
         assert schnorr_verify(DIGEST, share.public_key[1:], bytes(result.signature))
 
