@@ -260,9 +260,7 @@ def test_a_host_that_reorders_or_drops_envelopes_blames_no_party(
         # Transport faults burn no ECDSA pair and touch no share: an honest host signs.
         sign = sign_request(request, [0, 1])
         signer = client_sign(share, client, sign)
-        await host_loop(
-            stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored]
-        )
+        await host_loop(stack, signed(sign, coordinator), {client.party.party_id: signer}, [stored])
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
 
