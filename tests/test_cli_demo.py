@@ -59,4 +59,5 @@ def test_the_whole_demo_story_passes(tmp_path: Path) -> None:
     assert run_demo(tmp_path / "demo", out) == 0
     story = out.getvalue()
     assert "a share of the old epoch is refused" in story
+    assert "Solana address" in story and "verified by libsodium" in story
     assert story.rstrip().endswith("demo finished: all checks passed")

@@ -2,10 +2,11 @@
 
 Starts devkms, the relay, the enclave and the host as real processes (SQLite,
 in-memory relay, simulated NSM and KMS), verifies the enclave's attestation,
-creates a 2-of-2 ECDSA and a 2-of-2 BIP-340 wallet with the server share, signs
-with each and verifies the signatures independently, and reports where the
-data lives; then backs the ECDSA wallet up to 2-of-3 by reshare, refreshes,
-signs with the new set and exports the key to the device. In between, a phone
+creates a 2-of-2 ECDSA, a 2-of-2 BIP-340 and a 2-of-2 Ed25519 (Solana) wallet
+with the server share, signs with each (a Solana SOL transfer for the last)
+and verifies the signatures independently, and reports where the data lives;
+then backs the ECDSA wallet up to 2-of-3 by reshare, refreshes, signs with the
+new set and exports the key to the device. In between, a phone
 that holds no coordinator key creates a wallet and signs through a coordinator
 service (``coordinator.demo``).
 """
@@ -18,7 +19,10 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
+from client.chains import solana
 from client.cli.devstack import running_stack
 from client.cli.workdir import ForeignDirectoryError, prepare_marked_directory
 from client.sdk.party import PartyIdentity
@@ -111,6 +115,17 @@ async def _demo(directory: Path, out: TextIO) -> int:
                 raise RuntimeError("the BIP-340 signature does not verify")
             story.say("  BIP-340 signature verified under the taproot output key")
 
+            sol = await story.step(
+                "create a 2-of-2 Ed25519 (Solana) wallet (ChillDKG over edwards25519)",
+                wallets.create_wallet("ed25519", [device], threshold=2),
+            )
+            story.say(f"  wallet {sol.wallet_id}: Solana address {solana.address(sol.public_key)}")
+            await story.step(
+                "sign a Solana SOL transfer (v0 message; Ed25519 signs the message itself)",
+                _solana_transfer(wallets, sol, device),
+            )
+            story.say("  transaction signature verified by libsodium under the wallet's key")
+
             # Dev tooling only: the device SDK itself never imports the coordinator.
             from coordinator.demo import run_device_story
 
@@ -164,6 +179,20 @@ async def _demo(directory: Path, out: TextIO) -> int:
         story.say(f"logs: {directory}/*.log; keys and PKI of this dev deployment: {directory}")
     story.say("demo finished: all checks passed")
     return 0
+
+
+async def _solana_transfer(wallets: WalletClient, wallet: Wallet, device: PartyIdentity) -> None:
+    """Sign a SOL transfer to a demo address and check the signature with libsodium."""
+    payer = wallet.public_key
+    recipient = solana.public_key_from_address("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
+    message = solana.compile_message(
+        payer, [solana.sol_transfer(payer, recipient, 1_000_000)], bytes(range(32)), version=0
+    )
+    raw = await solana.sign_transaction(wallets, wallet, message, {0: device})
+    try:  # wire format: one signature (compact-u16 count 1), then the message
+        VerifyKey(payer).verify(message, raw[1:65])
+    except BadSignatureError as e:
+        raise RuntimeError("the Solana transaction signature does not verify") from e
 
 
 def _check_ecdsa(wallet: Wallet, result: bytes | RecoverableSignature) -> None:
