@@ -23,3 +23,7 @@ class WrongShare(EnclaveError):
 
 class Overloaded(EnclaveError):
     """A bounded in-memory table is full; the caller may retry later."""
+
+
+class NotProvisioned(EnclaveError):
+    """No identity yet: the enclave (re)started and the host has not provisioned it."""

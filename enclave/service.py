@@ -42,7 +42,7 @@ import structlog
 
 from enclave.auth import Authorizer
 from enclave.ceremonies import Plan, plan, scheme_of
-from enclave.errors import BadRequest, Overloaded, Unauthorized, WrongShare
+from enclave.errors import BadRequest, NotProvisioned, Overloaded, Unauthorized, WrongShare
 from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
@@ -69,6 +69,8 @@ CULPRITS_METADATA = "shardkeep-culprits"
 REASON_METADATA = "shardkeep-reason"
 PAIR_SETUP_REQUIRED = "pair-setup-required"
 """The reason when a DKLs23 pair setup is missing or burned: run a pair setup, then retry."""
+NOT_PROVISIONED = "not-provisioned"
+"""The reason when the enclave has no identity (it restarted): provision it, then retry."""
 RECORD_CACHE_SIZE = 4096  # opened server shares kept in enclave memory
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
 # Bounds on SetCredentials fields (IAM access key ids are at most 128 characters;
@@ -81,6 +83,7 @@ _MAX_SESSION_TOKEN_CHARS: Final = 16384
 STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (Unauthorized, grpc.StatusCode.PERMISSION_DENIED),
     (WrongShare, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotProvisioned, grpc.StatusCode.FAILED_PRECONDITION),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (KmsError, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -99,8 +102,12 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def reason_for(error: BaseException) -> str:
-    """A stable machine-readable reason for ``error``, or "" (the SDK acts on it)."""
-    return PAIR_SETUP_REQUIRED if isinstance(error, PairSetupError) else ""
+    """A stable machine-readable reason for ``error``, or "" (the host or the SDK acts on it)."""
+    if isinstance(error, PairSetupError):
+        return PAIR_SETUP_REQUIRED
+    if isinstance(error, NotProvisioned):
+        return NOT_PROVISIONED
+    return ""
 
 
 class CredentialsSink(Protocol):
@@ -227,7 +234,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             if len(request.nonce) > MAX_USER_DATA_SIZE:
                 raise BadRequest(f"nonce must be at most {MAX_USER_DATA_SIZE} bytes")
             if identity is None:
-                raise SessionStateError("the enclave is not provisioned yet")
+                raise NotProvisioned("the enclave is not provisioned yet")
             # public_key: the static X25519 party key; user_data: the ChillDKG
             # host key, so a client learns both of the server party's keys attested.
             document = await asyncio.to_thread(
@@ -358,7 +365,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
     ) -> tuple[ceremony_pb2.CeremonyRequest, _Running]:
         identity = self._identity
         if identity is None:
-            raise SessionStateError("the enclave is not provisioned yet")
+            raise NotProvisioned("the enclave is not provisioned yet")
         now = int(self._deps.clock())
         # The coordinator's signature is checked before anything else (no KMS
         # call for an unsigned request); the owner's (export,

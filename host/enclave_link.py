@@ -3,9 +3,12 @@
 KMS credentials (``host.credentials``): with a source configured
 (``LinkConfig.kms_credentials``), the link hands the enclave AWS credentials
 with ``Enclave.SetCredentials`` before every ``Provision`` (an enclave that
-restarted has none) and, before each call that may reach KMS
-(``ensure_provisioned``), again when they are about to expire. The values are
-never logged.
+restarted has none) and, before each ceremony, again when they are about to
+expire. The values are never logged.
+
+No status check precedes a call: an enclave that restarted refuses it as not
+provisioned (reason ``not-provisioned``), and ``retry_unprovisioned``
+provisions it again and repeats the call once.
 
 The host <-> enclave contract of ``Enclave.RunCeremony`` (enclave.proto), as
 driven by ``CeremonyDriver``:
@@ -13,8 +16,8 @@ driven by ``CeremonyDriver``:
 1. The host joins the ceremony's room on the relay as the enclave's party
    (with the coordinator's ``relay_token``) *before* it opens the stream, so a
    bad room or token fails without spending the request's nonce in the
-   enclave. The join overlaps the enclave's status check and the store reads
-   (three independent round trips). It then sends ``CeremonyInput.start``
+   enclave. The join overlaps the store reads (independent round trips) and
+   the credentials check. It then sends ``CeremonyInput.start``
    with the signed request and the wallet's current sealed shares (none for
    keygen).
 2. ``CeremonyOutput.outbound`` envelopes go to the relay in the order the
@@ -53,7 +56,7 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import grpc
 import structlog
@@ -61,7 +64,13 @@ import structlog
 from host.ceremony_plan import CeremonyPlan, scheme_enum
 from host.credentials import CredentialKeeper, CredentialsError, CredentialSource
 from host.epoch_writer import EpochWriter
-from host.errors import EnclaveProtocolError, HostError, error_from_enclave, error_from_failure
+from host.errors import (
+    NOT_PROVISIONED,
+    EnclaveProtocolError,
+    HostError,
+    error_from_enclave,
+    error_from_failure,
+)
 from host.metrics import EnclaveReport
 from host.store import Store, WalletNotFoundError
 from relay.client import PartySession, RelayClient
@@ -80,6 +89,7 @@ __all__ = [
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
 _RunCall = grpc.aio.StreamStreamCall[enclave_pb2.CeremonyInput, enclave_pb2.CeremonyOutput]
 _K = ceremony_pb2.CeremonyKind
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,7 @@ class EnclaveLink:
         config: timeouts (``LinkConfig()`` if None).
         report: where the enclave's status reports go (None: nowhere).
         """
+        self._channel = channel
         self._stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
         self.config = config or LinkConfig()
         self._report = report
@@ -139,6 +150,9 @@ class EnclaveLink:
         margin_s = max(self.config.credentials_margin_s, self.config.max_ceremony_s + 60.0)
         self._credentials = None if source is None else CredentialKeeper(source, margin_s=margin_s)
         self._credentials_lock = asyncio.Lock()
+        # Provisions so far, so that calls refused together re-provision once.
+        self._provisions = 0
+        self._provision_lock = asyncio.Lock()
 
     @property
     def static_key(self) -> bytes:
@@ -175,6 +189,46 @@ class EnclaveLink:
             )
         else:
             await self.refresh_credentials(timeout_s=self.config.call_timeout_s)
+
+    async def ready(self, store: Store, *, wait_s: float | None = None) -> None:
+        """Make sure a call can go to the enclave; with the channel connected, that costs no
+        round trip (only fresh KMS credentials, if due).
+
+        A channel that is not connected may be backing off after an enclave
+        restart: then wait for it (``reconnect_wait_s``), and provision the
+        enclave again if it came back without its identity (``ensure_provisioned``).
+
+        Raises:
+            HostError: the enclave is down or refuses its identity; no credentials.
+        """
+        if self._channel.get_state() == grpc.ChannelConnectivity.READY:
+            await self.refresh_credentials(timeout_s=self.config.call_timeout_s)
+        else:
+            await self.ensure_provisioned(store, wait_s=wait_s)
+
+    async def retry_unprovisioned(self, store: Store, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call``; if the enclave refuses it as not provisioned (it restarted since),
+        provision it again and run ``call`` once more.
+
+        Calls go straight to the enclave: no status check before each one. An
+        enclave refuses a ceremony it has no identity for before it looks at
+        the request (its challenge stays unspent), so the retry sends the same
+        request.
+
+        Raises:
+            HostError: the enclave's status (also of the retry), or a failed provisioning.
+        """
+        provisions = self._provisions
+        try:
+            return await call()
+        except HostError as e:
+            if e.reason != NOT_PROVISIONED:
+                raise
+            self._log.warning("the enclave lost its identity (restarted): provisioning it again")
+        async with self._provision_lock:
+            if self._provisions == provisions:  # no other call has re-provisioned meanwhile
+                await self.provision(store)
+        return await call()
 
     async def refresh_credentials(self, *, timeout_s: float, force: bool = False) -> bool:
         """Hand the enclave KMS credentials if it has none or they expire soon.
@@ -278,6 +332,7 @@ class EnclaveLink:
             stored = False
         self._static_key = bytes(response.static_key)
         self.host_pubkey = bytes(response.host_pubkey)
+        self._provisions += 1
         self._log.info(
             "enclave provisioned",
             static_key=response.static_key.hex(),
@@ -403,7 +458,7 @@ class CeremonyDriver:
         timeout_s: the whole ceremony's time budget.
         request_id: correlates the host's, the enclave's and the coordinator's logs.
         enclave_ready: awaited before the enclave stream opens, concurrently with
-            the store reads and the relay join (e.g. ``EnclaveLink.ensure_provisioned``);
+            the store reads and the relay join (e.g. fresh KMS credentials for the enclave);
             its error takes precedence over theirs.
         """
         self._link = link
@@ -536,12 +591,10 @@ class CeremonyDriver:
             await session.aclose()
 
     async def _setup(self, session: PartySession) -> list[ceremony_pb2.SealedShare]:
-        """The enclave check, the store reads and the relay join, overlapped.
-
-        Each is a round trip of its own (GetStatus, two store reads in a
-        thread, the JoinHello); in sequence they were ~4 ms of a ~20 ms
-        signature (DESIGN.md §7). Errors keep the sequential order's
-        precedence: the enclave's, then the store's, then the relay's.
+        """The enclave's readiness (its credentials), the store reads and the relay join,
+        overlapped: in sequence they were ~4 ms of a ~20 ms signature (DESIGN.md §7).
+        Errors keep the sequential order's precedence: the enclave's, then the
+        store's, then the relay's.
         """
 
         async def ready() -> None:

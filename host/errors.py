@@ -50,11 +50,17 @@ __all__ = [
     "ERROR_TABLE",
     "error_from_failure",
     "PASSED_TRAILERS",
+    "NOT_PROVISIONED",
+    "REASON_TRAILER",
 ]
 
 Trailers = tuple[tuple[str, str | bytes], ...]
 
 StatusCode = grpc.StatusCode
+
+REASON_TRAILER: Final = "shardkeep-reason"
+NOT_PROVISIONED: Final = "not-provisioned"
+"""The enclave's reason when it has no identity (it restarted): provision it, then retry."""
 
 
 class HostError(Exception):
@@ -80,6 +86,14 @@ class HostError(Exception):
         self.message = message
         self.trailers = trailers
         self.from_enclave = from_enclave
+
+    @property
+    def reason(self) -> str:
+        """The enclave's machine-readable reason (``shardkeep-reason``), or ""."""
+        for key, value in self.trailers:
+            if key == REASON_TRAILER and isinstance(value, str):
+                return value
+        return ""
 
 
 class EnclaveProtocolError(HostError):
@@ -176,7 +190,7 @@ def error_from_failure(failure: enclave_pb2.CeremonyFailure) -> HostError:
         (key, value)
         for key, value in (
             ("shardkeep-culprits", ",".join(failure.culprits)),
-            ("shardkeep-reason", failure.reason),
+            (REASON_TRAILER, failure.reason),
         )
         if value
     )

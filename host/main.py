@@ -85,7 +85,7 @@ class HostConfig:
         keep_retired_epochs: retired epochs kept once every party acknowledged
             the current one.
         enclave_status_interval_s: how often the enclave's counters are fetched
-            for the metrics endpoint (also before every ceremony).
+            for the metrics endpoint.
     """
 
     listen: str

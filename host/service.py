@@ -298,13 +298,13 @@ class HostServicer(host_pb2_grpc.HostServicer):
             budget = ceremony_budget(context.time_remaining(), self._link.config)
 
             async def enclave_ready() -> None:
-                await self._link.ensure_provisioned(self._store, wait_s=budget / 2)
+                await self._link.ready(self._store, wait_s=budget / 2)
 
-            # The restart check (GetStatus) overlaps the driver's store reads
-            # and relay join, unless the plan needs the enclave's key first.
+            # Overlaps the driver's store reads and relay join, unless the plan
+            # needs the enclave's key first.
             pending: Callable[[], Awaitable[None]] | None = enclave_ready
             if not self._link.provisioned:
-                await enclave_ready()
+                await self._link.ensure_provisioned(self._store, wait_s=budget / 2)
                 pending = None
             plan = plan_ceremony(request, kind, self._link.static_key)
             structlog.contextvars.bind_contextvars(
@@ -318,18 +318,25 @@ class HostServicer(host_pb2_grpc.HostServicer):
                     )
                 self._changing.add(plan.wallet_id)
                 claimed = plan.wallet_id
-            driver = CeremonyDriver(
-                link=self._link,
-                relay=self._relay,
-                store=self._store,
-                plan=plan,
-                relay_token=request.relay_token,
-                timeout_s=ceremony_budget(context.time_remaining(), self._link.config),
-                request_id=request_id,
-                enclave_ready=pending,
-            )
+
+            async def run() -> ceremony_pb2.CeremonyResult:
+                nonlocal driver
+                driver = CeremonyDriver(
+                    link=self._link,
+                    relay=self._relay,
+                    store=self._store,
+                    plan=plan,
+                    relay_token=request.relay_token,
+                    timeout_s=ceremony_budget(context.time_remaining(), self._link.config),
+                    request_id=request_id,
+                    enclave_ready=pending,
+                )
+                return await driver.run()
+
             self._log.info("ceremony started", request_bytes=len(plan.signed.request))
-            result = await driver.run()
+            # Straight to the enclave; a restarted one is provisioned again (and
+            # the ceremony run again from the room's log) only when it says so.
+            result = await self._link.retry_unprovisioned(self._store, run)
         except Exception as e:
             error = error_for(e)
             if not isinstance(e, HostError) and error.code == grpc.StatusCode.INTERNAL:
@@ -548,8 +555,11 @@ class HostServicer(host_pb2_grpc.HostServicer):
                     f"nonce is longer than {_MAX_NONCE_BYTES} bytes",
                 )
             request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-            await self._link.ensure_provisioned(self._store)
-            document = await self._link.attestation(request.nonce, request_id=request_id)
+            await self._link.ready(self._store)
+            document = await self._link.retry_unprovisioned(
+                self._store,
+                lambda: self._link.attestation(request.nonce, request_id=request_id),
+            )
         except Exception as e:
             error = error_for(e)
             await context.abort(error.code, error.message, trailing_metadata=error.trailers)

@@ -105,11 +105,29 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         self.attestation_request_ids: list[str] = []
         # Called (in the enclave's task) once the host acknowledged a stored share.
         self.on_ack: Callable[[int], None] | None = None
+        self.status_calls = 0
+        # False after ``lose_identity`` (a restart) until the next Provision; a
+        # fake with ``provision_forgets`` never gets it back.
+        self.has_identity = True
+        self.provision_forgets = False
+
+    def lose_identity(self) -> None:
+        """Behave as an enclave that restarted: refuse work as not provisioned until Provision."""
+        self.has_identity = False
+
+    async def _refuse_unprovisioned(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if not self.has_identity:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the enclave is not provisioned yet",
+                trailing_metadata=(("shardkeep-reason", "not-provisioned"),),
+            )
 
     async def Provision(
         self, request: enclave_pb2.ProvisionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> enclave_pb2.ProvisionResponse:
         self.provisioned.append(bytes(request.sealed_identity))
+        self.has_identity = not self.provision_forgets
         return enclave_pb2.ProvisionResponse(
             sealed_identity=SEALED_IDENTITY, static_key=STATIC_KEY, host_pubkey=HOST_PUBKEY
         )
@@ -119,13 +137,16 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         request: enclave_pb2.GetAttestationRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> enclave_pb2.GetAttestationResponse:
+        await self._refuse_unprovisioned(context)
         self.attestation_request_ids.append(_request_id(context))
         return enclave_pb2.GetAttestationResponse(document=b"attestation:" + request.nonce)
 
     async def GetStatus(
         self, request: enclave_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> enclave_pb2.GetStatusResponse:
-        return enclave_pb2.GetStatusResponse(version="fake", static_key=STATIC_KEY)
+        self.status_calls += 1
+        key = STATIC_KEY if self.has_identity else b""
+        return enclave_pb2.GetStatusResponse(version="fake", static_key=key)
 
     async def RunCeremony(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -145,6 +166,7 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         first = await context.read()
         assert isinstance(first, enclave_pb2.CeremonyInput) and first.HasField("start")
         seen.start = first.start
+        await self._refuse_unprovisioned(context)
         request = ceremony_pb2.CeremonyRequest.FromString(first.start.request.request)
         # A reshare may add the server party (new_parties only: an import).
         me = next(

@@ -11,6 +11,7 @@ processes agree on the stream contract.
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -23,14 +24,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.sdk.attestation import verify
+from enclave import service as enclave_service
+from enclave.errors import NotProvisioned
 from enclave.nsm import SimulatedNitroPki
 from enclave.service import create_server as create_enclave_server
+from host import errors as host_errors
 from host.service import create_server
 from host.store import Store
 from host.stores import open_store
 from relay.client import CreatedRoom, RelayClient
 from relay.memory import MemoryBackend
 from relay.service import create_server as create_relay_server
+from shardkeep import logs
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tests.enclave_harness import (
     DIGEST,
@@ -67,6 +72,7 @@ class Stack:
     relay: RelayClient
     store: Store
     server_party: ceremony_pb2.Party
+    restart_enclave: Callable[[], Awaitable[None]]
 
 
 async def attested_server_party(
@@ -91,6 +97,15 @@ async def real_stack(
 ) -> AsyncIterator[Stack]:
     enclave_address = f"unix:{tmp_path / 'enclave.sock'}"
     enclave = await create_enclave_server(enclave_address, enclave_deps(pki, endpoint, coordinator))
+
+    async def restart_enclave() -> None:
+        """A new enclave process on the same socket: no identity until provisioned."""
+        nonlocal enclave
+        await enclave.server.stop(None)
+        enclave = await create_enclave_server(
+            enclave_address, enclave_deps(pki, endpoint, coordinator)
+        )
+
     backend = MemoryBackend()
     relay_server, relay_port = await create_relay_server(
         "127.0.0.1:0", backend, admitter=harness_admitter()
@@ -109,7 +124,8 @@ async def real_stack(
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         host = host_pb2_grpc.HostStub(channel)  # type: ignore[no-untyped-call]
-        yield Stack(host, coordinator_relay, store, await attested_server_party(host, pki))
+        party = await attested_server_party(host, pki)
+        yield Stack(host, coordinator_relay, store, party, restart_enclave)
     finally:
         if channel is not None:
             await channel.close(None)
@@ -247,3 +263,44 @@ def test_the_enclave_verdict_reaches_the_coordinator(
             assert s.store.list_wallets() == []
 
     run(body)
+
+
+def test_a_restarted_enclave_is_provisioned_again_when_it_refuses(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    """The host checks no status before a ceremony: the new enclave process refuses the
+    signature as not provisioned, the host provisions it and runs the ceremony again."""
+    coordinator = Ed25519PrivateKey.generate()
+    client = ClientParty()
+    out = io.StringIO()
+    logs.configure("host", stream=out)
+
+    async def body() -> None:
+        async with real_stack(pki, kms_endpoint, tmp_path, coordinator) as s:
+            keygen = keygen_request("bip340", [client.party, s.server_party], 2)
+            sessions: list[SecureSession[KeyShare]] = []
+
+            def keygen_session(request: ceremony_pb2.CeremonyRequest) -> SecureSession[Any]:
+                sessions.append(client_keygen("bip340", client, request))
+                return sessions[-1]
+
+            await ceremony(s, s.host.Keygen, keygen, coordinator, client, keygen_session)
+            share = sessions[0].result
+            await s.restart_enclave()
+
+            sign = sign_request(keygen, [0, 1])
+            signature = await ceremony(
+                s, s.host.Sign, sign, coordinator, client, lambda r: client_sign(share, client, r)
+            )
+
+            assert schnorr_verify(DIGEST, share.public_key[1:], signature.signature)
+            assert "provisioning it again" in out.getvalue()
+            # The same identity came back: the attested server party is unchanged.
+            assert await attested_server_party(s.host, pki) == s.server_party
+
+    run(body)
+
+
+def test_host_and_enclave_name_the_not_provisioned_reason_alike() -> None:
+    assert host_errors.NOT_PROVISIONED == enclave_service.NOT_PROVISIONED
+    assert enclave_service.reason_for(NotProvisioned("x")) == host_errors.NOT_PROVISIONED

@@ -633,6 +633,75 @@ def test_get_attestation_is_forwarded(sqlite_url: str) -> None:
     run(body)
 
 
+def test_ceremonies_go_straight_to_the_enclave(sqlite_url: str) -> None:
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            for _ in range(2):
+                outcome = await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0)
+                assert outcome.error is None, outcome.error
+            await s.host.GetAttestation(host_pb2.HostAttestationRequest(nonce=b"n"))
+            # No status round trip before a ceremony or an attestation.
+            assert s.fake.status_calls == 0
+            assert s.fake.provisioned == [b""]
+
+    run(body)
+
+
+def test_a_restarted_enclave_is_provisioned_again_and_the_ceremony_retried(
+    sqlite_url: str,
+) -> None:
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            s.fake.lose_identity()
+
+            outcome = await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0)
+
+            assert outcome.error is None, outcome.error
+            assert outcome.result is not None and outcome.result.signature
+            assert s.fake.provisioned == [b"", SEALED_IDENTITY]
+            _, refused, retried = s.fake.runs
+            # The same signed request both times: its challenge was never spent.
+            assert refused.start is not None and retried.start is not None
+            assert refused.start.request == retried.start.request
+            assert refused.inbound == []
+            # The retry got alice's envelope from the room's log, and alice the enclave's.
+            assert [e.payload for e in retried.inbound] == [CANARY + b"alice-round-1"]
+            assert [d.envelope.payload for d in outcome.alice_got] == [
+                CANARY + b"round-1",
+                CANARY + b"round-2",
+            ]
+
+            s.fake.lose_identity()
+            nonce = secrets.token_bytes(32)
+            reply = await s.host.GetAttestation(host_pb2.HostAttestationRequest(nonce=nonce))
+            assert reply.document == b"attestation:" + nonce
+            assert s.fake.provisioned == [b"", SEALED_IDENTITY, SEALED_IDENTITY]
+            assert s.fake.status_calls == 0
+
+    run(body)
+
+
+def test_an_enclave_that_stays_unprovisioned_is_retried_once(sqlite_url: str) -> None:
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            s.fake.provision_forgets = True
+            s.fake.lose_identity()
+
+            outcome = await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0)
+
+            assert outcome.error is not None
+            assert outcome.error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert ("shardkeep-reason", "not-provisioned") in trailers(outcome.error)
+            assert len(s.fake.runs) == 3  # the keygen, the refusal, one retry
+            assert s.fake.provisioned == [b"", SEALED_IDENTITY]
+            assert s.store.get_wallet(WALLET).current_epoch == 0
+
+    run(body)
+
+
 def test_restart_hands_the_stored_identity_back(sqlite_url: str) -> None:
     async def body() -> None:
         async with stack(sqlite_url):
