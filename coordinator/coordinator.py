@@ -20,7 +20,6 @@ owner's signature of an export).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -35,6 +34,7 @@ from client.sdk.attestation import verify
 from client.sdk.transport import Transport
 from client.sdk.wallet import HOST_METHODS, room_bytes
 from coordinator.policy import Denied, Policy, WalletRecord
+from coordinator.registry import Registry
 from relay.client import CreatedRoom, RelayClient
 from shardkeep import lifecycle
 from shardkeep.device_auth import DeviceCallError, ReplayGuard, verify_device_call
@@ -124,7 +124,10 @@ class Coordinator:
         coordinator_key: the key the enclave pins and the relay admits.
         transport: TLS, client certificate and API token for the host (and TLS for the relay).
         root_certificate, expected_pcrs, allow_debug: how to check the enclave's documents.
-        enrollment_codes: one-time codes a device enrolls with.
+        enrollment_codes: one-time codes a device enrolls with (added to the registry;
+            a code the registry knows as used stays used).
+        registry: enrolled devices, codes, wallets and seen calls (default: in
+            memory, forgotten on restart; ``coordinator.registry``).
         policy: who may ask for what (default :class:`Policy`).
         timeout: seconds for each ceremony.
     """
@@ -140,6 +143,7 @@ class Coordinator:
         expected_pcrs: Mapping[int, bytes] | None = None,
         allow_debug: bool = False,
         enrollment_codes: Iterable[str] = (),
+        registry: Registry | None = None,
         policy: Policy | None = None,
         timeout: float = 120.0,
     ) -> None:
@@ -153,13 +157,12 @@ class Coordinator:
         self._root = root_certificate
         self._pcrs = expected_pcrs
         self._allow_debug = allow_debug
-        self._codes = set(enrollment_codes)
+        self._registry = registry or Registry()
+        self._registry.add_codes(enrollment_codes)
         self._policy = policy or Policy()
         self._timeout = timeout
-        self._devices: set[bytes] = set()
-        self._wallets: dict[str, WalletRecord] = {}
         self._running: dict[str, _Running] = {}
-        self._guard = ReplayGuard()
+        self._guard = ReplayGuard(seen=self._registry)
 
     async def aclose(self) -> None:
         """Cancel unfinished ceremonies and close the channels."""
@@ -171,7 +174,7 @@ class Coordinator:
 
     def wallet(self, wallet_id: str) -> WalletRecord | None:
         """The coordinator's record of a wallet (public data only)."""
-        return self._wallets.get(wallet_id)
+        return self._registry.wallet(wallet_id)
 
     # --- enrollment ------------------------------------------------------------------
 
@@ -182,20 +185,17 @@ class Coordinator:
             NotEnrolled: an unknown or used code.
             BadAsk: not an Ed25519 public key.
         """
-        match = next((c for c in self._codes if hmac.compare_digest(c, code)), None)
-        if match is None:
-            raise NotEnrolled("unknown or used enrollment code")
         try:
             Ed25519PublicKey.from_public_bytes(device_key)
         except ValueError as e:
             raise BadAsk("the device key is not an Ed25519 public key") from e
-        self._codes.discard(match)
-        self._devices.add(bytes(device_key))
+        if not self._registry.enroll(code, bytes(device_key)):
+            raise NotEnrolled("unknown or used enrollment code")
 
     def _admit(self, call: coordinator_pb2.DeviceCall, method: str) -> bytes:
         try:
             verify_device_call(call, method)
-            if bytes(call.device_key) not in self._devices:
+            if not self._registry.enrolled(bytes(call.device_key)):
                 raise NotEnrolled("this device key is not enrolled")
             self._guard.check(call)
         except DeviceCallError as e:
@@ -212,7 +212,7 @@ class Coordinator:
         """
         device = self._admit(call, "StartCeremony")
         ask = _parse(coordinator_pb2.CeremonyAsk, call.body)
-        wallet = self._wallets.get(ask.wallet_id) if ask.wallet_id else None
+        wallet = self._registry.wallet(ask.wallet_id) if ask.wallet_id else None
         self._policy.authorize(device, ask, wallet)
         if not 1 <= len(ask.attestation_nonce) <= _MAX_NONCE:
             raise BadAsk(f"the attestation nonce must be 1 to {_MAX_NONCE} bytes")
@@ -269,8 +269,12 @@ class Coordinator:
         running = self._running.get(approval.ceremony_id)
         if running is None or running.device_key != device:
             raise UnknownCeremony(f"no running ceremony {approval.ceremony_id!r} of this device")
-        wallet = self._wallets[running.request.wallet_id]
-        if running.request.kind not in _OWNER_SIGNED or running.server_side is not None:
+        wallet = self._registry.wallet(running.request.wallet_id)
+        if (
+            wallet is None
+            or running.request.kind not in _OWNER_SIGNED
+            or running.server_side is not None
+        ):
             raise NotApproved("this ceremony takes no (further) owner approval")
         signature = bytes(approval.owner_signature)
         if not request_signature_valid(wallet.owner_key, OWNER_CONTEXT, running.data, signature):
@@ -291,7 +295,7 @@ class Coordinator:
         """
         device = self._admit(call, "AcknowledgeEpoch")
         ack = _parse(coordinator_pb2.EpochAck, call.body)
-        wallet = self._wallets.get(ack.wallet_id)
+        wallet = self._registry.wallet(ack.wallet_id)
         if wallet is None or device not in wallet.devices:
             raise Denied("this device is not a party of the wallet")
         try:
@@ -330,14 +334,17 @@ class Coordinator:
         finally:
             await self._relay.close_room(running.room.room_id, running.room.admin_token)
         if request.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
-            self._wallets[request.wallet_id] = WalletRecord(
+            self._registry.save_wallet(WalletRecord(
                 request.wallet_id, request.scheme, request.threshold, list(request.parties),
                 server_index=len(request.parties) - 1, public_key=bytes(result.public_key),
                 epoch=result.epoch, devices={device: running.device_index},
                 owner_key=bytes(request.owner_key),
-            )  # fmt: skip
+            ))  # fmt: skip
         elif request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
-            self._wallets[request.wallet_id].epoch = result.epoch
+            record = self._registry.wallet(request.wallet_id)
+            if record is not None:
+                record.epoch = result.epoch
+                self._registry.save_wallet(record)
         return result
 
     def _server_party(self, document: bytes, nonce: bytes) -> ceremony_pb2.Party:

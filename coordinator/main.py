@@ -1,12 +1,16 @@
 """``python -m coordinator.main``: the demo coordinator service for devices (docs/coordinator.md).
 
     python -m coordinator.main --listen 127.0.0.1:7600 --host HOST --relay RELAY \\
-        --coordinator-key coordinator.key --enrollment-codes codes.txt [--root PEM]
+        --coordinator-key coordinator.key --enrollment-codes codes.txt \\
+        --registry coordinator.db [--root PEM]
 
 Devices enroll with one of the one-time codes in ``--enrollment-codes`` (one
-per line). The coordinator reaches the host with ``--server-ca``,
-``--client-cert``, ``--client-key`` and ``--api-token-file`` as the CLI does,
-and serves devices over TLS with ``--tls-cert``/``--tls-key``.
+per line). Enrolled devices, used codes, wallets and recently seen device
+calls are kept in the SQLite file ``--registry`` (``coordinator.registry``),
+so a restart forgets no device and admits no replayed call. The coordinator
+reaches the host with ``--server-ca``, ``--client-cert``, ``--client-key`` and
+``--api-token-file`` as the CLI does, and serves devices over TLS with
+``--tls-cert``/``--tls-key``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from client.cli.connection import add_transport_options, transport_from_args
 from coordinator.coordinator import Coordinator
+from coordinator.registry import Registry, RegistryError
 from coordinator.service import create_server
 from shardkeep import eventloop
 from shardkeep.server import new_health_servicer, serve_until_signalled
@@ -29,7 +34,9 @@ from tss.errors import InputError
 
 
 async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
-    coordinator = Coordinator(args.host, args.relay, **settings)  # channels on this loop
+    registry = Registry(args.registry)
+    # channels on this loop
+    coordinator = Coordinator(args.host, args.relay, registry=registry, **settings)
     health = new_health_servicer()
     server, port = await create_server(
         args.listen, coordinator, tls=server_tls_from_args(args), health_servicer=health
@@ -45,6 +52,7 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
         await serve_until_signalled(server, health)
     finally:
         await coordinator.aclose()
+        registry.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -57,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--enrollment-codes", type=Path, required=True, metavar="FILE",
         help="one-time device enrollment codes, one per line",
+    )  # fmt: skip
+    parser.add_argument(
+        "--registry", type=Path, required=True, metavar="FILE",
+        help="the SQLite file of enrolled devices, used codes, wallets and seen calls",
     )  # fmt: skip
     add_server_tls_arguments(parser)
     add_transport_options(parser)
@@ -73,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             "enrollment_codes": codes,
         }
     except (OSError, ValueError, InputError) as e:
+        parser.error(str(e))
+    try:
+        Registry(args.registry).close()  # fail before serving, with the file named
+    except RegistryError as e:
         parser.error(str(e))
     eventloop.run(_serve(args, settings))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -23,7 +23,9 @@ __all__ = [
     "DEVICE_CALL_CONTEXT",
     "FRESHNESS_MS",
     "DeviceCallError",
+    "MemoryNonces",
     "ReplayGuard",
+    "SeenNonces",
     "sign_device_call",
     "verify_device_call",
 ]
@@ -81,12 +83,46 @@ def verify_device_call(call: coordinator_pb2.DeviceCall, method: str) -> None:
         raise DeviceCallError("the device call's signature does not verify") from e
 
 
-class ReplayGuard:
-    """Refuses calls outside the freshness window and nonces seen within it."""
+class SeenNonces(Protocol):
+    """Where a :class:`ReplayGuard` keeps the nonces it saw (memory, a coordinator's registry)."""
 
-    def __init__(self, clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
-        self._clock_ms = clock_ms
+    def remember(self, device_key: bytes, nonce: bytes, now_ms: int, forget_before_ms: int) -> bool:
+        """Record the nonce at ``now_ms``; False if it was already recorded. May forget
+        nonces recorded before ``forget_before_ms``."""
+        ...
+
+
+class MemoryNonces:
+    """Seen nonces in memory: forgotten on restart (a replay within the window then passes)."""
+
+    def __init__(self) -> None:
         self._seen: dict[tuple[bytes, bytes], int] = {}
+
+    def remember(self, device_key: bytes, nonce: bytes, now_ms: int, forget_before_ms: int) -> bool:
+        self._seen = {k: t for k, t in self._seen.items() if t >= forget_before_ms}
+        key = (device_key, nonce)
+        if key in self._seen:
+            return False
+        self._seen[key] = now_ms
+        return True
+
+
+class ReplayGuard:
+    """Refuses calls outside the freshness window and nonces seen within it.
+
+    Arguments:
+        clock_ms: the current time in milliseconds.
+        seen: where seen nonces are kept (default: memory); a store that
+            survives restarts keeps replays refused across them.
+    """
+
+    def __init__(
+        self,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        seen: SeenNonces | None = None,
+    ) -> None:
+        self._clock_ms = clock_ms
+        self._seen = seen or MemoryNonces()
 
     def check(self, call: coordinator_pb2.DeviceCall) -> None:
         """Admit a verified call once.
@@ -97,8 +133,8 @@ class ReplayGuard:
         now = self._clock_ms()
         if abs(now - call.timestamp_ms) > FRESHNESS_MS:
             raise DeviceCallError("the device call is stale (check the device's clock)")
-        self._seen = {k: t for k, t in self._seen.items() if now - t <= 2 * FRESHNESS_MS}
-        key = (bytes(call.device_key), bytes(call.nonce))
-        if key in self._seen:
+        # A nonce older than twice the window can only come with a stale timestamp.
+        if not self._seen.remember(
+            bytes(call.device_key), bytes(call.nonce), now, now - 2 * FRESHNESS_MS
+        ):
             raise DeviceCallError("the device call was replayed")
-        self._seen[key] = now

@@ -30,11 +30,12 @@ def background_stack(
     tls: bool = False,
     store_url: str | None = None,
     host_args: Sequence[str] = (),
+    coordinator: bool = False,
 ) -> Iterator[DevStack]:
     """Start the stack under ``directory`` on a helper thread; stop it on exit.
 
     ``tls``: the relay and host serve TLS, the host mutual TLS and an API token;
-    ``store_url`` and ``host_args`` go to ``running_stack``.
+    ``store_url``, ``host_args`` and ``coordinator`` go to ``running_stack``.
     """
     started = threading.Event()
     box: dict[str, object] = {}
@@ -46,8 +47,9 @@ def background_stack(
         stop, loop = asyncio.Event(), asyncio.get_running_loop()
         try:
             async with running_stack(
-                directory, tls=tls, store_url=store_url, host_args=host_args
-            ) as stack:
+                directory, tls=tls, store_url=store_url, host_args=host_args,
+                coordinator=coordinator,
+            ) as stack:  # fmt: skip
                 box["stack"] = stack
                 started.set()
                 await stop.wait()

@@ -262,7 +262,7 @@ def test_coordinator_service_process(stack: DevStack, socket_dir: Path) -> None:
          "--host", stack.host_address, "--relay", stack.relay_address,
          "--coordinator-key", str(stack.directory / "coordinator.key"),
          "--root", str(stack.directory / "pki" / "root.pem"),
-         "--enrollment-codes", str(codes)],
+         "--enrollment-codes", str(codes), "--registry", str(socket_dir / "registry.db")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -178,7 +178,7 @@ async def _start_coordinator(stack: DevStack, serve: list[str], host_flags: list
         "coordinator.main", "--listen", listen, "--host", stack.host_address,
         "--relay", stack.relay_address, "--coordinator-key", str(directory / "coordinator.key"),
         "--root", str(directory / "pki" / "root.pem"), "--enrollment-codes", str(codes),
-        *serve, *reach,
+        "--registry", str(directory / "coordinator.db"), *serve, *reach,
     ]  # fmt: skip
     process = stack.processes["coordinator"] = _spawn(
         directory, "coordinator", stack.commands["coordinator"]
