@@ -9,9 +9,9 @@ The key-lifecycle ceremonies (DESIGN.md §3) take their plans and seats from
 
 - refresh: every party; the record becomes the new share at epoch + 1 (same
   owner key and party ids).
-- refresh and reshare (an import too) seal their new record while it is still
-  *pending* (``Plan.pending``), before the server party signs the key
-  change's certificate; the record carries what the certificate must complete
+- keygen, refresh and reshare (an import too) seal their new record while it
+  is still *pending* (``Plan.pending``), before the server party signs the
+  certificate (keygen: ChillDKG's CertEq); the record carries what the certificate must complete
   (``KeyChangeProof``), and the result the complete certificate.
 - reshare: the server party may deal and stay (new share at its new index,
   party ids = the new parties), deal and leave (no record: the result only), or
@@ -45,7 +45,7 @@ from shardkeep.lifecycle import (
 from shardkeep.requests import MAX_ED25519_MESSAGE
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony, Random
-from tss.certificate import PendingKeyChange
+from tss.certificate import Pending, PendingKeyChange
 from tss.channel import Roster
 from tss.ecdsa.setup import PeerSetup
 from tss.errors import InternalError
@@ -62,14 +62,17 @@ KIND = ceremony_pb2.CeremonyKind
 @dataclass(frozen=True)
 class Outcome:
     """What a finished ceremony leaves: a record to seal (or None), the result to report,
-    and for a pair setup the server party's new setup (kept in enclave memory only)."""
+    for a pair setup the server party's new setup, and for an ECDSA keygen the
+    record (sealed already, as pending) whose pair setups to keep (both kept in
+    enclave memory only)."""
 
     record: ServerShare | None
     result: ceremony_pb2.CeremonyResult
     pair_setup: PeerSetup | None = None
+    pair_setups_of: ServerShare | None = None
 
 
-def _no_pending(_: PendingKeyChange) -> ServerShare | None:
+def _no_pending(_: Pending) -> ServerShare | None:
     raise InternalError("this ceremony changes no keys")
 
 
@@ -85,7 +88,7 @@ class Plan:
     session: SecureSession[Any]
     me: int
     finish: Callable[[Any], Outcome]
-    pending: Callable[[PendingKeyChange], ServerShare | None] = _no_pending
+    pending: Callable[[Pending], ServerShare | None] = _no_pending
 
 
 def scheme_of(request: ceremony_pb2.CeremonyRequest) -> Scheme:
@@ -165,9 +168,22 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
         session_id=lifecycle_session_id(request),
     )
     party_ids = tuple(p.party_id for p in parties)
+    stored: list[KeyShare] = []
+
+    def pending(change: Pending) -> ServerShare:
+        # Stored before our CertEq signature leaves (pending before agreement).
+        if change.epoch != 0 or change.share is None:
+            raise InternalError("a keygen must leave a share of epoch 0")
+        stored.append(change.share)
+        return ServerShare(change.share, bytes(request.owner_key), party_ids)
 
     def finish(share: KeyShare) -> Outcome:
-        record = ServerShare(share, bytes(request.owner_key), party_ids)
+        # Public fields suffice: the public share pins the secret one (KeyShare checks).
+        if not stored or (stored[0].public_key, stored[0].public_shares) != (
+            share.public_key,
+            share.public_shares,
+        ):
+            raise InternalError("the keygen finished with another share than it stored")
         # ChillDKG's certificate (the last 64n bytes of the recovery data): the host
         # keeps it with epoch 0, so a party that missed the last message can finish
         # from it (``tss.keygen.Keygen.finish_from_certificate``). Public.
@@ -177,9 +193,10 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
             public_key=share.public_key, epoch=share.epoch,
             certificate=recovery[len(recovery) - 64 * len(parties) :] if recovery else b"",
         )  # fmt: skip
-        return Outcome(record, result)
+        record = ServerShare(share, bytes(request.owner_key), party_ids)
+        return Outcome(None, result, pair_setups_of=record if share.ecdsa is not None else None)
 
-    return Plan(_session(ceremony, identity, roster, request, rand), me, finish)
+    return Plan(_session(ceremony, identity, roster, request, rand), me, finish, pending)
 
 
 def _sign(
@@ -292,6 +309,12 @@ def _lifecycle_result(
     )  # fmt: skip
 
 
+def _key_change(change: Pending) -> PendingKeyChange:
+    if not isinstance(change, PendingKeyChange):
+        raise InternalError("a key change left a keygen's pending share")
+    return change
+
+
 def _key_change_result(
     request: ceremony_pb2.CeremonyRequest, out: ReshareOutput
 ) -> ceremony_pb2.CeremonyResult:
@@ -310,7 +333,8 @@ def _refresh(
         raise BadRequest("the server party is not at its share's index")
     ceremony = Reshare(layout.plan, me, share, rand, identity.hostseckey)
 
-    def pending(change: PendingKeyChange) -> ServerShare:
+    def pending(change: Pending) -> ServerShare:
+        change = _key_change(change)
         new = change.share
         if new is None or new.public_key != share.public_key or new.epoch != share.epoch + 1:
             raise InternalError("a refresh must leave a new share of the same key")
@@ -360,7 +384,8 @@ def _reshare(
     new_party_ids = tuple(p.party_id for p in request.new_parties)
     stays = reshare_plan.new_id(me) is not None
 
-    def pending(change: PendingKeyChange) -> ServerShare | None:
+    def pending(change: Pending) -> ServerShare | None:
+        change = _key_change(change)
         new = change.share
         if change.public_key != keyring.public_key or (new is not None) != stays:
             raise InternalError("the reshare's outcome does not fit its plan")

@@ -332,6 +332,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             outcome = active.plan.finish(session.result)
             if outcome.pair_setup is not None:
                 self._keep_pair_setup(req, active, outcome.pair_setup)
+            if outcome.pair_setups_of is not None:  # an ECDSA keygen's, sealed without them
+                self.pair_setups.adopt(req.wallet_id, outcome.pair_setups_of)
             if outcome.record is not None:
                 yield await asyncio.to_thread(self._store_output, req, outcome.record)
                 await inputs.store_ack(outcome.result.epoch)

@@ -49,6 +49,8 @@ def run(ceremonies: Sequence[Ceremony[R]], tamper: Tamper | None = None) -> list
             if tamper is not None:
                 delivered = Message(m.round, m.sender, target, tamper(delivered))
             queue += by_id[target].receive(delivered)
+            if by_id[target].awaiting_save:  # saved at once, as in ``run_in_memory``
+                queue += by_id[target].confirm_saved()
     return [c.result for c in ceremonies]
 
 

@@ -92,7 +92,8 @@ def test_keygen_round1_equivocation_blames_equivocator_not_honest_parties(
         context = honest_b.session.ceremony.context  # type: ignore[attr-defined]
         assert first.value != second.value
         assert all(ROUND1.valid(bytes(m.party.host_pubkey), context, 1, s) for s in (first, second))
-        assert not stack.stored
+        # Saved as pending before its CertEq signature left; no result, so the host aborts it.
+        assert [s.epoch for s in stack.stored] == [0] and not stack.stored[0].certificate
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
 
@@ -149,16 +150,17 @@ def bad_certeq_to(victim: int) -> type[Keygen]:
     """A ``Keygen`` honest in round 1 whose CertEq signature to ``victim`` is zeroed."""
 
     class BadCertEq(Keygen):
-        def _run_round(self, round_: int, payloads: Any) -> list[Message]:
-            out = super()._run_round(round_, payloads)
-            if round_ != 1:
-                return out
-            (broadcast,) = out
-            return [Message(2, self.me, victim, bytes(64) + broadcast.payload[64:])] + [
-                Message(2, self.me, p, broadcast.payload)
-                for p in self.parties
-                if p not in (self.me, victim)
-            ]
+        def _hold(self, pending: Any, messages: list[Message]) -> list[Message]:
+            (broadcast,) = messages  # round 2, released once the pending share is saved
+            return super()._hold(
+                pending,
+                [Message(2, self.me, victim, bytes(64) + broadcast.payload[64:])]
+                + [
+                    Message(2, self.me, p, broadcast.payload)
+                    for p in self.parties
+                    if p not in (self.me, victim)
+                ],
+            )
 
     return BadCertEq
 
@@ -188,7 +190,9 @@ def test_keygen_bad_certeq_to_one_party_names_the_signer_and_the_others_finish(
         assert honest_b.error is None and honest_b.done
         keygen = honest_b.session.ceremony
         assert isinstance(keygen, Keygen) and keygen.recovery_data is not None
-        assert not stack.stored
+        # The enclave saved its share as pending before it signed: B's certificate
+        # could finish it; without a result the host aborts the keygen instead.
+        assert [s.epoch for s in stack.stored] == [0] and not stack.stored[0].certificate
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
 
@@ -226,6 +230,8 @@ def route(ceremonies: list[Keygen], tamper: Any = None) -> dict[int, ProtocolErr
             continue
         try:
             out = ceremonies[recipient].receive(message)
+            if ceremonies[recipient].awaiting_save:  # saved at once (test memory)
+                out += ceremonies[recipient].confirm_saved()
         except ProtocolError as e:
             verdicts[recipient] = e
             continue

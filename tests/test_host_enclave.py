@@ -159,10 +159,15 @@ async def play(
                     recipient=out.recipient_id,
                 )
 
-        await send(session.start())
+        async def step(outs: list[Outbound]) -> None:
+            await send(outs)
+            if session.ceremony.awaiting_save:  # saved at once (test memory)
+                await send(session.confirm_saved())
+
+        await step(session.start())
         while not session.done:
             delivery = await link.receive()
-            await send(session.receive(bytes(delivery.envelope.payload)))
+            await step(session.receive(bytes(delivery.envelope.payload)))
 
 
 Method = Callable[..., Awaitable[ceremony_pb2.CeremonyResult]]

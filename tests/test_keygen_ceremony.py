@@ -29,4 +29,6 @@ def test_bad_certeq_signature_blames_its_signer(scheme: str) -> None:
                 m = Message(m.round, m.sender, m.recipient, bytes(64) + m.payload[64:])
             for target in [p for p in parties if p.me != m.sender]:
                 queue += target.receive(m)
+                if target.awaiting_save:  # saved at once (test memory)
+                    queue += target.confirm_saved()
     assert info.value.culprits == (1,)

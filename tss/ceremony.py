@@ -7,9 +7,9 @@ message of the round has arrived runs the round and returns the next messages.
 When ``done`` is set, ``result`` holds the outcome. Randomness comes from the
 ``Random`` function the caller passes in.
 
-Key changes (``tss.reshare``) pause once: before a seat releases its
-certificate signature, ``pending`` holds the new share and ``awaiting_save`` is
-set; the caller stores the share durably, then ``confirm_saved()`` returns the
+Key changes (``tss.reshare``) and keygen (``tss.keygen``) pause once: before
+a seat releases its certificate signature, ``pending`` holds the new share and
+``awaiting_save`` is set; the caller stores the share durably, then ``confirm_saved()`` returns the
 held messages (``tss.certificate``). Messages arriving meanwhile are buffered.
 
 The same objects run in one process (``tss.local``, routing in memory) and in
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from tss.certificate import PendingKeyChange
+from tss.certificate import Pending
 from tss.errors import FaultyParticipantError, InputError, SessionStateError
 
 __all__ = ["Random", "Message", "Ceremony", "run_in_memory"]
@@ -72,7 +72,7 @@ class Ceremony(ABC, Generic[ResultT]):
         self._inbox: dict[int, dict[int, bytes]] = {}
         self._result: ResultT | None = None
         self._failed = False
-        self._pending: PendingKeyChange | None = None
+        self._pending: Pending | None = None
         self._held: list[Message] | None = None  # withheld until the pending share is saved
 
     # --- what subclasses implement ---------------------------------------------
@@ -93,7 +93,7 @@ class Ceremony(ABC, Generic[ResultT]):
     def _finish(self, result: ResultT) -> None:
         self._result = result
 
-    def _hold(self, pending: PendingKeyChange, messages: list[Message]) -> list[Message]:
+    def _hold(self, pending: Pending, messages: list[Message]) -> list[Message]:
         """Withhold ``messages`` until the caller saved ``pending`` (``confirm_saved``)."""
         self._pending = pending
         self._held = messages
@@ -116,8 +116,9 @@ class Ceremony(ABC, Generic[ResultT]):
         return self._round
 
     @property
-    def pending(self) -> PendingKeyChange | None:
-        """A key change's new share, once it exists (it stays set after ``confirm_saved``)."""
+    def pending(self) -> Pending | None:
+        """A key change's or keygen's new share, once it exists (it stays set after
+        ``confirm_saved``)."""
         return self._pending
 
     @property

@@ -17,6 +17,12 @@ lost (the message that completes the ceremony is the signature; DESIGN.md §6,
 ChillDKG's "persist recovery data before sending"). ``PendingKeyChange`` is
 what it stores, next to its old share, which it keeps until the new epoch is
 committed.
+
+Keygen's certificate is ChillDKG's own CertEq certificate over the DKG
+transcript (``eq_input``), not this module's message: ``PendingKeygen`` is what
+a keygen party stores before it releases its CertEq signature, and a complete
+certificate over the saved transcript lets it finish later, even after a
+crash (ChillDKG's recovery).
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tss.curve import schnorr_sign, schnorr_verify
+from tss.dkg.chilldkg import SessionParams, certeq_verify
 from tss.errors import FaultyParticipantError, InputError
+from tss.group import group_of
 from tss.keyshare import KeyShare
 from tss.tags import EPOCH_ACK_MSG_PREFIX, KEYCHANGE_CERTEQ_MSG_PREFIX
 
@@ -39,6 +47,8 @@ __all__ = [
     "verify_epoch_ack",
     # Types
     "PendingKeyChange",
+    "PendingKeygen",
+    "Pending",
     "SIGNATURE_BYTES",
 ]
 
@@ -138,3 +148,45 @@ class PendingKeyChange:
     def verify(self, certificate: bytes) -> None:
         """Check that ``certificate`` completes this key change (see ``verify_certificate``)."""
         verify_certificate(self.hostpubkeys, self.session_id, self.transcript, certificate)
+
+
+@dataclass(frozen=True)
+class PendingKeygen:
+    """A keygen party's new share before the DKG is certified: save it, then release CertEq.
+
+    The same fields as ``PendingKeyChange``; the certificate is ChillDKG's
+    (draft BIP "ChillDKG", "Equality Check Protocol CertEq") over the DKG
+    transcript, which is public (commitments, nonces, encrypted shares) but long.
+
+    Attributes:
+        share: the new key share (ecdsa-secp256k1: with no pair setup yet).
+        public_key: the new 33-byte public key.
+        epoch: 0.
+        session_id: the keygen's 32-byte context (``tss.keygen.Keygen.context``).
+        transcript: ChillDKG's ``eq_input``, which every party signs.
+        hostpubkeys: every party's 33-byte host public key, in party order.
+        position: this party's index.
+    """
+
+    share: KeyShare = field(repr=False)
+    public_key: bytes
+    epoch: int
+    session_id: bytes
+    transcript: bytes = field(repr=False)
+    hostpubkeys: tuple[bytes, ...]
+    position: int
+
+    def verify(self, certificate: bytes) -> None:
+        """Check that ``certificate`` completes this keygen (ChillDKG ``certeq_verify``).
+
+        Raises:
+            InputError: not 64 bytes per party.
+            FaultyParticipantError: the first party whose signature does not verify.
+        """
+        share = self.share
+        params = SessionParams(self.hostpubkeys, share.threshold, group_of(share.scheme))
+        certeq_verify(params, self.transcript, certificate)
+
+
+Pending = PendingKeyChange | PendingKeygen
+"""What a ceremony asks its runner to save before it releases its agreement message."""

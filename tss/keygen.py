@@ -30,10 +30,20 @@ cannot be linked to the wallet's public key. Being part of the signed and
 echoed round-1 messages, the contributions are agreed like the rest: a party
 that sends different ones to different peers is named by its two signatures.
 
+Pending before agreement: once a party's share exists (ChillDKG's
+``participant_step2``), the ceremony holds its CertEq signature until the runner
+has saved ``pending`` (a ``tss.certificate.PendingKeygen``) and calls
+``confirm_saved`` (``tss.ceremony``), so a certificate can never exist for a
+share that was lost (ChillDKG's warning on ``participant_step2``).
+
 A party that aborts on a bad certificate signature sent only to it (the
-others finish) keeps its ChillDKG state: ``finish_from_certificate`` completes
-it from a complete certificate another party holds (ChillDKG's recovery: the
-certificate is the proof of success).
+others finish), or that never got the last message, keeps its ChillDKG state:
+``finish_from_certificate`` completes it from a complete certificate another
+party holds (ChillDKG's recovery: the certificate is the proof of success).
+For ecdsa-secp256k1 the result then has no DKLs23 pair setup: the DKG alone
+makes the key, and pair setups are made on demand (``PairSetup``) before the
+first signature; the same goes for a share saved as pending and finished
+after a crash (``PendingKeygen.verify`` with the certificate).
 """
 
 from __future__ import annotations
@@ -42,10 +52,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tss.ceremony import Ceremony, Message, Random
+from tss.certificate import PendingKeygen
 from tss.curve import tagged_hash
 from tss.dkg import chilldkg
 from tss.ecdsa import keygen as ecdsa_setup
-from tss.ecdsa.setup import EcdsaSetup, PeerSetup
+from tss.ecdsa.setup import EcdsaSetup, PeerSetup, key_id
 from tss.ecdsa.setup import KeyMaterial as SetupKeyMaterial
 from tss.equivocation import SignedStatement, Statements
 from tss.errors import (
@@ -85,6 +96,9 @@ class KeyMaterial:
     epoch: int = 0
 
     def key_share(self, scheme: Scheme, setup: EcdsaSetup | None) -> KeyShare:
+        if scheme == "ecdsa-secp256k1" and setup is None:
+            # No pair setup yet: each is made on demand before a signature.
+            setup = EcdsaSetup(self.party_id, len(self.public_shares), key_id(self), {})
         return KeyShare(
             scheme, self.party_id, self.threshold, self.public_key, self.public_shares,
             self.secret_share, self.chain_code, self.epoch, setup,
@@ -96,7 +110,8 @@ class Keygen(Ceremony[KeyShare]):
 
     Rounds: 1 broadcasts ChillDKG's first message with the party's host-key
     signature on its hash; 2 its CertEq signature and the echo of every signed
-    round-1 hash it used. For ecdsa-secp256k1, rounds 3 and 4 run the DKLs23
+    round-1 hash it used, released only after the runner saved ``pending``
+    (``confirm_saved``). For ecdsa-secp256k1, rounds 3 and 4 run the DKLs23
     pairwise setup (``tss.ecdsa.keygen``) point to point, bound to the DKG's
     certificate.
 
@@ -212,7 +227,14 @@ class Keygen(Ceremony[KeyShare]):
             cinv = chilldkg.coordinator_investigate(pmsgs1, self._params)[self.me]
             chilldkg.participant_investigate(e, cinv)
         self._pmsgs2[self.me] = pmsg2
-        return self._broadcast(2, pmsg2 + ROUND1.encode_view(self._view()))
+        # Pending before agreement: pmsg2 is our CertEq signature, the message
+        # that can complete a certificate, so our share is saved first.
+        output = chilldkg.uncertified_output(self._state2)
+        pending = PendingKeygen(
+            self._key_material(output).key_share(self.scheme, None), output.thresh_pk, 0,
+            self._context, self._state2.eq_input, tuple(self._params.hostpubkeys), self.me,
+        )  # fmt: skip
+        return self._hold(pending, self._broadcast(2, pmsg2 + ROUND1.encode_view(self._view())))
 
     def _certify(self, payloads: Mapping[int, bytes]) -> list[Message]:
         """Judge the echoed transcripts, then the certificate; finalize ChillDKG."""
@@ -236,6 +258,7 @@ class Keygen(Ceremony[KeyShare]):
             pmsgs2 = [certificate[64 * i : 64 * (i + 1)] for i in self.parties]
             chilldkg.coordinator_finalize(self._cstate, pmsgs2)  # raises, blaming the signer
             raise
+        self._key = key
         if self.scheme != "ecdsa-secp256k1":
             self._finish(key.key_share(self.scheme, None))
             return []
@@ -247,9 +270,12 @@ class Keygen(Ceremony[KeyShare]):
     def _key_from(self, certificate: bytes) -> KeyMaterial:
         """ChillDKG's ``participant_finalize``: check the certificate, keep the recovery data."""
         output, recovery = chilldkg.participant_finalize(self._state2, certificate)
+        self.recovery_data = bytes(recovery)
+        return self._key_material(output)
+
+    def _key_material(self, output: chilldkg.DKGOutput) -> KeyMaterial:
         if output.secshare is None or output.participant != self.me:
             raise InputError("DKG output is not this participant's")
-        self.recovery_data = bytes(recovery)
         chain_code = tagged_hash(
             KEYGEN_TAG_CHAIN_CODE,
             self._context + b"".join(self._contributions[i] for i in self.parties),
@@ -260,22 +286,33 @@ class Keygen(Ceremony[KeyShare]):
         )  # fmt: skip
 
     def finish_from_certificate(self, certificate: bytes) -> KeyShare:
-        """Finish a bip340 or ed25519 keygen that aborted on a bad certificate signature sent only
-        to this party, from the complete certificate another party holds (the
-        last ``64n`` bytes of its ``recovery_data``).
+        """Finish a keygen that aborted, or never got its last messages, from the
+        complete certificate another party holds (the host keeps it with the
+        wallet's epoch 0; a finished party has it as the last ``64n`` bytes of
+        its ``recovery_data``).
 
         ChillDKG: a failed ``participant_finalize`` leaves the state usable, and
         a complete certificate over this party's own transcript proves the
-        session succeeded for everyone.
+        session succeeded for everyone. For ecdsa-secp256k1, the pairwise setup
+        rounds that may be unfinished are abandoned: the share has no pair
+        setup, and each is made on demand (``PairSetup``).
 
         Raises:
-            SessionStateError: not a bip340 or ed25519 keygen that got as far as
-                round 2, or already finished.
+            SessionStateError: the keygen did not get as far as its CertEq
+                signature, or already finished.
             FaultyCoordinatorError: ``certificate`` is not complete and valid.
         """
-        if self.scheme == "ecdsa-secp256k1" or not hasattr(self, "_state2") or self.done:
+        if not hasattr(self, "_state2") or self.done:
             raise SessionStateError("nothing to finish from a certificate")
-        share = self._key_from(certificate).key_share(self.scheme, None)
+        if self._setup is None:  # the DKG is not finalized yet
+            key = self._key_from(certificate)
+        else:  # finalized; only the pairwise setup is unfinished
+            try:
+                chilldkg.certeq_verify(self._params, self._state2.eq_input, certificate)
+            except (InputError, FaultyParticipantError) as e:
+                raise FaultyCoordinatorError("the certificate is not valid") from e
+            key = self._key
+        share = key.key_share(self.scheme, None)
         self._finish(share)
         return share
 

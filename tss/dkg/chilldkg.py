@@ -83,6 +83,7 @@ __all__ = [
     "coordinator_investigate",
     "participant_recover",
     "coordinator_recover",
+    "certeq_verify",
     "participant_recovery_ack_sign",
     "participant_recovery_acks_verify",
     "pmsg1_len",
@@ -265,6 +266,21 @@ def _certeq_first_invalid(
         if not schnorr_verify(_certeq_message(x, i, params.suite), hostpubkey[1:33], sig):
             return i
     return None
+
+
+def certeq_verify(params: SessionParams, x: bytes, cert: bytes) -> None:
+    """Check a complete CertEq certificate on transcript ``x`` (reference ``certeq_verify``).
+
+    Raises:
+        InputError: ``cert`` is not 64 bytes per host public key.
+        FaultyParticipantError: the first participant whose signature does not
+            verify (the reference's ``InvalidSignatureInCertificateError``).
+    """
+    if len(cert) != 64 * params.n:
+        raise InputError("a certificate is 64 bytes per participant")
+    invalid = _certeq_first_invalid(params, x, cert)
+    if invalid is not None:
+        raise FaultyParticipantError(invalid, "certificate signature does not verify")
 
 
 ### Outputs and states
@@ -491,6 +507,28 @@ def participant_step2(
         _own_sig=sig,
     )
     return state2, sig
+
+
+def uncertified_output(state2: ParticipantState2) -> DKGOutput:
+    """The output ``participant_finalize`` releases if a certificate verifies, before it does.
+
+    Hazard: the session may still fail, so this is no key yet. It exists for
+    one purpose: to persist the share *before* sending the CertEq signature
+    (``participant_step2``'s message), so that a certificate can never exist
+    for a share that was lost; use it only once a certificate over
+    ``state2.eq_input`` verifies (``participant_finalize``, or
+    ``coordinator_recover`` on the saved transcript and a certificate).
+    Does not consume ``state2``.
+
+    Raises:
+        SessionStateError: ``state2`` was already finalized (its share is wiped).
+    """
+    if state2._use.used:
+        raise SessionStateError("ParticipantState2 was already used")
+    return DKGOutput(
+        bytes(state2._secshare), state2.thresh_pk, state2.pubshares, state2.participant,
+        state2.params,
+    )  # fmt: skip
 
 
 def participant_finalize(state2: ParticipantState2, cmsg2: bytes) -> tuple[DKGOutput, RecoveryData]:
