@@ -33,8 +33,7 @@ def keygens(scheme: Scheme, n: int = 3, t: int = 2) -> list[Keygen]:
     seckeys = [secrets.token_bytes(32) for _ in range(n)]
     pubkeys = [hostpubkey_gen(k) for k in seckeys]
     return [
-        Keygen(scheme, k, pubkeys, t, secrets.token_bytes, session_id=b"kg-resume")
-        for k in seckeys
+        Keygen(scheme, k, pubkeys, t, secrets.token_bytes, session_id=b"kg-resume") for k in seckeys
     ]
 
 

@@ -18,7 +18,7 @@ from relay.client import PartySession
 from shardkeep import lifecycle
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony
-from tss.certificate import PendingKeyChange
+from tss.certificate import Pending
 from tss.channel import Roster, StaticKey
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.keygen import Keygen
@@ -35,8 +35,8 @@ from tss.signing import (
 
 ResultT = TypeVar("ResultT")
 Progress = Callable[[str], None]
-SavePending = Callable[[PendingKeyChange], Awaitable[None]]
-"""Stores a key change's new share durably before the party releases its certificate signature."""
+SavePending = Callable[[Pending], Awaitable[None]]
+"""Stores a key change's or keygen's new share durably before the party releases its agreement."""
 
 # Ceremonies whose steps run on the event loop. A FROST signing round is a few
 # point operations and two HPKE seals (~0.3 ms); a thread hop costs about as
