@@ -43,7 +43,7 @@ from tests.conftest import POSTGRES_DSN, require_service
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay
 from tests.stack_harness import background_stack
 from tss.ceremony import Ceremony, Message
-from tss.certificate import PendingKeyChange
+from tss.certificate import Pending, PendingKeygen
 from tss.keygen import Keygen
 from tss.reshare import PublicKeyring, Reshare
 from tss.signing import RecoverableSignature
@@ -89,7 +89,7 @@ class Run:
     seconds: float = 0.0
     outputs: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, BaseException] = field(default_factory=dict)
-    pending: dict[str, PendingKeyChange] = field(default_factory=dict)
+    pending: dict[str, Pending] = field(default_factory=dict)
     ceremonies: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,7 +121,7 @@ async def key_change(
     out = Run(ceremonies=dict(ceremonies))
 
     async def device(pid: str, ceremony: Ceremony[Any]) -> None:
-        async def save(pending: PendingKeyChange) -> None:
+        async def save(pending: Pending) -> None:
             out.pending[pid] = pending
 
         try:
@@ -301,10 +301,16 @@ def test_refresh_last_agreement_lost_phone_resumes(stack: DevStack, scheme: str)
     run(body)
 
 
-def test_keygen_last_certificate_lost_phone_finishes_from_the_host(stack: DevStack) -> None:
-    """Fault: in a BIP-340 keygen the phone loses the server's CertEq signature (round 2).
-    The host commits epoch 0 and keeps ChillDKG's certificate with it; the phone finishes its
-    key generation from that certificate (ChillDKG's recovery) and signs with the server."""
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_keygen_last_message_lost_phone_finishes_from_the_host(
+    stack: DevStack, scheme: str
+) -> None:
+    """Fault: the phone loses the server's last keygen message (BIP-340: its CertEq
+    signature; ECDSA: its last pairwise setup message). The host commits epoch 0 and keeps
+    ChillDKG's certificate with it; the phone finishes its key generation from that
+    certificate (ChillDKG's recovery), and so would a phone that crashed instead, from the
+    share it saved as pending before it agreed. An ECDSA share finished that way has no
+    pair setup: the SDK makes it on demand and signs with the server."""
 
     async def body() -> None:
         phone = PartyIdentity.generate()
@@ -315,7 +321,9 @@ def test_keygen_last_certificate_lost_phone_finishes_from_the_host(stack: DevSta
         request = ceremony_pb2.CeremonyRequest(
             ceremony_id=f"keygen-{secrets.token_hex(6)}",
             kind=ceremony_pb2.CEREMONY_KIND_KEYGEN,
-            scheme=ceremony_pb2.SCHEME_BIP340,
+            scheme=ceremony_pb2.SCHEME_BIP340
+            if scheme == "bip340"
+            else ceremony_pb2.SCHEME_ECDSA_SECP256K1,
             wallet_id=f"wallet-{secrets.token_hex(6)}",
             threshold=2,
             parties=parties,
@@ -325,12 +333,13 @@ def test_keygen_last_certificate_lost_phone_finishes_from_the_host(stack: DevSta
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Any, dict[str, Ceremony[Any]]]:
             keygen = Keygen(
-                "bip340", phone.hostseckey, hostpubkeys, 2, secrets.token_bytes,
+                scheme, phone.hostseckey, hostpubkeys, 2, secrets.token_bytes,  # type: ignore[arg-type]
                 session_id=lifecycle.lifecycle_session_id(req),
             )  # fmt: skip
             return roster_of(parties), {phone.party_id: keygen}
 
-        lost = Fault("drop", (2, "server", "device0"))
+        last = 2 if scheme == "bip340" else 4
+        lost = Fault("drop", (last, "server", "device0"))
         relay = faulty_relay(stack, lost, {phone.party_id: "device0"})
         try:
             run_ = await key_change(stack, relay, request, {phone.party_id: phone}, build)
@@ -341,13 +350,21 @@ def test_keygen_last_certificate_lost_phone_finishes_from_the_host(stack: DevSta
         assert isinstance(keygen, Keygen) and not keygen.done
         record = (await epochs(stack, request.wallet_id))[0]
         assert record.state == "committed" and len(record.certificate) == 64 * 2
-        share = keygen.finish_from_certificate(bytes(record.certificate))
-        assert share.public_key == run_.result.public_key
-        wallet = Wallet(
-            request.wallet_id, "bip340", 2, parties, 1, share.public_key, 0, {0: share}, owner
-        )
-        async with client(stack) as sdk:
-            check("bip340", share.public_key, await sdk.sign(wallet, DIGEST, {0: phone}))
+        certificate = bytes(record.certificate)
+        # A phone that crashed instead holds only what it saved before agreeing.
+        saved = run_.pending[phone.party_id]
+        assert isinstance(saved, PendingKeygen)
+        saved.verify(certificate)
+        share = keygen.finish_from_certificate(certificate)
+        assert share.public_key == run_.result.public_key == saved.share.public_key
+        if scheme == "ecdsa-secp256k1":
+            assert share.ecdsa is not None and not share.ecdsa.held  # made on demand
+        for resumed in (share, saved.share):
+            wallet = Wallet(
+                request.wallet_id, scheme, 2, parties, 1, share.public_key, 0, {0: resumed}, owner
+            )
+            async with client(stack) as sdk:
+                check(scheme, share.public_key, await sdk.sign(wallet, DIGEST, {0: phone}))
 
     run(body)
 
