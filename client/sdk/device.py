@@ -47,7 +47,7 @@ from shardkeep.device_auth import sign_device_call
 from shardkeep.requests import OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc
 from tss.ceremony import Ceremony
-from tss.certificate import PendingKeyChange, sign_epoch_ack
+from tss.certificate import Pending, PendingKeyChange, sign_epoch_ack
 from tss.channel import Roster, party_id
 from tss.ecdsa.setup import PeerSetup
 from tss.errors import InputError
@@ -227,7 +227,9 @@ class Device:
         """
         pending: list[PendingKeyChange] = []
 
-        async def keep(change: PendingKeyChange) -> None:
+        async def keep(change: Pending) -> None:
+            if not isinstance(change, PendingKeyChange):
+                raise CoordinatorRefused("the refresh left no key change")
             pending.append(change)
             if save_pending is not None:
                 await save_pending(_refreshed(wallet, change))
@@ -318,7 +320,7 @@ class Device:
         ask: coordinator_pb2.CeremonyAsk,
         wallet: DeviceWallet | None,
         *,
-        save_pending: Callable[[PendingKeyChange], Awaitable[None]] | None = None,
+        save_pending: Callable[[Pending], Awaitable[None]] | None = None,
         recipient_key: X25519PrivateKey | None = None,
     ) -> tuple[ceremony_pb2.CeremonyRequest, Any, ceremony_pb2.CeremonyResult]:
         ask.attestation_nonce = secrets.token_bytes(32)
