@@ -1,6 +1,16 @@
-"""Ed25519 threshold signing (FROST(Ed25519, SHA-512), RFC 9591) next to frost-rs in one run.
+"""Ed25519 key generation and threshold signing (FROST(Ed25519, SHA-512), RFC 9591) next to
+frost-rs in one run.
 
 Ours, all parties in one process:
+
+* ``DKG (ChillDKG layers)``: ChillDKG over edwards25519 (``tss.dkg`` with
+  ``SessionParams.group = ED25519``): every participant's step 1, one
+  coordinator's aggregation, every participant's step 2 (proofs of possession,
+  share decryption and check, CertEq signature), the coordinator's certificate
+  check and every participant's finalize;
+* ``DKG (ceremony)``: ``tss.local.keygen("ed25519")``, the ceremony objects the
+  service runs, where every party is its own coordinator and round-1 messages
+  are host-key-signed and echoed (``tss.keygen``);
 * ``sign (RFC 9591 rounds)``: every signer's ``signer_round1`` and
   ``signer_round2`` (each checks every commitment and self-checks its share),
   then ``coordinator_aggregate`` aggregating first and verifying the RFC 8032
@@ -12,8 +22,9 @@ Ours, all parties in one process:
 frost-rs (PyPI ``frost-rs``, the Zcash Foundation's frost-ed25519 behind
 base64 strings; ``pip install '.[bench]'``): ``preprocess`` for every signer,
 ``sign`` for every signer and ``aggregate``; its DKG (``round1..3`` for every
-party). Keys for our signing come from a trusted dealer (``tss.local.import_key``):
-shardkeep has no Ed25519 key generation yet, so there is no DKG row of ours.
+party: a Pedersen DKG with proofs of possession over authenticated, confidential
+channels it does not provide, so no encryption and no agreement check). Keys
+for our signing come from our DKG.
 """
 
 from __future__ import annotations
@@ -23,7 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.util import measure
-from tss import local, rfc9591
+from tss import dkg, local, rfc9591
+from tss.group import ED25519
 from tss.rfc9591 import FROST_ED25519, KeyMaterial
 
 CONFIGS = [(2, 3), (3, 5)]
@@ -31,7 +43,7 @@ RUNS = 50
 
 
 def _ours(t: int, n: int) -> tuple[Callable[[], bytes], Callable[[], bytes], KeyMaterial, bytes]:
-    shares = local.import_key("ed25519", secrets.token_bytes(32), threshold=t, parties=n)
+    shares = local.keygen("ed25519", threshold=t, parties=n)
     key = KeyMaterial(shares[0].public_key, shares[0].public_shares, t)
     signers = shares[:t]
     ids = [s.party_id for s in signers]
@@ -52,6 +64,26 @@ def _ours(t: int, n: int) -> tuple[Callable[[], bytes], Callable[[], bytes], Key
         return local.sign(signers, msg)
 
     return rounds, ceremony, key, msg
+
+
+def _chilldkg(t: int, n: int) -> Callable[[], bytes]:
+    """One ChillDKG session over edwards25519, all participants and the coordinator."""
+    hostseckeys = [secrets.token_bytes(32) for _ in range(n)]
+    params = dkg.SessionParams([dkg.hostpubkey_gen(k) for k in hostseckeys], t, ED25519)
+
+    def session() -> bytes:
+        steps = [dkg.participant_step1(k, params, secrets.token_bytes(32)) for k in hostseckeys]
+        cstate, cmsg1 = dkg.coordinator_step1([m for _, m in steps], params)
+        seconds = [
+            dkg.participant_step2(k, state1, cmsg1, secrets.token_bytes(32))
+            for k, (state1, _) in zip(hostseckeys, steps, strict=True)
+        ]
+        cmsg2, output, _ = dkg.coordinator_finalize(cstate, [m for _, m in seconds])
+        for state2, _ in seconds:
+            dkg.participant_finalize(state2, cmsg2)
+        return output.thresh_pk
+
+    return session
 
 
 def _frost_rs() -> Any:
@@ -106,10 +138,13 @@ def main() -> None:
         for fn in (rounds, ceremony):
             if not FROST_ED25519.verify(key.public_key, msg, fn()):
                 raise SystemExit("Ed25519 signature does not verify")
+        session = _chilldkg(t, n)
+        keygen = lambda: local.keygen("ed25519", threshold=t, parties=n)  # noqa: B023, E731
         print(f"  {t}-of-{n}")
         print(f"    shardkeep sign (RFC 9591 rounds): {measure(rounds, runs=RUNS, warmup=3)}")
         print(f"    shardkeep sign (ceremony)       : {measure(ceremony, runs=RUNS, warmup=3)}")
-        print("    shardkeep DKG                   : none for ed25519 yet (keys are imported)")
+        print(f"    shardkeep DKG (ChillDKG layers) : {measure(session, runs=20, warmup=1)}")
+        print(f"    shardkeep DKG (ceremony)        : {measure(keygen, runs=20, warmup=1)}")
         if frost_rs is None:
             print("    frost-rs: not installed (pip install '.[bench]')")
             continue

@@ -18,6 +18,7 @@ from nacl.signing import VerifyKey
 
 from tss import dkg
 from tss.dkg.pop import ed25519_pop_prove, ed25519_pop_verify
+from tss.dkg.vss import VSSCommitment
 from tss.errors import (
     FaultyCoordinatorError,
     FaultyParticipantError,
@@ -307,3 +308,41 @@ def test_keygen_contexts_differ_per_scheme() -> None:
 def test_a_group_without_a_dkg_is_refused() -> None:
     with pytest.raises(InputError):
         dkg.SessionParams([dkg.hostpubkey_gen(det("x"))], 1, object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("group", [ED25519, SECP256K1], ids=["ed25519", "secp256k1"])
+def test_step2_as_its_own_coordinator_matches_step2_on_the_bytes(group: object) -> None:
+    """A party that aggregated the first messages itself skips decoding its own
+    coordinator message: the signature and state are those of the bytes path."""
+    p = params("own-coordinator", 2, 3, group)
+    key = host_keys("own-coordinator", 3)[1]
+    (states_a, pmsgs1), (states_b, _) = step1("own-coordinator", p), step1("own-coordinator", p)
+    cstate, cmsg1 = dkg.coordinator_step1(pmsgs1, p)
+    state_a, sig_a = dkg.participant_step2(key, states_a[1], cmsg1, det("aux"))
+    state_b, sig_b = dkg.participant_step2_as_coordinator(key, states_b[1], cstate, det("aux"))
+    assert sig_a == sig_b
+    assert (state_a.eq_input, state_a.thresh_pk, state_a.pubshares) == (
+        state_b.eq_input,
+        state_b.thresh_pk,
+        state_b.pubshares,
+    )
+    other = params("another-session", 2, 3, group)
+    other_cstate, _ = dkg.coordinator_step1(step1("another-session", other)[1], other)
+    with pytest.raises(InputError):
+        dkg.participant_step2_as_coordinator(
+            key, step1("own-coordinator", p)[0][1], other_cstate, det("aux")
+        )
+
+
+@pytest.mark.parametrize(("t", "n"), [(2, 3), (3, 5), (7, 9), (32, 32)], ids=str)
+def test_pubshares_by_forward_differences_match_direct_evaluation(t: int, n: int) -> None:
+    """Small public factors are applied by additions, larger ones by multiplication
+    (t = 32 has forward-difference factors far above 255); identities included."""
+    rng = random.Random(t * 100 + n)
+    points = [ED25519.base_mul(rng.randrange(1, L)) for _ in range(t)]
+    points[t // 2] = ED25519.identity()
+    com = VSSCommitment(tuple(points), ED25519)
+    assert com.pubshares(n) == [com.pubshare(i) for i in range(n)]
+    x = n  # participant n - 1
+    direct = ED25519.sum(ED25519.mul(p, pow(x, j, L)) for j, p in enumerate(points))
+    assert com.pubshare(n - 1) == direct

@@ -169,10 +169,10 @@ class Ed25519Group:
         return EdPoint(sodium.crypto_core_ed25519_add(p._enc, q._enc))
 
     def sum(self, points: Iterable[EdPoint]) -> EdPoint:
-        acc = self.identity()
+        acc: EdPoint | None = None
         for p in points:
-            acc = self.add(acc, p)
-        return acc
+            acc = p if acc is None else self.add(acc, p)
+        return self.identity() if acc is None else acc
 
     def is_identity(self, p: EdPoint) -> bool:
         return p._enc == _ED_IDENTITY

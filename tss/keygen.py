@@ -215,10 +215,10 @@ class Keygen(Ceremony[KeyShare]):
         others = {i: s for i, s in self._round1.items() if i != self.me}
         ROUND1.verify_all(self._context, self._params.hostpubkeys, others)
         pmsgs1 = [self._pmsgs1[i] for i in self.parties]
-        self._cstate, cmsg1 = chilldkg.coordinator_step1(pmsgs1, self._params)
+        self._cstate, _ = chilldkg.coordinator_step1(pmsgs1, self._params)
         try:
-            self._state2, pmsg2 = chilldkg.participant_step2(
-                self._hostseckey, self._state1, cmsg1, self._rand(32)
+            self._state2, pmsg2 = chilldkg.participant_step2_as_coordinator(
+                self._hostseckey, self._state1, self._cstate, self._rand(32)
             )
         except UnknownFaultyParticipantOrCoordinatorError as e:
             # ChillDKG's investigation, with ourselves as the coordinator: the

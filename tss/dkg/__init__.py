@@ -47,6 +47,7 @@ from tss.dkg.chilldkg import (
     participant_recovery_acks_verify,
     participant_step1,
     participant_step2,
+    participant_step2_as_coordinator,
     pmsg1_len,
 )
 from tss.dkg.errors import (
@@ -75,6 +76,7 @@ __all__ = [
     "params_hash",
     "participant_step1",
     "participant_step2",
+    "participant_step2_as_coordinator",
     "participant_finalize",
     "participant_investigate",
     "coordinator_step1",

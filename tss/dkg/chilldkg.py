@@ -76,6 +76,7 @@ __all__ = [
     "params_hash",
     "participant_step1",
     "participant_step2",
+    "participant_step2_as_coordinator",
     "participant_finalize",
     "participant_investigate",
     "coordinator_step1",
@@ -373,6 +374,8 @@ class CoordinatorState:
     params: SessionParams
     eq_input: bytes = field(repr=False)
     dkg_output: DKGOutput
+    _cmsg: encpedpop.CoordinatorMsg = field(repr=False)
+    _enc_secshares: tuple[int, ...] = field(repr=False)
 
 
 def _to_bytes_output(
@@ -468,6 +471,45 @@ def participant_step2(
         UnknownFaultyParticipantOrCoordinatorError: a bad share from an unknown
             sender; run the investigation with ``.inv_data``.
     """
+    _check_step2_inputs(hostseckey, state1, aux_rand)
+    params = state1.params
+    t, n, suite = params.t, params.n, params.suite
+    if len(cmsg1) != cmsg1_len(t, n, params.group):
+        raise CoordinatorMsgLengthError("coordinator message 1 has the wrong length")
+    cut = encpedpop.CoordinatorMsg.len_bytes(t, n, suite)
+    try:
+        enc_cmsg = encpedpop.CoordinatorMsg.from_bytes(cmsg1[:cut], t, n, suite)
+        # every entry enters the transcript: all must be scalars
+        enc_secshares = encpedpop.scalars_from_bytes(bytes(cmsg1[cut:]), n, suite)
+    except InvalidEncodingError as e:
+        raise FaultyCoordinatorError(f"invalid coordinator message: {e}") from e
+    return _step2_parsed(hostseckey, state1, enc_cmsg, enc_secshares, aux_rand)
+
+
+def participant_step2_as_coordinator(
+    hostseckey: bytes, state1: ParticipantState1, cstate: CoordinatorState, aux_rand: bytes
+) -> tuple[ParticipantState2, bytes]:
+    """``participant_step2`` for a participant that ran ``coordinator_step1`` itself.
+
+    Every party of a ceremony without a trusted coordinator aggregates the
+    first messages itself (``tss.keygen``). Its coordinator message is then
+    taken from ``cstate`` as parsed, not encoded and decoded again: its points
+    come from messages ``coordinator_step1`` decoded and checked, and from
+    sums computed here. Same result, same errors as ``participant_step2`` on
+    ``coordinator_step1``'s message.
+
+    Raises:
+        InputError: ``cstate`` is of another session, or as ``participant_step2``.
+        and everything ``participant_step2`` raises after decoding ``cmsg1``.
+    """
+    if cstate.params != state1.params:
+        raise InputError("the coordinator state is of another session")
+    _check_step2_inputs(hostseckey, state1, aux_rand)
+    return _step2_parsed(hostseckey, state1, cstate._cmsg, cstate._enc_secshares, aux_rand)
+
+
+def _check_step2_inputs(hostseckey: bytes, state1: ParticipantState1, aux_rand: bytes) -> None:
+    """The caller's inputs to step 2; consumes ``state1``."""
     hostpubkey = _host_pubkey(hostseckey)
     if len(aux_rand) != 32:
         raise InputError("aux_rand must be 32 bytes")
@@ -476,20 +518,19 @@ def participant_step2(
         raise HostSeckeyError("Host secret key does not match the one used in participant_step1")
     state1._use.consume("ParticipantState1")
 
-    t, n, suite = params.t, params.n, params.suite
-    if len(cmsg1) != cmsg1_len(t, n, params.group):
-        raise CoordinatorMsgLengthError("coordinator message 1 has the wrong length")
-    cut = encpedpop.CoordinatorMsg.len_bytes(t, n, suite)
-    enc_secshares_bytes = bytes(cmsg1[cut:])
-    try:
-        enc_cmsg = encpedpop.CoordinatorMsg.from_bytes(cmsg1[:cut], t, n, suite)
-        # every entry enters the transcript: all must be scalars
-        enc_secshare = encpedpop.scalars_from_bytes(enc_secshares_bytes, n, suite)[me]
-    except InvalidEncodingError as e:
-        raise FaultyCoordinatorError(f"invalid coordinator message: {e}") from e
 
+def _step2_parsed(
+    hostseckey: bytes,
+    state1: ParticipantState1,
+    enc_cmsg: encpedpop.CoordinatorMsg,
+    enc_secshares: Sequence[int],
+    aux_rand: bytes,
+) -> tuple[ParticipantState2, bytes]:
+    params, me = state1.params, state1.participant
+    suite = params.suite
+    enc_secshares_bytes = encpedpop.scalars_to_bytes(enc_secshares, suite)
     output, eq_input = encpedpop.participant_step2_parsed(
-        state1._enc_state, bytes(hostseckey), enc_cmsg, enc_secshare
+        state1._enc_state, bytes(hostseckey), enc_cmsg, enc_secshares[me]
     )
     # Agreeing on every encrypted share makes the transcript enough to
     # recover any participant's output (draft BIP, "Backup and Recovery").
@@ -653,7 +694,9 @@ def coordinator_step1(
     )
     enc_secshares_bytes = encpedpop.scalars_to_bytes(enc_secshares, params.suite)
     eq_input += enc_secshares_bytes
-    state = CoordinatorState(params, eq_input, _to_bytes_output(output, None, params))
+    state = CoordinatorState(
+        params, eq_input, _to_bytes_output(output, None, params), enc_cmsg, tuple(enc_secshares)
+    )
     return state, enc_cmsg.to_bytes() + enc_secshares_bytes
 
 

@@ -14,7 +14,9 @@ per group (``tss.dkg.suite``):
   scalar itself (there is no seed) on ``"shardkeep/ed25519 BIP DKG/pop message"
   || index``, with a hedged nonce; any RFC 8032 verifier accepts it. The
   commitment is a point ``tss.group.ED25519.decode`` accepted, so verification
-  is the cofactorless equation of section 5.1.7 done by OpenSSL.
+  is the cofactorless equation of section 5.1.7, done by libsodium
+  (``crypto_sign_open``, which also refuses a non-canonical ``S`` and a
+  small-order ``R``; about twice as fast as OpenSSL's here).
 
 Both return a 64-byte ``Pop``; verification returns False for anything invalid.
 """
@@ -23,6 +25,9 @@ from __future__ import annotations
 
 import hashlib
 from typing import NewType
+
+from nacl import bindings as sodium
+from nacl.exceptions import BadSignatureError
 
 from tss.curve import P_FIELD, N, Point, mul_add_g, tagged_hash
 from tss.errors import InternalError
@@ -136,11 +141,15 @@ def ed25519_pop_prove(seckey: int, pubkey: EdPoint, participant: int, aux_rand: 
 
 
 def ed25519_pop_verify(pop: bytes, pubkey: EdPoint, participant: int) -> bool:
-    """RFC 8032 section 5.1.7 verification of a proof of possession (by OpenSSL).
+    """RFC 8032 section 5.1.7 verification of a proof of possession (by libsodium).
 
     ``pubkey`` must come from ``ED25519.decode`` (canonical, prime order, not
     the identity); the identity is refused here too.
     """
     if len(pop) != 64 or ED25519.is_identity(pubkey):
         return False
-    return FROST_ED25519.verify(ED25519.encode(pubkey), _ed_pop_msg(participant), bytes(pop))
+    try:
+        sodium.crypto_sign_open(bytes(pop) + _ed_pop_msg(participant), ED25519.encode(pubkey))
+    except BadSignatureError:
+        return False
+    return True

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NoReturn
 
 from tss.dkg.errors import (
@@ -143,6 +144,23 @@ class CoordinatorMsg:
         points = (*self.coms_to_secrets, *self.sum_coms_to_nonconst_terms)
         return _points_to_bytes(points, self.suite) + b"".join(self.pops)
 
+    # Derived once per message object: a party that is its own coordinator
+    # (tss.keygen) hands the same object to its participant step.
+
+    @cached_property
+    def sum_coms(self) -> VSSCommitment:
+        """The summed commitment ``(sum of coms_to_secrets, *sum_coms_to_nonconst_terms)``."""
+        g = self.suite.group
+        return VSSCommitment((g.sum(self.coms_to_secrets), *self.sum_coms_to_nonconst_terms), g)
+
+    @cached_property
+    def tweaked(self) -> tuple[VSSCommitment, int, Any, tuple[Any, ...]]:
+        """The suite's tweak of ``sum_coms``: tweaked commitment, tweak, tweak * G and
+        every participant's tweaked public share. Only for a sum that is not the identity."""
+        sum_coms_tweaked, tweak, pubtweak = self.sum_coms.tweak(self.suite)
+        pubshares = tuple(sum_coms_tweaked.pubshares(len(self.coms_to_secrets)))
+        return sum_coms_tweaked, tweak, pubtweak, pubshares
+
 
 @dataclass(frozen=True)
 class CoordinatorInvestigationMsg:
@@ -204,13 +222,6 @@ class ParticipantInvestigationData:
     secshare: int = field(repr=False)
     pubshare: Any
     suite: DkgSuite = field(default=SECP256K1_DKG, repr=False)
-
-
-def _assemble_sum_coms(
-    coms_to_secrets: Sequence[Any], sum_coms_to_nonconst_terms: Sequence[Any], suite: DkgSuite
-) -> VSSCommitment:
-    g = suite.group
-    return VSSCommitment((g.sum(coms_to_secrets), *sum_coms_to_nonconst_terms), g)
 
 
 def _eq_input(t: int, sum_coms: VSSCommitment) -> bytes:
@@ -319,14 +330,13 @@ def participant_step2_parsed(
                 i, "Participant sent invalid proof-of-knowledge"
             )
 
-    sum_coms = _assemble_sum_coms(coms_to_secrets, cmsg.sum_coms_to_nonconst_terms, suite)
+    sum_coms = cmsg.sum_coms
     if g.is_identity(sum_coms.commitment_to_secret()):
         # Every summand is proven (or our own): only a discrete-log break gets here.
         raise InternalError("sum of proven commitments is the identity")
     # Checking the tweaked share against the tweaked pubshare is equivalent and
     # keeps the untweaked pubshare off the happy path (reference comment).
-    sum_coms_tweaked, tweak, pubtweak = sum_coms.tweak(suite)
-    pubshares = sum_coms_tweaked.pubshares(n)
+    sum_coms_tweaked, tweak, pubtweak, pubshares = cmsg.tweaked
     secshare_tweaked = (secshare + tweak) % g.order
     if not verify_secshare(secshare_tweaked, pubshares[me], g):
         untweaked = g.add(pubshares[me], g.mul(pubtweak, g.order - 1))
@@ -439,17 +449,15 @@ def coordinator_step_parsed(
             raise FaultyParticipantError(i, "commitment to the secret is the identity")
     sum_nonconst = tuple(g.sum(p.com.points[j] for p in pmsgs) for j in range(1, t))
     cmsg = CoordinatorMsg(coms_to_secrets, sum_nonconst, tuple(p.pop for p in pmsgs), suite)
-    sum_coms = _assemble_sum_coms(coms_to_secrets, sum_nonconst, suite)
+    sum_coms = cmsg.sum_coms
     if g.is_identity(sum_coms.commitment_to_secret()):
         # Only possible with a commitment nobody can prove: find it.
         for i, com in enumerate(coms_to_secrets):
             if not suite.pop_verify(pmsgs[i].pop, com, i):
                 raise FaultyParticipantError(i, "invalid proof of possession")
         raise InternalError("proven commitments to the secrets sum to the identity")
-    sum_coms_tweaked, _, _ = sum_coms.tweak(suite)
-    output = SimplOutput(
-        None, sum_coms_tweaked.commitment_to_secret(), tuple(sum_coms_tweaked.pubshares(n))
-    )
+    sum_coms_tweaked, _, _, pubshares = cmsg.tweaked
+    output = SimplOutput(None, sum_coms_tweaked.commitment_to_secret(), pubshares)
     return cmsg, output, _eq_input(t, sum_coms)
 
 

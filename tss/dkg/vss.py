@@ -45,6 +45,23 @@ def secshares(coeffs: Sequence[int], n: int, order: int = SECP256K1.order) -> li
     return [poly_eval(coeffs, eval_point(i), order=order) for i in range(n)]
 
 
+def _times_public(group: Group[Any], point: Any, k: int) -> Any:
+    """``k * point`` for a small public ``k`` (no secret in it: timing may depend on it).
+
+    Double-and-add with point additions: cheaper than a constant-time
+    multiplication by a full-size scalar for the small integers below.
+    """
+    if not 0 < k < 256:
+        return group.mul(point, k)
+    acc = None
+    for bit in bin(k)[2:]:
+        if acc is not None:
+            acc = group.add(acc, acc)
+        if bit == "1":
+            acc = point if acc is None else group.add(acc, point)
+    return acc
+
+
 def _difference_coefficient(j: int, k: int) -> int:
     """``Δ^k [x^j]`` at ``x = 1``: the k-th forward difference of ``x^j`` (an integer)."""
     return sum((-1) ** (k - m) * comb(k, m) * (1 + m) ** j for m in range(k + 1))
@@ -119,8 +136,7 @@ class VSSCommitment:
             terms = []
             for j in range(k, t):
                 coeff = _difference_coefficient(j, k)  # 0 when j < k
-                c = self.points[j]
-                terms.append(c if coeff == 1 else g.mul(c, coeff))
+                terms.append(_times_public(g, self.points[j], coeff))
             diffs.append(g.sum(terms))
         out = [diffs[0]]
         for _ in range(n - 1):
