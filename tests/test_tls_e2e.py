@@ -84,7 +84,7 @@ def test_server_with_a_certificate_from_another_ca_is_refused(
     transport = replace(stack.transport, tls=replace(stack.transport.tls, server_ca=other_ca))
     error = attest_with(stack, transport)
     assert isinstance(error, ServerCertificateError)
-    assert error.code == "server_certificate"
+    assert error.error_code == "server_certificate"
     assert "--server-ca" in str(error)
 
 
@@ -102,7 +102,7 @@ def test_caller_with_a_bad_api_token_is_refused(stack: DevStack, token: str | No
     """A caller with a valid client certificate but a missing or wrong token is refused."""
     error = attest_with(stack, replace(stack.transport, api_token=token))
     assert isinstance(error, ApiTokenRejected)
-    assert error.code == "api_token_rejected"
+    assert error.error_code == "api_token_rejected"
 
 
 ### The CLI against the same deployment

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from client.chains.bitcoin_tx import Transaction, TxOut, compact_size
+from client.errors import sdk_boundary
 from client.sdk.party import PartyIdentity, Progress
 from client.sdk.wallet import Wallet, WalletClient
 from tss.bip32 import derive_public
@@ -101,6 +102,7 @@ class SighashPrecomputed:
     sha_outputs: bytes
 
 
+@sdk_boundary
 def precompute(tx: Transaction, spent_outputs: Sequence[TxOut]) -> SighashPrecomputed:
     """The BIP-341 per-transaction hashes (its "precomputed" values).
 
@@ -124,6 +126,7 @@ def precompute(tx: Transaction, spent_outputs: Sequence[TxOut]) -> SighashPrecom
     )
 
 
+@sdk_boundary
 def key_path_sigmsg(
     tx: Transaction,
     spent_outputs: Sequence[TxOut],
@@ -195,6 +198,7 @@ def key_path_sigmsg(
     return b"".join(msg)
 
 
+@sdk_boundary
 def key_path_sighash(
     tx: Transaction,
     spent_outputs: Sequence[TxOut],
@@ -215,6 +219,7 @@ def key_path_sighash(
     return tagged_hash(BIP341_TAG_TAPSIGHASH, _SIGHASH_EPOCH + sigmsg)
 
 
+@sdk_boundary
 def key_path_witness(
     signature: bytes, hash_type: int = SIGHASH_DEFAULT, annex: bytes | None = None
 ) -> tuple[bytes, ...]:
@@ -242,6 +247,7 @@ def key_path_witness(
     return (sig,) if annex is None else (sig, annex)
 
 
+@sdk_boundary
 def annex_of(witness: Sequence[bytes]) -> bytes | None:
     """The annex of a witness stack: its last element, if there are two or more and it
     starts with 0x50 (BIP-341 "Script validation rules"), else None."""
@@ -250,6 +256,7 @@ def annex_of(witness: Sequence[bytes]) -> bytes | None:
     return None
 
 
+@sdk_boundary
 def p2tr_script(output_key: bytes) -> bytes:
     """The scriptPubKey of a Taproot output: OP_1 OP_PUSHBYTES_32 <32-byte x-only key>.
 
@@ -261,6 +268,7 @@ def p2tr_script(output_key: bytes) -> bytes:
     return b"\x51\x20" + output_key
 
 
+@sdk_boundary
 def wallet_output_key(
     wallet: Wallet,
     *,
@@ -287,6 +295,7 @@ def wallet_output_key(
     return taproot_output_key(internal[1:], merkle_root).output_key
 
 
+@sdk_boundary
 async def sign_key_path(
     client: WalletClient,
     wallet: Wallet,

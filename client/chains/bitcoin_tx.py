@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
+from client.errors import sdk_boundary
 from tss.errors import InputError, InvalidEncodingError
 
 __all__ = [
@@ -52,11 +53,13 @@ _MIN_TXIN_BYTES: Final = 41  # 36-byte outpoint + empty script_sig + sequence
 _MIN_TXOUT_BYTES: Final = 9  # value + empty script
 
 
+@sdk_boundary
 def sha256d(data: bytes) -> bytes:
     """SHA256(SHA256(data)): Bitcoin's txid hash."""
     return hashlib.sha256(hashlib.sha256(data).digest()).digest()
 
 
+@sdk_boundary
 def compact_size(n: int) -> bytes:
     """Bitcoin's CompactSize encoding of ``n`` (0 <= n < 2**64), minimal as Core writes it.
 
@@ -125,6 +128,7 @@ class _Reader:
         return n
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class OutPoint:
     """The output an input spends.
@@ -149,6 +153,7 @@ class OutPoint:
         return self.txid + struct.pack("<I", self.vout)
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class TxOut:
     """A transaction output, or an output being spent (BIP-341 ``amounts``, ``scriptPubKeys``).
@@ -170,6 +175,7 @@ class TxOut:
         return struct.pack("<q", self.value) + _var_bytes(self.script_pubkey)
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class TxIn:
     """A transaction input.
@@ -195,6 +201,7 @@ class TxIn:
         return self.prevout.serialize() + _var_bytes(self.script_sig) + _u32(self.sequence)
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class Transaction:
     """A Bitcoin transaction.

@@ -31,6 +31,7 @@ import rlp  # type: ignore[import-untyped]  # no type information; used for enco
 from coincurve import PublicKey
 from Crypto.Hash import keccak
 
+from client.errors import sdk_boundary
 from client.sdk.party import PartyIdentity, Progress
 from client.sdk.wallet import Wallet, WalletClient
 from tss.bip32 import derive_public
@@ -62,11 +63,13 @@ _UINT256: Final = 1 << 256
 _UINT64: Final = 1 << 64
 
 
+@sdk_boundary
 def keccak256(data: bytes) -> bytes:
     """Keccak-256 (the original Keccak padding, as Ethereum uses it)."""
     return keccak.new(digest_bits=256, data=data).digest()
 
 
+@sdk_boundary
 def address_of(public_key: bytes) -> bytes:
     """The 20-byte Ethereum address of a secp256k1 public key.
 
@@ -83,6 +86,7 @@ def address_of(public_key: bytes) -> bytes:
     return keccak256(point.format(compressed=False)[1:])[-20:]
 
 
+@sdk_boundary
 def checksum_address(address: bytes) -> str:
     """The EIP-55 mixed-case checksum spelling of a 20-byte address ("0x" + 40 digits).
 
@@ -124,6 +128,7 @@ class AccessListEntry:
             raise InputError("an access list storage key is 32 bytes")
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class Eip1559Transaction:
     """An unsigned EIP-1559 transaction.
@@ -224,6 +229,7 @@ class SignedEip1559Transaction:
         return checksum_address(self.sender)
 
 
+@sdk_boundary
 def attach_signature(
     transaction: Eip1559Transaction, signature: RecoverableSignature, public_key: bytes
 ) -> SignedEip1559Transaction:
@@ -264,6 +270,7 @@ def attach_signature(
     )
 
 
+@sdk_boundary
 def wallet_public_key(wallet: Wallet, derivation_path: Sequence[int] = ()) -> bytes:
     """The 33-byte key an ECDSA wallet signs with: its own, or its BIP-32 child at the path.
 
@@ -281,11 +288,13 @@ def wallet_public_key(wallet: Wallet, derivation_path: Sequence[int] = ()) -> by
     return derive_public(wallet.public_key, share.chain_code, derivation_path).public_key
 
 
+@sdk_boundary
 def wallet_address(wallet: Wallet, derivation_path: Sequence[int] = ()) -> str:
     """The EIP-55 address of an ECDSA wallet (or of its child key at ``derivation_path``)."""
     return checksum_address(address_of(wallet_public_key(wallet, derivation_path)))
 
 
+@sdk_boundary
 async def sign_transaction(
     client: WalletClient,
     wallet: Wallet,

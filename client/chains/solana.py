@@ -29,6 +29,7 @@ from typing import Final, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from client.errors import InvalidInput, sdk_boundary
 from client.sdk.party import PartyIdentity, Progress
 from client.sdk.wallet import Wallet, WalletClient
 
@@ -50,14 +51,17 @@ __all__ = [
 ]
 
 
-class SolanaError(ValueError):
-    """A malformed address, amount, instruction or signature."""
+class SolanaError(InvalidInput):
+    """A malformed address, amount, instruction or signature (also a ``ValueError``)."""
+
+    error_code = "solana"
 
 
 _ALPHABET: Final = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX: Final = {c: i for i, c in enumerate(_ALPHABET)}
 
 
+@sdk_boundary
 def b58encode(data: bytes) -> str:
     """Base58 (Bitcoin alphabet): one '1' per leading zero byte, then the number in base 58."""
     n = int.from_bytes(data, "big")
@@ -69,6 +73,7 @@ def b58encode(data: bytes) -> str:
     return (b"1" * zeros + bytes(reversed(out))).decode()
 
 
+@sdk_boundary
 def b58decode(text: str) -> bytes:
     """Inverse of ``b58encode``.
 
@@ -86,6 +91,7 @@ def b58decode(text: str) -> bytes:
     return bytes(zeros) + body
 
 
+@sdk_boundary
 def address(public_key: bytes) -> str:
     """The Solana address of a 32-byte Ed25519 public key."""
     if len(public_key) != 32:
@@ -93,6 +99,7 @@ def address(public_key: bytes) -> str:
     return b58encode(public_key)
 
 
+@sdk_boundary
 def public_key_from_address(text: str) -> bytes:
     """The 32 bytes an address names.
 
@@ -133,6 +140,7 @@ def _u64(value: int, what: str) -> bytes:
     return value.to_bytes(8, "little")
 
 
+@sdk_boundary
 def sol_transfer(source: bytes, destination: bytes, lamports: int) -> Instruction:
     """System program ``Transfer`` (instruction 2: u32 LE tag, u64 LE lamports)."""
     return Instruction(
@@ -142,6 +150,7 @@ def sol_transfer(source: bytes, destination: bytes, lamports: int) -> Instructio
     )
 
 
+@sdk_boundary
 def spl_transfer_checked(
     source: bytes,
     mint: bytes,
@@ -207,6 +216,7 @@ def _compile_keys(payer: bytes, instructions: Sequence[Instruction]) -> tuple[by
     return header, keys
 
 
+@sdk_boundary
 def compile_message(
     payer: bytes,
     instructions: Sequence[Instruction],
@@ -245,6 +255,7 @@ def compile_message(
     raise SolanaError(f"unknown message version {version!r}")
 
 
+@sdk_boundary
 def signed_transaction(message: bytes, public_key: bytes, sign: Callable[[bytes], bytes]) -> bytes:
     """The wire transaction of a message whose only signer is ``public_key`` (the fee payer).
 

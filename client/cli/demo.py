@@ -25,8 +25,9 @@ from nacl.signing import VerifyKey
 from client.chains import solana
 from client.cli.devstack import running_stack
 from client.cli.workdir import ForeignDirectoryError, prepare_marked_directory
+from client.errors import WalletError
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import Wallet, WalletClient, WalletError
+from client.sdk.wallet import Wallet, WalletClient
 from shardkeep import eventloop
 from tss.signing import RecoverableSignature, SigningOptions
 from tss.taproot import taproot_output_key

@@ -39,12 +39,13 @@ from client.cli.state import (
     save_wallet,
     wallet_dir,
 )
+from client.errors import InvalidInput, WalletError
 from client.sdk.attestation import AttestationError
 from client.sdk.backups import backup_share, offline_export_files, recover_device, restore_wallet
 from client.sdk.listing import list_host_wallets
 from client.sdk.party import PartyIdentity
 from client.sdk.transport import Transport
-from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient, WalletError
+from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient
 from client.storage.errors import StorageError
 from client.storage.shares import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from shardkeep import eventloop, lifecycle
@@ -196,6 +197,7 @@ _FAILURES: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (PasscodeError, EXIT_USAGE),
     (AttestationError, EXIT_FAILED),
     (StorageError, EXIT_FAILED),  # wrong passcode, damaged or mismatched files
+    (InvalidInput, EXIT_USAGE),  # a bad argument the SDK refused
     (WalletError, EXIT_FAILED),
     (ProtocolError, EXIT_FAILED),
     (InputError, EXIT_USAGE),

@@ -21,8 +21,9 @@ aws-nitro-enclaves-nsm-api ``docs/attestation_process.md`` §2.2 (below "AWS
 Error policy: anything wrong with the document raises :class:`AttestationError`
 whose ``reason`` is a short code and whose message says precisely what failed;
 a bad argument from the caller (an unparsable root, a naive datetime, a PCR of
-the wrong size) raises ``InputError``. Attestation documents carry no secret,
-so messages may quote PCR values and certificate subjects.
+the wrong size) raises ``InvalidInput`` (an ``InputError``). Both are
+``WalletError``s. Attestation documents carry no secret, so messages may quote
+PCR values and certificate subjects.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from tss.errors import InputError, InternalError, ShardkeepError
+from client.errors import InvalidInput, WalletError, sdk_boundary
+from tss.errors import InternalError
 
 __all__ = [
     # Functions
@@ -123,16 +125,18 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TIMESTAMP_MS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
-class AttestationError(ShardkeepError):
+class AttestationError(WalletError):
     """An attestation document failed verification.
 
     Attributes:
         reason: a :data:`Reason` code naming the failed check.
     """
 
+    error_code = "attestation"
+
     def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message, reason=reason)
         self.reason: Reason = reason
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ class AttestationDocument:
 ### Public API
 
 
+@sdk_boundary
 def verify(
     document: bytes,
     *,
@@ -191,13 +196,13 @@ def verify(
         AttestationError: the document is malformed, not signed by a chain to
             the root valid at ``at``, or fails the PCR / nonce policy;
             ``reason`` says which.
-        InputError: a bad argument (root not a certificate, naive ``at``,
+        InvalidInput: a bad argument (root not a certificate, naive ``at``,
             malformed ``expected_pcrs`` or ``nonce``).
     """
     when = datetime.now(UTC) if at is None else _aware(at)
     expected = _check_expected_pcrs(expected_pcrs or {})
     if nonce is not None and len(nonce) > _MAX_USER_DATA_SIZE:
-        raise InputError(f"nonce is {len(nonce)} bytes, at most {_MAX_USER_DATA_SIZE}")
+        raise InvalidInput(f"nonce is {len(nonce)} bytes, at most {_MAX_USER_DATA_SIZE}")
     root = _trusted_root(root_certificate)
 
     protected, payload, signature = _parse_cose_sign1(document)
@@ -213,6 +218,7 @@ def verify(
     return doc
 
 
+@sdk_boundary
 def default_root_certificate() -> bytes:
     """Return the bundled AWS Nitro Enclaves root G1 certificate, DER encoded.
 
@@ -247,7 +253,7 @@ def _trusted_root(root_certificate: bytes | None) -> x509.Certificate:
             return x509.load_pem_x509_certificate(root_certificate)
         return x509.load_der_x509_certificate(root_certificate)
     except ValueError as e:
-        raise InputError("root_certificate is neither a PEM nor a DER X.509 certificate") from e
+        raise InvalidInput("root_certificate is neither a PEM nor a DER X.509 certificate") from e
 
 
 ### COSE_Sign1 (RFC 9052)
@@ -270,7 +276,7 @@ def _decode_cbor(data: bytes, what: str) -> object:
 def _parse_cose_sign1(document: bytes) -> tuple[bytes, bytes, bytes]:
     """Return (protected header bstr, payload, signature) after the RFC 9052 §4.2 checks."""
     if not isinstance(document, bytes):
-        raise InputError("document must be bytes")
+        raise InvalidInput("document must be bytes")
     if not 0 < len(document) <= _MAX_DOCUMENT_SIZE:
         raise AttestationError(
             "malformed", f"document is {len(document)} bytes, expected 1..{_MAX_DOCUMENT_SIZE}"
@@ -581,9 +587,9 @@ def _check_expected_pcrs(expected: Mapping[int, bytes]) -> dict[int, bytes]:
     checked: dict[int, bytes] = {}
     for index, value in expected.items():
         if type(index) is not int or not 0 <= index < _PCR_COUNT:
-            raise InputError(f"expected PCR index {index!r} is not in 0..{_PCR_COUNT - 1}")
+            raise InvalidInput(f"expected PCR index {index!r} is not in 0..{_PCR_COUNT - 1}")
         if not isinstance(value, bytes) or len(value) not in _PCR_SIZES:
-            raise InputError(f"expected PCR{index} must be 32, 48 or 64 bytes")
+            raise InvalidInput(f"expected PCR{index} must be 32, 48 or 64 bytes")
         checked[index] = value
     return checked
 
@@ -609,5 +615,5 @@ def _check_nonce(actual: bytes | None, expected: bytes) -> None:
 
 def _aware(at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
-        raise InputError("at must be a timezone-aware datetime")
+        raise InvalidInput("at must be a timezone-aware datetime")
     return at.astimezone(UTC)

@@ -35,10 +35,11 @@ from typing import Any, Final, TypeVar
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client.errors import InvalidInput, WalletError, sdk_boundary
 from client.sdk.device_backup import RecoveredDevice, is_device_backup, make_device_backup
 from client.sdk.device_backup import open_device_backup as _open_device_backup
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import SCHEMES, Wallet, WalletClient, WalletError
+from client.sdk.wallet import SCHEMES, Wallet, WalletClient
 from client.storage.errors import ShareMismatchError, StorageError
 from client.storage.shares import (
     DEFAULT_ARGON2_PARAMS,
@@ -89,6 +90,8 @@ T = TypeVar("T")
 class NoBackupError(StorageError):
     """The host holds no backup matching the request (wallet, epoch, party)."""
 
+    error_code = "no_backup"
+
 
 @dataclass(frozen=True)
 class BackupEntry:
@@ -110,6 +113,7 @@ class BackupEntry:
     blob_bytes: int
 
 
+@sdk_boundary
 def host_stub(host: HostTarget) -> host_pb2_grpc.HostStub:
     """A ``HostStub`` for a channel (or the stub itself)."""
     if isinstance(host, host_pb2_grpc.HostStub):
@@ -131,6 +135,7 @@ def _party_index(text: str) -> int | None:
 ### Host RPCs
 
 
+@sdk_boundary
 async def put_backup(host: HostTarget, backup: BackupBlob) -> None:
     """Upload an encrypted backup (idempotent for the same record).
 
@@ -151,6 +156,7 @@ async def put_backup(host: HostTarget, backup: BackupBlob) -> None:
     await _call("PutBackup", lambda: stub.PutBackup(request, timeout=_RPC_TIMEOUT_S))
 
 
+@sdk_boundary
 async def get_backup(host: HostTarget, wallet_id: str, backup_id: str) -> BackupBlob:
     """Download one backup.
 
@@ -172,6 +178,7 @@ async def get_backup(host: HostTarget, wallet_id: str, backup_id: str) -> Backup
         raise ShareMismatchError("backup record") from e
 
 
+@sdk_boundary
 async def list_backups(host: HostTarget, wallet_id: str) -> list[BackupEntry]:
     """Every backup of a wallet, by backup id (no blobs).
 
@@ -200,6 +207,7 @@ async def list_backups(host: HostTarget, wallet_id: str) -> list[BackupEntry]:
 ### Backup and recovery
 
 
+@sdk_boundary
 async def backup_share(
     host: HostTarget,
     share: KeyShare,
@@ -231,11 +239,11 @@ async def backup_share(
         The record stored (its ``backup_id`` names it at the host).
 
     Raises:
-        InputError: bad arguments (``owner_key`` without ``identity``).
+        InvalidInput: bad arguments (``owner_key`` without ``identity``).
         WalletError: the host refused the upload.
     """
     if owner_key is not None and identity is None:
-        raise InputError("an owner key is backed up only with the party identity")
+        raise InvalidInput("an owner key is backed up only with the party identity")
     common: dict[str, Any] = {
         "wallet_id": wallet_id,
         "passcode": passcode,
@@ -253,6 +261,7 @@ async def backup_share(
     return backup
 
 
+@sdk_boundary
 async def find_backup(
     host: HostTarget, wallet_id: str, *, epoch: int, party_id: int | None = None
 ) -> BackupEntry:
@@ -260,7 +269,7 @@ async def find_backup(
 
     Raises:
         NoBackupError: none matches.
-        InputError: backups of several parties match and ``party_id`` is None.
+        InvalidInput: backups of several parties match and ``party_id`` is None.
         WalletError: the host failed.
     """
     entries = [
@@ -273,7 +282,7 @@ async def find_backup(
     if not entries:
         raise NoBackupError(f"no backup of wallet {wallet_id} for epoch {epoch}")
     if len({e.party_id for e in entries}) > 1:
-        raise InputError("backups of several parties match: choose one with party_id")
+        raise InvalidInput("backups of several parties match: choose one with party_id")
     return max(entries, key=lambda e: (e.created_at_ms, e.backup_id))
 
 
@@ -299,6 +308,7 @@ async def _chosen_backup(
     return await get_backup(host, wallet_id, backup_id), epoch
 
 
+@sdk_boundary
 async def recover_from_backup(
     host: HostTarget,
     *,
@@ -348,6 +358,7 @@ async def recover_from_backup(
     return recover_share(backup, **options)
 
 
+@sdk_boundary
 async def recover_device(
     host: HostTarget,
     *,
@@ -378,6 +389,7 @@ async def recover_device(
     )
 
 
+@sdk_boundary
 async def restore_wallet(
     client: WalletClient, host: HostTarget, recovered: RecoveredDevice
 ) -> Wallet:
@@ -454,6 +466,7 @@ class ExportedKey:
     private_key: bytes = field(repr=False)
 
 
+@sdk_boundary
 def offline_export(shares: Sequence[KeyShare], *, public_key: bytes | None = None) -> bytes:
     """Reconstruct the private key from key shares alone (e.g. decrypted backups).
 
@@ -468,7 +481,7 @@ def offline_export(shares: Sequence[KeyShare], *, public_key: bytes | None = Non
         every other party's public share (``tss.export.offline_export``).
 
     Raises:
-        InputError: too few shares, repeated parties, shares of different
+        InvalidInput: too few shares, repeated parties, shares of different
             keyrings or epochs, or shares inconsistent with their keyring (a
             corrupted backup).
         ShareMismatchError: the shares are of another key than ``public_key``.
@@ -479,6 +492,7 @@ def offline_export(shares: Sequence[KeyShare], *, public_key: bytes | None = Non
     return private_key
 
 
+@sdk_boundary
 def offline_export_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
@@ -505,11 +519,11 @@ def offline_export_files(
         ShareFormatError: a file that is not a share container.
         ShareMismatchError: files of different wallets, or of another key
             than ``public_key``.
-        InputError: as ``offline_export``.
+        InvalidInput: as ``offline_export``.
         OSError: a file cannot be read.
     """
     if not paths:
-        raise InputError("no share files given")
+        raise InvalidInput("no share files given")
     opened = [
         read_share_file(
             path, passcode=passcode, key=key, insecure_allow_weak_kdf=insecure_allow_weak_kdf

@@ -31,6 +31,7 @@ from coincurve import PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from client.errors import InvalidInput, WalletError, sdk_boundary
 from client.sdk.attestation import verify
 from client.sdk.party import (
     PartyIdentity,
@@ -40,7 +41,7 @@ from client.sdk.party import (
     sign_ceremony,
 )
 from client.sdk.transport import Transport
-from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES, WalletError
+from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES
 from relay.client import RelayClient
 from shardkeep import lifecycle
 from shardkeep.device_auth import sign_device_call
@@ -50,7 +51,6 @@ from tss.ceremony import Ceremony
 from tss.certificate import Pending, PendingKeyChange, sign_epoch_ack
 from tss.channel import Roster, party_id
 from tss.ecdsa.setup import PeerSetup
-from tss.errors import InputError
 from tss.export import Export, ExportOutput
 from tss.keygen import PairSetup
 from tss.keyshare import KeyShare, Scheme
@@ -65,7 +65,10 @@ _VERDICT_GRACE_S = 10.0
 class CoordinatorRefused(WalletError):
     """The coordinator refused, or handed back something this device did not ask for."""
 
+    error_code = "coordinator_refused"
 
+
+@sdk_boundary
 @dataclass
 class DeviceWallet:
     """A wallet as a device holds it: the public keyring and its own share."""
@@ -98,6 +101,7 @@ class DeviceWallet:
 SavePending = Callable[["DeviceWallet"], Awaitable[None]]
 
 
+@sdk_boundary
 class Device:
     """A device's SDK: enroll with a coordinator, create wallets, sign, refresh, export.
 
@@ -127,7 +131,7 @@ class Device:
     ) -> None:
         transport = transport or Transport()
         if transport.api_token is not None:
-            raise InputError("a device carries no API token: that is the coordinator's")
+            raise InvalidInput("a device carries no API token: that is the coordinator's")
         self._channel = transport.host_channel(coordinator_address)
         self._coordinator = coordinator_pb2_grpc.CoordinatorStub(self._channel)  # type: ignore[no-untyped-call]
         self._relay = RelayClient(transport.relay_channel(relay_address))
@@ -183,7 +187,7 @@ class Device:
         side (a restart), a new pair setup runs first (``pair_setup``).
         """
         if len(digest) != 32:
-            raise InputError("digest must be 32 bytes")
+            raise InvalidInput("digest must be 32 bytes")
         if wallet.scheme != "ecdsa-secp256k1":
             return await self._sign(wallet, digest, options)
         if wallet.server_setup_id() is None:
@@ -258,7 +262,7 @@ class Device:
         """
         change = wallet.key_change
         if change is None or change.epoch != wallet.epoch:
-            raise InputError("the wallet carries no key change of its epoch to acknowledge")
+            raise InvalidInput("the wallet carries no key change of its epoch to acknowledge")
         signature = sign_epoch_ack(
             self.identity.hostseckey, wallet.wallet_id, wallet.epoch, change.transcript,
             change.position, secrets.token_bytes(32),

@@ -31,7 +31,7 @@ so an identity cannot be moved to another wallet, party or epoch unnoticed.
 
 Error policy as in ``client.storage.errors``: ``DecryptionError`` (opaque) for
 a wrong passcode or key or any tampering, ``ShareFormatError`` naming the field
-of a malformed backup, ``InputError`` for bad arguments.
+of a malformed backup, ``InvalidInput`` for bad arguments.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from client.errors import InvalidInput, sdk_boundary
 from client.sdk.party import PartyIdentity
 from client.storage.errors import DecryptionError, ShareFormatError
 from client.storage.shares import (
@@ -62,7 +63,7 @@ from client.storage.shares import (
     recover_share,
 )
 from tss.channel import StaticKey
-from tss.errors import InputError, InternalError
+from tss.errors import InternalError
 from tss.keyshare import KeyShare
 
 __all__ = [
@@ -136,10 +137,11 @@ def _identity_key(share: KeyShare, salt: bytes) -> bytes:
 def _draw(random: Random, n: int) -> bytes:
     data = random(n)
     if len(data) != n:
-        raise InputError(f"the random source returned {len(data)} bytes, not {n}")
+        raise InvalidInput(f"the random source returned {len(data)} bytes, not {n}")
     return data
 
 
+@sdk_boundary
 def seal_identity(
     identity: PartyIdentity,
     share: KeyShare,
@@ -170,6 +172,7 @@ def seal_identity(
     return {"alg": _IDENTITY_ALG, "salt": salt, "nonce": nonce, "ciphertext": ciphertext}
 
 
+@sdk_boundary
 def open_identity(
     sealed: object, share: KeyShare, *, wallet_id: str
 ) -> tuple[PartyIdentity, Ed25519PrivateKey | None]:
@@ -207,6 +210,7 @@ def open_identity(
     return identity, owner
 
 
+@sdk_boundary
 def make_device_backup(
     share: KeyShare,
     identity: PartyIdentity,
@@ -235,7 +239,7 @@ def make_device_backup(
         The backup record whose blob is a device backup (module docstring).
 
     Raises:
-        InputError: not exactly one of passcode and key, or a bad argument.
+        InvalidInput: not exactly one of passcode and key, or a bad argument.
     """
     share_backup = make_backup(
         share,
@@ -281,6 +285,7 @@ def _parse_device_backup(blob: bytes) -> dict[str, Any] | None:
     return decoded
 
 
+@sdk_boundary
 def is_device_backup(blob: bytes) -> bool:
     """True if ``blob`` is a device backup (share and identity), False for a share container.
 
@@ -290,6 +295,7 @@ def is_device_backup(blob: bytes) -> bool:
     return _parse_device_backup(blob) is not None
 
 
+@sdk_boundary
 def open_device_backup(
     backup: BackupBlob,
     *,
@@ -318,7 +324,7 @@ def open_device_backup(
         ShareFormatError: not a device backup, or malformed.
         ShareMismatchError: not this wallet's, public key's, epoch's or party's.
         DecryptionError: wrong passcode or key, or tampered with.
-        InputError: not exactly one of passcode and key.
+        InvalidInput: not exactly one of passcode and key.
     """
     parsed = _parse_device_backup(backup.blob)
     if parsed is None:

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from client.errors import InvalidInput, sdk_boundary
 from client.sdk.party import PartyIdentity
 from tss.certificate import SIGNATURE_BYTES, verify_certificate
-from tss.errors import InputError
 
 if TYPE_CHECKING:  # client.sdk.wallet imports this module
     from client.sdk.wallet import Wallet
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 
+@sdk_boundary
 @dataclass
 class PendingChange:
     """A key change whose new shares were saved before this client's parties agreed.
@@ -70,7 +71,7 @@ class PendingChange:
 
         Raises:
             FaultyParticipantError: the first seat whose signature does not verify.
-            InputError: not 64 bytes per seat.
+            InvalidInput: not 64 bytes per seat.
         """
         verify_certificate(self.hostpubkeys, self.session_id, self.transcript, certificate)
 
@@ -96,7 +97,7 @@ class PendingChange:
         """Rebuild a pending change from its public record and its saved shares.
 
         Raises:
-            InputError: a malformed record, or one of another epoch than ``wallet``.
+            InvalidInput: a malformed record, or one of another epoch than ``wallet``.
         """
         try:
             change = PendingChange(
@@ -110,12 +111,12 @@ class PendingChange:
                 certificate=bytes.fromhex(data.get("certificate", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise InputError("malformed pending key change record") from e
+            raise InvalidInput("malformed pending key change record") from e
         if int(data["epoch"]) != wallet.epoch or len(change.certificate) not in (
             0,
             SIGNATURE_BYTES * len(change.hostpubkeys),
         ):
-            raise InputError("the pending key change record does not fit its shares")
+            raise InvalidInput("the pending key change record does not fit its shares")
         return change
 
 
@@ -139,6 +140,7 @@ class KeyStore(Protocol):
         """Drop the pending shares (the key change failed); the committed ones stay."""
 
 
+@sdk_boundary
 @dataclass
 class MemoryKeyStore:
     """A key store in this process's memory: for callers that persist wallets themselves."""

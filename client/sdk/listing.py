@@ -13,8 +13,8 @@ from typing import Final
 
 import grpc
 
+from client.errors import WalletError, sdk_boundary
 from client.sdk.backups import HostTarget, host_stub
-from client.sdk.wallet import WalletError
 from shardkeep.lifecycle import SCHEMES
 from shardkeep.v1 import host_pb2
 from tss.keyshare import Scheme
@@ -70,6 +70,7 @@ def _entry(message: host_pb2.Wallet) -> HostWallet:
     )
 
 
+@sdk_boundary
 async def list_host_wallets(
     host: HostTarget, *, page_size: int = _PAGE_SIZE, metadata: tuple[tuple[str, str], ...] = ()
 ) -> list[HostWallet]:

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 import grpc
 
+from client.errors import InvalidInput, WalletError, sdk_boundary
 from shardkeep.tls import ClientTls, open_channel
-from tss.errors import InputError, ShardkeepError
 
 __all__ = [
     "ApiTokenRejected",
@@ -40,42 +40,43 @@ __all__ = [
 ]
 
 
-class TransportError(ShardkeepError):
+class TransportError(WalletError):
     """A server could not be reached, or refused this client, before any work was done."""
 
-    code: ClassVar[str] = "transport"
+    error_code: ClassVar[str] = "transport"
 
 
 class ServerUnreachable(TransportError):
     """Nothing answered at the address (down, wrong address, or a firewall)."""
 
-    code = "unreachable"
+    error_code = "unreachable"
 
 
 class ServerCertificateError(TransportError):
     """The server's certificate does not verify against the configured server CA (or name)."""
 
-    code = "server_certificate"
+    error_code = "server_certificate"
 
 
 class ClientCertificateRequired(TransportError):
     """The server closed the TLS handshake: it requires a client certificate and none was set."""
 
-    code = "client_certificate_required"
+    error_code = "client_certificate_required"
 
 
 class ClientCertificateRejected(TransportError):
     """The server closed the TLS handshake although a client certificate was presented."""
 
-    code = "client_certificate_rejected"
+    error_code = "client_certificate_rejected"
 
 
 class ApiTokenRejected(TransportError):
     """The host refused the call: no API token, or not one it accepts."""
 
-    code = "api_token_rejected"
+    error_code = "api_token_rejected"
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class Transport:
     """TLS and token settings for the host and relay channels.
@@ -112,20 +113,20 @@ class Transport:
                 not the address's host.
 
         Raises:
-            InputError: a certificate without its key, client settings without
+            InvalidInput: a certificate without its key, client settings without
                 TLS, both token sources, an empty token, or an unreadable file (named).
         """
         if (client_cert is None) != (client_key is None):
-            raise InputError("--client-cert and --client-key go together")
+            raise InvalidInput("--client-cert and --client-key go together")
         use_tls = tls or server_ca is not None or client_cert is not None
         if server_name is not None and not use_tls:
-            raise InputError("--server-name needs TLS (--tls or --server-ca)")
+            raise InvalidInput("--server-name needs TLS (--tls or --server-ca)")
         if api_token is not None and api_token_file is not None:
-            raise InputError("give the API token or its file, not both")
+            raise InvalidInput("give the API token or its file, not both")
         if api_token_file is not None:
             api_token = _read(api_token_file, "API token file").decode().strip()
         if api_token is not None and not api_token:
-            raise InputError("the API token is empty")
+            raise InvalidInput("the API token is empty")
         if not use_tls:
             return cls(None, api_token)
         client_tls = ClientTls(
@@ -157,7 +158,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise InputError(f"cannot read the {what} {path}: {e.strerror}") from None
+        raise InvalidInput(f"cannot read the {what} {path}: {e.strerror}") from None
 
 
 # What gRPC core reports (grpc/src/core/tsi/ssl_transport_security.cc) when
@@ -165,6 +166,7 @@ def _read(path: Path, what: str) -> bytes:
 _BAD_SERVER_CERTIFICATE = ("CERTIFICATE_VERIFY_FAILED", "Peer name", "not in peer certificate")
 
 
+@sdk_boundary
 def transport_error(
     error: grpc.aio.AioRpcError, server: str, address: str, transport: Transport
 ) -> TransportError | None:
@@ -184,21 +186,26 @@ def transport_error(
     where = f"the {server} at {address}"
     if error.code() == grpc.StatusCode.UNAUTHENTICATED and server == "host":
         given = "no API token was set" if transport.api_token is None else "a wrong API token"
-        return ApiTokenRejected(f"{where} refused the call: {given} (--api-token-file)")
+        return ApiTokenRejected(
+            f"{where} refused the call: {given} (--api-token-file)", error.code()
+        )
     if error.code() != grpc.StatusCode.UNAVAILABLE:
         return None
     if transport.tls is not None and any(m in details for m in _BAD_SERVER_CERTIFICATE):
         return ServerCertificateError(
             f"{where} presented a certificate that does not verify against the server CA "
-            f"(--server-ca) or does not name it: {details}"
+            f"(--server-ca) or does not name it: {details}",
+            error.code(),
         )
     if transport.tls is not None and "Socket closed" in details:
         if transport.tls.certificate_chain is None:
             return ClientCertificateRequired(
                 f"{where} closed the TLS connection: it requires a client certificate "
-                "(--client-cert, --client-key)"
+                "(--client-cert, --client-key)",
+                error.code(),
             )
         return ClientCertificateRejected(
-            f"{where} closed the TLS connection: it does not accept this client certificate"
+            f"{where} closed the TLS connection: it does not accept this client certificate",
+            error.code(),
         )
-    return ServerUnreachable(f"cannot reach {where}: {details}")
+    return ServerUnreachable(f"cannot reach {where}: {details}", error.code())

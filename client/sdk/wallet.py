@@ -29,6 +29,9 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from client.errors import CeremonyFailed as CeremonyFailed  # re-exported: the SDK's names
+from client.errors import InvalidInput, sdk_boundary
+from client.errors import WalletError as WalletError
 from client.sdk.attestation import AttestationDocument, verify
 from client.sdk.key_change import KeyStore, PendingChange
 from client.sdk.party import (
@@ -61,7 +64,6 @@ from tss.errors import (
     InputError,
     ProtocolError,
     SessionStateError,
-    ShardkeepError,
 )
 from tss.export import Export
 from tss.keygen import PairSetup
@@ -86,37 +88,14 @@ SCHEMES: dict[Scheme, str] = {
 
 def _service_scheme(scheme: Scheme) -> str:
     if scheme not in SCHEMES:
-        raise InputError(f"the service does not take {scheme!r} wallets")
+        raise InvalidInput(f"the service does not take {scheme!r} wallets")
     return SCHEMES[scheme]
-
-
-class WalletError(ShardkeepError):
-    """A ceremony with the server share failed; ``code`` is the host's gRPC status.
-
-    ``culprits`` are the party ids blamed; ``reason`` the ``shardkeep-reason``
-    trailer (e.g. ``PAIR_SETUP_REQUIRED``), empty if none.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        code: grpc.StatusCode | None = None,
-        culprits: str = "",
-        reason: str = "",
-    ) -> None:
-        self.code = code
-        self.culprits = tuple(c for c in culprits.split(",") if c)
-        self.reason = reason
-        super().__init__(message if not culprits else f"{message} (culprits: {culprits})")
-
-
-class CeremonyFailed(WalletError):
-    """A local party's side of a ceremony failed: the relay, a timeout, or a protocol fault
-    (a misbehaving party is named in the message; the original error is the cause)."""
 
 
 class KeyChangeError(WalletError):
     """A key change could not be settled (e.g. a certificate that does not verify)."""
+
+    error_code = "key_change_failed"
 
 
 class KeyChangeInterrupted(WalletError):
@@ -126,6 +105,8 @@ class KeyChangeInterrupted(WalletError):
     settles it later (promote with the certificate, or discard); until then the
     old epoch signs.
     """
+
+    error_code = "key_change_interrupted"
 
     def __init__(self, message: str, pending: PendingChange) -> None:
         super().__init__(message)
@@ -138,6 +119,8 @@ class KeyChangeUndecided(WalletError):
     The old epoch keeps signing meanwhile.
     """
 
+    error_code = "key_change_undecided"
+
     def __init__(self, message: str, retry_after_unix: int) -> None:
         super().__init__(message)
         self.retry_after_unix = retry_after_unix
@@ -145,6 +128,8 @@ class KeyChangeUndecided(WalletError):
 
 class KeyChangeSaveError(WalletError):
     """Saving the key change's shares failed (e.g. a full disk); the old epoch is intact."""
+
+    error_code = "key_change_save_failed"
 
 
 @dataclass(frozen=True)
@@ -180,6 +165,7 @@ class Wallet:
     owner_key: Ed25519PrivateKey | None = field(default=None, repr=False)
 
 
+@sdk_boundary
 class WalletClient:
     """Talks to a host (the server share) and a relay as a coordinator.
 
@@ -283,7 +269,7 @@ class WalletClient:
             share for export and reshare.
 
         Raises:
-            InputError: a threshold below 2 (the server share alone would be the key).
+            InvalidInput: a threshold below 2 (the server share alone would be the key).
             KeyChangeSaveError: saving the new wallet failed (no address was handed
                 out: nothing can have been paid to it).
         """
@@ -376,12 +362,12 @@ class WalletClient:
             The wallet with every device's key share, at epoch 1.
 
         Raises:
-            InputError: a bad key, scheme, chain code, threshold or device list.
+            InvalidInput: a bad key, scheme, chain code, threshold or device list.
             KeyChangeSaveError, KeyChangeInterrupted: as :meth:`refresh`.
             WalletError: the server share refused or the ceremony failed.
         """
         if not devices:
-            raise InputError("an import needs at least one device")
+            raise InvalidInput("an import needs at least one device")
         lifecycle.check_server_threshold(threshold)
         service_scheme = _service_scheme(scheme)
         # A key without a chain code gets a random one: never one the host could derive.
@@ -456,9 +442,9 @@ class WalletClient:
         """
         if wallet.scheme == "ed25519":
             if not 1 <= len(digest) <= MAX_ED25519_MESSAGE:
-                raise InputError(f"an ed25519 message is 1 to {MAX_ED25519_MESSAGE} bytes")
+                raise InvalidInput(f"an ed25519 message is 1 to {MAX_ED25519_MESSAGE} bytes")
         elif len(digest) != 32:
-            raise InputError("digest must be 32 bytes")
+            raise InvalidInput("digest must be 32 bytes")
         server = wallet.server_index if with_server else None
         if wallet.scheme == "ecdsa-secp256k1" and server is not None:
             stale = {i: d for i, d in devices.items() if _server_setup_id(wallet, i) is None}
@@ -519,12 +505,12 @@ class WalletClient:
         new side in place of the old one (``wallet.shares`` is updated: persist it).
 
         Raises:
-            InputError: not an ECDSA wallet with the server party.
+            InvalidInput: not an ECDSA wallet with the server party.
             WalletError: the server share refused or the ceremony failed.
         """
         server = wallet.server_index
         if wallet.scheme != "ecdsa-secp256k1" or server is None:
-            raise InputError("pair setups are for ECDSA wallets with the server party")
+            raise InvalidInput("pair setups are for ECDSA wallets with the server party")
         for i, device in sorted(devices.items()):
             share = wallet.shares[i]
             request = self._request(
@@ -575,7 +561,7 @@ class WalletClient:
         """
         members = [*devices, *([] if wallet.server_index is None else [wallet.server_index])]
         if sorted(members) != list(range(len(wallet.parties))):
-            raise InputError("every party of the keyring takes part in a refresh")
+            raise InvalidInput("every party of the keyring takes part in a refresh")
         request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_REFRESH)
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
@@ -620,12 +606,12 @@ class WalletClient:
             The new wallet: its parties, the new devices' shares by new index.
 
         Raises:
-            InputError: no owner key, or a threshold of 1 with the server share.
+            InvalidInput: no owner key, or a threshold of 1 with the server share.
             KeyChangeSaveError, KeyChangeInterrupted, WalletError: as :meth:`refresh`
                 (``store`` keeps the new devices' shares and identities).
         """
         if wallet.owner_key is None:
-            raise InputError("a reshare needs the wallet owner's key")
+            raise InvalidInput("a reshare needs the wallet owner's key")
         server = wallet.parties[wallet.server_index] if wallet.server_index is not None else None
         if keep_server and server is not None:
             lifecycle.check_server_threshold(threshold)
@@ -683,7 +669,7 @@ class WalletClient:
             The 32-byte private key, checked against the wallet's public key.
         """
         if wallet.owner_key is None:
-            raise InputError("an export needs the wallet owner's key")
+            raise InvalidInput("an export needs the wallet owner's key")
         one_time = X25519PrivateKey.generate()
         server = wallet.server_index if with_server else None
         signers = sorted([*quorum, *([] if server is None else [server])])
@@ -1163,7 +1149,7 @@ def room_bytes(parties: int) -> int:
 
 def _any_share(wallet: Wallet) -> KeyShare:
     if not wallet.shares:
-        raise InputError("this client holds no share of the wallet")
+        raise InvalidInput("this client holds no share of the wallet")
     return next(iter(wallet.shares.values()))
 
 

@@ -13,12 +13,14 @@ Policy, following pyca/cryptography's recipes (STYLE.md principle 5):
   :class:`ShareMismatchError` naming the field that differs.
 
 Messages name fields, never values: no passcode, key or share byte ever
-reaches an exception.
+reaches an exception. Every one is a ``client.errors.WalletError`` with its
+stable ``error_code``.
 """
 
 from __future__ import annotations
 
-from tss.errors import InvalidEncodingError, ShardkeepError
+from client.errors import WalletError
+from tss.errors import InvalidEncodingError
 
 __all__ = [
     "StorageError",
@@ -32,12 +34,16 @@ __all__ = [
 ]
 
 
-class StorageError(ShardkeepError):
+class StorageError(WalletError):
     """Root of the share-storage errors."""
+
+    error_code = "storage"
 
 
 class DecryptionError(StorageError):
     """Wrong passcode or key, or the container was tampered with (deliberately opaque)."""
+
+    error_code = "decryption_failed"
 
     def __init__(self) -> None:
         super().__init__("cannot decrypt the share: wrong passcode or key, or a damaged container")
@@ -45,6 +51,8 @@ class DecryptionError(StorageError):
 
 class ShareFormatError(StorageError, InvalidEncodingError):
     """The bytes are not a well-formed share container; ``field`` names the bad field."""
+
+    error_code = "share_format"
 
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
@@ -55,6 +63,8 @@ class ShareFormatError(StorageError, InvalidEncodingError):
 class UnsupportedVersionError(ShareFormatError):
     """The container's format version is not one this code reads."""
 
+    error_code = "unsupported_version"
+
 
 class KdfParamsError(ShareFormatError):
     """The key-derivation parameters are too weak, or too costly to be honest.
@@ -63,13 +73,19 @@ class KdfParamsError(ShareFormatError):
     reader spend unbounded memory or time.
     """
 
+    error_code = "kdf_params"
+
 
 class ArmourError(ShareFormatError):
     """An armoured (base64 text) share is damaged: header, lines, base64 or checksum."""
 
+    error_code = "armour"
+
 
 class ShareMismatchError(StorageError):
     """A share is valid but not the one expected (wallet, party, public key or epoch)."""
+
+    error_code = "share_mismatch"
 
     def __init__(self, field: str) -> None:
         self.field = field
@@ -78,3 +94,5 @@ class ShareMismatchError(StorageError):
 
 class ShareFileExistsError(StorageError, FileExistsError):
     """A share file already holds another share (or unreadable data); pass ``overwrite=True``."""
+
+    error_code = "share_file_exists"

@@ -58,7 +58,8 @@ only ciphertext (:func:`make_backup`, :func:`recover_share`).
 
 Error policy: see ``client.storage.errors``. A wrong passcode or key and any
 tampering raise the one opaque ``DecryptionError``; unreadable containers raise
-``ShareFormatError`` naming the field; bad arguments raise ``InputError``.
+``ShareFormatError`` naming the field; bad arguments raise ``InvalidInput`` (an
+``InputError``); every error is a ``client.errors.WalletError``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from client.errors import InvalidInput, sdk_boundary
 from client.storage.errors import (
     ArmourError,
     DecryptionError,
@@ -96,7 +98,7 @@ from client.storage.errors import (
     ShareMismatchError,
     UnsupportedVersionError,
 )
-from tss.errors import InputError, InternalError, InvalidEncodingError
+from tss.errors import InternalError, InvalidEncodingError
 from tss.group import group_of
 from tss.keyshare import SCHEMES, KeyShare, Scheme
 
@@ -195,6 +197,7 @@ _ID_RE: Final = re.compile(r"[A-Za-z0-9._:@+/=-]{1,128}")  # the relay's (and ho
 ### Types
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class Argon2Params:
     """Argon2id cost parameters (RFC 9106 §3.1).
@@ -212,7 +215,7 @@ class Argon2Params:
     def __post_init__(self) -> None:
         for value in (self.time_cost, self.memory_cost_kib, self.parallelism):
             if type(value) is not int:
-                raise InputError("Argon2id parameters must be integers")
+                raise InvalidInput("Argon2id parameters must be integers")
 
     def is_strong(self) -> bool:
         """True when (m, t) reaches one of the ``OWASP_MINIMUMS`` pairs."""
@@ -232,6 +235,7 @@ def insecure_test_params() -> Argon2Params:
     return Argon2Params(time_cost=1, memory_cost_kib=8, parallelism=1)
 
 
+@sdk_boundary
 @dataclass(frozen=True)
 class ShareMetadata:
     """What a container says in the clear about its share (authenticated when encrypted).
@@ -255,7 +259,7 @@ class ShareMetadata:
             self.wallet_id, self.scheme, self.party_id, self.public_key, self.epoch
         )
         if problem is not None:
-            raise InputError(f"metadata {problem[0]}: {problem[1]}")
+            raise InvalidInput(f"metadata {problem[0]}: {problem[1]}")
 
     @staticmethod
     def of(share: KeyShare, wallet_id: str) -> ShareMetadata:
@@ -348,16 +352,17 @@ class BackupBlob:
         _check_id("wallet id", self.wallet_id)
         _check_id("backup id", self.backup_id)
         if type(self.party_id) is not int or not 0 <= self.party_id <= _MAX_PARTY_ID:
-            raise InputError(f"party id must be an integer in [0, {_MAX_PARTY_ID}]")
+            raise InvalidInput(f"party id must be an integer in [0, {_MAX_PARTY_ID}]")
         if type(self.epoch) is not int or not 0 <= self.epoch <= _MAX_EPOCH:
-            raise InputError("epoch must be a non-negative 64-bit integer")
+            raise InvalidInput("epoch must be a non-negative 64-bit integer")
         if not isinstance(self.blob, bytes) or not 0 < len(self.blob) <= MAX_CONTAINER_BYTES:
-            raise InputError(f"blob must be 1 to {MAX_CONTAINER_BYTES} bytes")
+            raise InvalidInput(f"blob must be 1 to {MAX_CONTAINER_BYTES} bytes")
 
 
 ### Encryption
 
 
+@sdk_boundary
 def encrypt_share(
     share: KeyShare,
     passcode: Passcode,
@@ -381,19 +386,20 @@ def encrypt_share(
         A ``shardkeep-encrypted-share`` container.
 
     Raises:
-        InputError: empty passcode, a bad wallet id, parameters out of bounds or
+        InvalidInput: empty passcode, a bad wallet id, parameters out of bounds or
             (without the flag) too weak, or a random source returning the wrong length.
     """
     metadata = ShareMetadata.of(share, wallet_id)
     try:
         _check_argon2(params, allow_weak=insecure_allow_weak_kdf)
     except KdfParamsError as e:
-        raise InputError(f"Argon2id parameters refused: {e}") from e
+        raise InvalidInput(f"Argon2id parameters refused: {e}") from e
     kdf = _Kdf(_KDF_ARGON2ID, _draw(random, _ARGON2_SALT_SIZE), params)
     key = _argon2_key(_passcode_bytes(passcode), kdf)
     return _seal(share, metadata, kdf, key, _draw(random, _NONCE_SIZE))
 
 
+@sdk_boundary
 def encrypt_with_key(
     share: KeyShare,
     key: bytes,
@@ -416,7 +422,7 @@ def encrypt_with_key(
         A ``shardkeep-encrypted-share`` container.
 
     Raises:
-        InputError: a key that is not 32 bytes, a bad wallet id, or a random
+        InvalidInput: a key that is not 32 bytes, a bad wallet id, or a random
             source returning the wrong length.
     """
     metadata = ShareMetadata.of(share, wallet_id)
@@ -425,6 +431,7 @@ def encrypt_with_key(
     return _seal(share, metadata, kdf, aes_key, _draw(random, _NONCE_SIZE))
 
 
+@sdk_boundary
 def encode_plain_share(share: KeyShare, *, wallet_id: str) -> Container:
     """Wrap a key share, unencrypted, with its metadata (``shardkeep-plain-share``).
 
@@ -432,7 +439,7 @@ def encode_plain_share(share: KeyShare, *, wallet_id: str) -> Container:
     the secret share in the clear.
 
     Raises:
-        InputError: a bad wallet id.
+        InvalidInput: a bad wallet id.
     """
     metadata = ShareMetadata.of(share, wallet_id)
     return Container(
@@ -447,6 +454,7 @@ def encode_plain_share(share: KeyShare, *, wallet_id: str) -> Container:
     )
 
 
+@sdk_boundary
 def decrypt_share(
     data: bytes | str, passcode: Passcode, *, insecure_allow_weak_kdf: bool = False
 ) -> OpenedShare:
@@ -468,7 +476,7 @@ def decrypt_share(
         DecryptionError: wrong passcode, or the container was tampered with.
         ShareFormatError: not a passcode container (``KdfParamsError`` for
             parameters out of bounds, ``UnsupportedVersionError``, ``ArmourError``).
-        InputError: empty passcode.
+        InvalidInput: empty passcode.
     """
     parsed = _parse(data)
     if parsed.kdf is None or parsed.kdf.alg != _KDF_ARGON2ID:
@@ -476,6 +484,7 @@ def decrypt_share(
     return _open_encrypted(parsed, passcode=passcode, key=None, allow_weak=insecure_allow_weak_kdf)
 
 
+@sdk_boundary
 def decrypt_with_key(data: bytes | str, key: bytes) -> OpenedShare:
     """Decrypt a container made by :func:`encrypt_with_key` (binary or armoured).
 
@@ -485,7 +494,7 @@ def decrypt_with_key(data: bytes | str, key: bytes) -> OpenedShare:
     Raises:
         DecryptionError: wrong key, or the container was tampered with.
         ShareFormatError: not a key-encrypted container.
-        InputError: a key that is not 32 bytes.
+        InvalidInput: a key that is not 32 bytes.
     """
     parsed = _parse(data)
     if parsed.kdf is None or parsed.kdf.alg != _KDF_HKDF:
@@ -493,6 +502,7 @@ def decrypt_with_key(data: bytes | str, key: bytes) -> OpenedShare:
     return _open_encrypted(parsed, passcode=None, key=key, allow_weak=False)
 
 
+@sdk_boundary
 def open_share(
     data: bytes | str,
     *,
@@ -512,7 +522,7 @@ def open_share(
         The share and its metadata, checked against each other.
 
     Raises:
-        InputError: the container needs a passcode or key that was not given.
+        InvalidInput: the container needs a passcode or key that was not given.
         DecryptionError, ShareFormatError: as in :func:`decrypt_share`.
     """
     parsed = _parse(data)
@@ -520,15 +530,16 @@ def open_share(
         return _open_plain(parsed)
     if parsed.kdf.alg == _KDF_ARGON2ID:
         if passcode is None:
-            raise InputError("this share is passcode-encrypted: pass its passcode")
+            raise InvalidInput("this share is passcode-encrypted: pass its passcode")
         return _open_encrypted(
             parsed, passcode=passcode, key=None, allow_weak=insecure_allow_weak_kdf
         )
     if key is None:
-        raise InputError("this share is key-encrypted: pass its 32-byte key")
+        raise InvalidInput("this share is key-encrypted: pass its 32-byte key")
     return _open_encrypted(parsed, passcode=None, key=key, allow_weak=False)
 
 
+@sdk_boundary
 def inspect_share(data: bytes | str) -> ShareInfo:
     """Read what a container says about its share, without passcode or key.
 
@@ -810,13 +821,13 @@ def _passcode_bytes(passcode: Passcode) -> bytes:
         # RFC 8265 §4.2.2 (OpaqueString): NFC, so every device encodes it alike.
         passcode = unicodedata.normalize("NFC", passcode).encode("utf-8")
     if not isinstance(passcode, bytes) or not passcode:
-        raise InputError("passcode must be a non-empty str or bytes")
+        raise InvalidInput("passcode must be a non-empty str or bytes")
     return passcode
 
 
 def _check_key(key: bytes) -> bytes:
     if not isinstance(key, bytes) or len(key) != _KEY_SIZE:
-        raise InputError(f"key must be {_KEY_SIZE} bytes")
+        raise InvalidInput(f"key must be {_KEY_SIZE} bytes")
     return key
 
 
@@ -848,13 +859,13 @@ def _hkdf_key(key: bytes, kdf: _Kdf) -> bytes:
 def _draw(random: Random, n: int) -> bytes:
     value = random(n)
     if not isinstance(value, bytes) or len(value) != n:
-        raise InputError(f"random source must return {n} bytes")
+        raise InvalidInput(f"random source must return {n} bytes")
     return value
 
 
 def _check_id(kind: str, value: object) -> None:
     if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
-        raise InputError(f"{kind} must be 1-128 characters of [A-Za-z0-9._:@+/=-]")
+        raise InvalidInput(f"{kind} must be 1-128 characters of [A-Za-z0-9._:@+/=-]")
 
 
 ### Armour (base64 text for copy and paste)
@@ -875,6 +886,7 @@ def _checksum(payload: bytes) -> str:
     return _CHECKSUM_PREFIX + hashlib.sha256(payload).digest()[:_CHECKSUM_BYTES].hex()
 
 
+@sdk_boundary
 def armour(container: bytes) -> str:
     """Encode a container as copy-and-paste text.
 
@@ -901,7 +913,7 @@ def armour(container: bytes) -> str:
         ShareFormatError: ``container`` is not a well-formed container.
     """
     if not isinstance(container, bytes):
-        raise InputError("container must be bytes")
+        raise InvalidInput("container must be bytes")
     fmt = _decode_map(container).get("format")
     if fmt not in (ENCRYPTED_FORMAT, PLAIN_FORMAT):
         raise ShareFormatError("format", "not a shardkeep share container")
@@ -917,6 +929,7 @@ def armour(container: bytes) -> str:
     return "\n".join(lines) + "\n"
 
 
+@sdk_boundary
 def dearmour(text: bytes | str) -> bytes:
     """Decode armoured text back to the container bytes.
 
@@ -986,6 +999,7 @@ def _looks_armoured(data: bytes | str) -> bool:
 ### Share files
 
 
+@sdk_boundary
 def write_share_file(
     path: str | os.PathLike[str],
     share: KeyShare,
@@ -1025,13 +1039,13 @@ def write_share_file(
         params, insecure_allow_weak_kdf, random: as in :func:`encrypt_share`.
 
     Raises:
-        InputError: not exactly one protection, or a bad argument.
+        InvalidInput: not exactly one protection, or a bad argument.
         ShareFileExistsError: ``path`` holds another share and not ``overwrite``.
         OSError: the file system failed (the old file, if any, is intact).
     """
     chosen = (passcode is not None) + (key is not None) + bool(plain)
     if chosen != 1:
-        raise InputError("choose exactly one of passcode, key or plain=True")
+        raise InvalidInput("choose exactly one of passcode, key or plain=True")
     target = Path(path)
     if not overwrite:  # before the costly encryption
         _refuse_other_share(target, ShareMetadata.of(share, wallet_id))
@@ -1052,6 +1066,7 @@ def write_share_file(
     write_file_atomically(target, data)
 
 
+@sdk_boundary
 def read_share_file(
     path: str | os.PathLike[str],
     *,
@@ -1064,7 +1079,7 @@ def read_share_file(
     Raises:
         ShareFormatError: not a share container (or too large).
         DecryptionError: wrong passcode or key, or tampered with.
-        InputError: the file needs a passcode or key that was not given.
+        InvalidInput: the file needs a passcode or key that was not given.
         OSError: the file cannot be read.
     """
     return open_share(
@@ -1100,6 +1115,7 @@ def _refuse_other_share(path: Path, metadata: ShareMetadata) -> None:
         )
 
 
+@sdk_boundary
 def write_file_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` with mode 0600, all or nothing, durably.
 
@@ -1146,6 +1162,7 @@ def _fsync_directory(directory: Path) -> None:
 ### Backups through the host
 
 
+@sdk_boundary
 def make_backup(
     share: KeyShare,
     *,
@@ -1173,10 +1190,10 @@ def make_backup(
         The backup record to hand to the host.
 
     Raises:
-        InputError: not exactly one of passcode and key, or a bad argument.
+        InvalidInput: not exactly one of passcode and key, or a bad argument.
     """
     if (passcode is None) == (key is None):
-        raise InputError("a backup needs exactly one of passcode or key")
+        raise InvalidInput("a backup needs exactly one of passcode or key")
     if passcode is not None:
         blob = encrypt_share(
             share,
@@ -1195,6 +1212,7 @@ def make_backup(
     return BackupBlob(wallet_id, backup_id, share.party_id, share.epoch, bytes(blob))
 
 
+@sdk_boundary
 def recover_share(
     backup: BackupBlob,
     *,
@@ -1231,10 +1249,10 @@ def recover_share(
             epoch or party (``field`` says which).
         DecryptionError: wrong passcode or key, or the blob was tampered with.
         ShareFormatError: the blob is not an encrypted container.
-        InputError: not exactly one of passcode and key.
+        InvalidInput: not exactly one of passcode and key.
     """
     if (passcode is None) == (key is None):
-        raise InputError("recovery needs exactly one of passcode or key")
+        raise InvalidInput("recovery needs exactly one of passcode or key")
     info = inspect_share(backup.blob)
     if info.protection == "plain":
         raise ShareFormatError("format", "a backup must be encrypted")
