@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from coincurve import PublicKey
 
 from client.chains.ethereum import address_of, checksum_address, wallet_public_key
+from client.errors import sdk_boundary
 from client.sdk.party import PartyIdentity, Progress
 from client.sdk.wallet import Wallet, WalletClient
 from shardkeep.chains.eth_messages import TypedData, personal_message_digest
@@ -47,6 +48,7 @@ class MessageSignature:
     address: str
 
 
+@sdk_boundary
 def message_signature(
     digest: bytes, signature: RecoverableSignature, public_key: bytes
 ) -> MessageSignature:
@@ -108,6 +110,7 @@ async def _sign_digest(
         raise InternalError(f"the wallet's signature is unusable: {e}") from e
 
 
+@sdk_boundary
 async def sign_personal_message(
     client: WalletClient,
     wallet: Wallet,
@@ -135,6 +138,7 @@ async def sign_personal_message(
     )  # fmt: skip
 
 
+@sdk_boundary
 async def sign_typed_data(
     client: WalletClient,
     wallet: Wallet,

@@ -270,6 +270,7 @@ def signed_transaction(message: bytes, public_key: bytes, sign: Callable[[bytes]
     return _assemble(message, public_key, sign(message))
 
 
+@sdk_boundary
 async def sign_transaction(
     client: WalletClient,
     wallet: Wallet,

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from client.errors import sdk_boundary
 from shardkeep.approvals import Approval, b64url
 from shardkeep.policyset import Authenticator
 
@@ -34,6 +35,7 @@ def _compressed(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
 
 
+@sdk_boundary
 @dataclass(repr=False)
 class ApiKey:
     """An API key that approves activities: Ed25519 or P-256 (ECDSA-SHA256)."""
@@ -70,6 +72,7 @@ class ApiKey:
         return f"ApiKey({self.name!r}, {self.kind}, <redacted>)"
 
 
+@sdk_boundary
 @dataclass(repr=False)
 class SoftwarePasskey:
     """A passkey in software: an ES256 key bound to an RP id and origin, with a counter."""
