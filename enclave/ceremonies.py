@@ -33,6 +33,7 @@ from typing import Any
 
 from enclave.errors import BadRequest
 from enclave.identity import Identity, KeyChangeProof, ServerShare
+from enclave.policy.gate import carried_policy_set, registered_policy_set
 from shardkeep.lifecycle import (
     SCHEMES,
     check_server_threshold,
@@ -168,6 +169,7 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
         session_id=lifecycle_session_id(request),
     )
     party_ids = tuple(p.party_id for p in parties)
+    policy_set = registered_policy_set(request, 0)
     stored: list[KeyShare] = []
 
     def pending(change: Pending) -> ServerShare:
@@ -175,7 +177,7 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
         if change.epoch != 0 or change.share is None:
             raise InternalError("a keygen must leave a share of epoch 0")
         stored.append(change.share)
-        return ServerShare(change.share, bytes(request.owner_key), party_ids)
+        return ServerShare(change.share, bytes(request.owner_key), party_ids, policy_set=policy_set)
 
     def finish(share: KeyShare) -> Outcome:
         # Public fields suffice: the public share pins the secret one (KeyShare checks).
@@ -193,7 +195,7 @@ def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Ran
             public_key=share.public_key, epoch=share.epoch,
             certificate=recovery[len(recovery) - 64 * len(parties) :] if recovery else b"",
         )  # fmt: skip
-        record = ServerShare(share, bytes(request.owner_key), party_ids)
+        record = ServerShare(share, bytes(request.owner_key), party_ids, policy_set=policy_set)
         return Outcome(None, result, pair_setups_of=record if share.ecdsa is not None else None)
 
     return Plan(_session(ceremony, identity, roster, request, rand), me, finish, pending)
@@ -338,7 +340,13 @@ def _refresh(
         new = change.share
         if new is None or new.public_key != share.public_key or new.epoch != share.epoch + 1:
             raise InternalError("a refresh must leave a new share of the same key")
-        return ServerShare(new, record.owner_key, record.party_ids, KeyChangeProof.of(change))
+        return ServerShare(
+            new,
+            record.owner_key,
+            record.party_ids,
+            KeyChangeProof.of(change),
+            carried_policy_set(record.policy_set, new.epoch),
+        )
 
     def finish(out: ReshareOutput) -> Outcome:  # the record is stored already (pending)
         return Outcome(None, _key_change_result(request, out))
@@ -363,7 +371,10 @@ def _reshare(
         if request.owner_key and bytes(request.owner_key) != record.owner_key:
             raise BadRequest("a reshare cannot change the wallet's owner key")
         owner_key = record.owner_key
-    else:  # it joins: the keyring and owner key come from the authorised request
+        if request.policy_set:
+            raise BadRequest("a reshare cannot replace the wallet's policy set")
+        policy_set = record.policy_set
+    else:  # it joins: the keyring, owner key and policy set come from the authorised request
         if identity.party_id in (p.party_id for p in request.parties):
             raise BadRequest("the server party's share of the current keyring is missing")
         if given is None:
@@ -371,6 +382,7 @@ def _reshare(
         if len(request.owner_key) != 32:
             raise BadRequest("a reshare that adds the server party registers the owner key")
         keyring, owner_key = given, bytes(request.owner_key)
+        policy_set = registered_policy_set(request, keyring.epoch + 1)
     if identity.party_id in (p.party_id for p in request.new_parties):
         check_server_threshold(request.new_threshold)  # also an import (it joins a 1-of-1)
     layout = reshare_layout(request, keyring)
@@ -393,7 +405,13 @@ def _reshare(
         # the old epoch until the host retires it with that epoch (DESIGN.md §6).
         if new is None:
             return None
-        return ServerShare(new, owner_key, new_party_ids, KeyChangeProof.of(change))
+        return ServerShare(
+            new,
+            owner_key,
+            new_party_ids,
+            KeyChangeProof.of(change),
+            carried_policy_set(policy_set, new.epoch),
+        )
 
     def finish(out: ReshareOutput) -> Outcome:  # a new record is stored already (pending)
         return Outcome(None, _key_change_result(request, out))

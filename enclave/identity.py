@@ -108,12 +108,16 @@ class ServerShare:
         party_ids: the keyring's party ids in index order.
         key_change: for a share a refresh, reshare or import made, what its
             certificate must complete (None for keygen's, certified by ChillDKG itself).
+        policy_set: the wallet's policy set (``shardkeep.policyset`` encoding), or
+            empty: sealed with the share, so the host can neither drop nor edit it
+            (docs/security/policy.md).
     """
 
     key_share: KeyShare = field(repr=False)
     owner_key: bytes
     party_ids: tuple[str, ...]
     key_change: KeyChangeProof | None = None
+    policy_set: bytes = b""
 
     def to_bytes(self) -> bytes:
         fields: dict[str, Any] = {
@@ -126,6 +130,8 @@ class ServerShare:
         if self.key_change is not None:
             kc = self.key_change
             fields["key_change"] = [kc.session_id, kc.transcript, list(kc.hostpubkeys)]
+        if self.policy_set:
+            fields["policy_set"] = self.policy_set
         return cbor2.dumps(fields)
 
     @staticmethod
@@ -143,6 +149,7 @@ class ServerShare:
                 bytes(fields["owner_key"]),
                 tuple(str(p) for p in fields["party_ids"]),
                 proof,
+                bytes(fields.get("policy_set", b"")),
             )
         except (KeyError, TypeError, IndexError, InvalidEncodingError) as e:
             raise WrongShare("the sealed server share is malformed") from e

@@ -47,6 +47,7 @@ from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
 from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, without_pair_setups
+from enclave.policy.gate import PolicyGate
 from enclave.refusals import MalformedCounts
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
 from shardkeep.lifecycle import seat_party_ids
@@ -142,6 +143,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         # The server party's DKLs23 pair setups: this process's memory only.
         self.pair_setups = PairSetups()
         self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
+        self._policy_gate = PolicyGate()
         # Refusals as malformed, reported by GetStatus (the host exports them).
         self.malformed = MalformedCounts()
 
@@ -385,6 +387,14 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         request = self._deps.authorizer.authorize(start.request, now, owner_key)
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
+        # A wallet with a sealed policy set needs its owners' approvals too
+        # (docs/security/policy.md): the coordinator's signature alone no longer suffices.
+        allowed = self._policy_gate.check(
+            start.request, request, b"" if record is None else record.policy_set
+        )
+        if allowed is not None:
+            log.info("policy allows", policy=allowed.policy, approvers=list(allowed.approvers),
+                     **_ids(request))  # fmt: skip
         locks = NO_LOCKS
         if record is not None and request.kind == ceremony_pb2.CEREMONY_KIND_SIGN:
             record, locks = self._signing_record(request, record)

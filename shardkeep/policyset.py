@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 import cbor2
 
@@ -26,6 +26,7 @@ from tss.errors import InputError
 __all__ = [
     # Functions
     "encode",
+    "decode",
     "policy_set_hash",
     # Exceptions
     "InvalidPolicy",
@@ -237,3 +238,78 @@ def encode(policy_set: PolicySet) -> bytes:
 def policy_set_hash(policy_set: PolicySet) -> bytes:
     """The 32-byte hash every approval under this set signs."""
     return hashlib.sha256(POLICY_SET_TAG + encode(policy_set)).digest()
+
+
+_T = TypeVar("_T")
+
+
+def _field(fields: dict[Any, Any], name: str, kind: type[_T]) -> _T:
+    value = fields.get(name)
+    if type(value) is not kind:  # exact: a bool is no int here
+        raise InvalidPolicy("", f"the encoded policy set's {name!r} is not a {kind.__name__}")
+    return value
+
+
+def _strings(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidPolicy("", f"{what} is not a list of strings")
+    return tuple(value)
+
+
+def decode(data: bytes) -> PolicySet:
+    """Parse and check an encoded policy set; only the canonical encoding is accepted.
+
+    Raises:
+        InvalidPolicy: not CBOR, not the canonical encoding of a policy set,
+            or a set that fails the checks of ``PolicySet``.
+    """
+    try:
+        fields = cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as e:
+        raise InvalidPolicy("", "the policy set does not decode") from e
+    if not isinstance(fields, dict) or fields.get("v") != 1:
+        raise InvalidPolicy("", "not a version-1 policy set")
+    authenticators = []
+    for entry in _field(fields, "authenticators", list):
+        if not isinstance(entry, dict):
+            raise InvalidPolicy("", "an authenticator is not a map")
+        authenticators.append(
+            Authenticator(
+                _field(entry, "name", str),
+                cast(AuthenticatorKind, _field(entry, "kind", str)),  # checked by Authenticator
+                _field(entry, "key", bytes),
+                _strings(entry.get("tags"), "tags"),
+                _field(entry, "rp_id", str),
+                _field(entry, "origin", str),
+            )
+        )
+    policies = []
+    for entry in _field(fields, "policies", list):
+        if not isinstance(entry, dict):
+            raise InvalidPolicy("", "a policy is not a map")
+        consensus = entry.get("consensus")
+        if consensus is not None and not (
+            isinstance(consensus, list)
+            and len(consensus) == 2
+            and type(consensus[0]) is int
+            and isinstance(consensus[1], str)
+        ):
+            raise InvalidPolicy("", "a consensus is [min_approvals, tag]")
+        policies.append(
+            Policy(
+                _field(entry, "name", str),
+                cast(Effect, _field(entry, "effect", str)),  # checked by PolicySet
+                _field(entry, "condition", str),
+                None if consensus is None else Consensus(consensus[0], consensus[1]),
+            )
+        )
+    policy_set = PolicySet(
+        _field(fields, "wallet", str),
+        _field(fields, "epoch", int),
+        _field(fields, "version", int),
+        tuple(authenticators),
+        tuple(policies),
+    )
+    if encode(policy_set) != data:
+        raise InvalidPolicy("", "not the canonical encoding of the policy set")
+    return policy_set

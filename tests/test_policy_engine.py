@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 
+import cbor2
 import pytest
 import rlp  # type: ignore[import-untyped]
 from hypothesis import given
@@ -30,6 +31,8 @@ from shardkeep.policyset import (
     InvalidPolicy,
     Policy,
     PolicySet,
+    decode,
+    encode,
     policy_set_hash,
 )
 from tests.test_chains_fuzz import FUZZ, SEEDS, SOLANA_SEEDS, mutated
@@ -327,3 +330,25 @@ def test_fuzzed_solana_messages_reach_a_decision_or_a_typed_error(raw: bytes) ->
     decides_or_refuses(
         lambda: Activity("SIGN_SOLANA_MESSAGE", "w1", "ed25519", solana=solana.parse_message(raw))
     )
+
+
+def test_policy_sets_decode_from_their_canonical_encoding_only() -> None:
+    original = policy_set(EVM_ALLOWLIST, NO_APPROVE, BIG_TRANSFERS)
+    data = encode(original)
+    assert decode(data) == original
+    fields = cbor2.loads(data)
+    with pytest.raises(InvalidPolicy, match="canonical"):
+        decode(cbor2.dumps(dict(reversed(fields.items()))))  # keys in another order
+    for key, bad in [("epoch", "1"), ("version", True), ("authenticators", {}), ("v", 2)]:
+        with pytest.raises(InvalidPolicy):
+            decode(cbor2.dumps({**fields, key: bad}, canonical=True))
+    broken = {**fields, "policies": [{**fields["policies"][0], "consensus": [1]}]}
+    with pytest.raises(InvalidPolicy, match="consensus"):
+        decode(cbor2.dumps(broken, canonical=True))
+
+
+@FUZZ
+@given(mutated([encode(policy_set(EVM_ALLOWLIST, NO_APPROVE))]))
+def test_fuzzed_policy_sets_decode_or_are_refused(data: bytes) -> None:
+    with contextlib.suppress(InvalidPolicy):
+        assert encode(decode(data)) == data

@@ -58,7 +58,7 @@ class PublicKeyring(_message.Message):
     def __init__(self, threshold: _Optional[int] = ..., public_key: _Optional[bytes] = ..., public_shares: _Optional[_Iterable[bytes]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class CeremonyRequest(_message.Message):
-    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge", "message")
+    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge", "message", "policy_set", "evm_transaction", "solana_message")
     class PairSetupIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,9 @@ class CeremonyRequest(_message.Message):
     PAIR_SETUP_IDS_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_SET_FIELD_NUMBER: _ClassVar[int]
+    EVM_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    SOLANA_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     room_id: str
     kind: CeremonyKind
@@ -112,17 +115,34 @@ class CeremonyRequest(_message.Message):
     pair_setup_ids: _containers.ScalarMap[int, bytes]
     challenge: bytes
     message: bytes
-    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ..., challenge: _Optional[bytes] = ..., message: _Optional[bytes] = ...) -> None: ...
+    policy_set: bytes
+    evm_transaction: bytes
+    solana_message: bool
+    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ..., challenge: _Optional[bytes] = ..., message: _Optional[bytes] = ..., policy_set: _Optional[bytes] = ..., evm_transaction: _Optional[bytes] = ..., solana_message: _Optional[bool] = ...) -> None: ...
+
+class Approval(_message.Message):
+    __slots__ = ("authenticator", "signature", "authenticator_data", "client_data_json")
+    AUTHENTICATOR_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATOR_DATA_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    authenticator: str
+    signature: bytes
+    authenticator_data: bytes
+    client_data_json: bytes
+    def __init__(self, authenticator: _Optional[str] = ..., signature: _Optional[bytes] = ..., authenticator_data: _Optional[bytes] = ..., client_data_json: _Optional[bytes] = ...) -> None: ...
 
 class SignedCeremonyRequest(_message.Message):
-    __slots__ = ("request", "coordinator_signature", "owner_signature")
+    __slots__ = ("request", "coordinator_signature", "owner_signature", "approvals")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     OWNER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
     request: bytes
     coordinator_signature: bytes
     owner_signature: bytes
-    def __init__(self, request: _Optional[bytes] = ..., coordinator_signature: _Optional[bytes] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
+    approvals: _containers.RepeatedCompositeFieldContainer[Approval]
+    def __init__(self, request: _Optional[bytes] = ..., coordinator_signature: _Optional[bytes] = ..., owner_signature: _Optional[bytes] = ..., approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ...) -> None: ...
 
 class SealedShare(_message.Message):
     __slots__ = ("wallet_id", "share_index", "scheme", "epoch", "encrypted_data_key", "ciphertext", "public_key", "key_change", "certificate")

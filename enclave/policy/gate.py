@@ -1,0 +1,167 @@
+"""The policy gate of the enclave: a wallet with a policy set acts only with its owners' approvals.
+
+Called once the coordinator's (and owner's) signatures and the challenge
+have been checked (``enclave.auth``), with the wallet's sealed record
+(docs/security/policy.md):
+
+- a record without a policy set: nothing more is checked (the coordinator's
+  signature suffices, as for every wallet made before policies);
+- a record with one: the request becomes an activity (its transaction parsed
+  here, and an EVM digest that is not the transaction's own refused), the
+  approvals are verified against the set's authenticators over
+  ``approval_challenge(activity_hash(request bytes), policy_set_hash)``, and
+  the engine decides. Pair setups are not gated: they sign nothing and move
+  no key.
+
+``registered_policy_set`` checks the set a keygen (or a reshare that adds
+the server party) registers, and ``carried_policy_set`` re-binds a wallet's
+set to the epoch a refresh or reshare makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import threading
+from collections import OrderedDict
+from typing import Final
+
+from enclave.errors import BadRequest
+from enclave.policy.authenticators import SignCounters, verified_approvers
+from enclave.policy.engine import Allowed, PolicyEngine
+from enclave.policy.facts import Activity
+from shardkeep.approvals import Approval, activity_hash
+from shardkeep.chains import evm, solana
+from shardkeep.chains.errors import TransactionParseError
+from shardkeep.lifecycle import SCHEMES
+from shardkeep.policyset import InvalidPolicy, decode, encode
+from shardkeep.v1 import ceremony_pb2
+
+__all__ = ["PolicyGate", "activity_of", "registered_policy_set", "carried_policy_set"]
+
+KIND = ceremony_pb2.CeremonyKind
+_KINDS: Final = {
+    KIND.CEREMONY_KIND_RESHARE: "RESHARE",
+    KIND.CEREMONY_KIND_REFRESH: "REFRESH",
+    KIND.CEREMONY_KIND_EXPORT: "EXPORT",
+}
+ENGINE_CACHE_SIZE: Final = 1024
+
+
+def registered_policy_set(request: ceremony_pb2.CeremonyRequest, epoch: int) -> bytes:
+    """The policy set a request registers for its wallet at ``epoch``, checked (b"" for none).
+
+    Raises:
+        InvalidPolicy: the set is malformed, refused (see ``PolicyEngine``),
+            or names another wallet or epoch.
+    """
+    if not request.policy_set:
+        return b""
+    data = bytes(request.policy_set)
+    policy_set = decode(data)
+    if (policy_set.wallet_id, policy_set.epoch) != (request.wallet_id, epoch):
+        raise InvalidPolicy(
+            "", f"the policy set must name wallet {request.wallet_id!r}, epoch {epoch}"
+        )
+    PolicyEngine(policy_set)  # every condition compiles, or the keygen is refused now
+    return data
+
+
+def carried_policy_set(data: bytes, epoch: int) -> bytes:
+    """A wallet's sealed policy set re-bound to the new epoch of a refresh or reshare."""
+    if not data:
+        return b""
+    return encode(dataclasses.replace(decode(data), epoch=epoch))
+
+
+def activity_of(request: ceremony_pb2.CeremonyRequest) -> Activity | None:
+    """What a request asks of the server share, as the policy sees it (None: not gated).
+
+    Raises:
+        BadRequest: a transaction that does not parse, one given with the
+            wrong scheme, or a digest that is not the EVM transaction's own.
+    """
+    scheme = SCHEMES.get(request.scheme, "")
+    wallet, path = request.wallet_id, tuple(request.derivation_path)
+    if request.kind in _KINDS:
+        return Activity(_KINDS[request.kind], wallet, scheme, path)
+    if request.kind != KIND.CEREMONY_KIND_SIGN:
+        return None  # keygen (no wallet yet) and pair setups (sign nothing, move no key)
+    try:
+        if request.evm_transaction:
+            if scheme != "ecdsa-secp256k1":
+                raise BadRequest("an EVM transaction is signed by an ecdsa-secp256k1 wallet")
+            tx = evm.parse_transaction(bytes(request.evm_transaction))
+            # The enclave computes the digest itself (EIP-155/EIP-1559) and signs
+            # only that: a digest of anything else is refused, not trusted.
+            if not hmac.compare_digest(tx.digest, bytes(request.digest)):
+                raise BadRequest("the digest is not the EVM transaction's signing digest")
+            return Activity("SIGN_EVM_TRANSACTION", wallet, scheme, path, evm=tx)
+        if request.solana_message:
+            if scheme != "ed25519":
+                raise BadRequest("a Solana message is signed by an ed25519 wallet")
+            message = solana.parse_message(bytes(request.message))
+            return Activity("SIGN_SOLANA_MESSAGE", wallet, scheme, path, solana=message)
+    except TransactionParseError as e:
+        raise BadRequest(f"the transaction does not parse: {e}") from e
+    return Activity("SIGN_RAW_DIGEST", wallet, scheme, path)
+
+
+class PolicyGate:
+    """Compiled policy sets (cached by hash) and the passkey counters of this enclave process."""
+
+    def __init__(self) -> None:
+        self.counters = SignCounters()
+        self._engines: OrderedDict[bytes, PolicyEngine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _engine(self, data: bytes) -> PolicyEngine:
+        key = hashlib.sha256(data).digest()
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine
+        engine = PolicyEngine(decode(data))
+        with self._lock:
+            self._engines[key] = engine
+            while len(self._engines) > ENGINE_CACHE_SIZE:
+                self._engines.popitem(last=False)
+        return engine
+
+    def check(
+        self,
+        signed: ceremony_pb2.SignedCeremonyRequest,
+        request: ceremony_pb2.CeremonyRequest,
+        policy_set: bytes,
+    ) -> Allowed | None:
+        """Let the request through, or raise naming why not.
+
+        Arguments:
+            signed: the request as it arrived (its bytes are what approvals cover).
+            request: the same, parsed and already authorised.
+            policy_set: the wallet's sealed policy set (b"" for none).
+
+        Returns:
+            The allowing policy and approvers, or None when nothing is gated.
+
+        Raises:
+            ApprovalRefused: an approval that does not verify.
+            PolicyDenied: the policies refuse the activity.
+            BadRequest: see ``activity_of``; FactsError: an amount a policy cannot hold.
+        """
+        if not policy_set:
+            return None
+        activity = activity_of(request)
+        if activity is None:
+            return None
+        engine = self._engine(policy_set)
+        approvals = [
+            Approval(a.authenticator, a.signature, a.authenticator_data, a.client_data_json)
+            for a in signed.approvals
+        ]
+        approvers = verified_approvers(
+            engine.policy_set, approvals, activity_hash(bytes(signed.request)), self.counters
+        )
+        return engine.decide(activity, approvers)
