@@ -70,6 +70,26 @@ class PairLocks:
                 stack.enter_context(lock)
             yield
 
+    def acquire_now(self) -> bool:
+        """Take every lock if all are free now (no waiting); ``release`` gives them back.
+
+        Returns:
+            False, holding none, if any lock is taken.
+        """
+        taken: list[threading.Lock] = []
+        for lock in self._locks:
+            if not lock.acquire(blocking=False):
+                for held in reversed(taken):
+                    held.release()
+                return False
+            taken.append(lock)
+        return True
+
+    def release(self) -> None:
+        """Release the locks ``acquire_now`` took."""
+        for lock in reversed(self._locks):
+            lock.release()
+
 
 NO_LOCKS = PairLocks(())
 

@@ -50,6 +50,7 @@ from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, withou
 from enclave.policy.gate import PolicyGate
 from enclave.refusals import MalformedCounts
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
+from enclave.step_costs import StepCosts
 from shardkeep.lifecycle import seat_party_ids
 from shardkeep.server import (
     AsyncHealthServicer,
@@ -144,6 +145,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         self.pair_setups = PairSetups()
         self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
         self._policy_gate = PolicyGate()
+        # Cheap steps run on the event loop, expensive ones in threads.
+        self._steps = StepCosts()
         # Refusals as malformed, reported by GetStatus (the host exports them).
         self.malformed = MalformedCounts()
 
@@ -297,16 +300,20 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("input") != "start":
                 raise BadRequest("a ceremony stream starts with CeremonyStart")
-            req, active = await asyncio.to_thread(self._begin, first.start)
+            req, active = await self._begin(first.start)
             request = req
             log.info("ceremony started", **_ids(req))
             session = active.plan.session
             inputs = _Inputs(request_iterator)
             step: Callable[[], list[Any]] = session.start
+            steps_run = 0
             # An export contributor is done once it has sent: it expects nothing.
             while True:
                 dropped = session.dropped.total()
-                sent = await asyncio.to_thread(active.locked, step)
+                # Steps are told apart by ceremony, scheme and position: their costs differ.
+                kind = (req.kind, req.scheme, steps_run)
+                sent = await self._steps.run(kind, step, active.locks)
+                steps_run += 1
                 if session.dropped.total() > dropped and session.last_dropped is not None:
                     # Forged, replayed or misaddressed: the relay or host may have
                     # written any header, so no party is blamed; the deadline
@@ -364,13 +371,12 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         finally:
             self._running -= 1
 
-    def _begin(
+    async def _begin(
         self, start: enclave_pb2.CeremonyStart
     ) -> tuple[ceremony_pb2.CeremonyRequest, _Running]:
         identity = self._identity
         if identity is None:
             raise NotProvisioned("the enclave is not provisioned yet")
-        now = int(self._deps.clock())
         # The coordinator's signature is checked before anything else (no KMS
         # call for an unsigned request); the owner's (export,
         # reshare) needs the owner key from the sealed record. A reshare that
@@ -382,8 +388,22 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         if _joins_without_share(unverified, identity):
             owner_key = bytes(unverified.owner_key)
         elif unverified.kind != ceremony_pb2.CEREMONY_KIND_KEYGEN:
-            record = self._load_record(unverified, identity, list(start.sealed_shares))
+            record = await self._load_record(unverified, identity, list(start.sealed_shares))
             owner_key = record.owner_key
+        return await self._steps.run(
+            ("begin", unverified.kind, unverified.scheme),
+            functools.partial(self._authorize, start, identity, record, owner_key),
+        )
+
+    def _authorize(
+        self,
+        start: enclave_pb2.CeremonyStart,
+        identity: Identity,
+        record: ServerShare | None,
+        owner_key: bytes | None,
+    ) -> tuple[ceremony_pb2.CeremonyRequest, _Running]:
+        """Check the request's authority, then plan its session (no I/O)."""
+        now = int(self._deps.clock())
         request = self._deps.authorizer.authorize(start.request, now, owner_key)
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
@@ -430,7 +450,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         self.pair_setups.put(key, setup)
         log.info("pair setup kept in memory", peer=record.party_ids[setup.peer], **_ids(request))
 
-    def _load_record(
+    async def _load_record(
         self,
         request: ceremony_pb2.CeremonyRequest,
         identity: Identity,
@@ -465,7 +485,9 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             # never use them (the host can replay them after any burn).
             return without_pair_setups(ServerShare.from_bytes(opened.plaintext))
 
-        record = self._records.get_or_open(cache_key, open_record)
+        record = self._records.get(cache_key)
+        if record is None:  # opening costs a KMS call: off the event loop
+            record = await asyncio.to_thread(self._records.get_or_open, cache_key, open_record)
         share = record.key_share
         if share.party_id != me or share.epoch != request.epoch:
             raise WrongShare("the sealed share is not the server party's at this epoch")
@@ -563,13 +585,9 @@ class _Running:
     plan: Plan
     identity: Identity
     record: ServerShare | None
+    # The locks of its DKLs23 pairs, held through every step: a check on a pair
+    # and the burn after its failure happen with no other session on it in between.
     locks: PairLocks = NO_LOCKS
-
-    def locked(self, step: Callable[[], list[Any]]) -> list[Any]:
-        """Run a session step holding the locks of its DKLs23 pairs: a check on a pair
-        and the burn after its failure happen with no other session on it in between."""
-        with self.locks.held():
-            return step()
 
     def outbound(self, sealed: list[Any]) -> list[enclave_pb2.CeremonyOutput]:
         return [

@@ -501,17 +501,23 @@ class CeremonyDriver:
         await self._epochs.commit(bytes(result.certificate))
         return result
 
+    async def _read(self, read: Callable[..., _T], *args: object) -> _T:
+        """A store read: on the event loop if the store says reads are cheap, else in a thread."""
+        if self._store.inline_reads:
+            return read(*args)
+        return await asyncio.to_thread(read, *args)
+
     async def _prepare(self) -> list[ceremony_pb2.SealedShare]:
         """Check the wallet's state against the request; return its current sealed shares."""
         plan = self._plan
         try:
-            wallet = await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
+            wallet = await self._read(self._store.get_wallet, plan.wallet_id)
             # A pending epoch past its deadline goes first (with a keygen's
             # uncommitted wallet: its id is free again).
             if wallet.pending_epoch is not None and (
                 await asyncio.to_thread(self._store.abort_expired, plan.wallet_id) is not None
             ):
-                wallet = await asyncio.to_thread(self._store.get_wallet, plan.wallet_id)
+                wallet = await self._read(self._store.get_wallet, plan.wallet_id)
         except WalletNotFoundError:
             if plan.kind == _K.CEREMONY_KIND_KEYGEN:
                 return []
@@ -553,7 +559,7 @@ class CeremonyDriver:
                 f"epoch {wallet.pending_epoch} of wallet {plan.wallet_id} is pending from an "
                 "unfinished key change: submit its certificate, or wait for its deadline",
             )
-        stored = await asyncio.to_thread(self._store.shares_at, plan.wallet_id, epoch)
+        stored = await self._read(self._store.shares_at, plan.wallet_id, epoch)
         if not stored:
             raise HostError(
                 grpc.StatusCode.FAILED_PRECONDITION,

@@ -55,7 +55,9 @@ stored raises ``StoreConflictError`` and changes nothing; writing the same
 bytes again is a no-op, so retries are safe.
 
 Thread safety: every ``Store`` method may be called from any thread, at the
-same time (the asyncio host calls them through ``asyncio.to_thread``). Each
+same time (the asyncio host calls them through ``asyncio.to_thread``, and a
+ceremony's reads on the event loop itself where ``inline_reads`` says they
+are cheap). Each
 call borrows one connection from a small pool for exactly one transaction;
 writes lock the wallet (``SELECT ... FOR UPDATE`` on PostgreSQL, SQLite's
 single writer lock), so concurrent epoch changes of one wallet serialise.
@@ -311,6 +313,10 @@ class Store(abc.ABC):
 
     _FOR_UPDATE: ClassVar[str] = ""
     """Appended to the wallet-locking SELECT (" FOR UPDATE" on PostgreSQL)."""
+
+    inline_reads: ClassVar[bool] = False
+    """Whether a read costs so little (tens of microseconds, no network) that the
+    host runs it on its event loop rather than hand it to a thread."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or _now_ms

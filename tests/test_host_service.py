@@ -18,11 +18,13 @@ import logging
 import secrets
 import signal
 import sys
+import threading
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import grpc
@@ -698,6 +700,34 @@ def test_an_enclave_that_stays_unprovisioned_is_retried_once(sqlite_url: str) ->
             assert len(s.fake.runs) == 3  # the keygen, the refusal, one retry
             assert s.fake.provisioned == [b"", SEALED_IDENTITY]
             assert s.store.get_wallet(WALLET).current_epoch == 0
+
+    run(body)
+
+
+def test_cheap_store_reads_run_on_the_event_loop(sqlite_url: str) -> None:
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            readers: list[tuple[str, int]] = []
+            for name in ("get_wallet", "shares_at"):
+                read = getattr(s.store, name)
+
+                def spy(*args: object, _read: Any = read, _name: str = name) -> Any:
+                    readers.append((_name, threading.get_ident()))
+                    return _read(*args)
+
+                setattr(s.store, name, spy)
+            loop_thread = threading.get_ident()
+
+            assert (await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0)).error is None
+            assert s.store.inline_reads  # SQLite: a local read, no network
+            assert readers == [("get_wallet", loop_thread), ("shares_at", loop_thread)]
+
+            readers.clear()
+            s.store.inline_reads = False  # type: ignore[misc]  # as PostgreSQL's store says
+            assert (await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0)).error is None
+            assert [name for name, _ in readers] == ["get_wallet", "shares_at"]
+            assert all(thread != loop_thread for _, thread in readers)
 
     run(body)
 
