@@ -1,8 +1,9 @@
 """The coordinator library: runs the ceremonies of enrolled devices (docs/coordinator.md).
 
-Keygen, signing, ECDSA pair setups, refresh and export (owner-approved) of
-the wallets a device holds a party of; epoch acknowledgments after a refresh
-are forwarded to the host.
+Keygen, signing, ECDSA pair setups, refresh, export (owner-approved) and a
+reshare that adds another enrolled device's party (owner-approved; the added
+device joins with :meth:`Coordinator.join`) of the wallets a device holds a
+party of; epoch acknowledgments after a key change are forwarded to the host.
 
 It holds what a device must not: the coordinator key the enclave pins and
 the relay admits, and the host's client certificate and API token
@@ -23,7 +24,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -65,9 +66,10 @@ _WALLET_KINDS = (
     ceremony_pb2.CEREMONY_KIND_PAIR_SETUP,
     ceremony_pb2.CEREMONY_KIND_REFRESH,
     ceremony_pb2.CEREMONY_KIND_EXPORT,
+    ceremony_pb2.CEREMONY_KIND_RESHARE,
 )
 # The enclave runs these only with the wallet owner's signature of the request.
-_OWNER_SIGNED = (ceremony_pb2.CEREMONY_KIND_EXPORT,)
+_OWNER_SIGNED = (ceremony_pb2.CEREMONY_KIND_EXPORT, ceremony_pb2.CEREMONY_KIND_RESHARE)
 # The host's refusals of a forwarded acknowledgment that name a fault of the ask.
 _ACK_REFUSALS = (
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -114,6 +116,13 @@ class _Running:
     room: CreatedRoom
     server_id: str
     server_side: asyncio.Task[ceremony_pb2.CeremonyResult] | None = None
+    # reshare: the added device's key -> its index among the new parties
+    invited: dict[bytes, int] = field(default_factory=dict)
+    # devices that joined and have not asked for the result yet; the room
+    # closes once none is left and no FinishCeremony is still waiting
+    waiting: set[bytes] = field(default_factory=set)
+    finishing: int = 0
+    recorded: bool = False
 
 
 class Coordinator:
@@ -231,12 +240,13 @@ class Coordinator:
             request, index = self._wallet_request(ask, wallet, device, server)
         else:
             raise BadAsk(
-                "a device may ask for a keygen, or a signature, pair setup, refresh or "
-                "export of a wallet it holds a party of"
+                "a device may ask for a keygen, or a signature, pair setup, refresh, "
+                "export or reshare of a wallet it holds a party of"
             )
         members = [
             request.parties[i].party_id for i in (request.signers or range(len(request.parties)))
         ]
+        members += [p.party_id for p in request.new_parties if p.party_id not in members]
         room = await self._relay.create_room(
             members, ttl_ms=int(self._timeout * 1000), max_total_bytes=room_bytes(len(members))
         )
@@ -246,6 +256,9 @@ class Coordinator:
         running = _Running(
             device, index, request, request.SerializeToString(), room, server.party_id
         )
+        running.waiting.add(device)
+        if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
+            running.invited[bytes(ask.new_device_key)] = len(request.new_parties) - 2
         self._running[request.ceremony_id] = running
         needs_owner = request.kind in _OWNER_SIGNED
         if not needs_owner:
@@ -280,6 +293,43 @@ class Coordinator:
         if not request_signature_valid(wallet.owner_key, OWNER_CONTEXT, running.data, signature):
             raise NotApproved("the approval is not the wallet owner's signature of the request")
         self._launch(running, owner_signature=signature)
+
+    async def join(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.StartedCeremony:
+        """Hand a device invited by a running reshare of a wallet its request and room token.
+
+        The enclave's document answers the joining device's own nonce.
+
+        Raises:
+            NotEnrolled, BadAsk; UnknownCeremony: no running reshare of that
+                wallet invites this device (yet: the device may ask again).
+        """
+        device = self._admit(call, "JoinCeremony")
+        ask = _parse(coordinator_pb2.JoinAsk, call.body)
+        running = next(
+            (
+                r for r in self._running.values()
+                if r.request.wallet_id == ask.wallet_id and device in r.invited
+                and r.server_side is not None and device not in r.waiting
+            ),
+            None,
+        )  # fmt: skip
+        if running is None:
+            raise UnknownCeremony(f"no running ceremony of wallet {ask.wallet_id!r} invites this")
+        if not 1 <= len(ask.attestation_nonce) <= _MAX_NONCE:
+            raise BadAsk(f"the attestation nonce must be 1 to {_MAX_NONCE} bytes")
+        reply = await self._host.GetAttestation(
+            host_pb2.HostAttestationRequest(nonce=ask.attestation_nonce), timeout=30
+        )
+        server = self._server_party(reply.document, bytes(ask.attestation_nonce))
+        if server.party_id != running.server_id:
+            raise BadAsk("the enclave attests another server party than the ceremony's")
+        running.waiting.add(device)
+        party = running.request.new_parties[running.invited[device]]
+        return coordinator_pb2.StartedCeremony(
+            request=running.data,
+            attestation_document=reply.document,
+            join_token=running.room.join_tokens[party.party_id],
+        )
 
     async def acknowledge(self, call: coordinator_pb2.DeviceCall) -> int:
         """Forward a device seat's acknowledgment of a new epoch to the host.
@@ -323,16 +373,28 @@ class Coordinator:
         device = self._admit(call, "FinishCeremony")
         ask = _parse(coordinator_pb2.FinishAsk, call.body)
         running = self._running.get(ask.ceremony_id)
-        if running is None or running.device_key != device:
+        if running is None or device not in running.waiting:
             raise UnknownCeremony(f"no running ceremony {ask.ceremony_id!r} of this device")
-        del self._running[ask.ceremony_id]
-        request = running.request
+        running.waiting.discard(device)
+        running.finishing += 1
         try:
             if running.server_side is None:
                 raise NotApproved("the ceremony was never approved by the wallet's owner")
-            result = await asyncio.wait_for(running.server_side, self._timeout)
+            # Shielded: one device giving up must not cancel the others' ceremony.
+            result = await asyncio.wait_for(asyncio.shield(running.server_side), self._timeout)
         finally:
-            await self._relay.close_room(running.room.room_id, running.room.admin_token)
+            running.finishing -= 1
+            if not running.waiting and not running.finishing:
+                self._running.pop(ask.ceremony_id, None)
+                await self._relay.close_room(running.room.room_id, running.room.admin_token)
+        if not running.recorded:
+            running.recorded = True
+            self._record(running, result)
+        return result
+
+    def _record(self, running: _Running, result: ceremony_pb2.CeremonyResult) -> None:
+        """Keep what a finished ceremony changed about its wallet (public data only)."""
+        request, device = running.request, running.device_key
         if request.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
             self._registry.save_wallet(WalletRecord(
                 request.wallet_id, request.scheme, request.threshold, list(request.parties),
@@ -340,12 +402,22 @@ class Coordinator:
                 epoch=result.epoch, devices={device: running.device_index},
                 owner_key=bytes(request.owner_key),
             ))  # fmt: skip
-        elif request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
-            record = self._registry.wallet(request.wallet_id)
-            if record is not None:
-                record.epoch = result.epoch
-                self._registry.save_wallet(record)
-        return result
+            return
+        record = self._registry.wallet(request.wallet_id)
+        if record is None:
+            return
+        if request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
+            record.epoch = result.epoch
+        elif request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
+            new = list(request.new_parties)
+            record.parties, record.threshold = new, request.new_threshold
+            record.server_index, record.epoch = len(new) - 1, result.epoch
+            new_ids = [p.party_id for p in new]
+            mine = new_ids.index(request.parties[running.device_index].party_id)
+            record.devices = {device: mine} | running.invited
+        else:
+            return
+        self._registry.save_wallet(record)
 
     def _server_party(self, document: bytes, nonce: bytes) -> ceremony_pb2.Party:
         doc = verify(
@@ -418,6 +490,8 @@ class Coordinator:
                 raise BadAsk("a refresh needs every party; this wallet has others than the device")
             del request.signers[:]
             return request, index
+        if ask.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
+            return self._add_party_request(ask, wallet, request, index), index
         if ask.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
             if ask.party != wallet.parties[index] or len(ask.export_recipient_key) != 32:
                 raise BadAsk("an export goes to the device's own party and a 32-byte X25519 key")
@@ -433,6 +507,41 @@ class Coordinator:
         if wallet.scheme == ceremony_pb2.SCHEME_ECDSA_SECP256K1:
             request.pair_setup_ids[index] = bytes(ask.pair_setup_id) or UNKNOWN_SETUP_ID
         return request, index
+
+    def _add_party_request(
+        self,
+        ask: coordinator_pb2.CeremonyAsk,
+        wallet: WalletRecord,
+        request: ceremony_pb2.CeremonyRequest,
+        index: int,
+    ) -> ceremony_pb2.CeremonyRequest:
+        """A reshare of a device's 2-party wallet that adds another enrolled device's party.
+
+        The device and the server share deal; the new keyring lists the
+        device, the added party, then the server party (last, as at keygen).
+        """
+        if len(wallet.parties) != 2:
+            raise BadAsk(
+                "adding a party needs every holder; this wallet has others than the device"
+            )
+        added = bytes(ask.new_device_key)
+        if not self._registry.enrolled(added) or added in wallet.devices:
+            raise BadAsk("the added party's device must be enrolled and new to the wallet")
+        ids = {p.party_id for p in wallet.parties}
+        if not ask.HasField("new_party") or ask.new_party.party_id in ids:
+            raise BadAsk("a reshare adds one new party")
+        try:
+            lifecycle.check_server_threshold(ask.new_threshold)
+        except InputError as e:
+            raise BadAsk(str(e)) from e
+        if ask.new_threshold > 3 or not ask.HasField("keyring"):
+            raise BadAsk("a 3-party keyring takes a threshold of 2 or 3, and the current keyring")
+        server = wallet.parties[wallet.server_index]
+        request.new_parties.extend([wallet.parties[index], ask.new_party, server])
+        request.new_threshold = ask.new_threshold
+        # The enclave checks it against its own share's keyring.
+        request.keyring.CopyFrom(ask.keyring)
+        return request
 
     def _launch(self, running: _Running, *, owner_signature: bytes = b"") -> None:
         """Sign the request, attach its approvals, and start the server share's side.

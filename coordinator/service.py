@@ -98,6 +98,17 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             await _abort(context, e)
         return coordinator_pb2.ApprovedCeremony()
 
+    async def JoinCeremony(
+        self,
+        request: coordinator_pb2.DeviceCall,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> coordinator_pb2.StartedCeremony:
+        try:
+            return await self._coordinator.join(request)
+        except Exception as e:
+            await _abort(context, e)
+            raise
+
     async def AcknowledgeEpoch(
         self,
         request: coordinator_pb2.DeviceCall,

@@ -11,6 +11,7 @@ coordinator that redirects the export to a key of its own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,5 +186,103 @@ def test_refresh_of_a_wallet_the_device_is_not_in_is_denied(
             with pytest.raises(CoordinatorRefused) as info:
                 await bob.refresh(wallet)
         assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+    with_coordinator(stack, socket_dir, body)
+
+
+class ThreeCodes(Coordinator):
+    """The coordinator with a third enrollment code (a third device)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["enrollment_codes"] = [*CODES, "code-carol"]
+        super().__init__(*args, **kwargs)
+
+
+def test_device_adds_a_second_device_and_both_sign_through_the_coordinator(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """ECDSA 2-of-2 -> 2-of-3: the phone deals with the server share (owner-approved), the
+    laptop joins with its own room token; both acknowledge, then each signs with the server."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        saved: dict[str, list[DeviceWallet]] = {"phone": [], "laptop": []}
+
+        def saver(name: str) -> Any:
+            async def save(new: DeviceWallet) -> None:
+                saved[name].append(new)
+
+            return save
+
+        async with new_device(stack, address) as phone, new_device(stack, address) as laptop:
+            await phone.enroll(CODES[0])
+            await laptop.enroll(CODES[1])
+            old = await phone.create_wallet("ecdsa-secp256k1")
+            laptop_key = laptop._device_key.public_key().public_bytes_raw()
+            mine, theirs = await asyncio.gather(
+                phone.add_party(
+                    old, laptop.identity.party, laptop_key, save_pending=saver("phone")
+                ),
+                laptop.join_wallet(
+                    old.wallet_id, public_key=old.public_key, save_pending=saver("laptop")
+                ),
+            )
+            assert [w.share for w in saved["phone"]] == [mine.share]
+            assert [w.share for w in saved["laptop"]] == [theirs.share]
+            assert (mine.index, theirs.index, mine.parties) == (0, 1, theirs.parties)
+            assert len(mine.parties) == 3 and mine.parties[2] == old.parties[1]
+            assert (mine.threshold, mine.epoch, theirs.public_key) == (2, 1, old.public_key)
+            record = coordinator.wallet(old.wallet_id)
+            assert record is not None and sorted(record.devices.values()) == [0, 1]
+
+            assert await phone.acknowledge_epoch(mine) == 0  # the laptop has not yet
+            assert await laptop.acknowledge_epoch(theirs) == 1
+            assert await host_epochs(stack, old.wallet_id) == {1: "committed"}
+            assert verifies(mine, await laptop.sign(theirs, DIGEST))
+            assert verifies(mine, await phone.sign(mine, DIGEST))
+
+    with_coordinator(stack, socket_dir, body, ThreeCodes)
+
+
+def test_uninvited_device_cannot_take_the_new_seat(stack: DevStack, socket_dir: Path) -> None:
+    """Seat hijack: an enrolled device that was not invited asks to join a running reshare."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with (
+            new_device(stack, address) as phone,
+            new_device(stack, address) as laptop,
+            new_device(stack, address) as intruder,
+        ):
+            for device, code in ((phone, CODES[0]), (laptop, CODES[1]), (intruder, "code-carol")):
+                await device.enroll(code)
+            old = await phone.create_wallet("bip340")
+            intruder._timeout = 3.0  # it keeps asking for an invitation that never comes
+            laptop_key = laptop._device_key.public_key().public_bytes_raw()
+            added, joined, hijack = await asyncio.gather(
+                phone.add_party(old, laptop.identity.party, laptop_key),
+                laptop.join_wallet(old.wallet_id, public_key=old.public_key),
+                intruder.join_wallet(old.wallet_id, public_key=old.public_key),
+                return_exceptions=True,
+            )
+        assert isinstance(added, DeviceWallet) and isinstance(joined, DeviceWallet)
+        assert isinstance(hijack, CoordinatorRefused)
+        assert hijack.code == grpc.StatusCode.NOT_FOUND
+
+    with_coordinator(stack, socket_dir, body, ThreeCodes)
+
+
+def test_reshare_to_a_device_that_is_not_enrolled_is_refused(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            old = await phone.create_wallet("bip340")
+            stranger = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+            other = new_device(stack, address)
+            with pytest.raises(CoordinatorRefused) as info:
+                await phone.add_party(old, other.identity.party, stranger)
+            await other.__aexit__(None, None, None)
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "enrolled" in str(info.value)
 
     with_coordinator(stack, socket_dir, body)

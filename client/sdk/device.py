@@ -60,6 +60,9 @@ from tss.signing import NO_OPTIONS, RecoverableSignature, SigningOptions
 __all__ = ["Device", "DeviceWallet", "CoordinatorRefused"]
 
 _VERDICT_GRACE_S = 10.0
+_INVITATION_POLL_S = 0.2
+# The enclave runs these only with the wallet owner's signature of the request.
+_OWNER_SIGNED = (ceremony_pb2.CEREMONY_KIND_EXPORT, ceremony_pb2.CEREMONY_KIND_RESHARE)
 
 
 class CoordinatorRefused(WalletError):
@@ -236,7 +239,7 @@ class Device:
                 raise CoordinatorRefused("the refresh left no key change")
             pending.append(change)
             if save_pending is not None:
-                await save_pending(_refreshed(wallet, change))
+                await save_pending(_changed_wallet(wallet.wallet_id, wallet.parties, change))
 
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_REFRESH,
@@ -244,12 +247,7 @@ class Device:
             party=self.identity.party,
         )
         _, output, result = await self._run(ask, wallet, save_pending=keep)
-        if not isinstance(output, ReshareOutput) or output.share is None or not pending:
-            raise CoordinatorRefused("the refresh produced no new share")
-        new = _refreshed(wallet, pending[0])
-        if (output.share.epoch, output.share.public_key) != (result.epoch, wallet.public_key):
-            raise CoordinatorRefused("the server share reports another epoch or key")
-        return new
+        return _key_change_result(wallet.wallet_id, wallet.parties, output, result, pending)
 
     async def acknowledge_epoch(self, wallet: DeviceWallet) -> int:
         """Tell the host (through the coordinator) that this device uses ``wallet``'s epoch.
@@ -278,6 +276,116 @@ class Device:
             sign_device_call(self._device_key, "AcknowledgeEpoch", ack.SerializeToString()),
         )
         return int(reply.pruned)
+
+    async def add_party(
+        self,
+        wallet: DeviceWallet,
+        party: ceremony_pb2.Party,
+        device_key: bytes,
+        *,
+        threshold: int = 2,
+        save_pending: SavePending | None = None,
+    ) -> DeviceWallet:
+        """Reshare this device's 2-party wallet to three parties: this device, ``party``
+        and the server share, the same key (epoch + 1); the owner key approves it.
+
+        The device holding ``party`` (enrolled with ``device_key``) takes part
+        through :meth:`join_wallet` meanwhile. ``save_pending`` and
+        :meth:`acknowledge_epoch` as for :meth:`refresh`.
+
+        Raises:
+            CoordinatorRefused, WalletError: as :meth:`refresh`.
+        """
+        keyring = PublicKeyring.from_share(wallet.share)
+        ask = coordinator_pb2.CeremonyAsk(
+            kind=ceremony_pb2.CEREMONY_KIND_RESHARE,
+            wallet_id=wallet.wallet_id,
+            party=self.identity.party,
+            new_party=party,
+            new_device_key=device_key,
+            new_threshold=threshold,
+            keyring=lifecycle.keyring_to_proto(keyring),
+        )
+        # The request must list exactly these (checked before the owner key approves it).
+        new_parties = [wallet.parties[wallet.index], party, wallet.parties[wallet.server_index]]
+        pending: list[PendingKeyChange] = []
+
+        async def keep(change: PendingKeyChange) -> None:
+            pending.append(change)
+            if save_pending is not None:
+                await save_pending(_changed_wallet(wallet.wallet_id, new_parties, change))
+
+        _, output, result = await self._run(ask, wallet, save_pending=keep)
+        return _key_change_result(wallet.wallet_id, new_parties, output, result, pending)
+
+    async def join_wallet(
+        self,
+        wallet_id: str,
+        *,
+        public_key: bytes,
+        threshold: int = 2,
+        save_pending: SavePending | None = None,
+    ) -> DeviceWallet:
+        """Take this device's new seat in the reshare another device's :meth:`add_party` runs.
+
+        Waits (up to the timeout) until the coordinator has that reshare. The
+        device checks the enclave's document on its own nonce, that the
+        request adds this device's party to ``wallet_id`` with ``threshold``,
+        and that the keyring's key is ``public_key`` (as the other device
+        shows it), before it takes part.
+
+        Returns:
+            The wallet with this device's new share (store it, then
+            :meth:`acknowledge_epoch`).
+        """
+        nonce = secrets.token_bytes(32)
+        body = coordinator_pb2.JoinAsk(wallet_id=wallet_id, attestation_nonce=nonce)
+        started = await self._invitation(body)
+        request = ceremony_pb2.CeremonyRequest.FromString(started.request)
+        server = self._attested_server(started.attestation_document, nonce)
+        new_ids = [p.party_id for p in request.new_parties]
+        keyring = lifecycle.request_keyring(request)
+        if not (
+            request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE
+            and request.wallet_id == wallet_id
+            and self.identity.party in list(request.new_parties)
+            and server in new_ids
+            and server in [p.party_id for p in request.parties]
+            and request.new_threshold == threshold
+            and keyring is not None
+            and keyring.public_key == public_key
+        ):
+            raise CoordinatorRefused("the reshare is not the expected one for this device")
+        roster, ceremony = self._reshare_party(request, keyring, None)
+        pending: list[PendingKeyChange] = []
+        parties = list(request.new_parties)
+
+        async def keep(change: PendingKeyChange) -> None:
+            pending.append(change)
+            if save_pending is not None:
+                await save_pending(_changed_wallet(wallet_id, parties, change))
+
+        output, result = await self._take_part(
+            request, started, self.identity.party_id, roster, ceremony, keep
+        )
+        return _key_change_result(wallet_id, parties, output, result, pending)
+
+    async def _invitation(self, ask: coordinator_pb2.JoinAsk) -> coordinator_pb2.StartedCeremony:
+        """JoinCeremony, asked again while the coordinator has no such reshare yet."""
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while True:
+            try:
+                started: coordinator_pb2.StartedCeremony = await self._unary(
+                    self._coordinator.JoinCeremony,
+                    sign_device_call(self._device_key, "JoinCeremony", ask.SerializeToString()),
+                )
+                return started
+            except CoordinatorRefused as e:
+                if e.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(_INVITATION_POLL_S)
 
     async def export(self, wallet: DeviceWallet) -> bytes:
         """Reconstruct the wallet's private key on this device (the owner key approves it).
@@ -340,8 +448,10 @@ class Device:
         if started.needs_owner_approval:
             # Signed only now, over the request checked above: the owner approves
             # exactly this export, to this device's party and one-time key.
-            if request.kind != ceremony_pb2.CEREMONY_KIND_EXPORT:
-                raise CoordinatorRefused("the coordinator asks the owner to approve a non-export")
+            if request.kind not in _OWNER_SIGNED:
+                raise CoordinatorRefused(
+                    "the coordinator asks the owner to approve a ceremony that needs no approval"
+                )
             approval = coordinator_pb2.CeremonyApproval(
                 ceremony_id=request.ceremony_id,
                 owner_signature=sign_request(self._owner_key, OWNER_CONTEXT, started.request),
@@ -350,7 +460,21 @@ class Device:
                 self._coordinator.ApproveCeremony,
                 sign_device_call(self._device_key, "ApproveCeremony", approval.SerializeToString()),
             )
-        mine = request.parties[me].party_id
+        output, result = await self._take_part(
+            request, started, request.parties[me].party_id, roster, ceremony, save_pending
+        )
+        return request, output, result
+
+    async def _take_part(
+        self,
+        request: ceremony_pb2.CeremonyRequest,
+        started: coordinator_pb2.StartedCeremony,
+        mine: str,
+        roster: Roster,
+        ceremony: Ceremony[Any],
+        save_pending: Callable[[PendingKeyChange], Awaitable[None]] | None,
+    ) -> tuple[Any, ceremony_pb2.CeremonyResult]:
+        """Run this device's party in the room and, alongside, wait for the server's result."""
 
         async def party() -> Any:
             async with self._relay.join(request.room_id, mine, started.join_token) as relay:
@@ -386,7 +510,7 @@ class Device:
             if isinstance(verdict, CoordinatorRefused) and verdict is not e:
                 raise verdict from e
             raise
-        return request, output, result
+        return output, result
 
     def _ceremony(
         self,
@@ -414,6 +538,8 @@ class Device:
                 self.identity.hostseckey,
             )  # fmt: skip
             return layout.roster, reshare
+        if kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
+            return self._reshare_party(request, keyring, wallet.share)
         if kind == ceremony_pb2.CEREMONY_KIND_EXPORT and recipient_key is not None:
             exporting = lifecycle.export_layout(request, keyring)
             seat = exporting.seat_of(self.identity.party_id)
@@ -425,6 +551,18 @@ class Device:
             )  # fmt: skip
             return exporting.roster, export
         raise CoordinatorRefused("the coordinator started a ceremony this device did not ask for")
+
+    def _reshare_party(
+        self, request: ceremony_pb2.CeremonyRequest, keyring: PublicKeyring, share: KeyShare | None
+    ) -> tuple[Roster, Ceremony[Any]]:
+        """This device's seat of a reshare: it deals with ``share`` if it is a dealer."""
+        layout = lifecycle.reshare_layout(request, keyring)
+        seat = layout.seat_of(self.identity.party_id)
+        if seat is None:
+            raise CoordinatorRefused("the reshare has no seat for this device")
+        dealing = share if seat in layout.plan.dealers else None
+        reshare = Reshare(layout.plan, seat, dealing, secrets.token_bytes, self.identity.hostseckey)
+        return layout.roster, reshare
 
     def _attested_server(self, document: bytes, nonce: bytes) -> str:
         doc = verify(
@@ -479,12 +617,12 @@ def _check_request(
             raise CoordinatorRefused("the keygen request differs from the ask")
         return
     pair = sorted([wallet.index, wallet.server_index])
-    same_keyring = (
+    same_current_keyring = (
         request.wallet_id == wallet.wallet_id
         and list(request.parties) == wallet.parties
         and request.epoch == wallet.epoch
-        and not request.new_parties
     )
+    same_keyring = same_current_keyring and not request.new_parties
     same_wallet = same_keyring and list(request.signers) == pair
     if request.kind == ceremony_pb2.CEREMONY_KIND_PAIR_SETUP:
         if not same_wallet:
@@ -493,6 +631,19 @@ def _check_request(
     if request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
         if not same_keyring or list(request.signers) not in ([], pair):
             raise CoordinatorRefused("the refresh request differs from the wallet")
+        return
+    if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
+        server = wallet.parties[wallet.server_index]
+        expected = [wallet.parties[wallet.index], ask.new_party, server]
+        if not (
+            same_current_keyring
+            and list(request.signers) == pair
+            and list(request.new_parties) == expected
+            and request.new_threshold == ask.new_threshold
+            and request.keyring == ask.keyring
+            and not request.owner_key
+        ):
+            raise CoordinatorRefused("the reshare request differs from the ask or the wallet")
         return
     if request.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
         if not (
@@ -513,11 +664,35 @@ def _check_request(
         raise CoordinatorRefused("the signing request differs from the ask or the wallet")
 
 
-def _refreshed(wallet: DeviceWallet, change: PendingKeyChange) -> DeviceWallet:
-    """``wallet`` at the refresh's new epoch, with this device's new share."""
-    if change.share is None:
-        raise CoordinatorRefused("the refresh left this device without a share")
-    return replace(wallet, epoch=change.epoch, share=change.share, key_change=change)
+def _changed_wallet(
+    wallet_id: str, parties: list[ceremony_pb2.Party], change: PendingKeyChange
+) -> DeviceWallet:
+    """The wallet after a key change (refresh or reshare), with this device's new share."""
+    share = change.share
+    if share is None:
+        raise CoordinatorRefused("the key change left this device without a share")
+    return DeviceWallet(
+        wallet_id, share.scheme, share.threshold, parties, share.party_id, share.public_key,
+        share.epoch, share, key_change=change,
+    )  # fmt: skip
+
+
+def _key_change_result(
+    wallet_id: str,
+    parties: list[ceremony_pb2.Party],
+    output: Any,
+    result: ceremony_pb2.CeremonyResult,
+    pending: list[PendingKeyChange],
+) -> DeviceWallet:
+    """The new wallet of a finished key change, checked against the server share's result."""
+    if not isinstance(output, ReshareOutput) or output.share is None or not pending:
+        raise CoordinatorRefused("the key change produced no new share")
+    new = _changed_wallet(wallet_id, parties, pending[0])
+    if output.share.epoch != result.epoch or (
+        result.public_key and bytes(result.public_key) != new.public_key
+    ):
+        raise CoordinatorRefused("the server share reports another epoch or key")
+    return new
 
 
 def _key_matches(key: bytes, wallet: DeviceWallet) -> bool:

@@ -34,7 +34,7 @@ class DeviceCall(_message.Message):
     def __init__(self, device_key: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class CeremonyAsk(_message.Message):
-    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id", "export_recipient_key")
+    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id", "export_recipient_key", "new_party", "new_device_key", "new_threshold", "keyring")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,10 @@ class CeremonyAsk(_message.Message):
     ATTESTATION_NONCE_FIELD_NUMBER: _ClassVar[int]
     PAIR_SETUP_ID_FIELD_NUMBER: _ClassVar[int]
     EXPORT_RECIPIENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEW_PARTY_FIELD_NUMBER: _ClassVar[int]
+    NEW_DEVICE_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEW_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    KEYRING_FIELD_NUMBER: _ClassVar[int]
     kind: _ceremony_pb2.CeremonyKind
     scheme: _ceremony_pb2.Scheme
     threshold: int
@@ -61,7 +65,19 @@ class CeremonyAsk(_message.Message):
     attestation_nonce: bytes
     pair_setup_id: bytes
     export_recipient_key: bytes
-    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ...) -> None: ...
+    new_party: _ceremony_pb2.Party
+    new_device_key: bytes
+    new_threshold: int
+    keyring: _ceremony_pb2.PublicKeyring
+    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., new_party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., new_device_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., keyring: _Optional[_Union[_ceremony_pb2.PublicKeyring, _Mapping]] = ...) -> None: ...
+
+class JoinAsk(_message.Message):
+    __slots__ = ("wallet_id", "attestation_nonce")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_NONCE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    attestation_nonce: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., attestation_nonce: _Optional[bytes] = ...) -> None: ...
 
 class StartedCeremony(_message.Message):
     __slots__ = ("request", "attestation_document", "join_token", "needs_owner_approval")

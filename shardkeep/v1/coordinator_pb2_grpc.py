@@ -60,6 +60,11 @@ class CoordinatorStub:
                 request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.AcknowledgedEpoch.FromString,
                 _registered_method=True)
+        self.JoinCeremony = channel.unary_unary(
+                '/shardkeep.v1.Coordinator/JoinCeremony',
+                request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.StartedCeremony.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -95,8 +100,16 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AcknowledgeEpoch(self, request, context):
-        """After a refresh: the device's seat acknowledges the new epoch (forwarded to the host).
+        """After a refresh or reshare: the device's seat acknowledges the new epoch (forwarded to the host).
         body: EpochAck
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinCeremony(self, request, context):
+        """A device another device's reshare adds to a wallet joins that ceremony.
+        body: JoinAsk
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +142,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.AcknowledgeEpoch,
                     request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
                     response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.AcknowledgedEpoch.SerializeToString,
+            ),
+            'JoinCeremony': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinCeremony,
+                    request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.StartedCeremony.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class Coordinator:
             '/shardkeep.v1.Coordinator/AcknowledgeEpoch',
             shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
             shardkeep_dot_v1_dot_coordinator__pb2.AcknowledgedEpoch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinCeremony(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Coordinator/JoinCeremony',
+            shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+            shardkeep_dot_v1_dot_coordinator__pb2.StartedCeremony.FromString,
             options,
             channel_credentials,
             insecure,
