@@ -35,6 +35,7 @@ from client.errors import InvalidInput, WalletError, sdk_boundary
 from client.sdk.attestation import verify
 from client.sdk.party import (
     PartyIdentity,
+    SavePending,
     keygen_ceremony,
     roster_of,
     run_over_relay,
@@ -101,7 +102,7 @@ class DeviceWallet:
         return setup.peer(server).setup_id
 
 
-SavePending = Callable[["DeviceWallet"], Awaitable[None]]
+SaveNewWallet = Callable[["DeviceWallet"], Awaitable[None]]
 
 
 @sdk_boundary
@@ -219,7 +220,7 @@ class Device:
         wallet.share = replace(wallet.share, ecdsa=wallet.share.ecdsa.with_peer(setup))
 
     async def refresh(
-        self, wallet: DeviceWallet, *, save_pending: SavePending | None = None
+        self, wallet: DeviceWallet, *, save_pending: SaveNewWallet | None = None
     ) -> DeviceWallet:
         """New shares for this device and the server share, the same key (epoch + 1).
 
@@ -284,7 +285,7 @@ class Device:
         device_key: bytes,
         *,
         threshold: int = 2,
-        save_pending: SavePending | None = None,
+        save_pending: SaveNewWallet | None = None,
     ) -> DeviceWallet:
         """Reshare this device's 2-party wallet to three parties: this device, ``party``
         and the server share, the same key (epoch + 1); the owner key approves it.
@@ -310,7 +311,9 @@ class Device:
         new_parties = [wallet.parties[wallet.index], party, wallet.parties[wallet.server_index]]
         pending: list[PendingKeyChange] = []
 
-        async def keep(change: PendingKeyChange) -> None:
+        async def keep(change: Pending) -> None:
+            if not isinstance(change, PendingKeyChange):
+                raise CoordinatorRefused("a keygen's pending share in a key change")
             pending.append(change)
             if save_pending is not None:
                 await save_pending(_changed_wallet(wallet.wallet_id, new_parties, change))
@@ -324,7 +327,7 @@ class Device:
         *,
         public_key: bytes,
         threshold: int = 2,
-        save_pending: SavePending | None = None,
+        save_pending: SaveNewWallet | None = None,
     ) -> DeviceWallet:
         """Take this device's new seat in the reshare another device's :meth:`add_party` runs.
 
@@ -360,7 +363,9 @@ class Device:
         pending: list[PendingKeyChange] = []
         parties = list(request.new_parties)
 
-        async def keep(change: PendingKeyChange) -> None:
+        async def keep(change: Pending) -> None:
+            if not isinstance(change, PendingKeyChange):
+                raise CoordinatorRefused("a keygen's pending share in a key change")
             pending.append(change)
             if save_pending is not None:
                 await save_pending(_changed_wallet(wallet_id, parties, change))
@@ -432,7 +437,7 @@ class Device:
         ask: coordinator_pb2.CeremonyAsk,
         wallet: DeviceWallet | None,
         *,
-        save_pending: Callable[[Pending], Awaitable[None]] | None = None,
+        save_pending: SavePending | None = None,
         recipient_key: X25519PrivateKey | None = None,
     ) -> tuple[ceremony_pb2.CeremonyRequest, Any, ceremony_pb2.CeremonyResult]:
         ask.attestation_nonce = secrets.token_bytes(32)
@@ -472,7 +477,7 @@ class Device:
         mine: str,
         roster: Roster,
         ceremony: Ceremony[Any],
-        save_pending: Callable[[PendingKeyChange], Awaitable[None]] | None,
+        save_pending: SavePending | None,
     ) -> tuple[Any, ceremony_pb2.CeremonyResult]:
         """Run this device's party in the room and, alongside, wait for the server's result."""
 
