@@ -1,4 +1,4 @@
-"""BIP-341 key-path sighashes (client.chains.bitcoin) and the transaction codec (bitcoin_tx).
+"""BIP-341 key-path sighashes (shardkeep.chains.bip341) and the transaction codec (bitcoin_tx).
 
 Known answers: every ``keyPathSpending`` input of the BIP-341 wallet vectors
 (shared/vectors), checked down to the intermediary hashes, SigMsg, sighash and
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from client.chains.bitcoin import (
+from shardkeep.chains.bip341 import (
     ANNEX_TAG,
     HASH_TYPES,
     SIGHASH_ALL,
@@ -32,7 +32,7 @@ from client.chains.bitcoin import (
     p2tr_script,
     precompute,
 )
-from client.chains.bitcoin_tx import MAX_MONEY, OutPoint, Transaction, TxIn, TxOut, compact_size
+from shardkeep.chains.bitcoin_tx import MAX_MONEY, OutPoint, Transaction, TxIn, TxOut, compact_size
 from tests.vectors import load_json
 from tss.curve import schnorr_verify
 from tss.errors import InputError, InvalidEncodingError

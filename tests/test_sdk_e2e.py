@@ -18,16 +18,7 @@ from coincurve import PublicKey
 from eth_account import Account
 from eth_keys.datatypes import PublicKey as EthPublicKey
 
-from client.chains.bitcoin import (
-    SIGHASH_ANYONECANPAY,
-    SIGHASH_DEFAULT,
-    SIGHASH_SINGLE,
-    key_path_sighash,
-    p2tr_script,
-    sign_key_path,
-    wallet_output_key,
-)
-from client.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
+from client.chains.bitcoin import sign_key_path, wallet_output_key
 from client.chains.ethereum import Eip1559Transaction, sign_transaction, wallet_address
 from client.cli.devstack import DevStack
 from client.sdk.backups import (
@@ -42,6 +33,14 @@ from client.sdk.party import PartyIdentity
 from client.sdk.wallet import WalletClient, WalletError
 from client.storage.errors import DecryptionError
 from client.storage.shares import insecure_test_params
+from shardkeep.chains.bip341 import (
+    SIGHASH_ANYONECANPAY,
+    SIGHASH_DEFAULT,
+    SIGHASH_SINGLE,
+    key_path_sighash,
+    p2tr_script,
+)
+from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from tests.stack_harness import background_stack, run_with_client
 from tss.bip32 import derive_public
 from tss.curve import schnorr_verify

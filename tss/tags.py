@@ -135,7 +135,7 @@ CHANNEL_HPKE_INFO_LABEL = b"shardkeep/channel/v1\x00"
 LIFECYCLE_TAG_SESSION = "shardkeep/lifecycle/session"
 """Session id of a refresh, reshare or export plan: the request's kind, wallet, room, ceremony."""
 
-### Bitcoin transactions (client.chains.bitcoin: BIP-341 signature hash)
+### Bitcoin transactions (shardkeep.chains.bip341: BIP-341 signature hash)
 
 BIP341_TAG_TAPSIGHASH = "TapSighash"
 """BIP-341 "Common signature message": the sighash is hash_TapSighash(0x00 || SigMsg)."""

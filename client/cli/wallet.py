@@ -7,6 +7,9 @@ Subcommands (each against a running host and relay, as the relay coordinator):
   ed25519 the message itself;
 * ``sign-message``, ``sign-typed-data``  ecdsa: an EIP-191 personal message, EIP-712
   typed data (a JSON file), as ``r || s || v`` with the signing address;
+* ``sign-psbt`` bip340: sign the wallet's Taproot key-path inputs of a PSBT;
+* ``address`` the Ethereum (ecdsa), Taproot (bip340) or Solana (ed25519) address;
+* ``xpub``    the BIP-32 extended public key, for watch-only wallets;
 * ``backup``  encrypt a local party's share and identity and store them at the host
   (``--all``: every local party of the wallet, or of every wallet);
 * ``recover`` fetch a backup from the host and restore the party on this machine;
@@ -71,6 +74,9 @@ ENVIRONMENT: Final = {
     NEW_PASSCODE_ENV: "`wallet passcode`: the new one (else --new-passcode-file, else a prompt)",
 }
 WALLET_HELP: Final = "the wallet's id (see `shardkeep wallet list`)"
+PATH_HELP: Final = "BIP-32 non-hardened path below the wallet's key, e.g. 0/7"
+NETWORKS: Final = ("mainnet", "testnet", "signet", "regtest")
+NETWORK_HELP: Final = "the Bitcoin network of a Taproot address (default mainnet)"
 SCHEME_HELP: Final = (
     "bip340 (alias schnorr), ecdsa (alias ecdsa-secp256k1) or ed25519 (alias solana); default ecdsa"
 )
@@ -156,6 +162,58 @@ def add_wallet_commands(commands: Any) -> None:
     typed.add_argument("typed_data_file", type=Path, metavar="FILE", help="the typed data (JSON)")
     _signer_options(typed)
     typed.set_defaults(handler=_run("sign-typed-data"))
+
+    psbt = actions.add_parser(
+        "sign-psbt", parents=[common],
+        help="bip340: sign the wallet's Taproot key-path inputs of a PSBT",
+        description="Sign every input of FILE (a BIP-174 PSBT, binary or Base64) whose "
+        "Taproot internal key is the wallet's key or a child of it (named by "
+        "PSBT_IN_TAP_BIP32_DERIVATION under the wallet's fingerprint), one ceremony per "
+        "input. Other inputs are left as they are; an input of this wallet that does not "
+        "spend the output its internal key makes is refused.",
+    )  # fmt: skip
+    psbt.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    psbt.add_argument("psbt_file", type=Path, metavar="FILE", help="the PSBT (binary or Base64)")
+    psbt.add_argument(
+        "--out", type=Path, metavar="FILE",
+        help="write the signed PSBT (Base64) to this new file instead of printing it",
+    )  # fmt: skip
+    psbt.add_argument(
+        "--finalize", action="store_true",
+        help="also finalise the signed inputs and, when every input is final, print the "
+        "transaction ready to broadcast",
+    )  # fmt: skip
+    _signer_options(psbt, path=False)  # each input's path comes from the PSBT
+    psbt.set_defaults(handler=_run("sign-psbt"))
+
+    address = actions.add_parser(
+        "address", parents=[local],
+        help="the wallet's address: Ethereum (ecdsa), Taproot (bip340) or Solana (ed25519)",
+        description="Print the wallet's address at --path: the EIP-55 checksummed Ethereum "
+        "address of an ecdsa wallet, the Bech32m (BIP-350) key-path-only Taproot address of "
+        "a bip340 wallet (the BIP-86 output of the internal key), the base58 Solana address "
+        "of an ed25519 wallet (no --path: Ed25519 has no public derivation).",
+    )  # fmt: skip
+    address.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    address.add_argument("--path", type=_path, default=(), help=PATH_HELP)
+    address.add_argument("--network", choices=NETWORKS, default="mainnet", help=NETWORK_HELP)
+    address.set_defaults(handler=_run("address"))
+
+    xpub = actions.add_parser(
+        "xpub", parents=[local],
+        help="the wallet's BIP-32 extended public key, for a watch-only wallet",
+        description="Print the BIP-32 extended public key of the wallet's key (the master: "
+        "depth 0) or of its child at --path, with the master's fingerprint. A watch-only "
+        "wallet derives from it the keys the wallet signs for with --path; it reveals "
+        "every such address.",
+    )  # fmt: skip
+    xpub.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    xpub.add_argument("--path", type=_path, default=(), help=PATH_HELP)
+    xpub.add_argument(
+        "--network", choices=NETWORKS, default="mainnet",
+        help="mainnet: xpub; testnet, signet, regtest: tpub (default mainnet)",
+    )  # fmt: skip
+    xpub.set_defaults(handler=_run("xpub"))
 
     backup = actions.add_parser(
         "backup", parents=[local],
@@ -293,7 +351,7 @@ def add_wallet_commands(commands: Any) -> None:
     imported.set_defaults(handler=_run("import"))
 
 
-def _signer_options(parser: argparse.ArgumentParser) -> None:
+def _signer_options(parser: argparse.ArgumentParser, *, path: bool = True) -> None:
     """Which local parties sign, whether the server share joins, and the key's path."""
     parser.add_argument(
         "--party", type=int, action="append", dest="parties", metavar="I",

@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from client.chains import solana
-from client.chains.bitcoin import wallet_output_key
+from client.chains.bitcoin import wallet_output_key, wallet_p2tr_address
+from client.chains.bitcoin_psbt import sign_psbt
 from client.chains.ethereum import wallet_address, wallet_public_key
 from client.chains.ethereum_messages import message_signature
+from client.chains.xpub import fingerprint, wallet_xpub
 from client.cli.connection import resolve_connection, transport_from_args
 from client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from client.cli.passcode import NEW_PASSCODE_ENV, PASSCODE_ENV, PasscodeError, read_passcode
@@ -55,6 +57,8 @@ from shardkeep.chains.eth_messages import (
     load_typed_data,
     personal_message_digest,
 )
+from shardkeep.chains.psbt import MAGIC as PSBT_MAGIC
+from shardkeep.chains.psbt import MAX_PSBT_BYTES, Psbt, PsbtError, parse_psbt
 from tss.bip32 import derive_public
 from tss.errors import InputError, InternalError, ProtocolError, ShardkeepError
 from tss.keyshare import Scheme
@@ -302,6 +306,18 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
             _read_typed_data(args.typed_data_file)
         else:
             _message_bytes(args)
+    if command in ("address", "xpub") and load_description(args.state, args.wallet_id).scheme == (
+        "ed25519"
+    ):
+        # Ed25519 keys have no BIP-32 public derivation (and so no xpub).
+        if command == "xpub":
+            raise UsageError("an ed25519 wallet has no BIP-32 extended public key")
+        if args.path:
+            raise UsageError("--path is for bip340 and ecdsa wallets")
+    if command == "sign-psbt":
+        if load_description(args.state, args.wallet_id).scheme != "bip340":
+            raise UsageError(f"sign-psbt needs a bip340 wallet; {args.wallet_id} is not one")
+        _read_psbt(args.psbt_file)
     if command in ("create", "import"):
         _check_new_wallet(args)
     elif command == "reshare":
@@ -529,6 +545,96 @@ def _read_typed_data(path: Path) -> TypedData:
     typed = load_typed_data(document)
     typed.digest()  # checks every value before any passcode or network call
     return typed
+
+
+async def _sign_psbt(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    if args.out is not None and args.out.exists():
+        raise UsageError(f"{args.out} exists; the signed PSBT goes only to a new file")
+    psbt = _read_psbt(args.psbt_file)
+    loaded = await _settled_wallet(ctx, args.parties)
+    wallet = loaded.wallet
+    before = dict(wallet.shares)
+    async with ctx.client() as client:
+        ctx.progress.stage("sign-psbt")
+        signed = await sign_psbt(
+            client, wallet, psbt, loaded.devices,
+            with_server=not args.without_server, progress=ctx.progress,
+        )  # fmt: skip
+    if any(wallet.shares[i] is not share for i, share in before.items()):
+        _save_shares(ctx, wallet, loaded.devices)
+    result_psbt = signed.psbt.finalized() if args.finalize else signed.psbt
+    result: dict[str, Any] = {
+        "wallet_id": wallet.wallet_id,
+        "signed_inputs": list(signed.signed),
+        "skipped_inputs": {str(i): why for i, why in signed.skipped.items()},
+    }
+    if args.out is not None:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(result_psbt.to_base64() + "\n")
+        result["out"] = str(args.out)
+    else:
+        result["psbt"] = result_psbt.to_base64()
+    if args.finalize:
+        try:
+            result["transaction"] = result_psbt.extract().serialize().hex()
+        except PsbtError:
+            result["transaction"] = None  # another signer's inputs are not final yet
+    return result
+
+
+_MAX_PSBT_FILE_BYTES: Final = MAX_PSBT_BYTES * 4 // 3 + 4  # Base64 of the largest PSBT
+
+
+def _read_psbt(path: Path) -> Psbt:
+    """A PSBT file, binary or Base64 text, parsed and checked."""
+    with path.open("rb") as f:
+        data = f.read(_MAX_PSBT_FILE_BYTES + 1)
+    if data.startswith(PSBT_MAGIC):
+        return parse_psbt(data)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} holds neither a binary nor a Base64 PSBT") from None
+    return parse_psbt(text)
+
+
+async def _address(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    wallet = (await _settled_wallet(ctx)).wallet
+    result: dict[str, Any] = {"wallet_id": wallet.wallet_id, "path": _path_text(args.path)}
+    if wallet.scheme == "ed25519":
+        return result | {
+            "solana_address": solana.address(wallet.public_key),
+            "public_key": wallet.public_key.hex(),
+        }
+    if wallet.scheme == "ecdsa-secp256k1":
+        return result | {
+            "ethereum_address": wallet_address(wallet, args.path),
+            "public_key": _child_key(wallet, args.path).hex(),
+        }
+    return result | {
+        "network": args.network,
+        "taproot_address": wallet_p2tr_address(wallet, args.network, derivation_path=args.path),
+        "internal_key": _child_key(wallet, args.path)[1:].hex(),
+        "output_key": wallet_output_key(wallet, derivation_path=args.path).hex(),
+    }
+
+
+async def _xpub(ctx: _Context) -> dict[str, Any]:
+    args = ctx.args
+    wallet = (await _settled_wallet(ctx)).wallet
+    return {
+        "wallet_id": wallet.wallet_id,
+        "path": _path_text(args.path),
+        "xpub": wallet_xpub(wallet, args.network, args.path),
+        "master_fingerprint": fingerprint(wallet.public_key).hex(),
+    }
+
+
+def _path_text(path: tuple[int, ...]) -> str:
+    return "/".join(["m", *map(str, path)])
 
 
 def _save_shares(ctx: _Context, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
@@ -909,6 +1015,9 @@ _HANDLERS: Final[dict[str, tuple[Handler, PasscodeUse]]] = {
     "sign": (_sign, "existing"),
     "sign-message": (_sign_message, "existing"),
     "sign-typed-data": (_sign_typed_data, "existing"),
+    "sign-psbt": (_sign_psbt, "existing"),
+    "address": (_address, "existing"),
+    "xpub": (_xpub, "existing"),
     "backup": (_backup, "existing"),
     "recover": (_recover, "existing"),
     "list": (_list, "none"),

@@ -30,6 +30,11 @@ def load_json(relative: str) -> Any:
         return json.load(f)
 
 
+def load_text(relative: str) -> str:
+    """A text vector file, e.g. a BIP whose test vectors are inline."""
+    return vector_path(relative).read_text(encoding="utf-8")
+
+
 def load_csv(relative: str) -> list[dict[str, str]]:
     """Rows of a CSV vector file as dicts keyed by its header."""
     with vector_path(relative).open(newline="") as f:

@@ -29,7 +29,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from client.errors import sdk_boundary
 from tss.errors import InputError, InvalidEncodingError
 
 __all__ = [
@@ -53,13 +52,11 @@ _MIN_TXIN_BYTES: Final = 41  # 36-byte outpoint + empty script_sig + sequence
 _MIN_TXOUT_BYTES: Final = 9  # value + empty script
 
 
-@sdk_boundary
 def sha256d(data: bytes) -> bytes:
     """SHA256(SHA256(data)): Bitcoin's txid hash."""
     return hashlib.sha256(hashlib.sha256(data).digest()).digest()
 
 
-@sdk_boundary
 def compact_size(n: int) -> bytes:
     """Bitcoin's CompactSize encoding of ``n`` (0 <= n < 2**64), minimal as Core writes it.
 
@@ -128,7 +125,6 @@ class _Reader:
         return n
 
 
-@sdk_boundary
 @dataclass(frozen=True)
 class OutPoint:
     """The output an input spends.
@@ -153,7 +149,6 @@ class OutPoint:
         return self.txid + struct.pack("<I", self.vout)
 
 
-@sdk_boundary
 @dataclass(frozen=True)
 class TxOut:
     """A transaction output, or an output being spent (BIP-341 ``amounts``, ``scriptPubKeys``).
@@ -175,7 +170,6 @@ class TxOut:
         return struct.pack("<q", self.value) + _var_bytes(self.script_pubkey)
 
 
-@sdk_boundary
 @dataclass(frozen=True)
 class TxIn:
     """A transaction input.
@@ -201,7 +195,6 @@ class TxIn:
         return self.prevout.serialize() + _var_bytes(self.script_sig) + _u32(self.sequence)
 
 
-@sdk_boundary
 @dataclass(frozen=True)
 class Transaction:
     """A Bitcoin transaction.
@@ -255,11 +248,14 @@ class Transaction:
         return sha256d(self.serialize())
 
     @staticmethod
-    def parse(data: bytes) -> Transaction:
+    def parse(data: bytes, *, allow_witness: bool = True) -> Transaction:
         """Parse a serialised transaction (legacy or BIP-144 segwit).
 
         Arguments:
             data: the transaction's bytes (untrusted).
+            allow_witness: False reads the legacy serialisation only (a zero
+                byte after the version is an input count), as a PSBT's
+                unsigned transaction is written (BIP-174).
 
         Returns:
             The transaction; ``serialize()`` gives ``data`` back.
@@ -273,7 +269,7 @@ class Transaction:
         version: int = struct.unpack("<i", reader.take(4, "version"))[0]
         # BIP-144: a zero where the input count would be is the marker, then a
         # nonzero flag. Like Core, a zero-input transaction is read as segwit.
-        segwit = reader.peek(1) == b"\x00"
+        segwit = allow_witness and reader.peek(1) == b"\x00"
         if segwit:
             marker_flag = reader.take(2, "segwit marker")
             if marker_flag[1] != 0x01:
