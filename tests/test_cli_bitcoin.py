@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from client.chains.bitcoin import key_path_address
+from client.chains.solana import b58decode
 from client.chains.xpub import fingerprint
 from client.cli.devstack import DevStack
 from client.cli.main import main
@@ -223,3 +224,18 @@ def test_ecdsa_wallet_address_is_its_ethereum_address(stack: DevStack, tmp_path:
     assert shown["ethereum_address"] == created["ethereum_address"]
     status, _, err = run("wallet", "sign-psbt", created["wallet_id"], str(passcode), *given)
     assert status == 2 and "needs a bip340 wallet" in err
+
+
+def test_ed25519_wallet_address_is_its_solana_address(stack: DevStack, tmp_path: Path) -> None:
+    passcode = tmp_path / "passcode"
+    passcode.write_text("a solana address\n")
+    given = options(stack, tmp_path / "state", passcode)
+    status, created, err = run("wallet", "create", "--scheme", "ed25519", *given)
+    assert status == 0, err
+    status, shown, err = run("wallet", "address", created["wallet_id"], *given)
+    assert status == 0, err
+    assert shown["solana_address"] == created["solana_address"]
+    assert b58decode(shown["solana_address"]) == bytes.fromhex(created["public_key"])
+    for refused in (["address", "--path", "0/1"], ["xpub"]):
+        status, _, err = run("wallet", refused[0], created["wallet_id"], *refused[1:], *given)
+        assert status == 2, err
