@@ -60,4 +60,5 @@ def test_the_whole_demo_story_passes(tmp_path: Path) -> None:
     story = out.getvalue()
     assert "a share of the old epoch is refused" in story
     assert "Solana address" in story and "verified by libsodium" in story
+    assert "refused by the enclave: " in story and "no allow policy" in story
     assert story.rstrip().endswith("demo finished: all checks passed")

@@ -32,6 +32,7 @@ from coincurve import PublicKey
 from Crypto.Hash import keccak
 
 from client.errors import sdk_boundary
+from client.sdk.approvals import Approver
 from client.sdk.party import PartyIdentity, Progress
 from client.sdk.wallet import Wallet, WalletClient
 from tss.bip32 import derive_public
@@ -304,6 +305,7 @@ async def sign_transaction(
     derivation_path: Sequence[int] = (),
     with_server: bool = True,
     progress: Progress | None = None,
+    approvers: Sequence[Approver] = (),
 ) -> SignedEip1559Transaction:
     """Sign an EIP-1559 transaction with an ECDSA wallet (a DKLs23 signing ceremony).
 
@@ -311,6 +313,8 @@ async def sign_transaction(
         client, wallet, devices, with_server, progress: as ``WalletClient.sign``.
         transaction: the unsigned transaction.
         derivation_path: non-hardened BIP-32 indices of the sending key.
+        approvers: for a wallet with a policy set, who approves; the server
+            share parses the transaction itself and checks it against the policy.
 
     Returns:
         The signed transaction (``.raw`` to broadcast, ``.sender_address``).
@@ -329,6 +333,8 @@ async def sign_transaction(
         options=SigningOptions(derivation_path=tuple(derivation_path)),
         with_server=with_server,
         progress=progress,
+        approvers=approvers,
+        evm_transaction=transaction.signing_payload(),
     )
     if not isinstance(signature, RecoverableSignature):
         raise InternalError("an ECDSA wallet returned no recovery id")

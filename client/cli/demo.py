@@ -5,6 +5,9 @@ in-memory relay, simulated NSM and KMS), verifies the enclave's attestation,
 creates a 2-of-2 ECDSA, a 2-of-2 BIP-340 and a 2-of-2 Ed25519 (Solana) wallet
 with the server share, signs with each (a Solana SOL transfer for the last)
 and verifies the signatures independently, and reports where the data lives;
+an ECDSA wallet with a policy set shows the enclave signing a transfer the
+owner's passkey approved and refusing one to an address the policy does not
+allow (``client.cli.demo_policy``);
 then backs the ECDSA wallet up to 2-of-3 by reshare, refreshes, signs with the
 new set and exports the key to the device. In between, a phone
 that holds no coordinator key creates a wallet and signs through a coordinator
@@ -23,6 +26,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from client.chains import solana
+from client.cli.demo_policy import policy_story
 from client.cli.devstack import running_stack
 from client.cli.workdir import ForeignDirectoryError, prepare_marked_directory
 from client.errors import WalletError
@@ -99,6 +103,7 @@ async def _demo(directory: Path, out: TextIO) -> int:
             )
             _check_ecdsa(ecdsa, result)
             story.say("  signature verified by libsecp256k1; the recovery id recovers the key")
+            await policy_story(wallets, device, story.step, story.say)
 
             schnorr = await story.step(
                 "create a 2-of-2 BIP-340 (Taproot) wallet",

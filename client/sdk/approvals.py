@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import cbor2
 from cryptography.hazmat.primitives import hashes
@@ -26,9 +26,17 @@ from client.errors import sdk_boundary
 from shardkeep.approvals import Approval, b64url
 from shardkeep.policyset import Authenticator
 
-__all__ = ["ApiKey", "SoftwarePasskey"]
+__all__ = ["Approver", "ApiKey", "SoftwarePasskey"]
 
 FLAGS_USER_PRESENT_AND_VERIFIED = 0x05  # UP (bit 0) | UV (bit 2)
+
+
+class Approver(Protocol):
+    """Anything that approves: signs a 32-byte approval challenge under its registered name."""
+
+    def approve(self, challenge: bytes) -> Approval:
+        """The approval of ``challenge`` (``shardkeep.approvals.approval_challenge``)."""
+        ...
 
 
 def _compressed(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from client.errors import CeremonyFailed as CeremonyFailed  # re-exported: the SDK's names
 from client.errors import InvalidInput, sdk_boundary
 from client.errors import WalletError as WalletError
+from client.sdk.approvals import Approver
 from client.sdk.attestation import AttestationDocument, verify
 from client.sdk.key_change import KeyStore, PendingChange
 from client.sdk.party import (
@@ -46,6 +47,9 @@ from client.sdk.transport import Transport, TransportError, transport_error
 from relay.client import CreatedRoom, RelayClient
 from relay.errors import RelayError, status_code_for
 from shardkeep import lifecycle
+from shardkeep.approvals import activity_hash, approval_challenge
+from shardkeep.policyset import PolicySet, policy_set_hash
+from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.requests import (
     COORDINATOR_CONTEXT,
     MAX_ED25519_MESSAGE,
@@ -149,6 +153,10 @@ class Wallet:
         server_index: the server party's index (None once a reshare removed it).
         shares: this client's key shares by party index.
         owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
+        policy_set: the wallet's policy set, registered at keygen and sealed with
+            the server share (None: the coordinator's signature suffices). Its
+            ``epoch`` is the one it was registered at; the server share re-binds
+            it to each new epoch (``Approvers`` follows).
 
     ECDSA: a pair setup replaces a share in ``shares`` (its setup with the server
     party); persist the wallet's shares again after a signature.
@@ -163,6 +171,7 @@ class Wallet:
     epoch: int
     shares: dict[int, KeyShare] = field(repr=False)
     owner_key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    policy_set: PolicySet | None = None
 
 
 @sdk_boundary
@@ -260,8 +269,15 @@ class WalletClient:
         wallet_id: str | None = None,
         store: KeyStore | None = None,
         progress: Progress | None = None,
+        policy_set: PolicySet | None = None,
     ) -> Wallet:
         """Run a keygen among ``devices`` and the server share (the server is the last party).
+
+        Arguments:
+            policy_set: authenticators and policies to register with the server
+                share (its wallet id and epoch are filled in); from then on the
+                server share acts for the wallet only with their approvals
+                (docs/security/policy.md).
 
         Returns:
             The wallet with every device's key share, saved in ``store`` if given;
@@ -287,6 +303,9 @@ class WalletClient:
             parties=parties,
             owner_key=owner.public_key().public_bytes_raw(),
         )
+        if policy_set is not None:
+            policy_set = replace(policy_set, wallet_id=request.wallet_id, epoch=0)
+            request.policy_set = encode_policy_set(policy_set)
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
             return roster_of(parties), {d.party_id: keygen_ceremony(req, d) for d in devices}
@@ -300,7 +319,7 @@ class WalletClient:
         by_index = {i: shares[d.party_id] for i, d in enumerate(devices)}
         wallet = Wallet(
             request.wallet_id, scheme, threshold, parties, len(devices), result.public_key,
-            result.epoch, by_index, owner,
+            result.epoch, by_index, owner, policy_set,
         )  # fmt: skip
         if store is not None:
             try:
@@ -428,6 +447,9 @@ class WalletClient:
         options: SigningOptions = NO_OPTIONS,
         with_server: bool = True,
         progress: Progress | None = None,
+        approvers: Sequence[Approver] = (),
+        evm_transaction: bytes = b"",
+        solana_message: bool = False,
     ) -> bytes | RecoverableSignature:
         """Sign with ``devices`` (by party index) and, by default, the server.
 
@@ -435,6 +457,12 @@ class WalletClient:
             digest: what the scheme signs: a 32-byte digest for bip340 and
                 ecdsa-secp256k1; for ed25519 the message itself (1 to 65536
                 bytes, e.g. a Solana transaction message: Ed25519 hashes it).
+            approvers: for a wallet with a policy set, the authenticators that
+                approve this request (each signs its approval challenge).
+            evm_transaction: the unsigned EVM transaction ``digest`` is the
+                signing digest of, for the server share's policy to parse.
+            solana_message: an ed25519 ``digest`` is a Solana message, for the
+                server share's policy to parse.
 
         Returns:
             The BIP-340 or RFC 8032 signature, or for ECDSA the signature with
@@ -446,19 +474,22 @@ class WalletClient:
         elif len(digest) != 32:
             raise InvalidInput("digest must be 32 bytes")
         server = wallet.server_index if with_server else None
+        approvals = _Approvals(wallet, approvers, evm_transaction, solana_message)
         if wallet.scheme == "ecdsa-secp256k1" and server is not None:
             stale = {i: d for i, d in devices.items() if _server_setup_id(wallet, i) is None}
             if stale:  # e.g. a failed check burned the device's side of the pair
                 await self.pair_setups(wallet, stale, progress=progress)
             try:
-                return await self._sign(wallet, digest, devices, server, options, progress)
+                return await self._sign(
+                    wallet, digest, devices, server, options, progress, approvals
+                )
             except WalletError as e:
                 if e.reason != PAIR_SETUP_REQUIRED:
                     raise
             # The enclave has no usable setup (restarted, or a failed check burned
             # it): one new pair setup per device, then one retry.
             await self.pair_setups(wallet, devices, progress=progress)
-        return await self._sign(wallet, digest, devices, server, options, progress)
+        return await self._sign(wallet, digest, devices, server, options, progress, approvals)
 
     async def _sign(
         self,
@@ -468,6 +499,7 @@ class WalletClient:
         server: int | None,
         options: SigningOptions,
         progress: Progress | None,
+        approvals: _Approvals,
     ) -> bytes | RecoverableSignature:
         signers = sorted([*devices, *([] if server is None else [server])])
         request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_SIGN, signers=signers)
@@ -475,6 +507,8 @@ class WalletClient:
             request.message = digest
         else:
             request.digest = digest
+        request.evm_transaction = approvals.evm_transaction
+        request.solana_message = approvals.solana_message
         request.derivation_path.extend(options.derivation_path)
         request.taproot = options.taproot
         request.taproot_merkle_root = options.taproot_merkle_root or b""
@@ -488,7 +522,9 @@ class WalletClient:
             }
 
         server_id = None if server is None else wallet.parties[server].party_id
-        _, results = await self._run(request, list(devices.values()), build, server_id, progress)
+        _, results = await self._run(
+            request, list(devices.values()), build, server_id, progress, approvals=approvals
+        )
         signature: bytes | RecoverableSignature = results[devices[min(devices)].party_id]
         return signature
 
@@ -542,8 +578,11 @@ class WalletClient:
         *,
         store: KeyStore | None = None,
         progress: Progress | None = None,
+        approvers: Sequence[Approver] = (),
     ) -> Wallet:
         """New secret shares for every party, the same key (epoch + 1); every party takes part.
+
+        ``approvers`` approve the refresh for a wallet with a policy set.
 
         The new shares are saved through ``store`` as pending before the devices
         agree, and committed there once the certificate verifies (see
@@ -579,7 +618,7 @@ class WalletClient:
 
         return await self._change_keys(
             "refresh", request, dict(devices), build, self._server_id(wallet), progress,
-            new_wallet, dict(devices), store,
+            new_wallet, dict(devices), store, approvals=_Approvals(wallet, approvers),
         )  # fmt: skip
 
     async def reshare(
@@ -592,8 +631,11 @@ class WalletClient:
         keep_server: bool = True,
         store: KeyStore | None = None,
         progress: Progress | None = None,
+        approvers: Sequence[Approver] = (),
     ) -> Wallet:
         """Move the key to a new set of parties and threshold, the same public key (epoch + 1).
+
+        ``approvers`` approve the reshare for a wallet with a policy set.
 
         Arguments:
             dealers: the current devices (by party index) that deal, with the
@@ -649,6 +691,7 @@ class WalletClient:
         return await self._change_keys(
             "reshare", request, identities, build, self._server_id(wallet), progress,
             new_wallet, dict(enumerate(new_devices)), store, owner=wallet.owner_key,
+            approvals=_Approvals(wallet, approvers),
         )  # fmt: skip
 
     async def export(
@@ -659,8 +702,10 @@ class WalletClient:
         *,
         with_server: bool = True,
         progress: Progress | None = None,
+        approvers: Sequence[Approver] = (),
     ) -> bytes:
-        """Reconstruct the private key for ``recipient`` only (needs the owner's signature).
+        """Reconstruct the private key for ``recipient`` only (needs the owner's signature;
+        for a wallet with a policy set, ``approvers`` approve it).
 
         Every contribution is sealed to a one-time X25519 key of the recipient;
         the relay, the host and the other parties never see the key.
@@ -694,8 +739,9 @@ class WalletClient:
 
         server_id = None if server is None else wallet.parties[server].party_id
         _, outputs = await self._run(
-            request, list(identities.values()), build, server_id, progress, owner=wallet.owner_key
-        )
+            request, list(identities.values()), build, server_id, progress,
+            owner=wallet.owner_key, approvals=_Approvals(wallet, approvers),
+        )  # fmt: skip
         private_key = outputs[recipient.party_id].private_key
         if private_key is None:
             raise WalletError("the export delivered no key to the recipient")
@@ -842,6 +888,7 @@ class WalletClient:
         store: KeyStore | None,
         *,
         owner: Ed25519PrivateKey | None = None,
+        approvals: _Approvals | None = None,
     ) -> Wallet:
         """Run a key change: save the pending shares before any local party agrees, then
         commit them with the verified certificate and acknowledge the new epoch."""
@@ -875,7 +922,7 @@ class WalletClient:
         try:
             _, outputs = await self._run(
                 request, list(identities.values()), tracked, server_id, progress,
-                owner=owner, on_pending=on_pending,
+                owner=owner, on_pending=on_pending, approvals=approvals,
             )  # fmt: skip
         except Exception as e:
             if isinstance(e, KeyChangeSaveError):
@@ -970,6 +1017,7 @@ class WalletClient:
         *,
         owner: Ed25519PrivateKey | None = None,
         on_pending: SavePendings | None = None,
+        approvals: _Approvals | None = None,
     ) -> tuple[ceremony_pb2.CeremonyResult, dict[str, Any]]:
         """Create the room, run each local party's ceremony over it and the server's through
         the host; return the host's result and each local party's result by party id.
@@ -1007,7 +1055,7 @@ class WalletClient:
             try:
                 result: ceremony_pb2.CeremonyResult = await call(
                     host_pb2.HostCeremonyRequest(
-                        request=self._signed(request, challenge, owner),
+                        request=self._signed(request, challenge, owner, approvals),
                         relay_token=room.join_tokens[server_id],
                     ),
                     timeout=self._timeout,
@@ -1087,6 +1135,7 @@ class WalletClient:
         request: ceremony_pb2.CeremonyRequest,
         challenge: bytes,
         owner: Ed25519PrivateKey | None = None,
+        approvals: _Approvals | None = None,
     ) -> ceremony_pb2.SignedCeremonyRequest:
         request.not_after_unix = int(time.time()) + int(self._timeout)
         request.challenge = challenge
@@ -1095,7 +1144,36 @@ class WalletClient:
             request=data,
             coordinator_signature=sign_request(self._coordinator, COORDINATOR_CONTEXT, data),
             owner_signature=sign_request(owner, OWNER_CONTEXT, data) if owner else b"",
+            approvals=[] if approvals is None else approvals.over(data),
         )
+
+
+@dataclass(frozen=True)
+class _Approvals:
+    """What a signature request carries for the server share's policy, and who approves it."""
+
+    wallet: Wallet
+    approvers: Sequence[Approver]
+    evm_transaction: bytes = b""
+    solana_message: bool = False
+
+    def over(self, request: bytes) -> list[ceremony_pb2.Approval]:
+        """Every approver's approval of the exact request bytes under the set in force."""
+        if self.wallet.policy_set is None or not self.approvers:
+            return []
+        # The server share re-binds the set to each new epoch (refresh, reshare).
+        in_force = replace(self.wallet.policy_set, epoch=self.wallet.epoch)
+        challenge = approval_challenge(activity_hash(request), policy_set_hash(in_force))
+        approvals = [approver.approve(challenge) for approver in self.approvers]
+        return [
+            ceremony_pb2.Approval(
+                authenticator=a.authenticator,
+                signature=a.signature,
+                authenticator_data=a.authenticator_data,
+                client_data_json=a.client_data_json,
+            )
+            for a in approvals
+        ]
 
 
 def _server_setup_id(wallet: Wallet, index: int) -> bytes | None:
