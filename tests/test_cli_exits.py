@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from client.cli.exits import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED
+from client.cli import main as cli_main
+from client.cli.exits import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED
+from client.errors import InternalSdkError
 
 CLI = [sys.executable, "-c", "from client.cli.main import main; raise SystemExit(main())"]
 
@@ -86,3 +89,20 @@ def test_an_unreachable_service_is_one_line_with_exit_1(tmp_path: Path) -> None:
     assert process.returncode == 1, err
     assert err[-1].startswith("shardkeep: "), err
     assert "Traceback" not in process.stderr.decode()
+
+
+def test_an_sdk_failure_no_command_maps_is_one_line_with_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every SDK failure is a WalletError: one the command does not map itself
+    (here an SDK bug) still ends as one line and exit 1, never a traceback."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise InternalSdkError("internal error in the SDK (KeyError)")
+
+    monkeypatch.setattr(cli_main, "verify", broken)
+    document = tmp_path / "doc.bin"
+    document.write_bytes(b"any")
+    assert cli_main.main(["attestation", "verify", str(document)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err == "shardkeep: internal error in the SDK (KeyError)\n"

@@ -35,6 +35,7 @@ from client.cli.dev import add_dev_commands
 from client.cli.exits import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from client.cli.fetch import add_fetch_command
 from client.cli.wallet import add_wallet_commands, environment_help
+from client.errors import InvalidInput, WalletError
 from client.sdk.attestation import AttestationDocument, AttestationError, verify
 from tss.errors import InputError
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         status: int = args.handler(args, sys.stdout, sys.stderr)
         sys.stdout.flush()
         return status
+    except WalletError as e:  # an SDK failure its command does not map itself
+        print(f"shardkeep: {e}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, InvalidInput) else EXIT_FAILED
     except KeyboardInterrupt:
         print("shardkeep: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
