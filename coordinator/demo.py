@@ -1,9 +1,10 @@
-"""The demo's device story: a phone with no coordinator key creates a wallet and signs.
+"""The demo's device story: a phone with no coordinator key creates a wallet, signs, refreshes.
 
 ``shardkeep demo`` (``make run``) runs it on its development stack: the
 coordinator service starts in process on a Unix socket, a device enrolls
-with a one-time code, asks for a BIP-340 wallet and a signature, and checks
-the enclave's attestation itself before joining each room.
+with a one-time code, asks for a BIP-340 wallet, a signature and a refresh of
+its share (then acknowledges the new epoch and signs with it), and checks the
+enclave's attestation itself before joining each room.
 """
 
 from __future__ import annotations
@@ -68,6 +69,20 @@ async def run_device_story(stack: DevStack, step: Step, say: Callable[[str], Non
             if not schnorr_verify(digest, wallet.public_key[1:], signature):
                 raise RuntimeError("the phone's signature does not verify")
             say("  signature verified; the phone checked the enclave's document itself")
+            refreshed = await step(
+                "the phone refreshes its share with the server share's (same key, epoch 1)",
+                phone.refresh(wallet),
+            )
+            pruned = await step(
+                "the phone acknowledges the new epoch; the host retires the old one",
+                phone.acknowledge_epoch(refreshed),
+            )
+            say(f"  epochs pruned: {pruned}")
+            signature = await step(
+                "the phone signs with its new share", phone.sign(refreshed, digest)
+            )
+            if not schnorr_verify(digest, refreshed.public_key[1:], signature):
+                raise RuntimeError("the phone's signature after the refresh does not verify")
     finally:
         await server.stop(None)
         await coordinator.aclose()

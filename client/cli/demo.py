@@ -9,8 +9,8 @@ an ECDSA wallet with a policy set shows the enclave signing a transfer the
 owner's passkey approved and refusing one to an address the policy does not
 allow (``client.cli.demo_policy``);
 then backs the ECDSA wallet up to 2-of-3 by reshare, refreshes, signs with the
-new set and exports the key to the device. In between, a phone
-that holds no coordinator key creates a wallet and signs through a coordinator
+new set and exports the key to the device. In between, a phone that holds no
+coordinator key creates a wallet, signs and refreshes through a coordinator
 service (``coordinator.demo``).
 """
 
