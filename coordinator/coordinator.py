@@ -41,6 +41,7 @@ from shardkeep import lifecycle
 from shardkeep.device_auth import DeviceCallError, ReplayGuard, verify_device_call
 from shardkeep.requests import (
     COORDINATOR_CONTEXT,
+    MAX_ED25519_MESSAGE,
     OWNER_CONTEXT,
     request_signature_valid,
     sign_request,
@@ -60,7 +61,11 @@ __all__ = [
     "UnknownCeremony",
 ]
 
-_SCHEMES = (ceremony_pb2.SCHEME_BIP340, ceremony_pb2.SCHEME_ECDSA_SECP256K1)
+_SCHEMES = (
+    ceremony_pb2.SCHEME_BIP340,
+    ceremony_pb2.SCHEME_ECDSA_SECP256K1,
+    ceremony_pb2.SCHEME_ED25519,
+)
 _WALLET_KINDS = (
     ceremony_pb2.CEREMONY_KIND_SIGN,
     ceremony_pb2.CEREMONY_KIND_PAIR_SETUP,
@@ -498,8 +503,16 @@ class Coordinator:
             request.export_recipient.CopyFrom(ask.party)
             request.export_recipient_key = ask.export_recipient_key
             return request, index
-        if len(ask.digest) != 32:
-            raise BadAsk("the digest must be 32 bytes")
+        if wallet.scheme == ceremony_pb2.SCHEME_ED25519:
+            # RFC 8032 signs the message itself: no digest, path or tweak.
+            if ask.digest or ask.derivation_path or ask.taproot or ask.taproot_merkle_root:
+                raise BadAsk("an ed25519 wallet signs a message, with no digest, path or tweak")
+            if not 1 <= len(ask.message) <= MAX_ED25519_MESSAGE:
+                raise BadAsk(f"the message must be 1 to {MAX_ED25519_MESSAGE} bytes")
+            request.message = ask.message
+            return request, index
+        if len(ask.digest) != 32 or ask.message:
+            raise BadAsk("the digest must be 32 bytes (and no message)")
         request.digest = ask.digest
         request.derivation_path.extend(ask.derivation_path)
         request.taproot = ask.taproot

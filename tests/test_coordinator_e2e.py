@@ -22,6 +22,7 @@ import grpc
 import pytest
 from coincurve import PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import VerifyKey
 
 from client.cli.devstack import DevStack
 from client.sdk.device import CoordinatorRefused, Device
@@ -44,6 +45,7 @@ from tss.signing import RecoverableSignature
 
 T = TypeVar("T")
 DIGEST = bytes(range(32))
+MESSAGE = b"an ed25519 wallet signs this message itself, not a digest of it"
 CODES = ("code-alice", "code-bob")
 
 
@@ -98,7 +100,7 @@ def new_device(stack: DevStack, address: str) -> Device:
     )
 
 
-@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1", "ed25519"])
 def test_device_creates_a_wallet_and_signs_through_the_coordinator(
     stack: DevStack, socket_dir: Path, scheme: Any
 ) -> None:
@@ -106,11 +108,15 @@ def test_device_creates_a_wallet_and_signs_through_the_coordinator(
         async with new_device(stack, address) as phone:
             await phone.enroll(CODES[0])
             wallet = await phone.create_wallet(scheme)
-            signature = await phone.sign(wallet, DIGEST)
+            signed = MESSAGE if scheme == "ed25519" else DIGEST
+            signature = await phone.sign(wallet, signed)
         assert wallet.index == 0 and len(wallet.parties) == 2
         record = coordinator.wallet(wallet.wallet_id)
         assert record is not None and record.public_key == wallet.public_key  # public data only
-        if isinstance(signature, RecoverableSignature):
+        if scheme == "ed25519":  # RFC 8032 over the message itself, checked by libsodium
+            assert isinstance(signature, bytes)
+            VerifyKey(wallet.public_key).verify(MESSAGE, signature)
+        elif isinstance(signature, RecoverableSignature):
             recovered = PublicKey.from_signature_and_message(
                 signature.to_bytes65(), DIGEST, hasher=None
             )
@@ -236,6 +242,33 @@ def test_coordinator_swapping_the_digest_is_refused_by_the_device(
                 await phone.sign(wallet, DIGEST)
 
     with_coordinator(stack, socket_dir, body, DigestSwappingCoordinator)
+
+
+class MessageSwappingCoordinator(Coordinator):
+    """A malicious coordinator: asks the server share to sign another message (e.g. a
+    Solana transfer to itself) than the one the device asked for."""
+
+    def _wallet_request(self, ask: Any, *args: Any) -> tuple[ceremony_pb2.CeremonyRequest, int]:
+        request, index = super()._wallet_request(ask, *args)
+        if request.kind == ceremony_pb2.CEREMONY_KIND_SIGN:
+            request.message = b"pay the coordinator"
+        return request, index
+
+
+def test_coordinator_swapping_the_ed25519_message_is_refused_by_the_device(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """An ed25519 device signs only the message it asked for; the changed request is
+    refused before the device joins, so no signature of the other message exists."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("ed25519")
+            with pytest.raises(CoordinatorRefused, match="differs from the ask"):
+                await phone.sign(wallet, MESSAGE)
+
+    with_coordinator(stack, socket_dir, body, MessageSwappingCoordinator)
 
 
 def test_stale_device_call_is_refused() -> None:

@@ -21,6 +21,8 @@ import pytest
 from coincurve import PrivateKey, PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from client.cli.devstack import DevStack
 from client.sdk.device import CoordinatorRefused, Device, DeviceWallet
@@ -29,6 +31,7 @@ from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
 from tests.stack_harness import background_stack
 from tests.test_coordinator_e2e import CODES, new_device, socket_dir, with_coordinator
 from tss.curve import schnorr_verify
+from tss.group import ED25519
 from tss.signing import RecoverableSignature
 
 __all__ = ["socket_dir"]  # the fixture, shared with test_coordinator_e2e
@@ -44,6 +47,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 
 def verifies(wallet: DeviceWallet, signature: Any) -> bool:
+    if wallet.scheme == "ed25519":  # RFC 8032 over the message (here DIGEST's bytes)
+        try:
+            VerifyKey(wallet.public_key).verify(DIGEST, signature)
+        except BadSignatureError:
+            return False
+        return True
     if isinstance(signature, RecoverableSignature):
         key = PublicKey.from_signature_and_message(signature.to_bytes65(), DIGEST, hasher=None)
         return bool(key.format() == wallet.public_key)
@@ -57,7 +66,7 @@ async def host_epochs(stack: DevStack, wallet_id: str) -> dict[int, str]:
     return {record.epoch: record.state for record in reply.epochs}
 
 
-@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1", "ed25519"])
 def test_device_refreshes_signs_and_exports_through_the_coordinator(
     stack: DevStack, socket_dir: Path, scheme: Any
 ) -> None:
@@ -82,6 +91,11 @@ def test_device_refreshes_signs_and_exports_through_the_coordinator(
             assert verifies(new, await phone.sign(new, DIGEST))
 
             key = await phone.export(new)
+        if scheme == "ed25519":  # the expanded secret: scalar || prefix, no seed exists
+            assert len(key) == 64
+            scalar = int.from_bytes(key[:32], "little")
+            assert ED25519.encode(ED25519.base_mul(scalar)) == old.public_key
+            return
         public = PrivateKey(key).public_key.format()
         assert public[1:] == old.public_key[1:]
         if scheme == "ecdsa-secp256k1":

@@ -46,13 +46,14 @@ from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES
 from relay.client import RelayClient
 from shardkeep import lifecycle
 from shardkeep.device_auth import sign_device_call
-from shardkeep.requests import OWNER_CONTEXT, sign_request
+from shardkeep.requests import MAX_ED25519_MESSAGE, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc
 from tss.ceremony import Ceremony
 from tss.certificate import Pending, PendingKeyChange, sign_epoch_ack
 from tss.channel import Roster, party_id
 from tss.ecdsa.setup import PeerSetup
 from tss.export import Export, ExportOutput
+from tss.group import ED25519
 from tss.keygen import PairSetup
 from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput
@@ -184,13 +185,18 @@ class Device:
     async def sign(
         self, wallet: DeviceWallet, digest: bytes, *, options: SigningOptions = NO_OPTIONS
     ) -> bytes | RecoverableSignature:
-        """Sign a 32-byte digest with this device's share and the server share.
+        """Sign a 32-byte digest with this device's share and the server share; for an
+        ed25519 wallet ``digest`` is the message itself (1 to 65536 bytes: RFC 8032
+        hashes the message, there is no digest to sign).
 
         ECDSA: the enclave keeps its DKLs23 pair setups in memory only; when
         this share has none usable, or the enclave answers that it lost its
         side (a restart), a new pair setup runs first (``pair_setup``).
         """
-        if len(digest) != 32:
+        if wallet.scheme == "ed25519":
+            if not 1 <= len(digest) <= MAX_ED25519_MESSAGE:
+                raise InvalidInput(f"an ed25519 message is 1 to {MAX_ED25519_MESSAGE} bytes")
+        elif len(digest) != 32:
             raise InvalidInput("digest must be 32 bytes")
         if wallet.scheme != "ecdsa-secp256k1":
             return await self._sign(wallet, digest, options)
@@ -417,11 +423,13 @@ class Device:
     async def _sign(
         self, wallet: DeviceWallet, digest: bytes, options: SigningOptions
     ) -> bytes | RecoverableSignature:
+        ed25519 = wallet.scheme == "ed25519"
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_SIGN,
             wallet_id=wallet.wallet_id,
             party=self.identity.party,
-            digest=digest,
+            digest=b"" if ed25519 else digest,
+            message=digest if ed25519 else b"",
             derivation_path=options.derivation_path,
             taproot=options.taproot,
             taproot_merkle_root=options.taproot_merkle_root or b"",
@@ -661,6 +669,7 @@ def _check_request(
     same = (
         same_wallet
         and bytes(request.digest) == bytes(ask.digest)
+        and bytes(request.message) == bytes(ask.message)
         and list(request.derivation_path) == list(ask.derivation_path)
         and request.taproot == ask.taproot
         and bytes(request.taproot_merkle_root) == bytes(ask.taproot_merkle_root)
@@ -701,7 +710,13 @@ def _key_change_result(
 
 
 def _key_matches(key: bytes, wallet: DeviceWallet) -> bool:
-    """Whether ``key`` is the wallet's private key (BIP-340 keys compare by x only)."""
+    """Whether ``key`` is the wallet's private key (BIP-340 keys compare by x only; an
+    ed25519 export is the expanded secret, whose first half is the scalar)."""
+    if wallet.scheme == "ed25519":
+        if len(key) != 64:
+            return False
+        scalar = int.from_bytes(key[:32], "little")
+        return ED25519.encode(ED25519.base_mul(scalar)) == wallet.public_key
     try:
         public = PrivateKey(key).public_key.format()
     except ValueError:

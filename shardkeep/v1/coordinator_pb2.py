@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shardkeep.v1 import ceremony_pb2 as shardkeep_dot_v1_dot_ceremony__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshardkeep/v1/coordinator.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"<\n\rEnrollRequest\x12\x17\n\x0f\x65nrollment_code\x18\x01 \x01(\t\x12\x12\n\ndevice_key\x18\x02 \x01(\x0c\"\x10\n\x0e\x45nrollResponse\"f\n\nDeviceCall\x12\x12\n\ndevice_key\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\xe6\x03\n\x0b\x43\x65remonyAsk\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.shardkeep.v1.CeremonyKind\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\"\n\x05party\x18\x04 \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x11\n\towner_key\x18\x05 \x01(\x0c\x12\x11\n\twallet_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12\x17\n\x0f\x64\x65rivation_path\x18\x08 \x03(\r\x12\x0f\n\x07taproot\x18\t \x01(\x08\x12\x1b\n\x13taproot_merkle_root\x18\n \x01(\x0c\x12\x19\n\x11\x61ttestation_nonce\x18\x0b \x01(\x0c\x12\x15\n\rpair_setup_id\x18\x0c \x01(\x0c\x12\x1c\n\x14\x65xport_recipient_key\x18\r \x01(\x0c\x12&\n\tnew_party\x18\x0e \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x16\n\x0enew_device_key\x18\x0f \x01(\x0c\x12\x15\n\rnew_threshold\x18\x10 \x01(\r\x12,\n\x07keyring\x18\x11 \x01(\x0b\x32\x1b.shardkeep.v1.PublicKeyring\"7\n\x07JoinAsk\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x19\n\x11\x61ttestation_nonce\x18\x02 \x01(\x0c\"r\n\x0fStartedCeremony\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x1c\n\x14\x61ttestation_document\x18\x02 \x01(\x0c\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x1c\n\x14needs_owner_approval\x18\x04 \x01(\x08\"@\n\x10\x43\x65remonyApproval\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x17\n\x0fowner_signature\x18\x02 \x01(\x0c\"\x12\n\x10\x41pprovedCeremony\"Q\n\x08\x45pochAck\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"#\n\x11\x41\x63knowledgedEpoch\x12\x0e\n\x06pruned\x18\x01 \x01(\r\" \n\tFinishAsk\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t2\xcb\x03\n\x0b\x43oordinator\x12\x43\n\x06\x45nroll\x12\x1b.shardkeep.v1.EnrollRequest\x1a\x1c.shardkeep.v1.EnrollResponse\x12H\n\rStartCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremony\x12H\n\x0e\x46inishCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1c.shardkeep.v1.CeremonyResult\x12K\n\x0f\x41pproveCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1e.shardkeep.v1.ApprovedCeremony\x12M\n\x10\x41\x63knowledgeEpoch\x12\x18.shardkeep.v1.DeviceCall\x1a\x1f.shardkeep.v1.AcknowledgedEpoch\x12G\n\x0cJoinCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremonyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshardkeep/v1/coordinator.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"<\n\rEnrollRequest\x12\x17\n\x0f\x65nrollment_code\x18\x01 \x01(\t\x12\x12\n\ndevice_key\x18\x02 \x01(\x0c\"\x10\n\x0e\x45nrollResponse\"f\n\nDeviceCall\x12\x12\n\ndevice_key\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\xf7\x03\n\x0b\x43\x65remonyAsk\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.shardkeep.v1.CeremonyKind\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\"\n\x05party\x18\x04 \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x11\n\towner_key\x18\x05 \x01(\x0c\x12\x11\n\twallet_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12\x17\n\x0f\x64\x65rivation_path\x18\x08 \x03(\r\x12\x0f\n\x07taproot\x18\t \x01(\x08\x12\x1b\n\x13taproot_merkle_root\x18\n \x01(\x0c\x12\x19\n\x11\x61ttestation_nonce\x18\x0b \x01(\x0c\x12\x15\n\rpair_setup_id\x18\x0c \x01(\x0c\x12\x1c\n\x14\x65xport_recipient_key\x18\r \x01(\x0c\x12&\n\tnew_party\x18\x0e \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x16\n\x0enew_device_key\x18\x0f \x01(\x0c\x12\x15\n\rnew_threshold\x18\x10 \x01(\r\x12,\n\x07keyring\x18\x11 \x01(\x0b\x32\x1b.shardkeep.v1.PublicKeyring\x12\x0f\n\x07message\x18\x12 \x01(\x0c\"7\n\x07JoinAsk\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x19\n\x11\x61ttestation_nonce\x18\x02 \x01(\x0c\"r\n\x0fStartedCeremony\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x1c\n\x14\x61ttestation_document\x18\x02 \x01(\x0c\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x1c\n\x14needs_owner_approval\x18\x04 \x01(\x08\"@\n\x10\x43\x65remonyApproval\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x17\n\x0fowner_signature\x18\x02 \x01(\x0c\"\x12\n\x10\x41pprovedCeremony\"Q\n\x08\x45pochAck\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"#\n\x11\x41\x63knowledgedEpoch\x12\x0e\n\x06pruned\x18\x01 \x01(\r\" \n\tFinishAsk\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t2\xcb\x03\n\x0b\x43oordinator\x12\x43\n\x06\x45nroll\x12\x1b.shardkeep.v1.EnrollRequest\x1a\x1c.shardkeep.v1.EnrollResponse\x12H\n\rStartCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremony\x12H\n\x0e\x46inishCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1c.shardkeep.v1.CeremonyResult\x12K\n\x0f\x41pproveCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1e.shardkeep.v1.ApprovedCeremony\x12M\n\x10\x41\x63knowledgeEpoch\x12\x18.shardkeep.v1.DeviceCall\x1a\x1f.shardkeep.v1.AcknowledgedEpoch\x12G\n\x0cJoinCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremonyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICECALL']._serialized_start=157
   _globals['_DEVICECALL']._serialized_end=259
   _globals['_CEREMONYASK']._serialized_start=262
-  _globals['_CEREMONYASK']._serialized_end=748
-  _globals['_JOINASK']._serialized_start=750
-  _globals['_JOINASK']._serialized_end=805
-  _globals['_STARTEDCEREMONY']._serialized_start=807
-  _globals['_STARTEDCEREMONY']._serialized_end=921
-  _globals['_CEREMONYAPPROVAL']._serialized_start=923
-  _globals['_CEREMONYAPPROVAL']._serialized_end=987
-  _globals['_APPROVEDCEREMONY']._serialized_start=989
-  _globals['_APPROVEDCEREMONY']._serialized_end=1007
-  _globals['_EPOCHACK']._serialized_start=1009
-  _globals['_EPOCHACK']._serialized_end=1090
-  _globals['_ACKNOWLEDGEDEPOCH']._serialized_start=1092
-  _globals['_ACKNOWLEDGEDEPOCH']._serialized_end=1127
-  _globals['_FINISHASK']._serialized_start=1129
-  _globals['_FINISHASK']._serialized_end=1161
-  _globals['_COORDINATOR']._serialized_start=1164
-  _globals['_COORDINATOR']._serialized_end=1623
+  _globals['_CEREMONYASK']._serialized_end=765
+  _globals['_JOINASK']._serialized_start=767
+  _globals['_JOINASK']._serialized_end=822
+  _globals['_STARTEDCEREMONY']._serialized_start=824
+  _globals['_STARTEDCEREMONY']._serialized_end=938
+  _globals['_CEREMONYAPPROVAL']._serialized_start=940
+  _globals['_CEREMONYAPPROVAL']._serialized_end=1004
+  _globals['_APPROVEDCEREMONY']._serialized_start=1006
+  _globals['_APPROVEDCEREMONY']._serialized_end=1024
+  _globals['_EPOCHACK']._serialized_start=1026
+  _globals['_EPOCHACK']._serialized_end=1107
+  _globals['_ACKNOWLEDGEDEPOCH']._serialized_start=1109
+  _globals['_ACKNOWLEDGEDEPOCH']._serialized_end=1144
+  _globals['_FINISHASK']._serialized_start=1146
+  _globals['_FINISHASK']._serialized_end=1178
+  _globals['_COORDINATOR']._serialized_start=1181
+  _globals['_COORDINATOR']._serialized_end=1640
 # @@protoc_insertion_point(module_scope)
