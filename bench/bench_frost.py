@@ -7,7 +7,7 @@ signature, then aggregate and verify the signature (the default); or aggregate a
 verify the signature first, checking partial signatures only on failure
 (``verify_each=False``, as ZF's frost-core does). Keys come from a trusted dealer; key
 generation is not timed. Peer: frost-rs 1.0.0 signs 2-of-3 in 1.48 ms CPU
-(DESIGN.md section 7).
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Unlike bench_dkg/bench_frost (protocol functions with one coordinator), each
 party here runs the full ceremony object the service runs: every party also
 aggregates (no trusted coordinator) and checks the result itself. CPU ms are
-for all parties together. Peers (DESIGN.md §7, this machine): frost-rs DKG
+for all parties together. Peers (docs/benchmarks.md, this machine): frost-rs DKG
 2-of-3 5.6 ms, sign 2-of-3 1.48 ms; DKLs23 WASM keygen 2-of-2 1,213 / 2,572 ms,
 2-of-3 3,636 / 7,409 ms, sign 2-of-2 71 / 55 ms.
 """

@@ -1,4 +1,4 @@
-"""Relay throughput and round-trip latency on loopback (DESIGN.md §7: the
+"""Relay throughput and round-trip latency on loopback (docs/benchmarks.md: the
 service's added latency per round should stay within a few milliseconds).
 
 The relay runs as its own process (``python -m relay.main``) on 127.0.0.1:0,

@@ -1,6 +1,6 @@
 """Latency of the host's ciphertext store per operation, SQLite and PostgreSQL side by side.
 
-These are the store's share of the service's added latency (DESIGN.md §7): one
+These are the store's share of the service's added latency (docs/benchmarks.md): one
 call is one transaction. PostgreSQL runs only when it is reachable
 (``SHARDKEEP_BENCH_POSTGRES``, default the test server), in a scratch schema.
 """

@@ -1,7 +1,7 @@
 """The SDK's errors: one root, ``WalletError``, and the boundary that keeps it so.
 
 Every failure an SDK call reports is a ``WalletError`` subclass (httpx's one
-root, STYLE.md principle 4) with a stable ``error_code``, a short string that
+root) with a stable ``error_code``, a short string that
 names the kind of failure and never changes (docs/operations.md lists them);
 ``code`` is the gRPC status a server answered with, None for local failures.
 Transport, attestation and storage errors derive from it too.
@@ -125,7 +125,7 @@ def _from_rpc(error: Exception) -> WalletError:
     return WalletError(f"the server refused: {error.details()}", error.code())
 
 
-# Lower-layer errors -> SDK errors, first match wins (STYLE.md principle 5).
+# Lower-layer errors -> SDK errors, first match wins.
 TRANSLATIONS: Final[tuple[tuple[type[Exception], Callable[[Exception], WalletError]], ...]] = (
     (InvalidEncodingError, lambda e: InvalidEncoding(str(e))),
     (InputError, lambda e: InvalidInput(str(e))),

@@ -1,4 +1,4 @@
-"""devkms: a local stand-in for AWS KMS (DESIGN.md §5 "KMS").
+"""devkms: a local stand-in for AWS KMS (docs/architecture.md, "The enclave boundary").
 
 It plays "AWS's side" for machines without Nitro and KMS: a separate process
 speaking the AWS KMS JSON 1.1 API subset the enclave uses (CreateKey,

@@ -6,7 +6,7 @@ and returns the JSON response, blobs base64-encoded, or raises
 and each operation's "Errors"). Supported: CreateKey, DescribeKey,
 GenerateDataKey, Encrypt, Decrypt.
 
-Release rule (DESIGN.md §5 "KMS"): GenerateDataKey and Decrypt return
+Release rule (docs/architecture.md, "The enclave boundary"): GenerateDataKey and Decrypt return
 ``Plaintext`` only for a key without attestation conditions and a request
 without ``Recipient``. With a ``Recipient``, the attestation document must
 verify and satisfy the key's PCR conditions, and the response carries only

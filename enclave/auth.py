@@ -1,4 +1,4 @@
-"""Authorisation inside the enclave: the host alone cannot make the server share act (DESIGN.md §5).
+"""Authorisation inside the enclave: the host alone cannot make the server share act.
 
 Every ceremony request carries the serialised ``CeremonyRequest`` and an
 Ed25519 signature by a coordinator key pinned in the enclave's configuration.

@@ -4,7 +4,7 @@
 sealed record, builds the ``tss`` ceremony and its ``SecureSession``, and says
 how to turn the ceremony's result into what the enclave seals and reports.
 
-The key-lifecycle ceremonies (DESIGN.md §3) take their plans and seats from
+The key-lifecycle ceremonies (docs/architecture.md) take their plans and seats from
 ``shardkeep.lifecycle``, the mapping the client SDK uses too:
 
 - refresh: every party; the record becomes the new share at epoch + 1 (same
@@ -402,7 +402,7 @@ def _reshare(
         if change.public_key != keyring.public_key or (new is not None) != stays:
             raise InternalError("the reshare's outcome does not fit its plan")
         # A leaving server party stores nothing: its old share stays sealed at
-        # the old epoch until the host retires it with that epoch (DESIGN.md §6).
+        # the old epoch until the host retires it with that epoch (docs/key-changes.md).
         if new is None:
             return None
         return ServerShare(

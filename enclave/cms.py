@@ -1,4 +1,4 @@
-"""Opening KMS's ``CiphertextForRecipient`` inside the enclave (DESIGN.md §5 "KMS").
+"""Opening KMS's ``CiphertextForRecipient`` inside the enclave (docs/architecture.md).
 
 When a KMS request carries a ``Recipient`` (an attestation document holding
 the enclave's RSA public key), KMS returns the secret as CMS EnvelopedData

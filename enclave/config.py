@@ -1,7 +1,7 @@
 """The enclave's configuration: read from one JSON file that is part of the measured image.
 
 On Nitro the file is baked into the EIF (so PCR0 covers it); off Nitro it is
-given on the command line. It pins the coordinator keys (DESIGN.md §5), names
+given on the command line. It pins the coordinator keys (docs/architecture.md), names
 the KMS keys and endpoint, and chooses the NSM (``simulated`` off Nitro).
 
 KMS keys: ``kms.key_id`` seals new shares; ``kms.decrypt_key_ids`` lists

@@ -10,7 +10,7 @@ class EnclaveError(ShardkeepError):
 
 
 class Unauthorized(EnclaveError):
-    """The request lacks valid proof of authority (DESIGN.md §5)."""
+    """The request lacks valid proof of authority (docs/architecture.md, "The enclave boundary")."""
 
 
 class BadRequest(EnclaveError):

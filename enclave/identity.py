@@ -3,7 +3,7 @@
 The identity is the server share's long-lived party keys: a static X25519 key
 for the end-to-end channels (its party id derives from it) and a secp256k1
 ChillDKG host key. Both are made inside the enclave, leave it only sealed, and
-the static key is bound into attestation documents (DESIGN.md §4).
+the static key is bound into attestation documents (docs/architecture.md, "Parties and identities").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The enclave's KMS client: data keys that only an attested enclave can read.
 
-DESIGN.md §5 "Sealing" / "KMS". The enclave calls the AWS KMS API (JSON 1.1
+See docs/architecture.md, "The enclave boundary". The enclave calls the AWS KMS API (JSON 1.1
 protocol, SigV4) through botocore with a custom endpoint: on Nitro, real KMS
 reached through vsock-proxy, with TLS ending inside the enclave; elsewhere the
 local stand-in ``devkms``. Every ``GenerateDataKey`` and ``Decrypt`` carries
@@ -28,7 +28,7 @@ code ``NoCredentials``. They grant the host nothing it lacks (KMS releases
 data keys only to an attested enclave), but they are still never logged or
 printed (``KmsCredentials`` redacts them).
 
-Errors from botocore are translated once, here, by one table (STYLE.md 5):
+Errors from botocore are translated once, here, by one table:
 KMS error codes become :class:`KmsError` subclasses carrying ``code``;
 transport failures become ``KmsError("Unavailable")``.
 """

@@ -1,4 +1,4 @@
-"""The Nitro Secure Module (NSM) interface and a simulated NSM (DESIGN.md §5).
+"""The Nitro Secure Module (NSM) interface and a simulated NSM (docs/architecture.md).
 
 Inside a Nitro enclave the NSM is the device ``/dev/nsm``: each request
 (``DescribePCR``, ``ExtendPCR``, ``LockPCR``, ``DescribeNSM``, ``Attestation``,
@@ -617,7 +617,7 @@ def _sign_cose(identity: _SigningIdentity, payload: bytes, protected: bytes) -> 
     signature = r.to_bytes(_ES384_COORDINATE_SIZE, "big") + s.to_bytes(
         _ES384_COORDINATE_SIZE, "big"
     )
-    # Self-check (STYLE.md 12): the document must verify under the key we certify.
+    # Self-check: the document must verify under the key we certify.
     try:
         identity.key.public_key().verify(
             encode_dss_signature(r, s), to_be_signed, ec.ECDSA(hashes.SHA384())

@@ -1,4 +1,4 @@
-"""Sealing of server shares inside the enclave (DESIGN.md §5 "Sealing").
+"""Sealing of server shares inside the enclave (docs/architecture.md, "The enclave boundary").
 
 A server share leaves the enclave only as a *sealed blob*: AES-256-GCM
 (NIST SP 800-38D) under a data key that KMS generates for this one seal and
@@ -87,7 +87,7 @@ SealedBlob = NewType("SealedBlob", bytes)
 """A sealed share: the layout in the module docstring."""
 
 Scheme = Literal["ecdsa-secp256k1", "bip340", "ed25519", "enclave-identity"]
-"""The signature schemes of DESIGN.md §3 (``tss.local`` spelling), or
+"""The signature schemes (``tss.local`` spelling), or
 "enclave-identity" for the enclave's own party keys, sealed the same way."""
 
 SealReason = Literal[
@@ -442,7 +442,7 @@ class UnsealedShare:
 
 
 class ShareSealer:
-    """Seals server shares under fresh KMS data keys (DESIGN.md §5 "Sealing").
+    """Seals server shares under fresh KMS data keys (docs/architecture.md, "The enclave boundary").
 
     Each :meth:`seal` asks KMS for a new data key of the current sealing key
     (GenerateDataKey with an attestation-document Recipient, so the key
@@ -507,7 +507,7 @@ class ShareSealer:
         )
         try:
             blob = seal(share, data_key=data_key, binding=binding)
-            # Self-check before the only copy leaves the enclave (STYLE.md 12).
+            # Self-check before the only copy leaves the enclave.
             if not hmac.compare_digest(
                 unseal(blob, data_key=data_key, binding=binding), bytes(share)
             ):

@@ -1,4 +1,4 @@
-"""The enclave's gRPC service: the only door into the server share (DESIGN.md §4-5).
+"""The enclave's gRPC service: the only door into the server share (docs/architecture.md).
 
 The host calls it over vsock (a Unix socket off Nitro). Every ceremony request
 is authorised here (``enclave.auth``), the wallet's sealed record is opened
@@ -80,7 +80,7 @@ DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-clos
 _MAX_KEY_CHARS: Final = 128
 _MAX_SESSION_TOKEN_CHARS: Final = 16384
 
-# One table maps errors to status codes (STYLE.md principle 5). Order matters:
+# One table maps errors to status codes. Order matters:
 # the first matching class wins.
 STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (Unauthorized, grpc.StatusCode.PERMISSION_DENIED),

@@ -1,13 +1,13 @@
 """What the host reads from a coordinator's ceremony request before forwarding it.
 
-The serialised ``CeremonyRequest`` is not secret (DESIGN.md §4), so the host
+The serialised ``CeremonyRequest`` is not secret (docs/architecture.md), so the host
 parses it for routing and bookkeeping: which method it belongs to, the room and
 the enclave's party id there, and the keyring it must record next to the
 sealed share. These checks only save a doomed round trip: the enclave verifies
-the signed bytes itself and decides (DESIGN.md §5); a host that skipped them
+the signed bytes itself and decides (docs/architecture.md); a host that skipped them
 could not make the enclave act.
 
-An import (DESIGN.md §3) reaches the host as a reshare from the importing
+An import (docs/architecture.md) reaches the host as a reshare from the importing
 party's 1-of-1 keyring, in which the server party is a new holder only: it
 holds no share of the current keyring, which the request carries, with the
 owner key it registers. Such a reshare may name a wallet the store does not

@@ -1,4 +1,4 @@
-"""The AWS credentials the host hands the enclave for its KMS requests (DESIGN.md §5 "KMS").
+"""The AWS credentials the host hands the enclave for its KMS requests (docs/architecture.md).
 
 The enclave image holds no AWS credentials (it is public and measured). On
 Nitro the enclave signs its KMS requests with the parent instance role's

@@ -598,7 +598,7 @@ class CeremonyDriver:
 
     async def _setup(self, session: PartySession) -> list[ceremony_pb2.SealedShare]:
         """The enclave's readiness (its credentials), the store reads and the relay join,
-        overlapped: in sequence they were ~4 ms of a ~20 ms signature (DESIGN.md §7).
+        overlapped: in sequence they were ~4 ms of a ~20 ms signature (docs/benchmarks.md).
         Errors keep the sequential order's precedence: the enclave's, then the
         store's, then the relay's.
         """

@@ -5,7 +5,7 @@ has a new server share (keygen, reshare, refresh) it sends it sealed; the host
 writes it as *pending* (the epoch and the share in one transaction) and only
 then acknowledges, because the enclave must not send the message that commits
 it before its share is stored (ChillDKG's "persist recovery data before
-sending": STYLE.md principle 3).
+sending").
 
 A refresh, reshare or import is a key change (``tss.certificate``): the
 enclave stores its share before it signs the change's certificate, and the

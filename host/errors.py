@@ -1,11 +1,11 @@
 """The host's errors and the one table that turns lower-layer failures into gRPC status.
 
-The host is untrusted and transport-only (DESIGN.md §2, §5): it does not decide
-whether a ceremony is allowed, it relays the enclave's verdict. So the enclave's
-own status codes pass through to the coordinator unchanged (``ENCLAVE_CODES``),
-with the culprit party ids the enclave attaches (``google.rpc.Status`` in
-``grpc-status-details-bin``, or ``shardkeep-*`` trailing metadata: STYLE.md
-principle 5), while the relay's and the store's errors map through
+The host is untrusted and transport-only (docs/architecture.md, "Components"):
+it does not decide whether a ceremony is allowed, it relays the enclave's
+verdict. So the enclave's own status codes pass through to the coordinator
+unchanged (``ENCLAVE_CODES``), with the culprit party ids the enclave attaches
+(``google.rpc.Status`` in ``grpc-status-details-bin``, or ``shardkeep-*``
+trailing metadata), while the relay's and the store's errors map through
 ``ERROR_TABLE`` (httpx ``map_exceptions``). Anything else becomes INTERNAL with
 a generic message. No message here carries payloads, tokens or blobs: the relay
 and store errors promise that for theirs, and the host's own are fixed texts.
@@ -103,7 +103,7 @@ class EnclaveProtocolError(HostError):
         super().__init__(StatusCode.INTERNAL, f"enclave protocol error: {message}")
 
 
-# The enclave decides (DESIGN.md §5): its verdicts reach the coordinator as they
+# The enclave decides (docs/architecture.md): its verdicts reach the coordinator as they
 # are. UNAVAILABLE gets a fixed message because grpc's own text names the
 # enclave's socket; codes the enclave never sends on purpose become INTERNAL.
 ENCLAVE_CODES: Final[Mapping[grpc.StatusCode, grpc.StatusCode]] = {
@@ -130,7 +130,7 @@ _FIXED_ENCLAVE_MESSAGES: Final[Mapping[grpc.StatusCode, str]] = {
 PASSED_TRAILERS: Final = "grpc-status-details-bin"
 """The rich-status trailer passed on verbatim, besides every ``shardkeep-*`` key."""
 
-# Lower-layer errors -> status, most specific first (STYLE.md principle 5).
+# Lower-layer errors -> status, most specific first.
 # The relay's errors come from the coordinator's room and token; the store's
 # from the wallet's state.
 ERROR_TABLE: Final[tuple[tuple[type[Exception], grpc.StatusCode], ...]] = (

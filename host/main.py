@@ -9,7 +9,7 @@ Logs are JSON lines on stderr (structlog). On SIGTERM or SIGINT the health
 service turns NOT_SERVING first (load balancers stop routing here), then the
 server stops accepting calls and gives running ceremonies ``--grace`` seconds;
 a ceremony cut off then aborts its pending epoch, so the old share stays
-current (DESIGN.md §6).
+current (docs/key-changes.md).
 
 The public API is plaintext unless ``--tls-cert``/``--tls-key`` are given
 (``--client-ca`` then requires client certificates: mutual TLS); the
@@ -18,7 +18,7 @@ deployment keeps it on loopback behind nginx, which terminates mutual TLS
 must send either way. ``--relay-ca`` reaches a relay that serves TLS.
 
 On Nitro the enclave is reached over vsock through a vsock<->Unix bridge
-(DESIGN.md §5): pass the bridge's ``unix:`` socket as ``--enclave``, and
+(docs/architecture.md): pass the bridge's ``unix:`` socket as ``--enclave``, and
 ``--kms-credentials imds``: the host then fetches the instance role's
 temporary credentials (IMDSv2) and hands them to the enclave for its KMS
 requests, before provisioning and again before they expire

@@ -1,9 +1,9 @@
 """Prometheus metrics of the host: calls per method and status, ceremony durations, in-flight;
 and the enclave's own counters, which the host exports for it.
 
-Each ``HostMetrics`` owns its registry (no module globals: STYLE.md principle
-14), so tests and several servers in one process do not share counters. Labels
-are closed sets (method names, status code names, ceremony kinds), never ids.
+Each ``HostMetrics`` owns its registry (no module globals), so tests and
+several servers in one process do not share counters. Labels are closed sets
+(method names, status code names, ceremony kinds), never ids.
 """
 
 from __future__ import annotations

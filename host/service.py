@@ -3,18 +3,19 @@
 Ceremony calls (Keygen, Sign, Reshare, Refresh, Export) are checked against
 the method (``host.ceremony_plan``), then run by ``host.enclave_link``:
 forwarded to the enclave, with the room's traffic relayed both ways and the
-sealed shares stored. GetWallet and ListWallets read the store; GetAttestation forwards to
-the enclave, and so does GetChallenge (a single-use challenge for the next
-ceremony request). PutBackup, GetBackup and ListBackups keep the clients' backup
-shares, which the clients encrypt before upload: the host stores opaque
-ciphertext (DESIGN.md §6). The host authorises nothing itself (DESIGN.md §5): the enclave
-verifies every request's proof of authority.
+sealed shares stored. GetWallet and ListWallets read the store;
+GetAttestation forwards to the enclave, and so does GetChallenge (a single-use
+challenge for the next ceremony request). PutBackup, GetBackup and ListBackups
+keep the clients' backup shares, which the clients encrypt before upload: the
+host stores opaque ciphertext. The host authorises nothing itself: the enclave
+verifies every request's proof of authority (docs/architecture.md, "The enclave
+boundary").
 
-Around every call, ``RequestInterceptor`` (STYLE.md principle 14) checks the
-optional API token before the handler, assigns the request id (the caller's
-``x-request-id`` or a fresh one, also sent back in the initial metadata), and
-logs method, peer, status, duration and ids (request, room, ceremony, wallet)
-as one JSON line: never request or response bodies, tokens, payloads or blobs.
+Around every call, ``RequestInterceptor`` checks the optional API token before
+the handler, assigns the request id (the caller's ``x-request-id`` or a fresh
+one, also sent back in the initial metadata), and logs method, peer, status,
+duration and ids (request, room, ceremony, wallet) as one JSON line: never
+request or response bodies, tokens, payloads or blobs.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class RequestInterceptor(_InterceptorBase):
         if token is None:
             return False
         given = token.encode()
-        # Compare with every token, constant-time (STYLE.md principle 10).
+        # Compare with every token, constant-time.
         return any([hmac.compare_digest(given, t) for t in self._tokens])
 
     async def intercept_service(

@@ -1,10 +1,10 @@
 """The host's ciphertext store: wallets, their key epochs, sealed server shares, backups.
 
-The host is untrusted (DESIGN.md §5): it keeps what the enclave and the clients
+The host is untrusted (docs/architecture.md): it keeps what the enclave and the clients
 hand it and never interprets the blobs. The enclave binds wallet id, share
 index, scheme and epoch into each sealed share's associated data, so a host that
 swapped or rolled back a blob is caught there; this store's job is to never
-*lose* a usable share (DESIGN.md §6).
+*lose* a usable share (docs/architecture.md, "Storage").
 
 Model (one schema, two dialects: ``host.migrations.sqlite`` / ``.postgres``):
 
@@ -297,7 +297,7 @@ def _backup_from_row(row: Row) -> StoredBackup:
 
 
 def _expect_one_row_changed(changed: int, what: str) -> None:
-    # Self-check (STYLE.md principle 12): the wallet is locked, so the rows read
+    # Self-check: the wallet is locked, so the rows read
     # just before cannot have moved; anything else means a broken invariant.
     if changed != 1:
         raise StoreCorruptionError(f"{what} changed {changed} rows, expected 1")

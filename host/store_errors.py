@@ -1,6 +1,6 @@
 """The ciphertext store's errors (``host.store`` re-exports them).
 
-The host may not import ``tss`` (DESIGN.md §2), so the store has its own root,
+The host may not import ``tss`` (docs/architecture.md, "Components"), so the store has its own root,
 ``StoreError``. Driver errors become these through each backend's table
 (``host.store_backend.map_driver_errors``). Messages never carry blob contents.
 """

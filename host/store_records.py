@@ -58,7 +58,7 @@ EpochState = Literal["pending", "committed", "retired"]
 EPOCH_STATES: Final[tuple[EpochState, ...]] = get_args(EpochState)
 
 PublicKey = NewType("PublicKey", bytes)  # threshold public key (33 bytes; ed25519: 32)
-StaticKey = NewType("StaticKey", bytes)  # 32-byte X25519 key of a party (DESIGN.md §4)
+StaticKey = NewType("StaticKey", bytes)  # 32-byte X25519 key of a party (docs/architecture.md)
 OwnerKey = NewType("OwnerKey", bytes)  # the wallet owner's registered public key, or empty
 EncryptedDataKey = NewType("EncryptedDataKey", bytes)  # KMS ciphertext blob of the data key
 SealedCiphertext = NewType("SealedCiphertext", bytes)  # AES-256-GCM nonce || ciphertext || tag

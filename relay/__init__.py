@@ -1,4 +1,4 @@
-"""The room relay (DESIGN.md §2, §4): parties meet in rooms and exchange
+"""The room relay (docs/architecture.md, "Components"): parties meet in rooms and exchange
 end-to-end encrypted envelopes over gRPC bidirectional streams.
 
 Modules: ``rooms`` (room model and rules), ``errors`` (errors and the status

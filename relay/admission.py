@@ -1,6 +1,6 @@
 """Who may create rooms: coordinators pinned by their Ed25519 keys, each with a quota.
 
-The relay coordinator (the SDK's ``WalletClient``, DESIGN.md §4) already holds
+The relay coordinator (the SDK's ``WalletClient``, docs/architecture.md) already holds
 an Ed25519 key the enclave pins; the relay pins the same public keys in its
 admission file, so no new secret is handed out and a copy of the relay's
 configuration lets nobody in. Every CreateRoom carries a fresh credential in

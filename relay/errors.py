@@ -3,7 +3,7 @@
 The relay is transport-only (tests/test_import_rules.py forbids it to import
 ``tss``), so it has its own root, ``RelayError``. Backends and room logic raise
 these; the service maps them once, at the boundary, through ``STATUS_CODES``
-(STYLE.md principle 5, httpx ``map_exceptions``). The client maps a status back
+(httpx ``map_exceptions``). The client maps a status back
 to the same classes with ``error_from_status``; the exact class name travels in
 the ``ERROR_METADATA_KEY`` trailing metadata, because one code covers several
 classes (closed vs. expired). Messages never carry tokens or payloads.

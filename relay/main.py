@@ -22,8 +22,8 @@ never repeat the URL.
 
 On SIGTERM or SIGINT the health service turns NOT_SERVING
 (``enter_graceful_shutdown``, so load balancers stop routing here), then the
-server stops accepting calls and gives running ones ``--grace`` seconds
-(STYLE.md principle 14). Open Join streams are cancelled at the end of the
+server stops accepting calls and gives running ones ``--grace`` seconds.
+Open Join streams are cancelled at the end of the
 grace period; with the Redis backend their parties rejoin another relay and
 resume from their last log position.
 """

@@ -1,6 +1,6 @@
 """The room model: ids, limits, join tokens and the rules every backend applies.
 
-A room (DESIGN.md §4 "Relay") has an id, a fixed participant list, a TTL and
+A room (docs/architecture.md) has an id, a fixed participant list, a TTL and
 size limits. Everything here is pure: time comes in as ``now_ms`` and
 randomness from ``secrets`` only when a room is created. Backends store rooms;
 the rules for accepting an envelope live in ``check_append`` (the Redis backend
@@ -8,7 +8,7 @@ runs the same rules in one Lua script, and the service tests run against both
 backends to keep them equal).
 
 Tokens: the relay keeps only a SHA-256 digest of each join token and compares
-digests with ``hmac.compare_digest`` (STYLE.md principle 10), so a dump of the
+digests with ``hmac.compare_digest``, so a dump of the
 backend does not let anyone join.
 """
 

@@ -2,8 +2,8 @@
 
 Protobuf stops here: handlers turn requests into ``relay.rooms`` values, call
 the backend, and turn results back. Every handler runs behind ``_boundary``,
-the one place relay errors become status codes (``relay.errors.STATUS_CODES``,
-STYLE.md principle 5); anything unexpected becomes INTERNAL with a generic
+the one place relay errors become status codes (``relay.errors.STATUS_CODES``);
+anything unexpected becomes INTERNAL with a generic
 message. Logs (structlog) name the method, room and status, never tokens or
 payloads; ``relay.metrics`` counts calls, rooms, envelopes and malformed
 requests. The server offers gRPC reflection, so operators can list and call
@@ -469,8 +469,8 @@ class _PartyStream:
             messages: list[Message] = []
             rejected: RelayError | None = None
             for e in request.envelopes:
-                # Routing checks before anything is stored (STYLE.md principle
-                # 6); the relay stamps the authenticated sender.
+                # Routing checks before anything is stored; the relay stamps
+                # the authenticated sender.
                 try:
                     rooms.check_routing(
                         self._spec, self._party, e.sender, e.room_id, e.recipient,

@@ -1,4 +1,4 @@
-"""A byte bridge between two stream-socket addresses (DESIGN.md §5, "Transport").
+"""A byte bridge between two stream-socket addresses (docs/architecture.md, "The enclave boundary").
 
 PyPI's grpcio is built without vsock support, so the enclave serves gRPC on a
 local Unix socket and this bridge carries the bytes over AF_VSOCK; on the

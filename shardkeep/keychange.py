@@ -1,6 +1,6 @@
 """Key-change certificates and epoch acknowledgments, as the host checks them.
 
-The host imports no ``tss`` (DESIGN.md §2); this is its one door to
+The host imports no ``tss`` (docs/architecture.md, "Components"); this is its one door to
 ``tss.certificate``, so that the host, the enclave and the parties check the
 very same messages. The host's checks are bookkeeping (it commits an epoch only
 with a complete certificate, prunes only after every acknowledgment); the

@@ -3,7 +3,7 @@
 A coordinator (and, for export and reshare, the wallet owner) signs the exact
 serialised ``CeremonyRequest`` bytes with Ed25519, under a context label so the
 signature cannot be replayed as anything else. The enclave verifies the bytes
-before it parses them (DESIGN.md §5, "Authorisation").
+before it parses them (docs/architecture.md, "The enclave boundary").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The common shape of every shardkeep gRPC server (STYLE.md principle 14).
+"""The common shape of every shardkeep gRPC server.
 
 A factory binds the address and returns ``(server, bound_port)`` so tests can
 bind ``127.0.0.1:0``; a health service reports SERVING; SIGTERM/SIGINT drain

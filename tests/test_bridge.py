@@ -1,4 +1,4 @@
-"""The vsock<->Unix byte bridge (shardkeep.bridge, DESIGN.md §5 "Transport").
+"""The vsock<->Unix byte bridge (shardkeep.bridge, docs/architecture.md, "The enclave boundary").
 
 This machine has no vsock loopback transport, so the pumping code is exercised
 on AF_UNIX and TCP loopback (the same code path: the bridge only sees

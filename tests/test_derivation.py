@@ -1,4 +1,4 @@
-"""BIP-32 non-hardened derivation of threshold keys, for both schemes (DESIGN.md §3).
+"""BIP-32 non-hardened derivation of threshold keys, for both schemes (docs/architecture.md).
 
 A keyring's child key is public derivation from its public key and chain code
 (``tss.bip32.derive_public``); the signers sign for it with their shares

@@ -70,3 +70,20 @@ def test_the_docs_speak_of_the_project_alone() -> None:
         path.relative_to(ROOT).as_posix(): outside.findall(path.read_text()) for path in MARKDOWN
     }
     assert {name: hits for name, hits in found.items() if hits} == {}
+
+
+def test_no_code_cites_notes_outside_the_repository() -> None:
+    """Comments, docstrings, protos and deployment files cite the project's docs or a spec,
+    never design or style notes a clone does not have."""
+    outside = re.compile(r"\b(?:DESIGN|STYLE)\.md\b")
+    suffixes = {".py", ".pyi", ".proto", ".conf", ".service", ".sh", ".toml", ".yaml", ".yml"}
+    cited = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted(ROOT.rglob("*"))
+        if path.suffix in suffixes
+        and path.is_file()
+        and not {".git", ".venv", "var", "__pycache__"} & set(path.relative_to(ROOT).parts)
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert cited == []

@@ -1,4 +1,4 @@
-"""The enclave's KMS client against the local KMS stand-in (DESIGN.md §5 "KMS").
+"""The enclave's KMS client against the local KMS stand-in (docs/architecture.md).
 
 Real HTTP on 127.0.0.1 (port 0), botocore with SigV4 (dummy credentials),
 and attestation documents from ``SimulatedNsm``.

@@ -1,4 +1,4 @@
-"""tss.local for scheme "bip340": the DESIGN.md §3 contract, end to end in one process."""
+"""tss.local for scheme "bip340": keygen, signing and the key lifecycle, in one process."""
 
 from __future__ import annotations
 

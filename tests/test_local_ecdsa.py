@@ -1,4 +1,4 @@
-"""tss.local for scheme "ecdsa-secp256k1": DESIGN.md §3's contract on DKLs23, end to end."""
+"""tss.local for scheme "ecdsa-secp256k1": keygen, signing and the key lifecycle on DKLs23."""
 
 from __future__ import annotations
 

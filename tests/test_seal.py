@@ -1,4 +1,4 @@
-"""Sealing of server shares (enclave/seal.py, DESIGN.md §5 "Sealing"), without KMS."""
+"""Sealing of server shares (enclave/seal.py, docs/architecture.md), without KMS."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ def test_the_scan_catches_a_loader_that_reads_a_sibling_checkout() -> None:
     old_loader = (
         'SHARED = Path(os.environ.get("SHARDKEEP_' + 'SHARED", '
         'Path(__file__).resolve().parents[2] / "shared"))\n'
-        'DOCS = "../../outside/DESIGN.md"\n'
+        'DOCS = "../../outside/notes.md"\n'
     )
     assert len(offences(old_loader, ROOT / "tests" / "vectors.py")) == 4
     inside = 'HERE = Path(__file__).resolve().parents[1] / "README.md"\n'

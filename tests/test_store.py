@@ -1,4 +1,4 @@
-"""The host's ciphertext store (DESIGN.md §6), every behaviour on SQLite and on PostgreSQL.
+"""The host's ciphertext store (docs/architecture.md), every behaviour on SQLite and on PostgreSQL.
 
 PostgreSQL tests use the real server (``postgres_dsn``: fails in CI, skips on a
 laptop when it is down), each in its own schema, dropped afterwards.

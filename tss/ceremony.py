@@ -2,7 +2,7 @@
 
 A ceremony object is driven by its caller: ``start()`` returns the first
 messages to send; ``receive()`` takes one message, checks its routing before any
-cryptography (STYLE.md principle 6), buffers it, and once every expected
+cryptography, buffers it, and once every expected
 message of the round has arrived runs the round and returns the next messages.
 When ``done`` is set, ``result`` holds the outcome. Randomness comes from the
 ``Random`` function the caller passes in.

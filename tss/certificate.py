@@ -13,7 +13,7 @@ share. Certificates hold no secret.
 
 Pending before agreement: a seat must durably store its new share before it
 releases its own signature, or a certificate could exist for a share that is
-lost (the message that completes the ceremony is the signature; DESIGN.md §6,
+lost (the message that completes the ceremony is the signature; docs/key-changes.md,
 ChillDKG's "persist recovery data before sending"). ``PendingKeyChange`` is
 what it stores, next to its old share, which it keeps until the new epoch is
 committed.

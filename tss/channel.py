@@ -1,4 +1,4 @@
-"""End-to-end authenticated, encrypted party channels for ceremonies (DESIGN.md §4 "Keygen init").
+"""End-to-end authenticated, encrypted party channels for ceremonies (docs/architecture.md).
 
 Every party holds a static X25519 key (``StaticKey``); its party id derives from
 the public key (``party_id``). Each peer message is sealed on its own with HPKE
@@ -798,7 +798,7 @@ class ChannelSender:
             peer.key, peer.public_key, self._key.public_key, peer.dh_static, ikm_e, info, b"", pt
         )
         out = ChannelEnvelope(header, enc, ct).to_bytes()
-        # Self-check (STYLE.md principle 12): the bytes decode back to what was sealed.
+        # Self-check: the bytes decode back to what was sealed.
         if ChannelEnvelope.from_bytes(out) != ChannelEnvelope(header, enc, ct):
             raise InternalError("channel envelope does not round-trip")
         self._next_seq[peer.index] = seq + 1

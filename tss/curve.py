@@ -1,6 +1,6 @@
 """secp256k1 points and scalars over coincurve (libsecp256k1).
 
-Group operations go through libsecp256k1 (STYLE.md principle 10); Python only
+Group operations go through libsecp256k1; Python only
 handles scalars mod n and encodings. Every decoder validates its input and
 raises ``InvalidEncodingError``; protocol code turns that into blame.
 

@@ -1,4 +1,4 @@
-"""The error taxonomy of the protocol core (STYLE.md principle 4).
+"""The error taxonomy of the protocol core.
 
 Two families, as in the ChillDKG and BIP-445 references: ``InputError`` when the
 caller broke a precondition, ``ProtocolError`` when a received message is

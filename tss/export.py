@@ -1,4 +1,4 @@
-"""Export: the whole private key, for exactly one designated party (DESIGN.md §3 "Key lifecycle").
+"""Export: the whole private key, for exactly one designated party (docs/architecture.md).
 
 **Export ceremony** (``Export``, one round). The request names a quorum Q of
 at least t key holders and a recipient with an X25519 public key (bound, in the

@@ -441,7 +441,7 @@ def nonce_gen(
     """``NonceGen``, with the lengths of the optional arguments checked.
 
     The BIP draws ``rand'`` inside NonceGen; the protocol core takes no OS
-    randomness (DESIGN.md section 2), so the caller passes 32 fresh CSPRNG bytes.
+    randomness (docs/architecture.md, "Components"), so the caller passes 32 fresh CSPRNG bytes.
     Arguments and returns as in ``nonce_gen_internal``.
 
     Raises:
@@ -635,7 +635,7 @@ def _sign_with_scalars(
     # "Negation of the Secret Share when Signing": d = g*gacc*d', so e*lambda*d = c*d'.
     c = values.e * _lambda(sess, my_id) * sess.g * values.gacc
     s = (k + c * d_) % N
-    # Self-check (BIP 445 Sign's last step, mandatory here, STYLE.md principle 12): the
+    # Self-check (BIP 445 Sign's last step, mandatory here): the
     # BIP runs PartialSigVerifyInternal with pubnonce recomputed from secnonce, i.e.
     # s*G == eps*(k1'*G + b*k2'*G) + c*P. Moving the nonce term to the left, that is
     # (s - eps*(k1' + b*k2'))*G == c*P: the same group equation with one base

@@ -1,4 +1,4 @@
-"""All parties of a ceremony in one process (DESIGN.md §3): for tests, benchmarks and examples.
+"""All parties of a ceremony in one process: for tests, benchmarks and examples.
 
 Each function builds one ceremony object per party, the very objects the
 enclave and the client SDK drive over the relay, and routes their messages in

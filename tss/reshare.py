@@ -1,6 +1,6 @@
 """Reshare and refresh: new secret shares of an unchanged key, for a new or the same party set.
 
-One ceremony in two modes (DESIGN.md §3 "Key lifecycle"):
+One ceremony in two modes (docs/architecture.md, "Data flow of a ceremony"):
 
 - **reshare** (t-of-n -> t'-of-n', adding and removing parties): a quorum D of
   at least t old holders re-deals the key. Each dealer d in D shares its
@@ -104,7 +104,7 @@ sub-share fails the Feldman check or whose constant term would change the key
 equivocated, or the party reporting lies); ``InternalError`` when a self-check
 fails. The old key shares are never modified: an abandoned or failed ceremony
 leaves them usable, and they stay the keyring until every party has stored its
-new share (DESIGN.md §6).
+new share (docs/key-changes.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every domain-separation tag of the protocol core (STYLE.md principle 13).
+"""Every domain-separation tag of the protocol core.
 
 Tags fixed by a spec keep the spec's spelling so the public vectors pass; the
 project's own tags start with "shardkeep/".
@@ -86,7 +86,7 @@ DKLS_TAG_SIGN_ECHO = "shardkeep/dkls23/sign/echo"
 ### Enclave sealing (enclave/seal.py; not a hash tag: a label in AES-GCM's associated data)
 
 SEAL_AAD_LABEL = b"shardkeep/sealed-share"
-"""Leads the associated data of every sealed server share (DESIGN.md §5 "Sealing")."""
+"""Leads the associated data of every sealed server share (docs/architecture.md)."""
 
 ### Key lifecycle (reshare, refresh, export, import, derivation)
 

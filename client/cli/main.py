@@ -1,4 +1,4 @@
-"""The ``shardkeep`` command line (DESIGN.md §2, client SDK).
+"""The ``shardkeep`` command line over the client SDK (docs/architecture.md, "Components").
 
 Subcommands:
 

@@ -195,7 +195,7 @@ Handler = Callable[[_Context], Coroutine[Any, Any, dict[str, Any]]]
 # Which passcode a command reads before it runs: none, the wallet's, or a new one.
 PasscodeUse = Literal["none", "existing", "new"]
 
-# Failures -> exit status, most specific first (one table, as STYLE.md principle 5).
+# Failures -> exit status, most specific first (one table).
 _FAILURES: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (UsageError, EXIT_USAGE),
     (PasscodeError, EXIT_USAGE),

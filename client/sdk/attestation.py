@@ -1,4 +1,4 @@
-"""Verifier for AWS Nitro Enclaves attestation documents (DESIGN.md §5).
+"""Verifier for AWS Nitro Enclaves attestation documents (docs/architecture.md).
 
 A document is a ``COSE_Sign1`` structure (RFC 9052 §4.2), tagged (CBOR tag 18)
 or untagged, whose payload is the CBOR attestation document defined in
@@ -239,7 +239,7 @@ def _bundled_root() -> x509.Certificate:
     pem = resources.files(__package__ or "client").joinpath("nitro_root.pem").read_bytes()
     root = x509.load_pem_x509_certificate(pem)
     # Pinned by hash so that a swapped file in an installed package cannot
-    # silently change whom we trust (DESIGN.md §5).
+    # silently change whom we trust (docs/architecture.md, "The enclave boundary").
     if hashlib.sha256(root.public_bytes(Encoding.DER)).digest() != AWS_NITRO_ROOT_G1_SHA256:
         raise InternalError("bundled nitro_root.pem does not match the pinned AWS root G1 hash")
     return root

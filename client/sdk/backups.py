@@ -1,4 +1,4 @@
-"""Backup shares kept by the host, and recovery on a new device (DESIGN.md §6).
+"""Backup shares kept by the host, and recovery on a new device (docs/architecture.md, "Storage").
 
 The client encrypts every backup before it leaves the device
 (``client.storage.shares.make_backup``: Argon2id passcode or a 32-byte passkey/KMS
@@ -17,7 +17,7 @@ share, which no longer combines with the server share after a refresh.
 On the wire the party is the decimal text of its 0-based index (the host's
 ``party_id`` is a string).
 
-Offline export (DESIGN.md §3) needs none of this: ``offline_export`` rebuilds
+Offline export (docs/architecture.md) needs none of this: ``offline_export`` rebuilds
 the private key from at least t decrypted key shares (``offline_export_files``
 from share files, ``client.storage.shares``), checked against the keyring's public
 key and every other party's public share, with no host, relay or server share.

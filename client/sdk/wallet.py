@@ -5,7 +5,7 @@ ceremony requests with the coordinator key the enclave pins) and runs the local
 parties' sides of each ceremony (user devices, a customer server) over the
 relay, while the host drives the server share in the enclave. Before any
 ceremony it verifies the enclave's attestation document, which binds the
-server party's keys (DESIGN.md §4-5).
+server party's keys (docs/architecture.md, "Parties and identities").
 
 ECDSA: the enclave keeps its DKLs23 pair setups in memory only
 (docs/security/ot-setups.md). Each sign request names, per device, the id of the

@@ -1,6 +1,6 @@
 """Errors of client share storage (``client.storage.shares``).
 
-Policy, following pyca/cryptography's recipes (STYLE.md principle 5):
+Policy, following pyca/cryptography's recipes:
 
 - everything that can go wrong when a passcode or key meets a ciphertext (wrong
   passcode, wrong key, any authenticated byte changed) is one opaque

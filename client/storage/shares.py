@@ -158,7 +158,7 @@ ENCRYPTED_FORMAT: Final = "shardkeep-encrypted-share"
 PLAIN_FORMAT: Final = "shardkeep-plain-share"
 FORMAT_VERSION: Final = 1
 
-# Domain separation of this module's keys and associated data (STYLE.md principle 13).
+# Domain separation of this module's keys and associated data.
 _AAD_LABEL: Final = b"shardkeep/encrypted-share"
 _HKDF_INFO: Final = b"shardkeep/encrypted-share/v1/aes-256-gcm-key"
 
@@ -613,7 +613,7 @@ def _seal(
     aad = _associated_data(FORMAT_VERSION, kdf, metadata)
     aead = AESGCM(key)
     ciphertext = aead.encrypt(nonce, plaintext, aad)
-    # Self-check (STYLE.md principle 12): the container opens under the same key.
+    # Self-check: the container opens under the same key.
     if not hmac.compare_digest(aead.decrypt(nonce, ciphertext, aad), plaintext):
         raise InternalError("AES-GCM round trip failed")
     return Container(

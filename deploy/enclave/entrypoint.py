@@ -14,7 +14,7 @@ What it does, in order (deploy/README.md, "What runs where"):
    checked against the real name while the bytes go to the local forward;
 2. starts the forwards (``tcp:127.0.0.1:443`` → ``vsock:3:8000``, the parent's
    vsock-proxy for KMS), then the bridge ``vsock:ANY:5000`` → the enclave
-   process's Unix socket (DESIGN.md §5, "Transport");
+   process's Unix socket (docs/architecture.md, "The enclave boundary");
 3. runs ``shardkeep-enclave --listen unix:… --config …`` and waits.
 
 If the enclave process exits, for whatever reason, the entrypoint closes the

@@ -187,7 +187,7 @@ class HostServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutBackup(self, request, context):
-        """Backup shares (DESIGN.md §6): the client encrypts each one before upload,
+        """Backup shares (docs/architecture.md, "Storage"): the client encrypts each one before upload,
         so the host stores and returns ciphertext it cannot read. A stored backup
         is never replaced: putting the same record again is a no-op, another blob
         under the same id is ALREADY_EXISTS.

@@ -1,4 +1,4 @@
-"""Fixed headers of DKLs23 messages: routing checks before any cryptography (STYLE.md 6).
+"""Fixed headers of DKLs23 messages: routing checks before any cryptography.
 
 Every message starts with version (1) || kind (1) || session id (32) || sender (1)
 || recipient (1); broadcast messages use recipient 0xff. ``open_message``
