@@ -12,15 +12,22 @@ the old epoch is pruned.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
 from coincurve import PublicKey, PublicKeyXOnly
 
 from client.cli.devstack import DevStack
-from client.sdk.key_change import MemoryKeyStore
+from client.sdk.key_change import MemoryKeyStore, PendingChange
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import KeyChangeInterrupted, Wallet, WalletClient, WalletError
+from client.sdk.wallet import (
+    KeyChangeInterrupted,
+    KeyChangeUndecided,
+    Wallet,
+    WalletClient,
+    WalletError,
+)
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay
 from tests.stack_harness import background_stack, wallet_client
 from tss.keyshare import Scheme
@@ -81,3 +88,110 @@ def test_refresh_last_message_lost_sdk_resumes_and_old_epoch_signs_meanwhile(
                 await client.sign(wallet, DIGEST, {0: phone})
 
     asyncio.run(asyncio.wait_for(body(), 120))
+
+
+class OrderedStore(MemoryKeyStore):
+    """A memory store that records the order of its calls and the rounds seen by then."""
+
+    def __init__(self, plan: FaultPlan | None = None) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.plan = plan
+
+    def save_pending(self, change: PendingChange) -> None:
+        seen = self.plan.seen if self.plan else []
+        # No CertEq signature (keygen round 2) of a local party has reached the relay yet.
+        assert not [m for m in seen if m[0] >= 2 and m[1] == "device0"], seen
+        self.calls.append(f"pending:{change.kind}:{change.epoch}")
+        super().save_pending(change)
+
+    def save(self, wallet: Wallet, devices: dict[int, PartyIdentity]) -> None:
+        self.calls.append("save")
+        self.pending.pop(wallet.wallet_id, None)
+        super().save(wallet, devices)
+
+    def commit(self, change: PendingChange) -> None:
+        self.calls.append("commit")
+        super().commit(change)
+
+    def discard(self, change: PendingChange) -> None:
+        self.calls.append("discard")
+        super().discard(change)
+
+
+def faulty_client(stack: DevStack, plan: FaultPlan, timeout: float) -> WalletClient:
+    return WalletClient(
+        stack.host_address, stack.relay_address, stack.coordinator_key,
+        root_certificate=stack.root_certificate, timeout=timeout,
+        relay=FaultyRelay.to(stack.relay_address, plan, stack.coordinator_key),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_keygen_saves_pending_before_agreeing_and_finishes_from_the_host_certificate(
+    stack: DevStack, scheme: Scheme
+) -> None:
+    """Pending before agreement for keygen: the device's new share is in the store before
+    its CertEq signature leaves. Fault: the phone loses the server's last message; the
+    host commits the wallet, and the SDK finishes it from the host's certificate (ECDSA:
+    without a pair setup, made on demand at the first signature)."""
+
+    async def body() -> None:
+        phone = PartyIdentity.generate()
+        watch = FaultPlan(None, stack.kill, 0.0)
+        watch.roles = {phone.party_id: "device0"}
+        clean = OrderedStore(watch)
+        async with faulty_client(stack, watch, 60.0) as client:
+            wallet = await client.create_wallet(scheme, [phone], threshold=2, store=clean)
+            assert clean.calls == ["pending:keygen:0", "save"] and not clean.pending
+            assert clean.committed[wallet.wallet_id] is wallet
+            assert await signs(client, wallet, phone)
+
+        last = 2 if scheme == "bip340" else 4
+        plan = FaultPlan(Fault("drop", (last, "server", "device0")), stack.kill, 0.0)
+        plan.roles = {phone.party_id: "device0"}
+        store = OrderedStore(plan)
+        async with faulty_client(stack, plan, 6.0) as faulty:
+            lost = await faulty.create_wallet(scheme, [phone], threshold=2, store=store)
+        assert plan.fired and store.calls == ["pending:keygen:0", "commit"]
+        assert store.committed[lost.wallet_id] is lost and not store.pending
+        if scheme == "ecdsa-secp256k1":
+            assert lost.shares[0].ecdsa is not None and not lost.shares[0].ecdsa.held
+        async with wallet_client(stack) as client:
+            assert await signs(client, lost, phone)
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_failed_keygen_pending_share_is_discarded_and_the_wallet_id_is_free(
+    stack: DevStack, scheme: Scheme
+) -> None:
+    """Fault: the server never gets the phone's CertEq signature, so the host never commits
+    the keygen (and aborts it, freeing the id), though the phone may hold the whole
+    certificate. The SDK keeps the pending share until the host can no longer commit,
+    then discards it; the same wallet id makes a new wallet."""
+
+    async def body() -> None:
+        phone = PartyIdentity.generate()
+        wallet_id = f"kg-free-{scheme[:5]}-{id(phone) & 0xFFFF:x}"
+        plan = FaultPlan(Fault("drop", (2, "device0", "server")), stack.kill, 0.0)
+        plan.roles = {phone.party_id: "device0"}
+        store = OrderedStore(plan)
+        async with faulty_client(stack, plan, 4.0) as faulty:
+            with pytest.raises(KeyChangeInterrupted) as caught:
+                await faulty.create_wallet(
+                    scheme, [phone], threshold=2, wallet_id=wallet_id, store=store
+                )
+        pending = caught.value.pending
+        assert plan.fired and store.pending[wallet_id] is pending and pending.kind == "keygen"
+        async with wallet_client(stack) as client:
+            with pytest.raises(KeyChangeUndecided):  # the host could still be storing it
+                await client.resume(None, pending, store=store)
+            await asyncio.sleep(max(0.0, pending.deadline_unix - time.time()) + 1.0)
+            assert await client.resume(None, pending, store=store) is None
+            assert store.calls[-1] == "discard" and not store.pending and not store.committed
+            wallet = await client.create_wallet(scheme, [phone], threshold=2, wallet_id=wallet_id)
+            assert await signs(client, wallet, phone)
+
+    asyncio.run(body())

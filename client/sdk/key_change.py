@@ -1,14 +1,16 @@
 """A key change on the device side: its pending shares, where they are kept, and its errors.
 
-A key change (refresh, reshare, import) pauses every local party before it
-releases its certificate signature (``tss.certificate``); the SDK then saves
-the new shares, as a :class:`PendingChange`, through the caller's
-:class:`KeyStore`, next to the old ones. Only then do the signatures leave.
+A key change (refresh, reshare, import) and a keygen pause every local party
+before it releases its certificate signature (``tss.certificate``; keygen's
+is ChillDKG's CertEq signature); the SDK then saves the new shares, as a
+:class:`PendingChange`, through the caller's :class:`KeyStore`, next to the
+old ones. Only then do the signatures leave.
 The change is settled later in one of two ways:
 
 - committed: the complete certificate (from the ceremony, or fetched from the
   host on resume) verifies against the pending change's session id,
-  transcript and seats' host keys; the store promotes the new shares;
+  transcript and seats' host keys (keygen: ChillDKG's ``certeq_verify`` over
+  the saved DKG transcript); the store promotes the new shares;
 - discarded: the host holds no such epoch and can no longer commit one (its
   deadline passed); the store drops the new shares and the old epoch stays.
 
@@ -25,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from client.errors import InvalidInput, sdk_boundary
 from client.sdk.party import PartyIdentity
 from tss.certificate import SIGNATURE_BYTES, verify_certificate
+from tss.dkg.chilldkg import SessionParams, certeq_verify
+from tss.group import group_of
 
 if TYPE_CHECKING:  # client.sdk.wallet imports this module
     from client.sdk.wallet import Wallet
@@ -43,10 +47,11 @@ class PendingChange:
     """A key change whose new shares were saved before this client's parties agreed.
 
     Attributes:
-        kind: "refresh", "reshare" or "import".
+        kind: "refresh", "reshare", "import" or "keygen".
         wallet: the wallet as it will be at the new epoch, with the new local shares.
         devices: the new local parties' identities, by new index.
-        session_id, transcript: what the certificate signs (32 bytes each).
+        session_id, transcript: what the certificate signs (32 bytes each; a
+            keygen's transcript is ChillDKG's DKG transcript, ``eq_input``).
         hostpubkeys: every seat's 33-byte host public key, in certificate order.
         deadline_unix: after this the host can no longer commit the change
             without its certificate (the ceremony's expiry).
@@ -73,6 +78,11 @@ class PendingChange:
             FaultyParticipantError: the first seat whose signature does not verify.
             InvalidInput: not 64 bytes per seat.
         """
+        if self.kind == "keygen":
+            group = group_of(self.wallet.scheme)
+            params = SessionParams(self.hostpubkeys, self.wallet.threshold, group)
+            certeq_verify(params, self.transcript, certificate)
+            return
         verify_certificate(self.hostpubkeys, self.session_id, self.transcript, certificate)
 
     def expired(self, now: float | None = None) -> bool:

@@ -58,7 +58,7 @@ from shardkeep.requests import (
 )
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.ceremony import Ceremony
-from tss.certificate import PendingKeyChange, sign_epoch_ack
+from tss.certificate import Pending, sign_epoch_ack
 from tss.channel import Roster, party_id
 from tss.dealer import import_dealer
 from tss.dkg.chilldkg import hostpubkey_gen
@@ -273,6 +273,12 @@ class WalletClient:
     ) -> Wallet:
         """Run a keygen among ``devices`` and the server share (the server is the last party).
 
+        With a ``store``, each device's new share is saved there as pending
+        before the device releases its agreement (its CertEq signature), then
+        committed: a keygen cut short after that is settled by :meth:`resume`
+        (finished from the host's certificate, or discarded when the host
+        aborted it, which frees the wallet id).
+
         Arguments:
             policy_set: authenticators and policies to register with the server
                 share (its wallet id and epoch are filled in); from then on the
@@ -288,6 +294,8 @@ class WalletClient:
             InvalidInput: a threshold below 2 (the server share alone would be the key).
             KeyChangeSaveError: saving the new wallet failed (no address was handed
                 out: nothing can have been paid to it).
+            KeyChangeInterrupted: the keygen failed after the pending shares were
+                saved; :meth:`resume` settles it.
         """
         lifecycle.check_server_threshold(threshold)
         service_scheme = _service_scheme(scheme)
@@ -310,21 +318,79 @@ class WalletClient:
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
             return roster_of(parties), {d.party_id: keygen_ceremony(req, d) for d in devices}
 
-        result, shares = await self._run(request, devices, build, server.party.party_id, progress)
+        def new_wallet(shares: Mapping[str, KeyShare], public_key: bytes) -> Wallet:
+            by_index = {i: shares[d.party_id] for i, d in enumerate(devices)}
+            return Wallet(
+                request.wallet_id, scheme, threshold, parties, len(devices), public_key, 0,
+                by_index, owner, policy_set,
+            )  # fmt: skip
+
+        saved: PendingChange | None = None
+
+        async def on_pending(pendings: dict[str, Pending]) -> None:
+            # Pending before agreement: the shares are durable before any CertEq leaves.
+            nonlocal saved
+            first = next(iter(pendings.values()))
+            not_after = request.not_after_unix or int(time.time() + self._timeout)
+            shares = {pid: p.share for pid, p in pendings.items() if p.share is not None}
+            change = PendingChange(
+                "keygen", new_wallet(shares, first.public_key), dict(enumerate(devices)),
+                first.session_id, first.transcript, first.hostpubkeys,
+                not_after + _DEADLINE_SLACK_S,
+            )  # fmt: skip
+            if store is not None:
+                try:
+                    await asyncio.to_thread(store.save_pending, change)
+                except OSError as e:
+                    raise KeyChangeSaveError(
+                        f"saving the new wallet failed ({e.strerror or e}); create another one"
+                    ) from e
+            saved = change
+
+        try:
+            result, shares = await self._run(
+                request, devices, build, server.party.party_id, progress,
+                on_pending=None if store is None else on_pending,
+            )  # fmt: skip
+        except Exception as e:
+            if isinstance(e, KeyChangeSaveError) or saved is None:
+                raise
+            # The host may have committed it (a device lost the last message):
+            # finish from its certificate now, or leave it for resume.
+            try:
+                resumed = await self.resume(None, saved, store=store)
+            except WalletError:
+                resumed = None  # undecided yet
+            else:
+                if resumed is None:  # discarded: the host holds another keygen there
+                    raise
+                return resumed
+            raise KeyChangeInterrupted(
+                f"the keygen was interrupted after the new shares were saved ({_reason(e)}); "
+                "resume it to finish or discard it",
+                saved,
+            ) from e
         for share in shares.values():
             if share.public_key != result.public_key:
                 raise WalletError(
                     "the server share reported another public key than the devices got"
                 )
-        by_index = {i: shares[d.party_id] for i, d in enumerate(devices)}
-        wallet = Wallet(
-            request.wallet_id, scheme, threshold, parties, len(devices), result.public_key,
-            result.epoch, by_index, owner, policy_set,
-        )  # fmt: skip
-        if store is not None:
+        wallet = new_wallet(shares, result.public_key)
+        if store is not None:  # the final shares (ECDSA: with their pair setups) settle the pending
+            if saved is not None:
+                try:
+                    saved.verify(bytes(result.certificate))
+                except (FaultyParticipantError, InputError) as e:
+                    raise KeyChangeError(f"the keygen's certificate does not verify: {e}") from e
             try:
                 await asyncio.to_thread(store.save, wallet, dict(enumerate(devices)))
             except OSError as e:
+                if saved is not None:  # committed at the host: the pending shares finish it
+                    raise KeyChangeInterrupted(
+                        f"the keygen succeeded but saving it failed ({e.strerror or e}); "
+                        "resume it once the device can save",
+                        saved,
+                    ) from e
                 raise KeyChangeSaveError(
                     f"saving the new wallet failed ({e.strerror or e}); create another one"
                 ) from e
@@ -842,14 +908,22 @@ class WalletClient:
                 ) from e
             epochs = host_pb2.Epochs()
         record = next((r for r in epochs.epochs if r.epoch == pending.epoch), None)
-        ours = record is not None and (
-            bytes(record.key_change.session_id),
-            bytes(record.key_change.transcript),
-        ) == (pending.session_id, pending.transcript)
+        if pending.kind == "keygen":
+            # Epoch 0 carries ChillDKG's certificate and no KeyChange. Committed, it is
+            # ours only if its certificate verifies on our transcript (the id may have
+            # been freed and taken by another keygen); pending, the host decides.
+            ours = record is not None and (
+                record.state == "pending" or _certifies(pending, bytes(record.certificate))
+            )
+        else:
+            ours = record is not None and (
+                bytes(record.key_change.session_id),
+                bytes(record.key_change.transcript),
+            ) == (pending.session_id, pending.transcript)
         if record is not None and ours and record.state in ("committed", "retired"):
             return await self._promote(pending, bytes(record.certificate), store, devices)
         if record is not None and ours and record.state == "pending":
-            if not pending.certificate:
+            if not pending.certificate or pending.kind == "keygen":  # the host commits keygen
                 raise KeyChangeUndecided(
                     f"epoch {pending.epoch} of wallet {wallet_id} is pending at the host",
                     record.deadline_unix_ms // 1000,
@@ -901,7 +975,7 @@ class WalletClient:
             local.update(ceremonies)
             return roster, ceremonies
 
-        async def on_pending(pendings: dict[str, PendingKeyChange]) -> None:
+        async def on_pending(pendings: dict[str, Pending]) -> None:
             nonlocal saved
             first = next(iter(pendings.values()))
             not_after = request.not_after_unix or int(time.time() + self._timeout)
@@ -975,6 +1049,8 @@ class WalletClient:
                 "resume it once the device can save",
                 change,
             ) from e
+        if change.kind == "keygen":
+            return change.wallet  # no older epoch to retire
         # Durable now: the host may drop the old epoch once every seat said so.
         seats = {hostpubkey_gen(d.hostseckey): d for d in [*change.devices.values()]}
         seats |= {hostpubkey_gen(d.hostseckey): d for d in (others or {}).values()}
@@ -1176,6 +1252,15 @@ class _Approvals:
         ]
 
 
+def _certifies(change: PendingChange, certificate: bytes) -> bool:
+    """Whether ``certificate`` completes ``change``."""
+    try:
+        change.verify(certificate)
+    except (FaultyParticipantError, InputError):
+        return False
+    return True
+
+
 def _server_setup_id(wallet: Wallet, index: int) -> bytes | None:
     """The id of device ``index``'s usable pair setup with the server party, or None."""
     setup = wallet.shares[index].ecdsa
@@ -1185,8 +1270,8 @@ def _server_setup_id(wallet: Wallet, index: int) -> bytes | None:
     return setup.peer(server).setup_id
 
 
-SavePendings = Callable[[dict[str, PendingKeyChange]], Awaitable[None]]
-"""Stores every local party's pending share of a key change (by party id), durably."""
+SavePendings = Callable[[dict[str, Pending]], Awaitable[None]]
+"""Stores every local party's pending share of a key change or keygen (by party id), durably."""
 
 
 class _PendingBarrier:
@@ -1200,10 +1285,10 @@ class _PendingBarrier:
     def __init__(self, parties: int, save: SavePendings) -> None:
         self._parties = parties
         self._save = save
-        self._pending: dict[str, PendingKeyChange] = {}
+        self._pending: dict[str, Pending] = {}
         self._saved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def arrive(self, party: str, pending: PendingKeyChange) -> None:
+    async def arrive(self, party: str, pending: Pending) -> None:
         self._pending[party] = pending
         if len(self._pending) == self._parties:
             try:
