@@ -49,7 +49,10 @@ def build_deps(config: EnclaveConfig) -> EnclaveDeps:
     sealer = ShareSealer(kms, config.kms.key_id, decrypt_key_ids=config.kms.decrypt_key_ids)
     policy = Policy(config.coordinator_keys, config.max_request_validity_seconds)
     rand = mixed_random(nsm)
-    return EnclaveDeps(nsm, sealer, Authorizer(policy, rand), rand=rand, kms=kms)
+    return EnclaveDeps(
+        nsm, sealer, Authorizer(policy, rand), rand=rand, kms=kms,
+        record_cache_size=config.record_cache_size,
+    )  # fmt: skip
 
 
 async def serve(config: EnclaveConfig) -> None:

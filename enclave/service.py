@@ -42,6 +42,7 @@ import structlog
 
 from enclave.auth import Authorizer
 from enclave.ceremonies import Plan, plan, scheme_of
+from enclave.config import RECORD_CACHE_SIZE
 from enclave.errors import BadRequest, NotProvisioned, Overloaded, Unauthorized, WrongShare
 from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
@@ -73,7 +74,6 @@ PAIR_SETUP_REQUIRED = "pair-setup-required"
 """The reason when a DKLs23 pair setup is missing or burned: run a pair setup, then retry."""
 NOT_PROVISIONED = "not-provisioned"
 """The reason when the enclave has no identity (it restarted): provision it, then retry."""
-RECORD_CACHE_SIZE = 4096  # opened server shares kept in enclave memory
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
 # Bounds on SetCredentials fields (IAM access key ids are at most 128 characters;
 # AWS sets no documented limit on session tokens, a few KiB in practice).
@@ -125,7 +125,8 @@ class EnclaveDeps:
     """What the service runs on: NSM, sealer (KMS), authoriser, clock and randomness.
 
     ``kms`` takes the credentials the host hands in (``SetCredentials``);
-    None refuses them (FAILED_PRECONDITION).
+    None refuses them (FAILED_PRECONDITION). ``record_cache_size`` bounds the
+    opened records kept in memory (``EnclaveConfig.record_cache_size``).
     """
 
     nsm: Nsm
@@ -134,6 +135,7 @@ class EnclaveDeps:
     clock: Callable[[], float] = time.time
     rand: Callable[[int], bytes] = secrets.token_bytes
     kms: CredentialsSink | None = None
+    record_cache_size: int = RECORD_CACHE_SIZE
 
 
 class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
@@ -143,7 +145,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         self._running = 0
         # The server party's DKLs23 pair setups: this process's memory only.
         self.pair_setups = PairSetups()
-        self._records: _RecordCache = _RecordCache(RECORD_CACHE_SIZE)
+        self._records: _RecordCache = _RecordCache(deps.record_cache_size)
         self._policy_gate = PolicyGate()
         # Cheap steps run on the event loop, expensive ones in threads.
         self._steps = StepCosts()
@@ -302,7 +304,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 raise BadRequest("a ceremony stream starts with CeremonyStart")
             req, active = await self._begin(first.start)
             request = req
-            log.info("ceremony started", **_ids(req))
+            log.debug("ceremony started", **_ids(req))
             session = active.plan.session
             inputs = _Inputs(request_iterator)
             step: Callable[[], list[Any]] = session.start

@@ -71,6 +71,10 @@ _MAX_NONCE_BYTES: Final = 512  # the NSM's limit on an attestation nonce
 _MAX_MESSAGE_BYTES: Final = 8 << 20
 _K = ceremony_pb2.CeremonyKind
 # Per-call ids bound into the log context by the handler, cleared by the interceptor.
+# Called once or more per ceremony: their successful calls log at DEBUG.
+_PER_CEREMONY_METHODS: Final = frozenset(
+    {"Keygen", "Sign", "Reshare", "Refresh", "Export", "PairSetup", "GetChallenge"}
+)
 _CALL_LOG_KEYS: Final = ("request_id", "method", "room_id", "ceremony_id", "wallet_id", "kind")
 
 
@@ -166,7 +170,10 @@ class RequestInterceptor(_InterceptorBase):
                 raise
             finally:
                 self._metrics.calls.labels(method, code.name).inc()
-                self._log.info(
+                # A ceremony logs its own line; its calls (the ceremony's, the
+                # challenge before it) only at DEBUG unless they failed.
+                quiet = method in _PER_CEREMONY_METHODS and code == grpc.StatusCode.OK
+                (self._log.debug if quiet else self._log.info)(
                     "rpc finished",
                     peer=context.peer(),
                     code=code.name,
@@ -334,7 +341,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 )
                 return await driver.run()
 
-            self._log.info("ceremony started", request_bytes=len(plan.signed.request))
+            self._log.debug("ceremony started", request_bytes=len(plan.signed.request))
             # Straight to the enclave; a restarted one is provisioned again (and
             # the ceremony run again from the room's log) only when it says so.
             result = await self._link.retry_unprovisioned(self._store, run)
@@ -361,9 +368,11 @@ class HostServicer(host_pb2_grpc.HostServicer):
             stats = vars(driver.stats) if driver is not None else {}
             if error is not None and error.from_enclave:
                 self._metrics.enclave_errors.labels(error.code.name).inc()
+            # The ceremony's one line at INFO (its call's own line is at DEBUG).
             self._log.info(
                 "ceremony finished",
                 code=code.name,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 status_message=None if error is None else error.message,
                 from_enclave=None if error is None else error.from_enclave,
                 **stats,

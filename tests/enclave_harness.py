@@ -173,8 +173,9 @@ async def with_enclave(
     coordinator: Ed25519PrivateKey,
     body: Any,
     sealed_identity: bytes = b"",
+    deps: EnclaveDeps | None = None,
 ) -> Any:
-    deps = enclave_deps(pki, endpoint, coordinator)
+    deps = deps or enclave_deps(pki, endpoint, coordinator)
     running = await create_server(f"unix:{tmp_path / 'enclave.sock'}", deps)
     try:
         async with grpc.aio.insecure_channel(f"unix:{tmp_path / 'enclave.sock'}") as channel:

@@ -6,6 +6,8 @@ RunCeremony stream and client parties running the same ``tss`` ceremonies.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.sdk.attestation import verify
+from enclave.config import RECORD_CACHE_SIZE, ConfigError, EnclaveConfig
 from enclave.nsm import SimulatedNitroPki
-from enclave.service import CULPRITS_METADATA
+from enclave.service import CULPRITS_METADATA, EnclaveDeps
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, envelope_pb2
 from tests.enclave_harness import (
     DIGEST,
@@ -28,6 +31,7 @@ from tests.enclave_harness import (
     client_keygen,
     client_sign,
     devkms,
+    enclave_deps,
     host_loop,
     keygen_request,
     run,
@@ -285,3 +289,74 @@ def test_the_coordinator_signature_is_checked_before_any_share_is_opened(
         await expect_status(call, grpc.StatusCode.PERMISSION_DENIED)
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
+def test_a_hot_wallet_does_not_reopen_its_sealed_record(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    """Opened records stay in enclave memory: a wallet that signs again costs no KMS call,
+    unless the cache (``record_cache_size``) is too small for the wallets in use."""
+    coordinator = Ed25519PrivateKey.generate()
+    client = ClientParty()
+
+    async def sign_round_robin(stack: Stack, rounds: int) -> None:
+        wallets = []
+        for wallet_id in ("wallet-1", "wallet-2"):
+            request = keygen_request("bip340", [client.party, stack.party], 2)
+            request.wallet_id = wallet_id
+            session = client_keygen("bip340", client, request)
+            await host_loop(stack, signed(request, coordinator), {client.party.party_id: session})
+            wallets.append((request, session.result, stack.stored[-1]))
+        for _ in range(rounds):
+            for request, share, sealed in wallets:
+                sign = sign_request(request, [0, 1])
+                signer = client_sign(share, client, sign)
+                result = await host_loop(
+                    stack, signed(sign, coordinator), {client.party.party_id: signer}, [sealed]
+                )
+                assert schnorr_verify(DIGEST, share.public_key[1:], result.signature)
+
+    def counting_opens(deps: EnclaveDeps) -> list[str]:
+        opened: list[str] = []
+        unseal = deps.sealer.unseal_with_key
+
+        def counted(sealed: Any, binding: Any) -> Any:
+            opened.append(binding.wallet_id)
+            return unseal(sealed, binding)
+
+        deps.sealer.unseal_with_key = counted  # type: ignore[method-assign]
+        return opened
+
+    roomy = enclave_deps(pki, kms_endpoint, coordinator)
+    opened = counting_opens(roomy)
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator,
+                     lambda s: sign_round_robin(s, 3), deps=roomy))  # fmt: skip
+    assert opened == ["wallet-1", "wallet-2"]  # once each, for 3 signatures each
+
+    small = dataclasses.replace(enclave_deps(pki, kms_endpoint, coordinator), record_cache_size=1)
+    opened = counting_opens(small)
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator,
+                     lambda s: sign_round_robin(s, 2), deps=small))  # fmt: skip
+    assert opened == ["wallet-1", "wallet-2"] * 2  # each evicts the other: a KMS call each time
+
+
+def test_the_record_cache_size_is_configured(tmp_path: Path) -> None:
+    def load(**extra: object) -> EnclaveConfig:
+        path = tmp_path / "enclave.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "listen": "unix:/tmp/x.sock",
+                    "coordinator_keys": [],
+                    "kms": {"endpoint": "http://127.0.0.1:1", "key_id": "dev-key"},
+                    "nsm": {"mode": "simulated", "pki_dir": str(tmp_path)},
+                    **extra,
+                }
+            )
+        )
+        return EnclaveConfig.load(path)
+
+    assert load().record_cache_size == RECORD_CACHE_SIZE
+    assert load(record_cache_size=50_000).record_cache_size == 50_000
+    with pytest.raises(ConfigError, match="record_cache_size"):
+        load(record_cache_size=0)
