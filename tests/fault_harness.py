@@ -74,6 +74,7 @@ class FaultPlan:
     delay_s: float
     roles: dict[str, str] = field(default_factory=dict)
     seen: list[MessageKey] = field(default_factory=list)
+    also_drop: MessageKey | None = None  # never delivered, besides the fault (pins an ordering)
     fired: bool = False
     client_killed: bool = False
 
@@ -88,6 +89,8 @@ class FaultPlan:
         """Record a message; return the fault to apply to it, if it is the chosen one."""
         self.check_alive()
         self.seen.append(key)
+        if key == self.also_drop:
+            return "drop"
         fault = self.fault
         if self.fired or fault is None or fault.message != key:
             return None
