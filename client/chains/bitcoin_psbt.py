@@ -17,13 +17,14 @@ SIGHASH_DEFAULT).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from client.chains.xpub import fingerprint, wallet_chain_code
 from client.errors import sdk_boundary
+from client.sdk.approvals import Approver
 from client.sdk.party import PartyIdentity, Progress
-from client.sdk.wallet import Wallet, WalletClient
+from client.sdk.wallet import SignedPayload, Wallet, WalletClient
 from shardkeep.chains.bip341 import SIGHASH_DEFAULT, p2tr_script, precompute
 from shardkeep.chains.psbt import Psbt, PsbtError, TaprootInput
 from tss.bip32 import HARDENED, derive_public
@@ -132,12 +133,15 @@ async def sign_psbt(
     *,
     with_server: bool = True,
     progress: Progress | None = None,
+    approvers: Sequence[Approver] = (),
 ) -> SignedPsbt:
     """Sign every key-path input of this wallet in ``psbt`` (one ceremony per input).
 
     Arguments:
         client, wallet, devices, with_server, progress: as ``WalletClient.sign``.
-        psbt: the PSBT (``shardkeep.chains.psbt.parse_psbt``).
+        psbt: the PSBT (``shardkeep.chains.psbt.parse_psbt``); the server share
+            gets it too, parses it and computes each input's sighash itself.
+        approvers: for a wallet with a policy set, who approves each input.
 
     Raises:
         PsbtError: no input is this wallet's, an input of this wallet is
@@ -150,6 +154,7 @@ async def sign_psbt(
         raise PsbtError("no input of this PSBT is a key-path spend of this wallet")
     spent = psbt.spent_outputs()
     shared = precompute(psbt.tx, spent)
+    unsigned = psbt.serialize()  # what the server share parses: no signature added yet
     for item in mine:
         sighash = psbt.key_path_sighash(item.index, shared)
         options = SigningOptions(
@@ -157,8 +162,9 @@ async def sign_psbt(
             taproot_merkle_root=item.merkle_root,
         )  # fmt: skip
         signature = await client.sign(
-            wallet, sighash, devices, options=options, with_server=with_server, progress=progress
-        )
+            wallet, sighash, devices, options=options, with_server=with_server, progress=progress,
+            approvers=approvers, payload=SignedPayload(psbt=unsigned, psbt_input=item.index),
+        )  # fmt: skip
         if not isinstance(signature, bytes) or not schnorr_verify(
             sighash, item.output_key, signature
         ):

@@ -34,7 +34,7 @@ from Crypto.Hash import keccak
 from client.errors import sdk_boundary
 from client.sdk.approvals import Approver
 from client.sdk.party import PartyIdentity, Progress
-from client.sdk.wallet import Wallet, WalletClient
+from client.sdk.wallet import SignedPayload, Wallet, WalletClient
 from tss.bip32 import derive_public
 from tss.curve import N
 from tss.errors import InputError, InternalError
@@ -334,7 +334,7 @@ async def sign_transaction(
         with_server=with_server,
         progress=progress,
         approvers=approvers,
-        evm_transaction=transaction.signing_payload(),
+        payload=SignedPayload(evm_transaction=transaction.signing_payload()),
     )
     if not isinstance(signature, RecoverableSignature):
         raise InternalError("an ECDSA wallet returned no recovery id")

@@ -9,6 +9,7 @@ it), checked to recover to the signing key's address before it is handed out.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,8 +17,9 @@ from coincurve import PublicKey
 
 from client.chains.ethereum import address_of, checksum_address, wallet_public_key
 from client.errors import sdk_boundary
+from client.sdk.approvals import Approver
 from client.sdk.party import PartyIdentity, Progress
-from client.sdk.wallet import Wallet, WalletClient
+from client.sdk.wallet import SignedPayload, Wallet, WalletClient
 from shardkeep.chains.eth_messages import TypedData, personal_message_digest
 from tss.curve import N
 from tss.errors import InputError, InternalError
@@ -95,12 +97,14 @@ async def _sign_digest(
     derivation_path: Sequence[int],
     with_server: bool,
     progress: Progress | None,
+    approvers: Sequence[Approver],
+    payload: SignedPayload,
 ) -> MessageSignature:
     public_key = wallet_public_key(wallet, derivation_path)
     signature = await client.sign(
         wallet, digest, devices,
         options=SigningOptions(derivation_path=tuple(derivation_path)),
-        with_server=with_server, progress=progress,
+        with_server=with_server, progress=progress, approvers=approvers, payload=payload,
     )  # fmt: skip
     if not isinstance(signature, RecoverableSignature):
         raise InternalError("an ECDSA wallet returned no recovery id")
@@ -120,13 +124,16 @@ async def sign_personal_message(
     derivation_path: Sequence[int] = (),
     with_server: bool = True,
     progress: Progress | None = None,
+    approvers: Sequence[Approver] = (),
 ) -> MessageSignature:
     """Sign an EIP-191 personal message (``personal_sign``) with an ECDSA wallet.
 
     Arguments:
         client, wallet, devices, with_server, progress: as ``WalletClient.sign``.
-        message: the message's bytes (a text's UTF-8).
+        message: the message's bytes (a text's UTF-8); the server share gets
+            it too and computes the digest itself.
         derivation_path: non-hardened BIP-32 indices of the signing key.
+        approvers: for a wallet with a policy set, who approves.
 
     Raises:
         InputError: not an ECDSA wallet, or a bad path.
@@ -134,7 +141,7 @@ async def sign_personal_message(
     """
     return await _sign_digest(
         client, wallet, personal_message_digest(message), devices, derivation_path,
-        with_server, progress,
+        with_server, progress, approvers, SignedPayload(eth_personal_message=message),
     )  # fmt: skip
 
 
@@ -148,6 +155,7 @@ async def sign_typed_data(
     derivation_path: Sequence[int] = (),
     with_server: bool = True,
     progress: Progress | None = None,
+    approvers: Sequence[Approver] = (),
 ) -> MessageSignature:
     """Sign EIP-712 typed data (``eth_signTypedData_v4``) with an ECDSA wallet.
 
@@ -161,6 +169,18 @@ async def sign_typed_data(
         WalletError: the ceremony failed.
     """
     digest = typed_data.digest()
+    document = json.dumps(
+        {
+            "types": {
+                name: [{"name": m.name, "type": m.type} for m in members]
+                for name, members in typed_data.types.items()
+            },
+            "primaryType": typed_data.primary_type,
+            "domain": typed_data.domain,
+            "message": typed_data.message,
+        }
+    ).encode()  # the server share reads it back and must reach the same digest
     return await _sign_digest(
-        client, wallet, digest, devices, derivation_path, with_server, progress
-    )
+        client, wallet, digest, devices, derivation_path, with_server, progress, approvers,
+        SignedPayload(eth_typed_data=document),
+    )  # fmt: skip

@@ -514,8 +514,7 @@ class WalletClient:
         with_server: bool = True,
         progress: Progress | None = None,
         approvers: Sequence[Approver] = (),
-        evm_transaction: bytes = b"",
-        solana_message: bool = False,
+        payload: SignedPayload | None = None,
     ) -> bytes | RecoverableSignature:
         """Sign with ``devices`` (by party index) and, by default, the server.
 
@@ -525,10 +524,9 @@ class WalletClient:
                 bytes, e.g. a Solana transaction message: Ed25519 hashes it).
             approvers: for a wallet with a policy set, the authenticators that
                 approve this request (each signs its approval challenge).
-            evm_transaction: the unsigned EVM transaction ``digest`` is the
-                signing digest of, for the server share's policy to parse.
-            solana_message: an ed25519 ``digest`` is a Solana message, for the
-                server share's policy to parse.
+            payload: what ``digest`` is the digest of (a transaction or
+                message), for the server share to parse, check against its
+                policy and recompute the digest from.
 
         Returns:
             The BIP-340 or RFC 8032 signature, or for ECDSA the signature with
@@ -540,7 +538,7 @@ class WalletClient:
         elif len(digest) != 32:
             raise InvalidInput("digest must be 32 bytes")
         server = wallet.server_index if with_server else None
-        approvals = _Approvals(wallet, approvers, evm_transaction, solana_message)
+        approvals = _Approvals(wallet, approvers, payload or SignedPayload())
         if wallet.scheme == "ecdsa-secp256k1" and server is not None:
             stale = {i: d for i, d in devices.items() if _server_setup_id(wallet, i) is None}
             if stale:  # e.g. a failed check burned the device's side of the pair
@@ -573,8 +571,7 @@ class WalletClient:
             request.message = digest
         else:
             request.digest = digest
-        request.evm_transaction = approvals.evm_transaction
-        request.solana_message = approvals.solana_message
+        approvals.payload.fill(request)
         request.derivation_path.extend(options.derivation_path)
         request.taproot = options.taproot
         request.taproot_merkle_root = options.taproot_merkle_root or b""
@@ -1225,13 +1222,45 @@ class WalletClient:
 
 
 @dataclass(frozen=True)
+class SignedPayload:
+    """What a signature's digest is of, sent along for the server share's policy.
+
+    The server share parses it, checks it against the wallet's policy and
+    refuses a digest that is not the one it computes from it (at most one of
+    these per request).
+
+    Attributes:
+        evm_transaction: an unsigned EVM transaction (legacy EIP-155 or EIP-1559).
+        solana_message: the ed25519 message is a Solana message.
+        psbt, psbt_input: a PSBT and the input whose key-path sighash is signed.
+        eth_personal_message: an EIP-191 personal message.
+        eth_typed_data: EIP-712 typed data (``eth_signTypedData_v4`` JSON).
+    """
+
+    evm_transaction: bytes = b""
+    solana_message: bool = False
+    psbt: bytes = b""
+    psbt_input: int = 0
+    eth_personal_message: bytes = b""
+    eth_typed_data: bytes = b""
+
+    def fill(self, request: ceremony_pb2.CeremonyRequest) -> None:
+        """Put the payload into a signature request."""
+        request.evm_transaction = self.evm_transaction
+        request.solana_message = self.solana_message
+        request.psbt = self.psbt
+        request.psbt_input = self.psbt_input
+        request.eth_personal_message = self.eth_personal_message
+        request.eth_typed_data = self.eth_typed_data
+
+
+@dataclass(frozen=True)
 class _Approvals:
-    """What a signature request carries for the server share's policy, and who approves it."""
+    """What a request carries for the server share's policy, and who approves it."""
 
     wallet: Wallet
     approvers: Sequence[Approver]
-    evm_transaction: bytes = b""
-    solana_message: bool = False
+    payload: SignedPayload = SignedPayload()
 
     def over(self, request: bytes) -> list[ceremony_pb2.Approval]:
         """Every approver's approval of the exact request bytes under the set in force."""

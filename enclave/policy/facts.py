@@ -1,8 +1,9 @@
 """What a condition sees: the activity and its parsed transaction as CEL values.
 
 Roots (docs/security/policy.md lists every field): ``activity``, ``eth``
-(``eth.tx`` for an EVM transaction), ``solana`` (``solana.tx``) and ``btc``
-(empty until PSBTs are parsed). A root whose chain the activity is not about
+(``eth.tx`` for an EVM transaction, ``eth.message`` for an EIP-191 or
+EIP-712 message), ``solana`` (``solana.tx``) and ``btc`` (``btc.tx`` for a
+PSBT input). A root whose chain the activity is not about
 is an empty map, so ``has(eth.tx)`` is false there and
 ``activity.kind == 'SIGN_EVM_TRANSACTION' && eth.tx.value_gwei < 10`` is
 simply false for a Solana message (CEL's ``&&`` absorbs the error of the
@@ -21,7 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from shardkeep.chains.bech32 import AddressError, segwit_address
+from shardkeep.chains.eth_messages import TypedData
 from shardkeep.chains.evm import EvmTransaction
+from shardkeep.chains.psbt import Psbt
 from shardkeep.chains.solana import SolanaMessage, b58encode
 from tss.errors import InputError
 
@@ -58,6 +62,9 @@ class Activity:
         wallet_id, scheme: the wallet and its scheme (``ecdsa-secp256k1``, ``bip340``, ``ed25519``).
         derivation_path: non-hardened BIP-32 indices of the signing key.
         evm, solana: the parsed transaction, for the matching kinds.
+        psbt, psbt_input: the parsed PSBT and the input signed (``SIGN_PSBT``).
+        personal_message: the EIP-191 message (``SIGN_EIP191``).
+        typed_data: the EIP-712 typed data (``SIGN_EIP712``).
     """
 
     kind: str
@@ -66,6 +73,10 @@ class Activity:
     derivation_path: tuple[int, ...] = ()
     evm: EvmTransaction | None = None
     solana: SolanaMessage | None = None
+    psbt: Psbt | None = None
+    psbt_input: int = 0
+    personal_message: bytes | None = None
+    typed_data: TypedData | None = None
 
 
 def _int(value: int, field: str) -> int:
@@ -118,6 +129,86 @@ def _solana(message: SolanaMessage) -> dict[str, object]:
     }
 
 
+def _address(script: bytes, hrp: str) -> str:
+    # A witness program (BIP-141: OP_0 or OP_1..OP_16, then a 2-40 byte push) as
+    # its BIP-173/350 address; any other script has none ("").
+    if len(script) < 4 or script[1] != len(script) - 2:
+        return ""
+    version = 0 if script[0] == 0 else script[0] - 0x50 if 0x51 <= script[0] <= 0x60 else -1
+    if version < 0:
+        return ""
+    try:
+        return segwit_address(hrp, version, script[2:])
+    except AddressError:
+        return ""
+
+
+def _btc(psbt: Psbt, index: int) -> dict[str, object]:
+    if not 0 <= index < len(psbt.inputs):
+        raise FactsError(f"btc.tx: the PSBT has no input {index}")
+    spent = sum(o.value for o in psbt.spent_outputs())
+    paid = sum(o.value for o in psbt.tx.outputs)
+    if paid > spent:
+        raise FactsError("btc.tx.fee: the outputs pay more than the inputs spend")
+    return {
+        "input": index,
+        "inputs": len(psbt.inputs),
+        "sighash_type": psbt.taproot_input(index).sighash_type,
+        "outputs": [
+            {
+                "address": _address(o.script_pubkey, "bc"),
+                "testnet_address": _address(o.script_pubkey, "tb"),
+                "script": o.script_pubkey.hex(),
+                "amount": o.value,
+            }
+            for o in psbt.tx.outputs
+        ],
+        "output_total": paid,
+        "fee": spent - paid,
+    }
+
+
+def _domain_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int(value, "eth.message.domain.chain_id")
+    if isinstance(value, str):
+        try:
+            return _int(int(value, 0), "eth.message.domain.chain_id")
+        except ValueError:
+            pass
+    return -1
+
+
+def _eth_message(activity: Activity) -> dict[str, object]:
+    # One shape for both kinds (the other kind's fields empty), so a condition
+    # on either evaluates on both instead of failing.
+    if activity.personal_message is not None:
+        text = activity.personal_message
+        try:
+            decoded = text.decode("utf-8")
+        except UnicodeDecodeError:
+            decoded = ""
+        return {
+            "kind": "eip191", "size": len(text), "text": decoded, "primary_type": "",
+            "domain": {"name": "", "version": "", "chain_id": -1, "verifying_contract": ""},
+        }  # fmt: skip
+    assert activity.typed_data is not None
+    domain = activity.typed_data.domain
+    contract = domain.get("verifyingContract", "")
+    return {
+        "kind": "eip712",
+        "size": 0,
+        "text": "",
+        "primary_type": activity.typed_data.primary_type,
+        "domain": {
+            "name": str(domain.get("name", "")),
+            "version": str(domain.get("version", "")),
+            "chain_id": _domain_int(domain.get("chainId", -1)),
+            "verifying_contract": contract.lower() if isinstance(contract, str) else "",
+        },
+    }
+
+
 def _path(path: Sequence[int]) -> list[int]:
     if any(not 0 <= i < 2**31 for i in path):
         raise FactsError("activity.derivation_path holds non-hardened indices only")
@@ -133,10 +224,21 @@ def facts(activity: Activity) -> dict[str, object]:
     """
     if activity.kind not in ACTIVITY_KINDS:
         raise FactsError(f"unknown activity kind {activity.kind!r}")
-    expects_evm = activity.kind == "SIGN_EVM_TRANSACTION"
-    expects_solana = activity.kind == "SIGN_SOLANA_MESSAGE"
-    if expects_evm != (activity.evm is not None) or expects_solana != (activity.solana is not None):
+    carried = {
+        "SIGN_EVM_TRANSACTION": activity.evm is not None,
+        "SIGN_SOLANA_MESSAGE": activity.solana is not None,
+        "SIGN_PSBT": activity.psbt is not None,
+        "SIGN_EIP191": activity.personal_message is not None,
+        "SIGN_EIP712": activity.typed_data is not None,
+    }
+    # Exactly the payload its kind names (none for the others).
+    if any(has != (kind == activity.kind) for kind, has in carried.items()):
         raise FactsError(f"a {activity.kind} activity carries the wrong transaction")
+    eth: dict[str, object] = {}
+    if activity.evm is not None:
+        eth["tx"] = _evm(activity.evm)
+    if activity.personal_message is not None or activity.typed_data is not None:
+        eth["message"] = _eth_message(activity)
     return {
         "activity": {
             "kind": activity.kind,
@@ -144,7 +246,9 @@ def facts(activity: Activity) -> dict[str, object]:
             "scheme": activity.scheme,
             "derivation_path": _path(activity.derivation_path),
         },
-        "eth": {"tx": _evm(activity.evm)} if activity.evm is not None else {},
+        "eth": eth,
         "solana": {"tx": _solana(activity.solana)} if activity.solana is not None else {},
-        "btc": {},
+        "btc": {"tx": _btc(activity.psbt, activity.psbt_input)}
+        if activity.psbt is not None
+        else {},
     }

@@ -6,8 +6,10 @@ have been checked (``enclave.auth``), with the wallet's sealed record
 
 - a record without a policy set: nothing more is checked (the coordinator's
   signature suffices, as for every wallet made before policies);
-- a record with one: the request becomes an activity (its transaction parsed
-  here, and an EVM digest that is not the transaction's own refused), the
+- a record with one: the request becomes an activity (its transaction or
+  message parsed here: an EVM transaction, a Solana message, a PSBT input, an
+  EIP-191 or EIP-712 message; a digest that is not the one the enclave
+  computes from it is refused), the
   approvals are verified against the set's authenticators over
   ``approval_challenge(activity_hash(request bytes), policy_set_hash)``, and
   the engine decides. Pair setups are not gated: they sign nothing and move
@@ -33,10 +35,12 @@ from enclave.policy.engine import Allowed, PolicyEngine
 from enclave.policy.facts import Activity
 from shardkeep.approvals import Approval, activity_hash
 from shardkeep.chains import evm, solana
-from shardkeep.chains.errors import TransactionParseError
+from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
+from shardkeep.chains.psbt import parse_psbt
 from shardkeep.lifecycle import SCHEMES
 from shardkeep.policyset import InvalidPolicy, decode, encode
 from shardkeep.v1 import ceremony_pb2
+from tss.errors import InputError
 
 __all__ = ["PolicyGate", "activity_of", "registered_policy_set", "carried_policy_set"]
 
@@ -79,8 +83,9 @@ def activity_of(request: ceremony_pb2.CeremonyRequest) -> Activity | None:
     """What a request asks of the server share, as the policy sees it (None: not gated).
 
     Raises:
-        BadRequest: a transaction that does not parse, one given with the
-            wrong scheme, or a digest that is not the EVM transaction's own.
+        BadRequest: more than one transaction or message, one that does not
+            parse or comes with the wrong scheme, or a digest that is not the
+            one the enclave computes from it.
     """
     scheme = SCHEMES.get(request.scheme, "")
     wallet, path = request.wallet_id, tuple(request.derivation_path)
@@ -88,24 +93,55 @@ def activity_of(request: ceremony_pb2.CeremonyRequest) -> Activity | None:
         return Activity(_KINDS[request.kind], wallet, scheme, path)
     if request.kind != KIND.CEREMONY_KIND_SIGN:
         return None  # keygen (no wallet yet) and pair setups (sign nothing, move no key)
+    payloads = [
+        bool(request.evm_transaction), request.solana_message, bool(request.psbt),
+        bool(request.eth_personal_message), bool(request.eth_typed_data),
+    ]  # fmt: skip
+    if sum(payloads) > 1:
+        raise BadRequest("a signature request carries one transaction or message at most")
     try:
         if request.evm_transaction:
-            if scheme != "ecdsa-secp256k1":
-                raise BadRequest("an EVM transaction is signed by an ecdsa-secp256k1 wallet")
+            _need(scheme, "ecdsa-secp256k1", "an EVM transaction")
             tx = evm.parse_transaction(bytes(request.evm_transaction))
-            # The enclave computes the digest itself (EIP-155/EIP-1559) and signs
-            # only that: a digest of anything else is refused, not trusted.
-            if not hmac.compare_digest(tx.digest, bytes(request.digest)):
-                raise BadRequest("the digest is not the EVM transaction's signing digest")
+            _own_digest(tx.digest, request, "the EVM transaction's signing digest")
             return Activity("SIGN_EVM_TRANSACTION", wallet, scheme, path, evm=tx)
         if request.solana_message:
-            if scheme != "ed25519":
-                raise BadRequest("a Solana message is signed by an ed25519 wallet")
+            _need(scheme, "ed25519", "a Solana message")
             message = solana.parse_message(bytes(request.message))
             return Activity("SIGN_SOLANA_MESSAGE", wallet, scheme, path, solana=message)
-    except TransactionParseError as e:
-        raise BadRequest(f"the transaction does not parse: {e}") from e
+        if request.psbt:
+            _need(scheme, "bip340", "a PSBT input")
+            parsed = parse_psbt(bytes(request.psbt))
+            index = request.psbt_input
+            if index >= len(parsed.inputs):
+                raise BadRequest(f"the PSBT has no input {index}")
+            _own_digest(parsed.key_path_sighash(index), request, "the input's BIP-341 sighash")
+            return Activity("SIGN_PSBT", wallet, scheme, path, psbt=parsed, psbt_input=index)
+        if request.eth_personal_message:
+            _need(scheme, "ecdsa-secp256k1", "an EIP-191 message")
+            text = bytes(request.eth_personal_message)
+            _own_digest(personal_message_digest(text), request, "the EIP-191 digest")
+            return Activity("SIGN_EIP191", wallet, scheme, path, personal_message=text)
+        if request.eth_typed_data:
+            _need(scheme, "ecdsa-secp256k1", "EIP-712 typed data")
+            typed = load_typed_data(bytes(request.eth_typed_data))
+            _own_digest(typed.digest(), request, "the EIP-712 digest")
+            return Activity("SIGN_EIP712", wallet, scheme, path, typed_data=typed)
+    except InputError as e:  # every parser's and codec's typed error
+        raise BadRequest(f"the transaction or message does not parse: {e}") from e
     return Activity("SIGN_RAW_DIGEST", wallet, scheme, path)
+
+
+def _need(scheme: str, wanted: str, what: str) -> None:
+    if scheme != wanted:
+        raise BadRequest(f"{what} is signed by an {wanted} wallet")
+
+
+def _own_digest(digest: bytes, request: ceremony_pb2.CeremonyRequest, what: str) -> None:
+    # The enclave computes the digest itself and signs only that: a digest of
+    # anything else is refused, not trusted.
+    if not hmac.compare_digest(digest, bytes(request.digest)):
+        raise BadRequest(f"the digest is not {what}")
 
 
 class PolicyGate:

@@ -58,7 +58,7 @@ class PublicKeyring(_message.Message):
     def __init__(self, threshold: _Optional[int] = ..., public_key: _Optional[bytes] = ..., public_shares: _Optional[_Iterable[bytes]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class CeremonyRequest(_message.Message):
-    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge", "message", "policy_set", "evm_transaction", "solana_message")
+    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge", "message", "policy_set", "evm_transaction", "solana_message", "psbt", "psbt_input", "eth_personal_message", "eth_typed_data")
     class PairSetupIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,10 @@ class CeremonyRequest(_message.Message):
     POLICY_SET_FIELD_NUMBER: _ClassVar[int]
     EVM_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
     SOLANA_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PSBT_FIELD_NUMBER: _ClassVar[int]
+    PSBT_INPUT_FIELD_NUMBER: _ClassVar[int]
+    ETH_PERSONAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ETH_TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     room_id: str
     kind: CeremonyKind
@@ -118,7 +122,11 @@ class CeremonyRequest(_message.Message):
     policy_set: bytes
     evm_transaction: bytes
     solana_message: bool
-    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ..., challenge: _Optional[bytes] = ..., message: _Optional[bytes] = ..., policy_set: _Optional[bytes] = ..., evm_transaction: _Optional[bytes] = ..., solana_message: _Optional[bool] = ...) -> None: ...
+    psbt: bytes
+    psbt_input: int
+    eth_personal_message: bytes
+    eth_typed_data: bytes
+    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ..., challenge: _Optional[bytes] = ..., message: _Optional[bytes] = ..., policy_set: _Optional[bytes] = ..., evm_transaction: _Optional[bytes] = ..., solana_message: _Optional[bool] = ..., psbt: _Optional[bytes] = ..., psbt_input: _Optional[int] = ..., eth_personal_message: _Optional[bytes] = ..., eth_typed_data: _Optional[bytes] = ...) -> None: ...
 
 class Approval(_message.Message):
     __slots__ = ("authenticator", "signature", "authenticator_data", "client_data_json")

@@ -1,0 +1,156 @@
+"""What the enclave's gate makes of a request: the activity a policy sees, its own digests.
+
+Each payload (an EVM transaction, a PSBT input, an EIP-191 or EIP-712
+message) is parsed in the enclave and its digest computed there; a request
+whose digest is another's is refused, as is one with two payloads or a
+payload for the wrong scheme. Policies then see ``btc.tx`` and
+``eth.message``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import rlp  # type: ignore[import-untyped]
+
+from enclave.errors import BadRequest
+from enclave.policy.engine import PolicyDenied, PolicyEngine
+from enclave.policy.facts import facts
+from enclave.policy.gate import activity_of, carried_policy_set, registered_policy_set
+from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
+from shardkeep.chains.evm import keccak256
+from shardkeep.chains.psbt import parse_psbt
+from shardkeep.lifecycle import SCHEMES
+from shardkeep.policyset import Authenticator, Consensus, InvalidPolicy, Policy, PolicySet
+from shardkeep.policyset import decode as decode_policy_set
+from shardkeep.policyset import encode as encode_policy_set
+from shardkeep.v1 import ceremony_pb2
+from tests.test_eth_messages import MAIL
+from tests.test_psbt import one_input_psbt
+
+SCHEME = {name: number for number, name in SCHEMES.items()}
+P2TR = b"\x51\x20" + b"\x22" * 32
+SPENT = (1500).to_bytes(8, "little") + bytes([len(P2TR)]) + P2TR
+PSBT = one_input_psbt(((b"\x01", SPENT),))  # PSBT_IN_WITNESS_UTXO: 1500 sat
+EVM_TX = b"\x02" + bytes(rlp.encode([1, 0, 1, 2, 21_000, b"\x11" * 20, 5, b"", []]))
+
+
+def sign(scheme: str, digest: bytes, **payload: object) -> ceremony_pb2.CeremonyRequest:
+    request = ceremony_pb2.CeremonyRequest(
+        kind=ceremony_pb2.CEREMONY_KIND_SIGN, scheme=SCHEME[scheme], wallet_id="w", digest=digest
+    )
+    for key, value in payload.items():
+        setattr(request, key, value)
+    return request
+
+
+def test_each_payload_becomes_its_activity() -> None:
+    psbt = parse_psbt(PSBT)
+    typed = json.dumps(MAIL).encode()
+    cases = [
+        (sign("ecdsa-secp256k1", keccak256(EVM_TX), evm_transaction=EVM_TX),
+         "SIGN_EVM_TRANSACTION"),
+        (sign("bip340", psbt.key_path_sighash(0), psbt=PSBT), "SIGN_PSBT"),
+        (sign("ecdsa-secp256k1", personal_message_digest(b"hi"), eth_personal_message=b"hi"),
+         "SIGN_EIP191"),
+        (sign("ecdsa-secp256k1", load_typed_data(typed).digest(), eth_typed_data=typed),
+         "SIGN_EIP712"),
+        (sign("bip340", bytes(32)), "SIGN_RAW_DIGEST"),
+    ]  # fmt: skip
+    for request, kind in cases:
+        activity = activity_of(request)
+        assert activity is not None and activity.kind == kind
+    refresh = ceremony_pb2.CeremonyRequest(kind=ceremony_pb2.CEREMONY_KIND_REFRESH, wallet_id="w")
+    assert activity_of(refresh) is not None and activity_of(refresh).kind == "REFRESH"  # type: ignore[union-attr]
+    setup = ceremony_pb2.CeremonyRequest(kind=ceremony_pb2.CEREMONY_KIND_PAIR_SETUP, wallet_id="w")
+    assert activity_of(setup) is None
+
+
+@pytest.mark.parametrize(
+    ("request_", "fault"),
+    [
+        (sign("ecdsa-secp256k1", bytes(32), evm_transaction=EVM_TX), "signing digest"),
+        (sign("bip340", bytes(32), psbt=PSBT), "BIP-341 sighash"),
+        (sign("bip340", bytes(32), psbt=PSBT, psbt_input=1), "no input 1"),
+        (sign("ecdsa-secp256k1", bytes(32), eth_personal_message=b"hi"), "EIP-191"),
+        (sign("ecdsa-secp256k1", bytes(32), eth_typed_data=json.dumps(MAIL).encode()), "EIP-712"),
+        (sign("ecdsa-secp256k1", bytes(32), eth_typed_data=b"{"), "does not parse"),
+        (sign("bip340", keccak256(EVM_TX), evm_transaction=EVM_TX), "ecdsa-secp256k1 wallet"),
+        (sign("ecdsa-secp256k1", bytes(32), psbt=PSBT), "bip340 wallet"),
+        (sign("bip340", bytes(32), psbt=b"psbt\xff"), "does not parse"),
+        (sign("ecdsa-secp256k1", keccak256(EVM_TX), evm_transaction=EVM_TX,
+              eth_personal_message=b"hi"), "one transaction or message"),
+    ],
+)  # fmt: skip
+def test_a_digest_the_enclave_did_not_compute_is_refused(
+    request_: ceremony_pb2.CeremonyRequest, fault: str
+) -> None:
+    with pytest.raises(BadRequest, match=fault):
+        activity_of(request_)
+
+
+def test_policies_see_psbt_outputs_and_fee() -> None:
+    request = sign("bip340", parse_psbt(PSBT).key_path_sighash(0), psbt=PSBT)
+    activity = activity_of(request)
+    assert activity is not None
+    tx = facts(activity)["btc"]["tx"]  # type: ignore[index]
+    (output,) = tx["outputs"]
+    assert (tx["fee"], tx["output_total"], output["amount"]) == (500, 1000, 1000)
+    assert output["address"].startswith("bc1p") and output["testnet_address"].startswith("tb1p")
+    engine = engine_with(
+        Policy("pay-known", "allow",
+               f"btc.tx.outputs.all(o, o.address == '{output['address']}') && btc.tx.fee <= 1000",
+               Consensus(1)),
+    )  # fmt: skip
+    assert engine.decide(activity, ["a"]).policy == "pay-known"
+    low_fee = engine_with(Policy("cheap", "allow", "btc.tx.fee < 500", Consensus(1)))
+    with pytest.raises(PolicyDenied):
+        low_fee.decide(activity, ["a"])
+
+
+def test_policies_see_eip712_domains_and_deny_permits() -> None:
+    typed = json.dumps(MAIL).encode()
+    activity = activity_of(
+        sign("ecdsa-secp256k1", load_typed_data(typed).digest(), eth_typed_data=typed)
+    )
+    assert activity is not None
+    message = facts(activity)["eth"]["message"]  # type: ignore[index]
+    assert message["kind"] == "eip712" and message["primary_type"] == "Mail"
+    assert message["domain"]["chain_id"] == 1 and message["domain"]["name"] == "Ether Mail"
+    engine = engine_with(
+        Policy("no-permits", "deny", "has(eth.message) && eth.message.primary_type == 'Mail'"),
+        Policy("any", "allow", "true", Consensus(1)),
+    )
+    with pytest.raises(PolicyDenied, match="no-permits"):
+        engine.decide(activity, ["a"])
+    personal = activity_of(
+        sign("ecdsa-secp256k1", personal_message_digest(b"log in"), eth_personal_message=b"log in")
+    )
+    assert personal is not None
+    seen = facts(personal)["eth"]["message"]  # type: ignore[index]
+    assert (seen["kind"], seen["size"], seen["text"], seen["primary_type"]) == (
+        "eip191", 6, "log in", "",
+    )  # fmt: skip
+    assert engine.decide(personal, ["a"]).policy == "any"
+
+
+def engine_with(*policies: Policy) -> PolicyEngine:
+    return PolicyEngine(
+        PolicySet("w", 0, 1, (Authenticator("a", "ed25519", b"\x01" * 32),), policies)
+    )
+
+
+def test_registered_sets_name_their_wallet_and_epoch_and_move_with_it() -> None:
+    policy_set = PolicySet(
+        "w", 0, 1, (Authenticator("a", "ed25519", b"\x01" * 32),),
+        (Policy("any", "allow", "true", Consensus(1)),),
+    )  # fmt: skip
+    keygen = ceremony_pb2.CeremonyRequest(wallet_id="w", policy_set=encode_policy_set(policy_set))
+    assert registered_policy_set(keygen, 0) == keygen.policy_set
+    with pytest.raises(InvalidPolicy, match="epoch 1"):
+        registered_policy_set(keygen, 1)
+    assert registered_policy_set(ceremony_pb2.CeremonyRequest(wallet_id="w"), 0) == b""
+    moved = decode_policy_set(carried_policy_set(keygen.policy_set, 3))
+    assert moved.epoch == 3 and moved.policies == policy_set.policies
+    assert carried_policy_set(b"", 3) == b""
