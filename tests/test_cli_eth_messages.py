@@ -21,9 +21,18 @@ from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_keys.datatypes import PublicKey
 
+from client.chains.ethereum import wallet_address
+from client.chains.ethereum_messages import (
+    MessageSignature,
+    sign_personal_message,
+    sign_typed_data,
+)
 from client.cli.devstack import DevStack
 from client.cli.main import main
-from tests.stack_harness import background_stack
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import WalletClient
+from shardkeep.chains.eth_messages import load_typed_data
+from tests.stack_harness import background_stack, run_with_client
 from tests.test_eth_messages import MAIL, NESTED
 
 pytestmark = pytest.mark.slow
@@ -168,3 +177,23 @@ def test_messages_need_an_ecdsa_wallet(
         capsys, "wallet", "sign-message", wallet["wallet_id"], "--text", "hi", *given
     )
     assert status == 2 and "needs an ecdsa wallet" in err
+
+
+def test_the_sdk_signs_personal_messages_and_typed_data(stack: DevStack) -> None:
+    """client.chains.ethereum_messages with a WalletClient: eth-account recovers the address."""
+
+    async def body(client: WalletClient) -> tuple[str, MessageSignature, MessageSignature]:
+        phone = PartyIdentity.generate()
+        created = await client.create_wallet("ecdsa-secp256k1", [phone], threshold=2)
+        personal = await sign_personal_message(client, created, b"hello from the SDK", {0: phone})
+        typed = await sign_typed_data(
+            client, created, load_typed_data(json.dumps(NESTED)), {0: phone}
+        )
+        return wallet_address(created), personal, typed
+
+    address, personal, typed = run_with_client(stack, body)
+    assert personal.address == typed.address == address
+    signable = encode_defunct(primitive=b"hello from the SDK")
+    assert Account.recover_message(signable, signature=personal.signature) == address
+    signable = encode_typed_data(full_message=copy.deepcopy(NESTED))
+    assert Account.recover_message(signable, signature=typed.signature) == address

@@ -28,6 +28,7 @@ __all__ = [
 
 _RPC_TIMEOUT_S: Final = 30.0
 _PAGE_SIZE: Final = 100
+_MAX_WALLETS: Final = 100_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,11 @@ def _entry(message: host_pb2.Wallet) -> HostWallet:
 
 @sdk_boundary
 async def list_host_wallets(
-    host: HostTarget, *, page_size: int = _PAGE_SIZE, metadata: tuple[tuple[str, str], ...] = ()
+    host: HostTarget,
+    *,
+    page_size: int = _PAGE_SIZE,
+    metadata: tuple[tuple[str, str], ...] = (),
+    max_wallets: int = _MAX_WALLETS,
 ) -> list[HostWallet]:
     """Every wallet the host stores with a committed key, in wallet-id byte order.
 
@@ -80,13 +85,15 @@ async def list_host_wallets(
         host: a channel to the host (its transport carries the API token), or a stub.
         page_size: wallets asked for per call (the host may cap it).
         metadata: extra call metadata (e.g. ``authorization`` on a bare channel).
+        max_wallets: most wallets accepted (a host could page for ever).
 
     Returns:
         The wallets, each once.
 
     Raises:
         WalletError: the host refused a call (``code`` UNAUTHENTICATED: no or a
-            bad API token), or described a wallet malformed, out of order or twice.
+            bad API token), or described a wallet malformed, out of order or twice,
+            or more than ``max_wallets``.
     """
     stub = host_stub(host)
     found: list[HostWallet] = []
@@ -102,6 +109,8 @@ async def list_host_wallets(
             if found and entry.wallet_id.encode() <= found[-1].wallet_id.encode():
                 raise WalletError("the host listed its wallets out of order")
             found.append(entry)
+        if len(found) > max_wallets:
+            raise WalletError(f"the host lists more than {max_wallets} wallets")
         if not reply.next_page_token:
             return found
         if reply.next_page_token.encode() <= token.encode() or (
