@@ -111,6 +111,9 @@ class LinkConfig:
             ceremony runs out of credentials midway).
         pending_deadline_s: how long a new epoch may stay pending (waiting for
             its key change's certificate) before it is aborted.
+        unsigned_deadline_s: how long it may stay pending before the enclave's
+            agreement has left the host (no certificate can exist until then;
+            ``host.epoch_writer``).
     """
 
     call_timeout_s: float = 10.0
@@ -121,6 +124,7 @@ class LinkConfig:
     kms_credentials: CredentialSource | None = None
     credentials_margin_s: float = 900.0
     pending_deadline_s: float = 600.0
+    unsigned_deadline_s: float = 30.0
 
 
 class EnclaveLink:
@@ -470,7 +474,9 @@ class CeremonyDriver:
         self._request_id = request_id
         self._enclave_ready = enclave_ready
         self.stats = CeremonyStats()
-        self._epochs = EpochWriter(store, plan, link.config.pending_deadline_s)
+        self._epochs = EpochWriter(
+            store, plan, link.config.pending_deadline_s, link.config.unsigned_deadline_s
+        )
         self._log = structlog.get_logger("host.ceremony")
 
     async def run(self) -> ceremony_pb2.CeremonyResult:
@@ -696,7 +702,7 @@ class CeremonyDriver:
             kind = output.WhichOneof("output")
             if kind == "outbound":
                 envelope = self._outbound(output.outbound)
-                self._epochs.forwarding()
+                await self._epochs.forwarding()
                 self.stats.outbound += 1
                 self.stats.outbound_bytes += len(envelope.payload)
                 # Created in output order, so the session numbers them in that order.

@@ -19,6 +19,15 @@ already hold the complete certificate and submit it
 deadline (``Store.abort_expired``), and the previous epoch stays current. A
 keygen's epoch is aborted at once on failure, which frees its wallet id.
 
+Two deadlines: an epoch is written with the short ``unsigned_deadline_s``,
+because until the enclave's agreement has left the host no certificate can
+exist; just before the host forwards it, ``Store.extend_pending`` moves the
+deadline to ``pending_deadline_s``, in a transaction that fails if the epoch
+was aborted meanwhile (then the agreement is not forwarded). So an epoch a
+crashed host left behind before the enclave agreed blocks the wallet's key
+changes for seconds, not for the whole pending deadline, and an abort can
+never race a certificate into existence.
+
 Only the epoch this writer opened is ever aborted: a pending epoch found
 already there belongs to another (or an unfinished) ceremony, and the service
 refuses to start over it.
@@ -96,16 +105,28 @@ def sealed_share_from_proto(share: ceremony_pb2.SealedShare) -> SealedShare:
 class EpochWriter:
     """Writes one ceremony's sealed shares into a pending epoch it opens itself."""
 
-    def __init__(self, store: Store, plan: CeremonyPlan, pending_deadline_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        plan: CeremonyPlan,
+        pending_deadline_s: float,
+        unsigned_deadline_s: float | None = None,
+    ) -> None:
         """Arguments:
         store: the ciphertext store (called through ``asyncio.to_thread``).
         plan: the ceremony (keygen, reshare or refresh; others must not store).
-        pending_deadline_s: how long the epoch may stay pending (then
-            ``Store.abort_expired`` discards it).
+        pending_deadline_s: how long the epoch may stay pending once the
+            enclave's agreement left (then ``Store.abort_expired`` discards it).
+        unsigned_deadline_s: how long it may stay pending before that (at
+            most ``pending_deadline_s``; None: the same).
         """
         self._store = store
         self._plan = plan
         self._pending_deadline_s = pending_deadline_s
+        self._unsigned_deadline_s = min(
+            pending_deadline_s,
+            pending_deadline_s if unsigned_deadline_s is None else unsigned_deadline_s,
+        )
         self._key_change: KeyChange | None = None
         self._signature_sent = False
         self._epoch: int | None = None
@@ -197,7 +218,12 @@ class EpochWriter:
                 owner_key=OwnerKey(bytes(plan.request.owner_key)),
             )
             await asyncio.to_thread(
-                self._store.create_wallet, wallet, [share], deadline_at_ms=self._deadline()
+                functools.partial(
+                    self._store.create_wallet,
+                    wallet,
+                    [share],
+                    deadline_at_ms=self._deadline(self._unsigned_deadline_s),
+                )
             )
             self._public_key = public_key
         elif self._opens_wallet:
@@ -212,13 +238,14 @@ class EpochWriter:
                     plan.keyring,
                     shares=[share],
                     key_change=self._key_change,
-                    deadline_at_ms=self._deadline(),
+                    deadline_at_ms=self._deadline(self._unsigned_deadline_s),
                 )
             )
         self._epoch = share.epoch
 
-    def _deadline(self) -> int:
-        return int((time.time() + self._pending_deadline_s) * 1000)
+    @staticmethod
+    def _deadline(seconds: float) -> int:
+        return int((time.time() + seconds) * 1000)
 
     async def _open_imported(self, share: SealedShare, public_key: bytes) -> None:
         """Create an imported wallet at the reshare's epoch, holding the server's first share."""
@@ -243,15 +270,31 @@ class EpochWriter:
                 wallet,
                 [share],
                 key_change=self._key_change,
-                deadline_at_ms=self._deadline(),
+                deadline_at_ms=self._deadline(self._unsigned_deadline_s),
             )
         )
         self._public_key = public_key
 
-    def forwarding(self) -> None:
-        """The enclave sent an envelope: after a key change's share, its certificate signature."""
-        if self._epoch is not None:
-            self._signature_sent = True
+    async def forwarding(self) -> None:
+        """The enclave sent an envelope: after its share, its agreement (certificate signature).
+
+        Before the first one leaves, the epoch gets its full pending deadline
+        (``Store.extend_pending``).
+
+        Raises:
+            StoreError: the epoch was aborted meanwhile, or its short deadline
+                passed: the envelope must not be forwarded (the ceremony fails,
+                and no certificate can exist).
+        """
+        if self._epoch is None or self._signature_sent or self._done:
+            return
+        await asyncio.to_thread(
+            self._store.extend_pending,
+            self._plan.wallet_id,
+            self._epoch,
+            self._deadline(self._pending_deadline_s),
+        )
+        self._signature_sent = True
 
     async def commit(self, certificate: bytes) -> None:
         """Make the written epoch current (no-op when nothing was stored).

@@ -169,7 +169,13 @@ async def serve(
             on_ready(port, None if metrics_server is None else metrics_server.port)
         chores = [
             asyncio.create_task(
-                _sweep_expired_epochs(store, max(1.0, config.link.pending_deadline_s / 4))
+                _sweep_expired_epochs(
+                    store,
+                    max(
+                        1.0,
+                        min(config.link.pending_deadline_s, config.link.unsigned_deadline_s) / 4,
+                    ),
+                )
             ),
             asyncio.create_task(
                 _report_enclave_status(
@@ -292,6 +298,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "unless its certificate arrived",
     )
     parser.add_argument(
+        "--unsigned-deadline-seconds",
+        type=float,
+        default=LinkConfig.unsigned_deadline_s,
+        help="abort a pending epoch this long after its share was stored if the server "
+        "share's agreement has not left by then (no certificate can exist without it)",
+    )
+    parser.add_argument(
         "--keep-retired-epochs",
         type=int,
         default=0,
@@ -304,8 +317,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--relay-ca", type=Path, metavar="PEM", help="reach the relay over TLS, trusting this CA"
     )
     args = parser.parse_args(argv)
-    if args.pending_deadline_seconds <= 0 or args.keep_retired_epochs < 0:
-        parser.error("--pending-deadline-seconds must be positive, --keep-retired-epochs >= 0")
+    if min(args.pending_deadline_seconds, args.unsigned_deadline_seconds) <= 0:
+        parser.error("--pending-deadline-seconds and --unsigned-deadline-seconds must be positive")
+    if args.keep_retired_epochs < 0:
+        parser.error("--keep-retired-epochs must be >= 0")
     if args.max_backups_per_wallet < 1 or args.max_backup_bytes_per_wallet < 1:
         parser.error("backup quotas must be positive")
     if args.enclave.startswith("vsock:"):
@@ -333,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_ceremony_s=args.max_ceremony_seconds,
             kms_credentials=credentials,
             pending_deadline_s=args.pending_deadline_seconds,
+            unsigned_deadline_s=args.unsigned_deadline_seconds,
         ),
         api_tokens=tokens,
         backup_quota=BackupQuota(args.max_backups_per_wallet, args.max_backup_bytes_per_wallet),

@@ -684,6 +684,38 @@ class Store(abc.ABC):
             )
         _expect_one_row_changed(changed, "aborting the pending epoch")
 
+    def extend_pending(self, wallet_id: str, epoch: int, deadline_at_ms: int) -> None:
+        """Give the pending ``epoch`` a new deadline, unless it was aborted or its deadline passed.
+
+        The host calls this just before it forwards the enclave's agreement (its
+        certificate signature): until then no certificate can exist, so the
+        epoch is opened with a short deadline, and only this extension, made
+        while the epoch is still pending and in time, lets a certificate be
+        waited for. Of an extension and an abort of the same epoch exactly one
+        wins (one transaction each, under the wallet's lock).
+
+        Raises:
+            WalletNotFoundError: no such wallet (a keygen aborted meanwhile).
+            EpochError: ``epoch`` is not pending (aborted meanwhile) or its
+                deadline has passed: the agreement must not be released.
+        """
+        check_id("wallet id", wallet_id)
+        check_uint("epoch", epoch, MAX_EPOCH)
+        check_uint("deadline", deadline_at_ms, MAX_EPOCH)
+        now = self._clock()
+        with self._transaction(write=True) as tx:
+            head = self._lock_wallet(tx, wallet_id)
+            pending = self._read_pending(tx, wallet_id)
+            if pending is None or pending.epoch != epoch:
+                raise EpochError(self._not_pending_reason(wallet_id, epoch, head))
+            if pending.deadline_at_ms is not None and now > pending.deadline_at_ms:
+                raise EpochError(f"epoch {epoch} of wallet {wallet_id} passed its deadline")
+            tx.run(
+                "UPDATE epochs SET deadline_at_ms = ?"
+                " WHERE wallet_id = ? AND epoch = ? AND state = 'pending'",
+                (deadline_at_ms, wallet_id, epoch),
+            )
+
     def abort_expired(self, wallet_id: str) -> int | None:
         """Abort the wallet's pending epoch if its deadline has passed (see ``abort_epoch``).
 
