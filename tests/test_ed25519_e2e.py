@@ -25,8 +25,10 @@ from solders.transaction import VersionedTransaction
 from client.chains import solana
 from client.cli.devstack import DevStack
 from client.cli.main import main
+from client.sdk.approvals import SoftwarePasskey
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import Wallet, WalletClient
+from client.sdk.wallet import Wallet, WalletClient, WalletError
+from shardkeep.policyset import Consensus, Policy, PolicySet
 from shardkeep.v1 import host_pb2, host_pb2_grpc
 from tests.stack_harness import background_stack, run_with_client
 from tss.ed25519_keys import sign_expanded
@@ -228,3 +230,45 @@ def test_cli_solana_wallet_create_sign_import_and_export(
         capsys, "wallet", "import", "--scheme", "ed25519", "--key-file", str(key_file), *online
     )
     assert status == 2 and "999" not in err
+
+
+def test_the_server_share_checks_solana_transfers_against_the_wallet_policy(
+    stack: DevStack,
+) -> None:
+    """A Solana wallet whose policy allows, with the owner's passkey, only SOL transfers
+    of at most 5 SOL to one friend: the server share parses each message itself, signs
+    the allowed one and refuses a larger one, one to a stranger and a raw message."""
+    friend = secrets.token_bytes(32)
+    passkey = SoftwarePasskey("owner-passkey", "wallet.example", "https://wallet.example")
+    condition = (
+        "activity.kind == 'SIGN_SOLANA_MESSAGE'"
+        f" && solana.tx.transfers.all(t, t.to == '{solana.address(friend)}')"
+        " && solana.tx.program_ids.all(p, p == '11111111111111111111111111111111')"
+        " && solana.tx.transfer_total <= 5000000000"
+    )
+    policies = PolicySet(
+        "solana-policy", 0, 1, (passkey.authenticator("owner"),),
+        (Policy("friends-only", "allow", condition, Consensus(1)),),
+    )  # fmt: skip
+
+    def pay(wallet: Wallet, to: bytes, lamports: int) -> bytes:
+        payer = wallet.public_key
+        instructions = [solana.sol_transfer(payer, to, lamports)]
+        return solana.compile_message(payer, instructions, secrets.token_bytes(32), 0)
+
+    async def body(client: WalletClient) -> None:
+        phone = PartyIdentity.generate()
+        wallet = await client.create_wallet("ed25519", [phone], threshold=2, policy_set=policies)
+        raw = await solana.sign_transaction(
+            client, wallet, pay(wallet, friend, 10**9), {0: phone}, approvers=[passkey]
+        )
+        assert_solders_verifies(raw, wallet)
+        for message in (pay(wallet, friend, 6 * 10**9), pay(wallet, secrets.token_bytes(32), 1)):
+            with pytest.raises(WalletError, match="no allow policy"):
+                await solana.sign_transaction(
+                    client, wallet, message, {0: phone}, approvers=[passkey]
+                )
+        with pytest.raises(WalletError, match="no allow policy"):  # not marked as Solana
+            await client.sign(wallet, pay(wallet, friend, 1), {0: phone}, approvers=[passkey])
+
+    run_with_client(stack, body)

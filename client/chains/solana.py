@@ -30,8 +30,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from client.errors import InvalidInput, sdk_boundary
+from client.sdk.approvals import Approver
 from client.sdk.party import PartyIdentity, Progress
-from client.sdk.wallet import Wallet, WalletClient
+from client.sdk.wallet import SignedPayload, Wallet, WalletClient
 
 __all__ = [
     "b58encode",
@@ -279,13 +280,18 @@ async def sign_transaction(
     *,
     with_server: bool = True,
     progress: Progress | None = None,
+    approvers: Sequence[Approver] = (),
 ) -> bytes:
     """Sign a compiled message with an ed25519 wallet (FROST(Ed25519) with the service).
+
+    The request marks the message as a Solana message, so the server share
+    parses it and checks it against the wallet's policy set, if it has one.
 
     Arguments:
         client, wallet, devices, with_server, progress: as ``WalletClient.sign``.
         message: a legacy or v0 message (``compile_message``) whose only signer,
             the fee payer, is the wallet.
+        approvers: for a wallet with a policy set, who approves.
 
     Returns:
         The wire transaction (signature count, signature, message), ready to send.
@@ -299,7 +305,13 @@ async def sign_transaction(
         raise SolanaError("Solana transactions are signed by ed25519 wallets")
     _check_sole_signer(message, wallet.public_key)
     signature = await client.sign(
-        wallet, message, devices, with_server=with_server, progress=progress
+        wallet,
+        message,
+        devices,
+        with_server=with_server,
+        progress=progress,
+        approvers=approvers,
+        payload=SignedPayload(solana_message=True),
     )
     if not isinstance(signature, bytes):
         raise SolanaError("an ed25519 wallet returned a recoverable signature")
