@@ -33,7 +33,7 @@ from typing import Any
 
 from enclave.errors import BadRequest
 from enclave.identity import Identity, KeyChangeProof, ServerShare
-from enclave.policy.gate import carried_policy_set, registered_policy_set
+from enclave.policy.gate import carried_policy_set, registered_policy_set, replaced_policy_set
 from shardkeep.lifecycle import (
     SCHEMES,
     check_server_threshold,
@@ -334,6 +334,10 @@ def _refresh(
     if me != share.party_id:
         raise BadRequest("the server party is not at its share's index")
     ceremony = Reshare(layout.plan, me, share, rand, identity.hostseckey)
+    # A refresh may replace the wallet's policy set (a SET_POLICY activity, approved
+    # under the set in force): the new set lives at the new epoch only, so once the
+    # devices hold that epoch the old set, its keys included, is of no use.
+    policy_set = replaced_policy_set(request, record.policy_set, share.epoch + 1)
 
     def pending(change: Pending) -> ServerShare:
         change = _key_change(change)
@@ -345,7 +349,7 @@ def _refresh(
             record.owner_key,
             record.party_ids,
             KeyChangeProof.of(change),
-            carried_policy_set(record.policy_set, new.epoch),
+            policy_set or carried_policy_set(record.policy_set, new.epoch),
         )
 
     def finish(out: ReshareOutput) -> Outcome:  # the record is stored already (pending)

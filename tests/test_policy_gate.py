@@ -17,7 +17,12 @@ import rlp  # type: ignore[import-untyped]
 from enclave.errors import BadRequest
 from enclave.policy.engine import PolicyDenied, PolicyEngine
 from enclave.policy.facts import facts
-from enclave.policy.gate import activity_of, carried_policy_set, registered_policy_set
+from enclave.policy.gate import (
+    activity_of,
+    carried_policy_set,
+    registered_policy_set,
+    replaced_policy_set,
+)
 from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
 from shardkeep.chains.evm import keccak256
 from shardkeep.chains.psbt import parse_psbt
@@ -154,3 +159,22 @@ def test_registered_sets_name_their_wallet_and_epoch_and_move_with_it() -> None:
     moved = decode_policy_set(carried_policy_set(keygen.policy_set, 3))
     assert moved.epoch == 3 and moved.policies == policy_set.policies
     assert carried_policy_set(b"", 3) == b""
+
+
+def test_a_refresh_with_a_new_set_is_the_set_policy_activity() -> None:
+    current = PolicySet(
+        "w", 0, 1, (Authenticator("a", "ed25519", b"\x01" * 32),),
+        (Policy("any", "allow", "true", Consensus(1)),),
+    )  # fmt: skip
+    refresh = ceremony_pb2.CeremonyRequest(kind=ceremony_pb2.CEREMONY_KIND_REFRESH, wallet_id="w")
+    assert activity_of(refresh).kind == "REFRESH"  # type: ignore[union-attr]
+    newer = PolicySet("w", 1, 2, current.authenticators, current.policies)
+    refresh.policy_set = encode_policy_set(newer)
+    assert activity_of(refresh).kind == "SET_POLICY"  # type: ignore[union-attr]
+    data = encode_policy_set(current)
+    assert replaced_policy_set(refresh, data, 1) == refresh.policy_set
+    refresh.policy_set = encode_policy_set(PolicySet("w", 1, 1, current.authenticators,
+                                                     current.policies))  # fmt: skip
+    with pytest.raises(InvalidPolicy, match="version above"):
+        replaced_policy_set(refresh, data, 1)
+    assert replaced_policy_set(ceremony_pb2.CeremonyRequest(wallet_id="w"), data, 1) == b""

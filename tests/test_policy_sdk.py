@@ -62,3 +62,39 @@ def test_approvers_follow_the_policy_set_across_a_refresh(stack: DevStack) -> No
         assert schnorr_verify(DIGEST, refreshed.public_key[1:], signature)
 
     run_with_client(stack, body)
+
+
+def test_a_lost_authenticator_is_removed_by_an_approved_policy_change(stack: DevStack) -> None:
+    # The owner lost a phone with an API key on it: the passkey approves a
+    # refresh that replaces the policy set without that key. From the new
+    # epoch on, the lost key's approvals name no authenticator of the set.
+    passkey = SoftwarePasskey("owner-passkey", "wallet.example", "https://wallet.example")
+    lost = ApiKey.generate("lost-phone", "ed25519")
+    sign_any = Policy("sign", "allow", "activity.kind == 'SIGN_RAW_DIGEST'", Consensus(1))
+    change = Policy("change", "allow", "activity.kind == 'SET_POLICY'", Consensus(1, "owner"))
+    before = PolicySet(
+        "set-by-the-sdk", 0, 1, (passkey.authenticator("owner"), lost.authenticator()),
+        (sign_any, change),
+    )  # fmt: skip
+    after = PolicySet("set-by-the-sdk", 0, 2, (passkey.authenticator("owner"),), (sign_any, change))
+
+    async def body(client: WalletClient) -> None:
+        device = PartyIdentity.generate()
+        wallet = await client.create_wallet("bip340", [device], threshold=2, policy_set=before)
+        assert await client.sign(wallet, DIGEST, {0: device}, approvers=[lost])
+        with pytest.raises(WalletError, match="'change' matched with 0 of 1 approvals tagged"):
+            await client.refresh(wallet, {0: device}, approvers=[lost], new_policy_set=after)
+        with pytest.raises(WalletError, match="version above the current one"):
+            await client.refresh(wallet, {0: device}, approvers=[passkey], new_policy_set=before)
+        changed = await client.refresh(
+            wallet, {0: device}, approvers=[passkey], new_policy_set=after
+        )
+        assert changed.epoch == 1 and changed.policy_set is not None
+        assert changed.policy_set.version == 2
+        with pytest.raises(WalletError, match="'lost-phone' refused: not an authenticator"):
+            await client.sign(changed, DIGEST, {0: device}, approvers=[lost])
+        signature = await client.sign(changed, DIGEST, {0: device}, approvers=[passkey])
+        assert isinstance(signature, bytes)
+        assert schnorr_verify(DIGEST, changed.public_key[1:], signature)
+
+    run_with_client(stack, body)

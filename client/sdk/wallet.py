@@ -642,10 +642,15 @@ class WalletClient:
         store: KeyStore | None = None,
         progress: Progress | None = None,
         approvers: Sequence[Approver] = (),
+        new_policy_set: PolicySet | None = None,
     ) -> Wallet:
         """New secret shares for every party, the same key (epoch + 1); every party takes part.
 
         ``approvers`` approve the refresh for a wallet with a policy set.
+        ``new_policy_set`` replaces the wallet's policy set from the new epoch
+        on (its wallet id and epoch are filled in; its version must exceed the
+        current one's): adding or removing an authenticator or a policy is a
+        refresh approved under the set in force (docs/security/policy.md).
 
         The new shares are saved through ``store`` as pending before the devices
         agree, and committed there once the certificate verifies (see
@@ -665,6 +670,10 @@ class WalletClient:
         if sorted(members) != list(range(len(wallet.parties))):
             raise InvalidInput("every party of the keyring takes part in a refresh")
         request = self._request(wallet, ceremony_pb2.CEREMONY_KIND_REFRESH)
+        policy_set = wallet.policy_set
+        if new_policy_set is not None:
+            policy_set = replace(new_policy_set, wallet_id=wallet.wallet_id, epoch=wallet.epoch + 1)
+            request.policy_set = encode_policy_set(policy_set)
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
             layout = lifecycle.refresh_layout(req, PublicKeyring.from_share(_any_share(wallet)))
@@ -677,7 +686,7 @@ class WalletClient:
 
         def new_wallet(shares: Mapping[str, KeyShare | None], epoch: int) -> Wallet:
             new = {i: _holder_share(shares[d.party_id]) for i, d in devices.items()}
-            return replace(wallet, epoch=epoch, shares=new)
+            return replace(wallet, epoch=epoch, shares=new, policy_set=policy_set)
 
         return await self._change_keys(
             "refresh", request, dict(devices), build, self._server_id(wallet), progress,

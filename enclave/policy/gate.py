@@ -16,8 +16,10 @@ have been checked (``enclave.auth``), with the wallet's sealed record
   no key.
 
 ``registered_policy_set`` checks the set a keygen (or a reshare that adds
-the server party) registers, and ``carried_policy_set`` re-binds a wallet's
-set to the epoch a refresh or reshare makes.
+the server party) registers, ``replaced_policy_set`` the set a refresh puts
+in place of the current one (the ``SET_POLICY`` activity), and
+``carried_policy_set`` re-binds a wallet's set to the epoch a refresh or
+reshare makes.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ from shardkeep.policyset import InvalidPolicy, decode, encode
 from shardkeep.v1 import ceremony_pb2
 from tss.errors import InputError
 
-__all__ = ["PolicyGate", "activity_of", "registered_policy_set", "carried_policy_set"]
+__all__ = [
+    "PolicyGate",
+    "activity_of",
+    "registered_policy_set",
+    "replaced_policy_set",
+    "carried_policy_set",
+]
 
 KIND = ceremony_pb2.CeremonyKind
 _KINDS: Final = {
@@ -72,6 +80,19 @@ def registered_policy_set(request: ceremony_pb2.CeremonyRequest, epoch: int) -> 
     return data
 
 
+def replaced_policy_set(request: ceremony_pb2.CeremonyRequest, current: bytes, epoch: int) -> bytes:
+    """The set a refresh puts in place of ``current`` at ``epoch``, checked (b"" for none).
+
+    Raises:
+        InvalidPolicy: as ``registered_policy_set``, or a version that does
+            not exceed the current set's (versions only go up).
+    """
+    data = registered_policy_set(request, epoch)
+    if data and current and decode(data).version <= decode(current).version:
+        raise InvalidPolicy("", "a new policy set needs a version above the current one")
+    return data
+
+
 def carried_policy_set(data: bytes, epoch: int) -> bytes:
     """A wallet's sealed policy set re-bound to the new epoch of a refresh or reshare."""
     if not data:
@@ -89,6 +110,8 @@ def activity_of(request: ceremony_pb2.CeremonyRequest) -> Activity | None:
     """
     scheme = SCHEMES.get(request.scheme, "")
     wallet, path = request.wallet_id, tuple(request.derivation_path)
+    if request.kind == KIND.CEREMONY_KIND_REFRESH and request.policy_set:
+        return Activity("SET_POLICY", wallet, scheme, path)
     if request.kind in _KINDS:
         return Activity(_KINDS[request.kind], wallet, scheme, path)
     if request.kind != KIND.CEREMONY_KIND_SIGN:
