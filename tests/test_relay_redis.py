@@ -344,3 +344,28 @@ def test_stalled_create_whose_lease_lapsed_is_refused_and_leaves_no_room(
             await sweeper.aclose()
 
     run(body)
+
+
+def test_concurrent_creates_and_closes_on_two_relays_leave_nothing_reserved(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Leases, lapses and sweeps race with each other across relays: after 200
+    rooms made and closed concurrently through two relays, nothing is held."""
+
+    async def body() -> None:
+        async with two_relays(redis_url, redis_prefix) as (relay1, relay2):
+
+            async def cycle(i: int) -> None:
+                maker, closer = (relay1, relay2) if i % 2 else (relay2, relay1)
+                room = await maker.create_room(["a", "b"], max_total_bytes=1 << 20)
+                await closer.close_room(room.room_id, room.admin_token)
+
+            await asyncio.gather(*(cycle(i) for i in range(200)))
+            backend = RedisBackend.from_url(redis_url, prefix=redis_prefix)
+            try:
+                usage = await backend.usage(wall_clock_ms())
+                assert (usage.rooms, usage.reserved_bytes) == (0, 0)
+            finally:
+                await backend.aclose()
+
+    run(body)
