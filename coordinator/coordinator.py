@@ -4,6 +4,9 @@ Keygen, signing, ECDSA pair setups, refresh, export (owner-approved) and a
 reshare that adds another enrolled device's party (owner-approved; the added
 device joins with :meth:`Coordinator.join`) of the wallets a device holds a
 party of; epoch acknowledgments after a key change are forwarded to the host.
+Backups of a device's party go to the host through it; a device of the
+wallet's account fetches them and takes the party over by proving its host
+key (a lost device restored).
 
 It holds what a device must not: the coordinator key the enclave pins and
 the relay admits, and the host's client certificate and API token
@@ -47,6 +50,7 @@ from shardkeep.requests import (
     sign_request,
 )
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
+from tss.certificate import verify_party_claim
 from tss.channel import party_id
 from tss.ecdsa.setup import UNKNOWN_SETUP_ID
 from tss.errors import InputError
@@ -55,6 +59,7 @@ __all__ = [
     "BadAsk",
     "Coordinator",
     "Denied",
+    "NoBackup",
     "NotApproved",
     "NotEnrolled",
     "ServerShareFailed",
@@ -75,7 +80,7 @@ _WALLET_KINDS = (
 )
 # The enclave runs these only with the wallet owner's signature of the request.
 _OWNER_SIGNED = (ceremony_pb2.CEREMONY_KIND_EXPORT, ceremony_pb2.CEREMONY_KIND_RESHARE)
-# The host's refusals of a forwarded acknowledgment that name a fault of the ask.
+# The host's refusals of a forwarded call that name a fault of the ask.
 _ACK_REFUSALS = (
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -95,6 +100,10 @@ class BadAsk(Exception):
 
 class UnknownCeremony(Exception):
     """No running ceremony of this device has that id."""
+
+
+class NoBackup(Exception):
+    """The host keeps no backup of the wallet's current epoch."""
 
 
 class NotApproved(Exception):
@@ -138,8 +147,9 @@ class Coordinator:
         coordinator_key: the key the enclave pins and the relay admits.
         transport: TLS, client certificate and API token for the host (and TLS for the relay).
         root_certificate, expected_pcrs, allow_debug: how to check the enclave's documents.
-        enrollment_codes: one-time codes a device enrolls with (added to the registry;
-            a code the registry knows as used stays used).
+        enrollment_codes: one-time codes a device enrolls with, or ``(code, account)``
+            pairs that enroll it into an account (added to the registry; a code the
+            registry knows as used stays used).
         registry: enrolled devices, codes, wallets and seen calls (default: in
             memory, forgotten on restart; ``coordinator.registry``).
         policy: who may ask for what (default :class:`Policy`).
@@ -156,7 +166,7 @@ class Coordinator:
         root_certificate: bytes | None = None,
         expected_pcrs: Mapping[int, bytes] | None = None,
         allow_debug: bool = False,
-        enrollment_codes: Iterable[str] = (),
+        enrollment_codes: Iterable[str | tuple[str, str]] = (),
         registry: Registry | None = None,
         policy: Policy | None = None,
         timeout: float = 120.0,
@@ -336,6 +346,90 @@ class Coordinator:
             join_token=running.room.join_tokens[party.party_id],
         )
 
+    # --- backups and restoring a lost device -----------------------------------------
+
+    async def store_backup(self, call: coordinator_pb2.DeviceCall) -> None:
+        """Store a device's (client-encrypted) backup of its own party at the host.
+
+        Raises:
+            NotEnrolled, Denied; BadAsk: another epoch than the wallet's, or the host refused.
+        """
+        device = self._admit(call, "StoreBackup")
+        upload = _parse(coordinator_pb2.BackupUpload, call.body)
+        wallet = self._registry.wallet(upload.wallet_id)
+        if wallet is None or device not in wallet.devices:
+            raise Denied("this device is not a party of the wallet")
+        if upload.epoch != wallet.epoch:
+            raise BadAsk(f"a backup of epoch {upload.epoch}; the wallet is at {wallet.epoch}")
+        backup = host_pb2.Backup(
+            wallet_id=upload.wallet_id, backup_id=upload.backup_id,
+            party_id=str(wallet.devices[device]), epoch=upload.epoch, blob=upload.blob,
+        )  # fmt: skip
+        await self._ask_host(self._host.PutBackup(host_pb2.PutBackupRequest(backup=backup)))
+
+    async def fetch_backup(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.FetchedBackup:
+        """The newest backup of the wallet's current epoch, for a device of its account.
+
+        Raises:
+            NotEnrolled, Denied, NoBackup.
+        """
+        device = self._admit(call, "FetchBackup")
+        ask = _parse(coordinator_pb2.BackupAsk, call.body)
+        wallet = self._registry.wallet(ask.wallet_id)
+        self._policy.authorize_recovery(self._registry.account_of(device), wallet)
+        assert wallet is not None  # authorize_recovery refuses None
+        listing = await self._ask_host(
+            self._host.ListBackups(host_pb2.ListBackupsRequest(wallet_id=wallet.wallet_id))
+        )
+        current = [b for b in listing.backups if b.epoch == wallet.epoch]
+        if not current:
+            raise NoBackup(f"no backup of epoch {wallet.epoch} of wallet {wallet.wallet_id!r}")
+        newest = max(current, key=lambda b: b.created_at_ms)
+        backup = await self._ask_host(
+            self._host.GetBackup(
+                host_pb2.GetBackupRequest(wallet_id=wallet.wallet_id, backup_id=newest.backup_id)
+            )
+        )
+        if not backup.party_id.isdigit():
+            raise NoBackup("the host's backup names no party index")
+        return coordinator_pb2.FetchedBackup(
+            backup_id=backup.backup_id, party=int(backup.party_id), epoch=backup.epoch,
+            blob=backup.blob, parties=wallet.parties,
+        )  # fmt: skip
+
+    def claim_party(self, call: coordinator_pb2.DeviceCall) -> None:
+        """Let a device act for a party of a wallet of its account, proven by the party's host key.
+
+        The device that held the party before no longer may (it was lost).
+
+        Raises:
+            NotEnrolled, Denied (another account, or not the party's signature), BadAsk.
+        """
+        device = self._admit(call, "ClaimParty")
+        claim = _parse(coordinator_pb2.PartyClaim, call.body)
+        wallet = self._registry.wallet(claim.wallet_id)
+        self._policy.authorize_recovery(self._registry.account_of(device), wallet)
+        assert wallet is not None
+        if claim.party >= len(wallet.parties) or claim.party == wallet.server_index:
+            raise BadAsk("no device party of the wallet has that index")
+        host_key = bytes(wallet.parties[claim.party].host_pubkey)
+        if not verify_party_claim(
+            host_key, wallet.wallet_id, claim.party, device, bytes(claim.signature)
+        ):
+            raise Denied("the claim is not signed by that party's host key")
+        wallet.devices = {k: i for k, i in wallet.devices.items() if i != claim.party}
+        wallet.devices[device] = claim.party
+        self._registry.save_wallet(wallet)
+
+    async def _ask_host(self, call: Any) -> Any:
+        """Await a host call; its refusals of the ask become ``BadAsk`` (named)."""
+        try:
+            return await call
+        except grpc.aio.AioRpcError as e:
+            if e.code() in _ACK_REFUSALS:
+                raise BadAsk(f"the host refused: {e.details()}") from e
+            raise
+
     async def acknowledge(self, call: coordinator_pb2.DeviceCall) -> int:
         """Forward a device seat's acknowledgment of a new epoch to the host.
 
@@ -406,6 +500,7 @@ class Coordinator:
                 server_index=len(request.parties) - 1, public_key=bytes(result.public_key),
                 epoch=result.epoch, devices={device: running.device_index},
                 owner_key=bytes(request.owner_key),
+                account=self._registry.account_of(device) or "",
             ))  # fmt: skip
             return
         record = self._registry.wallet(request.wallet_id)

@@ -5,9 +5,11 @@
         --registry coordinator.db [--root PEM]
 
 Devices enroll with one of the one-time codes in ``--enrollment-codes`` (one
-per line). Enrolled devices, used codes, wallets and recently seen device
-calls are kept in the SQLite file ``--registry`` (``coordinator.registry``),
-so a restart forgets no device and admits no replayed call. The coordinator
+per line: ``CODE``, or ``CODE ACCOUNT`` to enroll the device into that
+account, e.g. to restore a user's lost device from its backups). Enrolled
+devices, used codes, wallets and recently seen device calls are kept in the
+SQLite file ``--registry`` (``coordinator.registry``), so a restart forgets
+no device and admits no replayed call. The coordinator
 reaches the host with ``--server-ca``, ``--client-cert``, ``--client-key`` and
 ``--api-token-file`` as the CLI does, and serves devices over TLS with
 ``--tls-cert``/``--tls-key``.
@@ -55,6 +57,17 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
         registry.close()
 
 
+def _codes(text: str) -> list[str | tuple[str, str]]:
+    codes: list[str | tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if len(words) > 2:
+            raise InputError(f"--enrollment-codes line {number}: expected CODE [ACCOUNT]")
+        if words:
+            codes.append(words[0] if len(words) == 1 else (words[0], words[1]))
+    return codes
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="coordinator", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:7600", help="host:port or unix:/path")
@@ -77,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         key = load_pem_private_key(args.coordinator_key.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             parser.error("--coordinator-key is not an Ed25519 private key")
-        codes = [c.strip() for c in args.enrollment_codes.read_text().splitlines() if c.strip()]
+        codes = _codes(args.enrollment_codes.read_text())
         settings: dict[str, Any] = {
             "coordinator_key": key,
             "transport": transport_from_args(args),

@@ -5,8 +5,9 @@ What it keeps, and why it must outlive a restart:
 - **enrollment codes**, by SHA-256 only, with whether they were used: a
   used code stays used when the coordinator restarts with the same codes
   file (codes are added, never reset);
-- **enrolled devices** (Ed25519 public keys): a restart does not lock
-  devices out;
+- **enrolled devices** (Ed25519 public keys) and the account each enrolled
+  into (a code may name one; else the device is an account of its own): a
+  restart does not lock devices out;
 - **wallets** (:class:`coordinator.policy.WalletRecord`: public keyring,
   epoch, owner key, which device holds which party; no share);
 - **seen device calls** (device key, nonce, when) within twice the freshness
@@ -48,11 +49,13 @@ MEMORY: Final = ":memory:"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS enrollment_codes (
     code_sha256 BLOB PRIMARY KEY,
-    used_at_ms INTEGER
+    used_at_ms INTEGER,
+    account TEXT
 );
 CREATE TABLE IF NOT EXISTS devices (
     device_key BLOB PRIMARY KEY,
-    enrolled_at_ms INTEGER NOT NULL
+    enrolled_at_ms INTEGER NOT NULL,
+    account TEXT
 );
 CREATE TABLE IF NOT EXISTS wallets (
     wallet_id TEXT PRIMARY KEY,
@@ -92,20 +95,36 @@ class Registry:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
         except sqlite3.Error as e:
             raise RegistryError(f"cannot open the coordinator registry {path}: {e}") from e
 
     def close(self) -> None:
         self._db.close()
 
+    def _add_missing_columns(self) -> None:
+        """A registry written before accounts existed gets the columns (NULL: own account)."""
+        for table in ("enrollment_codes", "devices"):
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if "account" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN account TEXT")
+
     # --- enrollment ------------------------------------------------------------------
 
-    def add_codes(self, codes: Iterable[str]) -> None:
-        """Register one-time enrollment codes; codes already known keep their state."""
-        rows = [(_code_hash(c),) for c in codes]
+    def add_codes(self, codes: Iterable[str | tuple[str, str]]) -> None:
+        """Register one-time enrollment codes; codes already known keep their state.
+
+        A ``(code, account)`` pair enrolls its device into that account (e.g.
+        a user's recovery of a lost device); a bare code into an account of
+        the device's own.
+        """
+        rows = [
+            (_code_hash(c), None) if isinstance(c, str) else (_code_hash(c[0]), c[1]) for c in codes
+        ]
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO enrollment_codes (code_sha256) VALUES (?)", rows
+                "INSERT OR IGNORE INTO enrollment_codes (code_sha256, account) VALUES (?, ?)",
+                rows,
             )
 
     def enroll(self, code: str, device_key: bytes) -> bool:
@@ -122,11 +141,24 @@ class Registry:
             )
             if used.rowcount != 1:
                 return False
+            (account,) = self._db.execute(
+                "SELECT account FROM enrollment_codes WHERE code_sha256 = ?", (_code_hash(code),)
+            ).fetchone()
             self._db.execute(
-                "INSERT OR IGNORE INTO devices (device_key, enrolled_at_ms) VALUES (?, ?)",
-                (bytes(device_key), now),
+                "INSERT OR IGNORE INTO devices (device_key, enrolled_at_ms, account) "
+                "VALUES (?, ?, ?)",
+                (bytes(device_key), now, account),
             )
         return True
+
+    def account_of(self, device_key: bytes) -> str | None:
+        """The account an enrolled device belongs to (None: not enrolled)."""
+        row = self._db.execute(
+            "SELECT account FROM devices WHERE device_key = ?", (bytes(device_key),)
+        ).fetchone()
+        if row is None:
+            return None
+        return str(row[0]) if row[0] is not None else "device:" + bytes(device_key).hex()
 
     def enrolled(self, device_key: bytes) -> bool:
         row = self._db.execute(
@@ -178,6 +210,7 @@ def _record_to_json(record: WalletRecord) -> dict[str, Any]:
         "epoch": record.epoch,
         "devices": {key.hex(): index for key, index in record.devices.items()},
         "owner_key": record.owner_key.hex(),
+        "account": record.account,
     }
 
 
@@ -194,6 +227,7 @@ def _record_from_json(wallet_id: str, text: str) -> WalletRecord:
             epoch=int(data["epoch"]),
             devices={bytes.fromhex(k): int(i) for k, i in data["devices"].items()},
             owner_key=bytes.fromhex(data["owner_key"]),
+            account=str(data.get("account", "")),
         )
     except (ValueError, KeyError, TypeError, AttributeError, DecodeError) as e:
         raise RegistryError(f"the registry's record of wallet {wallet_id!r} is malformed") from e

@@ -12,6 +12,7 @@ from coordinator.coordinator import (
     BadAsk,
     Coordinator,
     Denied,
+    NoBackup,
     NotApproved,
     NotEnrolled,
     ServerShareFailed,
@@ -32,6 +33,7 @@ _STATUS: Final = (
     (NotApproved, grpc.StatusCode.PERMISSION_DENIED),
     (BadAsk, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownCeremony, grpc.StatusCode.NOT_FOUND),
+    (NoBackup, grpc.StatusCode.NOT_FOUND),
     (ServerShareFailed, grpc.StatusCode.ABORTED),
     (AttestationError, grpc.StatusCode.FAILED_PRECONDITION),
 )
@@ -108,6 +110,39 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         except Exception as e:
             await _abort(context, e)
             raise
+
+    async def StoreBackup(
+        self,
+        request: coordinator_pb2.DeviceCall,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> coordinator_pb2.StoredBackup:
+        try:
+            await self._coordinator.store_backup(request)
+        except Exception as e:
+            await _abort(context, e)
+        return coordinator_pb2.StoredBackup()
+
+    async def FetchBackup(
+        self,
+        request: coordinator_pb2.DeviceCall,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> coordinator_pb2.FetchedBackup:
+        try:
+            return await self._coordinator.fetch_backup(request)
+        except Exception as e:
+            await _abort(context, e)
+            raise
+
+    async def ClaimParty(
+        self,
+        request: coordinator_pb2.DeviceCall,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> coordinator_pb2.ClaimedParty:
+        try:
+            self._coordinator.claim_party(request)
+        except Exception as e:
+            await _abort(context, e)
+        return coordinator_pb2.ClaimedParty()
 
     async def AcknowledgeEpoch(
         self,

@@ -27,9 +27,11 @@ from nacl.signing import VerifyKey
 from client.cli.devstack import DevStack
 from client.sdk.device import CoordinatorRefused, Device, DeviceWallet
 from coordinator.coordinator import Coordinator
+from shardkeep.device_auth import sign_device_call
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
 from tests.stack_harness import background_stack
 from tests.test_coordinator_e2e import CODES, new_device, socket_dir, with_coordinator
+from tss.certificate import sign_party_claim
 from tss.curve import schnorr_verify
 from tss.group import ED25519
 from tss.signing import RecoverableSignature
@@ -300,3 +302,90 @@ def test_reshare_to_a_device_that_is_not_enrolled_is_refused(
         assert "enrolled" in str(info.value)
 
     with_coordinator(stack, socket_dir, body)
+
+
+class OneAccount(Coordinator):
+    """Enrollment codes of one user's account: the phone's, and later the new phone's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["enrollment_codes"] = [
+            (CODES[0], "alice"), ("code-new-phone", "alice"), (CODES[1], "mallory"),
+            ("code-alice-2", "alice"),
+        ]  # fmt: skip
+        super().__init__(*args, **kwargs)
+
+
+PASSCODE = "a passphrase only alice knows"
+
+
+def test_lost_phone_restored_from_its_backup_signs_again(stack: DevStack, socket_dir: Path) -> None:
+    """Backup through the coordinator, the phone lost, a new phone of the same account fetches
+    the backup, opens it with the passcode, claims the party with its host key and signs."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("bip340")
+            backup_id = await phone.backup(wallet, passcode=PASSCODE, insecure_allow_weak_kdf=True)
+        lost_key = phone._device_key.public_key().public_bytes_raw()
+        async with new_device(stack, address) as new_phone:
+            await new_phone.enroll("code-new-phone")
+            restored = await new_phone.restore(
+                wallet.wallet_id, public_key=wallet.public_key, passcode=PASSCODE,
+                insecure_allow_weak_kdf=True,
+            )  # fmt: skip
+            assert restored.share.secret_share == wallet.share.secret_share
+            assert new_phone.identity.party == phone.identity.party
+            record = coordinator.wallet(wallet.wallet_id)
+            assert record is not None and lost_key not in record.devices  # the lost phone is out
+            assert verifies(restored, await new_phone.sign(restored, DIGEST))
+            key = await new_phone.export(restored)  # the owner key came back with the backup
+        assert PrivateKey(key).public_key.format()[1:] == wallet.public_key[1:]
+        assert backup_id.startswith("bk-")
+
+    with_coordinator(stack, socket_dir, body, OneAccount)
+
+
+def test_other_account_cannot_fetch_or_claim_a_wallets_backup(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """Backup theft: an enrolled device of another account asks for the wallet's backup (to
+    guess the passcode offline) and claims its party; a device of the same account that could
+    not open the backup claims the party with a host key of its own."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone, new_device(stack, address) as mallory:
+            await phone.enroll(CODES[0])
+            await mallory.enroll(CODES[1])
+            wallet = await phone.create_wallet("bip340")
+            await phone.backup(wallet, passcode=PASSCODE, insecure_allow_weak_kdf=True)
+            with pytest.raises(CoordinatorRefused) as fetched:
+                await mallory.restore(
+                    wallet.wallet_id, public_key=wallet.public_key, passcode=PASSCODE,
+                    insecure_allow_weak_kdf=True,
+                )  # fmt: skip
+            assert fetched.value.code == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(CoordinatorRefused) as stored:
+                await mallory.backup(wallet, passcode=PASSCODE, insecure_allow_weak_kdf=True)
+            assert stored.value.code == grpc.StatusCode.PERMISSION_DENIED
+        async with new_device(stack, address) as impostor:
+            await impostor.enroll("code-alice-2")
+            claim = coordinator_pb2.PartyClaim(
+                wallet_id=wallet.wallet_id, party=0,
+                signature=sign_party_claim(
+                    impostor.identity.hostseckey, wallet.wallet_id, 0,
+                    impostor._device_key.public_key().public_bytes_raw(), bytes(32),
+                ),
+            )  # fmt: skip
+            with pytest.raises(CoordinatorRefused) as claimed:
+                await impostor._unary(
+                    impostor._coordinator.ClaimParty,
+                    sign_device_call(impostor._device_key, "ClaimParty", claim.SerializeToString()),
+                )
+            assert claimed.value.code == grpc.StatusCode.PERMISSION_DENIED
+            assert "host key" in str(claimed.value)
+        record = coordinator.wallet(wallet.wallet_id)
+        assert record is not None
+        assert record.devices == {phone._device_key.public_key().public_bytes_raw(): 0}
+
+    with_coordinator(stack, socket_dir, body, OneAccount)

@@ -172,3 +172,32 @@ def test_device_keeps_its_wallet_when_the_coordinator_restarts(stack: DevStack) 
             await other.enroll(second_code)
 
     asyncio.run(asyncio.wait_for(main(), 180))
+
+
+def test_accounts_bind_devices_and_outlive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.db"
+    phone, new_phone, other = device_key(), device_key(), device_key()
+    registry = Registry(path)
+    registry.add_codes([("code-a", "alice"), ("code-b", "alice"), "code-c"])
+    assert registry.enroll("code-a", phone) and registry.enroll("code-c", other)
+    registry.close()
+    restarted = Registry(path)
+    assert restarted.enroll("code-b", new_phone)
+    assert restarted.account_of(phone) == restarted.account_of(new_phone) == "alice"
+    assert restarted.account_of(other) not in (None, "alice")  # an account of its own
+    assert restarted.account_of(device_key()) is None
+    restarted.close()
+
+
+def test_a_registry_written_before_accounts_opens(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.db"
+    phone = device_key()
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE enrollment_codes (code_sha256 BLOB PRIMARY KEY, used_at_ms INTEGER);"
+            "CREATE TABLE devices (device_key BLOB PRIMARY KEY, enrolled_at_ms INTEGER NOT NULL);"
+        )
+        db.execute("INSERT INTO devices VALUES (?, 1)", (phone,))
+    registry = Registry(path)
+    assert registry.enrolled(phone) and registry.account_of(phone) == "device:" + phone.hex()
+    registry.close()

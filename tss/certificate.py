@@ -35,7 +35,7 @@ from tss.dkg.chilldkg import SessionParams, certeq_verify
 from tss.errors import FaultyParticipantError, InputError
 from tss.group import group_of
 from tss.keyshare import KeyShare
-from tss.tags import EPOCH_ACK_MSG_PREFIX, KEYCHANGE_CERTEQ_MSG_PREFIX
+from tss.tags import EPOCH_ACK_MSG_PREFIX, KEYCHANGE_CERTEQ_MSG_PREFIX, PARTY_CLAIM_MSG_PREFIX
 
 __all__ = [
     # Functions
@@ -43,8 +43,11 @@ __all__ = [
     "sign_certificate",
     "verify_certificate",
     "epoch_ack_message",
+    "party_claim_message",
     "sign_epoch_ack",
+    "sign_party_claim",
     "verify_epoch_ack",
+    "verify_party_claim",
     # Types
     "PendingKeyChange",
     "PendingKeygen",
@@ -106,6 +109,36 @@ def epoch_ack_message(wallet_id: str, epoch: int, transcript: bytes, position: i
         raise InputError("bad epoch acknowledgment fields")
     data = bytes([len(wallet)]) + wallet + epoch.to_bytes(8, "big") + transcript
     return _prefixed(EPOCH_ACK_MSG_PREFIX, position, data)
+
+
+def party_claim_message(wallet_id: str, party: int, device_key: bytes) -> bytes:
+    """What a party signs to bind ``device_key`` (32 bytes) to its seat of a wallet.
+
+    A restored device proves with it that it holds the party's host secret key
+    (opened from its backup), so a coordinator may let that device act for it.
+
+    Raises:
+        InputError: a bad party index, device key or wallet id.
+    """
+    wallet = wallet_id.encode()
+    if not 0 <= party < 2**32 or len(device_key) != 32 or len(wallet) > 255:
+        raise InputError("bad party claim fields")
+    return _prefixed(PARTY_CLAIM_MSG_PREFIX, party, bytes([len(wallet)]) + wallet + device_key)
+
+
+def sign_party_claim(
+    hostseckey: bytes, wallet_id: str, party: int, device_key: bytes, aux: bytes
+) -> bytes:
+    """A 64-byte claim of ``party``'s seat for ``device_key``."""
+    return schnorr_sign(party_claim_message(wallet_id, party, device_key), hostseckey, aux)
+
+
+def verify_party_claim(
+    hostpubkey: bytes, wallet_id: str, party: int, device_key: bytes, sig: bytes
+) -> bool:
+    """Whether ``sig`` is that party's claim of its seat for ``device_key``."""
+    message = party_claim_message(wallet_id, party, device_key)
+    return len(hostpubkey) == 33 and schnorr_verify(message, hostpubkey[1:33], sig)
 
 
 def sign_epoch_ack(

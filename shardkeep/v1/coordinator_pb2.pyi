@@ -128,3 +128,53 @@ class FinishAsk(_message.Message):
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     def __init__(self, ceremony_id: _Optional[str] = ...) -> None: ...
+
+class BackupUpload(_message.Message):
+    __slots__ = ("wallet_id", "backup_id", "epoch", "blob")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    backup_id: str
+    epoch: int
+    blob: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., backup_id: _Optional[str] = ..., epoch: _Optional[int] = ..., blob: _Optional[bytes] = ...) -> None: ...
+
+class StoredBackup(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BackupAsk(_message.Message):
+    __slots__ = ("wallet_id",)
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    def __init__(self, wallet_id: _Optional[str] = ...) -> None: ...
+
+class FetchedBackup(_message.Message):
+    __slots__ = ("backup_id", "party", "epoch", "blob", "parties")
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    backup_id: str
+    party: int
+    epoch: int
+    blob: bytes
+    parties: _containers.RepeatedCompositeFieldContainer[_ceremony_pb2.Party]
+    def __init__(self, backup_id: _Optional[str] = ..., party: _Optional[int] = ..., epoch: _Optional[int] = ..., blob: _Optional[bytes] = ..., parties: _Optional[_Iterable[_Union[_ceremony_pb2.Party, _Mapping]]] = ...) -> None: ...
+
+class PartyClaim(_message.Message):
+    __slots__ = ("wallet_id", "party", "signature")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    party: int
+    signature: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., party: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ClaimedParty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

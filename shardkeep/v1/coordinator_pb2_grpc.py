@@ -65,6 +65,21 @@ class CoordinatorStub:
                 request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.StartedCeremony.FromString,
                 _registered_method=True)
+        self.StoreBackup = channel.unary_unary(
+                '/shardkeep.v1.Coordinator/StoreBackup',
+                request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.StoredBackup.FromString,
+                _registered_method=True)
+        self.FetchBackup = channel.unary_unary(
+                '/shardkeep.v1.Coordinator/FetchBackup',
+                request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.FetchedBackup.FromString,
+                _registered_method=True)
+        self.ClaimParty = channel.unary_unary(
+                '/shardkeep.v1.Coordinator/ClaimParty',
+                request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.ClaimedParty.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -115,6 +130,30 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StoreBackup(self, request, context):
+        """Backups of a device's party, client-encrypted, kept by the host.
+        body: BackupUpload
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchBackup(self, request, context):
+        """A device of the wallet's account fetches the newest backup of its current epoch.
+        body: BackupAsk
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimParty(self, request, context):
+        """A restored device takes over its party: proven by the party's host key.
+        body: PartyClaim
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +186,21 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.JoinCeremony,
                     request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
                     response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.StartedCeremony.SerializeToString,
+            ),
+            'StoreBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreBackup,
+                    request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.StoredBackup.SerializeToString,
+            ),
+            'FetchBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchBackup,
+                    request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.FetchedBackup.SerializeToString,
+            ),
+            'ClaimParty': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimParty,
+                    request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.ClaimedParty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +365,87 @@ class Coordinator:
             '/shardkeep.v1.Coordinator/JoinCeremony',
             shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
             shardkeep_dot_v1_dot_coordinator__pb2.StartedCeremony.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Coordinator/StoreBackup',
+            shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+            shardkeep_dot_v1_dot_coordinator__pb2.StoredBackup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Coordinator/FetchBackup',
+            shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+            shardkeep_dot_v1_dot_coordinator__pb2.FetchedBackup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimParty(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Coordinator/ClaimParty',
+            shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+            shardkeep_dot_v1_dot_coordinator__pb2.ClaimedParty.FromString,
             options,
             channel_credentials,
             insecure,
