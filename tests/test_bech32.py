@@ -14,6 +14,7 @@ from shardkeep.chains.bech32 import (
     bech32_decode,
     bech32_encode,
     decode_segwit_address,
+    script_address,
     segwit_address,
     segwit_script,
 )
@@ -74,6 +75,13 @@ def test_valid_segwit_addresses_give_their_script_and_back(address: str, script:
     version, program = decode_segwit_address(hrp, address)
     assert segwit_script(version, program).hex() == script
     assert segwit_address(hrp, version, program) == address.lower()
+    assert script_address(bytes.fromhex(script), hrp) == address.lower()
+
+
+def test_scripts_without_an_address_have_none() -> None:
+    p2pkh = bytes.fromhex("76a914") + b"\x11" * 20 + bytes.fromhex("88ac")
+    for script in (p2pkh, b"\x6a\x01\x00", b"\x51\x01\x00", b"\x00\x15" + b"\x00" * 21, b""):
+        assert script_address(script, "bc") is None
 
 
 @pytest.mark.parametrize("address", INVALID_ADDRESSES)

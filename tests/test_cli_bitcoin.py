@@ -24,6 +24,7 @@ from client.chains.solana import b58decode
 from client.chains.xpub import fingerprint
 from client.cli.devstack import DevStack
 from client.cli.main import main
+from shardkeep.chains.bech32 import segwit_address
 from shardkeep.chains.bip341 import SIGHASH_ALL, p2tr_script
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
@@ -160,6 +161,14 @@ def test_sign_psbt_signs_the_wallets_key_path_inputs(
     assert result["signed_inputs"] == [0, 1]
     assert result["skipped_inputs"] == {"2": "not a key-path input of this wallet"}
     assert result["transaction"] is None  # input 2 is not final
+    assert result["outputs"] == [
+        {
+            "address": segwit_address("bc", 0, b"\x33" * 20),  # vector-tested encoder
+            "script_pubkey": "0014" + "33" * 20,
+            "amount_sat": 90_000,
+        }
+    ]
+    assert result["fee_sat"] == 40_000 + 30_000 + 25_000 - 90_000
     signed = parse_psbt(result["psbt"])
     unsigned = parse_psbt(psbt.serialize())
     spent_keys = [taproot_output_key(child).output_key, taproot_output_key(root).output_key]
@@ -173,7 +182,7 @@ def test_sign_psbt_signs_the_wallets_key_path_inputs(
 
     # Only the wallet's inputs: the finalised transaction comes out whole.
     mine = spend_psbt(
-        [(TxOut(40_000, p2tr_script(taproot_output_key(root).output_key)), [(b"\x17", root)])]
+        [(TxOut(95_000, p2tr_script(taproot_output_key(root).output_key)), [(b"\x17", root)])]
     )
     source.write_text(mine.to_base64())
     out = tmp_path / "signed.psbt"
@@ -194,20 +203,27 @@ def test_a_psbt_misdescribing_the_spent_output_is_refused(
     given, wallet_id = taproot
     master, _ = master_of(given, wallet_id)
     root = master[1:]
+    root_output = taproot_output_key(root).output_key
     other = taproot_output_key(
         bytes.fromhex("c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5")
     )
     source = tmp_path / "psbt"
     # The wallet's internal key on an output it does not make: signing would misauthorise.
     source.write_text(
-        spend_psbt([(TxOut(1_000, p2tr_script(other.output_key)), [(b"\x17", root)])]).to_base64()
+        spend_psbt([(TxOut(100_000, p2tr_script(other.output_key)), [(b"\x17", root)])]).to_base64()
     )
     status, result, err = run("wallet", "sign-psbt", wallet_id, str(source), *given)
     assert (status, result) == (2, None)
     assert "input 0: its internal key does not make the output it spends" in err
-    source.write_text(spend_psbt([(TxOut(1_000, p2tr_script(other.output_key)), [])]).to_base64())
+    source.write_text(spend_psbt([(TxOut(100_000, p2tr_script(other.output_key)), [])]).to_base64())
     status, _, err = run("wallet", "sign-psbt", wallet_id, str(source), *given)
     assert status == 2 and "no input of this PSBT" in err
+    # Outputs paying more than the inputs spend: refused before any ceremony.
+    overspent = spend_psbt([(TxOut(89_999, p2tr_script(root_output)), [(b"\x17", root)])])
+    source.write_text(overspent.to_base64())
+    status, _, err = run("wallet", "sign-psbt", wallet_id, str(source), *given)
+    assert status == 2 and "the outputs pay more than the inputs spend" in err
+    assert "round" not in err
     source.write_text("cHNidP8=")  # the magic alone
     status, _, err = run("wallet", "sign-psbt", wallet_id, str(source), *given)
     assert status == 2 and "psbt: truncated" in err

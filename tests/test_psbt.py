@@ -162,6 +162,7 @@ def test_a_key_signature_is_added_finalised_and_extracted() -> None:
         ((b"\x01", witness_utxo), (b"\x17", internal), (b"\x03", SIGHASH_ALL.to_bytes(4, "little")))
     )
     psbt = parse_psbt(data)
+    assert psbt.fee() == 50_000 - 1000
     sighash = psbt.key_path_sighash(0)
     # The BIP-341 tweaked secret key signs for the output key.
     d = int.from_bytes(secret, "big")

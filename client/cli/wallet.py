@@ -170,7 +170,8 @@ def add_wallet_commands(commands: Any) -> None:
         "Taproot internal key is the wallet's key or a child of it (named by "
         "PSBT_IN_TAP_BIP32_DERIVATION under the wallet's fingerprint), one ceremony per "
         "input. Other inputs are left as they are; an input of this wallet that does not "
-        "spend the output its internal key makes is refused.",
+        "spend the output its internal key makes is refused. The result lists the outputs "
+        "and the fee the signatures commit to.",
     )  # fmt: skip
     psbt.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
     psbt.add_argument("psbt_file", type=Path, metavar="FILE", help="the PSBT (binary or Base64)")
@@ -182,6 +183,10 @@ def add_wallet_commands(commands: Any) -> None:
         "--finalize", action="store_true",
         help="also finalise the signed inputs and, when every input is final, print the "
         "transaction ready to broadcast",
+    )  # fmt: skip
+    psbt.add_argument(
+        "--network", choices=NETWORKS, default="mainnet",
+        help="the network whose addresses the outputs are shown as (default mainnet)",
     )  # fmt: skip
     _signer_options(psbt, path=False)  # each input's path comes from the PSBT
     psbt.set_defaults(handler=_run("sign-psbt"))

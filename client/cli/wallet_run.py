@@ -51,6 +51,7 @@ from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient
 from client.storage.errors import StorageError
 from client.storage.shares import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from shardkeep import eventloop, lifecycle
+from shardkeep.chains.bech32 import NETWORK_HRPS, script_address
 from shardkeep.chains.eth_messages import (
     MAX_DOCUMENT_BYTES,
     TypedData,
@@ -317,7 +318,7 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
     if command == "sign-psbt":
         if load_description(args.state, args.wallet_id).scheme != "bip340":
             raise UsageError(f"sign-psbt needs a bip340 wallet; {args.wallet_id} is not one")
-        _read_psbt(args.psbt_file)
+        _read_psbt(args.psbt_file).fee()
     if command in ("create", "import"):
         _check_new_wallet(args)
     elif command == "reshare":
@@ -552,6 +553,7 @@ async def _sign_psbt(ctx: _Context) -> dict[str, Any]:
     if args.out is not None and args.out.exists():
         raise UsageError(f"{args.out} exists; the signed PSBT goes only to a new file")
     psbt = _read_psbt(args.psbt_file)
+    fee = psbt.fee()  # every spent output known, and no more paid out than spent
     loaded = await _settled_wallet(ctx, args.parties)
     wallet = loaded.wallet
     before = dict(wallet.shares)
@@ -564,10 +566,21 @@ async def _sign_psbt(ctx: _Context) -> dict[str, Any]:
     if any(wallet.shares[i] is not share for i, share in before.items()):
         _save_shares(ctx, wallet, loaded.devices)
     result_psbt = signed.psbt.finalized() if args.finalize else signed.psbt
+    hrp = NETWORK_HRPS[args.network]
     result: dict[str, Any] = {
         "wallet_id": wallet.wallet_id,
         "signed_inputs": list(signed.signed),
         "skipped_inputs": {str(i): why for i, why in signed.skipped.items()},
+        # What the signatures commit to, for the user to compare with their intent.
+        "outputs": [
+            {
+                "address": script_address(o.script_pubkey, hrp),
+                "script_pubkey": o.script_pubkey.hex(),
+                "amount_sat": o.value,
+            }
+            for o in psbt.tx.outputs
+        ],
+        "fee_sat": fee,
     }
     if args.out is not None:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

@@ -27,6 +27,7 @@ __all__ = [
     "segwit_address",
     "decode_segwit_address",
     "segwit_script",
+    "script_address",
     # Exceptions
     "AddressError",
     # Constants
@@ -173,3 +174,22 @@ def segwit_script(version: int, program: bytes) -> bytes:
     """The scriptPubKey of a witness program: ``OP_n <program>`` (BIP-141)."""
     _check_program(version, program)
     return bytes([version + 0x50 if version else 0, len(program)]) + program
+
+
+def script_address(script_pubkey: bytes, hrp: str) -> str | None:
+    """The segwit address of a scriptPubKey (``OP_n <2-40 bytes>``), or None for any other script.
+
+    Arguments:
+        script_pubkey: the output's script.
+        hrp: the network's human-readable part (``NETWORK_HRPS``).
+    """
+    if len(script_pubkey) < 4 or script_pubkey[1] != len(script_pubkey) - 2:
+        return None
+    opcode = script_pubkey[0]
+    if opcode != 0 and not 0x51 <= opcode <= 0x60:
+        return None
+    version = opcode - 0x50 if opcode else 0
+    try:
+        return segwit_address(hrp, version, script_pubkey[2:])
+    except AddressError:
+        return None  # a program length no address can carry

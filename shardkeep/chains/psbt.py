@@ -394,6 +394,18 @@ class Psbt:
         """Every input's spent output, in input order (BIP-341 signs them all)."""
         return [self.spent_output(i) for i in range(len(self.inputs))]
 
+    def fee(self) -> int:
+        """What the inputs spend minus what the outputs pay, in satoshis.
+
+        Raises:
+            UnsupportedPsbtError / PsbtError: a spent output is unknown, or the
+                outputs pay more than the inputs spend.
+        """
+        fee = sum(o.value for o in self.spent_outputs()) - sum(o.value for o in self.tx.outputs)
+        if fee < 0:
+            raise PsbtError("the outputs pay more than the inputs spend")
+        return fee
+
     def taproot_input(self, index: int) -> TaprootInput:
         """BIP-371's view of input ``index``.
 
