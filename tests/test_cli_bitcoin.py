@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from client.chains.bitcoin import key_path_address
+from client.chains.descriptors import descriptor_checksum
 from client.chains.solana import b58decode
 from client.chains.xpub import fingerprint
 from client.cli.devstack import DevStack
@@ -86,6 +87,10 @@ def test_xpub_derives_the_addresses_the_wallet_prints(taproot: tuple[list[str], 
     depth, parent, child_number, chain_code, master = decode_xpub(exported["xpub"])
     assert (depth, parent, child_number) == (0, b"\x00" * 4, 0)
     assert exported["master_fingerprint"] == fingerprint(master).hex()
+    for branch, name in ((0, "receive_descriptor"), (1, "change_descriptor")):
+        body, checksum = exported[name].split("#")
+        assert body == f"tr([{fingerprint(master).hex()}]{exported['xpub']}/{branch}/*)"
+        assert descriptor_checksum(body) == checksum  # the BIP-380-tested checksum
 
     for path in ((), (0, 5), (1, 0)):
         flags = ["--path", "/".join(map(str, path))] if path else []

@@ -13,6 +13,7 @@ import re
 import pytest
 
 from client.chains.bitcoin import key_path_address
+from client.chains.descriptors import descriptor_checksum
 from client.chains.solana import b58decode
 from client.chains.xpub import extended_public_key, fingerprint, serialize_xpub
 from tests.vectors import load_text
@@ -22,6 +23,7 @@ from tss.taproot import taproot_output_key
 
 BIP32 = load_text("bips/bip-0032.mediawiki")
 BIP86 = load_text("bips/bip-0086.mediawiki").split("==Test vectors==", 1)[1]
+BIP380 = load_text("bips/bip-0380.mediawiki").split("==Test Vectors==", 1)[1]
 
 
 def decode_xpub(text: str) -> tuple[int, bytes, int, bytes, bytes]:
@@ -111,3 +113,19 @@ def test_bip86_addresses_from_the_account_xpub(
     assert taproot_output_key(child[1:]).output_key.hex() == output
     assert key_path_address(child[1:], "mainnet") == address
     assert key_path_address(child[1:], "testnet").startswith("tb1p")
+
+
+def checksum_case(name: str) -> str:
+    match = re.search(rf"\* {re.escape(name)}: <tt>([^<]*)</tt>", BIP380)
+    assert match is not None, name
+    return match.group(1)
+
+
+def test_bip380_descriptor_checksums() -> None:
+    descriptor, checksum = checksum_case("Valid checksum").split("#")
+    assert descriptor_checksum(descriptor) == checksum
+    for name in ("Error in payload", "Error in checksum"):
+        body, given = checksum_case(name).split("#", 1)
+        assert descriptor_checksum(body) != given
+    with pytest.raises(InputError):
+        descriptor_checksum(checksum_case("Invalid characters in payload").split("#")[0])

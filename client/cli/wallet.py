@@ -210,7 +210,8 @@ def add_wallet_commands(commands: Any) -> None:
         description="Print the BIP-32 extended public key of the wallet's key (the master: "
         "depth 0) or of its child at --path, with the master's fingerprint. A watch-only "
         "wallet derives from it the keys the wallet signs for with --path; it reveals "
-        "every such address.",
+        "every such address. For a bip340 wallet also the BIP-386 descriptors "
+        "tr([fingerprint]xpub/0/*) and /1/* (receive, change) with their BIP-380 checksums.",
     )  # fmt: skip
     xpub.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
     xpub.add_argument("--path", type=_path, default=(), help=PATH_HELP)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from client.chains import solana
 from client.chains.bitcoin import wallet_output_key, wallet_p2tr_address
 from client.chains.bitcoin_psbt import sign_psbt
+from client.chains.descriptors import wallet_descriptors
 from client.chains.ethereum import wallet_address, wallet_public_key
 from client.chains.ethereum_messages import message_signature
 from client.chains.xpub import fingerprint, wallet_xpub
@@ -638,12 +639,16 @@ async def _address(ctx: _Context) -> dict[str, Any]:
 async def _xpub(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
     wallet = (await _settled_wallet(ctx)).wallet
-    return {
+    result = {
         "wallet_id": wallet.wallet_id,
         "path": _path_text(args.path),
         "xpub": wallet_xpub(wallet, args.network, args.path),
         "master_fingerprint": fingerprint(wallet.public_key).hex(),
     }
+    if wallet.scheme == "bip340" and not args.path:
+        receive, change = wallet_descriptors(wallet, args.network)
+        result |= {"receive_descriptor": receive, "change_descriptor": change}
+    return result
 
 
 def _path_text(path: tuple[int, ...]) -> str:
