@@ -41,8 +41,10 @@ IMAGE = "shardkeep-enclave:test"
 SCHEMES = {
     "bip340": ceremony_pb2.SCHEME_BIP340,
     "ecdsa-secp256k1": ceremony_pb2.SCHEME_ECDSA_SECP256K1,
+    "ed25519": ceremony_pb2.SCHEME_ED25519,
 }
 DIGEST = bytes(range(32))
+"""What the harness signs: the digest, or for ed25519 these bytes as the message itself."""
 Tamper = Callable[[envelope_pb2.Envelope], envelope_pb2.Envelope | list[envelope_pb2.Envelope]]
 """Rewrites an envelope on its way into the enclave; a list replaces it (empty: dropped)."""
 SEAL_KEY = "5eed0000-0000-4000-8000-000000000001"
@@ -236,17 +238,21 @@ def client_keygen(
 def sign_request(
     request: ceremony_pb2.CeremonyRequest, signers: list[int]
 ) -> ceremony_pb2.CeremonyRequest:
-    return ceremony_pb2.CeremonyRequest(
+    out = ceremony_pb2.CeremonyRequest(
         ceremony_id=f"sign-{secrets.token_hex(4)}",
         room_id=request.room_id,
         kind=ceremony_pb2.CEREMONY_KIND_SIGN,
         scheme=request.scheme,
         wallet_id=request.wallet_id,
         parties=request.parties,
-        digest=DIGEST,
         signers=signers,
         epoch=0,
     )
+    if request.scheme == ceremony_pb2.SCHEME_ED25519:
+        out.message = DIGEST  # RFC 8032 signs the message itself
+    else:
+        out.digest = DIGEST
+    return out
 
 
 def client_sign(
@@ -260,10 +266,10 @@ def client_sign(
     session_id = f"{request.room_id}/{request.ceremony_id}".encode()
     name_pair_setup(request, share)
     host_keys = HostKeys(client.hostseckey, tuple(bytes(p.host_pubkey) for p in request.parties))
+    signed = bytes(request.message) if share.scheme == "ed25519" else bytes(request.digest)
     ceremony = signing_ceremony(
-        share, signers, bytes(request.digest), session_id, secrets.token_bytes, NO_OPTIONS,
-        host_keys,
-    )  # fmt: skip
+        share, signers, signed, session_id, secrets.token_bytes, NO_OPTIONS, host_keys
+    )
     return SecureSession(
         ceremony, client.static_key, roster, request.room_id, request.ceremony_id,
         secrets.token_bytes,

@@ -45,7 +45,7 @@ from tss.group import group_of
 from tss.keygen import ROUND1, Keygen, round1_hash
 from tss.keyshare import Scheme
 
-# The one-process tests run for both groups ChillDKG shares keys in.
+# These tests run for both groups ChillDKG shares keys in.
 ONE_PROCESS_SCHEMES = pytest.mark.parametrize("scheme", ["bip340", "ed25519"])
 
 
@@ -123,19 +123,21 @@ def bad_share_to(victim: int) -> type[Keygen]:
     return BadShare
 
 
+@ONE_PROCESS_SCHEMES
 def test_keygen_bad_encrypted_share_names_its_sender(
-    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+    scheme: Scheme, pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
 ) -> None:
     """Attack: party M encrypts a wrong share to the enclave. The enclave runs ChillDKG's
-    investigation on the round-1 messages it holds and names M (it used to name no one)."""
+    investigation on the round-1 messages it holds and names M (it used to name no one);
+    in either group ChillDKG shares a key in."""
     coordinator = Ed25519PrivateKey.generate()
     b, m = ClientParty(), ClientParty()
 
     async def body(stack: Stack) -> None:
-        request = keygen_request("bip340", [b.party, m.party, stack.party], 2)
+        request = keygen_request(scheme, [b.party, m.party, stack.party], 2)
         sessions = {
-            b.party.party_id: Tolerant(client_keygen("bip340", b, request)),
-            m.party.party_id: Tolerant(client_keygen("bip340", m, request, bad_share_to(2))),
+            b.party.party_id: Tolerant(client_keygen(scheme, b, request)),
+            m.party.party_id: Tolerant(client_keygen(scheme, m, request, bad_share_to(2))),
         }
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await host_loop(stack, signed(request, coordinator), sessions, idle_s=2.0)

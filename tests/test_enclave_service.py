@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import VerifyKey
 
 from client.sdk.attestation import verify
 from enclave.config import RECORD_CACHE_SIZE, ConfigError, EnclaveConfig
@@ -81,6 +82,8 @@ def test_keygen_and_sign_with_the_server_share(
         )
         if scheme == "bip340":
             assert schnorr_verify(DIGEST, share.public_key[1:], result.signature)
+        elif scheme == "ed25519":  # RFC 8032 over the message itself, checked by libsodium
+            VerifyKey(share.public_key).verify(DIGEST, result.signature)
         else:
             assert ecdsa_verify(DIGEST, share.public_key, result.signature)
         assert (
