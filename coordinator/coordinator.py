@@ -421,6 +421,44 @@ class Coordinator:
         wallet.devices[device] = claim.party
         self._registry.save_wallet(wallet)
 
+    async def settle(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.SettledKeyChange:
+        """What the host decided about a wallet's key change at an epoch (device resumption).
+
+        A complete certificate the device holds goes to the host first
+        (``SubmitCertificate``; the host checks it). The device checks the
+        answer itself: the session id and transcript against its saved change,
+        the certificate against its seats' host keys. A committed refresh
+        moves the coordinator's record to its epoch.
+
+        Raises:
+            NotEnrolled, Denied; BadAsk: the host refused (named).
+        """
+        device = self._admit(call, "SettleKeyChange")
+        ask = _parse(coordinator_pb2.KeyChangeSettle, call.body)
+        wallet = self._registry.wallet(ask.wallet_id)
+        if wallet is None or device not in wallet.devices:
+            raise Denied("this device is not a party of the wallet")
+        request = host_pb2.GetEpochsRequest(wallet_id=ask.wallet_id)
+        epochs = await self._ask_host(self._host.GetEpochs(request))
+        record = next((e for e in epochs.epochs if e.epoch == ask.epoch), None)
+        if record is None:
+            return coordinator_pb2.SettledKeyChange(state="absent")
+        if record.state == "pending" and ask.certificate:
+            submit = host_pb2.SubmitCertificateRequest(
+                wallet_id=ask.wallet_id, epoch=ask.epoch, certificate=ask.certificate
+            )
+            await self._ask_host(self._host.SubmitCertificate(submit))
+            record.state, record.certificate = "committed", ask.certificate
+        same_keyring = [p.party_id for p in record.parties] == [p.party_id for p in wallet.parties]
+        if record.state != "pending" and same_keyring and record.epoch > wallet.epoch:
+            wallet.epoch = record.epoch  # a refresh; a reshare's new keyring is not known here
+            self._registry.save_wallet(wallet)
+        return coordinator_pb2.SettledKeyChange(
+            state=record.state, session_id=record.key_change.session_id,
+            transcript=record.key_change.transcript, certificate=record.certificate,
+            deadline_unix_ms=record.deadline_unix_ms,
+        )  # fmt: skip
+
     async def _ask_host(self, call: Any) -> Any:
         """Await a host call; its refusals of the ask become ``BadAsk`` (named)."""
         try:

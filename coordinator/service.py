@@ -144,6 +144,17 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             await _abort(context, e)
         return coordinator_pb2.ClaimedParty()
 
+    async def SettleKeyChange(
+        self,
+        request: coordinator_pb2.DeviceCall,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> coordinator_pb2.SettledKeyChange:
+        try:
+            return await self._coordinator.settle(request)
+        except Exception as e:
+            await _abort(context, e)
+            raise
+
     async def AcknowledgeEpoch(
         self,
         request: coordinator_pb2.DeviceCall,

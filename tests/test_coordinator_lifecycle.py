@@ -25,7 +25,12 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from client.cli.devstack import DevStack
-from client.sdk.device import CoordinatorRefused, Device, DeviceWallet
+from client.sdk.device import (
+    CoordinatorRefused,
+    Device,
+    DeviceKeyChangeInterrupted,
+    DeviceWallet,
+)
 from coordinator.coordinator import Coordinator
 from shardkeep.device_auth import sign_device_call
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
@@ -389,3 +394,69 @@ def test_other_account_cannot_fetch_or_claim_a_wallets_backup(
         assert record.devices == {phone._device_key.public_key().public_bytes_raw(): 0}
 
     with_coordinator(stack, socket_dir, body, OneAccount)
+
+
+class LostAnswerCoordinator(Coordinator):
+    """The coordinator's answer to a refresh's FinishCeremony is lost (it fails after the host's
+    side committed), so the device cannot tell whether the change happened."""
+
+    lost = False
+
+    async def finish(self, call: coordinator_pb2.DeviceCall) -> ceremony_pb2.CeremonyResult:
+        result = await super().finish(call)
+        if result.epoch > 0 and not self.lost:  # the refresh's answer, once
+            self.lost = True
+            raise ConnectionError("the coordinator lost its answer")
+        return result
+
+
+class ForgingSettleCoordinator(LostAnswerCoordinator):
+    """Also claims the change committed with a certificate that is not the seats'."""
+
+    async def settle(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.SettledKeyChange:
+        settled = await super().settle(call)
+        settled.certificate = bytes(len(settled.certificate))
+        return settled
+
+
+def refresh_interrupted(phone: Device, wallet: DeviceWallet) -> Any:
+    async def run() -> DeviceKeyChangeInterrupted:
+        with pytest.raises(DeviceKeyChangeInterrupted) as info:
+            await phone.refresh(wallet)
+        return info.value
+
+    return run()
+
+
+def test_interrupted_refresh_resumes_to_the_committed_epoch(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            old = await phone.create_wallet("bip340")
+            interrupted = await refresh_interrupted(phone, old)
+            assert interrupted.pending.epoch == 1 and interrupted.certificate
+            new = await phone.resume(old, interrupted)
+            assert new is interrupted.pending
+            assert await phone.acknowledge_epoch(new) == 1
+            assert verifies(new, await phone.sign(new, DIGEST))
+
+    with_coordinator(stack, socket_dir, body, LostAnswerCoordinator)
+
+
+def test_coordinator_forging_a_commit_is_refused_by_the_device(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """A forged certificate does not make the device drop its old share for the pending one."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            old = await phone.create_wallet("bip340")
+            interrupted = await refresh_interrupted(phone, old)
+            interrupted.certificate = b""  # the device lost it too: it must trust the answer
+            with pytest.raises(CoordinatorRefused, match="does not verify"):
+                await phone.resume(old, interrupted)
+
+    with_coordinator(stack, socket_dir, body, ForgingSettleCoordinator)

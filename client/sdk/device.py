@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,7 +44,7 @@ from client.sdk.party import (
     sign_ceremony,
 )
 from client.sdk.transport import Transport
-from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES
+from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES, KeyChangeUndecided
 from client.storage.shares import BackupBlob, Passcode
 from relay.client import RelayClient
 from shardkeep import lifecycle
@@ -54,6 +55,7 @@ from tss.ceremony import Ceremony
 from tss.certificate import Pending, PendingKeyChange, sign_epoch_ack, sign_party_claim
 from tss.channel import Roster, party_id
 from tss.ecdsa.setup import PeerSetup
+from tss.errors import FaultyParticipantError, InputError
 from tss.export import Export, ExportOutput
 from tss.group import ED25519
 from tss.keygen import PairSetup
@@ -61,10 +63,11 @@ from tss.keyshare import KeyShare, Scheme
 from tss.reshare import PublicKeyring, Reshare, ReshareOutput
 from tss.signing import NO_OPTIONS, RecoverableSignature, SigningOptions
 
-__all__ = ["Device", "DeviceWallet", "CoordinatorRefused"]
+__all__ = ["CoordinatorRefused", "Device", "DeviceKeyChangeInterrupted", "DeviceWallet"]
 
 _VERDICT_GRACE_S = 10.0
 _INVITATION_POLL_S = 0.2
+_DEADLINE_SLACK_S = 5  # past the request's expiry, the host can no longer store its epoch
 # The enclave runs these only with the wallet owner's signature of the request.
 _OWNER_SIGNED = (ceremony_pb2.CEREMONY_KIND_EXPORT, ceremony_pb2.CEREMONY_KIND_RESHARE)
 
@@ -73,6 +76,26 @@ class CoordinatorRefused(WalletError):
     """The coordinator refused, or handed back something this device did not ask for."""
 
     error_code = "coordinator_refused"
+
+
+class DeviceKeyChangeInterrupted(WalletError):
+    """A refresh or reshare failed after this device saved its new share as pending.
+
+    :meth:`Device.resume` settles it (the new wallet, or the old one); until
+    then the old wallet signs. ``certificate``: the complete certificate, if
+    this device's party got every signature; ``deadline_unix``: after it, a
+    change the host does not hold can no longer be stored.
+    """
+
+    error_code = "device_key_change_interrupted"
+
+    def __init__(
+        self, message: str, pending: DeviceWallet, certificate: bytes, deadline_unix: int
+    ) -> None:
+        super().__init__(message)
+        self.pending = pending
+        self.certificate = certificate
+        self.deadline_unix = deadline_unix
 
 
 @sdk_boundary
@@ -255,7 +278,11 @@ class Device:
             wallet_id=wallet.wallet_id,
             party=self.identity.party,
         )
-        _, output, result = await self._run(ask, wallet, save_pending=keep)
+        progress = _Progress()
+        try:
+            _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
+        except Exception as e:
+            raise _interrupted(e, wallet.wallet_id, wallet.parties, pending, progress) from e
         return _key_change_result(wallet.wallet_id, wallet.parties, output, result, pending)
 
     async def acknowledge_epoch(self, wallet: DeviceWallet) -> int:
@@ -285,6 +312,55 @@ class Device:
             sign_device_call(self._device_key, "AcknowledgeEpoch", ack.SerializeToString()),
         )
         return int(reply.pruned)
+
+    async def resume(
+        self, wallet: DeviceWallet, interrupted: DeviceKeyChangeInterrupted
+    ) -> DeviceWallet:
+        """Settle an interrupted refresh or reshare: the new wallet if the host committed it
+        (after handing it the certificate this device holds), else the old ``wallet``.
+
+        The host's answer is checked here: the committed change must be this
+        device's (session id, transcript) and its certificate must verify
+        against every seat's host key.
+
+        Raises:
+            KeyChangeUndecided: the host has not decided yet; ``wallet`` signs meanwhile.
+            CoordinatorRefused: the host committed another change at that epoch, or a
+                certificate that does not verify.
+        """
+        new = interrupted.pending
+        change = new.key_change
+        if change is None or new.wallet_id != wallet.wallet_id:
+            raise InvalidInput("the interrupted key change is not one of this wallet")
+        ask = coordinator_pb2.KeyChangeSettle(
+            wallet_id=wallet.wallet_id, epoch=new.epoch, certificate=interrupted.certificate
+        )
+        settled: coordinator_pb2.SettledKeyChange = await self._unary(
+            self._coordinator.SettleKeyChange,
+            sign_device_call(self._device_key, "SettleKeyChange", ask.SerializeToString()),
+        )
+        if settled.state in ("committed", "retired"):
+            if (bytes(settled.session_id), bytes(settled.transcript)) != (
+                change.session_id,
+                change.transcript,
+            ):
+                raise CoordinatorRefused(f"the host committed another change at epoch {new.epoch}")
+            try:
+                change.verify(bytes(settled.certificate))
+            except (FaultyParticipantError, InputError) as e:
+                raise CoordinatorRefused("the committed certificate does not verify") from e
+            return new
+        if settled.state == "pending":
+            raise KeyChangeUndecided(
+                f"epoch {new.epoch} of wallet {wallet.wallet_id} is pending at the host",
+                settled.deadline_unix_ms // 1000,
+            )
+        if time.time() <= interrupted.deadline_unix:
+            raise KeyChangeUndecided(
+                f"the host may still store epoch {new.epoch} of wallet {wallet.wallet_id}",
+                interrupted.deadline_unix,
+            )
+        return wallet
 
     async def add_party(
         self,
@@ -326,7 +402,11 @@ class Device:
             if save_pending is not None:
                 await save_pending(_changed_wallet(wallet.wallet_id, new_parties, change))
 
-        _, output, result = await self._run(ask, wallet, save_pending=keep)
+        progress = _Progress()
+        try:
+            _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
+        except Exception as e:
+            raise _interrupted(e, wallet.wallet_id, new_parties, pending, progress) from e
         return _key_change_result(wallet.wallet_id, new_parties, output, result, pending)
 
     async def join_wallet(
@@ -378,9 +458,13 @@ class Device:
             if save_pending is not None:
                 await save_pending(_changed_wallet(wallet_id, parties, change))
 
-        output, result = await self._take_part(
-            request, started, self.identity.party_id, roster, ceremony, keep
-        )
+        progress = _Progress(request)
+        try:
+            output, result = await self._take_part(
+                request, started, self.identity.party_id, roster, ceremony, keep, progress
+            )
+        except Exception as e:
+            raise _interrupted(e, wallet_id, parties, pending, progress) from e
         return _key_change_result(wallet_id, parties, output, result, pending)
 
     async def _invitation(self, ask: coordinator_pb2.JoinAsk) -> coordinator_pb2.StartedCeremony:
@@ -537,6 +621,7 @@ class Device:
         *,
         save_pending: SavePending | None = None,
         recipient_key: X25519PrivateKey | None = None,
+        progress: _Progress | None = None,
     ) -> tuple[ceremony_pb2.CeremonyRequest, Any, ceremony_pb2.CeremonyResult]:
         ask.attestation_nonce = secrets.token_bytes(32)
         started: coordinator_pb2.StartedCeremony = await self._unary(
@@ -544,6 +629,8 @@ class Device:
             sign_device_call(self._device_key, "StartCeremony", ask.SerializeToString()),
         )
         request = ceremony_pb2.CeremonyRequest.FromString(started.request)
+        if progress is not None:
+            progress.request = request
         server = self._attested_server(started.attestation_document, bytes(ask.attestation_nonce))
         _check_request(request, ask, self.identity, server, wallet)
         me = _my_index(request, self.identity)
@@ -564,8 +651,9 @@ class Device:
                 sign_device_call(self._device_key, "ApproveCeremony", approval.SerializeToString()),
             )
         output, result = await self._take_part(
-            request, started, request.parties[me].party_id, roster, ceremony, save_pending
-        )
+            request, started, request.parties[me].party_id, roster, ceremony, save_pending,
+            progress,
+        )  # fmt: skip
         return request, output, result
 
     async def _take_part(
@@ -576,14 +664,18 @@ class Device:
         roster: Roster,
         ceremony: Ceremony[Any],
         save_pending: SavePending | None,
+        progress: _Progress | None = None,
     ) -> tuple[Any, ceremony_pb2.CeremonyResult]:
         """Run this device's party in the room and, alongside, wait for the server's result."""
 
         async def party() -> Any:
             async with self._relay.join(request.room_id, mine, started.join_token) as relay:
-                return await run_over_relay(
+                output = await run_over_relay(
                     ceremony, self.identity, roster, request, relay, None, save_pending
                 )
+            if progress is not None:
+                progress.output = output
+            return output
 
         finish = coordinator_pb2.FinishAsk(ceremony_id=request.ceremony_id).SerializeToString()
         # FinishCeremony runs alongside the party: when the server share fails
@@ -814,3 +906,30 @@ def _key_matches(key: bytes, wallet: DeviceWallet) -> bool:
     if wallet.scheme == "bip340":
         return public[1:] == wallet.public_key[1:]
     return public == wallet.public_key
+
+
+@dataclass
+class _Progress:
+    """How far a key change got, for its interruption: the request, the party's output."""
+
+    request: ceremony_pb2.CeremonyRequest | None = None
+    output: Any = None
+
+
+def _interrupted(
+    error: Exception,
+    wallet_id: str,
+    parties: list[ceremony_pb2.Party],
+    pending: list[PendingKeyChange],
+    progress: _Progress,
+) -> Exception:
+    """``error``, or a :class:`DeviceKeyChangeInterrupted` when the new share was saved."""
+    if not pending or progress.request is None:
+        return error  # nothing saved: the old wallet is all there is
+    certificate = getattr(progress.output, "certificate", b"") or b""
+    deadline = progress.request.not_after_unix + _DEADLINE_SLACK_S
+    return DeviceKeyChangeInterrupted(
+        f"the key change was interrupted after the new share was saved ({error}); "
+        "resume it to finish or discard it",
+        _changed_wallet(wallet_id, parties, pending[0]), bytes(certificate), deadline,
+    )  # fmt: skip

@@ -178,3 +178,27 @@ class PartyClaim(_message.Message):
 class ClaimedParty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class KeyChangeSettle(_message.Message):
+    __slots__ = ("wallet_id", "epoch", "certificate")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    epoch: int
+    certificate: bytes
+    def __init__(self, wallet_id: _Optional[str] = ..., epoch: _Optional[int] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+
+class SettledKeyChange(_message.Message):
+    __slots__ = ("state", "session_id", "transcript", "certificate", "deadline_unix_ms")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    session_id: bytes
+    transcript: bytes
+    certificate: bytes
+    deadline_unix_ms: int
+    def __init__(self, state: _Optional[str] = ..., session_id: _Optional[bytes] = ..., transcript: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., deadline_unix_ms: _Optional[int] = ...) -> None: ...

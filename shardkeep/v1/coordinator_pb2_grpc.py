@@ -80,6 +80,11 @@ class CoordinatorStub:
                 request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.ClaimedParty.FromString,
                 _registered_method=True)
+        self.SettleKeyChange = channel.unary_unary(
+                '/shardkeep.v1.Coordinator/SettleKeyChange',
+                request_serializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.SettledKeyChange.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -154,6 +159,15 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleKeyChange(self, request, context):
+        """A key change interrupted after the device saved its new share: what the host decided
+        (a certificate the device holds is handed to the host first).
+        body: KeyChangeSettle
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +215,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ClaimParty,
                     request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
                     response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.ClaimedParty.SerializeToString,
+            ),
+            'SettleKeyChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleKeyChange,
+                    request_deserializer=shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_coordinator__pb2.SettledKeyChange.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +465,33 @@ class Coordinator:
             '/shardkeep.v1.Coordinator/ClaimParty',
             shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
             shardkeep_dot_v1_dot_coordinator__pb2.ClaimedParty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleKeyChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkeep.v1.Coordinator/SettleKeyChange',
+            shardkeep_dot_v1_dot_coordinator__pb2.DeviceCall.SerializeToString,
+            shardkeep_dot_v1_dot_coordinator__pb2.SettledKeyChange.FromString,
             options,
             channel_credentials,
             insecure,
