@@ -34,6 +34,7 @@ from typing import Any, TextIO
 from client.cli.dev import add_dev_commands
 from client.cli.exits import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from client.cli.fetch import add_fetch_command
+from client.cli.policy import add_policy_commands
 from client.cli.wallet import add_wallet_commands, environment_help
 from client.errors import InvalidInput, WalletError
 from client.sdk.attestation import AttestationDocument, AttestationError, verify
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fetch_command(attestation_commands)
 
     add_wallet_commands(commands)
+    add_policy_commands(commands)
     add_dev_commands(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end demonstration")

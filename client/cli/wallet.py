@@ -116,6 +116,10 @@ def add_wallet_commands(commands: Any) -> None:
         help="parties needed to sign, 2 to local parties + 1 (default 2)",
     )  # fmt: skip
     create.add_argument("--wallet-id", help="the wallet's id (default: a fresh one)")
+    create.add_argument(
+        "--policy", type=Path, metavar="FILE",
+        help="a policy file (JSON): its authenticators must approve what the server share signs",
+    )  # fmt: skip
     create.set_defaults(handler=_run("create"))
 
     sign = actions.add_parser(
@@ -133,6 +137,7 @@ def add_wallet_commands(commands: Any) -> None:
         " Ed25519 signs the message, not a digest)",
     )  # fmt: skip
     _signer_options(sign)
+    _approval_options(sign)
     sign.add_argument("--taproot", action="store_true", help="bip340: sign for the BIP-341 key")
     sign.add_argument("--merkle-root", type=_hex32, help="bip340: the taproot script tree root")
     sign.set_defaults(handler=_run("sign"))
@@ -149,6 +154,7 @@ def add_wallet_commands(commands: Any) -> None:
     text.add_argument("--hex", type=_any_hex, metavar="HEX", help="the message's bytes, in hex")
     text.add_argument("--file", type=Path, metavar="FILE", help="a file holding the message")
     _signer_options(message)
+    _approval_options(message)
     message.set_defaults(handler=_run("sign-message"))
 
     typed = actions.add_parser(
@@ -161,6 +167,7 @@ def add_wallet_commands(commands: Any) -> None:
     typed.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
     typed.add_argument("typed_data_file", type=Path, metavar="FILE", help="the typed data (JSON)")
     _signer_options(typed)
+    _approval_options(typed)
     typed.set_defaults(handler=_run("sign-typed-data"))
 
     psbt = actions.add_parser(
@@ -189,6 +196,7 @@ def add_wallet_commands(commands: Any) -> None:
         help="the network whose addresses the outputs are shown as (default mainnet)",
     )  # fmt: skip
     _signer_options(psbt, path=False)  # each input's path comes from the PSBT
+    _approval_options(psbt)
     psbt.set_defaults(handler=_run("sign-psbt"))
 
     address = actions.add_parser(
@@ -301,6 +309,12 @@ def add_wallet_commands(commands: Any) -> None:
         "refresh", parents=[common], help="new key shares for every party (same public key)"
     )
     refresh.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    _approval_options(refresh)
+    refresh.add_argument(
+        "--new-policy", type=Path, metavar="FILE",
+        help="replace the wallet's policy set with this file's (a higher version), approved"
+        " under --policy",
+    )  # fmt: skip
     refresh.set_defaults(handler=_run("refresh"))
 
     resume = actions.add_parser(
@@ -368,6 +382,18 @@ def _signer_options(parser: argparse.ArgumentParser, *, path: bool = True) -> No
         help="sign with local parties only (they must reach the threshold)",
     )  # fmt: skip
     parser.add_argument("--path", type=_path, default=(), help="BIP-32 non-hardened path, e.g. 0/7")
+
+
+def _approval_options(parser: argparse.ArgumentParser) -> None:
+    """For a wallet with a policy set: the set in force and who approves."""
+    parser.add_argument(
+        "--policy", type=Path, metavar="FILE",
+        help="the wallet's policy file, as in force (approvals sign its hash)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--approver", type=Path, action="append", default=[], metavar="KEYFILE",
+        help="an API key file that approves (repeatable; `shardkeep policy new-key`)",
+    )  # fmt: skip
 
 
 def _common_options(*, attested: bool = True) -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
@@ -43,12 +44,14 @@ from client.cli.state import (
     wallet_dir,
 )
 from client.errors import InvalidInput, WalletError
+from client.sdk.approvals import ApiKey
 from client.sdk.attestation import AttestationError
 from client.sdk.backups import backup_share, offline_export_files, recover_device, restore_wallet
 from client.sdk.listing import list_host_wallets
 from client.sdk.party import PartyIdentity
+from client.sdk.policy_files import load_api_key, load_policy_file
 from client.sdk.transport import Transport
-from client.sdk.wallet import KeyChangeUndecided, Wallet, WalletClient
+from client.sdk.wallet import KeyChangeUndecided, SignedPayload, Wallet, WalletClient
 from client.storage.errors import StorageError
 from client.storage.shares import DEFAULT_ARGON2_PARAMS, Argon2Params, insecure_test_params
 from shardkeep import eventloop, lifecycle
@@ -292,6 +295,14 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
             options that do not go together.
         InputError: a threshold of 1 with the server share.
     """
+    # Policy and key files are read now: a typo fails before any ceremony.
+    for option in ("policy", "new_policy"):
+        if getattr(args, option, None) is not None:
+            load_policy_file(getattr(args, option))
+    for path in getattr(args, "approver", []):
+        load_api_key(path)
+    if getattr(args, "approver", []) and getattr(args, "policy", None) is None:
+        raise UsageError("--approver needs --policy: approvals sign the hash of the set in force")
     wallet_id = getattr(args, "wallet_id", None)
     if command == "export" and args.offline:
         if wallet_id is not None or args.without_server:
@@ -417,6 +428,7 @@ async def _create(ctx: _Context) -> dict[str, Any]:
         wallet = await client.create_wallet(
             SCHEME_NAMES[args.scheme], devices, threshold=args.threshold,
             wallet_id=args.wallet_id, store=store, progress=ctx.progress,
+            policy_set=None if args.policy is None else load_policy_file(args.policy),
         )  # fmt: skip
     ctx.progress.stage("")
     return _describe_wallet(wallet)
@@ -466,12 +478,16 @@ async def _sign(ctx: _Context) -> dict[str, Any]:
 
 
 async def _sign_digest(
-    ctx: _Context, loaded: LoadedWallet, digest: bytes, options: SigningOptions
+    ctx: _Context,
+    loaded: LoadedWallet,
+    digest: bytes,
+    options: SigningOptions,
+    payload: SignedPayload | None = None,
 ) -> bytes | RecoverableSignature:
     """One signing ceremony of ``digest`` (for ed25519 the message itself); shares changed
     by a pair setup are saved."""
     args = ctx.args
-    wallet = loaded.wallet
+    wallet = _with_policy(loaded.wallet, args)
     before = dict(wallet.shares)
     async with ctx.client() as client:
         ctx.progress.stage("sign")
@@ -479,6 +495,7 @@ async def _sign_digest(
             signature = await client.sign(
                 wallet, digest, loaded.devices, options=options,
                 with_server=not args.without_server, progress=ctx.progress,
+                approvers=_approvers(args), payload=payload,
             )  # fmt: skip
         except BaseException:
             if wallet.scheme == "ecdsa-secp256k1":
@@ -491,12 +508,15 @@ async def _sign_digest(
     return signature
 
 
-async def _sign_ethereum_digest(ctx: _Context, digest: bytes) -> dict[str, Any]:
+async def _sign_ethereum_digest(
+    ctx: _Context, digest: bytes, payload: SignedPayload
+) -> dict[str, Any]:
     """Sign an EIP-191 or EIP-712 digest; ``r || s || v`` checked against the address."""
     args = ctx.args
     loaded = await _settled_wallet(ctx, args.parties)
     public_key = wallet_public_key(loaded.wallet, args.path)
-    signature = await _sign_digest(ctx, loaded, digest, SigningOptions(derivation_path=args.path))
+    options = SigningOptions(derivation_path=args.path)
+    signature = await _sign_digest(ctx, loaded, digest, options, payload)
     if not isinstance(signature, RecoverableSignature):
         raise InternalError("an ECDSA wallet returned no recovery id")
     try:
@@ -511,13 +531,31 @@ async def _sign_ethereum_digest(ctx: _Context, digest: bytes) -> dict[str, Any]:
     }
 
 
+def _with_policy(wallet: Wallet, args: argparse.Namespace) -> Wallet:
+    """The wallet with the policy set its owner holds as in force (``--policy``), if given."""
+    if getattr(args, "policy", None) is None:
+        return wallet
+    policy_set = load_policy_file(args.policy)
+    return replace(wallet, policy_set=replace(policy_set, wallet_id=wallet.wallet_id))
+
+
+def _approvers(args: argparse.Namespace) -> list[ApiKey]:
+    return [load_api_key(path) for path in getattr(args, "approver", [])]
+
+
 async def _sign_message(ctx: _Context) -> dict[str, Any]:
-    return await _sign_ethereum_digest(ctx, personal_message_digest(_message_bytes(ctx.args)))
+    message = _message_bytes(ctx.args)
+    return await _sign_ethereum_digest(
+        ctx, personal_message_digest(message), SignedPayload(eth_personal_message=message)
+    )
 
 
 async def _sign_typed_data(ctx: _Context) -> dict[str, Any]:
     typed = _read_typed_data(ctx.args.typed_data_file)
-    result = await _sign_ethereum_digest(ctx, typed.digest())
+    document = ctx.args.typed_data_file.read_bytes()  # read and checked by _read_typed_data
+    result = await _sign_ethereum_digest(
+        ctx, typed.digest(), SignedPayload(eth_typed_data=document)
+    )
     return result | {
         "primary_type": typed.primary_type,
         "domain_separator": "0x" + typed.domain_separator().hex(),
@@ -556,13 +594,14 @@ async def _sign_psbt(ctx: _Context) -> dict[str, Any]:
     psbt = _read_psbt(args.psbt_file)
     fee = psbt.fee()  # every spent output known, and no more paid out than spent
     loaded = await _settled_wallet(ctx, args.parties)
-    wallet = loaded.wallet
+    wallet = _with_policy(loaded.wallet, args)
     before = dict(wallet.shares)
     async with ctx.client() as client:
         ctx.progress.stage("sign-psbt")
         signed = await sign_psbt(
             client, wallet, psbt, loaded.devices,
             with_server=not args.without_server, progress=ctx.progress,
+            approvers=_approvers(args),
         )  # fmt: skip
     if any(wallet.shares[i] is not share for i, share in before.items()):
         _save_shares(ctx, wallet, loaded.devices)
@@ -836,9 +875,12 @@ async def _refresh(ctx: _Context) -> dict[str, Any]:
     async with ctx.client() as client:
         loaded = await _settled_wallet(ctx)
         ctx.progress.stage("refresh")
+        args = ctx.args
         wallet = await client.refresh(
-            loaded.wallet, loaded.devices, store=ctx.store(), progress=ctx.progress
-        )
+            _with_policy(loaded.wallet, args), loaded.devices, store=ctx.store(),
+            progress=ctx.progress, approvers=_approvers(args),
+            new_policy_set=None if args.new_policy is None else load_policy_file(args.new_policy),
+        )  # fmt: skip
     ctx.progress.stage("")
     return _describe_wallet(wallet) | {"backup_needed": True}
 

@@ -70,6 +70,10 @@ class ApiKey:
             public = _compressed(self._key)
         return Authenticator(self.name, self.kind, public, tags)
 
+    def private_key(self) -> Ed25519PrivateKey | ec.EllipticCurvePrivateKey:
+        """The private key (to store it; ``client.sdk.policy_files.save_api_key``)."""
+        return self._key
+
     def approve(self, challenge: bytes) -> Approval:
         """Sign a 32-byte ``shardkeep.approvals.approval_challenge``."""
         if isinstance(self._key, Ed25519PrivateKey):

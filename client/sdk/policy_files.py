@@ -1,0 +1,147 @@
+"""Policy sets and API keys as files: what the CLI reads and writes.
+
+A policy file is JSON, the owner's own record of the set in force (approvals
+sign its hash, so the file is what the approver checks the enclave against)::
+
+    {"version": 1,
+     "authenticators": [{"name": "ops", "kind": "p256", "public_key": "02ab...",
+                         "tags": ["admin"], "rp_id": "", "origin": ""}],
+     "policies": [{"name": "friends", "effect": "allow",
+                   "condition": "activity.kind == 'SIGN_EVM_TRANSACTION' && ...",
+                   "consensus": {"min_approvals": 1, "tag": ""}}]}
+
+The wallet id and epoch are not in the file: the SDK fills them in. An API
+key file is JSON with the key's name, kind and PKCS#8 private key (PEM),
+written with mode 0600 and never over an existing file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from client.sdk.approvals import ApiKey
+from shardkeep.policyset import Authenticator, Consensus, InvalidPolicy, Policy, PolicySet
+
+__all__ = [
+    "load_policy_file",
+    "policy_document",
+    "authenticator_entry",
+    "save_api_key",
+    "load_api_key",
+]
+
+MAX_FILE_BYTES = 1 << 20
+UNBOUND_WALLET = "unbound"  # stands in until the SDK names the wallet
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise InvalidPolicy("", f"{path} is too large for {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InvalidPolicy("", f"{path} is not JSON ({what})") from e
+
+
+def _authenticator(entry: dict[str, Any]) -> Authenticator:
+    return Authenticator(
+        entry["name"],
+        entry["kind"],
+        bytes.fromhex(entry["public_key"]),
+        tuple(entry.get("tags", ())),
+        entry.get("rp_id", ""),
+        entry.get("origin", ""),
+    )
+
+
+def _policy(entry: dict[str, Any]) -> Policy:
+    consensus = entry.get("consensus")
+    return Policy(
+        entry["name"],
+        entry["effect"],
+        entry["condition"],
+        None
+        if consensus is None
+        else Consensus(int(consensus["min_approvals"]), consensus.get("tag", "")),
+    )
+
+
+def load_policy_file(path: Path) -> PolicySet:
+    """Read a policy file (module docstring) as a policy set not yet bound to a wallet.
+
+    Raises:
+        InvalidPolicy: not JSON, a missing or mistyped field, or a set
+            ``PolicySet`` refuses. Conditions are compiled by the enclave.
+        OSError: the file cannot be read.
+    """
+    document = _read_json(path, "a policy file")
+    try:
+        authenticators = tuple(_authenticator(a) for a in document["authenticators"])
+        policies = tuple(_policy(p) for p in document["policies"])
+        version = int(document["version"])
+    except InvalidPolicy:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InvalidPolicy("", f"{path}: a missing or mistyped field ({e!r})") from e
+    return PolicySet(UNBOUND_WALLET, 0, version, authenticators, policies)
+
+
+def authenticator_entry(a: Authenticator) -> dict[str, Any]:
+    """An authenticator as a policy file lists it."""
+    return {
+        "name": a.name, "kind": a.kind, "public_key": a.public_key.hex(), "tags": list(a.tags),
+        "rp_id": a.rp_id, "origin": a.origin,
+    }  # fmt: skip
+
+
+def policy_document(policy_set: PolicySet) -> dict[str, Any]:
+    """The JSON document of a policy set (the inverse of ``load_policy_file``)."""
+    return {
+        "version": policy_set.version,
+        "authenticators": [authenticator_entry(a) for a in policy_set.authenticators],
+        "policies": [
+            {"name": p.name, "effect": p.effect, "condition": p.condition,
+             "consensus": None if p.consensus is None else
+             {"min_approvals": p.consensus.min_approvals, "tag": p.consensus.tag}}
+            for p in policy_set.policies
+        ],
+    }  # fmt: skip
+
+
+def save_api_key(key: ApiKey, path: Path) -> None:
+    """Write ``key`` to a new file readable by its owner only."""
+    pem = key.private_key().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"name": key.name, "kind": key.kind, "private_key": pem.decode()}, f)
+
+
+def load_api_key(path: Path) -> ApiKey:
+    """Read an API key file.
+
+    Raises:
+        InvalidPolicy: not an API key file (the key's bytes are never shown).
+    """
+    document = _read_json(path, "an API key file")
+    try:
+        key = load_pem_private_key(document["private_key"].encode(), password=None)
+        name, kind = document["name"], document["kind"]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InvalidPolicy("", f"{path} is not an API key file") from e
+    if kind == "ed25519" and isinstance(key, Ed25519PrivateKey):
+        return ApiKey(name, "ed25519", key)
+    if kind == "p256" and isinstance(key, ec.EllipticCurvePrivateKey):
+        return ApiKey(name, "p256", key)
+    raise InvalidPolicy("", f"{path}: the key is not of kind {kind!r}")

@@ -1,0 +1,99 @@
+"""``shardkeep policy`` and the wallet commands' ``--policy``/``--approver`` against the real stack.
+
+An API key is made with ``policy new-key``; a BIP-340 wallet is created with
+a policy file that wants its approval for raw digests; ``wallet sign``
+without ``--approver`` is refused by the enclave, naming the policy; with
+it, it signs. ``policy show`` prints the hash the approvals sign.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.cli.devstack import DevStack
+from client.cli.main import main
+from client.sdk.policy_files import load_policy_file
+from shardkeep.policyset import policy_set_hash
+from tests.stack_harness import background_stack
+
+pytestmark = pytest.mark.slow
+DIGEST = "c0ffee" * 10 + "0002"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    with background_stack(tmp_path_factory.mktemp("cli-policy") / "run") as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HOST", "RELAY", "COORDINATOR_KEY", "ROOT", "STATE", "PASSCODE"):
+        monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
+
+
+def shardkeep(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, json.loads(captured.out) if captured.out.strip() else None, captured.err
+
+
+def test_sign_needs_the_approver_the_policy_file_names(
+    stack: DevStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file, policy_file = tmp_path / "ops.key", tmp_path / "policy.json"
+    status, entry, err = shardkeep(
+        capsys, "policy", "new-key", "--name", "ops", "--kind", "p256", "--out", str(key_file)
+    )
+    assert status == 0, err
+    assert key_file.stat().st_mode & 0o077 == 0  # the owner's alone
+    policy_file.write_text(json.dumps({
+        "version": 1,
+        "authenticators": [entry],
+        "policies": [{"name": "raw-with-ops", "effect": "allow",
+                      "condition": "activity.kind == 'SIGN_RAW_DIGEST'",
+                      "consensus": {"min_approvals": 1, "tag": ""}}],
+    }))  # fmt: skip
+    passcode = tmp_path / "passcode"
+    passcode.write_text("a long passphrase for the CLI\n")
+    common = [
+        "--host", stack.host_address, "--relay", stack.relay_address,
+        "--coordinator-key", str(stack.directory / "coordinator.key"),
+        "--root", str(stack.directory / "pki" / "root.pem"),
+        "--state", str(tmp_path / "state"), "--passcode-file", str(passcode),
+        "--insecure-weak-kdf", "--json",
+    ]  # fmt: skip
+
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--scheme", "bip340", "--policy", str(policy_file), *common
+    )
+    assert status == 0, err
+    wallet_id = created["wallet_id"]
+
+    status, _, err = shardkeep(capsys, "wallet", "sign", wallet_id, "--digest", DIGEST, *common)
+    assert status == 1 and "'raw-with-ops' matched with 0 of 1 approvals" in err
+    status, _, err = shardkeep(
+        capsys, "wallet", "sign", wallet_id, "--digest", DIGEST, "--approver", str(key_file),
+        *common,
+    )  # fmt: skip
+    assert status == 2 and "--approver needs --policy" in err
+    status, signed, err = shardkeep(
+        capsys, "wallet", "sign", wallet_id, "--digest", DIGEST, "--policy", str(policy_file),
+        "--approver", str(key_file), *common,
+    )  # fmt: skip
+    assert status == 0, err
+    assert len(bytes.fromhex(signed["signature"])) == 64
+
+    status, shown, err = shardkeep(
+        capsys, "policy", "show", str(policy_file), "--wallet", wallet_id
+    )
+    assert status == 0, err
+    bound = dataclasses.replace(load_policy_file(policy_file), wallet_id=wallet_id, epoch=0)
+    expected = policy_set_hash(bound)
+    assert shown["policy_set_hash"] == expected.hex()
