@@ -31,13 +31,16 @@ def add_policy_commands(commands: Any) -> None:
 
     new_key = actions.add_parser("new-key", help="write a new API key that approves")
     new_key.add_argument("--name", required=True, help="its name in policy files")
-    new_key.add_argument("--kind", choices=["ed25519", "p256"], default="ed25519")
+    new_key.add_argument(
+        "--kind", choices=["ed25519", "p256"], default="ed25519",
+        help="Ed25519, or P-256 with ECDSA-SHA256 (default ed25519)",
+    )  # fmt: skip
     new_key.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     new_key.add_argument("--out", type=Path, required=True, metavar="FILE", help="a new file")
     new_key.set_defaults(handler=_new_key)
 
     show = actions.add_parser("show", help="check a policy file and print its hash")
-    show.add_argument("policy", type=Path, metavar="FILE")
+    show.add_argument("policy", type=Path, metavar="FILE", help="the policy file (JSON)")
     show.add_argument("--wallet", help="the wallet the set is in force for")
     show.add_argument("--epoch", type=int, default=0, help="the wallet's epoch (default 0)")
     show.set_defaults(handler=_show)
