@@ -1,6 +1,6 @@
 """Soak: sustained signing with both schemes while another process floods the relay.
 
-    python -m bench.soak [--minutes 15] [--signers 4]
+    python -m bench.soak [--minutes 15] [--signers 4] [--relay-redis redis://HOST:PORT/DB]
 
 Not part of ``make bench`` or ``make test`` (it runs for minutes). It starts the
 development system (devkms, relay, enclave, host as real processes, as
@@ -11,7 +11,9 @@ CreateRoom calls without a credential (and with an unpinned key) to the relay
 as fast as it can. It reports ceremonies done per scheme, failures by type (a
 flood-caused failure would show as RESOURCE_EXHAUSTED or a relay error), the
 flood's answers by status code, and each process's resident memory at the
-start and the end.
+start and the end. ``--relay-redis`` runs the relay on Redis (its own key
+prefix, deleted afterwards) and reports what its budget still holds at the
+end, which must be nothing once the last ceremony closed its room.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+import redis.asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.cli.devstack import running_stack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient
 from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
+from relay.main import BACKEND_ENV
+from relay.redis_backend import RedisBackend
 from shardkeep import eventloop
 from shardkeep.v1 import relay_pb2, relay_pb2_grpc
 
@@ -99,11 +104,18 @@ async def _sign_loop(
             failures[f"{scheme}: {type(e).__name__}{f' ({name})' if name else ''}"] += 1
 
 
-async def soak(minutes: float, signers: int, flood_concurrency: int) -> dict[str, object]:
+async def soak(
+    minutes: float, signers: int, flood_concurrency: int, relay_redis: str | None = None
+) -> dict[str, object]:
     seconds = minutes * 60
+    prefix = f"shardkeep-soak:{secrets.token_hex(4)}:"
+    relay_args: list[str] = []
+    if relay_redis is not None:
+        os.environ[BACKEND_ENV] = relay_redis  # the relay's child process reads it
+        relay_args = ["--redis-prefix", prefix]
     with tempfile.TemporaryDirectory(prefix="shardkeep-soak-") as tmp:
         async with (
-            running_stack(Path(tmp)) as stack,
+            running_stack(Path(tmp), relay_args=relay_args) as stack,
             WalletClient(
                 stack.host_address,
                 stack.relay_address,
@@ -151,6 +163,7 @@ async def soak(minutes: float, signers: int, flood_concurrency: int) -> dict[str
             flooder.terminate()
             out, _ = await flooder.communicate()
             flood_codes = json.loads(out.decode().strip().splitlines()[-1])
+    held = None if relay_redis is None else await _redis_budget_left(relay_redis, prefix)
     return {
         "minutes": round(elapsed / 60, 2),
         "signers": signers,
@@ -160,7 +173,26 @@ async def soak(minutes: float, signers: int, flood_concurrency: int) -> dict[str
         "flood": flood_codes,
         "rss_mib_start": {k: round(v, 1) for k, v in rss_start.items()},
         "rss_mib_end": {k: round(v, 1) for k, v in rss_end.items()},
+        **({} if held is None else {"redis_budget_left": held}),
     }
+
+
+async def _redis_budget_left(url: str, prefix: str) -> dict[str, int]:
+    """Rooms and bytes the relay's Redis budget still holds (after a sweep); then
+    delete the run's keys."""
+    backend = RedisBackend.from_url(url, prefix=prefix)
+    try:
+        usage = await backend.usage(int(time.time() * 1000))
+    finally:
+        await backend.aclose()
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+    return {"rooms": usage.rooms, "reserved_bytes": usage.reserved_bytes}
 
 
 def _print(report: Mapping[str, object]) -> None:
@@ -173,6 +205,8 @@ def _print(report: Mapping[str, object]) -> None:
     print(f"{'process':24} {'RSS start MiB':>14} {'RSS end MiB':>12}")
     for name in start:
         print(f"{name:24} {start[name]:14.1f} {end[name]:12.1f}")
+    if "redis_budget_left" in report:
+        print(f"relay budget left in Redis: {report['redis_budget_left']}")
     print(json.dumps(report))
 
 
@@ -181,13 +215,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--signers", type=int, default=4, help="ceremonies in flight")
     parser.add_argument("--concurrency", type=int, default=16, help="flood calls in flight")
+    parser.add_argument("--relay-redis", metavar="URL", help="run the relay on this Redis")
     parser.add_argument("--flood", metavar="RELAY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.flood:
         codes = eventloop.run(flood(args.flood, args.concurrency))
         print(json.dumps(codes), flush=True)
         return
-    _print(eventloop.run(soak(args.minutes, args.signers, args.concurrency)))
+    _print(eventloop.run(soak(args.minutes, args.signers, args.concurrency, args.relay_redis)))
 
 
 if __name__ == "__main__":

@@ -197,6 +197,7 @@ async def running_stack(
     tls: bool = False,
     store_url: str | None = None,
     host_args: Sequence[str] = (),
+    relay_args: Sequence[str] = (),
     coordinator: bool = False,
 ) -> AsyncIterator[DevStack]:
     """Start devkms, relay, enclave and host under ``directory``; stop them on exit.
@@ -207,6 +208,8 @@ async def running_stack(
             and an API token at the host (see the module's docstring).
         store_url: the host's store (default: SQLite in ``directory``).
         host_args: more ``host.main`` options (e.g. ``--pending-deadline-seconds 5``).
+        relay_args: more ``relay.main`` options (e.g. ``--redis-prefix``; a Redis
+            backend URL goes in ``SHARDKEEP_RELAY_BACKEND``, never in argv).
         coordinator: also start the coordinator service for devices.
     """
     directory = directory.resolve()  # the processes run with it as their working directory
@@ -258,7 +261,7 @@ async def running_stack(
         relay_listen = "127.0.0.1:0" if tls else stack.relay_address
         stack.commands["relay"] = [
             "relay.main", "--listen", relay_listen,
-            "--admission", str(directory / "relay-admission.json"), *relay_flags,
+            "--admission", str(directory / "relay-admission.json"), *relay_flags, *relay_args,
         ]  # fmt: skip
         procs["relay"] = _spawn(directory, "relay", stack.commands["relay"])
         if tls:
