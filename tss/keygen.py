@@ -171,6 +171,7 @@ class Keygen(Ceremony[KeyShare]):
         self._round1: dict[int, SignedStatement] = {}
         self._pmsgs2: dict[int, bytes] = {}
         self._setup: EcdsaSetupCeremony | None = None
+        self._pending_key: tuple[KeyMaterial, KeyShare] | None = None
         self.recovery_data: bytes | None = None
         """ChillDKG's recovery data (transcript and complete certificate), once finalized."""
 
@@ -230,8 +231,10 @@ class Keygen(Ceremony[KeyShare]):
         # Pending before agreement: pmsg2 is our CertEq signature, the message
         # that can complete a certificate, so our share is saved first.
         output = chilldkg.uncertified_output(self._state2)
+        material = self._key_material(output)
+        self._pending_key = (material, material.key_share(self.scheme, None))
         pending = PendingKeygen(
-            self._key_material(output).key_share(self.scheme, None), output.thresh_pk, 0,
+            self._pending_key[1], output.thresh_pk, 0,
             self._context, self._state2.eq_input, tuple(self._params.hostpubkeys), self.me,
         )  # fmt: skip
         return self._hold(pending, self._broadcast(2, pmsg2 + ROUND1.encode_view(self._view())))
@@ -260,7 +263,7 @@ class Keygen(Ceremony[KeyShare]):
             raise
         self._key = key
         if self.scheme != "ecdsa-secp256k1":
-            self._finish(key.key_share(self.scheme, None))
+            self._finish(self._share_of(key))
             return []
         # The certificate is the same for every party and fresh per ceremony.
         session_id = tagged_hash(KEYGEN_TAG_SETUP_SESSION, certificate + key.public_key)
@@ -272,6 +275,14 @@ class Keygen(Ceremony[KeyShare]):
         output, recovery = chilldkg.participant_finalize(self._state2, certificate)
         self.recovery_data = bytes(recovery)
         return self._key_material(output)
+
+    def _share_of(self, key: KeyMaterial) -> KeyShare:
+        """The ``KeyShare`` of the certified ``key``: the pending share when it holds the
+        same material (ChillDKG certifies the output it saved), so its checks (every
+        point decoded, the secret share against its public share) run once."""
+        if self._pending_key is not None and self._pending_key[0] == key:
+            return self._pending_key[1]
+        return key.key_share(self.scheme, None)
 
     def _key_material(self, output: chilldkg.DKGOutput) -> KeyMaterial:
         if output.secshare is None or output.participant != self.me:
