@@ -24,6 +24,7 @@ owner's signature of an export).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,7 @@ from client.sdk.wallet import HOST_METHODS, room_bytes
 from coordinator.policy import Denied, Policy, WalletRecord
 from coordinator.registry import Registry
 from relay.client import CreatedRoom, RelayClient
+from relay.errors import RelayError
 from shardkeep import lifecycle
 from shardkeep.device_auth import DeviceCallError, ReplayGuard, verify_device_call
 from shardkeep.requests import (
@@ -137,6 +139,7 @@ class _Running:
     waiting: set[bytes] = field(default_factory=set)
     finishing: int = 0
     recorded: bool = False
+    started_at: float = field(default_factory=time.monotonic)
 
 
 class Coordinator:
@@ -274,6 +277,7 @@ class Coordinator:
         running.waiting.add(device)
         if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
             running.invited[bytes(ask.new_device_key)] = len(request.new_parties) - 2
+        await self._drop_abandoned()
         self._running[request.ceremony_id] = running
         needs_owner = request.kind in _OWNER_SIGNED
         if not needs_owner:
@@ -284,6 +288,20 @@ class Coordinator:
             join_token=room.join_tokens[request.parties[index].party_id],
             needs_owner_approval=needs_owner,
         )
+
+    async def _drop_abandoned(self) -> None:
+        """Forget ceremonies nobody finished within twice the timeout (a device gave up, or
+        never approved): their server side is cancelled and their room closed, so an
+        enrolled device cannot grow the coordinator's memory without bound."""
+        cutoff = time.monotonic() - 2 * self._timeout
+        for ceremony_id, running in list(self._running.items()):
+            if running.started_at >= cutoff or running.finishing:
+                continue
+            del self._running[ceremony_id]
+            if running.server_side is not None:
+                running.server_side.cancel()
+            with contextlib.suppress(RelayError, grpc.aio.AioRpcError):
+                await self._relay.close_room(running.room.room_id, running.room.admin_token)
 
     def approve(self, call: coordinator_pb2.DeviceCall) -> None:
         """Attach the owner's signature to a started export and start the server share's side.

@@ -460,3 +460,41 @@ def test_coordinator_forging_a_commit_is_refused_by_the_device(
                 await phone.resume(old, interrupted)
 
     with_coordinator(stack, socket_dir, body, ForgingSettleCoordinator)
+
+
+def test_abandoned_ceremonies_are_dropped(stack: DevStack, socket_dir: Path) -> None:
+    """Resource exhaustion: an enrolled device starts exports it never approves nor finishes;
+    the coordinator forgets them (and closes their rooms) once twice the timeout passed."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("bip340")
+
+            async def start_export() -> coordinator_pb2.StartedCeremony:
+                ask = coordinator_pb2.CeremonyAsk(
+                    kind=ceremony_pb2.CEREMONY_KIND_EXPORT, wallet_id=wallet.wallet_id,
+                    party=phone.identity.party, export_recipient_key=bytes(range(32)),
+                    attestation_nonce=bytes(32),
+                )  # fmt: skip
+                call = sign_device_call(phone._device_key, "StartCeremony", ask.SerializeToString())
+                started: coordinator_pb2.StartedCeremony = await phone._unary(
+                    phone._coordinator.StartCeremony, call
+                )
+                return started
+
+            abandoned = ceremony_pb2.CeremonyRequest.FromString((await start_export()).request)
+            coordinator._timeout = 0.5  # twice that passes before the next start
+            await asyncio.sleep(1.2)
+            await start_export()
+            finish = coordinator_pb2.FinishAsk(ceremony_id=abandoned.ceremony_id)
+            with pytest.raises(CoordinatorRefused) as info:
+                await phone._unary(
+                    phone._coordinator.FinishCeremony,
+                    sign_device_call(
+                        phone._device_key, "FinishCeremony", finish.SerializeToString()
+                    ),
+                )
+        assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+    with_coordinator(stack, socket_dir, body)
