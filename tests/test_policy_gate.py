@@ -9,14 +9,17 @@ payload for the wrong scheme. Policies then see ``btc.tx`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 import rlp  # type: ignore[import-untyped]
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enclave.errors import BadRequest
 from enclave.policy.engine import PolicyDenied, PolicyEngine
-from enclave.policy.facts import facts
+from enclave.policy.facts import Activity, FactsError, facts
 from enclave.policy.gate import (
     activity_of,
     carried_policy_set,
@@ -31,8 +34,10 @@ from shardkeep.policyset import Authenticator, Consensus, InvalidPolicy, Policy,
 from shardkeep.policyset import decode as decode_policy_set
 from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.v1 import ceremony_pb2
+from tests.test_chains_fuzz import FUZZ, mutated
 from tests.test_eth_messages import MAIL
 from tests.test_psbt import one_input_psbt
+from tss.errors import InputError
 
 SCHEME = {name: number for number, name in SCHEMES.items()}
 P2TR = b"\x51\x20" + b"\x22" * 32
@@ -178,3 +183,35 @@ def test_a_refresh_with_a_new_set_is_the_set_policy_activity() -> None:
     with pytest.raises(InvalidPolicy, match="version above"):
         replaced_policy_set(refresh, data, 1)
     assert replaced_policy_set(ceremony_pb2.CeremonyRequest(wallet_id="w"), data, 1) == b""
+
+
+@FUZZ
+@given(
+    st.sampled_from(["psbt", "eth_typed_data", "eth_personal_message", "evm_transaction"]),
+    mutated([PSBT, json.dumps(MAIL).encode(), EVM_TX]),
+    st.integers(0, 3),
+)
+def test_fuzzed_payloads_never_crash_the_gate(field: str, data: bytes, index: int) -> None:
+    # With a digest of zeros nothing real matches: every request ends in a
+    # BadRequest (it does not parse, or its digest is not the payload's), no
+    # other exception.
+    scheme = "bip340" if field == "psbt" else "ecdsa-secp256k1"
+    request = sign(scheme, bytes(32), **{field: data})
+    request.psbt_input = index if field == "psbt" else 0
+    if not data:  # an empty payload is no payload (proto3): a raw digest
+        assert activity_of(request).kind == "SIGN_RAW_DIGEST"  # type: ignore[union-attr]
+        return
+    with pytest.raises(BadRequest):
+        activity_of(request)
+
+
+@FUZZ
+@given(mutated([PSBT]), st.integers(0, 2))
+def test_fuzzed_psbts_give_facts_or_typed_errors(data: bytes, index: int) -> None:
+    try:
+        psbt = parse_psbt(data)
+    except InputError:
+        return
+    activity = Activity("SIGN_PSBT", "w", "bip340", psbt=psbt, psbt_input=index)
+    with contextlib.suppress(FactsError, InputError):  # FactsError: no such input, overpaying
+        assert facts(activity)["btc"]["tx"]["input"] == index  # type: ignore[index]
