@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from enclave.auth import pinned_keys
 from enclave.kms import KmsCredentials
+from enclave.policy.gate import PolicyGate
+from shardkeep.policyset import InvalidPolicy
 
 __all__ = ["ConfigError", "EnclaveConfig", "KmsSettings", "check_key_arn"]
 
@@ -98,6 +100,18 @@ def _key_ids(kms: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     return key_id, tuple(decrypt)
 
 
+def _organisation_policies(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError("organisation_policies maps policy names to CEL conditions")
+    try:
+        PolicyGate(value)  # every condition compiles, or the enclave does not start
+    except InvalidPolicy as e:
+        raise ConfigError(f"organisation_policies: {e}") from e
+    return dict(value)
+
+
 def _credentials(kms: dict[str, Any]) -> KmsCredentials | None:
     names = ("access_key_id", "secret_access_key", "session_token")
     given = {name: kms[name] for name in names if name in kms}
@@ -127,6 +141,10 @@ class EnclaveConfig:
         recently used out first. Size it to the wallets active within a
         while: a wallet whose record was evicted pays a KMS call (and about
         15 ms of CPU) to open it again on its next ceremony.
+    organisation_policies: the deployment's deny policies, name -> CEL
+        condition (docs/security/policy.md): every gated activity of every
+        wallet is refused when one holds. Part of the measured image, so the
+        host cannot change them.
     """
 
     listen: str
@@ -137,6 +155,7 @@ class EnclaveConfig:
     image: str = "shardkeep-enclave"
     max_request_validity_seconds: int = 600
     record_cache_size: int = RECORD_CACHE_SIZE
+    organisation_policies: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def load(path: Path) -> EnclaveConfig:
@@ -170,6 +189,7 @@ class EnclaveConfig:
                 image=str(raw.get("nsm", {}).get("image", "shardkeep-enclave")),
                 max_request_validity_seconds=int(raw.get("max_request_validity_seconds", 600)),
                 record_cache_size=int(raw.get("record_cache_size", RECORD_CACHE_SIZE)),
+                organisation_policies=_organisation_policies(raw.get("organisation_policies", {})),
             )
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"invalid enclave configuration {path}: {e}") from e

@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -136,6 +136,7 @@ class EnclaveDeps:
     rand: Callable[[int], bytes] = secrets.token_bytes
     kms: CredentialsSink | None = None
     record_cache_size: int = RECORD_CACHE_SIZE
+    organisation_policies: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
@@ -146,7 +147,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         # The server party's DKLs23 pair setups: this process's memory only.
         self.pair_setups = PairSetups()
         self._records: _RecordCache = _RecordCache(deps.record_cache_size)
-        self._policy_gate = PolicyGate()
+        self._policy_gate = PolicyGate(deps.organisation_policies)
         # Cheap steps run on the event loop, expensive ones in threads.
         self._steps = StepCosts()
         # Refusals as malformed, reported by GetStatus (the host exports them).

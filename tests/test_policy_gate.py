@@ -11,26 +11,38 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import pytest
 import rlp  # type: ignore[import-untyped]
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client.sdk.approvals import ApiKey
+from enclave.config import ConfigError, EnclaveConfig
 from enclave.errors import BadRequest
 from enclave.policy.engine import PolicyDenied, PolicyEngine
 from enclave.policy.facts import Activity, FactsError, facts
 from enclave.policy.gate import (
+    PolicyGate,
     activity_of,
     carried_policy_set,
     registered_policy_set,
     replaced_policy_set,
 )
+from shardkeep.approvals import activity_hash, approval_challenge
 from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
 from shardkeep.chains.evm import keccak256
 from shardkeep.chains.psbt import parse_psbt
 from shardkeep.lifecycle import SCHEMES
-from shardkeep.policyset import Authenticator, Consensus, InvalidPolicy, Policy, PolicySet
+from shardkeep.policyset import (
+    Authenticator,
+    Consensus,
+    InvalidPolicy,
+    Policy,
+    PolicySet,
+    policy_set_hash,
+)
 from shardkeep.policyset import decode as decode_policy_set
 from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.v1 import ceremony_pb2
@@ -215,3 +227,49 @@ def test_fuzzed_psbts_give_facts_or_typed_errors(data: bytes, index: int) -> Non
     activity = Activity("SIGN_PSBT", "w", "bip340", psbt=psbt, psbt_input=index)
     with contextlib.suppress(FactsError, InputError):  # FactsError: no such input, overpaying
         assert facts(activity)["btc"]["tx"]["input"] == index  # type: ignore[index]
+
+
+ORGANISATION = {"mainnet-only": "activity.kind == 'SIGN_EVM_TRANSACTION' && eth.tx.chain_id != 1"}
+
+
+def evm_request(chain_id: int) -> ceremony_pb2.SignedCeremonyRequest:
+    raw = b"\x02" + bytes(rlp.encode([chain_id, 0, 1, 2, 21_000, b"\x11" * 20, 5, b"", []]))
+    request = sign("ecdsa-secp256k1", keccak256(raw), evm_transaction=raw)
+    return ceremony_pb2.SignedCeremonyRequest(request=request.SerializeToString())
+
+
+def test_organisation_deny_policies_apply_to_every_wallet() -> None:
+    gate = PolicyGate(ORGANISATION)
+    testnet, mainnet = evm_request(5), evm_request(1)
+    parsed = ceremony_pb2.CeremonyRequest.FromString
+    # a wallet without a policy set of its own: the organisation's denies still apply
+    with pytest.raises(PolicyDenied, match="organisation/mainnet-only") as denied:
+        gate.check(testnet, parsed(testnet.request), b"")
+    assert denied.value.policy == "organisation/mainnet-only"
+    assert gate.check(mainnet, parsed(mainnet.request), b"") is None
+    # a wallet whose own set allows everything with its key's approval: deny still wins
+    key = ApiKey.generate("a")
+    own = PolicySet(
+        "w", 0, 1, (key.authenticator(),), (Policy("any", "allow", "true", Consensus(1)),)
+    )
+    data = encode_policy_set(own)
+    challenge = approval_challenge(activity_hash(testnet.request), policy_set_hash(own))
+    approval = key.approve(challenge)
+    testnet.approvals.append(
+        ceremony_pb2.Approval(authenticator=approval.authenticator, signature=approval.signature)
+    )
+    with pytest.raises(PolicyDenied, match="organisation/mainnet-only"):
+        gate.check(testnet, parsed(testnet.request), data)
+    with pytest.raises(InvalidPolicy, match="does not compile"):
+        PolicyGate({"broken": "eth.tx.chain_id !="})
+
+
+def test_the_enclave_refuses_to_start_with_a_bad_organisation_policy(tmp_path: Path) -> None:
+    shipped = json.loads((Path(__file__).parents[1] / "deploy/enclave/enclave.json").read_text())
+    path = tmp_path / "enclave.json"
+    path.write_text(json.dumps({**shipped, "organisation_policies": ORGANISATION}))
+    assert EnclaveConfig.load(path).organisation_policies == ORGANISATION
+    for bad in ({"x": "eth.tx ==="}, {"x": 5}, ["x"]):
+        path.write_text(json.dumps({**shipped, "organisation_policies": bad}))
+        with pytest.raises(ConfigError, match="organisation_policies"):
+            EnclaveConfig.load(path)

@@ -28,7 +28,7 @@ from enclave.policy.conditions import Condition, ConditionError, compile_conditi
 from enclave.policy.facts import Activity, facts
 from shardkeep.policyset import Consensus, PolicySet, policy_set_hash
 
-__all__ = ["Allowed", "PolicyDenied", "PolicyEngine"]
+__all__ = ["Allowed", "PolicyDenied", "PolicyEngine", "check_denies"]
 
 
 class PolicyDenied(Unauthorized):
@@ -64,6 +64,18 @@ class _Compiled:
     consensus: Consensus | None
 
 
+def check_denies(denies: Iterable[tuple[str, Condition]], context: cel.Context) -> None:
+    """Raise ``PolicyDenied`` for the first deny condition that holds or fails to evaluate."""
+    for name, condition in denies:
+        try:
+            if condition.holds(context):
+                raise PolicyDenied(name, condition.source, "the condition holds")
+        except ConditionError as e:
+            raise PolicyDenied(
+                name, condition.source, f"the condition failed ({e}): fail closed"
+            ) from e
+
+
 class PolicyEngine:
     """A policy set, checked and compiled once; decides activities.
 
@@ -97,16 +109,7 @@ class PolicyEngine:
         """
         context = cel.Context(variables=facts(activity))
         approved = frozenset(a for a in approvers if a in self._tags)
-        for policy in self._policies:
-            if policy.effect != "deny":
-                continue
-            try:
-                if policy.condition.holds(context):
-                    raise PolicyDenied(policy.name, policy.condition.source, "the condition holds")
-            except ConditionError as e:
-                raise PolicyDenied(
-                    policy.name, policy.condition.source, f"the condition failed ({e}): fail closed"
-                ) from e
+        check_denies(((p.name, p.condition) for p in self._policies if p.effect == "deny"), context)
         shortfalls = []
         for policy in self._policies:
             if policy.effect != "allow" or policy.consensus is None:

@@ -4,6 +4,8 @@ Called once the coordinator's (and owner's) signatures and the challenge
 have been checked (``enclave.auth``), with the wallet's sealed record
 (docs/security/policy.md):
 
+- organisation deny policies (the enclave's measured configuration) apply to
+  every gated activity of every wallet first;
 - a record without a policy set: nothing more is checked (the coordinator's
   signature suffices, as for every wallet made before policies);
 - a record with one: the request becomes an activity (its transaction or
@@ -29,12 +31,16 @@ import hashlib
 import hmac
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Final
+
+import cel
 
 from enclave.errors import BadRequest
 from enclave.policy.authenticators import SignCounters, verified_approvers
-from enclave.policy.engine import Allowed, PolicyEngine
-from enclave.policy.facts import Activity
+from enclave.policy.conditions import compile_condition
+from enclave.policy.engine import Allowed, PolicyEngine, check_denies
+from enclave.policy.facts import Activity, facts
 from shardkeep.approvals import Approval, activity_hash
 from shardkeep.chains import evm, solana
 from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
@@ -168,10 +174,23 @@ def _own_digest(digest: bytes, request: ceremony_pb2.CeremonyRequest, what: str)
 
 
 class PolicyGate:
-    """Compiled policy sets (cached by hash) and the passkey counters of this enclave process."""
+    """Compiled policy sets (cached by hash) and the passkey counters of this enclave process.
 
-    def __init__(self) -> None:
+    Arguments:
+        organisation: deny conditions of the deployment, from the enclave's
+            measured configuration (name -> CEL): they apply to every gated
+            activity of every wallet, with or without a policy set of its own.
+
+    Raises:
+        InvalidPolicy: an organisation condition that is refused.
+    """
+
+    def __init__(self, organisation: Mapping[str, str] | None = None) -> None:
         self.counters = SignCounters()
+        self._organisation = tuple(
+            (f"organisation/{name}", compile_condition(name, source))
+            for name, source in (organisation or {}).items()
+        )
         self._engines: OrderedDict[bytes, PolicyEngine] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -210,10 +229,14 @@ class PolicyGate:
             PolicyDenied: the policies refuse the activity.
             BadRequest: see ``activity_of``; FactsError: an amount a policy cannot hold.
         """
-        if not policy_set:
+        if not policy_set and not self._organisation:
             return None
         activity = activity_of(request)
         if activity is None:
+            return None
+        if self._organisation:
+            check_denies(self._organisation, cel.Context(variables=facts(activity)))
+        if not policy_set:
             return None
         engine = self._engine(policy_set)
         approvals = [
