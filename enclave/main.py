@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,13 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--listen", help="override the configuration's listen address")
     parser.add_argument("--kms-endpoint", help="override the configuration's KMS endpoint (dev)")
+    parser.add_argument(
+        "--log-level", default="INFO", help="INFO: one line per ceremony; DEBUG: every step"
+    )
     args = parser.parse_args(argv)
     config = EnclaveConfig.load(args.config)
     if args.listen:
         config = replace(config, listen=args.listen)
     if args.kms_endpoint:
         config = replace(config, kms=replace(config.kms, endpoint=args.kms_endpoint))
-    logs.configure("enclave")
+    logs.configure("enclave", level=logging.getLevelName(args.log_level.upper()))
     eventloop.run(serve(config))
 
 

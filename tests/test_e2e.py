@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import pytest
@@ -16,7 +16,7 @@ from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import PAIR_SETUP_REQUIRED, WalletClient, WalletError
+from client.sdk.wallet import PAIR_SETUP_REQUIRED, WalletClient, WalletError, _Approvals
 from shardkeep.v1 import ceremony_pb2, host_pb2
 from tss.curve import N
 from tss.shamir import eval_point
@@ -31,10 +31,19 @@ def stack_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# Every process logs at DEBUG here: the no-plaintext check then reads every line
+# a process can write, and a test can wait for a ceremony's first step.
+EVERY_LOG_LINE: Final = {
+    "relay_args": ("--log-level", "DEBUG"),
+    "host_args": ("--log-level", "DEBUG"),
+    "enclave_args": ("--log-level", "DEBUG"),
+}
+
+
 def run(stack_dir: Path, body: Any) -> Any:
     async def main() -> Any:
         async with (
-            running_stack(stack_dir / "run") as stack,
+            running_stack(stack_dir / "run", **EVERY_LOG_LINE) as stack,
             WalletClient(
                 stack.host_address,
                 stack.relay_address,
@@ -207,7 +216,8 @@ def test_after_an_enclave_restart_the_sdk_runs_a_pair_setup_and_signs(stack_dir:
 
         await stack.restart("enclave")
         with pytest.raises(WalletError) as refused:  # the raw refusal the SDK acts on
-            await wallets._sign(wallet, DIGEST, {0: phone}, 1, NO_OPTIONS, None)
+            no_approvals = _Approvals(wallet, ())  # the wallet has no policy set
+            await wallets._sign(wallet, DIGEST, {0: phone}, 1, NO_OPTIONS, None, no_approvals)
         assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert refused.value.reason == PAIR_SETUP_REQUIRED
         verify("ecdsa-secp256k1", wallet.public_key, await wallets.sign(wallet, DIGEST, {0: phone}))

@@ -198,6 +198,7 @@ async def running_stack(
     store_url: str | None = None,
     host_args: Sequence[str] = (),
     relay_args: Sequence[str] = (),
+    enclave_args: Sequence[str] = (),
     coordinator: bool = False,
 ) -> AsyncIterator[DevStack]:
     """Start devkms, relay, enclave and host under ``directory``; stop them on exit.
@@ -210,6 +211,7 @@ async def running_stack(
         host_args: more ``host.main`` options (e.g. ``--pending-deadline-seconds 5``).
         relay_args: more ``relay.main`` options (e.g. ``--redis-prefix``; a Redis
             backend URL goes in ``SHARDKEEP_RELAY_BACKEND``, never in argv).
+        enclave_args: more ``enclave.main`` options (e.g. ``--log-level DEBUG``).
         coordinator: also start the coordinator service for devices.
     """
     directory = directory.resolve()  # the processes run with it as their working directory
@@ -268,6 +270,7 @@ async def running_stack(
             stack.relay_address = await _listening(stack, "relay", procs["relay"])
         stack.commands["enclave"] = [
             "enclave.main", "--config", str(config), "--kms-endpoint", match.group(1),
+            *enclave_args,
         ]  # fmt: skip
         procs["enclave"] = _spawn(directory, "enclave", stack.commands["enclave"])
         await _healthy(
