@@ -195,6 +195,17 @@ def test_sign_psbt_signs_the_wallets_key_path_inputs(
         "wallet", "sign-psbt", wallet_id, str(source), "--finalize", "--out", str(out), *given
     )
     assert status == 0, err
+    # Without --json: one line per output, the fee beside.
+    plain = [a for a in given if a != "--json"]
+    source.write_text(mine.to_base64())
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+        status = main(["wallet", "sign-psbt", wallet_id, str(source), *plain])
+    assert status == 0
+    lines = printed.getvalue().splitlines()
+    assert "outputs:" in lines and "fee_sat: 5000" in lines
+    address = segwit_address("bc", 0, b"\x33" * 20)
+    assert f"  - address={address}, script_pubkey=0014{'33' * 20}, amount_sat=90000" in lines
     tx = Transaction.parse(bytes.fromhex(result["transaction"]))
     (signature,) = tx.inputs[0].witness
     sighash = parse_psbt(mine.serialize()).key_path_sighash(0)

@@ -377,8 +377,19 @@ def _emit(out: TextIO, result: dict[str, Any], *, as_json: bool) -> None:
         print(json.dumps(result, indent=2, sort_keys=True), file=out)
         return
     for key, value in result.items():
-        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
-        print(f"{key}: {shown}", file=out)
+        shown = _plain(value)
+        print(f"{key}:{'' if not shown or shown[0] == chr(10) else ' '}{shown}", file=out)
+
+
+def _plain(value: Any) -> str:
+    """A result value as text: lists comma-separated, records as ``k=v``, one per line."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        if any(isinstance(item, dict) for item in value):
+            return "".join(f"\n  - {_plain(item)}" for item in value)
+        return ", ".join(map(_plain, value))
+    return str(value)
 
 
 ### Handlers
