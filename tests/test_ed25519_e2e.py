@@ -26,8 +26,10 @@ from client.chains import solana
 from client.cli.devstack import DevStack
 from client.cli.main import main
 from client.sdk.approvals import SoftwarePasskey
+from client.sdk.backups import backup_share, recover_device, restore_wallet
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient, WalletError
+from client.storage.shares import insecure_test_params
 from shardkeep.policyset import Consensus, Policy, PolicySet
 from shardkeep.v1 import host_pb2, host_pb2_grpc
 from tests.stack_harness import background_stack, run_with_client
@@ -270,5 +272,36 @@ def test_the_server_share_checks_solana_transfers_against_the_wallet_policy(
                 )
         with pytest.raises(WalletError, match="no allow policy"):  # not marked as Solana
             await client.sign(wallet, pay(wallet, friend, 1), {0: phone}, approvers=[passkey])
+
+    run_with_client(stack, body)
+
+
+def test_a_lost_solana_device_is_recovered_from_its_backup_and_signs(stack: DevStack) -> None:
+    """The device's ed25519 share and identity, backed up through the host (ciphertext
+    only), restore the wallet on a new device, which signs a Solana transfer again."""
+    passcode = "correct horse battery staple"
+
+    async def body(client: WalletClient) -> None:
+        old_device = PartyIdentity.generate()
+        wallet = await client.create_wallet("ed25519", [old_device], threshold=2)
+        async with grpc.aio.insecure_channel(stack.host_address) as channel:
+            await backup_share(
+                channel, wallet.shares[0], wallet_id=wallet.wallet_id, passcode=passcode,
+                identity=old_device, owner_key=wallet.owner_key, params=insecure_test_params(),
+                insecure_allow_weak_kdf=True,
+            )  # fmt: skip
+        public_key, wallet_id = wallet.public_key, wallet.wallet_id
+        del wallet, old_device  # the device is lost
+
+        async with grpc.aio.insecure_channel(stack.host_address) as channel:
+            recovered = await recover_device(
+                channel, wallet_id=wallet_id, public_key=public_key, passcode=passcode,
+                insecure_allow_weak_kdf=True,
+            )  # fmt: skip
+            restored = await restore_wallet(client, channel, recovered)
+        assert restored.public_key == public_key and restored.scheme == "ed25519"
+        message = transfer(restored, 0)
+        raw = await solana.sign_transaction(client, restored, message, {0: recovered.identity})
+        assert_solders_verifies(raw, restored)
 
     run_with_client(stack, body)

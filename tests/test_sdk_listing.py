@@ -21,10 +21,15 @@ from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 Pages = Callable[[host_pb2.ListWalletsRequest], host_pb2.ListWalletsResponse]
 
 
-def wallet(wallet_id: str, *, public_key: bytes = b"\x02" + b"\x01" * 32) -> host_pb2.Wallet:
+def wallet(
+    wallet_id: str,
+    *,
+    public_key: bytes = b"\x02" + b"\x01" * 32,
+    scheme: ceremony_pb2.Scheme = ceremony_pb2.SCHEME_BIP340,
+) -> host_pb2.Wallet:
     return host_pb2.Wallet(
         wallet_id=wallet_id,
-        scheme=ceremony_pb2.SCHEME_BIP340,
+        scheme=scheme,
         threshold=2,
         parties=[ceremony_pb2.Party(party_id=p) for p in ("server", "phone")],
         public_key=public_key,
@@ -90,11 +95,24 @@ def test_an_honest_host_is_listed_page_by_page() -> None:
         (lambda r: host_pb2.ListWalletsResponse(wallets=[wallet("a", public_key=b"\x02" * 32)]),
          "malformed"),
         (lambda r: host_pb2.ListWalletsResponse(
+            wallets=[wallet("a", scheme=ceremony_pb2.SCHEME_ED25519)]), "malformed"),
+        (lambda r: host_pb2.ListWalletsResponse(
             wallets=[wallet(r.page_token + "x")], next_page_token=r.page_token + "x"),
          "more than 50 wallets"),
     ],
-    ids=["token-stuck", "repeated-page", "out-of-order", "twice", "short-public-key", "endless"],
+    ids=[
+        "token-stuck", "repeated-page", "out-of-order", "twice", "short-public-key",
+        "ed25519-with-a-33-byte-key", "endless",
+    ],
 )  # fmt: skip
 def test_a_lying_host_gets_a_wallet_error(pages: Pages, fault: str) -> None:
     with pytest.raises(WalletError, match=fault):
         listing(pages, max_wallets=50)
+
+
+def test_an_ed25519_wallet_is_listed_with_its_32_byte_key() -> None:
+    key = bytes(range(32))
+    solana = host_pb2.ListWalletsResponse(
+        wallets=[wallet("a"), wallet("b", public_key=key, scheme=ceremony_pb2.SCHEME_ED25519)]
+    )
+    assert listing(lambda r: solana) == (["a", "b"], 1)

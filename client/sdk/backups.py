@@ -326,7 +326,7 @@ async def recover_from_backup(
     Arguments:
         host: a channel to the host, or its stub.
         wallet_id: the wallet.
-        public_key: the wallet's 33-byte public key as the caller knows it.
+        public_key: the wallet's public key (33 bytes; ed25519: 32) as the caller knows it.
         epoch: the share's epoch; None takes the host's current one (checked
             to be of ``public_key``).
         party_id: the party to recover; None if only one party has backups.
@@ -455,7 +455,7 @@ class ExportedKey:
 
     Attributes:
         wallet_id: the wallet the share files name.
-        public_key: the keyring's 33-byte public key (the key's).
+        public_key: the keyring's public key (33 bytes; ed25519: 32).
         parties: the party indices whose shares were combined.
         private_key: the 32-byte private key (never printed).
     """
@@ -473,7 +473,7 @@ def offline_export(shares: Sequence[KeyShare], *, public_key: bytes | None = Non
     Arguments:
         shares: key shares of one keyring and epoch, distinct parties, at least
             the threshold (the server share is not needed: any t shares do).
-        public_key: the wallet's 33-byte public key as the caller knows it
+        public_key: the wallet's public key (33 bytes; ed25519: 32) as the caller knows it
             (e.g. from its address); checked when given.
 
     Returns:
@@ -508,7 +508,7 @@ def offline_export_files(
             least the threshold, e.g. the ``party-<i>.share`` files of a
             ``shardkeep wallet`` state directory.
         passcode, key: what the files are encrypted with (one for all).
-        public_key: the wallet's 33-byte public key as the caller knows it.
+        public_key: the wallet's public key (33 bytes; ed25519: 32) as the caller knows it.
         insecure_allow_weak_kdf: accept weak Argon2id parameters (tests only).
 
     Returns:

@@ -37,10 +37,10 @@ class HostWallet:
 
     Attributes:
         wallet_id: the wallet's id.
-        scheme: "bip340" or "ecdsa-secp256k1".
+        scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
         threshold: parties needed to sign.
         party_ids: the keyring's party ids, in keyring order.
-        public_key: the 33-byte compressed public key.
+        public_key: the 33-byte compressed public key (ed25519: the 32-byte RFC 8032 key).
         epoch: the current key epoch.
     """
 
@@ -57,7 +57,7 @@ def _entry(message: host_pb2.Wallet) -> HostWallet:
     parties = tuple(p.party_id for p in message.parties)
     if (
         scheme is None
-        or len(message.public_key) != 33
+        or len(message.public_key) != (32 if scheme == "ed25519" else 33)
         or not 1 <= message.threshold <= len(parties)
     ):
         raise WalletError(f"the host describes wallet {message.wallet_id!r} malformed")

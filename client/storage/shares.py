@@ -11,7 +11,7 @@ self-describing CBOR map (RFC 8949) of one of two formats:
           | {"alg": "hkdf-sha256", "salt": bstr(32)},
      "cipher": {"alg": "aes-256-gcm", "nonce": bstr(12)},
      "metadata": {"wallet_id": tstr, "scheme": tstr, "party_id": uint,
-                  "public_key": bstr(33), "epoch": uint},
+                  "public_key": bstr(33; ed25519: 32), "epoch": uint},
      "ciphertext": bstr}                       # AES-GCM ciphertext || 16-byte tag
 
 ``shardkeep-plain-share`` version 1 (for device keystores that encrypt at rest)::
@@ -244,7 +244,7 @@ class ShareMetadata:
         wallet_id: the wallet, 1-128 characters of [A-Za-z0-9._:@+/=-] (the host's ids).
         scheme: "bip340", "ecdsa-secp256k1" or "ed25519".
         party_id: the party's 0-based index in the keyring.
-        public_key: the keyring's 33-byte compressed public key.
+        public_key: the keyring's public key (33 bytes compressed; ed25519: 32).
         epoch: the share's epoch (refresh and reshare increment it).
     """
 
