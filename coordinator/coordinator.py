@@ -277,6 +277,8 @@ class Coordinator:
         running.waiting.add(device)
         if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
             running.invited[bytes(ask.new_device_key)] = len(request.new_parties) - 2
+        elif request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH and wallet is not None:
+            running.invited = {k: i for k, i in wallet.devices.items() if k != device}
         await self._drop_abandoned()
         self._running[request.ceremony_id] = running
         needs_owner = request.kind in _OWNER_SIGNED
@@ -328,7 +330,8 @@ class Coordinator:
         self._launch(running, owner_signature=signature)
 
     async def join(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.StartedCeremony:
-        """Hand a device invited by a running reshare of a wallet its request and room token.
+        """Hand a device invited to a running reshare (its new party) or refresh (every other
+        device of the wallet) its request and room token.
 
         The enclave's document answers the joining device's own nonce.
 
@@ -357,7 +360,9 @@ class Coordinator:
         if server.party_id != running.server_id:
             raise BadAsk("the enclave attests another server party than the ceremony's")
         running.waiting.add(device)
-        party = running.request.new_parties[running.invited[device]]
+        request = running.request
+        seats = request.new_parties if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE else None
+        party = (seats or request.parties)[running.invited[device]]
         return coordinator_pb2.StartedCeremony(
             request=running.data,
             attestation_document=reply.document,
@@ -641,9 +646,9 @@ class Coordinator:
                 raise BadAsk("pair setups are for ECDSA wallets")
             return request, index
         if ask.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
-            # Every party deals in a refresh: only a wallet of this device and the server share.
-            if len(wallet.parties) != 2:
-                raise BadAsk("a refresh needs every party; this wallet has others than the device")
+            # Every party deals in a refresh: the wallet's other devices are invited to join.
+            if len(wallet.devices) != len(wallet.parties) - 1:
+                raise BadAsk("a refresh needs every party; one of this wallet's has no device here")
             del request.signers[:]
             return request, index
         if ask.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:

@@ -498,3 +498,33 @@ def test_abandoned_ceremonies_are_dropped(stack: DevStack, socket_dir: Path) -> 
         assert info.value.code == grpc.StatusCode.NOT_FOUND
 
     with_coordinator(stack, socket_dir, body)
+
+
+def test_two_devices_refresh_their_wallet_together(stack: DevStack, socket_dir: Path) -> None:
+    """Every party deals in a refresh: the phone asks, the laptop (the wallet's other device)
+    is invited and joins; both acknowledge the new epoch, then each signs with the server."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone, new_device(stack, address) as laptop:
+            await phone.enroll(CODES[0])
+            await laptop.enroll(CODES[1])
+            old = await phone.create_wallet("bip340")
+            laptop_key = laptop._device_key.public_key().public_bytes_raw()
+            mine, theirs = await asyncio.gather(
+                phone.add_party(old, laptop.identity.party, laptop_key),
+                laptop.join_wallet(old.wallet_id, public_key=old.public_key),
+            )
+            await phone.acknowledge_epoch(mine)
+            await laptop.acknowledge_epoch(theirs)
+            mine2, theirs2 = await asyncio.gather(phone.refresh(mine), laptop.join_refresh(theirs))
+            assert (mine2.epoch, theirs2.epoch) == (2, 2)
+            assert mine2.share.secret_share != mine.share.secret_share
+            record = coordinator.wallet(old.wallet_id)
+            assert record is not None and record.epoch == 2
+            assert await phone.acknowledge_epoch(mine2) == 0
+            assert await laptop.acknowledge_epoch(theirs2) == 1
+            assert await host_epochs(stack, old.wallet_id) == {2: "committed"}
+            assert verifies(mine2, await laptop.sign(theirs2, DIGEST))
+            assert verifies(mine2, await phone.sign(mine2, DIGEST))
+
+    with_coordinator(stack, socket_dir, body)

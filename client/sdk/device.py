@@ -467,6 +467,50 @@ class Device:
             raise _interrupted(e, wallet_id, parties, pending, progress) from e
         return _key_change_result(wallet_id, parties, output, result, pending)
 
+    async def join_refresh(
+        self, wallet: DeviceWallet, *, save_pending: SaveNewWallet | None = None
+    ) -> DeviceWallet:
+        """Take part in the refresh another device of ``wallet`` asked for (every party deals).
+
+        Waits (up to the timeout) until the coordinator has that refresh; checks
+        the enclave's document on this device's own nonce and that the request
+        refreshes this wallet's keyring at its epoch. ``save_pending``,
+        :meth:`acknowledge_epoch` and :meth:`resume` as for :meth:`refresh`.
+        """
+        nonce = secrets.token_bytes(32)
+        body = coordinator_pb2.JoinAsk(wallet_id=wallet.wallet_id, attestation_nonce=nonce)
+        started = await self._invitation(body)
+        request = ceremony_pb2.CeremonyRequest.FromString(started.request)
+        server = self._attested_server(started.attestation_document, nonce)
+        if not (
+            request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH
+            and request.wallet_id == wallet.wallet_id
+            and list(request.parties) == wallet.parties
+            and request.epoch == wallet.epoch
+            and not request.new_parties
+            and list(request.signers) in ([], list(range(len(wallet.parties))))
+            and wallet.parties[wallet.server_index].party_id == server
+        ):
+            raise CoordinatorRefused("the refresh is not one of this wallet with its server share")
+        roster, ceremony = self._ceremony(request, wallet, None)
+        pending: list[PendingKeyChange] = []
+
+        async def keep(change: Pending) -> None:
+            if not isinstance(change, PendingKeyChange):
+                raise CoordinatorRefused("the refresh left no key change")
+            pending.append(change)
+            if save_pending is not None:
+                await save_pending(_changed_wallet(wallet.wallet_id, wallet.parties, change))
+
+        progress = _Progress(request)
+        try:
+            output, result = await self._take_part(
+                request, started, self.identity.party_id, roster, ceremony, keep, progress
+            )
+        except Exception as e:
+            raise _interrupted(e, wallet.wallet_id, wallet.parties, pending, progress) from e
+        return _key_change_result(wallet.wallet_id, wallet.parties, output, result, pending)
+
     async def _invitation(self, ask: coordinator_pb2.JoinAsk) -> coordinator_pb2.StartedCeremony:
         """JoinCeremony, asked again while the coordinator has no such reshare yet."""
         deadline = asyncio.get_running_loop().time() + self._timeout
