@@ -27,6 +27,10 @@ class RelayMetrics:
         calls: ``shardkeep_relay_calls_total{method, code}``; a Join counts when it ends.
         malformed: ``shardkeep_relay_malformed_requests_total{method}``.
         rooms_created: ``shardkeep_relay_rooms_created_total{coordinator}``.
+        credentials_refused: ``shardkeep_relay_credentials_refused_total{refusal}``,
+            CreateRoom credentials refused: ``missing``, ``invalid`` (malformed,
+            unpinned key, outside the window, bad signature), ``replayed``,
+            ``record_full`` (the coordinator's record of spent ones).
         envelopes: ``shardkeep_relay_envelopes_total``, envelopes stored.
         envelope_bytes: ``shardkeep_relay_envelope_bytes_total``, their payload bytes.
         rooms: ``shardkeep_relay_rooms``, live rooms (over every relay of a shared Redis).
@@ -39,6 +43,7 @@ class RelayMetrics:
     calls: Counter = field(init=False)
     malformed: Counter = field(init=False)
     rooms_created: Counter = field(init=False)
+    credentials_refused: Counter = field(init=False)
     envelopes: Counter = field(init=False)
     envelope_bytes: Counter = field(init=False)
     rooms: Gauge = field(init=False)
@@ -59,6 +64,10 @@ class RelayMetrics:
             "rooms_created": Counter(
                 "shardkeep_relay_rooms_created", "Rooms created, by coordinator",
                 ("coordinator",), registry=reg,
+            ),
+            "credentials_refused": Counter(
+                "shardkeep_relay_credentials_refused", "CreateRoom credentials refused, by refusal",
+                ("refusal",), registry=reg,
             ),
             "envelopes": Counter("shardkeep_relay_envelopes", "Envelopes stored", registry=reg),
             "envelope_bytes": Counter(

@@ -31,13 +31,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from relay import rooms
-from relay.admission import CREDENTIAL_METADATA_KEY, Admitter
+from relay.admission import CREDENTIAL_METADATA_KEY, Admission, Admitter
 from relay.backend import Backend
 from relay.errors import (
     ERROR_METADATA_KEY,
     HandshakeTimeoutError,
     MalformedRequestError,
+    QuotaExceededError,
     RelayError,
+    UnauthenticatedError,
     status_code_for,
 )
 from relay.metrics import RelayMetrics
@@ -202,11 +204,20 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             return
         try:
             # Verified, not spent: a malformed request creates nothing.
-            self._admitter.verify(_credential(context), request.raw, self._clock())
+            self._verify(_credential(context), request.raw, self._clock())
         except RelayError as e:
             await context.abort(
                 status_code_for(e), str(e), ((ERROR_METADATA_KEY, type(e).__name__),)
             )
+
+    def _verify(self, credential: str | None, request: bytes, now_ms: int) -> Admission:
+        """Check a CreateRoom credential, counting a refusal (missing or invalid)."""
+        try:
+            return self._admitter.verify(credential, request, now_ms)
+        except UnauthenticatedError:
+            refusal = "missing" if not credential else "invalid"
+            self._metrics.credentials_refused.labels(refusal).inc()
+            raise
 
     async def _viewable_room(self, room_id: str, token: str) -> RoomSnapshot:
         snapshot = await self._backend.snapshot(RoomId(rooms.validate_id("room_id", room_id)))
@@ -222,13 +233,20 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         ],
     ) -> relay_pb2.CreateRoomResponse:
         now = self._clock()
-        admission = self._admitter.verify(
+        admission = self._verify(
             _credential(context), request.SerializeToString(deterministic=True), now
         )
         coordinator = admission.coordinator
-        await self._backend.spend_credential(
-            coordinator.name, admission.nonce, admission.forget_after_ms, now
-        )
+        try:
+            await self._backend.spend_credential(
+                coordinator.name, admission.nonce, admission.forget_after_ms, now
+            )
+        except UnauthenticatedError:
+            self._metrics.credentials_refused.labels("replayed").inc()
+            raise
+        except QuotaExceededError:
+            self._metrics.credentials_refused.labels("record_full").inc()
+            raise
         new = rooms.new_room(
             room_id=request.room_id,
             participants=request.participants,

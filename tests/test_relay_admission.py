@@ -23,6 +23,7 @@ from relay.backend import Backend
 from relay.client import RelayClient
 from relay.errors import LimitExceededError, QuotaExceededError, UnauthenticatedError
 from relay.memory import MemoryBackend
+from relay.metrics import RelayMetrics
 from relay.redis_backend import RedisBackend
 from relay.service import wall_clock_ms
 from shardkeep.v1 import relay_pb2, relay_pb2_grpc
@@ -81,7 +82,8 @@ def test_unauthenticated_create_room_flood_refused(make_backend: MakeBackend) ->
     async def body() -> None:
         backend = make_backend()
         policy = policy_for({"test": COORDINATOR}, max_rooms=20)
-        async with relay(backend, policy=policy) as client:
+        metrics = RelayMetrics()
+        async with relay(backend, policy=policy, metrics=metrics) as client:
             channel = client._channel
             for _ in range(300):
                 assert await raw_create(channel, ()) == grpc.StatusCode.UNAUTHENTICATED
@@ -117,6 +119,10 @@ def test_unauthenticated_create_room_flood_refused(make_backend: MakeBackend) ->
                 await RelayClient(client._channel).create_room(["a", "b"])
             room = await client.create_room(["a", "b"])
             await exchange(client, room.room_id, dict(room.join_tokens))
+        # Counted by refusal, so an operator tells a flood from a replay.
+        refused = metrics.credentials_refused
+        counts = {r: refused.labels(r)._value.get() for r in ("missing", "invalid", "replayed")}
+        assert counts == {"missing": 301, "invalid": len(bad), "replayed": 1}
 
     run(body)
 
@@ -237,12 +243,16 @@ def test_coordinator_filling_its_credential_record_leaves_others_admitted(
     async def body() -> None:
         backend = make_backend(max_spent_credentials=3)
         policy = policy_for({"greedy": greedy, "honest": honest})
-        async with relay(backend, policy=policy, coordinator=greedy) as greedy_client:
+        metrics = RelayMetrics()
+        async with relay(
+            backend, policy=policy, coordinator=greedy, metrics=metrics
+        ) as greedy_client:
             honest_client = RelayClient(greedy_client._channel, coordinator=honest)
             for _ in range(3):
                 await greedy_client.create_room(["a", "b"])
             with pytest.raises(QuotaExceededError, match="coordinator 'greedy' credential record"):
                 await greedy_client.create_room(["a", "b"])
+            assert metrics.credentials_refused.labels("record_full")._value.get() == 1
             room = await honest_client.create_room(["a", "b"])
             await exchange(honest_client, room.room_id, dict(room.join_tokens))
             # Once the spent credentials lapse (two windows) the record has room again.
