@@ -7,7 +7,8 @@ set (``enclave.policy.engine``: facts, then every CEL condition). Measured
 here, in one process, over a policy set of eight policies (an EVM
 allow-list with a cap, a two-admin rule above it, a denied ERC-20
 ``approve`` selector, a chain-id deny, a Solana allow-list with a total cap
-and a System-only rule, raw digests, and a catch-all deny of exports).
+and a System-only rule, raw digests and PSBTs, and a catch-all deny of
+exports).
 Goal: under 1 ms per signature for parsing and evaluation together.
 """
 
@@ -24,6 +25,8 @@ from enclave.policy.engine import PolicyEngine
 from enclave.policy.facts import Activity
 from shardkeep.approvals import Approval, activity_hash, approval_challenge
 from shardkeep.chains import evm, solana
+from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
+from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
 from shardkeep.policyset import Consensus, Policy, PolicySet
 
 RUNS = 500
@@ -70,7 +73,12 @@ def _policy_set(keys: list[ApiKey], passkey: SoftwarePasskey) -> PolicySet:
                 "deny",
                 f"{sol_kind} && !solana.tx.program_ids.all(p, p == '{SYSTEM}')",
             ),
-            Policy("raw", "allow", "activity.kind == 'SIGN_RAW_DIGEST'", Consensus(2, "admin")),
+            Policy(
+                "raw",
+                "allow",
+                "activity.kind in ['SIGN_RAW_DIGEST', 'SIGN_PSBT']",
+                Consensus(2, "admin"),
+            ),
         ),
     )
 
@@ -105,10 +113,20 @@ def main() -> None:
     def passkey_approval() -> object:
         return verified_approvers(policy_set, [passkey.approve(challenge)], request, counters)
 
+    psbt_raw = _psbt(10)
+
+    def btc() -> object:
+        psbt = parse_psbt(psbt_raw)
+        psbt.key_path_sighash(0)  # the enclave recomputes the input's BIP-341 sighash
+        return engine.decide(
+            Activity("SIGN_PSBT", "bench", "bip340", psbt=psbt, psbt_input=0), ["alice", "bob"]
+        )
+
     counters = SignCounters()
     print("Policy checks per signature, one process (goal: parse + evaluate < 1 ms):")
     print(f"  EVM EIP-1559: parse + digest + evaluate 8 policies : {measure(eth, RUNS, 20)}")
     print(f"  Solana legacy: parse + evaluate 8 policies         : {measure(sol, RUNS, 20)}")
+    print(f"  PSBT, 10 inputs: parse + sighash + evaluate        : {measure(btc, RUNS, 20)}")
     print(f"  evaluate only (EVM, parsed once)                   : "
           f"{measure(_decide_only(engine, eth_raw), RUNS, 20)}")  # fmt: skip
     print(f"  approval: Ed25519 API key                          : "
@@ -119,6 +137,23 @@ def main() -> None:
         "  approval: passkey (sign in the client + verify)    : "
         f"{measure(passkey_approval, RUNS, 20)}"
     )
+
+
+def _psbt(inputs: int) -> bytes:
+    """A PSBT spending ``inputs`` P2TR outputs (witness UTXOs) to two outputs."""
+    script = b"\x51\x20" + b"\x22" * 32
+    tx = Transaction(
+        2,
+        tuple(TxIn(OutPoint(bytes([i + 1]) * 32, 0)) for i in range(inputs)),
+        (TxOut(50_000, script), TxOut(40_000, script)),
+    )
+    utxo = (100_000).to_bytes(8, "little") + bytes([len(script)]) + script
+    return Psbt(
+        PsbtMap("global", ((b"\x00", tx.serialize()),)),
+        tx,
+        tuple(PsbtMap("input", ((b"\x01", utxo),)) for _ in range(inputs)),
+        (PsbtMap("output", ()), PsbtMap("output", ())),
+    ).serialize()
 
 
 def _decide_only(engine: PolicyEngine, raw: bytes) -> Callable[[], object]:
