@@ -102,6 +102,13 @@ def test_xpub_derives_the_addresses_the_wallet_prints(taproot: tuple[list[str], 
         assert shown["taproot_address"].startswith("bc1p")
     status, shown, err = run("wallet", "address", wallet_id, "--network", "regtest", *given)
     assert status == 0 and shown["taproot_address"].startswith("bcrt1p"), err
+    # The wallet's own address is public: no passcode asked for; a child's needs the shares.
+    no_passcode = given[: given.index("--passcode-file")]
+    status, bare, err = run("wallet", "address", wallet_id, *no_passcode)
+    assert status == 0, err
+    assert bare["taproot_address"] == key_path_address(master[1:], "mainnet")
+    status, _, err = run("wallet", "address", wallet_id, "--path", "0/5", *no_passcode)
+    assert status == 2 and "passcode" in err
 
     # The xpub of a child is what a watch-only wallet derives there.
     status, child, err = run("wallet", "xpub", wallet_id, "--path", "0/5", *given)

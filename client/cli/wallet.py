@@ -205,7 +205,9 @@ def add_wallet_commands(commands: Any) -> None:
         description="Print the wallet's address at --path: the EIP-55 checksummed Ethereum "
         "address of an ecdsa wallet, the Bech32m (BIP-350) key-path-only Taproot address of "
         "a bip340 wallet (the BIP-86 output of the internal key), the base58 Solana address "
-        "of an ed25519 wallet (no --path: Ed25519 has no public derivation).",
+        "of an ed25519 wallet (no --path: Ed25519 has no public derivation). Without --path "
+        "no passcode is needed (the wallet's key is public); a child key needs the chain "
+        "code inside the encrypted shares.",
     )  # fmt: skip
     address.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
     address.add_argument("--path", type=_path, default=(), help=PATH_HELP)

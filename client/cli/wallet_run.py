@@ -21,10 +21,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from client.chains import solana
-from client.chains.bitcoin import wallet_output_key, wallet_p2tr_address
+from client.chains.bitcoin import key_path_address, wallet_output_key
 from client.chains.bitcoin_psbt import sign_psbt
 from client.chains.descriptors import wallet_descriptors
-from client.chains.ethereum import wallet_address, wallet_public_key
+from client.chains.ethereum import (
+    address_of,
+    checksum_address,
+    wallet_address,
+    wallet_public_key,
+)
 from client.chains.ethereum_messages import message_signature
 from client.chains.xpub import fingerprint, wallet_xpub
 from client.cli.connection import resolve_connection, transport_from_args
@@ -68,6 +73,7 @@ from tss.bip32 import derive_public
 from tss.errors import InputError, InternalError, ProtocolError, ShardkeepError
 from tss.keyshare import Scheme
 from tss.signing import RecoverableSignature, SigningOptions
+from tss.taproot import taproot_output_key
 
 __all__ = [
     # Functions
@@ -197,8 +203,9 @@ class _Context:
 
 
 Handler = Callable[[_Context], Coroutine[Any, Any, dict[str, Any]]]
-# Which passcode a command reads before it runs: none, the wallet's, or a new one.
-PasscodeUse = Literal["none", "existing", "new"]
+# Which passcode a command reads before it runs: none, the wallet's, a new one, or the
+# wallet's only with --path (a child key needs the chain code inside the shares).
+PasscodeUse = Literal["none", "existing", "new", "with-path"]
 
 # Failures -> exit status, most specific first (one table).
 _FAILURES: Final[tuple[tuple[type[BaseException], int], ...]] = (
@@ -234,6 +241,8 @@ def run_command(command: str, args: argparse.Namespace, out: TextIO, err: TextIO
     body, passcode_use = _HANDLERS[command]
     try:
         _check_arguments(command, args)  # before any prompt, file or network call
+        if passcode_use == "with-path":
+            passcode_use = "existing" if args.path else "none"
         passcode = (
             None
             if passcode_use == "none"
@@ -666,23 +675,26 @@ def _read_psbt(path: Path) -> Psbt:
 
 async def _address(ctx: _Context) -> dict[str, Any]:
     args = ctx.args
-    wallet = (await _settled_wallet(ctx)).wallet
-    result: dict[str, Any] = {"wallet_id": wallet.wallet_id, "path": _path_text(args.path)}
-    if wallet.scheme == "ed25519":
+    if args.path:
+        wallet = (await _settled_wallet(ctx)).wallet
+        scheme: str = wallet.scheme
+        key = _child_key(wallet, args.path)
+    else:  # the wallet's own key is public: wallet.json has it, no passcode needed
+        description = load_description(args.state, args.wallet_id)
+        scheme, key = description.scheme, description.public_key
+    result: dict[str, Any] = {"wallet_id": args.wallet_id, "path": _path_text(args.path)}
+    if scheme == "ed25519":
+        return result | {"solana_address": solana.address(key), "public_key": key.hex()}
+    if scheme == "ecdsa-secp256k1":
         return result | {
-            "solana_address": solana.address(wallet.public_key),
-            "public_key": wallet.public_key.hex(),
-        }
-    if wallet.scheme == "ecdsa-secp256k1":
-        return result | {
-            "ethereum_address": wallet_address(wallet, args.path),
-            "public_key": _child_key(wallet, args.path).hex(),
+            "ethereum_address": checksum_address(address_of(key)),
+            "public_key": key.hex(),
         }
     return result | {
         "network": args.network,
-        "taproot_address": wallet_p2tr_address(wallet, args.network, derivation_path=args.path),
-        "internal_key": _child_key(wallet, args.path)[1:].hex(),
-        "output_key": wallet_output_key(wallet, derivation_path=args.path).hex(),
+        "taproot_address": key_path_address(key[1:], args.network),
+        "internal_key": key[1:].hex(),
+        "output_key": taproot_output_key(key[1:]).output_key.hex(),
     }
 
 
@@ -1087,7 +1099,7 @@ _HANDLERS: Final[dict[str, tuple[Handler, PasscodeUse]]] = {
     "sign-message": (_sign_message, "existing"),
     "sign-typed-data": (_sign_typed_data, "existing"),
     "sign-psbt": (_sign_psbt, "existing"),
-    "address": (_address, "existing"),
+    "address": (_address, "with-path"),
     "xpub": (_xpub, "existing"),
     "backup": (_backup, "existing"),
     "recover": (_recover, "existing"),
