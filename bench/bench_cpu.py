@@ -9,7 +9,7 @@ their sum, the voluntary context switches per signature, and the median wall
 time of sequential signatures. Real processes on Unix sockets
 (``client.cli.devstack``), the in-memory relay, SQLite at the host.
 
-``python -m bench.bench_cpu [--signatures N]``; each shape runs a few
+``python -m bench.bench_cpu [--signatures N] [--enclave-transport session]``; each shape runs a few
 seconds, the whole run well under a minute on an idle 2-core machine.
 """
 
@@ -118,9 +118,9 @@ def print_table(results: list[Result]) -> None:
         print(f"{r.shape.name:16}{r.p50_ms:8.2f}{cells}{total:9.2f}{r.switches:8.0f}")
 
 
-async def _bench(directory: Path, signatures: int) -> list[Result]:
+async def _bench(directory: Path, signatures: int, transport: str) -> list[Result]:
     async with (
-        running_stack(directory) as stack,
+        running_stack(directory, host_args=["--enclave-transport", transport]) as stack,
         WalletClient(
             stack.host_address, stack.relay_address, stack.coordinator_key,
             root_certificate=stack.root_certificate,
@@ -136,9 +136,13 @@ async def _bench(directory: Path, signatures: int) -> list[Result]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.bench_cpu", description=__doc__)
     parser.add_argument("--signatures", type=int, default=60, help="BIP-340 signatures per shape")
+    parser.add_argument(
+        "--enclave-transport", choices=("call", "session"), default="call",
+        help="the host's transport to the enclave (docs/transport.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as directory:
-        print_table(run(_bench(Path(directory), args.signatures)))
+        print_table(run(_bench(Path(directory), args.signatures, args.enclave_transport)))
 
 
 if __name__ == "__main__":

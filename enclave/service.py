@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -296,15 +296,112 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         request_iterator: AsyncIterator[enclave_pb2.CeremonyInput],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[enclave_pb2.CeremonyOutput]:
+        run = _CeremonyRun()
+        inputs = _inputs(request_iterator)
+        try:
+            async with contextlib.aclosing(self._ceremony(inputs, run)) as outputs:
+                async for output in outputs:
+                    yield output
+        except Exception as e:
+            await _drain(inputs)
+            await self._refuse(context, "RunCeremony", e, running_parties(run.request))
+            raise
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[enclave_pb2.SessionInput | MalformedRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[enclave_pb2.SessionOutput]:
+        """Many ceremonies on one stream (docs/transport.md): each channel runs as one
+        RunCeremony call would, and ends with its status in a ``ChannelEnd`` frame."""
+        outputs: asyncio.Queue[enclave_pb2.SessionOutput | None] = asyncio.Queue()
+        channels: dict[int, _Channel] = {}
+
+        async def read_frames() -> None:
+            try:
+                async for frame in request_iterator:
+                    if isinstance(frame, MalformedRequest):
+                        raise BadRequest("a session frame is not a valid message")
+                    self._route(frame, channels, outputs)
+            finally:
+                outputs.put_nowait(None)  # the host ended the stream, or it broke
+
+        reader = asyncio.create_task(read_frames())
+        try:
+            while (output := await outputs.get()) is not None:
+                yield output
+            await reader  # its error, if any, ends the stream
+        except Exception as e:
+            await self._refuse(context, "Session", e)
+            raise
+        finally:
+            reader.cancel()
+            for channel in channels.values():
+                channel.task.cancel()
+
+    def _route(
+        self,
+        frame: enclave_pb2.SessionInput,
+        channels: dict[int, _Channel],
+        outputs: asyncio.Queue[enclave_pb2.SessionOutput | None],
+    ) -> None:
+        """Hand one session frame to its channel, opening the channel on its first input."""
+        kind = frame.WhichOneof("frame")
+        channel = channels.get(frame.channel)
+        if channel is None:
+            if kind != "input":
+                return  # the channel has ended: late frames mean nothing
+            inbox: asyncio.Queue[enclave_pb2.CeremonyInput | None] = asyncio.Queue()
+            number = frame.channel
+            task = asyncio.create_task(self._serve_channel(number, inbox, outputs))
+            channel = channels[number] = _Channel(inbox, task)
+
+            def forget(_: asyncio.Task[None]) -> None:
+                channels.pop(number, None)
+
+            task.add_done_callback(forget)
+        if kind == "input":
+            channel.inbox.put_nowait(frame.input)
+        elif kind == "half_close":
+            channel.inbox.put_nowait(None)
+        elif kind == "cancel":
+            channel.task.cancel()
+
+    async def _serve_channel(
+        self,
+        number: int,
+        inbox: asyncio.Queue[enclave_pb2.CeremonyInput | None],
+        outputs: asyncio.Queue[enclave_pb2.SessionOutput | None],
+    ) -> None:
+        async def inputs() -> AsyncIterator[enclave_pb2.CeremonyInput]:
+            while (item := await inbox.get()) is not None:
+                yield item
+
+        end = enclave_pb2.ChannelEnd(code=grpc.StatusCode.OK.name)
+        try:
+            async with contextlib.aclosing(self._ceremony(inputs(), _CeremonyRun())) as produced:
+                async for output in produced:
+                    outputs.put_nowait(enclave_pb2.SessionOutput(channel=number, output=output))
+        except Exception as e:  # its CeremonyFailure went first
+            code, message = status_for(e)
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                self.malformed.count("Session")
+            end = enclave_pb2.ChannelEnd(code=code.name, message=message)
+        outputs.put_nowait(enclave_pb2.SessionOutput(channel=number, end=end))
+
+    async def _ceremony(
+        self, request_iterator: AsyncIterator[enclave_pb2.CeremonyInput], run: _CeremonyRun
+    ) -> AsyncGenerator[enclave_pb2.CeremonyOutput, None]:
+        """One ceremony's outputs for its inputs; a failure is yielded as its last output
+        (``CeremonyFailure``), then raised."""
         self._running += 1
         request: ceremony_pb2.CeremonyRequest | None = None
-        request_iterator = _inputs(request_iterator)
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("input") != "start":
                 raise BadRequest("a ceremony stream starts with CeremonyStart")
             req, active = await self._begin(first.start)
-            request = req
+            request = run.request = req
             log.debug("ceremony started", **_ids(req))
             session = active.plan.session
             inputs = _Inputs(request_iterator)
@@ -368,8 +465,6 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     reason=reason_for(e),
                 )
             )
-            await _drain(request_iterator)
-            await self._refuse(context, "RunCeremony", e, parties)
             raise
         finally:
             self._running -= 1
@@ -580,6 +675,20 @@ class _RecordCache:
             self._items[key] = record
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
+
+
+@dataclass
+class _CeremonyRun:
+    """What a ceremony's caller needs after it failed: its request, once known."""
+
+    request: ceremony_pb2.CeremonyRequest | None = None
+
+
+class _Channel(NamedTuple):
+    """One ceremony on a Session stream: its inputs, and the task running it."""
+
+    inbox: asyncio.Queue[enclave_pb2.CeremonyInput | None]
+    task: asyncio.Task[None]
 
 
 @dataclass

@@ -56,13 +56,14 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import grpc
 import structlog
 
 from host.ceremony_plan import CeremonyPlan, scheme_enum
 from host.credentials import CredentialKeeper, CredentialsError, CredentialSource
+from host.enclave_session import EnclaveSession
 from host.epoch_writer import EpochWriter
 from host.errors import (
     NOT_PROVISIONED,
@@ -88,6 +89,20 @@ __all__ = [
 
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
 _RunCall = grpc.aio.StreamStreamCall[enclave_pb2.CeremonyInput, enclave_pb2.CeremonyOutput]
+
+
+class CeremonyCall(Protocol):
+    """One ceremony's exchange with the enclave: a RunCeremony call or a session channel."""
+
+    async def write(self, request: enclave_pb2.CeremonyInput) -> None: ...
+
+    async def read(self) -> object: ...
+
+    async def done_writing(self) -> None: ...
+
+    def cancel(self) -> bool: ...
+
+
 _K = ceremony_pb2.CeremonyKind
 _T = TypeVar("_T")
 
@@ -114,6 +129,9 @@ class LinkConfig:
         unsigned_deadline_s: how long it may stay pending before the enclave's
             agreement has left the host (no certificate can exist until then;
             ``host.epoch_writer``).
+        session_transport: run every ceremony as a channel of one long-lived
+            ``Enclave.Session`` stream (``host.enclave_session``) instead of a
+            ``RunCeremony`` call each.
     """
 
     call_timeout_s: float = 10.0
@@ -125,6 +143,7 @@ class LinkConfig:
     credentials_margin_s: float = 900.0
     pending_deadline_s: float = 600.0
     unsigned_deadline_s: float = 30.0
+    session_transport: bool = False
 
 
 class EnclaveLink:
@@ -144,6 +163,7 @@ class EnclaveLink:
         self._channel = channel
         self._stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
         self.config = config or LinkConfig()
+        self._session = EnclaveSession(self._stub) if self.config.session_transport else None
         self._report = report
         self._static_key: bytes | None = None
         self.host_pubkey = b""  # the enclave's ChillDKG host key, from Provision
@@ -402,12 +422,20 @@ class EnclaveLink:
             self._report.update(response)
         return response
 
-    def open_ceremony(self, *, timeout_s: float, request_id: str) -> _RunCall:
-        """Open a RunCeremony stream with a deadline (the enclave sees it too)."""
+    def open_ceremony(self, *, timeout_s: float, request_id: str) -> CeremonyCall:
+        """Open a RunCeremony stream with a deadline (the enclave sees it too), or a
+        channel on the session stream (the driver keeps the deadline)."""
+        if self._session is not None:
+            return self._session.open_channel()
         call: _RunCall = self._stub.RunCeremony(
             timeout=timeout_s, metadata=(("x-request-id", request_id),)
         )
         return call
+
+    async def aclose(self) -> None:
+        """End the session stream, if any (its open ceremonies fail)."""
+        if self._session is not None:
+            await self._session.aclose()
 
 
 @dataclass
@@ -625,7 +653,7 @@ class CeremonyDriver:
         return shares
 
     async def _exchange(
-        self, call: _RunCall, session: PartySession, start: enclave_pb2.CeremonyStart
+        self, call: CeremonyCall, session: PartySession, start: enclave_pb2.CeremonyStart
     ) -> ceremony_pb2.CeremonyResult:
         inputs: asyncio.Queue[enclave_pb2.CeremonyInput] = asyncio.Queue()
         await call.write(enclave_pb2.CeremonyInput(start=start))
@@ -643,7 +671,7 @@ class CeremonyDriver:
         return result
 
     async def _write_inputs(
-        self, call: _RunCall, inputs: asyncio.Queue[enclave_pb2.CeremonyInput]
+        self, call: CeremonyCall, inputs: asyncio.Queue[enclave_pb2.CeremonyInput]
     ) -> None:
         """The only writer of the stream after the start (grpc forbids concurrent writes)."""
         while True:
@@ -688,7 +716,7 @@ class CeremonyDriver:
 
     async def _read_outputs(
         self,
-        call: _RunCall,
+        call: CeremonyCall,
         session: PartySession,
         inputs: asyncio.Queue[enclave_pb2.CeremonyInput],
         group: asyncio.TaskGroup,

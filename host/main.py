@@ -291,6 +291,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--max-backup-bytes-per-wallet", type=int, default=BackupQuota.max_bytes, metavar="BYTES"
     )
     parser.add_argument(
+        "--enclave-transport",
+        choices=("call", "session"),
+        default="call",
+        help="one RunCeremony call per ceremony, or every ceremony on one long-lived "
+        "Enclave.Session stream (docs/transport.md)",
+    )
+    parser.add_argument(
         "--pending-deadline-seconds",
         type=float,
         default=LinkConfig.pending_deadline_s,
@@ -349,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             kms_credentials=credentials,
             pending_deadline_s=args.pending_deadline_seconds,
             unsigned_deadline_s=args.unsigned_deadline_seconds,
+            session_transport=args.enclave_transport == "session",
         ),
         api_tokens=tokens,
         backup_quota=BackupQuota(args.max_backups_per_wallet, args.max_backup_bytes_per_wallet),

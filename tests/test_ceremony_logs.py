@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import WalletClient
@@ -26,10 +28,13 @@ def _lines(stack: DevStack, name: str) -> list[dict[str, object]]:
     return events
 
 
-def test_each_process_logs_one_info_line_per_signature(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["call", "session"])
+def test_each_process_logs_one_info_line_per_signature(tmp_path: Path, transport: str) -> None:
+    """Also on the host's session transport to the enclave (``--enclave-transport``)."""
+
     async def body() -> dict[str, list[dict[str, object]]]:
         async with (
-            running_stack(tmp_path / "run") as stack,
+            running_stack(tmp_path / "run", host_args=["--enclave-transport", transport]) as stack,
             WalletClient(
                 stack.host_address, stack.relay_address, stack.coordinator_key,
                 root_certificate=stack.root_certificate,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import io
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -29,6 +30,7 @@ from enclave.errors import NotProvisioned
 from enclave.nsm import SimulatedNitroPki
 from enclave.service import create_server as create_enclave_server
 from host import errors as host_errors
+from host.enclave_link import LinkConfig
 from host.service import create_server
 from host.store import Store
 from host.stores import open_store
@@ -36,7 +38,7 @@ from relay.client import CreatedRoom, RelayClient
 from relay.memory import MemoryBackend
 from relay.service import create_server as create_relay_server
 from shardkeep import logs
-from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
+from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, host_pb2, host_pb2_grpc
 from tests.enclave_harness import (
     DIGEST,
     ClientParty,
@@ -93,7 +95,11 @@ async def attested_server_party(
 
 @asynccontextmanager
 async def real_stack(
-    pki: SimulatedNitroPki, endpoint: str, tmp_path: Path, coordinator: Ed25519PrivateKey
+    pki: SimulatedNitroPki,
+    endpoint: str,
+    tmp_path: Path,
+    coordinator: Ed25519PrivateKey,
+    link_config: LinkConfig | None = None,
 ) -> AsyncIterator[Stack]:
     enclave_address = f"unix:{tmp_path / 'enclave.sock'}"
     enclave = await create_enclave_server(enclave_address, enclave_deps(pki, endpoint, coordinator))
@@ -119,8 +125,9 @@ async def real_stack(
     server: grpc.aio.Server | None = None
     try:
         server, port = await create_server(
-            "127.0.0.1:0", store=store, enclave_channel=enclave_channel, relay=host_relay
-        )
+            "127.0.0.1:0", store=store, enclave_channel=enclave_channel, relay=host_relay,
+            link_config=link_config,
+        )  # fmt: skip
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         host = host_pb2_grpc.HostStub(channel)  # type: ignore[no-untyped-call]
@@ -270,18 +277,21 @@ def test_the_enclave_verdict_reaches_the_coordinator(
     run(body)
 
 
+@pytest.mark.parametrize("transport", ["call", "session"])
 def test_a_restarted_enclave_is_provisioned_again_when_it_refuses(
-    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path, transport: str
 ) -> None:
     """The host checks no status before a ceremony: the new enclave process refuses the
-    signature as not provisioned, the host provisions it and runs the ceremony again."""
+    signature as not provisioned, the host provisions it and runs the ceremony again
+    (on the session transport, on a new session stream)."""
     coordinator = Ed25519PrivateKey.generate()
     client = ClientParty()
     out = io.StringIO()
     logs.configure("host", stream=out)
+    link = LinkConfig(session_transport=transport == "session")
 
     async def body() -> None:
-        async with real_stack(pki, kms_endpoint, tmp_path, coordinator) as s:
+        async with real_stack(pki, kms_endpoint, tmp_path, coordinator, link) as s:
             keygen = keygen_request("bip340", [client.party, s.server_party], 2)
             sessions: list[SecureSession[KeyShare]] = []
 
@@ -309,3 +319,124 @@ def test_a_restarted_enclave_is_provisioned_again_when_it_refuses(
 def test_host_and_enclave_name_the_not_provisioned_reason_alike() -> None:
     assert host_errors.NOT_PROVISIONED == enclave_service.NOT_PROVISIONED
     assert enclave_service.reason_for(NotProvisioned("x")) == host_errors.NOT_PROVISIONED
+
+
+class _CountingEnclave(enclave_service.EnclaveServicer):
+    """The real enclave service, counting the calls that carry ceremonies."""
+
+    calls: ClassVar[Counter[str]] = Counter()
+
+    async def RunCeremony(self, request_iterator: Any, context: Any) -> Any:
+        self.calls["RunCeremony"] += 1
+        async for output in super().RunCeremony(request_iterator, context):
+            yield output
+
+    async def Session(self, request_iterator: Any, context: Any) -> Any:
+        self.calls["Session"] += 1
+        async for output in super().Session(request_iterator, context):
+            yield output
+
+
+def test_ceremonies_share_one_enclave_session_stream(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the session transport, keygen, signatures in parallel and a refused
+    ceremony all run as channels of one Enclave.Session stream."""
+    monkeypatch.setattr(enclave_service, "EnclaveServicer", _CountingEnclave)
+    _CountingEnclave.calls.clear()
+    coordinator = Ed25519PrivateKey.generate()
+    impostor = Ed25519PrivateKey.generate()
+    client = ClientParty()
+    session = LinkConfig(session_transport=True)
+
+    async def body() -> None:
+        async with real_stack(pki, kms_endpoint, tmp_path, coordinator, session) as s:
+            keygen = keygen_request("bip340", [client.party, s.server_party], 2)
+            sessions: list[SecureSession[KeyShare]] = []
+
+            def keygen_session(request: ceremony_pb2.CeremonyRequest) -> SecureSession[Any]:
+                sessions.append(client_keygen("bip340", client, request))
+                return sessions[-1]
+
+            await ceremony(s, s.host.Keygen, keygen, coordinator, client, keygen_session)
+            share = sessions[0].result
+
+            async def sign() -> bytes:
+                request = sign_request(keygen, [0, 1])
+                result = await ceremony(
+                    s, s.host.Sign, request, coordinator, client,
+                    lambda r: client_sign(share, client, r),
+                )  # fmt: skip
+                return bytes(result.signature)
+
+            signatures = await asyncio.gather(*(sign() for _ in range(3)))
+            for signature in signatures:
+                assert schnorr_verify(DIGEST, share.public_key[1:], signature)
+
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await ceremony(
+                    s, s.host.Sign, sign_request(keygen, [0, 1]), impostor, client,
+                    lambda r: client_sign(share, client, r),
+                )  # fmt: skip
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert caught.value.details() == "no valid coordinator signature"
+            # The stream outlives a refused ceremony.
+            assert schnorr_verify(DIGEST, share.public_key[1:], await sign())
+
+    run(body)
+    assert _CountingEnclave.calls == Counter({"Session": 1})
+
+
+def test_a_ceremony_past_its_deadline_is_cancelled_in_the_enclave_and_the_session_goes_on(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    coordinator = Ed25519PrivateKey.generate()
+    client = ClientParty()
+
+    async def body() -> None:
+        link = LinkConfig(session_transport=True, deadline_margin_s=0.0)
+        async with real_stack(pki, kms_endpoint, tmp_path, coordinator, link) as s:
+            keygen = keygen_request("bip340", [client.party, s.server_party], 2)
+            sessions: list[SecureSession[KeyShare]] = []
+
+            def keygen_session(request: ceremony_pb2.CeremonyRequest) -> SecureSession[Any]:
+                sessions.append(client_keygen("bip340", client, request))
+                return sessions[-1]
+
+            await ceremony(s, s.host.Keygen, keygen, coordinator, client, keygen_session)
+            share = sessions[0].result
+
+            # The device never plays: the enclave waits for its round 1 until the deadline.
+            request = sign_request(keygen, [0, 1])
+            room = await s.relay.create_room(
+                [client.party.party_id, s.server_party.party_id], ttl_ms=60_000
+            )
+            request.room_id = room.room_id
+            issued = await s.host.GetChallenge(host_pb2.HostChallengeRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await s.host.Sign(
+                    host_pb2.HostCeremonyRequest(
+                        request=signed(request, coordinator, challenge=issued.challenge),
+                        relay_token=room.join_tokens[s.server_party.party_id],
+                    ),
+                    timeout=1.0,
+                )
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await s.relay.close_room(room.room_id, room.admin_token)
+
+            async with grpc.aio.insecure_channel(f"unix:{tmp_path / 'enclave.sock'}") as channel:
+                stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
+                for _ in range(100):  # the cancel frame reaches the enclave
+                    status = await stub.GetStatus(enclave_pb2.GetStatusRequest())
+                    if status.ceremonies_running == 0:
+                        break
+                    await asyncio.sleep(0.02)
+                assert status.ceremonies_running == 0
+
+            signature = await ceremony(
+                s, s.host.Sign, sign_request(keygen, [0, 1]), coordinator, client,
+                lambda r: client_sign(share, client, r),
+            )  # fmt: skip
+            assert schnorr_verify(DIGEST, share.public_key[1:], signature.signature)
+
+    run(body)

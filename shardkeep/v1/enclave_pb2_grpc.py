@@ -59,6 +59,11 @@ class EnclaveStub:
                 request_serializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyInput.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyOutput.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/shardkeep.v1.Enclave/Session',
+                request_serializer=shardkeep_dot_v1_dot_enclave__pb2.SessionInput.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_enclave__pb2.SessionOutput.FromString,
+                _registered_method=True)
         self.GetChallenge = channel.unary_unary(
                 '/shardkeep.v1.Enclave/GetChallenge',
                 request_serializer=shardkeep_dot_v1_dot_enclave__pb2.GetChallengeRequest.SerializeToString,
@@ -113,6 +118,15 @@ class EnclaveServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Many ceremonies on one long-lived stream (docs/transport.md): every frame
+        names its channel, one ceremony, which carries what one RunCeremony call
+        would. The host opens it once and keeps it open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetChallenge(self, request, context):
         """A fresh single-use challenge for one ceremony request (CeremonyRequest.challenge),
         kept in this enclave process's memory only (docs/security/replay.md).
@@ -148,6 +162,11 @@ def add_EnclaveServicer_to_server(servicer, server):
                     servicer.RunCeremony,
                     request_deserializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyInput.FromString,
                     response_serializer=shardkeep_dot_v1_dot_enclave__pb2.CeremonyOutput.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=shardkeep_dot_v1_dot_enclave__pb2.SessionInput.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_enclave__pb2.SessionOutput.SerializeToString,
             ),
             'GetChallenge': grpc.unary_unary_rpc_method_handler(
                     servicer.GetChallenge,
@@ -290,6 +309,33 @@ class Enclave:
             '/shardkeep.v1.Enclave/RunCeremony',
             shardkeep_dot_v1_dot_enclave__pb2.CeremonyInput.SerializeToString,
             shardkeep_dot_v1_dot_enclave__pb2.CeremonyOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shardkeep.v1.Enclave/Session',
+            shardkeep_dot_v1_dot_enclave__pb2.SessionInput.SerializeToString,
+            shardkeep_dot_v1_dot_enclave__pb2.SessionOutput.FromString,
             options,
             channel_credentials,
             insecure,
