@@ -17,7 +17,7 @@ from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import PAIR_SETUP_REQUIRED, WalletClient, WalletError, _Approvals
-from shardkeep.v1 import ceremony_pb2, host_pb2
+from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, host_pb2
 from tss.curve import N
 from tss.shamir import eval_point
 from tss.signing import NO_OPTIONS, RecoverableSignature
@@ -165,7 +165,7 @@ def test_an_enclave_killed_mid_ceremony_loses_no_share(stack_dir: Path) -> None:
             ),
             timeout=60,
         )
-        await _wait_for(stack.log_path("enclave"), f'"ceremony_id": "{request.ceremony_id}"')
+        await _running_in_enclave(stack.enclave_address)
         await stack.restart("enclave")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
@@ -176,12 +176,16 @@ def test_an_enclave_killed_mid_ceremony_loses_no_share(stack_dir: Path) -> None:
     run(stack_dir, body)
 
 
-async def _wait_for(log: Path, text: str, timeout: float = 30.0) -> None:
+async def _running_in_enclave(address: str, timeout: float = 30.0) -> None:
+    """Wait until the enclave reports a ceremony running (its status, not its log:
+    a ceremony's start logs at DEBUG only)."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while text not in log.read_text(errors="replace"):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"{text!r} not in {log.name}")
-        await asyncio.sleep(0.05)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
+        while (await stub.GetStatus(enclave_pb2.GetStatusRequest())).ceremonies_running < 1:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("no ceremony reached the enclave")
+            await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
