@@ -48,6 +48,8 @@ from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
 from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, without_pair_setups
+from enclave.policy.authenticators import ApprovalRefused
+from enclave.policy.engine import PolicyDenied
 from enclave.policy.gate import PolicyGate
 from enclave.refusals import MalformedCounts
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
@@ -71,6 +73,11 @@ IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
 CULPRITS_METADATA = "shardkeep-culprits"
 REASON_METADATA = "shardkeep-reason"
 PAIR_SETUP_REQUIRED = "pair-setup-required"
+POLICY_DENIED = "policy-denied"
+"""The reason when the wallet's (or the organisation's) policies refuse; the message names
+the policy and condition."""
+APPROVAL_REFUSED = "approval-refused"
+"""The reason when an approval does not verify; the message names the authenticator."""
 """The reason when a DKLs23 pair setup is missing or burned: run a pair setup, then retry."""
 NOT_PROVISIONED = "not-provisioned"
 """The reason when the enclave has no identity (it restarted): provision it, then retry."""
@@ -109,6 +116,10 @@ def reason_for(error: BaseException) -> str:
         return PAIR_SETUP_REQUIRED
     if isinstance(error, NotProvisioned):
         return NOT_PROVISIONED
+    if isinstance(error, PolicyDenied):
+        return POLICY_DENIED
+    if isinstance(error, ApprovalRefused):
+        return APPROVAL_REFUSED
     return ""
 
 

@@ -16,7 +16,7 @@ import pytest
 from client.cli.devstack import DevStack
 from client.sdk.approvals import ApiKey, SoftwarePasskey
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import WalletClient, WalletError
+from client.sdk.wallet import APPROVAL_REFUSED, POLICY_DENIED, WalletClient, WalletError
 from shardkeep.policyset import Consensus, Policy, PolicySet
 from tests.stack_harness import background_stack, run_with_client
 from tss.curve import schnorr_verify
@@ -46,8 +46,9 @@ def test_approvers_follow_the_policy_set_across_a_refresh(stack: DevStack) -> No
         device = PartyIdentity.generate()
         wallet = await client.create_wallet("bip340", [device], threshold=2, policy_set=policies)
         assert wallet.policy_set is not None and wallet.policy_set.wallet_id == wallet.wallet_id
-        with pytest.raises(WalletError, match="'sign' matched with 0 of 1"):
+        with pytest.raises(WalletError, match="'sign' matched with 0 of 1") as denied:
             await client.sign(wallet, DIGEST, {0: device})
+        assert denied.value.reason == POLICY_DENIED
         signature = await client.sign(wallet, DIGEST, {0: device}, approvers=[passkey])
         assert isinstance(signature, bytes) and schnorr_verify(
             DIGEST, wallet.public_key[1:], signature
@@ -91,8 +92,9 @@ def test_a_lost_authenticator_is_removed_by_an_approved_policy_change(stack: Dev
         )
         assert changed.epoch == 1 and changed.policy_set is not None
         assert changed.policy_set.version == 2
-        with pytest.raises(WalletError, match="'lost-phone' refused: not an authenticator"):
+        with pytest.raises(WalletError, match="'lost-phone' refused: not an authenticator") as e:
             await client.sign(changed, DIGEST, {0: device}, approvers=[lost])
+        assert e.value.reason == APPROVAL_REFUSED
         signature = await client.sign(changed, DIGEST, {0: device}, approvers=[passkey])
         assert isinstance(signature, bytes)
         assert schnorr_verify(DIGEST, changed.public_key[1:], signature)

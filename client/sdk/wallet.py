@@ -81,6 +81,12 @@ from tss.signing import (
 
 PAIR_SETUP_REQUIRED = "pair-setup-required"
 """The ``shardkeep-reason`` of a sign refused for a missing or burned DKLs23 pair setup."""
+POLICY_DENIED = "policy-denied"
+"""The ``WalletError.reason`` when the wallet's policies refuse (the message names the
+policy and its condition, or what approvals were missing)."""
+APPROVAL_REFUSED = "approval-refused"
+"""The ``WalletError.reason`` when an approval does not verify (the message names the
+authenticator and the fault)."""
 
 SCHEMES: dict[Scheme, str] = {
     "bip340": "SCHEME_BIP340",
