@@ -19,17 +19,19 @@ from typing import Any
 
 import pytest
 
-from client.chains.bitcoin import key_path_address
-from client.chains.descriptors import descriptor_checksum
+from client.chains.bitcoin import key_path_address, wallet_p2tr_address
+from client.chains.descriptors import descriptor_checksum, wallet_descriptors
 from client.chains.solana import b58decode
-from client.chains.xpub import fingerprint
+from client.chains.xpub import fingerprint, wallet_xpub
 from client.cli.devstack import DevStack
 from client.cli.main import main
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import Wallet, WalletClient
 from shardkeep.chains.bech32 import segwit_address
 from shardkeep.chains.bip341 import SIGHASH_ALL, p2tr_script
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
-from tests.stack_harness import background_stack
+from tests.stack_harness import background_stack, run_with_client
 from tests.test_xpub_address import decode_xpub
 from tss.bip32 import derive_public
 from tss.curve import schnorr_verify
@@ -278,3 +280,22 @@ def test_ed25519_wallet_address_is_its_solana_address(stack: DevStack, tmp_path:
     for refused in (["address", "--path", "0/1"], ["xpub"]):
         status, _, err = run("wallet", refused[0], created["wallet_id"], *refused[1:], *given)
         assert status == 2, err
+
+
+def test_the_sdk_gives_the_same_addresses_descriptors_and_xpub(stack: DevStack) -> None:
+    """client.chains.bitcoin, .xpub and .descriptors on a WalletClient's wallet."""
+
+    async def body(client: WalletClient) -> Wallet:
+        return await client.create_wallet("bip340", [PartyIdentity.generate()], threshold=2)
+
+    created = run_with_client(stack, body)
+    xpub = wallet_xpub(created, "testnet")
+    depth, _, _, chain_code, master = decode_xpub(xpub, version="043587cf")
+    assert (depth, master) == (0, created.public_key)
+    child = derive_public(master, chain_code, (0, 5)).public_key[1:]
+    assert wallet_p2tr_address(created, "testnet", derivation_path=(0, 5)) == key_path_address(
+        child, "testnet"
+    )
+    receive, change = wallet_descriptors(created, "testnet")
+    assert receive.startswith(f"tr([{fingerprint(master).hex()}]{xpub}/0/*)#")
+    assert change.split("#")[0].endswith("/1/*)")

@@ -26,12 +26,12 @@ BIP86 = load_text("bips/bip-0086.mediawiki").split("==Test vectors==", 1)[1]
 BIP380 = load_text("bips/bip-0380.mediawiki").split("==Test Vectors==", 1)[1]
 
 
-def decode_xpub(text: str) -> tuple[int, bytes, int, bytes, bytes]:
-    """(depth, parent fingerprint, child number, chain code, key), checksum checked."""
+def decode_xpub(text: str, version: str = "0488b21e") -> tuple[int, bytes, int, bytes, bytes]:
+    """(depth, parent fingerprint, child number, chain code, key), checksum and version checked."""
     raw = b58decode(text)
     payload, checksum = raw[:-4], raw[-4:]
     assert hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4] == checksum
-    assert payload[:4] == bytes.fromhex("0488b21e")
+    assert payload[:4] == bytes.fromhex(version)
     return (
         payload[4],
         payload[5:9],
