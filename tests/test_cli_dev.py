@@ -74,6 +74,7 @@ def test_dev_up_environment_creates_and_signs_then_down_leaves_no_process(tmp_pa
         assert printed == record.environment
         assert {"SHARDKEEP_HOST", "SHARDKEEP_SERVER_CA", "SHARDKEEP_API_TOKEN_FILE"} <= set(printed)
         assert "--api-token-file" in up.stdout  # the same settings, as flags
+        assert "devices trust SHARDKEEP_SERVER_CA" in up.stdout
         # Only what `dev up` printed, plus the passcode, reaches the wallet commands.
         passcode = tmp_path / "passcode"
         passcode.write_text("a passphrase for the dev stack\n")

@@ -198,8 +198,9 @@ def render_shell(record: StackRecord) -> str:
     ]
     coordinator = record.addresses.get("coordinator")
     if coordinator is not None and record.enrollment_codes is not None:
+        trust = " (TLS: devices trust SHARDKEEP_SERVER_CA)" if record.tls else ""
         lines.append(
-            f"# devices: the coordinator listens on {coordinator}; "
+            f"# devices: the coordinator listens on {coordinator}{trust}; "
             f"one-time enrollment codes in {record.enrollment_codes}"
         )
     return "\n".join(lines) + "\n"
