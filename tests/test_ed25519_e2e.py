@@ -25,6 +25,7 @@ from solders.transaction import VersionedTransaction
 from client.chains import solana
 from client.cli.devstack import DevStack
 from client.cli.main import main
+from client.cli.state import wallet_dir
 from client.sdk.approvals import SoftwarePasskey
 from client.sdk.backups import backup_share, recover_device, restore_wallet
 from client.sdk.party import PartyIdentity
@@ -186,7 +187,9 @@ def test_cli_solana_wallet_create_sign_import_and_export(
         "--root", str(stack.directory / "pki" / "root.pem"), *local,
     ]  # fmt: skip
 
-    status, created, err = _shardkeep(capsys, "wallet", "create", "--scheme", "ed25519", *online)
+    status, created, err = _shardkeep(
+        capsys, "wallet", "create", "--scheme", "ed25519", "--local-parties", "2", *online
+    )
     assert status == 0, err
     public_key = bytes.fromhex(created["public_key"])
     assert created["solana_address"] == solana.address(public_key)
@@ -216,6 +219,17 @@ def test_cli_solana_wallet_create_sign_import_and_export(
     expanded = bytes.fromhex(out.read_text())
     assert len(expanded) == 64
     VerifyKey(public_key).verify(b"m", sign_expanded(expanded, b"m"))
+    # Offline, from the two local share files alone, checked against the 32-byte key.
+    epoch_files = wallet_dir(tmp_path / "state", created["wallet_id"]) / "epoch-0"
+    shares = [str(epoch_files / f"party-{i}.share") for i in (0, 1)]
+    offline_out = tmp_path / "offline.key"
+    status, offline, err = _shardkeep(
+        capsys, "wallet", "export", "--offline", *shares, "--out", str(offline_out),
+        "--public-key", public_key.hex(), *local,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "expanded secret" in offline["note"]
+    assert bytes.fromhex(offline_out.read_text()) == expanded
 
     # Import a Solana keypair in solana-keygen's JSON format: the address is kept.
     keypair = Keypair()

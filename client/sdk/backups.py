@@ -457,7 +457,8 @@ class ExportedKey:
         wallet_id: the wallet the share files name.
         public_key: the keyring's public key (33 bytes; ed25519: 32).
         parties: the party indices whose shares were combined.
-        private_key: the 32-byte private key (never printed).
+        private_key: the private key, 32 bytes (ed25519: the 64-byte expanded secret;
+            a keyring holds no seed); never printed.
     """
 
     wallet_id: str
