@@ -210,7 +210,8 @@ async def running_stack(
         store_url: the host's store (default: SQLite in ``directory``).
         host_args: more ``host.main`` options (e.g. ``--pending-deadline-seconds 5``).
         relay_args: more ``relay.main`` options (e.g. ``--redis-prefix``; a Redis
-            backend URL goes in ``SHARDKEEP_RELAY_BACKEND``, never in argv).
+            backend URL goes in the relay's own environment variable, which
+            ``relay.main`` documents, never in argv).
         enclave_args: more ``enclave.main`` options (e.g. ``--log-level DEBUG``).
         coordinator: also start the coordinator service for devices.
     """
