@@ -10,6 +10,7 @@ digest.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Iterator
@@ -203,6 +204,21 @@ def test_cli_solana_wallet_create_sign_import_and_export(
     )
     assert status == 0, err
     VerifyKey(public_key).verify(message, bytes.fromhex(signed["signature"]))
+    # sign-solana: the wire transaction (base64) solders verifies, its signature in base58.
+    status, sent, err = _shardkeep(
+        capsys, "wallet", "sign-solana", created["wallet_id"], "--message", message.hex(), *online
+    )
+    assert status == 0, err
+    parsed = VersionedTransaction.from_bytes(base64.b64decode(sent["transaction"]))
+    assert parsed.verify_with_results() == [True]
+    assert str(parsed.signatures[0]) == sent["signature"]
+    foreign = solana.compile_message(
+        secrets.token_bytes(32), [solana.sol_transfer(public_key, public_key, 1)], bytes(32)
+    )
+    status, _, err = _shardkeep(
+        capsys, "wallet", "sign-solana", created["wallet_id"], "--message", foreign.hex(), *online
+    )
+    assert status != 0 and "fee payer" in err
     # A digest is refused for an ed25519 wallet (Ed25519 signs the message itself).
     status, _, err = _shardkeep(
         capsys, "wallet", "sign", created["wallet_id"], "--digest", "00" * 32, *online

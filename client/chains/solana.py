@@ -48,6 +48,7 @@ __all__ = [
     "compile_message",
     "signed_transaction",
     "sign_transaction",
+    "check_fee_payer",
     "SolanaError",
 ]
 
@@ -267,7 +268,7 @@ def signed_transaction(message: bytes, public_key: bytes, sign: Callable[[bytes]
     Raises:
         SolanaError: the message needs other signers, or the signature does not verify.
     """
-    _check_sole_signer(message, public_key)
+    check_fee_payer(message, public_key)
     return _assemble(message, public_key, sign(message))
 
 
@@ -303,7 +304,7 @@ async def sign_transaction(
     """
     if wallet.scheme != "ed25519":
         raise SolanaError("Solana transactions are signed by ed25519 wallets")
-    _check_sole_signer(message, wallet.public_key)
+    check_fee_payer(message, wallet.public_key)
     signature = await client.sign(
         wallet,
         message,
@@ -318,7 +319,13 @@ async def sign_transaction(
     return _assemble(message, wallet.public_key, signature)
 
 
-def _check_sole_signer(message: bytes, public_key: bytes) -> None:
+@sdk_boundary
+def check_fee_payer(message: bytes, public_key: bytes) -> None:
+    """Check that ``message`` has exactly one signer, ``public_key``, as its fee payer.
+
+    Raises:
+        SolanaError: a message too short to hold its header, another signer, or more.
+    """
     offset = 1 if message[:1] == b"\x80" else 0
     if len(message) < offset + 4:
         raise SolanaError("the message is too short")

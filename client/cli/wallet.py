@@ -8,6 +8,7 @@ Subcommands (each against a running host and relay, as the relay coordinator):
 * ``sign-message``, ``sign-typed-data``  ecdsa: an EIP-191 personal message, EIP-712
   typed data (a JSON file), as ``r || s || v`` with the signing address;
 * ``sign-psbt`` bip340: sign the wallet's Taproot key-path inputs of a PSBT;
+* ``sign-solana`` ed25519: sign a Solana message, printing the wire transaction;
 * ``address`` the Ethereum (ecdsa), Taproot (bip340) or Solana (ed25519) address;
 * ``xpub``    the BIP-32 extended public key, for watch-only wallets;
 * ``backup``  encrypt a local party's share and identity and store them at the host
@@ -141,6 +142,22 @@ def add_wallet_commands(commands: Any) -> None:
     sign.add_argument("--taproot", action="store_true", help="bip340: sign for the BIP-341 key")
     sign.add_argument("--merkle-root", type=_hex32, help="bip340: the taproot script tree root")
     sign.set_defaults(handler=_run("sign"))
+
+    sol = actions.add_parser(
+        "sign-solana", parents=[common],
+        help="ed25519: sign a Solana transaction message whose fee payer is the wallet",
+        description="Sign a compiled Solana message (legacy or v0, the wallet its only signer "
+        "and fee payer); the server share parses it for the wallet's policy. Prints the wire "
+        "transaction in base64 (as sendTransaction takes it) and its signature in base58.",
+    )  # fmt: skip
+    sol.add_argument("wallet_id", metavar="WALLET", help=WALLET_HELP)
+    sol.add_argument(
+        "--message", type=_message, required=True, metavar="HEX",
+        help="the compiled message bytes, in hex",
+    )  # fmt: skip
+    _signer_options(sol, path=False)
+    _approval_options(sol)
+    sol.set_defaults(handler=_run("sign-solana"))
 
     message = actions.add_parser(
         "sign-message", parents=[common],

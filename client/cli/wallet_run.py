@@ -9,6 +9,7 @@ on stderr that never carries key material.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -72,7 +73,7 @@ from shardkeep.chains.psbt import MAX_PSBT_BYTES, Psbt, PsbtError, parse_psbt
 from tss.bip32 import derive_public
 from tss.errors import InputError, InternalError, ProtocolError, ShardkeepError
 from tss.keyshare import Scheme
-from tss.signing import RecoverableSignature, SigningOptions
+from tss.signing import NO_OPTIONS, RecoverableSignature, SigningOptions
 from tss.taproot import taproot_output_key
 
 __all__ = [
@@ -526,6 +527,29 @@ async def _sign_digest(
     if any(wallet.shares[i] is not share for i, share in before.items()):
         _save_shares(ctx, wallet, loaded.devices)  # a pair setup with the server party ran
     return signature
+
+
+async def _sign_solana(ctx: _Context) -> dict[str, Any]:
+    """A Solana transaction of an ed25519 wallet: checked, signed, assembled."""
+    args = ctx.args
+    loaded = await _settled_wallet(ctx, args.parties)
+    wallet = loaded.wallet
+    if wallet.scheme != "ed25519":
+        raise UsageError("sign-solana is for ed25519 wallets")
+    if getattr(args, "path", ()):
+        raise UsageError("--path is for bip340 and ecdsa wallets")
+    solana.check_fee_payer(args.message, wallet.public_key)
+    payload = SignedPayload(solana_message=True)
+    signature = await _sign_digest(ctx, loaded, args.message, NO_OPTIONS, payload)
+    if not isinstance(signature, bytes):
+        raise InternalError("an ed25519 wallet returned a recoverable signature")
+    transaction = solana.signed_transaction(args.message, wallet.public_key, lambda _: signature)
+    return {
+        "wallet_id": wallet.wallet_id,
+        "solana_address": solana.address(wallet.public_key),
+        "signature": solana.b58encode(signature),
+        "transaction": base64.b64encode(transaction).decode("ascii"),
+    }
 
 
 async def _sign_ethereum_digest(
@@ -1097,6 +1121,7 @@ _HANDLERS: Final[dict[str, tuple[Handler, PasscodeUse]]] = {
     "create": (_create, "new"),
     "sign": (_sign, "existing"),
     "sign-message": (_sign_message, "existing"),
+    "sign-solana": (_sign_solana, "existing"),
     "sign-typed-data": (_sign_typed_data, "existing"),
     "sign-psbt": (_sign_psbt, "existing"),
     "address": (_address, "with-path"),
