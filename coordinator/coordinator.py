@@ -275,8 +275,8 @@ class Coordinator:
             device, index, request, request.SerializeToString(), room, server.party_id
         )
         running.waiting.add(device)
-        if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
-            running.invited[bytes(ask.new_device_key)] = len(request.new_parties) - 2
+        if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE and wallet is not None:
+            running.invited = _reshare_invitations(ask, wallet, device, request)
         elif request.kind == ceremony_pb2.CEREMONY_KIND_REFRESH and wallet is not None:
             running.invited = {k: i for k, i in wallet.devices.items() if k != device}
         await self._drop_abandoned()
@@ -651,6 +651,8 @@ class Coordinator:
                 raise BadAsk("a refresh needs every party; one of this wallet's has no device here")
             del request.signers[:]
             return request, index
+        if ask.kind == ceremony_pb2.CEREMONY_KIND_RESHARE and ask.HasField("remove_party"):
+            return self._remove_party_request(ask, wallet, request, index), index
         if ask.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
             return self._add_party_request(ask, wallet, request, index), index
         if ask.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
@@ -712,6 +714,32 @@ class Coordinator:
         request.keyring.CopyFrom(ask.keyring)
         return request
 
+    def _remove_party_request(
+        self,
+        ask: coordinator_pb2.CeremonyAsk,
+        wallet: WalletRecord,
+        request: ceremony_pb2.CeremonyRequest,
+        index: int,
+    ) -> ceremony_pb2.CeremonyRequest:
+        """A reshare that drops one device party (e.g. a lost device's): the asking device
+        and the server share deal; the wallet's other devices are invited to receive."""
+        removed = ask.remove_party
+        if removed in (index, wallet.server_index) or removed >= len(wallet.parties):
+            raise BadAsk("a reshare removes another device's party of the wallet")
+        if wallet.threshold > 2 or not ask.HasField("keyring"):
+            raise BadAsk("the device and the server share deal: a threshold of 2, and the keyring")
+        new = [p for i, p in enumerate(wallet.parties) if i != removed]
+        try:
+            lifecycle.check_server_threshold(ask.new_threshold)
+        except InputError as e:
+            raise BadAsk(str(e)) from e
+        if ask.new_threshold > len(new):
+            raise BadAsk(f"a {len(new)}-party keyring takes a threshold of at most {len(new)}")
+        request.new_parties.extend(new)
+        request.new_threshold = ask.new_threshold
+        request.keyring.CopyFrom(ask.keyring)  # the enclave checks it against its share's
+        return request
+
     def _launch(self, running: _Running, *, owner_signature: bytes = b"") -> None:
         """Sign the request, attach its approvals, and start the server share's side.
 
@@ -756,3 +784,21 @@ def _parse(kind: Any, body: bytes) -> Any:
         return kind.FromString(body)
     except DecodeError as e:
         raise BadAsk(f"the body is not a {kind.__name__}") from e
+
+
+def _reshare_invitations(
+    ask: coordinator_pb2.CeremonyAsk,
+    wallet: WalletRecord,
+    device: bytes,
+    request: ceremony_pb2.CeremonyRequest,
+) -> dict[bytes, int]:
+    """The devices a reshare needs besides the asking one, by their new party index: the
+    added device, or every other device that keeps its party."""
+    if not ask.HasField("remove_party"):
+        return {bytes(ask.new_device_key): len(request.new_parties) - 2}
+    new_ids = [p.party_id for p in request.new_parties]
+    return {
+        key: new_ids.index(wallet.parties[i].party_id)
+        for key, i in wallet.devices.items()
+        if key != device and i != ask.remove_party
+    }

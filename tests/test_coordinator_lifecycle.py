@@ -528,3 +528,37 @@ def test_two_devices_refresh_their_wallet_together(stack: DevStack, socket_dir: 
             assert verifies(mine2, await phone.sign(mine2, DIGEST))
 
     with_coordinator(stack, socket_dir, body)
+
+
+def test_lost_device_is_removed_from_the_wallet(stack: DevStack, socket_dir: Path) -> None:
+    """The laptop is lost: the phone reshares the 2-of-3 wallet to 2-of-2 without its party
+    (owner-approved); once the phone acknowledges, the laptop's device may not use it."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone, new_device(stack, address) as laptop:
+            await phone.enroll(CODES[0])
+            await laptop.enroll(CODES[1])
+            old = await phone.create_wallet("bip340")
+            laptop_key = laptop._device_key.public_key().public_bytes_raw()
+            mine, theirs = await asyncio.gather(
+                phone.add_party(old, laptop.identity.party, laptop_key),
+                laptop.join_wallet(old.wallet_id, public_key=old.public_key),
+            )
+            await phone.acknowledge_epoch(mine)
+            await laptop.acknowledge_epoch(theirs)
+
+            alone = await phone.remove_party(mine, theirs.index)
+            assert alone.parties == [mine.parties[0], mine.parties[2]]
+            assert (alone.index, alone.threshold, alone.epoch) == (0, 2, 2)
+            record = coordinator.wallet(old.wallet_id)
+            assert record is not None and record.devices == {
+                phone._device_key.public_key().public_bytes_raw(): 0
+            }
+            assert await phone.acknowledge_epoch(alone) == 1
+            assert await host_epochs(stack, old.wallet_id) == {2: "committed"}
+            assert verifies(alone, await phone.sign(alone, DIGEST))
+            with pytest.raises(CoordinatorRefused) as info:
+                await laptop.sign(theirs, DIGEST)
+        assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+    with_coordinator(stack, socket_dir, body)

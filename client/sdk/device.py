@@ -409,6 +409,49 @@ class Device:
             raise _interrupted(e, wallet.wallet_id, new_parties, pending, progress) from e
         return _key_change_result(wallet.wallet_id, new_parties, output, result, pending)
 
+    async def remove_party(
+        self,
+        wallet: DeviceWallet,
+        party: int,
+        *,
+        threshold: int = 2,
+        save_pending: SaveNewWallet | None = None,
+    ) -> DeviceWallet:
+        """Reshare ``wallet`` without party ``party`` (a lost device's), the same key
+        (epoch + 1); this device and the server share deal, the owner key approves.
+
+        The lost device's old share no longer combines with the new ones once
+        the old epoch is retired (:meth:`acknowledge_epoch`). The wallet's other
+        devices keep their parties and take part through :meth:`join_wallet`.
+
+        Raises:
+            CoordinatorRefused, WalletError, DeviceKeyChangeInterrupted: as :meth:`refresh`.
+        """
+        ask = coordinator_pb2.CeremonyAsk(
+            kind=ceremony_pb2.CEREMONY_KIND_RESHARE,
+            wallet_id=wallet.wallet_id,
+            party=self.identity.party,
+            remove_party=party,
+            new_threshold=threshold,
+            keyring=lifecycle.keyring_to_proto(PublicKeyring.from_share(wallet.share)),
+        )
+        new_parties = _reshare_parties(wallet, ask)
+        pending: list[PendingKeyChange] = []
+
+        async def keep(change: Pending) -> None:
+            if not isinstance(change, PendingKeyChange):
+                raise CoordinatorRefused("the reshare left no key change")
+            pending.append(change)
+            if save_pending is not None:
+                await save_pending(_changed_wallet(wallet.wallet_id, new_parties, change))
+
+        progress = _Progress()
+        try:
+            _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
+        except Exception as e:
+            raise _interrupted(e, wallet.wallet_id, new_parties, pending, progress) from e
+        return _key_change_result(wallet.wallet_id, new_parties, output, result, pending)
+
     async def join_wallet(
         self,
         wallet_id: str,
@@ -872,8 +915,7 @@ def _check_request(
             raise CoordinatorRefused("the refresh request differs from the wallet")
         return
     if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE:
-        server = wallet.parties[wallet.server_index]
-        expected = [wallet.parties[wallet.index], ask.new_party, server]
+        expected = _reshare_parties(wallet, ask)
         if not (
             same_current_keyring
             and list(request.signers) == pair
@@ -977,3 +1019,14 @@ def _interrupted(
         "resume it to finish or discard it",
         _changed_wallet(wallet_id, parties, pending[0]), bytes(certificate), deadline,
     )  # fmt: skip
+
+
+def _reshare_parties(
+    wallet: DeviceWallet, ask: coordinator_pb2.CeremonyAsk
+) -> list[ceremony_pb2.Party]:
+    """The new keyring a device's reshare ask means: without the removed party, or this
+    device, the added party and the server party (last)."""
+    if ask.HasField("remove_party"):
+        return [p for i, p in enumerate(wallet.parties) if i != ask.remove_party]
+    server = wallet.parties[wallet.server_index]
+    return [wallet.parties[wallet.index], ask.new_party, server]

@@ -34,7 +34,7 @@ class DeviceCall(_message.Message):
     def __init__(self, device_key: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class CeremonyAsk(_message.Message):
-    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id", "export_recipient_key", "new_party", "new_device_key", "new_threshold", "keyring", "message")
+    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id", "export_recipient_key", "new_party", "new_device_key", "new_threshold", "keyring", "message", "remove_party")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class CeremonyAsk(_message.Message):
     NEW_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     KEYRING_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_PARTY_FIELD_NUMBER: _ClassVar[int]
     kind: _ceremony_pb2.CeremonyKind
     scheme: _ceremony_pb2.Scheme
     threshold: int
@@ -71,7 +72,8 @@ class CeremonyAsk(_message.Message):
     new_threshold: int
     keyring: _ceremony_pb2.PublicKeyring
     message: bytes
-    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., new_party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., new_device_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., keyring: _Optional[_Union[_ceremony_pb2.PublicKeyring, _Mapping]] = ..., message: _Optional[bytes] = ...) -> None: ...
+    remove_party: int
+    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., new_party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., new_device_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., keyring: _Optional[_Union[_ceremony_pb2.PublicKeyring, _Mapping]] = ..., message: _Optional[bytes] = ..., remove_party: _Optional[int] = ...) -> None: ...
 
 class JoinAsk(_message.Message):
     __slots__ = ("wallet_id", "attestation_nonce")
