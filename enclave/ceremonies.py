@@ -36,6 +36,7 @@ from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.policy.gate import carried_policy_set, registered_policy_set, replaced_policy_set
 from shardkeep.lifecycle import (
     SCHEMES,
+    channel_context,
     check_server_threshold,
     export_layout,
     lifecycle_session_id,
@@ -142,8 +143,9 @@ def _session(
     rand: Random,
 ) -> SecureSession[Any]:
     return SecureSession(
-        ceremony, identity.static_key, roster, request.room_id, request.ceremony_id, rand
-    )
+        ceremony, identity.static_key, roster, request.room_id, request.ceremony_id, rand,
+        context=channel_context(request),
+    )  # fmt: skip
 
 
 def _keygen(request: ceremony_pb2.CeremonyRequest, identity: Identity, rand: Random) -> Plan:
@@ -222,7 +224,7 @@ def _sign(
         taproot=request.taproot,
         taproot_merkle_root=bytes(request.taproot_merkle_root) or None,
     )
-    session_id = f"{request.room_id}/{request.ceremony_id}".encode()
+    session_id = lifecycle_session_id(request)
     signed = _what_to_sign(request, share.scheme)
     if bytes(parties[me].host_pubkey) != identity.host_pubkey:
         raise BadRequest("the request lists another host key for the server party")
@@ -276,7 +278,7 @@ def _pair_setup(
     roster = Roster.from_parties(
         [(parties[i].party_id, bytes(parties[i].static_key)) for i in pair], pair
     )
-    session_id = f"{request.room_id}/{request.ceremony_id}".encode()
+    session_id = lifecycle_session_id(request)
     ceremony = PairSetup(share, peer, session_id, rand)
 
     def finish(setup: PeerSetup) -> Outcome:

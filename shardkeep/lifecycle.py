@@ -31,10 +31,16 @@ Fields used (ceremony.proto):
   contributions are sealed to (a key of the recipient's choosing, ideally one
   made for this export alone; it need not be its channel key).
 
-Session ids: a plan needs 32 bytes, so the session id is a tagged hash of the
-kind, wallet, room and ceremony ids (length-prefixed), where signing uses
-``f"{room_id}/{ceremony_id}"`` as is. The channels already bind room and
-ceremony; the hash adds the kind and wallet for domain separation.
+Session ids: every ceremony's session id (``lifecycle_session_id``; a plan
+needs 32 bytes) is a tagged hash of the kind, wallet, room and ceremony ids and
+the enclave's request challenge (each length-prefixed), and the parties'
+channels bind the challenge too (``channel_context``). Signed statements
+(FROST nonces, keygen's round-1 hashes, certificates) are evidence only within
+one session, and neither the relay nor a coordinator can make a session
+repeat: the enclave issues each challenge once and consumes it with the
+request (docs/security/replay.md), so a replayed room and ceremony id still
+makes a new session, whose channels drop the old session's envelopes instead
+of letting them pass as a party's second, contradicting word.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from tss.tags import LIFECYCLE_TAG_SESSION
 __all__ = [
     # Functions
     "lifecycle_session_id",
+    "channel_context",
     "request_scheme",
     "keyring_from_proto",
     "keyring_to_proto",
@@ -97,17 +104,27 @@ class Layout(Generic[PlanT]):
 
 
 def lifecycle_session_id(request: ceremony_pb2.CeremonyRequest) -> bytes:
-    """The 32-byte session id of a keygen, refresh, reshare or export.
+    """The 32-byte session id of any ceremony (keygen, signing, pair setup, key changes, export).
 
     Arguments:
-        request: the ceremony request (its kind, wallet, room and ceremony ids).
+        request: the ceremony request (its kind, wallet, room and ceremony ids,
+            and the enclave's challenge: empty for a ceremony without the
+            server party).
 
     Returns:
-        tagged_hash(LIFECYCLE_TAG_SESSION, each id length-prefixed).
+        tagged_hash(LIFECYCLE_TAG_SESSION, each field length-prefixed).
     """
-    parts = (KIND.Name(request.kind), request.wallet_id, request.room_id, request.ceremony_id)
-    data = b"".join(len(p.encode()).to_bytes(4, "big") + p.encode() for p in parts)
+    ids = (KIND.Name(request.kind), request.wallet_id, request.room_id, request.ceremony_id)
+    parts = [p.encode() for p in ids] + [bytes(request.challenge)]
+    data = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
     return tagged_hash(LIFECYCLE_TAG_SESSION, data)
+
+
+def channel_context(request: ceremony_pb2.CeremonyRequest) -> bytes:
+    """What every party's channels bind besides the ids (``tss.session.SecureSession``):
+    the enclave's single-use challenge, so that envelopes of an earlier session
+    with the same room and ceremony ids do not open in this one."""
+    return bytes(request.challenge)
 
 
 def request_scheme(request: ceremony_pb2.CeremonyRequest) -> Scheme:

@@ -27,7 +27,7 @@ from enclave.nsm import SimulatedNitroPki, SimulatedNsm, image_pcrs
 from enclave.seal import ShareSealer
 from enclave.service import EnclaveDeps, create_server
 from shardkeep import requests as signing
-from shardkeep.lifecycle import lifecycle_session_id
+from shardkeep.lifecycle import channel_context, lifecycle_session_id
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
 from tss.channel import Roster, StaticKey, party_id
 from tss.dkg.chilldkg import hostpubkey_gen
@@ -128,15 +128,41 @@ def signed(
     """
     request.not_after_unix = int(time.time()) + 120
     if challenge is None:
-        authorizer = CHALLENGES.get()
-        challenge = b"" if authorizer is None else authorizer.challenges.issue(int(time.time()))[0]
+        challenge = with_challenge(request)
     request.challenge = challenge
+    _SIGNED.add(challenge)
     data = request.SerializeToString()
     return ceremony_pb2.SignedCeremonyRequest(
         request=data,
         coordinator_signature=signing.sign_request(coordinator, signing.COORDINATOR_CONTEXT, data),
         owner_signature=signing.sign_request(owner, signing.OWNER_CONTEXT, data) if owner else b"",
     )
+
+
+_SIGNED: set[bytes] = set()  # challenges already in a signed request (spent)
+
+
+def with_challenge(request: ceremony_pb2.CeremonyRequest) -> bytes:
+    """The request's challenge: the one it has (unless a signed request spent it), or a
+    fresh one of the running in-process enclave (``with_enclave``) set on it now, or
+    none. Client sessions bind it (session id and channels), so they are built after
+    this, as the SDK builds them; a test that reuses a request object gets a new one."""
+    if not request.challenge or bytes(request.challenge) in _SIGNED:
+        request.challenge = b""
+        authorizer = CHALLENGES.get()
+        if authorizer is not None:
+            request.challenge = authorizer.challenges.issue(int(time.time()))[0]
+    return bytes(request.challenge)
+
+
+def client_session(
+    ceremony: Any, client: Any, roster: Roster, request: ceremony_pb2.CeremonyRequest
+) -> SecureSession[Any]:
+    """A client's ``SecureSession`` for ``request``, bound to its challenge."""
+    return SecureSession(
+        ceremony, client.static_key, roster, request.room_id, request.ceremony_id,
+        secrets.token_bytes, context=channel_context(request),
+    )  # fmt: skip
 
 
 def unix_address(tmp: Path, name: str) -> str:
@@ -216,6 +242,7 @@ def client_keygen(
     kind: type[Keygen] = Keygen,
 ) -> SecureSession[KeyShare]:
     """A client's keygen session (``kind``: a misbehaving ``Keygen`` subclass)."""
+    with_challenge(request)
     roster = Roster.from_parties([(p.party_id, bytes(p.static_key)) for p in request.parties])
     ceremony = kind(
         scheme,  # type: ignore[arg-type]
@@ -225,14 +252,7 @@ def client_keygen(
         secrets.token_bytes,
         session_id=lifecycle_session_id(request),
     )
-    return SecureSession(
-        ceremony,
-        client.static_key,
-        roster,
-        request.room_id,
-        request.ceremony_id,
-        secrets.token_bytes,
-    )
+    return client_session(ceremony, client, roster, request)
 
 
 def sign_request(
@@ -258,22 +278,20 @@ def sign_request(
 def client_sign(
     share: KeyShare, client: ClientParty, request: ceremony_pb2.CeremonyRequest
 ) -> SecureSession[Any]:
+    with_challenge(request)
     signers = list(request.signers)
     roster = Roster.from_parties(
         [(request.parties[i].party_id, bytes(request.parties[i].static_key)) for i in signers],
         signers,
     )
-    session_id = f"{request.room_id}/{request.ceremony_id}".encode()
+    session_id = lifecycle_session_id(request)
     name_pair_setup(request, share)
     host_keys = HostKeys(client.hostseckey, tuple(bytes(p.host_pubkey) for p in request.parties))
     signed = bytes(request.message) if share.scheme == "ed25519" else bytes(request.digest)
     ceremony = signing_ceremony(
         share, signers, signed, session_id, secrets.token_bytes, NO_OPTIONS, host_keys
     )
-    return SecureSession(
-        ceremony, client.static_key, roster, request.room_id, request.ceremony_id,
-        secrets.token_bytes,
-    )  # fmt: skip
+    return client_session(ceremony, client, roster, request)
 
 
 def name_pair_setup(request: ceremony_pb2.CeremonyRequest, share: KeyShare) -> None:
@@ -356,6 +374,7 @@ def client_lifecycle(
     from tss.export import Export
     from tss.reshare import PublicKeyring, Reshare
 
+    with_challenge(request)
     current = keyring if share is None else PublicKeyring.from_share(share)
     layout: Any
     if request.kind == ceremony_pb2.CEREMONY_KIND_EXPORT:
@@ -375,14 +394,7 @@ def client_lifecycle(
         ceremony = (reshare_class or Reshare)(
             layout.plan, seat, dealing, secrets.token_bytes, client.hostseckey
         )
-    return SecureSession(
-        ceremony,
-        client.static_key,
-        layout.roster,
-        request.room_id,
-        request.ceremony_id,
-        secrets.token_bytes,
-    )
+    return client_session(ceremony, client, layout.roster, request)
 
 
 async def host_loop(
@@ -583,18 +595,11 @@ def client_pair_setup(
     """The client's side of a pair setup with the other index of ``request.signers``."""
     from tss.keygen import PairSetup
 
+    with_challenge(request)
     pair = list(request.signers)
     (peer,) = [j for j in pair if j != share.party_id]
     roster = Roster.from_parties(
         [(request.parties[i].party_id, bytes(request.parties[i].static_key)) for i in pair], pair
     )
-    session_id = f"{request.room_id}/{request.ceremony_id}".encode()
-    ceremony = PairSetup(share, peer, session_id, secrets.token_bytes)
-    return SecureSession(
-        ceremony,
-        client.static_key,
-        roster,
-        request.room_id,
-        request.ceremony_id,
-        secrets.token_bytes,
-    )
+    ceremony = PairSetup(share, peer, lifecycle_session_id(request), secrets.token_bytes)
+    return client_session(ceremony, client, roster, request)

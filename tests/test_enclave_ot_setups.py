@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from enclave.identity import ServerShare
 from enclave.nsm import SimulatedNitroPki
 from host.errors import error_from_failure
+from shardkeep.lifecycle import channel_context, lifecycle_session_id
 from shardkeep.v1 import ceremony_pb2, enclave_pb2
 from tests.enclave_harness import (
     DIGEST,
@@ -38,6 +39,7 @@ from tests.enclave_harness import (
     Stack,
     client_keygen,
     client_pair_setup,
+    client_session,
     client_sign,
     devkms,
     host_loop,
@@ -47,6 +49,7 @@ from tests.enclave_harness import (
     run,
     sign_request,
     signed,
+    with_challenge,
     with_enclave,
 )
 from tss.ceremony import Message
@@ -127,20 +130,17 @@ class ColumnCheatingSigning(EcdsaSigning):
 def _cheating_sign(
     share: KeyShare, client: ClientParty, request: ceremony_pb2.CeremonyRequest, column: int
 ) -> SecureSession[Any]:
+    with_challenge(request)
     signers = list(request.signers)
     roster = Roster.from_parties(
         [(request.parties[i].party_id, bytes(request.parties[i].static_key)) for i in signers],
         signers,
     )
     name_pair_setup(request, share)
-    session_id = f"{request.room_id}/{request.ceremony_id}".encode()
     ceremony = ColumnCheatingSigning(
-        share, signers, DIGEST, session_id, secrets.token_bytes, column=column
+        share, signers, DIGEST, lifecycle_session_id(request), secrets.token_bytes, column=column
     )
-    return SecureSession(
-        ceremony, client.static_key, roster, request.room_id, request.ceremony_id,
-        secrets.token_bytes,
-    )  # fmt: skip
+    return client_session(ceremony, client, roster, request)
 
 
 # --- what the enclave checks: every KOS check on the server's Delta, seen from outside -------
@@ -432,18 +432,18 @@ def test_a_burned_pair_needs_a_new_pair_setup_and_a_restart_needs_one_too(
     def rvole_cheat(request: ceremony_pb2.CeremonyRequest) -> SecureSession[Any]:
         wallet = box["wallet"]
         name_pair_setup(request, wallet.share)
+        with_challenge(request)
         signers = list(request.signers)
         roster = Roster.from_parties(
             [(request.parties[i].party_id, bytes(request.parties[i].static_key)) for i in signers],
             signers,
         )
-        session_id = f"{request.room_id}/{request.ceremony_id}".encode()
         ceremony = RvoleCheatingSigning(
-            wallet.share, signers, DIGEST, session_id, secrets.token_bytes
+            wallet.share, signers, DIGEST, lifecycle_session_id(request), secrets.token_bytes
         )
         return SecureSession(
             ceremony, client.static_key, roster, request.room_id, request.ceremony_id,
-            secrets.token_bytes,
+            secrets.token_bytes, context=channel_context(request),
         )  # fmt: skip
 
     async def first_life(stack: Stack) -> None:

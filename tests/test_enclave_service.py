@@ -151,8 +151,8 @@ def test_authorisation_is_checked_inside_the_enclave(
             host_loop(stack, forged, {client.party.party_id: session}),
             grpc.StatusCode.PERMISSION_DENIED,
         )
+        session = client_keygen("bip340", client, request)  # binds a fresh challenge
         good = signed(request, coordinator)
-        session = client_keygen("bip340", client, request)
         await host_loop(stack, good, {client.party.party_id: session})
         replay = client_keygen("bip340", client, request)
         await expect_status(

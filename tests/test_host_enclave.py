@@ -193,12 +193,14 @@ async def ceremony(
         [client.party.party_id, s.server_party.party_id], ttl_ms=60_000
     )
     request.room_id = room.room_id
+    # The client binds the enclave's challenge (session id and channels): fetch it first.
+    issued = await s.host.GetChallenge(host_pb2.HostChallengeRequest())
+    request.challenge = issued.challenge
     session = session_for(request)
     peer = asyncio.create_task(
         play(s.relay, room, client.party.party_id, request.ceremony_id, session)
     )
     try:
-        issued = await s.host.GetChallenge(host_pb2.HostChallengeRequest())
         result = await method(
             host_pb2.HostCeremonyRequest(
                 request=signed(request, coordinator, challenge=issued.challenge),

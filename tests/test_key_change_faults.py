@@ -117,6 +117,8 @@ async def key_change(
         max_total_bytes=room_bytes(len(layout.party_ids)),
     )  # fmt: skip
     request.room_id = room.room_id
+    async with client(stack) as sdk:  # the enclave's single-use challenge for this request
+        request.challenge = await sdk.challenge()  # every party binds it: fetched first
     roster, ceremonies = build(request)
     out = Run(ceremonies=dict(ceremonies))
 
@@ -133,8 +135,6 @@ async def key_change(
             out.failures[pid] = e
 
     request.not_after_unix = int(time.time()) + int(timeout)
-    async with client(stack) as sdk:  # the enclave's single-use challenge for this request
-        request.challenge = await sdk.challenge()
     data = request.SerializeToString()
     signed = ceremony_pb2.SignedCeremonyRequest(
         request=data,

@@ -29,6 +29,7 @@ from enclave.auth import (
 )
 from enclave.errors import Overloaded, Unauthorized
 from enclave.nsm import SimulatedNitroPki
+from shardkeep.lifecycle import lifecycle_session_id
 from shardkeep.requests import COORDINATOR_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, host_pb2
 from tests.enclave_harness import (
@@ -149,6 +150,7 @@ def test_the_enclave_issues_challenges_and_refuses_requests_without_one(
                 await host_loop(stack, signed(request, coordinator, challenge=challenge), {})
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert info.value.details() == "unknown or used challenge"
+        request.challenge = reply.challenge  # the client binds the one the request carries
         session = client_keygen("bip340", client, request)
         good = signed(request, coordinator, challenge=bytes(reply.challenge))
         await host_loop(stack, good, {client.party.party_id: session})
@@ -186,7 +188,7 @@ def test_replayed_signed_request_after_enclave_restart_refused(tmp_path: Path) -
         )
 
         async def phone_signs() -> bytes:
-            session_id = f"{request.room_id}/{request.ceremony_id}".encode()
+            session_id = lifecycle_session_id(request)  # binds the challenge _signed set
             hostpubkeys = tuple(bytes(p.host_pubkey) for p in wallet.parties)
             signing = signing_ceremony(
                 wallet.shares[0], [0, 1], DIGEST, session_id, secrets.token_bytes,

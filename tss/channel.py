@@ -53,6 +53,12 @@ nothing, and a dropped message is noticed as non-delivery: the ceremony's
 deadline runs out. A ceremony id must never be reused within a room: the
 binding is (room, ceremony, round, sender, recipient, seq), and a fresh
 receiver for a reused ceremony id would accept the old ceremony's messages again.
+Against a room and ceremony id that are reused anyway (by a relay or
+coordinator replaying an old request), sender and receiver may bind a
+``context`` as the HPKE ``aad`` (§5.2): the service passes the enclave's
+single-use request challenge (``shardkeep.lifecycle.channel_context``), so an
+envelope of an earlier session with the same ids does not authenticate in a
+new one and is dropped, never taken as the sender's word.
 
 Error policy (checks in the order of taurus ``CanAccept``: routing before any
 cryptography). No channel error blames a party: the header travels in the
@@ -705,6 +711,15 @@ class _Peer:
     dh_static: bytes = field(repr=False)  # DH(own static key, peer's static key)
 
 
+MAX_CONTEXT: Final = 1024
+
+
+def _check_context(context: bytes) -> bytes:
+    if not isinstance(context, bytes | bytearray) or len(context) > MAX_CONTEXT:
+        raise InputError(f"context must be at most {MAX_CONTEXT} bytes")
+    return bytes(context)
+
+
 def _bind(
     key: StaticKey, roster: Roster, room_id: str, ceremony_id: str
 ) -> tuple[int, dict[int, _Peer]]:
@@ -730,16 +745,28 @@ class ChannelSender:
     that a caller could copy and reuse.
     """
 
-    def __init__(self, key: StaticKey, roster: Roster, room_id: str, ceremony_id: str) -> None:
+    def __init__(
+        self,
+        key: StaticKey,
+        roster: Roster,
+        room_id: str,
+        ceremony_id: str,
+        *,
+        context: bytes = b"",
+    ) -> None:
         """Arguments:
             key: this party's static key; its id must be in ``roster``.
             roster: the ceremony's parties.
             room_id, ceremony_id: where the messages belong (1-128 characters of
                 [A-Za-z0-9._:@+/=-]); the ceremony id must be unique in the room.
+            context: at most 1024 bytes every party of this session binds (the
+                HPKE ``aad``): a fresh value per session makes its envelopes
+                open in it only, whatever the ids.
 
         Raises:
-            InputError: a bad id, or ``key`` not in ``roster``.
+            InputError: a bad id or context, or ``key`` not in ``roster``.
         """
+        self._context = _check_context(context)
         self._key = key
         self._room_id = room_id
         self._ceremony_id = ceremony_id
@@ -792,11 +819,14 @@ class ChannelSender:
             + bytes(rand32)
             + len(info).to_bytes(4, "big")
             + info
-            + hashlib.sha256(pt).digest(),
+            + hashlib.sha256(pt).digest()
+            # The context too, so one key and nonce never serve two contexts.
+            + (len(self._context).to_bytes(4, "big") + self._context if self._context else b""),
         )
         enc, ct = _hpke_seal_auth(
-            peer.key, peer.public_key, self._key.public_key, peer.dh_static, ikm_e, info, b"", pt
-        )
+            peer.key, peer.public_key, self._key.public_key, peer.dh_static, ikm_e, info,
+            self._context, pt,
+        )  # fmt: skip
         out = ChannelEnvelope(header, enc, ct).to_bytes()
         # Self-check: the bytes decode back to what was sealed.
         if ChannelEnvelope.from_bytes(out) != ChannelEnvelope(header, enc, ct):
@@ -842,19 +872,28 @@ class ChannelReceiver:
     """
 
     def __init__(
-        self, key: StaticKey, roster: Roster, room_id: str, ceremony_id: str, *, max_round: int
+        self,
+        key: StaticKey,
+        roster: Roster,
+        room_id: str,
+        ceremony_id: str,
+        *,
+        max_round: int,
+        context: bytes = b"",
     ) -> None:
         """Arguments:
             key: this party's static key; its id must be in ``roster``.
             roster: the ceremony's parties.
             room_id, ceremony_id: the only room and ceremony accepted.
             max_round: the ceremony's last round; rounds 1..max_round are accepted.
+            context: the session's context, as the senders bound it (``ChannelSender``).
 
         Raises:
-            InputError: a bad id or round bound, or ``key`` not in ``roster``.
+            InputError: a bad id, context or round bound, or ``key`` not in ``roster``.
         """
         if not 1 <= max_round <= MAX_ROUND:
             raise InputError("max_round must be in 1..2**32-1")
+        self._context = _check_context(context)
         self._key = key
         self._room_id = room_id
         self._ceremony_id = ceremony_id
@@ -918,7 +957,7 @@ class ChannelReceiver:
                 peer.dh_static,
                 env.enc,
                 h.hpke_info(),
-                b"",
+                self._context,
                 env.ciphertext,
             )
         except (InvalidTag, ValueError) as e:

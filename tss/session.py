@@ -66,6 +66,9 @@ class SecureSession(Generic[ResultT]):
         roster: every party of the ceremony (index, party id, static key).
         room_id, ceremony_id: bound into every envelope.
         rand: fresh randomness for sealing.
+        context: bound into every envelope too (``tss.channel``): the service
+            passes the enclave's single-use request challenge, so envelopes of
+            another session under the same ids never open in this one.
     """
 
     def __init__(
@@ -76,15 +79,17 @@ class SecureSession(Generic[ResultT]):
         room_id: str,
         ceremony_id: str,
         rand: Random,
+        *,
+        context: bytes = b"",
     ) -> None:
         if tuple(roster.indices) != tuple(sorted(ceremony.parties)):
             raise InputError("the roster must list exactly the ceremony's parties")
         self.ceremony = ceremony
         self._roster = roster
         self._rand = rand
-        self._sender = ChannelSender(key, roster, room_id, ceremony_id)
+        self._sender = ChannelSender(key, roster, room_id, ceremony_id, context=context)
         self._receiver = ChannelReceiver(
-            key, roster, room_id, ceremony_id, max_round=ceremony.rounds
+            key, roster, room_id, ceremony_id, max_round=ceremony.rounds, context=context
         )
         if self._sender.me != ceremony.me:
             raise InputError("the static key is not the ceremony party's")

@@ -809,7 +809,7 @@ class Device:
             return roster, sign_ceremony(request, self.identity, wallet.share)
         if kind == ceremony_pb2.CEREMONY_KIND_PAIR_SETUP:
             roster = roster_of(list(request.parties), sorted(request.signers))
-            session = f"{request.room_id}/{request.ceremony_id}".encode()  # as the enclave
+            session = lifecycle.lifecycle_session_id(request)  # as the enclave
             setup = PairSetup(wallet.share, wallet.server_index, session, secrets.token_bytes)
             return roster, setup
         keyring = PublicKeyring.from_share(wallet.share)

@@ -102,7 +102,7 @@ def sign_ceremony(
         share,
         sorted(request.signers),
         signed,
-        f"{request.room_id}/{request.ceremony_id}".encode(),  # as the enclave derives it
+        lifecycle.lifecycle_session_id(request),  # as the enclave derives it
         secrets.token_bytes,
         options,
         HostKeys(identity.hostseckey, tuple(bytes(p.host_pubkey) for p in request.parties)),
@@ -163,6 +163,7 @@ async def run_over_relay(
         request.room_id,
         request.ceremony_id,
         secrets.token_bytes,
+        context=lifecycle.channel_context(request),
     )
 
     inline = isinstance(ceremony, _INLINE_CEREMONIES)

@@ -625,7 +625,7 @@ class WalletClient:
             def build(
                 req: ceremony_pb2.CeremonyRequest, i: int = i, share: KeyShare = share
             ) -> tuple[Roster, dict[str, Ceremony[Any]]]:
-                session_id = f"{req.room_id}/{req.ceremony_id}".encode()
+                session_id = lifecycle.lifecycle_session_id(req)
                 return roster_of(wallet.parties, sorted((i, server))), {
                     wallet.parties[i].party_id: PairSetup(
                         share, server, session_id, secrets.token_bytes
@@ -1123,6 +1123,9 @@ class WalletClient:
             self.challenge() if with_server else asyncio.sleep(0, b""),
         )
         request.room_id = room.room_id
+        # Every party binds the enclave's challenge (session id and channels), so the
+        # local parties are built from the request as the enclave will see it.
+        request.challenge = challenge
         roster, ceremonies = build(request)
         by_id = {d.party_id: d for d in devices}
         barrier = _PendingBarrier(len(ceremonies), on_pending) if on_pending else None
