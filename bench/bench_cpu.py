@@ -6,7 +6,8 @@ included) barely moves with load. So this reports, for each wallet shape,
 the CPU milliseconds one signature costs the client (this process: the
 device parties and the SDK), the relay, the host, the enclave and devkms,
 their sum, the voluntary context switches per signature, and the median wall
-time of sequential signatures. Real processes on Unix sockets
+time of sequential signatures; then the throughput with 8 and 32 signatures
+in flight. Real processes on Unix sockets
 (``client.cli.devstack``), the in-memory relay, SQLite at the host.
 
 ``python -m bench.bench_cpu [--signatures N] [--enclave-transport session]``; each shape runs a few
@@ -16,6 +17,7 @@ seconds, the whole run well under a minute on an idle 2-core machine.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import tempfile
@@ -25,13 +27,14 @@ from pathlib import Path
 
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import WalletClient
+from client.sdk.wallet import Wallet, WalletClient
 from shardkeep.eventloop import run
 from tss.keyshare import Scheme
 
 PROCESSES = ("client", "relay", "host", "enclave", "devkms")
 DIGEST = bytes(32)
 WARMUP = 3
+IN_FLIGHT = (8, 32)
 _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
@@ -82,6 +85,7 @@ class Result:
     p50_ms: float
     cpu_ms: dict[str, float]  # per signature, by process
     switches: float  # voluntary context switches per signature, all processes
+    rates: dict[int, tuple[float, float]]  # in flight -> (signatures/s, CPU ms per signature)
 
 
 async def measure_shape(
@@ -100,13 +104,41 @@ async def measure_shape(
         await wallets.sign(wallet, DIGEST, signers)
         walls.append((time.perf_counter() - start) * 1000)
     after = {name: sample(pid) for name, pid in pids.items()}
+    rates = {}
+    for in_flight in IN_FLIGHT:
+        rates[in_flight] = await _throughput(wallets, wallet, signers, pids, in_flight)
     return Result(
         shape,
         signatures,
         statistics.median(walls),
         {n: (after[n].cpu_ms - before[n].cpu_ms) / signatures for n in pids},
         sum(after[n].switches - before[n].switches for n in pids) / signatures,
+        rates,
     )
+
+
+async def _throughput(
+    wallets: WalletClient,
+    wallet: Wallet,
+    signers: dict[int, PartyIdentity],
+    pids: dict[str, int],
+    in_flight: int,
+) -> tuple[float, float]:
+    """Signatures per second with ``in_flight`` signatures always running (four rounds
+    of them in all), and the CPU ms per signature of all processes meanwhile."""
+    total = 4 * in_flight
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one() -> None:
+        async with slots:
+            await wallets.sign(wallet, DIGEST, signers)
+
+    cpu_before = sum(sample(pid).cpu_ms for pid in pids.values())
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(total)))
+    elapsed = time.perf_counter() - start
+    cpu = sum(sample(pid).cpu_ms for pid in pids.values()) - cpu_before
+    return total / elapsed, cpu / total
 
 
 def print_table(results: list[Result]) -> None:
@@ -116,6 +148,12 @@ def print_table(results: list[Result]) -> None:
         cells = "".join(f"{r.cpu_ms.get(n, 0.0):9.2f}" for n in PROCESSES)
         total = sum(r.cpu_ms.values())
         print(f"{r.shape.name:16}{r.p50_ms:8.2f}{cells}{total:9.2f}{r.switches:8.0f}")
+    for r in results:
+        for in_flight, (rate, cpu_ms) in r.rates.items():
+            print(
+                f"{r.shape.name:16} {in_flight:2} in flight: {rate:6.1f} signatures/s, "
+                f"{cpu_ms:6.2f} CPU ms per signature (all processes)"
+            )
 
 
 async def _bench(directory: Path, signatures: int, transport: str) -> list[Result]:
