@@ -241,6 +241,8 @@ _DELETE = object()
         (with_change(["primaryType"], "EIP712Domain"), "primaryType"),
         (with_change(["primaryType"], "Letter"), "primaryType"),
         (with_change(["types", "uint8"], []), "types.uint8"),
+        (with_change(["types", "Unused"], []), "types.Unused"),
+        (with_change(["primaryType"], "Person"), "types.Mail"),
         (with_change(["extra"], {}), "document"),
         (with_change(["message", "id"], "0x010203", NESTED), "message.id"),
         (with_change(["message", "grid"], [[1, 2, 3]], NESTED), "message.grid[0]"),

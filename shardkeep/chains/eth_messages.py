@@ -25,7 +25,9 @@ members missing from or added to a struct, undeclared or misspelt types,
 values out of their type's range, a mixed-case address whose EIP-55 checksum
 is wrong, fixed-size bytes of the wrong length, a domain type that is not the
 spec's ``EIP712Domain`` (``name``, ``version``, ``chainId``,
-``verifyingContract``, ``salt``, in that order, each optional). Without an
+``verifyingContract``, ``salt``, in that order, each optional), a type the
+message does not use (a reader inferring the message's type from the one
+type nothing refers to would pick another). Without an
 ``EIP712Domain`` entry its members are those the domain object has (the
 common tools' behaviour). A ``primaryType`` of ``EIP712Domain`` (a domain
 separator alone) is refused.
@@ -225,6 +227,13 @@ def parse_typed_data(document: object) -> TypedData:
         raise TypedDataError("primaryType", f"{primary!r} is not a declared type")
     if primary == DOMAIN_TYPE:
         raise TypedDataError("primaryType", "a domain alone is not signed here")
+    used: set[str] = set()
+    _dependencies(types, primary, used)
+    unused = sorted(set(types) - used - {DOMAIN_TYPE})
+    if unused:
+        # Readers that infer the message's type from the one type nothing refers
+        # to (eth-account does) would hash another struct than primaryType names.
+        raise TypedDataError(f"types.{unused[0]}", f"not used by {primary} (unused types)")
     return TypedData(types=types, primary_type=primary, domain=domain, message=message)
 
 
