@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from client.errors import sdk_boundary
 from client.sdk.approvals import ApiKey
 from shardkeep.policyset import Authenticator, Consensus, InvalidPolicy, Policy, PolicySet
 
@@ -78,6 +79,7 @@ def _policy(entry: dict[str, Any]) -> Policy:
     )
 
 
+@sdk_boundary
 def load_policy_file(path: Path) -> PolicySet:
     """Read a policy file (module docstring) as a policy set not yet bound to a wallet.
 
@@ -98,6 +100,7 @@ def load_policy_file(path: Path) -> PolicySet:
     return PolicySet(UNBOUND_WALLET, 0, version, authenticators, policies)
 
 
+@sdk_boundary
 def authenticator_entry(a: Authenticator) -> dict[str, Any]:
     """An authenticator as a policy file lists it."""
     return {
@@ -106,6 +109,7 @@ def authenticator_entry(a: Authenticator) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@sdk_boundary
 def policy_document(policy_set: PolicySet) -> dict[str, Any]:
     """The JSON document of a policy set (the inverse of ``load_policy_file``)."""
     return {
@@ -120,6 +124,7 @@ def policy_document(policy_set: PolicySet) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@sdk_boundary
 def save_api_key(key: ApiKey, path: Path) -> None:
     """Write ``key`` to a new file readable by its owner only."""
     pem = key.private_key().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
@@ -128,6 +133,7 @@ def save_api_key(key: ApiKey, path: Path) -> None:
         json.dump({"name": key.name, "kind": key.kind, "private_key": pem.decode()}, f)
 
 
+@sdk_boundary
 def load_api_key(path: Path) -> ApiKey:
     """Read an API key file.
 
