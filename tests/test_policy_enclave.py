@@ -252,16 +252,21 @@ def test_a_refresh_rebinds_the_policy_set_to_the_new_epoch(
         share, new_sealed = party.result.share, stack.stored[-1]
         assert new_sealed.epoch == 1
 
-        async def sign(under: PolicySet) -> ceremony_pb2.CeremonyResult:
+        async def sign(
+            under: PolicySet, stored: ceremony_pb2.SealedShare = new_sealed
+        ) -> ceremony_pb2.CeremonyResult:
             request = sign_request_at(keygen, [0, 1], 1)
             signer = client_sign(share, client, request)
             outer = approved(signed(request, coordinator), under, PASSKEY)
             result: ceremony_pb2.CeremonyResult = await host_loop(
-                stack, outer, {client.party.party_id: signer}, [new_sealed]
+                stack, outer, {client.party.party_id: signer}, [stored]
             )
             return result
 
         await expect_refusal(sign(policy), denied, "approval by 'owner-phone' refused")
+        # The host rolls back to the epoch-0 record (and its set): it is not the
+        # epoch the request names, so the enclave refuses it before any policy.
+        await expect_refusal(sign(at_epoch_1, sealed), grpc.StatusCode.FAILED_PRECONDITION, "epoch")
         result = await sign(at_epoch_1)
         assert schnorr_verify(DIGEST, share.public_key[1:], result.signature)
 
