@@ -432,11 +432,6 @@ class EnclaveLink:
         )
         return call
 
-    async def aclose(self) -> None:
-        """End the session stream, if any (its open ceremonies fail)."""
-        if self._session is not None:
-            await self._session.aclose()
-
 
 @dataclass
 class CeremonyStats:

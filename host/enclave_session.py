@@ -8,7 +8,8 @@ deadline of a call per ceremony. A ``SessionChannel`` offers what
 driver is the same for both transports.
 
 A stream that breaks fails every channel on it with UNAVAILABLE, as a broken
-call would; the next ceremony opens a new stream.
+call would; the next ceremony opens a new stream. The stream ends with the
+host's channel to the enclave (closed at shutdown, after the server drained).
 """
 
 from __future__ import annotations
@@ -119,16 +120,6 @@ class EnclaveSession:
 
     def forget(self, number: int) -> None:
         self._channels.pop(number, None)
-
-    async def aclose(self) -> None:
-        """End the stream (every open channel fails)."""
-        call, self._call = self._call, None
-        if call is not None:
-            call.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._fail_all(_BROKEN)
 
     def _open(self) -> None:
         for task in self._tasks:
