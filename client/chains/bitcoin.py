@@ -52,15 +52,7 @@ def wallet_output_key(
     Raises:
         InputError: not a bip340 wallet, a hardened index, or a bad merkle root.
     """
-    if wallet.scheme != "bip340":
-        raise InputError("Taproot key-path spends need a bip340 wallet")
-    internal = wallet.public_key
-    if derivation_path:
-        share = next(iter(wallet.shares.values()), None)
-        if share is None:
-            raise InputError("the wallet holds no key share (its chain code is needed)")
-        internal = derive_public(wallet.public_key, share.chain_code, derivation_path).public_key
-    return taproot_output_key(internal[1:], merkle_root).output_key
+    return taproot_output_key(_internal_key(wallet, derivation_path), merkle_root).output_key
 
 
 @sdk_boundary
@@ -92,15 +84,20 @@ def wallet_p2tr_address(
     Raises:
         InputError: not a bip340 wallet, an unknown network, or a bad path.
     """
+    return key_path_address(_internal_key(wallet, derivation_path), network)
+
+
+def _internal_key(wallet: Wallet, derivation_path: Sequence[int]) -> bytes:
+    """The x-only internal key: the wallet's key, or its non-hardened BIP-32 child."""
     if wallet.scheme != "bip340":
-        raise InputError("Taproot addresses need a bip340 wallet")
+        raise InputError("Taproot outputs need a bip340 wallet")
     internal = wallet.public_key
     if derivation_path:
         share = next(iter(wallet.shares.values()), None)
         if share is None:
             raise InputError("the wallet holds no key share (its chain code is needed)")
         internal = derive_public(wallet.public_key, share.chain_code, derivation_path).public_key
-    return key_path_address(internal[1:], network)
+    return internal[1:]
 
 
 @sdk_boundary
