@@ -4,8 +4,9 @@ The enclave evaluates a policy set (``enclave.policy``); every approval signs
 the set's hash (``shardkeep.approvals``), so the set in force is fixed by the
 approvers, not by whoever stores it (docs/security/policy.md). This module
 is shared by the enclave and by clients that compute the hash they approve
-under; it checks structure only. Whether each condition compiles is the
-enclave's decision (``enclave.policy.conditions``).
+under; it checks structure only. Conditions are compiled by
+``shardkeep.policy_conditions``: the enclave decides with it, a client may
+check a set before submitting it.
 
 Encoding: canonical CBOR (RFC 8949 §4.2.1, deterministic: shortest forms,
 sorted map keys) of a map with fixed keys; the hash is

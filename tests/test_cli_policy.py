@@ -97,3 +97,17 @@ def test_sign_needs_the_approver_the_policy_file_names(
     bound = dataclasses.replace(load_policy_file(policy_file), wallet_id=wallet_id, epoch=0)
     expected = policy_set_hash(bound)
     assert shown["policy_set_hash"] == expected.hex()
+
+
+def test_policy_show_refuses_a_condition_the_enclave_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps({
+        "version": 1,
+        "authenticators": [{"name": "k", "kind": "ed25519", "public_key": "01" * 32}],
+        "policies": [{"name": "typo", "effect": "allow", "condition": "activty.kind == 'X'",
+                      "consensus": {"min_approvals": 1, "tag": ""}}],
+    }))  # fmt: skip
+    status, _, err = shardkeep(capsys, "policy", "show", str(policy_file))
+    assert status == 2 and "typo: the condition names activty" in err

@@ -2,8 +2,9 @@
 
 ``new-key`` writes an Ed25519 or P-256 API key to a new file (mode 0600) and
 prints the authenticator entry to put in a policy file. ``show`` checks a
-policy file and prints, for a wallet and epoch, the hash its approvals sign,
-which an approver compares with what it is asked to approve under
+policy file (its structure and every condition, as the enclave will) and
+prints, for a wallet and epoch, the hash its approvals sign, which an
+approver compares with what it is asked to approve under
 (docs/security/policy.md).
 """
 
@@ -18,6 +19,7 @@ from typing import Any, TextIO
 from client.cli.exits import EXIT_OK, EXIT_USAGE
 from client.sdk.approvals import ApiKey
 from client.sdk.policy_files import authenticator_entry, load_policy_file, save_api_key
+from shardkeep.policy_conditions import compile_condition
 from shardkeep.policyset import policy_set_hash
 from tss.errors import InputError
 
@@ -61,6 +63,8 @@ def _new_key(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         policy_set = load_policy_file(args.policy)
+        for policy in policy_set.policies:  # the enclave checks again; this fails early
+            compile_condition(policy.name, policy.condition)
     except (InputError, OSError) as e:
         print(f"shardkeep: {e}", file=err)
         return EXIT_USAGE

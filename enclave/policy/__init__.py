@@ -2,7 +2,8 @@
 
 Design: docs/security/policy.md.
 
-``conditions`` compiles and evaluates CEL conditions, ``facts`` turns an
-activity and its parsed transaction into what conditions see, ``engine``
-decides (deny wins; allow needs its consensus of approvals).
+``facts`` turns an activity and its parsed transaction into what conditions
+(``shardkeep.policy_conditions``) see, ``engine`` decides (deny wins; allow
+needs its consensus of approvals), ``authenticators`` and ``webauthn``
+verify approvals, and ``gate`` puts them together for the service.
 """

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import cel
 
 from enclave.errors import Unauthorized
-from enclave.policy.conditions import Condition, ConditionError, compile_condition
 from enclave.policy.facts import Activity, facts
+from shardkeep.policy_conditions import Condition, ConditionError, compile_condition
 from shardkeep.policyset import Consensus, PolicySet, policy_set_hash
 
 __all__ = ["Allowed", "PolicyDenied", "PolicyEngine", "check_denies"]

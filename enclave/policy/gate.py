@@ -38,7 +38,6 @@ import cel
 
 from enclave.errors import BadRequest
 from enclave.policy.authenticators import SignCounters, verified_approvers
-from enclave.policy.conditions import compile_condition
 from enclave.policy.engine import Allowed, PolicyEngine, check_denies
 from enclave.policy.facts import Activity, facts
 from shardkeep.approvals import Approval, activity_hash
@@ -46,6 +45,7 @@ from shardkeep.chains import evm, solana
 from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
 from shardkeep.chains.psbt import parse_psbt
 from shardkeep.lifecycle import SCHEMES
+from shardkeep.policy_conditions import compile_condition
 from shardkeep.policyset import InvalidPolicy, decode, encode
 from shardkeep.v1 import ceremony_pb2
 from tss.errors import InputError

@@ -1,5 +1,9 @@
 """Policy conditions in the Common Expression Language, compiled once and evaluated fail-closed.
 
+Shared: the enclave compiles and evaluates with it (``enclave.policy``), a
+client checks a policy file with it before submitting (``shardkeep policy
+show``); the enclave's check is the one that counts.
+
 The CEL runtime is ``common-expression-language`` (Python bindings of the
 Rust ``cel`` crate), chosen over ``cel-python``: it is native and
 memory-safe, evaluates a condition in tens of microseconds where the
