@@ -82,6 +82,9 @@ APPROVAL_REFUSED = "approval-refused"
 NOT_PROVISIONED = "not-provisioned"
 """The reason when the enclave has no identity (it restarted): provision it, then retry."""
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
+# Bounds on what the (untrusted) host may make a Session stream hold in enclave memory.
+MAX_SESSION_CHANNELS = 1024  # ceremonies running on one stream
+MAX_CHANNEL_BACKLOG = 256  # inputs queued for one ceremony, not yet read by it
 # Bounds on SetCredentials fields (IAM access key ids are at most 128 characters;
 # AWS sets no documented limit on session tokens, a few KiB in practice).
 _MAX_KEY_CHARS: Final = 128
@@ -358,20 +361,31 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
     ) -> None:
         """Hand one session frame to its channel, opening the channel on its first input."""
         kind = frame.WhichOneof("frame")
-        channel = channels.get(frame.channel)
+        number = frame.channel
+        channel = channels.get(number)
         if channel is None:
             if kind != "input":
                 return  # the channel has ended: late frames mean nothing
+            if len(channels) >= MAX_SESSION_CHANNELS:
+                outputs.put_nowait(_overloaded(number, "too many ceremonies on this session"))
+                return
             inbox: asyncio.Queue[enclave_pb2.CeremonyInput | None] = asyncio.Queue()
-            number = frame.channel
             task = asyncio.create_task(self._serve_channel(number, inbox, outputs))
-            channel = channels[number] = _Channel(inbox, task)
+            opened = channels[number] = _Channel(inbox, task)
 
             def forget(_: asyncio.Task[None]) -> None:
-                channels.pop(number, None)
+                if channels.get(number) is opened:  # not a later channel of that number
+                    del channels[number]
 
             task.add_done_callback(forget)
+            channel = opened
         if kind == "input":
+            if channel.inbox.qsize() >= MAX_CHANNEL_BACKLOG:
+                # The ceremony is not reading what the host sends: end it, not the session.
+                channel.task.cancel()
+                channels.pop(number, None)
+                outputs.put_nowait(_overloaded(number, "the host sent more than the ceremony read"))
+                return
             channel.inbox.put_nowait(frame.input)
         elif kind == "half_close":
             channel.inbox.put_nowait(None)
@@ -777,6 +791,11 @@ async def _inputs(
         if isinstance(item, MalformedRequest):
             raise BadRequest("a ceremony input is not a valid message")
         yield item
+
+
+def _overloaded(channel: int, message: str) -> enclave_pb2.SessionOutput:
+    end = enclave_pb2.ChannelEnd(code=grpc.StatusCode.RESOURCE_EXHAUSTED.name, message=message)
+    return enclave_pb2.SessionOutput(channel=channel, end=end)
 
 
 def running_parties(request: ceremony_pb2.CeremonyRequest | None) -> list[str]:

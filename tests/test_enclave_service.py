@@ -6,6 +6,7 @@ RunCeremony stream and client parties running the same ``tss`` ceremonies.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.signing import VerifyKey
 
 from client.sdk.attestation import verify
+from enclave import service as enclave_service
 from enclave.config import RECORD_CACHE_SIZE, ConfigError, EnclaveConfig
 from enclave.nsm import SimulatedNitroPki
 from enclave.service import CULPRITS_METADATA, EnclaveDeps
@@ -363,3 +365,54 @@ def test_the_record_cache_size_is_configured(tmp_path: Path) -> None:
     assert load(record_cache_size=50_000).record_cache_size == 50_000
     with pytest.raises(ConfigError, match="record_cache_size"):
         load(record_cache_size=0)
+
+
+def test_a_session_bounds_the_ceremonies_and_inputs_a_host_makes_it_hold(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Session stream the host chooses how many ceremonies run and how much it sends
+    them: past the bounds the enclave ends that ceremony (RESOURCE_EXHAUSTED), not the stream."""
+    monkeypatch.setattr(enclave_service, "MAX_SESSION_CHANNELS", 2)
+    coordinator = Ed25519PrivateKey.generate()
+    client = ClientParty()
+
+    async def body(stack: Stack) -> None:
+        def start(number: int) -> enclave_pb2.SessionInput:
+            request = keygen_request("bip340", [client.party, stack.party], 2)
+            request.wallet_id = f"wallet-{number}"
+            begin = enclave_pb2.CeremonyStart(request=signed(request, coordinator))
+            return enclave_pb2.SessionInput(
+                channel=number, input=enclave_pb2.CeremonyInput(start=begin)
+            )
+
+        async def ends(call: Any, count: int) -> dict[int, enclave_pb2.ChannelEnd]:
+            ended: dict[int, enclave_pb2.ChannelEnd] = {}
+            async with asyncio.timeout(20):
+                while len(ended) < count:
+                    frame = await call.read()
+                    if frame.WhichOneof("frame") == "end":
+                        ended[frame.channel] = frame.end
+            return ended
+
+        call = stack.stub.Session()
+        for number in (1, 2, 3):  # 1 and 2 wait for their peer; 3 is one too many
+            await call.write(start(number))
+        (refused,) = (await ends(call, 1)).items()
+        assert refused[0] == 3 and refused[1].code == "RESOURCE_EXHAUSTED"
+
+        await call.write(enclave_pb2.SessionInput(channel=1, cancel=True))
+        monkeypatch.setattr(enclave_service, "MAX_CHANNEL_BACKLOG", 0)
+        await call.write(start(4))  # more than the ceremony has read: ended
+        (flooded,) = (await ends(call, 1)).items()
+        assert flooded[0] == 4 and flooded[1].code == "RESOURCE_EXHAUSTED"
+
+        # The stream goes on: a ceremony on it still runs to its verdict.
+        monkeypatch.setattr(enclave_service, "MAX_CHANNEL_BACKLOG", 256)
+        await call.write(enclave_pb2.SessionInput(channel=2, cancel=True))
+        bad = enclave_pb2.CeremonyInput(inbound=envelope_pb2.Envelope())
+        await call.write(enclave_pb2.SessionInput(channel=5, input=bad))
+        (verdict,) = (await ends(call, 1)).items()
+        assert verdict[0] == 5 and verdict[1].code == "INVALID_ARGUMENT"
+        call.cancel()
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
