@@ -362,6 +362,9 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         """Hand one session frame to its channel, opening the channel on its first input."""
         kind = frame.WhichOneof("frame")
         number = frame.channel
+        if kind == "get_challenge":
+            outputs.put_nowait(self._session_challenge(number))
+            return
         channel = channels.get(number)
         if channel is None:
             if kind != "input":
@@ -391,6 +394,17 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             channel.inbox.put_nowait(None)
         elif kind == "cancel":
             channel.task.cancel()
+
+    def _session_challenge(self, number: int) -> enclave_pb2.SessionOutput:
+        """A challenge for a session's ``get_challenge`` frame, or the refusal as its end."""
+        try:
+            challenge, expires = self._deps.authorizer.challenges.issue(int(self._deps.clock()))
+        except Exception as e:  # mapped by the one table
+            code, message = status_for(e)
+            end = enclave_pb2.ChannelEnd(code=code.name, message=message)
+            return enclave_pb2.SessionOutput(channel=number, end=end)
+        answer = enclave_pb2.GetChallengeResponse(challenge=challenge, not_after_unix=expires)
+        return enclave_pb2.SessionOutput(channel=number, challenge=answer)
 
     async def _serve_channel(
         self,

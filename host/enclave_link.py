@@ -382,11 +382,20 @@ class EnclaveLink:
         return bytes(response.document)
 
     async def challenge(self, *, request_id: str) -> enclave_pb2.GetChallengeResponse:
-        """A single-use challenge from the enclave for the caller's next ceremony request.
+        """A single-use challenge from the enclave for the caller's next ceremony request
+        (on the session stream with ``session_transport``).
 
         Raises:
             HostError: the enclave's status, passed through.
         """
+        if self._session is not None:
+            try:
+                async with asyncio.timeout(self.config.call_timeout_s):
+                    return await self._session.challenge()
+            except TimeoutError as e:
+                raise HostError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "the enclave call passed its deadline"
+                ) from e
         try:
             response: enclave_pb2.GetChallengeResponse = await self._stub.GetChallenge(
                 enclave_pb2.GetChallengeRequest(),

@@ -35,6 +35,13 @@ _SessionCall = grpc.aio.StreamStreamCall[enclave_pb2.SessionInput, enclave_pb2.S
 _BROKEN: Final = HostError(grpc.StatusCode.UNAVAILABLE, "the enclave is unavailable")
 
 
+def _refusal(end: enclave_pb2.ChannelEnd) -> HostError:
+    """The coordinator's status for a channel the enclave ended with an error."""
+    code = getattr(grpc.StatusCode, end.code, grpc.StatusCode.INTERNAL)
+    mapped = ENCLAVE_CODES.get(code, grpc.StatusCode.INTERNAL)
+    return HostError(mapped, end.message or mapped.name.lower(), from_enclave=True)
+
+
 class SessionChannel:
     """One ceremony on the session: its outputs in order, then EOF or its error."""
 
@@ -81,12 +88,10 @@ class SessionChannel:
         if kind == "output":
             self._inbox.put_nowait(frame.output)
         elif kind == "end":
-            code = getattr(grpc.StatusCode, frame.end.code, grpc.StatusCode.INTERNAL)
-            if code == grpc.StatusCode.OK:
+            if frame.end.code == grpc.StatusCode.OK.name:
                 self._end(None)
             else:
-                mapped = ENCLAVE_CODES.get(code, grpc.StatusCode.INTERNAL)
-                self._end(HostError(mapped, frame.end.message, from_enclave=True))
+                self._end(_refusal(frame.end))
 
     def _end(self, outcome: HostError | None) -> None:
         if not self._ended:
@@ -102,6 +107,7 @@ class EnclaveSession:
         self._stub = stub
         self._numbers = itertools.count(1)
         self._channels: dict[int, SessionChannel] = {}
+        self._challenges: dict[int, asyncio.Future[enclave_pb2.GetChallengeResponse]] = {}
         self._call: _SessionCall | None = None
         self._outbox: asyncio.Queue[enclave_pb2.SessionInput] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,6 +120,29 @@ class EnclaveSession:
         channel = SessionChannel(self, next(self._numbers))
         self._channels[channel._number] = channel
         return channel
+
+    async def challenge(self) -> enclave_pb2.GetChallengeResponse:
+        """A single-use challenge from the enclave, asked on the session stream.
+
+        Raises:
+            HostError: the enclave's refusal, or the stream broke.
+        """
+        if self._call is None or self._call.done():
+            self._open()
+        number = next(self._numbers)
+        answer: asyncio.Future[enclave_pb2.GetChallengeResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._challenges[number] = answer
+        try:
+            self.send(
+                enclave_pb2.SessionInput(
+                    channel=number, get_challenge=enclave_pb2.GetChallengeRequest()
+                )
+            )
+            return await answer
+        finally:
+            self._challenges.pop(number, None)
 
     def send(self, frame: enclave_pb2.SessionInput) -> None:
         self._outbox.put_nowait(frame)
@@ -153,6 +182,8 @@ class EnclaveSession:
                 channel = self._channels.get(frame.channel)
                 if channel is not None:
                     channel._deliver(frame)
+                else:
+                    self._answer_challenge(frame)
         except grpc.aio.AioRpcError as e:
             error = error_from_enclave(e)
             self._log.warning("enclave session ended", code=e.code().name)
@@ -161,7 +192,20 @@ class EnclaveSession:
                 self._call = None
                 self._fail_all(error)
 
+    def _answer_challenge(self, frame: enclave_pb2.SessionOutput) -> None:
+        answer = self._challenges.get(frame.channel)
+        if answer is None or answer.done():
+            return
+        kind = frame.WhichOneof("frame")
+        if kind == "challenge":
+            answer.set_result(frame.challenge)
+        elif kind == "end":
+            answer.set_exception(_refusal(frame.end))
+
     def _fail_all(self, error: HostError) -> None:
         for channel in list(self._channels.values()):
             channel._end(error)
         self._channels.clear()
+        for answer in self._challenges.values():
+            if not answer.done():
+                answer.set_exception(error)

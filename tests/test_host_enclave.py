@@ -333,6 +333,10 @@ class _CountingEnclave(enclave_service.EnclaveServicer):
         async for output in super().RunCeremony(request_iterator, context):
             yield output
 
+    async def GetChallenge(self, request: Any, context: Any) -> Any:
+        self.calls["GetChallenge"] += 1
+        return await super().GetChallenge(request, context)
+
     async def Session(self, request_iterator: Any, context: Any) -> Any:
         self.calls["Session"] += 1
         async for output in super().Session(request_iterator, context):
@@ -343,7 +347,7 @@ def test_ceremonies_share_one_enclave_session_stream(
     pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the session transport, keygen, signatures in parallel and a refused
-    ceremony all run as channels of one Enclave.Session stream."""
+    ceremony all run as channels of one Enclave.Session stream, their challenges too."""
     monkeypatch.setattr(enclave_service, "EnclaveServicer", _CountingEnclave)
     _CountingEnclave.calls.clear()
     coordinator = Ed25519PrivateKey.generate()
