@@ -10,12 +10,19 @@ import os
 import socket
 
 import pytest
+from hypothesis import settings
 
 POSTGRES_DSN = os.environ.get(
     "SHARDKEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("SHARDKEEP_TEST_REDIS", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("SHARDKEEP_TEST_NATS", "nats://127.0.0.1:4222")
+
+# Property tests draw the same examples on every run, so a red run is a fault that
+# reproduces, never the luck of the draw. HYPOTHESIS_PROFILE=explore draws fresh ones.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -70,7 +70,7 @@ def test_policy_view_of_a_message(name: str) -> None:
     assert parsed.fee_payer == bytes(PAYER)
     assert parsed.signers == (bytes(PAYER),)
     assert parsed.program_ids == (solana.SYSTEM_PROGRAM_ID, bytes(MEMO))
-    assert parsed.sol_transfers() == (
+    assert parsed.transfers == (
         solana.SolTransfer(bytes(PAYER), bytes(ALICE), 1_500_000_000),
         solana.SolTransfer(bytes(PAYER), bytes(BOB), 2**64 - 1),
     )
@@ -128,6 +128,5 @@ def test_duplicate_account_keys_are_refused() -> None:
 def test_short_system_transfer_is_refused_not_ignored() -> None:
     system = Pubkey(solana.SYSTEM_PROGRAM_ID)
     bad = Instruction(system, (2).to_bytes(4, "little") + b"\x01", [AccountMeta(PAYER, True, True)])
-    parsed = solana.parse_message(bytes(Message.new_with_blockhash([bad], PAYER, BLOCKHASH)))
     with pytest.raises(TransactionParseError, match="System Transfer"):
-        parsed.sol_transfers()
+        solana.parse_message(bytes(Message.new_with_blockhash([bad], PAYER, BLOCKHASH)))

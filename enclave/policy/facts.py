@@ -109,7 +109,7 @@ def _evm(tx: EvmTransaction) -> dict[str, object]:
 
 
 def _solana(message: SolanaMessage) -> dict[str, object]:
-    transfers = message.sol_transfers()
+    transfers = message.transfers
     version: Literal["legacy", "0"] = "legacy" if message.version == "legacy" else "0"
     return {
         "version": version,

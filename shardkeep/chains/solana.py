@@ -87,6 +87,8 @@ class SolanaMessage:
         account_keys: the 32-byte keys, fee payer first.
         recent_blockhash: 32 bytes.
         instructions: the instructions, in order.
+        transfers: the System program Transfer instructions, in order (each one
+            checked when the message is parsed, so a policy decides on a whole message).
     """
 
     version: Literal["legacy", 0]
@@ -96,6 +98,7 @@ class SolanaMessage:
     account_keys: tuple[bytes, ...]
     recent_blockhash: bytes
     instructions: tuple[SolanaInstruction, ...]
+    transfers: tuple[SolTransfer, ...]
 
     @property
     def fee_payer(self) -> bytes:
@@ -120,25 +123,26 @@ class SolanaMessage:
             if ix.program_id == SYSTEM_PROGRAM_ID
         )
 
-    def sol_transfers(self) -> tuple[SolTransfer, ...]:
-        """The System program Transfer instructions (tag 2, u64 LE lamports, 12 bytes of data).
 
-        Raises:
-            TransactionParseError: a Transfer with the wrong data length or
-                fewer than two accounts (the runtime would refuse it; a policy
-                must not see it as something else).
-        """
-        transfers = []
-        for ix in self.instructions:
-            if ix.program_id != SYSTEM_PROGRAM_ID or ix.data[:4] != SYSTEM_TRANSFER.to_bytes(
-                4, "little"
-            ):
-                continue
-            if len(ix.data) != 12 or len(ix.accounts) < 2:
-                raise _fail("a System Transfer needs 12 bytes of data and two accounts")
-            lamports = int.from_bytes(ix.data[4:12], "little")
-            transfers.append(SolTransfer(ix.accounts[0], ix.accounts[1], lamports))
-        return tuple(transfers)
+def _sol_transfers(instructions: tuple[SolanaInstruction, ...]) -> tuple[SolTransfer, ...]:
+    """The System program Transfers (tag 2, u64 LE lamports, 12 bytes of data).
+
+    Raises:
+        TransactionParseError: a Transfer with the wrong data length or fewer
+            than two accounts (the runtime would refuse it; a policy must not
+            see it as something else).
+    """
+    transfers = []
+    for ix in instructions:
+        if ix.program_id != SYSTEM_PROGRAM_ID or ix.data[:4] != SYSTEM_TRANSFER.to_bytes(
+            4, "little"
+        ):
+            continue
+        if len(ix.data) != 12 or len(ix.accounts) < 2:
+            raise _fail("a System Transfer needs 12 bytes of data and two accounts")
+        lamports = int.from_bytes(ix.data[4:12], "little")
+        transfers.append(SolTransfer(ix.accounts[0], ix.accounts[1], lamports))
+    return tuple(transfers)
 
 
 def _fail(message: str) -> TransactionParseError:
@@ -183,8 +187,9 @@ def parse_message(message: bytes) -> SolanaMessage:
 
     Raises:
         TransactionParseError: truncated, trailing bytes, an unsupported
-            version, address table lookups, or a message the validator would
-            not sanitise (see the module docstring).
+            version, address table lookups, a message the validator would
+            not sanitise (see the module docstring), or a malformed System
+            Transfer.
     """
     r = _Reader(message)
     version: Literal["legacy", 0] = "legacy"
@@ -219,6 +224,8 @@ def parse_message(message: bytes) -> SolanaMessage:
         raise _fail("the header counts more accounts than the message has")
     if len(set(keys)) != len(keys):
         raise _fail("an account key appears twice")
+    resolved = tuple(instructions)
     return SolanaMessage(
-        version, required, readonly_signed, readonly_unsigned, keys, blockhash, tuple(instructions)
-    )
+        version, required, readonly_signed, readonly_unsigned, keys, blockhash, resolved,
+        _sol_transfers(resolved),
+    )  # fmt: skip
