@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,7 @@ SQLITE_ERRORS: Final[ErrorTable] = (
 )
 
 _MIN_SQLITE: Final = (3, 37, 0)  # STRICT tables
+_WAL_RETRY_SECONDS: Final = 0.01
 
 
 class _SQLiteTransaction:
@@ -133,14 +135,33 @@ class SQLiteStore(Store):
         )
         try:
             conn.execute("PRAGMA foreign_keys = ON")
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if str(mode).lower() != "wal":
-                raise StoreUnavailableError(f"SQLite refused WAL mode (got {mode})")
+            self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode (it stays so), waiting up to the busy timeout.
+
+        Switching a new file to WAL takes an exclusive lock. When connections
+        opened together all switch it, SQLite answers SQLITE_BUSY at once instead
+        of calling the busy handler (it would deadlock a reader that waits to
+        upgrade), so the wait happens here.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.OperationalError as e:
+                busy = e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(_WAL_RETRY_SECONDS)
+        if str(mode).lower() != "wal":
+            raise StoreUnavailableError(f"SQLite refused WAL mode (got {mode})")
 
     @contextmanager
     def _schema_transaction(self) -> Iterator[Transaction]:

@@ -918,6 +918,27 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
     store.close()
 
 
+def test_host_opening_a_file_another_writer_holds_waits_for_its_lock(tmp_path: Path) -> None:
+    """SQLite answers a switch to WAL with SQLITE_BUSY at once (no busy handler) while
+    another connection holds the write lock; hosts starting together on a new file
+    meet exactly that. The store waits for the lock instead of failing to open."""
+    path = tmp_path / "store.db"
+    with contextlib.closing(
+        sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    ) as writer:
+        writer.execute("CREATE TABLE other_writer (x INTEGER)")  # a rollback-journal file
+        writer.execute("BEGIN IMMEDIATE")
+        released = threading.Timer(0.3, writer.execute, ("COMMIT",))
+        released.start()
+        try:
+            with SQLiteStore(path, busy_timeout=5.0) as opened:
+                opened.migrate()
+                assert opened.schema_version() == sqlite_migrations.MIGRATIONS[-1].version
+        finally:
+            released.join()
+    assert _sqlite_backend(path).query("PRAGMA journal_mode") == [("wal",)]
+
+
 class FakeConnection:
     def __init__(self, number: int) -> None:
         self.number = number
