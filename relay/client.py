@@ -10,6 +10,7 @@ raise the ``relay.errors`` class for their status code (``error_from_status``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
 from relay.errors import (
     ERROR_METADATA_KEY,
+    BackendUnavailableError,
     RelayError,
     RoomClosedError,
     RoomExpiredError,
@@ -37,6 +39,11 @@ _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
 # Envelopes queued by concurrent sends go out in one JoinRequest up to this
 # many payload bytes (the relay's frame cap allows a maximal payload plus slack).
 _COALESCE_BYTES: Final = 256 * 1024
+# How long CreateRoom and a Join's hello wait for the relay to be reachable. They
+# wait (gRPC wait_for_ready) instead of failing at once with the channel's last
+# connection error: after a relay restart the channel may still be in its
+# reconnect backoff although the relay is serving again.
+CONNECT_SECONDS: Final = 10.0
 
 
 def _relay_error(e: grpc.aio.AioRpcError) -> RelayError:
@@ -44,6 +51,15 @@ def _relay_error(e: grpc.aio.AioRpcError) -> RelayError:
     metadata: Iterable[tuple[str, str | bytes]] = e.trailing_metadata() or ()  # type: ignore[assignment]
     names = [str(v) for k, v in metadata if k == ERROR_METADATA_KEY]
     return error_from_status(e.code(), e.details() or "", names[0] if names else "")
+
+
+@contextlib.asynccontextmanager
+async def _reachable_within(seconds: float) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as e:
+        raise BackendUnavailableError(f"the relay was not reachable within {seconds:g} s") from e
 
 
 @dataclass(frozen=True)
@@ -69,14 +85,21 @@ class RelayClient:
     """Unary relay calls plus ``join`` for a party's stream."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, *, coordinator: Ed25519PrivateKey | None = None
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        coordinator: Ed25519PrivateKey | None = None,
+        connect_seconds: float = CONNECT_SECONDS,
     ) -> None:
         """Arguments:
         channel: a grpc.aio channel to the relay; ``aclose`` closes it.
         coordinator: the coordinator key the relay pins; ``create_room`` needs it.
+        connect_seconds: how long ``create_room`` and a session's ``open`` wait
+            for the relay to be reachable.
         """
         self._channel = channel
         self._coordinator = coordinator
+        self._connect_seconds = connect_seconds
         self._stub = relay_pb2_grpc.RelayStub(channel)  # type: ignore[no-untyped-call]
 
     @classmethod
@@ -126,7 +149,8 @@ class RelayClient:
         Raises:
             UnauthenticatedError (no coordinator key, or not one the relay pins),
             MalformedRequestError, RoomExistsError, QuotaExceededError,
-            BackendUnavailableError.
+            BackendUnavailableError (also: the relay not reachable within
+                ``connect_seconds``).
         """
         request = relay_pb2.CreateRoomRequest(
             room_id=room_id,
@@ -144,9 +168,10 @@ class RelayClient:
             credential = create_room_credential(self._coordinator, body, time.time_ns() // 10**6)
             metadata = ((CREDENTIAL_METADATA_KEY, credential),)
         try:
-            r: relay_pb2.CreateRoomResponse = await self._stub.CreateRoom(
-                request, metadata=metadata
-            )
+            async with _reachable_within(self._connect_seconds):
+                r: relay_pb2.CreateRoomResponse = await self._stub.CreateRoom(
+                    request, metadata=metadata, wait_for_ready=True
+                )
         except grpc.aio.AioRpcError as e:
             raise _relay_error(e) from e
         return CreatedRoom(
@@ -247,8 +272,10 @@ class RelayClient:
             resume_after: a log position already received (reconnects), 0 for the
                 whole backlog.
         """
-        call: _JoinCall = self._stub.Join()
-        return PartySession(call, room_id, party, join_token, resume_after)
+        call: _JoinCall = self._stub.Join(wait_for_ready=True)
+        return PartySession(
+            call, room_id, party, join_token, resume_after, connect_seconds=self._connect_seconds
+        )
 
 
 class PartySession:
@@ -259,9 +286,17 @@ class PartySession:
     """
 
     def __init__(
-        self, call: _JoinCall, room_id: str, party: str, join_token: str, resume_after: int
+        self,
+        call: _JoinCall,
+        room_id: str,
+        party: str,
+        join_token: str,
+        resume_after: int,
+        *,
+        connect_seconds: float = CONNECT_SECONDS,
     ) -> None:
         self._call = call
+        self._connect_seconds = connect_seconds
         self._hello = relay_pb2.JoinHello(
             room_id=room_id, party=party, join_token=join_token, resume_after=resume_after
         )
@@ -285,11 +320,13 @@ class PartySession:
 
         Raises:
             RoomNotFoundError, PermissionDeniedError, RoomUnavailableError,
-            MalformedRequestError.
+            MalformedRequestError, BackendUnavailableError (also: the relay
+            not reachable within ``connect_seconds``).
         """
         try:
-            await self._call.write(relay_pb2.JoinRequest(hello=self._hello))
-            first = await self._call.read()
+            async with _reachable_within(self._connect_seconds):
+                await self._call.write(relay_pb2.JoinRequest(hello=self._hello))
+                first = await self._call.read()
         except grpc.aio.AioRpcError as e:
             raise _relay_error(e) from e
         if first is _EOF:

@@ -100,7 +100,7 @@ class HandshakeTimeoutError(RelayError):
 
 
 class BackendUnavailableError(RelayError):
-    """The relay's storage backend (e.g. Redis) cannot be reached."""
+    """The relay, or its storage backend (e.g. Redis), cannot be reached."""
 
 
 # The boundary table. Subclasses not listed take their listed base's code.

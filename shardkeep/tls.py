@@ -59,6 +59,10 @@ RETRY_POLICY: Final = {
 }
 """gRFC A6 retry policy: up to 5 attempts, 0.2 s doubling to 3 s (with gRPC's jitter)."""
 
+MAX_RECONNECT_BACKOFF_MS: Final = 2000
+"""Longest pause between a channel's reconnect attempts (gRPC's default grows to 120 s).
+The peers are a few known services: a restarted one is reached within about 2 s."""
+
 
 def service_config() -> str:
     """The channels' service config JSON: :data:`RETRY_POLICY` on :data:`IDEMPOTENT_METHODS`."""
@@ -195,6 +199,7 @@ def open_channel(
     all_options: list[tuple[str, Any]] = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", service_config()),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         *options,
     ]
     if tls is None:

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -18,8 +19,9 @@ import pytest
 import structlog
 
 from relay.backend import Backend
-from relay.client import PartySession
+from relay.client import PartySession, RelayClient
 from relay.errors import (
+    BackendUnavailableError,
     LimitExceededError,
     MalformedRequestError,
     PermissionDeniedError,
@@ -31,9 +33,18 @@ from relay.errors import (
 from relay.memory import MemoryBackend
 from relay.redis_backend import RedisBackend
 from relay.rooms import RelayConfig
+from relay.service import create_server
 from shardkeep import logs
+from shardkeep.tls import open_channel
 from shardkeep.v1 import envelope_pb2, relay_pb2
-from tests.relay_harness import delete_keys, relay, run, unique_prefix
+from tests.relay_harness import (
+    COORDINATOR,
+    delete_keys,
+    harness_admitter,
+    relay,
+    run,
+    unique_prefix,
+)
 
 MakeBackend = Callable[[], Backend]
 
@@ -547,3 +558,53 @@ def test_logs_carry_no_tokens_or_payloads() -> None:
     )
     for secret in [*secrets, canary.decode()]:
         assert secret not in out.getvalue()
+
+
+def test_a_client_reaches_a_restarted_relay_while_its_channel_backs_off() -> None:
+    """After the relay restarts, the client's channel may still wait out its reconnect
+    backoff, and a call made then fails at once with the last connection error
+    ("connection refused"). CreateRoom and Join wait for the relay instead."""
+
+    async def start(address: str) -> grpc.aio.Server:
+        server, _ = await create_server(address, MemoryBackend(), admitter=harness_admitter())
+        await server.start()
+        return server
+
+    async def body() -> None:
+        with socket.socket() as probe:  # a port to restart the relay on
+            probe.bind(("127.0.0.1", 0))
+            address = f"127.0.0.1:{probe.getsockname()[1]}"
+        server = await start(address)
+        client = RelayClient(open_channel(address), coordinator=COORDINATOR, connect_seconds=20.0)
+        try:
+            room = await client.create_room(["a", "b"])
+            await server.stop(None)
+            with pytest.raises(BackendUnavailableError):  # retried for ~3 s: the channel backs off
+                await client.get_room(room.room_id, room.admin_token)
+            server = await start(address)
+            room = await client.create_room(["a", "b"])
+            async with client.join(room.room_id, "a", room.join_tokens["a"]) as session:
+                assert list(session.accepted.participants) == ["a", "b"]
+        finally:
+            await client.aclose()
+            await server.stop(None)
+
+    run(body)
+
+
+def test_a_relay_that_stays_down_fails_calls_after_the_connect_wait() -> None:
+    async def body() -> None:
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            address = f"127.0.0.1:{probe.getsockname()[1]}"
+        async with RelayClient(
+            open_channel(address), coordinator=COORDINATOR, connect_seconds=0.5
+        ) as client:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(BackendUnavailableError, match=r"not reachable within 0\.5 s"):
+                await client.create_room(["a", "b"])
+            with pytest.raises(BackendUnavailableError, match=r"not reachable within 0\.5 s"):
+                await client.join("room", "a", "token").open()
+            assert asyncio.get_running_loop().time() - started < 5.0
+
+    run(body)
