@@ -24,7 +24,7 @@ from enclave.policy.authenticators import SignCounters, verified_approvers
 from enclave.policy.engine import PolicyEngine
 from enclave.policy.facts import Activity
 from shardkeep.approvals import Approval, activity_hash, approval_challenge
-from shardkeep.chains import evm, solana
+from shardkeep.chains import base58, evm, solana
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
 from shardkeep.policyset import Consensus, Policy, PolicySet
@@ -36,7 +36,7 @@ SYSTEM = "11111111111111111111111111111111"
 
 
 def _policy_set(keys: list[ApiKey], passkey: SoftwarePasskey) -> PolicySet:
-    friend_sol = solana.b58encode(FRIEND_SOL)
+    friend_sol = base58.encode(FRIEND_SOL)
     evm_kind = "activity.kind == 'SIGN_EVM_TRANSACTION'"
     sol_kind = "activity.kind == 'SIGN_SOLANA_MESSAGE'"
     return PolicySet(

@@ -16,7 +16,7 @@ from solders.message import Message, MessageV0, from_bytes_versioned, to_bytes_v
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
-from shardkeep.chains import solana
+from shardkeep.chains import base58, solana
 from shardkeep.chains.errors import TransactionParseError
 
 PAYER, ALICE, BOB = (Keypair.from_seed(bytes([i]) * 32).pubkey() for i in (1, 2, 3))
@@ -75,7 +75,7 @@ def test_policy_view_of_a_message(name: str) -> None:
         solana.SolTransfer(bytes(PAYER), bytes(BOB), 2**64 - 1),
     )
     assert parsed.system_instruction_tags() == (2, 2)
-    assert solana.b58encode(parsed.fee_payer) == str(PAYER)
+    assert base58.encode(parsed.fee_payer) == str(PAYER)
 
 
 def test_address_table_lookups_are_refused() -> None:
@@ -130,3 +130,13 @@ def test_short_system_transfer_is_refused_not_ignored() -> None:
     bad = Instruction(system, (2).to_bytes(4, "little") + b"\x01", [AccountMeta(PAYER, True, True)])
     with pytest.raises(TransactionParseError, match="System Transfer"):
         solana.parse_message(bytes(Message.new_with_blockhash([bad], PAYER, BLOCKHASH)))
+
+
+def test_base58_round_trips_and_matches_solders() -> None:
+    for raw in (bytes(32), b"\0\0\x01" + bytes(29), bytes(Keypair().pubkey()), b"", b"\0"):
+        text = base58.encode(raw)
+        assert base58.decode(text) == raw
+        if len(raw) == 32:
+            assert text == str(Pubkey(raw))
+    with pytest.raises(base58.Base58Error, match="not base58: '0'"):
+        base58.decode("10OIl")

@@ -33,6 +33,7 @@ from client.errors import InvalidInput, sdk_boundary
 from client.sdk.approvals import Approver
 from client.sdk.party import PartyIdentity, Progress
 from client.sdk.wallet import SignedPayload, Wallet, WalletClient
+from shardkeep.chains import base58
 
 __all__ = [
     "b58encode",
@@ -59,20 +60,10 @@ class SolanaError(InvalidInput):
     error_code = "solana"
 
 
-_ALPHABET: Final = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_INDEX: Final = {c: i for i, c in enumerate(_ALPHABET)}
-
-
 @sdk_boundary
 def b58encode(data: bytes) -> str:
     """Base58 (Bitcoin alphabet): one '1' per leading zero byte, then the number in base 58."""
-    n = int.from_bytes(data, "big")
-    out = bytearray()
-    while n:
-        n, r = divmod(n, 58)
-        out.append(_ALPHABET[r])
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    return (b"1" * zeros + bytes(reversed(out))).decode()
+    return base58.encode(data)
 
 
 @sdk_boundary
@@ -82,15 +73,10 @@ def b58decode(text: str) -> bytes:
     Raises:
         SolanaError: a character outside the alphabet.
     """
-    raw = text.encode()
-    n = 0
-    for c in raw:
-        if c not in _INDEX:
-            raise SolanaError(f"not base58: {chr(c)!r}")
-        n = n * 58 + _INDEX[c]
-    zeros = len(raw) - len(raw.lstrip(b"1"))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
-    return bytes(zeros) + body
+    try:
+        return base58.decode(text)
+    except base58.Base58Error as e:
+        raise SolanaError(str(e)) from e
 
 
 @sdk_boundary

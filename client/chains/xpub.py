@@ -24,7 +24,7 @@ from Crypto.Hash import RIPEMD160
 
 from client.errors import sdk_boundary
 from client.sdk.wallet import Wallet
-from shardkeep.chains.solana import b58encode
+from shardkeep.chains.base58 import encode as b58encode
 from tss.bip32 import derive_public
 from tss.errors import InputError
 

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from shardkeep.chains.base58 import encode as b58encode
 from shardkeep.chains.bech32 import AddressError, segwit_address
 from shardkeep.chains.eth_messages import TypedData
 from shardkeep.chains.evm import EvmTransaction
 from shardkeep.chains.psbt import Psbt
-from shardkeep.chains.solana import SolanaMessage, b58encode
+from shardkeep.chains.solana import SolanaMessage
 from tss.errors import InputError
 
 __all__ = ["FactsError", "Activity", "facts", "ACTIVITY_KINDS"]

@@ -34,7 +34,6 @@ from shardkeep.chains.errors import TransactionParseError
 __all__ = [
     # Functions
     "parse_message",
-    "b58encode",
     # Types
     "SolanaMessage",
     "SolanaInstruction",
@@ -45,18 +44,6 @@ __all__ = [
 
 SYSTEM_PROGRAM_ID: Final = bytes(32)
 SYSTEM_TRANSFER: Final = 2  # System program instruction tag (u32 LE) of Transfer { lamports: u64 }
-_ALPHABET: Final = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58encode(data: bytes) -> str:
-    """Base58 with the Bitcoin alphabet (Solana addresses): a '1' per leading zero byte."""
-    n = int.from_bytes(data, "big")
-    out = bytearray()
-    while n:
-        n, r = divmod(n, 58)
-        out.append(_ALPHABET[r])
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    return (b"1" * zeros + bytes(reversed(out))).decode()
 
 
 @dataclass(frozen=True)
