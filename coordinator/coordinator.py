@@ -17,8 +17,11 @@ host and hands the device its own room token. It keeps no share: only the
 wallets' public keyrings, owner keys and which devices may use them.
 
 Every request the enclave sees is assembled in one place, :meth:`Coordinator._launch`:
-the coordinator's signature and the approvals the request needs (today the
-owner's signature of an export).
+the coordinator's signature and the approvals the request needs: the owner's
+signature of an export or reshare, and for a wallet with a policy set its
+authenticators' approvals, which the device gathers over the exact request
+bytes and the coordinator attaches unchanged (it cannot make them: they are
+signed by the owner's authenticators; the enclave checks them).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -44,6 +47,9 @@ from relay.client import CreatedRoom, RelayClient
 from relay.errors import RelayError
 from shardkeep import lifecycle
 from shardkeep.device_auth import DeviceCallError, ReplayGuard, verify_device_call
+from shardkeep.policyset import MAX_AUTHENTICATORS, InvalidPolicy
+from shardkeep.policyset import decode as decode_policy_set
+from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.requests import (
     COORDINATOR_CONTEXT,
     MAX_ED25519_MESSAGE,
@@ -131,6 +137,7 @@ class _Running:
     data: bytes  # the request's bytes as handed to the device: what the signatures cover
     room: CreatedRoom
     server_id: str
+    approvals_follow: bool = False  # the device's authenticators approve before it starts
     server_side: asyncio.Task[ceremony_pb2.CeremonyResult] | None = None
     # reshare: the added device's key -> its index among the new parties
     invited: dict[bytes, int] = field(default_factory=dict)
@@ -252,6 +259,8 @@ class Coordinator:
             self._host.GetChallenge(host_pb2.HostChallengeRequest(), timeout=30),
         )
         server = self._server_party(reply.document, bytes(ask.attestation_nonce))
+        if ask.approvals_follow and ask.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
+            raise BadAsk("a keygen registers a policy set; it takes no approvals")
         if ask.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
             request, index = self._keygen_request(ask, server)
         elif ask.kind in _WALLET_KINDS and wallet is not None:
@@ -272,8 +281,9 @@ class Coordinator:
         request.not_after_unix = int(time.time()) + int(self._timeout)
         request.challenge = bytes(challenge.challenge)
         running = _Running(
-            device, index, request, request.SerializeToString(), room, server.party_id
-        )
+            device, index, request, request.SerializeToString(), room, server.party_id,
+            approvals_follow=ask.approvals_follow,
+        )  # fmt: skip
         running.waiting.add(device)
         if request.kind == ceremony_pb2.CEREMONY_KIND_RESHARE and wallet is not None:
             running.invited = _reshare_invitations(ask, wallet, device, request)
@@ -282,13 +292,14 @@ class Coordinator:
         await self._drop_abandoned()
         self._running[request.ceremony_id] = running
         needs_owner = request.kind in _OWNER_SIGNED
-        if not needs_owner:
+        if not needs_owner and not ask.approvals_follow:
             self._launch(running)
         return coordinator_pb2.StartedCeremony(
             request=running.data,
             attestation_document=reply.document,
             join_token=room.join_tokens[request.parties[index].party_id],
             needs_owner_approval=needs_owner,
+            needs_approvals=ask.approvals_follow,
         )
 
     async def _drop_abandoned(self) -> None:
@@ -306,11 +317,16 @@ class Coordinator:
                 await self._relay.close_room(running.room.room_id, running.room.admin_token)
 
     def approve(self, call: coordinator_pb2.DeviceCall) -> None:
-        """Attach the owner's signature to a started export and start the server share's side.
+        """Attach the owner's signature (export, reshare) and the authenticators' approvals
+        (a wallet with a policy set) to a started ceremony, and start the server share's side.
+
+        The approvals go to the enclave unchanged: only it knows the policy set
+        in force, and it refuses what does not verify under it.
 
         Raises:
             NotEnrolled, UnknownCeremony; NotApproved: the signature is not the
-                wallet owner's over the request, or the ceremony needs none.
+                wallet owner's over the request, approvals were promised and
+                none (or too many) came, or the ceremony takes no approval.
         """
         device = self._admit(call, "ApproveCeremony")
         approval = _parse(coordinator_pb2.CeremonyApproval, call.body)
@@ -318,16 +334,23 @@ class Coordinator:
         if running is None or running.device_key != device:
             raise UnknownCeremony(f"no running ceremony {approval.ceremony_id!r} of this device")
         wallet = self._registry.wallet(running.request.wallet_id)
-        if (
-            wallet is None
-            or running.request.kind not in _OWNER_SIGNED
-            or running.server_side is not None
-        ):
-            raise NotApproved("this ceremony takes no (further) owner approval")
+        owner_signed = running.request.kind in _OWNER_SIGNED
+        if wallet is None or running.server_side is not None:
+            raise NotApproved("this ceremony takes no (further) approval")
+        if not owner_signed and not running.approvals_follow:
+            raise NotApproved("this ceremony takes no approval")
         signature = bytes(approval.owner_signature)
-        if not request_signature_valid(wallet.owner_key, OWNER_CONTEXT, running.data, signature):
+        if owner_signed and not request_signature_valid(
+            wallet.owner_key, OWNER_CONTEXT, running.data, signature
+        ):
             raise NotApproved("the approval is not the wallet owner's signature of the request")
-        self._launch(running, owner_signature=signature)
+        approvals = list(approval.approvals)
+        if running.approvals_follow and not 1 <= len(approvals) <= MAX_AUTHENTICATORS:
+            raise NotApproved(f"the ceremony takes 1 to {MAX_AUTHENTICATORS} approvals")
+        if not running.approvals_follow and approvals:
+            raise NotApproved("approvals were not announced when the ceremony started")
+        self._launch(running, owner_signature=signature if owner_signed else b"",
+                     approvals=approvals)  # fmt: skip
 
     async def join(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.StartedCeremony:
         """Hand a device invited to a running reshare (its new party) or refresh (every other
@@ -618,6 +641,16 @@ class Coordinator:
             parties=[ask.party, server],
             owner_key=ask.owner_key,
         )
+        if ask.policy_set:
+            # The wallet id is the coordinator's to choose: it names the new wallet in the
+            # set (epoch 0); the device checks the request's set is its own with that id.
+            try:
+                asked = decode_policy_set(ask.policy_set)
+            except InvalidPolicy as e:
+                raise BadAsk(f"the policy set is refused: {e}") from e
+            request.policy_set = encode_policy_set(
+                replace(asked, wallet_id=request.wallet_id, epoch=0)
+            )
         return request, 0
 
     def _wallet_request(
@@ -668,9 +701,17 @@ class Coordinator:
             if not 1 <= len(ask.message) <= MAX_ED25519_MESSAGE:
                 raise BadAsk(f"the message must be 1 to {MAX_ED25519_MESSAGE} bytes")
             request.message = ask.message
+            request.solana_message = ask.solana_message
             return request, index
-        if len(ask.digest) != 32 or ask.message:
+        if len(ask.digest) != 32 or ask.message or ask.solana_message:
             raise BadAsk("the digest must be 32 bytes (and no message)")
+        # What the digest is of, for the enclave's policy: it parses it and
+        # refuses a digest that is not the one it computes.
+        request.evm_transaction = ask.evm_transaction
+        request.psbt = ask.psbt
+        request.psbt_input = ask.psbt_input
+        request.eth_personal_message = ask.eth_personal_message
+        request.eth_typed_data = ask.eth_typed_data
         request.digest = ask.digest
         request.derivation_path.extend(ask.derivation_path)
         request.taproot = ask.taproot
@@ -740,16 +781,24 @@ class Coordinator:
         request.keyring.CopyFrom(ask.keyring)  # the enclave checks it against its share's
         return request
 
-    def _launch(self, running: _Running, *, owner_signature: bytes = b"") -> None:
+    def _launch(
+        self,
+        running: _Running,
+        *,
+        owner_signature: bytes = b"",
+        approvals: Iterable[ceremony_pb2.Approval] = (),
+    ) -> None:
         """Sign the request, attach its approvals, and start the server share's side.
 
         The one place that assembles what the enclave verifies: the
-        coordinator's signature of the exact request bytes, and the owner's.
+        coordinator's signature of the exact request bytes, the owner's, and
+        the authenticators' approvals as the device handed them.
         """
         signed = ceremony_pb2.SignedCeremonyRequest(
             request=running.data,
             coordinator_signature=sign_request(self._key, COORDINATOR_CONTEXT, running.data),
             owner_signature=owner_signature,
+            approvals=approvals,
         )
         running.server_side = asyncio.create_task(
             self._server_side(signed, running.room, running.server_id)

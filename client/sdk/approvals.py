@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import cbor2
@@ -23,10 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from client.errors import sdk_boundary
-from shardkeep.approvals import Approval, b64url
-from shardkeep.policyset import Authenticator
+from shardkeep.approvals import Approval, activity_hash, approval_challenge, b64url
+from shardkeep.policyset import Authenticator, PolicySet, policy_set_hash
+from shardkeep.v1 import ceremony_pb2
 
-__all__ = ["Approver", "ApiKey", "SoftwarePasskey"]
+__all__ = ["Approver", "ApiKey", "SoftwarePasskey", "approvals_of"]
 
 FLAGS_USER_PRESENT_AND_VERIFIED = 0x05  # UP (bit 0) | UV (bit 2)
 
@@ -37,6 +39,27 @@ class Approver(Protocol):
     def approve(self, challenge: bytes) -> Approval:
         """The approval of ``challenge`` (``shardkeep.approvals.approval_challenge``)."""
         ...
+
+
+def approvals_of(
+    request: bytes, policy_set: PolicySet, epoch: int, approvers: Sequence[Approver]
+) -> list[ceremony_pb2.Approval]:
+    """Every approver's approval of the exact signed request bytes under the set in force.
+
+    The server share binds the wallet's set to each keyring epoch (refresh,
+    reshare), so the set in force is ``policy_set`` at the wallet's ``epoch``.
+    """
+    in_force = replace(policy_set, epoch=epoch)
+    challenge = approval_challenge(activity_hash(request), policy_set_hash(in_force))
+    return [
+        ceremony_pb2.Approval(
+            authenticator=a.authenticator,
+            signature=a.signature,
+            authenticator_data=a.authenticator_data,
+            client_data_json=a.client_data_json,
+        )
+        for a in (approver.approve(challenge) for approver in approvers)
+    ]
 
 
 def _compressed(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.errors import InvalidInput, WalletError, sdk_boundary
+from client.sdk.approvals import Approver, approvals_of
 from client.sdk.attestation import verify
 from client.sdk.device_backup import make_device_backup, open_device_backup
 from client.sdk.party import (
@@ -44,11 +45,14 @@ from client.sdk.party import (
     sign_ceremony,
 )
 from client.sdk.transport import Transport
-from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES, KeyChangeUndecided
+from client.sdk.wallet import PAIR_SETUP_REQUIRED, SCHEMES, KeyChangeUndecided, SignedPayload
 from client.storage.shares import BackupBlob, Passcode
 from relay.client import RelayClient
 from shardkeep import lifecycle
 from shardkeep.device_auth import sign_device_call
+from shardkeep.policyset import PolicySet
+from shardkeep.policyset import decode as decode_policy_set
+from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.requests import MAX_ED25519_MESSAGE, OWNER_CONTEXT, sign_request
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc
 from tss.ceremony import Ceremony
@@ -113,6 +117,8 @@ class DeviceWallet:
     share: KeyShare = field(repr=False)
     # After a refresh: what the epoch acknowledgment signs (public; None otherwise).
     key_change: PendingKeyChange | None = field(default=None, repr=False)
+    # Registered at keygen: the server share acts for the wallet only with its approvals.
+    policy_set: PolicySet | None = field(default=None, repr=False)
 
     @property
     def server_index(self) -> int:
@@ -190,29 +196,50 @@ class Device:
             ),
         )
 
-    async def create_wallet(self, scheme: Scheme, *, threshold: int = 2) -> DeviceWallet:
-        """A 2-party wallet of this device and the server share; the device keeps its share."""
+    async def create_wallet(
+        self, scheme: Scheme, *, threshold: int = 2, policy_set: PolicySet | None = None
+    ) -> DeviceWallet:
+        """A 2-party wallet of this device and the server share; the device keeps its share.
+
+        ``policy_set``: authenticators and policies to register with the server
+        share (the coordinator names the wallet in it; this device checks that
+        nothing else changed). From then on the server share acts for the wallet
+        only with their approvals (docs/security/policy.md).
+        """
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_KEYGEN,
             scheme=SCHEMES[scheme],
             threshold=threshold,
             party=self.identity.party,
             owner_key=self._owner_key.public_key().public_bytes_raw(),
+            policy_set=b"" if policy_set is None else encode_policy_set(policy_set),
         )
         request, share, result = await self._run(ask, None)
         if not isinstance(share, KeyShare) or share.public_key != bytes(result.public_key):
             raise CoordinatorRefused("the server share reported another public key")
+        registered = decode_policy_set(request.policy_set) if request.policy_set else None
         return DeviceWallet(
             request.wallet_id, scheme, request.threshold, list(request.parties),
             _my_index(request, self.identity), share.public_key, share.epoch, share,
+            policy_set=registered,
         )  # fmt: skip
 
     async def sign(
-        self, wallet: DeviceWallet, digest: bytes, *, options: SigningOptions = NO_OPTIONS
+        self,
+        wallet: DeviceWallet,
+        digest: bytes,
+        *,
+        options: SigningOptions = NO_OPTIONS,
+        approvers: Sequence[Approver] = (),
+        payload: SignedPayload | None = None,
     ) -> bytes | RecoverableSignature:
         """Sign a 32-byte digest with this device's share and the server share; for an
         ed25519 wallet ``digest`` is the message itself (1 to 65536 bytes: RFC 8032
         hashes the message, there is no digest to sign).
+
+        For a wallet with a policy set, ``approvers`` approve the exact request
+        the coordinator returns, once this device checked it; ``payload`` is
+        what the digest is of, which the server share parses for the policy.
 
         ECDSA: the enclave keeps its DKLs23 pair setups in memory only; when
         this share has none usable, or the enclave answers that it lost its
@@ -223,17 +250,18 @@ class Device:
                 raise InvalidInput(f"an ed25519 message is 1 to {MAX_ED25519_MESSAGE} bytes")
         elif len(digest) != 32:
             raise InvalidInput("digest must be 32 bytes")
+        approval = _Approval(approvers, payload or SignedPayload())
         if wallet.scheme != "ecdsa-secp256k1":
-            return await self._sign(wallet, digest, options)
+            return await self._sign(wallet, digest, options, approval)
         if wallet.server_setup_id() is None:
             await self.pair_setup(wallet)
         try:
-            return await self._sign(wallet, digest, options)
+            return await self._sign(wallet, digest, options, approval)
         except CoordinatorRefused as e:
             if e.reason != PAIR_SETUP_REQUIRED:
                 raise
         await self.pair_setup(wallet)
-        return await self._sign(wallet, digest, options)
+        return await self._sign(wallet, digest, options, approval)
 
     async def pair_setup(self, wallet: DeviceWallet) -> None:
         """ECDSA: a new DKLs23 setup of this device's party with the server party.
@@ -682,9 +710,10 @@ class Device:
         return bytes(key)
 
     async def _sign(
-        self, wallet: DeviceWallet, digest: bytes, options: SigningOptions
+        self, wallet: DeviceWallet, digest: bytes, options: SigningOptions, approval: _Approval
     ) -> bytes | RecoverableSignature:
         ed25519 = wallet.scheme == "ed25519"
+        payload = approval.payload
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_SIGN,
             wallet_id=wallet.wallet_id,
@@ -695,8 +724,15 @@ class Device:
             taproot=options.taproot,
             taproot_merkle_root=options.taproot_merkle_root or b"",
             pair_setup_id=wallet.server_setup_id() or b"",
+            approvals_follow=wallet.policy_set is not None and bool(approval.approvers),
+            evm_transaction=payload.evm_transaction,
+            solana_message=payload.solana_message,
+            psbt=payload.psbt,
+            psbt_input=payload.psbt_input,
+            eth_personal_message=payload.eth_personal_message,
+            eth_typed_data=payload.eth_typed_data,
         )
-        _, signature, _ = await self._run(ask, wallet)
+        _, signature, _ = await self._run(ask, wallet, approvers=approval.approvers)
         if not isinstance(signature, bytes | RecoverableSignature):
             raise CoordinatorRefused("the ceremony produced no signature")
         return signature
@@ -709,6 +745,7 @@ class Device:
         save_pending: SavePending | None = None,
         recipient_key: X25519PrivateKey | None = None,
         progress: _Progress | None = None,
+        approvers: Sequence[Approver] = (),
     ) -> tuple[ceremony_pb2.CeremonyRequest, Any, ceremony_pb2.CeremonyResult]:
         ask.attestation_nonce = secrets.token_bytes(32)
         started: coordinator_pb2.StartedCeremony = await self._unary(
@@ -722,16 +759,26 @@ class Device:
         _check_request(request, ask, self.identity, server, wallet)
         me = _my_index(request, self.identity)
         roster, ceremony = self._ceremony(request, wallet, recipient_key)
-        if started.needs_owner_approval:
+        if started.needs_owner_approval and request.kind not in _OWNER_SIGNED:
+            raise CoordinatorRefused(
+                "the coordinator asks the owner to approve a ceremony that needs no approval"
+            )
+        if started.needs_approvals != ask.approvals_follow:
+            # Started without them, the server share would refuse; asked for unannounced
+            # ones, the coordinator wants approvals this device never offered.
+            raise CoordinatorRefused("the coordinator does not wait for the approvals as asked")
+        if started.needs_owner_approval or started.needs_approvals:
             # Signed only now, over the request checked above: the owner approves
-            # exactly this export, to this device's party and one-time key.
-            if request.kind not in _OWNER_SIGNED:
-                raise CoordinatorRefused(
-                    "the coordinator asks the owner to approve a ceremony that needs no approval"
-                )
+            # exactly this export, to this device's party and one-time key; the
+            # authenticators exactly this request under the wallet's policy set.
             approval = coordinator_pb2.CeremonyApproval(
                 ceremony_id=request.ceremony_id,
-                owner_signature=sign_request(self._owner_key, OWNER_CONTEXT, started.request),
+                owner_signature=sign_request(self._owner_key, OWNER_CONTEXT, started.request)
+                if started.needs_owner_approval
+                else b"",
+                approvals=_approvals(started.request, wallet, approvers)
+                if started.needs_approvals
+                else [],
             )
             await self._unary(
                 self._coordinator.ApproveCeremony,
@@ -893,9 +940,11 @@ def _check_request(
     if request.kind != ask.kind or server_id not in [p.party_id for p in request.parties]:
         raise CoordinatorRefused("the request is not the asked ceremony with the attested server")
     if wallet is None:
-        if (request.scheme, request.threshold) != (ask.scheme, ask.threshold) or bytes(
-            request.owner_key
-        ) != bytes(ask.owner_key):
+        if (
+            (request.scheme, request.threshold) != (ask.scheme, ask.threshold)
+            or bytes(request.owner_key) != bytes(ask.owner_key)
+            or bytes(request.policy_set) != _named_policy_set(ask, request.wallet_id)
+        ):
             raise CoordinatorRefused("the keygen request differs from the ask")
         return
     pair = sorted([wallet.index, wallet.server_index])
@@ -941,9 +990,40 @@ def _check_request(
         and list(request.derivation_path) == list(ask.derivation_path)
         and request.taproot == ask.taproot
         and bytes(request.taproot_merkle_root) == bytes(ask.taproot_merkle_root)
+        and bytes(request.evm_transaction) == bytes(ask.evm_transaction)
+        and request.solana_message == ask.solana_message
+        and bytes(request.psbt) == bytes(ask.psbt)
+        and request.psbt_input == ask.psbt_input
+        and bytes(request.eth_personal_message) == bytes(ask.eth_personal_message)
+        and bytes(request.eth_typed_data) == bytes(ask.eth_typed_data)
     )
     if not same:
         raise CoordinatorRefused("the signing request differs from the ask or the wallet")
+
+
+def _named_policy_set(ask: coordinator_pb2.CeremonyAsk, wallet_id: str) -> bytes:
+    """The policy set a keygen request must carry: the asked one, naming the new wallet."""
+    if not ask.policy_set:
+        return b""
+    asked = decode_policy_set(ask.policy_set)
+    return encode_policy_set(replace(asked, wallet_id=wallet_id, epoch=0))
+
+
+def _approvals(
+    request: bytes, wallet: DeviceWallet | None, approvers: Sequence[Approver]
+) -> list[ceremony_pb2.Approval]:
+    """The approvers' approvals of the request under the wallet's policy set in force."""
+    if wallet is None or wallet.policy_set is None:
+        raise CoordinatorRefused("approvals are for a wallet with a policy set")
+    return approvals_of(request, wallet.policy_set, wallet.epoch, approvers)
+
+
+@dataclass(frozen=True)
+class _Approval:
+    """Who approves a signature request, and what its digest is of."""
+
+    approvers: Sequence[Approver]
+    payload: SignedPayload
 
 
 def _changed_wallet(

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from client.errors import CeremonyFailed as CeremonyFailed  # re-exported: the SDK's names
 from client.errors import InvalidInput, sdk_boundary
 from client.errors import WalletError as WalletError
-from client.sdk.approvals import Approver
+from client.sdk.approvals import Approver, approvals_of
 from client.sdk.attestation import AttestationDocument, verify
 from client.sdk.key_change import KeyStore, PendingChange
 from client.sdk.party import (
@@ -47,8 +47,7 @@ from client.sdk.transport import Transport, TransportError, transport_error
 from relay.client import CreatedRoom, RelayClient
 from relay.errors import RelayError, status_code_for
 from shardkeep import lifecycle
-from shardkeep.approvals import activity_hash, approval_challenge
-from shardkeep.policyset import PolicySet, policy_set_hash
+from shardkeep.policyset import PolicySet
 from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.requests import (
     COORDINATOR_CONTEXT,
@@ -1284,19 +1283,7 @@ class _Approvals:
         """Every approver's approval of the exact request bytes under the set in force."""
         if self.wallet.policy_set is None or not self.approvers:
             return []
-        # The server share re-binds the set to each new epoch (refresh, reshare).
-        in_force = replace(self.wallet.policy_set, epoch=self.wallet.epoch)
-        challenge = approval_challenge(activity_hash(request), policy_set_hash(in_force))
-        approvals = [approver.approve(challenge) for approver in self.approvers]
-        return [
-            ceremony_pb2.Approval(
-                authenticator=a.authenticator,
-                signature=a.signature,
-                authenticator_data=a.authenticator_data,
-                client_data_json=a.client_data_json,
-            )
-            for a in approvals
-        ]
+        return approvals_of(request, self.wallet.policy_set, self.wallet.epoch, self.approvers)
 
 
 def _certifies(change: PendingChange, certificate: bytes) -> bool:

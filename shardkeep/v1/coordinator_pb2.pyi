@@ -34,7 +34,7 @@ class DeviceCall(_message.Message):
     def __init__(self, device_key: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class CeremonyAsk(_message.Message):
-    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id", "export_recipient_key", "new_party", "new_device_key", "new_threshold", "keyring", "message", "remove_party")
+    __slots__ = ("kind", "scheme", "threshold", "party", "owner_key", "wallet_id", "digest", "derivation_path", "taproot", "taproot_merkle_root", "attestation_nonce", "pair_setup_id", "export_recipient_key", "new_party", "new_device_key", "new_threshold", "keyring", "message", "remove_party", "policy_set", "approvals_follow", "evm_transaction", "solana_message", "psbt", "psbt_input", "eth_personal_message", "eth_typed_data")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,14 @@ class CeremonyAsk(_message.Message):
     KEYRING_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REMOVE_PARTY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_SET_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    EVM_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    SOLANA_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PSBT_FIELD_NUMBER: _ClassVar[int]
+    PSBT_INPUT_FIELD_NUMBER: _ClassVar[int]
+    ETH_PERSONAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ETH_TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
     kind: _ceremony_pb2.CeremonyKind
     scheme: _ceremony_pb2.Scheme
     threshold: int
@@ -73,7 +81,15 @@ class CeremonyAsk(_message.Message):
     keyring: _ceremony_pb2.PublicKeyring
     message: bytes
     remove_party: int
-    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., new_party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., new_device_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., keyring: _Optional[_Union[_ceremony_pb2.PublicKeyring, _Mapping]] = ..., message: _Optional[bytes] = ..., remove_party: _Optional[int] = ...) -> None: ...
+    policy_set: bytes
+    approvals_follow: bool
+    evm_transaction: bytes
+    solana_message: bool
+    psbt: bytes
+    psbt_input: int
+    eth_personal_message: bytes
+    eth_typed_data: bytes
+    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., scheme: _Optional[_Union[_ceremony_pb2.Scheme, str]] = ..., threshold: _Optional[int] = ..., party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., owner_key: _Optional[bytes] = ..., wallet_id: _Optional[str] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot: _Optional[bool] = ..., taproot_merkle_root: _Optional[bytes] = ..., attestation_nonce: _Optional[bytes] = ..., pair_setup_id: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., new_party: _Optional[_Union[_ceremony_pb2.Party, _Mapping]] = ..., new_device_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., keyring: _Optional[_Union[_ceremony_pb2.PublicKeyring, _Mapping]] = ..., message: _Optional[bytes] = ..., remove_party: _Optional[int] = ..., policy_set: _Optional[bytes] = ..., approvals_follow: _Optional[bool] = ..., evm_transaction: _Optional[bytes] = ..., solana_message: _Optional[bool] = ..., psbt: _Optional[bytes] = ..., psbt_input: _Optional[int] = ..., eth_personal_message: _Optional[bytes] = ..., eth_typed_data: _Optional[bytes] = ...) -> None: ...
 
 class JoinAsk(_message.Message):
     __slots__ = ("wallet_id", "attestation_nonce")
@@ -84,24 +100,28 @@ class JoinAsk(_message.Message):
     def __init__(self, wallet_id: _Optional[str] = ..., attestation_nonce: _Optional[bytes] = ...) -> None: ...
 
 class StartedCeremony(_message.Message):
-    __slots__ = ("request", "attestation_document", "join_token", "needs_owner_approval")
+    __slots__ = ("request", "attestation_document", "join_token", "needs_owner_approval", "needs_approvals")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     NEEDS_OWNER_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_APPROVALS_FIELD_NUMBER: _ClassVar[int]
     request: bytes
     attestation_document: bytes
     join_token: str
     needs_owner_approval: bool
-    def __init__(self, request: _Optional[bytes] = ..., attestation_document: _Optional[bytes] = ..., join_token: _Optional[str] = ..., needs_owner_approval: _Optional[bool] = ...) -> None: ...
+    needs_approvals: bool
+    def __init__(self, request: _Optional[bytes] = ..., attestation_document: _Optional[bytes] = ..., join_token: _Optional[str] = ..., needs_owner_approval: _Optional[bool] = ..., needs_approvals: _Optional[bool] = ...) -> None: ...
 
 class CeremonyApproval(_message.Message):
-    __slots__ = ("ceremony_id", "owner_signature")
+    __slots__ = ("ceremony_id", "owner_signature", "approvals")
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     owner_signature: bytes
-    def __init__(self, ceremony_id: _Optional[str] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
+    approvals: _containers.RepeatedCompositeFieldContainer[_ceremony_pb2.Approval]
+    def __init__(self, ceremony_id: _Optional[str] = ..., owner_signature: _Optional[bytes] = ..., approvals: _Optional[_Iterable[_Union[_ceremony_pb2.Approval, _Mapping]]] = ...) -> None: ...
 
 class ApprovedCeremony(_message.Message):
     __slots__ = ()

@@ -111,8 +111,9 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ApproveCeremony(self, request, context):
-        """An owner-signed ceremony (export) starts at the host only once the
-        device's owner key signed the request StartCeremony returned.
+        """An owner-signed ceremony (export, reshare), or one of a wallet with a policy set,
+        starts at the host only once the device's owner key signed, or its authenticators
+        approved, the request StartCeremony returned.
         body: CeremonyApproval
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -1,0 +1,247 @@
+"""Owner approvals through the coordinator: a phone wallet with a policy set.
+
+The development stack plus an in-process coordinator service. The phone
+registers a policy set at keygen through the coordinator: EVM transfers to
+one friend's address, approved by the owner's passkey. The passkey approves
+the exact request the coordinator returns; the coordinator only attaches
+the approval. A transfer to the friend signs; one to a stranger is refused
+with reason policy-denied, even with the passkey's approval, the device's
+share and the coordinator. The attacks: a coordinator that drops the
+approvals, one that swaps in approvals of an earlier request, and one that
+forges an approval with a key of its own under the passkey's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from coincurve import PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client.chains.ethereum import Eip1559Transaction
+from client.cli.devstack import DevStack
+from client.sdk.approvals import SoftwarePasskey, approvals_of
+from client.sdk.device import CoordinatorRefused, Device, DeviceWallet
+from client.sdk.party import PartyIdentity
+from client.sdk.wallet import APPROVAL_REFUSED, POLICY_DENIED, SignedPayload
+from coordinator.coordinator import Coordinator, _Running
+from coordinator.service import create_server
+from shardkeep.policyset import Consensus, Policy, PolicySet, decode
+from shardkeep.v1 import ceremony_pb2
+from tests.stack_harness import background_stack
+from tss.signing import RecoverableSignature
+
+pytestmark = pytest.mark.slow
+CODE = "code-phone"
+FRIEND = bytes.fromhex("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
+STRANGER = bytes.fromhex("de" * 20)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    with background_stack(tmp_path_factory.mktemp("approvals")) as running:
+        yield running
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ap-"))  # short: Unix socket paths are limited
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def friends_only(passkey: SoftwarePasskey) -> PolicySet:
+    return PolicySet(
+        "named-by-the-coordinator", 0, 1, (passkey.authenticator("owner"),),
+        (Policy("friends-only", "allow",
+                f"activity.kind == 'SIGN_EVM_TRANSACTION' && eth.tx.to == '0x{FRIEND.hex()}'",
+                Consensus(1, "owner")),),
+    )  # fmt: skip
+
+
+def transfer(to: bytes, nonce: int = 0) -> Eip1559Transaction:
+    return Eip1559Transaction(
+        chain_id=1, nonce=nonce, max_priority_fee_per_gas=10**9, max_fee_per_gas=30 * 10**9,
+        gas=21_000, to=to, value=10**17,
+    )  # fmt: skip
+
+
+Body = Callable[[Device, DeviceWallet, SoftwarePasskey], Awaitable[None]]
+
+
+def with_phone_wallet(
+    stack: DevStack, socket_dir: Path, body: Body, kind: type[Coordinator] = Coordinator
+) -> None:
+    """Run ``body`` with an enrolled phone and its new ECDSA wallet under ``friends_only``."""
+
+    async def main() -> None:
+        coordinator = kind(
+            stack.host_address,
+            stack.relay_address,
+            stack.coordinator_key,
+            transport=stack.transport,
+            root_certificate=stack.root_certificate,
+            enrollment_codes=[CODE],
+        )
+        address = f"unix:{socket_dir / 'coordinator.sock'}"
+        server, _ = await create_server(address, coordinator)
+        await server.start()
+        passkey = SoftwarePasskey("owner-phone", "wallet.example", "https://wallet.example")
+        try:
+            async with Device(
+                address,
+                stack.relay_address,
+                identity=PartyIdentity.generate(),
+                device_key=Ed25519PrivateKey.generate(),
+                owner_key=Ed25519PrivateKey.generate(),
+                root_certificate=stack.root_certificate,
+            ) as phone:
+                await phone.enroll(CODE)
+                wallet = await phone.create_wallet(
+                    "ecdsa-secp256k1", policy_set=friends_only(passkey)
+                )
+                await asyncio.wait_for(body(phone, wallet, passkey), 120)
+        finally:
+            await server.stop(None)
+            await coordinator.aclose()
+
+    asyncio.run(main())
+
+
+async def sign_transfer(
+    phone: Device, wallet: DeviceWallet, tx: Eip1559Transaction, approvers: Any
+) -> RecoverableSignature:
+    signature = await phone.sign(
+        wallet,
+        tx.signing_hash(),
+        approvers=approvers,
+        payload=SignedPayload(evm_transaction=tx.signing_payload()),
+    )
+    assert isinstance(signature, RecoverableSignature)
+    return signature
+
+
+def signed_by(signature: RecoverableSignature, digest: bytes, wallet: DeviceWallet) -> bool:
+    recovered = PublicKey.from_signature_and_message(signature.to_bytes65(), digest, hasher=None)
+    return recovered.format() == wallet.public_key
+
+
+def test_a_phone_wallet_signs_an_allowed_transfer_and_is_refused_a_stranger(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    async def body(phone: Device, wallet: DeviceWallet, passkey: SoftwarePasskey) -> None:
+        # The coordinator named the wallet in the set; nothing else changed.
+        assert wallet.policy_set is not None
+        assert wallet.policy_set.wallet_id == wallet.wallet_id
+        assert wallet.policy_set.authenticators == friends_only(passkey).authenticators
+
+        friend = transfer(FRIEND)
+        signature = await sign_transfer(phone, wallet, friend, [passkey])
+        assert signed_by(signature, friend.signing_hash(), wallet)
+
+        with pytest.raises(CoordinatorRefused, match="no allow policy") as denied:
+            await sign_transfer(phone, wallet, transfer(STRANGER), [passkey])
+        assert denied.value.reason == POLICY_DENIED
+
+        with pytest.raises(CoordinatorRefused, match="'friends-only' matched with 0 of 1") as bare:
+            await sign_transfer(phone, wallet, transfer(FRIEND, 1), [])
+        assert bare.value.reason == POLICY_DENIED
+
+    with_phone_wallet(stack, socket_dir, body)
+
+
+class DroppingCoordinator(Coordinator):
+    """Starts the server share's side with no approvals, whatever the device sent."""
+
+    def _launch(
+        self,
+        running: _Running,
+        *,
+        owner_signature: bytes = b"",
+        approvals: Iterable[ceremony_pb2.Approval] = (),
+    ) -> None:
+        super()._launch(running, owner_signature=owner_signature)
+
+
+class SwappingCoordinator(Coordinator):
+    """Keeps the first approvals a device sent and attaches them to every later request."""
+
+    kept: list[ceremony_pb2.Approval] | None = None
+
+    def _launch(
+        self,
+        running: _Running,
+        *,
+        owner_signature: bytes = b"",
+        approvals: Iterable[ceremony_pb2.Approval] = (),
+    ) -> None:
+        approvals = list(approvals)
+        if approvals and self.kept is None:
+            self.kept = approvals
+        super()._launch(running, owner_signature=owner_signature, approvals=self.kept or ())
+
+
+class ForgingCoordinator(Coordinator):
+    """Approves with a passkey of its own under the owner's passkey's name, over the
+    policy set it saw at keygen."""
+
+    policy_set: PolicySet | None = None
+
+    def _launch(
+        self,
+        running: _Running,
+        *,
+        owner_signature: bytes = b"",
+        approvals: Iterable[ceremony_pb2.Approval] = (),
+    ) -> None:
+        request = running.request
+        if request.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
+            self.policy_set = decode(request.policy_set)
+        elif self.policy_set is not None:
+            forger = SoftwarePasskey("owner-phone", "wallet.example", "https://wallet.example")
+            approvals = approvals_of(running.data, self.policy_set, request.epoch, [forger])
+        super()._launch(running, owner_signature=owner_signature, approvals=approvals)
+
+
+def test_a_coordinator_that_drops_the_approvals_is_refused(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    async def body(phone: Device, wallet: DeviceWallet, passkey: SoftwarePasskey) -> None:
+        with pytest.raises(CoordinatorRefused, match="'friends-only' matched with 0 of 1") as info:
+            await sign_transfer(phone, wallet, transfer(FRIEND), [passkey])
+        assert info.value.reason == POLICY_DENIED
+
+    with_phone_wallet(stack, socket_dir, body, DroppingCoordinator)
+
+
+def test_a_coordinator_that_swaps_in_earlier_approvals_is_refused(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    async def body(phone: Device, wallet: DeviceWallet, passkey: SoftwarePasskey) -> None:
+        first = transfer(FRIEND)
+        assert signed_by(
+            await sign_transfer(phone, wallet, first, [passkey]), first.signing_hash(), wallet
+        )
+        # The second request has its own single-use challenge: the first approval does not cover it.
+        with pytest.raises(CoordinatorRefused, match="approval by 'owner-phone' refused") as info:
+            await sign_transfer(phone, wallet, transfer(FRIEND, 1), [passkey])
+        assert info.value.reason == APPROVAL_REFUSED
+
+    with_phone_wallet(stack, socket_dir, body, SwappingCoordinator)
+
+
+def test_a_coordinator_that_forges_an_approval_is_refused(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    async def body(phone: Device, wallet: DeviceWallet, passkey: SoftwarePasskey) -> None:
+        with pytest.raises(CoordinatorRefused, match="approval by 'owner-phone' refused") as info:
+            await sign_transfer(phone, wallet, transfer(FRIEND), [passkey])
+        assert info.value.reason == APPROVAL_REFUSED
+
+    with_phone_wallet(stack, socket_dir, body, ForgingCoordinator)
