@@ -7,8 +7,9 @@ the exact request the coordinator returns; the coordinator only attaches
 the approval. A transfer to the friend signs; one to a stranger is refused
 with reason policy-denied, even with the passkey's approval, the device's
 share and the coordinator. The attacks: a coordinator that drops the
-approvals, one that swaps in approvals of an earlier request, and one that
-forges an approval with a key of its own under the passkey's name.
+approvals, one that swaps in approvals of an earlier request, one that
+forges an approval with a key of its own under the passkey's name, and one
+that redirects the transfer (the device refuses before anyone approves).
 """
 
 from __future__ import annotations
@@ -245,3 +246,32 @@ def test_a_coordinator_that_forges_an_approval_is_refused(
         assert info.value.reason == APPROVAL_REFUSED
 
     with_phone_wallet(stack, socket_dir, body, ForgingCoordinator)
+
+
+class RedirectingCoordinator(Coordinator):
+    """Builds the signature request for a transfer to a stranger instead of the asked one."""
+
+    def _wallet_request(self, ask: Any, *args: Any) -> Any:
+        stranger = transfer(STRANGER)
+        ask.digest = stranger.signing_hash()
+        ask.evm_transaction = stranger.signing_payload()
+        return super()._wallet_request(ask, *args)
+
+
+def test_a_coordinator_that_redirects_the_transfer_gets_no_approval(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    approved: list[bytes] = []
+
+    class CountingPasskey(SoftwarePasskey):
+        def approve(self, challenge: bytes) -> Any:
+            approved.append(challenge)
+            return super().approve(challenge)
+
+    async def body(phone: Device, wallet: DeviceWallet, passkey: SoftwarePasskey) -> None:
+        counting = CountingPasskey(passkey.name, passkey.rp_id, passkey.origin, passkey._key)
+        with pytest.raises(CoordinatorRefused, match="signing request differs from the ask"):
+            await sign_transfer(phone, wallet, transfer(FRIEND), [counting])
+        assert approved == []  # the device checked the request before anyone approved it
+
+    with_phone_wallet(stack, socket_dir, body, RedirectingCoordinator)

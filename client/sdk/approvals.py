@@ -41,6 +41,7 @@ class Approver(Protocol):
         ...
 
 
+@sdk_boundary
 def approvals_of(
     request: bytes, policy_set: PolicySet, epoch: int, approvers: Sequence[Approver]
 ) -> list[ceremony_pb2.Approval]:
