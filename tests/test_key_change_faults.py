@@ -549,7 +549,10 @@ def test_failed_keygen_frees_wallet_id(stack: DevStack, scheme: str) -> None:
 
         crashed_id = f"wallet-{secrets.token_hex(6)}"
         last = 2 if scheme == "bip340" else 4
-        relay = faulty_relay(stack, Fault("kill-host", (last, "server", "device0")), roles)
+        relay = faulty_relay(
+            stack, Fault("kill-host", (last, "server", "device0")), roles,
+            also_drop=(last, "device0", "server"),  # the host cannot commit before it dies
+        )  # fmt: skip
         async with client(stack, relay, timeout=10.0) as sdk:
             with pytest.raises((WalletError, TimeoutError)):
                 await sdk.create_wallet(scheme, [phone], threshold=2, wallet_id=crashed_id)  # type: ignore[arg-type]
