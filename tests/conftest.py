@@ -1,7 +1,7 @@
 """Shared fixtures: real services on this machine (PostgreSQL, Redis, NATS).
 
 In CI (``CI`` set) a missing service fails the test; on a laptop it skips with
-the reason, as the brief asks.
+the reason (a laptop may not run them; CI must).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """End to end with real processes (devkms, relay, enclave, host on Unix sockets) and the SDK.
 
-Also the brief's scan: neither the host's database nor any process log holds
+Also the at-rest scan (docs/threat-model.md): neither the host's database nor any process log holds
 a secret share in the clear.
 """
 
