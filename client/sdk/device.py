@@ -292,26 +292,18 @@ class Device:
             CoordinatorRefused: the coordinator refused, or the request was not the asked one.
             WalletError: the ceremony failed; the old wallet still signs.
         """
-        pending: list[PendingKeyChange] = []
-
-        async def keep(change: Pending) -> None:
-            if not isinstance(change, PendingKeyChange):
-                raise CoordinatorRefused("the refresh left no key change")
-            pending.append(change)
-            if save_pending is not None:
-                await save_pending(_changed_wallet(wallet.wallet_id, wallet.parties, change))
-
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_REFRESH,
             wallet_id=wallet.wallet_id,
             party=self.identity.party,
         )
         progress = _Progress()
-        try:
+
+        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
             _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
-        except Exception as e:
-            raise _interrupted(e, wallet.wallet_id, wallet.parties, pending, progress) from e
-        return _key_change_result(wallet.wallet_id, wallet.parties, output, result, pending)
+            return output, result
+
+        return await self._key_change(wallet.wallet_id, wallet.parties, save_pending, progress, run)
 
     async def acknowledge_epoch(self, wallet: DeviceWallet) -> int:
         """Tell the host (through the coordinator) that this device uses ``wallet``'s epoch.
@@ -421,21 +413,13 @@ class Device:
         )
         # The request must list exactly these (checked before the owner key approves it).
         new_parties = [wallet.parties[wallet.index], party, wallet.parties[wallet.server_index]]
-        pending: list[PendingKeyChange] = []
-
-        async def keep(change: Pending) -> None:
-            if not isinstance(change, PendingKeyChange):
-                raise CoordinatorRefused("a keygen's pending share in a key change")
-            pending.append(change)
-            if save_pending is not None:
-                await save_pending(_changed_wallet(wallet.wallet_id, new_parties, change))
-
         progress = _Progress()
-        try:
+
+        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
             _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
-        except Exception as e:
-            raise _interrupted(e, wallet.wallet_id, new_parties, pending, progress) from e
-        return _key_change_result(wallet.wallet_id, new_parties, output, result, pending)
+            return output, result
+
+        return await self._key_change(wallet.wallet_id, new_parties, save_pending, progress, run)
 
     async def remove_party(
         self,
@@ -464,21 +448,13 @@ class Device:
             keyring=lifecycle.keyring_to_proto(PublicKeyring.from_share(wallet.share)),
         )
         new_parties = _reshare_parties(wallet, ask)
-        pending: list[PendingKeyChange] = []
-
-        async def keep(change: Pending) -> None:
-            if not isinstance(change, PendingKeyChange):
-                raise CoordinatorRefused("the reshare left no key change")
-            pending.append(change)
-            if save_pending is not None:
-                await save_pending(_changed_wallet(wallet.wallet_id, new_parties, change))
-
         progress = _Progress()
-        try:
+
+        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
             _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
-        except Exception as e:
-            raise _interrupted(e, wallet.wallet_id, new_parties, pending, progress) from e
-        return _key_change_result(wallet.wallet_id, new_parties, output, result, pending)
+            return output, result
+
+        return await self._key_change(wallet.wallet_id, new_parties, save_pending, progress, run)
 
     async def join_wallet(
         self,
@@ -519,24 +495,15 @@ class Device:
         ):
             raise CoordinatorRefused("the reshare is not the expected one for this device")
         roster, ceremony = self._reshare_party(request, keyring, None)
-        pending: list[PendingKeyChange] = []
         parties = list(request.new_parties)
-
-        async def keep(change: Pending) -> None:
-            if not isinstance(change, PendingKeyChange):
-                raise CoordinatorRefused("a keygen's pending share in a key change")
-            pending.append(change)
-            if save_pending is not None:
-                await save_pending(_changed_wallet(wallet_id, parties, change))
-
         progress = _Progress(request)
-        try:
-            output, result = await self._take_part(
+
+        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
+            return await self._take_part(
                 request, started, self.identity.party_id, roster, ceremony, keep, progress
             )
-        except Exception as e:
-            raise _interrupted(e, wallet_id, parties, pending, progress) from e
-        return _key_change_result(wallet_id, parties, output, result, pending)
+
+        return await self._key_change(wallet_id, parties, save_pending, progress, run)
 
     async def join_refresh(
         self, wallet: DeviceWallet, *, save_pending: SaveNewWallet | None = None
@@ -564,23 +531,43 @@ class Device:
         ):
             raise CoordinatorRefused("the refresh is not one of this wallet with its server share")
         roster, ceremony = self._ceremony(request, wallet, None)
+        progress = _Progress(request)
+
+        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
+            return await self._take_part(
+                request, started, self.identity.party_id, roster, ceremony, keep, progress
+            )
+
+        return await self._key_change(wallet.wallet_id, wallet.parties, save_pending, progress, run)
+
+    async def _key_change(
+        self,
+        wallet_id: str,
+        parties: list[ceremony_pb2.Party],
+        save_pending: SaveNewWallet | None,
+        progress: _Progress,
+        run: Callable[[SavePending], Awaitable[tuple[Any, ceremony_pb2.CeremonyResult]]],
+    ) -> DeviceWallet:
+        """Run a refresh or reshare this device takes part in (``run`` plays its party).
+
+        The new wallet goes to ``save_pending`` before this device's certificate
+        signature leaves; an interruption after that raises
+        ``DeviceKeyChangeInterrupted`` naming what was saved (see :meth:`resume`).
+        """
         pending: list[PendingKeyChange] = []
 
         async def keep(change: Pending) -> None:
             if not isinstance(change, PendingKeyChange):
-                raise CoordinatorRefused("the refresh left no key change")
+                raise CoordinatorRefused("the key change left a keygen's pending share")
             pending.append(change)
             if save_pending is not None:
-                await save_pending(_changed_wallet(wallet.wallet_id, wallet.parties, change))
+                await save_pending(_changed_wallet(wallet_id, parties, change))
 
-        progress = _Progress(request)
         try:
-            output, result = await self._take_part(
-                request, started, self.identity.party_id, roster, ceremony, keep, progress
-            )
+            output, result = await run(keep)
         except Exception as e:
-            raise _interrupted(e, wallet.wallet_id, wallet.parties, pending, progress) from e
-        return _key_change_result(wallet.wallet_id, wallet.parties, output, result, pending)
+            raise _interrupted(e, wallet_id, parties, pending, progress) from e
+        return _key_change_result(wallet_id, parties, output, result, pending)
 
     async def _invitation(self, ask: coordinator_pb2.JoinAsk) -> coordinator_pb2.StartedCeremony:
         """JoinCeremony, asked again while the coordinator has no such reshare yet."""
