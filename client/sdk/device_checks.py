@@ -13,7 +13,7 @@ from shardkeep.policyset import decode as decode_policy_set
 from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2
 
-__all__ = ["approvals_for", "check_request", "my_index", "reshare_parties"]
+# No __all__: these checks serve the device modules only; callers use client.sdk.device.
 
 
 def my_index(request: ceremony_pb2.CeremonyRequest, identity: PartyIdentity) -> int:
