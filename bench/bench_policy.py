@@ -10,6 +10,10 @@ allow-list with a cap, a two-admin rule above it, a denied ERC-20
 and a System-only rule, raw digests and PSBTs, and a catch-all deny of
 exports).
 Goal: under 1 ms per signature for parsing and evaluation together.
+
+Then PSBTs of 1, 10 and 100 inputs: one input's sighash, every input's, and
+every input's signature request through the enclave's gate (each request
+carries the whole PSBT): linear in the inputs, not quadratic.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from client.sdk.approvals import ApiKey, SoftwarePasskey
 from enclave.policy.authenticators import SignCounters, verified_approvers
 from enclave.policy.engine import PolicyEngine
 from enclave.policy.facts import Activity
+from enclave.policy.gate import activity_of
 from shardkeep.approvals import Approval, activity_hash, approval_challenge
 from shardkeep.chains import base58, evm, solana
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
 from shardkeep.policyset import Consensus, Policy, PolicySet
+from shardkeep.v1 import ceremony_pb2
 
 RUNS = 500
+PSBT_SIZES = (1, 10, 100)
 FRIEND = bytes.fromhex("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
 PAYER, FRIEND_SOL = bytes([1]) * 32, bytes([2]) * 32
 SYSTEM = "11111111111111111111111111111111"
@@ -137,15 +144,58 @@ def main() -> None:
         "  approval: passkey (sign in the client + verify)    : "
         f"{measure(passkey_approval, RUNS, 20)}"
     )
+    print("PSBT parse and BIP-341 sighashes (the per-transaction hashes are computed once):")
+    for n in PSBT_SIZES:
+        raw = _psbt(n)
+        print(f"  {n:>3} inputs: parse + one input's sighash            : "
+              f"{measure(_first_sighash(raw), 50, 2)}")  # fmt: skip
+        print(f"  {n:>3} inputs: parse + every input's sighash          : "
+              f"{measure(_every_sighash(raw), 50, 2)}")  # fmt: skip
+        print(f"  {n:>3} inputs: every input through the enclave's gate : "
+              f"{measure(_gate_requests(n, 21), 20, 1)}")  # fmt: skip
 
 
-def _psbt(inputs: int) -> bytes:
+def _first_sighash(raw: bytes) -> Callable[[], object]:
+    return lambda: parse_psbt(raw).key_path_sighash(0)
+
+
+def _every_sighash(raw: bytes) -> Callable[[], object]:
+    def sign_every_input() -> object:
+        psbt = parse_psbt(raw)
+        return [psbt.key_path_sighash(i) for i in range(len(psbt.inputs))]
+
+    return sign_every_input
+
+
+def _gate_requests(inputs: int, runs: int) -> Callable[[], object]:
+    """One signature request per input, each with the whole PSBT, as the enclave gets them.
+
+    Every run signs a PSBT of its own (another locktime), so no run finds the
+    previous one's parse in the gate's cache; the requests are built beforehand.
+    """
+    batches = []
+    for locktime in range(runs):
+        raw = _psbt(inputs, locktime)
+        psbt = parse_psbt(raw)
+        batches.append([
+            ceremony_pb2.CeremonyRequest(
+                kind=ceremony_pb2.CEREMONY_KIND_SIGN, scheme=ceremony_pb2.SCHEME_BIP340,
+                wallet_id="bench", digest=psbt.key_path_sighash(i), psbt=raw, psbt_input=i,
+            )
+            for i in range(inputs)
+        ])  # fmt: skip
+    pending = iter(batches)
+    return lambda: [activity_of(request) for request in next(pending)]
+
+
+def _psbt(inputs: int, locktime: int = 0) -> bytes:
     """A PSBT spending ``inputs`` P2TR outputs (witness UTXOs) to two outputs."""
     script = b"\x51\x20" + b"\x22" * 32
     tx = Transaction(
         2,
-        tuple(TxIn(OutPoint(bytes([i + 1]) * 32, 0)) for i in range(inputs)),
+        tuple(TxIn(OutPoint(i.to_bytes(32, "big"), 0)) for i in range(inputs)),
         (TxOut(50_000, script), TxOut(40_000, script)),
+        locktime,
     )
     utxo = (100_000).to_bytes(8, "little") + bytes([len(script)]) + script
     return Psbt(

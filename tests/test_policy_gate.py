@@ -31,9 +31,10 @@ from enclave.policy.gate import (
     replaced_policy_set,
 )
 from shardkeep.approvals import activity_hash, approval_challenge
+from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
 from shardkeep.chains.evm import keccak256
-from shardkeep.chains.psbt import parse_psbt
+from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
 from shardkeep.lifecycle import SCHEMES
 from shardkeep.policyset import (
     Authenticator,
@@ -110,6 +111,32 @@ def test_a_digest_the_enclave_did_not_compute_is_refused(
 ) -> None:
     with pytest.raises(BadRequest, match=fault):
         activity_of(request_)
+
+
+def test_the_inputs_of_one_psbt_share_one_parse_and_each_digest_is_checked() -> None:
+    # One ceremony per input, each request with the whole PSBT: the enclave
+    # parses it (and hashes its transaction for BIP-341) once, not per input.
+    data = two_input_psbt()
+    psbt = parse_psbt(data)
+    first, second = (
+        activity_of(sign("bip340", psbt.key_path_sighash(i), psbt=data, psbt_input=i))
+        for i in (0, 1)
+    )
+    assert first is not None and second is not None
+    assert (first.psbt_input, second.psbt_input) == (0, 1)
+    assert first.psbt is second.psbt
+    with pytest.raises(BadRequest, match="BIP-341 sighash"):
+        activity_of(sign("bip340", psbt.key_path_sighash(0), psbt=data, psbt_input=1))
+
+
+def two_input_psbt() -> bytes:
+    tx = Transaction(
+        2, (TxIn(OutPoint(b"\x11" * 32, 0)), TxIn(OutPoint(b"\x12" * 32, 1))), (TxOut(1000, P2TR),)
+    )
+    inputs = (PsbtMap("input", ((b"\x01", SPENT),)),) * 2
+    return Psbt(
+        PsbtMap("global", ((b"\x00", tx.serialize()),)), tx, inputs, (PsbtMap("output", ()),)
+    ).serialize()
 
 
 def test_policies_see_psbt_outputs_and_fee() -> None:

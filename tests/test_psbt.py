@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Any
 
 import pytest
 from coincurve import PrivateKey
 
+from shardkeep.chains import psbt as psbt_module
 from shardkeep.chains.bip341 import SIGHASH_ALL, SIGHASH_DEFAULT, p2tr_script
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.psbt import (
@@ -22,13 +24,14 @@ from shardkeep.chains.psbt import (
     IN_TAP_INTERNAL_KEY,
     IN_WITNESS_UTXO,
     MAGIC,
+    MAX_UNSIGNED_TX_BYTES,
     Psbt,
     PsbtError,
     PsbtMap,
     UnsupportedPsbtError,
     parse_psbt,
 )
-from tests.vectors import load_text
+from tests.vectors import load_json, load_text
 from tss.curve import N, schnorr_sign, schnorr_verify
 from tss.taproot import taproot_output_key
 
@@ -187,3 +190,87 @@ def test_not_a_psbt_is_refused() -> None:
         with pytest.raises(PsbtError):
             parse_psbt(data)
     assert MAGIC == b"psbt\xff"
+
+
+def psbt_of(tx: Transaction, spent: list[TxOut], hash_types: dict[int, int]) -> Psbt:
+    """A PSBT of ``tx`` with witness UTXOs, and ``PSBT_IN_SIGHASH_TYPE`` where given."""
+    inputs = []
+    for index, output in enumerate(spent):
+        fields = [(b"\x01", output.serialize())]
+        if index in hash_types:
+            fields.append((b"\x03", hash_types[index].to_bytes(4, "little")))
+        inputs.append(PsbtMap("input", tuple(fields)))
+    outputs = tuple(PsbtMap("output", ()) for _ in tx.outputs)
+    global_map = PsbtMap("global", ((b"\x00", tx.serialize()),))
+    return parse_psbt(Psbt(global_map, tx, tuple(inputs), outputs).serialize())
+
+
+def test_every_input_of_the_bip341_vector_transaction_has_the_vector_sighash() -> None:
+    # BIP-341 wallet vectors, keyPathSpending: the same answers through a PSBT,
+    # whose per-transaction hashes are computed once and shared by its inputs.
+    (vector,) = load_json("bip-0341-wallet-test-vectors.json")["keyPathSpending"]
+    tx = Transaction.parse(bytes.fromhex(vector["given"]["rawUnsignedTx"]))
+    spent = [
+        TxOut(u["amountSats"], bytes.fromhex(u["scriptPubKey"]))
+        for u in vector["given"]["utxosSpent"]
+    ]
+    cases: list[dict[str, Any]] = vector["inputSpending"]
+    psbt = psbt_of(tx, spent, {c["given"]["txinIndex"]: c["given"]["hashType"] for c in cases})
+    for case in cases:
+        index = case["given"]["txinIndex"]
+        assert psbt.key_path_sighash(index).hex() == case["intermediary"]["sigHash"]
+        # The vector's signature added to one input changes no sighash.
+        psbt = psbt.with_key_signature(index, bytes.fromhex(case["expected"]["witness"][0]))
+    for case in cases:
+        assert (
+            psbt.key_path_sighash(case["given"]["txinIndex"]).hex()
+            == (case["intermediary"]["sigHash"])
+        )
+
+
+def test_signing_every_input_reads_each_utxo_and_hashes_the_transaction_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Signing n inputs is O(n): BIP-341's sha_prevouts, sha_amounts,
+    # sha_scriptpubkeys, sha_sequences and sha_outputs are per transaction.
+    calls = {"precompute": 0, "spent_output": 0}
+    precompute, spent_output = psbt_module.precompute, Psbt.spent_output
+
+    def counted_precompute(*args: Any) -> Any:
+        calls["precompute"] += 1
+        return precompute(*args)
+
+    def counted_spent_output(self: Psbt, index: int) -> TxOut:
+        calls["spent_output"] += 1
+        return spent_output(self, index)
+
+    monkeypatch.setattr(psbt_module, "precompute", counted_precompute)
+    monkeypatch.setattr(Psbt, "spent_output", counted_spent_output)
+    n = 30
+    script = b"\x51\x20" + b"\x22" * 32
+    tx = Transaction(
+        2, tuple(TxIn(OutPoint(bytes([i + 1]) * 32, 0)) for i in range(n)), (TxOut(1, script),)
+    )
+    psbt = psbt_of(tx, [TxOut(1000, script)] * n, {})
+    sighashes = set()
+    for index in range(n):
+        sighashes.add(psbt.key_path_sighash(index))
+        psbt = psbt.with_key_signature(index, bytes(64))
+    assert len(sighashes) == n
+    assert psbt.fee() == 1000 * n - 1
+    assert calls == {"precompute": 1, "spent_output": n}
+
+
+def test_an_unsigned_transaction_above_the_standard_size_is_refused_before_it_is_parsed() -> None:
+    n = MAX_UNSIGNED_TX_BYTES // 41 + 1  # an input is 41 bytes at least
+    script = b"\x51\x20" + b"\x22" * 32
+    tx = Transaction(
+        2, tuple(TxIn(OutPoint(i.to_bytes(32, "big"), 0)) for i in range(n)), (TxOut(1, script),)
+    )
+    assert len(tx.serialize()) > MAX_UNSIGNED_TX_BYTES
+    inputs = tuple(PsbtMap("input", ()) for _ in range(n))
+    data = Psbt(
+        PsbtMap("global", ((b"\x00", tx.serialize()),)), tx, inputs, (PsbtMap("output", ()),)
+    )
+    with pytest.raises(PsbtError, match="unsigned transaction is larger than 100000 bytes"):
+        parse_psbt(data.serialize())

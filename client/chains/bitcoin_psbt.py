@@ -25,7 +25,7 @@ from client.errors import sdk_boundary
 from client.sdk.approvals import Approver
 from client.sdk.party import PartyIdentity, Progress
 from client.sdk.wallet import SignedPayload, Wallet, WalletClient
-from shardkeep.chains.bip341 import SIGHASH_DEFAULT, p2tr_script, precompute
+from shardkeep.chains.bip341 import SIGHASH_DEFAULT, p2tr_script
 from shardkeep.chains.psbt import Psbt, PsbtError, TaprootInput
 from tss.bip32 import HARDENED, derive_public
 from tss.curve import schnorr_verify
@@ -152,11 +152,10 @@ async def sign_psbt(
     mine, skipped = wallet_inputs(wallet, psbt)
     if not mine:
         raise PsbtError("no input of this PSBT is a key-path spend of this wallet")
-    spent = psbt.spent_outputs()
-    shared = precompute(psbt.tx, spent)
+    psbt.spent_outputs()  # every input's is needed: refuse before the first ceremony
     unsigned = psbt.serialize()  # what the server share parses: no signature added yet
     for item in mine:
-        sighash = psbt.key_path_sighash(item.index, shared)
+        sighash = psbt.key_path_sighash(item.index)  # shared hashes computed once
         options = SigningOptions(
             derivation_path=item.derivation_path, taproot=True,
             taproot_merkle_root=item.merkle_root,

@@ -27,6 +27,7 @@ reshare makes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import threading
@@ -65,6 +66,9 @@ _KINDS: Final = {
     KIND.CEREMONY_KIND_EXPORT: "EXPORT",
 }
 ENGINE_CACHE_SIZE: Final = 1024
+# A PSBT's inputs are signed one ceremony each, every request carrying the whole
+# PSBT: parsed once, its shared sighash hashes are computed once for all inputs.
+_parsed_psbt = functools.lru_cache(maxsize=4)(parse_psbt)
 
 
 def registered_policy_set(request: ceremony_pb2.CeremonyRequest, epoch: int) -> bytes:
@@ -140,7 +144,7 @@ def activity_of(request: ceremony_pb2.CeremonyRequest) -> Activity | None:
             return Activity("SIGN_SOLANA_MESSAGE", wallet, scheme, path, solana=message)
         if request.psbt:
             _need(scheme, "bip340", "a PSBT input")
-            parsed = parse_psbt(bytes(request.psbt))
+            parsed = _parsed_psbt(bytes(request.psbt))
             index = request.psbt_input
             if index >= len(parsed.inputs):
                 raise BadRequest(f"the PSBT has no input {index}")

@@ -36,6 +36,7 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Final
 
 from shardkeep.chains.bip341 import (
@@ -62,10 +63,16 @@ __all__ = [
     "TaprootInput",
     # Constants
     "MAGIC",
+    "MAX_PSBT_BYTES",
+    "MAX_UNSIGNED_TX_BYTES",
 ]
 
 MAGIC: Final = b"psbt\xff"
 MAX_PSBT_BYTES: Final = 16 << 20
+# Bitcoin Core's standardness limit (MAX_STANDARD_TX_WEIGHT = 400,000 weight units,
+# four per non-witness byte): a larger unsigned transaction would not be relayed. With
+# 41 bytes or more per input, it also bounds the inputs (2,439), hence the work per PSBT.
+MAX_UNSIGNED_TX_BYTES: Final = 100_000
 
 # BIP-174 / BIP-371 / BIP-370 key types.
 GLOBAL_UNSIGNED_TX: Final = 0x00
@@ -392,7 +399,18 @@ class Psbt:
 
     def spent_outputs(self) -> list[TxOut]:
         """Every input's spent output, in input order (BIP-341 signs them all)."""
-        return [self.spent_output(i) for i in range(len(self.inputs))]
+        return list(self._spent)
+
+    # Read once per PSBT, not once per input signed: signing all n inputs stays O(n).
+    @cached_property
+    def _spent(self) -> tuple[TxOut, ...]:
+        return tuple(self.spent_output(i) for i in range(len(self.inputs)))
+
+    @cached_property
+    def _sighash_precomputed(self) -> SighashPrecomputed:
+        # BIP-341's sha_prevouts, sha_amounts, sha_scriptpubkeys, sha_sequences and
+        # sha_outputs are per transaction ("precomputed"), shared by every input.
+        return precompute(self.tx, self._spent)
 
     def fee(self) -> int:
         """What the inputs spend minus what the outputs pay, in satoshis.
@@ -430,8 +448,11 @@ class Psbt:
             or fields.get(IN_FINAL_SCRIPTWITNESS) is not None,
         )
 
-    def key_path_sighash(self, index: int, precomputed: SighashPrecomputed | None = None) -> bytes:
+    def key_path_sighash(self, index: int) -> bytes:
         """The BIP-341 key-path sighash of input ``index`` (no annex: PSBTs carry none).
+
+        The per-transaction hashes are computed on the first call and reused
+        by every later one (and by the PSBT ``with_key_signature`` returns).
 
         Raises:
             UnsupportedPsbtError / PsbtError: a spent output is unknown or
@@ -439,12 +460,11 @@ class Psbt:
                 commit to (SIGHASH_SINGLE).
         """
         info = self.taproot_input(index)
-        spent = self.spent_outputs()
+        spent = self._spent
         try:
             return key_path_sighash(
-                self.tx, spent, index, info.sighash_type,
-                precomputed=precomputed or precompute(self.tx, spent),
-            )  # fmt: skip
+                self.tx, spent, index, info.sighash_type, precomputed=self._sighash_precomputed
+            )
         except InputError as e:
             raise PsbtError(f"input {index}: {e}") from e
 
@@ -457,7 +477,12 @@ class Psbt:
         _check_schnorr_signature(signature, f"input {index} key signature")
         inputs = list(self.inputs)
         inputs[index] = inputs[index].with_value(IN_TAP_KEY_SIG, signature)
-        return replace(self, inputs=tuple(inputs))
+        signed = replace(self, inputs=tuple(inputs))
+        # A key signature changes no spent output and no sighash: keep what was computed.
+        for name in ("_spent", "_sighash_precomputed"):
+            if name in self.__dict__:
+                signed.__dict__[name] = self.__dict__[name]
+        return signed
 
     def finalized(self) -> Psbt:
         """Each input with a key signature finalised (BIP-174 "Input Finalizer").
@@ -516,7 +541,9 @@ def parse_psbt(data: bytes | str) -> Psbt:
     """Parse and check a version-0 PSBT, binary or Base64.
 
     Arguments:
-        data: the PSBT's bytes, or its Base64 text (at most 16 MiB).
+        data: the PSBT's bytes, or its Base64 text (at most 16 MiB, an
+            unsigned transaction of at most 100,000 bytes: both checked
+            before they are parsed).
 
     Returns:
         The PSBT; ``serialize()`` gives back the bytes.
@@ -542,6 +569,10 @@ def parse_psbt(data: bytes | str) -> Psbt:
     raw_tx = global_map.get(GLOBAL_UNSIGNED_TX)
     if raw_tx is None:
         raise PsbtError("global map: no unsigned transaction")
+    if len(raw_tx) > MAX_UNSIGNED_TX_BYTES:
+        raise PsbtError(
+            f"global map: the unsigned transaction is larger than {MAX_UNSIGNED_TX_BYTES} bytes"
+        )
     try:
         tx = Transaction.parse(raw_tx, allow_witness=False)
     except InputError as e:
