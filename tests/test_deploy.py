@@ -253,6 +253,30 @@ def test_the_image_holds_every_package_the_enclave_imports() -> None:
         assert owners & requirements, f"{module} (from {owners}) is not in the image"
 
 
+def test_the_cel_command_line_packages_are_in_the_image_because_import_cel_loads_them() -> None:
+    # common-expression-language's __init__ imports its command-line module, so
+    # typer, rich, prompt-toolkit and pygments are needed to import cel at all,
+    # in the enclave too. Should a release stop loading them, they can leave the
+    # image (requirements.txt says why they are there).
+    probe = textwrap.dedent("""
+        import importlib.metadata, json, sys
+        before = set(sys.modules)
+        import cel
+        owners = importlib.metadata.packages_distributions()
+        new = {name.split(".")[0] for name in set(sys.modules) - before}
+        print(json.dumps(sorted({d for top in new for d in owners.get(top, [])})))
+    """)
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    loaded = {canonicalize_name(d) for d in json.loads(result.stdout)}
+    command_line = {"typer", "rich", "prompt-toolkit", "pygments"}
+    assert command_line <= loaded
+    assert command_line <= set(read_pins(REQUIREMENTS))
+    assert {canonicalize_name(Requirement(r).name) for r in importlib.metadata.requires(
+        "common-expression-language") or []} == command_line  # fmt: skip
+
+
 def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for keyword, rest in dockerfile_instructions():
