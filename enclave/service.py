@@ -458,8 +458,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     # written any header, so no party is blamed; the deadline
                     # reports a message that never comes.
                     log.warning("envelope dropped", reason=session.last_dropped.reason, **_ids(req))
-                for out in active.outbound(sent):
-                    yield out
+                if sent:  # one output per step, with every envelope it produced
+                    yield active.outbound(sent)
                 if session.ceremony.awaiting_save:
                     # Pending before agreement: the host stores the sealed new
                     # share (or nothing, for a leaving dealer) before our
@@ -740,20 +740,22 @@ class _Running:
     # and the burn after its failure happen with no other session on it in between.
     locks: PairLocks = NO_LOCKS
 
-    def outbound(self, sealed: list[Any]) -> list[enclave_pb2.CeremonyOutput]:
-        return [
-            enclave_pb2.CeremonyOutput(
-                outbound=envelope_pb2.Envelope(
-                    room_id=self.request.room_id,
-                    ceremony_id=self.request.ceremony_id,
-                    round=o.round,
-                    sender=self.identity.party_id,
-                    recipient=o.recipient_id,
-                    payload=o.envelope,
-                )
+    def outbound(self, sealed: list[Any]) -> enclave_pb2.CeremonyOutput:
+        """One step's envelopes, in order, as one output."""
+        envelopes = [
+            envelope_pb2.Envelope(
+                room_id=self.request.room_id,
+                ceremony_id=self.request.ceremony_id,
+                round=o.round,
+                sender=self.identity.party_id,
+                recipient=o.recipient_id,
+                payload=o.envelope,
             )
             for o in sealed
         ]
+        return enclave_pb2.CeremonyOutput(
+            outbound=enclave_pb2.OutboundEnvelopes(envelopes=envelopes)
+        )
 
 
 def _key_change_proto(proof: KeyChangeProof | None) -> ceremony_pb2.KeyChange | None:

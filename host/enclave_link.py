@@ -20,8 +20,9 @@ driven by ``CeremonyDriver``:
    the credentials check. It then sends ``CeremonyInput.start``
    with the signed request and the wallet's current sealed shares (none for
    keygen).
-2. ``CeremonyOutput.outbound`` envelopes go to the relay in the order the
-   enclave sent them; the host's relay session assigns the per-sender seq.
+2. ``CeremonyOutput.outbound`` carries the envelopes of one round step; they
+   go to the relay in the order the enclave produced them, and the host's
+   relay session assigns the per-sender seq.
    Sends are pipelined (the host does not wait for one relay ack before
    forwarding the next output) but every one must be acked before the host
    reports success.
@@ -733,12 +734,16 @@ class CeremonyDriver:
                 raise EnclaveProtocolError("unexpected message on the stream")
             kind = output.WhichOneof("output")
             if kind == "outbound":
-                envelope = self._outbound(output.outbound)
+                # One round step's envelopes, checked together before any leaves.
+                envelopes = [self._outbound(e) for e in output.outbound.envelopes]
+                if not envelopes:
+                    raise EnclaveProtocolError("an outbound output without envelopes")
                 await self._epochs.forwarding()
-                self.stats.outbound += 1
-                self.stats.outbound_bytes += len(envelope.payload)
-                # Created in output order, so the session numbers them in that order.
-                group.create_task(session.send_envelope(envelope))
+                for envelope in envelopes:
+                    self.stats.outbound += 1
+                    self.stats.outbound_bytes += len(envelope.payload)
+                    # Created in output order, so the session numbers them in that order.
+                    group.create_task(session.send_envelope(envelope))
             elif kind == "store":
                 epoch = await self._epochs.write(output.store)
                 self.stats.stored += 1

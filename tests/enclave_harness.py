@@ -471,11 +471,12 @@ async def host_loop(
             raise AssertionError("the enclave ended the stream without a result")
         kind = out.WhichOneof("output")
         if kind == "outbound":
-            recipient = out.outbound.recipient
-            session = clients[recipient]
-            queue.extend(
-                (recipient, r) for r in saved(session, session.receive(out.outbound.payload))
-            )
+            for envelope in out.outbound.envelopes:
+                recipient = envelope.recipient
+                session = clients[recipient]
+                queue.extend(
+                    (recipient, r) for r in saved(session, session.receive(envelope.payload))
+                )
             await pump()
         elif kind == "store":
             stack.stored.append(out.store)

@@ -111,17 +111,23 @@ class CeremonyFailure(_message.Message):
     reason: str
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., culprits: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class OutboundEnvelopes(_message.Message):
+    __slots__ = ("envelopes",)
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    envelopes: _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]
+    def __init__(self, envelopes: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ...) -> None: ...
+
 class CeremonyOutput(_message.Message):
     __slots__ = ("outbound", "store", "result", "failure")
     OUTBOUND_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
-    outbound: _envelope_pb2.Envelope
+    outbound: OutboundEnvelopes
     store: _ceremony_pb2.SealedShare
     result: _ceremony_pb2.CeremonyResult
     failure: CeremonyFailure
-    def __init__(self, outbound: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., store: _Optional[_Union[_ceremony_pb2.SealedShare, _Mapping]] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., failure: _Optional[_Union[CeremonyFailure, _Mapping]] = ...) -> None: ...
+    def __init__(self, outbound: _Optional[_Union[OutboundEnvelopes, _Mapping]] = ..., store: _Optional[_Union[_ceremony_pb2.SealedShare, _Mapping]] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., failure: _Optional[_Union[CeremonyFailure, _Mapping]] = ...) -> None: ...
 
 class SessionInput(_message.Message):
     __slots__ = ("channel", "input", "half_close", "cancel", "get_challenge")

@@ -111,7 +111,7 @@ class EnclaveServicer:
 
     def RunCeremony(self, request_iterator, context):
         """One ceremony: the host sends the start, then the room's inbound envelopes and
-        store acknowledgements; the enclave answers with outbound envelopes, sealed
+        store acknowledgements; the enclave answers with each step's outbound envelopes, sealed
         shares to store, and finally the result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
