@@ -131,8 +131,8 @@ class LinkConfig:
             agreement has left the host (no certificate can exist until then;
             ``host.epoch_writer``).
         session_transport: run every ceremony as a channel of one long-lived
-            ``Enclave.Session`` stream (``host.enclave_session``) instead of a
-            ``RunCeremony`` call each.
+            ``Enclave.Session`` stream (``host.enclave_session``; the default)
+            instead of a ``RunCeremony`` call each.
     """
 
     call_timeout_s: float = 10.0
@@ -144,7 +144,7 @@ class LinkConfig:
     credentials_margin_s: float = 900.0
     pending_deadline_s: float = 600.0
     unsigned_deadline_s: float = 30.0
-    session_transport: bool = False
+    session_transport: bool = True
 
 
 class EnclaveLink:

@@ -293,9 +293,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--enclave-transport",
         choices=("call", "session"),
-        default="call",
-        help="one RunCeremony call per ceremony, or every ceremony on one long-lived "
-        "Enclave.Session stream (docs/transport.md)",
+        default="session",
+        help="every ceremony on one long-lived Enclave.Session stream (the default), or "
+        "one RunCeremony call per ceremony (docs/transport.md)",
     )
     parser.add_argument(
         "--pending-deadline-seconds",
