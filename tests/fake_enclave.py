@@ -8,14 +8,15 @@ envelope to the peer and answers with the result. A refresh's or reshare's
 share comes with a ``KeyChange`` and the result with its certificate, made
 with two host keys the fake holds itself (``SEAT_KEYS``): the host checks
 what it is given, not who the seats are. ``Script`` injects failures
-(a status at a chosen step, a stall, an illegal output).
+(a status at a chosen step, a stall, an illegal output). Every channel of a
+``Session`` stream runs the same script as a ``RunCeremony`` call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +116,7 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         """Behave as an enclave that restarted: refuse work as not provisioned until Provision."""
         self.has_identity = False
 
-    async def _refuse_unprovisioned(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _refuse_unprovisioned(self, context: Any) -> None:
         if not self.has_identity:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -160,9 +161,64 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
             seen.cancelled = True
             raise
 
-    async def _run(
-        self, seen: Seen, script: Script, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
+    async def Session(
+        self, request_iterator: AsyncIterator[enclave_pb2.SessionInput], context: Any
+    ) -> AsyncIterator[enclave_pb2.SessionOutput]:
+        """Each channel runs as one RunCeremony call of the script would, and ends with its
+        status in a ``ChannelEnd`` after its ``CeremonyFailure``, as the real enclave's."""
+        outputs: asyncio.Queue[enclave_pb2.SessionOutput | None] = asyncio.Queue()
+        channels: dict[int, _ChannelContext] = {}
+
+        async def read_frames() -> None:
+            try:
+                async for frame in request_iterator:
+                    kind = frame.WhichOneof("frame")
+                    channel = channels.get(frame.channel)
+                    if channel is None and kind == "input":
+                        channel = channels[frame.channel] = _ChannelContext(frame.channel, outputs)
+                        channel.task = asyncio.create_task(self._serve_channel(channel))
+                    if channel is None:
+                        continue
+                    if kind == "input":
+                        channel.inbox.put_nowait(frame.input)
+                    elif kind == "half_close":
+                        channel.inbox.put_nowait(grpc.aio.EOF)  # type: ignore[attr-defined]
+                    elif kind == "cancel" and channel.task is not None:
+                        channel.task.cancel()
+            finally:
+                outputs.put_nowait(None)
+
+        reader = asyncio.create_task(read_frames())
+        try:
+            while (output := await outputs.get()) is not None:
+                yield output
+        finally:
+            reader.cancel()
+            for channel in channels.values():
+                if channel.task is not None:
+                    channel.task.cancel()
+
+    async def _serve_channel(self, channel: _ChannelContext) -> None:
+        seen = Seen(request_id="")  # a channel carries no call metadata
+        self.runs.append(seen)
+        end = enclave_pb2.ChannelEnd(code=grpc.StatusCode.OK.name)
+        try:
+            await self._run(seen, self.script, channel)
+        except asyncio.CancelledError:
+            seen.cancelled = True
+            raise
+        except _Aborted as e:
+            failure = enclave_pb2.CeremonyFailure(
+                code=e.code.name,
+                message=e.message,
+                culprits=[v for k, v in e.trailers if k == "shardkeep-culprits"],
+                reason=next((v for k, v in e.trailers if k == "shardkeep-reason"), ""),
+            )
+            await channel.write(enclave_pb2.CeremonyOutput(failure=failure))
+            end = enclave_pb2.ChannelEnd(code=e.code.name, message=e.message)
+        channel.outputs.put_nowait(enclave_pb2.SessionOutput(channel=channel.number, end=end))
+
+    async def _run(self, seen: Seen, script: Script, context: Any) -> None:
         first = await context.read()
         assert isinstance(first, enclave_pb2.CeremonyInput) and first.HasField("start")
         seen.start = first.start
@@ -186,15 +242,16 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
                 await asyncio.Event().wait()
 
         def envelope(round_: int, recipient: str, what: bytes) -> enclave_pb2.CeremonyOutput:
+            sent = envelope_pb2.Envelope(
+                room_id=request.room_id,
+                ceremony_id=request.ceremony_id,
+                round=round_,
+                sender=me,
+                recipient=recipient,
+                payload=CANARY + what,
+            )
             return enclave_pb2.CeremonyOutput(
-                outbound=envelope_pb2.Envelope(
-                    room_id=request.room_id,
-                    ceremony_id=request.ceremony_id,
-                    round=round_,
-                    sender=me,
-                    recipient=recipient,
-                    payload=CANARY + what,
-                )
+                outbound=enclave_pb2.OutboundEnvelopes(envelopes=[sent])
             )
 
         await fail_or_stall("start")
@@ -245,6 +302,35 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         if request.kind == K.CEREMONY_KIND_EXPORT:
             result.encrypted_export = sealed_blob(request, b"export")
         await context.write(enclave_pb2.CeremonyOutput(result=result))
+
+
+class _Aborted(Exception):
+    """A session channel's ``abort``: the status its call would have ended with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, trailers: Any) -> None:
+        super().__init__(message)
+        self.code, self.message, self.trailers = code, message, tuple(trailers or ())
+
+
+class _ChannelContext:
+    """What ``FakeEnclave._run`` uses of a call's context, for one session channel."""
+
+    def __init__(
+        self, number: int, outputs: asyncio.Queue[enclave_pb2.SessionOutput | None]
+    ) -> None:
+        self.number = number
+        self.outputs = outputs
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def read(self) -> Any:
+        return await self.inbox.get()
+
+    async def write(self, output: enclave_pb2.CeremonyOutput) -> None:
+        self.outputs.put_nowait(enclave_pb2.SessionOutput(channel=self.number, output=output))
+
+    async def abort(self, code: grpc.StatusCode, message: str, trailing_metadata: Any = ()) -> None:
+        raise _Aborted(code, message, trailing_metadata)
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
