@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 from tss.certificate import Pending
 from tss.errors import FaultyParticipantError, InputError, SessionStateError
+from tss.group import checked_points
 
 __all__ = ["Random", "Message", "Ceremony", "run_in_memory"]
 
@@ -74,6 +75,7 @@ class Ceremony(ABC, Generic[ResultT]):
         self._failed = False
         self._pending: Pending | None = None
         self._held: list[Message] | None = None  # withheld until the pending share is saved
+        self._checked_points: set[bytes] = set()  # tss.group.checked_points
 
     # --- what subclasses implement ---------------------------------------------
 
@@ -197,9 +199,13 @@ class Ceremony(ABC, Generic[ResultT]):
         return expected.issubset(self._inbox.get(round_, {}))
 
     def _guarded(self, step: Callable[..., list[Message]], *args: object) -> list[Message]:
-        """Run a step; any failure leaves the ceremony unusable (no retry with the same secrets)."""
+        """Run a step; any failure leaves the ceremony unusable (no retry with the same secrets).
+
+        Points this party checked or made in an earlier step are not checked again.
+        """
         try:
-            return step(*args)
+            with checked_points(self._checked_points):
+                return step(*args)
         except BaseException:
             self._failed = True
             raise

@@ -18,7 +18,9 @@ of a non-identity element of the prime-order group (RFC 9591
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Generic, Protocol, TypeVar
 
 from nacl import bindings as sodium
@@ -36,6 +38,7 @@ __all__ = [
     "ED25519",
     "L",
     "group_of",
+    "checked_points",
 ]
 
 E = TypeVar("E")
@@ -52,6 +55,7 @@ class Group(Protocol, Generic[E]):
     def identity(self) -> E: ...
     def base_mul(self, k: int) -> E: ...
     def mul(self, p: E, k: int) -> E: ...
+    def decode_mul(self, data: bytes, k: int) -> E: ...
     def add(self, p: E, q: E) -> E: ...
     def sum(self, points: Iterable[E]) -> E: ...
     def is_identity(self, p: E) -> bool: ...
@@ -79,6 +83,10 @@ class Secp256k1Group:
 
     def mul(self, p: curve.Point, k: int) -> curve.Point:
         return p * k
+
+    def decode_mul(self, data: bytes, k: int) -> curve.Point:
+        """``k * decode(data)``."""
+        return self.decode(data) * k
 
     def add(self, p: curve.Point, q: curve.Point) -> curve.Point:
         return p + q
@@ -114,6 +122,31 @@ L = 2**252 + 27742317777372353535851937790883648493
 """The order of the edwards25519 prime-order subgroup (RFC 8032 section 5.1)."""
 
 _ED_IDENTITY = b"\x01" + bytes(31)
+
+_NOT_A_POINT = "not a canonical ed25519 point of the prime-order subgroup (or the identity)"
+
+_checked: ContextVar[set[bytes] | None] = ContextVar("checked_ed25519_points", default=None)
+
+
+@contextmanager
+def checked_points(memo: set[bytes]) -> Iterator[None]:
+    """Within the block, an edwards25519 point is checked by libsodium once per ``memo``.
+
+    ``Ed25519Group.decode`` accepts an encoding in ``memo`` without asking
+    libsodium again (``crypto_core_ed25519_is_valid_point``, about 30 µs), and
+    adds every encoding it checks and every ``encode`` of a non-identity
+    ``EdPoint`` (each is a subgroup element, being made only from checked
+    encodings and libsodium results). So ``memo`` holds only canonical
+    encodings of non-identity prime-order elements. One party keeps one memo
+    per ceremony (``tss.ceremony``): its own commitments coming back in a
+    peer's list, and the points of the key share it builds from its DKG output,
+    are not checked again; every point a peer sends still is, once.
+    """
+    token = _checked.set(memo)
+    try:
+        yield
+    finally:
+        _checked.reset(token)
 
 
 class EdPoint:
@@ -165,6 +198,33 @@ class Ed25519Group:
             return self.identity()
         return EdPoint(sodium.crypto_scalarmult_ed25519_noclamp(k.to_bytes(32, "little"), p._enc))
 
+    def decode_mul(self, data: bytes, k: int) -> EdPoint:
+        """``k * decode(data)``, the point checked by the multiplication itself.
+
+        ``crypto_scalarmult_ed25519_noclamp`` refuses every encoding ``decode``
+        refuses (not canonical, not on the curve, of small order, outside the
+        prime-order subgroup) before multiplying, and for a point of order L
+        and 0 < k < L the product is never the identity: so it fails exactly
+        when ``decode`` would (``tests/test_group_ed25519.py`` holds libsodium
+        to that), and a point that is only multiplied is not checked twice.
+
+        Raises:
+            InvalidEncodingError: as ``decode``.
+        """
+        k %= L
+        memo = _checked.get()
+        if k == 0 or (memo is not None and data in memo):
+            return self.mul(self.decode(data), k)
+        if not isinstance(data, bytes) or len(data) != 32:
+            raise InvalidEncodingError("ed25519 point must be 32 bytes")
+        try:
+            product = sodium.crypto_scalarmult_ed25519_noclamp(k.to_bytes(32, "little"), data)
+        except SodiumRuntimeError as e:
+            raise InvalidEncodingError(_NOT_A_POINT) from e
+        if memo is not None:
+            memo.add(data)
+        return EdPoint(product)
+
     def add(self, p: EdPoint, q: EdPoint) -> EdPoint:
         return EdPoint(sodium.crypto_core_ed25519_add(p._enc, q._enc))
 
@@ -178,6 +238,9 @@ class Ed25519Group:
         return p._enc == _ED_IDENTITY
 
     def encode(self, p: EdPoint) -> bytes:
+        memo = _checked.get()
+        if memo is not None and p._enc != _ED_IDENTITY:
+            memo.add(p._enc)
         return p._enc
 
     def decode(self, data: bytes) -> EdPoint:
@@ -192,19 +255,22 @@ class Ed25519Group:
         """
         if not isinstance(data, bytes) or len(data) != 32:
             raise InvalidEncodingError("ed25519 point must be 32 bytes")
+        memo = _checked.get()
+        if memo is not None and data in memo:
+            return EdPoint(data)
         try:
             valid = sodium.crypto_core_ed25519_is_valid_point(data)
         except SodiumRuntimeError as e:  # pragma: no cover - libsodium refuses only bad lengths
             raise InvalidEncodingError("not an ed25519 point") from e
         if not valid:
-            raise InvalidEncodingError(
-                "not a canonical ed25519 point of the prime-order subgroup (or the identity)"
-            )
+            raise InvalidEncodingError(_NOT_A_POINT)
+        if memo is not None:
+            memo.add(data)
         return EdPoint(data)
 
     def encode_ext(self, p: EdPoint) -> bytes:
         """As ``encode``; the identity has its own canonical encoding."""
-        return p._enc
+        return self.encode(p)
 
     def decode_ext(self, data: bytes) -> EdPoint:
         """As ``decode``, also accepting the identity (commitments to zero)."""

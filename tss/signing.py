@@ -316,6 +316,8 @@ class Ed25519Signing(_FrostSigning):
             raise InputError("ed25519 keyrings sign with their own key: no derivation or taproot")
         super().__init__(share, signers, message, session_id, rand, (), host_keys)
         self._key = rfc9591.KeyMaterial(share.public_key, share.public_shares, share.threshold)
+        # A KeyShare decoded every one of its points when it was made.
+        self._checked_points.update((share.public_key, *share.public_shares))
 
     def _nonce(self) -> bytes:
         s = self._share
