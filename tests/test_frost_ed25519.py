@@ -218,6 +218,48 @@ def test_invalid_commitment_names_its_signer() -> None:
     assert e.value.culprits == (2,) and e.value.contrib == "pubnonce"
 
 
+def _torsioned(encoding: bytes) -> bytes:
+    # The point plus the order-2 point (0, -1): on the curve, not in the subgroup.
+    from nacl.bindings import crypto_core_ed25519_add
+
+    return crypto_core_ed25519_add(encoding, (2**255 - 19 - 1).to_bytes(32, "little"))
+
+
+@pytest.mark.parametrize(
+    "bad_binding",
+    [
+        lambda e: b"\x01" + bytes(31),  # identity
+        lambda e: bytes(32),  # small order
+        lambda e: (2**255 - 19 + 1).to_bytes(32, "little"),  # non-canonical
+        lambda e: (2).to_bytes(32, "little"),  # not on the curve
+        _torsioned,
+    ],
+    ids=["identity", "small order", "non-canonical", "off the curve", "torsion component"],
+)
+def test_invalid_binding_commitment_names_its_signer(bad_binding: Any) -> None:
+    """Invalid binding commitment E (checked by the multiplication rho * E): every
+    signer and the coordinator name its signer; with a bad hiding commitment from
+    another signer, both are named."""
+    key, shares = _dealt(3, 4)
+    msg, signers = b"m", [0, 2, 3]
+    states, comms = _round1(key, shares, signers, msg)
+    comms[2] = comms[2][:32] + bad_binding(comms[2][32:])
+    with pytest.raises(InvalidContributionError) as e:
+        rfc9591.signer_round2(states[0], signers, comms)
+    assert e.value.culprits == (2,) and e.value.contrib == "pubnonce"
+    psigs = {i: bytes(32) for i in signers}
+    with pytest.raises(InvalidContributionError) as e:
+        rfc9591.coordinator_aggregate(SUITE, key, msg, signers, comms, psigs)
+    assert e.value.culprits == (2,)
+    comms[0] = bytes(32) + comms[0][32:]
+    with pytest.raises(ProtocolError) as e2:
+        rfc9591.coordinator_aggregate(SUITE, key, msg, signers, comms, psigs)
+    assert e2.value.culprits == (0, 2)
+    with pytest.raises(ProtocolError) as e2:
+        rfc9591.signer_round2(states[3], signers, comms)
+    assert e2.value.culprits == (0, 2)
+
+
 def test_nonce_reuse_refused() -> None:
     """Nonce reuse: round 2 run twice (or on a copy of the state) would leak the share."""
     key, shares = _dealt(2, 2)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from nacl.bindings import crypto_core_ed25519_add
 from nacl.signing import SigningKey, VerifyKey
 
 from tss import local
@@ -98,12 +99,22 @@ class _BadCommitmentSigner(Ed25519Signing):
         return bytes(32) + super()._nonce()[32:]
 
 
-@pytest.mark.parametrize("cls", [_ForgingSigner, _BadCommitmentSigner])
+class _TorsionedBindingSigner(Ed25519Signing):
+    """Signs a commitment whose binding point has an order-2 component."""
+
+    def _nonce(self) -> bytes:
+        commitment = super()._nonce()
+        order2 = (2**255 - 19 - 1).to_bytes(32, "little")
+        return commitment[:32] + crypto_core_ed25519_add(commitment[32:], order2)
+
+
+@pytest.mark.parametrize("cls", [_ForgingSigner, _BadCommitmentSigner, _TorsionedBindingSigner])
 def test_forged_signature_share_or_commitment_names_the_signer(
     cls: type[Ed25519Signing],
 ) -> None:
-    """Forged share / small-order commitment in an Ed25519 signing ceremony: the
-    signing aborts naming the forger (party 1) and no one else."""
+    """Forged share / small-order hiding or torsioned binding commitment in an
+    Ed25519 signing ceremony: the signing aborts naming the forger (party 1) and
+    no one else."""
     shares = local.import_key("ed25519", secrets.token_bytes(32), threshold=3, parties=3)
     keys = throwaway_host_keys(3, secrets.token_bytes)
     sid = secrets.token_bytes(16)
