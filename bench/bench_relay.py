@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.client import PartySession, RelayClient
+from relay.client import RelayClient, RoomParty
 from shardkeep import eventloop
 
 __all__ = ["main"]
@@ -71,7 +71,7 @@ async def _start_relay(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     return process, line.rsplit(" ", 1)[1].strip()
 
 
-async def _round_trips(a: PartySession, b: PartySession) -> list[float]:
+async def _round_trips(a: RoomParty, b: RoomParty) -> list[float]:
     samples: list[float] = []
     deadline = time.perf_counter() + TIME_BUDGET_S
     while len(samples) < RTT_ROUNDS and time.perf_counter() < deadline:
@@ -84,7 +84,7 @@ async def _round_trips(a: PartySession, b: PartySession) -> list[float]:
     return samples
 
 
-async def _throughput(a: PartySession, b: PartySession) -> tuple[int, float]:
+async def _throughput(a: RoomParty, b: RoomParty) -> tuple[int, float]:
     deadline = time.perf_counter() + TIME_BUDGET_S
     window = asyncio.Semaphore(WINDOW)
     sent = 0

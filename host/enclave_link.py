@@ -75,7 +75,7 @@ from host.errors import (
 )
 from host.metrics import EnclaveReport
 from host.store import Store, WalletNotFoundError
-from relay.client import PartySession, RelayClient
+from relay.client import RelayClient, RoomParty
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
 
 __all__ = [
@@ -635,7 +635,7 @@ class CeremonyDriver:
         finally:
             await session.aclose()
 
-    async def _setup(self, session: PartySession) -> list[ceremony_pb2.SealedShare]:
+    async def _setup(self, session: RoomParty) -> list[ceremony_pb2.SealedShare]:
         """The enclave's readiness (its credentials), the store reads and the relay join,
         overlapped: in sequence they were ~4 ms of a ~20 ms signature (docs/benchmarks.md).
         Errors keep the sequential order's precedence: the enclave's, then the
@@ -658,7 +658,7 @@ class CeremonyDriver:
         return shares
 
     async def _exchange(
-        self, call: CeremonyCall, session: PartySession, start: enclave_pb2.CeremonyStart
+        self, call: CeremonyCall, session: RoomParty, start: enclave_pb2.CeremonyStart
     ) -> ceremony_pb2.CeremonyResult:
         inputs: asyncio.Queue[enclave_pb2.CeremonyInput] = asyncio.Queue()
         await call.write(enclave_pb2.CeremonyInput(start=start))
@@ -688,7 +688,7 @@ class CeremonyDriver:
                 return
 
     async def _forward_deliveries(
-        self, session: PartySession, inputs: asyncio.Queue[enclave_pb2.CeremonyInput]
+        self, session: RoomParty, inputs: asyncio.Queue[enclave_pb2.CeremonyInput]
     ) -> None:
         """Relay deliveries of this ceremony -> enclave, in relay order (step 3)."""
         ceremony_id = self._plan.ceremony_id
@@ -722,7 +722,7 @@ class CeremonyDriver:
     async def _read_outputs(
         self,
         call: CeremonyCall,
-        session: PartySession,
+        session: RoomParty,
         inputs: asyncio.Queue[enclave_pb2.CeremonyInput],
         group: asyncio.TaskGroup,
     ) -> ceremony_pb2.CeremonyResult:

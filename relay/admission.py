@@ -58,11 +58,16 @@ __all__ = [
     "Coordinator",
     # Constants
     "CREDENTIAL_CONTEXT",
+    "ROOM_SPEC_CONTEXT",
     "CREDENTIAL_METADATA_KEY",
 ]
 
 CREDENTIAL_METADATA_KEY: Final = "x-shardkeep-coordinator"
 CREDENTIAL_CONTEXT: Final = b"shardkeep/relay/v1/CreateRoom\x00"
+# A room created by its first join (relay_pb2.SignedRoomSpec): the credential
+# signs the spec's bytes under its own context, so it never passes as a
+# CreateRoom credential or the other way round.
+ROOM_SPEC_CONTEXT: Final = b"shardkeep/relay/v1/RoomSpec\x00"
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _KEY, _TIME, _NONCE, _SIG = 32, 8, 16, 64
 _CREDENTIAL_BYTES: Final = _KEY + _TIME + _NONCE + _SIG
@@ -86,24 +91,28 @@ class AdmissionPolicy:
     coordinators: Mapping[bytes, Coordinator]
 
 
-def _signed_bytes(issued_ms: int, nonce: bytes, request: bytes) -> bytes:
+def _signed_bytes(issued_ms: int, nonce: bytes, request: bytes, context: bytes) -> bytes:
     digest = hashlib.sha256(request).digest()
-    return CREDENTIAL_CONTEXT + issued_ms.to_bytes(_TIME, "big") + nonce + digest
+    return context + issued_ms.to_bytes(_TIME, "big") + nonce + digest
 
 
-def create_room_credential(key: Ed25519PrivateKey, request: bytes, now_ms: int) -> str:
-    """Mint the credential for one CreateRoom (the coordinator's side).
+def create_room_credential(
+    key: Ed25519PrivateKey, request: bytes, now_ms: int, *, context: bytes = CREDENTIAL_CONTEXT
+) -> str:
+    """Mint the credential for one CreateRoom or room spec (the coordinator's side).
 
     Arguments:
         key: the coordinator's Ed25519 key.
-        request: ``CreateRoomRequest.SerializeToString(deterministic=True)``.
+        request: ``CreateRoomRequest.SerializeToString(deterministic=True)``, or
+            a ``RoomSpec``'s bytes.
         now_ms: Unix time in ms.
+        context: ``CREDENTIAL_CONTEXT``, or ``ROOM_SPEC_CONTEXT`` for a room spec.
 
     Returns:
-        The ``x-shardkeep-coordinator`` metadata value.
+        The ``x-shardkeep-coordinator`` metadata value (or ``SignedRoomSpec.credential``).
     """
     nonce = secrets.token_bytes(_NONCE)
-    signature = key.sign(_signed_bytes(now_ms, nonce, request))
+    signature = key.sign(_signed_bytes(now_ms, nonce, request, context))
     raw = key.public_key().public_bytes_raw() + now_ms.to_bytes(_TIME, "big") + nonce + signature
     return base64.urlsafe_b64encode(raw).decode()
 
@@ -202,13 +211,22 @@ class Admitter:
         self.policy = policy
         self._window_ms = window_ms
 
-    def verify(self, credential: str | None, request: bytes, now_ms: int) -> Admission:
-        """Check a CreateRoom credential; the caller spends it before creating the room.
+    def verify(
+        self,
+        credential: str | None,
+        request: bytes,
+        now_ms: int,
+        *,
+        context: bytes = CREDENTIAL_CONTEXT,
+    ) -> Admission:
+        """Check a CreateRoom or room-spec credential; the caller spends it before
+        creating the room.
 
         Arguments:
             credential: the metadata value, or None when absent.
-            request: the request's deterministic serialisation.
+            request: the request's deterministic serialisation (or the spec's bytes).
             now_ms: the relay's clock.
+            context: what was signed: ``CREDENTIAL_CONTEXT`` or ``ROOM_SPEC_CONTEXT``.
 
         Returns:
             The coordinator it proves and the nonce to spend.
@@ -235,7 +253,7 @@ class Admitter:
             raise UnauthenticatedError("coordinator credential outside the time window")
         try:
             Ed25519PublicKey.from_public_bytes(key).verify(
-                signature, _signed_bytes(issued_ms, nonce, request)
+                signature, _signed_bytes(issued_ms, nonce, request, context)
             )
         except InvalidSignature:
             raise UnauthenticatedError("bad coordinator credential signature") from None

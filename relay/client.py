@@ -5,34 +5,43 @@
 and returns once the relay has stored the envelope (its ack), and iterating the
 session yields the deliveries for this party until the room ends. Failed calls
 raise the ``relay.errors`` class for their status code (``error_from_status``).
+
+With ``session=True`` (docs/transport.md) the same client makes no call per
+room: ``create_room`` signs a room spec locally (the room is created by its
+first join), ``join`` returns a ``relay.session_client.SessionParty`` on the
+process's one ``Relay.Session`` stream, and ``close_room`` travels on that
+stream too. Ceremony code sees the same interface (``RoomParty``) either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final
+from typing import Final, Protocol
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.admission import CREDENTIAL_METADATA_KEY, create_room_credential
+from relay.admission import CREDENTIAL_METADATA_KEY, ROOM_SPEC_CONTEXT, create_room_credential
 from relay.errors import (
     ERROR_METADATA_KEY,
     BackendUnavailableError,
     RelayError,
     RoomClosedError,
     RoomExpiredError,
+    UnauthenticatedError,
     error_from_status,
 )
-from relay.rooms import RoomLimits
+from relay.rooms import RelayConfig, RoomLimits, token_digest
+from relay.session_client import SessionParty, SessionStreams
 from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
 
-__all__ = ["CreatedRoom", "PartySession", "RelayClient"]
+__all__ = ["CreatedRoom", "PartySession", "RelayClient", "RoomParty"]
 
 _JoinCall = grpc.aio.StreamStreamCall[relay_pb2.JoinRequest, relay_pb2.JoinResponse]
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -71,7 +80,10 @@ class CreatedRoom:
         join_tokens: party id -> join token; give each party only its own.
         admin_token: lets the creator close and query the room.
         expires_at_ms: Unix ms after which the room is expired.
-        limits: the effective limits.
+        limits: the effective limits (for a room spec: the relay's defaults
+            in place of 0s, as the relay's own defaults are unknown here).
+        spec: the signed spec when the room is created by its first join
+            (every party's join presents it); None after CreateRoom.
     """
 
     room_id: str
@@ -79,6 +91,32 @@ class CreatedRoom:
     admin_token: str = field(repr=False)
     expires_at_ms: int
     limits: RoomLimits
+    spec: relay_pb2.SignedRoomSpec | None = field(default=None, repr=False)
+
+
+class RoomParty(Protocol):
+    """One party in one room, over a Join stream or a Session channel."""
+
+    @property
+    def next_seq(self) -> int: ...
+
+    async def open(self) -> relay_pb2.JoinAccepted: ...
+
+    async def aclose(self) -> None: ...
+
+    async def send(
+        self, payload: bytes, *, ceremony_id: str, round_: int, recipient: str = ""
+    ) -> int | None: ...
+
+    async def send_envelope(self, envelope: envelope_pb2.Envelope) -> int | None: ...
+
+    async def flush(self) -> int:
+        """Wait until every envelope sent so far is stored; return the last one's position."""
+        ...
+
+    async def receive(self) -> relay_pb2.EnvelopeDelivery: ...
+
+    def __aiter__(self) -> AsyncIterator[relay_pb2.EnvelopeDelivery]: ...
 
 
 class RelayClient:
@@ -90,17 +128,29 @@ class RelayClient:
         *,
         coordinator: Ed25519PrivateKey | None = None,
         connect_seconds: float = CONNECT_SECONDS,
+        session: bool = False,
     ) -> None:
         """Arguments:
         channel: a grpc.aio channel to the relay; ``aclose`` closes it.
         coordinator: the coordinator key the relay pins; ``create_room`` needs it.
         connect_seconds: how long ``create_room`` and a session's ``open`` wait
             for the relay to be reachable.
+        session: rooms created on first join, and every room on one
+            ``Relay.Session`` stream (docs/transport.md); False: a call per room.
         """
         self._channel = channel
         self._coordinator = coordinator
         self._connect_seconds = connect_seconds
         self._stub = relay_pb2_grpc.RelayStub(channel)  # type: ignore[no-untyped-call]
+        self._streams = SessionStreams(self._stub) if session else None
+        # Specs of the rooms this coordinator defined, until it closes them:
+        # its own parties' joins present them.
+        self._specs: dict[str, relay_pb2.SignedRoomSpec] = {}
+
+    @property
+    def session(self) -> bool:
+        """Whether rooms travel on the Session stream."""
+        return self._streams is not None
 
     @classmethod
     def insecure(cls, address: str, *, coordinator: Ed25519PrivateKey | None = None) -> RelayClient:
@@ -114,6 +164,8 @@ class RelayClient:
 
     async def aclose(self) -> None:
         """Close the channel (cancels open sessions)."""
+        if self._streams is not None:
+            await self._streams.aclose()
         await self._channel.close(None)
 
     async def __aenter__(self) -> RelayClient:
@@ -151,7 +203,12 @@ class RelayClient:
             MalformedRequestError, RoomExistsError, QuotaExceededError,
             BackendUnavailableError (also: the relay not reachable within
                 ``connect_seconds``).
+            With ``session``, only UnauthenticatedError (no coordinator key):
+            the relay checks the spec at the first join.
         """
+        limits = RoomLimits(max_message_bytes, max_messages, max_total_bytes)
+        if self._streams is not None:
+            return self._room_spec(participants, room_id, ttl_ms, limits)
         request = relay_pb2.CreateRoomRequest(
             room_id=room_id,
             participants=list(participants),
@@ -186,6 +243,49 @@ class RelayClient:
             ),
         )
 
+    def _room_spec(
+        self, participants: Iterable[str], room_id: str, ttl_ms: int, limits: RoomLimits
+    ) -> CreatedRoom:
+        """Define a room for creation on its first join: mint its tokens and
+        sign its spec (the relay checks both when the first party joins)."""
+        if self._coordinator is None:
+            raise UnauthenticatedError("a room spec needs a coordinator key")
+        parties = list(participants)
+        room_id = room_id or secrets.token_urlsafe(16)
+        join_tokens = {p: secrets.token_urlsafe(32) for p in parties}
+        admin_token = secrets.token_urlsafe(32)
+        now = time.time_ns() // 10**6
+        defaults = RelayConfig()
+        expires = now + (ttl_ms or defaults.default_ttl_ms)
+        spec = relay_pb2.RoomSpec(
+            room_id=room_id,
+            participants=parties,
+            expires_at_ms=expires,
+            limits=relay_pb2.RoomLimits(
+                max_message_bytes=limits.max_message_bytes,
+                max_messages=limits.max_messages,
+                max_total_bytes=limits.max_total_bytes,
+            ),
+            token_digests=[token_digest(join_tokens[p]) for p in parties],
+            admin_digest=token_digest(admin_token),
+        ).SerializeToString(deterministic=True)
+        credential = create_room_credential(self._coordinator, spec, now, context=ROOM_SPEC_CONTEXT)
+        signed = relay_pb2.SignedRoomSpec(spec=spec, credential=credential)
+        self._specs[room_id] = signed
+        d = defaults.default_limits
+        return CreatedRoom(
+            room_id=room_id,
+            join_tokens=join_tokens,
+            admin_token=admin_token,
+            expires_at_ms=expires,
+            limits=RoomLimits(
+                limits.max_message_bytes or d.max_message_bytes,
+                limits.max_messages or d.max_messages,
+                limits.max_total_bytes or d.max_total_bytes,
+            ),
+            spec=signed,
+        )
+
     async def get_room(self, room_id: str, token: str) -> relay_pb2.RoomStatus:
         """Return the room's status (state, who joined, per-party delivered counts).
 
@@ -210,6 +310,12 @@ class RelayClient:
         Raises:
             RoomNotFoundError, PermissionDeniedError (not the admin token).
         """
+        self._specs.pop(room_id, None)
+        if self._streams is not None:
+            await self._streams.close_room(
+                room_id, admin_token, connect_seconds=self._connect_seconds
+            )
+            return
         try:
             await self._stub.CloseRoom(
                 relay_pb2.CloseRoomRequest(room_id=room_id, admin_token=admin_token)
@@ -261,21 +367,43 @@ class RelayClient:
         return response
 
     def join(
-        self, room_id: str, party: str, join_token: str, *, resume_after: int = 0
-    ) -> PartySession:
+        self,
+        room_id: str,
+        party: str,
+        join_token: str,
+        *,
+        resume_after: int = 0,
+        room: relay_pb2.SignedRoomSpec | None = None,
+        deadline_s: float | None = None,
+    ) -> PartySession | SessionParty:
         """Return a party session; enter it (``async with``) to open the stream.
 
         Arguments:
             room_id: the room.
             party: this party's id.
-            join_token: this party's token from CreateRoom.
+            join_token: this party's token from CreateRoom (or the room spec's maker).
             resume_after: a log position already received (reconnects), 0 for the
                 whole backlog.
+            room: the room's signed spec, when it is created on first join
+                (default: the spec this client made for ``room_id``, if any).
+            deadline_s: the relay ends this party's stream or channel after
+                this many seconds (None: at the room's expiry).
         """
-        call: _JoinCall = self._stub.Join(wait_for_ready=True)
-        return PartySession(
-            call, room_id, party, join_token, resume_after, connect_seconds=self._connect_seconds
+        hello = relay_pb2.JoinHello(
+            room_id=room_id, party=party, join_token=join_token, resume_after=resume_after
         )
+        spec = room or self._specs.get(room_id)
+        if spec is not None:
+            hello.room.CopyFrom(spec)
+        if self._streams is not None:
+            deadline_ms = (
+                0 if deadline_s is None else time.time_ns() // 10**6 + int(deadline_s * 1000)
+            )
+            return SessionParty(
+                self._streams, hello, deadline_ms=deadline_ms, connect_seconds=self._connect_seconds
+            )
+        call: _JoinCall = self._stub.Join(wait_for_ready=True, timeout=deadline_s)
+        return PartySession(call, hello, connect_seconds=self._connect_seconds)
 
 
 class PartySession:
@@ -288,18 +416,13 @@ class PartySession:
     def __init__(
         self,
         call: _JoinCall,
-        room_id: str,
-        party: str,
-        join_token: str,
-        resume_after: int,
+        hello: relay_pb2.JoinHello,
         *,
         connect_seconds: float = CONNECT_SECONDS,
     ) -> None:
         self._call = call
         self._connect_seconds = connect_seconds
-        self._hello = relay_pb2.JoinHello(
-            room_id=room_id, party=party, join_token=join_token, resume_after=resume_after
-        )
+        self._hello = hello
         self._acks: dict[int, asyncio.Future[int]] = {}
         # Unbounded on purpose: a party that awaits a send's ack before reading
         # must not stall the reader; the room's max_messages bounds it.
@@ -311,6 +434,7 @@ class PartySession:
         self.accepted: relay_pb2.JoinAccepted = relay_pb2.JoinAccepted()
         self.ended: relay_pb2.RoomEndReason | None = None
         self._next_seq = 1
+        self._last_position = 0
 
     async def open(self) -> relay_pb2.JoinAccepted:
         """Send the JoinHello and wait for the relay's answer.
@@ -377,6 +501,7 @@ class PartySession:
                 if not isinstance(response, relay_pb2.JoinResponse):
                     raise RelayError("unexpected message on the Join stream")
                 for ack in response.acks:
+                    self._last_position = ack.position
                     future = self._acks.pop(ack.seq, None)
                     if future is not None and not future.done():
                         future.set_result(ack.position)
@@ -465,6 +590,23 @@ class PartySession:
             if self._reader is not None:
                 await asyncio.gather(self._reader, return_exceptions=True)
             self._fail(RelayError("the Join stream is closed"))
+
+    async def flush(self) -> int:
+        """Wait until every envelope sent so far is stored (each ``send`` already
+        waits for its own acknowledgement).
+
+        Returns:
+            The log position of the last one acknowledged (0: none yet).
+
+        Raises:
+            the stream's error, once it has failed.
+        """
+        pending = list(self._acks.values())
+        if pending:
+            await asyncio.gather(*pending)
+        if self._failure is not None:
+            raise self._failure
+        return self._last_position
 
     async def receive(self) -> relay_pb2.EnvelopeDelivery:
         """Return the next delivery for this party.

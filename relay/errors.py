@@ -34,6 +34,7 @@ __all__ = [
     "UnauthenticatedError",
     "MalformedRequestError",
     "SequenceError",
+    "DeadlineExceededError",
     "HandshakeTimeoutError",
     "BackendUnavailableError",
     # Tables
@@ -95,7 +96,11 @@ class SequenceError(RelayError):
     """An envelope's per-sender seq is not the next one (a gap or a duplicate)."""
 
 
-class HandshakeTimeoutError(RelayError):
+class DeadlineExceededError(RelayError):
+    """A deadline passed: a Session channel's own."""
+
+
+class HandshakeTimeoutError(DeadlineExceededError):
     """A Join stream sent no JoinHello in time."""
 
 
@@ -115,7 +120,7 @@ STATUS_CODES: Final[Mapping[type[RelayError], grpc.StatusCode]] = {
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     MalformedRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     SequenceError: grpc.StatusCode.ABORTED,
-    HandshakeTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     BackendUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
 

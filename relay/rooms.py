@@ -39,6 +39,8 @@ __all__ = [
     "resolve_limits",
     "resolve_ttl",
     "new_room",
+    "room_from_spec",
+    "same_room",
     "token_digest",
     "authenticate_party",
     "authenticate_viewer",
@@ -106,6 +108,11 @@ class RelayConfig:
         read_batch: most log entries a stream fetches from the backend at once.
         max_block_s: longest single backend wait; bounds how late a stream notices
             a room collected under it.
+        room_race_s: how long a join whose room spec's credential was just
+            spent waits for the join that spent it to create the room.
+        max_session_channels: most channels open at once on one Session stream.
+        session_inbox_frames: most frames a Session channel may have waiting
+            to be stored; a channel that sends more is closed.
     """
 
     default_ttl_ms: int = 10 * 60 * 1000
@@ -122,6 +129,9 @@ class RelayConfig:
     retention_ms: int = 30 * 1000
     read_batch: int = 256
     max_block_s: float = 5.0
+    room_race_s: float = 2.0
+    max_session_channels: int = 1024
+    session_inbox_frames: int = 64
 
 
 @dataclass(frozen=True)
@@ -302,6 +312,19 @@ def token_digest(token: str) -> TokenDigest:
     return TokenDigest(hashlib.sha256(_TOKEN_DIGEST_TAG + token.encode()).digest())
 
 
+def _participants(participants: Iterable[str], config: RelayConfig) -> tuple[PartyId, ...]:
+    parties = tuple(PartyId(validate_id("party id", p)) for p in participants)
+    if len(parties) < 2:
+        raise MalformedRequestError("a room needs at least 2 participants")
+    if len(parties) > config.max_participants:
+        raise MalformedRequestError(
+            f"{len(parties)} participants exceed the relay maximum {config.max_participants}"
+        )
+    if len(set(parties)) != len(parties):
+        raise MalformedRequestError("participants must be distinct")
+    return parties
+
+
 def new_room(
     *,
     room_id: str,
@@ -332,15 +355,7 @@ def new_room(
             TTL or limits above the relay maxima.
     """
     rid = RoomId(validate_id("room_id", room_id) if room_id else secrets.token_urlsafe(16))
-    parties = tuple(PartyId(validate_id("party id", p)) for p in participants)
-    if len(parties) < 2:
-        raise MalformedRequestError("a room needs at least 2 participants")
-    if len(parties) > config.max_participants:
-        raise MalformedRequestError(
-            f"{len(parties)} participants exceed the relay maximum {config.max_participants}"
-        )
-    if len(set(parties)) != len(parties):
-        raise MalformedRequestError("participants must be distinct")
+    parties = _participants(participants, config)
     ttl = resolve_ttl(ttl_ms, config)
     join_tokens = {p: secrets.token_urlsafe(32) for p in parties}
     admin_token = secrets.token_urlsafe(32)
@@ -355,6 +370,73 @@ def new_room(
         owner=owner,
     )
     return NewRoom(spec=spec, join_tokens=join_tokens, admin_token=admin_token)
+
+
+def room_from_spec(
+    *,
+    room_id: str,
+    participants: Iterable[str],
+    expires_ms: int,
+    limits: RoomLimits,
+    token_digests: Iterable[bytes],
+    admin_digest: bytes,
+    config: RelayConfig,
+    now_ms: int,
+    owner: str = "",
+) -> RoomSpec:
+    """Validate a room a coordinator specified (and signed) for creation on first join.
+
+    Arguments:
+        room_id: the room id.
+        participants: the fixed participant list (2 or more distinct ids).
+        expires_ms: the room's expiry, Unix ms.
+        limits: requested limits, 0 fields for defaults.
+        token_digests: ``token_digest`` of each participant's join token, in order.
+        admin_digest: ``token_digest`` of the admin token.
+        config: relay defaults and maxima.
+        now_ms: current Unix time in ms.
+        owner: the coordinator whose credential signed it.
+
+    Returns:
+        The spec to store.
+
+    Raises:
+        MalformedRequestError: bad id or participants, limits above the relay
+            maxima, an expiry not in (now, now + max TTL], digests not 32 bytes
+            or not one per participant.
+    """
+    rid = RoomId(validate_id("room_id", room_id))
+    parties = _participants(participants, config)
+    digests = [TokenDigest(bytes(d)) for d in token_digests]
+    if len(digests) != len(parties) or any(len(d) != 32 for d in (*digests, admin_digest)):
+        raise MalformedRequestError("a room spec needs one 32-byte token digest per participant")
+    if not now_ms < expires_ms <= now_ms + config.max_ttl_ms:
+        raise MalformedRequestError(
+            f"a room spec's expiry must be in the future and at most {config.max_ttl_ms} ms away"
+        )
+    return RoomSpec(
+        room_id=rid,
+        participants=parties,
+        created_ms=now_ms,
+        expires_ms=expires_ms,
+        limits=resolve_limits(limits, config),
+        token_digests=dict(zip(parties, digests, strict=True)),
+        admin_digest=TokenDigest(bytes(admin_digest)),
+        owner=owner,
+    )
+
+
+def same_room(stored: RoomSpec, presented: RoomSpec) -> bool:
+    """Whether a join's spec describes the stored room: everything its
+    coordinator signed (id, participants, expiry, limits, token digests)."""
+    return (
+        stored.room_id == presented.room_id
+        and stored.participants == presented.participants
+        and stored.expires_ms == presented.expires_ms
+        and stored.limits == presented.limits
+        and dict(stored.token_digests) == dict(presented.token_digests)
+        and stored.admin_digest == presented.admin_digest
+    )
 
 
 def authenticate_party(spec: RoomSpec, party: str, token: str) -> PartyId:

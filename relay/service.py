@@ -27,11 +27,18 @@ from typing import Any, Final, TypeVar
 
 import grpc
 import structlog
+from google.protobuf import message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from relay import rooms
-from relay.admission import CREDENTIAL_METADATA_KEY, Admission, Admitter
+from relay.admission import (
+    CREDENTIAL_CONTEXT,
+    CREDENTIAL_METADATA_KEY,
+    ROOM_SPEC_CONTEXT,
+    Admission,
+    Admitter,
+)
 from relay.backend import Backend
 from relay.errors import (
     ERROR_METADATA_KEY,
@@ -39,11 +46,15 @@ from relay.errors import (
     MalformedRequestError,
     QuotaExceededError,
     RelayError,
+    RoomExistsError,
+    RoomNotFoundError,
     UnauthenticatedError,
     status_code_for,
 )
 from relay.metrics import RelayMetrics
-from relay.rooms import Message, PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
+from relay.party import JoinedParty
+from relay.rooms import PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
+from relay.session import SessionStream
 from shardkeep.server import (
     AsyncHealthServicer,
     MalformedRequest,
@@ -51,7 +62,7 @@ from shardkeep.server import (
     new_health_servicer,
 )
 from shardkeep.tls import ServerTls
-from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
+from shardkeep.v1 import relay_pb2, relay_pb2_grpc
 
 __all__ = [
     # Functions
@@ -145,20 +156,6 @@ def _limits_to_proto(limits: rooms.RoomLimits) -> relay_pb2.RoomLimits:
     )
 
 
-def _delivery(room_id: RoomId, stored: rooms.StoredMessage) -> relay_pb2.EnvelopeDelivery:
-    m = stored.message
-    envelope = envelope_pb2.Envelope(
-        room_id=room_id,
-        ceremony_id=m.ceremony_id,
-        round=m.round,
-        sender=m.sender,
-        recipient=m.recipient,
-        seq=m.seq,
-        payload=m.payload,
-    )
-    return relay_pb2.EnvelopeDelivery(envelope=envelope, position=stored.position)
-
-
 class _Done:
     """Sentinel: the stream's writer should finish with OK."""
 
@@ -210,13 +207,33 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 status_code_for(e), str(e), ((ERROR_METADATA_KEY, type(e).__name__),)
             )
 
-    def _verify(self, credential: str | None, request: bytes, now_ms: int) -> Admission:
-        """Check a CreateRoom credential, counting a refusal (missing or invalid)."""
+    def _verify(
+        self,
+        credential: str | None,
+        request: bytes,
+        now_ms: int,
+        *,
+        context: bytes = CREDENTIAL_CONTEXT,
+    ) -> Admission:
+        """Check a coordinator credential, counting a refusal (missing or invalid)."""
         try:
-            return self._admitter.verify(credential, request, now_ms)
+            return self._admitter.verify(credential, request, now_ms, context=context)
         except UnauthenticatedError:
             refusal = "missing" if not credential else "invalid"
             self._metrics.credentials_refused.labels(refusal).inc()
+            raise
+
+    async def _spend(self, admission: Admission, now_ms: int) -> None:
+        """Spend a verified credential (each creates one room), counting a refusal."""
+        try:
+            await self._backend.spend_credential(
+                admission.coordinator.name, admission.nonce, admission.forget_after_ms, now_ms
+            )
+        except UnauthenticatedError:
+            self._metrics.credentials_refused.labels("replayed").inc()
+            raise
+        except QuotaExceededError:
+            self._metrics.credentials_refused.labels("record_full").inc()
             raise
 
     async def _viewable_room(self, room_id: str, token: str) -> RoomSnapshot:
@@ -237,16 +254,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             _credential(context), request.SerializeToString(deterministic=True), now
         )
         coordinator = admission.coordinator
-        try:
-            await self._backend.spend_credential(
-                coordinator.name, admission.nonce, admission.forget_after_ms, now
-            )
-        except UnauthenticatedError:
-            self._metrics.credentials_refused.labels("replayed").inc()
-            raise
-        except QuotaExceededError:
-            self._metrics.credentials_refused.labels("record_full").inc()
-            raise
+        await self._spend(admission, now)
         new = rooms.new_room(
             room_id=request.room_id,
             participants=request.participants,
@@ -307,6 +315,15 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         request: relay_pb2.CloseRoomRequest,
         context: grpc.aio.ServicerContext[relay_pb2.CloseRoomRequest, relay_pb2.CloseRoomResponse],
     ) -> relay_pb2.CloseRoomResponse:
+        await self.close_room(request)
+        return relay_pb2.CloseRoomResponse()
+
+    async def close_room(self, request: relay_pb2.CloseRoomRequest) -> None:
+        """Close a room with its admin token (``CloseRoom``, and a Session's ``close_room``).
+
+        Raises:
+            MalformedRequestError, RoomNotFoundError, PermissionDeniedError.
+        """
         room_id = RoomId(rooms.validate_id("room_id", request.room_id))
         snapshot = await self._backend.snapshot(room_id)
         rooms.authenticate_admin(snapshot.spec, request.admin_token)
@@ -319,7 +336,6 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             messages=snapshot.messages, total_bytes=snapshot.total_bytes,
             age_ms=now - snapshot.spec.created_ms,
         )  # fmt: skip
-        return relay_pb2.CloseRoomResponse()
 
     @_boundary
     async def AwaitRound(
@@ -379,9 +395,42 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             or first.envelopes
         ):
             raise MalformedRequestError("the first message on a Join stream must be a JoinHello")
-        hello = first.hello
+        party, accepted = await self.join_room(first.hello)
+        await context.write(relay_pb2.JoinResponse(accepted=accepted))
+        await _PartyStream(party, context).run(first.hello.resume_after)
+
+    @_boundary
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[relay_pb2.RelaySessionRequest],
+        context: grpc.aio.ServicerContext[
+            relay_pb2.RelaySessionRequest, relay_pb2.RelaySessionResponse
+        ],
+    ) -> None:
+        stream = SessionStream(
+            context,
+            join=self.join_room,
+            close_room=self.close_room,
+            clock=self._clock,
+            config=self._config,
+            metrics=self._metrics,
+        )
+        await stream.run()
+
+    async def join_room(
+        self, hello: relay_pb2.JoinHello
+    ) -> tuple[JoinedParty, relay_pb2.JoinAccepted]:
+        """Admit a party to a room (a Join's hello, a Session channel's join),
+        creating the room first when the hello carries its signed spec.
+
+        Raises:
+            RelayError: the room's or the party's refusal.
+        """
         room_id = RoomId(rooms.validate_id("room_id", hello.room_id))
-        snapshot = await self._backend.snapshot(room_id)
+        if hello.HasField("room"):
+            snapshot = await self._room_on_join(room_id, hello.room)
+        else:
+            snapshot = await self._backend.snapshot(room_id)
         # Authenticate before revealing anything about the room's state.
         party = rooms.authenticate_party(snapshot.spec, hello.party, hello.join_token)
         rooms.check_open(snapshot.closed, snapshot.spec.expires_ms, self._clock())
@@ -389,41 +438,121 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             raise MalformedRequestError("resume_after is past the end of the room log")
         await self._backend.mark_joined(room_id, party, self._clock())
         spec = snapshot.spec
-        await context.write(
-            relay_pb2.JoinResponse(
-                accepted=relay_pb2.JoinAccepted(
-                    room_id=room_id,
-                    party=party,
-                    participants=spec.participants,
-                    next_seq=snapshot.delivered[party] + 1,
-                    expires_at_ms=spec.expires_ms,
-                    limits=_limits_to_proto(spec.limits),
-                )
-            )
-        )
         _log.debug("party joined", room_id=room_id, party=party)
-        await _PartyStream(self, context, snapshot, party).run(hello.resume_after)
+        joined = JoinedParty(
+            spec, party, self._backend, self._metrics, self._config, self._clock
+        )  # fmt: skip
+        return joined, relay_pb2.JoinAccepted(
+            room_id=room_id,
+            party=party,
+            participants=spec.participants,
+            next_seq=snapshot.delivered[party] + 1,
+            expires_at_ms=spec.expires_ms,
+            limits=_limits_to_proto(spec.limits),
+        )
+
+    async def _room_on_join(
+        self, room_id: RoomId, signed: relay_pb2.SignedRoomSpec
+    ) -> RoomSnapshot:
+        """The room a join's signed spec describes: created now if it does not
+        exist (the credential verified and spent, the quota reserved), else the
+        existing room, which must have been created from the same spec.
+
+        Raises:
+            MalformedRequestError: an unreadable spec, or one for another room id.
+            UnauthenticatedError: a bad, or replayed, credential for a new room.
+            QuotaExceededError: the coordinator's quota or the relay's budget.
+            RoomExistsError: a room with this id exists with another spec.
+        """
+        spec = relay_pb2.RoomSpec()
+        try:
+            spec.ParseFromString(signed.spec)
+        except message.DecodeError:
+            raise MalformedRequestError("the room spec is not a RoomSpec") from None
+        if spec.room_id != room_id:
+            raise MalformedRequestError("the room spec names another room")
+        try:
+            snapshot = await self._backend.snapshot(room_id)
+        except RoomNotFoundError:
+            snapshot = await self._create_from_spec(room_id, signed, spec)
+        # Compared as validated at the room's creation, so an expired room is
+        # reported as expired, not its spec as malformed.
+        if not rooms.same_room(snapshot.spec, self._spec(spec, snapshot.spec.created_ms, "")):
+            raise RoomExistsError(f"room {room_id} exists with another spec")
+        return snapshot
+
+    def _spec(self, spec: relay_pb2.RoomSpec, now_ms: int, owner: str) -> rooms.RoomSpec:
+        return rooms.room_from_spec(
+            room_id=spec.room_id,
+            participants=spec.participants,
+            expires_ms=spec.expires_at_ms,
+            limits=rooms.RoomLimits(
+                max_message_bytes=spec.limits.max_message_bytes,
+                max_messages=spec.limits.max_messages,
+                max_total_bytes=spec.limits.max_total_bytes,
+            ),
+            token_digests=spec.token_digests,
+            admin_digest=spec.admin_digest,
+            config=self._config,
+            now_ms=now_ms,
+            owner=owner,
+        )
+
+    async def _create_from_spec(
+        self, room_id: RoomId, signed: relay_pb2.SignedRoomSpec, spec: relay_pb2.RoomSpec
+    ) -> RoomSnapshot:
+        now = self._clock()
+        admission = self._verify(signed.credential, signed.spec, now, context=ROOM_SPEC_CONTEXT)
+        coordinator = admission.coordinator
+        new = self._spec(spec, now, coordinator.name)
+        try:
+            await self._spend(admission, now)
+        except UnauthenticatedError:
+            # Spent already: by a replay, or by another party's join creating
+            # this room at the same moment (on this relay or another).
+            created = await self._await_room(room_id)
+            if created is None:
+                raise
+            return created
+        try:
+            await self._backend.create_room(
+                new, now, quota=coordinator.quota, budget=self._admitter.policy.budget
+            )
+        except RoomExistsError:
+            return await self._backend.snapshot(room_id)
+        self._metrics.rooms_created.labels(coordinator.name).inc()
+        self._metrics.observe(await self._backend.usage(now))
+        _log.debug(
+            "room created on join", room_id=room_id, parties=len(new.participants),
+            coordinator=coordinator.name,
+        )  # fmt: skip
+        return await self._backend.snapshot(room_id)
+
+    async def _await_room(self, room_id: RoomId) -> RoomSnapshot | None:
+        """The room another join is creating, once it exists; None if it does
+        not appear within ``config.room_race_s``."""
+        deadline = time.monotonic() + self._config.room_race_s
+        while True:
+            try:
+                return await self._backend.snapshot(room_id)
+            except RoomNotFoundError:
+                if time.monotonic() >= deadline:
+                    return None
+            await asyncio.sleep(0.01)
 
 
 class _PartyStream:
-    """One joined party's stream: an inbound task stores envelopes and queues
-    acks, a delivery task tails the room log and queues deliveries, and the
-    handler's own task is the only writer (gRPC allows one write at a time)."""
+    """One joined party's Join stream: an inbound task stores envelopes and
+    queues acks, a delivery task tails the room log and queues deliveries, and
+    the handler's own task is the only writer (gRPC allows one write at a time)."""
 
     def __init__(
         self,
-        servicer: RelayServicer,
+        party: JoinedParty,
         context: grpc.aio.ServicerContext[relay_pb2.JoinRequest, relay_pb2.JoinResponse],
-        snapshot: RoomSnapshot,
-        party: PartyId,
     ) -> None:
-        self._backend = servicer._backend
-        self._metrics = servicer._metrics
-        self._config = servicer._config
-        self._clock = servicer._clock
-        self._context = context
-        self._spec = snapshot.spec
         self._party = party
+        self._context = context
         self._outbox: _Outbox = asyncio.Queue(maxsize=_OUTBOX_SIZE)
 
     async def run(self, resume_after: int) -> None:
@@ -489,61 +618,19 @@ class _PartyStream:
                 raise MalformedRequestError("a Join request is not a valid message")
             if request.HasField("hello"):
                 raise MalformedRequestError("only the first message may carry a JoinHello")
-            messages: list[Message] = []
-            rejected: RelayError | None = None
-            for e in request.envelopes:
-                # Routing checks before anything is stored; the relay stamps
-                # the authenticated sender.
-                try:
-                    rooms.check_routing(
-                        self._spec, self._party, e.sender, e.room_id, e.recipient,
-                        e.ceremony_id, e.round,
-                    )  # fmt: skip
-                except RelayError as error:
-                    rejected = error
-                    break
-                messages.append(
-                    Message(
-                        sender=self._party,
-                        recipient=PartyId(e.recipient) if e.recipient else "",
-                        ceremony_id=e.ceremony_id,
-                        round=e.round,
-                        seq=e.seq,
-                        payload=e.payload,
-                    )
-                )
-            if messages:
-                stored = await self._backend.append(self._spec.room_id, messages, self._clock())
-                self._metrics.envelopes.inc(len(stored.positions))
-                self._metrics.envelope_bytes.inc(
-                    sum(len(m.payload) for m in messages[: len(stored.positions)])
-                )
-                for message, position in zip(messages, stored.positions, strict=False):
-                    await self._outbox.put(
-                        relay_pb2.EnvelopeAck(seq=message.seq, position=position)
-                    )
-                rejected = stored.error or rejected
-            if rejected is not None:
-                raise rejected
+            stored = await self._party.store(request.envelopes)
+            for seq, position in stored.acks:
+                await self._outbox.put(relay_pb2.EnvelopeAck(seq=seq, position=position))
+            if stored.error is not None:
+                raise stored.error
 
     async def _deliver(self, cursor: int) -> None:
-        room_id, expires = self._spec.room_id, self._spec.expires_ms
-        while True:
-            now = self._clock()
-            if now >= expires:
-                await self._outbox.put(
-                    relay_pb2.RoomEnded(reason=relay_pb2.ROOM_END_REASON_EXPIRED)
-                )
-                break
-            wait_s = min((expires - now) / 1000, self._config.max_block_s)
-            batch = await self._backend.read(room_id, cursor, self._config.read_batch, wait_s)
-            for stored in batch.entries:
-                cursor = stored.position
-                if rooms.is_addressed_to(stored.message, self._party):
-                    await self._outbox.put(_delivery(room_id, stored))
-            if batch.closed:
-                await self._outbox.put(relay_pb2.RoomEnded(reason=relay_pb2.ROOM_END_REASON_CLOSED))
-                break
+        async def queue(deliveries: list[relay_pb2.EnvelopeDelivery]) -> None:
+            for d in deliveries:
+                await self._outbox.put(d)
+
+        reason = await self._party.follow(cursor, queue)
+        await self._outbox.put(relay_pb2.RoomEnded(reason=reason))
         await self._outbox.put(_DONE)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from relay.client import PartySession
+from relay.client import RoomParty
 from shardkeep import lifecycle
 from shardkeep.v1 import ceremony_pb2
 from tss.ceremony import Ceremony
@@ -141,7 +141,7 @@ async def run_over_relay(
     identity: PartyIdentity,
     roster: Roster,
     request: ceremony_pb2.CeremonyRequest,
-    relay: PartySession,
+    relay: RoomParty,
     progress: Progress | None = None,
     save_pending: SavePending | None = None,
 ) -> ResultT:

@@ -23,61 +23,62 @@ _sym_db = _symbol_database.Default()
 
 
 from shardkeep.v1 import ceremony_pb2 as shardkeep_dot_v1_dot_ceremony__pb2
+from shardkeep.v1 import relay_pb2 as shardkeep_dot_v1_dot_relay__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shardkeep/v1/host.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"`\n\x13HostCeremonyRequest\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.shardkeep.v1.SignedCeremonyRequest\x12\x13\n\x0brelay_token\x18\x02 \x01(\t\"%\n\x10GetWalletRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\x9d\x01\n\x06Wallet\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\";\n\x12ListWalletsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x13ListWalletsResponse\x12%\n\x07wallets\x18\x01 \x03(\x0b\x32\x14.shardkeep.v1.Wallet\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x16HostAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"+\n\x17HostAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"\x88\x01\n\x06\x42\x61\x63kup\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\x12\x10\n\x08party_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x0c\n\x04\x62lob\x18\x05 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x04\x12\x12\n\nblob_bytes\x18\x07 \x01(\x04\"8\n\x10PutBackupRequest\x12$\n\x06\x62\x61\x63kup\x18\x01 \x01(\x0b\x32\x14.shardkeep.v1.Backup\"\x13\n\x11PutBackupResponse\"8\n\x10GetBackupRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\"\'\n\x12ListBackupsRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"<\n\x13ListBackupsResponse\x12%\n\x07\x62\x61\x63kups\x18\x01 \x03(\x0b\x32\x14.shardkeep.v1.Backup\"%\n\x10GetEpochsRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\xc9\x01\n\x05\x45poch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12+\n\nkey_change\x18\x05 \x01(\x0b\x32\x17.shardkeep.v1.KeyChange\x12\x13\n\x0b\x63\x65rtificate\x18\x06 \x01(\x0c\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x07 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x08 \x03(\r\"-\n\x06\x45pochs\x12#\n\x06\x65pochs\x18\x01 \x03(\x0b\x32\x13.shardkeep.v1.Epoch\"Q\n\x18SubmitCertificateRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\"X\n\x0f\x41\x63kEpochRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\"\n\x10\x41\x63kEpochResponse\x12\x0e\n\x06pruned\x18\x01 \x01(\r\"O\n\x12RetireEpochRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x17\n\x0fowner_signature\x18\x03 \x01(\x0c\"\x15\n\x13RetireEpochResponse\"\x16\n\x14HostChallengeRequest\"B\n\x15HostChallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x02 \x01(\x04\x32\xb4\n\n\x04Host\x12I\n\x06Keygen\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12G\n\x04Sign\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Reshare\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Refresh\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12I\n\x06\x45xport\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12L\n\tPairSetup\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12\x41\n\tGetWallet\x12\x1e.shardkeep.v1.GetWalletRequest\x1a\x14.shardkeep.v1.Wallet\x12R\n\x0bListWallets\x12 .shardkeep.v1.ListWalletsRequest\x1a!.shardkeep.v1.ListWalletsResponse\x12]\n\x0eGetAttestation\x12$.shardkeep.v1.HostAttestationRequest\x1a%.shardkeep.v1.HostAttestationResponse\x12L\n\tPutBackup\x12\x1e.shardkeep.v1.PutBackupRequest\x1a\x1f.shardkeep.v1.PutBackupResponse\x12\x41\n\tGetBackup\x12\x1e.shardkeep.v1.GetBackupRequest\x1a\x14.shardkeep.v1.Backup\x12R\n\x0bListBackups\x12 .shardkeep.v1.ListBackupsRequest\x1a!.shardkeep.v1.ListBackupsResponse\x12\x41\n\tGetEpochs\x12\x1e.shardkeep.v1.GetEpochsRequest\x1a\x14.shardkeep.v1.Epochs\x12Q\n\x11SubmitCertificate\x12&.shardkeep.v1.SubmitCertificateRequest\x1a\x14.shardkeep.v1.Wallet\x12I\n\x08\x41\x63kEpoch\x12\x1d.shardkeep.v1.AckEpochRequest\x1a\x1e.shardkeep.v1.AckEpochResponse\x12R\n\x0bRetireEpoch\x12 .shardkeep.v1.RetireEpochRequest\x1a!.shardkeep.v1.RetireEpochResponse\x12W\n\x0cGetChallenge\x12\".shardkeep.v1.HostChallengeRequest\x1a#.shardkeep.v1.HostChallengeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shardkeep/v1/host.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\x1a\x18shardkeep/v1/relay.proto\"\x92\x01\n\x13HostCeremonyRequest\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.shardkeep.v1.SignedCeremonyRequest\x12\x13\n\x0brelay_token\x18\x02 \x01(\t\x12\x30\n\nrelay_room\x18\x03 \x01(\x0b\x32\x1c.shardkeep.v1.SignedRoomSpec\"%\n\x10GetWalletRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\x9d\x01\n\x06Wallet\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\";\n\x12ListWalletsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x13ListWalletsResponse\x12%\n\x07wallets\x18\x01 \x03(\x0b\x32\x14.shardkeep.v1.Wallet\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x16HostAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"+\n\x17HostAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"\x88\x01\n\x06\x42\x61\x63kup\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\x12\x10\n\x08party_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x0c\n\x04\x62lob\x18\x05 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x04\x12\x12\n\nblob_bytes\x18\x07 \x01(\x04\"8\n\x10PutBackupRequest\x12$\n\x06\x62\x61\x63kup\x18\x01 \x01(\x0b\x32\x14.shardkeep.v1.Backup\"\x13\n\x11PutBackupResponse\"8\n\x10GetBackupRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\"\'\n\x12ListBackupsRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"<\n\x13ListBackupsResponse\x12%\n\x07\x62\x61\x63kups\x18\x01 \x03(\x0b\x32\x14.shardkeep.v1.Backup\"%\n\x10GetEpochsRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\xc9\x01\n\x05\x45poch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12$\n\x07parties\x18\x04 \x03(\x0b\x32\x13.shardkeep.v1.Party\x12+\n\nkey_change\x18\x05 \x01(\x0b\x32\x17.shardkeep.v1.KeyChange\x12\x13\n\x0b\x63\x65rtificate\x18\x06 \x01(\x0c\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x07 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x08 \x03(\r\"-\n\x06\x45pochs\x12#\n\x06\x65pochs\x18\x01 \x03(\x0b\x32\x13.shardkeep.v1.Epoch\"Q\n\x18SubmitCertificateRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\"X\n\x0f\x41\x63kEpochRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\"\n\x10\x41\x63kEpochResponse\x12\x0e\n\x06pruned\x18\x01 \x01(\r\"O\n\x12RetireEpochRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x17\n\x0fowner_signature\x18\x03 \x01(\x0c\"\x15\n\x13RetireEpochResponse\"\x16\n\x14HostChallengeRequest\"B\n\x15HostChallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x02 \x01(\x04\x32\xb4\n\n\x04Host\x12I\n\x06Keygen\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12G\n\x04Sign\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Reshare\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12J\n\x07Refresh\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12I\n\x06\x45xport\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12L\n\tPairSetup\x12!.shardkeep.v1.HostCeremonyRequest\x1a\x1c.shardkeep.v1.CeremonyResult\x12\x41\n\tGetWallet\x12\x1e.shardkeep.v1.GetWalletRequest\x1a\x14.shardkeep.v1.Wallet\x12R\n\x0bListWallets\x12 .shardkeep.v1.ListWalletsRequest\x1a!.shardkeep.v1.ListWalletsResponse\x12]\n\x0eGetAttestation\x12$.shardkeep.v1.HostAttestationRequest\x1a%.shardkeep.v1.HostAttestationResponse\x12L\n\tPutBackup\x12\x1e.shardkeep.v1.PutBackupRequest\x1a\x1f.shardkeep.v1.PutBackupResponse\x12\x41\n\tGetBackup\x12\x1e.shardkeep.v1.GetBackupRequest\x1a\x14.shardkeep.v1.Backup\x12R\n\x0bListBackups\x12 .shardkeep.v1.ListBackupsRequest\x1a!.shardkeep.v1.ListBackupsResponse\x12\x41\n\tGetEpochs\x12\x1e.shardkeep.v1.GetEpochsRequest\x1a\x14.shardkeep.v1.Epochs\x12Q\n\x11SubmitCertificate\x12&.shardkeep.v1.SubmitCertificateRequest\x1a\x14.shardkeep.v1.Wallet\x12I\n\x08\x41\x63kEpoch\x12\x1d.shardkeep.v1.AckEpochRequest\x1a\x1e.shardkeep.v1.AckEpochResponse\x12R\n\x0bRetireEpoch\x12 .shardkeep.v1.RetireEpochRequest\x1a!.shardkeep.v1.RetireEpochResponse\x12W\n\x0cGetChallenge\x12\".shardkeep.v1.HostChallengeRequest\x1a#.shardkeep.v1.HostChallengeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shardkeep.v1.host_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HOSTCEREMONYREQUEST']._serialized_start=70
-  _globals['_HOSTCEREMONYREQUEST']._serialized_end=166
-  _globals['_GETWALLETREQUEST']._serialized_start=168
-  _globals['_GETWALLETREQUEST']._serialized_end=205
-  _globals['_WALLET']._serialized_start=208
-  _globals['_WALLET']._serialized_end=365
-  _globals['_LISTWALLETSREQUEST']._serialized_start=367
-  _globals['_LISTWALLETSREQUEST']._serialized_end=426
-  _globals['_LISTWALLETSRESPONSE']._serialized_start=428
-  _globals['_LISTWALLETSRESPONSE']._serialized_end=513
-  _globals['_HOSTATTESTATIONREQUEST']._serialized_start=515
-  _globals['_HOSTATTESTATIONREQUEST']._serialized_end=554
-  _globals['_HOSTATTESTATIONRESPONSE']._serialized_start=556
-  _globals['_HOSTATTESTATIONRESPONSE']._serialized_end=599
-  _globals['_BACKUP']._serialized_start=602
-  _globals['_BACKUP']._serialized_end=738
-  _globals['_PUTBACKUPREQUEST']._serialized_start=740
-  _globals['_PUTBACKUPREQUEST']._serialized_end=796
-  _globals['_PUTBACKUPRESPONSE']._serialized_start=798
-  _globals['_PUTBACKUPRESPONSE']._serialized_end=817
-  _globals['_GETBACKUPREQUEST']._serialized_start=819
-  _globals['_GETBACKUPREQUEST']._serialized_end=875
-  _globals['_LISTBACKUPSREQUEST']._serialized_start=877
-  _globals['_LISTBACKUPSREQUEST']._serialized_end=916
-  _globals['_LISTBACKUPSRESPONSE']._serialized_start=918
-  _globals['_LISTBACKUPSRESPONSE']._serialized_end=978
-  _globals['_GETEPOCHSREQUEST']._serialized_start=980
-  _globals['_GETEPOCHSREQUEST']._serialized_end=1017
-  _globals['_EPOCH']._serialized_start=1020
-  _globals['_EPOCH']._serialized_end=1221
-  _globals['_EPOCHS']._serialized_start=1223
-  _globals['_EPOCHS']._serialized_end=1268
-  _globals['_SUBMITCERTIFICATEREQUEST']._serialized_start=1270
-  _globals['_SUBMITCERTIFICATEREQUEST']._serialized_end=1351
-  _globals['_ACKEPOCHREQUEST']._serialized_start=1353
-  _globals['_ACKEPOCHREQUEST']._serialized_end=1441
-  _globals['_ACKEPOCHRESPONSE']._serialized_start=1443
-  _globals['_ACKEPOCHRESPONSE']._serialized_end=1477
-  _globals['_RETIREEPOCHREQUEST']._serialized_start=1479
-  _globals['_RETIREEPOCHREQUEST']._serialized_end=1558
-  _globals['_RETIREEPOCHRESPONSE']._serialized_start=1560
-  _globals['_RETIREEPOCHRESPONSE']._serialized_end=1581
-  _globals['_HOSTCHALLENGEREQUEST']._serialized_start=1583
-  _globals['_HOSTCHALLENGEREQUEST']._serialized_end=1605
-  _globals['_HOSTCHALLENGERESPONSE']._serialized_start=1607
-  _globals['_HOSTCHALLENGERESPONSE']._serialized_end=1673
-  _globals['_HOST']._serialized_start=1676
-  _globals['_HOST']._serialized_end=3008
+  _globals['_HOSTCEREMONYREQUEST']._serialized_start=97
+  _globals['_HOSTCEREMONYREQUEST']._serialized_end=243
+  _globals['_GETWALLETREQUEST']._serialized_start=245
+  _globals['_GETWALLETREQUEST']._serialized_end=282
+  _globals['_WALLET']._serialized_start=285
+  _globals['_WALLET']._serialized_end=442
+  _globals['_LISTWALLETSREQUEST']._serialized_start=444
+  _globals['_LISTWALLETSREQUEST']._serialized_end=503
+  _globals['_LISTWALLETSRESPONSE']._serialized_start=505
+  _globals['_LISTWALLETSRESPONSE']._serialized_end=590
+  _globals['_HOSTATTESTATIONREQUEST']._serialized_start=592
+  _globals['_HOSTATTESTATIONREQUEST']._serialized_end=631
+  _globals['_HOSTATTESTATIONRESPONSE']._serialized_start=633
+  _globals['_HOSTATTESTATIONRESPONSE']._serialized_end=676
+  _globals['_BACKUP']._serialized_start=679
+  _globals['_BACKUP']._serialized_end=815
+  _globals['_PUTBACKUPREQUEST']._serialized_start=817
+  _globals['_PUTBACKUPREQUEST']._serialized_end=873
+  _globals['_PUTBACKUPRESPONSE']._serialized_start=875
+  _globals['_PUTBACKUPRESPONSE']._serialized_end=894
+  _globals['_GETBACKUPREQUEST']._serialized_start=896
+  _globals['_GETBACKUPREQUEST']._serialized_end=952
+  _globals['_LISTBACKUPSREQUEST']._serialized_start=954
+  _globals['_LISTBACKUPSREQUEST']._serialized_end=993
+  _globals['_LISTBACKUPSRESPONSE']._serialized_start=995
+  _globals['_LISTBACKUPSRESPONSE']._serialized_end=1055
+  _globals['_GETEPOCHSREQUEST']._serialized_start=1057
+  _globals['_GETEPOCHSREQUEST']._serialized_end=1094
+  _globals['_EPOCH']._serialized_start=1097
+  _globals['_EPOCH']._serialized_end=1298
+  _globals['_EPOCHS']._serialized_start=1300
+  _globals['_EPOCHS']._serialized_end=1345
+  _globals['_SUBMITCERTIFICATEREQUEST']._serialized_start=1347
+  _globals['_SUBMITCERTIFICATEREQUEST']._serialized_end=1428
+  _globals['_ACKEPOCHREQUEST']._serialized_start=1430
+  _globals['_ACKEPOCHREQUEST']._serialized_end=1518
+  _globals['_ACKEPOCHRESPONSE']._serialized_start=1520
+  _globals['_ACKEPOCHRESPONSE']._serialized_end=1554
+  _globals['_RETIREEPOCHREQUEST']._serialized_start=1556
+  _globals['_RETIREEPOCHREQUEST']._serialized_end=1635
+  _globals['_RETIREEPOCHRESPONSE']._serialized_start=1637
+  _globals['_RETIREEPOCHRESPONSE']._serialized_end=1658
+  _globals['_HOSTCHALLENGEREQUEST']._serialized_start=1660
+  _globals['_HOSTCHALLENGEREQUEST']._serialized_end=1682
+  _globals['_HOSTCHALLENGERESPONSE']._serialized_start=1684
+  _globals['_HOSTCHALLENGERESPONSE']._serialized_end=1750
+  _globals['_HOST']._serialized_start=1753
+  _globals['_HOST']._serialized_end=3085
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from shardkeep.v1 import ceremony_pb2 as _ceremony_pb2
+from shardkeep.v1 import relay_pb2 as _relay_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,12 +9,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HostCeremonyRequest(_message.Message):
-    __slots__ = ("request", "relay_token")
+    __slots__ = ("request", "relay_token", "relay_room")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RELAY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RELAY_ROOM_FIELD_NUMBER: _ClassVar[int]
     request: _ceremony_pb2.SignedCeremonyRequest
     relay_token: str
-    def __init__(self, request: _Optional[_Union[_ceremony_pb2.SignedCeremonyRequest, _Mapping]] = ..., relay_token: _Optional[str] = ...) -> None: ...
+    relay_room: _relay_pb2.SignedRoomSpec
+    def __init__(self, request: _Optional[_Union[_ceremony_pb2.SignedCeremonyRequest, _Mapping]] = ..., relay_token: _Optional[str] = ..., relay_room: _Optional[_Union[_relay_pb2.SignedRoomSpec, _Mapping]] = ...) -> None: ...
 
 class GetWalletRequest(_message.Message):
     __slots__ = ("wallet_id",)

@@ -122,16 +122,42 @@ class CloseRoomResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class JoinHello(_message.Message):
-    __slots__ = ("room_id", "party", "join_token", "resume_after")
+    __slots__ = ("room_id", "party", "join_token", "resume_after", "room")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     PARTY_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    ROOM_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     party: str
     join_token: str
     resume_after: int
-    def __init__(self, room_id: _Optional[str] = ..., party: _Optional[str] = ..., join_token: _Optional[str] = ..., resume_after: _Optional[int] = ...) -> None: ...
+    room: SignedRoomSpec
+    def __init__(self, room_id: _Optional[str] = ..., party: _Optional[str] = ..., join_token: _Optional[str] = ..., resume_after: _Optional[int] = ..., room: _Optional[_Union[SignedRoomSpec, _Mapping]] = ...) -> None: ...
+
+class RoomSpec(_message.Message):
+    __slots__ = ("room_id", "participants", "expires_at_ms", "limits", "token_digests", "admin_digest")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    expires_at_ms: int
+    limits: RoomLimits
+    token_digests: _containers.RepeatedScalarFieldContainer[bytes]
+    admin_digest: bytes
+    def __init__(self, room_id: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., expires_at_ms: _Optional[int] = ..., limits: _Optional[_Union[RoomLimits, _Mapping]] = ..., token_digests: _Optional[_Iterable[bytes]] = ..., admin_digest: _Optional[bytes] = ...) -> None: ...
+
+class SignedRoomSpec(_message.Message):
+    __slots__ = ("spec", "credential")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    spec: bytes
+    credential: str
+    def __init__(self, spec: _Optional[bytes] = ..., credential: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("hello", "envelopes")
@@ -218,3 +244,87 @@ class AwaitRoundResponse(_message.Message):
     missing: _containers.RepeatedScalarFieldContainer[str]
     state: RoomState
     def __init__(self, complete: _Optional[bool] = ..., delivered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[RoomState, str]] = ...) -> None: ...
+
+class RelaySessionRequest(_message.Message):
+    __slots__ = ("channel", "join", "envelopes", "flush", "close", "close_room")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    FLUSH_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_ROOM_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    join: ChannelJoin
+    envelopes: EnvelopeList
+    flush: int
+    close: ChannelClosed
+    close_room: CloseRoomRequest
+    def __init__(self, channel: _Optional[int] = ..., join: _Optional[_Union[ChannelJoin, _Mapping]] = ..., envelopes: _Optional[_Union[EnvelopeList, _Mapping]] = ..., flush: _Optional[int] = ..., close: _Optional[_Union[ChannelClosed, _Mapping]] = ..., close_room: _Optional[_Union[CloseRoomRequest, _Mapping]] = ...) -> None: ...
+
+class ChannelJoin(_message.Message):
+    __slots__ = ("hello", "deadline_ms")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    hello: JoinHello
+    deadline_ms: int
+    def __init__(self, hello: _Optional[_Union[JoinHello, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+
+class EnvelopeList(_message.Message):
+    __slots__ = ("envelopes",)
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    envelopes: _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]
+    def __init__(self, envelopes: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ...) -> None: ...
+
+class RelaySessionResponse(_message.Message):
+    __slots__ = ("channel", "accepted", "deliveries", "non_delivery", "flushed", "closed")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    NON_DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    FLUSHED_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    accepted: JoinAccepted
+    deliveries: DeliveryList
+    non_delivery: NonDelivery
+    flushed: Flushed
+    closed: ChannelClosed
+    def __init__(self, channel: _Optional[int] = ..., accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., deliveries: _Optional[_Union[DeliveryList, _Mapping]] = ..., non_delivery: _Optional[_Union[NonDelivery, _Mapping]] = ..., flushed: _Optional[_Union[Flushed, _Mapping]] = ..., closed: _Optional[_Union[ChannelClosed, _Mapping]] = ...) -> None: ...
+
+class DeliveryList(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[EnvelopeDelivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[EnvelopeDelivery, _Mapping]]] = ...) -> None: ...
+
+class NonDelivery(_message.Message):
+    __slots__ = ("seq", "code", "message", "error")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    code: str
+    message: str
+    error: str
+    def __init__(self, seq: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Flushed(_message.Message):
+    __slots__ = ("flush", "position")
+    FLUSH_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    flush: int
+    position: int
+    def __init__(self, flush: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...
+
+class ChannelClosed(_message.Message):
+    __slots__ = ("code", "message", "error", "ended")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    error: str
+    ended: RoomEndReason
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., ended: _Optional[_Union[RoomEndReason, str]] = ...) -> None: ...

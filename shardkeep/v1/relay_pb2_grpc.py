@@ -59,6 +59,11 @@ class RelayStub:
                 request_serializer=shardkeep_dot_v1_dot_relay__pb2.AwaitRoundRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_relay__pb2.AwaitRoundResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/shardkeep.v1.Relay/Session',
+                request_serializer=shardkeep_dot_v1_dot_relay__pb2.RelaySessionRequest.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_relay__pb2.RelaySessionResponse.FromString,
+                _registered_method=True)
 
 
 class RelayServicer:
@@ -110,6 +115,18 @@ class RelayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """One long-lived stream per process carrying every room it takes part in
+        (docs/transport.md): each channel is one party in one room, opened by a
+        `join` frame; envelopes travel as lists, one frame per round step, with no
+        acknowledgement; a refused envelope gets a NonDelivery, and a channel ends
+        with a ChannelClosed, never the stream. Rooms may be created by their
+        first join (a coordinator-signed RoomSpec).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RelayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +154,11 @@ def add_RelayServicer_to_server(servicer, server):
                     servicer.AwaitRound,
                     request_deserializer=shardkeep_dot_v1_dot_relay__pb2.AwaitRoundRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_relay__pb2.AwaitRoundResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=shardkeep_dot_v1_dot_relay__pb2.RelaySessionRequest.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_relay__pb2.RelaySessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +296,33 @@ class Relay:
             '/shardkeep.v1.Relay/AwaitRound',
             shardkeep_dot_v1_dot_relay__pb2.AwaitRoundRequest.SerializeToString,
             shardkeep_dot_v1_dot_relay__pb2.AwaitRoundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shardkeep.v1.Relay/Session',
+            shardkeep_dot_v1_dot_relay__pb2.RelaySessionRequest.SerializeToString,
+            shardkeep_dot_v1_dot_relay__pb2.RelaySessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
