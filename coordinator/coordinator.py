@@ -644,13 +644,7 @@ class Coordinator:
         if ask.policy_set:
             # The wallet id is the coordinator's to choose: it names the new wallet in the
             # set (epoch 0); the device checks the request's set is its own with that id.
-            try:
-                asked = decode_policy_set(ask.policy_set)
-            except InvalidPolicy as e:
-                raise BadAsk(f"the policy set is refused: {e}") from e
-            request.policy_set = encode_policy_set(
-                replace(asked, wallet_id=request.wallet_id, epoch=0)
-            )
+            request.policy_set = _named_policy_set(ask.policy_set, request.wallet_id, 0)
         return request, 0
 
     def _wallet_request(
@@ -678,11 +672,17 @@ class Coordinator:
             if wallet.scheme != ceremony_pb2.SCHEME_ECDSA_SECP256K1:
                 raise BadAsk("pair setups are for ECDSA wallets")
             return request, index
+        if ask.policy_set and ask.kind != ceremony_pb2.CEREMONY_KIND_REFRESH:
+            raise BadAsk("only a keygen or a refresh (a policy change) carries a policy set")
         if ask.kind == ceremony_pb2.CEREMONY_KIND_REFRESH:
             # Every party deals in a refresh: the wallet's other devices are invited to join.
             if len(wallet.devices) != len(wallet.parties) - 1:
                 raise BadAsk("a refresh needs every party; one of this wallet's has no device here")
             del request.signers[:]
+            if ask.policy_set:  # a policy change: the new set, in force from the new epoch
+                request.policy_set = _named_policy_set(
+                    ask.policy_set, wallet.wallet_id, wallet.epoch + 1
+                )
             return request, index
         if ask.kind == ceremony_pb2.CEREMONY_KIND_RESHARE and ask.HasField("remove_party"):
             return self._remove_party_request(ask, wallet, request, index), index
@@ -833,6 +833,16 @@ def _parse(kind: Any, body: bytes) -> Any:
         return kind.FromString(body)
     except DecodeError as e:
         raise BadAsk(f"the body is not a {kind.__name__}") from e
+
+
+def _named_policy_set(data: bytes, wallet_id: str, epoch: int) -> bytes:
+    """The asked policy set naming its wallet and the epoch it comes into force at (the
+    asking device checks that nothing else changed; the enclave checks the set)."""
+    try:
+        asked = decode_policy_set(data)
+    except InvalidPolicy as e:
+        raise BadAsk(f"the policy set is refused: {e}") from e
+    return encode_policy_set(replace(asked, wallet_id=wallet_id, epoch=epoch))
 
 
 def _reshare_invitations(

@@ -13,8 +13,11 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client.errors import InvalidInput
+from client.sdk.approvals import ApiKey
 from client.sdk.device_backup import (
     DEVICE_BACKUP_FORMAT,
+    RecoveredDevice,
     is_device_backup,
     make_device_backup,
     open_device_backup,
@@ -24,6 +27,7 @@ from client.sdk.device_backup import (
 from client.sdk.party import PartyIdentity
 from client.storage.errors import DecryptionError, ShareFormatError, ShareMismatchError
 from client.storage.shares import BackupBlob, insecure_test_params, make_backup
+from shardkeep.policyset import Consensus, Policy, PolicySet
 from tss import local
 from tss.errors import InputError
 from tss.keyshare import KeyShare
@@ -184,3 +188,48 @@ def test_arguments_are_checked(shares: list[KeyShare]) -> None:
         make_device_backup(shares[0], identity, wallet_id="bad id!", key=b"\x01" * 32)
     with pytest.raises(InputError):
         seal_identity(identity, shares[0], wallet_id=WALLET, random=lambda n: b"\x00")
+
+
+def a_policy_set(wallet_id: str = WALLET) -> PolicySet:
+    owner = ApiKey.generate("owner")
+    return PolicySet(
+        wallet_id, 3, 2, (owner.authenticator("admin"),),
+        (Policy("anything", "allow", "true", Consensus(1, "admin")),),
+    )  # fmt: skip
+
+
+def test_the_policy_set_round_trips_sealed(shares: list[KeyShare]) -> None:
+    share, policy_set = shares[1], a_policy_set()
+    backup = backup_of(share, PartyIdentity.generate(), policy_set=policy_set)
+    decoded = cbor2.loads(backup.blob)
+    assert decoded["version"] == 2
+    assert policy_set.authenticators[0].public_key not in backup.blob  # encrypted
+    recovered = open_(backup, share)
+    assert isinstance(recovered, RecoveredDevice) and recovered.policy_set == policy_set
+    plain = open_(backup_of(share, PartyIdentity.generate()), share)
+    assert isinstance(plain, RecoveredDevice) and plain.policy_set is None
+    assert cbor2.loads(backup_of(share, PartyIdentity.generate()).blob)["version"] == 1
+
+
+def test_a_swapped_or_tampered_policy_set_does_not_open(shares: list[KeyShare]) -> None:
+    """The host holds the backups: it can neither edit the sealed set nor move one from
+    another backup of the same share into this one."""
+    share = shares[1]
+    backup = backup_of(share, PartyIdentity.generate(), policy_set=a_policy_set())
+    other = backup_of(share, PartyIdentity.generate(), policy_set=a_policy_set())
+    decoded = cbor2.loads(backup.blob)
+    tampered = dict(decoded, policy_set=dict(decoded["policy_set"]))
+    ciphertext = bytearray(tampered["policy_set"]["ciphertext"])
+    ciphertext[0] ^= 1
+    tampered["policy_set"]["ciphertext"] = bytes(ciphertext)
+    swapped = dict(decoded, policy_set=cbor2.loads(other.blob)["policy_set"])
+    dropped = {k: v for k, v in decoded.items() if k != "policy_set"}
+    for blob, error in [(tampered, DecryptionError), (swapped, DecryptionError),
+                        (dropped, ShareFormatError)]:  # fmt: skip
+        with pytest.raises(error):
+            open_(dataclasses.replace(backup, blob=cbor2.dumps(blob)), share)
+
+
+def test_a_policy_set_of_another_wallet_is_refused(shares: list[KeyShare]) -> None:
+    with pytest.raises(InvalidInput, match="another wallet"):
+        backup_of(shares[0], PartyIdentity.generate(), policy_set=a_policy_set("wallet-other"))

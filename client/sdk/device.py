@@ -153,8 +153,9 @@ class Device(DeviceKeyChanges, DeviceRecovery):
             raise CoordinatorRefused("the pair setup produced no setup")
         wallet.share = replace(wallet.share, ecdsa=wallet.share.ecdsa.with_peer(setup))
 
-    async def export(self, wallet: DeviceWallet) -> bytes:
-        """Reconstruct the wallet's private key on this device (the owner key approves it).
+    async def export(self, wallet: DeviceWallet, *, approvers: Sequence[Approver] = ()) -> bytes:
+        """Reconstruct the wallet's private key on this device (the owner key approves it;
+        for a wallet with a policy set, ``approvers`` too, once this device checked the request).
 
         The server share's contribution is sealed to a one-time X25519 key of
         this device; the coordinator, host and relay never see the key.
@@ -168,8 +169,9 @@ class Device(DeviceKeyChanges, DeviceRecovery):
             wallet_id=wallet.wallet_id,
             party=self.identity.party,
             export_recipient_key=one_time.public_key().public_bytes_raw(),
+            approvals_follow=wallet.policy_set is not None and bool(approvers),
         )
-        _, output, _ = await self._run(ask, wallet, recipient_key=one_time)
+        _, output, _ = await self._run(ask, wallet, recipient_key=one_time, approvers=approvers)
         key = output.private_key if isinstance(output, ExportOutput) else None
         if key is None or not _key_matches(key, wallet):
             raise CoordinatorRefused("the export delivered no key of this wallet")

@@ -4,14 +4,16 @@ A key share alone cannot sign from a new device: the keyring lists each party
 by its static X25519 key (its relay party id derives from it) and ChillDKG host
 key, and the enclave accepts a signing request only for the wallet's own party
 ids. So a device backup carries the party's identity too (and, optionally, the
-wallet owner's Ed25519 key, which authorises export and reshare).
+wallet owner's Ed25519 key, which authorises export and reshare, and the
+wallet's policy set, whose hash its approvals sign).
 
-Format (CBOR, RFC 8949), version 1::
+Format (CBOR, RFC 8949), version 1, or version 2 for a wallet with a policy set::
 
-    {"format": "shardkeep-device-backup", "version": 1,
+    {"format": "shardkeep-device-backup", "version": 1 or 2,
      "share": bstr,          # a client.storage.shares "shardkeep-encrypted-share" container
      "identity": {"alg": "hkdf-sha256/aes-256-gcm", "salt": bstr(32),
-                  "nonce": bstr(12), "ciphertext": bstr}}
+                  "nonce": bstr(12), "ciphertext": bstr},
+     "policy_set": {"nonce": bstr(12), "ciphertext": bstr}}     # version 2 only
 
 The identity is sealed with AES-256-GCM (NIST SP 800-38D, random 96-bit
 nonce) under ``HKDF-SHA256(ikm = the share's 32-byte secret share, salt,
@@ -28,6 +30,13 @@ The associated data binds the identity to its share::
     field(x) = u32 len(x) || x                    (integers big-endian)
 
 so an identity cannot be moved to another wallet, party or epoch unnoticed.
+
+The policy set (its canonical encoding, ``shardkeep.policyset.encode``) is
+sealed the same way under its own key, ``HKDF-SHA256(ikm = the secret share,
+salt = the identity's salt, info = "shardkeep/device-policy-set/v1")``, with a
+fresh nonce and the same associated data under the label
+``"shardkeep/device-policy-set"``: the host can neither read, swap nor drop it
+without the backup failing to open (a version-1 backup carries no set).
 
 Error policy as in ``client.storage.errors``: ``DecryptionError`` (opaque) for
 a wrong passcode or key or any tampering, ``ShareFormatError`` naming the field
@@ -62,6 +71,7 @@ from client.storage.shares import (
     make_backup,
     recover_share,
 )
+from shardkeep.policyset import InvalidPolicy, PolicySet, decode, encode
 from tss.channel import StaticKey
 from tss.errors import InternalError
 from tss.keyshare import KeyShare
@@ -81,11 +91,15 @@ __all__ = [
 ]
 
 DEVICE_BACKUP_FORMAT: Final = "shardkeep-device-backup"
-DEVICE_BACKUP_VERSION: Final = 1
+DEVICE_BACKUP_VERSION: Final = 2  # 1: no policy set (still read)
+_AD_VERSION: Final = 1  # the associated data's layout, unchanged by version 2
 
 _IDENTITY_ALG: Final = "hkdf-sha256/aes-256-gcm"
 _AAD_LABEL: Final = b"shardkeep/device-identity"
 _HKDF_INFO: Final = b"shardkeep/device-identity/v1"
+_POLICY_AAD_LABEL: Final = b"shardkeep/device-policy-set"
+_POLICY_HKDF_INFO: Final = b"shardkeep/device-policy-set/v1"
+_MAX_POLICY_SET: Final = 1 << 20  # far above any set of MAX_AUTHENTICATORS and their policies
 _SALT_SIZE: Final = 32
 _NONCE_SIZE: Final = 12
 _TAG_SIZE: Final = 16
@@ -101,23 +115,27 @@ class RecoveredDevice:
         share: the validated key share.
         identity: the party's static and host keys.
         owner_key: the wallet owner's key, if the backup carried it.
+        policy_set: the wallet's policy set, if the backup carried it.
     """
 
     wallet_id: str
     share: KeyShare = field(repr=False)
     identity: PartyIdentity = field(repr=False)
     owner_key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    policy_set: PolicySet | None = field(default=None, repr=False)
 
 
 def _field(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _associated_data(share: KeyShare, wallet_id: str, salt: bytes) -> bytes:
+def _associated_data(
+    share: KeyShare, wallet_id: str, salt: bytes, label: bytes = _AAD_LABEL
+) -> bytes:
     return b"".join(
         (
-            _field(_AAD_LABEL),
-            bytes([DEVICE_BACKUP_VERSION]),
+            _field(label),
+            bytes([_AD_VERSION]),
             _field(wallet_id.encode()),
             _field(share.scheme.encode()),
             struct.pack(">I", share.party_id),
@@ -128,10 +146,44 @@ def _associated_data(share: KeyShare, wallet_id: str, salt: bytes) -> bytes:
     )
 
 
-def _identity_key(share: KeyShare, salt: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=_KEY_SIZE, salt=salt, info=_HKDF_INFO).derive(
+def _identity_key(share: KeyShare, salt: bytes, info: bytes = _HKDF_INFO) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=_KEY_SIZE, salt=salt, info=info).derive(
         share.secret_share_bytes
     )
+
+
+def _seal_policy_set(
+    policy_set: PolicySet, share: KeyShare, wallet_id: str, salt: bytes, random: Random
+) -> dict[str, bytes]:
+    """The policy set sealed under its own key from the share (module docstring)."""
+    nonce = _draw(random, _NONCE_SIZE)
+    key = _identity_key(share, salt, _POLICY_HKDF_INFO)
+    ad = _associated_data(share, wallet_id, salt, _POLICY_AAD_LABEL)
+    return {"nonce": nonce, "ciphertext": AESGCM(key).encrypt(nonce, encode(policy_set), ad)}
+
+
+def _open_policy_set(sealed: object, share: KeyShare, wallet_id: str, salt: bytes) -> PolicySet:
+    """Open what :func:`_seal_policy_set` sealed; the set must name the backup's wallet."""
+    if not isinstance(sealed, dict) or set(sealed) != {"nonce", "ciphertext"}:
+        raise ShareFormatError("policy_set", "expected nonce and ciphertext")
+    nonce, ciphertext = sealed["nonce"], sealed["ciphertext"]
+    if not isinstance(nonce, bytes) or len(nonce) != _NONCE_SIZE:
+        raise ShareFormatError("policy_set.nonce", f"expected {_NONCE_SIZE} bytes")
+    if not isinstance(ciphertext, bytes) or not _TAG_SIZE < len(ciphertext) <= _MAX_POLICY_SET:
+        raise ShareFormatError("policy_set.ciphertext", "wrong length")
+    key = _identity_key(share, salt, _POLICY_HKDF_INFO)
+    ad = _associated_data(share, wallet_id, salt, _POLICY_AAD_LABEL)
+    try:
+        data = AESGCM(key).decrypt(nonce, ciphertext, ad)
+    except InvalidTag:
+        raise DecryptionError() from None
+    try:
+        policy_set = decode(data)
+    except InvalidPolicy as e:  # sealed by whoever held the share: report it, do not guess
+        raise ShareFormatError("policy_set", f"not a policy set: {e}") from e
+    if policy_set.wallet_id != wallet_id:
+        raise ShareFormatError("policy_set", "the policy set names another wallet")
+    return policy_set
 
 
 def _draw(random: Random, n: int) -> bytes:
@@ -219,6 +271,7 @@ def make_device_backup(
     passcode: Passcode | None = None,
     key: bytes | None = None,
     owner_key: Ed25519PrivateKey | None = None,
+    policy_set: PolicySet | None = None,
     backup_id: str | None = None,
     params: Argon2Params = DEFAULT_ARGON2_PARAMS,
     insecure_allow_weak_kdf: bool = False,
@@ -232,6 +285,7 @@ def make_device_backup(
         wallet_id: the wallet.
         passcode, key: exactly one: how ``client.storage.shares.make_backup`` encrypts the share.
         owner_key: also back up the wallet owner's key.
+        policy_set: also back up the wallet's policy set (a version-2 backup).
         backup_id: as in ``make_backup`` (default: derived from the blob).
         params, insecure_allow_weak_kdf, random: as in ``make_backup``.
 
@@ -251,16 +305,21 @@ def make_device_backup(
         insecure_allow_weak_kdf=insecure_allow_weak_kdf,
         random=random,
     )
-    blob = cbor2.dumps(
-        {
-            "format": DEVICE_BACKUP_FORMAT,
-            "version": DEVICE_BACKUP_VERSION,
-            "share": share_backup.blob,
-            "identity": seal_identity(
-                identity, share, wallet_id=wallet_id, owner_key=owner_key, random=random
-            ),
-        }
-    )
+    sealed = seal_identity(identity, share, wallet_id=wallet_id, owner_key=owner_key, random=random)
+    contents: dict[str, Any] = {
+        "format": DEVICE_BACKUP_FORMAT,
+        "version": 1,
+        "share": share_backup.blob,
+        "identity": sealed,
+    }
+    if policy_set is not None:
+        if policy_set.wallet_id != wallet_id:
+            raise InvalidInput("the policy set names another wallet")
+        contents["version"] = DEVICE_BACKUP_VERSION
+        contents["policy_set"] = _seal_policy_set(
+            policy_set, share, wallet_id, sealed["salt"], random
+        )
+    blob = cbor2.dumps(contents)
     if backup_id is None:  # as make_backup: a retried upload of one blob is idempotent
         backup_id = "bk-" + hashlib.sha256(blob).hexdigest()[:32]
     return BackupBlob(wallet_id, backup_id, share.party_id, share.epoch, blob)
@@ -276,10 +335,14 @@ def _parse_device_backup(blob: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(decoded, dict) or decoded.get("format") != DEVICE_BACKUP_FORMAT:
         return None
-    if decoded.get("version") != DEVICE_BACKUP_VERSION:
+    version = decoded.get("version")
+    if version not in (1, DEVICE_BACKUP_VERSION):
         raise ShareFormatError("version", "unsupported device-backup version")
-    if set(decoded) != {"format", "version", "share", "identity"}:
-        raise ShareFormatError("device backup", "expected format, version, share and identity")
+    expected = {"format", "version", "share", "identity"} | (
+        {"policy_set"} if version == DEVICE_BACKUP_VERSION else set()
+    )
+    if set(decoded) != expected:
+        raise ShareFormatError("device backup", f"expected {', '.join(sorted(expected))}")
     if not isinstance(decoded["share"], bytes):
         raise ShareFormatError("share", "expected a byte string")
     return decoded
@@ -318,7 +381,7 @@ def open_device_backup(
             as in ``client.storage.shares.recover_share``.
 
     Returns:
-        The share, the identity and the owner key if it was backed up.
+        The share, the identity, and the owner key and policy set if they were backed up.
 
     Raises:
         ShareFormatError: not a device backup, or malformed.
@@ -344,4 +407,8 @@ def open_device_backup(
     identity, owner = open_identity(parsed["identity"], share, wallet_id=backup.wallet_id)
     if share.party_id != backup.party_id:  # recover_share checked it; keep the invariant explicit
         raise InternalError("recovered share is of another party than its record")
-    return RecoveredDevice(backup.wallet_id, share, identity, owner)
+    policy_set = None
+    if "policy_set" in parsed:  # open_identity checked the salt
+        salt = parsed["identity"]["salt"]
+        policy_set = _open_policy_set(parsed["policy_set"], share, backup.wallet_id, salt)
+    return RecoveredDevice(backup.wallet_id, share, identity, owner, policy_set)

@@ -40,10 +40,14 @@ def check_request(
         if (
             (request.scheme, request.threshold) != (ask.scheme, ask.threshold)
             or bytes(request.owner_key) != bytes(ask.owner_key)
-            or bytes(request.policy_set) != _named_policy_set(ask, request.wallet_id)
+            or bytes(request.policy_set) != named_policy_set(ask, request.wallet_id, 0)
         ):
             raise CoordinatorRefused("the keygen request differs from the ask")
         return
+    # Only a refresh may change the wallet's policy set, and only to the asked one: a set
+    # slipped into any other request would be a policy change the owner never asked for.
+    if bytes(request.policy_set) != named_policy_set(ask, wallet.wallet_id, wallet.epoch + 1):
+        raise CoordinatorRefused("the request changes the policy set otherwise than asked")
     pair = sorted([wallet.index, wallet.server_index])
     same_current_keyring = (
         request.wallet_id == wallet.wallet_id
@@ -98,12 +102,13 @@ def check_request(
         raise CoordinatorRefused("the signing request differs from the ask or the wallet")
 
 
-def _named_policy_set(ask: coordinator_pb2.CeremonyAsk, wallet_id: str) -> bytes:
-    """The policy set a keygen request must carry: the asked one, naming the new wallet."""
+def named_policy_set(ask: coordinator_pb2.CeremonyAsk, wallet_id: str, epoch: int) -> bytes:
+    """The policy set a request must carry: none, or the asked one (at a keygen, or a
+    refresh that changes the set) naming the wallet and the epoch it comes into force."""
     if not ask.policy_set:
         return b""
     asked = decode_policy_set(ask.policy_set)
-    return encode_policy_set(replace(asked, wallet_id=wallet_id, epoch=0))
+    return encode_policy_set(replace(asked, wallet_id=wallet_id, epoch=epoch))
 
 
 def approvals_for(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from client.errors import InvalidInput, sdk_boundary
+from client.sdk.approvals import Approver
 from client.sdk.device_checks import reshare_parties
 from client.sdk.device_session import DeviceSession, Progress
 from client.sdk.device_wallet import (
@@ -21,8 +23,13 @@ from client.sdk.party import SavePending
 from client.sdk.wallet import KeyChangeUndecided
 from shardkeep import lifecycle
 from shardkeep.device_auth import sign_device_call
+from shardkeep.policyset import PolicySet
+from shardkeep.policyset import decode as decode_policy_set
+from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2
+from tss.ceremony import Ceremony
 from tss.certificate import Pending, PendingKeyChange, sign_epoch_ack
+from tss.channel import Roster
 from tss.errors import FaultyParticipantError, InputError
 from tss.reshare import PublicKeyring, ReshareOutput
 
@@ -36,9 +43,21 @@ class DeviceKeyChanges(DeviceSession):
     """Refresh, reshare and their settling (see :class:`client.sdk.device.Device`)."""
 
     async def refresh(
-        self, wallet: DeviceWallet, *, save_pending: SaveNewWallet | None = None
+        self,
+        wallet: DeviceWallet,
+        *,
+        save_pending: SaveNewWallet | None = None,
+        approvers: Sequence[Approver] = (),
+        new_policy_set: PolicySet | None = None,
     ) -> DeviceWallet:
         """New shares for this device and the server share, the same key (epoch + 1).
+
+        For a wallet with a policy set, ``approvers`` approve the refresh (the
+        exact request, once this device checked it). ``new_policy_set``
+        replaces the set from the new epoch on (a policy change, ``SET_POLICY``,
+        approved under the set in force; its version must exceed the current
+        one's): the coordinator names the wallet and epoch in it, and this
+        device checks that nothing else changed.
 
         Before this device releases its certificate signature (``tss.certificate``),
         ``save_pending`` gets the new wallet and must have stored it, next to
@@ -53,14 +72,14 @@ class DeviceKeyChanges(DeviceSession):
             kind=ceremony_pb2.CEREMONY_KIND_REFRESH,
             wallet_id=wallet.wallet_id,
             party=self.identity.party,
+            approvals_follow=_approves(wallet, approvers),
+            policy_set=b"" if new_policy_set is None else encode_policy_set(new_policy_set),
         )
-        progress = Progress()
-
-        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
-            _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
-            return output, result
-
-        return await self._key_change(wallet.wallet_id, wallet.parties, save_pending, progress, run)
+        policy_set = wallet.policy_set
+        if new_policy_set is not None:  # in force once the refresh is: as check_request wants it
+            policy_set = replace(new_policy_set, wallet_id=wallet.wallet_id, epoch=wallet.epoch + 1)
+        target = _Target(wallet.wallet_id, wallet.parties, policy_set)
+        return await self._asked_change(ask, wallet, target, save_pending, approvers)
 
     async def acknowledge_epoch(self, wallet: DeviceWallet) -> int:
         """Tell the host (through the coordinator) that this device uses ``wallet``'s epoch.
@@ -147,13 +166,15 @@ class DeviceKeyChanges(DeviceSession):
         *,
         threshold: int = 2,
         save_pending: SaveNewWallet | None = None,
+        approvers: Sequence[Approver] = (),
     ) -> DeviceWallet:
         """Reshare this device's 2-party wallet to three parties: this device, ``party``
         and the server share, the same key (epoch + 1); the owner key approves it.
 
         The device holding ``party`` (enrolled with ``device_key``) takes part
-        through :meth:`join_wallet` meanwhile. ``save_pending`` and
-        :meth:`acknowledge_epoch` as for :meth:`refresh`.
+        through :meth:`join_wallet` meanwhile (show it the wallet's policy set).
+        ``save_pending``, ``approvers`` and :meth:`acknowledge_epoch` as for
+        :meth:`refresh`.
 
         Raises:
             CoordinatorRefused, WalletError: as :meth:`refresh`.
@@ -167,16 +188,12 @@ class DeviceKeyChanges(DeviceSession):
             new_device_key=device_key,
             new_threshold=threshold,
             keyring=lifecycle.keyring_to_proto(keyring),
+            approvals_follow=_approves(wallet, approvers),
         )
         # The request must list exactly these (checked before the owner key approves it).
         new_parties = [wallet.parties[wallet.index], party, wallet.parties[wallet.server_index]]
-        progress = Progress()
-
-        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
-            _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
-            return output, result
-
-        return await self._key_change(wallet.wallet_id, new_parties, save_pending, progress, run)
+        target = _Target(wallet.wallet_id, new_parties, wallet.policy_set)
+        return await self._asked_change(ask, wallet, target, save_pending, approvers)
 
     async def remove_party(
         self,
@@ -185,9 +202,11 @@ class DeviceKeyChanges(DeviceSession):
         *,
         threshold: int = 2,
         save_pending: SaveNewWallet | None = None,
+        approvers: Sequence[Approver] = (),
     ) -> DeviceWallet:
         """Reshare ``wallet`` without party ``party`` (a lost device's), the same key
-        (epoch + 1); this device and the server share deal, the owner key approves.
+        (epoch + 1); this device and the server share deal, the owner key approves
+        (and ``approvers``, as for :meth:`refresh`).
 
         The lost device's old share no longer combines with the new ones once
         the old epoch is retired (:meth:`acknowledge_epoch`). The wallet's other
@@ -203,15 +222,10 @@ class DeviceKeyChanges(DeviceSession):
             remove_party=party,
             new_threshold=threshold,
             keyring=lifecycle.keyring_to_proto(PublicKeyring.from_share(wallet.share)),
+            approvals_follow=_approves(wallet, approvers),
         )
-        new_parties = reshare_parties(wallet, ask)
-        progress = Progress()
-
-        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
-            _, output, result = await self._run(ask, wallet, save_pending=keep, progress=progress)
-            return output, result
-
-        return await self._key_change(wallet.wallet_id, new_parties, save_pending, progress, run)
+        target = _Target(wallet.wallet_id, reshare_parties(wallet, ask), wallet.policy_set)
+        return await self._asked_change(ask, wallet, target, save_pending, approvers)
 
     async def join_wallet(
         self,
@@ -220,8 +234,12 @@ class DeviceKeyChanges(DeviceSession):
         public_key: bytes,
         threshold: int = 2,
         save_pending: SaveNewWallet | None = None,
+        policy_set: PolicySet | None = None,
     ) -> DeviceWallet:
         """Take this device's new seat in the reshare another device's :meth:`add_party` runs.
+
+        ``policy_set``: the wallet's policy set as the other device shows it
+        (kept with the new wallet, so that this device's approvers can approve).
 
         Waits (up to the timeout) until the coordinator has that reshare. The
         device checks the enclave's document on its own nonce, that the
@@ -252,15 +270,8 @@ class DeviceKeyChanges(DeviceSession):
         ):
             raise CoordinatorRefused("the reshare is not the expected one for this device")
         roster, ceremony = self._reshare_party(request, keyring, None)
-        parties = list(request.new_parties)
-        progress = Progress(request)
-
-        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
-            return await self._take_part(
-                request, started, self.identity.party_id, roster, ceremony, keep, progress
-            )
-
-        return await self._key_change(wallet_id, parties, save_pending, progress, run)
+        target = _Target(wallet_id, list(request.new_parties), policy_set)
+        return await self._joined_change(request, started, roster, ceremony, target, save_pending)
 
     async def join_refresh(
         self, wallet: DeviceWallet, *, save_pending: SaveNewWallet | None = None
@@ -271,6 +282,10 @@ class DeviceKeyChanges(DeviceSession):
         the enclave's document on this device's own nonce and that the request
         refreshes this wallet's keyring at its epoch. ``save_pending``,
         :meth:`acknowledge_epoch` and :meth:`resume` as for :meth:`refresh`.
+
+        A refresh that changes the policy set (the other device's owner
+        approved it under the set in force, which the server share checks)
+        leaves the new wallet with the new set, once the change is through.
         """
         nonce = secrets.token_bytes(32)
         body = coordinator_pb2.JoinAsk(wallet_id=wallet.wallet_id, attestation_nonce=nonce)
@@ -287,7 +302,44 @@ class DeviceKeyChanges(DeviceSession):
             and wallet.parties[wallet.server_index].party_id == server
         ):
             raise CoordinatorRefused("the refresh is not one of this wallet with its server share")
+        policy_set = wallet.policy_set
+        if request.policy_set:
+            policy_set = decode_policy_set(request.policy_set)
+            if (policy_set.wallet_id, policy_set.epoch) != (wallet.wallet_id, wallet.epoch + 1):
+                raise CoordinatorRefused("the refresh's policy set names another wallet or epoch")
         roster, ceremony = self._ceremony(request, wallet, None)
+        target = _Target(wallet.wallet_id, wallet.parties, policy_set)
+        return await self._joined_change(request, started, roster, ceremony, target, save_pending)
+
+    async def _asked_change(
+        self,
+        ask: coordinator_pb2.CeremonyAsk,
+        wallet: DeviceWallet,
+        target: _Target,
+        save_pending: SaveNewWallet | None,
+        approvers: Sequence[Approver],
+    ) -> DeviceWallet:
+        """Run the refresh or reshare this device asks for."""
+        progress = Progress()
+
+        async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
+            _, output, result = await self._run(
+                ask, wallet, save_pending=keep, progress=progress, approvers=approvers
+            )
+            return output, result
+
+        return await self._key_change(target, save_pending, progress, run)
+
+    async def _joined_change(
+        self,
+        request: ceremony_pb2.CeremonyRequest,
+        started: coordinator_pb2.StartedCeremony,
+        roster: Roster,
+        ceremony: Ceremony[Any],
+        target: _Target,
+        save_pending: SaveNewWallet | None,
+    ) -> DeviceWallet:
+        """Run this device's seat of a checked refresh or reshare another device asked for."""
         progress = Progress(request)
 
         async def run(keep: SavePending) -> tuple[Any, ceremony_pb2.CeremonyResult]:
@@ -295,12 +347,11 @@ class DeviceKeyChanges(DeviceSession):
                 request, started, self.identity.party_id, roster, ceremony, keep, progress
             )
 
-        return await self._key_change(wallet.wallet_id, wallet.parties, save_pending, progress, run)
+        return await self._key_change(target, save_pending, progress, run)
 
     async def _key_change(
         self,
-        wallet_id: str,
-        parties: list[ceremony_pb2.Party],
+        target: _Target,
         save_pending: SaveNewWallet | None,
         progress: Progress,
         run: Callable[[SavePending], Awaitable[tuple[Any, ceremony_pb2.CeremonyResult]]],
@@ -318,31 +369,45 @@ class DeviceKeyChanges(DeviceSession):
                 raise CoordinatorRefused("the key change left a keygen's pending share")
             pending.append(change)
             if save_pending is not None:
-                await save_pending(_changed_wallet(wallet_id, parties, change))
+                await save_pending(target.wallet(change))
 
         try:
             output, result = await run(keep)
         except Exception as e:
-            raise _interrupted(e, wallet_id, parties, pending, progress) from e
-        return _key_change_result(wallet_id, parties, output, result, pending)
+            raise _interrupted(e, target, pending, progress) from e
+        return _key_change_result(target, output, result, pending)
 
 
-def _changed_wallet(
-    wallet_id: str, parties: list[ceremony_pb2.Party], change: PendingKeyChange
-) -> DeviceWallet:
-    """The wallet after a key change (refresh or reshare), with this device's new share."""
-    share = change.share
-    if share is None:
-        raise CoordinatorRefused("the key change left this device without a share")
-    return DeviceWallet(
-        wallet_id, share.scheme, share.threshold, parties, share.party_id, share.public_key,
-        share.epoch, share, key_change=change,
-    )  # fmt: skip
+def _approves(wallet: DeviceWallet, approvers: Sequence[Approver]) -> bool:
+    """Whether approvals follow the request (announced in the ask, as for a signature)."""
+    return wallet.policy_set is not None and bool(approvers)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a key change makes of the wallet besides this device's share: its id, keyring
+    and policy set (carried, or the new one of a policy change), which every new wallet
+    of the change carries: pending, finished, or interrupted and settled later."""
+
+    wallet_id: str
+    parties: list[ceremony_pb2.Party]
+    policy_set: PolicySet | None
+
+    def wallet(self, change: PendingKeyChange) -> DeviceWallet:
+        """The wallet after the key change, with this device's new share."""
+        share = change.share
+        if share is None:
+            raise CoordinatorRefused("the key change left this device without a share")
+        # The server share re-binds the set to each new epoch; so does the device.
+        in_force = None if self.policy_set is None else replace(self.policy_set, epoch=share.epoch)
+        return DeviceWallet(
+            self.wallet_id, share.scheme, share.threshold, self.parties, share.party_id,
+            share.public_key, share.epoch, share, key_change=change, policy_set=in_force,
+        )  # fmt: skip
 
 
 def _key_change_result(
-    wallet_id: str,
-    parties: list[ceremony_pb2.Party],
+    target: _Target,
     output: Any,
     result: ceremony_pb2.CeremonyResult,
     pending: list[PendingKeyChange],
@@ -350,7 +415,7 @@ def _key_change_result(
     """The new wallet of a finished key change, checked against the server share's result."""
     if not isinstance(output, ReshareOutput) or output.share is None or not pending:
         raise CoordinatorRefused("the key change produced no new share")
-    new = _changed_wallet(wallet_id, parties, pending[0])
+    new = target.wallet(pending[0])
     if output.share.epoch != result.epoch or (
         result.public_key and bytes(result.public_key) != new.public_key
     ):
@@ -360,8 +425,7 @@ def _key_change_result(
 
 def _interrupted(
     error: Exception,
-    wallet_id: str,
-    parties: list[ceremony_pb2.Party],
+    target: _Target,
     pending: list[PendingKeyChange],
     progress: Progress,
 ) -> Exception:
@@ -373,5 +437,5 @@ def _interrupted(
     return DeviceKeyChangeInterrupted(
         f"the key change was interrupted after the new share was saved ({error}); "
         "resume it to finish or discard it",
-        _changed_wallet(wallet_id, parties, pending[0]), bytes(certificate), deadline,
+        target.wallet(pending[0]), bytes(certificate), deadline,
     )  # fmt: skip

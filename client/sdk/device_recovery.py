@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 from client.errors import sdk_boundary
 from client.sdk.device_backup import make_device_backup, open_device_backup
@@ -28,12 +29,14 @@ class DeviceRecovery(DeviceSession):
         include_owner_key: bool = True,
         insecure_allow_weak_kdf: bool = False,
     ) -> str:
-        """Store an encrypted backup of this device's party (share and identity) at the host.
+        """Store an encrypted backup of this device's party (share and identity, and the
+        wallet's policy set) at the host.
 
         Encrypted here (``client.sdk.device_backup``, Argon2id under
         ``passcode``); the coordinator and the host see ciphertext only. With
         ``include_owner_key`` the owner key goes in too, so a restored device
-        can approve exports and reshares again.
+        can approve exports and reshares again; the policy set lets its
+        approvers approve under the set in force.
 
         Returns:
             The backup's id.
@@ -41,7 +44,7 @@ class DeviceRecovery(DeviceSession):
         blob = make_device_backup(
             wallet.share, self.identity, wallet_id=wallet.wallet_id, passcode=passcode,
             owner_key=self._owner_key if include_owner_key else None,
-            insecure_allow_weak_kdf=insecure_allow_weak_kdf,
+            policy_set=wallet.policy_set, insecure_allow_weak_kdf=insecure_allow_weak_kdf,
         )  # fmt: skip
         upload = coordinator_pb2.BackupUpload(
             wallet_id=blob.wallet_id, backup_id=blob.backup_id, epoch=blob.epoch, blob=blob.blob
@@ -66,7 +69,7 @@ class DeviceRecovery(DeviceSession):
         ``public_key`` is the wallet's key as the user knows it (not as the
         coordinator or host says): the backup must open to a share of it. This
         device's identity (and owner key, if the backup carried it) become the
-        restored ones.
+        restored ones; the wallet keeps the backed-up policy set.
 
         Raises:
             CoordinatorRefused: another account's wallet, no backup, or a
@@ -103,7 +106,10 @@ class DeviceRecovery(DeviceSession):
         self.identity = restored.identity
         if restored.owner_key is not None:
             self._owner_key = restored.owner_key
+        policy_set = restored.policy_set
+        if policy_set is not None:  # in force at the restored epoch, as the server share binds it
+            policy_set = replace(policy_set, epoch=share.epoch)
         return DeviceWallet(
             wallet_id, share.scheme, share.threshold, parties, share.party_id,
-            share.public_key, share.epoch, share,
+            share.public_key, share.epoch, share, policy_set=policy_set,
         )  # fmt: skip
