@@ -348,6 +348,7 @@ FAST_CELLS: tuple[tuple[Scheme, str, Fault, str], ...] = (
     ("ecdsa-secp256k1", "refresh", Fault("drop", (4, "device0", "server")), "new"),
     ("bip340", "reshare-add", Fault("kill-relay", (3, "device0", "server")), "old"),
     ("ecdsa-secp256k1", "import", Fault("drop", (4, "server", "new0")), "new"),
+    ("ed25519", "refresh", Fault("drop", (3, "server", "device0")), "new"),
 )
 
 
