@@ -256,7 +256,9 @@ class Coordinator:
             self._host.GetAttestation(
                 host_pb2.HostAttestationRequest(nonce=ask.attestation_nonce), timeout=30
             ),
-            self._host.GetChallenge(host_pb2.HostChallengeRequest(), timeout=30),
+            self._host.GetChallenge(
+                host_pb2.HostChallengeRequest(affinity=_affinity(ask, wallet)), timeout=30
+            ),
         )
         server = self._server_party(reply.document, bytes(ask.attestation_nonce))
         if ask.approvals_follow and ask.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
@@ -861,3 +863,12 @@ def _reshare_invitations(
         for key, i in wallet.devices.items()
         if key != device and i != ask.remove_party
     }
+
+
+def _affinity(ask: coordinator_pb2.CeremonyAsk, wallet: WalletRecord | None) -> str:
+    """The host's routing key for the ask's challenge: the wallet id of an ECDSA wallet,
+    whose DKLs23 pair setups live in one enclave's memory
+    (docs/security/ot-setups.md); none for a keygen (its id is not drawn yet)."""
+    if wallet is None or wallet.scheme != ceremony_pb2.SCHEME_ECDSA_SECP256K1:
+        return ""
+    return wallet.wallet_id

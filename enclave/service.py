@@ -279,6 +279,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             static_key=static_key,
             ceremonies_running=self._running,
             malformed_requests=self.malformed.snapshot(),
+            instance_tag=self._deps.authorizer.challenges.instance_tag,
         )
 
     async def _refuse(

@@ -41,10 +41,10 @@ import grpc
 import structlog
 
 from host.credentials import CredentialsError, source_from_spec
-from host.enclave_link import EnclaveLink, LinkConfig
-from host.errors import HostError
+from host.enclave_link import LinkConfig
+from host.enclave_pool import EnclavePool
 from host.metrics import HostMetrics, MetricsServer, start_metrics_server
-from host.service import create_server
+from host.service import create_server, enclave_pool
 from host.store import BackupQuota, Store, StoreError
 from host.stores import open_store
 from relay.client import RelayClient
@@ -72,6 +72,8 @@ class HostConfig:
     Attributes:
         listen: ``host:port`` or ``unix:/path`` for the public API.
         enclave: the enclave's (or the vsock bridge's) gRPC target.
+        more_enclaves: the targets of more enclaves of the same image; each
+            ceremony runs on one of them (``host.enclave_pool``).
         relay: the relay's gRPC target.
         store: ``sqlite:///path`` or ``postgresql://...``.
         metrics_port: serve Prometheus metrics here (None: no endpoint).
@@ -92,6 +94,7 @@ class HostConfig:
     enclave: str
     relay: str
     store: str
+    more_enclaves: tuple[str, ...] = ()
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
     grace_s: float = 10.0
@@ -130,13 +133,16 @@ async def serve(
     """
     log = structlog.get_logger("host")
     store = await asyncio.to_thread(open_store, config.store)
-    enclave_channel = grpc.aio.insecure_channel(
-        config.enclave,
-        options=[
-            ("grpc.max_receive_message_length", _ENCLAVE_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _ENCLAVE_MESSAGE_BYTES),
-        ],
-    )
+    enclave_channels = {
+        target: grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", _ENCLAVE_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", _ENCLAVE_MESSAGE_BYTES),
+            ],
+        )
+        for target in (config.enclave, *config.more_enclaves)
+    }
     relay = RelayClient(open_channel(config.relay, tls=config.relay_tls))
     metrics = HostMetrics()
     metrics_server: MetricsServer | None = None
@@ -145,7 +151,7 @@ async def serve(
         server, port = await create_server(
             config.listen,
             store=store,
-            enclave_channel=enclave_channel,
+            enclave_channel=enclave_channels,
             relay=relay,
             metrics=metrics,
             link_config=config.link,
@@ -179,7 +185,7 @@ async def serve(
             ),
             asyncio.create_task(
                 _report_enclave_status(
-                    EnclaveLink(enclave_channel, config.link, metrics.enclave),
+                    enclave_pool(enclave_channels, config.link, metrics),
                     config.enclave_status_interval_s,
                 )
             ),
@@ -197,7 +203,8 @@ async def serve(
         if metrics_server is not None:
             metrics_server.close()
         await relay.aclose()
-        await enclave_channel.close(None)
+        for channel in enclave_channels.values():
+            await channel.close(None)
         await asyncio.to_thread(store.close)
 
 
@@ -219,15 +226,11 @@ async def _sweep_expired_epochs(store: Store, interval_s: float) -> None:
             log.info("pending epoch aborted after its deadline", wallet_id=wallet_id, epoch=epoch)
 
 
-async def _report_enclave_status(link: EnclaveLink, interval_s: float) -> None:
-    """Fetch the enclave's status every ``interval_s`` (the link reports its counters
-    to the metrics), so they stay fresh when no ceremony runs."""
-    log = structlog.get_logger("host.enclave")
+async def _report_enclave_status(enclaves: EnclavePool, interval_s: float) -> None:
+    """Fetch the enclaves' status every ``interval_s`` (the first one's counters go to
+    the metrics), so they stay fresh when no ceremony runs."""
     while True:
-        try:
-            await link.status()
-        except HostError as e:
-            log.warning("enclave status unavailable", code=e.code.name)
+        await enclaves.report_status()
         await asyncio.sleep(interval_s)
 
 
@@ -262,7 +265,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="shardkeep-host", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:50060", help="host:port or unix:/path")
     parser.add_argument(
-        "--enclave", required=True, help="unix:/path (enclave or vsock bridge) or host:port"
+        "--enclave",
+        required=True,
+        action="append",
+        help="unix:/path (enclave or vsock bridge) or host:port; repeat it for several "
+        "enclaves of the same image, which share the work (docs/architecture.md)",
     )
     parser.add_argument("--relay", required=True, help="the relay's host:port or unix:/path")
     parser.add_argument(
@@ -330,7 +337,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--keep-retired-epochs must be >= 0")
     if args.max_backups_per_wallet < 1 or args.max_backup_bytes_per_wallet < 1:
         parser.error("backup quotas must be positive")
-    if args.enclave.startswith("vsock:"):
+    if len(set(args.enclave)) != len(args.enclave):
+        parser.error("--enclave names one enclave twice")
+    if any(target.startswith("vsock:") for target in args.enclave):
         parser.error("grpcio has no vsock transport: point --enclave at the vsock bridge's socket")
     try:
         tokens = _read_tokens(args.api_token_file)
@@ -345,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.configure("host", level=logging.getLevelName(args.log_level.upper()))
     config = HostConfig(
         listen=args.listen,
-        enclave=args.enclave,
+        enclave=args.enclave[0],
+        more_enclaves=tuple(args.enclave[1:]),
         relay=args.relay,
         store=args.store,
         metrics_port=args.metrics_port,

@@ -25,7 +25,7 @@ import hmac
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import grpc
@@ -35,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from host.ceremony_plan import KIND_NAMES, plan_ceremony, scheme_enum
 from host.enclave_link import CeremonyDriver, EnclaveLink, LinkConfig, ceremony_budget
+from host.enclave_pool import EnclavePool
 from host.errors import HostError, error_for
 from host.metrics import HostMetrics
 from host.store import (
@@ -58,6 +59,7 @@ from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 __all__ = [
     # Functions
     "create_server",
+    "enclave_pool",
     # Types
     "HostServicer",
     "RequestInterceptor",
@@ -69,6 +71,7 @@ REQUEST_ID_KEY: Final = "x-request-id"
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_NONCE_BYTES: Final = 512  # the NSM's limit on an attestation nonce
 _MAX_MESSAGE_BYTES: Final = 8 << 20
+_MAX_AFFINITY_CHARS: Final = 256  # routing only: a longer key is cut, never refused
 _K = ceremony_pb2.CeremonyKind
 # Per-call ids bound into the log context by the handler, cleared by the interceptor.
 # Called once or more per ceremony: their successful calls log at DEBUG.
@@ -223,7 +226,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         self,
         *,
         store: Store,
-        link: EnclaveLink,
+        enclaves: EnclavePool,
         relay: RelayClient,
         metrics: HostMetrics,
         backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
@@ -231,7 +234,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
     ) -> None:
         """Arguments:
         store: the ciphertext store (caller-owned).
-        link: the provisioned enclave link.
+        enclaves: the provisioned enclaves (one or more, one identity).
         relay: the relay client (caller-owned).
         metrics: the host's metrics.
         backup_quota: most backups and blob bytes one wallet may keep.
@@ -241,7 +244,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         self._keep_retired = keep_retired_epochs
         self._store = store
         self._backup_quota = backup_quota
-        self._link = link
+        self._enclaves = enclaves
         self._relay = relay
         self._metrics = metrics
         # Wallets with a key-changing ceremony running in this process: a second
@@ -303,21 +306,21 @@ class HostServicer(host_pb2_grpc.HostServicer):
         in_flight.inc()
         try:
             # At most half the coordinator's time for a restarted enclave to come back.
-            budget = ceremony_budget(context.time_remaining(), self._link.config)
-
-            async def enclave_ready() -> None:
-                await self._link.ready(self._store, wait_s=budget / 2)
-
-            # Overlaps the driver's store reads and relay join, unless the plan
-            # needs the enclave's key first.
-            pending: Callable[[], Awaitable[None]] | None = enclave_ready
-            if not self._link.provisioned:
-                await self._link.ensure_provisioned(self._store, wait_s=budget / 2)
-                pending = None
-            plan = plan_ceremony(request, kind, self._link.static_key)
+            budget = ceremony_budget(context.time_remaining(), self._enclaves.config)
+            # The plan needs the enclaves' key first (the same in each).
+            if not self._enclaves.provisioned:
+                await self._enclaves.ensure_provisioned(self._store, wait_s=budget / 2)
+            plan = plan_ceremony(request, kind, self._enclaves.static_key)
             structlog.contextvars.bind_contextvars(
                 room_id=plan.room_id, ceremony_id=plan.ceremony_id, wallet_id=plan.wallet_id
             )
+            # The enclave that issued the request's challenge: no other accepts it.
+            enclave = await self._enclaves.issuer_of(plan.request.challenge)
+            link = enclave.link
+
+            async def enclave_ready() -> None:
+                await link.ready(self._store, wait_s=budget / 2)
+
             if plan.changes_keys:
                 if plan.wallet_id in self._changing:
                     raise HostError(
@@ -330,21 +333,23 @@ class HostServicer(host_pb2_grpc.HostServicer):
             async def run() -> ceremony_pb2.CeremonyResult:
                 nonlocal driver
                 driver = CeremonyDriver(
-                    link=self._link,
+                    link=link,
                     relay=self._relay,
                     store=self._store,
                     plan=plan,
                     relay_token=request.relay_token,
-                    timeout_s=ceremony_budget(context.time_remaining(), self._link.config),
+                    timeout_s=ceremony_budget(context.time_remaining(), link.config),
                     request_id=request_id,
-                    enclave_ready=pending,
+                    # Overlaps the driver's store reads and relay join.
+                    enclave_ready=enclave_ready,
                 )
                 return await driver.run()
 
             self._log.debug("ceremony started", request_bytes=len(plan.signed.request))
             # Straight to the enclave; a restarted one is provisioned again (and
             # the ceremony run again from the room's log) only when it says so.
-            result = await self._link.retry_unprovisioned(self._store, run)
+            with enclave.ceremony():
+                result = await link.retry_unprovisioned(self._store, run)
         except Exception as e:
             error = error_for(e)
             if not isinstance(e, HostError) and error.code == grpc.StatusCode.INTERNAL:
@@ -513,7 +518,8 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 self._store.ack_epoch, wallet_id, epoch, position, request.signature
             )
             acked = record.acked | {position}
-            acked |= {i for i, k in enumerate(change.host_pubkeys) if k == self._link.host_pubkey}
+            server_key = self._enclaves.host_pubkey
+            acked |= {i for i, k in enumerate(change.host_pubkeys) if k == server_key}
             if record.state == "committed" and len(acked) == len(change.host_pubkeys):
                 pruned = await asyncio.to_thread(
                     self._store.prune_retired, wallet_id, self._keep_retired
@@ -565,10 +571,8 @@ class HostServicer(host_pb2_grpc.HostServicer):
                     f"nonce is longer than {_MAX_NONCE_BYTES} bytes",
                 )
             request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-            await self._link.ready(self._store)
-            document = await self._link.retry_unprovisioned(
-                self._store,
-                lambda: self._link.attestation(request.nonce, request_id=request_id),
+            document = await self._enclaves.attestation(
+                self._store, request.nonce, request_id=request_id
             )
         except Exception as e:
             error = error_for(e)
@@ -583,7 +587,9 @@ class HostServicer(host_pb2_grpc.HostServicer):
         """A single-use challenge from the enclave (forwarded; the host keeps nothing)."""
         try:
             request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-            issued = await self._link.challenge(request_id=request_id)
+            issued = await self._enclaves.challenge(
+                affinity=request.affinity[:_MAX_AFFINITY_CHARS], request_id=request_id
+            )
         except Exception as e:
             error = error_for(e)
             await context.abort(error.code, error.message, trailing_metadata=error.trailers)
@@ -721,7 +727,7 @@ async def create_server(
     address: str,
     *,
     store: Store,
-    enclave_channel: grpc.aio.Channel,
+    enclave_channel: grpc.aio.Channel | Mapping[str, grpc.aio.Channel],
     relay: RelayClient,
     metrics: HostMetrics | None = None,
     link_config: LinkConfig | None = None,
@@ -732,14 +738,15 @@ async def create_server(
     keep_retired_epochs: int = 0,
     tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Build the host's gRPC server (not started), provisioning the enclave first.
+    """Build the host's gRPC server (not started), provisioning the enclaves first.
 
     Arguments:
         address: ``host:port`` (port 0 picks one; tests use ``127.0.0.1:0``) or
             ``unix:/path``.
         store: the ciphertext store (caller-owned; close it after the server stops).
-        enclave_channel: a channel to the enclave (caller-owned; allow messages
-            as large as the sealed shares, megabytes for DKLs23).
+        enclave_channel: a channel to the enclave, or to each of several enclaves
+            by name (``host.enclave_pool``; caller-owned; allow messages as
+            large as the sealed shares, megabytes for DKLs23).
         relay: a client of the relay the coordinators' rooms live on (caller-owned).
         metrics: the host's metrics (a fresh registry if None).
         link_config: enclave timeouts (``LinkConfig()`` if None).
@@ -757,13 +764,13 @@ async def create_server(
         reports SERVING for "" and ``SERVICE_NAME``.
 
     Raises:
-        HostError: the enclave could not be provisioned.
+        HostError: no enclave could be provisioned, or two hold different identities.
         StoreError: the enclave identity could not be read or kept.
         shardkeep.server.BindError: the address cannot be bound.
     """
     metrics = metrics or HostMetrics()
-    link = EnclaveLink(enclave_channel, link_config, metrics.enclave)
-    await link.provision(store)
+    enclaves = enclave_pool(enclave_channel, link_config, metrics)
+    await enclaves.provision(store)
     server = grpc.aio.server(
         # The API token first, then malformed bodies: INVALID_ARGUMENT, counted.
         interceptors=[RequestInterceptor(metrics, api_tokens), MalformedRequests()],
@@ -781,7 +788,7 @@ async def create_server(
     host_pb2_grpc.add_HostServicer_to_server(  # type: ignore[no-untyped-call]
         HostServicer(
             store=store,
-            link=link,
+            enclaves=enclaves,
             relay=relay,
             metrics=metrics,
             backup_quota=backup_quota,
@@ -793,3 +800,19 @@ async def create_server(
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return server, port
+
+
+def enclave_pool(
+    channels: grpc.aio.Channel | Mapping[str, grpc.aio.Channel],
+    config: LinkConfig | None,
+    metrics: HostMetrics,
+) -> EnclavePool:
+    """The enclaves behind ``channels`` (one channel: one enclave named "enclave"); the
+    first one's status reports go to ``metrics``."""
+    named = channels if isinstance(channels, Mapping) else {"enclave": channels}
+    return EnclavePool(
+        {
+            name: EnclaveLink(channel, config, metrics.enclave if i == 0 else None)
+            for i, (name, channel) in enumerate(named.items())
+        }
+    )

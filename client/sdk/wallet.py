@@ -180,6 +180,13 @@ class Wallet:
 
 
 @sdk_boundary
+def _affinity(request: ceremony_pb2.CeremonyRequest) -> str:
+    """The host's routing key for a request's challenge: the wallet id of an ECDSA
+    ceremony, whose DKLs23 pair setups live in one enclave's memory (a switch of
+    enclave costs a pair setup, docs/security/ot-setups.md); none otherwise."""
+    return request.wallet_id if request.scheme == ceremony_pb2.SCHEME_ECDSA_SECP256K1 else ""
+
+
 class WalletClient:
     """Talks to a host (the server share) and a relay as a coordinator.
 
@@ -1119,7 +1126,7 @@ class WalletClient:
         # The enclave's challenge travels while the room is made (one extra call, overlapped).
         room, challenge = await asyncio.gather(
             self._create_room(list(roster.party_ids)),
-            self.challenge() if with_server else asyncio.sleep(0, b""),
+            self.challenge(_affinity(request)) if with_server else asyncio.sleep(0, b""),
         )
         request.room_id = room.room_id
         # Every party binds the enclave's challenge (session id and channels), so the
@@ -1200,19 +1207,25 @@ class WalletClient:
     def _connection_error(self, error: grpc.aio.AioRpcError, server: str) -> TransportError | None:
         return transport_error(error, server, self._addresses[server], self._transport)
 
-    async def challenge(self) -> bytes:
+    async def challenge(self, affinity: str = "") -> bytes:
         """A single-use challenge from the enclave (through the host) for one ceremony request.
 
         The enclave accepts a signed request only with a challenge it issued and
         has not seen used, so a request cannot be replayed, not even after an
         enclave restart or on another enclave instance.
 
+        Arguments:
+            affinity: a host with several enclaves sends ceremonies with the same
+                affinity to the same enclave while it is up (routing only).
+
         Raises:
             TransportError: the host cannot be reached (as ``attest``).
             WalletError: the host or the enclave refused.
         """
         try:
-            reply = await self._host.GetChallenge(host_pb2.HostChallengeRequest(), timeout=30)
+            reply = await self._host.GetChallenge(
+                host_pb2.HostChallengeRequest(affinity=affinity), timeout=30
+            )
         except grpc.aio.AioRpcError as e:
             typed = self._connection_error(e, "host")
             if typed is not None:

@@ -26,7 +26,7 @@ from shardkeep.v1 import ceremony_pb2 as shardkeep_dot_v1_dot_ceremony__pb2
 from shardkeep.v1 import envelope_pb2 as shardkeep_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashardkeep/v1/enclave.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\x1a\x1bshardkeep/v1/envelope.proto\"y\n\x15SetCredentialsRequest\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x19\n\x11secret_access_key\x18\x02 \x01(\t\x12\x15\n\rsession_token\x18\x03 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x04 \x01(\x04\"\x18\n\x16SetCredentialsResponse\"+\n\x10ProvisionRequest\x12\x17\n\x0fsealed_identity\x18\x01 \x01(\x0c\"U\n\x11ProvisionResponse\x12\x17\n\x0fsealed_identity\x18\x01 \x01(\x0c\x12\x12\n\nstatic_key\x18\x02 \x01(\x0c\x12\x13\n\x0bhost_pubkey\x18\x03 \x01(\x0c\"&\n\x15GetAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"*\n\x16GetAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"\x12\n\x10GetStatusRequest\"\xe2\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nstatic_key\x18\x02 \x01(\x0c\x12\x1a\n\x12\x63\x65remonies_running\x18\x03 \x01(\r\x12R\n\x12malformed_requests\x18\x04 \x03(\x0b\x32\x36.shardkeep.v1.GetStatusResponse.MalformedRequestsEntry\x1a\x38\n\x16MalformedRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"w\n\rCeremonyStart\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.shardkeep.v1.SignedCeremonyRequest\x12\x30\n\rsealed_shares\x18\x02 \x03(\x0b\x32\x19.shardkeep.v1.SealedShare\"\x19\n\x08StoreAck\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\"\x9e\x01\n\rCeremonyInput\x12,\n\x05start\x18\x01 \x01(\x0b\x32\x1b.shardkeep.v1.CeremonyStartH\x00\x12)\n\x07inbound\x18\x02 \x01(\x0b\x32\x16.shardkeep.v1.EnvelopeH\x00\x12+\n\tstore_ack\x18\x03 \x01(\x0b\x32\x16.shardkeep.v1.StoreAckH\x00\x42\x07\n\x05input\"`\n\x0f\x43\x65remonyFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x63ulprits\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x05 \x01(\tJ\x04\x08\x04\x10\x05R\x06\x62urned\">\n\x11OutboundEnvelopes\x12)\n\tenvelopes\x18\x01 \x03(\x0b\x32\x16.shardkeep.v1.Envelope\"\xe3\x01\n\x0e\x43\x65remonyOutput\x12\x33\n\x08outbound\x18\x05 \x01(\x0b\x32\x1f.shardkeep.v1.OutboundEnvelopesH\x00\x12*\n\x05store\x18\x02 \x01(\x0b\x32\x19.shardkeep.v1.SealedShareH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.shardkeep.v1.CeremonyResultH\x00\x12\x30\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1d.shardkeep.v1.CeremonyFailureH\x00\x42\x08\n\x06outputJ\x04\x08\x01\x10\x02\"\xba\x01\n\x0cSessionInput\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\r\x12,\n\x05input\x18\x02 \x01(\x0b\x32\x1b.shardkeep.v1.CeremonyInputH\x00\x12\x14\n\nhalf_close\x18\x03 \x01(\x08H\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\x08H\x00\x12:\n\rget_challenge\x18\x05 \x01(\x0b\x32!.shardkeep.v1.GetChallengeRequestH\x00\x42\x07\n\x05\x66rame\"\xbb\x01\n\rSessionOutput\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\r\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x1c.shardkeep.v1.CeremonyOutputH\x00\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.shardkeep.v1.ChannelEndH\x00\x12\x37\n\tchallenge\x18\x04 \x01(\x0b\x32\".shardkeep.v1.GetChallengeResponseH\x00\x42\x07\n\x05\x66rame\"+\n\nChannelEnd\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x15\n\x13GetChallengeRequest\"A\n\x14GetChallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x02 \x01(\x04\x32\xcc\x04\n\x07\x45nclave\x12[\n\x0eSetCredentials\x12#.shardkeep.v1.SetCredentialsRequest\x1a$.shardkeep.v1.SetCredentialsResponse\x12L\n\tProvision\x12\x1e.shardkeep.v1.ProvisionRequest\x1a\x1f.shardkeep.v1.ProvisionResponse\x12[\n\x0eGetAttestation\x12#.shardkeep.v1.GetAttestationRequest\x1a$.shardkeep.v1.GetAttestationResponse\x12L\n\tGetStatus\x12\x1e.shardkeep.v1.GetStatusRequest\x1a\x1f.shardkeep.v1.GetStatusResponse\x12L\n\x0bRunCeremony\x12\x1b.shardkeep.v1.CeremonyInput\x1a\x1c.shardkeep.v1.CeremonyOutput(\x01\x30\x01\x12\x46\n\x07Session\x12\x1a.shardkeep.v1.SessionInput\x1a\x1b.shardkeep.v1.SessionOutput(\x01\x30\x01\x12U\n\x0cGetChallenge\x12!.shardkeep.v1.GetChallengeRequest\x1a\".shardkeep.v1.GetChallengeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashardkeep/v1/enclave.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\x1a\x1bshardkeep/v1/envelope.proto\"y\n\x15SetCredentialsRequest\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x19\n\x11secret_access_key\x18\x02 \x01(\t\x12\x15\n\rsession_token\x18\x03 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x04 \x01(\x04\"\x18\n\x16SetCredentialsResponse\"+\n\x10ProvisionRequest\x12\x17\n\x0fsealed_identity\x18\x01 \x01(\x0c\"U\n\x11ProvisionResponse\x12\x17\n\x0fsealed_identity\x18\x01 \x01(\x0c\x12\x12\n\nstatic_key\x18\x02 \x01(\x0c\x12\x13\n\x0bhost_pubkey\x18\x03 \x01(\x0c\"&\n\x15GetAttestationRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"*\n\x16GetAttestationResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"\x12\n\x10GetStatusRequest\"\xf8\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nstatic_key\x18\x02 \x01(\x0c\x12\x1a\n\x12\x63\x65remonies_running\x18\x03 \x01(\r\x12R\n\x12malformed_requests\x18\x04 \x03(\x0b\x32\x36.shardkeep.v1.GetStatusResponse.MalformedRequestsEntry\x12\x14\n\x0cinstance_tag\x18\x05 \x01(\x0c\x1a\x38\n\x16MalformedRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"w\n\rCeremonyStart\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.shardkeep.v1.SignedCeremonyRequest\x12\x30\n\rsealed_shares\x18\x02 \x03(\x0b\x32\x19.shardkeep.v1.SealedShare\"\x19\n\x08StoreAck\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\"\x9e\x01\n\rCeremonyInput\x12,\n\x05start\x18\x01 \x01(\x0b\x32\x1b.shardkeep.v1.CeremonyStartH\x00\x12)\n\x07inbound\x18\x02 \x01(\x0b\x32\x16.shardkeep.v1.EnvelopeH\x00\x12+\n\tstore_ack\x18\x03 \x01(\x0b\x32\x16.shardkeep.v1.StoreAckH\x00\x42\x07\n\x05input\"`\n\x0f\x43\x65remonyFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x63ulprits\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x05 \x01(\tJ\x04\x08\x04\x10\x05R\x06\x62urned\">\n\x11OutboundEnvelopes\x12)\n\tenvelopes\x18\x01 \x03(\x0b\x32\x16.shardkeep.v1.Envelope\"\xe3\x01\n\x0e\x43\x65remonyOutput\x12\x33\n\x08outbound\x18\x05 \x01(\x0b\x32\x1f.shardkeep.v1.OutboundEnvelopesH\x00\x12*\n\x05store\x18\x02 \x01(\x0b\x32\x19.shardkeep.v1.SealedShareH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.shardkeep.v1.CeremonyResultH\x00\x12\x30\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1d.shardkeep.v1.CeremonyFailureH\x00\x42\x08\n\x06outputJ\x04\x08\x01\x10\x02\"\xba\x01\n\x0cSessionInput\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\r\x12,\n\x05input\x18\x02 \x01(\x0b\x32\x1b.shardkeep.v1.CeremonyInputH\x00\x12\x14\n\nhalf_close\x18\x03 \x01(\x08H\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\x08H\x00\x12:\n\rget_challenge\x18\x05 \x01(\x0b\x32!.shardkeep.v1.GetChallengeRequestH\x00\x42\x07\n\x05\x66rame\"\xbb\x01\n\rSessionOutput\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\r\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x1c.shardkeep.v1.CeremonyOutputH\x00\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.shardkeep.v1.ChannelEndH\x00\x12\x37\n\tchallenge\x18\x04 \x01(\x0b\x32\".shardkeep.v1.GetChallengeResponseH\x00\x42\x07\n\x05\x66rame\"+\n\nChannelEnd\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x15\n\x13GetChallengeRequest\"A\n\x14GetChallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x02 \x01(\x04\x32\xcc\x04\n\x07\x45nclave\x12[\n\x0eSetCredentials\x12#.shardkeep.v1.SetCredentialsRequest\x1a$.shardkeep.v1.SetCredentialsResponse\x12L\n\tProvision\x12\x1e.shardkeep.v1.ProvisionRequest\x1a\x1f.shardkeep.v1.ProvisionResponse\x12[\n\x0eGetAttestation\x12#.shardkeep.v1.GetAttestationRequest\x1a$.shardkeep.v1.GetAttestationResponse\x12L\n\tGetStatus\x12\x1e.shardkeep.v1.GetStatusRequest\x1a\x1f.shardkeep.v1.GetStatusResponse\x12L\n\x0bRunCeremony\x12\x1b.shardkeep.v1.CeremonyInput\x1a\x1c.shardkeep.v1.CeremonyOutput(\x01\x30\x01\x12\x46\n\x07Session\x12\x1a.shardkeep.v1.SessionInput\x1a\x1b.shardkeep.v1.SessionOutput(\x01\x30\x01\x12U\n\x0cGetChallenge\x12!.shardkeep.v1.GetChallengeRequest\x1a\".shardkeep.v1.GetChallengeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,31 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=467
   _globals['_GETSTATUSREQUEST']._serialized_end=485
   _globals['_GETSTATUSRESPONSE']._serialized_start=488
-  _globals['_GETSTATUSRESPONSE']._serialized_end=714
-  _globals['_GETSTATUSRESPONSE_MALFORMEDREQUESTSENTRY']._serialized_start=658
-  _globals['_GETSTATUSRESPONSE_MALFORMEDREQUESTSENTRY']._serialized_end=714
-  _globals['_CEREMONYSTART']._serialized_start=716
-  _globals['_CEREMONYSTART']._serialized_end=835
-  _globals['_STOREACK']._serialized_start=837
-  _globals['_STOREACK']._serialized_end=862
-  _globals['_CEREMONYINPUT']._serialized_start=865
-  _globals['_CEREMONYINPUT']._serialized_end=1023
-  _globals['_CEREMONYFAILURE']._serialized_start=1025
-  _globals['_CEREMONYFAILURE']._serialized_end=1121
-  _globals['_OUTBOUNDENVELOPES']._serialized_start=1123
-  _globals['_OUTBOUNDENVELOPES']._serialized_end=1185
-  _globals['_CEREMONYOUTPUT']._serialized_start=1188
-  _globals['_CEREMONYOUTPUT']._serialized_end=1415
-  _globals['_SESSIONINPUT']._serialized_start=1418
-  _globals['_SESSIONINPUT']._serialized_end=1604
-  _globals['_SESSIONOUTPUT']._serialized_start=1607
-  _globals['_SESSIONOUTPUT']._serialized_end=1794
-  _globals['_CHANNELEND']._serialized_start=1796
-  _globals['_CHANNELEND']._serialized_end=1839
-  _globals['_GETCHALLENGEREQUEST']._serialized_start=1841
-  _globals['_GETCHALLENGEREQUEST']._serialized_end=1862
-  _globals['_GETCHALLENGERESPONSE']._serialized_start=1864
-  _globals['_GETCHALLENGERESPONSE']._serialized_end=1929
-  _globals['_ENCLAVE']._serialized_start=1932
-  _globals['_ENCLAVE']._serialized_end=2520
+  _globals['_GETSTATUSRESPONSE']._serialized_end=736
+  _globals['_GETSTATUSRESPONSE_MALFORMEDREQUESTSENTRY']._serialized_start=680
+  _globals['_GETSTATUSRESPONSE_MALFORMEDREQUESTSENTRY']._serialized_end=736
+  _globals['_CEREMONYSTART']._serialized_start=738
+  _globals['_CEREMONYSTART']._serialized_end=857
+  _globals['_STOREACK']._serialized_start=859
+  _globals['_STOREACK']._serialized_end=884
+  _globals['_CEREMONYINPUT']._serialized_start=887
+  _globals['_CEREMONYINPUT']._serialized_end=1045
+  _globals['_CEREMONYFAILURE']._serialized_start=1047
+  _globals['_CEREMONYFAILURE']._serialized_end=1143
+  _globals['_OUTBOUNDENVELOPES']._serialized_start=1145
+  _globals['_OUTBOUNDENVELOPES']._serialized_end=1207
+  _globals['_CEREMONYOUTPUT']._serialized_start=1210
+  _globals['_CEREMONYOUTPUT']._serialized_end=1437
+  _globals['_SESSIONINPUT']._serialized_start=1440
+  _globals['_SESSIONINPUT']._serialized_end=1626
+  _globals['_SESSIONOUTPUT']._serialized_start=1629
+  _globals['_SESSIONOUTPUT']._serialized_end=1816
+  _globals['_CHANNELEND']._serialized_start=1818
+  _globals['_CHANNELEND']._serialized_end=1861
+  _globals['_GETCHALLENGEREQUEST']._serialized_start=1863
+  _globals['_GETCHALLENGEREQUEST']._serialized_end=1884
+  _globals['_GETCHALLENGERESPONSE']._serialized_start=1886
+  _globals['_GETCHALLENGERESPONSE']._serialized_end=1951
+  _globals['_ENCLAVE']._serialized_start=1954
+  _globals['_ENCLAVE']._serialized_end=2542
 # @@protoc_insertion_point(module_scope)

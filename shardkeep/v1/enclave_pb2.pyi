@@ -57,7 +57,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "static_key", "ceremonies_running", "malformed_requests")
+    __slots__ = ("version", "static_key", "ceremonies_running", "malformed_requests", "instance_tag")
     class MalformedRequestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,11 +69,13 @@ class GetStatusResponse(_message.Message):
     STATIC_KEY_FIELD_NUMBER: _ClassVar[int]
     CEREMONIES_RUNNING_FIELD_NUMBER: _ClassVar[int]
     MALFORMED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_TAG_FIELD_NUMBER: _ClassVar[int]
     version: str
     static_key: bytes
     ceremonies_running: int
     malformed_requests: _containers.ScalarMap[str, int]
-    def __init__(self, version: _Optional[str] = ..., static_key: _Optional[bytes] = ..., ceremonies_running: _Optional[int] = ..., malformed_requests: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    instance_tag: bytes
+    def __init__(self, version: _Optional[str] = ..., static_key: _Optional[bytes] = ..., ceremonies_running: _Optional[int] = ..., malformed_requests: _Optional[_Mapping[str, int]] = ..., instance_tag: _Optional[bytes] = ...) -> None: ...
 
 class CeremonyStart(_message.Message):
     __slots__ = ("request", "sealed_shares")

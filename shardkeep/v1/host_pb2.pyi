@@ -191,8 +191,10 @@ class RetireEpochResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class HostChallengeRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("affinity",)
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    affinity: str
+    def __init__(self, affinity: _Optional[str] = ...) -> None: ...
 
 class HostChallengeResponse(_message.Message):
     __slots__ = ("challenge", "not_after_unix")
