@@ -38,6 +38,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NewType, NoReturn
 
 from tss.curve import N, Point, schnorr_sign, schnorr_verify, tagged_hash
@@ -199,9 +200,22 @@ class SessionParams:
     def suite(self) -> DkgSuite:
         return suite_of(self.group)
 
+    @cached_property
+    def _hostpubkey_points(self) -> tuple[Point, ...]:
+        # ``_params_validate``; not cached when it raises.
+        return _hostpubkey_points(self)
+
 
 def _params_validate(params: SessionParams) -> tuple[Point, ...]:
-    """Check the parameters; return the host public keys as points."""
+    """Check the parameters; return the host public keys as points.
+
+    Checked once per ``SessionParams`` object (it is immutable): a participant
+    that is also its own coordinator passes the same one to every step.
+    """
+    return params._hostpubkey_points
+
+
+def _hostpubkey_points(params: SessionParams) -> tuple[Point, ...]:
     hostpubkeys, t = params.hostpubkeys, params.t
     if not 1 <= t <= len(hostpubkeys) <= 2**32 - 1:
         raise ThresholdOrCountError("need 1 <= t <= n <= 2^32 - 1")
