@@ -25,21 +25,54 @@ base64 strings; ``pip install '.[bench]'``): ``preprocess`` for every signer,
 party: a Pedersen DKG with proofs of possession over authenticated, confidential
 channels it does not provide, so no encryption and no agreement check). Keys
 for our signing come from our DKG.
+
+The machine may be shared, so the rows of one table are measured side by side:
+each round calls every function once, in turn, and the medians of CPU time
+are compared; load from other processes then falls on all of them alike.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench.util import measure
+from bench.util import Stats
 from tss import dkg, local, rfc9591
 from tss.group import ED25519
 from tss.rfc9591 import FROST_ED25519, KeyMaterial
 
 CONFIGS = [(2, 3), (3, 5)]
 RUNS = 50
+DKG_RUNS = 30
+
+
+def side_by_side(fns: Mapping[str, Callable[[], object]], runs: int) -> dict[str, Stats]:
+    """Median wall and CPU ms of each function, one call of each per round, in turn."""
+    for fn in fns.values():  # warm up
+        fn()
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            cpus[name].append((time.process_time() - c0) * 1e3)
+            walls[name].append((time.perf_counter() - w0) * 1e3)
+    return {
+        name: Stats(runs, statistics.median(walls[name]), statistics.median(cpus[name]))
+        for name in fns
+    }
+
+
+def _print(label: str, table: Mapping[str, Stats]) -> None:
+    for name, stats in table.items():
+        print(f"    {label} {name:<20}: {stats}")
+    if "ceremony" in table and "frost-rs" in table:
+        ratio = table["ceremony"].cpu_ms / table["frost-rs"].cpu_ms
+        print(f"    {label} ceremony / frost-rs (CPU): {ratio:.2f}")
 
 
 def _ours(t: int, n: int) -> tuple[Callable[[], bytes], Callable[[], bytes], KeyMaterial, bytes]:
@@ -133,25 +166,24 @@ def _frost_rs_sign(f: Any, t: int, n: int) -> Callable[[], str]:
 def main() -> None:
     frost_rs = _frost_rs()
     print("Ed25519 FROST (RFC 9591), all parties in one process; frost-rs in the same run:")
+    if frost_rs is None:
+        print("  frost-rs: not installed (pip install '.[bench]')")
     for t, n in CONFIGS:
         rounds, ceremony, key, msg = _ours(t, n)
         for fn in (rounds, ceremony):
             if not FROST_ED25519.verify(key.public_key, msg, fn()):
                 raise SystemExit("Ed25519 signature does not verify")
-        session = _chilldkg(t, n)
-        keygen = lambda: local.keygen("ed25519", threshold=t, parties=n)  # noqa: B023, E731
+        sign: dict[str, Callable[[], object]] = {"RFC 9591 rounds": rounds, "ceremony": ceremony}
+        keygen: dict[str, Callable[[], object]] = {
+            "ChillDKG layers": _chilldkg(t, n),
+            "ceremony": lambda: local.keygen("ed25519", threshold=t, parties=n),  # noqa: B023
+        }
+        if frost_rs is not None:
+            sign["frost-rs"] = _frost_rs_sign(frost_rs, t, n)
+            keygen["frost-rs"] = lambda: _frost_rs_dkg(frost_rs, t, n)  # noqa: B023
         print(f"  {t}-of-{n}")
-        print(f"    shardkeep sign (RFC 9591 rounds): {measure(rounds, runs=RUNS, warmup=3)}")
-        print(f"    shardkeep sign (ceremony)       : {measure(ceremony, runs=RUNS, warmup=3)}")
-        print(f"    shardkeep DKG (ChillDKG layers) : {measure(session, runs=20, warmup=1)}")
-        print(f"    shardkeep DKG (ceremony)        : {measure(keygen, runs=20, warmup=1)}")
-        if frost_rs is None:
-            print("    frost-rs: not installed (pip install '.[bench]')")
-            continue
-        sign = _frost_rs_sign(frost_rs, t, n)
-        print(f"    frost-rs sign                   : {measure(sign, runs=RUNS, warmup=3)}")
-        dkg = measure(lambda: _frost_rs_dkg(frost_rs, t, n), runs=20, warmup=1)  # noqa: B023
-        print(f"    frost-rs DKG                    : {dkg}")
+        _print("sign", side_by_side(sign, RUNS))
+        _print("DKG ", side_by_side(keygen, DKG_RUNS))
 
 
 if __name__ == "__main__":
