@@ -137,9 +137,12 @@ async def _measure(
             client, wallet = clients[turn % len(clients)], wallets[turn % len(wallets)]
             await client.sign(wallet, DIGEST, {0: device})
 
-        # Every wallet's record opened in every enclave (KMS), through every host.
-        for _ in range(WARMUP * WALLETS * len(clients) * shape.enclaves):
-            await sign()
+        # Every wallet's record opened in every enclave (KMS) through every host: a
+        # host takes its enclaves in turn for consecutive signatures.
+        for wallet in wallets:
+            for client in clients:
+                for _ in range(WARMUP * shape.enclaves):
+                    await client.sign(wallet, DIGEST, {0: device})
         walls = []
         for _ in range(signatures):
             start = time.perf_counter()
