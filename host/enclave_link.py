@@ -76,7 +76,7 @@ from host.errors import (
 from host.metrics import EnclaveReport
 from host.store import Store, WalletNotFoundError
 from relay.client import RelayClient, RoomParty
-from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
+from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2, relay_pb2
 
 __all__ = [
     # Functions
@@ -484,6 +484,7 @@ class CeremonyDriver:
         relay_token: str,
         timeout_s: float,
         request_id: str,
+        relay_room: relay_pb2.SignedRoomSpec | None = None,
         enclave_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Arguments:
@@ -492,6 +493,7 @@ class CeremonyDriver:
         store: the ciphertext store.
         plan: the checked request (``host.ceremony_plan.plan_ceremony``).
         relay_token: the enclave party's join token for the room (a secret).
+        relay_room: the room's signed spec when its first join creates it.
         timeout_s: the whole ceremony's time budget.
         request_id: correlates the host's, the enclave's and the coordinator's logs.
         enclave_ready: awaited before the enclave stream opens, concurrently with
@@ -503,6 +505,7 @@ class CeremonyDriver:
         self._store = store
         self._plan = plan
         self._relay_token = relay_token
+        self._relay_room = relay_room
         self._timeout_s = timeout_s
         self._request_id = request_id
         self._enclave_ready = enclave_ready
@@ -621,7 +624,13 @@ class CeremonyDriver:
 
     async def _run_streams(self) -> ceremony_pb2.CeremonyResult:
         plan = self._plan
-        session = self._relay.join(plan.room_id, plan.party_id, self._relay_token)
+        session = self._relay.join(
+            plan.room_id,
+            plan.party_id,
+            self._relay_token,
+            room=self._relay_room,
+            deadline_s=self._timeout_s,
+        )
         try:
             shares = await self._setup(session)
             start = enclave_pb2.CeremonyStart(request=plan.signed, sealed_shares=shares)
@@ -668,9 +677,11 @@ class CeremonyDriver:
                 reader = group.create_task(self._forward_deliveries(session, inputs))
                 result = await self._read_outputs(call, session, inputs, group)
                 # Outbound sends still in flight stay in the group, which waits
-                # for their relay acks before the result counts.
+                # for their relay acks before the result counts; on a Session
+                # channel (no acks) the flush waits until the relay stored them.
                 writer.cancel()
                 reader.cancel()
+                await session.flush()
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
         return result

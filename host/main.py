@@ -84,6 +84,8 @@ class HostConfig:
         backup_quota: most backups and blob bytes one wallet may keep.
         tls: serve the public API over TLS (mutual TLS with a client CA); None: plaintext.
         relay_tls: reach the relay over TLS; None: plaintext.
+        relay_session: every room on one ``Relay.Session`` stream (docs/transport.md);
+            False: a Join call per room.
         keep_retired_epochs: retired epochs kept once every party acknowledged
             the current one.
         enclave_status_interval_s: how often the enclave's counters are fetched
@@ -103,6 +105,7 @@ class HostConfig:
     backup_quota: BackupQuota = field(default_factory=BackupQuota)
     tls: ServerTls | None = None
     relay_tls: ClientTls | None = None
+    relay_session: bool = False
     keep_retired_epochs: int = 0
     enclave_status_interval_s: float = 15.0
 
@@ -143,7 +146,9 @@ async def serve(
         )
         for target in (config.enclave, *config.more_enclaves)
     }
-    relay = RelayClient(open_channel(config.relay, tls=config.relay_tls))
+    relay = RelayClient(
+        open_channel(config.relay, tls=config.relay_tls), session=config.relay_session
+    )
     metrics = HostMetrics()
     metrics_server: MetricsServer | None = None
     health = new_health_servicer()
@@ -298,6 +303,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--max-backup-bytes-per-wallet", type=int, default=BackupQuota.max_bytes, metavar="BYTES"
     )
     parser.add_argument(
+        "--relay-transport",
+        choices=("call", "session"),
+        default="call",
+        help="one Join call per room, or every room on one long-lived Relay.Session "
+        "stream (docs/transport.md)",
+    )
+    parser.add_argument(
         "--enclave-transport",
         choices=("call", "session"),
         default="session",
@@ -372,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         backup_quota=BackupQuota(args.max_backups_per_wallet, args.max_backup_bytes_per_wallet),
         tls=tls,
         relay_tls=relay_tls,
+        relay_session=args.relay_transport == "session",
         keep_retired_epochs=args.keep_retired_epochs,
     )
     eventloop.run(_serve_until_signalled(config))

@@ -338,6 +338,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                     store=self._store,
                     plan=plan,
                     relay_token=request.relay_token,
+                    relay_room=request.relay_room if request.HasField("relay_room") else None,
                     timeout_s=ceremony_budget(context.time_remaining(), link.config),
                     request_id=request_id,
                     # Overlaps the driver's store reads and relay join.

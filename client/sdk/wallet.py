@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -200,6 +200,9 @@ class WalletClient:
         relay: a relay client to use instead of one on ``relay_address`` (the
             fault-injection tests pass one that drops, delays or interrupts messages).
         transport: TLS, client certificate and API token (default: plaintext, no token).
+        relay_transport: "call" (a CreateRoom, Join and CloseRoom call per
+            ceremony) or "session" (rooms created on first join, every room on
+            one Relay.Session stream; docs/transport.md). Ignored with ``relay``.
     """
 
     def __init__(
@@ -214,13 +217,16 @@ class WalletClient:
         timeout: float = 120.0,
         relay: RelayClient | None = None,
         transport: Transport | None = None,
+        relay_transport: Literal["call", "session"] = "call",
     ) -> None:
         self._transport = transport or Transport()
         self._addresses = {"host": host_address, "relay": relay_address}
         self._host_channel = self._transport.host_channel(host_address)
         self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
         self._relay = relay or RelayClient(
-            self._transport.relay_channel(relay_address), coordinator=coordinator_key
+            self._transport.relay_channel(relay_address),
+            coordinator=coordinator_key,
+            session=relay_transport == "session",
         )
         self._coordinator = coordinator_key
         self._root = root_certificate
@@ -1154,6 +1160,7 @@ class WalletClient:
                     host_pb2.HostCeremonyRequest(
                         request=self._signed(request, challenge, owner, approvals),
                         relay_token=room.join_tokens[server_id],
+                        relay_room=room.spec,
                     ),
                     timeout=self._timeout,
                 )
