@@ -411,7 +411,8 @@ def _approval_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--approver", type=Path, action="append", default=[], metavar="KEYFILE",
-        help="an API key file that approves (repeatable; `shardkeep policy new-key`)",
+        help="an API key or passkey file that approves (repeatable; `shardkeep policy "
+        "new-key` or `new-passkey`)",
     )  # fmt: skip
 
 

@@ -55,7 +55,7 @@ from client.sdk.attestation import AttestationError
 from client.sdk.backups import backup_share, offline_export_files, recover_device, restore_wallet
 from client.sdk.listing import list_host_wallets
 from client.sdk.party import PartyIdentity
-from client.sdk.policy_files import load_api_key, load_policy_file
+from client.sdk.policy_files import PasskeyFile, load_approver, load_policy_file
 from client.sdk.transport import Transport
 from client.sdk.wallet import KeyChangeUndecided, SignedPayload, Wallet, WalletClient
 from client.storage.errors import StorageError
@@ -310,7 +310,7 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
         if getattr(args, option, None) is not None:
             load_policy_file(getattr(args, option))
     for path in getattr(args, "approver", []):
-        load_api_key(path)
+        load_approver(path)
     if getattr(args, "approver", []) and getattr(args, "policy", None) is None:
         raise UsageError("--approver needs --policy: approvals sign the hash of the set in force")
     wallet_id = getattr(args, "wallet_id", None)
@@ -583,8 +583,8 @@ def _with_policy(wallet: Wallet, args: argparse.Namespace) -> Wallet:
     return replace(wallet, policy_set=replace(policy_set, wallet_id=wallet.wallet_id))
 
 
-def _approvers(args: argparse.Namespace) -> list[ApiKey]:
-    return [load_api_key(path) for path in getattr(args, "approver", [])]
+def _approvers(args: argparse.Namespace) -> list[ApiKey | PasskeyFile]:
+    return [load_approver(path) for path in getattr(args, "approver", [])]
 
 
 async def _sign_message(ctx: _Context) -> dict[str, Any]:

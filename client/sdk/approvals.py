@@ -127,6 +127,10 @@ class SoftwarePasskey:
             self.name, "webauthn-es256", _compressed(self._key), tags, self.rp_id, self.origin
         )
 
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The private key (to store it; ``client.sdk.policy_files.save_passkey``)."""
+        return self._key
+
     def cose_public_key(self) -> bytes:
         """The credential public key as a COSE_Key (what a real registration returns)."""
         numbers = self._key.public_key().public_numbers()

@@ -12,7 +12,15 @@ sign its hash, so the file is what the approver checks the enclave against)::
 
 The wallet id and epoch are not in the file: the SDK fills them in. An API
 key file is JSON with the key's name, kind and PKCS#8 private key (PEM),
-written with mode 0600 and never over an existing file.
+written with mode 0600 and never over an existing file. A passkey file (a
+software passkey, ``client.sdk.approvals.SoftwarePasskey``) is JSON too::
+
+    {"name": "phone", "kind": "webauthn-es256", "rp_id": "wallet.example",
+     "origin": "https://wallet.example", "sign_count": 7, "private_key": "-----BEGIN..."}
+
+Its signature counter is written back (atomically, mode 0600) before each
+approval leaves, so the next one counts higher, as WebAuthn §6.1.1 wants of an
+authenticator: the enclave refuses a counter that did not increase.
 """
 
 from __future__ import annotations
@@ -32,10 +40,15 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from client.errors import sdk_boundary
-from client.sdk.approvals import ApiKey
+from client.sdk.approvals import ApiKey, SoftwarePasskey
+from shardkeep.approvals import Approval
 from shardkeep.policyset import Authenticator, Consensus, InvalidPolicy, Policy, PolicySet
 
 __all__ = [
+    "PasskeyFile",
+    "load_approver",
+    "load_passkey",
+    "save_passkey",
     "load_policy_file",
     "policy_document",
     "authenticator_entry",
@@ -151,3 +164,89 @@ def load_api_key(path: Path) -> ApiKey:
     if kind == "p256" and isinstance(key, ec.EllipticCurvePrivateKey):
         return ApiKey(name, "p256", key)
     raise InvalidPolicy("", f"{path}: the key is not of kind {kind!r}")
+
+
+def _passkey_document(passkey: SoftwarePasskey) -> dict[str, Any]:
+    pem = passkey.private_key().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return {
+        "name": passkey.name, "kind": "webauthn-es256", "rp_id": passkey.rp_id,
+        "origin": passkey.origin, "sign_count": passkey.sign_count, "private_key": pem.decode(),
+    }  # fmt: skip
+
+
+@sdk_boundary
+def save_passkey(passkey: SoftwarePasskey, path: Path) -> None:
+    """Write a software passkey to a new file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(_passkey_document(passkey), f)
+
+
+@sdk_boundary
+def load_passkey(path: Path) -> SoftwarePasskey:
+    """Read a passkey file.
+
+    Raises:
+        InvalidPolicy: not a passkey file (the key's bytes are never shown).
+    """
+    document = _read_json(path, "a passkey file")
+    try:
+        key = load_pem_private_key(document["private_key"].encode(), password=None)
+        name, rp_id, origin = document["name"], document["rp_id"], document["origin"]
+        count = document["sign_count"]
+        kind = document["kind"]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InvalidPolicy("", f"{path} is not a passkey file") from e
+    fields_ok = all(isinstance(v, str) and v for v in (name, rp_id, origin))
+    if kind != "webauthn-es256" or not fields_ok or not isinstance(count, int) or count < 0:
+        raise InvalidPolicy("", f"{path} is not a passkey file")
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise InvalidPolicy("", f"{path}: the key is not a P-256 key")
+    return SoftwarePasskey(name, rp_id, origin, key, count)
+
+
+@sdk_boundary
+class PasskeyFile:
+    """A software passkey kept in a file: each approval first stores its raised counter."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.passkey = load_passkey(path)
+
+    @property
+    def name(self) -> str:
+        return self.passkey.name
+
+    def approve(self, challenge: bytes) -> Approval:
+        """The passkey's assertion over ``challenge``, once the file holds its counter."""
+        approval = self.passkey.approve(challenge)
+        # A new file then a rename: a crash leaves the old file or the new one, never half
+        # of one; an approval whose counter was not stored never leaves.
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(_passkey_document(self.passkey), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return approval
+
+    def __repr__(self) -> str:
+        return f"PasskeyFile({str(self.path)!r}, {self.passkey.name!r})"
+
+
+@sdk_boundary
+def load_approver(path: Path) -> ApiKey | PasskeyFile:
+    """An API key file or a passkey file, by the kind it names.
+
+    Raises:
+        InvalidPolicy: neither.
+    """
+    document = _read_json(path, "an approver file")
+    if isinstance(document, dict) and document.get("kind") == "webauthn-es256":
+        return PasskeyFile(path)
+    return load_api_key(path)
