@@ -179,7 +179,6 @@ class Wallet:
     policy_set: PolicySet | None = None
 
 
-@sdk_boundary
 def _affinity(request: ceremony_pb2.CeremonyRequest) -> str:
     """The host's routing key for a request's challenge: the wallet id of an ECDSA
     ceremony, whose DKLs23 pair setups live in one enclave's memory (a switch of
@@ -187,6 +186,7 @@ def _affinity(request: ceremony_pb2.CeremonyRequest) -> str:
     return request.wallet_id if request.scheme == ceremony_pb2.SCHEME_ECDSA_SECP256K1 else ""
 
 
+@sdk_boundary
 class WalletClient:
     """Talks to a host (the server share) and a relay as a coordinator.
 
