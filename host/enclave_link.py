@@ -317,10 +317,12 @@ class EnclaveLink:
             )
             return True
 
-    async def provision(self, store: Store) -> enclave_pb2.ProvisionResponse:
+    async def provision(
+        self, store: Store, *, wait_s: float | None = None
+    ) -> enclave_pb2.ProvisionResponse:
         """Hand the enclave its sealed identity (or none, the first time); keep what it returns.
 
-        Waits up to ``provision_wait_s`` for the enclave to come up.
+        Waits up to ``wait_s`` (default ``provision_wait_s``) for the enclave to come up.
 
         Arguments:
             store: where the sealed identity is kept.
@@ -335,18 +337,19 @@ class EnclaveLink:
         sealed = await asyncio.to_thread(store.latest_enclave_identity)
         # Before Provision, which opens the sealed identity through KMS: an
         # enclave that (re)started holds no credentials.
-        await self.refresh_credentials(timeout_s=self.config.provision_wait_s, force=True)
+        wait_s = self.config.provision_wait_s if wait_s is None else wait_s
+        await self.refresh_credentials(timeout_s=wait_s, force=True)
         try:
             response: enclave_pb2.ProvisionResponse = await self._stub.Provision(
                 enclave_pb2.ProvisionRequest(sealed_identity=sealed or b""),
-                timeout=self.config.provision_wait_s,
+                timeout=wait_s,
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # never became ready
                 raise HostError(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"the enclave did not come up within {self.config.provision_wait_s} s",
+                    f"the enclave did not come up within {wait_s} s",
                 ) from e
             raise error_from_enclave(e) from e
         if len(response.static_key) != 32:

@@ -132,9 +132,10 @@ class EnclavePool:
     async def provision(self, store: Store) -> None:
         """Provision every enclave with the store's identity; at least one must take it.
 
-        The first goes alone: on a new store it makes the identity the others
-        then receive. An enclave that does not come up is left for later
-        (``ensure_provisioned`` before its first ceremony).
+        The first goes alone, waiting up to ``provision_wait_s`` for it: on a new
+        store it makes the identity the others then receive. The others get
+        ``call_timeout_s`` to come up; one that does not is left for later (its
+        first ceremony provisions it).
 
         Raises:
             HostError: no enclave could be provisioned (the first's error), or
@@ -144,11 +145,12 @@ class EnclavePool:
         first, *rest = self.members
         errors: list[BaseException] = []
         try:
-            await self._provision_one(first, store)
+            await self._provision_one(first, store, self.config.provision_wait_s)
         except HostError as e:
             errors.append(e)
+        wait_s = min(self.config.provision_wait_s, self.config.call_timeout_s)
         outcomes = await asyncio.gather(
-            *(self._provision_one(m, store) for m in rest), return_exceptions=True
+            *(self._provision_one(m, store, wait_s) for m in rest), return_exceptions=True
         )
         errors += [o for o in outcomes if isinstance(o, BaseException)]
         for error in errors:
@@ -157,9 +159,9 @@ class EnclavePool:
         if not self.provisioned:
             raise errors[0]
 
-    async def _provision_one(self, member: Member, store: Store) -> None:
+    async def _provision_one(self, member: Member, store: Store, wait_s: float) -> None:
         try:
-            await member.link.provision(store)
+            await member.link.provision(store, wait_s=wait_s)
         except HostError as e:
             if e.code in _UNREACHABLE:
                 member.down_until = time.monotonic() + DOWN_S
