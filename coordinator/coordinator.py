@@ -19,9 +19,11 @@ wallets' public keyrings, owner keys and which devices may use them.
 Every request the enclave sees is assembled in one place, :meth:`Coordinator._launch`:
 the coordinator's signature and the approvals the request needs: the owner's
 signature of an export or reshare, and for a wallet with a policy set its
-authenticators' approvals, which the device gathers over the exact request
-bytes and the coordinator attaches unchanged (it cannot make them: they are
-signed by the owner's authenticators; the enclave checks them).
+authenticators' approvals of a signature, refresh (a policy change carries
+the asked set, named for the wallet and the new epoch), reshare or export,
+which the device gathers over the exact request bytes and the coordinator
+attaches unchanged (it cannot make them: they are signed by the owner's
+authenticators; the enclave checks them).
 """
 
 from __future__ import annotations

@@ -217,6 +217,36 @@ def test_a_reshare_keeps_the_set_for_both_devices(stack: DevStack, socket_dir: P
     with_coordinator(stack, socket_dir, body, OneOwner)
 
 
+def test_a_device_that_joins_a_policy_change_learns_the_new_set(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """The phone changes the set of its wallet with the laptop; the laptop, joining the
+    refresh, keeps the new set from the request once the change is through."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        passkey = passkey_of()
+        async with new_device(stack, address) as phone, new_device(stack, address) as laptop:
+            old = await phone_wallet(phone, passkey)
+            await laptop.enroll(LAPTOP)
+            laptop_key = laptop._device_key.public_key().public_bytes_raw()
+            mine, theirs = await asyncio.gather(
+                phone.add_party(old, laptop.identity.party, laptop_key, approvers=[passkey]),
+                laptop.join_wallet(
+                    old.wallet_id, public_key=old.public_key, policy_set=old.policy_set
+                ),
+            )
+            wider = owner_managed(passkey, FRIEND, STRANGER, version=2)
+            mine, theirs = await asyncio.gather(
+                phone.refresh(mine, approvers=[passkey], new_policy_set=wider),
+                laptop.join_refresh(theirs),
+            )
+            expected = replace(wider, wallet_id=old.wallet_id, epoch=2)
+            assert mine.policy_set == theirs.policy_set == expected
+            assert await signs_to(laptop, theirs, STRANGER, passkey)
+
+    with_coordinator(stack, socket_dir, body, OneOwner)
+
+
 class DroppingCoordinator(OneOwner):
     """Starts the server share's side without the approvals the device sent (the owner's
     signature of an export or reshare it keeps)."""

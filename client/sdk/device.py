@@ -12,7 +12,17 @@ it was handed:
   threshold, its own party), and its ceremony is built from the request alone,
   as the enclave builds its own;
 - an export runs only once the device's owner key signed the checked request
-  (``ApproveCeremony``), and goes to the device's own one-time key.
+  (``ApproveCeremony``), and goes to the device's own one-time key;
+- for a wallet with a policy set, the device's approvers approve each
+  signature, refresh, reshare and export once the request is checked (a
+  policy change is a refresh carrying the asked set, and no other request may
+  carry one); the wallet keeps its set through every key change, the
+  settling of an interrupted one, and a backup and restore.
+
+The work is split by job: ``device_wallet`` (the wallet as the device holds
+it), ``device_checks`` (what is checked of a request), ``device_session``
+(running one ceremony), ``device_key_changes`` (refresh, reshare, settling)
+and ``device_recovery`` (backup and restore).
 
 The device keeps its key shares and the wallet owner's key; it never sees the
 coordinator key, the host's API token or another party's room token.
