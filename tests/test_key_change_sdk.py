@@ -14,20 +14,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from coincurve import PublicKey, PublicKeyXOnly
 
 from client.cli.devstack import DevStack
+from client.sdk.approvals import ApiKey, SoftwarePasskey
 from client.sdk.key_change import MemoryKeyStore, PendingChange
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import (
+    APPROVAL_REFUSED,
     KeyChangeInterrupted,
     KeyChangeUndecided,
     Wallet,
     WalletClient,
     WalletError,
 )
+from shardkeep.policyset import Consensus, Policy, PolicySet
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay
 from tests.stack_harness import background_stack, wallet_client
 from tss.keyshare import Scheme
@@ -195,3 +199,44 @@ def test_failed_keygen_pending_share_is_discarded_and_the_wallet_id_is_free(
             assert await signs(client, wallet, phone)
 
     asyncio.run(body())
+
+
+def test_an_interrupted_policy_change_resumes_with_the_new_set(stack: DevStack) -> None:
+    """A refresh that changes the policy set loses its last message: the pending wallet
+    carries the new set, so the resumed wallet's approvals verify under it."""
+    passkey = SoftwarePasskey("owner-passkey", "wallet.example", "https://wallet.example")
+    lost = ApiKey.generate("lost-phone")
+    sign = Policy("sign", "allow", "activity.kind == 'SIGN_RAW_DIGEST'", Consensus(1))
+    change = Policy("change", "allow", "activity.kind == 'SET_POLICY'", Consensus(1, "owner"))
+    before = PolicySet(
+        "set-by-the-sdk", 0, 1, (passkey.authenticator("owner"), lost.authenticator()),
+        (sign, change),
+    )  # fmt: skip
+    after = PolicySet("set-by-the-sdk", 0, 2, (passkey.authenticator("owner"),), (sign, change))
+
+    async def body() -> None:
+        phone = PartyIdentity.generate()
+        async with wallet_client(stack) as client:
+            wallet = await client.create_wallet("bip340", [phone], threshold=2, policy_set=before)
+        plan = FaultPlan(Fault("drop", (3, "server", "device0")), stack.kill, 0.0)
+        plan.roles = {phone.party_id: "device0"}
+        store = MemoryKeyStore()
+        async with faulty_client(stack, plan, 6.0) as faulty:
+            with pytest.raises(KeyChangeInterrupted) as caught:
+                await faulty.refresh(
+                    wallet, {0: phone}, store=store, approvers=[passkey], new_policy_set=after
+                )
+        assert plan.fired
+        async with wallet_client(stack) as client:
+            resumed = await client.resume(
+                wallet, caught.value.pending, devices={0: phone}, store=store
+            )
+            assert resumed is not None and resumed.epoch == 1
+            assert resumed.policy_set == replace(after, wallet_id=wallet.wallet_id, epoch=1)
+            signature = await client.sign(resumed, DIGEST, {0: phone}, approvers=[passkey])
+            assert PublicKeyXOnly(resumed.public_key[1:]).verify(signature, DIGEST)
+            with pytest.raises(WalletError, match="'lost-phone' refused") as refused:
+                await client.sign(resumed, DIGEST, {0: phone}, approvers=[lost])
+            assert refused.value.reason == APPROVAL_REFUSED
+
+    asyncio.run(asyncio.wait_for(body(), 120))
