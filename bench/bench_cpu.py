@@ -10,8 +10,11 @@ time of sequential signatures; then the throughput with 8 and 32 signatures
 in flight. Real processes on Unix sockets
 (``client.cli.devstack``), the in-memory relay, SQLite at the host.
 
-``python -m bench.bench_cpu [--signatures N] [--enclave-transport session]``; each shape runs a few
-seconds, the whole run well under a minute on an idle 2-core machine.
+``python -m bench.bench_cpu [--signatures N] [--enclave-transport session]
+[--relay-transport call|session|both]``; each shape runs a few seconds, the
+whole run well under a minute per relay transport on an idle 2-core machine.
+With ``both`` (the default) the relay transports run one after the other in
+the same run, each on a fresh stack, so their tables share the machine's load.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
@@ -156,12 +160,15 @@ def print_table(results: list[Result]) -> None:
             )
 
 
-async def _bench(directory: Path, signatures: int, transport: str) -> list[Result]:
+async def _bench(
+    directory: Path, signatures: int, transport: str, relay_transport: Literal["call", "session"]
+) -> list[Result]:
+    host_args = ["--enclave-transport", transport, "--relay-transport", relay_transport]
     async with (
-        running_stack(directory, host_args=["--enclave-transport", transport]) as stack,
+        running_stack(directory, host_args=host_args) as stack,
         WalletClient(
             stack.host_address, stack.relay_address, stack.coordinator_key,
-            root_certificate=stack.root_certificate,
+            root_certificate=stack.root_certificate, relay_transport=relay_transport,
         ) as wallets,
     ):  # fmt: skip
         results = []
@@ -178,9 +185,25 @@ def main(argv: list[str] | None = None) -> None:
         "--enclave-transport", choices=("call", "session"), default="call",
         help="the host's transport to the enclave (docs/transport.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--relay-transport", choices=("call", "session", "both"), default="both",
+        help="the host's and the SDK's transport to the relay (docs/transport.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as directory:
-        print_table(run(_bench(Path(directory), args.signatures, args.enclave_transport)))
+    relay_transports: tuple[Literal["call", "session"], ...] = (
+        ("call", "session") if args.relay_transport == "both" else (args.relay_transport,)
+    )
+    for relay_transport in relay_transports:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"relay transport {relay_transport} (load average {load}):")
+        with tempfile.TemporaryDirectory() as directory:
+            print_table(
+                run(
+                    _bench(
+                        Path(directory), args.signatures, args.enclave_transport, relay_transport
+                    )
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ against the 2-of-2 overhead; keygen, refresh and reshare through the service
 against ``tss.local``; and which goals are met. The machine's load average
 is printed with it: wall times on a shared machine follow the neighbours.
 
-``python -m bench.bench_service [--enclave-transport call|session]``.
+``python -m bench.bench_service [--enclave-transport call|session]
+[--relay-transport call|session|both]``: with ``both`` (the default) only the
+goals run, once per relay transport (each on a fresh stack, one after the
+other), so the two are measured under the same load.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 from bench.bench_cpu import sample
 from bench.util import measure
@@ -78,14 +82,24 @@ async def _room_ms(wallets: WalletClient, *, with_challenge: bool) -> float:
     return statistics.median(samples)
 
 
-async def _bench(directory: Path, transport: str) -> None:
+async def _bench(
+    directory: Path,
+    transport: str,
+    relay_transport: Literal["call", "session"],
+    *,
+    goals_only: bool = False,
+) -> None:
+    host_args = ["--enclave-transport", transport, "--relay-transport", relay_transport]
     async with (
-        running_stack(directory, host_args=["--enclave-transport", transport]) as stack,
+        running_stack(directory, host_args=host_args) as stack,
         WalletClient(
             stack.host_address, stack.relay_address, stack.coordinator_key,
-            root_certificate=stack.root_certificate,
+            root_certificate=stack.root_certificate, relay_transport=relay_transport,
         ) as wallets,
     ):  # fmt: skip
+        if goals_only:
+            await _goals(wallets, stack)
+            return
         challenge_ms = await _median_ms(wallets.challenge, 5 * RUNS)
         room_ms = await _room_ms(wallets, with_challenge=False)
         both_ms = await _room_ms(wallets, with_challenge=True)
@@ -252,9 +266,22 @@ def main(argv: list[str] | None = None) -> None:
         "--enclave-transport", choices=("call", "session"), default="session",
         help="the host's transport to the enclave (docs/transport.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--relay-transport", choices=("call", "session", "both"), default="both",
+        help="the host's and the SDK's transport to the relay (docs/transport.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as directory:
-        eventloop.run(_bench(Path(directory), args.enclave_transport))
+    if args.relay_transport != "both":
+        with tempfile.TemporaryDirectory() as directory:
+            eventloop.run(_bench(Path(directory), args.enclave_transport, args.relay_transport))
+        return
+    relay_transport: Literal["call", "session"]
+    for relay_transport in ("call", "session"):
+        print(f"relay transport {relay_transport}:")
+        with tempfile.TemporaryDirectory() as directory:
+            eventloop.run(
+                _bench(Path(directory), args.enclave_transport, relay_transport, goals_only=True)
+            )
 
 
 if __name__ == "__main__":
