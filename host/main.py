@@ -43,6 +43,7 @@ import structlog
 from host.credentials import CredentialsError, source_from_spec
 from host.enclave_link import LinkConfig
 from host.enclave_pool import EnclavePool
+from host.host_session import MAX_SESSION_CHANNELS
 from host.metrics import HostMetrics, MetricsServer, start_metrics_server
 from host.service import create_server, enclave_pool
 from host.store import BackupQuota, Store, StoreError
@@ -90,6 +91,8 @@ class HostConfig:
             the current one.
         enclave_status_interval_s: how often the enclave's counters are fetched
             for the metrics endpoint.
+        max_session_channels: channels one coordinator's ``Host.Session``
+            stream may hold open at once.
     """
 
     listen: str
@@ -108,6 +111,7 @@ class HostConfig:
     relay_session: bool = False
     keep_retired_epochs: int = 0
     enclave_status_interval_s: float = 15.0
+    max_session_channels: int = MAX_SESSION_CHANNELS
 
 
 def _bound_address(address: str, port: int) -> str:
@@ -165,6 +169,7 @@ async def serve(
             backup_quota=config.backup_quota,
             tls=config.tls,
             keep_retired_epochs=config.keep_retired_epochs,
+            max_session_channels=config.max_session_channels,
         )
         if config.metrics_port is not None:
             metrics_server = start_metrics_server(
@@ -337,6 +342,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="N",
         help="retired epochs kept once every party acknowledged the current one",
     )
+    parser.add_argument(
+        "--max-session-channels",
+        type=int,
+        default=MAX_SESSION_CHANNELS,
+        metavar="N",
+        help="ceremonies and challenges one coordinator's Host.Session stream may have "
+        "open at once; past that a channel is refused with RESOURCE_EXHAUSTED",
+    )
     parser.add_argument("--log-level", default="INFO")
     add_server_tls_arguments(parser)
     parser.add_argument(
@@ -347,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--pending-deadline-seconds and --unsigned-deadline-seconds must be positive")
     if args.keep_retired_epochs < 0:
         parser.error("--keep-retired-epochs must be >= 0")
+    if args.max_session_channels < 1:
+        parser.error("--max-session-channels must be >= 1")
     if args.max_backups_per_wallet < 1 or args.max_backup_bytes_per_wallet < 1:
         parser.error("backup quotas must be positive")
     if len(set(args.enclave)) != len(args.enclave):
@@ -386,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         relay_tls=relay_tls,
         relay_session=args.relay_transport == "session",
         keep_retired_epochs=args.keep_retired_epochs,
+        max_session_channels=args.max_session_channels,
     )
     eventloop.run(_serve_until_signalled(config))
 

@@ -7,7 +7,9 @@ sealed shares stored. GetWallet and ListWallets read the store;
 GetAttestation forwards to the enclave, and so does GetChallenge (a single-use
 challenge for the next ceremony request). PutBackup, GetBackup and ListBackups
 keep the clients' backup shares, which the clients encrypt before upload: the
-host stores opaque ciphertext. The host authorises nothing itself: the enclave
+host stores opaque ciphertext. ``Session`` carries the ceremony calls and
+challenges of one coordinator as channels of one long-lived stream
+(``host.host_session``). The host authorises nothing itself: the enclave
 verifies every request's proof of authority (docs/architecture.md, "The enclave
 boundary").
 
@@ -25,7 +27,7 @@ import hmac
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import grpc
@@ -37,6 +39,7 @@ from host.ceremony_plan import KIND_NAMES, plan_ceremony, scheme_enum
 from host.enclave_link import CeremonyDriver, EnclaveLink, LinkConfig, ceremony_budget
 from host.enclave_pool import EnclavePool
 from host.errors import HostError, error_for
+from host.host_session import MAX_SESSION_CHANNELS, SessionStream
 from host.metrics import HostMetrics
 from host.store import (
     Backup,
@@ -52,7 +55,13 @@ from host.store_records import check_id
 from relay.client import RelayClient
 from shardkeep.keychange import CertificateError, check_ack, check_certificate
 from shardkeep.requests import RETIRE_EPOCH_CONTEXT, request_signature_valid, retire_epoch_message
-from shardkeep.server import AsyncHealthServicer, MalformedRequests, bind, new_health_servicer
+from shardkeep.server import (
+    AsyncHealthServicer,
+    MalformedRequest,
+    MalformedRequests,
+    bind,
+    new_health_servicer,
+)
 from shardkeep.tls import ServerTls
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 
@@ -82,15 +91,20 @@ _CALL_LOG_KEYS: Final = ("request_id", "method", "room_id", "ceremony_id", "wall
 
 
 def _request_id(metadata: Iterable[tuple[str, str | bytes]]) -> str:
-    """The caller's ``x-request-id`` if it is a plain id, else a fresh one.
+    """The caller's ``x-request-id`` if it is a plain id, else a fresh one."""
+    for key, value in metadata:
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return _safe_request_id(value)
+    return uuid.uuid4().hex
+
+
+def _safe_request_id(given: str) -> str:
+    """``given`` if it is a plain id, else a fresh one.
 
     A caller-chosen id is accepted only in a safe alphabet so that it cannot
     forge log fields.
     """
-    for key, value in metadata:
-        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
-            return value
-    return uuid.uuid4().hex
+    return given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
 
 
 def _bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
@@ -110,7 +124,8 @@ _Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class RequestInterceptor(_InterceptorBase):
-    """API-token check, request ids, one log line and the call counter per unary call."""
+    """API-token check, request ids, one log line and the call counter per unary call;
+    the API-token check and one log line per ``Session`` stream."""
 
     def __init__(self, metrics: HostMetrics, api_tokens: Sequence[str] = ()) -> None:
         """Arguments:
@@ -143,7 +158,7 @@ class RequestInterceptor(_InterceptorBase):
         # None for an unknown method, whatever the stubs say.
         handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
         full_method: str = handler_call_details.method
-        if handler is None or handler.unary_unary is None or full_method.startswith("/grpc."):
+        if handler is None or full_method.startswith("/grpc."):
             return handler  # type: ignore[return-value]  # health and unknown methods: as they are
         method = full_method.rsplit("/", 1)[-1]
         # grpc's Metadata iterates as (key, value) pairs; the stubs say otherwise.
@@ -152,6 +167,10 @@ class RequestInterceptor(_InterceptorBase):
         )
         request_id = _request_id(metadata)
         authorized = self._authorized(metadata)
+        if handler.stream_stream is not None:
+            return self._stream(handler, method, request_id, authorized)
+        if handler.unary_unary is None:
+            return handler  # the host serves no other kind of method
         behavior = cast(_Behavior, handler.unary_unary)  # async under grpc.aio
 
         async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -185,6 +204,51 @@ class RequestInterceptor(_InterceptorBase):
                 structlog.contextvars.unbind_contextvars(*_CALL_LOG_KEYS)
 
         return grpc.unary_unary_rpc_method_handler(
+            logged,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _stream(
+        self,
+        handler: grpc.RpcMethodHandler[Any, Any],
+        method: str,
+        request_id: str,
+        authorized: bool,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A streaming method: the token before the first frame, one line when it ends (its
+        channels are counted as the calls they stand for, by ``host.host_session``)."""
+        behavior = cast(Callable[..., AsyncIterator[Any]], handler.stream_stream)
+
+        async def logged(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                if not authorized:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad API token")
+                async for response in behavior(requests, context):
+                    yield response
+                code = _code_of(context, grpc.StatusCode.OK)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code_of(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                self._log.info(
+                    "stream finished",
+                    peer=context.peer(),
+                    code=code.name,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                )
+                structlog.contextvars.unbind_contextvars(*_CALL_LOG_KEYS)
+
+        return grpc.stream_stream_rpc_method_handler(
             logged,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
@@ -231,6 +295,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         metrics: HostMetrics,
         backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
         keep_retired_epochs: int = 0,
+        max_session_channels: int = MAX_SESSION_CHANNELS,
     ) -> None:
         """Arguments:
         store: the ciphertext store (caller-owned).
@@ -240,8 +305,10 @@ class HostServicer(host_pb2_grpc.HostServicer):
         backup_quota: most backups and blob bytes one wallet may keep.
         keep_retired_epochs: retired epochs kept after every seat acknowledged
             the current one (``AckEpoch``).
+        max_session_channels: channels one ``Session`` stream may hold open at once.
         """
         self._keep_retired = keep_retired_epochs
+        self._max_session_channels = max_session_channels
         self._store = store
         self._backup_quota = backup_quota
         self._enclaves = enclaves
@@ -294,6 +361,26 @@ class HostServicer(host_pb2_grpc.HostServicer):
         context: grpc.aio.ServicerContext[Any, Any],
         kind: int,
     ) -> ceremony_pb2.CeremonyResult:
+        try:
+            return await self.run_ceremony(request, kind, context.time_remaining)
+        except HostError as error:
+            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+            raise
+
+    async def run_ceremony(
+        self,
+        request: host_pb2.HostCeremonyRequest,
+        kind: int,
+        time_remaining: Callable[[], float | None],
+    ) -> ceremony_pb2.CeremonyResult:
+        """Run one ceremony call (of a unary method or a ``Session`` channel).
+
+        Arguments:
+            time_remaining: seconds left of the caller's deadline (None: no deadline).
+
+        Raises:
+            HostError: the status the call ends with.
+        """
         kind_name = KIND_NAMES[kind]
         request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(kind=kind_name)
@@ -306,7 +393,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         in_flight.inc()
         try:
             # At most half the coordinator's time for a restarted enclave to come back.
-            budget = ceremony_budget(context.time_remaining(), self._enclaves.config)
+            budget = ceremony_budget(time_remaining(), self._enclaves.config)
             # The plan needs the enclaves' key first (the same in each).
             if not self._enclaves.provisioned:
                 await self._enclaves.ensure_provisioned(self._store, wait_s=budget / 2)
@@ -339,7 +426,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                     plan=plan,
                     relay_token=request.relay_token,
                     relay_room=request.relay_room if request.HasField("relay_room") else None,
-                    timeout_s=ceremony_budget(context.time_remaining(), link.config),
+                    timeout_s=ceremony_budget(time_remaining(), link.config),
                     request_id=request_id,
                     # Overlaps the driver's store reads and relay join.
                     enclave_ready=enclave_ready,
@@ -384,7 +471,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 **stats,
             )
         if error is not None:
-            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+            raise error
         if result is None:  # unreachable: either a result or an error
             raise HostError(grpc.StatusCode.INTERNAL, "internal error")
         return result
@@ -588,15 +675,40 @@ class HostServicer(host_pb2_grpc.HostServicer):
         """A single-use challenge from the enclave (forwarded; the host keeps nothing)."""
         try:
             request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-            issued = await self._enclaves.challenge(
-                affinity=request.affinity[:_MAX_AFFINITY_CHARS], request_id=request_id
-            )
+            return await self._challenge(request, request_id)
         except Exception as e:
             error = error_for(e)
             await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+            raise
+
+    async def _challenge(
+        self, request: host_pb2.HostChallengeRequest, request_id: str
+    ) -> host_pb2.HostChallengeResponse:
+        issued = await self._enclaves.challenge(
+            affinity=request.affinity[:_MAX_AFFINITY_CHARS], request_id=request_id
+        )
         return host_pb2.HostChallengeResponse(
             challenge=issued.challenge, not_after_unix=issued.not_after_unix
         )
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[host_pb2.HostSessionInput | MalformedRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[host_pb2.HostSessionOutput]:
+        """Ceremony calls and challenges as channels of one stream (``host.host_session``)."""
+        stream = SessionStream(
+            run_ceremony=self.run_ceremony,
+            challenge=self._challenge,
+            request_id=_safe_request_id,
+            metrics=self._metrics,
+            max_channels=self._max_session_channels,
+        )
+        try:
+            async for output in stream.serve(request_iterator):
+                yield output
+        except HostError as e:  # a frame naming no channel
+            await context.abort(e.code, e.message)
 
     # --- backup shares (client-encrypted; the host never interprets the blob) ---------
 
@@ -738,6 +850,7 @@ async def create_server(
     backup_quota: BackupQuota = _DEFAULT_BACKUP_QUOTA,
     keep_retired_epochs: int = 0,
     tls: ServerTls | None = None,
+    max_session_channels: int = MAX_SESSION_CHANNELS,
 ) -> tuple[grpc.aio.Server, int]:
     """Build the host's gRPC server (not started), provisioning the enclaves first.
 
@@ -759,6 +872,7 @@ async def create_server(
         keep_retired_epochs: retired epochs kept once every seat acknowledged
             the current one.
         tls: serve TLS (mutual TLS when it names a client CA); None: plaintext.
+        max_session_channels: channels one ``Session`` stream may hold open at once.
 
     Returns:
         ``(server, bound_port)``; the port is 0 for a Unix socket. Health
@@ -794,6 +908,7 @@ async def create_server(
             metrics=metrics,
             backup_quota=backup_quota,
             keep_retired_epochs=keep_retired_epochs,
+            max_session_channels=max_session_channels,
         ),
         server,
     )

@@ -945,6 +945,32 @@ def test_api_token_is_checked_before_the_handler(sqlite_url: str) -> None:
     run(body)
 
 
+def test_api_token_is_checked_before_a_session_stream(sqlite_url: str) -> None:
+    """Attack: a caller without the API token opens a Host.Session stream; it is refused
+    before any frame is read (the stream is no way around the token)."""
+
+    async def body() -> None:
+        async with stack(sqlite_url, api_tokens=("good-token",)) as s:
+            ask = host_pb2.HostSessionInput(
+                channel=1, get_challenge=host_pb2.HostChallengeRequest()
+            )
+            for metadata in ((), (("authorization", "Bearer bad-token"),)):
+                call = s.host.Session(metadata=metadata)
+                await call.write(ask)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call.read()
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            call = s.host.Session(metadata=(("authorization", "Bearer good-token"),))
+            empty = host_pb2.HostCeremonyCall(kind=K.CEREMONY_KIND_SIGN)
+            await call.write(host_pb2.HostSessionInput(channel=2, call=empty))
+            answer = await call.read()  # past the gate: the empty request is refused
+            assert answer.channel == 2 and answer.WhichOneof("frame") == "end"
+            assert answer.end.code == "INVALID_ARGUMENT"
+            call.cancel()
+
+    run(body)
+
+
 @pytest.mark.services
 def test_keygen_and_failed_refresh_on_postgres(postgres_url: str) -> None:
     async def body() -> None:

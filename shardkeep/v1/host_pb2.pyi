@@ -203,3 +203,62 @@ class HostChallengeResponse(_message.Message):
     challenge: bytes
     not_after_unix: int
     def __init__(self, challenge: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ...) -> None: ...
+
+class HostCeremonyCall(_message.Message):
+    __slots__ = ("kind", "request", "timeout_ms", "request_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: _ceremony_pb2.CeremonyKind
+    request: HostCeremonyRequest
+    timeout_ms: int
+    request_id: str
+    def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., request: _Optional[_Union[HostCeremonyRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class HostSessionInput(_message.Message):
+    __slots__ = ("channel", "call", "get_challenge", "cancel")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    GET_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    call: HostCeremonyCall
+    get_challenge: HostChallengeRequest
+    cancel: bool
+    def __init__(self, channel: _Optional[int] = ..., call: _Optional[_Union[HostCeremonyCall, _Mapping]] = ..., get_challenge: _Optional[_Union[HostChallengeRequest, _Mapping]] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class HostSessionOutput(_message.Message):
+    __slots__ = ("channel", "result", "challenge", "end")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    result: _ceremony_pb2.CeremonyResult
+    challenge: HostChallengeResponse
+    end: HostChannelEnd
+    def __init__(self, channel: _Optional[int] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., challenge: _Optional[_Union[HostChallengeResponse, _Mapping]] = ..., end: _Optional[_Union[HostChannelEnd, _Mapping]] = ...) -> None: ...
+
+class HostChannelEnd(_message.Message):
+    __slots__ = ("code", "message", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    details: _containers.ScalarMap[str, bytes]
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class HostSessionFrameHead(_message.Message):
+    __slots__ = ("channel",)
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    def __init__(self, channel: _Optional[int] = ...) -> None: ...

@@ -122,6 +122,11 @@ class HostStub:
                 request_serializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeRequest.SerializeToString,
                 response_deserializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/shardkeep.v1.Host/Session',
+                request_serializer=shardkeep_dot_v1_dot_host__pb2.HostSessionInput.SerializeToString,
+                response_deserializer=shardkeep_dot_v1_dot_host__pb2.HostSessionOutput.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -248,6 +253,17 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Many ceremony calls and challenges on one long-lived stream (docs/transport.md):
+        every frame names its channel, and a channel carries what one Keygen, Sign,
+        Reshare, Refresh, Export, PairSetup or GetChallenge call would, ending with
+        its answer or with the status (and shardkeep-* details) the call would have
+        ended with. A coordinator opens it once and keeps it open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -335,6 +351,11 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.GetChallenge,
                     request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeRequest.FromString,
                     response_serializer=shardkeep_dot_v1_dot_host__pb2.HostChallengeResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=shardkeep_dot_v1_dot_host__pb2.HostSessionInput.FromString,
+                    response_serializer=shardkeep_dot_v1_dot_host__pb2.HostSessionOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -798,6 +819,33 @@ class Host:
             '/shardkeep.v1.Host/GetChallenge',
             shardkeep_dot_v1_dot_host__pb2.HostChallengeRequest.SerializeToString,
             shardkeep_dot_v1_dot_host__pb2.HostChallengeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shardkeep.v1.Host/Session',
+            shardkeep_dot_v1_dot_host__pb2.HostSessionInput.SerializeToString,
+            shardkeep_dot_v1_dot_host__pb2.HostSessionOutput.FromString,
             options,
             channel_credentials,
             insecure,
