@@ -41,8 +41,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from google.protobuf.message import DecodeError
 
 from client.sdk.attestation import verify
+from client.sdk.host_session import HostTransport, host_calls
 from client.sdk.transport import Transport
-from client.sdk.wallet import HOST_METHODS, room_bytes
+from client.sdk.wallet import room_bytes
 from coordinator.policy import Denied, Policy, WalletRecord
 from coordinator.registry import Registry
 from relay.client import CreatedRoom, RelayClient
@@ -166,6 +167,8 @@ class Coordinator:
             memory, forgotten on restart; ``coordinator.registry``).
         policy: who may ask for what (default :class:`Policy`).
         timeout: seconds for each ceremony.
+        host_transport: "call" (a unary call to the host per ceremony and challenge)
+            or "session" (each a channel of one Host.Session stream; docs/transport.md).
     """
 
     def __init__(
@@ -182,10 +185,13 @@ class Coordinator:
         registry: Registry | None = None,
         policy: Policy | None = None,
         timeout: float = 120.0,
+        host_transport: HostTransport = "call",
     ) -> None:
         transport = transport or Transport()
         self._host_channel = transport.host_channel(host_address)
         self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
+        # Ceremonies and challenges, by call or on one Host.Session stream.
+        self._host_calls = host_calls(self._host_channel, host_transport)
         self._relay = RelayClient(
             transport.relay_channel(relay_address), coordinator=coordinator_key
         )
@@ -206,6 +212,7 @@ class Coordinator:
             if running.server_side is not None:
                 running.server_side.cancel()
         await self._relay.aclose()
+        await self._host_calls.aclose()
         await self._host_channel.close(None)
 
     def wallet(self, wallet_id: str) -> WalletRecord | None:
@@ -258,9 +265,7 @@ class Coordinator:
             self._host.GetAttestation(
                 host_pb2.HostAttestationRequest(nonce=ask.attestation_nonce), timeout=30
             ),
-            self._host.GetChallenge(
-                host_pb2.HostChallengeRequest(affinity=_affinity(ask, wallet)), timeout=30
-            ),
+            self._host_calls.challenge(_affinity(ask, wallet), timeout=30),
         )
         server = self._server_party(reply.document, bytes(ask.attestation_nonce))
         if ask.approvals_follow and ask.kind == ceremony_pb2.CEREMONY_KIND_KEYGEN:
@@ -812,9 +817,9 @@ class Coordinator:
         self, signed: ceremony_pb2.SignedCeremonyRequest, room: CreatedRoom, server_id: str
     ) -> ceremony_pb2.CeremonyResult:
         kind = ceremony_pb2.CeremonyRequest.FromString(signed.request).kind
-        call = HOST_METHODS[kind](self._host)
         try:
-            result: ceremony_pb2.CeremonyResult = await call(
+            result = await self._host_calls.ceremony(
+                kind,
                 host_pb2.HostCeremonyRequest(
                     request=signed, relay_token=room.join_tokens[server_id]
                 ),

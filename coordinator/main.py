@@ -83,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--registry", type=Path, required=True, metavar="FILE",
         help="the SQLite file of enrolled devices, used codes, wallets and seen calls",
     )  # fmt: skip
+    parser.add_argument(
+        "--host-transport", choices=("call", "session"), default="call",
+        help="one call to the host per ceremony and challenge, or all of them on one "
+        "long-lived Host.Session stream (docs/transport.md)",
+    )  # fmt: skip
     add_server_tls_arguments(parser)
     add_transport_options(parser)
     args = parser.parse_args(argv)
@@ -94,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings: dict[str, Any] = {
             "coordinator_key": key,
             "transport": transport_from_args(args),
+            "host_transport": args.host_transport,
             "root_certificate": args.root.read_bytes() if args.root else None,
             "enrollment_codes": codes,
         }

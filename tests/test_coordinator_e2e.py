@@ -66,7 +66,11 @@ Body = Callable[[Coordinator, str], Awaitable[T]]
 
 
 def with_coordinator(
-    stack: DevStack, socket_dir: Path, body: Body[T], kind: type[Coordinator] = Coordinator
+    stack: DevStack,
+    socket_dir: Path,
+    body: Body[T],
+    kind: type[Coordinator] = Coordinator,
+    host_transport: Any = "call",
 ) -> T:
     async def main() -> T:
         coordinator = kind(
@@ -74,6 +78,7 @@ def with_coordinator(
             stack.relay_address,
             stack.coordinator_key,
             transport=stack.transport,
+            host_transport=host_transport,
             root_certificate=stack.root_certificate,
             enrollment_codes=CODES,
         )
@@ -100,9 +105,10 @@ def new_device(stack: DevStack, address: str) -> Device:
     )
 
 
+@pytest.mark.parametrize("host_transport", ["call", "session"])
 @pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1", "ed25519"])
 def test_device_creates_a_wallet_and_signs_through_the_coordinator(
-    stack: DevStack, socket_dir: Path, scheme: Any
+    stack: DevStack, socket_dir: Path, scheme: Any, host_transport: str
 ) -> None:
     async def body(coordinator: Coordinator, address: str) -> None:
         async with new_device(stack, address) as phone:
@@ -124,7 +130,7 @@ def test_device_creates_a_wallet_and_signs_through_the_coordinator(
         else:
             assert schnorr_verify(DIGEST, wallet.public_key[1:], signature)
 
-    with_coordinator(stack, socket_dir, body)
+    with_coordinator(stack, socket_dir, body, host_transport=host_transport)
 
 
 def test_unenrolled_device_is_refused(stack: DevStack, socket_dir: Path) -> None:

@@ -27,8 +27,9 @@ from coincurve import PublicKey, PublicKeyXOnly
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.cli.devstack import DevStack
+from client.sdk.host_session import UnaryHostCalls
 from client.sdk.party import PartyIdentity, roster_of, run_over_relay
-from client.sdk.wallet import HOST_METHODS, Wallet, WalletClient, WalletError, room_bytes
+from client.sdk.wallet import Wallet, WalletClient, WalletError, room_bytes
 from relay.client import RelayClient
 from shardkeep import lifecycle
 from shardkeep.requests import (
@@ -147,7 +148,8 @@ async def key_change(
         host = host_pb2_grpc.HostStub(channel)  # type: ignore[no-untyped-call]
         started = time.monotonic()
         try:
-            out.result = await HOST_METHODS[request.kind](host)(
+            out.result = await UnaryHostCalls(host).ceremony(
+                request.kind,
                 host_pb2.HostCeremonyRequest(
                     request=signed, relay_token=room.join_tokens[server_id]
                 ),

@@ -34,6 +34,7 @@ from client.errors import InvalidInput, sdk_boundary
 from client.errors import WalletError as WalletError
 from client.sdk.approvals import Approver, approvals_of
 from client.sdk.attestation import AttestationDocument, verify
+from client.sdk.host_session import HostTransport, host_calls
 from client.sdk.key_change import KeyStore, PendingChange
 from client.sdk.party import (
     PartyIdentity,
@@ -203,6 +204,8 @@ class WalletClient:
         relay_transport: "call" (a CreateRoom, Join and CloseRoom call per
             ceremony) or "session" (rooms created on first join, every room on
             one Relay.Session stream; docs/transport.md). Ignored with ``relay``.
+        host_transport: "call" (a unary call per ceremony and per challenge) or
+            "session" (each a channel of one Host.Session stream; docs/transport.md).
     """
 
     def __init__(
@@ -218,11 +221,14 @@ class WalletClient:
         relay: RelayClient | None = None,
         transport: Transport | None = None,
         relay_transport: Literal["call", "session"] = "call",
+        host_transport: HostTransport = "call",
     ) -> None:
         self._transport = transport or Transport()
         self._addresses = {"host": host_address, "relay": relay_address}
         self._host_channel = self._transport.host_channel(host_address)
         self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
+        # Ceremonies and challenges, by call or on one Host.Session stream.
+        self._host_calls = host_calls(self._host_channel, host_transport)
         self._relay = relay or RelayClient(
             self._transport.relay_channel(relay_address),
             coordinator=coordinator_key,
@@ -239,6 +245,7 @@ class WalletClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._relay.aclose()
+        await self._host_calls.aclose()
         await self._host_channel.close(None)
 
     # --- attestation -----------------------------------------------------------
@@ -1154,9 +1161,9 @@ class WalletClient:
                 return ceremony_pb2.CeremonyResult(
                     ceremony_id=request.ceremony_id, wallet_id=request.wallet_id
                 )
-            call = HOST_METHODS[request.kind](self._host)
             try:
-                result: ceremony_pb2.CeremonyResult = await call(
+                result = await self._host_calls.ceremony(
+                    request.kind,
                     host_pb2.HostCeremonyRequest(
                         request=self._signed(request, challenge, owner, approvals),
                         relay_token=room.join_tokens[server_id],
@@ -1230,9 +1237,7 @@ class WalletClient:
             WalletError: the host or the enclave refused.
         """
         try:
-            reply = await self._host.GetChallenge(
-                host_pb2.HostChallengeRequest(affinity=affinity), timeout=30
-            )
+            reply = await self._host_calls.challenge(affinity, timeout=30)
         except grpc.aio.AioRpcError as e:
             typed = self._connection_error(e, "host")
             if typed is not None:
@@ -1387,16 +1392,6 @@ def _reason(error: BaseException) -> str:
 
 
 _DEADLINE_SLACK_S = 5  # past the ceremony's expiry, the host can no longer store its epoch
-
-
-HOST_METHODS: dict[int, Any] = {
-    ceremony_pb2.CEREMONY_KIND_KEYGEN: lambda stub: stub.Keygen,
-    ceremony_pb2.CEREMONY_KIND_SIGN: lambda stub: stub.Sign,
-    ceremony_pb2.CEREMONY_KIND_RESHARE: lambda stub: stub.Reshare,
-    ceremony_pb2.CEREMONY_KIND_REFRESH: lambda stub: stub.Refresh,
-    ceremony_pb2.CEREMONY_KIND_EXPORT: lambda stub: stub.Export,
-    ceremony_pb2.CEREMONY_KIND_PAIR_SETUP: lambda stub: stub.PairSetup,
-}
 
 
 def _metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
