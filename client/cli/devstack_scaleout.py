@@ -25,11 +25,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from client.cli.devstack import _healthy, _wait_for_line
 from client.sdk.wallet import WalletClient
+from relay.main import BACKEND_ENV  # the relay reads its Redis URL there, never from argv
 
 __all__ = ["ScaleoutStack", "running_scaleout"]
-
-# relay.main reads its Redis URL from this variable (never argv, which others can read).
-BACKEND_ENV = "SHARDKEEP_RELAY_BACKEND"
 
 
 @dataclass
