@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.errors import InvalidInput, sdk_boundary
 from client.sdk.approvals import Approver
-from client.sdk.device_checks import my_index
+from client.sdk.device_checks import approvals_follow, my_index
 from client.sdk.device_key_changes import DeviceKeyChanges
 from client.sdk.device_recovery import DeviceRecovery
 from client.sdk.device_wallet import CoordinatorRefused, DeviceKeyChangeInterrupted, DeviceWallet
@@ -179,7 +179,7 @@ class Device(DeviceKeyChanges, DeviceRecovery):
             wallet_id=wallet.wallet_id,
             party=self.identity.party,
             export_recipient_key=one_time.public_key().public_bytes_raw(),
-            approvals_follow=wallet.policy_set is not None and bool(approvers),
+            approvals_follow=approvals_follow(wallet, approvers),
         )
         _, output, _ = await self._run(ask, wallet, recipient_key=one_time, approvers=approvers)
         key = output.private_key if isinstance(output, ExportOutput) else None
@@ -202,7 +202,7 @@ class Device(DeviceKeyChanges, DeviceRecovery):
             taproot=options.taproot,
             taproot_merkle_root=options.taproot_merkle_root or b"",
             pair_setup_id=wallet.server_setup_id() or b"",
-            approvals_follow=wallet.policy_set is not None and bool(approval.approvers),
+            approvals_follow=approvals_follow(wallet, approval.approvers),
             evm_transaction=payload.evm_transaction,
             solana_message=payload.solana_message,
             psbt=payload.psbt,

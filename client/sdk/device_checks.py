@@ -111,6 +111,11 @@ def named_policy_set(ask: coordinator_pb2.CeremonyAsk, wallet_id: str, epoch: in
     return encode_policy_set(replace(asked, wallet_id=wallet_id, epoch=epoch))
 
 
+def approvals_follow(wallet: DeviceWallet, approvers: Sequence[Approver]) -> bool:
+    """Whether approvals follow an ask (announced in it, so the coordinator waits for them)."""
+    return wallet.policy_set is not None and bool(approvers)
+
+
 def approvals_for(
     request: bytes, wallet: DeviceWallet | None, approvers: Sequence[Approver]
 ) -> list[ceremony_pb2.Approval]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from client.errors import InvalidInput, sdk_boundary
 from client.sdk.approvals import Approver
-from client.sdk.device_checks import reshare_parties
+from client.sdk.device_checks import approvals_follow, reshare_parties
 from client.sdk.device_session import DeviceSession, Progress
 from client.sdk.device_wallet import (
     CoordinatorRefused,
@@ -72,7 +72,7 @@ class DeviceKeyChanges(DeviceSession):
             kind=ceremony_pb2.CEREMONY_KIND_REFRESH,
             wallet_id=wallet.wallet_id,
             party=self.identity.party,
-            approvals_follow=_approves(wallet, approvers),
+            approvals_follow=approvals_follow(wallet, approvers),
             policy_set=b"" if new_policy_set is None else encode_policy_set(new_policy_set),
         )
         policy_set = wallet.policy_set
@@ -188,7 +188,7 @@ class DeviceKeyChanges(DeviceSession):
             new_device_key=device_key,
             new_threshold=threshold,
             keyring=lifecycle.keyring_to_proto(keyring),
-            approvals_follow=_approves(wallet, approvers),
+            approvals_follow=approvals_follow(wallet, approvers),
         )
         # The request must list exactly these (checked before the owner key approves it).
         new_parties = [wallet.parties[wallet.index], party, wallet.parties[wallet.server_index]]
@@ -222,7 +222,7 @@ class DeviceKeyChanges(DeviceSession):
             remove_party=party,
             new_threshold=threshold,
             keyring=lifecycle.keyring_to_proto(PublicKeyring.from_share(wallet.share)),
-            approvals_follow=_approves(wallet, approvers),
+            approvals_follow=approvals_follow(wallet, approvers),
         )
         target = _Target(wallet.wallet_id, reshare_parties(wallet, ask), wallet.policy_set)
         return await self._asked_change(ask, wallet, target, save_pending, approvers)
@@ -376,11 +376,6 @@ class DeviceKeyChanges(DeviceSession):
         except Exception as e:
             raise _interrupted(e, target, pending, progress) from e
         return _key_change_result(target, output, result, pending)
-
-
-def _approves(wallet: DeviceWallet, approvers: Sequence[Approver]) -> bool:
-    """Whether approvals follow the request (announced in the ask, as for a signature)."""
-    return wallet.policy_set is not None and bool(approvers)
 
 
 @dataclass(frozen=True)
