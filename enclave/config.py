@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from enclave.auth import pinned_keys
 from enclave.kms import KmsCredentials
-from enclave.policy.gate import PolicyGate
+from enclave.policy.organisation import Organisation
 from shardkeep.policyset import InvalidPolicy
 
 __all__ = ["ConfigError", "EnclaveConfig", "KmsSettings", "check_key_arn"]
@@ -100,16 +100,19 @@ def _key_ids(kms: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     return key_id, tuple(decrypt)
 
 
-def _organisation_policies(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+def _organisation(policies: Any, authenticators: Any) -> Organisation:
+    if not isinstance(policies, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | dict) for k, v in policies.items()
     ):
-        raise ConfigError("organisation_policies maps policy names to CEL conditions")
-    try:
-        PolicyGate(value)  # every condition compiles, or the enclave does not start
+        raise ConfigError(
+            "organisation_policies maps policy names to deny conditions or policy entries"
+        )
+    if not isinstance(authenticators, list):
+        raise ConfigError("organisation_authenticators is a list of authenticator entries")
+    try:  # every condition compiles and every key is well formed, or the enclave does not start
+        return Organisation.from_config(policies, authenticators)
     except InvalidPolicy as e:
         raise ConfigError(f"organisation_policies: {e}") from e
-    return dict(value)
 
 
 def _credentials(kms: dict[str, Any]) -> KmsCredentials | None:
@@ -141,10 +144,13 @@ class EnclaveConfig:
         recently used out first. Size it to the wallets active within a
         while: a wallet whose record was evicted pays a KMS call (and about
         15 ms of CPU) to open it again on its next ceremony.
-    organisation_policies: the deployment's deny policies, name -> CEL
-        condition (docs/security/policy.md): every gated activity of every
-        wallet is refused when one holds. Part of the measured image, so the
-        host cannot change them.
+    organisation_policies: the deployment's policies, name -> a deny
+        condition (CEL) or a policy entry (``enclave.policy.organisation``):
+        denies refuse every gated activity of every wallet they hold for;
+        allows allow any wallet's activity with the approvals of
+        ``organisation_authenticators`` (docs/security/policy.md). Part of
+        the measured image, so the host cannot change them.
+    organisation_authenticators: the organisation's authenticator entries.
     """
 
     listen: str
@@ -155,7 +161,14 @@ class EnclaveConfig:
     image: str = "shardkeep-enclave"
     max_request_validity_seconds: int = 600
     record_cache_size: int = RECORD_CACHE_SIZE
-    organisation_policies: dict[str, str] = field(default_factory=dict)
+    organisation_policies: dict[str, Any] = field(default_factory=dict)
+    organisation_authenticators: list[Any] = field(default_factory=list)
+
+    def organisation(self) -> Organisation:
+        """The organisation's policies, compiled (checked already by ``load``)."""
+        return Organisation.from_config(
+            self.organisation_policies, self.organisation_authenticators
+        )
 
     @staticmethod
     def load(path: Path) -> EnclaveConfig:
@@ -189,10 +202,12 @@ class EnclaveConfig:
                 image=str(raw.get("nsm", {}).get("image", "shardkeep-enclave")),
                 max_request_validity_seconds=int(raw.get("max_request_validity_seconds", 600)),
                 record_cache_size=int(raw.get("record_cache_size", RECORD_CACHE_SIZE)),
-                organisation_policies=_organisation_policies(raw.get("organisation_policies", {})),
+                organisation_policies=raw.get("organisation_policies", {}),
+                organisation_authenticators=raw.get("organisation_authenticators", []),
             )
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"invalid enclave configuration {path}: {e}") from e
+        _organisation(config.organisation_policies, config.organisation_authenticators)
         if config.record_cache_size < 1:
             raise ConfigError("record_cache_size must be at least 1")
         if config.nsm_mode not in ("simulated", "nitro"):

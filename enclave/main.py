@@ -53,7 +53,7 @@ def build_deps(config: EnclaveConfig) -> EnclaveDeps:
     return EnclaveDeps(
         nsm, sealer, Authorizer(policy, rand), rand=rand, kms=kms,
         record_cache_size=config.record_cache_size,
-        organisation_policies=config.organisation_policies,
+        organisation=config.organisation(),
     )  # fmt: skip
 
 

@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -50,7 +50,8 @@ from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
 from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, without_pair_setups
 from enclave.policy.authenticators import ApprovalRefused
 from enclave.policy.engine import PolicyDenied
-from enclave.policy.gate import PolicyGate
+from enclave.policy.gate import PolicyGate, PolicyRequired
+from enclave.policy.organisation import Organisation
 from enclave.refusals import MalformedCounts
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
 from enclave.step_costs import StepCosts
@@ -73,12 +74,15 @@ IDENTITY_BINDING = SealBinding("_enclave/identity", 0, "enclave-identity", 0)
 CULPRITS_METADATA = "shardkeep-culprits"
 REASON_METADATA = "shardkeep-reason"
 PAIR_SETUP_REQUIRED = "pair-setup-required"
+"""The reason when a DKLs23 pair setup is missing or burned: run a pair setup, then retry."""
 POLICY_DENIED = "policy-denied"
 """The reason when the wallet's (or the organisation's) policies refuse; the message names
 the policy and condition."""
 APPROVAL_REFUSED = "approval-refused"
 """The reason when an approval does not verify; the message names the authenticator."""
-"""The reason when a DKLs23 pair setup is missing or burned: run a pair setup, then retry."""
+POLICY_REQUIRED = "policy-required"
+"""The reason when a new wallet registers no policy set, or a wallet without one asks
+anything but to adopt one (the message says how)."""
 NOT_PROVISIONED = "not-provisioned"
 """The reason when the enclave has no identity (it restarted): provision it, then retry."""
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
@@ -123,6 +127,8 @@ def reason_for(error: BaseException) -> str:
         return POLICY_DENIED
     if isinstance(error, ApprovalRefused):
         return APPROVAL_REFUSED
+    if isinstance(error, PolicyRequired):
+        return POLICY_REQUIRED
     return ""
 
 
@@ -150,7 +156,7 @@ class EnclaveDeps:
     rand: Callable[[int], bytes] = secrets.token_bytes
     kms: CredentialsSink | None = None
     record_cache_size: int = RECORD_CACHE_SIZE
-    organisation_policies: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    organisation: Organisation = dataclasses.field(default_factory=Organisation)
 
 
 class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
@@ -161,7 +167,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         # The server party's DKLs23 pair setups: this process's memory only.
         self.pair_setups = PairSetups()
         self._records: _RecordCache = _RecordCache(deps.record_cache_size)
-        self._policy_gate = PolicyGate(deps.organisation_policies)
+        self._policy_gate = PolicyGate(deps.organisation)
         # Cheap steps run on the event loop, expensive ones in threads.
         self._steps = StepCosts()
         # Refusals as malformed, reported by GetStatus (the host exports them).
@@ -486,7 +492,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             if outcome.record is not None:
                 yield await asyncio.to_thread(self._store_output, req, outcome.record)
                 await inputs.store_ack(outcome.result.epoch)
-            log.info("ceremony finished", **_ids(req))
+            log.info("ceremony finished", **_ids(req), **active.allowed)
             yield enclave_pb2.CeremonyOutput(result=outcome.result)
         except Exception as e:
             log.warning(
@@ -545,20 +551,22 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         request = self._deps.authorizer.authorize(start.request, now, owner_key)
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
-        # A wallet with a sealed policy set needs its owners' approvals too
-        # (docs/security/policy.md): the coordinator's signature alone no longer suffices.
+        # Every wallet is governed by a policy set (its own, sealed, or the
+        # organisation's): the coordinator's signature alone never suffices
+        # (docs/security/policy.md).
         allowed = self._policy_gate.check(
-            start.request, request, b"" if record is None else record.policy_set
+            start.request, request, None if record is None else record.policy_set
         )
-        if allowed is not None:
-            log.info("policy allows", policy=allowed.policy, approvers=list(allowed.approvers),
-                     **_ids(request))  # fmt: skip
         locks = NO_LOCKS
         if record is not None and request.kind == ceremony_pb2.CEREMONY_KIND_SIGN:
             record, locks = self._signing_record(request, record)
+        # Logged with the ceremony's outcome: one info line per ceremony.
+        policy = {} if allowed is None else {"policy": allowed.policy,
+                                             "approvers": list(allowed.approvers)}  # fmt: skip
         return request, _Running(
-            request, plan(request, identity, record, self._deps.rand), identity, record, locks
-        )
+            request, plan(request, identity, record, self._deps.rand), identity, record, locks,
+            policy,
+        )  # fmt: skip
 
     def _signing_record(
         self, request: ceremony_pb2.CeremonyRequest, record: ServerShare
@@ -740,6 +748,7 @@ class _Running:
     # The locks of its DKLs23 pairs, held through every step: a check on a pair
     # and the burn after its failure happen with no other session on it in between.
     locks: PairLocks = NO_LOCKS
+    allowed: dict[str, Any] = dataclasses.field(default_factory=dict)  # the policy that allowed it
 
     def outbound(self, sealed: list[Any]) -> enclave_pb2.CeremonyOutput:
         """One step's envelopes, in order, as one output."""

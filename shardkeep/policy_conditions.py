@@ -68,6 +68,10 @@ class Condition:
             raise ConditionError(f"the condition gave {type(result).__name__}, not bool")
         return result
 
+    def names(self, literal: str) -> bool:
+        """Whether the source spells ``literal`` as a string literal (``'SIGN_RAW_DIGEST'``)."""
+        return re.search(rf"(['\"]){re.escape(literal)}\1", self.source) is not None
+
 
 def _nesting(source: str) -> int:
     depth = deepest = 0

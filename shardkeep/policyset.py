@@ -29,6 +29,7 @@ __all__ = [
     "encode",
     "decode",
     "policy_set_hash",
+    "organisation_set",
     # Exceptions
     "InvalidPolicy",
     # Types
@@ -239,6 +240,25 @@ def encode(policy_set: PolicySet) -> bytes:
 def policy_set_hash(policy_set: PolicySet) -> bytes:
     """The 32-byte hash every approval under this set signs."""
     return hashlib.sha256(POLICY_SET_TAG + encode(policy_set)).digest()
+
+
+ORGANISATION: Final = "_organisation"
+"""The wallet id of the organisation's set (no wallet id starts with ``_``)."""
+
+
+def organisation_set(
+    authenticators: tuple[Authenticator, ...], allow_policies: tuple[Policy, ...]
+) -> PolicySet:
+    """The organisation's allow policies and authenticators as the set its approvals sign.
+
+    An organisation authenticator approves under the hash of this set
+    (wallet ``_organisation``, epoch 0, version 1): it spans every wallet, and
+    the enclave's measured configuration, not a refresh, changes it.
+
+    Raises:
+        InvalidPolicy: as ``PolicySet``.
+    """
+    return PolicySet(ORGANISATION, 0, 1, authenticators, allow_policies)
 
 
 _T = TypeVar("_T")

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from client.cli.devstack import DevStack, running_stack
-from client.sdk.wallet import WalletClient
+from client.sdk.wallet import Wallet, WalletClient
 
 T = TypeVar("T")
 START_TIMEOUT_S = 90.0
@@ -73,9 +73,26 @@ def background_stack(
         thread.join(60)
 
 
+class RawDigestWalletClient(WalletClient):
+    """The SDK client whose new wallets' default policy set allows raw digests, for tests
+    that sign bare digests through the service (``allow_raw_digest``; a test that passes
+    a ``policy_set`` of its own or ``allow_raw_digest`` gets what it asks)."""
+
+    async def create_wallet(self, *args: Any, **kwargs: Any) -> Wallet:
+        if kwargs.get("policy_set") is None:
+            kwargs.setdefault("allow_raw_digest", True)
+        return await super().create_wallet(*args, **kwargs)
+
+    async def import_key(self, *args: Any, **kwargs: Any) -> Wallet:
+        if kwargs.get("policy_set") is None:
+            kwargs.setdefault("allow_raw_digest", True)
+        return await super().import_key(*args, **kwargs)
+
+
 def wallet_client(stack: DevStack) -> WalletClient:
-    """A coordinator's SDK client for the stack (use as ``async with``)."""
-    return WalletClient(
+    """A coordinator's SDK client for the stack (use as ``async with``); its wallets
+    allow raw digests (``RawDigestWalletClient``)."""
+    return RawDigestWalletClient(
         stack.host_address,
         stack.relay_address,
         stack.coordinator_key,

@@ -180,7 +180,7 @@ def test_two_admins_approve_and_the_engine_allows() -> None:
     challenge = challenge_for(policy)
     counters = SignCounters()
     engine = PolicyEngine(policy)
-    activity = Activity("SIGN_RAW_DIGEST", "w1", "bip340")
+    activity = Activity("REFRESH", "w1", "bip340")
     one = verified_approvers(
         policy, [ALICE.approve(challenge), PASSKEY.approve(challenge)], ACTIVITY, counters
     )

@@ -13,8 +13,8 @@ import pytest
 
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import WalletClient
 from shardkeep import eventloop
+from tests.stack_harness import RawDigestWalletClient
 
 SIGNATURES = 3
 PROCESSES = ("relay", "host", "enclave")
@@ -35,7 +35,7 @@ def test_each_process_logs_one_info_line_per_signature(tmp_path: Path, transport
     async def body() -> dict[str, list[dict[str, object]]]:
         async with (
             running_stack(tmp_path / "run", host_args=["--enclave-transport", transport]) as stack,
-            WalletClient(
+            RawDigestWalletClient(
                 stack.host_address, stack.relay_address, stack.coordinator_key,
                 root_certificate=stack.root_certificate,
             ) as wallets,

@@ -18,8 +18,8 @@ import pytest
 
 from client.cli.devstack import running_stack
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import WalletClient
 from tests.lifecycle_support import bip340_keyring, join_dealing, run, seeded, split_dealing
+from tests.stack_harness import RawDigestWalletClient
 from tss import local
 from tss.bip32 import derive_public
 from tss.ceremony import Message
@@ -165,7 +165,7 @@ def test_the_host_never_sees_the_chain_code(tmp_path: Path) -> None:
     async def main() -> list[bytes]:
         async with (
             running_stack(tmp_path / "run") as stack,
-            WalletClient(
+            RawDigestWalletClient(
                 stack.host_address, stack.relay_address, stack.coordinator_key,
                 root_certificate=stack.root_certificate,
             ) as wallets,

@@ -18,6 +18,7 @@ from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import PAIR_SETUP_REQUIRED, WalletClient, WalletError, _Approvals
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, host_pb2
+from tests.stack_harness import RawDigestWalletClient
 from tss.curve import N
 from tss.shamir import eval_point
 from tss.signing import NO_OPTIONS, RecoverableSignature
@@ -44,7 +45,7 @@ def run(stack_dir: Path, body: Any) -> Any:
     async def main() -> Any:
         async with (
             running_stack(stack_dir / "run", **EVERY_LOG_LINE) as stack,
-            WalletClient(
+            RawDigestWalletClient(
                 stack.host_address,
                 stack.relay_address,
                 stack.coordinator_key,
@@ -161,7 +162,8 @@ def test_an_enclave_killed_mid_ceremony_loses_no_share(stack_dir: Path) -> None:
         challenge = await wallets.challenge()
         call = wallets._host.Refresh(
             host_pb2.HostCeremonyRequest(
-                request=wallets._signed(request, challenge), relay_token=room.join_tokens[server_id]
+                request=wallets._signed(request, challenge, approvals=_Approvals(wallet, ())),
+                relay_token=room.join_tokens[server_id],
             ),
             timeout=60,
         )
@@ -220,8 +222,8 @@ def test_after_an_enclave_restart_the_sdk_runs_a_pair_setup_and_signs(stack_dir:
 
         await stack.restart("enclave")
         with pytest.raises(WalletError) as refused:  # the raw refusal the SDK acts on
-            no_approvals = _Approvals(wallet, ())  # the wallet has no policy set
-            await wallets._sign(wallet, DIGEST, {0: phone}, 1, NO_OPTIONS, None, no_approvals)
+            owner = _Approvals(wallet, ())  # the owner's approval, as sign gives it
+            await wallets._sign(wallet, DIGEST, {0: phone}, 1, NO_OPTIONS, None, owner)
         assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert refused.value.reason == PAIR_SETUP_REQUIRED
         verify("ecdsa-secp256k1", wallet.public_key, await wallets.sign(wallet, DIGEST, {0: phone}))

@@ -46,7 +46,7 @@ from tests.fault_harness import (
     FaultyRelay,
     MessageKey,
 )
-from tests.stack_harness import background_stack
+from tests.stack_harness import RawDigestWalletClient, background_stack
 from tss.keyshare import Scheme
 from tss.signing import RecoverableSignature
 
@@ -174,7 +174,7 @@ class Matrix:
 
 
 def client_for(stack: DevStack, relay: FaultyRelay | None, timeout: float) -> WalletClient:
-    return WalletClient(
+    return RawDigestWalletClient(
         stack.host_address, stack.relay_address, stack.coordinator_key,
         root_certificate=stack.root_certificate, timeout=timeout, relay=relay,
     )  # fmt: skip

@@ -42,7 +42,7 @@ from shardkeep.requests import (
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tests.conftest import POSTGRES_DSN, require_service
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay, MessageKey
-from tests.stack_harness import background_stack
+from tests.stack_harness import RawDigestWalletClient, background_stack
 from tss.ceremony import Ceremony, Message
 from tss.certificate import Pending, PendingKeygen
 from tss.keygen import Keygen
@@ -234,7 +234,7 @@ def check(scheme: str, public_key: bytes, signature: bytes | RecoverableSignatur
 def client(
     stack: DevStack, relay: RelayClient | None = None, timeout: float = 60.0
 ) -> WalletClient:
-    return WalletClient(
+    return RawDigestWalletClient(
         stack.host_address, stack.relay_address, stack.coordinator_key,
         root_certificate=stack.root_certificate, relay=relay, timeout=timeout,
     )  # fmt: skip

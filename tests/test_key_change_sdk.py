@@ -33,7 +33,7 @@ from client.sdk.wallet import (
 )
 from shardkeep.policyset import Consensus, Policy, PolicySet
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay
-from tests.stack_harness import background_stack, wallet_client
+from tests.stack_harness import RawDigestWalletClient, background_stack, wallet_client
 from tss.keyshare import Scheme
 from tss.signing import RecoverableSignature
 
@@ -68,7 +68,7 @@ def test_refresh_last_message_lost_sdk_resumes_and_old_epoch_signs_meanwhile(
         plan = FaultPlan(Fault("drop", (last_round, "server", "device0")), stack.kill, 0.0)
         plan.roles = {phone.party_id: "device0"}
         store = MemoryKeyStore()
-        faulty = WalletClient(
+        faulty = RawDigestWalletClient(
             stack.host_address, stack.relay_address, stack.coordinator_key,
             root_certificate=stack.root_certificate, timeout=6.0,
             relay=FaultyRelay.to(stack.relay_address, plan, stack.coordinator_key),
@@ -124,7 +124,7 @@ class OrderedStore(MemoryKeyStore):
 
 
 def faulty_client(stack: DevStack, plan: FaultPlan, timeout: float) -> WalletClient:
-    return WalletClient(
+    return RawDigestWalletClient(
         stack.host_address, stack.relay_address, stack.coordinator_key,
         root_certificate=stack.root_certificate, timeout=timeout,
         relay=FaultyRelay.to(stack.relay_address, plan, stack.coordinator_key),

@@ -162,8 +162,10 @@ def test_a_transfer_off_the_allow_list_is_refused_even_with_device_and_coordinat
         # deny wins over approvals
         call = Eip1559Transaction(**{**friend.__dict__, "data": b"\xa9\x05\x9c\xbb"})
         await expect_refusal(sign(call, PASSKEY), denied, "no-contract-calls")
-        # a raw digest: no policy allows SIGN_RAW_DIGEST
-        await expect_refusal(sign(friend, PASSKEY, raw=True), denied, "no allow policy")
+        # a raw digest: no policy names SIGN_RAW_DIGEST
+        await expect_refusal(
+            sign(friend, PASSKEY, raw=True), denied, "only where an allow policy names that kind"
+        )
         # the transaction of a friend with the digest of a stranger's
         await expect_refusal(
             sign(friend, PASSKEY, digest=transfer(STRANGER).signing_hash()),

@@ -147,7 +147,11 @@ def test_allowed(activity: Activity, approvers: list[str], allowed_by: str) -> N
             ["alice"],
             "no allow policy",
         ),
-        (Activity("SIGN_RAW_DIGEST", "w1", "ecdsa-secp256k1"), ["alice", "bob"], "no allow policy"),
+        (
+            Activity("SIGN_RAW_DIGEST", "w1", "ecdsa-secp256k1"),
+            ["alice", "bob"],
+            "signed only where an allow policy names that kind",
+        ),
     ],
 )
 def test_denied_naming_why(activity: Activity, approvers: list[str], reason: str) -> None:

@@ -21,27 +21,32 @@ from hypothesis import strategies as st
 from client.sdk.approvals import ApiKey
 from enclave.config import ConfigError, EnclaveConfig
 from enclave.errors import BadRequest
-from enclave.policy.engine import PolicyDenied, PolicyEngine
+from enclave.policy.authenticators import ApprovalRefused
+from enclave.policy.engine import Allowed, PolicyDenied, PolicyEngine
 from enclave.policy.facts import Activity, FactsError, facts
 from enclave.policy.gate import (
     PolicyGate,
+    PolicyRequired,
     activity_of,
     carried_policy_set,
     registered_policy_set,
     replaced_policy_set,
 )
+from enclave.policy.organisation import Organisation
 from shardkeep.approvals import activity_hash, approval_challenge
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
 from shardkeep.chains.evm import keccak256
 from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
 from shardkeep.lifecycle import SCHEMES
+from shardkeep.policy_documents import authenticator_entry
 from shardkeep.policyset import (
     Authenticator,
     Consensus,
     InvalidPolicy,
     Policy,
     PolicySet,
+    organisation_set,
     policy_set_hash,
 )
 from shardkeep.policyset import decode as decode_policy_set
@@ -265,30 +270,123 @@ def evm_request(chain_id: int) -> ceremony_pb2.SignedCeremonyRequest:
     return ceremony_pb2.SignedCeremonyRequest(request=request.SerializeToString())
 
 
+def approve(
+    request: ceremony_pb2.SignedCeremonyRequest, key: ApiKey, under: PolicySet, name: str = ""
+) -> None:
+    """Append ``key``'s approval of ``request`` under ``under`` (named ``name`` if given)."""
+    challenge = approval_challenge(activity_hash(request.request), policy_set_hash(under))
+    approval = key.approve(challenge)
+    request.approvals.append(
+        ceremony_pb2.Approval(
+            authenticator=name or approval.authenticator, signature=approval.signature
+        )
+    )
+
+
 def test_organisation_deny_policies_apply_to_every_wallet() -> None:
     gate = PolicyGate(ORGANISATION)
     testnet, mainnet = evm_request(5), evm_request(1)
     parsed = ceremony_pb2.CeremonyRequest.FromString
-    # a wallet without a policy set of its own: the organisation's denies still apply
-    with pytest.raises(PolicyDenied, match="organisation/mainnet-only") as denied:
-        gate.check(testnet, parsed(testnet.request), b"")
-    assert denied.value.policy == "organisation/mainnet-only"
-    assert gate.check(mainnet, parsed(mainnet.request), b"") is None
+    # a wallet without a policy set of its own and no organisation allow: it may
+    # only adopt a set
+    with pytest.raises(PolicyRequired, match="has no policy set"):
+        gate.check(mainnet, parsed(mainnet.request), b"")
     # a wallet whose own set allows everything with its key's approval: deny still wins
     key = ApiKey.generate("a")
     own = PolicySet(
         "w", 0, 1, (key.authenticator(),), (Policy("any", "allow", "true", Consensus(1)),)
     )
     data = encode_policy_set(own)
-    challenge = approval_challenge(activity_hash(testnet.request), policy_set_hash(own))
-    approval = key.approve(challenge)
-    testnet.approvals.append(
-        ceremony_pb2.Approval(authenticator=approval.authenticator, signature=approval.signature)
-    )
-    with pytest.raises(PolicyDenied, match="organisation/mainnet-only"):
+    approve(testnet, key, own)
+    with pytest.raises(PolicyDenied, match="organisation/mainnet-only") as denied:
         gate.check(testnet, parsed(testnet.request), data)
+    assert denied.value.policy == "organisation/mainnet-only"
+    approve(mainnet, key, own)
+    assert gate.check(mainnet, parsed(mainnet.request), data) == Allowed("any", ("a",))
     with pytest.raises(InvalidPolicy, match="does not compile"):
         PolicyGate({"broken": "eth.tx.chain_id !="})
+
+
+ADMIN = ApiKey.generate("cfo")
+ORGANISATION_ALLOW = {
+    **ORGANISATION,
+    "admin-approves": {
+        "effect": "allow",
+        "condition": "true",
+        "consensus": {"min_approvals": 1, "tag": "admin"},
+    },
+}
+ADMINS = [authenticator_entry(ADMIN.authenticator("admin"))]
+
+
+def test_an_organisation_allow_governs_wallets_without_a_set_and_deny_still_wins() -> None:
+    organisation = Organisation.from_config(ORGANISATION_ALLOW, ADMINS)
+    gate = PolicyGate(organisation)
+    parsed = ceremony_pb2.CeremonyRequest.FromString
+    under = organisation_set((ADMIN.authenticator("admin"),), organisation_allows())
+    # a keygen without a set is accepted: the organisation's allow governs the wallet
+    keygen = ceremony_pb2.CeremonyRequest(kind=ceremony_pb2.CEREMONY_KIND_KEYGEN, wallet_id="w")
+    assert gate.check(ceremony_pb2.SignedCeremonyRequest(), keygen, None) is None
+    # its activities need the organisation's approval, named organisation/NAME
+    mainnet = evm_request(1)
+    with pytest.raises(PolicyDenied, match="'organisation/admin-approves' matched with 0 of 1"):
+        gate.check(mainnet, parsed(mainnet.request), b"")
+    approve(mainnet, ADMIN, under, "organisation/cfo")
+    allowed = gate.check(mainnet, parsed(mainnet.request), b"")
+    assert allowed == Allowed("organisation/admin-approves", ("cfo",))
+    # the organisation's deny wins over its own allow
+    testnet = evm_request(5)
+    approve(testnet, ADMIN, under, "organisation/cfo")
+    with pytest.raises(PolicyDenied, match="organisation/mainnet-only"):
+        gate.check(testnet, parsed(testnet.request), b"")
+    # an approval under the wrong set (the wallet's hash) does not verify
+    wrong = evm_request(1)
+    walletish = PolicySet("w", 0, 1, (ADMIN.authenticator(),), (ANY,))
+    approve(wrong, ADMIN, walletish, "organisation/cfo")
+    with pytest.raises(ApprovalRefused, match="cfo"):
+        gate.check(wrong, parsed(wrong.request), b"")
+    # a raw digest: the organisation's `true` does not name SIGN_RAW_DIGEST
+    raw = ceremony_pb2.SignedCeremonyRequest(
+        request=sign("ecdsa-secp256k1", bytes(32)).SerializeToString()
+    )
+    approve(raw, ADMIN, under, "organisation/cfo")
+    with pytest.raises(PolicyDenied, match="names that kind"):
+        gate.check(raw, parsed(raw.request), b"")
+
+
+def organisation_allows() -> tuple[Policy, ...]:
+    return (Policy("admin-approves", "allow", "true", Consensus(1, "admin")),)
+
+
+ANY = Policy("any", "allow", "true", Consensus(1))
+
+
+def test_a_new_wallet_without_a_set_is_refused_unless_the_organisation_governs_it() -> None:
+    keygen = ceremony_pb2.CeremonyRequest(kind=ceremony_pb2.CEREMONY_KIND_KEYGEN, wallet_id="w")
+    with pytest.raises(PolicyRequired, match="registers a policy set"):
+        PolicyGate(ORGANISATION).check(ceremony_pb2.SignedCeremonyRequest(), keygen, None)
+    keygen.policy_set = encode_policy_set(PolicySet("w", 0, 1, (ADMIN.authenticator(),), (ANY,)))
+    assert PolicyGate().check(ceremony_pb2.SignedCeremonyRequest(), keygen, None) is None
+
+
+def test_a_wallet_without_a_set_adopts_one_approved_under_it() -> None:
+    key = ApiKey.generate("owner")
+    new = PolicySet("w", 1, 1, (key.authenticator(),), (ANY,))
+    refresh = ceremony_pb2.CeremonyRequest(
+        kind=ceremony_pb2.CEREMONY_KIND_REFRESH, wallet_id="w", scheme=SCHEME["bip340"],
+        policy_set=encode_policy_set(new),
+    )  # fmt: skip
+    signed = ceremony_pb2.SignedCeremonyRequest(request=refresh.SerializeToString())
+    gate = PolicyGate()
+    with pytest.raises(PolicyDenied, match="'any' matched with 0 of 1"):
+        gate.check(signed, refresh, b"")
+    approve(signed, key, new)
+    assert gate.check(signed, refresh, b"") == Allowed("any", ("owner",))
+    # a plain refresh of such a wallet is refused, naming the way out
+    refresh.ClearField("policy_set")
+    plain = ceremony_pb2.SignedCeremonyRequest(request=refresh.SerializeToString())
+    with pytest.raises(PolicyRequired, match="adopt one"):
+        gate.check(plain, refresh, b"")
 
 
 def test_the_enclave_refuses_to_start_with_a_bad_organisation_policy(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity, roster_of, run_over_relay
-from client.sdk.wallet import WalletClient
+from client.sdk.wallet import WalletClient, _Approvals
 from enclave.auth import (
     CHALLENGE_BYTES,
     INSTANCE_TAG_BYTES,
@@ -43,6 +43,7 @@ from tests.enclave_harness import (
     signed,
     with_enclave,
 )
+from tests.stack_harness import RawDigestWalletClient
 from tss.signing import NO_OPTIONS, HostKeys, signing_ceremony
 
 DIGEST = bytes.fromhex("c3" * 32)
@@ -183,7 +184,9 @@ def test_replayed_signed_request_after_enclave_restart_refused(tmp_path: Path) -
         room = await wallets._relay.create_room(ids, ttl_ms=120_000)
         request.room_id = room.room_id
         carried = host_pb2.HostCeremonyRequest(
-            request=wallets._signed(request, await wallets.challenge()),
+            request=wallets._signed(
+                request, await wallets.challenge(), approvals=_Approvals(wallet, ())
+            ),
             relay_token=room.join_tokens[ids[1]],
         )
 
@@ -227,7 +230,7 @@ def test_replayed_signed_request_after_enclave_restart_refused(tmp_path: Path) -
     async def main() -> None:
         async with (
             running_stack(tmp_path / "run") as stack,
-            WalletClient(
+            RawDigestWalletClient(
                 stack.host_address,
                 stack.relay_address,
                 stack.coordinator_key,

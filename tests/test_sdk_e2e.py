@@ -175,7 +175,7 @@ def test_backup_lose_recover_on_a_new_device_and_sign(stack: DevStack) -> None:
                 passcode=PASSCODE, insecure_allow_weak_kdf=True,
             )  # fmt: skip
             assert only_share == recovered.share
-            restored = await restore_wallet(client, channel, recovered)
+            restored = await restore_wallet(client, channel, recovered, allow_raw_digest=True)
         assert restored.owner_key is not None
         result = await client.sign(restored, DIGEST, {0: recovered.identity})
         assert isinstance(result, RecoverableSignature)

@@ -44,6 +44,7 @@ from client.storage.shares import (
     read_share_file,
 )
 from relay.errors import BackendUnavailableError, QuotaExceededError
+from tests.stack_harness import RawDigestWalletClient
 from tss.errors import FaultyParticipantError, InputError, InvalidEncodingError
 from tss.keyshare import KeyShare
 from tss.local import keygen
@@ -202,7 +203,7 @@ def test_an_unreachable_host_and_a_bad_argument_are_wallet_errors() -> None:
 
     async def body() -> None:
         address = f"127.0.0.1:{port}"
-        async with WalletClient(
+        async with RawDigestWalletClient(
             address, address, Ed25519PrivateKey.generate(), timeout=5.0
         ) as wallets:
             phone = PartyIdentity.generate()

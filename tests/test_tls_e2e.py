@@ -31,7 +31,7 @@ from client.sdk.wallet import WalletClient
 from enclave import devsetup
 from enclave.nsm import image_pcrs
 from shardkeep.tls import ClientTls
-from tests.stack_harness import background_stack, run_with_client
+from tests.stack_harness import RawDigestWalletClient, background_stack, run_with_client
 from tss.curve import schnorr_verify
 from tss.signing import RecoverableSignature
 
@@ -61,7 +61,7 @@ def test_signature_over_tls_mutual_tls_and_token(stack: DevStack) -> None:
 
 def attest_with(stack: DevStack, transport: Transport) -> TransportError:
     async def main() -> None:
-        async with WalletClient(
+        async with RawDigestWalletClient(
             stack.host_address,
             stack.relay_address,
             stack.coordinator_key,

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from client.cli.main import main
 from client.sdk.party import PartyIdentity
-from client.sdk.wallet import Wallet, WalletClient
+from client.sdk.wallet import Wallet
 from enclave.nsm import SimulatedNitroPki
 from shardkeep.lifecycle import keyring_to_proto
 from shardkeep.v1 import ceremony_pb2
@@ -39,6 +39,7 @@ from tests.enclave_harness import (
     signed,
     with_enclave,
 )
+from tests.stack_harness import RawDigestWalletClient
 from tss.curve import schnorr_verify
 from tss.dealer import import_dealer
 from tss.errors import InputError
@@ -162,7 +163,7 @@ def test_sdk_refuses_threshold_one_before_any_call() -> None:
     device = PartyIdentity.generate()
 
     async def attempts() -> None:
-        async with WalletClient(
+        async with RawDigestWalletClient(
             "unix:/nonexistent/host.sock", "unix:/nonexistent/relay.sock",
             Ed25519PrivateKey.generate(), timeout=1,
         ) as client:  # fmt: skip

@@ -21,13 +21,9 @@ from typing import Any, TextIO
 
 from client.cli.exits import EXIT_OK, EXIT_USAGE
 from client.sdk.approvals import ApiKey, SoftwarePasskey
-from client.sdk.policy_files import (
-    authenticator_entry,
-    load_policy_file,
-    save_api_key,
-    save_passkey,
-)
+from client.sdk.policy_files import load_policy_file, save_api_key, save_passkey
 from shardkeep.policy_conditions import compile_condition
+from shardkeep.policy_documents import authenticator_entry
 from shardkeep.policyset import policy_set_hash
 from tss.errors import InputError
 

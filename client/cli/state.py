@@ -6,7 +6,8 @@ may contain "/")::
     STATE/wallets/<sha256(wallet_id)[:32]>/
         wallet.json           the committed epoch's public description: id, scheme,
                               threshold, epoch, public key, parties, server index,
-                              local parties
+                              local parties, the policy set in force (a policy
+                              file's document; absent for a wallet made before sets)
         pending.json          a key change in flight (optional): the new epoch's
                               description and what resuming it needs (public data)
         epoch-<N>/
@@ -51,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from client.sdk.device_backup import open_identity, seal_identity
 from client.sdk.key_change import PendingChange
 from client.sdk.party import PartyIdentity
+from client.sdk.policy_files import policy_document, policy_set_of
 from client.sdk.wallet import Wallet
 from client.storage.errors import (
     DecryptionError,
@@ -67,6 +69,7 @@ from client.storage.shares import (
     read_share_file,
     write_file_atomically,
 )
+from shardkeep.policyset import InvalidPolicy, PolicySet
 from shardkeep.v1 import ceremony_pb2
 from tss.errors import InputError
 from tss.keyshare import SCHEMES, KeyShare
@@ -122,9 +125,12 @@ class WalletDescription:
     server_index: int | None
     parties: tuple[ceremony_pb2.Party, ...]
     local: tuple[int, ...]
+    policy_set: PolicySet | None = None
 
     def to_json(self) -> dict[str, Any]:
+        policy = {} if self.policy_set is None else {"policy": policy_document(self.policy_set)}
         return {
+            **policy,
             "format": DESCRIPTION_FORMAT,
             "version": _VERSION,
             "wallet_id": self.wallet_id,
@@ -169,8 +175,11 @@ class WalletDescription:
                 server_index=None if data["server_index"] is None else int(data["server_index"]),
                 parties=parties,
                 local=tuple(int(i) for i in data["local"]),
+                policy_set=None
+                if data.get("policy") is None
+                else policy_set_of(data["policy"], str(data["wallet_id"])),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, InvalidPolicy) as e:
             raise ShareFormatError("wallet.json", "missing or malformed field") from e
         server = description.server_index
         if description.scheme not in SCHEMES or (
@@ -254,6 +263,7 @@ def _description_of(wallet: Wallet) -> WalletDescription:
     return WalletDescription(
         wallet.wallet_id, wallet.scheme, wallet.threshold, wallet.epoch, wallet.public_key,
         wallet.server_index, tuple(wallet.parties), tuple(sorted(wallet.shares)),
+        wallet.policy_set,
     )  # fmt: skip
 
 
@@ -609,6 +619,7 @@ def _load(
     wallet = Wallet(
         wallet_id, share.scheme, description.threshold, list(description.parties),
         description.server_index, description.public_key, epoch, shares, owner,
+        description.policy_set,
     )  # fmt: skip
     return LoadedWallet(wallet, devices)
 

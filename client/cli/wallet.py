@@ -119,7 +119,14 @@ def add_wallet_commands(commands: Any) -> None:
     create.add_argument("--wallet-id", help="the wallet's id (default: a fresh one)")
     create.add_argument(
         "--policy", type=Path, metavar="FILE",
-        help="a policy file (JSON): its authenticators must approve what the server share signs",
+        help="a policy file (JSON): its authenticators must approve what the server share signs"
+        " (default: this machine's owner key approves every parsed transaction, message and"
+        " key change, and no raw digest)",
+    )  # fmt: skip
+    create.add_argument(
+        "--allow-raw-digest", action="store_true",
+        help="with the default policy: the owner key may also approve raw digests (`wallet sign"
+        " --digest`, an ed25519 --message that is no Solana message)",
     )  # fmt: skip
     create.set_defaults(handler=_run("create"))
 
@@ -279,6 +286,15 @@ def add_wallet_commands(commands: Any) -> None:
     recover.add_argument("--backup-id", help="default: the newest backup of the current epoch")
     recover.add_argument("--epoch", type=int, help="default: the host's current epoch")
     recover.add_argument("--force", action="store_true", help="replace the wallet in --state")
+    recover.add_argument(
+        "--policy", type=Path, metavar="FILE",
+        help="the wallet's policy file, as in force (a backup does not carry it; default: the"
+        " default policy)",
+    )  # fmt: skip
+    recover.add_argument(
+        "--allow-raw-digest", action="store_true",
+        help="the wallet was created with --allow-raw-digest (its default policy allows them)",
+    )  # fmt: skip
     recover.set_defaults(handler=_run("recover"))
 
     listing = actions.add_parser(

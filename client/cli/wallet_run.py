@@ -311,6 +311,11 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
             load_policy_file(getattr(args, option))
     for path in getattr(args, "approver", []):
         load_approver(path)
+    if command in ("create", "recover") and args.allow_raw_digest and args.policy is not None:
+        raise UsageError(
+            "--allow-raw-digest shapes the default policy; a policy file allows raw digests"
+            " by an allow policy naming 'SIGN_RAW_DIGEST'"
+        )
     if getattr(args, "approver", []) and getattr(args, "policy", None) is None:
         raise UsageError("--approver needs --policy: approvals sign the hash of the set in force")
     wallet_id = getattr(args, "wallet_id", None)
@@ -450,6 +455,7 @@ async def _create(ctx: _Context) -> dict[str, Any]:
             SCHEME_NAMES[args.scheme], devices, threshold=args.threshold,
             wallet_id=args.wallet_id, store=store, progress=ctx.progress,
             policy_set=None if args.policy is None else load_policy_file(args.policy),
+            allow_raw_digest=args.allow_raw_digest,
         )  # fmt: skip
     ctx.progress.stage("")
     return _describe_wallet(wallet)
@@ -833,7 +839,11 @@ async def _recover(ctx: _Context) -> dict[str, Any]:
             insecure_allow_weak_kdf=ctx.weak,
         )  # fmt: skip
         ctx.progress("checking the keyring against the host and the attestation")
-        wallet = await restore_wallet(client, channel, recovered)
+        wallet = await restore_wallet(
+            client, channel, recovered,
+            policy_set=None if args.policy is None else load_policy_file(args.policy),
+            allow_raw_digest=args.allow_raw_digest,
+        )  # fmt: skip
     ctx.progress("encrypting the key share")
     save_wallet(
         args.state, wallet, {recovered.share.party_id: recovered.identity}, passcode,

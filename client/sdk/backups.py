@@ -29,13 +29,14 @@ import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.errors import InvalidInput, WalletError, sdk_boundary
+from client.sdk.default_policy import default_policy_set
 from client.sdk.device_backup import RecoveredDevice, is_device_backup, make_device_backup
 from client.sdk.device_backup import open_device_backup as _open_device_backup
 from client.sdk.party import PartyIdentity
@@ -51,6 +52,7 @@ from client.storage.shares import (
     read_share_file,
     recover_share,
 )
+from shardkeep.policyset import PolicySet
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 from tss.channel import party_id as party_id_of
 from tss.errors import InputError
@@ -391,7 +393,12 @@ async def recover_device(
 
 @sdk_boundary
 async def restore_wallet(
-    client: WalletClient, host: HostTarget, recovered: RecoveredDevice
+    client: WalletClient,
+    host: HostTarget,
+    recovered: RecoveredDevice,
+    *,
+    policy_set: PolicySet | None = None,
+    allow_raw_digest: bool = False,
 ) -> Wallet:
     """Rebuild the ``Wallet`` a recovered device signs with, from the host and the attestation.
 
@@ -399,6 +406,11 @@ async def restore_wallet(
     (scheme, threshold, public key, epoch, party count), every party id must
     derive from its static key, the server party is found by the attested
     party id, and the recovered identity must be the share's party.
+
+    A backup does not carry the wallet's policy set: give it as ``policy_set``
+    (a set of one's own, e.g. from its policy file); by default, with the
+    owner key recovered, it is the default set (``client.sdk.default_policy``,
+    ``allow_raw_digest`` as the wallet was created with).
 
     Returns:
         A wallet holding the recovered share (and owner key, if recovered).
@@ -440,9 +452,14 @@ async def restore_wallet(
     if server_index is not None:
         parties[server_index] = server.party
     parties[share.party_id] = identity.party
+    if policy_set is None and recovered.owner_key is not None:
+        policy_set = default_policy_set(
+            recovered.wallet_id, recovered.owner_key, allow_raw_digest=allow_raw_digest
+        )
     return Wallet(
         recovered.wallet_id, share.scheme, share.threshold, parties, server_index,
         share.public_key, share.epoch, {share.party_id: share}, recovered.owner_key,
+        None if policy_set is None else replace(policy_set, wallet_id=recovered.wallet_id),
     )  # fmt: skip
 
 

@@ -42,7 +42,13 @@ from cryptography.hazmat.primitives.serialization import (
 from client.errors import sdk_boundary
 from client.sdk.approvals import ApiKey, SoftwarePasskey
 from shardkeep.approvals import Approval
-from shardkeep.policyset import Authenticator, Consensus, InvalidPolicy, Policy, PolicySet
+from shardkeep.policy_documents import (
+    authenticator_entry,
+    authenticator_from_entry,
+    policy_entry,
+    policy_from_entry,
+)
+from shardkeep.policyset import InvalidPolicy, PolicySet
 
 __all__ = [
     "PasskeyFile",
@@ -50,8 +56,8 @@ __all__ = [
     "load_passkey",
     "save_passkey",
     "load_policy_file",
+    "policy_set_of",
     "policy_document",
-    "authenticator_entry",
     "save_api_key",
     "load_api_key",
 ]
@@ -69,29 +75,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise InvalidPolicy("", f"{path} is not JSON ({what})") from e
 
 
-def _authenticator(entry: dict[str, Any]) -> Authenticator:
-    return Authenticator(
-        entry["name"],
-        entry["kind"],
-        bytes.fromhex(entry["public_key"]),
-        tuple(entry.get("tags", ())),
-        entry.get("rp_id", ""),
-        entry.get("origin", ""),
-    )
-
-
-def _policy(entry: dict[str, Any]) -> Policy:
-    consensus = entry.get("consensus")
-    return Policy(
-        entry["name"],
-        entry["effect"],
-        entry["condition"],
-        None
-        if consensus is None
-        else Consensus(int(consensus["min_approvals"]), consensus.get("tag", "")),
-    )
-
-
 @sdk_boundary
 def load_policy_file(path: Path) -> PolicySet:
     """Read a policy file (module docstring) as a policy set not yet bound to a wallet.
@@ -101,25 +84,28 @@ def load_policy_file(path: Path) -> PolicySet:
             ``PolicySet`` refuses. Conditions are compiled by the enclave.
         OSError: the file cannot be read.
     """
-    document = _read_json(path, "a policy file")
     try:
-        authenticators = tuple(_authenticator(a) for a in document["authenticators"])
-        policies = tuple(_policy(p) for p in document["policies"])
+        return policy_set_of(_read_json(path, "a policy file"))
+    except InvalidPolicy as e:
+        raise InvalidPolicy(e.name, f"{path}: {e}") from e
+
+
+@sdk_boundary
+def policy_set_of(document: Any, wallet_id: str = UNBOUND_WALLET) -> PolicySet:
+    """A policy file's document (module docstring) as the policy set of ``wallet_id`` at epoch 0.
+
+    Raises:
+        InvalidPolicy: a missing or mistyped field, or a set ``PolicySet`` refuses.
+    """
+    try:
+        authenticators = tuple(authenticator_from_entry(a) for a in document["authenticators"])
+        policies = tuple(policy_from_entry(p) for p in document["policies"])
         version = int(document["version"])
     except InvalidPolicy:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise InvalidPolicy("", f"{path}: a missing or mistyped field ({e!r})") from e
-    return PolicySet(UNBOUND_WALLET, 0, version, authenticators, policies)
-
-
-@sdk_boundary
-def authenticator_entry(a: Authenticator) -> dict[str, Any]:
-    """An authenticator as a policy file lists it."""
-    return {
-        "name": a.name, "kind": a.kind, "public_key": a.public_key.hex(), "tags": list(a.tags),
-        "rp_id": a.rp_id, "origin": a.origin,
-    }  # fmt: skip
+        raise InvalidPolicy("", f"a missing or mistyped field ({e!r})") from e
+    return PolicySet(wallet_id, 0, version, authenticators, policies)
 
 
 @sdk_boundary
@@ -128,13 +114,8 @@ def policy_document(policy_set: PolicySet) -> dict[str, Any]:
     return {
         "version": policy_set.version,
         "authenticators": [authenticator_entry(a) for a in policy_set.authenticators],
-        "policies": [
-            {"name": p.name, "effect": p.effect, "condition": p.condition,
-             "consensus": None if p.consensus is None else
-             {"min_approvals": p.consensus.min_approvals, "tag": p.consensus.tag}}
-            for p in policy_set.policies
-        ],
-    }  # fmt: skip
+        "policies": [policy_entry(p) for p in policy_set.policies],
+    }
 
 
 @sdk_boundary

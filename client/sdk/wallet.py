@@ -34,6 +34,7 @@ from client.errors import InvalidInput, sdk_boundary
 from client.errors import WalletError as WalletError
 from client.sdk.approvals import Approver, approvals_of
 from client.sdk.attestation import AttestationDocument, verify
+from client.sdk.default_policy import default_policy_set, owner_approver
 from client.sdk.host_session import HostTransport, host_calls
 from client.sdk.key_change import KeyStore, PendingChange
 from client.sdk.party import (
@@ -84,6 +85,9 @@ PAIR_SETUP_REQUIRED = "pair-setup-required"
 POLICY_DENIED = "policy-denied"
 """The ``WalletError.reason`` when the wallet's policies refuse (the message names the
 policy and its condition, or what approvals were missing)."""
+POLICY_REQUIRED = "policy-required"
+"""The ``WalletError.reason`` when the wallet has no policy set (made before sets existed):
+the server share only lets it adopt one (``refresh(new_policy_set=...)``)."""
 APPROVAL_REFUSED = "approval-refused"
 """The ``WalletError.reason`` when an approval does not verify (the message names the
 authenticator and the fault)."""
@@ -160,9 +164,9 @@ class Wallet:
         shares: this client's key shares by party index.
         owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
         policy_set: the wallet's policy set, registered at keygen and sealed with
-            the server share (None: the coordinator's signature suffices). Its
-            ``epoch`` is the one it was registered at; the server share re-binds
-            it to each new epoch (``Approvers`` follows).
+            the server share (None: a wallet made before sets existed, which
+            must adopt one). Its ``epoch`` is the one it was registered at; the
+            server share re-binds it to each new epoch (approvals follow).
 
     ECDSA: a pair setup replaces a share in ``shares`` (its setup with the server
     party); persist the wallet's shares again after a signature.
@@ -295,6 +299,7 @@ class WalletClient:
         store: KeyStore | None = None,
         progress: Progress | None = None,
         policy_set: PolicySet | None = None,
+        allow_raw_digest: bool = False,
     ) -> Wallet:
         """Run a keygen among ``devices`` and the server share (the server is the last party).
 
@@ -308,7 +313,13 @@ class WalletClient:
             policy_set: authenticators and policies to register with the server
                 share (its wallet id and epoch are filled in); from then on the
                 server share acts for the wallet only with their approvals
-                (docs/security/policy.md).
+                (docs/security/policy.md). Default: the owner approves every
+                parsed activity and key change (``client.sdk.default_policy``),
+                and this client approves with the owner approval key whenever
+                no ``approvers`` are given.
+            allow_raw_digest: the default set also lets the owner approve raw
+                digests (and Ed25519 messages not declared Solana messages);
+                without it, signing one is refused (reason ``policy-denied``).
 
         Returns:
             The wallet with every device's key share, saved in ``store`` if given;
@@ -336,9 +347,7 @@ class WalletClient:
             parties=parties,
             owner_key=owner.public_key().public_bytes_raw(),
         )
-        if policy_set is not None:
-            policy_set = replace(policy_set, wallet_id=request.wallet_id, epoch=0)
-            request.policy_set = encode_policy_set(policy_set)
+        policy_set = _registered_set(request, owner, policy_set, allow_raw_digest, epoch=0)
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
             return roster_of(parties), {d.party_id: keygen_ceremony(req, d) for d in devices}
@@ -434,6 +443,8 @@ class WalletClient:
         chain_code: bytes | None = None,
         store: KeyStore | None = None,
         progress: Progress | None = None,
+        policy_set: PolicySet | None = None,
+        allow_raw_digest: bool = False,
     ) -> Wallet:
         """Split an existing private key among ``devices`` and the server share (the server last).
 
@@ -467,6 +478,7 @@ class WalletClient:
                 addresses (default: 32 random bytes). It reaches the other
                 parties inside the ceremony's end-to-end channels only.
             store: keeps the devices' shares, pending then committed (as :meth:`refresh`).
+            policy_set, allow_raw_digest: as :meth:`create_wallet`.
 
         Returns:
             The wallet with every device's key share, at epoch 1.
@@ -501,6 +513,9 @@ class WalletClient:
             keyring=lifecycle.keyring_to_proto(keyring),
             owner_key=owner.public_key().public_bytes_raw(),
         )
+        registered = _registered_set(
+            request, owner, policy_set, allow_raw_digest, epoch=keyring.epoch + 1
+        )
         identities = {d.party_id: d for d in [dealer, *devices]}
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Roster, dict[str, Ceremony[Any]]]:
@@ -521,7 +536,7 @@ class WalletClient:
                 raise WalletError("the imported wallet's public key is not the key's")
             return Wallet(
                 request.wallet_id, scheme, threshold, new_parties, len(devices),
-                keyring.public_key, epoch, new, owner,
+                keyring.public_key, epoch, new, owner, registered,
             )  # fmt: skip
 
         return await self._change_keys(
@@ -547,8 +562,9 @@ class WalletClient:
             digest: what the scheme signs: a 32-byte digest for bip340 and
                 ecdsa-secp256k1; for ed25519 the message itself (1 to 65536
                 bytes, e.g. a Solana transaction message: Ed25519 hashes it).
-            approvers: for a wallet with a policy set, the authenticators that
-                approve this request (each signs its approval challenge).
+            approvers: the authenticators that approve this request (each
+                signs its approval challenge); default: the owner approval key,
+                if the wallet's set has it.
             payload: what ``digest`` is the digest of (a transaction or
                 message), for the server share to parse, check against its
                 policy and recompute the digest from.
@@ -671,11 +687,14 @@ class WalletClient:
     ) -> Wallet:
         """New secret shares for every party, the same key (epoch + 1); every party takes part.
 
-        ``approvers`` approve the refresh for a wallet with a policy set.
+        ``approvers`` approve the refresh (default: the owner approval key).
         ``new_policy_set`` replaces the wallet's policy set from the new epoch
         on (its wallet id and epoch are filled in; its version must exceed the
         current one's): adding or removing an authenticator or a policy is a
-        refresh approved under the set in force (docs/security/policy.md).
+        refresh approved under the set in force (docs/security/policy.md). A
+        wallet made before policy sets existed has none and the server share
+        does nothing else for it until it adopts one this way (approved under
+        the new set), e.g. ``client.sdk.default_policy.default_policy_set``.
 
         The new shares are saved through ``store`` as pending before the devices
         agree, and committed there once the certificate verifies (see
@@ -715,7 +734,10 @@ class WalletClient:
 
         return await self._change_keys(
             "refresh", request, dict(devices), build, self._server_id(wallet), progress,
-            new_wallet, dict(devices), store, approvals=_Approvals(wallet, approvers),
+            new_wallet, dict(devices), store,
+            approvals=_Approvals(
+                wallet, approvers, adopting=None if new_policy_set is None else policy_set
+            ),
         )  # fmt: skip
 
     async def reshare(
@@ -1298,17 +1320,61 @@ class SignedPayload:
 
 @dataclass(frozen=True)
 class _Approvals:
-    """What a request carries for the server share's policy, and who approves it."""
+    """What a request carries for the server share's policy, and who approves it.
+
+    Attributes:
+        approvers: who approves; none given: the owner approval key, if the
+            set in force has it.
+        adopting: the set a refresh puts in place; a wallet without one
+            adopts it approved under it.
+    """
 
     wallet: Wallet
     approvers: Sequence[Approver]
     payload: SignedPayload = SignedPayload()
+    adopting: PolicySet | None = None
 
     def over(self, request: bytes) -> list[ceremony_pb2.Approval]:
         """Every approver's approval of the exact request bytes under the set in force."""
-        if self.wallet.policy_set is None or not self.approvers:
+        policy_set, epoch = self.wallet.policy_set, self.wallet.epoch
+        if policy_set is None and self.adopting is not None:
+            policy_set, epoch = self.adopting, self.adopting.epoch
+        if policy_set is None:
             return []
-        return approvals_of(request, self.wallet.policy_set, self.wallet.epoch, self.approvers)
+        approvers = self.approvers or _owner_approvers(self.wallet.owner_key, policy_set)
+        return approvals_of(request, policy_set, epoch, approvers) if approvers else []
+
+
+def _owner_approvers(owner: Ed25519PrivateKey | None, policy_set: PolicySet) -> list[Approver]:
+    """The owner approval key, if ``policy_set`` registers it."""
+    if owner is None:
+        return []
+    key = owner_approver(owner)
+    registered = policy_set.authenticator(key.name)
+    if registered is None or registered.public_key != key.authenticator().public_key:
+        return []
+    return [key]
+
+
+def _registered_set(
+    request: ceremony_pb2.CeremonyRequest,
+    owner: Ed25519PrivateKey,
+    policy_set: PolicySet | None,
+    allow_raw_digest: bool,
+    *,
+    epoch: int,
+) -> PolicySet:
+    """The set a new wallet registers (``policy_set``, or the default), put into ``request``."""
+    if policy_set is None:
+        policy_set = default_policy_set(request.wallet_id, owner, allow_raw_digest=allow_raw_digest)
+    elif allow_raw_digest:
+        raise InvalidInput(
+            "allow_raw_digest shapes the default policy set; a set of one's own allows raw "
+            "digests by an allow policy naming 'SIGN_RAW_DIGEST'"
+        )
+    policy_set = replace(policy_set, wallet_id=request.wallet_id, epoch=epoch)
+    request.policy_set = encode_policy_set(policy_set)
+    return policy_set
 
 
 def _certifies(change: PendingChange, certificate: bytes) -> bool:

@@ -11,6 +11,11 @@ Over a wallet's policy set and one activity (docs/security/policy.md,
 3. otherwise the activity is denied, naming each allow policy that matched
    and what approvals it lacked (or that none matched).
 
+A raw activity (a bare digest, an Ed25519 message not declared a Solana
+message) shows a condition nothing of what is signed, so only an allow policy
+whose condition names its kind (``'SIGN_RAW_DIGEST'``, ``'SIGN_RAW_MESSAGE'``)
+allows it.
+
 ``approvers`` are the names of the authenticators whose approvals of this
 activity under this set's hash verified (``enclave.policy.authenticators``);
 the engine counts them and trusts the caller for the signatures.
@@ -24,11 +29,11 @@ from dataclasses import dataclass
 import cel
 
 from enclave.errors import Unauthorized
-from enclave.policy.facts import Activity, facts
+from enclave.policy.facts import RAW_KINDS, Activity, facts
 from shardkeep.policy_conditions import Condition, ConditionError, compile_condition
 from shardkeep.policyset import Consensus, PolicySet, policy_set_hash
 
-__all__ = ["Allowed", "PolicyDenied", "PolicyEngine", "check_denies"]
+__all__ = ["Allowed", "PolicyDenied", "PolicyEngine", "check_denies", "no_allow_reason"]
 
 
 class PolicyDenied(Unauthorized):
@@ -81,17 +86,21 @@ class PolicyEngine:
 
     Arguments:
         policy_set: the wallet's set (structure checked by ``PolicySet``).
+        prefix: put before policy names in what it reports (``organisation/``
+            for the organisation's set).
 
     Raises:
         InvalidPolicy: a condition that is refused (see ``compile_condition``).
     """
 
-    def __init__(self, policy_set: PolicySet) -> None:
+    def __init__(self, policy_set: PolicySet, prefix: str = "") -> None:
         self.policy_set = policy_set
         self.hash = policy_set_hash(policy_set)
         self._tags = {a.name: frozenset(a.tags) for a in policy_set.authenticators}
         self._policies = tuple(
-            _Compiled(p.name, p.effect, compile_condition(p.name, p.condition), p.consensus)
+            _Compiled(
+                prefix + p.name, p.effect, compile_condition(p.name, p.condition), p.consensus
+            )
             for p in policy_set.policies
         )
 
@@ -108,11 +117,32 @@ class PolicyEngine:
             FactsError: the activity cannot be represented to a policy.
         """
         context = cel.Context(variables=facts(activity))
-        approved = frozenset(a for a in approvers if a in self._tags)
+        self.check_denies(context)
+        allowed = self.allows(activity, context, approvers)
+        if isinstance(allowed, Allowed):
+            return allowed
+        raise PolicyDenied("", "", no_allow_reason(activity, allowed))
+
+    def check_denies(self, context: cel.Context) -> None:
+        """Raise ``PolicyDenied`` for the first deny policy that holds or fails to evaluate."""
         check_denies(((p.name, p.condition) for p in self._policies if p.effect == "deny"), context)
+
+    def allows(
+        self, activity: Activity, context: cel.Context, approvers: Iterable[str]
+    ) -> Allowed | list[str]:
+        """The first allow policy whose condition holds and whose consensus is met, or what
+        each matching allow policy lacked.
+
+        A raw activity (``RAW_KINDS``: nothing parsed, so no condition can see
+        what is signed) counts only for an allow policy whose condition names
+        its kind: a condition such as ``true`` does not let raw digests through.
+        """
+        approved = frozenset(a for a in approvers if a in self._tags)
         shortfalls = []
         for policy in self._policies:
             if policy.effect != "allow" or policy.consensus is None:
+                continue
+            if activity.kind in RAW_KINDS and not policy.condition.names(activity.kind):
                 continue
             try:
                 if not policy.condition.holds(context):
@@ -128,10 +158,22 @@ class PolicyEngine:
                 f"{policy.name!r} matched with {len(counted)} of "
                 f"{policy.consensus.min_approvals} approvals{tag}"
             )
-        reason = "; ".join(shortfalls) if shortfalls else "no allow policy's condition holds"
-        raise PolicyDenied("", "", reason)
+        return shortfalls
 
     def _count(self, consensus: Consensus, approved: frozenset[str]) -> tuple[str, ...]:
         return tuple(
             sorted(n for n in approved if not consensus.tag or consensus.tag in self._tags[n])
         )
+
+
+def no_allow_reason(activity: Activity, shortfalls: Iterable[str]) -> str:
+    """Why nothing allowed ``activity``: each matching allow policy's shortfall, or none matched."""
+    text = "; ".join(shortfalls)
+    if text:
+        return text
+    if activity.kind in RAW_KINDS:
+        return (
+            f"a {activity.kind} is signed only where an allow policy names that kind "
+            f"(activity.kind == '{activity.kind}'); sign a parsed transaction or message instead"
+        )
+    return "no allow policy's condition holds"

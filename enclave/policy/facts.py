@@ -30,7 +30,7 @@ from shardkeep.chains.psbt import Psbt
 from shardkeep.chains.solana import SolanaMessage
 from tss.errors import InputError
 
-__all__ = ["FactsError", "Activity", "facts", "ACTIVITY_KINDS"]
+__all__ = ["FactsError", "Activity", "facts", "ACTIVITY_KINDS", "RAW_KINDS"]
 
 ACTIVITY_KINDS: Final = frozenset(
     {
@@ -40,12 +40,16 @@ ACTIVITY_KINDS: Final = frozenset(
         "SIGN_EIP191",
         "SIGN_EIP712",
         "SIGN_RAW_DIGEST",
+        "SIGN_RAW_MESSAGE",
         "RESHARE",
         "REFRESH",
         "EXPORT",
         "SET_POLICY",
     }
 )
+RAW_KINDS: Final = frozenset({"SIGN_RAW_DIGEST", "SIGN_RAW_MESSAGE"})
+"""What the enclave cannot parse (a bare digest, an Ed25519 message not declared a
+Solana message): allowed only by an allow policy whose condition names the kind."""
 _INT_BOUND: Final = 1 << 63
 _GWEI: Final = 10**9
 

@@ -1,21 +1,29 @@
-"""The policy gate of the enclave: a wallet with a policy set acts only with its owners' approvals.
+"""The policy gate of the enclave: the server share acts only with the approvals a policy requires.
 
 Called once the coordinator's (and owner's) signatures and the challenge
 have been checked (``enclave.auth``), with the wallet's sealed record
-(docs/security/policy.md):
+(docs/security/policy.md). The coordinator's signature alone never suffices:
 
-- organisation deny policies (the enclave's measured configuration) apply to
-  every gated activity of every wallet first;
-- a record without a policy set: nothing more is checked (the coordinator's
-  signature suffices, as for every wallet made before policies);
-- a record with one: the request becomes an activity (its transaction or
-  message parsed here: an EVM transaction, a Solana message, a PSBT input, an
-  EIP-191 or EIP-712 message; a digest that is not the one the enclave
-  computes from it is refused), the
-  approvals are verified against the set's authenticators over
-  ``approval_challenge(activity_hash(request bytes), policy_set_hash)``, and
-  the engine decides. Pair setups are not gated: they sign nothing and move
-  no key.
+- a keygen, or a reshare that adds the server party (an import), registers
+  a policy set, unless the organisation has allow policies to govern the
+  wallet (``PolicyRequired`` otherwise);
+- every other ceremony but a pair setup is an activity: its transaction or
+  message is parsed here (an EVM transaction, a Solana message, a PSBT input,
+  an EIP-191 or EIP-712 message; a digest that is not the one the enclave
+  computes from it is refused), the approvals are verified against the
+  authenticators of the wallet's set (and the organisation's, for approvals
+  named ``organisation/NAME``) over ``approval_challenge(activity_hash(request
+  bytes), policy_set_hash)``, and the engines decide: a deny of the
+  organisation or of the wallet wins; then an allow of the wallet's set or of
+  the organisation's allows;
+- a record without a set of its own (sealed before sets existed, or made
+  under an organisation allow policy) is governed by the organisation's
+  policies alone; without any, it may only adopt a set: a refresh carrying
+  one (``SET_POLICY``), approved under that new set;
+- a raw digest (``SIGN_RAW_DIGEST``) or an Ed25519 message not declared a
+  Solana message (``SIGN_RAW_MESSAGE``) needs an allow policy naming its kind.
+
+Pair setups are not gated: they sign nothing and move no key.
 
 ``registered_policy_set`` checks the set a keygen (or a reshare that adds
 the server party) registers, ``replaced_policy_set`` the set a refresh puts
@@ -32,27 +40,34 @@ import hashlib
 import hmac
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import cel
 
-from enclave.errors import BadRequest
-from enclave.policy.authenticators import SignCounters, verified_approvers
-from enclave.policy.engine import Allowed, PolicyEngine, check_denies
+from enclave.errors import BadRequest, Unauthorized
+from enclave.policy.authenticators import ApprovalRefused, SignCounters, verified_approvers
+from enclave.policy.engine import (
+    Allowed,
+    PolicyDenied,
+    PolicyEngine,
+    check_denies,
+    no_allow_reason,
+)
 from enclave.policy.facts import Activity, facts
+from enclave.policy.organisation import PREFIX, Organisation
 from shardkeep.approvals import Approval, activity_hash
 from shardkeep.chains import evm, solana
 from shardkeep.chains.eth_messages import load_typed_data, personal_message_digest
 from shardkeep.chains.psbt import parse_psbt
 from shardkeep.lifecycle import SCHEMES
-from shardkeep.policy_conditions import compile_condition
 from shardkeep.policyset import InvalidPolicy, decode, encode
 from shardkeep.v1 import ceremony_pb2
 from tss.errors import InputError
 
 __all__ = [
     "PolicyGate",
+    "PolicyRequired",
     "activity_of",
     "registered_policy_set",
     "replaced_policy_set",
@@ -162,6 +177,8 @@ def activity_of(request: ceremony_pb2.CeremonyRequest) -> Activity | None:
             return Activity("SIGN_EIP712", wallet, scheme, path, typed_data=typed)
     except InputError as e:  # every parser's and codec's typed error
         raise BadRequest(f"the transaction or message does not parse: {e}") from e
+    if scheme == "ed25519":  # RFC 8032 signs the message itself, here one not parsed
+        return Activity("SIGN_RAW_MESSAGE", wallet, scheme, path)
     return Activity("SIGN_RAW_DIGEST", wallet, scheme, path)
 
 
@@ -177,24 +194,28 @@ def _own_digest(digest: bytes, request: ceremony_pb2.CeremonyRequest, what: str)
         raise BadRequest(f"the digest is not {what}")
 
 
+class PolicyRequired(Unauthorized):
+    """The wallet, or the wallet a request would make, has no policy set, and no
+    organisation allow policy governs it: the coordinator's signature alone never suffices."""
+
+
 class PolicyGate:
     """Compiled policy sets (cached by hash) and the passkey counters of this enclave process.
 
     Arguments:
-        organisation: deny conditions of the deployment, from the enclave's
-            measured configuration (name -> CEL): they apply to every gated
-            activity of every wallet, with or without a policy set of its own.
+        organisation: the deployment's policies, from the enclave's measured
+            configuration (``Organisation``; a mapping is deny conditions only,
+            name -> CEL).
 
     Raises:
         InvalidPolicy: an organisation condition that is refused.
     """
 
-    def __init__(self, organisation: Mapping[str, str] | None = None) -> None:
+    def __init__(self, organisation: Organisation | Mapping[str, str] | None = None) -> None:
         self.counters = SignCounters()
-        self._organisation = tuple(
-            (f"organisation/{name}", compile_condition(name, source))
-            for name, source in (organisation or {}).items()
-        )
+        if not isinstance(organisation, Organisation):
+            organisation = Organisation.from_config(organisation)
+        self._organisation = organisation
         self._engines: OrderedDict[bytes, PolicyEngine] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -216,38 +237,84 @@ class PolicyGate:
         self,
         signed: ceremony_pb2.SignedCeremonyRequest,
         request: ceremony_pb2.CeremonyRequest,
-        policy_set: bytes,
+        policy_set: bytes | None,
     ) -> Allowed | None:
         """Let the request through, or raise naming why not.
 
         Arguments:
             signed: the request as it arrived (its bytes are what approvals cover).
             request: the same, parsed and already authorised.
-            policy_set: the wallet's sealed policy set (b"" for none).
+            policy_set: the wallet's sealed policy set (b"" for a record without
+                one), or None for a request without a record (a keygen, or a
+                reshare that adds the server party: it registers a set).
 
         Returns:
             The allowing policy and approvers, or None when nothing is gated.
 
         Raises:
+            PolicyRequired: a keygen or import registering no set, or an
+                activity of a wallet without one (but the refresh adopting
+                one), where no organisation allow policy applies.
             ApprovalRefused: an approval that does not verify.
             PolicyDenied: the policies refuse the activity.
             BadRequest: see ``activity_of``; FactsError: an amount a policy cannot hold.
         """
-        if not policy_set and not self._organisation:
+        allows = self._organisation.allows
+        if policy_set is None:
+            if not request.policy_set and allows is None:
+                raise PolicyRequired(
+                    f"a new wallet registers a policy set: wallet {request.wallet_id!r} "
+                    "comes without one and no organisation allow policy governs it"
+                )
             return None
         activity = activity_of(request)
         if activity is None:
             return None
-        if self._organisation:
-            check_denies(self._organisation, cel.Context(variables=facts(activity)))
-        if not policy_set:
-            return None
-        engine = self._engine(policy_set)
-        approvals = [
-            Approval(a.authenticator, a.signature, a.authenticator_data, a.client_data_json)
-            for a in signed.approvals
-        ]
-        approvers = verified_approvers(
-            engine.policy_set, approvals, activity_hash(bytes(signed.request)), self.counters
+        # A wallet without a set of its own adopts its first by a refresh carrying
+        # it (SET_POLICY), approved under that set: the devices take part too.
+        own = policy_set or (bytes(request.policy_set) if activity.kind == "SET_POLICY" else b"")
+        engine = self._engine(own) if own else None
+        if engine is None and allows is None:
+            raise PolicyRequired(
+                f"wallet {request.wallet_id!r} has no policy set, so its server share "
+                "acts only to adopt one: a refresh that carries a policy set "
+                "(WalletClient.refresh(new_policy_set=...), shardkeep wallet refresh --new-policy)"
+            )
+        context = cel.Context(variables=facts(activity))
+        check_denies(self._organisation.denies, context)
+        digest = activity_hash(bytes(signed.request))
+        mine, organisation = _split(signed.approvals)
+        candidates: list[tuple[PolicyEngine, tuple[str, ...]]] = []
+        for candidate, approvals in ((engine, mine), (allows, organisation)):
+            if candidate is None:
+                if approvals:
+                    raise ApprovalRefused(approvals[0].authenticator, "no such policy set here")
+                continue
+            names = verified_approvers(candidate.policy_set, approvals, digest, self.counters)
+            candidates.append((candidate, names))
+        if engine is not None:
+            engine.check_denies(context)  # deny wins: before any allow, the organisation's too
+        shortfalls: list[str] = []
+        for candidate, names in candidates:
+            allowed = candidate.allows(activity, context, names)
+            if isinstance(allowed, Allowed):
+                return allowed
+            shortfalls += allowed
+        raise PolicyDenied("", "", no_allow_reason(activity, shortfalls))
+
+
+def _split(
+    approvals: Iterable[ceremony_pb2.Approval],
+) -> tuple[list[Approval], list[Approval]]:
+    """The approvals by the wallet's authenticators and by the organisation's (prefix dropped)."""
+    mine: list[Approval] = []
+    organisation: list[Approval] = []
+    for a in approvals:
+        name = a.authenticator
+        theirs = name.startswith(PREFIX)
+        (organisation if theirs else mine).append(
+            Approval(
+                name.removeprefix(PREFIX), a.signature, a.authenticator_data, a.client_data_json
+            )
         )
-        return engine.decide(activity, approvers)
+    return mine, organisation
