@@ -189,8 +189,9 @@ def test_cli_solana_wallet_create_sign_import_and_export(
     ]  # fmt: skip
 
     status, created, err = _shardkeep(
-        capsys, "wallet", "create", "--scheme", "ed25519", "--local-parties", "2", *online
-    )
+        capsys, "wallet", "create", "--scheme", "ed25519", "--local-parties", "2",
+        "--allow-raw-digest", *online,
+    )  # fmt: skip
     assert status == 0, err
     public_key = bytes.fromhex(created["public_key"])
     assert created["solana_address"] == solana.address(public_key)
@@ -300,7 +301,7 @@ def test_the_server_share_checks_solana_transfers_against_the_wallet_policy(
                 await solana.sign_transaction(
                     client, wallet, message, {0: phone}, approvers=[passkey]
                 )
-        with pytest.raises(WalletError, match="no allow policy"):  # not marked as Solana
+        with pytest.raises(WalletError, match="SIGN_RAW_MESSAGE is signed only where"):
             await client.sign(wallet, pay(wallet, friend, 1), {0: phone}, approvers=[passkey])
 
     run_with_client(stack, body)
@@ -328,7 +329,7 @@ def test_a_lost_solana_device_is_recovered_from_its_backup_and_signs(stack: DevS
                 channel, wallet_id=wallet_id, public_key=public_key, passcode=passcode,
                 insecure_allow_weak_kdf=True,
             )  # fmt: skip
-            restored = await restore_wallet(client, channel, recovered)
+            restored = await restore_wallet(client, channel, recovered, allow_raw_digest=True)
         assert restored.public_key == public_key and restored.scheme == "ed25519"
         message = transfer(restored, 0)
         raw = await solana.sign_transaction(client, restored, message, {0: recovered.identity})

@@ -201,7 +201,9 @@ def test_cli_signs_with_the_settings_of_its_config_file(
         "--insecure-weak-kdf",
         "--json",
     ]
-    status, out, err = cli(capsys, "wallet", "create", "--scheme", "bip340", *local)
+    status, out, err = cli(
+        capsys, "wallet", "create", "--scheme", "bip340", "--allow-raw-digest", *local
+    )
     assert status == 0, err
     created = json.loads(out)
     status, out, err = cli(
