@@ -164,8 +164,8 @@ class Wallet:
         shares: this client's key shares by party index.
         owner_key: the wallet owner's Ed25519 key (signs export and reshare requests).
         policy_set: the wallet's policy set, registered at keygen and sealed with
-            the server share (None: a wallet made before sets existed, which
-            must adopt one). Its ``epoch`` is the one it was registered at; the
+            the server share (None: a wallet made before sets existed; it adopts
+            one by a refresh). Its ``epoch`` is the one it was registered at; the
             server share re-binds it to each new epoch (approvals follow).
 
     ECDSA: a pair setup replaces a share in ``shares`` (its setup with the server
@@ -692,9 +692,9 @@ class WalletClient:
         on (its wallet id and epoch are filled in; its version must exceed the
         current one's): adding or removing an authenticator or a policy is a
         refresh approved under the set in force (docs/security/policy.md). A
-        wallet made before policy sets existed has none and the server share
-        does nothing else for it until it adopts one this way (approved under
-        the new set), e.g. ``client.sdk.default_policy.default_policy_set``.
+        wallet made before policy sets existed has none: it adopts one this
+        way (approved under the new set), e.g.
+        ``client.sdk.default_policy.default_policy_set``.
 
         The new shares are saved through ``store`` as pending before the devices
         agree, and committed there once the certificate verifies (see
