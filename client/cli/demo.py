@@ -93,8 +93,11 @@ async def _demo(directory: Path, out: TextIO) -> int:
             story.say(f"  this device is party {device.party_id}")
 
             ecdsa = await story.step(
-                "create a 2-of-2 ECDSA wallet with the server share",
-                wallets.create_wallet("ecdsa-secp256k1", [device], threshold=2),
+                "create a 2-of-2 ECDSA wallet with the server share (default policy: the"
+                " owner approves everything, raw digests too)",
+                wallets.create_wallet(
+                    "ecdsa-secp256k1", [device], threshold=2, allow_raw_digest=True
+                ),
             )
             story.say(f"  wallet {ecdsa.wallet_id}: public key {ecdsa.public_key.hex()}")
             result = await story.step(
@@ -106,8 +109,8 @@ async def _demo(directory: Path, out: TextIO) -> int:
             await policy_story(wallets, device, story.step, story.say)
 
             schnorr = await story.step(
-                "create a 2-of-2 BIP-340 (Taproot) wallet",
-                wallets.create_wallet("bip340", [device], threshold=2),
+                "create a 2-of-2 BIP-340 (Taproot) wallet (raw digests allowed)",
+                wallets.create_wallet("bip340", [device], threshold=2, allow_raw_digest=True),
             )
             output = taproot_output_key(schnorr.public_key[1:])
             story.say(f"  wallet {schnorr.wallet_id}: taproot output key {output.output_key.hex()}")
@@ -131,6 +134,15 @@ async def _demo(directory: Path, out: TextIO) -> int:
                 _solana_transfer(wallets, sol, device),
             )
             story.say("  transaction signature verified by libsodium under the wallet's key")
+            try:
+                await story.step(
+                    "try a raw message on it: its default policy names no raw activity",
+                    wallets.sign(sol, DIGEST, {0: device}),
+                )
+            except WalletError as e:
+                story.say(f"  refused by the enclave ({e.reason}): {e}")
+            else:
+                raise RuntimeError("the enclave signed a raw message its policy does not allow")
 
             # Dev tooling only: the device SDK itself never imports the coordinator.
             from coordinator.demo import run_device_story
