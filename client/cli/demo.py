@@ -140,7 +140,7 @@ async def _demo(directory: Path, out: TextIO) -> int:
                     wallets.sign(sol, DIGEST, {0: device}),
                 )
             except WalletError as e:
-                story.say(f"  refused by the enclave ({e.reason}): {e}")
+                story.say(f"\n  refused by the enclave ({e.reason}): {e}")
             else:
                 raise RuntimeError("the enclave signed a raw message its policy does not allow")
 
