@@ -80,7 +80,7 @@ def test_dev_up_environment_creates_and_signs_then_down_leaves_no_process(tmp_pa
         passcode.write_text("a passphrase for the dev stack\n")
         env = clean_environment() | printed
         local = ["--passcode-file", str(passcode), "--insecure-weak-kdf", "--json", "--quiet"]
-        created = shardkeep("wallet", "create", *local, env=env)
+        created = shardkeep("wallet", "create", "--allow-raw-digest", *local, env=env)
         assert created.returncode == 0, created.stderr
         wallet = json.loads(created.stdout)
         assert len(list(Path(printed["SHARDKEEP_STATE"]).rglob("wallet.json"))) == 1

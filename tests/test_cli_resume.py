@@ -116,7 +116,9 @@ def test_refresh_last_server_message_lost_cli_resumes(
     passcode.write_text("resume passphrase")
     state = tmp_path / "phone"
     on_phone = options(stack, state, passcode)
-    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", scheme, *on_phone)
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--allow-raw-digest", "--scheme", scheme, *on_phone
+    )
     assert status == 0, err
     wallet_id = created["wallet_id"]
     description = json.loads((wallet_dir(state, wallet_id) / "wallet.json").read_text())
@@ -161,7 +163,9 @@ def test_refresh_save_fails_cli_keeps_the_old_share(
     passcode.write_text("full disk passphrase")
     state = tmp_path / "laptop"
     on_laptop = options(stack, state, passcode)
-    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", "bip340", *on_laptop)
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--allow-raw-digest", "--scheme", "bip340", *on_laptop
+    )
     assert status == 0, err
     wallet_id = created["wallet_id"]
 
@@ -198,7 +202,9 @@ def test_refresh_without_certificate_is_discarded_after_its_deadline(
     passcode.write_text("deadline passphrase")
     state = tmp_path / "phone"
     on_phone = options(stack, state, passcode)
-    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", "bip340", *on_phone)
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--allow-raw-digest", "--scheme", "bip340", *on_phone
+    )
     assert status == 0, err
     wallet_id = created["wallet_id"]
     description = json.loads((wallet_dir(state, wallet_id) / "wallet.json").read_text())

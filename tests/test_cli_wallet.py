@@ -66,7 +66,9 @@ def test_create_sign_backup_lose_recover_sign(
     phone, new_phone = tmp_path / "phone", tmp_path / "new-phone"
     on_phone = options(stack, phone, passcode)
 
-    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", "ecdsa", *on_phone)
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--allow-raw-digest", "--scheme", "ecdsa", *on_phone
+    )
     assert status == 0, err
     assert "keygen: round" in err  # progress on stderr
     wallet_id, public_key = created["wallet_id"], bytes.fromhex(created["public_key"])
@@ -93,7 +95,14 @@ def test_create_sign_backup_lose_recover_sign(
 
     on_new_phone = options(stack, new_phone, passcode)
     status, recovered, err = shardkeep(
-        capsys, "wallet", "recover", wallet_id, "--public-key", public_key.hex(), *on_new_phone
+        capsys,
+        "wallet",
+        "recover",
+        "--allow-raw-digest",
+        wallet_id,
+        "--public-key",
+        public_key.hex(),
+        *on_new_phone,
     )
     assert status == 0, err
     assert recovered["public_key"] == public_key.hex()
@@ -108,7 +117,14 @@ def test_create_sign_backup_lose_recover_sign(
 
     # Recovering again over the restored wallet needs --force.
     status, _, err = shardkeep(
-        capsys, "wallet", "recover", wallet_id, "--public-key", public_key.hex(), *on_new_phone
+        capsys,
+        "wallet",
+        "recover",
+        "--allow-raw-digest",
+        wallet_id,
+        "--public-key",
+        public_key.hex(),
+        *on_new_phone,
     )
     assert status == 2 and "--force" in err
 
@@ -124,7 +140,14 @@ def test_taproot_signature_and_failure_exits(
     passcode.write_text("another passphrase")
     on_laptop = options(stack, tmp_path / "laptop", passcode)
     status, created, err = shardkeep(
-        capsys, "wallet", "create", "--scheme", "bip340", "--quiet", *on_laptop
+        capsys,
+        "wallet",
+        "create",
+        "--allow-raw-digest",
+        "--scheme",
+        "bip340",
+        "--quiet",
+        *on_laptop,
     )
     assert status == 0, err
     assert err == ""  # --quiet
@@ -171,7 +194,9 @@ def test_refresh_reshare_to_two_of_three_export(
     passcode = tmp_path / "passcode"
     passcode.write_text("lifecycle passphrase")
     on_desk = options(stack, tmp_path / "desk", passcode)
-    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", "bip340", *on_desk)
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--allow-raw-digest", "--scheme", "bip340", *on_desk
+    )
     assert status == 0, err
     wallet_id, public_key = created["wallet_id"], created["public_key"]
 
@@ -223,7 +248,9 @@ def test_sign_after_an_enclave_restart_saves_the_new_pair_setup(
     passcode.write_text("a long passphrase for the CLI\n")
     state = tmp_path / "phone"
     on_phone = options(stack, state, passcode)
-    status, created, err = shardkeep(capsys, "wallet", "create", "--scheme", "ecdsa", *on_phone)
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--allow-raw-digest", "--scheme", "ecdsa", *on_phone
+    )
     assert status == 0, err
     wallet_id, public_key = created["wallet_id"], bytes.fromhex(created["public_key"])
 

@@ -156,8 +156,8 @@ def test_cli_import_sign_and_offline_export(
     online = _options(stack, state, passcode)
 
     status, imported, err = _shardkeep(
-        capsys, "wallet", "import", "--scheme", "ecdsa", "--key-file", str(key_file),
-        "--local-parties", "2", *online,
+        capsys, "wallet", "import", "--allow-raw-digest", "--scheme", "ecdsa",
+        "--key-file", str(key_file), "--local-parties", "2", *online,
     )  # fmt: skip
     assert status == 0, err
     assert "import: round" in err

@@ -403,6 +403,14 @@ def add_wallet_commands(commands: Any) -> None:
         help="parties needed to sign, 2 to local parties + 1 (default 2)",
     )  # fmt: skip
     imported.add_argument("--wallet-id", help="the wallet's id (default: a fresh one)")
+    imported.add_argument(
+        "--policy", type=Path, metavar="FILE",
+        help="a policy file (JSON), as for `wallet create` (default: the default policy)",
+    )  # fmt: skip
+    imported.add_argument(
+        "--allow-raw-digest", action="store_true",
+        help="with the default policy: the owner key may also approve raw digests",
+    )  # fmt: skip
     imported.set_defaults(handler=_run("import"))
 
 

@@ -311,7 +311,11 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
             load_policy_file(getattr(args, option))
     for path in getattr(args, "approver", []):
         load_approver(path)
-    if command in ("create", "recover") and args.allow_raw_digest and args.policy is not None:
+    if (
+        command in ("create", "import", "recover")
+        and args.allow_raw_digest
+        and args.policy is not None
+    ):
         raise UsageError(
             "--allow-raw-digest shapes the default policy; a policy file allows raw digests"
             " by an allow policy naming 'SIGN_RAW_DIGEST'"
@@ -1117,6 +1121,8 @@ async def _import(ctx: _Context) -> dict[str, Any]:
         wallet = await client.import_key(
             SCHEME_NAMES[args.scheme], private_key, devices, threshold=args.threshold,
             wallet_id=args.wallet_id, store=store, progress=ctx.progress,
+            policy_set=None if args.policy is None else load_policy_file(args.policy),
+            allow_raw_digest=args.allow_raw_digest,
         )  # fmt: skip
     del private_key
     ctx.progress.stage("")
