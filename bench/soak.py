@@ -126,7 +126,9 @@ async def soak(
         ):
             device = PartyIdentity.generate()
             made = {
-                scheme: await wallets.create_wallet(scheme, [device], threshold=2)
+                scheme: await wallets.create_wallet(  # the soak signs bare digests
+                    scheme, [device], threshold=2, allow_raw_digest=True
+                )
                 for scheme in ("bip340", "ecdsa-secp256k1")
             }
             pids = {name: p.pid for name, p in stack.processes.items()}
