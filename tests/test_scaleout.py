@@ -154,7 +154,7 @@ def test_keygen_through_one_host_signs_through_the_other_on_both_enclaves(
         ids = {}
         for scheme in ("bip340", "ecdsa-secp256k1"):
             device = PartyIdentity.generate()
-            wallet = await a.create_wallet(scheme, [device], threshold=2)
+            wallet = await a.create_wallet(scheme, [device], threshold=2, allow_raw_digest=True)
             ids[scheme] = wallet.wallet_id
             for _ in range(4):
                 signature = await b.sign(wallet, DIGEST, {0: device})
@@ -175,7 +175,7 @@ def test_keygen_through_one_host_signs_through_the_other_on_both_enclaves(
 def test_refresh_while_signing_on_the_other_enclave(stack: ScaleoutStack) -> None:
     async def body(a: WalletClient, b: WalletClient) -> None:
         device = PartyIdentity.generate()
-        wallet = await a.create_wallet("bip340", [device], threshold=2)
+        wallet = await a.create_wallet("bip340", [device], threshold=2, allow_raw_digest=True)
 
         async def signs() -> list[bytes | RecoverableSignature]:
             # Two at a time, so host 2 keeps both enclaves busy during the refresh.
@@ -207,7 +207,7 @@ def test_refresh_while_signing_on_the_other_enclave(stack: ScaleoutStack) -> Non
 def test_two_refreshes_of_one_wallet_through_two_hosts_commit_once(stack: ScaleoutStack) -> None:
     async def body(a: WalletClient, b: WalletClient) -> None:
         device = PartyIdentity.generate()
-        wallet = await a.create_wallet("bip340", [device], threshold=2)
+        wallet = await a.create_wallet("bip340", [device], threshold=2, allow_raw_digest=True)
         outcomes = await asyncio.gather(
             a.refresh(wallet, {0: device}), b.refresh(wallet, {0: device}),
             return_exceptions=True,
@@ -232,12 +232,15 @@ def test_two_refreshes_of_one_wallet_through_two_hosts_commit_once(stack: Scaleo
 def test_an_enclave_killed_mid_run_leaves_the_other_serving(stack: ScaleoutStack) -> None:
     async def body(a: WalletClient, b: WalletClient) -> None:
         device = PartyIdentity.generate()
-        wallet = await a.create_wallet("bip340", [device], threshold=2)
+        wallet = await a.create_wallet("bip340", [device], threshold=2, allow_raw_digest=True)
         clients = (a, b, a, b)
         # One ECDSA wallet per signer: concurrent pair setups of one device would
         # replace each other's (a device's affair, not the service's).
         ecdsa_devices = [PartyIdentity.generate() for _ in clients]
-        ecdsa = [await a.create_wallet("ecdsa-secp256k1", [d], threshold=2) for d in ecdsa_devices]
+        ecdsa = [
+            await a.create_wallet("ecdsa-secp256k1", [d], threshold=2, allow_raw_digest=True)
+            for d in ecdsa_devices
+        ]
         failures: list[WalletError] = []
         done = 0
 
