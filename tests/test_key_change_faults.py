@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from client.cli.devstack import DevStack
 from client.sdk.host_session import UnaryHostCalls
 from client.sdk.party import PartyIdentity, roster_of, run_over_relay
-from client.sdk.wallet import Wallet, WalletClient, WalletError, room_bytes
+from client.sdk.wallet import Wallet, WalletClient, WalletError, _Approvals, room_bytes
 from relay.client import RelayClient
 from shardkeep import lifecycle
 from shardkeep.requests import (
@@ -106,8 +106,10 @@ async def key_change(
     *,
     owner: Ed25519PrivateKey | None = None,
     timeout: float = 30.0,
+    approving: Wallet | None = None,
 ) -> Run:
-    """Run one refresh or reshare: the host drives the server share, each device its ceremony.
+    """Run one refresh or reshare: the host drives the server share, each device its ceremony
+    (``approving``: the wallet whose owner approves the request, as the SDK does).
 
     Devices keep their failures (a cheater's victims abort); a device still
     waiting 2 s after the host answered has lost a message and is stopped.
@@ -141,6 +143,7 @@ async def key_change(
         request=data,
         coordinator_signature=sign_request(stack.coordinator_key, COORDINATOR_CONTEXT, data),
         owner_signature=sign_request(owner, OWNER_CONTEXT, data) if owner else b"",
+        approvals=[] if approving is None else _Approvals(approving, ()).over(data),
     )
     server_id = next(p for p in roster.party_ids if p not in devices)
     tasks = [asyncio.create_task(device(pid, c)) for pid, c in ceremonies.items()]
@@ -282,7 +285,7 @@ def test_refresh_last_agreement_lost_phone_resumes(stack: DevStack, scheme: str)
             try:
                 run_ = await key_change(
                     stack, relay, refresh_request(wallet), {phone.party_id: phone},
-                    refresh_builder(wallet, {0: phone}),
+                    refresh_builder(wallet, {0: phone}), approving=wallet,
                 )  # fmt: skip
             finally:
                 await relay.aclose()
@@ -413,7 +416,7 @@ def test_split_agreement_cannot_choose_share_combination(
                     stack, relay, refresh_request(wallet),
                     {phone.party_id: phone, laptop.party_id: laptop},
                     refresh_builder(wallet, {0: phone, 1: laptop}, equivocating_reshare(target)),
-                    timeout=8.0,
+                    timeout=8.0, approving=wallet,
                 )  # fmt: skip
             finally:
                 await relay.aclose()
@@ -476,7 +479,7 @@ def test_host_killed_between_pending_and_commit_recovers(stack: DevStack, scheme
             try:
                 run_ = await key_change(
                     stack, relay, refresh_request(wallet), {phone.party_id: phone},
-                    refresh_builder(wallet, {0: phone}), timeout=15.0,
+                    refresh_builder(wallet, {0: phone}), timeout=15.0, approving=wallet,
                 )  # fmt: skip
             finally:
                 await relay.aclose()
@@ -515,7 +518,7 @@ def test_relay_failure_releases_wallet_promptly(stack: DevStack, scheme: str) ->
             try:
                 run_ = await key_change(
                     stack, relay, refresh_request(wallet), {phone.party_id: phone},
-                    refresh_builder(wallet, {0: phone}), timeout=60.0,
+                    refresh_builder(wallet, {0: phone}), timeout=60.0, approving=wallet,
                 )  # fmt: skip
             finally:
                 await relay.aclose()
