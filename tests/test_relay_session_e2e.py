@@ -17,7 +17,7 @@ from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 from client.cli.devstack import DevStack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import WalletClient
-from tests.stack_harness import TEST_TIMEOUT_S, background_stack
+from tests.stack_harness import TEST_TIMEOUT_S, RawDigestWalletClient, background_stack
 from tss.signing import RecoverableSignature
 
 DIGEST = bytes.fromhex("b2" * 32)
@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 
 def client(stack: DevStack, relay_transport: Literal["call", "session"]) -> WalletClient:
-    return WalletClient(
+    return RawDigestWalletClient(
         stack.host_address,
         stack.relay_address,
         stack.coordinator_key,
