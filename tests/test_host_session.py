@@ -1,6 +1,6 @@
 """``Host.Session`` against the real stack (devkms, relay, enclave, host as processes).
 
-The SDK on the session transport (``WalletClient(host_transport="session")``)
+The SDK on the session transport (``RawDigestWalletClient(host_transport="session")``)
 gets the results and the errors the unary calls give; and what a coordinator
 (or anyone holding its channel) can do to a session stream stays on its own
 channel:
@@ -36,7 +36,7 @@ from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient, WalletError
 from relay.client import PartySession, RelayClient
 from shardkeep.v1 import host_pb2, host_pb2_grpc
-from tests.stack_harness import TEST_TIMEOUT_S, background_stack
+from tests.stack_harness import TEST_TIMEOUT_S, RawDigestWalletClient, background_stack
 from tss.signing import RecoverableSignature
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ class StallingRelay(RelayClient):
 
 
 def client_for(stack: DevStack, relay: RelayClient, transport: str = "session") -> WalletClient:
-    return WalletClient(
+    return RawDigestWalletClient(
         stack.host_address,
         stack.relay_address,
         stack.coordinator_key,
