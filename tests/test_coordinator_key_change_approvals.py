@@ -6,7 +6,8 @@ reshare, export and policy changes, each approved by the owner's passkey.
 The passkey approves the exact request the coordinator returns, after the
 phone checked it; the coordinator attaches the approvals unchanged. The set
 survives every key change: a refresh, a policy change (and one resumed
-after its answer was lost), a reshare that adds a laptop, and a restore
+after its answer was lost, or joined by another device), reshares that add and
+remove a laptop, and a restore
 from a backup; each new wallet's approvals verify under the set in force.
 
 The attacks: a coordinator that starts an export, a reshare or a policy
@@ -193,8 +194,11 @@ def test_a_restored_device_approves_under_the_right_set(stack: DevStack, socket_
     with_coordinator(stack, socket_dir, body, OneOwner)
 
 
-def test_a_reshare_keeps_the_set_for_both_devices(stack: DevStack, socket_dir: Path) -> None:
-    """The phone adds a laptop (the passkey approves); both new wallets carry the set."""
+def test_reshares_that_add_and_remove_a_device_keep_the_set(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """The phone adds a laptop, then removes it (the passkey approves each): every new
+    wallet carries the set, and each device's approvals verify under it."""
 
     async def body(coordinator: Coordinator, address: str) -> None:
         passkey = passkey_of()
@@ -213,6 +217,12 @@ def test_a_reshare_keeps_the_set_for_both_devices(stack: DevStack, socket_dir: P
             await phone.acknowledge_epoch(mine)
             await laptop.acknowledge_epoch(theirs)
             assert await signs_to(laptop, theirs, FRIEND, passkey)
+
+            alone = await phone.remove_party(mine, theirs.index, approvers=[passkey])
+            assert (alone.epoch, len(alone.parties)) == (2, 2)
+            assert alone.policy_set == replace(mine.policy_set, epoch=2)
+            await phone.acknowledge_epoch(alone)
+            assert await signs_to(phone, alone, FRIEND, passkey)
 
     with_coordinator(stack, socket_dir, body, OneOwner)
 
