@@ -113,6 +113,9 @@ class RelayConfig:
         max_session_channels: most channels open at once on one Session stream.
         session_inbox_frames: most frames a Session channel may have waiting
             to be stored; a channel that sends more is closed.
+        session_stream_bytes: most bytes of frames one Session stream may
+            have the relay hold (joins of live channels, frames waiting to be
+            stored); a frame past it closes its channel.
     """
 
     default_ttl_ms: int = 10 * 60 * 1000
@@ -132,6 +135,7 @@ class RelayConfig:
     room_race_s: float = 2.0
     max_session_channels: int = 1024
     session_inbox_frames: int = 64
+    session_stream_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,13 @@ a room from its signed spec), and its envelopes go through the same
 
 A channel's frames wait in its own bounded inbox, so one slow room never
 stalls the stream's reader; a channel that overruns its inbox is closed with
-RESOURCE_EXHAUSTED, as is a join past the stream's channel limit. The stream's
-handler task is its only writer (gRPC allows one write at a time).
+RESOURCE_EXHAUSTED, as is a join past the stream's channel limit. A channel
+counts against that limit until its task has ended, closing answer included,
+and every frame the stream holds (live channels' joins, frames waiting to be
+stored) counts against ``RelayConfig.session_stream_bytes``: a process that
+never reads its answers only stalls its own stream, and what it makes the
+relay hold stays bounded. The stream's handler task is its only writer (gRPC
+allows one write at a time).
 """
 
 from __future__ import annotations
@@ -92,7 +97,12 @@ class SessionStream:
         self.config = config
         self._metrics = metrics
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=_OUTBOX_FRAMES)
+        # Channels by id, for routing frames; forgotten once a channel closes.
         self._channels: dict[int, _Channel] = {}
+        # Channels whose task has not ended (a closing one may still wait to
+        # write its answer): what the channel limit counts.
+        self._live: set[_Channel] = set()
+        self.held_bytes = 0  # frames held, against config.session_stream_bytes
         self._last_channel = 0
 
     async def run(self) -> None:
@@ -108,7 +118,7 @@ class SessionStream:
                     raise item
                 await self._context.write(item)
         finally:
-            tasks = [reader, *(c.stop() for c in list(self._channels.values()))]
+            tasks = [reader, *(c.stop() for c in list(self._live))]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -118,9 +128,21 @@ class SessionStream:
         await self._outbox.put(relay_pb2.RelaySessionResponse(channel=channel, **frame))
 
     def ended(self, channel: _Channel, code: str) -> None:
-        """Forget a channel that closed."""
+        """Forget a channel that closed: later frames for it are dropped."""
         self._channels.pop(channel.number, None)
         self._metrics.calls.labels("Session.channel", code).inc()
+
+    def finished(self, channel: _Channel) -> None:
+        """A channel's task ended: it no longer counts, nor do its frames."""
+        self._live.discard(channel)
+        channel.release(channel.held_bytes)
+
+    def over_budget(self, size: int) -> RelayError | None:
+        """The refusal of a frame of ``size`` bytes past the stream's budget, or None."""
+        budget = self.config.session_stream_bytes
+        if self.held_bytes + size <= budget:
+            return None
+        return LimitExceededError(f"more than {budget} bytes waiting on one stream")
 
     async def _read(self) -> None:
         try:
@@ -141,16 +163,22 @@ class SessionStream:
         if kind is None:
             raise MalformedRequestError("a Session frame carries nothing")
         if kind in ("join", "close_room"):
+            size = request.ByteSize()
+            budget_error = self.over_budget(size)
             if number <= self._last_channel:
                 error: RelayError = MalformedRequestError("channel ids must increase on a stream")
-            elif len(self._channels) >= self.config.max_session_channels:
+            elif len(self._live) >= self.config.max_session_channels:
                 error = LimitExceededError(
                     f"at most {self.config.max_session_channels} channels on one stream"
                 )
+            elif budget_error is not None:
+                error = budget_error
             else:
                 self._last_channel = number
                 channel = _Channel(self, number)
                 self._channels[number] = channel
+                self._live.add(channel)
+                channel.hold(size)
                 channel.start(request)
                 return
             self._metrics.calls.labels("Session.channel", status_code_for(error).name).inc()
@@ -171,9 +199,11 @@ class _Channel:
     def __init__(self, stream: SessionStream, number: int) -> None:
         self._stream = stream
         self.number = number
-        self._inbox: asyncio.Queue[relay_pb2.RelaySessionRequest] = asyncio.Queue(
+        # Frames with their sizes in bytes, released once handled.
+        self._inbox: asyncio.Queue[tuple[relay_pb2.RelaySessionRequest, int]] = asyncio.Queue(
             maxsize=stream.config.session_inbox_frames
         )
+        self.held_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._position = 0
         # Why the channel's task was cancelled from outside: the process left
@@ -183,6 +213,17 @@ class _Channel:
 
     def start(self, first: relay_pb2.RelaySessionRequest) -> None:
         self._task = asyncio.create_task(self._run(first))
+        self._task.add_done_callback(lambda _: self._stream.finished(self))
+
+    def hold(self, size: int) -> None:
+        """Count ``size`` bytes of frames against the stream's budget."""
+        self.held_bytes += size
+        self._stream.held_bytes += size
+
+    def release(self, size: int) -> None:
+        """Stop counting ``size`` bytes held."""
+        self.held_bytes -= size
+        self._stream.held_bytes -= size
 
     def stop(self) -> asyncio.Task[None]:
         """The channel's task, for the stream to cancel as it ends."""
@@ -190,15 +231,23 @@ class _Channel:
         return self._task
 
     def offer(self, request: relay_pb2.RelaySessionRequest) -> None:
-        """Queue an envelopes or flush frame; close the channel if its inbox is full."""
-        try:
-            self._inbox.put_nowait(request)
-        except asyncio.QueueFull:
-            if self._overrun is None and not self._left and self._task is not None:
-                self._overrun = LimitExceededError(
+        """Queue an envelopes or flush frame; close the channel if its inbox is
+        full or the stream holds too many bytes."""
+        size = request.ByteSize()
+        error = self._stream.over_budget(size)
+        if error is None:
+            try:
+                self._inbox.put_nowait((request, size))
+            except asyncio.QueueFull:
+                error = LimitExceededError(
                     f"more than {self._inbox.maxsize} frames waiting on channel {self.number}"
                 )
-                self._task.cancel()
+            else:
+                self.hold(size)
+                return
+        if self._overrun is None and not self._left and self._task is not None:
+            self._overrun = error
+            self._task.cancel()
 
     def leave(self) -> None:
         """The process closed the channel: stop serving it, without an answer."""
@@ -270,25 +319,29 @@ class _Channel:
 
     async def _inbound(self, party: JoinedParty) -> None:
         while True:
-            request = await self._inbox.get()
-            if request.HasField("envelopes"):
-                stored = await party.store(request.envelopes.envelopes)
-                if stored.acks:
-                    self._position = stored.acks[-1][1]
-                if stored.error is not None:
-                    error = stored.error
-                    await self._stream.emit(
-                        self.number,
-                        non_delivery=relay_pb2.NonDelivery(
-                            seq=stored.rejected_seq,
-                            code=status_code_for(error).name,
-                            message=str(error),
-                            error=type(error).__name__,
-                        ),
-                    )
-                    raise error
-            else:  # a flush: everything sent before it is stored
+            request, size = await self._inbox.get()
+            await self._handle(party, request)
+            self.release(size)
+
+    async def _handle(self, party: JoinedParty, request: relay_pb2.RelaySessionRequest) -> None:
+        if request.HasField("envelopes"):
+            stored = await party.store(request.envelopes.envelopes)
+            if stored.acks:
+                self._position = stored.acks[-1][1]
+            if stored.error is not None:
+                error = stored.error
                 await self._stream.emit(
                     self.number,
-                    flushed=relay_pb2.Flushed(flush=request.flush, position=self._position),
+                    non_delivery=relay_pb2.NonDelivery(
+                        seq=stored.rejected_seq,
+                        code=status_code_for(error).name,
+                        message=str(error),
+                        error=type(error).__name__,
+                    ),
                 )
+                raise error
+        else:  # a flush: everything sent before it is stored
+            await self._stream.emit(
+                self.number,
+                flushed=relay_pb2.Flushed(flush=request.flush, position=self._position),
+            )
