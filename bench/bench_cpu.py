@@ -11,10 +11,11 @@ in flight. Real processes on Unix sockets
 (``client.cli.devstack``), the in-memory relay, SQLite at the host.
 
 ``python -m bench.bench_cpu [--signatures N] [--enclave-transport session]
-[--relay-transport call|session|both]``; each shape runs a few seconds, the
-whole run well under a minute per relay transport on an idle 2-core machine.
-With ``both`` (the default) the relay transports run one after the other in
-the same run, each on a fresh stack, so their tables share the machine's load.
+[--relay-transport call|session|both] [--host-transport call|session|both]``;
+each shape runs a few seconds, the whole run well under a minute per
+combination of transports on an idle 2-core machine. With ``both`` (the
+default for the relay) the transports run one after the other in the same
+run, each on a fresh stack, so their tables share the machine's load.
 """
 
 from __future__ import annotations
@@ -163,7 +164,11 @@ def print_table(results: list[Result]) -> None:
 
 
 async def _bench(
-    directory: Path, signatures: int, transport: str, relay_transport: Literal["call", "session"]
+    directory: Path,
+    signatures: int,
+    transport: str,
+    relay_transport: Literal["call", "session"],
+    host_transport: Literal["call", "session"] = "call",
 ) -> list[Result]:
     host_args = ["--enclave-transport", transport, "--relay-transport", relay_transport]
     async with (
@@ -171,6 +176,7 @@ async def _bench(
         WalletClient(
             stack.host_address, stack.relay_address, stack.coordinator_key,
             root_certificate=stack.root_certificate, relay_transport=relay_transport,
+            host_transport=host_transport,
         ) as wallets,
     ):  # fmt: skip
         results = []
@@ -191,21 +197,35 @@ def main(argv: list[str] | None = None) -> None:
         "--relay-transport", choices=("call", "session", "both"), default="both",
         help="the host's and the SDK's transport to the relay (docs/transport.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--host-transport", choices=("call", "session", "both"), default="call",
+        help="the SDK's transport to the host: a call per ceremony, or Host.Session",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    relay_transports: tuple[Literal["call", "session"], ...] = (
-        ("call", "session") if args.relay_transport == "both" else (args.relay_transport,)
-    )
-    for relay_transport in relay_transports:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        print(f"relay transport {relay_transport} (load average {load}):")
-        with tempfile.TemporaryDirectory() as directory:
-            print_table(
-                run(
-                    _bench(
-                        Path(directory), args.signatures, args.enclave_transport, relay_transport
+    for relay_transport in _transports(args.relay_transport):
+        for host_transport in _transports(args.host_transport):
+            load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(
+                f"relay transport {relay_transport}, host transport {host_transport} "
+                f"(load average {load}):"
+            )
+            with tempfile.TemporaryDirectory() as directory:
+                print_table(
+                    run(
+                        _bench(
+                            Path(directory),
+                            args.signatures,
+                            args.enclave_transport,
+                            relay_transport,
+                            host_transport,
+                        )
                     )
                 )
-            )
+
+
+def _transports(choice: str) -> tuple[Literal["call", "session"], ...]:
+    """The transports a ``call|session|both`` option names, in the order they run."""
+    return ("call", "session") if choice == "both" else (choice,)  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ against ``tss.local``; and which goals are met. The machine's load average
 is printed with it: wall times on a shared machine follow the neighbours.
 
 ``python -m bench.bench_service [--enclave-transport call|session]
-[--relay-transport call|session|both]``: with ``both`` (the default) only the
-goals run, once per relay transport (each on a fresh stack, one after the
-other), so the two are measured under the same load.
+[--relay-transport call|session|both] [--host-transport call|session|both]``:
+with ``both`` for either (the relay's default) only the goals run, once per
+combination of transports (each on a fresh stack, one after the other), so
+they are measured under the same load.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
-from bench.bench_cpu import sample
+from bench.bench_cpu import _transports, sample
 from bench.util import measure
 from client.cli.devstack import DevStack, running_stack
 from client.sdk.party import PartyIdentity
@@ -86,6 +87,7 @@ async def _bench(
     directory: Path,
     transport: str,
     relay_transport: Literal["call", "session"],
+    host_transport: Literal["call", "session"] = "call",
     *,
     goals_only: bool = False,
 ) -> None:
@@ -95,6 +97,7 @@ async def _bench(
         WalletClient(
             stack.host_address, stack.relay_address, stack.coordinator_key,
             root_certificate=stack.root_certificate, relay_transport=relay_transport,
+            host_transport=host_transport,
         ) as wallets,
     ):  # fmt: skip
         if goals_only:
@@ -275,18 +278,35 @@ def main(argv: list[str] | None = None) -> None:
         "--relay-transport", choices=("call", "session", "both"), default="both",
         help="the host's and the SDK's transport to the relay (docs/transport.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--host-transport", choices=("call", "session", "both"), default="call",
+        help="the SDK's transport to the host: a call per ceremony, or Host.Session",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.relay_transport != "both":
-        with tempfile.TemporaryDirectory() as directory:
-            eventloop.run(_bench(Path(directory), args.enclave_transport, args.relay_transport))
-        return
-    relay_transport: Literal["call", "session"]
-    for relay_transport in ("call", "session"):
-        print(f"relay transport {relay_transport}:")
+    if "both" not in (args.relay_transport, args.host_transport):
         with tempfile.TemporaryDirectory() as directory:
             eventloop.run(
-                _bench(Path(directory), args.enclave_transport, relay_transport, goals_only=True)
+                _bench(
+                    Path(directory),
+                    args.enclave_transport,
+                    args.relay_transport,
+                    args.host_transport,
+                )
             )
+        return
+    for relay_transport in _transports(args.relay_transport):
+        for host_transport in _transports(args.host_transport):
+            print(f"relay transport {relay_transport}, host transport {host_transport}:")
+            with tempfile.TemporaryDirectory() as directory:
+                eventloop.run(
+                    _bench(
+                        Path(directory),
+                        args.enclave_transport,
+                        relay_transport,
+                        host_transport,
+                        goals_only=True,
+                    )
+                )
 
 
 if __name__ == "__main__":
