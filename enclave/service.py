@@ -86,6 +86,9 @@ DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-clos
 # Bounds on what the (untrusted) host may make a Session stream hold in enclave memory.
 MAX_SESSION_CHANNELS = 1024  # ceremonies running on one stream
 MAX_CHANNEL_BACKLOG = 256  # inputs queued for one ceremony, not yet read by it
+# Answers queued for a host that does not read them: past this the enclave
+# stops reading the stream until the host catches up.
+MAX_SESSION_OUTPUTS = 1024
 # Bounds on SetCredentials fields (IAM access key ids are at most 128 characters;
 # AWS sets no documented limit on session tokens, a few KiB in practice).
 _MAX_KEY_CHARS: Final = 128
@@ -332,6 +335,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         RunCeremony call would, and ends with its status in a ``ChannelEnd`` frame."""
         outputs: asyncio.Queue[enclave_pb2.SessionOutput | None] = asyncio.Queue()
         channels: dict[int, _Channel] = {}
+        taken = asyncio.Event()  # an output was handed to the host
 
         async def read_frames() -> None:
             try:
@@ -339,12 +343,18 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     if isinstance(frame, MalformedRequest):
                         raise BadRequest("a session frame is not a valid message")
                     self._route(frame, channels, outputs)
+                    # Every frame may queue answers (a challenge, a refusal):
+                    # a host that does not read them is not read either.
+                    while outputs.qsize() >= MAX_SESSION_OUTPUTS:
+                        taken.clear()
+                        await taken.wait()
             finally:
                 outputs.put_nowait(None)  # the host ended the stream, or it broke
 
         reader = asyncio.create_task(read_frames())
         try:
             while (output := await outputs.get()) is not None:
+                taken.set()
                 yield output
             await reader  # its error, if any, ends the stream
         except Exception as e:
