@@ -8,7 +8,9 @@ have ended with. One channel's failure never ends the stream.
 
 What one stream can make the host hold is bounded: at most ``max_channels``
 channels open at once; a channel opened past that ends at once with
-RESOURCE_EXHAUSTED and the others go on. A frame that does not parse ends the
+RESOURCE_EXHAUSTED and the others go on. With ``MAX_SESSION_OUTPUTS`` answers
+waiting for a coordinator that does not read them, the host stops reading its
+frames until it does. A frame that does not parse ends the
 channel its head names with INVALID_ARGUMENT, naming the fault; only a frame
 whose channel cannot even be read ends the stream. A cancel frame cancels its
 channel's ceremony as a cancelled call's is. When the coordinator half-closes
@@ -35,12 +37,15 @@ __all__ = [
     # Constants
     "CEREMONY_METHODS",
     "MAX_SESSION_CHANNELS",
+    "MAX_SESSION_OUTPUTS",
     # Types
     "SessionStream",
 ]
 
 MAX_SESSION_CHANNELS: Final = 256
 """Channels one coordinator stream may hold open at once (``--max-session-channels``)."""
+MAX_SESSION_OUTPUTS: Final = 1024
+"""Answers queued for a coordinator that does not read them before the host stops reading."""
 
 _K = ceremony_pb2.CeremonyKind
 CEREMONY_METHODS: Final[dict[int, str]] = {
@@ -89,6 +94,7 @@ class SessionStream:
         self._max_channels = max_channels
         self._channels: dict[int, asyncio.Task[None]] = {}
         self._outputs: asyncio.Queue[host_pb2.HostSessionOutput | None] = asyncio.Queue()
+        self._taken = asyncio.Event()  # an output was handed to the coordinator
         self._log = structlog.get_logger("host.session")
 
     async def serve(
@@ -102,6 +108,7 @@ class SessionStream:
         reader = asyncio.create_task(self._read(frames))
         try:
             while (output := await self._outputs.get()) is not None:
+                self._taken.set()
                 yield output
             await reader  # its error, if any, ends the stream
         finally:
@@ -118,6 +125,11 @@ class SessionStream:
                     self._malformed(frame)
                 else:
                     self._route(frame)
+                # Every frame may queue an answer (a refusal ends its channel
+                # at once): a coordinator that does not read them is not read.
+                while self._outputs.qsize() >= MAX_SESSION_OUTPUTS:
+                    self._taken.clear()
+                    await self._taken.wait()
             # Half-closed: what is open still finishes.
             await asyncio.gather(*self._channels.values(), return_exceptions=True)
         finally:
