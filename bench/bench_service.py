@@ -13,7 +13,8 @@ Also the price of replay protection: one ``Host.GetChallenge`` round trip
 together.
 
 Then the goals (docs/benchmarks.md), every figure from this run: 2-of-2
-BIP-340 and ECDSA signing p50 (sequential) against ``tss.local``, with the CPU
+BIP-340 and ECDSA signing p50 (sequential) against ``tss.local`` (its CPU time:
+what it takes on an idle core, whatever the neighbours do), with the CPU
 milliseconds of all processes per signature; throughput at 8 and 32 in
 flight; the 3-of-5 overhead (two devices and the server share signing)
 against the 2-of-2 overhead; keygen, refresh and reshare through the service
@@ -178,6 +179,8 @@ async def _goals(wallets: WalletClient, stack: DevStack) -> None:
     """The goals' figures, each service figure next to ``tss.local``'s from this run."""
     rows: list[tuple[str, str, bool]] = []
     print(f"goals (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+    print("(p50 ms: wall, sequential; CPU ms: all processes per signature; local ms: the")
+    print("ceremony in tss.local, CPU time; over: p50 - local)")
     print(
         f"{'':28}{'p50 ms':>8}{'CPU ms':>8}{'local ms':>9}{'over ms':>8}"
         f"{'8 in flight/s':>14}{'32 in flight/s':>15}"
@@ -191,7 +194,8 @@ async def _goals(wallets: WalletClient, stack: DevStack) -> None:
             sign = functools.partial(wallets.sign, wallet, DIGEST, signers)
             await sign()  # warm: the enclave's record cache, pair setups
             p50, cpu = await _p50_and_cpu(stack, sign, GOAL_RUNS)
-            local_ms = measure(_local_sign(scheme, threshold, parties), GOAL_RUNS).wall_ms
+            # CPU time: what tss.local takes on an idle core, whatever the neighbours do.
+            local_ms = measure(_local_sign(scheme, threshold, parties), GOAL_RUNS).cpu_ms
             overheads[scheme, threshold] = p50 - local_ms
             rates = [await _throughput(sign, n) for n in (8, 32)]
             label = f"{scheme} {threshold}-of-{parties} sign"
@@ -208,8 +212,12 @@ async def _goals(wallets: WalletClient, stack: DevStack) -> None:
                 ratio = p50 / local_ms
                 rows.append(("ECDSA p50 <= 1.2x tss.local", f"{ratio:.2f}x", ratio <= 1.2))
                 rows.append(("ECDSA >= 75 signatures/s", f"{max(rates):.0f}/s", max(rates) >= 75))
-        ratio = overheads[scheme, 3] / overheads[scheme, 2]
-        rows.append((f"{scheme} 3-of-5 overhead <= 1.5x 2-of-2", f"{ratio:.2f}x", ratio <= 1.5))
+        goal = f"{scheme} 3-of-5 overhead <= 1.5x 2-of-2"
+        if overheads[scheme, 2] <= 0 or overheads[scheme, 3] < 0:  # noise beyond the overhead
+            rows.append((goal, "n/a", False))
+        else:
+            ratio = overheads[scheme, 3] / overheads[scheme, 2]
+            rows.append((goal, f"{ratio:.2f}x", ratio <= 1.5))
     for scheme in SCHEMES:
         await _lifecycle(wallets, scheme)
     print(f"{'goal':44}{'measured':>12}  met")
@@ -239,11 +247,11 @@ async def _lifecycle(wallets: WalletClient, scheme: Scheme) -> None:
     local_ms = {
         "keygen": measure(
             functools.partial(local.keygen, scheme, threshold=2, parties=2), LIFECYCLE_RUNS
-        ).wall_ms,
-        "refresh": measure(functools.partial(local.refresh, shares), LIFECYCLE_RUNS).wall_ms,
+        ).cpu_ms,
+        "refresh": measure(functools.partial(local.refresh, shares), LIFECYCLE_RUNS).cpu_ms,
         "reshare": measure(
             functools.partial(local.reshare, shares, threshold=2, parties=2), LIFECYCLE_RUNS
-        ).wall_ms,
+        ).cpu_ms,
     }
     for op, service in (
         ("keygen", keygen_ms),
