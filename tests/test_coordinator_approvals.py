@@ -15,46 +15,30 @@ that redirects the transfer (the device refuses before anyone approves).
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from coincurve import PublicKey
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.chains.ethereum import Eip1559Transaction
 from client.cli.devstack import DevStack
 from client.sdk.approvals import SoftwarePasskey, approvals_of
 from client.sdk.device import CoordinatorRefused, Device, DeviceWallet
-from client.sdk.party import PartyIdentity
 from client.sdk.wallet import APPROVAL_REFUSED, POLICY_DENIED, SignedPayload
 from coordinator.coordinator import Coordinator, _Running
-from coordinator.service import create_server
 from shardkeep.policyset import Consensus, Policy, PolicySet, decode
 from shardkeep.v1 import ceremony_pb2
-from tests.stack_harness import background_stack
+from tests.coordinator_support import new_device, socket_dir, stack, with_coordinator
 from tss.signing import RecoverableSignature
+
+__all__ = ["socket_dir", "stack"]  # the fixtures (tests.coordinator_support)
 
 pytestmark = pytest.mark.slow
 CODE = "code-phone"
 FRIEND = bytes.fromhex("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
 STRANGER = bytes.fromhex("de" * 20)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with background_stack(tmp_path_factory.mktemp("approvals")) as running:
-        yield running
-
-
-@pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ap-"))  # short: Unix socket paths are limited
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def friends_only(passkey: SoftwarePasskey) -> PolicySet:
@@ -81,38 +65,15 @@ def with_phone_wallet(
 ) -> None:
     """Run ``body`` with an enrolled phone and its new ECDSA wallet under ``friends_only``."""
 
-    async def main() -> None:
-        coordinator = kind(
-            stack.host_address,
-            stack.relay_address,
-            stack.coordinator_key,
-            transport=stack.transport,
-            root_certificate=stack.root_certificate,
-            enrollment_codes=[CODE],
-        )
-        address = f"unix:{socket_dir / 'coordinator.sock'}"
-        server, _ = await create_server(address, coordinator)
-        await server.start()
+    async def main(coordinator: Coordinator, address: str) -> None:
         passkey = SoftwarePasskey("owner-phone", "wallet.example", "https://wallet.example")
-        try:
-            async with Device(
-                address,
-                stack.relay_address,
-                identity=PartyIdentity.generate(),
-                device_key=Ed25519PrivateKey.generate(),
-                owner_key=Ed25519PrivateKey.generate(),
-                root_certificate=stack.root_certificate,
-            ) as phone:
-                await phone.enroll(CODE)
-                wallet = await phone.create_wallet(
-                    "ecdsa-secp256k1", policy_set=friends_only(passkey)
-                )
-                await asyncio.wait_for(body(phone, wallet, passkey), 120)
-        finally:
-            await server.stop(None)
-            await coordinator.aclose()
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODE)
+            wallet = await phone.create_wallet("ecdsa-secp256k1", policy_set=friends_only(passkey))
+            await asyncio.wait_for(body(phone, wallet, passkey), 120)
 
-    asyncio.run(main())
+    # The keygen's budget on top of the body's 120 s.
+    with_coordinator(stack, socket_dir, main, kind, codes=[CODE], timeout_s=240)
 
 
 async def sign_transfer(

@@ -10,13 +10,10 @@ coordinator that swaps the server party for a key of its own.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -25,10 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.signing import VerifyKey
 
 from client.cli.devstack import DevStack
-from client.sdk.device import CoordinatorRefused, Device
-from client.sdk.party import PartyIdentity
+from client.sdk.device import CoordinatorRefused
 from coordinator.coordinator import Coordinator
-from coordinator.service import create_server
 from shardkeep.device_auth import (
     FRESHNESS_MS,
     DeviceCallError,
@@ -37,72 +32,16 @@ from shardkeep.device_auth import (
     verify_device_call,
 )
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc
-from tests.stack_harness import background_stack
+from tests.coordinator_support import CODES, new_device, socket_dir, stack, with_coordinator
 from tss.channel import StaticKey
 from tss.curve import schnorr_verify
 from tss.dkg.chilldkg import hostpubkey_gen
 from tss.signing import RecoverableSignature
 
-T = TypeVar("T")
+__all__ = ["socket_dir", "stack"]  # the fixtures (tests.coordinator_support)
+
 DIGEST = bytes(range(32))
 MESSAGE = b"an ed25519 wallet signs this message itself, not a digest of it"
-CODES = ("code-alice", "code-bob")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with background_stack(tmp_path_factory.mktemp("coordinator")) as running:
-        yield running
-
-
-@pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="co-"))  # short: Unix socket paths are limited
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-Body = Callable[[Coordinator, str], Awaitable[T]]
-
-
-def with_coordinator(
-    stack: DevStack,
-    socket_dir: Path,
-    body: Body[T],
-    kind: type[Coordinator] = Coordinator,
-    host_transport: Any = "call",
-) -> T:
-    async def main() -> T:
-        coordinator = kind(
-            stack.host_address,
-            stack.relay_address,
-            stack.coordinator_key,
-            transport=stack.transport,
-            host_transport=host_transport,
-            root_certificate=stack.root_certificate,
-            enrollment_codes=CODES,
-        )
-        address = f"unix:{socket_dir / 'coordinator.sock'}"
-        server, _ = await create_server(address, coordinator)
-        await server.start()
-        try:
-            return await asyncio.wait_for(body(coordinator, address), 120)
-        finally:
-            await server.stop(None)
-            await coordinator.aclose()
-
-    return asyncio.run(main())
-
-
-def new_device(stack: DevStack, address: str) -> Device:
-    return Device(
-        address,
-        stack.relay_address,
-        identity=PartyIdentity.generate(),
-        device_key=Ed25519PrivateKey.generate(),
-        owner_key=Ed25519PrivateKey.generate(),
-        root_certificate=stack.root_certificate,
-    )
 
 
 @pytest.mark.parametrize("host_transport", ["call", "session"])

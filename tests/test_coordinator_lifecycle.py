@@ -12,7 +12,6 @@ coordinator that redirects the export to a key of its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +33,16 @@ from client.sdk.device import (
 from coordinator.coordinator import Coordinator
 from shardkeep.device_auth import sign_device_call
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
-from tests.stack_harness import background_stack
-from tests.test_coordinator_e2e import CODES, new_device, socket_dir, with_coordinator
+from tests.coordinator_support import CODES, new_device, socket_dir, stack, with_coordinator
 from tss.certificate import sign_party_claim
 from tss.curve import schnorr_verify
 from tss.group import ED25519
 from tss.signing import RecoverableSignature
 
-__all__ = ["socket_dir"]  # the fixture, shared with test_coordinator_e2e
+__all__ = ["socket_dir", "stack"]  # the fixtures (tests.coordinator_support)
 
 pytestmark = pytest.mark.slow
 DIGEST = bytes(range(32, 64))
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with background_stack(tmp_path_factory.mktemp("lifecycle")) as running:
-        yield running
 
 
 def verifies(wallet: DeviceWallet, signature: Any) -> bool:

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.cli.devstack import DevStack
 from client.sdk.device import CoordinatorRefused, Device
-from client.sdk.party import PartyIdentity
 from coordinator.policy import WalletRecord
 from coordinator.registry import Registry, RegistryError
 from shardkeep.device_auth import DeviceCallError, ReplayGuard, sign_device_call
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, coordinator_pb2_grpc
+from tests.coordinator_support import new_device
 from tests.stack_harness import background_stack
 from tss.curve import schnorr_verify
 
@@ -124,14 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 def phone_of(stack: DevStack, key: Ed25519PrivateKey) -> Device:
     assert stack.coordinator_address is not None
-    return Device(
-        stack.coordinator_address,
-        stack.relay_address,
-        identity=PartyIdentity.generate(),
-        device_key=key,
-        owner_key=Ed25519PrivateKey.generate(),
-        root_certificate=stack.root_certificate,
-    )
+    return new_device(stack, stack.coordinator_address, device_key=key)
 
 
 @pytest.mark.slow
