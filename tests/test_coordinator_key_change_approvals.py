@@ -20,7 +20,7 @@ a refresh to an export (approval-refused).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from client.sdk.wallet import APPROVAL_REFUSED, POLICY_DENIED
 from coordinator.coordinator import Coordinator, _Running
 from shardkeep.policyset import Consensus, Policy, PolicySet, encode
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2
-from tests.stack_harness import background_stack
+from tests.coordinator_support import new_device, socket_dir, stack, with_coordinator
 from tests.test_coordinator_approvals import (
     FRIEND,
     STRANGER,
@@ -48,20 +48,13 @@ from tests.test_coordinator_approvals import (
     signed_by,
     transfer,
 )
-from tests.test_coordinator_e2e import new_device, socket_dir, with_coordinator
 
-__all__ = ["socket_dir"]  # the fixture, shared with test_coordinator_e2e
+__all__ = ["socket_dir", "stack"]  # the fixtures (tests.coordinator_support)
 
 pytestmark = pytest.mark.slow
 PHONE, LAPTOP, NEW_PHONE = "code-phone", "code-laptop", "code-new-phone"
 PASSCODE = "a passphrase only the owner knows"
 MANAGED = "activity.kind in ['REFRESH', 'RESHARE', 'EXPORT', 'SET_POLICY']"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with background_stack(tmp_path_factory.mktemp("keychange-approvals")) as running:
-        yield running
 
 
 def owner_managed(passkey: SoftwarePasskey, *allowed: bytes, version: int = 1) -> PolicySet:
