@@ -56,13 +56,13 @@ def with_coordinator(
     socket_dir: Path,
     body: Body[T],
     kind: type[Coordinator] = Coordinator,
-    codes: Sequence[str] = CODES,
+    codes: Sequence[str | tuple[str, str]] = CODES,
     timeout_s: float = 120,
     host_transport: HostTransport = "call",
 ) -> T:
     """Run ``body(coordinator, address)`` with a coordinator service of ``kind`` serving
-    on a Unix socket in ``socket_dir``, enrolling ``codes`` and calling the host over
-    ``host_transport``; stop it afterwards."""
+    on a Unix socket in ``socket_dir``, enrolling ``codes`` (a code, or a code and its
+    account) and calling the host over ``host_transport``; stop it afterwards."""
 
     async def main() -> T:
         coordinator = kind(

@@ -203,12 +203,7 @@ def test_refresh_of_a_wallet_the_device_is_not_in_is_denied(
     with_coordinator(stack, socket_dir, body)
 
 
-class ThreeCodes(Coordinator):
-    """The coordinator with a third enrollment code (a third device)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["enrollment_codes"] = [*CODES, "code-carol"]
-        super().__init__(*args, **kwargs)
+THREE_CODES = (*CODES, "code-carol")  # a third enrollment code (a third device)
 
 
 def test_device_adds_a_second_device_and_both_sign_through_the_coordinator(
@@ -253,7 +248,7 @@ def test_device_adds_a_second_device_and_both_sign_through_the_coordinator(
             assert verifies(mine, await laptop.sign(theirs, DIGEST))
             assert verifies(mine, await phone.sign(mine, DIGEST))
 
-    with_coordinator(stack, socket_dir, body, ThreeCodes)
+    with_coordinator(stack, socket_dir, body, codes=THREE_CODES)
 
 
 def test_uninvited_device_cannot_take_the_new_seat(stack: DevStack, socket_dir: Path) -> None:
@@ -280,7 +275,7 @@ def test_uninvited_device_cannot_take_the_new_seat(stack: DevStack, socket_dir: 
         assert isinstance(hijack, CoordinatorRefused)
         assert hijack.code == grpc.StatusCode.NOT_FOUND
 
-    with_coordinator(stack, socket_dir, body, ThreeCodes)
+    with_coordinator(stack, socket_dir, body, codes=THREE_CODES)
 
 
 def test_reshare_to_a_device_that_is_not_enrolled_is_refused(
@@ -301,15 +296,11 @@ def test_reshare_to_a_device_that_is_not_enrolled_is_refused(
     with_coordinator(stack, socket_dir, body)
 
 
-class OneAccount(Coordinator):
-    """Enrollment codes of one user's account: the phone's, and later the new phone's."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["enrollment_codes"] = [
-            (CODES[0], "alice"), ("code-new-phone", "alice"), (CODES[1], "mallory"),
-            ("code-alice-2", "alice"),
-        ]  # fmt: skip
-        super().__init__(*args, **kwargs)
+# Enrollment codes with their accounts: alice's phone's, and later her new phone's.
+ONE_ACCOUNT = (
+    (CODES[0], "alice"), ("code-new-phone", "alice"), (CODES[1], "mallory"),
+    ("code-alice-2", "alice"),
+)  # fmt: skip
 
 
 PASSCODE = "a passphrase only alice knows"
@@ -340,7 +331,7 @@ def test_lost_phone_restored_from_its_backup_signs_again(stack: DevStack, socket
         assert PrivateKey(key).public_key.format()[1:] == wallet.public_key[1:]
         assert backup_id.startswith("bk-")
 
-    with_coordinator(stack, socket_dir, body, OneAccount)
+    with_coordinator(stack, socket_dir, body, codes=ONE_ACCOUNT)
 
 
 def test_other_account_cannot_fetch_or_claim_a_wallets_backup(
@@ -385,7 +376,7 @@ def test_other_account_cannot_fetch_or_claim_a_wallets_backup(
         assert record is not None
         assert record.devices == {phone._device_key.public_key().public_bytes_raw(): 0}
 
-    with_coordinator(stack, socket_dir, body, OneAccount)
+    with_coordinator(stack, socket_dir, body, codes=ONE_ACCOUNT)
 
 
 class LostAnswerCoordinator(Coordinator):
