@@ -73,6 +73,10 @@ class _End:
     """Sentinel: the stream ends with OK."""
 
 
+class _Left(Exception):
+    """The process closed a channel (after the frames it sent before)."""
+
+
 _END: Final = _End()
 _Outgoing = relay_pb2.RelaySessionResponse | BaseException | _End
 
@@ -187,10 +191,8 @@ class SessionStream:
         open_channel = self._channels.get(number)
         if open_channel is None:
             return  # the channel ended: frames still in flight are dropped
-        if kind == "close":
-            open_channel.leave()
-        else:
-            open_channel.offer(request)
+        # A close waits its turn too, so the envelopes sent before it are stored.
+        open_channel.offer(request)
 
 
 class _Channel:
@@ -206,9 +208,8 @@ class _Channel:
         self.held_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._position = 0
-        # Why the channel's task was cancelled from outside: the process left
-        # (True), its inbox overran (the error), or the stream ends (None).
-        self._left = False
+        # Why the channel's task was cancelled from outside: its inbox overran
+        # (the error), or the stream ends (None).
         self._overrun: RelayError | None = None
 
     def start(self, first: relay_pb2.RelaySessionRequest) -> None:
@@ -231,7 +232,7 @@ class _Channel:
         return self._task
 
     def offer(self, request: relay_pb2.RelaySessionRequest) -> None:
-        """Queue an envelopes or flush frame; close the channel if its inbox is
+        """Queue an envelopes, flush or close frame; close the channel if its inbox is
         full or the stream holds too many bytes."""
         size = request.ByteSize()
         error = self._stream.over_budget(size)
@@ -245,14 +246,8 @@ class _Channel:
             else:
                 self.hold(size)
                 return
-        if self._overrun is None and not self._left and self._task is not None:
+        if self._overrun is None and self._task is not None:
             self._overrun = error
-            self._task.cancel()
-
-    def leave(self) -> None:
-        """The process closed the channel: stop serving it, without an answer."""
-        if self._task is not None and self._overrun is None:
-            self._left = True
             self._task.cancel()
 
     async def _run(self, first: relay_pb2.RelaySessionRequest) -> None:
@@ -263,12 +258,13 @@ class _Channel:
                 await self._stream.close_room(first.close_room)
             else:
                 ended = await self._serve(first.join)
+        except _Left:
+            self._stream.ended(self, "CANCELLED")
+            return  # the process has forgotten the channel: no answer
         except asyncio.CancelledError:
             if self._overrun is None:
                 self._stream.ended(self, "CANCELLED")
-                if not self._left:
-                    raise  # the stream is ending
-                return
+                raise  # the stream is ending
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             error = self._overrun
         except RelayError as e:
@@ -305,6 +301,8 @@ class _Channel:
                 failure = task.exception()
                 if failure is not None:
                     raise failure
+            if inbound in done:
+                raise _Left()
             return follow.result()
         finally:
             for task in (follow, inbound):
@@ -318,8 +316,13 @@ class _Channel:
             )
 
     async def _inbound(self, party: JoinedParty) -> None:
+        """Store the channel's envelopes and answer its flushes, in order;
+        return at the process's close."""
         while True:
             request, size = await self._inbox.get()
+            if request.HasField("close"):
+                self.release(size)
+                return
             await self._handle(party, request)
             self.release(size)
 

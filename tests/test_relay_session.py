@@ -342,3 +342,27 @@ def test_a_channel_ends_at_its_deadline(make_backend: MakeBackend) -> None:
             await coordinator.aclose()
 
     run(body)
+
+
+def test_envelopes_sent_before_a_channel_leaves_are_stored() -> None:
+    """A party that sends its last envelope and leaves at once (no acknowledgement
+    to wait for) must not lose it: the close waits behind the envelopes."""
+
+    async def body() -> None:
+        backend = _GatedBackend()
+        async with relay_target(backend) as target:
+            coordinator, sender = process(target, COORDINATOR), process(target)
+            room = await coordinator.create_room(["a", "b"])
+            t = room.join_tokens
+            async with session(coordinator.join(room.room_id, "b", t["b"])) as b:
+                a = session(sender.join(room.room_id, "a", t["a"], room=room.spec))
+                await a.open()
+                await a.send(b"last words", ceremony_id="c", round_=1)
+                await a.aclose()  # the store is still stuck
+                await asyncio.sleep(0.05)
+                backend.gate.set()
+                assert await take(b, 1) == [("a", 1, b"last words")]
+            await coordinator.aclose()
+            await sender.aclose()
+
+    run(body)
