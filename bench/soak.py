@@ -1,6 +1,7 @@
 """Soak: sustained signing with both schemes while another process floods the relay.
 
     python -m bench.soak [--minutes 15] [--signers 4] [--relay-redis redis://HOST:PORT/DB]
+                         [--relay-transport call|session]
 
 Not part of ``make bench`` or ``make test`` (it runs for minutes). It starts the
 development system (devkms, relay, enclave, host as real processes, as
@@ -14,6 +15,9 @@ flood's answers by status code, and each process's resident memory at the
 start and the end. ``--relay-redis`` runs the relay on Redis (its own key
 prefix, deleted afterwards) and reports what its budget still holds at the
 end, which must be nothing once the last ceremony closed its room.
+``--relay-transport session`` runs the host and the SDK on the relay session
+transport (docs/transport.md): the ceremonies' rooms are then created by
+their first join while the flood still hammers CreateRoom.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import redis.asyncio
@@ -105,7 +110,11 @@ async def _sign_loop(
 
 
 async def soak(
-    minutes: float, signers: int, flood_concurrency: int, relay_redis: str | None = None
+    minutes: float,
+    signers: int,
+    flood_concurrency: int,
+    relay_redis: str | None = None,
+    relay_transport: Literal["call", "session"] = "call",
 ) -> dict[str, object]:
     seconds = minutes * 60
     prefix = f"shardkeep-soak:{secrets.token_hex(4)}:"
@@ -115,13 +124,18 @@ async def soak(
         relay_args = ["--redis-prefix", prefix]
     with tempfile.TemporaryDirectory(prefix="shardkeep-soak-") as tmp:
         async with (
-            running_stack(Path(tmp), relay_args=relay_args) as stack,
+            running_stack(
+                Path(tmp),
+                relay_args=relay_args,
+                host_args=["--relay-transport", relay_transport],
+            ) as stack,
             WalletClient(
                 stack.host_address,
                 stack.relay_address,
                 stack.coordinator_key,
                 root_certificate=stack.root_certificate,
                 timeout=60.0,
+                relay_transport=relay_transport,
             ) as wallets,
         ):
             device = PartyIdentity.generate()
@@ -218,13 +232,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--signers", type=int, default=4, help="ceremonies in flight")
     parser.add_argument("--concurrency", type=int, default=16, help="flood calls in flight")
     parser.add_argument("--relay-redis", metavar="URL", help="run the relay on this Redis")
+    parser.add_argument(
+        "--relay-transport", choices=("call", "session"), default="call",
+        help="the host's and the SDK's transport to the relay (docs/transport.md)",
+    )  # fmt: skip
     parser.add_argument("--flood", metavar="RELAY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.flood:
         codes = eventloop.run(flood(args.flood, args.concurrency))
         print(json.dumps(codes), flush=True)
         return
-    _print(eventloop.run(soak(args.minutes, args.signers, args.concurrency, args.relay_redis)))
+    report = soak(
+        args.minutes, args.signers, args.concurrency, args.relay_redis, args.relay_transport
+    )
+    _print(eventloop.run(report))
 
 
 if __name__ == "__main__":

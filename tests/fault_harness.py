@@ -30,6 +30,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.client import PartySession, RelayClient
+from relay.session_client import SessionParty
 from shardkeep.v1 import envelope_pb2, relay_pb2
 
 FaultKind = Literal[
@@ -105,34 +106,55 @@ class FaultPlan:
 
 
 class FaultyRelay(RelayClient):
-    """A relay client whose sessions apply a :class:`FaultPlan`."""
+    """A relay client whose sessions apply a :class:`FaultPlan` (on either relay
+    transport: ``session`` as ``RelayClient``'s)."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, plan: FaultPlan, coordinator: Ed25519PrivateKey
+        self,
+        channel: grpc.aio.Channel,
+        plan: FaultPlan,
+        coordinator: Ed25519PrivateKey,
+        *,
+        session: bool = False,
     ) -> None:
-        super().__init__(channel, coordinator=coordinator)
+        super().__init__(channel, coordinator=coordinator, session=session)
         self.plan = plan
 
     @classmethod
-    def to(cls, address: str, plan: FaultPlan, coordinator: Ed25519PrivateKey) -> FaultyRelay:
-        return cls(grpc.aio.insecure_channel(address), plan, coordinator)
+    def to(
+        cls,
+        address: str,
+        plan: FaultPlan,
+        coordinator: Ed25519PrivateKey,
+        *,
+        session: bool = False,
+    ) -> FaultyRelay:
+        return cls(grpc.aio.insecure_channel(address), plan, coordinator, session=session)
 
     async def create_room(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
         self.plan.check_alive()
         return await super().create_room(*args, **kwargs)  # type: ignore[arg-type]
 
-    def join(
+    def join(  # type: ignore[override]
         self, room_id: str, party: str, join_token: str, *, resume_after: int = 0
-    ) -> PartySession:
+    ) -> PartySession | SessionParty:
         self.plan.check_alive()
         session = super().join(room_id, party, join_token, resume_after=resume_after)
+        if isinstance(session, SessionParty):
+            return FaultySessionParty(session, party, self.plan)
         return FaultySession(session, party, self.plan)
 
 
-class FaultySession(PartySession):
-    """A device's Join stream with the plan applied to what it sends and receives."""
+class _Faults:
+    """The plan applied to what a device's relay party sends and receives; mixed
+    into the party's class (a Join stream's or a Session channel's)."""
 
-    def __init__(self, inner: PartySession, party: str, plan: FaultPlan) -> None:
+    _plan: FaultPlan
+    _party: str
+    _background: set[asyncio.Task[None]]
+    _inbox: asyncio.Queue[object]  # the party's own inbox (both classes name it so)
+
+    def __init__(self, inner: PartySession | SessionParty, party: str, plan: FaultPlan) -> None:
         self.__dict__.update(inner.__dict__)  # the same stream, with the hooks below
         self._party = party
         self._plan = plan
@@ -150,8 +172,9 @@ class FaultySession(PartySession):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def send_envelope(self, envelope: envelope_pb2.Envelope) -> int:
+    async def send_envelope(self, envelope: envelope_pb2.Envelope) -> int | None:
         plan = self._plan
+        send = super().send_envelope  # type: ignore[misc]
         action = plan.observe(
             (envelope.round, plan.role(self._party), plan.role(envelope.recipient))
         )
@@ -159,14 +182,15 @@ class FaultySession(PartySession):
             if action == "delay":
                 copy = envelope_pb2.Envelope()
                 copy.CopyFrom(envelope)
-                self._later(lambda: PartySession.send_envelope(self, copy))
+                self._later(lambda: send(copy))
             return 0  # as if the relay had stored it
-        return await super().send_envelope(envelope)
+        result: int | None = await send(envelope)
+        return result
 
     async def receive(self) -> relay_pb2.EnvelopeDelivery:
         plan = self._plan
         while True:
-            delivery = await super().receive()
+            delivery: relay_pb2.EnvelopeDelivery = await super().receive()  # type: ignore[misc]
             plan.check_alive()
             envelope = delivery.envelope
             sender = plan.role(envelope.sender)
@@ -181,4 +205,12 @@ class FaultySession(PartySession):
     async def aclose(self) -> None:
         for task in list(self._background):
             task.cancel()
-        await super().aclose()
+        await super().aclose()  # type: ignore[misc]
+
+
+class FaultySession(_Faults, PartySession):
+    """A device's Join stream with the plan applied to what it sends and receives."""
+
+
+class FaultySessionParty(_Faults, SessionParty):
+    """A device's Session channel with the plan applied to what it sends and receives."""

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
@@ -59,10 +60,20 @@ DIGEST = bytes.fromhex("fa" * 32)
 SCHEMES: tuple[Scheme, ...] = ("bip340", "ecdsa-secp256k1", "ed25519")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with background_stack(tmp_path_factory.mktemp("faults") / "run") as running:
-        yield running
+@pytest.fixture(scope="module", params=["call", "session"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevStack]:
+    """The stack, once per relay transport of the host and the SDK (docs/transport.md)."""
+    host_args = ("--relay-transport", request.param)
+    with background_stack(tmp_path_factory.mktemp("faults") / "run", host_args=host_args) as s:
+        yield s
+
+
+def relay_transport(stack: DevStack) -> Literal["call", "session"]:
+    """The relay transport the stack's host runs, for the SDK to use the same."""
+    host = stack.commands["host"]
+    return "session" if host[host.index("--relay-transport") + 1] == "session" else "call"
 
 
 # --- the device: durable state and SDK calls only ------------------------------------
@@ -177,6 +188,7 @@ def client_for(stack: DevStack, relay: FaultyRelay | None, timeout: float) -> Wa
     return RawDigestWalletClient(
         stack.host_address, stack.relay_address, stack.coordinator_key,
         root_certificate=stack.root_certificate, timeout=timeout, relay=relay,
+        relay_transport=relay_transport(stack),
     )  # fmt: skip
 
 
@@ -230,7 +242,10 @@ async def run_cell(
     if fault is not None and fault.kind.startswith("enospc"):
         device.io = enospc_io(only_commit=fault.kind == "enospc-commit")
     error: BaseException | None = None
-    relay = FaultyRelay.to(stack.relay_address, plan, stack.coordinator_key)
+    relay = FaultyRelay.to(
+        stack.relay_address, plan, stack.coordinator_key,
+        session=relay_transport(stack) == "session",
+    )  # fmt: skip
     async with client_for(stack, relay, FAULTY_TIMEOUT_S) as client:
         try:
             await ceremony.run(client, device, scheme, wallet_id, before, fresh)
