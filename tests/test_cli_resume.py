@@ -240,3 +240,61 @@ def test_refresh_without_certificate_is_discarded_after_its_deadline(
     assert status == 0 and verifies("bip340", signed, created["public_key"]), err
     status, refreshed, err = shardkeep(capsys, "wallet", "refresh", wallet_id, *on_phone)
     assert status == 0 and refreshed["epoch"] == 1, err  # the host holds nothing pending
+
+
+def test_an_interrupted_policy_change_resumes_and_the_cli_keeps_the_new_set(
+    stack: DevStack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``wallet refresh --new-policy`` loses the server's last message; ``wallet resume``
+    commits it, and the wallet's state keeps the new set: a key only the new set names
+    approves ``wallet sign`` without any --policy."""
+    passcode = tmp_path / "passcode"
+    passcode.write_text("resume passphrase")
+    state = tmp_path / "phone"
+    on_phone = options(stack, state, passcode)
+    keys = {name: tmp_path / f"{name}.key" for name in ("old", "new")}
+    entries = {}
+    for name, key in keys.items():
+        status, entries[name], err = shardkeep(
+            capsys, "policy", "new-key", "--name", name, "--tag", "owner", "--out", str(key)
+        )
+        assert status == 0, err
+    for version, name in ((1, "old"), (2, "new")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({
+            "version": version,
+            "authenticators": [entries[name]],
+            "policies": [{"name": "owner", "effect": "allow",
+                          "condition": "activity.kind == 'SIGN_RAW_DIGEST' || "
+                                       "activity.kind == 'SET_POLICY'",
+                          "consensus": {"min_approvals": 1, "tag": "owner"}}],
+        }))  # fmt: skip
+    status, created, err = shardkeep(
+        capsys, "wallet", "create", "--scheme", "bip340", "--policy",
+        str(tmp_path / "old.json"), *on_phone,
+    )  # fmt: skip
+    assert status == 0, err
+    wallet_id = created["wallet_id"]
+    description = json.loads((wallet_dir(state, wallet_id) / "wallet.json").read_text())
+    plan = FaultPlan(Fault("drop", (3, "server", "device0")), stack.kill, delay_s=0)
+    plan.roles = {description["parties"][0]["party_id"]: "device0"}
+    with monkeypatch.context() as patched:
+        with_faulty_relay(patched, stack, plan)
+        status, _, err = shardkeep(
+            capsys, "wallet", "refresh", wallet_id, "--new-policy", str(tmp_path / "new.json"),
+            "--approver", str(keys["old"]), *on_phone,
+        )  # fmt: skip
+    assert plan.fired and status == 1
+    assert "interrupted after the new shares were saved" in err
+
+    status, resumed, err = shardkeep(capsys, "wallet", "resume", wallet_id, *on_phone)
+    assert status == 0, err
+    assert resumed == {"wallet_id": wallet_id, "key_change": "committed", "epoch": 1}
+    sign = ["wallet", "sign", wallet_id, "--digest", DIGEST, "--approver"]
+    status, signed, err = shardkeep(capsys, *sign, str(keys["new"]), *on_phone)
+    assert status == 0, err
+    assert verifies("bip340", signed, created["public_key"])
+    status, _, err = shardkeep(capsys, *sign, str(keys["old"]), *on_phone)
+    assert status == 1 and "approval by 'old' refused" in err

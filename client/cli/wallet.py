@@ -431,7 +431,8 @@ def _approval_options(parser: argparse.ArgumentParser) -> None:
     """For a wallet with a policy set: the set in force and who approves."""
     parser.add_argument(
         "--policy", type=Path, metavar="FILE",
-        help="the wallet's policy file, as in force (approvals sign its hash)",
+        help="the wallet's policy file, as in force (approvals sign its hash; default: the set"
+        " the wallet's state keeps)",
     )  # fmt: skip
     parser.add_argument(
         "--approver", type=Path, action="append", default=[], metavar="KEYFILE",

@@ -320,8 +320,6 @@ def _check_arguments(command: str, args: argparse.Namespace) -> None:
             "--allow-raw-digest shapes the default policy; a policy file allows raw digests"
             " by an allow policy naming 'SIGN_RAW_DIGEST'"
         )
-    if getattr(args, "approver", []) and getattr(args, "policy", None) is None:
-        raise UsageError("--approver needs --policy: approvals sign the hash of the set in force")
     wallet_id = getattr(args, "wallet_id", None)
     if command == "export" and args.offline:
         if wallet_id is not None or args.without_server:
@@ -586,8 +584,14 @@ async def _sign_ethereum_digest(
 
 
 def _with_policy(wallet: Wallet, args: argparse.Namespace) -> Wallet:
-    """The wallet with the policy set its owner holds as in force (``--policy``), if given."""
+    """The wallet with the policy set in force its approvals sign the hash of: ``--policy``'s
+    if given, else the one its state keeps (registered, or learned from a policy change,
+    also one settled by ``wallet resume``)."""
     if getattr(args, "policy", None) is None:
+        if getattr(args, "approver", []) and wallet.policy_set is None:
+            raise UsageError(
+                "--approver needs a policy set: this wallet's state keeps none; pass --policy FILE"
+            )
         return wallet
     policy_set = load_policy_file(args.policy)
     return replace(wallet, policy_set=replace(policy_set, wallet_id=wallet.wallet_id))
