@@ -193,9 +193,13 @@ class SessionStream:
 
     def _open(self, number: int, work: Coroutine[Any, Any, host_pb2.HostSessionOutput]) -> None:
         async def run() -> None:
-            output = await work
-            if self._channels.get(number) is task:  # not cancelled or ended meanwhile
-                del self._channels[number]
+            try:
+                output = await work
+            finally:
+                ended = self._channels.get(number) is not task  # cancelled or ended meanwhile
+                if not ended:
+                    del self._channels[number]
+            if not ended:
                 self._outputs.put_nowait(output)
 
         task = asyncio.create_task(run())

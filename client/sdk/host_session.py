@@ -231,12 +231,13 @@ class HostSession:
                 answer.set_exception(error)
 
     async def aclose(self) -> None:
-        """End the stream (the channel's close ends it too)."""
+        """End the stream (the channel's close ends it too); calls still on it fail."""
         for task in self._tasks:
             task.cancel()
         if self._call is not None:
             self._call.cancel()
             self._call = None
+        self._fail_all(_call_error(grpc.StatusCode.CANCELLED, "the client closed the session"))
 
 
 def _method(kind: int) -> str:
