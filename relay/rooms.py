@@ -116,6 +116,8 @@ class RelayConfig:
         session_stream_bytes: most bytes of frames one Session stream may
             have the relay hold (joins of live channels, frames waiting to be
             stored); a frame past it closes its channel.
+        session_relay_bytes: the same, summed over every Session stream of
+            the relay (streams are not counted, so this bounds them all).
     """
 
     default_ttl_ms: int = 10 * 60 * 1000
@@ -136,6 +138,7 @@ class RelayConfig:
     max_session_channels: int = 1024
     session_inbox_frames: int = 64
     session_stream_bytes: int = 256 << 20
+    session_relay_bytes: int = 1 << 30
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from relay.errors import (
 from relay.metrics import RelayMetrics
 from relay.party import JoinedParty
 from relay.rooms import PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
-from relay.session import SessionStream
+from relay.session import HeldBytes, SessionStream
 from shardkeep.server import (
     AsyncHealthServicer,
     MalformedRequest,
@@ -189,6 +189,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         self._admitter = admitter
         self._config = config
         self._clock = clock
+        self._session_held = HeldBytes()  # by every Session stream, against the config
 
     async def authenticate_malformed(
         self, request: MalformedRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -414,6 +415,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             clock=self._clock,
             config=self._config,
             metrics=self._metrics,
+            relay_held=self._session_held,
         )
         await stream.run()
 

@@ -18,9 +18,10 @@ stalls the stream's reader; a channel that overruns its inbox is closed with
 RESOURCE_EXHAUSTED, as is a join past the stream's channel limit. A channel
 counts against that limit until its task has ended, closing answer included,
 and every frame the stream holds (live channels' joins, frames waiting to be
-stored) counts against ``RelayConfig.session_stream_bytes``: a process that
-never reads its answers only stalls its own stream, and what it makes the
-relay hold stays bounded. The stream's handler task is its only writer (gRPC
+stored) counts against ``RelayConfig.session_stream_bytes``, and against
+``session_relay_bytes`` with every other stream's: a process that never reads
+its answers only stalls its own stream, and what any number of streams make
+the relay hold stays bounded. The stream's handler task is its only writer (gRPC
 allows one write at a time).
 """
 
@@ -47,7 +48,7 @@ from relay.rooms import RelayConfig
 from shardkeep.server import MalformedRequest
 from shardkeep.v1 import relay_pb2
 
-__all__ = ["SessionStream"]
+__all__ = ["HeldBytes", "SessionStream"]
 
 _log = structlog.get_logger("relay")
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -67,6 +68,13 @@ def _closed(error: RelayError | None, ended: int = 0) -> relay_pb2.ChannelClosed
     return relay_pb2.ChannelClosed(
         code=status_code_for(error).name, message=str(error), error=type(error).__name__
     )
+
+
+class HeldBytes:
+    """Bytes of frames every Session stream of one relay holds."""
+
+    def __init__(self) -> None:
+        self.total = 0
 
 
 class _End:
@@ -93,8 +101,10 @@ class SessionStream:
         clock: Clock,
         config: RelayConfig,
         metrics: RelayMetrics,
+        relay_held: HeldBytes,
     ) -> None:
         self._context = context
+        self.relay_held = relay_held
         self.join = join
         self.close_room = close_room
         self.clock = clock
@@ -144,9 +154,12 @@ class SessionStream:
     def over_budget(self, size: int) -> RelayError | None:
         """The refusal of a frame of ``size`` bytes past the stream's budget, or None."""
         budget = self.config.session_stream_bytes
-        if self.held_bytes + size <= budget:
-            return None
-        return LimitExceededError(f"more than {budget} bytes waiting on one stream")
+        if self.held_bytes + size > budget:
+            return LimitExceededError(f"more than {budget} bytes waiting on one stream")
+        budget = self.config.session_relay_bytes
+        if self.relay_held.total + size > budget:
+            return LimitExceededError(f"more than {budget} bytes waiting on the relay's streams")
+        return None
 
     async def _read(self) -> None:
         try:
@@ -220,11 +233,13 @@ class _Channel:
         """Count ``size`` bytes of frames against the stream's budget."""
         self.held_bytes += size
         self._stream.held_bytes += size
+        self._stream.relay_held.total += size
 
     def release(self, size: int) -> None:
         """Stop counting ``size`` bytes held."""
         self.held_bytes -= size
         self._stream.held_bytes -= size
+        self._stream.relay_held.total -= size
 
     def stop(self) -> asyncio.Task[None]:
         """The channel's task, for the stream to cancel as it ends."""

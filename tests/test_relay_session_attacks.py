@@ -117,3 +117,44 @@ def test_frames_past_the_streams_byte_budget_close_the_channel() -> None:
             await sender.aclose()
 
     run(body)
+
+
+def test_many_streams_cannot_together_pass_the_relays_byte_budget() -> None:
+    """Streams cost nothing to open, so a per-stream bound alone bounds
+    nothing: two streams, each below its own budget, together pass the relay's
+    and the frame past it closes its channel (RESOURCE_EXHAUSTED)."""
+
+    async def body() -> None:
+        backend = _GatedBackend()
+        config = RelayConfig(session_stream_bytes=1 << 20, session_relay_bytes=5 << 18)
+        async with relay_target(backend, config) as target:
+            coordinator = RelayClient(
+                grpc.aio.insecure_channel(target), coordinator=COORDINATOR, session=True
+            )
+            rooms = [await coordinator.create_room(["a", "b"]) for _ in range(2)]
+            senders = [RelayClient(grpc.aio.insecure_channel(target), session=True) for _ in rooms]
+            parties = []
+            for sender, room in zip(senders, rooms, strict=True):
+                party = sender.join(room.room_id, "a", room.join_tokens["a"], room=room.spec)
+                assert isinstance(party, SessionParty)
+                await party.open()
+                parties.append(party)
+            for _ in range(3):  # 768 KiB and a little each: below a stream's 1 MiB
+                for party in parties:
+                    await party.send(bytes(256 * 1024), ceremony_id="c", round_=1)
+                await asyncio.sleep(0.05)
+            waits = [asyncio.create_task(party.receive()) for party in parties]
+            done, pending = await asyncio.wait(
+                waits, timeout=60, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert done, "no channel was closed past the relay's budget"
+            for task in done:
+                with pytest.raises(LimitExceededError, match="relay's streams"):
+                    task.result()
+            backend.gate.set()
+            for task in pending:
+                task.cancel()
+            for client in (coordinator, *senders):
+                await client.aclose()
+
+    run(body)
