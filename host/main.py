@@ -108,7 +108,7 @@ class HostConfig:
     backup_quota: BackupQuota = field(default_factory=BackupQuota)
     tls: ServerTls | None = None
     relay_tls: ClientTls | None = None
-    relay_session: bool = False
+    relay_session: bool = True
     keep_retired_epochs: int = 0
     enclave_status_interval_s: float = 15.0
     max_session_channels: int = MAX_SESSION_CHANNELS
@@ -310,9 +310,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--relay-transport",
         choices=("call", "session"),
-        default="call",
-        help="one Join call per room, or every room on one long-lived Relay.Session "
-        "stream (docs/transport.md)",
+        default="session",
+        help="every room on one long-lived Relay.Session stream (the default), or one "
+        "Join call per room (docs/transport.md)",
     )
     parser.add_argument(
         "--enclave-transport",

@@ -164,6 +164,7 @@ def test_an_enclave_killed_mid_ceremony_loses_no_share(stack_dir: Path) -> None:
             host_pb2.HostCeremonyRequest(
                 request=wallets._signed(request, challenge, approvals=_Approvals(wallet, ())),
                 relay_token=room.join_tokens[server_id],
+                relay_room=room.spec,  # the room is made by its first join
             ),
             timeout=60,
         )

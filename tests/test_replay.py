@@ -188,6 +188,7 @@ def test_replayed_signed_request_after_enclave_restart_refused(tmp_path: Path) -
                 request, await wallets.challenge(), approvals=_Approvals(wallet, ())
             ),
             relay_token=room.join_tokens[ids[1]],
+            relay_room=room.spec,  # the room is made by its first join
         )
 
         async def phone_signs() -> bytes:

@@ -202,9 +202,9 @@ class WalletClient:
         relay: a relay client to use instead of one on ``relay_address`` (the
             fault-injection tests pass one that drops, delays or interrupts messages).
         transport: TLS, client certificate and API token (default: plaintext, no token).
-        relay_transport: "call" (a CreateRoom, Join and CloseRoom call per
-            ceremony) or "session" (rooms created on first join, every room on
-            one Relay.Session stream; docs/transport.md). Ignored with ``relay``.
+        relay_transport: "session" (rooms created on first join, every room on
+            one Relay.Session stream; docs/transport.md) or "call" (a CreateRoom,
+            Join and CloseRoom call per ceremony). Ignored with ``relay``.
         host_transport: "call" (a unary call per ceremony and per challenge) or
             "session" (each a channel of one Host.Session stream; docs/transport.md).
     """
@@ -221,7 +221,7 @@ class WalletClient:
         timeout: float = 120.0,
         relay: RelayClient | None = None,
         transport: Transport | None = None,
-        relay_transport: Literal["call", "session"] = "call",
+        relay_transport: Literal["call", "session"] = "session",
         host_transport: HostTransport = "call",
     ) -> None:
         self._transport = transport or Transport()
