@@ -6,9 +6,9 @@ reshare, export and policy changes, each approved by the owner's passkey.
 The passkey approves the exact request the coordinator returns, after the
 phone checked it; the coordinator attaches the approvals unchanged. The set
 survives every key change: a refresh, a policy change (and one resumed
-after its answer was lost, or joined by another device), reshares that add and
-remove a laptop, and a restore
-from a backup; each new wallet's approvals verify under the set in force.
+after its answer was lost, or joined by another device), reshares that add
+and remove a laptop, and a restore from a backup; each new wallet's
+approvals verify under the set in force.
 
 The attacks: a coordinator that starts an export, a reshare or a policy
 change without the owner's approvals (the server share refuses:
