@@ -584,6 +584,11 @@ class PartySession:
                     size += len(batch[-1].payload)
                 await self._call.write(relay_pb2.JoinRequest(envelopes=batch))
         except grpc.aio.AioRpcError as e:
+            # A write racing the relay's end of the stream fails with whatever
+            # gRPC's core says (e.g. INTERNAL); the reader has the real reason
+            # (the room expired or closed), so it is reported first.
+            if self._reader is not None:
+                await asyncio.gather(self._reader, return_exceptions=True)
             self._fail(_relay_error(e))
         except (grpc.aio.UsageError, asyncio.InvalidStateError):
             # The call already finished; the reader reports how.
