@@ -68,6 +68,7 @@ from host.enclave_session import EnclaveSession
 from host.epoch_writer import EpochWriter
 from host.errors import (
     NOT_PROVISIONED,
+    OTHER_PROTOCOL_VERSION,
     EnclaveProtocolError,
     HostError,
     error_from_enclave,
@@ -776,7 +777,9 @@ class CeremonyDriver:
                     raise EnclaveProtocolError("output after the result")
                 return output.result
             else:
-                raise EnclaveProtocolError("empty output")
+                # No field this host knows (e.g. the pre-OutboundEnvelopes field 1): the
+                # enclave is of another release, not broken; say so rather than "empty".
+                raise EnclaveProtocolError(OTHER_PROTOCOL_VERSION)
 
     def _check_result(self, result: ceremony_pb2.CeremonyResult) -> None:
         plan = self._plan

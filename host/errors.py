@@ -51,6 +51,7 @@ __all__ = [
     "error_from_failure",
     "PASSED_TRAILERS",
     "NOT_PROVISIONED",
+    "OTHER_PROTOCOL_VERSION",
     "REASON_TRAILER",
 ]
 
@@ -94,6 +95,12 @@ class HostError(Exception):
             if key == REASON_TRAILER and isinstance(value, str):
                 return value
         return ""
+
+
+OTHER_PROTOCOL_VERSION: Final = (
+    "the enclave speaks another protocol version (an output this host does not know);"
+    " run host and enclave from the same release"
+)
 
 
 class EnclaveProtocolError(HostError):

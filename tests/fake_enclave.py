@@ -72,6 +72,9 @@ class Script:
         store_in_sign: store a share even in a sign (an illegal output).
         result_epoch_offset: added to the result's epoch (a wrong result).
         gate: if set, awaited before the result.
+        old_protocol: send round 1 as an enclave of the previous release did (one
+            envelope in CeremonyOutput field 1, since reserved): an output this host
+            does not know.
     """
 
     fail_at: str | None = None
@@ -82,6 +85,7 @@ class Script:
     store_in_sign: bool = False
     result_epoch_offset: int = 0
     gate: asyncio.Event | None = None
+    old_protocol: bool = False
 
 
 @dataclass
@@ -255,6 +259,11 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
             )
 
         await fail_or_stall("start")
+        if script.old_protocol:
+            (sent,) = envelope(1, "", b"round-1").outbound.envelopes
+            field_1 = b"\x0a" + _varint(sent.ByteSize()) + sent.SerializeToString()
+            await context.write(enclave_pb2.CeremonyOutput.FromString(field_1))
+            await asyncio.Event().wait()  # the host ends the ceremony
         await context.write(envelope(1, "", b"round-1"))
         item = await context.read()
         assert isinstance(item, enclave_pb2.CeremonyInput) and item.HasField("inbound")
@@ -302,6 +311,15 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         if request.kind == K.CEREMONY_KIND_EXPORT:
             result.encrypted_export = sealed_blob(request, b"export")
         await context.write(enclave_pb2.CeremonyOutput(result=result))
+
+
+def _varint(n: int) -> bytes:
+    """A protobuf base-128 varint (a length prefix); protobuf's own encoder is internal API."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out) + bytes([n])
 
 
 class _Aborted(Exception):

@@ -34,7 +34,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from host.enclave_link import LinkConfig
-from host.errors import ENCLAVE_CODES, HostError
+from host.errors import ENCLAVE_CODES, OTHER_PROTOCOL_VERSION, HostError
 from host.main import HostConfig, main, serve
 from host.metrics import HostMetrics, start_metrics_server
 from host.service import create_server
@@ -557,6 +557,22 @@ def test_enclave_protocol_violations_abort(sqlite_url: str) -> None:
             # finish the key change, so epoch 1 waits for its certificate (or deadline).
             wallet = s.store.get_wallet(WALLET)
             assert (wallet.current_epoch, wallet.pending_epoch) == (0, 1)
+
+    run(body)
+
+
+def test_an_enclave_of_another_release_is_named_as_such(sqlite_url: str) -> None:
+    """An output with only a field this host does not know (an enclave of the release
+    before OutboundEnvelopes) is reported as a version skew, not as an empty output."""
+
+    async def body() -> None:
+        async with stack(sqlite_url) as s:
+            await keygen(s)
+            s.fake.script = Script(old_protocol=True)
+            signed = await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0, digest=bytes(32))
+            assert signed.error is not None
+            assert signed.error.code() == grpc.StatusCode.INTERNAL
+            assert signed.error.details() == f"enclave protocol error: {OTHER_PROTOCOL_VERSION}"
 
     run(body)
 
