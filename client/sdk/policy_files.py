@@ -18,7 +18,7 @@ software passkey, ``client.sdk.approvals.SoftwarePasskey``) is JSON too::
     {"name": "phone", "kind": "webauthn-es256", "rp_id": "wallet.example",
      "origin": "https://wallet.example", "sign_count": 7, "private_key": "-----BEGIN..."}
 
-Its signature counter is written back (atomically, mode 0600) before each
+Its signature counter is written back (atomically and durably, mode 0600) before each
 approval leaves, so the next one counts higher, as WebAuthn §6.1.1 wants of an
 authenticator: the enclave refuses a counter that did not increase.
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,29 @@ def load_passkey(path: Path) -> SoftwarePasskey:
     return SoftwarePasskey(name, rp_id, origin, key, count)
 
 
+def _replace_durably(path: Path, text: str) -> None:
+    """Replace ``path``'s contents (mode 0600) so that a crash or power cut leaves the old
+    file or the new one, never half of one, and never brings the old one back once done."""
+    # mkstemp: a fresh name per write (mode 0600), so a temporary file a crashed
+    # process left behind cannot block the next write.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    # The rename lives in the directory: until it is on disk, a power cut can undo it.
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 @sdk_boundary
 class PasskeyFile:
     """A software passkey kept in a file: each approval first stores its raised counter."""
@@ -201,19 +225,8 @@ class PasskeyFile:
     def approve(self, challenge: bytes) -> Approval:
         """The passkey's assertion over ``challenge``, once the file holds its counter."""
         approval = self.passkey.approve(challenge)
-        # A new file then a rename: a crash leaves the old file or the new one, never half
-        # of one; an approval whose counter was not stored never leaves.
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(_passkey_document(self.passkey), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        # An approval whose counter was not stored never leaves.
+        _replace_durably(self.path, json.dumps(_passkey_document(self.passkey)))
         return approval
 
     def __repr__(self) -> str:
