@@ -21,6 +21,7 @@ from eth_keys.datatypes import PublicKey as EthPublicKey
 from client.chains.bitcoin import sign_key_path, wallet_output_key
 from client.chains.ethereum import Eip1559Transaction, sign_transaction, wallet_address
 from client.cli.devstack import DevStack
+from client.sdk.approvals import ApiKey
 from client.sdk.backups import (
     NoBackupError,
     backup_share,
@@ -41,6 +42,7 @@ from shardkeep.chains.bip341 import (
     p2tr_script,
 )
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
+from shardkeep.policyset import Consensus, Policy, PolicySet
 from tests.stack_harness import background_stack, run_with_client
 from tss.bip32 import derive_public
 from tss.curve import schnorr_verify
@@ -189,6 +191,49 @@ def test_backup_lose_recover_on_a_new_device_and_sign(stack: DevStack) -> None:
     database = b"".join(path.read_bytes() for path in files)
     assert secret not in database and secret.hex().encode() not in database
     assert backup_id.encode() in database
+
+
+def test_a_host_backup_carries_the_policy_set_and_the_restored_wallet_approves_under_it(
+    stack: DevStack,
+) -> None:
+    """A wallet with a set of its own (one API key approves raw digests): the backup
+    carries the set, so the restored wallet's approvals sign its hash, not the default's."""
+    weak = {"params": insecure_test_params(), "insecure_allow_weak_kdf": True}
+    raw_digests = "activity.kind == 'SIGN_RAW_DIGEST'"
+    ops = ApiKey.generate("ops")
+    own_set = PolicySet(
+        "unbound", 0, 3, (ops.authenticator(),),
+        (Policy("ops-signs-digests", "allow", raw_digests, Consensus(1)),),
+    )  # fmt: skip
+
+    async def body(client: WalletClient) -> None:
+        device = PartyIdentity.generate()
+        wallet = await client.create_wallet(
+            "ecdsa-secp256k1", [device], threshold=2, policy_set=own_set
+        )
+        assert wallet.policy_set is not None
+        async with grpc.aio.insecure_channel(stack.host_address) as channel:
+            await backup_share(
+                channel, wallet.shares[0], wallet_id=wallet.wallet_id, passcode=PASSCODE,
+                identity=device, owner_key=wallet.owner_key, policy_set=wallet.policy_set,
+                **weak,  # type: ignore[arg-type]
+            )  # fmt: skip
+            recovered = await recover_device(
+                channel, wallet_id=wallet.wallet_id, public_key=wallet.public_key,
+                passcode=PASSCODE, insecure_allow_weak_kdf=True,
+            )  # fmt: skip
+            restored = await restore_wallet(client, channel, recovered)
+        assert restored.policy_set is not None
+        assert (restored.policy_set.version, restored.policy_set.authenticators) == (
+            3,
+            (ops.authenticator(),),
+        )
+        result = await client.sign(restored, DIGEST, {0: recovered.identity}, approvers=[ops])
+        assert isinstance(result, RecoverableSignature)
+        key = PublicKey.from_signature_and_message(result.to_bytes65(), DIGEST, hasher=None)
+        assert key.format() == wallet.public_key
+
+    run_with_client(stack, body)
 
 
 def test_backups_of_an_unknown_wallet_are_refused(stack: DevStack) -> None:

@@ -288,8 +288,8 @@ def add_wallet_commands(commands: Any) -> None:
     recover.add_argument("--force", action="store_true", help="replace the wallet in --state")
     recover.add_argument(
         "--policy", type=Path, metavar="FILE",
-        help="the wallet's policy file, as in force (a backup does not carry it; default: the"
-        " default policy)",
+        help="the wallet's policy file, as in force (default: the set the backup carries,"
+        " else the default policy)",
     )  # fmt: skip
     recover.add_argument(
         "--allow-raw-digest", action="store_true",

@@ -815,7 +815,8 @@ async def _back_up(
                 stored = await backup_share(
                     channel, wallet.shares[party], wallet_id=wallet_id,
                     passcode=ctx.passcode, identity=devices[party], owner_key=wallet.owner_key,
-                    backup_id=backup_id, params=ctx.params, insecure_allow_weak_kdf=ctx.weak,
+                    policy_set=wallet.policy_set, backup_id=backup_id, params=ctx.params,
+                    insecure_allow_weak_kdf=ctx.weak,
                 )  # fmt: skip
                 done.append(
                     {

@@ -219,6 +219,7 @@ async def backup_share(
     key: bytes | None = None,
     identity: PartyIdentity | None = None,
     owner_key: Ed25519PrivateKey | None = None,
+    policy_set: PolicySet | None = None,
     backup_id: str | None = None,
     params: Argon2Params = DEFAULT_ARGON2_PARAMS,
     insecure_allow_weak_kdf: bool = False,
@@ -234,6 +235,9 @@ async def backup_share(
         identity: also back up the party identity (a device backup), so that a
             new device can sign with the recovered share; recommended.
         owner_key: with ``identity``, also back up the wallet owner's key.
+        policy_set: with ``identity``, also back up the wallet's policy set
+            (``Wallet.policy_set``), sealed as ``client.sdk.device_backup`` seals it,
+            so that the restored wallet approves under the set in force.
         backup_id: the id to store it under (default: derived from the blob).
         params, insecure_allow_weak_kdf, random: as in ``client.storage.shares.make_backup``.
 
@@ -241,11 +245,13 @@ async def backup_share(
         The record stored (its ``backup_id`` names it at the host).
 
     Raises:
-        InvalidInput: bad arguments (``owner_key`` without ``identity``).
+        InvalidInput: bad arguments (``owner_key`` or ``policy_set`` without ``identity``).
         WalletError: the host refused the upload.
     """
     if owner_key is not None and identity is None:
         raise InvalidInput("an owner key is backed up only with the party identity")
+    if policy_set is not None and identity is None:
+        raise InvalidInput("a policy set is backed up only with the party identity")
     common: dict[str, Any] = {
         "wallet_id": wallet_id,
         "passcode": passcode,
@@ -258,7 +264,9 @@ async def backup_share(
     if identity is None:
         backup = make_backup(share, **common)
     else:
-        backup = make_device_backup(share, identity, owner_key=owner_key, **common)
+        backup = make_device_backup(
+            share, identity, owner_key=owner_key, policy_set=policy_set, **common
+        )
     await put_backup(host, backup)
     return backup
 
@@ -407,10 +415,11 @@ async def restore_wallet(
     derive from its static key, the server party is found by the attested
     party id, and the recovered identity must be the share's party.
 
-    A backup does not carry the wallet's policy set: give it as ``policy_set``
-    (a set of one's own, e.g. from its policy file); by default, with the
-    owner key recovered, it is the default set (``client.sdk.default_policy``,
-    ``allow_raw_digest`` as the wallet was created with).
+    The wallet's policy set is ``policy_set`` if given (e.g. from its policy
+    file), else the set the backup carried, else, with the owner key
+    recovered, the default set (``client.sdk.default_policy``,
+    ``allow_raw_digest`` as the wallet was created with): a backup made
+    without the set (or before backups carried it) still restores.
 
     Returns:
         A wallet holding the recovered share (and owner key, if recovered).
@@ -452,6 +461,8 @@ async def restore_wallet(
     if server_index is not None:
         parties[server_index] = server.party
     parties[share.party_id] = identity.party
+    if policy_set is None:
+        policy_set = recovered.policy_set
     if policy_set is None and recovered.owner_key is not None:
         policy_set = default_policy_set(
             recovered.wallet_id, recovered.owner_key, allow_raw_digest=allow_raw_digest
