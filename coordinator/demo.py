@@ -58,8 +58,9 @@ async def run_device_story(stack: DevStack, step: Step, say: Callable[[str], Non
         ) as phone:
             await step("the phone enrolls with a one-time code", phone.enroll(code))
             wallet = await step(
-                "the phone asks the coordinator for a BIP-340 wallet (keeps its share)",
-                phone.create_wallet("bip340"),
+                "the phone asks the coordinator for a BIP-340 wallet (keeps its share; its"
+                " default policy: the phone's owner key approves, raw digests too)",
+                phone.create_wallet("bip340", allow_raw_digest=True),
             )
             say(f"  wallet {wallet.wallet_id}: public key {wallet.public_key.hex()}")
             digest = bytes(32)

@@ -50,7 +50,7 @@ from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
 from enclave.pair_setups import NO_LOCKS, PairKey, PairLocks, PairSetups, without_pair_setups
 from enclave.policy.authenticators import ApprovalRefused
 from enclave.policy.engine import PolicyDenied
-from enclave.policy.gate import PolicyGate
+from enclave.policy.gate import PolicyGate, PolicyRequired
 from enclave.policy.organisation import Organisation
 from enclave.refusals import MalformedCounts
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
@@ -80,6 +80,9 @@ POLICY_DENIED = "policy-denied"
 the policy and condition."""
 APPROVAL_REFUSED = "approval-refused"
 """The reason when an approval does not verify; the message names the authenticator."""
+POLICY_REQUIRED = "policy-required"
+"""The reason when a new wallet registers no policy set, or a wallet without one asks
+anything but to adopt one (the message says how)."""
 NOT_PROVISIONED = "not-provisioned"
 """The reason when the enclave has no identity (it restarted): provision it, then retry."""
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
@@ -127,6 +130,8 @@ def reason_for(error: BaseException) -> str:
         return POLICY_DENIED
     if isinstance(error, ApprovalRefused):
         return APPROVAL_REFUSED
+    if isinstance(error, PolicyRequired):
+        return POLICY_REQUIRED
     return ""
 
 
@@ -556,8 +561,9 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         request = self._deps.authorizer.authorize(start.request, now, owner_key)
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
-        # A wallet governed by a policy set (its own, sealed, or the
-        # organisation's) needs its approvals too (docs/security/policy.md).
+        # Every wallet is governed by a policy set (its own, sealed, or the
+        # organisation's): the coordinator's signature alone never suffices
+        # (docs/security/policy.md).
         allowed = self._policy_gate.check(
             start.request, request, None if record is None else record.policy_set
         )

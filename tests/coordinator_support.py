@@ -25,7 +25,7 @@ from client.sdk.host_session import HostTransport
 from client.sdk.party import PartyIdentity
 from coordinator.coordinator import Coordinator
 from coordinator.service import create_server
-from tests.stack_harness import background_stack
+from tests.stack_harness import RawDigestDevice, background_stack
 
 __all__ = ["CODES", "stack", "socket_dir", "with_coordinator", "new_device"]
 
@@ -89,8 +89,9 @@ def with_coordinator(
 def new_device(
     stack: DevStack, address: str, device_key: Ed25519PrivateKey | None = None
 ) -> Device:
-    """A device of its own identity and owner key, talking to the coordinator at ``address``."""
-    return Device(
+    """A device of its own identity and owner key, talking to the coordinator at ``address``
+    (its wallets allow raw digests: ``RawDigestDevice``)."""
+    return RawDigestDevice(
         address,
         stack.relay_address,
         identity=PartyIdentity.generate(),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from client.cli.devstack import DevStack, running_stack
+from client.sdk.device import Device, DeviceWallet
 from client.sdk.wallet import Wallet, WalletClient
 
 T = TypeVar("T")
@@ -87,6 +88,16 @@ class RawDigestWalletClient(WalletClient):
         if kwargs.get("policy_set") is None:
             kwargs.setdefault("allow_raw_digest", True)
         return await super().import_key(*args, **kwargs)
+
+
+class RawDigestDevice(Device):
+    """The device SDK whose new wallets' default policy set allows raw digests, for tests
+    that sign bare digests through the coordinator (as ``RawDigestWalletClient``)."""
+
+    async def create_wallet(self, *args: Any, **kwargs: Any) -> DeviceWallet:
+        if kwargs.get("policy_set") is None:
+            kwargs.setdefault("allow_raw_digest", True)
+        return await super().create_wallet(*args, **kwargs)
 
 
 def wallet_client(stack: DevStack) -> WalletClient:

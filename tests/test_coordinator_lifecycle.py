@@ -24,6 +24,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from client.cli.devstack import DevStack
+from client.sdk.default_policy import owner_approver
 from client.sdk.device import (
     CoordinatorRefused,
     Device,
@@ -34,6 +35,7 @@ from coordinator.coordinator import Coordinator
 from shardkeep.device_auth import sign_device_call
 from shardkeep.v1 import ceremony_pb2, coordinator_pb2, host_pb2, host_pb2_grpc
 from tests.coordinator_support import CODES, new_device, socket_dir, stack, with_coordinator
+from tests.stack_harness import RawDigestDevice
 from tss.certificate import sign_party_claim
 from tss.curve import schnorr_verify
 from tss.group import ED25519
@@ -111,7 +113,7 @@ def test_export_without_the_owners_approval_is_refused(stack: DevStack, socket_d
         async with phone:
             await phone.enroll(CODES[0])
             wallet = await phone.create_wallet("bip340")
-        thief = Device(
+        thief = RawDigestDevice(
             address, stack.relay_address, identity=phone.identity,
             device_key=phone._device_key, owner_key=Ed25519PrivateKey.generate(),
             root_certificate=stack.root_certificate,
@@ -126,7 +128,11 @@ def test_export_without_the_owners_approval_is_refused(stack: DevStack, socket_d
 
 
 class UnapprovedExportCoordinator(Coordinator):
-    """A malicious coordinator: starts an export at the host without the owner's approval."""
+    """A malicious coordinator: starts an export at the host without the owner's approval
+    (and swallows the approvals the device then sends)."""
+
+    def approve(self, call: coordinator_pb2.DeviceCall) -> None:
+        return None
 
     async def start(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.StartedCeremony:
         started = await super().start(call)
@@ -231,7 +237,10 @@ def test_device_adds_a_second_device_and_both_sign_through_the_coordinator(
                     old, laptop.identity.party, laptop_key, save_pending=saver("phone")
                 ),
                 laptop.join_wallet(
-                    old.wallet_id, public_key=old.public_key, save_pending=saver("laptop")
+                    old.wallet_id,
+                    public_key=old.public_key,
+                    save_pending=saver("laptop"),
+                    policy_set=old.policy_set,
                 ),
             )
             assert [w.share for w in saved["phone"]] == [mine.share]
@@ -245,7 +254,9 @@ def test_device_adds_a_second_device_and_both_sign_through_the_coordinator(
             assert await phone.acknowledge_epoch(mine) == 0  # the laptop has not yet
             assert await laptop.acknowledge_epoch(theirs) == 1
             assert await host_epochs(stack, old.wallet_id) == {1: "committed"}
-            assert verifies(mine, await laptop.sign(theirs, DIGEST))
+            # the wallet's owner approves what the laptop signs (its default set)
+            owner = [owner_approver(phone._owner_key)]
+            assert verifies(mine, await laptop.sign(theirs, DIGEST, approvers=owner))
             assert verifies(mine, await phone.sign(mine, DIGEST))
 
     with_coordinator(stack, socket_dir, body, codes=THREE_CODES)
@@ -495,7 +506,9 @@ def test_two_devices_refresh_their_wallet_together(stack: DevStack, socket_dir: 
             laptop_key = laptop._device_key.public_key().public_bytes_raw()
             mine, theirs = await asyncio.gather(
                 phone.add_party(old, laptop.identity.party, laptop_key),
-                laptop.join_wallet(old.wallet_id, public_key=old.public_key),
+                laptop.join_wallet(
+                    old.wallet_id, public_key=old.public_key, policy_set=old.policy_set
+                ),
             )
             await phone.acknowledge_epoch(mine)
             await laptop.acknowledge_epoch(theirs)
@@ -507,7 +520,8 @@ def test_two_devices_refresh_their_wallet_together(stack: DevStack, socket_dir: 
             assert await phone.acknowledge_epoch(mine2) == 0
             assert await laptop.acknowledge_epoch(theirs2) == 1
             assert await host_epochs(stack, old.wallet_id) == {2: "committed"}
-            assert verifies(mine2, await laptop.sign(theirs2, DIGEST))
+            owner = [owner_approver(phone._owner_key)]  # the wallet's owner approves
+            assert verifies(mine2, await laptop.sign(theirs2, DIGEST, approvers=owner))
             assert verifies(mine2, await phone.sign(mine2, DIGEST))
 
     with_coordinator(stack, socket_dir, body)

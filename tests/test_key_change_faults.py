@@ -27,11 +27,13 @@ from coincurve import PublicKey, PublicKeyXOnly
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.cli.devstack import DevStack
+from client.sdk.default_policy import default_policy_set
 from client.sdk.host_session import UnaryHostCalls
 from client.sdk.party import PartyIdentity, roster_of, run_over_relay
 from client.sdk.wallet import Wallet, WalletClient, WalletError, _Approvals, room_bytes
 from relay.client import RelayClient
 from shardkeep import lifecycle
+from shardkeep.policyset import encode as encode_policy_set
 from shardkeep.requests import (
     COORDINATOR_CONTEXT,
     OWNER_CONTEXT,
@@ -339,6 +341,7 @@ def test_keygen_last_message_lost_phone_finishes_from_the_host(
             parties=parties,
             owner_key=owner.public_key().public_bytes_raw(),
         )
+        request.policy_set = encode_policy_set(default_policy_set(request.wallet_id, owner))
         hostpubkeys = [bytes(p.host_pubkey) for p in parties]
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Any, dict[str, Ceremony[Any]]]:

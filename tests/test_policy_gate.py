@@ -26,6 +26,7 @@ from enclave.policy.engine import Allowed, PolicyDenied, PolicyEngine
 from enclave.policy.facts import Activity, FactsError, facts
 from enclave.policy.gate import (
     PolicyGate,
+    PolicyRequired,
     activity_of,
     carried_policy_set,
     registered_policy_set,
@@ -286,10 +287,10 @@ def test_organisation_deny_policies_apply_to_every_wallet() -> None:
     gate = PolicyGate(ORGANISATION)
     testnet, mainnet = evm_request(5), evm_request(1)
     parsed = ceremony_pb2.CeremonyRequest.FromString
-    # a wallet without a policy set of its own: the organisation's denies still apply
-    with pytest.raises(PolicyDenied, match="organisation/mainnet-only"):
-        gate.check(testnet, parsed(testnet.request), b"")
-    assert gate.check(mainnet, parsed(mainnet.request), b"") is None
+    # a wallet without a policy set of its own and no organisation allow: it may
+    # only adopt a set
+    with pytest.raises(PolicyRequired, match="has no policy set"):
+        gate.check(mainnet, parsed(mainnet.request), b"")
     # a wallet whose own set allows everything with its key's approval: deny still wins
     key = ApiKey.generate("a")
     own = PolicySet(
@@ -358,6 +359,34 @@ def organisation_allows() -> tuple[Policy, ...]:
 
 
 ANY = Policy("any", "allow", "true", Consensus(1))
+
+
+def test_a_new_wallet_without_a_set_is_refused_unless_the_organisation_governs_it() -> None:
+    keygen = ceremony_pb2.CeremonyRequest(kind=ceremony_pb2.CEREMONY_KIND_KEYGEN, wallet_id="w")
+    with pytest.raises(PolicyRequired, match="registers a policy set"):
+        PolicyGate(ORGANISATION).check(ceremony_pb2.SignedCeremonyRequest(), keygen, None)
+    keygen.policy_set = encode_policy_set(PolicySet("w", 0, 1, (ADMIN.authenticator(),), (ANY,)))
+    assert PolicyGate().check(ceremony_pb2.SignedCeremonyRequest(), keygen, None) is None
+
+
+def test_a_wallet_without_a_set_adopts_one_approved_under_it() -> None:
+    key = ApiKey.generate("owner")
+    new = PolicySet("w", 1, 1, (key.authenticator(),), (ANY,))
+    refresh = ceremony_pb2.CeremonyRequest(
+        kind=ceremony_pb2.CEREMONY_KIND_REFRESH, wallet_id="w", scheme=SCHEME["bip340"],
+        policy_set=encode_policy_set(new),
+    )  # fmt: skip
+    signed = ceremony_pb2.SignedCeremonyRequest(request=refresh.SerializeToString())
+    gate = PolicyGate()
+    with pytest.raises(PolicyDenied, match="'any' matched with 0 of 1"):
+        gate.check(signed, refresh, b"")
+    approve(signed, key, new)
+    assert gate.check(signed, refresh, b"") == Allowed("any", ("owner",))
+    # a plain refresh of such a wallet is refused, naming the way out
+    refresh.ClearField("policy_set")
+    plain = ceremony_pb2.SignedCeremonyRequest(request=refresh.SerializeToString())
+    with pytest.raises(PolicyRequired, match="adopt one"):
+        gate.check(plain, refresh, b"")
 
 
 def test_the_enclave_refuses_to_start_with_a_bad_organisation_policy(tmp_path: Path) -> None:

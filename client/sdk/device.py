@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.errors import InvalidInput, sdk_boundary
 from client.sdk.approvals import Approver
+from client.sdk.default_policy import default_policy_set
 from client.sdk.device_checks import approvals_follow, my_index
 from client.sdk.device_key_changes import DeviceKeyChanges
 from client.sdk.device_recovery import DeviceRecovery
@@ -53,6 +54,8 @@ from tss.export import ExportOutput
 from tss.group import ED25519
 from tss.keyshare import KeyShare, Scheme
 from tss.signing import NO_OPTIONS, RecoverableSignature, SigningOptions
+
+_NAMED_BY_COORDINATOR = "unbound"  # stands in for the wallet id until the coordinator names it
 
 __all__ = ["CoordinatorRefused", "Device", "DeviceKeyChangeInterrupted", "DeviceWallet"]
 
@@ -82,22 +85,37 @@ class Device(DeviceKeyChanges, DeviceRecovery):
         )
 
     async def create_wallet(
-        self, scheme: Scheme, *, threshold: int = 2, policy_set: PolicySet | None = None
+        self,
+        scheme: Scheme,
+        *,
+        threshold: int = 2,
+        policy_set: PolicySet | None = None,
+        allow_raw_digest: bool = False,
     ) -> DeviceWallet:
         """A 2-party wallet of this device and the server share; the device keeps its share.
 
         ``policy_set``: authenticators and policies to register with the server
         share (the coordinator names the wallet in it; this device checks that
         nothing else changed). From then on the server share acts for the wallet
-        only with their approvals (docs/security/policy.md).
+        only with their approvals (docs/security/policy.md). Default: the
+        owner approves every parsed activity and key change
+        (``client.sdk.default_policy``; ``allow_raw_digest`` also raw digests),
+        and this device approves with the owner approval key whenever a call
+        names no ``approvers``.
         """
+        if policy_set is None:  # the coordinator names the wallet in it
+            policy_set = default_policy_set(
+                _NAMED_BY_COORDINATOR, self._owner_key, allow_raw_digest=allow_raw_digest
+            )
+        elif allow_raw_digest:
+            raise InvalidInput("allow_raw_digest shapes the default policy set")
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_KEYGEN,
             scheme=SCHEMES[scheme],
             threshold=threshold,
             party=self.identity.party,
             owner_key=self._owner_key.public_key().public_bytes_raw(),
-            policy_set=b"" if policy_set is None else encode_policy_set(policy_set),
+            policy_set=encode_policy_set(policy_set),
         )
         request, share, result = await self._run(ask, None)
         if not isinstance(share, KeyShare) or share.public_key != bytes(result.public_key):
@@ -135,6 +153,7 @@ class Device(DeviceKeyChanges, DeviceRecovery):
                 raise InvalidInput(f"an ed25519 message is 1 to {MAX_ED25519_MESSAGE} bytes")
         elif len(digest) != 32:
             raise InvalidInput("digest must be 32 bytes")
+        approvers = self._approvers(wallet, approvers)
         approval = _Approval(approvers, payload or SignedPayload())
         if wallet.scheme != "ecdsa-secp256k1":
             return await self._sign(wallet, digest, options, approval)
@@ -174,6 +193,7 @@ class Device(DeviceKeyChanges, DeviceRecovery):
             The 32-byte private key, checked against the wallet's public key.
         """
         one_time = X25519PrivateKey.generate()
+        approvers = self._approvers(wallet, approvers)
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_EXPORT,
             wallet_id=wallet.wallet_id,

@@ -68,6 +68,7 @@ class DeviceKeyChanges(DeviceSession):
             CoordinatorRefused: the coordinator refused, or the request was not the asked one.
             WalletError: the ceremony failed; the old wallet still signs.
         """
+        approvers = self._approvers(wallet, approvers)
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_REFRESH,
             wallet_id=wallet.wallet_id,
@@ -180,6 +181,7 @@ class DeviceKeyChanges(DeviceSession):
             CoordinatorRefused, WalletError: as :meth:`refresh`.
         """
         keyring = PublicKeyring.from_share(wallet.share)
+        approvers = self._approvers(wallet, approvers)
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_RESHARE,
             wallet_id=wallet.wallet_id,
@@ -215,6 +217,7 @@ class DeviceKeyChanges(DeviceSession):
         Raises:
             CoordinatorRefused, WalletError, DeviceKeyChangeInterrupted: as :meth:`refresh`.
         """
+        approvers = self._approvers(wallet, approvers)
         ask = coordinator_pb2.CeremonyAsk(
             kind=ceremony_pb2.CEREMONY_KIND_RESHARE,
             wallet_id=wallet.wallet_id,

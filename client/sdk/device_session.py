@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from client.errors import InvalidInput, sdk_boundary
 from client.sdk.approvals import Approver
 from client.sdk.attestation import verify
+from client.sdk.default_policy import owner_approver
 from client.sdk.device_checks import approvals_for, check_request, my_index
 from client.sdk.device_wallet import CoordinatorRefused, DeviceWallet
 from client.sdk.party import (
@@ -87,6 +88,14 @@ class DeviceSession:
         self._pcrs = expected_pcrs
         self._allow_debug = allow_debug
         self._timeout = timeout
+
+    def _approvers(self, wallet: DeviceWallet, approvers: Sequence[Approver]) -> Sequence[Approver]:
+        """``approvers``, or by default the owner approval key where the wallet's set
+        registers it (``client.sdk.default_policy``)."""
+        if approvers or wallet.policy_set is None:
+            return approvers
+        key = owner_approver(self._owner_key)
+        return [key] if wallet.policy_set.authenticator(key.name) == key.authenticator() else []
 
     async def __aenter__(self) -> Self:
         return self

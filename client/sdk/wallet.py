@@ -85,6 +85,9 @@ PAIR_SETUP_REQUIRED = "pair-setup-required"
 POLICY_DENIED = "policy-denied"
 """The ``WalletError.reason`` when the wallet's policies refuse (the message names the
 policy and its condition, or what approvals were missing)."""
+POLICY_REQUIRED = "policy-required"
+"""The ``WalletError.reason`` when the wallet has no policy set (made before sets existed):
+the server share only lets it adopt one (``refresh(new_policy_set=...)``)."""
 APPROVAL_REFUSED = "approval-refused"
 """The ``WalletError.reason`` when an approval does not verify (the message names the
 authenticator and the fault)."""

@@ -2,9 +2,12 @@
 
 Called once the coordinator's (and owner's) signatures and the challenge
 have been checked (``enclave.auth``), with the wallet's sealed record
-(docs/security/policy.md):
+(docs/security/policy.md). The coordinator's signature alone never suffices:
 
-- every ceremony but a keygen, an import and a pair setup is an activity: its transaction or
+- a keygen, or a reshare that adds the server party (an import), registers
+  a policy set, unless the organisation has allow policies to govern the
+  wallet (``PolicyRequired`` otherwise);
+- every other ceremony but a pair setup is an activity: its transaction or
   message is parsed here (an EVM transaction, a Solana message, a PSBT input,
   an EIP-191 or EIP-712 message; a digest that is not the one the enclave
   computes from it is refused), the approvals are verified against the
@@ -13,11 +16,10 @@ have been checked (``enclave.auth``), with the wallet's sealed record
   bytes), policy_set_hash)``, and the engines decide: a deny of the
   organisation or of the wallet wins; then an allow of the wallet's set or of
   the organisation's allows;
-- a record without a set of its own is governed by the organisation's
-  policies alone; without any allow among them, the coordinator's signature
-  suffices (wallets made before policy sets, and device wallets through the
-  coordinator service); a refresh carrying a first set (``SET_POLICY``) is
-  approved under that new set;
+- a record without a set of its own (sealed before sets existed, or made
+  under an organisation allow policy) is governed by the organisation's
+  policies alone; without any, it may only adopt a set: a refresh carrying
+  one (``SET_POLICY``), approved under that new set;
 - a raw digest (``SIGN_RAW_DIGEST``) or an Ed25519 message not declared a
   Solana message (``SIGN_RAW_MESSAGE``) needs an allow policy naming its kind.
 
@@ -43,7 +45,7 @@ from typing import Final
 
 import cel
 
-from enclave.errors import BadRequest
+from enclave.errors import BadRequest, Unauthorized
 from enclave.policy.authenticators import ApprovalRefused, SignCounters, verified_approvers
 from enclave.policy.engine import (
     Allowed,
@@ -65,6 +67,7 @@ from tss.errors import InputError
 
 __all__ = [
     "PolicyGate",
+    "PolicyRequired",
     "activity_of",
     "registered_policy_set",
     "replaced_policy_set",
@@ -191,6 +194,11 @@ def _own_digest(digest: bytes, request: ceremony_pb2.CeremonyRequest, what: str)
         raise BadRequest(f"the digest is not {what}")
 
 
+class PolicyRequired(Unauthorized):
+    """The wallet, or the wallet a request would make, has no policy set, and no
+    organisation allow policy governs it: the coordinator's signature alone never suffices."""
+
+
 class PolicyGate:
     """Compiled policy sets (cached by hash) and the passkey counters of this enclave process.
 
@@ -244,13 +252,21 @@ class PolicyGate:
             The allowing policy and approvers, or None when nothing is gated.
 
         Raises:
+            PolicyRequired: a keygen or import registering no set, or an
+                activity of a wallet without one (but the refresh adopting
+                one), where no organisation allow policy applies.
             ApprovalRefused: an approval that does not verify.
             PolicyDenied: the policies refuse the activity.
             BadRequest: see ``activity_of``; FactsError: an amount a policy cannot hold.
         """
         allows = self._organisation.allows
         if policy_set is None:
-            return None  # a keygen or import: the set it registers is checked when planned
+            if not request.policy_set and allows is None:
+                raise PolicyRequired(
+                    f"a new wallet registers a policy set: wallet {request.wallet_id!r} "
+                    "comes without one and no organisation allow policy governs it"
+                )
+            return None
         activity = activity_of(request)
         if activity is None:
             return None
@@ -258,10 +274,14 @@ class PolicyGate:
         # it (SET_POLICY), approved under that set: the devices take part too.
         own = policy_set or (bytes(request.policy_set) if activity.kind == "SET_POLICY" else b"")
         engine = self._engine(own) if own else None
+        if engine is None and allows is None:
+            raise PolicyRequired(
+                f"wallet {request.wallet_id!r} has no policy set, so its server share "
+                "acts only to adopt one: a refresh that carries a policy set "
+                "(WalletClient.refresh(new_policy_set=...), shardkeep wallet refresh --new-policy)"
+            )
         context = cel.Context(variables=facts(activity))
         check_denies(self._organisation.denies, context)
-        if engine is None and allows is None:
-            return None  # no set governs it: the coordinator's signature suffices, as before
         digest = activity_hash(bytes(signed.request))
         mine, organisation = _split(signed.approvals)
         candidates: list[tuple[PolicyEngine, tuple[str, ...]]] = []
