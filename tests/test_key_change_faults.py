@@ -341,7 +341,9 @@ def test_keygen_last_message_lost_phone_finishes_from_the_host(
             parties=parties,
             owner_key=owner.public_key().public_bytes_raw(),
         )
-        request.policy_set = encode_policy_set(default_policy_set(request.wallet_id, owner))
+        request.policy_set = encode_policy_set(  # the test signs a bare digest with it
+            default_policy_set(request.wallet_id, owner, allow_raw_digest=True)
+        )
         hostpubkeys = [bytes(p.host_pubkey) for p in parties]
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Any, dict[str, Ceremony[Any]]]:
