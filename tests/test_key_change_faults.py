@@ -341,9 +341,8 @@ def test_keygen_last_message_lost_phone_finishes_from_the_host(
             parties=parties,
             owner_key=owner.public_key().public_bytes_raw(),
         )
-        request.policy_set = encode_policy_set(  # the test signs a bare digest with it
-            default_policy_set(request.wallet_id, owner, allow_raw_digest=True)
-        )
+        policy = default_policy_set(request.wallet_id, owner, allow_raw_digest=True)
+        request.policy_set = encode_policy_set(policy)  # the test signs a bare digest with it
         hostpubkeys = [bytes(p.host_pubkey) for p in parties]
 
         def build(req: ceremony_pb2.CeremonyRequest) -> tuple[Any, dict[str, Ceremony[Any]]]:
@@ -376,8 +375,9 @@ def test_keygen_last_message_lost_phone_finishes_from_the_host(
             assert share.ecdsa is not None and not share.ecdsa.held  # made on demand
         for resumed in (share, saved.share):
             wallet = Wallet(
-                request.wallet_id, scheme, 2, parties, 1, share.public_key, 0, {0: resumed}, owner
-            )
+                request.wallet_id, scheme, 2, parties, 1, share.public_key, 0, {0: resumed}, owner,
+                policy,
+            )  # fmt: skip
             async with client(stack) as sdk:
                 check(scheme, share.public_key, await sdk.sign(wallet, DIGEST, {0: phone}))
 
