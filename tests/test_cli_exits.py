@@ -44,10 +44,16 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "SHARDKEEP_PASSCODE": "correct horse battery staple"},
+            # A shell's background job ignores SIGINT, and children inherit that:
+            # the CLI gets Ctrl-C's default, however the tests were started.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
-        time.sleep(3)  # the client is waiting on the silent host
+        assert process.stderr is not None
+        started = process.stderr.readline()  # the client is past start-up, waiting on the host
+        time.sleep(1)
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
+        _, rest = process.communicate(timeout=30)
+        err = started + rest
     assert process.returncode == EXIT_INTERRUPTED, err
     lines = err.decode().strip().splitlines()
     assert lines[-1] == "shardkeep: interrupted", lines  # after the progress lines
