@@ -37,6 +37,7 @@ from relay.errors import (
     UnauthenticatedError,
     error_from_status,
 )
+from relay.party_inbox import PartyInbox
 from relay.rooms import RelayConfig, RoomLimits, token_digest
 from relay.session_client import SessionParty, SessionStreams
 from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
@@ -406,7 +407,7 @@ class RelayClient:
         return PartySession(call, hello, connect_seconds=self._connect_seconds)
 
 
-class PartySession:
+class PartySession(PartyInbox):
     """One party's Join stream.
 
     Use as ``async with client.join(...) as session``; ``send`` envelopes and
@@ -420,20 +421,17 @@ class PartySession:
         *,
         connect_seconds: float = CONNECT_SECONDS,
     ) -> None:
+        super().__init__()
         self._call = call
         self._connect_seconds = connect_seconds
         self._hello = hello
         self._acks: dict[int, asyncio.Future[int]] = {}
-        # Unbounded on purpose: a party that awaits a send's ack before reading
-        # must not stall the reader; the room's max_messages bounds it.
-        self._inbox: asyncio.Queue[relay_pb2.EnvelopeDelivery | RelayError] = asyncio.Queue()
+        # The inbox is unbounded on purpose: a party that awaits a send's ack
+        # before reading must not stall the reader; the room's max_messages bounds it.
         self._outbox: asyncio.Queue[envelope_pb2.Envelope] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._failure: RelayError | None = None
-        self.accepted: relay_pb2.JoinAccepted = relay_pb2.JoinAccepted()
-        self.ended: relay_pb2.RoomEndReason | None = None
-        self._next_seq = 1
         self._last_position = 0
 
     async def open(self) -> relay_pb2.JoinAccepted:
@@ -462,15 +460,6 @@ class PartySession:
         self._reader = asyncio.create_task(self._read_loop())
         self._writer = asyncio.create_task(self._write_loop())
         return self.accepted
-
-    async def __aenter__(self) -> PartySession:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Cancel the stream and stop the reader and writer."""
@@ -519,11 +508,6 @@ class PartySession:
             error = e
         self._fail(error)
         self._inbox.put_nowait(error)
-
-    @property
-    def next_seq(self) -> int:
-        """The seq the next ``send`` will use."""
-        return self._next_seq
 
     async def send(
         self, payload: bytes, *, ceremony_id: str, round_: int, recipient: str = ""
@@ -612,30 +596,3 @@ class PartySession:
         if self._failure is not None:
             raise self._failure
         return self._last_position
-
-    async def receive(self) -> relay_pb2.EnvelopeDelivery:
-        """Return the next delivery for this party.
-
-        Raises:
-            RoomClosedError / RoomExpiredError: the room ended (after every
-                delivery before the end was returned).
-            the relay's error when the stream failed.
-        """
-        item = await self._inbox.get()
-        if isinstance(item, RelayError):
-            self._inbox.put_nowait(item)  # every later call raises it too
-            raise item
-        return item
-
-    def __aiter__(self) -> AsyncIterator[relay_pb2.EnvelopeDelivery]:
-        return self._deliveries()
-
-    async def _deliveries(self) -> AsyncIterator[relay_pb2.EnvelopeDelivery]:
-        """Yield deliveries until the room ends; raise on a stream failure."""
-        while True:
-            try:
-                yield await self.receive()
-            except (RoomClosedError, RoomExpiredError):
-                if self.ended is not None:
-                    return
-                raise

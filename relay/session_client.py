@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterable
-from types import TracebackType
+from collections.abc import Iterable
 from typing import Final, Protocol
 
 import grpc
@@ -33,6 +32,7 @@ from relay.errors import (
     error_from_status,
 )
 from relay.framing import chunks
+from relay.party_inbox import PartyInbox
 from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
 
 __all__ = ["SessionParty", "SessionStreams"]
@@ -181,7 +181,7 @@ class _Closing:
             self.done.set_exception(error)
 
 
-class SessionParty:
+class SessionParty(PartyInbox):
     """One party in one room on the process's Session stream.
 
     Use as ``async with client.join(...) as party`` (a ``RelayClient`` made
@@ -196,21 +196,18 @@ class SessionParty:
         deadline_ms: int = 0,
         connect_seconds: float,
     ) -> None:
+        super().__init__()
         self._streams = streams
         self._join = relay_pb2.ChannelJoin(hello=hello, deadline_ms=deadline_ms)
         self._connect_seconds = connect_seconds
         self._stream: _Stream | None = None
         self._number = 0
         self._accepted: asyncio.Future[relay_pb2.JoinAccepted] | None = None
-        self._inbox: asyncio.Queue[relay_pb2.EnvelopeDelivery | RelayError] = asyncio.Queue()
         self._pending: list[envelope_pb2.Envelope] = []
         self._flushes: dict[int, asyncio.Future[int]] = {}
         self._flush_ids = itertools.count(1)
         self._failure: RelayError | None = None
         self._closed = False
-        self.accepted: relay_pb2.JoinAccepted = relay_pb2.JoinAccepted()
-        self.ended: relay_pb2.RoomEndReason | None = None
-        self._next_seq = 1
 
     async def open(self) -> relay_pb2.JoinAccepted:
         """Open the channel (the stream first, if need be) and wait for the relay's answer.
@@ -233,15 +230,6 @@ class SessionParty:
             ) from None
         self._next_seq = self.accepted.next_seq
         return self.accepted
-
-    async def __aenter__(self) -> SessionParty:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Leave the channel (the stream goes on)."""
@@ -306,11 +294,6 @@ class SessionParty:
 
     # --- sending -----------------------------------------------------------------
 
-    @property
-    def next_seq(self) -> int:
-        """The seq the next ``send`` will use."""
-        return self._next_seq
-
     async def send(
         self, payload: bytes, *, ceremony_id: str, round_: int, recipient: str = ""
     ) -> None:
@@ -370,31 +353,3 @@ class SessionParty:
         self._flushes[number] = future
         self._stream.send(relay_pb2.RelaySessionRequest(channel=self._number, flush=number))
         return await future
-
-    # --- receiving -----------------------------------------------------------------
-
-    async def receive(self) -> relay_pb2.EnvelopeDelivery:
-        """Return the next delivery for this party.
-
-        Raises:
-            RoomClosedError / RoomExpiredError: the room ended (after every
-                delivery before the end was returned).
-            the relay's error when the channel or its stream failed.
-        """
-        item = await self._inbox.get()
-        if isinstance(item, RelayError):
-            self._inbox.put_nowait(item)  # every later call raises it too
-            raise item
-        return item
-
-    def __aiter__(self) -> AsyncIterator[relay_pb2.EnvelopeDelivery]:
-        return self._deliveries()
-
-    async def _deliveries(self) -> AsyncIterator[relay_pb2.EnvelopeDelivery]:
-        while True:
-            try:
-                yield await self.receive()
-            except (RoomClosedError, RoomExpiredError):
-                if self.ended is not None:
-                    return
-                raise
