@@ -90,6 +90,20 @@ async def signs_to(phone: Device, wallet: DeviceWallet, to: bytes, passkey: Any)
     return signed_by(await sign_transfer(phone, wallet, tx, [passkey]), tx.signing_hash(), wallet)
 
 
+async def add_laptop(
+    phone: Device, laptop: Device, wallet: DeviceWallet, passkey: SoftwarePasskey
+) -> tuple[DeviceWallet, DeviceWallet]:
+    """The phone adds the laptop to ``wallet`` (the passkey approves); both new wallets."""
+    await laptop.enroll(LAPTOP)
+    laptop_key = laptop._device_key.public_key().public_bytes_raw()
+    return await asyncio.gather(
+        phone.add_party(wallet, laptop.identity.party, laptop_key, approvers=[passkey]),
+        laptop.join_wallet(
+            wallet.wallet_id, public_key=wallet.public_key, policy_set=wallet.policy_set
+        ),
+    )
+
+
 def test_after_a_refresh_the_devices_approvals_still_verify(
     stack: DevStack, socket_dir: Path
 ) -> None:
@@ -197,14 +211,7 @@ def test_reshares_that_add_and_remove_a_device_keep_the_set(
         passkey = passkey_of()
         async with new_device(stack, address) as phone, new_device(stack, address) as laptop:
             old = await phone_wallet(phone, passkey)
-            await laptop.enroll(LAPTOP)
-            laptop_key = laptop._device_key.public_key().public_bytes_raw()
-            mine, theirs = await asyncio.gather(
-                phone.add_party(old, laptop.identity.party, laptop_key, approvers=[passkey]),
-                laptop.join_wallet(
-                    old.wallet_id, public_key=old.public_key, policy_set=old.policy_set
-                ),
-            )
+            mine, theirs = await add_laptop(phone, laptop, old, passkey)
             assert mine.policy_set is not None and mine.policy_set == theirs.policy_set
             assert mine.policy_set.epoch == 1
             await phone.acknowledge_epoch(mine)
@@ -230,14 +237,7 @@ def test_a_device_that_joins_a_policy_change_learns_the_new_set(
         passkey = passkey_of()
         async with new_device(stack, address) as phone, new_device(stack, address) as laptop:
             old = await phone_wallet(phone, passkey)
-            await laptop.enroll(LAPTOP)
-            laptop_key = laptop._device_key.public_key().public_bytes_raw()
-            mine, theirs = await asyncio.gather(
-                phone.add_party(old, laptop.identity.party, laptop_key, approvers=[passkey]),
-                laptop.join_wallet(
-                    old.wallet_id, public_key=old.public_key, policy_set=old.policy_set
-                ),
-            )
+            mine, theirs = await add_laptop(phone, laptop, old, passkey)
             wider = owner_managed(passkey, FRIEND, STRANGER, version=2)
             mine, theirs = await asyncio.gather(
                 phone.refresh(mine, approvers=[passkey], new_policy_set=wider),
