@@ -36,6 +36,15 @@ CHALLENGE_BYTES = INSTANCE_TAG_BYTES + CHALLENGE_RANDOM_BYTES
 
 
 @dataclass(frozen=True)
+class CoordinatorSigned:
+    """A request whose coordinator signature verified (``Authorizer.verify_coordinator``),
+    parsed: its owner signature, expiry and challenge are ``Authorizer.authorize``'s to check."""
+
+    signed: ceremony_pb2.SignedCeremonyRequest
+    request: ceremony_pb2.CeremonyRequest
+
+
+@dataclass(frozen=True)
 class Policy:
     """The enclave's pinned authorisation settings (part of its measured configuration)."""
 
@@ -112,13 +121,13 @@ class Authorizer:
             policy.max_validity_seconds, policy.max_outstanding_challenges, rand
         )
 
-    def verify_coordinator(
-        self, signed: ceremony_pb2.SignedCeremonyRequest
-    ) -> ceremony_pb2.CeremonyRequest:
+    def verify_coordinator(self, signed: ceremony_pb2.SignedCeremonyRequest) -> CoordinatorSigned:
         """Check only the coordinator's signature and parse the request.
 
-        For reading what a request needs (which sealed record) before the full
-        ``authorize``: it consumes no challenge and checks no owner signature.
+        The first check of every request: what it names (which sealed record)
+        is read only after it, and ``authorize`` completes it (the signature
+        is verified once per request). It consumes no challenge and checks no
+        owner signature.
 
         Raises:
             Unauthorized: no valid coordinator signature.
@@ -131,28 +140,28 @@ class Authorizer:
             for key in self._policy.coordinator_keys
         ):
             raise Unauthorized("no valid coordinator signature")
-        return _parse(signed.request)
+        return CoordinatorSigned(signed, _parse(signed.request))
 
     def authorize(
         self,
-        signed: ceremony_pb2.SignedCeremonyRequest,
+        verified: CoordinatorSigned,
         now: int,
         owner_key: bytes | None = None,
     ) -> ceremony_pb2.CeremonyRequest:
-        """Verify a signed request and return the parsed request.
+        """Complete the checks of a request whose coordinator signature verified; return
+        the parsed request.
 
         Arguments:
-            signed: the request as the host forwarded it.
+            verified: the request as the host forwarded it, from ``verify_coordinator``.
             now: the current Unix time (seconds).
             owner_key: the wallet owner's 32-byte Ed25519 key, from the unsealed
                 share (None for keygen, where the request registers it).
 
         Raises:
-            Unauthorized: a missing or invalid signature, an expired request, or a
-                challenge that is unknown, used or expired.
-            BadRequest: the request bytes do not parse.
+            Unauthorized: a missing or invalid owner signature, an expired
+                request, or a challenge that is unknown, used or expired.
         """
-        request = self.verify_coordinator(signed)
+        signed, request = verified.signed, verified.request
         if request.kind in OWNER_SIGNED_KINDS:
             if owner_key is None:
                 raise Unauthorized("this operation needs the wallet owner's signature")

@@ -40,7 +40,7 @@ import cbor2
 import grpc
 import structlog
 
-from enclave.auth import Authorizer
+from enclave.auth import Authorizer, CoordinatorSigned
 from enclave.ceremonies import Plan, plan, scheme_of
 from enclave.config import RECORD_CACHE_SIZE
 from enclave.errors import BadRequest, NotProvisioned, Overloaded, Unauthorized, WrongShare
@@ -536,7 +536,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
         # reshare) needs the owner key from the sealed record. A reshare that
         # adds the server party has no record: the request registers the owner
         # key, as keygen's does (both under the pinned coordinator's signature).
-        unverified = self._deps.authorizer.verify_coordinator(start.request)
+        verified = self._deps.authorizer.verify_coordinator(start.request)
+        unverified = verified.request  # until authorize has checked the rest
         record = None
         owner_key = None
         if _joins_without_share(unverified, identity):
@@ -546,26 +547,26 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             owner_key = record.owner_key
         return await self._steps.run(
             ("begin", unverified.kind, unverified.scheme),
-            functools.partial(self._authorize, start, identity, record, owner_key),
+            functools.partial(self._authorize, verified, identity, record, owner_key),
         )
 
     def _authorize(
         self,
-        start: enclave_pb2.CeremonyStart,
+        verified: CoordinatorSigned,
         identity: Identity,
         record: ServerShare | None,
         owner_key: bytes | None,
     ) -> tuple[ceremony_pb2.CeremonyRequest, _Running]:
         """Check the request's authority, then plan its session (no I/O)."""
         now = int(self._deps.clock())
-        request = self._deps.authorizer.authorize(start.request, now, owner_key)
+        request = self._deps.authorizer.authorize(verified, now, owner_key)
         if request.wallet_id.startswith("_") or not request.wallet_id:
             raise BadRequest("wallet ids must be non-empty and not start with '_'")
         # Every wallet is governed by a policy set (its own, sealed, or the
         # organisation's): the coordinator's signature alone never suffices
         # (docs/security/policy.md).
         allowed = self._policy_gate.check(
-            start.request, request, None if record is None else record.policy_set
+            verified.signed, request, None if record is None else record.policy_set
         )
         locks = NO_LOCKS
         if record is not None and request.kind == ceremony_pb2.CEREMONY_KIND_SIGN:

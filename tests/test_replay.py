@@ -115,10 +115,12 @@ def test_another_enclave_instance_refuses_a_challenge_it_did_not_issue() -> None
         request=data, coordinator_signature=sign_request(coordinator, COORDINATOR_CONTEXT, data)
     )
     with pytest.raises(Unauthorized, match="unknown or used challenge"):
-        second.authorize(signed_request, NOW)
-    assert first.authorize(signed_request, NOW).wallet_id == request.wallet_id
+        second.authorize(second.verify_coordinator(signed_request), NOW)
+    assert first.authorize(first.verify_coordinator(signed_request), NOW).wallet_id == (
+        request.wallet_id
+    )
     with pytest.raises(Unauthorized, match="unknown or used challenge"):
-        first.authorize(signed_request, NOW)
+        first.authorize(first.verify_coordinator(signed_request), NOW)
 
 
 ### The enclave service in process
