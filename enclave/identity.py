@@ -8,6 +8,7 @@ the static key is bound into attestation documents (docs/architecture.md, "Parti
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +48,9 @@ class Identity:
     def static_public_key(self) -> bytes:
         return bytes(self.static_key.public_key)
 
-    @property
+    @functools.cached_property
     def host_pubkey(self) -> bytes:
+        # Every ceremony compares it with the request's: derived once, not per signature.
         return hostpubkey_gen(self.hostseckey)
 
     def to_bytes(self) -> bytes:

@@ -104,6 +104,8 @@ def verified_approvers(
     approvals: Iterable[Approval],
     activity_hash: bytes,
     counters: SignCounters,
+    *,
+    set_hash: bytes | None = None,
 ) -> tuple[str, ...]:
     """Verify every approval of an activity under ``policy_set``; the names that approved.
 
@@ -112,6 +114,8 @@ def verified_approvers(
         approvals: as the request carried them.
         activity_hash: ``shardkeep.approvals.activity_hash`` of the request bytes.
         counters: this enclave's passkey counters.
+        set_hash: ``policy_set_hash(policy_set)`` when the caller has it
+            (``PolicyEngine.hash``); computed here otherwise.
 
     Returns:
         The approving authenticators' names, in the order given.
@@ -122,7 +126,9 @@ def verified_approvers(
             over another activity, by another key, from a wrong origin or RP
             id, or with a counter that did not increase).
     """
-    challenge = approval_challenge(activity_hash, policy_set_hash(policy_set))
+    if set_hash is None:
+        set_hash = policy_set_hash(policy_set)
+    challenge = approval_challenge(activity_hash, set_hash)
     names: list[str] = []
     for approval in approvals:
         authenticator = policy_set.authenticator(approval.authenticator)

@@ -290,7 +290,9 @@ class PolicyGate:
                 if approvals:
                     raise ApprovalRefused(approvals[0].authenticator, "no such policy set here")
                 continue
-            names = verified_approvers(candidate.policy_set, approvals, digest, self.counters)
+            names = verified_approvers(
+                candidate.policy_set, approvals, digest, self.counters, set_hash=candidate.hash
+            )
             candidates.append((candidate, names))
         if engine is not None:
             engine.check_denies(context)  # deny wins: before any allow, the organisation's too
