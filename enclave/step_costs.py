@@ -1,14 +1,15 @@
 """Where a ceremony step runs: on the event loop when it is measured cheap, else in a thread.
 
 A hand-off to a worker thread (``asyncio.to_thread``) costs tens of
-microseconds of CPU and two context switches each way, more than a FROST
-round or a small DKLs23 step takes. Expensive steps (a DKLs23 OT extension,
-a keygen's pair setup) must still leave the loop, or every other ceremony
-waits behind them. So each step kind's cost is measured, as CPU time of the
-thread that ran it (``time.thread_time``: other processes' load does not
-inflate it), and kept as a moving average: a kind runs inline once its
-average is below ``INLINE_BELOW_S``, in a thread otherwise, and a kind never
-seen runs in a thread first.
+microseconds of CPU and two context switches each way, and buys the loop
+little for a short step, which holds the GIL for most of its run anyway.
+Expensive steps (a DKLs23 OT extension, a keygen's pair setup) must still
+leave the loop, or every other ceremony waits behind them. So each step
+kind's cost is measured, as CPU time of the thread that ran it
+(``time.thread_time``: other processes' load does not inflate it), and kept
+as a moving average: a kind runs inline once its average is below
+``INLINE_BELOW_S``, in a thread otherwise, and a kind never seen runs in a
+thread first.
 
 Only CPU-bound steps come here: anything that may wait on I/O (KMS, the
 host) stays off the loop whatever it costs in CPU.
@@ -31,8 +32,10 @@ __all__ = [
     "INLINE_BELOW_S",
 ]
 
-INLINE_BELOW_S: Final = 0.0005
-"""Steps cheaper than this (CPU seconds, on average) run on the event loop."""
+INLINE_BELOW_S: Final = 0.002
+"""Steps cheaper than this (CPU seconds, on average) run on the event loop: every step of a
+FROST signature, even on a slow 2-core machine (the costliest, the request's checks and
+planning, takes ~1 ms there), while a DKLs23 OT extension (tens of ms) still leaves it."""
 _WEIGHT: Final = 0.25  # of the newest measurement in the moving average
 _MAX_KINDS: Final = 4096  # step kinds measured; others always run in a thread
 
