@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -53,6 +54,10 @@ BOB_MSG_BYTES = 32 + ote.EXTEND_MSG_BYTES
 """Bob's nonce || OT-extension message."""
 ALICE_MSG_BYTES = 32 + 32 * XI * OT_WIDTH + 32 * RHO + 32
 """Alice's salt || a~ (xi rows of ell + rho scalars) || eta (rho scalars) || mu."""
+
+
+if (ELL, RHO) != (2, 1):
+    raise ImportError("the RVOLE loops below are written out for ell = 2 inputs and rho = 1 check")
 
 
 class RvoleCheckError(ProtocolError):
@@ -81,7 +86,17 @@ def _theta(sid: bytes, salt: bytes, a_tilde: bytes) -> list[int]:
 
 
 def _mu(sid: bytes, values: Sequence[int]) -> bytes:
-    return tagged_hash(DKLS_TAG_MUL_MU, sid + b"".join(v.to_bytes(32, "big") for v in values))
+    return tagged_hash(DKLS_TAG_MUL_MU, sid + _pack(values))
+
+
+def _dot(xs: Iterable[int], ys: Iterable[int]) -> int:
+    """sum x_i * y_i, unreduced."""
+    return sum(map(operator.mul, xs, ys))
+
+
+def _pack(values: Iterable[int]) -> bytes:
+    """Scalars as 32-byte big-endian strings, concatenated."""
+    return b"".join([v.to_bytes(32, "big") for v in values])
 
 
 @dataclass(frozen=True)
@@ -146,30 +161,29 @@ def alice_round2(
     v0, v1 = ote.sender_extend(setup, ote_sid, msg[32:], salt)
     a = [x % N for x in inputs] + a_hat
     g = gadget()
-    c = tuple(-sum(g[j] * v0[j][i] for j in range(XI)) % N for i in range(ELL))
-    a_tilde = b"".join(
-        ((v0[j][i] - v1[j][i] + a[i]) % N).to_bytes(32, "big")
-        for j in range(XI)
-        for i in range(OT_WIDTH)
+    columns0 = list(zip(*v0, strict=True))  # column i: v0_{j,i} for every OT j
+    c = tuple(-_dot(g, columns0[i]) % N for i in range(ELL))
+    a0, a1, a2 = a
+    a_tilde = _pack(
+        value
+        for (x0, x1, x2), (y0, y1, y2) in zip(v0, v1, strict=True)
+        for value in ((x0 - y0 + a0) % N, (x1 - y1 + a1) % N, (x2 - y2 + a2) % N)
     )
-    theta = _theta(sid, salt, a_tilde)
-    eta = [(a_hat[k] + sum(theta[k * ELL + i] * a[i] for i in range(ELL))) % N for k in range(RHO)]
-    mu_values = [
-        (v0[j][ELL + k] + sum(theta[k * ELL + i] * v0[j][i] for i in range(ELL))) % N
-        for j in range(XI)
-        for k in range(RHO)
-    ]
-    reply = salt + a_tilde + b"".join(e.to_bytes(32, "big") for e in eta) + _mu(sid, mu_values)
+    theta0, theta1 = _theta(sid, salt, a_tilde)
+    eta = [(a2 + theta0 * a0 + theta1 * a1) % N]
+    mu_values = [(x2 + theta0 * x0 + theta1 * x1) % N for x0, x1, x2 in v0]
+    reply = salt + a_tilde + _pack(eta) + _mu(sid, mu_values)
     if len(reply) != ALICE_MSG_BYTES:
         raise InternalError("RVOLE reply length")
     return c, reply
 
 
-def _scalar(data: bytes) -> int:
-    k = int.from_bytes(data, "big")
-    if k >= N:
+def _scalars(data: bytes) -> list[int]:
+    """The 32-byte big-endian scalars of ``data``; each must be canonical (< q)."""
+    values = [int.from_bytes(data[k : k + 32], "big") for k in range(0, len(data), 32)]
+    if values and max(values) >= N:
         raise InvalidEncodingError("scalar out of range")
-    return k
+    return values
 
 
 def bob_finish(state: BobState, reply: bytes) -> tuple[int, ...]:
@@ -184,22 +198,26 @@ def bob_finish(state: BobState, reply: bytes) -> tuple[int, ...]:
     salt = reply[:32]
     a_tilde_bytes = reply[32 : 32 + 32 * XI * OT_WIDTH]
     tail = reply[32 + 32 * XI * OT_WIDTH :]
-    a_tilde = [_scalar(a_tilde_bytes[32 * k : 32 * k + 32]) for k in range(XI * OT_WIDTH)]
-    eta = [_scalar(tail[32 * k : 32 * k + 32]) for k in range(RHO)]
+    a_tilde = _scalars(a_tilde_bytes)
+    eta = _scalars(tail[: 32 * RHO])
     mu = tail[32 * RHO :]
-    theta = _theta(state.sid, salt, a_tilde_bytes)
+    theta0, theta1 = _theta(state.sid, salt, a_tilde_bytes)
     v = ote.receiver_outputs(state.extension, salt)
     beta = _bits(state.beta, XI)
-    d_dot: list[list[int]] = []
-    mu_values = []
-    for j in range(XI):
-        row = a_tilde[OT_WIDTH * j : OT_WIDTH * j + OT_WIDTH]
-        dj = [(v[j][i] + row[i]) % N for i in range(OT_WIDTH)] if beta[j] else list(v[j])
-        d_dot.append(dj)
-        for k in range(RHO):
-            value = dj[ELL + k] + sum(theta[k * ELL + i] * dj[i] for i in range(ELL))
-            mu_values.append((value - eta[k]) % N if beta[j] else value % N)
+    # d_dot_{j,i} = v_{j,i} + beta_j a~_{j,i}, left unreduced: every use below is mod q.
+    d_dot = [
+        (x0 + a_tilde[3 * j], x1 + a_tilde[3 * j + 1], x2 + a_tilde[3 * j + 2])
+        if bit
+        else (x0, x1, x2)
+        for j, ((x0, x1, x2), bit) in enumerate(zip(v, beta, strict=True))
+    ]
+    (eta0,) = eta
+    mu_values = [
+        (x2 + theta0 * x0 + theta1 * x1 - (eta0 if bit else 0)) % N
+        for (x0, x1, x2), bit in zip(d_dot, beta, strict=True)
+    ]
     if not hmac.compare_digest(_mu(state.sid, mu_values), mu):
         raise RvoleCheckError("RVOLE check on the correlation failed")
     g = gadget()
-    return tuple(sum(g[j] * d_dot[j][i] for j in range(XI)) % N for i in range(ELL))
+    columns = list(zip(*d_dot, strict=True))
+    return tuple(_dot(g, columns[i]) % N for i in range(ELL))
