@@ -12,8 +12,10 @@ It holds what a device must not: the coordinator key the enclave pins and
 the relay admits, and the host's client certificate and API token
 (``client.sdk.transport.Transport``). For each ask it fetches the enclave's
 attestation document on the device's nonce, builds and signs the
-``CeremonyRequest``, creates the room, starts the server share's side at the
-host and hands the device its own room token. It keeps no share: only the
+``CeremonyRequest``, defines the room (by default a signed room spec that its
+first join creates, docs/transport.md; with the call transport a CreateRoom),
+starts the server share's side at the host and hands the device its own room
+token and the spec. It keeps no share: only the
 wallets' public keyrings, owner keys and which devices may use them.
 
 Every request the enclave sees is assembled in one place, :meth:`Coordinator._launch`:
@@ -34,7 +36,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -169,6 +171,9 @@ class Coordinator:
         timeout: seconds for each ceremony.
         host_transport: "call" (a unary call to the host per ceremony and challenge)
             or "session" (each a channel of one Host.Session stream; docs/transport.md).
+        relay_transport: "session" (rooms created on first join from a signed spec,
+            every room on one Relay.Session stream; docs/transport.md) or "call"
+            (a CreateRoom, Join and CloseRoom call per room).
     """
 
     def __init__(
@@ -186,6 +191,7 @@ class Coordinator:
         policy: Policy | None = None,
         timeout: float = 120.0,
         host_transport: HostTransport = "call",
+        relay_transport: Literal["call", "session"] = "session",
     ) -> None:
         transport = transport or Transport()
         self._host_channel = transport.host_channel(host_address)
@@ -193,7 +199,9 @@ class Coordinator:
         # Ceremonies and challenges, by call or on one Host.Session stream.
         self._host_calls = host_calls(self._host_channel, host_transport)
         self._relay = RelayClient(
-            transport.relay_channel(relay_address), coordinator=coordinator_key
+            transport.relay_channel(relay_address),
+            coordinator=coordinator_key,
+            session=relay_transport == "session",
         )
         self._key = coordinator_key
         self._root = root_certificate
@@ -307,6 +315,7 @@ class Coordinator:
             request=running.data,
             attestation_document=reply.document,
             join_token=room.join_tokens[request.parties[index].party_id],
+            relay_room=room.spec,
             needs_owner_approval=needs_owner,
             needs_approvals=ask.approvals_follow,
         )
@@ -399,6 +408,7 @@ class Coordinator:
             request=running.data,
             attestation_document=reply.document,
             join_token=running.room.join_tokens[party.party_id],
+            relay_room=running.room.spec,
         )
 
     # --- backups and restoring a lost device -----------------------------------------
@@ -821,7 +831,7 @@ class Coordinator:
             result = await self._host_calls.ceremony(
                 kind,
                 host_pb2.HostCeremonyRequest(
-                    request=signed, relay_token=room.join_tokens[server_id]
+                    request=signed, relay_token=room.join_tokens[server_id], relay_room=room.spec
                 ),
                 timeout=self._timeout,
             )

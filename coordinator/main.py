@@ -88,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="one call to the host per ceremony and challenge, or all of them on one "
         "long-lived Host.Session stream (docs/transport.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--relay-transport", choices=("call", "session"), default="session",
+        help="rooms created by their first join from a signed spec, every room on one "
+        "long-lived Relay.Session stream (the default), or a CreateRoom call per room "
+        "(docs/transport.md)",
+    )  # fmt: skip
     add_server_tls_arguments(parser)
     add_transport_options(parser)
     args = parser.parse_args(argv)
@@ -100,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "coordinator_key": key,
             "transport": transport_from_args(args),
             "host_transport": args.host_transport,
+            "relay_transport": args.relay_transport,
             "root_certificate": args.root.read_bytes() if args.root else None,
             "enrollment_codes": codes,
         }

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,6 +23,7 @@ from client.cli.devstack import DevStack
 from client.sdk.device import Device
 from client.sdk.host_session import HostTransport
 from client.sdk.party import PartyIdentity
+from client.sdk.transport import Transport
 from coordinator.coordinator import Coordinator
 from coordinator.service import create_server
 from tests.stack_harness import RawDigestDevice, background_stack
@@ -59,18 +60,22 @@ def with_coordinator(
     codes: Sequence[str | tuple[str, str]] = CODES,
     timeout_s: float = 120,
     host_transport: HostTransport = "call",
+    relay_transport: Literal["call", "session"] = "session",
+    transport: Transport | None = None,
 ) -> T:
     """Run ``body(coordinator, address)`` with a coordinator service of ``kind`` serving
     on a Unix socket in ``socket_dir``, enrolling ``codes`` (a code, or a code and its
-    account) and calling the host over ``host_transport``; stop it afterwards."""
+    account), calling the host over ``host_transport`` and making rooms over
+    ``relay_transport``, with ``transport`` (default the stack's); stop it afterwards."""
 
     async def main() -> T:
         coordinator = kind(
             stack.host_address,
             stack.relay_address,
             stack.coordinator_key,
-            transport=stack.transport,
+            transport=transport or stack.transport,
             host_transport=host_transport,
+            relay_transport=relay_transport,
             root_certificate=stack.root_certificate,
             enrollment_codes=codes,
         )

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import pytest
@@ -23,6 +25,7 @@ from nacl.signing import VerifyKey
 
 from client.cli.devstack import DevStack
 from client.sdk.device import CoordinatorRefused
+from client.sdk.transport import Transport
 from coordinator.coordinator import Coordinator
 from shardkeep.device_auth import (
     FRESHNESS_MS,
@@ -70,6 +73,75 @@ def test_device_creates_a_wallet_and_signs_through_the_coordinator(
             assert schnorr_verify(DIGEST, wallet.public_key[1:], signature)
 
     with_coordinator(stack, socket_dir, body, host_transport=host_transport)
+
+
+class _UnaryCalls(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, called: list[str]) -> None:
+        self.called = called
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any
+    ) -> Any:
+        self.called.append(_method(details))
+        return await continuation(details, request)
+
+
+class _StreamCalls(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, called: list[str]) -> None:
+        self.called = called
+
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any, requests: Any
+    ) -> Any:
+        self.called.append(_method(details))
+        return await continuation(details, requests)
+
+
+def _method(details: grpc.aio.ClientCallDetails) -> str:
+    method = details.method
+    return method.decode() if isinstance(method, bytes) else method
+
+
+@dataclass(frozen=True)
+class WatchedRelayTransport(Transport):
+    """The stack's plaintext transport; ``relay_calls`` records the method of every
+    relay call (unary, and streams such as Relay.Session)."""
+
+    relay_calls: list[str] = field(default_factory=list)
+
+    def relay_channel(
+        self, address: str, options: Sequence[tuple[str, Any]] = ()
+    ) -> grpc.aio.Channel:
+        assert self.tls is None  # the stack of these tests serves plaintext on Unix sockets
+        # One interceptor per kind of call: a channel files each under one kind only.
+        watch = [_UnaryCalls(self.relay_calls), _StreamCalls(self.relay_calls)]
+        return grpc.aio.insecure_channel(address, options=options, interceptors=watch)
+
+
+@pytest.mark.parametrize("relay_transport", ["call", "session"])
+def test_coordinator_makes_rooms_over_its_relay_transport(
+    stack: DevStack, socket_dir: Path, relay_transport: Literal["call", "session"]
+) -> None:
+    """On the session transport the coordinator signs room specs that the first join
+    creates: no CreateRoom (nor CloseRoom) call; on the call fallback, one per ceremony."""
+    transport = WatchedRelayTransport(stack.transport.tls, stack.transport.api_token)
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            wallet = await phone.create_wallet("bip340")
+            signature = await phone.sign(wallet, DIGEST)
+        assert schnorr_verify(DIGEST, wallet.public_key[1:], signature)
+
+    with_coordinator(stack, socket_dir, body, relay_transport=relay_transport, transport=transport)
+    called = transport.relay_calls
+    relay = "/shardkeep.v1.Relay/"
+    if relay_transport == "session":
+        assert relay + "CreateRoom" not in called and relay + "CloseRoom" not in called
+        assert called.count(relay + "Session") == 1  # one stream carries every room close
+    else:
+        assert called.count(relay + "CreateRoom") == 2  # the keygen's room and the signature's
+        assert relay + "Session" not in called
 
 
 def test_unenrolled_device_is_refused(stack: DevStack, socket_dir: Path) -> None:

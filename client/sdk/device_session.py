@@ -170,7 +170,10 @@ class DeviceSession:
         """Run this device's party in the room and, alongside, wait for the server's result."""
 
         async def party() -> Any:
-            async with self._relay.join(request.room_id, mine, started.join_token) as relay:
+            spec = started.relay_room if started.HasField("relay_room") else None
+            async with self._relay.join(
+                request.room_id, mine, started.join_token, room=spec
+            ) as relay:
                 output = await run_over_relay(
                     ceremony, self.identity, roster, request, relay, None, save_pending
                 )

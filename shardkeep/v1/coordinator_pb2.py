@@ -23,53 +23,54 @@ _sym_db = _symbol_database.Default()
 
 
 from shardkeep.v1 import ceremony_pb2 as shardkeep_dot_v1_dot_ceremony__pb2
+from shardkeep.v1 import relay_pb2 as shardkeep_dot_v1_dot_relay__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshardkeep/v1/coordinator.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\"<\n\rEnrollRequest\x12\x17\n\x0f\x65nrollment_code\x18\x01 \x01(\t\x12\x12\n\ndevice_key\x18\x02 \x01(\x0c\"\x10\n\x0e\x45nrollResponse\"f\n\nDeviceCall\x12\x12\n\ndevice_key\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\xda\x05\n\x0b\x43\x65remonyAsk\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.shardkeep.v1.CeremonyKind\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\"\n\x05party\x18\x04 \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x11\n\towner_key\x18\x05 \x01(\x0c\x12\x11\n\twallet_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12\x17\n\x0f\x64\x65rivation_path\x18\x08 \x03(\r\x12\x0f\n\x07taproot\x18\t \x01(\x08\x12\x1b\n\x13taproot_merkle_root\x18\n \x01(\x0c\x12\x19\n\x11\x61ttestation_nonce\x18\x0b \x01(\x0c\x12\x15\n\rpair_setup_id\x18\x0c \x01(\x0c\x12\x1c\n\x14\x65xport_recipient_key\x18\r \x01(\x0c\x12&\n\tnew_party\x18\x0e \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x16\n\x0enew_device_key\x18\x0f \x01(\x0c\x12\x15\n\rnew_threshold\x18\x10 \x01(\r\x12,\n\x07keyring\x18\x11 \x01(\x0b\x32\x1b.shardkeep.v1.PublicKeyring\x12\x0f\n\x07message\x18\x12 \x01(\x0c\x12\x19\n\x0cremove_party\x18\x13 \x01(\rH\x00\x88\x01\x01\x12\x12\n\npolicy_set\x18\x14 \x01(\x0c\x12\x18\n\x10\x61pprovals_follow\x18\x15 \x01(\x08\x12\x17\n\x0f\x65vm_transaction\x18\x16 \x01(\x0c\x12\x16\n\x0esolana_message\x18\x17 \x01(\x08\x12\x0c\n\x04psbt\x18\x18 \x01(\x0c\x12\x12\n\npsbt_input\x18\x19 \x01(\r\x12\x1c\n\x14\x65th_personal_message\x18\x1a \x01(\x0c\x12\x16\n\x0e\x65th_typed_data\x18\x1b \x01(\x0c\x42\x0f\n\r_remove_party\"7\n\x07JoinAsk\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x19\n\x11\x61ttestation_nonce\x18\x02 \x01(\x0c\"\x8b\x01\n\x0fStartedCeremony\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x1c\n\x14\x61ttestation_document\x18\x02 \x01(\x0c\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x1c\n\x14needs_owner_approval\x18\x04 \x01(\x08\x12\x17\n\x0fneeds_approvals\x18\x05 \x01(\x08\"k\n\x10\x43\x65remonyApproval\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x17\n\x0fowner_signature\x18\x02 \x01(\x0c\x12)\n\tapprovals\x18\x03 \x03(\x0b\x32\x16.shardkeep.v1.Approval\"\x12\n\x10\x41pprovedCeremony\"Q\n\x08\x45pochAck\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"#\n\x11\x41\x63knowledgedEpoch\x12\x0e\n\x06pruned\x18\x01 \x01(\r\" \n\tFinishAsk\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\"Q\n\x0c\x42\x61\x63kupUpload\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04\x62lob\x18\x04 \x01(\x0c\"\x0e\n\x0cStoredBackup\"\x1e\n\tBackupAsk\x12\x11\n\twallet_id\x18\x01 \x01(\t\"t\n\rFetchedBackup\x12\x11\n\tbackup_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04\x62lob\x18\x04 \x01(\x0c\x12$\n\x07parties\x18\x05 \x03(\x0b\x32\x13.shardkeep.v1.Party\"A\n\nPartyClaim\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\r\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x0e\n\x0c\x43laimedParty\"H\n\x0fKeyChangeSettle\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\"x\n\x10SettledKeyChange\x12\r\n\x05state\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x12\n\ntranscript\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x05 \x01(\x04\x32\xe7\x05\n\x0b\x43oordinator\x12\x43\n\x06\x45nroll\x12\x1b.shardkeep.v1.EnrollRequest\x1a\x1c.shardkeep.v1.EnrollResponse\x12H\n\rStartCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremony\x12H\n\x0e\x46inishCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1c.shardkeep.v1.CeremonyResult\x12K\n\x0f\x41pproveCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1e.shardkeep.v1.ApprovedCeremony\x12M\n\x10\x41\x63knowledgeEpoch\x12\x18.shardkeep.v1.DeviceCall\x1a\x1f.shardkeep.v1.AcknowledgedEpoch\x12G\n\x0cJoinCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremony\x12\x43\n\x0bStoreBackup\x12\x18.shardkeep.v1.DeviceCall\x1a\x1a.shardkeep.v1.StoredBackup\x12\x44\n\x0b\x46\x65tchBackup\x12\x18.shardkeep.v1.DeviceCall\x1a\x1b.shardkeep.v1.FetchedBackup\x12\x42\n\nClaimParty\x12\x18.shardkeep.v1.DeviceCall\x1a\x1a.shardkeep.v1.ClaimedParty\x12K\n\x0fSettleKeyChange\x12\x18.shardkeep.v1.DeviceCall\x1a\x1e.shardkeep.v1.SettledKeyChangeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshardkeep/v1/coordinator.proto\x12\x0cshardkeep.v1\x1a\x1bshardkeep/v1/ceremony.proto\x1a\x18shardkeep/v1/relay.proto\"<\n\rEnrollRequest\x12\x17\n\x0f\x65nrollment_code\x18\x01 \x01(\t\x12\x12\n\ndevice_key\x18\x02 \x01(\x0c\"\x10\n\x0e\x45nrollResponse\"f\n\nDeviceCall\x12\x12\n\ndevice_key\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\xda\x05\n\x0b\x43\x65remonyAsk\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.shardkeep.v1.CeremonyKind\x12$\n\x06scheme\x18\x02 \x01(\x0e\x32\x14.shardkeep.v1.Scheme\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\"\n\x05party\x18\x04 \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x11\n\towner_key\x18\x05 \x01(\x0c\x12\x11\n\twallet_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12\x17\n\x0f\x64\x65rivation_path\x18\x08 \x03(\r\x12\x0f\n\x07taproot\x18\t \x01(\x08\x12\x1b\n\x13taproot_merkle_root\x18\n \x01(\x0c\x12\x19\n\x11\x61ttestation_nonce\x18\x0b \x01(\x0c\x12\x15\n\rpair_setup_id\x18\x0c \x01(\x0c\x12\x1c\n\x14\x65xport_recipient_key\x18\r \x01(\x0c\x12&\n\tnew_party\x18\x0e \x01(\x0b\x32\x13.shardkeep.v1.Party\x12\x16\n\x0enew_device_key\x18\x0f \x01(\x0c\x12\x15\n\rnew_threshold\x18\x10 \x01(\r\x12,\n\x07keyring\x18\x11 \x01(\x0b\x32\x1b.shardkeep.v1.PublicKeyring\x12\x0f\n\x07message\x18\x12 \x01(\x0c\x12\x19\n\x0cremove_party\x18\x13 \x01(\rH\x00\x88\x01\x01\x12\x12\n\npolicy_set\x18\x14 \x01(\x0c\x12\x18\n\x10\x61pprovals_follow\x18\x15 \x01(\x08\x12\x17\n\x0f\x65vm_transaction\x18\x16 \x01(\x0c\x12\x16\n\x0esolana_message\x18\x17 \x01(\x08\x12\x0c\n\x04psbt\x18\x18 \x01(\x0c\x12\x12\n\npsbt_input\x18\x19 \x01(\r\x12\x1c\n\x14\x65th_personal_message\x18\x1a \x01(\x0c\x12\x16\n\x0e\x65th_typed_data\x18\x1b \x01(\x0c\x42\x0f\n\r_remove_party\"7\n\x07JoinAsk\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x19\n\x11\x61ttestation_nonce\x18\x02 \x01(\x0c\"\xbd\x01\n\x0fStartedCeremony\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x1c\n\x14\x61ttestation_document\x18\x02 \x01(\x0c\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x1c\n\x14needs_owner_approval\x18\x04 \x01(\x08\x12\x17\n\x0fneeds_approvals\x18\x05 \x01(\x08\x12\x30\n\nrelay_room\x18\x06 \x01(\x0b\x32\x1c.shardkeep.v1.SignedRoomSpec\"k\n\x10\x43\x65remonyApproval\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x17\n\x0fowner_signature\x18\x02 \x01(\x0c\x12)\n\tapprovals\x18\x03 \x03(\x0b\x32\x16.shardkeep.v1.Approval\"\x12\n\x10\x41pprovedCeremony\"Q\n\x08\x45pochAck\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"#\n\x11\x41\x63knowledgedEpoch\x12\x0e\n\x06pruned\x18\x01 \x01(\r\" \n\tFinishAsk\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\"Q\n\x0c\x42\x61\x63kupUpload\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x11\n\tbackup_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04\x62lob\x18\x04 \x01(\x0c\"\x0e\n\x0cStoredBackup\"\x1e\n\tBackupAsk\x12\x11\n\twallet_id\x18\x01 \x01(\t\"t\n\rFetchedBackup\x12\x11\n\tbackup_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04\x62lob\x18\x04 \x01(\x0c\x12$\n\x07parties\x18\x05 \x03(\x0b\x32\x13.shardkeep.v1.Party\"A\n\nPartyClaim\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\r\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x0e\n\x0c\x43laimedParty\"H\n\x0fKeyChangeSettle\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\"x\n\x10SettledKeyChange\x12\r\n\x05state\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x12\n\ntranscript\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x05 \x01(\x04\x32\xe7\x05\n\x0b\x43oordinator\x12\x43\n\x06\x45nroll\x12\x1b.shardkeep.v1.EnrollRequest\x1a\x1c.shardkeep.v1.EnrollResponse\x12H\n\rStartCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremony\x12H\n\x0e\x46inishCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1c.shardkeep.v1.CeremonyResult\x12K\n\x0f\x41pproveCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1e.shardkeep.v1.ApprovedCeremony\x12M\n\x10\x41\x63knowledgeEpoch\x12\x18.shardkeep.v1.DeviceCall\x1a\x1f.shardkeep.v1.AcknowledgedEpoch\x12G\n\x0cJoinCeremony\x12\x18.shardkeep.v1.DeviceCall\x1a\x1d.shardkeep.v1.StartedCeremony\x12\x43\n\x0bStoreBackup\x12\x18.shardkeep.v1.DeviceCall\x1a\x1a.shardkeep.v1.StoredBackup\x12\x44\n\x0b\x46\x65tchBackup\x12\x18.shardkeep.v1.DeviceCall\x1a\x1b.shardkeep.v1.FetchedBackup\x12\x42\n\nClaimParty\x12\x18.shardkeep.v1.DeviceCall\x1a\x1a.shardkeep.v1.ClaimedParty\x12K\n\x0fSettleKeyChange\x12\x18.shardkeep.v1.DeviceCall\x1a\x1e.shardkeep.v1.SettledKeyChangeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shardkeep.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENROLLREQUEST']._serialized_start=77
-  _globals['_ENROLLREQUEST']._serialized_end=137
-  _globals['_ENROLLRESPONSE']._serialized_start=139
-  _globals['_ENROLLRESPONSE']._serialized_end=155
-  _globals['_DEVICECALL']._serialized_start=157
-  _globals['_DEVICECALL']._serialized_end=259
-  _globals['_CEREMONYASK']._serialized_start=262
-  _globals['_CEREMONYASK']._serialized_end=992
-  _globals['_JOINASK']._serialized_start=994
-  _globals['_JOINASK']._serialized_end=1049
-  _globals['_STARTEDCEREMONY']._serialized_start=1052
-  _globals['_STARTEDCEREMONY']._serialized_end=1191
-  _globals['_CEREMONYAPPROVAL']._serialized_start=1193
-  _globals['_CEREMONYAPPROVAL']._serialized_end=1300
-  _globals['_APPROVEDCEREMONY']._serialized_start=1302
-  _globals['_APPROVEDCEREMONY']._serialized_end=1320
-  _globals['_EPOCHACK']._serialized_start=1322
-  _globals['_EPOCHACK']._serialized_end=1403
-  _globals['_ACKNOWLEDGEDEPOCH']._serialized_start=1405
-  _globals['_ACKNOWLEDGEDEPOCH']._serialized_end=1440
-  _globals['_FINISHASK']._serialized_start=1442
-  _globals['_FINISHASK']._serialized_end=1474
-  _globals['_BACKUPUPLOAD']._serialized_start=1476
-  _globals['_BACKUPUPLOAD']._serialized_end=1557
-  _globals['_STOREDBACKUP']._serialized_start=1559
-  _globals['_STOREDBACKUP']._serialized_end=1573
-  _globals['_BACKUPASK']._serialized_start=1575
-  _globals['_BACKUPASK']._serialized_end=1605
-  _globals['_FETCHEDBACKUP']._serialized_start=1607
-  _globals['_FETCHEDBACKUP']._serialized_end=1723
-  _globals['_PARTYCLAIM']._serialized_start=1725
-  _globals['_PARTYCLAIM']._serialized_end=1790
-  _globals['_CLAIMEDPARTY']._serialized_start=1792
-  _globals['_CLAIMEDPARTY']._serialized_end=1806
-  _globals['_KEYCHANGESETTLE']._serialized_start=1808
-  _globals['_KEYCHANGESETTLE']._serialized_end=1880
-  _globals['_SETTLEDKEYCHANGE']._serialized_start=1882
-  _globals['_SETTLEDKEYCHANGE']._serialized_end=2002
-  _globals['_COORDINATOR']._serialized_start=2005
-  _globals['_COORDINATOR']._serialized_end=2748
+  _globals['_ENROLLREQUEST']._serialized_start=103
+  _globals['_ENROLLREQUEST']._serialized_end=163
+  _globals['_ENROLLRESPONSE']._serialized_start=165
+  _globals['_ENROLLRESPONSE']._serialized_end=181
+  _globals['_DEVICECALL']._serialized_start=183
+  _globals['_DEVICECALL']._serialized_end=285
+  _globals['_CEREMONYASK']._serialized_start=288
+  _globals['_CEREMONYASK']._serialized_end=1018
+  _globals['_JOINASK']._serialized_start=1020
+  _globals['_JOINASK']._serialized_end=1075
+  _globals['_STARTEDCEREMONY']._serialized_start=1078
+  _globals['_STARTEDCEREMONY']._serialized_end=1267
+  _globals['_CEREMONYAPPROVAL']._serialized_start=1269
+  _globals['_CEREMONYAPPROVAL']._serialized_end=1376
+  _globals['_APPROVEDCEREMONY']._serialized_start=1378
+  _globals['_APPROVEDCEREMONY']._serialized_end=1396
+  _globals['_EPOCHACK']._serialized_start=1398
+  _globals['_EPOCHACK']._serialized_end=1479
+  _globals['_ACKNOWLEDGEDEPOCH']._serialized_start=1481
+  _globals['_ACKNOWLEDGEDEPOCH']._serialized_end=1516
+  _globals['_FINISHASK']._serialized_start=1518
+  _globals['_FINISHASK']._serialized_end=1550
+  _globals['_BACKUPUPLOAD']._serialized_start=1552
+  _globals['_BACKUPUPLOAD']._serialized_end=1633
+  _globals['_STOREDBACKUP']._serialized_start=1635
+  _globals['_STOREDBACKUP']._serialized_end=1649
+  _globals['_BACKUPASK']._serialized_start=1651
+  _globals['_BACKUPASK']._serialized_end=1681
+  _globals['_FETCHEDBACKUP']._serialized_start=1683
+  _globals['_FETCHEDBACKUP']._serialized_end=1799
+  _globals['_PARTYCLAIM']._serialized_start=1801
+  _globals['_PARTYCLAIM']._serialized_end=1866
+  _globals['_CLAIMEDPARTY']._serialized_start=1868
+  _globals['_CLAIMEDPARTY']._serialized_end=1882
+  _globals['_KEYCHANGESETTLE']._serialized_start=1884
+  _globals['_KEYCHANGESETTLE']._serialized_end=1956
+  _globals['_SETTLEDKEYCHANGE']._serialized_start=1958
+  _globals['_SETTLEDKEYCHANGE']._serialized_end=2078
+  _globals['_COORDINATOR']._serialized_start=2081
+  _globals['_COORDINATOR']._serialized_end=2824
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from shardkeep.v1 import ceremony_pb2 as _ceremony_pb2
+from shardkeep.v1 import relay_pb2 as _relay_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -100,18 +101,20 @@ class JoinAsk(_message.Message):
     def __init__(self, wallet_id: _Optional[str] = ..., attestation_nonce: _Optional[bytes] = ...) -> None: ...
 
 class StartedCeremony(_message.Message):
-    __slots__ = ("request", "attestation_document", "join_token", "needs_owner_approval", "needs_approvals")
+    __slots__ = ("request", "attestation_document", "join_token", "needs_owner_approval", "needs_approvals", "relay_room")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     NEEDS_OWNER_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     NEEDS_APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    RELAY_ROOM_FIELD_NUMBER: _ClassVar[int]
     request: bytes
     attestation_document: bytes
     join_token: str
     needs_owner_approval: bool
     needs_approvals: bool
-    def __init__(self, request: _Optional[bytes] = ..., attestation_document: _Optional[bytes] = ..., join_token: _Optional[str] = ..., needs_owner_approval: _Optional[bool] = ..., needs_approvals: _Optional[bool] = ...) -> None: ...
+    relay_room: _relay_pb2.SignedRoomSpec
+    def __init__(self, request: _Optional[bytes] = ..., attestation_document: _Optional[bytes] = ..., join_token: _Optional[str] = ..., needs_owner_approval: _Optional[bool] = ..., needs_approvals: _Optional[bool] = ..., relay_room: _Optional[_Union[_relay_pb2.SignedRoomSpec, _Mapping]] = ...) -> None: ...
 
 class CeremonyApproval(_message.Message):
     __slots__ = ("ceremony_id", "owner_signature", "approvals")
