@@ -60,6 +60,39 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in err.decode()
 
 
+# ``python -m client.cli`` whose import of ``client.cli.main`` (the SDK, gRPC, the
+# cryptography) says so on stderr and then takes 60 s: an interrupt lands mid-import.
+SLOW_IMPORT = """
+import importlib.abc, runpy, sys, time
+
+class SlowImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "client.cli.main":
+            print("importing", file=sys.stderr, flush=True)
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, SlowImport())
+runpy.run_module("client.cli", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_the_cli_still_imports_exits_130_with_one_line() -> None:
+    """Ctrl-C in the CLI's first seconds, while its modules load: the same one line and
+    130 as later, not a KeyboardInterrupt traceback from inside an import."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_IMPORT, "wallet", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as above
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline() == b"importing\n"  # the import of the CLI has begun
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, out, err) == (EXIT_INTERRUPTED, b"", b"shardkeep: interrupted\n")
+
+
 def test_closed_pipe_exits_141_without_a_traceback(tmp_path: Path) -> None:
     """``shardkeep ... | head -0``: the reader is gone before the output is written."""
     read_end, write_end = os.pipe()

@@ -1,5 +1,5 @@
 """``python -m client.cli``: the ``shardkeep`` command line."""
 
-from client.cli.main import main
+from client.cli.entry import main
 
 raise SystemExit(main())
