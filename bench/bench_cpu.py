@@ -28,9 +28,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from client.cli.devstack import DevStack, running_stack
+from bench.service_stack import TransportName, add_transport_options, stack_with_client, transports
+from client.cli.devstack import DevStack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient
 from shardkeep.eventloop import run
@@ -167,18 +167,11 @@ async def _bench(
     directory: Path,
     signatures: int,
     transport: str,
-    relay_transport: Literal["call", "session"],
-    host_transport: Literal["call", "session"] = "call",
+    relay_transport: TransportName,
+    host_transport: TransportName = "call",
 ) -> list[Result]:
-    host_args = ["--enclave-transport", transport, "--relay-transport", relay_transport]
-    async with (
-        running_stack(directory, host_args=host_args) as stack,
-        WalletClient(
-            stack.host_address, stack.relay_address, stack.coordinator_key,
-            root_certificate=stack.root_certificate, relay_transport=relay_transport,
-            host_transport=host_transport,
-        ) as wallets,
-    ):  # fmt: skip
+    clients = stack_with_client(directory, transport, relay_transport, host_transport)
+    async with clients as (stack, wallets):
         results = []
         for shape in SHAPES:
             count = signatures if shape.scheme == "bip340" else max(signatures // 3, 10)
@@ -189,21 +182,10 @@ async def _bench(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.bench_cpu", description=__doc__)
     parser.add_argument("--signatures", type=int, default=60, help="BIP-340 signatures per shape")
-    parser.add_argument(
-        "--enclave-transport", choices=("call", "session"), default="call",
-        help="the host's transport to the enclave (docs/transport.md)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--relay-transport", choices=("call", "session", "both"), default="both",
-        help="the host's and the SDK's transport to the relay (docs/transport.md)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--host-transport", choices=("call", "session", "both"), default="call",
-        help="the SDK's transport to the host: a call per ceremony, or Host.Session",
-    )  # fmt: skip
+    add_transport_options(parser, enclave_default="call")
     args = parser.parse_args(argv)
-    for relay_transport in _transports(args.relay_transport):
-        for host_transport in _transports(args.host_transport):
+    for relay_transport in transports(args.relay_transport):
+        for host_transport in transports(args.host_transport):
             load = " ".join(f"{x:.2f}" for x in os.getloadavg())
             print(
                 f"relay transport {relay_transport}, host transport {host_transport} "
@@ -221,11 +203,6 @@ def main(argv: list[str] | None = None) -> None:
                         )
                     )
                 )
-
-
-def _transports(choice: str) -> tuple[Literal["call", "session"], ...]:
-    """The transports a ``call|session|both`` option names, in the order they run."""
-    return ("call", "session") if choice == "both" else (choice,)  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

@@ -39,11 +39,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
 
-from bench.bench_cpu import _transports, sample
+from bench.bench_cpu import sample
+from bench.service_stack import TransportName, add_transport_options, stack_with_client, transports
 from bench.util import measure
-from client.cli.devstack import DevStack, running_stack
+from client.cli.devstack import DevStack
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient
 from shardkeep import eventloop
@@ -87,20 +87,13 @@ async def _room_ms(wallets: WalletClient, *, with_challenge: bool) -> float:
 async def _bench(
     directory: Path,
     transport: str,
-    relay_transport: Literal["call", "session"],
-    host_transport: Literal["call", "session"] = "call",
+    relay_transport: TransportName,
+    host_transport: TransportName = "call",
     *,
     goals_only: bool = False,
 ) -> None:
-    host_args = ["--enclave-transport", transport, "--relay-transport", relay_transport]
-    async with (
-        running_stack(directory, host_args=host_args) as stack,
-        WalletClient(
-            stack.host_address, stack.relay_address, stack.coordinator_key,
-            root_certificate=stack.root_certificate, relay_transport=relay_transport,
-            host_transport=host_transport,
-        ) as wallets,
-    ):  # fmt: skip
+    clients = stack_with_client(directory, transport, relay_transport, host_transport)
+    async with clients as (stack, wallets):
         if goals_only:
             await _goals(wallets, stack)
             return
@@ -283,18 +276,7 @@ async def _throughput(work: Callable[[], Awaitable[object]], concurrency: int) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.bench_service", description=__doc__)
-    parser.add_argument(
-        "--enclave-transport", choices=("call", "session"), default="session",
-        help="the host's transport to the enclave (docs/transport.md)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--relay-transport", choices=("call", "session", "both"), default="both",
-        help="the host's and the SDK's transport to the relay (docs/transport.md)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--host-transport", choices=("call", "session", "both"), default="call",
-        help="the SDK's transport to the host: a call per ceremony, or Host.Session",
-    )  # fmt: skip
+    add_transport_options(parser, enclave_default="session")
     args = parser.parse_args(argv)
     if "both" not in (args.relay_transport, args.host_transport):
         with tempfile.TemporaryDirectory() as directory:
@@ -307,8 +289,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         return
-    for relay_transport in _transports(args.relay_transport):
-        for host_transport in _transports(args.host_transport):
+    for relay_transport in transports(args.relay_transport):
+        for host_transport in transports(args.host_transport):
             print(f"relay transport {relay_transport}, host transport {host_transport}:")
             with tempfile.TemporaryDirectory() as directory:
                 eventloop.run(

@@ -23,6 +23,7 @@ request or response bodies, tokens, payloads or blobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import re
 import time
@@ -174,34 +175,8 @@ class RequestInterceptor(_InterceptorBase):
         behavior = cast(_Behavior, handler.unary_unary)  # async under grpc.aio
 
         async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-            started = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-                if not authorized:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad API token")
-                response = await behavior(request, context)
-                code = _code_of(context, grpc.StatusCode.OK)
-                return response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = _code_of(context, grpc.StatusCode.UNKNOWN)
-                raise
-            finally:
-                self._metrics.calls.labels(method, code.name).inc()
-                # A ceremony logs its own line; its calls (the ceremony's, the
-                # challenge before it) only at DEBUG unless they failed.
-                quiet = method in _PER_CEREMONY_METHODS and code == grpc.StatusCode.OK
-                (self._log.debug if quiet else self._log.info)(
-                    "rpc finished",
-                    peer=context.peer(),
-                    code=code.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
-                structlog.contextvars.unbind_contextvars(*_CALL_LOG_KEYS)
+            async with self._checked(context, method, request_id, authorized, stream=False):
+                return await behavior(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             logged,
@@ -223,36 +198,57 @@ class RequestInterceptor(_InterceptorBase):
         async def logged(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-            started = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-                if not authorized:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad API token")
+            async with self._checked(context, method, request_id, authorized, stream=True):
                 async for response in behavior(requests, context):
                     yield response
-                code = _code_of(context, grpc.StatusCode.OK)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = _code_of(context, grpc.StatusCode.UNKNOWN)
-                raise
-            finally:
-                self._log.info(
-                    "stream finished",
-                    peer=context.peer(),
-                    code=code.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
-                structlog.contextvars.unbind_contextvars(*_CALL_LOG_KEYS)
 
         return grpc.stream_stream_rpc_method_handler(
             logged,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    @contextlib.asynccontextmanager
+    async def _checked(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request_id: str,
+        authorized: bool,
+        *,
+        stream: bool,
+    ) -> AsyncIterator[None]:
+        """What every call and stream gets around its work: its request id in the logs and
+        the response metadata, the API token checked before any work, and one log line
+        with its status when it ends (a unary call also counted by method and status)."""
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            if not authorized:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad API token")
+            yield
+            code = _code_of(context, grpc.StatusCode.OK)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = _code_of(context, grpc.StatusCode.UNKNOWN)
+            raise
+        finally:
+            if not stream:  # a stream's channels count as the calls they stand for
+                self._metrics.calls.labels(method, code.name).inc()
+            # A ceremony logs its own line; its calls (the ceremony's, the
+            # challenge before it) only at DEBUG unless they failed.
+            quiet = method in _PER_CEREMONY_METHODS and code == grpc.StatusCode.OK
+            (self._log.debug if quiet else self._log.info)(
+                "stream finished" if stream else "rpc finished",
+                peer=context.peer(),
+                code=code.name,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            structlog.contextvars.unbind_contextvars(*_CALL_LOG_KEYS)
 
 
 def _code_of(
@@ -276,6 +272,26 @@ def _where(error: BaseException) -> str:
     while tb.tb_next is not None:
         tb = tb.tb_next
     return f"{tb.tb_frame.f_globals.get('__name__', '?')}:{tb.tb_lineno}"
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: Exception) -> None:
+    """End the call with the status (and the enclave's trailers) ``error_for`` gives ``failure``."""
+    error = error_for(failure)
+    await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+
+
+def _ceremony_method(kind: int, doc: str) -> Callable[..., Awaitable[ceremony_pb2.CeremonyResult]]:
+    """The Host method that runs ceremonies of ``kind`` (``HostServicer._ceremony``)."""
+
+    async def method(
+        self: HostServicer,
+        request: host_pb2.HostCeremonyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> ceremony_pb2.CeremonyResult:
+        return await self._ceremony(request, context, kind)
+
+    method.__doc__ = doc
+    return method
 
 
 _DEFAULT_BACKUP_QUOTA: Final = BackupQuota()
@@ -319,41 +335,29 @@ class HostServicer(host_pb2_grpc.HostServicer):
         self._changing: set[str] = set()
         self._log = structlog.get_logger("host.service")
 
-    async def Keygen(
-        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ceremony_pb2.CeremonyResult:
-        """Run the server share's part of a keygen (DKG) and store its sealed share."""
-        return await self._ceremony(request, context, _K.CEREMONY_KIND_KEYGEN)
-
-    async def Sign(
-        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ceremony_pb2.CeremonyResult:
-        """Run the server share's part of a signing ceremony."""
-        return await self._ceremony(request, context, _K.CEREMONY_KIND_SIGN)
-
-    async def Reshare(
-        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ceremony_pb2.CeremonyResult:
-        """Run a reshare; the new epoch (new keyring) replaces the old one on success."""
-        return await self._ceremony(request, context, _K.CEREMONY_KIND_RESHARE)
-
-    async def Refresh(
-        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ceremony_pb2.CeremonyResult:
-        """Run a refresh; the new epoch replaces the old one on success."""
-        return await self._ceremony(request, context, _K.CEREMONY_KIND_REFRESH)
-
-    async def Export(
-        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ceremony_pb2.CeremonyResult:
-        """Run an export (the key goes, encrypted, to the request's recipient only)."""
-        return await self._ceremony(request, context, _K.CEREMONY_KIND_EXPORT)
-
-    async def PairSetup(
-        self, request: host_pb2.HostCeremonyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ceremony_pb2.CeremonyResult:
-        """Run a new DKLs23 pair setup with the server share (kept in enclave memory only)."""
-        return await self._ceremony(request, context, _K.CEREMONY_KIND_PAIR_SETUP)
+    # One unary method per ceremony kind; each is ``run_ceremony`` for its kind.
+    Keygen = _ceremony_method(
+        _K.CEREMONY_KIND_KEYGEN,
+        "Run the server share's part of a keygen (DKG) and store its sealed share.",
+    )
+    Sign = _ceremony_method(
+        _K.CEREMONY_KIND_SIGN, "Run the server share's part of a signing ceremony."
+    )
+    Reshare = _ceremony_method(
+        _K.CEREMONY_KIND_RESHARE,
+        "Run a reshare; the new epoch (new keyring) replaces the old one on success.",
+    )
+    Refresh = _ceremony_method(
+        _K.CEREMONY_KIND_REFRESH, "Run a refresh; the new epoch replaces the old one on success."
+    )
+    Export = _ceremony_method(
+        _K.CEREMONY_KIND_EXPORT,
+        "Run an export (the key goes, encrypted, to the request's recipient only).",
+    )
+    PairSetup = _ceremony_method(
+        _K.CEREMONY_KIND_PAIR_SETUP,
+        "Run a new DKLs23 pair setup with the server share (kept in enclave memory only).",
+    )
 
     async def _ceremony(
         self,
@@ -363,8 +367,8 @@ class HostServicer(host_pb2_grpc.HostServicer):
     ) -> ceremony_pb2.CeremonyResult:
         try:
             return await self.run_ceremony(request, kind, context.time_remaining)
-        except HostError as error:
-            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+        except HostError as e:
+            await _abort(context, e)
             raise
 
     async def run_ceremony(
@@ -489,8 +493,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                     f"wallet {wallet.wallet_id} has no committed key yet",
                 )
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         return _wallet_message(wallet)
 
     async def ListWallets(
@@ -512,8 +515,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
             # One more than the page: whether another page follows, without a second query.
             found = await asyncio.to_thread(self._store.list_wallets, after=after, limit=size + 1)
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         page = found[:size]
         return host_pb2.ListWalletsResponse(
             wallets=[_wallet_message(w) for w in page if w.current_epoch is not None],
@@ -535,8 +537,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         try:
             epochs = await self._epochs(request.wallet_id)
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         return host_pb2.Epochs(epochs=[_epoch_message(e) for e in epochs])
 
     async def SubmitCertificate(
@@ -571,8 +572,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         except CertificateError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"certificate: {e}")
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         return _wallet_message(wallet)
 
     async def AckEpoch(
@@ -616,8 +616,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         except CertificateError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"acknowledgment: {e}")
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         return host_pb2.AckEpochResponse(pruned=pruned)
 
     async def RetireEpoch(
@@ -642,8 +641,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 )
             self._log.info("retired epoch dropped by the owner", epoch=epoch)
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         return host_pb2.RetireEpochResponse()
 
     async def GetAttestation(
@@ -663,8 +661,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 self._store, request.nonce, request_id=request_id
             )
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+            await _abort(context, e)
         return host_pb2.HostAttestationResponse(document=document)
 
     async def GetChallenge(
@@ -677,8 +674,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
             request_id = structlog.contextvars.get_contextvars().get("request_id", "")
             return await self._challenge(request, request_id)
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+            await _abort(context, e)
             raise
 
     async def _challenge(
@@ -732,8 +728,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
             # never replaced, so retrying cannot help.
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"store: {e}")
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         self._log.info("backup stored", backup_id=backup.backup_id, blob_bytes=len(backup.blob))
         return host_pb2.PutBackupResponse()
 
@@ -747,8 +742,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 self._store.get_backup, request.wallet_id, request.backup_id
             )
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         backup = stored.backup
         return host_pb2.Backup(
             wallet_id=backup.wallet_id,
@@ -773,8 +767,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
         try:
             stored = await asyncio.to_thread(self._store.list_backups, request.wallet_id)
         except Exception as e:
-            error = error_for(e)
-            await context.abort(error.code, error.message)
+            await _abort(context, e)
         return host_pb2.ListBackupsResponse(backups=[_backup_info_message(b) for b in stored])
 
 

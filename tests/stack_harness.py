@@ -2,16 +2,18 @@
 
 ``running_stack`` is an async context manager; a module-scoped fixture cannot
 hold an event loop open across tests, so the stack's context runs on its own
-thread and loop, and each test talks to the processes over their Unix sockets
-from its own ``asyncio.run``.
+thread and loop (``held_in_background``, for other systems too), and each
+test talks to the processes over their Unix sockets from its own
+``asyncio.run``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +22,7 @@ from client.sdk.device import Device, DeviceWallet
 from client.sdk.wallet import Wallet, WalletClient
 
 T = TypeVar("T")
+S = TypeVar("S")
 START_TIMEOUT_S = 90.0
 TEST_TIMEOUT_S = 120.0
 
@@ -38,8 +41,26 @@ def background_stack(
     ``tls``: the relay and host serve TLS, the host mutual TLS and an API token;
     ``store_url``, ``host_args`` and ``coordinator`` go to ``running_stack``.
     """
+    with held_in_background(
+        lambda: running_stack(
+            directory, tls=tls, store_url=store_url, host_args=host_args, coordinator=coordinator
+        )
+    ) as stack:
+        yield stack
+
+
+@contextmanager
+def held_in_background(
+    opened: Callable[[], AbstractAsyncContextManager[S]], start_timeout_s: float = START_TIMEOUT_S
+) -> Iterator[S]:
+    """Enter ``opened()`` on a helper thread's event loop and hold it open until exit.
+
+    A module-scoped fixture cannot hold a test's event loop open, so the
+    system's context runs on its own thread and loop; its value (e.g. a
+    running stack) is yielded once entered, within ``start_timeout_s``.
+    """
     started = threading.Event()
-    box: dict[str, object] = {}
+    box: dict[str, Any] = {}
     stop: asyncio.Event | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -47,11 +68,8 @@ def background_stack(
         nonlocal stop, loop
         stop, loop = asyncio.Event(), asyncio.get_running_loop()
         try:
-            async with running_stack(
-                directory, tls=tls, store_url=store_url, host_args=host_args,
-                coordinator=coordinator,
-            ) as stack:  # fmt: skip
-                box["stack"] = stack
+            async with opened() as running:
+                box["running"] = running
                 started.set()
                 await stop.wait()
         except BaseException as e:
@@ -62,12 +80,10 @@ def background_stack(
 
     thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
     thread.start()
-    if not started.wait(START_TIMEOUT_S) or "stack" not in box:
-        raise RuntimeError(f"the stack did not start: {box.get('error')!r}")
+    if not started.wait(start_timeout_s) or "running" not in box:
+        raise RuntimeError(f"the system did not start: {box.get('error')!r}")
     try:
-        stack = box["stack"]
-        assert isinstance(stack, DevStack)
-        yield stack
+        yield box["running"]
     finally:
         if loop is not None and stop is not None:
             loop.call_soon_threadsafe(stop.set)
@@ -120,3 +136,30 @@ def run_with_client(stack: DevStack, body: Callable[[WalletClient], Awaitable[T]
             return await body(client)
 
     return asyncio.run(main())
+
+
+def cli_options(stack: DevStack, directory: Path) -> list[str]:
+    """The wallet commands' options for ``stack``: its addresses, coordinator key and
+    attestation root, a state directory and a passcode file under ``directory``, the
+    fast key derivation tests may use, and JSON output."""
+    passcode = directory / "passcode"
+    passcode.write_text("a long passphrase for the CLI\n")
+    return [
+        "--host", stack.host_address, "--relay", stack.relay_address,
+        "--coordinator-key", str(stack.directory / "coordinator.key"),
+        "--root", str(stack.directory / "pki" / "root.pem"),
+        "--state", str(directory / "state"), "--passcode-file", str(passcode),
+        "--insecure-weak-kdf", "--json",
+    ]  # fmt: skip
+
+
+def write_raw_digest_policy(path: Path, name: str, approver: dict[str, Any], tag: str) -> None:
+    """Write a policy file that allows raw digests (policy ``name``) with one approval by
+    an authenticator of ``tag`` ("" for any), ``approver`` its only authenticator."""
+    path.write_text(json.dumps({
+        "version": 1,
+        "authenticators": [approver],
+        "policies": [{"name": name, "effect": "allow",
+                      "condition": "activity.kind == 'SIGN_RAW_DIGEST'",
+                      "consensus": {"min_approvals": 1, "tag": tag}}],
+    }))  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from client.cli.devstack import DevStack
-from tests.stack_harness import background_stack
+from tests.stack_harness import background_stack, cli_options, write_raw_digest_policy
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,22 +62,8 @@ def test_a_passkey_file_approves_from_the_cli_and_its_clone_is_refused(
         "webauthn-es256", "wallet.example", "https://wallet.example", ["owner"],
     )  # fmt: skip
     assert len(bytes.fromhex(entry["public_key"])) == 33
-    policy_file.write_text(json.dumps({
-        "version": 1,
-        "authenticators": [entry],
-        "policies": [{"name": "raw-with-phone", "effect": "allow",
-                      "condition": "activity.kind == 'SIGN_RAW_DIGEST'",
-                      "consensus": {"min_approvals": 1, "tag": "owner"}}],
-    }))  # fmt: skip
-    passcode = tmp_path / "passcode"
-    passcode.write_text("a long passphrase for the CLI\n")
-    common = [
-        "--host", stack.host_address, "--relay", stack.relay_address,
-        "--coordinator-key", str(stack.directory / "coordinator.key"),
-        "--root", str(stack.directory / "pki" / "root.pem"),
-        "--state", str(tmp_path / "state"), "--passcode-file", str(passcode),
-        "--insecure-weak-kdf", "--json",
-    ]  # fmt: skip
+    write_raw_digest_policy(policy_file, "raw-with-phone", entry, tag="owner")
+    common = cli_options(stack, tmp_path)
     status, created, err = shardkeep(
         "wallet", "create", "--scheme", "bip340", "--policy", str(policy_file), *common
     )

@@ -20,7 +20,7 @@ from client.cli.devstack import DevStack
 from client.cli.main import main
 from client.sdk.policy_files import load_policy_file
 from shardkeep.policyset import policy_set_hash
-from tests.stack_harness import background_stack
+from tests.stack_harness import background_stack, cli_options, write_raw_digest_policy
 
 pytestmark = pytest.mark.slow
 DIGEST = "c0ffee" * 10 + "0002"
@@ -53,22 +53,8 @@ def test_sign_needs_the_approver_the_policy_file_names(
     )
     assert status == 0, err
     assert key_file.stat().st_mode & 0o077 == 0  # the owner's alone
-    policy_file.write_text(json.dumps({
-        "version": 1,
-        "authenticators": [entry],
-        "policies": [{"name": "raw-with-ops", "effect": "allow",
-                      "condition": "activity.kind == 'SIGN_RAW_DIGEST'",
-                      "consensus": {"min_approvals": 1, "tag": ""}}],
-    }))  # fmt: skip
-    passcode = tmp_path / "passcode"
-    passcode.write_text("a long passphrase for the CLI\n")
-    common = [
-        "--host", stack.host_address, "--relay", stack.relay_address,
-        "--coordinator-key", str(stack.directory / "coordinator.key"),
-        "--root", str(stack.directory / "pki" / "root.pem"),
-        "--state", str(tmp_path / "state"), "--passcode-file", str(passcode),
-        "--insecure-weak-kdf", "--json",
-    ]  # fmt: skip
+    write_raw_digest_policy(policy_file, "raw-with-ops", entry, tag="")
+    common = cli_options(stack, tmp_path)
 
     status, created, err = shardkeep(
         capsys, "wallet", "create", "--scheme", "bip340", "--policy", str(policy_file), *common

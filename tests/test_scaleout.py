@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import threading
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -26,6 +23,7 @@ from client.cli.devstack_scaleout import ScaleoutStack, running_scaleout
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient, WalletError
 from tests.conftest import POSTGRES_DSN, REDIS_URL, require_service
+from tests.stack_harness import held_in_background
 from tss.curve import ecdsa_verify, schnorr_verify
 from tss.signing import RecoverableSignature
 
@@ -47,51 +45,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleoutStack]:
     store_url = f"{POSTGRES_DSN}{separator}options={quote(f'-csearch_path={schema}')}"
     directory = tmp_path_factory.mktemp("scaleout") / "run"
     try:
-        with _background(
-            directory, store_url, f"shardkeep:test:scaleout:{secrets.token_hex(6)}:"
+        prefix = f"shardkeep:test:scaleout:{secrets.token_hex(6)}:"
+        with held_in_background(
+            lambda: running_scaleout(
+                directory, store_url=store_url, redis_url=REDIS_URL, redis_prefix=prefix
+            ),
+            START_TIMEOUT_S,
         ) as running:
             yield running
     finally:
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@contextmanager
-def _background(directory: Path, store_url: str, prefix: str) -> Iterator[ScaleoutStack]:
-    """The system on a helper thread's loop (a module fixture cannot hold a test's loop)."""
-    started = threading.Event()
-    box: dict[str, object] = {}
-    control: dict[str, object] = {}
-
-    async def hold() -> None:
-        stop = asyncio.Event()
-        control["stop"], control["loop"] = stop, asyncio.get_running_loop()
-        try:
-            async with running_scaleout(
-                directory, store_url=store_url, redis_url=REDIS_URL, redis_prefix=prefix
-            ) as running:
-                box["stack"] = running
-                started.set()
-                await stop.wait()
-        except BaseException as e:
-            box["error"] = e
-            raise
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
-    thread.start()
-    if not started.wait(START_TIMEOUT_S) or "stack" not in box:
-        raise RuntimeError(f"the system did not start: {box.get('error')!r}")
-    try:
-        running = box["stack"]
-        assert isinstance(running, ScaleoutStack)
-        yield running
-    finally:
-        loop, stop = control.get("loop"), control.get("stop")
-        if isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event):
-            loop.call_soon_threadsafe(stop.set)
-        thread.join(60)
 
 
 def run(stack: ScaleoutStack, body: Callable[[WalletClient, WalletClient], Awaitable[T]]) -> T:

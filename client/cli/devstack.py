@@ -39,8 +39,56 @@ from shardkeep.server import wait_healthy
 STARTUP_SECONDS = 60.0
 
 
+class DevProcesses:
+    """The processes of a running development system (``DevStack``, and the scaled-out
+    ``client.cli.devstack_scaleout.ScaleoutStack``): their logs, and killing and
+    starting one again with its own command line."""
+
+    directory: Path
+    processes: dict[str, subprocess.Popen[bytes]]
+    commands: dict[str, list[str]]
+
+    def address_of(self, name: str) -> str:
+        """The gRPC address of process ``name``."""
+        raise NotImplementedError
+
+    def channel_for(self, name: str) -> Callable[[str], grpc.aio.Channel]:
+        """How to open a channel to process ``name`` (default: plaintext)."""
+        return grpc.aio.insecure_channel
+
+    def environment_of(self, name: str) -> dict[str, str] | None:
+        """What process ``name`` gets in its environment besides this one's."""
+        return None
+
+    def log_path(self, name: str) -> Path:
+        return self.directory / f"{name}.log"
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (no graceful drain), as a crash would; ``revive`` starts it again."""
+        process = self.processes[name]
+        process.kill()
+        process.wait(timeout=15)
+
+    async def revive(self, name: str) -> None:
+        """Start a killed (or crashed) process again with its command line; wait until healthy."""
+        if self.processes[name].poll() is None:
+            return
+        self.processes[name] = _spawn(
+            self.directory, name, self.commands[name], self.environment_of(name)
+        )
+        await _healthy(
+            self.address_of(name), name, self.processes[name], self.log_path(name),
+            self.channel_for(name),
+        )  # fmt: skip
+
+    async def restart(self, name: str) -> None:
+        """Stop one process (SIGKILL: no graceful drain) and start it again."""
+        self.kill(name)
+        await self.revive(name)
+
+
 @dataclass
-class DevStack:
+class DevStack(DevProcesses):
     """Addresses and files of a running development system."""
 
     directory: Path
@@ -57,9 +105,6 @@ class DevStack:
     enrollment_codes: Path | None = None
     commands: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
-    def log_path(self, name: str) -> Path:
-        return self.directory / f"{name}.log"
-
     def address_of(self, name: str) -> str:
         """The gRPC address of the relay, enclave, host or coordinator."""
         if name == "coordinator" and self.coordinator_address is not None:
@@ -70,22 +115,6 @@ class DevStack:
             "host": self.host_address,
         }[name]
 
-    def kill(self, name: str) -> None:
-        """SIGKILL one process (no graceful drain), as a crash would; ``revive`` starts it again."""
-        process = self.processes[name]
-        process.kill()
-        process.wait(timeout=15)
-
-    async def revive(self, name: str) -> None:
-        """Start a killed (or crashed) process again with its command line; wait until healthy."""
-        if self.processes[name].poll() is None:
-            return
-        self.processes[name] = _spawn(self.directory, name, self.commands[name])
-        address = self.address_of(name)
-        await _healthy(
-            address, name, self.processes[name], self.log_path(name), self.channel_for(name)
-        )
-
     def channel_for(self, name: str) -> Callable[[str], grpc.aio.Channel]:
         """How to open a channel to process ``name`` (TLS and token for the host and relay)."""
         if name in ("host", "coordinator"):
@@ -94,18 +123,57 @@ class DevStack:
             return self.transport.relay_channel
         return grpc.aio.insecure_channel
 
-    async def restart(self, name: str) -> None:
-        """Stop one process (SIGKILL: no graceful drain) and start it again."""
-        self.kill(name)
-        await self.revive(name)
 
-
-def _spawn(stack_dir: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    stack_dir: Path, name: str, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m ARGS`` in ``stack_dir``, its output appended to its log."""
     log = (stack_dir / f"{name}.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, cwd=stack_dir,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
+
+
+def _dev_setup(directory: Path, enclave_listen: str) -> tuple[Path, Ed25519PrivateKey]:
+    """Make the development PKI, KMS policy, relay admission and coordinator key
+    (``enclave.devsetup``); return the enclave's configuration file and the coordinator key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    setup = subprocess.run(
+        [sys.executable, "-m", "enclave.devsetup", str(directory), "--listen", enclave_listen],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    key = load_pem_private_key((directory / "coordinator.key").read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RuntimeError("coordinator.key is not an Ed25519 key")
+    return Path(setup.stdout.decode().strip()), key
+
+
+async def _start_devkms(system: DevProcesses) -> str:
+    """Start devkms on a free loopback port; return its URL."""
+    directory = system.directory
+    system.processes["devkms"] = _spawn(
+        directory, "devkms",
+        ["devkms", "--listen", "127.0.0.1:0", "--policy", str(directory / "kms-policy.json")],
+    )  # fmt: skip
+    match = await _wait_for_line(
+        system.log_path("devkms"), r"devkms listening on (http://\S+)", system.processes["devkms"]
+    )
+    return match.group(1)
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]], order: Sequence[str]) -> None:
+    """Terminate the processes named in ``order`` (clients before servers), then reap
+    every process, killing one that does not stop within 15 s."""
+    for name in order:
+        process = processes.get(name)
+        if process is not None and process.poll() is None:
+            process.terminate()
+    for process in processes.values():
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 async def _wait_for_line(
@@ -216,16 +284,8 @@ async def running_stack(
         coordinator: also start the coordinator service for devices.
     """
     directory = directory.resolve()  # the processes run with it as their working directory
-    directory.mkdir(parents=True, exist_ok=True)
     enclave_address = f"unix:{directory / 'enclave.sock'}"
-    setup = subprocess.run(
-        [sys.executable, "-m", "enclave.devsetup", str(directory), "--listen", enclave_address],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    config = Path(setup.stdout.decode().strip())
-    key = load_pem_private_key((directory / "coordinator.key").read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise RuntimeError("coordinator.key is not an Ed25519 key")
+    config, key = _dev_setup(directory, enclave_address)
     stack = DevStack(
         directory=directory,
         relay_address=f"unix:{directory / 'relay.sock'}",
@@ -254,13 +314,7 @@ async def running_stack(
         )
     procs = stack.processes
     try:
-        procs["devkms"] = _spawn(
-            directory, "devkms",
-            ["devkms", "--listen", "127.0.0.1:0", "--policy", str(directory / "kms-policy.json")],
-        )  # fmt: skip
-        match = await _wait_for_line(
-            stack.log_path("devkms"), r"devkms listening on (http://\S+)", procs["devkms"]
-        )
+        kms_endpoint = await _start_devkms(stack)
         relay_listen = "127.0.0.1:0" if tls else stack.relay_address
         stack.commands["relay"] = [
             "relay.main", "--listen", relay_listen,
@@ -270,7 +324,7 @@ async def running_stack(
         if tls:
             stack.relay_address = await _listening(stack, "relay", procs["relay"])
         stack.commands["enclave"] = [
-            "enclave.main", "--config", str(config), "--kms-endpoint", match.group(1),
+            "enclave.main", "--config", str(config), "--kms-endpoint", kms_endpoint,
             *enclave_args,
         ]  # fmt: skip
         procs["enclave"] = _spawn(directory, "enclave", stack.commands["enclave"])
@@ -297,12 +351,4 @@ async def running_stack(
             await _start_coordinator(stack, relay_flags, host_flags)
         yield stack
     finally:
-        for name in ("coordinator", "host", "enclave", "relay", "devkms"):
-            process = procs.get(name)
-            if process is not None and process.poll() is None:
-                process.terminate()
-        for process in procs.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(procs, ("coordinator", "host", "enclave", "relay", "devkms"))

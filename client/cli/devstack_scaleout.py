@@ -12,18 +12,15 @@ pair a coordinator uses together (``ScaleoutStack.client``).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from client.cli.devstack import _healthy, _wait_for_line
+from client.cli.devstack import DevProcesses, _dev_setup, _healthy, _spawn, _start_devkms, _stop
 from client.sdk.wallet import WalletClient
 from relay.main import BACKEND_ENV  # the relay reads its Redis URL there, never from argv
 
@@ -31,7 +28,7 @@ __all__ = ["ScaleoutStack", "running_scaleout"]
 
 
 @dataclass
-class ScaleoutStack:
+class ScaleoutStack(DevProcesses):
     """Addresses and processes of a running scaled-out system."""
 
     directory: Path
@@ -57,37 +54,15 @@ class ScaleoutStack:
     def pid(self, name: str) -> int:
         return self.processes[name].pid
 
-    def kill(self, name: str) -> None:
-        """SIGKILL one process (no graceful drain), as a crash would."""
-        process = self.processes[name]
-        process.kill()
-        process.wait(timeout=15)
+    def address_of(self, name: str) -> str:
+        return _address(self.directory, name)
 
-    async def revive(self, name: str) -> None:
-        """Start a killed process again with its command line; wait until healthy."""
-        if self.processes[name].poll() is None:
-            return
-        self.processes[name] = _spawn(
-            self.directory, name, self.commands[name], self.environments.get(name)
-        )
-        await _healthy(_address(self.directory, name), name, self.processes[name], self._log(name))
-
-    def _log(self, name: str) -> Path:
-        return self.directory / f"{name}.log"
+    def environment_of(self, name: str) -> dict[str, str] | None:
+        return self.environments.get(name)
 
 
 def _address(directory: Path, name: str) -> str:
     return f"unix:{directory / f'{name}.sock'}"
-
-
-def _spawn(
-    directory: Path, name: str, args: list[str], env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    log = (directory / f"{name}.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, cwd=directory,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -114,19 +89,10 @@ async def running_scaleout(
         host_args: more ``host.main`` options for every host.
     """
     directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
     enclave_names = [f"enclave-{i + 1}" for i in range(enclaves)]
     relay_names = [f"relay-{i + 1}" for i in range(relays)]
     host_names = [f"host-{i + 1}" for i in range(hosts)]
-    setup = subprocess.run(
-        [sys.executable, "-m", "enclave.devsetup", str(directory),
-         "--listen", _address(directory, enclave_names[0])],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    config = Path(setup.stdout.decode().strip())
-    key = load_pem_private_key((directory / "coordinator.key").read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise RuntimeError("coordinator.key is not an Ed25519 key")
+    config, key = _dev_setup(directory, _address(directory, enclave_names[0]))
     stack = ScaleoutStack(
         directory=directory,
         hosts=[_address(directory, n) for n in host_names],
@@ -146,17 +112,13 @@ async def running_scaleout(
 
     async def healthy(names: Sequence[str]) -> None:
         for name in names:
-            await _healthy(_address(directory, name), name, procs[name], stack._log(name))
+            await _healthy(_address(directory, name), name, procs[name], stack.log_path(name))
 
     try:
-        start("devkms", ["devkms", "--listen", "127.0.0.1:0",
-                         "--policy", str(directory / "kms-policy.json")])  # fmt: skip
-        match = await _wait_for_line(
-            directory / "devkms.log", r"devkms listening on (http://\S+)", procs["devkms"]
-        )
+        kms_endpoint = await _start_devkms(stack)
         for name in enclave_names:
             start(name, ["enclave.main", "--config", str(config), "--kms-endpoint",
-                         match.group(1), "--listen", _address(directory, name)])  # fmt: skip
+                         kms_endpoint, "--listen", _address(directory, name)])  # fmt: skip
         for name in relay_names:
             start(
                 name,
@@ -176,12 +138,4 @@ async def running_scaleout(
             await healthy([name])
         yield stack
     finally:
-        for name in [*host_names, *enclave_names, *relay_names, "devkms"]:
-            process = procs.get(name)
-            if process is not None and process.poll() is None:
-                process.terminate()
-        for process in procs.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(procs, [*host_names, *enclave_names, *relay_names, "devkms"])
