@@ -74,7 +74,6 @@ from host.errors import (
     error_from_enclave,
     error_from_failure,
 )
-from host.metrics import EnclaveReport
 from host.store import Store, WalletNotFoundError
 from relay.client import RelayClient, RoomParty
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2, relay_pb2
@@ -155,12 +154,13 @@ class EnclaveLink:
         self,
         channel: grpc.aio.Channel,
         config: LinkConfig | None = None,
-        report: EnclaveReport | None = None,
+        report: Callable[[enclave_pb2.GetStatusResponse], None] | None = None,
     ) -> None:
         """Arguments:
         channel: a channel to the enclave (``unix:/path`` or the vsock bridge).
         config: timeouts (``LinkConfig()`` if None).
-        report: where the enclave's status reports go (None: nowhere).
+        report: where the enclave's status reports go (e.g. ``EnclaveReport.update``
+            for this enclave; None: nowhere).
         """
         self._channel = channel
         self._stub = enclave_pb2_grpc.EnclaveStub(channel)  # type: ignore[no-untyped-call]
@@ -413,7 +413,7 @@ class EnclaveLink:
 
     async def status(self, *, wait_s: float | None = None) -> enclave_pb2.GetStatusResponse:
         """The enclave's status (version, static key, running ceremonies, counters);
-        reported to the link's ``EnclaveReport``.
+        handed to the link's ``report``.
 
         Raises:
             HostError: the enclave's status, passed through.
@@ -433,7 +433,7 @@ class EnclaveLink:
                 raise HostError(grpc.StatusCode.UNAVAILABLE, "the enclave is unavailable") from e
             raise error_from_enclave(e) from e
         if self._report is not None:
-            self._report.update(response)
+            self._report(response)
         return response
 
     def open_ceremony(self, *, timeout_s: float, request_id: str) -> CeremonyCall:

@@ -237,8 +237,8 @@ async def _sweep_expired_epochs(store: Store, interval_s: float) -> None:
 
 
 async def _report_enclave_status(enclaves: EnclavePool, interval_s: float) -> None:
-    """Fetch the enclaves' status every ``interval_s`` (the first one's counters go to
-    the metrics), so they stay fresh when no ceremony runs."""
+    """Fetch the enclaves' status every ``interval_s`` (each one's counters go to the
+    metrics), so they stay fresh when no ceremony runs."""
     while True:
         await enclaves.report_status()
         await asyncio.sleep(interval_s)

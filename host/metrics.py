@@ -35,46 +35,52 @@ _ENCLAVE_METHODS: Final = frozenset(
 
 
 class EnclaveReport(Collector):
-    """The enclave's counters as its last ``GetStatus`` reported them.
+    """The enclaves' counters as each one's last ``GetStatus`` reported them.
 
-    The enclave has no network of its own: the host asks for its status before
-    each ceremony and every ``HostConfig.enclave_status_interval_s``, and
-    exports what it last heard. Counts restart from zero with the enclave
-    process, which Prometheus reads as a counter reset.
+    An enclave has no network of its own: the host asks each of its enclaves
+    for its status before a ceremony and every
+    ``HostConfig.enclave_status_interval_s``, and exports what it last heard,
+    labelled ``enclave`` with the enclave's name (its gRPC target, as the
+    host's configuration names it: a closed set). Counts restart from zero
+    with the enclave process, which Prometheus reads as a counter reset.
 
-    Exposes ``shardkeep_enclave_malformed_requests_total{method}`` (requests the
-    enclave refused as malformed) and ``shardkeep_enclave_ceremonies_running``.
-    Nothing is exported before the first report.
+    Exposes ``shardkeep_enclave_malformed_requests_total{enclave, method}``
+    (requests the enclave refused as malformed) and
+    ``shardkeep_enclave_ceremonies_running{enclave}``. Nothing is exported for
+    an enclave before its first report.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the metrics endpoint reads from its own thread
-        self._last: enclave_pb2.GetStatusResponse | None = None
+        self._last: dict[str, enclave_pb2.GetStatusResponse] = {}
 
-    def update(self, status: enclave_pb2.GetStatusResponse) -> None:
-        """Keep ``status`` as the enclave's latest report."""
+    def update(self, enclave: str, status: enclave_pb2.GetStatusResponse) -> None:
+        """Keep ``status`` as the latest report of the enclave named ``enclave``."""
         with self._lock:
-            self._last = status
+            self._last[enclave] = status
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            last = self._last
-        if last is None:
+            last = sorted(self._last.items())
+        if not last:
             return
         malformed = CounterMetricFamily(
             "shardkeep_enclave_malformed_requests",
             "Requests the enclave refused as malformed, by method (reported by the enclave)",
-            labels=("method",),
+            labels=("enclave", "method"),
         )
-        for method, count in sorted(last.malformed_requests.items()):
-            if method in _ENCLAVE_METHODS:  # a closed label set, whatever arrives
-                malformed.add_metric((method,), count)
-        yield malformed
-        yield GaugeMetricFamily(
+        running = GaugeMetricFamily(
             "shardkeep_enclave_ceremonies_running",
             "Ceremonies the enclave runs now (reported by the enclave)",
-            value=last.ceremonies_running,
+            labels=("enclave",),
         )
+        for enclave, status in last:
+            for method, count in sorted(status.malformed_requests.items()):
+                if method in _ENCLAVE_METHODS:  # a closed label set, whatever arrives
+                    malformed.add_metric((enclave, method), count)
+            running.add_metric((enclave,), status.ceremonies_running)
+        yield malformed
+        yield running
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class HostMetrics:
         in_flight: ``shardkeep_host_ceremonies_in_flight{kind}``.
         enclave_errors: ``shardkeep_host_enclave_errors_total{code}``, statuses the
             enclave returned.
-        enclave: the enclave's own counters, exported for it (``EnclaveReport``).
+        enclave: the enclaves' own counters, exported for them (``EnclaveReport``).
     """
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)

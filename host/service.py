@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import re
 import time
@@ -916,12 +917,12 @@ def enclave_pool(
     config: LinkConfig | None,
     metrics: HostMetrics,
 ) -> EnclavePool:
-    """The enclaves behind ``channels`` (one channel: one enclave named "enclave"); the
-    first one's status reports go to ``metrics``."""
+    """The enclaves behind ``channels`` (one channel: one enclave named "enclave"); each
+    one's status reports go to ``metrics``, under its name."""
     named = channels if isinstance(channels, Mapping) else {"enclave": channels}
     return EnclavePool(
         {
-            name: EnclaveLink(channel, config, metrics.enclave if i == 0 else None)
-            for i, (name, channel) in enumerate(named.items())
+            name: EnclaveLink(channel, config, functools.partial(metrics.enclave.update, name))
+            for name, channel in named.items()
         }
     )

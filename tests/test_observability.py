@@ -152,20 +152,35 @@ def test_host_offers_reflection(tmp_path: Path) -> None:
     run(body)
 
 
-def test_host_exports_the_enclaves_malformed_request_counts(tmp_path: Path) -> None:
-    """The enclave has no network: its refusals of malformed requests reach Prometheus
-    through the host's endpoint, by method, and follow the enclave's status reports."""
+def test_host_exports_each_enclaves_malformed_request_counts(tmp_path: Path) -> None:
+    """The enclaves have no network: each one's refusals of malformed requests reach
+    Prometheus through the host's endpoint, labelled by enclave and method, and follow
+    its status reports; a host with two enclaves exports both, not only the first."""
     pki = SimulatedNitroPki.generate()
-    enclave_address = f"unix:{tmp_path / 'enclave.sock'}"
+    addresses = [f"unix:{tmp_path / f'enclave-{i}.sock'}" for i in (1, 2)]
     counted = "shardkeep_enclave_malformed_requests_total"
+    running = "shardkeep_enclave_ceremonies_running"
 
     async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://127.0.0.1:{port}/metrics"
         return samples(await asyncio.to_thread(lambda: urllib.request.urlopen(url).read()))
 
+    async def malformed(address: str, times: int) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            attest = channel.unary_unary("/shardkeep.v1.Enclave/GetAttestation", None, None)
+            for _ in range(times - 1):
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await attest(b"\xff" * 12)  # does not parse
+            oversized = enclave_pb2.GetAttestationRequest(nonce=bytes(4096))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await attest(oversized.SerializeToString())  # out of bounds
+
     async def body(endpoint: str) -> None:
         key = Ed25519PrivateKey.generate()
-        enclave = await create_enclave_server(enclave_address, enclave_deps(pki, endpoint, key))
+        enclaves = [
+            await create_enclave_server(address, enclave_deps(pki, endpoint, key))
+            for address in addresses
+        ]
         backend = MemoryBackend()
         relay_server, relay_port = await create_relay_server(
             "127.0.0.1:0", backend, admitter=harness_admitter()
@@ -173,7 +188,8 @@ def test_host_exports_the_enclaves_malformed_request_counts(tmp_path: Path) -> N
         await relay_server.start()
         config = HostConfig(
             listen="127.0.0.1:0",
-            enclave=enclave_address,
+            enclave=addresses[0],
+            more_enclaves=(addresses[1],),
             relay=f"127.0.0.1:{relay_port}",
             store=f"sqlite:///{tmp_path / 'host.db'}",
             metrics_port=0,
@@ -182,35 +198,33 @@ def test_host_exports_the_enclaves_malformed_request_counts(tmp_path: Path) -> N
         stop = asyncio.Event()
         ports: list[int | None] = []
         task = asyncio.create_task(serve(config, stop, on_ready=lambda _, m: ports.append(m)))
+        expected = {
+            (counted, (("enclave", addresses[0]), ("method", "GetAttestation"))): 4,
+            (counted, (("enclave", addresses[1]), ("method", "GetAttestation"))): 2,
+            (running, (("enclave", addresses[0]),)): 0,
+            (running, (("enclave", addresses[1]),)): 0,
+        }
         try:
             async with asyncio.timeout(30):
                 while not ports:
                     await asyncio.sleep(0.01)
                 metrics_port = ports[0]
                 assert metrics_port is not None
-                async with grpc.aio.insecure_channel(enclave_address) as channel:
-                    attest = channel.unary_unary("/shardkeep.v1.Enclave/GetAttestation", None, None)
-                    for _ in range(3):
-                        with pytest.raises(grpc.aio.AioRpcError):
-                            await attest(b"\xff" * 12)  # does not parse
-                    oversized = enclave_pb2.GetAttestationRequest(nonce=bytes(4096))
-                    with pytest.raises(grpc.aio.AioRpcError):
-                        await attest(oversized.SerializeToString())  # out of bounds
-                while (await scrape(metrics_port)).get(
-                    (counted, (("method", "GetAttestation"),))
-                ) != 4:
+                await malformed(addresses[0], 4)
+                await malformed(addresses[1], 2)
+                while {k: v for k, v in (await scrape(metrics_port)).items() if k in expected} != (
+                    expected
+                ):
                     await asyncio.sleep(0.05)
                 got = await scrape(metrics_port)
-                assert got[("shardkeep_enclave_ceremonies_running", ())] == 0
-                assert [k for k in got if k[0] == counted] == [
-                    (counted, (("method", "GetAttestation"),))
-                ]
+                assert {k: v for k, v in got.items() if k[0] in (counted, running)} == expected
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
             await relay_server.stop(None)
             await backend.aclose()
-            await enclave.server.stop(None)
+            for enclave in enclaves:
+                await enclave.server.stop(None)
 
     with devkms(pki) as endpoint:
         run(lambda: body(endpoint))
@@ -222,11 +236,13 @@ def test_enclave_report_exports_only_the_enclaves_method_names() -> None:
     metrics = HostMetrics()
     assert not any(k[0].startswith("shardkeep_enclave") for k in samples(metrics.exposition()))
     metrics.enclave.update(
+        "enclave-a",
         enclave_pb2.GetStatusResponse(
             ceremonies_running=2, malformed_requests={"RunCeremony": 5, "x" * 200: 9}
-        )
+        ),
     )
     got = samples(metrics.exposition())
-    assert got[("shardkeep_enclave_malformed_requests_total", (("method", "RunCeremony"),))] == 5
-    assert got[("shardkeep_enclave_ceremonies_running", ())] == 2
+    named = (("enclave", "enclave-a"), ("method", "RunCeremony"))
+    assert got[("shardkeep_enclave_malformed_requests_total", named)] == 5
+    assert got[("shardkeep_enclave_ceremonies_running", (("enclave", "enclave-a"),))] == 2
     assert len([k for k in got if k[0] == "shardkeep_enclave_malformed_requests_total"]) == 1
