@@ -242,6 +242,20 @@ def test_valid_public_key_passes() -> None:
     assert validate_public_key((9).to_bytes(32, "little"))  # the base point
 
 
+def test_static_dh_is_the_pairs_dh_and_its_memo_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = keys(2, "dh")
+    assert a._static_dh(b.public_key) == b._static_dh(a.public_key)
+    assert a._static_dh(b.public_key) == a._sk.exchange(  # the memo's answer, again
+        X25519PublicKey.from_public_bytes(b.public_key)
+    )
+    monkeypatch.setattr(channel, "_STATIC_DH_MEMO", 3)
+    for peer in keys(7, "many"):
+        a._static_dh(peer.public_key)
+        assert len(a._shared) <= 3
+
+
 ### Roster
 
 

@@ -23,8 +23,9 @@ Why these choices:
   message gets its own ephemeral key, so no AEAD key/nonce state outlives a
   call and a rolled-back or copied channel object cannot reuse a nonce. The
   static-static DH ``DH(skS, pkR)``, the same for every message of a pair, is
-  computed once per channel object, leaving 2 X25519 operations per seal and 1
-  per open.
+  computed once per peer by the ``StaticKey`` (and a peer's key is checked for
+  low order once per process), leaving 2 X25519 operations per seal and 1 per
+  open.
 - The ephemeral ``ikmE`` is hedged (as BIP-340 hedges its nonce): a tagged hash
   of a secret only the two parties know (the static-static DH), the caller's 32
   random bytes, the header and a hash of the plaintext. Reused or weak
@@ -106,6 +107,7 @@ Side channels: X25519, HKDF and ChaCha20-Poly1305 run in OpenSSL through
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -299,6 +301,8 @@ def _hpke_open_auth(
 # Any fixed private key works: every clamped X25519 scalar is a multiple of the
 # cofactor 8, so DH with it is all-zero exactly for the low-order points.
 _PROBE_KEY: Final = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+_STATIC_DH_MEMO: Final = 4096
+"""Peers whose static-static DH a ``StaticKey`` keeps (about 100 bytes each)."""
 
 
 def validate_public_key(data: bytes) -> StaticPk:
@@ -319,11 +323,20 @@ def validate_public_key(data: bytes) -> StaticPk:
         raise InvalidEncodingError("an X25519 public key is 32 bytes")
     if int.from_bytes(data, "little") >= _P25519:
         raise InvalidEncodingError("X25519 public key not canonically encoded")
+    if _low_order(data):
+        raise InvalidEncodingError("X25519 public key of low order")
+    return StaticPk(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _low_order(data: bytes) -> bool:
+    """Whether DH with ``data`` is all-zero. Remembered per key: the answer never
+    changes, and a party meets the same few keys in every ceremony's roster."""
     try:
         _PROBE_KEY.exchange(X25519PublicKey.from_public_bytes(data))
-    except ValueError as e:
-        raise InvalidEncodingError("X25519 public key of low order") from e
-    return StaticPk(data)
+    except ValueError:
+        return True
+    return False
 
 
 def party_id(public_key: bytes) -> PartyId:
@@ -350,13 +363,26 @@ class StaticKey:
     private key stays inside an OpenSSL object.
     """
 
-    __slots__ = ("_party_id", "_pk", "_sk")
+    __slots__ = ("_party_id", "_pk", "_shared", "_sk")
 
     def __init__(self, sk: X25519PrivateKey) -> None:
         # Internal: use generate / from_private_bytes.
         self._sk = sk
         self._pk = StaticPk(sk.public_key().public_bytes_raw())
         self._party_id = party_id(self._pk)
+        self._shared: dict[bytes, bytes] = {}  # peer's static key -> static-static DH
+
+    def _static_dh(self, peer: StaticPk) -> bytes:
+        """DH(this static key, ``peer``): the same for every message and ceremony of the
+        pair, so computed once per peer (a bounded memo, emptied when full) rather than
+        by each sender and receiver of every ceremony."""
+        shared = self._shared.get(peer)
+        if shared is None:
+            shared = self._sk.exchange(X25519PublicKey.from_public_bytes(peer))
+            if len(self._shared) >= _STATIC_DH_MEMO:
+                self._shared.clear()
+            self._shared[peer] = shared
+        return shared
 
     @staticmethod
     def generate(rand32: bytes) -> StaticKey:
@@ -733,7 +759,7 @@ def _bind(
     for index, pid, pk in zip(roster.indices, roster.party_ids, roster.public_keys, strict=True):
         if index != me:
             peer_key = X25519PublicKey.from_public_bytes(pk)
-            peers[index] = _Peer(index, pid, pk, peer_key, key._sk.exchange(peer_key))
+            peers[index] = _Peer(index, pid, pk, peer_key, key._static_dh(pk))
     return me, peers
 
 
