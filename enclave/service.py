@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -55,6 +55,7 @@ from enclave.policy.organisation import Organisation
 from enclave.refusals import MalformedCounts
 from enclave.seal import SealBinding, SealedShare, ShareSealer, UnsealedShare
 from enclave.step_costs import StepCosts
+from shardkeep.framing import BatchError, batched, drain, unbatched, until_end
 from shardkeep.lifecycle import seat_party_ids
 from shardkeep.server import (
     AsyncHealthServicer,
@@ -347,20 +348,31 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 async for frame in request_iterator:
                     if isinstance(frame, MalformedRequest):
                         raise BadRequest("a session frame is not a valid message")
-                    self._route(frame, channels, outputs)
-                    # Every frame may queue answers (a challenge, a refusal):
-                    # a host that does not read them is not read either.
-                    while outputs.qsize() >= MAX_SESSION_OUTPUTS:
-                        taken.clear()
-                        await taken.wait()
+                    try:
+                        frames = unbatched(frame, _input_frames)
+                    except BatchError as e:
+                        raise BadRequest(str(e)) from None
+                    for one in frames:
+                        self._route(one, channels, outputs)
+                        # Every frame may queue answers (a challenge, a refusal):
+                        # a host that does not read them is not read either.
+                        while outputs.qsize() >= MAX_SESSION_OUTPUTS:
+                            taken.clear()
+                            await taken.wait()
             finally:
                 outputs.put_nowait(None)  # the host ended the stream, or it broke
 
         reader = asyncio.create_task(read_frames())
         try:
-            while (output := await outputs.get()) is not None:
+            while True:
+                # What is queued goes out in one message (a batch).
+                items = drain(outputs, await outputs.get())
                 taken.set()
-                yield output
+                frames, _ = until_end(items, enclave_pb2.SessionOutput)
+                for message in batched(frames, _output_batch):
+                    yield message
+                if len(frames) < len(items):  # the reader's end (None)
+                    break
             await reader  # its error, if any, ends the stream
         except Exception as e:
             await self._refuse(context, "Session", e)
@@ -433,11 +445,14 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             while (item := await inbox.get()) is not None:
                 yield item
 
-        end = enclave_pb2.ChannelEnd(code=grpc.StatusCode.OK.name)
         try:
             async with contextlib.aclosing(self._ceremony(inputs(), _CeremonyRun())) as produced:
                 async for output in produced:
                     outputs.put_nowait(enclave_pb2.SessionOutput(channel=number, output=output))
+                    if output.HasField("result"):
+                        return  # the last output: it ends the channel (no ChannelEnd)
+            # Unreachable: a ceremony ends with its result or raises.
+            end = enclave_pb2.ChannelEnd(code=grpc.StatusCode.INTERNAL.name, message="no result")
         except Exception as e:  # its CeremonyFailure went first
             code, message = status_for(e)
             if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -828,6 +843,14 @@ async def _inputs(
         if isinstance(item, MalformedRequest):
             raise BadRequest("a ceremony input is not a valid message")
         yield item
+
+
+def _input_frames(frame: enclave_pb2.SessionInput) -> Sequence[enclave_pb2.SessionInput]:
+    return frame.batch.frames
+
+
+def _output_batch(frames: list[enclave_pb2.SessionOutput]) -> enclave_pb2.SessionOutput:
+    return enclave_pb2.SessionOutput(batch=enclave_pb2.SessionOutputs(frames=frames))
 
 
 def _overloaded(channel: int, message: str) -> enclave_pb2.SessionOutput:

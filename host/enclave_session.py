@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from typing import Final
 
 import grpc
 import structlog
 
 from host.errors import ENCLAVE_CODES, HostError, error_from_enclave
+from shardkeep.framing import BatchError, batched, drain, unbatched
 from shardkeep.v1 import enclave_pb2, enclave_pb2_grpc
 
 __all__ = [
@@ -40,6 +42,14 @@ def _refusal(end: enclave_pb2.ChannelEnd) -> HostError:
     code = getattr(grpc.StatusCode, end.code, grpc.StatusCode.INTERNAL)
     mapped = ENCLAVE_CODES.get(code, grpc.StatusCode.INTERNAL)
     return HostError(mapped, end.message or mapped.name.lower(), from_enclave=True)
+
+
+def _input_batch(frames: list[enclave_pb2.SessionInput]) -> enclave_pb2.SessionInput:
+    return enclave_pb2.SessionInput(batch=enclave_pb2.SessionInputs(frames=frames))
+
+
+def _output_frames(frame: enclave_pb2.SessionOutput) -> Sequence[enclave_pb2.SessionOutput]:
+    return frame.batch.frames
 
 
 class SessionChannel:
@@ -87,6 +97,8 @@ class SessionChannel:
         kind = frame.WhichOneof("frame")
         if kind == "output":
             self._inbox.put_nowait(frame.output)
+            if frame.output.HasField("result"):
+                self._end(None)  # the result is the channel's last frame
         elif kind == "end":
             if frame.end.code == grpc.StatusCode.OK.name:
                 self._end(None)
@@ -168,7 +180,10 @@ class EnclaveSession:
         """The only writer of the stream (grpc forbids concurrent writes)."""
         try:
             while True:
-                await call.write(await outbox.get())
+                # What is queued goes out in one message (a batch).
+                frames = drain(outbox, await outbox.get())
+                for message in batched(frames, _input_batch):
+                    await call.write(message)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the stream ended: the reader reports how
 
@@ -179,11 +194,16 @@ class EnclaveSession:
                 frame = await call.read()
                 if frame is _EOF or not isinstance(frame, enclave_pb2.SessionOutput):
                     break
-                channel = self._channels.get(frame.channel)
-                if channel is not None:
-                    channel._deliver(frame)
-                else:
-                    self._answer_challenge(frame)
+                for one in unbatched(frame, _output_frames):
+                    channel = self._channels.get(one.channel)
+                    if channel is not None:
+                        channel._deliver(one)
+                    else:
+                        self._answer_challenge(one)
+        except BatchError as e:
+            call.cancel()
+            self._log.warning("enclave session ended", error=str(e))
+            error = HostError(grpc.StatusCode.INTERNAL, "the enclave sent a malformed batch")
         except grpc.aio.AioRpcError as e:
             error = error_from_enclave(e)
             self._log.warning("enclave session ended", code=e.code().name)

@@ -21,7 +21,7 @@ stream breaks, every ceremony on it is cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final
 
 import grpc
@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from host.errors import HostError, error_for
 from host.metrics import HostMetrics
+from shardkeep.framing import BatchError, batched, drain, unbatched, until_end
 from shardkeep.server import MalformedRequest
 from shardkeep.v1 import ceremony_pb2, host_pb2
 
@@ -107,9 +108,15 @@ class SessionStream:
         """
         reader = asyncio.create_task(self._read(frames))
         try:
-            while (output := await self._outputs.get()) is not None:
+            while True:
+                # What is queued goes out in one message (a batch).
+                items = drain(self._outputs, await self._outputs.get())
                 self._taken.set()
-                yield output
+                ready, _ = until_end(items, host_pb2.HostSessionOutput)
+                for message in batched(ready, _output_batch):
+                    yield message
+                if len(ready) < len(items):  # the reader's end (None)
+                    break
             await reader  # its error, if any, ends the stream
         finally:
             reader.cancel()
@@ -120,30 +127,53 @@ class SessionStream:
         self, frames: AsyncIterator[host_pb2.HostSessionInput | MalformedRequest]
     ) -> None:
         try:
-            async for frame in frames:
-                if isinstance(frame, MalformedRequest):
-                    self._malformed(frame)
-                else:
-                    self._route(frame)
-                # Every frame may queue an answer (a refusal ends its channel
-                # at once): a coordinator that does not read them is not read.
-                while self._outputs.qsize() >= MAX_SESSION_OUTPUTS:
-                    self._taken.clear()
-                    await self._taken.wait()
+            async for message in frames:
+                for frame in self._frames(message):
+                    if isinstance(frame, bytes):
+                        self._malformed(frame)
+                    else:
+                        self._route(frame)
+                    # Every frame may queue an answer (a refusal ends its channel
+                    # at once): a coordinator that does not read them is not read.
+                    while self._outputs.qsize() >= MAX_SESSION_OUTPUTS:
+                        self._taken.clear()
+                        await self._taken.wait()
             # Half-closed: what is open still finishes.
             await asyncio.gather(*self._channels.values(), return_exceptions=True)
         finally:
             self._outputs.put_nowait(None)
 
-    def _malformed(self, frame: MalformedRequest) -> None:
+    def _frames(
+        self, message: host_pb2.HostSessionInput | MalformedRequest
+    ) -> Sequence[host_pb2.HostSessionInput | bytes]:
+        """The frames a message carries, in order: parsed, or the bytes of one that
+        does not parse (a batch that does not parse is taken apart frame by frame).
+
+        Raises:
+            HostError: INVALID_ARGUMENT for a batch that breaks the rules, naming how.
+        """
+        if isinstance(message, MalformedRequest):
+            try:
+                head = host_pb2.HostSessionFrameHead.FromString(message.raw)
+            except DecodeError:
+                return (message.raw,)  # _malformed refuses it
+            if not head.batch.frames:
+                return (message.raw,)
+            return [_parsed(raw) for raw in head.batch.frames]
         try:
-            number = host_pb2.HostSessionFrameHead.FromString(frame.raw).channel
+            return unbatched(message, _input_frames)
+        except BatchError as e:
+            raise HostError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+
+    def _malformed(self, raw: bytes) -> None:
+        try:
+            number = host_pb2.HostSessionFrameHead.FromString(raw).channel
         except DecodeError:
             raise HostError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "a Session frame is not a valid message and names no channel",
             ) from None
-        self._log.warning("malformed session frame", channel=number, body_bytes=len(frame.raw))
+        self._log.warning("malformed session frame", channel=number, body_bytes=len(raw))
         self._end(
             number,
             HostError(
@@ -251,6 +281,27 @@ class SessionStream:
             return _end_frame(number, error)
         finally:
             self._metrics.calls.labels("GetChallenge", code.name).inc()
+
+
+def _parsed(raw: bytes) -> host_pb2.HostSessionInput | bytes:
+    """A batch's frame, or its bytes if it does not parse."""
+    try:
+        frame = host_pb2.HostSessionInput.FromString(raw)
+    except DecodeError:
+        return raw
+    if frame.WhichOneof("frame") == "batch":
+        raise HostError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"a batch inside a batch (channel {frame.channel})"
+        )
+    return frame
+
+
+def _input_frames(frame: host_pb2.HostSessionInput) -> Sequence[host_pb2.HostSessionInput]:
+    return frame.batch.frames
+
+
+def _output_batch(frames: list[host_pb2.HostSessionOutput]) -> host_pb2.HostSessionOutput:
+    return host_pb2.HostSessionOutput(batch=host_pb2.HostSessionOutputs(frames=frames))
 
 
 def _refused(message: str) -> HostError:

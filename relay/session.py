@@ -28,7 +28,7 @@ allows one write at a time).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import grpc
@@ -41,10 +41,10 @@ from relay.errors import (
     RelayError,
     status_code_for,
 )
-from relay.framing import chunks
 from relay.metrics import RelayMetrics
 from relay.party import JoinedParty
 from relay.rooms import RelayConfig
+from shardkeep.framing import BatchError, batched, chunks, drain, unbatched, until_end
 from shardkeep.server import MalformedRequest
 from shardkeep.v1 import relay_pb2
 
@@ -68,6 +68,16 @@ def _closed(error: RelayError | None, ended: int = 0) -> relay_pb2.ChannelClosed
     return relay_pb2.ChannelClosed(
         code=status_code_for(error).name, message=str(error), error=type(error).__name__
     )
+
+
+def _response_batch(frames: list[relay_pb2.RelaySessionResponse]) -> relay_pb2.RelaySessionResponse:
+    return relay_pb2.RelaySessionResponse(batch=relay_pb2.RelaySessionResponses(frames=frames))
+
+
+def _request_frames(
+    request: relay_pb2.RelaySessionRequest,
+) -> Sequence[relay_pb2.RelaySessionRequest]:
+    return request.batch.frames
 
 
 class HeldBytes:
@@ -125,12 +135,15 @@ class SessionStream:
         reader = asyncio.create_task(self._read())
         try:
             while True:
-                item = await self._outbox.get()
-                if isinstance(item, _End):
+                # What is queued goes out in one message (a batch), the end last.
+                items = drain(self._outbox, await self._outbox.get())
+                frames, end = until_end(items, relay_pb2.RelaySessionResponse)
+                for message in batched(frames, _response_batch):
+                    await self._context.write(message)
+                if isinstance(end, BaseException):
+                    raise end
+                if end is not None:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                await self._context.write(item)
         finally:
             tasks = [reader, *(c.stop() for c in list(self._live))]
             for task in tasks:
@@ -169,7 +182,12 @@ class SessionStream:
                     break
                 if isinstance(request, MalformedRequest):
                     raise MalformedRequestError("a Session frame is not a valid message")
-                await self._dispatch(request)
+                try:
+                    frames = unbatched(request, _request_frames)
+                except BatchError as e:
+                    raise MalformedRequestError(str(e)) from None
+                for frame in frames:
+                    await self._dispatch(frame)
         except Exception as e:
             await self._outbox.put(e)
             return
@@ -358,8 +376,11 @@ class _Channel:
                     ),
                 )
                 raise error
+            flush = request.envelopes.flush  # a flush riding on the list
+            if not flush:
+                return
         else:  # a flush: everything sent before it is stored
-            await self._stream.emit(
-                self.number,
-                flushed=relay_pb2.Flushed(flush=request.flush, position=self._position),
-            )
+            flush = request.flush
+        await self._stream.emit(
+            self.number, flushed=relay_pb2.Flushed(flush=flush, position=self._position)
+        )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final, Protocol
 
 import grpc
@@ -31,8 +31,8 @@ from relay.errors import (
     RoomExpiredError,
     error_from_status,
 )
-from relay.framing import chunks
 from relay.party_inbox import PartyInbox
+from shardkeep.framing import BatchError, batched, chunks, drain, unbatched
 from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
 
 __all__ = ["SessionParty", "SessionStreams"]
@@ -53,6 +53,16 @@ def _stream_error(e: grpc.aio.AioRpcError) -> RelayError:
     metadata: Iterable[tuple[str, str | bytes]] = e.trailing_metadata() or ()  # type: ignore[assignment]
     names = [str(v) for k, v in metadata if k == "x-shardkeep-relay-error"]
     return error_from_status(e.code(), e.details() or "", names[0] if names else "")
+
+
+def _request_batch(frames: list[relay_pb2.RelaySessionRequest]) -> relay_pb2.RelaySessionRequest:
+    return relay_pb2.RelaySessionRequest(batch=relay_pb2.RelaySessionRequests(frames=frames))
+
+
+def _response_frames(
+    response: relay_pb2.RelaySessionResponse,
+) -> Sequence[relay_pb2.RelaySessionResponse]:
+    return response.batch.frames
 
 
 class _Endpoint(Protocol):
@@ -87,7 +97,10 @@ class _Stream:
     async def _write_loop(self) -> None:
         try:
             while True:
-                await self._call.write(await self._outbox.get())
+                # What is queued goes out in one message (a batch).
+                frames = drain(self._outbox, await self._outbox.get())
+                for message in batched(frames, _request_batch):
+                    await self._call.write(message)
         except grpc.aio.AioRpcError as e:
             self._break(_stream_error(e))
         except (grpc.aio.UsageError, asyncio.InvalidStateError):
@@ -101,9 +114,14 @@ class _Stream:
                     break
                 if not isinstance(response, relay_pb2.RelaySessionResponse):
                     raise RelayError("unexpected message on the Session stream")
-                endpoint = self.channels.get(response.channel)
-                if endpoint is not None:
-                    endpoint.handle(response)
+                try:
+                    frames = unbatched(response, _response_frames)
+                except BatchError as e:
+                    raise RelayError(f"the relay sent a malformed batch: {e}") from None
+                for frame in frames:
+                    endpoint = self.channels.get(frame.channel)
+                    if endpoint is not None:
+                        endpoint.handle(frame)
             error: RelayError = BackendUnavailableError("the relay ended the Session stream")
         except grpc.aio.AioRpcError as e:
             error = _stream_error(e)
@@ -179,6 +197,10 @@ class _Closing:
     def fail(self, error: RelayError) -> None:
         if not self.done.done():
             self.done.set_exception(error)
+
+
+def _payload(envelope: envelope_pb2.Envelope) -> int:
+    return len(envelope.payload)
 
 
 class SessionParty(PartyInbox):
@@ -325,15 +347,22 @@ class SessionParty(PartyInbox):
             asyncio.get_running_loop().call_soon(self._push)
         self._pending.append(envelope)
 
-    def _push(self) -> None:
+    def _push(self, flush: int = 0) -> None:
+        """Send the pending envelopes; a nonzero ``flush`` rides on the last list
+        (or goes alone when nothing is pending)."""
         pending, self._pending = self._pending, []
-        if not pending or self._stream is None or self._failure is not None:
+        if self._stream is None or self._failure is not None:
             return
-        for frame in chunks(pending, lambda e: len(e.payload)):
-            request = relay_pb2.RelaySessionRequest(
-                channel=self._number, envelopes=relay_pb2.EnvelopeList(envelopes=frame)
+        if not pending:
+            if flush:
+                self._stream.send(relay_pb2.RelaySessionRequest(channel=self._number, flush=flush))
+            return
+        lists = [relay_pb2.EnvelopeList(envelopes=frame) for frame in chunks(pending, _payload)]
+        lists[-1].flush = flush
+        for envelopes in lists:
+            self._stream.send(
+                relay_pb2.RelaySessionRequest(channel=self._number, envelopes=envelopes)
             )
-            self._stream.send(request)
 
     async def flush(self) -> int:
         """Wait until the relay has stored every envelope sent so far.
@@ -344,12 +373,13 @@ class SessionParty(PartyInbox):
         Raises:
             the channel's error (e.g. the non-delivery of an envelope).
         """
+        # Sends begun before the flush (tasks already scheduled) go first.
+        await asyncio.sleep(0)
         if self._failure is not None:
             raise self._failure
         assert self._stream is not None
-        self._push()
         number = next(self._flush_ids)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._flushes[number] = future
-        self._stream.send(relay_pb2.RelaySessionRequest(channel=self._number, flush=number))
+        self._push(flush=number)
         return await future

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from shardkeep.framing import unbatched
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2
 from tss.certificate import sign_certificate
 from tss.dkg.chilldkg import hostpubkey_gen
@@ -169,28 +170,33 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         self, request_iterator: AsyncIterator[enclave_pb2.SessionInput], context: Any
     ) -> AsyncIterator[enclave_pb2.SessionOutput]:
         """Each channel runs as one RunCeremony call of the script would, and ends with its
-        status in a ``ChannelEnd`` after its ``CeremonyFailure``, as the real enclave's."""
+        status in a ``ChannelEnd`` after its ``CeremonyFailure``, as the real enclave's
+        (the fake sends a ``ChannelEnd`` after a result too, which the host ignores)."""
         outputs: asyncio.Queue[enclave_pb2.SessionOutput | None] = asyncio.Queue()
         channels: dict[int, _ChannelContext] = {}
 
         async def read_frames() -> None:
             try:
-                async for frame in request_iterator:
-                    kind = frame.WhichOneof("frame")
-                    channel = channels.get(frame.channel)
-                    if channel is None and kind == "input":
-                        channel = channels[frame.channel] = _ChannelContext(frame.channel, outputs)
-                        channel.task = asyncio.create_task(self._serve_channel(channel))
-                    if channel is None:
-                        continue
-                    if kind == "input":
-                        channel.inbox.put_nowait(frame.input)
-                    elif kind == "half_close":
-                        channel.inbox.put_nowait(grpc.aio.EOF)  # type: ignore[attr-defined]
-                    elif kind == "cancel" and channel.task is not None:
-                        channel.task.cancel()
+                async for message in request_iterator:
+                    for frame in unbatched(message, lambda m: m.batch.frames):
+                        route(frame)
             finally:
                 outputs.put_nowait(None)
+
+        def route(frame: enclave_pb2.SessionInput) -> None:
+            kind = frame.WhichOneof("frame")
+            channel = channels.get(frame.channel)
+            if channel is None and kind == "input":
+                channel = channels[frame.channel] = _ChannelContext(frame.channel, outputs)
+                channel.task = asyncio.create_task(self._serve_channel(channel))
+            if channel is None:
+                return
+            if kind == "input":
+                channel.inbox.put_nowait(frame.input)
+            elif kind == "half_close":
+                channel.inbox.put_nowait(grpc.aio.EOF)  # type: ignore[attr-defined]
+            elif kind == "cancel" and channel.task is not None:
+                channel.task.cancel()
 
         reader = asyncio.create_task(read_frames())
         try:

@@ -24,6 +24,7 @@ from enclave import service as enclave_service
 from enclave.config import RECORD_CACHE_SIZE, ConfigError, EnclaveConfig
 from enclave.nsm import SimulatedNitroPki
 from enclave.service import CULPRITS_METADATA, EnclaveDeps
+from shardkeep.framing import unbatched
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, envelope_pb2
 from tests.enclave_harness import (
     DIGEST,
@@ -389,9 +390,9 @@ def test_a_session_bounds_the_ceremonies_and_inputs_a_host_makes_it_hold(
             ended: dict[int, enclave_pb2.ChannelEnd] = {}
             async with asyncio.timeout(20):
                 while len(ended) < count:
-                    frame = await call.read()
-                    if frame.WhichOneof("frame") == "end":
-                        ended[frame.channel] = frame.end
+                    for frame in unbatched(await call.read(), lambda m: m.batch.frames):
+                        if frame.WhichOneof("frame") == "end":
+                            ended[frame.channel] = frame.end
             return ended
 
         call = stack.stub.Session()
@@ -414,5 +415,82 @@ def test_a_session_bounds_the_ceremonies_and_inputs_a_host_makes_it_hold(
         (verdict,) = (await ends(call, 1)).items()
         assert verdict[0] == 5 and verdict[1].code == "INVALID_ARGUMENT"
         call.cancel()
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
+def test_a_sessions_batch_reaches_each_channel_in_order(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    """Frames the host sends in one batch are handled in the batch's order: a
+    ceremony's start and its half-close in one message start it, then end its
+    inputs (the other way round, the half-close would name no open channel)."""
+    coordinator = Ed25519PrivateKey.generate()
+    client = ClientParty()
+
+    async def body(stack: Stack) -> None:
+        request = keygen_request("bip340", [client.party, stack.party], 2)
+        begin = enclave_pb2.CeremonyStart(request=signed(request, coordinator))
+        ask = enclave_pb2.GetChallengeRequest()
+        batch = enclave_pb2.SessionInputs(
+            frames=[
+                enclave_pb2.SessionInput(channel=1, input=enclave_pb2.CeremonyInput(start=begin)),
+                enclave_pb2.SessionInput(channel=2, get_challenge=ask),
+                enclave_pb2.SessionInput(channel=1, half_close=True),
+            ]
+        )
+        call = stack.stub.Session()
+        await call.write(enclave_pb2.SessionInput(batch=batch))
+        seen: list[tuple[int, str]] = []
+        ends: dict[int, enclave_pb2.ChannelEnd] = {}
+        async with asyncio.timeout(20):
+            while 1 not in ends:
+                for frame in unbatched(await call.read(), lambda m: m.batch.frames):
+                    kind = frame.WhichOneof("frame")
+                    if kind == "output":
+                        kind = frame.output.WhichOneof("output")
+                    elif kind == "end":
+                        ends[frame.channel] = frame.end
+                    seen.append((frame.channel, kind))
+        # Started (its first round went out), then its inputs ended before its peer's came.
+        assert [k for c, k in seen if c == 1] == ["outbound", "failure", "end"]
+        assert "ended the stream before the ceremony finished" in ends[1].message
+        assert (2, "challenge") in seen
+        call.cancel()
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
+@pytest.mark.parametrize(
+    ("batch", "fault"),
+    [
+        (enclave_pb2.SessionInputs(), "a batch carries no frames"),
+        (
+            enclave_pb2.SessionInputs(
+                frames=[enclave_pb2.SessionInput(batch=enclave_pb2.SessionInputs())]
+            ),
+            "a batch inside a batch",
+        ),
+    ],
+)
+def test_a_malformed_session_batch_is_refused_naming_the_fault(
+    pki: SimulatedNitroPki,
+    kms_endpoint: str,
+    tmp_path: Path,
+    batch: enclave_pb2.SessionInputs,
+    fault: str,
+) -> None:
+    """Attack: a host sends a batch that breaks the framing rules (empty, or nested).
+    The enclave ends the stream with INVALID_ARGUMENT naming the fault."""
+    coordinator = Ed25519PrivateKey.generate()
+
+    async def body(stack: Stack) -> None:
+        call = stack.stub.Session()
+        await call.write(enclave_pb2.SessionInput(batch=batch))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async with asyncio.timeout(20):
+                await call.read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert fault in (refused.value.details() or "")
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))

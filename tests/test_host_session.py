@@ -35,6 +35,7 @@ from client.sdk.host_session import HostSession
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import Wallet, WalletClient, WalletError
 from relay.client import PartySession, RelayClient
+from shardkeep.framing import unbatched
 from shardkeep.v1 import host_pb2, host_pb2_grpc
 from tests.stack_harness import TEST_TIMEOUT_S, RawDigestWalletClient, background_stack
 from tss.signing import RecoverableSignature
@@ -241,6 +242,73 @@ def test_a_malformed_frame_ends_only_its_channel(stack: DevStack) -> None:
             assert answer.channel == 8 and answer.WhichOneof("frame") == "challenge"
             assert len(answer.challenge.challenge) == 40
             await call.done_writing()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_TIMEOUT_S))
+
+
+def _raw_session(channel: grpc.aio.Channel) -> Any:
+    """A Host.Session call whose frames are written as bytes."""
+    raw = channel.stream_stream(
+        "/shardkeep.v1.Host/Session",
+        request_serializer=lambda frame: frame,
+        response_deserializer=host_pb2.HostSessionOutput.FromString,
+    )
+    return raw(timeout=TEST_TIMEOUT_S)
+
+
+def _field(number: int, body: bytes) -> bytes:
+    """A length-delimited protobuf field (bodies here are shorter than 128 bytes)."""
+    assert len(body) < 128
+    return bytes([number << 3 | 2, len(body)]) + body
+
+
+def test_a_batch_with_a_malformed_frame_ends_only_that_frames_channel(stack: DevStack) -> None:
+    """Attack: a batch whose second frame does not parse. That frame's channel ends
+    with INVALID_ARGUMENT naming it; the frames before and after it in the batch run,
+    in order (the challenge asked on channel 10 and cancelled right after is never
+    answered)."""
+
+    async def body() -> None:
+        async with stack.transport.host_channel(stack.host_address) as channel:
+            call = _raw_session(channel)
+            ask = host_pb2.HostChallengeRequest()
+            frames = [
+                host_pb2.HostSessionInput(channel=8, get_challenge=ask).SerializeToString(),
+                b"\x08\x07" + b"\x12\x02\x08\xff",  # channel 7: a truncated varint
+                host_pb2.HostSessionInput(channel=10, get_challenge=ask).SerializeToString(),
+                host_pb2.HostSessionInput(channel=10, cancel=True).SerializeToString(),
+                host_pb2.HostSessionInput(channel=9, get_challenge=ask).SerializeToString(),
+            ]
+            await call.write(_field(5, b"".join(_field(1, f) for f in frames)))
+            later = host_pb2.HostSessionInput(channel=11, get_challenge=ask)
+            await call.write(later.SerializeToString())
+            answers: dict[int, host_pb2.HostSessionOutput] = {}
+            while 11 not in answers:
+                for answer in unbatched(await call.read(), lambda m: m.batch.frames):
+                    answers[answer.channel] = answer
+            assert answers[7].end.code == "INVALID_ARGUMENT"
+            assert "channel 7 is not a valid HostSessionInput" in answers[7].end.message
+            assert {8, 9, 11} <= {n for n, a in answers.items() if a.HasField("challenge")}
+            assert 10 not in answers
+            await call.done_writing()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_TIMEOUT_S))
+
+
+def test_a_batch_inside_a_batch_ends_the_stream_naming_the_fault(stack: DevStack) -> None:
+    """Attack: a batch nested in a batch breaks the framing itself: the stream ends
+    with INVALID_ARGUMENT naming the fault."""
+
+    async def body() -> None:
+        async with stack.transport.host_channel(stack.host_address) as channel:
+            call = _raw_session(channel)
+            inner = host_pb2.HostSessionInput(batch=host_pb2.HostSessionInputs())
+            outer = host_pb2.HostSessionInput(batch=host_pb2.HostSessionInputs(frames=[inner]))
+            await call.write(outer.SerializeToString())
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call.read()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "a batch inside a batch" in (refused.value.details() or "")
 
     asyncio.run(asyncio.wait_for(body(), TEST_TIMEOUT_S))
 

@@ -31,7 +31,8 @@ from relay.redis_backend import RedisBackend
 from relay.rooms import AppendResult, Message, RelayConfig, RoomId
 from relay.service import create_server
 from relay.session_client import SessionParty
-from shardkeep.v1 import relay_pb2
+from shardkeep.framing import unbatched
+from shardkeep.v1 import envelope_pb2, relay_pb2, relay_pb2_grpc
 from tests.relay_harness import COORDINATOR, delete_keys, harness_admitter, run, unique_prefix
 
 MakeBackend = Callable[..., Backend]
@@ -364,5 +365,99 @@ def test_envelopes_sent_before_a_channel_leaves_are_stored() -> None:
                 assert await take(b, 1) == [("a", 1, b"last words")]
             await coordinator.aclose()
             await sender.aclose()
+
+    run(body)
+
+
+def _envelopes(*payloads: bytes, first_seq: int, flush: int = 0) -> relay_pb2.EnvelopeList:
+    return relay_pb2.EnvelopeList(
+        envelopes=[
+            envelope_pb2.Envelope(ceremony_id="c", round=1, seq=first_seq + i, payload=p)
+            for i, p in enumerate(payloads)
+        ],
+        flush=flush,
+    )
+
+
+def test_a_batch_is_handled_in_order_and_a_flush_rides_on_its_envelopes() -> None:
+    """One message carrying a channel's join, its envelopes in two lists and a flush
+    on the last list: the relay joins, stores the envelopes in order and answers the
+    flush once they are stored (its answers may come batched too)."""
+
+    async def body() -> None:
+        async with relay_target(MemoryBackend()) as target:
+            coordinator = process(target, COORDINATOR)
+            room = await coordinator.create_room(["a", "b"])
+            t = room.join_tokens
+            hello = relay_pb2.JoinHello(room_id=room.room_id, party="a", join_token=t["a"])
+            hello.room.CopyFrom(room.spec)
+            R = relay_pb2.RelaySessionRequest
+            batch = relay_pb2.RelaySessionRequests(
+                frames=[
+                    R(channel=1, join=relay_pb2.ChannelJoin(hello=hello)),
+                    R(channel=1, envelopes=_envelopes(b"one", first_seq=1)),
+                    R(channel=1, envelopes=_envelopes(b"two", b"three", first_seq=2, flush=9)),
+                ]
+            )
+            async with grpc.aio.insecure_channel(target) as channel:
+                call = relay_pb2_grpc.RelayStub(channel).Session()
+                await call.write(R(batch=batch))
+                answers: list[relay_pb2.RelaySessionResponse] = []
+                while not any(a.HasField("flushed") for a in answers):
+                    answers += unbatched(await call.read(), lambda m: m.batch.frames)
+                assert [a.WhichOneof("frame") for a in answers] == ["accepted", "flushed"]
+                assert answers[1].flushed.flush == 9 and answers[1].flushed.position >= 3
+                async with session(coordinator.join(room.room_id, "b", t["b"])) as b:
+                    assert await take(b, 3) == [
+                        ("a", 1, b"one"),
+                        ("a", 2, b"two"),
+                        ("a", 3, b"three"),
+                    ]
+                call.cancel()
+            await coordinator.aclose()
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("batch", "fault"),
+    [
+        (relay_pb2.RelaySessionRequest(batch=relay_pb2.RelaySessionRequests()), "no frames"),
+        (
+            relay_pb2.RelaySessionRequest(
+                batch=relay_pb2.RelaySessionRequests(
+                    frames=[relay_pb2.RelaySessionRequest(batch=relay_pb2.RelaySessionRequests())]
+                )
+            ),
+            "a batch inside a batch",
+        ),
+        (
+            relay_pb2.RelaySessionRequest(
+                channel=4,
+                batch=relay_pb2.RelaySessionRequests(
+                    frames=[relay_pb2.RelaySessionRequest(channel=4, flush=1)]
+                ),
+            ),
+            "a batch names channel 4",
+        ),
+    ],
+)
+def test_a_malformed_batch_is_refused_naming_the_fault(
+    batch: relay_pb2.RelaySessionRequest, fault: str
+) -> None:
+    """Attack: a batch that breaks the framing rules ends the stream with
+    INVALID_ARGUMENT naming the fault, as any frame that cannot be read does."""
+
+    async def body() -> None:
+        async with (
+            relay_target(MemoryBackend()) as target,
+            grpc.aio.insecure_channel(target) as channel,
+        ):
+            call = relay_pb2_grpc.RelayStub(channel).Session()
+            await call.write(batch)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call.read()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert fault in (refused.value.details() or "")
 
     run(body)

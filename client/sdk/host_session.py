@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any, Final, Literal, Protocol
 
 import grpc
 
+from shardkeep.framing import BatchError, batched, drain, unbatched
 from shardkeep.v1 import ceremony_pb2, host_pb2, host_pb2_grpc
 
 # The calls raise grpc's own errors for WalletClient and the coordinator to map:
@@ -202,7 +204,10 @@ class HostSession:
         """The only writer of the stream (grpc forbids concurrent writes)."""
         try:
             while True:
-                await call.write(await outbox.get())
+                # What is queued goes out in one message (a batch).
+                frames = drain(outbox, await outbox.get())
+                for message in batched(frames, _input_batch):
+                    await call.write(message)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the stream ended: the reader reports how
 
@@ -215,9 +220,13 @@ class HostSession:
                 frame = await call.read()
                 if frame is _EOF or not isinstance(frame, host_pb2.HostSessionOutput):
                     break
-                answer = self._waiting.get(frame.channel)
-                if answer is not None and not answer.done():
-                    answer.set_result(frame)
+                for one in unbatched(frame, _output_frames):
+                    answer = self._waiting.get(one.channel)
+                    if answer is not None and not answer.done():
+                        answer.set_result(one)
+        except BatchError as e:
+            call.cancel()
+            error = _call_error(grpc.StatusCode.INTERNAL, f"the host sent a malformed batch: {e}")
         except grpc.aio.AioRpcError as e:
             error = e  # e.g. UNAVAILABLE when the host went away, as a call's
         finally:
@@ -238,6 +247,14 @@ class HostSession:
             self._call.cancel()
             self._call = None
         self._fail_all(_call_error(grpc.StatusCode.CANCELLED, "the client closed the session"))
+
+
+def _input_batch(frames: list[host_pb2.HostSessionInput]) -> host_pb2.HostSessionInput:
+    return host_pb2.HostSessionInput(batch=host_pb2.HostSessionInputs(frames=frames))
+
+
+def _output_frames(frame: host_pb2.HostSessionOutput) -> Sequence[host_pb2.HostSessionOutput]:
+    return frame.batch.frames
 
 
 def _method(kind: int) -> str:

@@ -132,30 +132,46 @@ class CeremonyOutput(_message.Message):
     def __init__(self, outbound: _Optional[_Union[OutboundEnvelopes, _Mapping]] = ..., store: _Optional[_Union[_ceremony_pb2.SealedShare, _Mapping]] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., failure: _Optional[_Union[CeremonyFailure, _Mapping]] = ...) -> None: ...
 
 class SessionInput(_message.Message):
-    __slots__ = ("channel", "input", "half_close", "cancel", "get_challenge")
+    __slots__ = ("channel", "input", "half_close", "cancel", "get_challenge", "batch")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     HALF_CLOSE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     GET_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channel: int
     input: CeremonyInput
     half_close: bool
     cancel: bool
     get_challenge: GetChallengeRequest
-    def __init__(self, channel: _Optional[int] = ..., input: _Optional[_Union[CeremonyInput, _Mapping]] = ..., half_close: _Optional[bool] = ..., cancel: _Optional[bool] = ..., get_challenge: _Optional[_Union[GetChallengeRequest, _Mapping]] = ...) -> None: ...
+    batch: SessionInputs
+    def __init__(self, channel: _Optional[int] = ..., input: _Optional[_Union[CeremonyInput, _Mapping]] = ..., half_close: _Optional[bool] = ..., cancel: _Optional[bool] = ..., get_challenge: _Optional[_Union[GetChallengeRequest, _Mapping]] = ..., batch: _Optional[_Union[SessionInputs, _Mapping]] = ...) -> None: ...
+
+class SessionInputs(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[SessionInput]
+    def __init__(self, frames: _Optional[_Iterable[_Union[SessionInput, _Mapping]]] = ...) -> None: ...
 
 class SessionOutput(_message.Message):
-    __slots__ = ("channel", "output", "end", "challenge")
+    __slots__ = ("channel", "output", "end", "challenge", "batch")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channel: int
     output: CeremonyOutput
     end: ChannelEnd
     challenge: GetChallengeResponse
-    def __init__(self, channel: _Optional[int] = ..., output: _Optional[_Union[CeremonyOutput, _Mapping]] = ..., end: _Optional[_Union[ChannelEnd, _Mapping]] = ..., challenge: _Optional[_Union[GetChallengeResponse, _Mapping]] = ...) -> None: ...
+    batch: SessionOutputs
+    def __init__(self, channel: _Optional[int] = ..., output: _Optional[_Union[CeremonyOutput, _Mapping]] = ..., end: _Optional[_Union[ChannelEnd, _Mapping]] = ..., challenge: _Optional[_Union[GetChallengeResponse, _Mapping]] = ..., batch: _Optional[_Union[SessionOutputs, _Mapping]] = ...) -> None: ...
+
+class SessionOutputs(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[SessionOutput]
+    def __init__(self, frames: _Optional[_Iterable[_Union[SessionOutput, _Mapping]]] = ...) -> None: ...
 
 class ChannelEnd(_message.Message):
     __slots__ = ("code", "message")

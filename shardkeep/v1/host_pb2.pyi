@@ -217,28 +217,44 @@ class HostCeremonyCall(_message.Message):
     def __init__(self, kind: _Optional[_Union[_ceremony_pb2.CeremonyKind, str]] = ..., request: _Optional[_Union[HostCeremonyRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class HostSessionInput(_message.Message):
-    __slots__ = ("channel", "call", "get_challenge", "cancel")
+    __slots__ = ("channel", "call", "get_challenge", "cancel", "batch")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     GET_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channel: int
     call: HostCeremonyCall
     get_challenge: HostChallengeRequest
     cancel: bool
-    def __init__(self, channel: _Optional[int] = ..., call: _Optional[_Union[HostCeremonyCall, _Mapping]] = ..., get_challenge: _Optional[_Union[HostChallengeRequest, _Mapping]] = ..., cancel: _Optional[bool] = ...) -> None: ...
+    batch: HostSessionInputs
+    def __init__(self, channel: _Optional[int] = ..., call: _Optional[_Union[HostCeremonyCall, _Mapping]] = ..., get_challenge: _Optional[_Union[HostChallengeRequest, _Mapping]] = ..., cancel: _Optional[bool] = ..., batch: _Optional[_Union[HostSessionInputs, _Mapping]] = ...) -> None: ...
+
+class HostSessionInputs(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[HostSessionInput]
+    def __init__(self, frames: _Optional[_Iterable[_Union[HostSessionInput, _Mapping]]] = ...) -> None: ...
 
 class HostSessionOutput(_message.Message):
-    __slots__ = ("channel", "result", "challenge", "end")
+    __slots__ = ("channel", "result", "challenge", "end", "batch")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channel: int
     result: _ceremony_pb2.CeremonyResult
     challenge: HostChallengeResponse
     end: HostChannelEnd
-    def __init__(self, channel: _Optional[int] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., challenge: _Optional[_Union[HostChallengeResponse, _Mapping]] = ..., end: _Optional[_Union[HostChannelEnd, _Mapping]] = ...) -> None: ...
+    batch: HostSessionOutputs
+    def __init__(self, channel: _Optional[int] = ..., result: _Optional[_Union[_ceremony_pb2.CeremonyResult, _Mapping]] = ..., challenge: _Optional[_Union[HostChallengeResponse, _Mapping]] = ..., end: _Optional[_Union[HostChannelEnd, _Mapping]] = ..., batch: _Optional[_Union[HostSessionOutputs, _Mapping]] = ...) -> None: ...
+
+class HostSessionOutputs(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[HostSessionOutput]
+    def __init__(self, frames: _Optional[_Iterable[_Union[HostSessionOutput, _Mapping]]] = ...) -> None: ...
 
 class HostChannelEnd(_message.Message):
     __slots__ = ("code", "message", "details")
@@ -258,7 +274,15 @@ class HostChannelEnd(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class HostSessionFrameHead(_message.Message):
-    __slots__ = ("channel",)
+    __slots__ = ("channel", "batch")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channel: int
-    def __init__(self, channel: _Optional[int] = ...) -> None: ...
+    batch: HostSessionBatchHead
+    def __init__(self, channel: _Optional[int] = ..., batch: _Optional[_Union[HostSessionBatchHead, _Mapping]] = ...) -> None: ...
+
+class HostSessionBatchHead(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, frames: _Optional[_Iterable[bytes]] = ...) -> None: ...

@@ -246,20 +246,28 @@ class AwaitRoundResponse(_message.Message):
     def __init__(self, complete: _Optional[bool] = ..., delivered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[RoomState, str]] = ...) -> None: ...
 
 class RelaySessionRequest(_message.Message):
-    __slots__ = ("channel", "join", "envelopes", "flush", "close", "close_room")
+    __slots__ = ("channel", "join", "envelopes", "flush", "close", "close_room", "batch")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     JOIN_FIELD_NUMBER: _ClassVar[int]
     ENVELOPES_FIELD_NUMBER: _ClassVar[int]
     FLUSH_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
     CLOSE_ROOM_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channel: int
     join: ChannelJoin
     envelopes: EnvelopeList
     flush: int
     close: ChannelClosed
     close_room: CloseRoomRequest
-    def __init__(self, channel: _Optional[int] = ..., join: _Optional[_Union[ChannelJoin, _Mapping]] = ..., envelopes: _Optional[_Union[EnvelopeList, _Mapping]] = ..., flush: _Optional[int] = ..., close: _Optional[_Union[ChannelClosed, _Mapping]] = ..., close_room: _Optional[_Union[CloseRoomRequest, _Mapping]] = ...) -> None: ...
+    batch: RelaySessionRequests
+    def __init__(self, channel: _Optional[int] = ..., join: _Optional[_Union[ChannelJoin, _Mapping]] = ..., envelopes: _Optional[_Union[EnvelopeList, _Mapping]] = ..., flush: _Optional[int] = ..., close: _Optional[_Union[ChannelClosed, _Mapping]] = ..., close_room: _Optional[_Union[CloseRoomRequest, _Mapping]] = ..., batch: _Optional[_Union[RelaySessionRequests, _Mapping]] = ...) -> None: ...
+
+class RelaySessionRequests(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[RelaySessionRequest]
+    def __init__(self, frames: _Optional[_Iterable[_Union[RelaySessionRequest, _Mapping]]] = ...) -> None: ...
 
 class ChannelJoin(_message.Message):
     __slots__ = ("hello", "deadline_ms")
@@ -270,26 +278,36 @@ class ChannelJoin(_message.Message):
     def __init__(self, hello: _Optional[_Union[JoinHello, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class EnvelopeList(_message.Message):
-    __slots__ = ("envelopes",)
+    __slots__ = ("envelopes", "flush")
     ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    FLUSH_FIELD_NUMBER: _ClassVar[int]
     envelopes: _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]
-    def __init__(self, envelopes: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ...) -> None: ...
+    flush: int
+    def __init__(self, envelopes: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ..., flush: _Optional[int] = ...) -> None: ...
 
 class RelaySessionResponse(_message.Message):
-    __slots__ = ("channel", "accepted", "deliveries", "non_delivery", "flushed", "closed")
+    __slots__ = ("channel", "accepted", "deliveries", "non_delivery", "flushed", "closed", "batch")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     NON_DELIVERY_FIELD_NUMBER: _ClassVar[int]
     FLUSHED_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channel: int
     accepted: JoinAccepted
     deliveries: DeliveryList
     non_delivery: NonDelivery
     flushed: Flushed
     closed: ChannelClosed
-    def __init__(self, channel: _Optional[int] = ..., accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., deliveries: _Optional[_Union[DeliveryList, _Mapping]] = ..., non_delivery: _Optional[_Union[NonDelivery, _Mapping]] = ..., flushed: _Optional[_Union[Flushed, _Mapping]] = ..., closed: _Optional[_Union[ChannelClosed, _Mapping]] = ...) -> None: ...
+    batch: RelaySessionResponses
+    def __init__(self, channel: _Optional[int] = ..., accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., deliveries: _Optional[_Union[DeliveryList, _Mapping]] = ..., non_delivery: _Optional[_Union[NonDelivery, _Mapping]] = ..., flushed: _Optional[_Union[Flushed, _Mapping]] = ..., closed: _Optional[_Union[ChannelClosed, _Mapping]] = ..., batch: _Optional[_Union[RelaySessionResponses, _Mapping]] = ...) -> None: ...
+
+class RelaySessionResponses(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[RelaySessionResponse]
+    def __init__(self, frames: _Optional[_Iterable[_Union[RelaySessionResponse, _Mapping]]] = ...) -> None: ...
 
 class DeliveryList(_message.Message):
     __slots__ = ("deliveries",)
