@@ -74,7 +74,7 @@ from host.errors import (
     error_from_enclave,
     error_from_failure,
 )
-from host.store import Store, WalletNotFoundError
+from host.store import Store, StoredShare, Wallet, WalletNotFoundError
 from relay.client import RelayClient, RoomParty
 from shardkeep.v1 import ceremony_pb2, enclave_pb2, enclave_pb2_grpc, envelope_pb2, relay_pb2
 
@@ -556,14 +556,22 @@ class CeremonyDriver:
     async def _prepare(self) -> list[ceremony_pb2.SealedShare]:
         """Check the wallet's state against the request; return its current sealed shares."""
         plan = self._plan
+
+        async def read() -> tuple[Wallet, list[StoredShare]]:
+            if plan.kind == _K.CEREMONY_KIND_KEYGEN:  # needs only to know whether the id is taken
+                return await self._read(self._store.get_wallet, plan.wallet_id), []
+            return await self._read(
+                self._store.wallet_and_shares, plan.wallet_id, plan.request.epoch
+            )
+
         try:
-            wallet = await self._read(self._store.get_wallet, plan.wallet_id)
+            wallet, stored = await read()
             # A pending epoch past its deadline goes first (with a keygen's
             # uncommitted wallet: its id is free again).
             if wallet.pending_epoch is not None and (
                 await asyncio.to_thread(self._store.abort_expired, plan.wallet_id) is not None
             ):
-                wallet = await self._read(self._store.get_wallet, plan.wallet_id)
+                wallet, stored = await read()
         except WalletNotFoundError:
             if plan.kind == _K.CEREMONY_KIND_KEYGEN:
                 return []
@@ -605,7 +613,6 @@ class CeremonyDriver:
                 f"epoch {wallet.pending_epoch} of wallet {plan.wallet_id} is pending from an "
                 "unfinished key change: submit its certificate, or wait for its deadline",
             )
-        stored = await self._read(self._store.shares_at, plan.wallet_id, epoch)
         if not stored:
             raise HostError(
                 grpc.StatusCode.FAILED_PRECONDITION,

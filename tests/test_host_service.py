@@ -729,7 +729,7 @@ def test_cheap_store_reads_run_on_the_event_loop(sqlite_url: str) -> None:
         async with stack(sqlite_url) as s:
             await keygen(s)
             readers: list[tuple[str, int]] = []
-            for name in ("get_wallet", "shares_at"):
+            for name in ("get_wallet", "wallet_and_shares"):
                 read = getattr(s.store, name)
 
                 def spy(*args: object, _read: Any = read, _name: str = name) -> Any:
@@ -741,12 +741,12 @@ def test_cheap_store_reads_run_on_the_event_loop(sqlite_url: str) -> None:
 
             assert (await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0)).error is None
             assert s.store.inline_reads  # SQLite: a local read, no network
-            assert readers == [("get_wallet", loop_thread), ("shares_at", loop_thread)]
+            assert readers == [("wallet_and_shares", loop_thread)]  # one read, one transaction
 
             readers.clear()
             s.store.inline_reads = False  # type: ignore[misc]  # as PostgreSQL's store says
             assert (await ceremony(s, K.CEREMONY_KIND_SIGN, epoch=0)).error is None
-            assert [name for name, _ in readers] == ["get_wallet", "shares_at"]
+            assert [name for name, _ in readers] == ["wallet_and_shares"]
             assert all(thread != loop_thread for _, thread in readers)
 
     run(body)

@@ -430,6 +430,20 @@ def test_more_keygen_shares_may_follow_create(store: Store) -> None:
     assert store.get_current_share(W, 1).share == make_share(index=1)
 
 
+def test_a_ceremony_reads_the_wallet_and_its_shares_together(store: Store) -> None:
+    committed_wallet(store)
+    refresh(store, 1)
+    store.begin_epoch(W, 2)
+    store.put_pending_share(make_share(epoch=2))
+    wallet, shares = store.wallet_and_shares(W, 1)
+    assert wallet == store.get_wallet(W)
+    assert [s.share for s in shares] == [make_share(epoch=1)]
+    assert store.wallet_and_shares(W, 0)[1] == store.shares_at(W, 0) != []  # retired, kept
+    assert store.wallet_and_shares(W, 2)[1] == []  # pending: not for ceremonies
+    with pytest.raises(WalletNotFoundError):
+        store.wallet_and_shares("another-wallet", 0)
+
+
 def test_duplicate_wallet_is_a_conflict(store: Store) -> None:
     committed_wallet(store)
     with pytest.raises(StoreConflictError, match="exists"):
