@@ -23,6 +23,7 @@ the engine counts them and trusts the caller for the signatures.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -67,6 +68,11 @@ class _Compiled:
     effect: str
     condition: Condition
     consensus: Consensus | None
+
+    @functools.cached_property
+    def raw_kinds(self) -> frozenset[str]:
+        """The ``RAW_KINDS`` its condition names (read once, not per request)."""
+        return frozenset(kind for kind in RAW_KINDS if self.condition.names(kind))
 
 
 def check_denies(denies: Iterable[tuple[str, Condition]], context: cel.Context) -> None:
@@ -142,7 +148,7 @@ class PolicyEngine:
         for policy in self._policies:
             if policy.effect != "allow" or policy.consensus is None:
                 continue
-            if activity.kind in RAW_KINDS and not policy.condition.names(activity.kind):
+            if activity.kind in RAW_KINDS and activity.kind not in policy.raw_kinds:
                 continue
             try:
                 if not policy.condition.holds(context):
