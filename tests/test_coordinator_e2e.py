@@ -27,6 +27,8 @@ from client.cli.devstack import DevStack
 from client.sdk.device import CoordinatorRefused
 from client.sdk.transport import Transport
 from coordinator.coordinator import Coordinator
+from relay.client import RelayClient
+from relay.errors import RoomClosedError, UnauthenticatedError
 from shardkeep.device_auth import (
     FRESHNESS_MS,
     DeviceCallError,
@@ -142,6 +144,45 @@ def test_coordinator_makes_rooms_over_its_relay_transport(
     else:
         assert called.count(relay + "CreateRoom") == 2  # the keygen's room and the signature's
         assert relay + "Session" not in called
+
+
+class SpecKeepingCoordinator(Coordinator):
+    """Keeps every StartedCeremony it hands a device (room token and signed spec)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[coordinator_pb2.StartedCeremony] = []
+
+    async def start(self, call: coordinator_pb2.DeviceCall) -> coordinator_pb2.StartedCeremony:
+        started = await super().start(call)
+        self.started.append(started)
+        return started
+
+
+def test_a_device_replaying_its_room_spec_after_the_ceremony_gets_no_room(
+    stack: DevStack, socket_dir: Path
+) -> None:
+    """A device holds its room's signed spec and its own token (the session transport): once
+    the ceremony is over and the coordinator closed the room, joining with them again
+    is refused; the spec's single-use credential makes no second room."""
+
+    async def body(coordinator: Coordinator, address: str) -> None:
+        assert isinstance(coordinator, SpecKeepingCoordinator)
+        async with new_device(stack, address) as phone:
+            await phone.enroll(CODES[0])
+            await phone.create_wallet("bip340")
+            party = phone.identity.party_id
+        (started,) = coordinator.started
+        assert started.HasField("relay_room")
+        room_id = ceremony_pb2.CeremonyRequest.FromString(started.request).room_id
+        async with RelayClient(stack.transport.relay_channel(stack.relay_address)) as relay:
+            replay = relay.join(room_id, party, started.join_token, room=started.relay_room)
+            # Closed (while its tombstone lasts), else a replayed credential.
+            with pytest.raises((RoomClosedError, UnauthenticatedError)):
+                async with replay:
+                    pass
+
+    with_coordinator(stack, socket_dir, body, SpecKeepingCoordinator)
 
 
 def test_unenrolled_device_is_refused(stack: DevStack, socket_dir: Path) -> None:
