@@ -665,8 +665,12 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             raise WrongShare("the sealed share is not the server party's at this epoch")
         if record.key_change is not None:
             # A key change's share counts only once the change is certified: the
-            # host supplies the certificate, the enclave checks it itself.
-            record.key_change.check(bytes(stored.certificate), share.epoch)
+            # host supplies the certificate, the enclave checks it itself; once
+            # per record and certificate bytes (the same inputs give the same answer).
+            certificate = bytes(stored.certificate)
+            if not self._records.certified(cache_key, certificate):
+                record.key_change.check(certificate, share.epoch)
+                self._records.keep_certified(cache_key, certificate)
         return record
 
     def _store_output(
@@ -709,12 +713,14 @@ class _RecordCache:
     """A bounded LRU map of opened server-share records (enclave memory only).
 
     Loads are single-flight: sessions that miss on the same record together
-    wait for one opening and share its object.
+    wait for one opening and share its object. With a key change's record goes
+    the certificate that last verified for it (public, kept as long as the record).
     """
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: OrderedDict[bytes, ServerShare] = OrderedDict()
+        self._certificates: dict[bytes, bytes] = {}
         self._opening: dict[bytes, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -748,7 +754,19 @@ class _RecordCache:
         with self._lock:
             self._items[key] = record
             while len(self._items) > self._size:
-                self._items.popitem(last=False)
+                evicted, _ = self._items.popitem(last=False)
+                self._certificates.pop(evicted, None)
+
+    def certified(self, key: bytes, certificate: bytes) -> bool:
+        """Whether ``certificate`` verified for the record ``key`` already."""
+        with self._lock:
+            return self._certificates.get(key) == certificate
+
+    def keep_certified(self, key: bytes, certificate: bytes) -> None:
+        """Remember that ``certificate`` verified for the record ``key`` (while it is cached)."""
+        with self._lock:
+            if key in self._items:
+                self._certificates[key] = certificate
 
 
 @dataclass

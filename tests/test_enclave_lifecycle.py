@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from enclave import identity
 from enclave.nsm import SimulatedNitroPki
 from enclave.service import CULPRITS_METADATA
 from shardkeep.lifecycle import keyring_to_proto
@@ -43,6 +44,7 @@ from tests.enclave_harness import (
 )
 from tss import local
 from tss.ceremony import Message
+from tss.certificate import verify_certificate
 from tss.curve import Point, ecdsa_verify, schnorr_verify
 from tss.ed25519_keys import sign_expanded
 from tss.keyshare import KeyShare
@@ -193,6 +195,55 @@ def test_refresh_renews_both_shares_and_old_ones_no_longer_combine(
             host_loop(stack, signed(request, coordinator), {}, [new_sealed]),
             grpc.StatusCode.FAILED_PRECONDITION,
         )
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
+def test_a_tampered_certificate_is_refused_after_the_genuine_one_verified(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack: the host hands a refreshed share with a forged certificate. The enclave
+    verifies a record's certificate once per certificate bytes, so the genuine one is
+    not verified again for every signature, and any other bytes are verified afresh."""
+    coordinator, client = Ed25519PrivateKey.generate(), ClientParty()
+    verified: list[bytes] = []
+
+    def counting(hostpubkeys: Any, session_id: bytes, transcript: bytes, cert: bytes) -> None:
+        verified.append(cert)
+        verify_certificate(hostpubkeys, session_id, transcript, cert)
+
+    monkeypatch.setattr(identity, "verify_certificate", counting)
+
+    async def body(stack: Stack) -> None:
+        wallet, old = await keygen_2of2(stack, "bip340", client, coordinator, None)
+        refresh = lifecycle_request(REFRESH, wallet, 0)
+        session = client_lifecycle(refresh, client, old)
+        await host_loop(
+            stack, signed(refresh, coordinator), {client.party.party_id: session}, stack.stored
+        )
+        new, new_sealed = session.result.share, stack.stored[-1]
+        genuine = bytes(new_sealed.certificate)
+        for _ in range(2):
+            signature = await sign_with_server(stack, wallet, coordinator, new, client, 1, 1)
+            assert verifies(old.public_key, signature)
+        assert verified == [genuine]
+
+        forged = ceremony_pb2.SealedShare()
+        forged.CopyFrom(new_sealed)
+        forged.certificate = genuine[:-1] + bytes([genuine[-1] ^ 1])
+        request = sign_request_at(wallet, [0, 1], 1)
+        error = await expect_status(
+            host_loop(stack, signed(request, coordinator), {}, [forged]),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        assert "does not verify" in (error.details() or "")
+        assert verified == [genuine, bytes(forged.certificate)]
+        forged.certificate = b""
+        error = await expect_status(
+            host_loop(stack, signed(sign_request_at(wallet, [0, 1], 1), coordinator), {}, [forged]),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        assert "no certificate" in (error.details() or "")
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
 
