@@ -10,7 +10,6 @@ test talks to the processes over their Unix sockets from its own
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
@@ -136,30 +135,3 @@ def run_with_client(stack: DevStack, body: Callable[[WalletClient], Awaitable[T]
             return await body(client)
 
     return asyncio.run(main())
-
-
-def cli_options(stack: DevStack, directory: Path) -> list[str]:
-    """The wallet commands' options for ``stack``: its addresses, coordinator key and
-    attestation root, a state directory and a passcode file under ``directory``, the
-    fast key derivation tests may use, and JSON output."""
-    passcode = directory / "passcode"
-    passcode.write_text("a long passphrase for the CLI\n")
-    return [
-        "--host", stack.host_address, "--relay", stack.relay_address,
-        "--coordinator-key", str(stack.directory / "coordinator.key"),
-        "--root", str(stack.directory / "pki" / "root.pem"),
-        "--state", str(directory / "state"), "--passcode-file", str(passcode),
-        "--insecure-weak-kdf", "--json",
-    ]  # fmt: skip
-
-
-def write_raw_digest_policy(path: Path, name: str, approver: dict[str, Any], tag: str) -> None:
-    """Write a policy file that allows raw digests (policy ``name``) with one approval by
-    an authenticator of ``tag`` ("" for any), ``approver`` its only authenticator."""
-    path.write_text(json.dumps({
-        "version": 1,
-        "authenticators": [approver],
-        "policies": [{"name": name, "effect": "allow",
-                      "condition": "activity.kind == 'SIGN_RAW_DIGEST'",
-                      "consensus": {"min_approvals": 1, "tag": tag}}],
-    }))  # fmt: skip

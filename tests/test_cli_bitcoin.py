@@ -31,12 +31,14 @@ from shardkeep.chains.bech32 import segwit_address
 from shardkeep.chains.bip341 import SIGHASH_ALL, p2tr_script
 from shardkeep.chains.bitcoin_tx import OutPoint, Transaction, TxIn, TxOut
 from shardkeep.chains.psbt import Psbt, PsbtMap, parse_psbt
+from tests.cli_harness import no_environment
 from tests.stack_harness import background_stack, run_with_client
 from tests.test_xpub_address import decode_xpub
 from tss.bip32 import derive_public
 from tss.curve import schnorr_verify
 from tss.taproot import taproot_output_key
 
+__all__ = ["no_environment"]  # the fixture (tests.cli_harness)
 pytestmark = pytest.mark.slow
 
 
@@ -44,12 +46,6 @@ pytestmark = pytest.mark.slow
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with background_stack(tmp_path_factory.mktemp("cli-btc") / "run") as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "RELAY", "COORDINATOR_KEY", "ROOT", "STATE", "PASSCODE"):
-        monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
 
 
 def options(stack: DevStack, state: Path, passcode: Path) -> list[str]:

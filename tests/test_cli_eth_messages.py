@@ -32,9 +32,11 @@ from client.cli.main import main
 from client.sdk.party import PartyIdentity
 from client.sdk.wallet import WalletClient
 from shardkeep.chains.eth_messages import load_typed_data
+from tests.cli_harness import no_environment, shardkeep
 from tests.stack_harness import background_stack, run_with_client
 from tests.test_eth_messages import MAIL, NESTED
 
+__all__ = ["no_environment"]  # the fixture (tests.cli_harness)
 pytestmark = pytest.mark.slow
 
 
@@ -42,18 +44,6 @@ pytestmark = pytest.mark.slow
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with background_stack(tmp_path_factory.mktemp("cli-eth") / "run") as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "RELAY", "COORDINATOR_KEY", "ROOT", "STATE", "PASSCODE"):
-        monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
-
-
-def shardkeep(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, json.loads(captured.out) if captured.out.strip() else None, captured.err
 
 
 @pytest.fixture(scope="module")

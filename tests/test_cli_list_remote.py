@@ -7,10 +7,8 @@ such locally); a caller without the host's API token is refused.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from client.cli.connection import CONFIG_ENV, SETTINGS
 from client.cli.devstack import DevStack
 from client.cli.main import main
 from client.cli.state import wallet_dir
+from tests.cli_harness import shardkeep
 from tests.stack_harness import background_stack
 
 pytestmark = pytest.mark.slow
@@ -35,12 +34,6 @@ def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     for name in ("STATE", "PASSCODE"):
         monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
-
-
-def shardkeep(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, json.loads(captured.out) if captured.out.strip() else None, captured.err
 
 
 def connection(stack: DevStack, token_file: Path | None = None) -> list[str]:

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from client.cli.devstack import DevStack
-from tests.stack_harness import background_stack, cli_options, write_raw_digest_policy
+from tests.cli_harness import cli_options, write_raw_digest_policy
+from tests.stack_harness import background_stack
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,16 +12,16 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from client.cli.devstack import DevStack
-from client.cli.main import main
 from client.sdk.policy_files import load_policy_file
 from shardkeep.policyset import policy_set_hash
-from tests.stack_harness import background_stack, cli_options, write_raw_digest_policy
+from tests.cli_harness import cli_options, no_environment, shardkeep, write_raw_digest_policy
+from tests.stack_harness import background_stack
 
+__all__ = ["no_environment"]  # the fixture (tests.cli_harness)
 pytestmark = pytest.mark.slow
 DIGEST = "c0ffee" * 10 + "0002"
 
@@ -30,18 +30,6 @@ DIGEST = "c0ffee" * 10 + "0002"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with background_stack(tmp_path_factory.mktemp("cli-policy") / "run") as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "RELAY", "COORDINATOR_KEY", "ROOT", "STATE", "PASSCODE"):
-        monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
-
-
-def shardkeep(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, json.loads(captured.out) if captured.out.strip() else None, captured.err
 
 
 def test_sign_needs_the_approver_the_policy_file_names(

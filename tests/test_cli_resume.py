@@ -22,12 +22,13 @@ from coincurve import PublicKey, PublicKeyXOnly
 
 from client.cli import wallet_run as cli_wallet_run
 from client.cli.devstack import DevStack
-from client.cli.main import main
 from client.cli.state import REAL_IO, StateIO, StateKeyStore, wallet_dir
 from client.sdk.wallet import WalletClient
+from tests.cli_harness import no_environment, shardkeep
 from tests.fault_harness import Fault, FaultPlan, FaultyRelay
 from tests.stack_harness import background_stack
 
+__all__ = ["no_environment"]  # the fixture (tests.cli_harness)
 pytestmark = pytest.mark.slow
 DIGEST = "3c" * 32
 
@@ -38,12 +39,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         yield running
 
 
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "RELAY", "COORDINATOR_KEY", "ROOT", "STATE", "PASSCODE"):
-        monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
-
-
 def options(stack: DevStack, state: Path, passcode_file: Path) -> list[str]:
     return [
         "--host", stack.host_address, "--relay", stack.relay_address,
@@ -52,12 +47,6 @@ def options(stack: DevStack, state: Path, passcode_file: Path) -> list[str]:
         "--state", str(state), "--passcode-file", str(passcode_file),
         "--insecure-weak-kdf", "--json", "--timeout", "8",
     ]  # fmt: skip
-
-
-def shardkeep(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, json.loads(captured.out) if captured.out.strip() else None, captured.err
 
 
 def with_faulty_relay(monkeypatch: pytest.MonkeyPatch, stack: DevStack, plan: FaultPlan) -> None:

@@ -25,18 +25,15 @@ from client.sdk.party import PartyIdentity, RoundProgress
 from client.sdk.wallet import Wallet
 from client.storage.errors import DecryptionError
 from client.storage.shares import insecure_test_params
+from tests.cli_harness import no_environment
 from tss import local
 from tss.ceremony import Ceremony, Message
+
+__all__ = ["no_environment"]  # the fixture (tests.cli_harness)
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSCODE = "correct horse battery staple"
 DIGEST = "5e" * 32
-
-
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "RELAY", "COORDINATOR_KEY", "ROOT", "STATE", "PASSCODE", "NEW_PASSCODE"):
-        monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -10,7 +10,6 @@ an export to an existing file) and the lifecycle: refresh, reshare, export.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,11 @@ import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from client.cli.devstack import DevStack
-from client.cli.main import main
 from client.cli.state import load_wallet
+from tests.cli_harness import no_environment, shardkeep
 from tests.stack_harness import background_stack
 
+__all__ = ["no_environment"]  # the fixture (tests.cli_harness)
 pytestmark = pytest.mark.slow
 DIGEST = "5e" * 32
 DIGEST2 = "a7" * 32
@@ -35,12 +35,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         yield running
 
 
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "RELAY", "COORDINATOR_KEY", "ROOT", "STATE", "PASSCODE"):
-        monkeypatch.delenv(f"SHARDKEEP_{name}", raising=False)
-
-
 def options(stack: DevStack, state: Path, passcode_file: Path) -> list[str]:
     return [
         "--host", stack.host_address, "--relay", stack.relay_address,
@@ -49,13 +43,6 @@ def options(stack: DevStack, state: Path, passcode_file: Path) -> list[str]:
         "--state", str(state), "--passcode-file", str(passcode_file),
         "--insecure-weak-kdf", "--json",
     ]  # fmt: skip
-
-
-def shardkeep(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    """Run the CLI; return (status, parsed JSON stdout or None, stderr)."""
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, json.loads(captured.out) if captured.out.strip() else None, captured.err
 
 
 def test_create_sign_backup_lose_recover_sign(
