@@ -55,6 +55,7 @@ from host.store import (
 )
 from host.store_records import check_id
 from relay.client import RelayClient
+from shardkeep import keepalive
 from shardkeep.keychange import CertificateError, check_ack, check_certificate
 from shardkeep.requests import RETIRE_EPOCH_CONTEXT, request_signature_valid, retire_epoch_message
 from shardkeep.server import (
@@ -886,6 +887,7 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            *keepalive.server_options(),  # the coordinators' Session streams ping
         ],
     )
     health_servicer = health_servicer or new_health_servicer()

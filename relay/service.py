@@ -55,6 +55,7 @@ from relay.metrics import RelayMetrics
 from relay.party import JoinedParty
 from relay.rooms import PartyId, RelayConfig, RoomId, RoomSnapshot, RoomState
 from relay.session import HeldBytes, SessionStream
+from shardkeep import keepalive
 from shardkeep.server import (
     AsyncHealthServicer,
     MalformedRequest,
@@ -686,6 +687,7 @@ async def create_server(
             ("grpc.max_receive_message_length", max_frame),
             ("grpc.max_send_message_length", max_frame),
             ("grpc.so_reuseport", 0),
+            *keepalive.server_options(),  # the processes' Session streams ping
         ],
     )
     relay_pb2_grpc.add_RelayServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -12,7 +12,8 @@ sending an API token as ``authorization: Bearer <token>`` (gRPC access-token
 call credentials). Without TLS a token may only travel over a Unix socket or
 loopback (gRPC local credentials), never in clear text across a network.
 
-Every channel carries a gRPC service config (gRFC A6, "Client retries")
+Every channel pings while a stream is open (``shardkeep.keepalive``), and
+carries a gRPC service config (gRFC A6, "Client retries")
 that retries UNAVAILABLE with exponential backoff, for the idempotent calls
 only: reads (attestation, wallet, backups, room status, health). Ceremonies,
 CreateRoom and PutBackup are never retried by the transport: a repeat would
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+
+from shardkeep import keepalive
 
 __all__ = [
     "TlsSettingsError",
@@ -200,6 +203,7 @@ def open_channel(
         ("grpc.enable_retries", 1),
         ("grpc.service_config", service_config()),
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        *keepalive.client_options(),  # the session streams are long-lived
         *options,
     ]
     if tls is None:
