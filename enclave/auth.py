@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from enclave.errors import BadRequest, Overloaded, Unauthorized
+from enclave.errors import BadRequest, ChallengeRefused, Overloaded, Unauthorized
 from shardkeep.requests import COORDINATOR_CONTEXT, OWNER_CONTEXT, request_signature_valid
 from shardkeep.v1 import ceremony_pb2
 
@@ -91,15 +91,15 @@ class ChallengeTable:
         """Use ``challenge`` up: it is accepted once, if this process issued it and it is fresh.
 
         Raises:
-            Unauthorized: an unknown (another process's, or from before a
+            ChallengeRefused: an unknown (another process's, or from before a
                 restart), already used or expired challenge.
         """
         with self._lock:
             expires = self._outstanding.pop(challenge, None)
         if expires is None:
-            raise Unauthorized("unknown or used challenge")
+            raise ChallengeRefused("unknown or used challenge")
         if expires < now:
-            raise Unauthorized("challenge expired")
+            raise ChallengeRefused("challenge expired")
 
     def _drop_expired(self, now: int) -> None:
         # Issue order is expiry order (one TTL), unless the clock stepped back.

@@ -13,6 +13,11 @@ class Unauthorized(EnclaveError):
     """The request lacks valid proof of authority (docs/architecture.md, "The enclave boundary")."""
 
 
+class ChallengeRefused(Unauthorized):
+    """The request's challenge is not one this process issued and has not seen used
+    (another process issued it, the enclave restarted since, it was used, or it expired)."""
+
+
 class BadRequest(EnclaveError):
     """The request is malformed or inconsistent."""
 

@@ -43,7 +43,14 @@ import structlog
 from enclave.auth import Authorizer, CoordinatorSigned
 from enclave.ceremonies import Plan, plan, scheme_of
 from enclave.config import RECORD_CACHE_SIZE
-from enclave.errors import BadRequest, NotProvisioned, Overloaded, Unauthorized, WrongShare
+from enclave.errors import (
+    BadRequest,
+    ChallengeRefused,
+    NotProvisioned,
+    Overloaded,
+    Unauthorized,
+    WrongShare,
+)
 from enclave.identity import Identity, KeyChangeProof, ServerShare
 from enclave.kms import KmsCredentials, KmsError
 from enclave.nsm import MAX_USER_DATA_SIZE, Nsm
@@ -86,6 +93,9 @@ POLICY_REQUIRED = "policy-required"
 anything but to adopt one (the message says how)."""
 NOT_PROVISIONED = "not-provisioned"
 """The reason when the enclave has no identity (it restarted): provision it, then retry."""
+CHALLENGE_REFUSED = "challenge-refused"
+"""The reason when a request's challenge is unknown to this enclave process (another one
+issued it, or it restarted since), used or expired: a new request with a new challenge may run."""
 DRAIN_SECONDS = 5.0  # how long a failed ceremony waits for the host's half-close
 # Bounds on what the (untrusted) host may make a Session stream hold in enclave memory.
 MAX_SESSION_CHANNELS = 1024  # ceremonies running on one stream
@@ -127,6 +137,8 @@ def reason_for(error: BaseException) -> str:
         return PAIR_SETUP_REQUIRED
     if isinstance(error, NotProvisioned):
         return NOT_PROVISIONED
+    if isinstance(error, ChallengeRefused):
+        return CHALLENGE_REFUSED
     if isinstance(error, PolicyDenied):
         return POLICY_DENIED
     if isinstance(error, ApprovalRefused):
@@ -518,6 +530,8 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 yield await asyncio.to_thread(self._store_output, req, outcome.record)
                 await inputs.store_ack(outcome.result.epoch)
             log.info("ceremony finished", **_ids(req), **active.allowed)
+            if req.want_next_challenge:
+                self._add_next_challenge(outcome.result)
             yield enclave_pb2.CeremonyOutput(result=outcome.result)
         except Exception as e:
             log.warning(
@@ -539,6 +553,17 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
             raise
         finally:
             self._running -= 1
+
+    def _add_next_challenge(self, result: ceremony_pb2.CeremonyResult) -> None:
+        """Issue the coordinator's next challenge with ``result`` (docs/transport.md): from the
+        one table, so its single use, expiry and cap are GetChallenge's. None when the table
+        is full: the coordinator then asks GetChallenge, which refuses as overloaded."""
+        try:
+            challenge, expires = self._deps.authorizer.challenges.issue(int(self._deps.clock()))
+        except Overloaded:
+            return
+        result.next_challenge = challenge
+        result.next_challenge_not_after_unix = expires
 
     async def _begin(
         self, start: enclave_pb2.CeremonyStart

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +154,46 @@ def test_the_enclave_issues_challenges_and_refuses_requests_without_one(
                 await host_loop(stack, signed(request, coordinator, challenge=challenge), {})
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert info.value.details() == "unknown or used challenge"
+            assert info.value.trailing_metadata().get("shardkeep-reason") == "challenge-refused"
         request.challenge = reply.challenge  # the client binds the one the request carries
         session = client_keygen("bip340", client, request)
         good = signed(request, coordinator, challenge=bytes(reply.challenge))
         await host_loop(stack, good, {client.party.party_id: session})
         assert len(stack.stored) == 1
+
+    run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
+
+
+def test_a_next_challenge_comes_with_a_result_when_asked_and_is_accepted_once(
+    pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
+) -> None:
+    """The challenge an enclave issues with a result is one of its table's: its instance
+    tag, its TTL, single use (a replay is refused with the typed reason)."""
+    coordinator = Ed25519PrivateKey.generate()
+
+    async def keygen(stack: Stack, challenge: bytes | None, want: bool) -> Any:
+        client = ClientParty()
+        request = keygen_request("bip340", [client.party, stack.party], 2)
+        request.want_next_challenge = want
+        request.challenge = challenge or b""
+        session = client_keygen("bip340", client, request)  # binds the request's challenge
+        good = signed(request, coordinator, challenge=challenge)
+        async with asyncio.timeout(60):
+            return await host_loop(stack, good, {client.party.party_id: session})
+
+    async def body(stack: Stack) -> None:
+        tag = (await stack.stub.GetStatus(enclave_pb2.GetStatusRequest())).instance_tag
+        plain = await keygen(stack, None, want=False)
+        assert plain.next_challenge == b"" and plain.next_challenge_not_after_unix == 0
+        asked = await keygen(stack, None, want=True)
+        issued = bytes(asked.next_challenge)
+        assert len(issued) == CHALLENGE_BYTES and issued[:INSTANCE_TAG_BYTES] == tag
+        assert 590 <= asked.next_challenge_not_after_unix - time.time() <= 600
+        await keygen(stack, issued, want=False)  # accepted once
+        with pytest.raises(grpc.aio.AioRpcError) as replayed:
+            await keygen(stack, issued, want=False)
+        assert replayed.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert replayed.value.trailing_metadata().get("shardkeep-reason") == "challenge-refused"
 
     run(with_enclave(pki, kms_endpoint, tmp_path, coordinator, body))
 

@@ -34,6 +34,7 @@ from client.errors import InvalidInput, sdk_boundary
 from client.errors import WalletError as WalletError
 from client.sdk.approvals import Approver, approvals_of
 from client.sdk.attestation import AttestationDocument, verify
+from client.sdk.challenges import ChallengePool
 from client.sdk.default_policy import default_policy_set, owner_approver
 from client.sdk.host_session import HostTransport, host_calls
 from client.sdk.key_change import KeyStore, PendingChange
@@ -82,6 +83,9 @@ from tss.signing import (
 
 PAIR_SETUP_REQUIRED = "pair-setup-required"
 """The ``shardkeep-reason`` of a sign refused for a missing or burned DKLs23 pair setup."""
+CHALLENGE_REFUSED = "challenge-refused"
+"""The ``shardkeep-reason`` of a request whose challenge the enclave does not know (it
+restarted, another enclave issued it), or that was used or expired."""
 POLICY_DENIED = "policy-denied"
 """The ``WalletError.reason`` when the wallet's policies refuse (the message names the
 policy and its condition, or what approvals were missing)."""
@@ -233,6 +237,8 @@ class WalletClient:
         self._host = host_pb2_grpc.HostStub(self._host_channel)  # type: ignore[no-untyped-call]
         # Ceremonies and challenges, by call or on one Host.Session stream.
         self._host_calls = host_calls(self._host_channel, host_transport)
+        # The enclave's next challenges, issued with each result (client.sdk.challenges).
+        self._challenges = ChallengePool()
         self._relay = relay or RelayClient(
             self._transport.relay_channel(relay_address),
             coordinator=coordinator_key,
@@ -1151,22 +1157,64 @@ class WalletClient:
         """Create the room, run each local party's ceremony over it and the server's through
         the host; return the host's result and each local party's result by party id.
 
+        The request carries a challenge from the pool when it holds one (else one
+        fetched now) and asks for the next with its result. If the enclave refuses
+        a pooled challenge as unknown (it restarted, or another enclave issued it),
+        the whole ceremony runs once more as a new request (new ceremony id, room,
+        challenge and local parties): nothing of the refused one is reused.
+
         A key change pauses every local party before its certificate signature;
         ``on_pending`` then gets all their pending shares at once (by party id)
         and must have stored them when it returns; only then do the signatures
         leave. If it raises, no local signature leaves.
         """
         roster, _ = build(request)  # the room's members; plans are rebuilt with the room id
-        with_server = server_id is not None and server_id in roster.party_ids
-        # The enclave's challenge travels while the room is made (one extra call, overlapped).
-        room, challenge = await asyncio.gather(
-            self._create_room(list(roster.party_ids)),
-            self.challenge(_affinity(request)) if with_server else asyncio.sleep(0, b""),
-        )
+        server = server_id if server_id is not None and server_id in roster.party_ids else None
+        ceremony = functools.partial(
+            self._run_once, request, devices, build, server, progress,
+            owner=owner, on_pending=on_pending, approvals=approvals,
+        )  # fmt: skip
+        pooled = None if server is None else self._challenges.take(_affinity(request))
+        if pooled is None:
+            return await ceremony(None)
+        try:
+            return await ceremony(pooled)
+        except WalletError as e:
+            if e.reason != CHALLENGE_REFUSED:
+                raise
+        # The enclave refused the request before it acted (the challenge is checked first).
+        self._challenges.forget_issuer(pooled)
+        request.ceremony_id = _new_id(_kind_name(request))
+        return await ceremony(None)
+
+    async def _run_once(
+        self,
+        request: ceremony_pb2.CeremonyRequest,
+        devices: Sequence[PartyIdentity],
+        build: Callable[[ceremony_pb2.CeremonyRequest], tuple[Roster, dict[str, Ceremony[Any]]]],
+        server_id: str | None,
+        progress: Progress | None,
+        challenge: bytes | None,
+        *,
+        owner: Ed25519PrivateKey | None = None,
+        on_pending: SavePendings | None = None,
+        approvals: _Approvals | None = None,
+    ) -> tuple[ceremony_pb2.CeremonyResult, dict[str, Any]]:
+        """One run of ``_run``'s ceremony (``server_id``: None without the server party),
+        with ``challenge`` or, if None, one fetched while the room is made."""
+        roster, _ = build(request)
+        affinity = _affinity(request)
+        if server_id is not None and challenge is None:
+            room, challenge = await asyncio.gather(
+                self._create_room(list(roster.party_ids)), self.challenge(affinity)
+            )
+        else:
+            room = await self._create_room(list(roster.party_ids))
         request.room_id = room.room_id
         # Every party binds the enclave's challenge (session id and channels), so the
         # local parties are built from the request as the enclave will see it.
-        request.challenge = challenge
+        request.challenge = challenge or b""
+        request.want_next_challenge = server_id is not None and self._challenges.wants(affinity)
         roster, ceremonies = build(request)
         by_id = {d.party_id: d for d in devices}
         barrier = _PendingBarrier(len(ceremonies), on_pending) if on_pending else None
@@ -1179,7 +1227,7 @@ class WalletClient:
                 )  # fmt: skip
 
         async def server() -> ceremony_pb2.CeremonyResult:
-            if server_id is None or not with_server:
+            if server_id is None:
                 return ceremony_pb2.CeremonyResult(
                     ceremony_id=request.ceremony_id, wallet_id=request.wallet_id
                 )
@@ -1187,7 +1235,7 @@ class WalletClient:
                 result = await self._host_calls.ceremony(
                     request.kind,
                     host_pb2.HostCeremonyRequest(
-                        request=self._signed(request, challenge, owner, approvals),
+                        request=self._signed(request, challenge or b"", owner, approvals),
                         relay_token=room.join_tokens[server_id],
                         relay_room=room.spec,
                     ),
@@ -1201,6 +1249,10 @@ class WalletClient:
                     trailers.get("shardkeep-culprits", ""),
                     trailers.get("shardkeep-reason", ""),
                 ) from e
+            if result.next_challenge:
+                self._challenges.put(
+                    affinity, bytes(result.next_challenge), result.next_challenge_not_after_unix
+                )
             return result
 
         tasks = [

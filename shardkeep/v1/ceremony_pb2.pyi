@@ -58,7 +58,7 @@ class PublicKeyring(_message.Message):
     def __init__(self, threshold: _Optional[int] = ..., public_key: _Optional[bytes] = ..., public_shares: _Optional[_Iterable[bytes]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class CeremonyRequest(_message.Message):
-    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge", "message", "policy_set", "evm_transaction", "solana_message", "psbt", "psbt_input", "eth_personal_message", "eth_typed_data")
+    __slots__ = ("ceremony_id", "room_id", "kind", "scheme", "wallet_id", "threshold", "parties", "digest", "derivation_path", "taproot_merkle_root", "export_recipient_key", "not_after_unix", "signers", "owner_key", "new_threshold", "new_parties", "epoch", "taproot", "export_recipient", "keyring", "pair_setup_ids", "challenge", "message", "policy_set", "evm_transaction", "solana_message", "psbt", "psbt_input", "eth_personal_message", "eth_typed_data", "want_next_challenge")
     class PairSetupIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class CeremonyRequest(_message.Message):
     PSBT_INPUT_FIELD_NUMBER: _ClassVar[int]
     ETH_PERSONAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ETH_TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
+    WANT_NEXT_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     room_id: str
     kind: CeremonyKind
@@ -126,7 +127,8 @@ class CeremonyRequest(_message.Message):
     psbt_input: int
     eth_personal_message: bytes
     eth_typed_data: bytes
-    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ..., challenge: _Optional[bytes] = ..., message: _Optional[bytes] = ..., policy_set: _Optional[bytes] = ..., evm_transaction: _Optional[bytes] = ..., solana_message: _Optional[bool] = ..., psbt: _Optional[bytes] = ..., psbt_input: _Optional[int] = ..., eth_personal_message: _Optional[bytes] = ..., eth_typed_data: _Optional[bytes] = ...) -> None: ...
+    want_next_challenge: bool
+    def __init__(self, ceremony_id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., scheme: _Optional[_Union[Scheme, str]] = ..., wallet_id: _Optional[str] = ..., threshold: _Optional[int] = ..., parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., digest: _Optional[bytes] = ..., derivation_path: _Optional[_Iterable[int]] = ..., taproot_merkle_root: _Optional[bytes] = ..., export_recipient_key: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., signers: _Optional[_Iterable[int]] = ..., owner_key: _Optional[bytes] = ..., new_threshold: _Optional[int] = ..., new_parties: _Optional[_Iterable[_Union[Party, _Mapping]]] = ..., epoch: _Optional[int] = ..., taproot: _Optional[bool] = ..., export_recipient: _Optional[_Union[Party, _Mapping]] = ..., keyring: _Optional[_Union[PublicKeyring, _Mapping]] = ..., pair_setup_ids: _Optional[_Mapping[int, bytes]] = ..., challenge: _Optional[bytes] = ..., message: _Optional[bytes] = ..., policy_set: _Optional[bytes] = ..., evm_transaction: _Optional[bytes] = ..., solana_message: _Optional[bool] = ..., psbt: _Optional[bytes] = ..., psbt_input: _Optional[int] = ..., eth_personal_message: _Optional[bytes] = ..., eth_typed_data: _Optional[bytes] = ..., want_next_challenge: _Optional[bool] = ...) -> None: ...
 
 class Approval(_message.Message):
     __slots__ = ("authenticator", "signature", "authenticator_data", "client_data_json")
@@ -185,7 +187,7 @@ class KeyChange(_message.Message):
     def __init__(self, session_id: _Optional[bytes] = ..., transcript: _Optional[bytes] = ..., host_pubkeys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class CeremonyResult(_message.Message):
-    __slots__ = ("ceremony_id", "wallet_id", "public_key", "epoch", "signature", "recovery_id", "encrypted_export", "certificate")
+    __slots__ = ("ceremony_id", "wallet_id", "public_key", "epoch", "signature", "recovery_id", "encrypted_export", "certificate", "next_challenge", "next_challenge_not_after_unix")
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     WALLET_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +196,8 @@ class CeremonyResult(_message.Message):
     RECOVERY_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_EXPORT_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHALLENGE_NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     wallet_id: str
     public_key: bytes
@@ -202,4 +206,6 @@ class CeremonyResult(_message.Message):
     recovery_id: int
     encrypted_export: bytes
     certificate: bytes
-    def __init__(self, ceremony_id: _Optional[str] = ..., wallet_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., epoch: _Optional[int] = ..., signature: _Optional[bytes] = ..., recovery_id: _Optional[int] = ..., encrypted_export: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+    next_challenge: bytes
+    next_challenge_not_after_unix: int
+    def __init__(self, ceremony_id: _Optional[str] = ..., wallet_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., epoch: _Optional[int] = ..., signature: _Optional[bytes] = ..., recovery_id: _Optional[int] = ..., encrypted_export: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., next_challenge: _Optional[bytes] = ..., next_challenge_not_after_unix: _Optional[int] = ...) -> None: ...

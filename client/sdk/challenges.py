@@ -1,0 +1,97 @@
+"""The enclave's single-use challenges a coordinator holds for its next ceremonies.
+
+Every ceremony request carries a challenge the enclave issued and has not seen
+used (docs/security/replay.md). Asking for one costs a round trip through the
+host before a ceremony can start, so a request asks for the next challenge with
+its result (``CeremonyRequest.want_next_challenge``), and the coordinator keeps
+it here until its next ceremony of the same routing affinity (a host with
+several enclaves routes a request to the enclave whose instance tag starts its
+challenge; an ECDSA wallet's ceremonies stay on one enclave, where its pair
+setups are).
+
+The pool holds at most ``per_affinity`` challenges for each of at most
+``affinities`` affinities (the least recently used affinity goes first), and
+never hands out one that expires within ``margin_s``. A challenge is handed out
+once. Only the event loop's thread touches the pool (no await inside a method),
+so concurrent ceremonies never get the same challenge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Final, NamedTuple
+
+__all__ = ["ChallengePool", "INSTANCE_TAG_BYTES", "PooledChallenge"]
+
+INSTANCE_TAG_BYTES: Final = 8  # a challenge's first bytes name the enclave process that issued it
+PER_AFFINITY: Final = 4
+AFFINITIES: Final = 1024
+MARGIN_S: Final = 30  # a challenge this close to its expiry is not sent (clock skew, queueing)
+
+
+class PooledChallenge(NamedTuple):
+    """A challenge and the enclave's Unix time after which it refuses it."""
+
+    challenge: bytes
+    not_after_unix: int
+
+
+class ChallengePool:
+    """Unused challenges by routing affinity, bounded; each handed out once."""
+
+    def __init__(
+        self,
+        *,
+        per_affinity: int = PER_AFFINITY,
+        affinities: int = AFFINITIES,
+        margin_s: int = MARGIN_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._per_affinity = per_affinity
+        self._affinities = affinities
+        self._margin_s = margin_s
+        self._clock = clock
+        self._pools: OrderedDict[str, deque[PooledChallenge]] = OrderedDict()
+
+    def take(self, affinity: str) -> bytes | None:
+        """An unused challenge for ``affinity`` that is not near its expiry, or None."""
+        pool = self._pools.get(affinity)
+        fresh_until = self._clock() + self._margin_s
+        while pool:
+            pooled = pool.popleft()
+            if pooled.not_after_unix >= fresh_until:
+                return pooled.challenge
+        return None
+
+    def wants(self, affinity: str) -> bool:
+        """Whether a ceremony of ``affinity`` should ask for its next challenge: the pool
+        for it has room (asking for more would leave challenges unused in the enclave's
+        table until they expire)."""
+        return len(self._pools.get(affinity, ())) < self._per_affinity
+
+    def put(self, affinity: str, challenge: bytes, not_after_unix: int) -> None:
+        """Keep ``challenge`` for a later ceremony of ``affinity`` (dropped when full)."""
+        pool = self._pools.get(affinity)
+        if pool is None:
+            pool = self._pools[affinity] = deque()
+            while len(self._pools) > self._affinities:
+                self._pools.popitem(last=False)
+        self._pools.move_to_end(affinity)
+        if len(pool) < self._per_affinity:
+            pool.append(PooledChallenge(challenge, not_after_unix))
+
+    def forget_issuer(self, challenge: bytes) -> None:
+        """Drop every challenge of the enclave process that issued ``challenge``: it refused
+        that one as unknown (it restarted, or is another process), so it knows none of them."""
+        tag = challenge[:INSTANCE_TAG_BYTES]
+        for affinity, pool in list(self._pools.items()):
+            kept = deque(p for p in pool if p.challenge[:INSTANCE_TAG_BYTES] != tag)
+            if kept:
+                self._pools[affinity] = kept
+            else:
+                del self._pools[affinity]
+
+    def __len__(self) -> int:
+        return sum(map(len, self._pools.values()))
