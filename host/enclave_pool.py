@@ -24,8 +24,11 @@ tag starts its request's challenge:
   seconds and the next one is asked; if every one is down, each is tried.
 
 A request whose challenge names no enclave this host knows (issued before a
-restart, or a replay) goes to the least busy one, which refuses it as it
-would any unknown challenge: the enclave decides, not the host.
+restart, or a replay), or one that cannot be reached (a coordinator keeps
+challenges for later ceremonies, and their enclave may have gone since), goes
+to the least busy one that is up, which refuses it as it would any unknown
+challenge (reason ``challenge-refused``; the coordinator retries with a fresh
+one): the enclave decides, not the host.
 """
 
 from __future__ import annotations
@@ -261,21 +264,41 @@ class EnclavePool:
         _, document = await self._first_answer(self._order(), attest)
         return document
 
-    async def issuer_of(self, challenge: bytes) -> Member:
+    async def issuer_of(
+        self, challenge: bytes, store: Store, *, wait_s: float | None = None
+    ) -> Member:
         """The enclave that issued ``challenge``, by its instance tag; after an unknown tag
         (another host fetched the challenge, or an enclave restarted) the tags are
-        fetched again. Else the least busy enclave, which refuses a challenge it
-        did not issue."""
+        fetched again. Else, or when the issuer cannot be reached within ``wait_s`` (a
+        coordinator keeps challenges for later ceremonies, docs/transport.md), the least
+        busy enclave that is up, which refuses a challenge it did not issue (reason
+        ``challenge-refused``: the coordinator retries with a fresh one)."""
         tag = challenge[:INSTANCE_TAG_BYTES]
         for attempt in range(2):
             if len(self.members) == 1:
                 break
             for member in self.members:
                 if member.tag == tag:
-                    return member
+                    reachable = await self._reachable(member, store, wait_s)
+                    return member if reachable else self._order()[0]
             if attempt == 0:
                 await self.report_status()
         return self._order()[0]
+
+    async def _reachable(self, member: Member, store: Store, wait_s: float | None) -> bool:
+        """Whether ``member`` can take a ceremony (ready, or made so within ``wait_s``); one
+        that cannot be reached is marked down."""
+        if not member.up:
+            return False
+        try:
+            await member.link.ready(store, wait_s=wait_s)
+        except HostError as e:
+            if e.code not in _UNREACHABLE:
+                raise
+            member.down_until = time.monotonic() + DOWN_S
+            self._log.warning("the challenge's enclave is unavailable", enclave=member.name)
+            return False
+        return True
 
     async def report_status(self) -> None:
         """Fetch each enclave's status: its counters go to the metrics, its tag is kept.

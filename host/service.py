@@ -408,7 +408,9 @@ class HostServicer(host_pb2_grpc.HostServicer):
                 room_id=plan.room_id, ceremony_id=plan.ceremony_id, wallet_id=plan.wallet_id
             )
             # The enclave that issued the request's challenge: no other accepts it.
-            enclave = await self._enclaves.issuer_of(plan.request.challenge)
+            enclave = await self._enclaves.issuer_of(
+                plan.request.challenge, self._store, wait_s=budget / 2
+            )
             link = enclave.link
 
             async def enclave_ready() -> None:

@@ -61,6 +61,9 @@ class ScriptedLink:
         self.challenges += 1
         return enclave_pb2.GetChallengeResponse(challenge=self.tag + secrets.token_bytes(32))
 
+    async def ready(self, store: Store, *, wait_s: float | None = None) -> None:
+        self._check_up()
+
     async def status(self, **_: Any) -> enclave_pb2.GetStatusResponse:
         self._check_up()
         return enclave_pb2.GetStatusResponse(static_key=self.identity, instance_tag=self.tag)
@@ -84,7 +87,7 @@ def test_a_ceremony_goes_to_the_enclave_that_issued_its_challenge() -> None:
         await enclaves.provision(STORE)
         for _ in range(9):
             issued = await enclaves.challenge(affinity="", request_id="r")
-            issuer = await enclaves.issuer_of(bytes(issued.challenge))
+            issuer = await enclaves.issuer_of(bytes(issued.challenge), STORE)
             assert cast(ScriptedLink, issuer.link).tag == issued.challenge[:8]
 
     run(body)
@@ -184,7 +187,27 @@ def test_a_challenge_of_a_restarted_enclave_is_routed_by_its_new_tag() -> None:
         # this host has not seen the new tag, and asks the enclaves for theirs.
         second.restart()
         challenge = second.tag + secrets.token_bytes(32)
-        issuer = await enclaves.issuer_of(challenge)
+        issuer = await enclaves.issuer_of(challenge, STORE)
         assert issuer.link is cast(EnclaveLink, second)
+
+    run(body)
+
+
+def test_a_kept_challenge_of_an_unreachable_enclave_goes_to_one_that_is_up() -> None:
+    """A coordinator kept a challenge (issued with an earlier result) whose enclave has
+    gone since: the request goes to an enclave that is up, which refuses it as unknown
+    (typed: the coordinator retries with a fresh challenge), not to the one that is down."""
+
+    async def body() -> None:
+        gone, up = ScriptedLink(), ScriptedLink()
+        enclaves = pool(gone, up)
+        await enclaves.provision(STORE)
+        await enclaves.report_status()  # the host knows both tags
+        kept = gone.tag + secrets.token_bytes(32)
+        gone.up = False
+        issuer = await enclaves.issuer_of(kept, STORE)
+        assert issuer.link is cast(EnclaveLink, up)
+        assert not enclaves.members[0].up  # marked down: its next challenge skips the wait
+        assert (await enclaves.issuer_of(gone.tag + secrets.token_bytes(32), STORE)) is issuer
 
     run(body)
