@@ -9,11 +9,17 @@ several enclaves routes a request to the enclave whose instance tag starts its
 challenge; an ECDSA wallet's ceremonies stay on one enclave, where its pair
 setups are).
 
-The pool holds at most ``per_affinity`` challenges for each of at most
-``affinities`` affinities (the least recently used affinity goes first), and
-never hands out one that expires within ``margin_s``. A challenge is handed out
-once. Only the event loop's thread touches the pool (no await inside a method),
-so concurrent ceremonies never get the same challenge.
+A ceremony that found the pool empty fetches a challenge and still gets a next
+one with its result, so the challenges in circulation grow until ceremonies
+find one waiting (a signature returns before its result, so one coordinator
+signing in a loop needs two), up to the bounds: at most ``per_affinity``
+challenges for one affinity and ``total`` in all (past that the least
+recently filled affinity gives way). A request asks for its next challenge
+only while the pool has room for it, so what the coordinator holds unused in
+the enclave's table stays bounded. A challenge within ``margin_s`` of its
+expiry is never handed out, and each one is handed out once. Only the event
+loop's thread touches the pool (no await inside a method), so concurrent
+ceremonies never get the same challenge.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
-__all__ = ["ChallengePool", "INSTANCE_TAG_BYTES", "PooledChallenge"]
+# Internal to WalletClient (no SDK caller uses it): nothing here is public SDK API.
+__all__: list[str] = []
 
 INSTANCE_TAG_BYTES: Final = 8  # a challenge's first bytes name the enclave process that issued it
-PER_AFFINITY: Final = 4
-AFFINITIES: Final = 1024
+PER_AFFINITY: Final = 16
+TOTAL: Final = 256
 MARGIN_S: Final = 30  # a challenge this close to its expiry is not sent (clock skew, queueing)
 
 
@@ -45,15 +52,16 @@ class ChallengePool:
         self,
         *,
         per_affinity: int = PER_AFFINITY,
-        affinities: int = AFFINITIES,
+        total: int = TOTAL,
         margin_s: int = MARGIN_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._per_affinity = per_affinity
-        self._affinities = affinities
+        self._total = total
         self._margin_s = margin_s
         self._clock = clock
         self._pools: OrderedDict[str, deque[PooledChallenge]] = OrderedDict()
+        self._size = 0
 
     def take(self, affinity: str) -> bytes | None:
         """An unused challenge for ``affinity`` that is not near its expiry, or None."""
@@ -61,26 +69,32 @@ class ChallengePool:
         fresh_until = self._clock() + self._margin_s
         while pool:
             pooled = pool.popleft()
+            self._size -= 1
             if pooled.not_after_unix >= fresh_until:
                 return pooled.challenge
         return None
 
     def wants(self, affinity: str) -> bool:
         """Whether a ceremony of ``affinity`` should ask for its next challenge: the pool
-        for it has room (asking for more would leave challenges unused in the enclave's
-        table until they expire)."""
+        has room for it."""
         return len(self._pools.get(affinity, ())) < self._per_affinity
 
     def put(self, affinity: str, challenge: bytes, not_after_unix: int) -> None:
-        """Keep ``challenge`` for a later ceremony of ``affinity`` (dropped when full)."""
-        pool = self._pools.get(affinity)
-        if pool is None:
-            pool = self._pools[affinity] = deque()
-            while len(self._pools) > self._affinities:
-                self._pools.popitem(last=False)
+        """Keep ``challenge`` for a later ceremony of ``affinity`` (dropped when its
+        affinity's share is full; the least recently filled affinity gives way when all
+        are)."""
+        pool = self._pools.setdefault(affinity, deque())
         self._pools.move_to_end(affinity)
-        if len(pool) < self._per_affinity:
-            pool.append(PooledChallenge(challenge, not_after_unix))
+        if len(pool) >= self._per_affinity:
+            return
+        pool.append(PooledChallenge(challenge, not_after_unix))
+        self._size += 1
+        while self._size > self._total:
+            oldest = next(iter(self._pools.values()))
+            oldest.popleft()
+            self._size -= 1
+            if not oldest:
+                self._pools.popitem(last=False)
 
     def forget_issuer(self, challenge: bytes) -> None:
         """Drop every challenge of the enclave process that issued ``challenge``: it refused
@@ -88,10 +102,8 @@ class ChallengePool:
         tag = challenge[:INSTANCE_TAG_BYTES]
         for affinity, pool in list(self._pools.items()):
             kept = deque(p for p in pool if p.challenge[:INSTANCE_TAG_BYTES] != tag)
-            if kept:
-                self._pools[affinity] = kept
-            else:
-                del self._pools[affinity]
+            self._size -= len(pool) - len(kept)
+            self._pools[affinity] = kept
 
     def __len__(self) -> int:
-        return sum(map(len, self._pools.values()))
+        return self._size
