@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -81,6 +83,7 @@ from tss.signing import (
     SigningOptions,
 )
 
+_log = logging.getLogger(__name__)
 PAIR_SETUP_REQUIRED = "pair-setup-required"
 """The ``shardkeep-reason`` of a sign refused for a missing or burned DKLs23 pair setup."""
 CHALLENGE_REFUSED = "challenge-refused"
@@ -95,6 +98,14 @@ the server share only lets it adopt one (``refresh(new_policy_set=...)``)."""
 APPROVAL_REFUSED = "approval-refused"
 """The ``WalletError.reason`` when an approval does not verify (the message names the
 authenticator and the fault)."""
+
+MAX_BACKGROUND_CALLS = 64
+"""Server calls of returned signatures that may still run; past this a signature waits for
+the server's result (as other ceremonies do)."""
+CLOSE_GRACE_S = 5.0
+"""How long closing a ``WalletClient`` waits for those calls before it cancels them."""
+LATE_FAILURES_KEPT = 32
+"""How many failures of the server's side of returned signatures ``late_failures`` keeps."""
 
 SCHEMES: dict[Scheme, str] = {
     "bip340": "SCHEME_BIP340",
@@ -214,6 +225,14 @@ class WalletClient:
             Join and CloseRoom call per ceremony). Ignored with ``relay``.
         host_transport: "call" (a unary call per ceremony and per challenge) or
             "session" (each a channel of one Host.Session stream; docs/transport.md).
+
+    A signature returns as soon as the devices hold it (verified against the
+    wallet's key); the server's side of it finishes in the background, and
+    ``aclose`` (or leaving ``async with``) waits for it. When it fails after the
+    signature was returned, the failure is logged (``client.sdk.wallet``, WARNING)
+    and kept in ``late_failures`` (the last 32), with the culprits the server
+    share named: a device it blames signed correctly for the others but not
+    for the server share, and deserves a look.
     """
 
     def __init__(
@@ -239,6 +258,10 @@ class WalletClient:
         self._host_calls = host_calls(self._host_channel, host_transport)
         # The enclave's next challenges, issued with each result (client.sdk.challenges).
         self._challenges = ChallengePool()
+        # The server's calls of signatures already returned (bounded; closing waits for them).
+        self._background: set[asyncio.Future[None]] = set()
+        self.late_failures: deque[WalletError] = deque(maxlen=LATE_FAILURES_KEPT)
+        self._closed = False
         self._relay = relay or RelayClient(
             self._transport.relay_channel(relay_address),
             coordinator=coordinator_key,
@@ -254,6 +277,19 @@ class WalletClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections, after the server's side of returned signatures: each is
+        waited for up to ``CLOSE_GRACE_S`` seconds, then cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._background:
+            _, late = await asyncio.wait(set(self._background), timeout=CLOSE_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self._relay.aclose()
         await self._host_calls.aclose()
         await self._host_channel.close(None)
@@ -577,7 +613,9 @@ class WalletClient:
 
         Returns:
             The BIP-340 or RFC 8032 signature, or for ECDSA the signature with
-            its recovery id.
+            its recovery id: the first device's own aggregate, which it verified
+            against the wallet's (derived, tweaked) key. It returns once every
+            device has it; the server's call may still be finishing (see the class).
         """
         if wallet.scheme == "ed25519":
             if not 1 <= len(digest) <= MAX_ED25519_MESSAGE:
@@ -1156,6 +1194,8 @@ class WalletClient:
     ) -> tuple[ceremony_pb2.CeremonyResult, dict[str, Any]]:
         """Create the room, run each local party's ceremony over it and the server's through
         the host; return the host's result and each local party's result by party id.
+        A signature returns once every device holds it, with an empty host result (the
+        server's call finishes in the background: ``_finish_in_background``).
 
         The request carries a challenge from the pool when it holds one (else one
         fetched now) and asks for the next with its result. If the enclave refuses
@@ -1255,22 +1295,70 @@ class WalletClient:
                 )
             return result
 
-        tasks = [
-            asyncio.ensure_future(t)
-            for t in (server(), *(device(pid, c) for pid, c in ceremonies.items()))
-        ]
+        server_task = asyncio.ensure_future(server())
+        device_tasks = [asyncio.ensure_future(device(p, c)) for p, c in ceremonies.items()]
+        tasks = [server_task, *device_tasks]
+        # A signature is the devices' own verified aggregate: it returns without waiting
+        # for the server's result, whose call finishes in the background.
+        early = (
+            request.kind == ceremony_pb2.CEREMONY_KIND_SIGN
+            and server_id is not None
+            and len(self._background) < MAX_BACKGROUND_CALLS
+        )
+        finished = False
         try:
-            outcome = await asyncio.wait_for(asyncio.gather(*tasks), self._timeout)
+            wait = _devices_first(server_task, device_tasks) if early else asyncio.gather(*tasks)
+            await asyncio.wait_for(wait, self._timeout)
+            finished = True
         except (RelayError, ConnectionError, TimeoutError, ProtocolError, SessionStateError) as e:
             raise CeremonyFailed(
                 f"the {_kind_name(request)} failed: {_reason(e)}", _status_of(e)
             ) from e
         finally:
-            for task in tasks:  # one side failed: the others must not go on alone
-                task.cancel()
-            with contextlib.suppress(RelayError):  # the room expires anyway
-                await self._relay.close_room(room.room_id, room.admin_token)
-        return outcome[0], dict(zip(ceremonies, outcome[1:], strict=True))
+            if not finished or server_task.done():
+                for task in tasks:  # one side failed: the others must not go on alone
+                    task.cancel()
+                await self._close_room(room)
+        devices_results = {pid: t.result() for pid, t in zip(ceremonies, device_tasks, strict=True)}
+        if server_task.done():
+            return server_task.result(), devices_results
+        self._finish_in_background(server_task, room, request)
+        placeholder = ceremony_pb2.CeremonyResult(
+            ceremony_id=request.ceremony_id, wallet_id=request.wallet_id
+        )
+        return placeholder, devices_results
+
+    async def _close_room(self, room: CreatedRoom) -> None:
+        with contextlib.suppress(RelayError):  # the room expires anyway
+            await self._relay.close_room(room.room_id, room.admin_token)
+
+    def _finish_in_background(
+        self,
+        server: asyncio.Future[ceremony_pb2.CeremonyResult],
+        room: CreatedRoom,
+        request: ceremony_pb2.CeremonyRequest,
+    ) -> None:
+        """Let the server's call of a signature the devices already hold finish (its next
+        challenge goes to the pool), then close the room: closed earlier, the enclave would
+        lose the devices' last envelopes. A failure is logged and kept in ``late_failures``."""
+
+        async def finish() -> None:
+            try:
+                await server
+            except WalletError as e:
+                self.late_failures.append(e)
+                _log.warning(
+                    "the server share's side of a returned signature failed: %s "
+                    "(ceremony %s, wallet %s, code %s, reason %s, culprits %s)",
+                    e, request.ceremony_id, request.wallet_id,
+                    e.code.name if e.code else "-", e.reason or "-", ",".join(e.culprits) or "-",
+                )  # fmt: skip
+            finally:
+                await self._close_room(room)
+
+        task = asyncio.ensure_future(finish())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _create_room(self, party_ids: list[str]) -> CreatedRoom:
         try:
@@ -1475,6 +1563,18 @@ class _PendingBarrier:
             else:
                 self._saved.set_result(None)
         await asyncio.shield(self._saved)
+
+
+async def _devices_first(
+    server: asyncio.Future[Any], devices: Sequence[asyncio.Future[Any]]
+) -> None:
+    """Wait until every device has finished; the first failure on the way, the server's
+    included, is raised (as ``asyncio.gather`` would)."""
+    pending = {server, *devices}
+    while not all(d.done() for d in devices):
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
 
 
 def room_bytes(parties: int) -> int:
