@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -361,7 +361,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                     if isinstance(frame, MalformedRequest):
                         raise BadRequest("a session frame is not a valid message")
                     try:
-                        frames = unbatched(frame, _input_frames)
+                        frames = unbatched(frame)
                     except BatchError as e:
                         raise BadRequest(str(e)) from None
                     for one in frames:
@@ -381,7 +381,7 @@ class EnclaveServicer(enclave_pb2_grpc.EnclaveServicer):
                 items = drain(outputs, await outputs.get())
                 taken.set()
                 frames, _ = until_end(items, enclave_pb2.SessionOutput)
-                for message in batched(frames, _output_batch):
+                for message in batched(frames, enclave_pb2.SessionOutputs):
                     yield message
                 if len(frames) < len(items):  # the reader's end (None)
                     break
@@ -886,14 +886,6 @@ async def _inputs(
         if isinstance(item, MalformedRequest):
             raise BadRequest("a ceremony input is not a valid message")
         yield item
-
-
-def _input_frames(frame: enclave_pb2.SessionInput) -> Sequence[enclave_pb2.SessionInput]:
-    return frame.batch.frames
-
-
-def _output_batch(frames: list[enclave_pb2.SessionOutput]) -> enclave_pb2.SessionOutput:
-    return enclave_pb2.SessionOutput(batch=enclave_pb2.SessionOutputs(frames=frames))
 
 
 def _overloaded(channel: int, message: str) -> enclave_pb2.SessionOutput:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
 from typing import Final
 
 import grpc
@@ -42,14 +41,6 @@ def _refusal(end: enclave_pb2.ChannelEnd) -> HostError:
     code = getattr(grpc.StatusCode, end.code, grpc.StatusCode.INTERNAL)
     mapped = ENCLAVE_CODES.get(code, grpc.StatusCode.INTERNAL)
     return HostError(mapped, end.message or mapped.name.lower(), from_enclave=True)
-
-
-def _input_batch(frames: list[enclave_pb2.SessionInput]) -> enclave_pb2.SessionInput:
-    return enclave_pb2.SessionInput(batch=enclave_pb2.SessionInputs(frames=frames))
-
-
-def _output_frames(frame: enclave_pb2.SessionOutput) -> Sequence[enclave_pb2.SessionOutput]:
-    return frame.batch.frames
 
 
 class SessionChannel:
@@ -182,7 +173,7 @@ class EnclaveSession:
             while True:
                 # What is queued goes out in one message (a batch).
                 frames = drain(outbox, await outbox.get())
-                for message in batched(frames, _input_batch):
+                for message in batched(frames, enclave_pb2.SessionInputs):
                     await call.write(message)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the stream ended: the reader reports how
@@ -194,7 +185,7 @@ class EnclaveSession:
                 frame = await call.read()
                 if frame is _EOF or not isinstance(frame, enclave_pb2.SessionOutput):
                     break
-                for one in unbatched(frame, _output_frames):
+                for one in unbatched(frame):
                     channel = self._channels.get(one.channel)
                     if channel is not None:
                         channel._deliver(one)

@@ -113,7 +113,7 @@ class SessionStream:
                 items = drain(self._outputs, await self._outputs.get())
                 self._taken.set()
                 ready, _ = until_end(items, host_pb2.HostSessionOutput)
-                for message in batched(ready, _output_batch):
+                for message in batched(ready, host_pb2.HostSessionOutputs):
                     yield message
                 if len(ready) < len(items):  # the reader's end (None)
                     break
@@ -161,7 +161,7 @@ class SessionStream:
                 return (message.raw,)
             return [_parsed(raw) for raw in head.batch.frames]
         try:
-            return unbatched(message, _input_frames)
+            return unbatched(message)
         except BatchError as e:
             raise HostError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
 
@@ -294,14 +294,6 @@ def _parsed(raw: bytes) -> host_pb2.HostSessionInput | bytes:
             grpc.StatusCode.INVALID_ARGUMENT, f"a batch inside a batch (channel {frame.channel})"
         )
     return frame
-
-
-def _input_frames(frame: host_pb2.HostSessionInput) -> Sequence[host_pb2.HostSessionInput]:
-    return frame.batch.frames
-
-
-def _output_batch(frames: list[host_pb2.HostSessionOutput]) -> host_pb2.HostSessionOutput:
-    return host_pb2.HostSessionOutput(batch=host_pb2.HostSessionOutputs(frames=frames))
 
 
 def _refused(message: str) -> HostError:

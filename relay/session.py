@@ -28,7 +28,7 @@ allows one write at a time).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import grpc
@@ -68,16 +68,6 @@ def _closed(error: RelayError | None, ended: int = 0) -> relay_pb2.ChannelClosed
     return relay_pb2.ChannelClosed(
         code=status_code_for(error).name, message=str(error), error=type(error).__name__
     )
-
-
-def _response_batch(frames: list[relay_pb2.RelaySessionResponse]) -> relay_pb2.RelaySessionResponse:
-    return relay_pb2.RelaySessionResponse(batch=relay_pb2.RelaySessionResponses(frames=frames))
-
-
-def _request_frames(
-    request: relay_pb2.RelaySessionRequest,
-) -> Sequence[relay_pb2.RelaySessionRequest]:
-    return request.batch.frames
 
 
 class HeldBytes:
@@ -138,7 +128,7 @@ class SessionStream:
                 # What is queued goes out in one message (a batch), the end last.
                 items = drain(self._outbox, await self._outbox.get())
                 frames, end = until_end(items, relay_pb2.RelaySessionResponse)
-                for message in batched(frames, _response_batch):
+                for message in batched(frames, relay_pb2.RelaySessionResponses):
                     await self._context.write(message)
                 if isinstance(end, BaseException):
                     raise end
@@ -183,7 +173,7 @@ class SessionStream:
                 if isinstance(request, MalformedRequest):
                     raise MalformedRequestError("a Session frame is not a valid message")
                 try:
-                    frames = unbatched(request, _request_frames)
+                    frames = unbatched(request)
                 except BatchError as e:
                     raise MalformedRequestError(str(e)) from None
                 for frame in frames:

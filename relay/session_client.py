@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Final, Protocol
 
 import grpc
@@ -55,16 +55,6 @@ def _stream_error(e: grpc.aio.AioRpcError) -> RelayError:
     return error_from_status(e.code(), e.details() or "", names[0] if names else "")
 
 
-def _request_batch(frames: list[relay_pb2.RelaySessionRequest]) -> relay_pb2.RelaySessionRequest:
-    return relay_pb2.RelaySessionRequest(batch=relay_pb2.RelaySessionRequests(frames=frames))
-
-
-def _response_frames(
-    response: relay_pb2.RelaySessionResponse,
-) -> Sequence[relay_pb2.RelaySessionResponse]:
-    return response.batch.frames
-
-
 class _Endpoint(Protocol):
     """What a stream routes a channel's frames to."""
 
@@ -99,7 +89,7 @@ class _Stream:
             while True:
                 # What is queued goes out in one message (a batch).
                 frames = drain(self._outbox, await self._outbox.get())
-                for message in batched(frames, _request_batch):
+                for message in batched(frames, relay_pb2.RelaySessionRequests):
                     await self._call.write(message)
         except grpc.aio.AioRpcError as e:
             self._break(_stream_error(e))
@@ -115,7 +105,7 @@ class _Stream:
                 if not isinstance(response, relay_pb2.RelaySessionResponse):
                     raise RelayError("unexpected message on the Session stream")
                 try:
-                    frames = unbatched(response, _response_frames)
+                    frames = unbatched(response)
                 except BatchError as e:
                     raise RelayError(f"the relay sent a malformed batch: {e}") from None
                 for frame in frames:

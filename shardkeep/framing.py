@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 __all__ = ["FRAME_BYTES", "BatchError", "batched", "chunks", "drain", "unbatched", "until_end"]
 
@@ -24,9 +24,13 @@ _T = TypeVar("_T")
 
 
 class _Frame(Protocol):
-    """What the session streams' message types share."""
+    """What the session streams' frame types share: a channel, a ``batch`` of frames
+    of their own type (``batch.frames``), and the ``frame`` oneof."""
 
     channel: int
+
+    @property
+    def batch(self) -> Any: ...
 
     def ByteSize(self) -> int: ...
 
@@ -77,27 +81,32 @@ def until_end(items: Sequence[object], frame: type[_F]) -> tuple[list[_F], objec
     return frames, None
 
 
-def batched(frames: Sequence[_F], batch: Callable[[list[_F]], _F]) -> list[_F]:
-    """The messages that carry ``frames`` in order: a frame alone, or ``batch`` of
-    several (at most ``FRAME_BYTES`` each, but for a larger frame, which goes alone)."""
+def batched(frames: Sequence[_F], batch: Callable[..., Any]) -> list[_F]:
+    """The messages that carry ``frames`` in order: a frame alone, or a frame whose
+    ``batch`` (made by ``batch(frames=...)``, the stream's batch type) holds several,
+    at most ``FRAME_BYTES`` each but for a larger frame, which goes alone."""
     if len(frames) == 1:
         return [frames[0]]
-    return [group[0] if len(group) == 1 else batch(group) for group in chunks(frames, _size)]
+    messages = []
+    for group in chunks(frames, _size):
+        frame_type: Callable[..., _F] = type(group[0])
+        messages.append(group[0] if len(group) == 1 else frame_type(batch=batch(frames=group)))
+    return messages
 
 
 def _size(frame: _Frame) -> int:
     return frame.ByteSize()
 
 
-def unbatched(message: _F, frames: Callable[[_F], Sequence[_F]]) -> Sequence[_F]:
-    """The frames ``message`` carries, in order: itself, or its batch's ``frames``.
+def unbatched(message: _F) -> Sequence[_F]:
+    """The frames ``message`` carries, in order: itself, or its batch's frames.
 
     Raises:
         BatchError: an empty batch, a batch inside a batch, or a batch naming a channel.
     """
     if message.WhichOneof("frame") != "batch":
         return (message,)
-    inner = frames(message)
+    inner: Sequence[_F] = message.batch.frames
     if message.channel != 0:
         raise BatchError(f"a batch names channel {message.channel}: only its frames name one")
     if not inner:

@@ -178,7 +178,7 @@ class FakeEnclave(enclave_pb2_grpc.EnclaveServicer):
         async def read_frames() -> None:
             try:
                 async for message in request_iterator:
-                    for frame in unbatched(message, lambda m: m.batch.frames):
+                    for frame in unbatched(message):
                         route(frame)
             finally:
                 outputs.put_nowait(None)

@@ -390,7 +390,7 @@ def test_a_session_bounds_the_ceremonies_and_inputs_a_host_makes_it_hold(
             ended: dict[int, enclave_pb2.ChannelEnd] = {}
             async with asyncio.timeout(20):
                 while len(ended) < count:
-                    for frame in unbatched(await call.read(), lambda m: m.batch.frames):
+                    for frame in unbatched(await call.read()):
                         if frame.WhichOneof("frame") == "end":
                             ended[frame.channel] = frame.end
             return ended
@@ -445,7 +445,7 @@ def test_a_sessions_batch_reaches_each_channel_in_order(
         ends: dict[int, enclave_pb2.ChannelEnd] = {}
         async with asyncio.timeout(20):
             while 1 not in ends:
-                for frame in unbatched(await call.read(), lambda m: m.batch.frames):
+                for frame in unbatched(await call.read()):
                     kind = frame.WhichOneof("frame")
                     if kind == "output":
                         kind = frame.output.WhichOneof("output")

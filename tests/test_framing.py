@@ -18,32 +18,28 @@ def _batch(frames: list[Frame]) -> Frame:
     return Frame(batch=host_pb2.HostSessionInputs(frames=frames))
 
 
-def _frames(message: Frame) -> list[Frame]:
-    return list(message.batch.frames)
-
-
 def _ask(channel: int, affinity: str = "") -> Frame:
     return Frame(channel=channel, get_challenge=host_pb2.HostChallengeRequest(affinity=affinity))
 
 
 def test_one_frame_goes_alone() -> None:
     frame = _ask(1)
-    assert batched([frame], _batch) == [frame]
+    assert batched([frame], host_pb2.HostSessionInputs) == [frame]
 
 
 def test_a_batch_keeps_the_order_per_channel() -> None:
     frames = [_ask(1), Frame(channel=2, cancel=True), Frame(channel=1, cancel=True), _ask(3)]
-    (message,) = batched(frames, _batch)
+    (message,) = batched(frames, host_pb2.HostSessionInputs)
     assert message.WhichOneof("frame") == "batch"
-    assert list(unbatched(message, _frames)) == frames
+    assert list(unbatched(message)) == frames
 
 
 def test_batches_stay_within_the_frame_bound_and_a_large_frame_goes_alone() -> None:
     big = "x" * (FRAME_BYTES // 3)
     frames = [_ask(n, big) for n in range(1, 8)] + [_ask(8, "y" * FRAME_BYTES), _ask(9)]
-    messages = batched(frames, _batch)
+    messages = batched(frames, host_pb2.HostSessionInputs)
     assert len(messages) > 1
-    assert [f for m in messages for f in unbatched(m, _frames)] == frames
+    assert [f for m in messages for f in unbatched(m)] == frames
     for message in messages:
         if message.WhichOneof("frame") == "batch":
             assert sum(f.ByteSize() for f in message.batch.frames) <= FRAME_BYTES
@@ -62,12 +58,12 @@ def test_a_batch_that_breaks_the_rules_is_refused_naming_the_fault(
     message: Frame, fault: str
 ) -> None:
     with pytest.raises(BatchError, match=fault):
-        unbatched(message, _frames)
+        unbatched(message)
 
 
 def test_a_frame_that_is_no_batch_is_itself() -> None:
     frame = _ask(4)
-    assert list(unbatched(frame, _frames)) == [frame]
+    assert list(unbatched(frame)) == [frame]
 
 
 def test_drain_takes_what_is_queued_and_until_end_stops_at_the_end() -> None:

@@ -284,7 +284,7 @@ def test_a_batch_with_a_malformed_frame_ends_only_that_frames_channel(stack: Dev
             await call.write(later.SerializeToString())
             answers: dict[int, host_pb2.HostSessionOutput] = {}
             while 11 not in answers:
-                for answer in unbatched(await call.read(), lambda m: m.batch.frames):
+                for answer in unbatched(await call.read()):
                     answers[answer.channel] = answer
             assert answers[7].end.code == "INVALID_ARGUMENT"
             assert "channel 7 is not a valid HostSessionInput" in answers[7].end.message

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import Sequence
 from typing import Any, Final, Literal, Protocol
 
 import grpc
@@ -206,7 +205,7 @@ class HostSession:
             while True:
                 # What is queued goes out in one message (a batch).
                 frames = drain(outbox, await outbox.get())
-                for message in batched(frames, _input_batch):
+                for message in batched(frames, host_pb2.HostSessionInputs):
                     await call.write(message)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the stream ended: the reader reports how
@@ -220,7 +219,7 @@ class HostSession:
                 frame = await call.read()
                 if frame is _EOF or not isinstance(frame, host_pb2.HostSessionOutput):
                     break
-                for one in unbatched(frame, _output_frames):
+                for one in unbatched(frame):
                     answer = self._waiting.get(one.channel)
                     if answer is not None and not answer.done():
                         answer.set_result(one)
@@ -247,14 +246,6 @@ class HostSession:
             self._call.cancel()
             self._call = None
         self._fail_all(_call_error(grpc.StatusCode.CANCELLED, "the client closed the session"))
-
-
-def _input_batch(frames: list[host_pb2.HostSessionInput]) -> host_pb2.HostSessionInput:
-    return host_pb2.HostSessionInput(batch=host_pb2.HostSessionInputs(frames=frames))
-
-
-def _output_frames(frame: host_pb2.HostSessionOutput) -> Sequence[host_pb2.HostSessionOutput]:
-    return frame.batch.frames
 
 
 def _method(kind: int) -> str:
