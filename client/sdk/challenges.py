@@ -33,7 +33,7 @@ from typing import Final, NamedTuple
 __all__: list[str] = []
 
 INSTANCE_TAG_BYTES: Final = 8  # a challenge's first bytes name the enclave process that issued it
-PER_AFFINITY: Final = 16
+PER_AFFINITY: Final = 32
 TOTAL: Final = 256
 MARGIN_S: Final = 30  # a challenge this close to its expiry is not sent (clock skew, queueing)
 
