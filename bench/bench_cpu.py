@@ -10,7 +10,7 @@ time of sequential signatures; then the throughput with 8 and 32 signatures
 in flight. Real processes on Unix sockets
 (``client.cli.devstack``), the in-memory relay, SQLite at the host.
 
-``python -m bench.bench_cpu [--signatures N] [--enclave-transport session]
+``python -m bench.bench_cpu [--signatures N] [--enclave-transport call|session]
 [--relay-transport call|session|both] [--host-transport call|session|both]``;
 each shape runs a few seconds, the whole run well under a minute per
 combination of transports on an idle 2-core machine. With ``both`` (the
@@ -182,7 +182,7 @@ async def _bench(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.bench_cpu", description=__doc__)
     parser.add_argument("--signatures", type=int, default=60, help="BIP-340 signatures per shape")
-    add_transport_options(parser, enclave_default="call")
+    add_transport_options(parser)
     args = parser.parse_args(argv)
     for relay_transport in transports(args.relay_transport):
         for host_transport in transports(args.host_transport):

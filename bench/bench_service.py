@@ -276,7 +276,7 @@ async def _throughput(work: Callable[[], Awaitable[object]], concurrency: int) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.bench_service", description=__doc__)
-    add_transport_options(parser, enclave_default="session")
+    add_transport_options(parser)
     args = parser.parse_args(argv)
     if "both" not in (args.relay_transport, args.host_transport):
         with tempfile.TemporaryDirectory() as directory:

@@ -15,11 +15,11 @@ from client.sdk.wallet import WalletClient
 TransportName = Literal["call", "session"]
 
 
-def add_transport_options(parser: argparse.ArgumentParser, *, enclave_default: str) -> None:
-    """``--enclave-transport`` (default ``enclave_default``), and ``--relay-transport``
+def add_transport_options(parser: argparse.ArgumentParser) -> None:
+    """``--enclave-transport`` (default ``session``, as the host's), and ``--relay-transport``
     and ``--host-transport`` (``call``, ``session`` or ``both``: one run on each)."""
     parser.add_argument(
-        "--enclave-transport", choices=("call", "session"), default=enclave_default,
+        "--enclave-transport", choices=("call", "session"), default="session",
         help="the host's transport to the enclave (docs/transport.md)",
     )  # fmt: skip
     parser.add_argument(
