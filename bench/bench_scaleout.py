@@ -163,6 +163,8 @@ async def _measure(
             before = _cpu(pids)
             start = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(total)))
+            for client in clients:  # done when the server's side of every signature is
+                await client.settle()
             elapsed = time.perf_counter() - start
             after = _cpu(pids)
             cpu = {n: (after[n] - before[n]) / total for n in pids}

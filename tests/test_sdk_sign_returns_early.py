@@ -136,6 +136,25 @@ def test_close_cancels_a_servers_call_that_outlasts_its_grace(
     run(stack, body)
 
 
+def test_settle_waits_for_the_servers_side_and_leaves_the_client_open(stack: DevStack) -> None:
+    async def body(client: WalletClient) -> None:
+        device = PartyIdentity.generate()
+        wallet = await client.create_wallet("bip340", [device], threshold=2)
+        server = held(client)
+        assert valid(wallet, DIGEST, await client.sign(wallet, DIGEST, {0: device}))
+        settling = asyncio.ensure_future(client.settle())
+        await asyncio.sleep(0.2)
+        assert not settling.done()  # the server's result is still held back
+        server.release.set()
+        async with asyncio.timeout(10):
+            await settling
+        assert server.answered == 1 and not client._background and not client.late_failures
+        # Settling is not closing: the client signs again.
+        assert valid(wallet, DIGEST, await client.sign(wallet, DIGEST, {0: device}))
+
+    run(stack, body)
+
+
 def test_a_servers_failure_after_the_signature_is_kept_with_its_culprits(
     stack: DevStack, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -146,7 +165,7 @@ def test_a_servers_failure_after_the_signature_is_kept_with_its_culprits(
         server.fail = device.party_id
         assert valid(wallet, DIGEST, await client.sign(wallet, DIGEST, {0: device}))
         server.release.set()
-        await asyncio.gather(*client._background)
+        await client.settle()
         (late,) = client.late_failures
         assert late.culprits == (device.party_id,) and late.code == grpc.StatusCode.ABORTED
 

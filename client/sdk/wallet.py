@@ -279,6 +279,12 @@ class WalletClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def settle(self) -> None:
+        """Wait until the server's side of every signature already returned has ended
+        (a benchmark counts their CPU and time; a failure lands in ``late_failures``)."""
+        while self._background:
+            await asyncio.wait(set(self._background))
+
     async def aclose(self) -> None:
         """Close the connections, after the server's side of returned signatures: each is
         waited for up to ``CLOSE_GRACE_S`` seconds, then cancelled."""
