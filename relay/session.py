@@ -11,7 +11,10 @@ a room from its signed spec), and its envelopes go through the same
 - a ``flush`` is answered with the position of the channel's last stored
   envelope, once every envelope sent before it is stored;
 - every channel ends with a ``ChannelClosed`` carrying the status a Join call
-  would have ended with, and the stream goes on.
+  would have ended with, and the stream goes on;
+- frames may come several to a message (a ``batch``, ``shardkeep.framing``),
+  each handled in order as if it came alone, and the writer sends what it has
+  queued the same way.
 
 A channel's frames wait in its own bounded inbox, so one slow room never
 stalls the stream's reader; a channel that overruns its inbox is closed with

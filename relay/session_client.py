@@ -8,7 +8,9 @@ what ceremony code uses of a ``relay.client.PartySession`` (``open``, ``send``,
 transport. What differs: ``send`` returns at once (no acknowledgement; the
 envelopes one step sends together travel in one frame), a refused envelope
 fails the channel with the relay's error (its non-delivery report), and
-``flush`` waits until the relay has stored everything sent before it.
+``flush`` waits until the relay has stored everything sent before it (riding
+on the last envelopes when they have not left yet). The stream's writer sends
+what is queued as one message (a batch, ``shardkeep.framing``).
 
 A stream that breaks fails every channel on it with the stream's error, as a
 broken Join call would; the next join opens a new stream.
