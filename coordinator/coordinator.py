@@ -169,8 +169,9 @@ class Coordinator:
             memory, forgotten on restart; ``coordinator.registry``).
         policy: who may ask for what (default :class:`Policy`).
         timeout: seconds for each ceremony.
-        host_transport: "call" (a unary call to the host per ceremony and challenge)
-            or "session" (each a channel of one Host.Session stream; docs/transport.md).
+        host_transport: "session" (the default: each ceremony and challenge a channel of
+            one Host.Session stream; docs/transport.md) or "call" (a unary call to the
+            host per ceremony and challenge).
         relay_transport: "session" (rooms created on first join from a signed spec,
             every room on one Relay.Session stream; docs/transport.md) or "call"
             (a CreateRoom, Join and CloseRoom call per room).
@@ -190,7 +191,7 @@ class Coordinator:
         registry: Registry | None = None,
         policy: Policy | None = None,
         timeout: float = 120.0,
-        host_transport: HostTransport = "call",
+        host_transport: HostTransport = "session",
         relay_transport: Literal["call", "session"] = "session",
     ) -> None:
         transport = transport or Transport()
