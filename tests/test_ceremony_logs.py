@@ -6,6 +6,7 @@ adds exactly one line to each log, and that line names the ceremony's room.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def test_each_process_logs_one_info_line_per_signature(tmp_path: Path, transport
             before = {name: len(_lines(stack, name)) for name in PROCESSES}
             for _ in range(SIGNATURES):
                 await wallets.sign(wallet, bytes(32), {0: device})
+            # A signature returns before the server's side ends (and its room closes).
+            await wallets.settle()
+            async with asyncio.timeout(10):  # each process writes its line as it finishes
+                while any(len(_lines(stack, n)) < before[n] + SIGNATURES for n in PROCESSES):
+                    await asyncio.sleep(0.05)
             return {name: _lines(stack, name)[before[name] :] for name in PROCESSES}
 
     logged = eventloop.run(body())
