@@ -1208,7 +1208,8 @@ class WalletClient:
         fetched now) and asks for the next with its result. If the enclave refuses
         a pooled challenge as unknown (it restarted, or another enclave issued it),
         the whole ceremony runs once more as a new request (new ceremony id, room,
-        challenge and local parties): nothing of the refused one is reused.
+        challenge and local parties): nothing of the refused one is reused. A key
+        change whose local parties already saved pending shares is not run again.
 
         A key change pauses every local party before its certificate signature;
         ``on_pending`` then gets all their pending shares at once (by party id)
@@ -1217,9 +1218,18 @@ class WalletClient:
         """
         roster, _ = build(request)  # the room's members; plans are rebuilt with the room id
         server = server_id if server_id is not None and server_id in roster.party_ids else None
+        pending_saved = False
+        save = on_pending
+
+        async def save_pendings(pendings: dict[str, Pending]) -> None:
+            nonlocal pending_saved
+            pending_saved = True
+            if save is not None:
+                await save(pendings)
+
         ceremony = functools.partial(
             self._run_once, request, devices, build, server, progress,
-            owner=owner, on_pending=on_pending, approvals=approvals,
+            owner=owner, on_pending=save_pendings if on_pending else None, approvals=approvals,
         )  # fmt: skip
         pooled = None if server is None else self._challenges.take(_affinity(request))
         if pooled is None:
@@ -1227,7 +1237,9 @@ class WalletClient:
         try:
             return await ceremony(pooled)
         except WalletError as e:
-            if e.reason != CHALLENGE_REFUSED:
+            # A refusal after pending shares were saved is no refusal before the enclave
+            # acted (a lying host): a rerun would replace them; the caller resumes instead.
+            if e.reason != CHALLENGE_REFUSED or pending_saved:
                 raise
         # The enclave refused the request before it acted (the challenge is checked first).
         self._challenges.forget_issuer(pooled)
