@@ -42,12 +42,14 @@ def run_refused(with_pending: bool) -> tuple[int, list[str]]:
             kind=ceremony_pb2.CEREMONY_KIND_REFRESH, wallet_id="w", ceremony_id="c"
         )
         client._challenges.put("", b"T" * 40, 2**40)
+
+        def build(_: Any) -> Any:  # the roster only names the members
+            return SimpleNamespace(party_ids=("phone", "server")), {}
+
         try:
             with pytest.raises(WalletError) as refused:
-                await client._run(
-                    request, [], lambda _: (SimpleNamespace(party_ids=("phone", "server")), {}),
-                    "server", None, on_pending=on_pending if with_pending else None,
-                )  # fmt: skip
+                save = on_pending if with_pending else None
+                await client._run(request, [], build, "server", None, on_pending=save)
             assert refused.value.reason == CHALLENGE_REFUSED
         finally:
             await client.aclose()

@@ -292,8 +292,12 @@ class WalletClient:
         if self._closed:
             return
         self._closed = True
-        if self._background:
-            _, late = await asyncio.wait(set(self._background), timeout=CLOSE_GRACE_S)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE_S
+        # Again while any is left: a signature in flight may return during the wait.
+        while self._background:
+            remaining = max(deadline - loop.time(), 0.0)
+            _, late = await asyncio.wait(set(self._background), timeout=remaining)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
