@@ -155,6 +155,21 @@ def test_settle_waits_for_the_servers_side_and_leaves_the_client_open(stack: Dev
     run(stack, body)
 
 
+def test_a_signature_finishing_while_the_client_closes_leaves_no_background_call(
+    stack: DevStack,
+) -> None:
+    async def body(client: WalletClient) -> None:
+        device = PartyIdentity.generate()
+        wallet = await client.create_wallet("bip340", [device], threshold=2)
+        server = held(client)
+        server.release.set()
+        client._closed = True  # close has begun while this signature runs
+        assert valid(wallet, DIGEST, await client.sign(wallet, DIGEST, {0: device}))
+        assert server.answered == 1 and not client._background
+
+    run(stack, body)
+
+
 def test_a_servers_failure_after_the_signature_is_kept_with_its_culprits(
     stack: DevStack, caplog: pytest.LogCaptureFixture
 ) -> None:

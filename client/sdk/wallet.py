@@ -1327,6 +1327,7 @@ class WalletClient:
             request.kind == ceremony_pb2.CEREMONY_KIND_SIGN
             and server_id is not None
             and len(self._background) < MAX_BACKGROUND_CALLS
+            and not self._closed  # a closing client leaves nothing behind
         )
         finished = False
         try:
