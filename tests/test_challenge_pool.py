@@ -165,7 +165,7 @@ def test_a_signature_needs_no_get_challenge_call_when_the_pool_holds_one(stack: 
             for _ in range(3):
                 # The last result's challenge is in the pool once its call has finished
                 # (a signature returns before it).
-                await asyncio.gather(*client._background)
+                await client.settle()
                 assert len(client._challenges) >= 1
                 assert valid(wallet, await client.sign(wallet, DIGEST, {0: device}))
             assert get_challenge_calls(stack) == before, scheme
@@ -192,15 +192,22 @@ def test_an_expired_pooled_challenge_is_not_sent(stack: DevStack) -> None:
     run(stack, body)
 
 
+async def signed_once(client: RecordingClient) -> tuple[Wallet, PartyIdentity]:
+    """A new BIP-340 wallet that signed once, with that signature's server side ended
+    (its result brought the next challenge into the pool)."""
+    device = PartyIdentity.generate()
+    wallet = await client.create_wallet("bip340", [device], threshold=2)
+    assert valid(wallet, await client.sign(wallet, DIGEST, {0: device}))
+    await client.settle()
+    return wallet, device
+
+
 @pytest.mark.slow
 def test_a_replayed_pooled_challenge_is_refused_and_the_sign_retries_with_a_fresh_one(
     stack: DevStack,
 ) -> None:
     async def body(client: RecordingClient) -> None:
-        device = PartyIdentity.generate()
-        wallet = await client.create_wallet("bip340", [device], threshold=2)
-        assert valid(wallet, await client.sign(wallet, DIGEST, {0: device}))
-        await asyncio.gather(*client._background)
+        wallet, device = await signed_once(client)
         used = client.sent[-1]
         client._challenges.take("")  # leave only the replayed challenge in the pool
         client._challenges.put("", used, 2**40)
@@ -218,10 +225,7 @@ def test_a_pooled_challenge_after_an_enclave_restart_is_refused_typed_and_the_re
     stack: DevStack,
 ) -> None:
     async def body(client: RecordingClient) -> None:
-        device = PartyIdentity.generate()
-        wallet = await client.create_wallet("bip340", [device], threshold=2)
-        assert valid(wallet, await client.sign(wallet, DIGEST, {0: device}))
-        await asyncio.gather(*client._background)  # its result brought the next challenge
+        wallet, device = await signed_once(client)
         assert len(client._challenges) == 1
         await stack.restart("enclave")
         before = get_challenge_calls(stack)
