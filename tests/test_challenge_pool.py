@@ -71,6 +71,16 @@ def test_the_pool_is_bounded_per_affinity_and_in_all() -> None:
     assert challenges.take("b") is not None and challenges.take("c") is not None
 
 
+def test_many_wallets_emptied_in_turn_neither_break_the_bound_nor_grow_the_pool() -> None:
+    challenges = pool(per_affinity=2, total=3)
+    for wallet in range(1000):  # an ECDSA wallet each: one affinity each, used up in turn
+        challenges.put(f"wallet-{wallet}", challenge(), NOW + 600)
+        if wallet % 2:
+            assert challenges.take(f"wallet-{wallet}") is not None
+    assert len(challenges) <= 3
+    assert len(challenges._pools) <= 3  # no empty affinity is kept
+
+
 def test_a_refused_challenge_drops_every_challenge_of_its_enclave_process() -> None:
     challenges = pool()
     old, other = b"A" * INSTANCE_TAG_BYTES, b"B" * INSTANCE_TAG_BYTES

@@ -67,12 +67,15 @@ class ChallengePool:
         """An unused challenge for ``affinity`` that is not near its expiry, or None."""
         pool = self._pools.get(affinity)
         fresh_until = self._clock() + self._margin_s
-        while pool:
+        found = None
+        while pool and found is None:
             pooled = pool.popleft()
             self._size -= 1
             if pooled.not_after_unix >= fresh_until:
-                return pooled.challenge
-        return None
+                found = pooled.challenge
+        if pool is not None and not pool:  # an emptied affinity leaves (one per wallet)
+            del self._pools[affinity]
+        return found
 
     def wants(self, affinity: str) -> bool:
         """Whether a ceremony of ``affinity`` should ask for its next challenge: the pool
@@ -103,7 +106,10 @@ class ChallengePool:
         for affinity, pool in list(self._pools.items()):
             kept = deque(p for p in pool if p.challenge[:INSTANCE_TAG_BYTES] != tag)
             self._size -= len(pool) - len(kept)
-            self._pools[affinity] = kept
+            if kept:
+                self._pools[affinity] = kept
+            else:
+                del self._pools[affinity]
 
     def __len__(self) -> int:
         return self._size
