@@ -27,7 +27,7 @@ def add_transport_options(parser: argparse.ArgumentParser) -> None:
         help="the host's and the SDK's transport to the relay (docs/transport.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--host-transport", choices=("call", "session", "both"), default="session",
+        "--host-transport", choices=("call", "session", "both"), default="call",
         help="the SDK's transport to the host: a call per ceremony, or Host.Session",
     )  # fmt: skip
 

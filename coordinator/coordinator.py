@@ -169,9 +169,9 @@ class Coordinator:
             memory, forgotten on restart; ``coordinator.registry``).
         policy: who may ask for what (default :class:`Policy`).
         timeout: seconds for each ceremony.
-        host_transport: "session" (the default: each ceremony and challenge a channel of
-            one Host.Session stream; docs/transport.md) or "call" (a unary call to the
-            host per ceremony and challenge).
+        host_transport: "call" (the default: a unary call to the host per ceremony and
+            challenge) or "session" (each a channel of one Host.Session stream, faster
+            in flight; docs/transport.md).
         relay_transport: "session" (rooms created on first join from a signed spec,
             every room on one Relay.Session stream; docs/transport.md) or "call"
             (a CreateRoom, Join and CloseRoom call per room).
@@ -191,7 +191,7 @@ class Coordinator:
         registry: Registry | None = None,
         policy: Policy | None = None,
         timeout: float = 120.0,
-        host_transport: HostTransport = "session",
+        host_transport: HostTransport = "call",
         relay_transport: Literal["call", "session"] = "session",
     ) -> None:
         transport = transport or Transport()

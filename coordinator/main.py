@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the SQLite file of enrolled devices, used codes, wallets and seen calls",
     )  # fmt: skip
     parser.add_argument(
-        "--host-transport", choices=("call", "session"), default="session",
+        "--host-transport", choices=("call", "session"), default="call",
         help="one call to the host per ceremony and challenge, or all of them on one "
         "long-lived Host.Session stream (docs/transport.md)",
     )  # fmt: skip

@@ -59,7 +59,7 @@ def with_coordinator(
     kind: type[Coordinator] = Coordinator,
     codes: Sequence[str | tuple[str, str]] = CODES,
     timeout_s: float = 120,
-    host_transport: HostTransport = "session",
+    host_transport: HostTransport = "call",
     relay_transport: Literal["call", "session"] = "session",
     transport: Transport | None = None,
 ) -> T:

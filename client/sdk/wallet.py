@@ -223,9 +223,9 @@ class WalletClient:
         relay_transport: "session" (rooms created on first join, every room on
             one Relay.Session stream; docs/transport.md) or "call" (a CreateRoom,
             Join and CloseRoom call per ceremony). Ignored with ``relay``.
-        host_transport: "session" (the default: each ceremony and challenge a channel
-            of one long-lived Host.Session stream; docs/transport.md) or "call" (a
-            unary call per ceremony and per challenge).
+        host_transport: "call" (the default: a unary call per ceremony and per
+            challenge) or "session" (each a channel of one long-lived Host.Session
+            stream, faster in flight; docs/transport.md).
 
     A signature returns as soon as the devices hold it (verified against the
     wallet's key); the server's side of it finishes in the background, and
@@ -249,7 +249,7 @@ class WalletClient:
         relay: RelayClient | None = None,
         transport: Transport | None = None,
         relay_transport: Literal["call", "session"] = "session",
-        host_transport: HostTransport = "session",
+        host_transport: HostTransport = "call",
     ) -> None:
         self._transport = transport or Transport()
         self._addresses = {"host": host_address, "relay": relay_address}
