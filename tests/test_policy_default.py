@@ -115,6 +115,15 @@ async def keygen(
     return request, client, session.result, stack.stored[-1]
 
 
+def unapproved(
+    request: ceremony_pb2.CeremonyRequest, coordinator: Ed25519PrivateKey
+) -> ceremony_pb2.SignedCeremonyRequest:
+    """``request`` signed by the coordinator alone: no authenticator's approval."""
+    outer = signed(request, coordinator)
+    del outer.approvals[:]
+    return outer
+
+
 def test_the_coordinator_alone_cannot_make_the_server_share_act_for_a_new_wallet(
     pki: SimulatedNitroPki, kms_endpoint: str, tmp_path: Path
 ) -> None:
@@ -156,8 +165,7 @@ def test_the_coordinator_alone_cannot_make_the_server_share_act_for_a_new_wallet
         request, client, share, stored = await keygen(stack, coordinator, "bip340")
         sign = sign_request(request, [0, 1])
         signer = client_sign(share, client, sign)
-        outer = signed(sign, coordinator)
-        del outer.approvals[:]
+        outer = unapproved(sign, coordinator)
         await expect_refusal(
             host_loop(stack, outer, {client.party.party_id: signer}, [stored]),
             DENIED, "matched with 0 of 1 approvals",
@@ -251,8 +259,7 @@ def test_a_wallet_sealed_before_policy_sets_only_adopts_one_and_its_old_record_d
         await expect_refusal(sign_raw(legacy, share), DENIED, "has no policy set")
         plain = lifecycle_request(KIND.CEREMONY_KIND_REFRESH, request, 0)
         party = client_lifecycle(plain, client, share)
-        outer = signed(plain, coordinator)
-        del outer.approvals[:]
+        outer = unapproved(plain, coordinator)
         await expect_refusal(
             host_loop(stack, outer, {client.party.party_id: party}, [legacy]),
             DENIED, "adopt one",
@@ -264,8 +271,7 @@ def test_a_wallet_sealed_before_policy_sets_only_adopts_one_and_its_old_record_d
             KIND.CEREMONY_KIND_REFRESH, request, 0, policy_set=encode(adopted)
         )
         party = client_lifecycle(adopt, client, share)
-        outer = signed(adopt, coordinator)
-        del outer.approvals[:]
+        outer = unapproved(adopt, coordinator)
         await expect_refusal(
             host_loop(stack, outer, {client.party.party_id: party}, [legacy]),
             DENIED, "'owner-approves' matched with 0 of 1",
@@ -330,8 +336,7 @@ def test_an_organisation_allow_with_its_authenticator_signs_and_an_organisation_
         async def sign(approve: PolicySet | None) -> ceremony_pb2.CeremonyResult:
             sign = sign_request(request, [0, 1])
             signer = client_sign(share, client, sign)
-            outer = signed(sign, coordinator)
-            del outer.approvals[:]
+            outer = unapproved(sign, coordinator)
             if approve is not None:
                 cfo_approves(outer, approve)
             result: ceremony_pb2.CeremonyResult = await host_loop(
